@@ -1,0 +1,57 @@
+//! `mcc hub`: the hub alone, for coordinators speaking the protocol.
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Args;
+
+use super::exit;
+use crate::hub::{self, HubOptions};
+use crate::scheduler::Settings;
+
+/// Run the hub alone: coordinators and workers connect over WebSocket.
+#[derive(Debug, Args)]
+#[command(after_help = "Example:\n  mcc hub --port 3100 --dir ~/projects/site\n\nState lives in DIR/.mcc/; clients find the hub through DIR/.mcc/hub.json.")]
+pub struct HubArgs {
+    /// Port to listen on (0 picks a free one).
+    #[arg(long, env = "COORDINATION_PORT", default_value_t = hub::DEFAULT_PORT)]
+    pub port: u16,
+    /// Project root whose .mcc/ holds the state.
+    #[arg(long, default_value = ".")]
+    pub dir: PathBuf,
+    /// Listen on this address instead of loopback; clients then need the token in .mcc/token.
+    #[arg(long)]
+    pub bind: Option<IpAddr>,
+    /// Default lease of an assigned task, such as 30m or 90s.
+    #[arg(long, default_value = "30m", value_parser = humantime::parse_duration)]
+    pub lease: Duration,
+    /// Grants after which a task that is not accepted fails.
+    #[arg(long, default_value_t = 5)]
+    pub max_attempts: u32,
+}
+
+impl HubArgs {
+    pub fn options(&self) -> HubOptions {
+        HubOptions {
+            root: self.dir.clone(),
+            port: self.port,
+            bind: self.bind,
+            settings: Settings { lease: self.lease, max_attempts: self.max_attempts.max(1) },
+            loader: None,
+            workflow: None,
+            quiet: false,
+        }
+    }
+}
+
+pub fn run(args: HubArgs) -> u8 {
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("start the tokio runtime");
+    match runtime.block_on(hub::serve(args.options())) {
+        Ok(()) => exit::OK,
+        Err(e) => {
+            eprintln!("mcc hub: {e}");
+            exit::ERROR
+        }
+    }
+}

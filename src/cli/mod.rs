@@ -1,0 +1,58 @@
+//! The command line: clap definitions, one file per command group.
+
+mod hub;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Exit codes every command shares; `--help` lists them.
+pub mod exit {
+    /// Success; for `mcc worker`: you got a task.
+    pub const OK: u8 = 0;
+    /// Something is wrong; the message says what to run instead.
+    pub const ERROR: u8 = 1;
+    /// Bad arguments (clap's own code).
+    pub const USAGE: u8 = 2;
+    /// Nothing ready yet: run the same command again.
+    pub const NOTHING_YET: u8 = 3;
+    /// All work is done: stop.
+    pub const ALL_DONE: u8 = 4;
+    /// Your context is spent: hand over to a fresh chat and stop.
+    pub const HAND_OVER: u8 = 5;
+}
+
+const EXIT_CODES: &str = "\
+Exit codes:
+  0  success (mcc worker: you have a task)
+  1  error: the message says what to run instead
+  2  bad arguments
+  3  nothing ready yet: run the same command again
+  4  all work is done: stop
+  5  hand over: your context is spent, a fresh chat takes over";
+
+/// mcc: run several AI coding-agent chats on one project at once.
+#[derive(Debug, Parser)]
+#[command(name = "mcc", version, about, after_help = EXIT_CODES)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    Hub(hub::HubArgs),
+}
+
+/// Parse the command line, run it, and map the result to an exit code.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    ExitCode::from(run(cli))
+}
+
+/// Run a parsed command line; returns the exit code.
+pub fn run(cli: Cli) -> u8 {
+    match cli.command {
+        Command::Hub(args) => hub::run(args),
+    }
+}

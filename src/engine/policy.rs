@@ -1,0 +1,83 @@
+//! The seam between the engine and a workflow: the decisions a workflow may
+//! take over. Without a workflow the engine uses [`DefaultPolicy`].
+
+use crate::command::Outcome;
+use crate::scheduler::{Scheduler, Task, TaskId, Verdict, Worker};
+use crate::task::Report;
+
+/// A decision a workflow could not make (a script error): shown to the
+/// engineer; the hub goes on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PolicyError(pub String);
+
+impl std::fmt::Display for PolicyError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// The decisions of a workflow. Every method runs on the engine's thread,
+/// inside a batch, before the batch is committed.
+pub trait Policy {
+    /// A name for status lines.
+    fn name(&self) -> String;
+
+    /// Which of `ready` (FIFO order, reservations honoured) `worker` gets.
+    fn assign(&mut self, worker: &Worker, ready: &[&Task], scheduler: &Scheduler) -> Result<Option<TaskId>, PolicyError>;
+
+    /// Whether a submitted result is good enough. `validation` is the outcome
+    /// of the task's validation command, when it has one.
+    fn accept(&mut self, task: &Task, report: &Report, validation: Option<&Outcome>, scheduler: &Scheduler) -> Result<Verdict, PolicyError>;
+
+    /// Called after every batch of changes: advance phases, fire hooks, add
+    /// tasks. Errors are shown; the hub goes on.
+    fn step(&mut self, scheduler: &mut Scheduler) -> Result<(), PolicyError>;
+
+    /// The workflow has finished: workers are told "all done".
+    fn finished(&self, scheduler: &Scheduler) -> bool;
+
+    /// The workflow's own state to store with the batch (`key`, JSON).
+    fn state(&mut self) -> Vec<(&'static str, String)> {
+        Vec::new()
+    }
+}
+
+/// No workflow: FIFO assignment, accept when validation passes, finished
+/// when every task is finished.
+pub struct DefaultPolicy;
+
+impl DefaultPolicy {
+    /// The verdict a validation outcome gives on its own.
+    pub fn verdict(task: &Task, validation: Option<&Outcome>) -> Verdict {
+        match validation {
+            Some(outcome) if !outcome.success() => Verdict::Reject(vec![format!(
+                "validation `{}` {}",
+                task.spec.acceptance.validation.as_deref().unwrap_or_default(),
+                outcome.summary()
+            )]),
+            _ => Verdict::Accept,
+        }
+    }
+}
+
+impl Policy for DefaultPolicy {
+    fn name(&self) -> String {
+        "no workflow".to_owned()
+    }
+
+    fn assign(&mut self, _: &Worker, ready: &[&Task], _: &Scheduler) -> Result<Option<TaskId>, PolicyError> {
+        Ok(ready.first().map(|t| t.spec.id.clone()))
+    }
+
+    fn accept(&mut self, task: &Task, _: &Report, validation: Option<&Outcome>, _: &Scheduler) -> Result<Verdict, PolicyError> {
+        Ok(Self::verdict(task, validation))
+    }
+
+    fn step(&mut self, _: &mut Scheduler) -> Result<(), PolicyError> {
+        Ok(())
+    }
+
+    fn finished(&self, scheduler: &Scheduler) -> bool {
+        scheduler.all_terminal()
+    }
+}

@@ -1,0 +1,343 @@
+//! Every wire message, as serde enums tagged by `type`: the old protocol's
+//! messages unchanged, and mcc's own beside them (docs/protocol.md).
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// A message a client sends.
+///
+/// On the wire it is `{"type": "next", ...fields}`; in Rust it is derived as
+/// an externally tagged enum, so that a field that fails to parse is named by
+/// its path ([`parse`] and [`ClientMsg::to_json`] convert).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", rename_all_fields = "camelCase")]
+pub enum ClientMsg {
+    // --- the old protocol ---
+    Register {
+        role: Option<String>,
+        project_id: Option<String>,
+        worker_id: Option<String>,
+    },
+    CreateTasks {
+        tasks: Option<Vec<Value>>,
+    },
+    RequestTask {},
+    TaskComplete {
+        task_id: String,
+        report: Option<Value>,
+    },
+    Status {},
+    // --- mcc's own: a named worker on a short connection ---
+    Next {
+        worker: String,
+        wait_ms: Option<u64>,
+    },
+    Done {
+        worker: String,
+        task_id: String,
+        attempt: Option<u32>,
+        #[serde(default)]
+        deliverables: Vec<String>,
+        score: Option<u8>,
+        notes: Option<String>,
+        wait_ms: Option<u64>,
+    },
+    Block {
+        worker: String,
+        task_id: String,
+        attempt: Option<u32>,
+        question: String,
+        wait_ms: Option<u64>,
+    },
+    Fail {
+        worker: String,
+        task_id: String,
+        attempt: Option<u32>,
+        reason: String,
+        wait_ms: Option<u64>,
+    },
+    Progress {
+        worker: String,
+        task_id: String,
+        attempt: Option<u32>,
+        note: String,
+    },
+    Leave {
+        worker: String,
+    },
+    // --- mcc's own: the engineer and scripts ---
+    AddTasks {
+        tasks: Vec<Value>,
+    },
+    Answer {
+        task_id: String,
+        text: String,
+    },
+    Cancel {
+        task_id: String,
+    },
+    Retry {
+        task_id: String,
+    },
+    Snapshot {},
+    ShowTask {
+        task_id: String,
+    },
+    /// Load a workflow into the running hub (`mcc run` attaching).
+    LoadWorkflow {
+        path: String,
+    },
+}
+
+impl ClientMsg {
+    /// The frame a client sends.
+    pub fn to_json(&self) -> String {
+        let value = serde_json::to_value(self).expect("a client message always serializes");
+        let Value::Object(outer) = value else { unreachable!("variants with fields serialize as objects") };
+        let (kind, fields) = outer.into_iter().next().expect("one variant");
+        let mut frame = serde_json::Map::new();
+        frame.insert("type".into(), Value::String(kind));
+        if let Value::Object(fields) = fields {
+            frame.extend(fields.into_iter().filter(|(_, v)| !v.is_null()));
+        }
+        Value::Object(frame).to_string()
+    }
+
+    /// Every `type` a client may send, for the "unknown type" error.
+    pub const TYPES: &'static [&'static str] = &[
+        "register",
+        "create_tasks",
+        "request_task",
+        "task_complete",
+        "status",
+        "next",
+        "done",
+        "block",
+        "fail",
+        "progress",
+        "leave",
+        "add_tasks",
+        "answer",
+        "cancel",
+        "retry",
+        "snapshot",
+        "show_task",
+        "load_workflow",
+    ];
+}
+
+/// One worker in the old `status_response`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct WorkerStatus {
+    pub worker_id: String,
+    pub busy: bool,
+    pub current_task: Option<String>,
+}
+
+/// What a worker asking for work is told (mcc's `next`, and after `done`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(tag = "type", rename_all = "snake_case", rename_all_fields = "camelCase")]
+pub enum Offer {
+    /// A task to work on: new, held already, or back after a rejection.
+    Task {
+        worker: String,
+        task: Value,
+        attempt: u32,
+        lease_ms: u64,
+        /// True when the worker already held it.
+        held: bool,
+        /// Why the previous result was rejected, if it was.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        reasons: Vec<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        answer: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        phase: Option<String>,
+    },
+    /// Nothing ready within the wait; run `next` again.
+    NothingYet { worker: String, message: String },
+    /// The work is finished; the worker can stop.
+    AllDone { worker: String, message: String },
+    /// The worker's context is spent; a fresh chat should take over.
+    HandOver { worker: String, message: String },
+}
+
+/// A message the hub sends.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(tag = "type", rename_all = "snake_case", rename_all_fields = "camelCase")]
+pub enum ServerMsg {
+    // --- the old protocol ---
+    Connected {
+        client_id: String,
+        message: String,
+    },
+    Registered {
+        role: String,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        project_id: Option<String>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        worker_id: Option<String>,
+    },
+    WorkerRegistered {
+        worker_id: String,
+    },
+    TasksCreated {
+        count: usize,
+        queued: usize,
+    },
+    /// To a worker: `task` is set. To the coordinator: `taskId` and `workerId`.
+    TaskAssigned {
+        #[serde(skip_serializing_if = "Option::is_none")]
+        task: Option<Value>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        task_id: Option<String>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        worker_id: Option<String>,
+    },
+    NoTasks {
+        message: String,
+    },
+    TaskCompleteAck {
+        task_id: String,
+    },
+    TaskComplete {
+        task_id: String,
+        worker_id: String,
+        report: Value,
+    },
+    ReportDetected {
+        task_id: String,
+        worker_id: String,
+        report_path: String,
+        report: Value,
+    },
+    StatusResponse {
+        coordinator: String,
+        workers: Vec<WorkerStatus>,
+        queue_size: usize,
+        active_tasks: usize,
+    },
+    ServerShutdown {
+        message: String,
+    },
+    Error {
+        error: String,
+        /// mcc extension: a short machine-readable code.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        code: Option<String>,
+    },
+    // --- mcc's own ---
+    Offer {
+        offer: Offer,
+    },
+    Verdict {
+        task_id: String,
+        worker: String,
+        attempt: u32,
+        accepted: bool,
+        /// True when the task failed for good (attempts used up).
+        failed: bool,
+        reasons: Vec<String>,
+        next: Offer,
+    },
+    Ack {
+        what: String,
+        message: String,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        task_id: Option<String>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        next: Option<Offer>,
+    },
+    TasksAdded {
+        ids: Vec<String>,
+    },
+    Snapshot {
+        snapshot: Value,
+    },
+    TaskInfo {
+        task: Value,
+    },
+}
+
+impl ServerMsg {
+    pub fn error(error: impl Into<String>) -> Self {
+        Self::Error { error: error.into(), code: None }
+    }
+
+    pub fn error_code(error: impl Into<String>, code: &str) -> Self {
+        Self::Error { error: error.into(), code: Some(code.to_owned()) }
+    }
+
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).expect("a server message always serializes")
+    }
+}
+
+/// Why a frame could not become a [`ClientMsg`]: the text of the `error`.
+pub fn parse(text: &str) -> Result<ClientMsg, String> {
+    let value: Value = serde_json::from_str(text).map_err(|_| "Invalid JSON message".to_owned())?;
+    let Some(kind) = value.get("type").and_then(Value::as_str) else {
+        return Err("Message has no \"type\" field: every message is a JSON object with a \"type\"".to_owned());
+    };
+    if !ClientMsg::TYPES.contains(&kind) {
+        return Err(format!("Unknown message type: {kind}; known types: {}", ClientMsg::TYPES.join(", ")));
+    }
+    let kind = kind.to_owned();
+    let Value::Object(mut fields) = value else { unreachable!("has a type field, so it is an object") };
+    fields.remove("type");
+    let external = Value::Object(std::iter::once((kind.clone(), Value::Object(fields))).collect());
+    serde_path_to_error::deserialize(external).map_err(|e| {
+        let path = e.path().to_string();
+        let path = path.strip_prefix(&kind).map_or(path.clone(), |p| p.trim_start_matches('.').to_owned());
+        let inner = e.into_inner();
+        if path.is_empty() {
+            format!("Bad `{kind}` message: {inner}")
+        } else {
+            format!("Bad `{kind}` message: field `{path}`: {inner}")
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bad_frames_get_errors_that_name_the_problem() {
+        assert_eq!(parse("{nope").unwrap_err(), "Invalid JSON message");
+        assert!(parse(r#"{"type":"fly"}"#).unwrap_err().contains("Unknown message type: fly"));
+        let err = parse(r#"{"type":"task_complete"}"#).unwrap_err();
+        assert!(err.contains("task_complete") && err.contains("taskId"), "{err}");
+        let err = parse(r#"{"type":"next","worker":5}"#).unwrap_err();
+        assert!(err.contains("field `worker`"), "{err}");
+        let err = parse(r#"{"type":"done","worker":"w","taskId":"t","deliverables":[1]}"#).unwrap_err();
+        assert!(err.contains("field `deliverables[0]`"), "{err}");
+    }
+
+    #[test]
+    fn a_client_message_goes_out_in_the_wire_shape_and_parses_back() {
+        let msg = ClientMsg::Next { worker: "w".into(), wait_ms: Some(5) };
+        let text = msg.to_json();
+        assert_eq!(serde_json::from_str::<Value>(&text).unwrap(), serde_json::json!({"type":"next","worker":"w","waitMs":5}));
+        assert!(matches!(parse(&text).unwrap(), ClientMsg::Next { wait_ms: Some(5), .. }));
+    }
+
+    #[test]
+    fn old_messages_serialize_with_their_old_field_names() {
+        let msg = ServerMsg::StatusResponse {
+            coordinator: "connected".into(),
+            workers: vec![WorkerStatus { worker_id: "w".into(), busy: true, current_task: Some("t".into()) }],
+            queue_size: 1,
+            active_tasks: 2,
+        };
+        let v: Value = serde_json::from_str(&msg.to_json()).unwrap();
+        assert_eq!(v["type"], "status_response");
+        assert_eq!(v["queueSize"], 1);
+        assert_eq!(v["activeTasks"], 2);
+        assert_eq!(v["workers"][0]["workerId"], "w");
+        assert_eq!(v["workers"][0]["currentTask"], "t");
+        let v: Value = serde_json::from_str(&ServerMsg::TaskCompleteAck { task_id: "t".into() }.to_json()).unwrap();
+        assert_eq!(v, serde_json::json!({"type":"task_complete_ack","taskId":"t"}));
+    }
+}

@@ -1,0 +1,19 @@
+//! mcc: a scriptable coordination runtime for running several AI
+//! coding-agent chats on one project at once.
+//!
+//! The binary supplies the primitives (a WebSocket [`hub`], a durable
+//! [`store`], the [`scheduler`]'s leases and reservations, report
+//! [`watch`]ing); a Lua workflow ([`lua`]) decides the policy.
+
+pub mod cli;
+pub mod client;
+pub mod command;
+pub mod engine;
+pub mod hub;
+pub mod lua;
+pub mod scheduler;
+pub mod store;
+pub mod task;
+pub mod watch;
+
+pub use cli::main;

@@ -1,0 +1,178 @@
+//! Tasks and reports as they travel on the wire: the old protocol's JSON,
+//! typed, with every field a client sent kept and echoed back.
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+/// A task as a coordinator, `mcc tasks add` or a workflow describes it.
+///
+/// Unknown fields (`status`, `createdAt`, anything a client adds) land in
+/// `extra` and are sent back unchanged, so the old protocol's "the whole task
+/// as the coordinator sent it" holds.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct TaskSpec {
+    pub id: String,
+    #[serde(rename = "type", default = "default_kind")]
+    pub kind: String,
+    pub description: String,
+    #[serde(default)]
+    pub context: TaskContext,
+    #[serde(default)]
+    pub acceptance: Acceptance,
+    #[serde(default)]
+    pub dependencies: Vec<String>,
+    /// mcc extension: this task's lease, such as `"10m"`; the hub's default otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lease: Option<String>,
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
+}
+
+fn default_kind() -> String {
+    "task".to_owned()
+}
+
+/// What the worker reads and writes.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct TaskContext {
+    #[serde(default)]
+    pub target_files: Vec<String>,
+    #[serde(default)]
+    pub output_files: Vec<String>,
+    #[serde(default)]
+    pub requirements: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub relevant_rules: Vec<String>,
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
+}
+
+/// How a result is judged.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Acceptance {
+    #[serde(default)]
+    pub criteria: Vec<String>,
+    /// A shell command, run in the project root, that exits 0 when the output is acceptable.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub validation: Option<String>,
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
+}
+
+impl TaskSpec {
+    /// A minimal task, for tests and workflows.
+    pub fn new(id: impl Into<String>, description: impl Into<String>) -> Self {
+        Self {
+            id: id.into(),
+            kind: default_kind(),
+            description: description.into(),
+            context: TaskContext::default(),
+            acceptance: Acceptance::default(),
+            dependencies: Vec::new(),
+            lease: None,
+            extra: Map::new(),
+        }
+    }
+
+    /// The task as the old protocol sends it to a worker: every field it was
+    /// given, with `status`, `assignedTo` and the timestamps set by the hub.
+    pub fn to_wire(&self, status: &str, assigned_to: Option<&str>, created_at: &str, completed_at: Option<&str>) -> Value {
+        let mut value = serde_json::to_value(self).expect("a task always serializes");
+        let map = value.as_object_mut().expect("a task is an object");
+        map.insert("status".into(), Value::from(status));
+        map.insert("assignedTo".into(), assigned_to.map_or(Value::Null, Value::from));
+        map.entry("createdAt").or_insert_with(|| Value::from(created_at));
+        map.insert("completedAt".into(), completed_at.map_or(Value::Null, Value::from));
+        value
+    }
+}
+
+/// How a worker's report says it ended.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum ReportStatus {
+    Completed,
+    Failed,
+    Blocked,
+}
+
+/// A worker's report on a task (PROTOCOL.md "Report").
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Report {
+    pub task_id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub worker_id: Option<String>,
+    pub status: ReportStatus,
+    #[serde(default)]
+    pub deliverables: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub context_efficiency_score: Option<u8>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub notes: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub completed_at: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub blocker: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requested_guidance: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub blocked_at: Option<String>,
+    /// mcc extension: the attempt this report is for (the fencing token).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attempt: Option<u32>,
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
+}
+
+impl Report {
+    /// A completed report with the given deliverables.
+    pub fn completed(task_id: impl Into<String>, worker: impl Into<String>, deliverables: Vec<String>) -> Self {
+        Self {
+            task_id: task_id.into(),
+            worker_id: Some(worker.into()),
+            status: ReportStatus::Completed,
+            deliverables,
+            context_efficiency_score: None,
+            notes: None,
+            completed_at: Some(now_rfc3339()),
+            blocker: None,
+            requested_guidance: None,
+            blocked_at: None,
+            attempt: None,
+            extra: Map::new(),
+        }
+    }
+}
+
+/// The current wall-clock time as RFC 3339 with milliseconds.
+pub fn now_rfc3339() -> String {
+    humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string()
+}
+
+/// Milliseconds since the Unix epoch, for stored timestamps.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_task_keeps_fields_it_does_not_know() {
+        let raw = r#"{"id":"t1","type":"x","description":"d","context":{"targetFiles":[],"outputFiles":["a"],"requirements":[],"color":"red"},"acceptance":{"criteria":[]},"priority":7,"status":"pending","createdAt":"2025-01-01T00:00:00Z"}"#;
+        let task: TaskSpec = serde_json::from_str(raw).unwrap();
+        let wire = task.to_wire("assigned", Some("w"), "ignored", None);
+        assert_eq!(wire["priority"], 7);
+        assert_eq!(wire["context"]["color"], "red");
+        assert_eq!(wire["status"], "assigned");
+        assert_eq!(wire["assignedTo"], "w");
+        assert_eq!(wire["createdAt"], "2025-01-01T00:00:00Z");
+    }
+}

@@ -1,0 +1,166 @@
+//! The reports folders: `.mcc/reports/` and, for old clients,
+//! `tmp/coordination/reports/` under the root. A report file that is created
+//! or rewritten is read once it has been quiet for a moment (debounced),
+//! checked, and handed to the engine as a completion. A malformed one is
+//! moved aside to `rejected/` next to it, with a `.error.txt` saying why.
+
+use std::collections::HashMap;
+use std::fs;
+use std::hash::{DefaultHasher, Hash, Hasher};
+use std::path::{Path, PathBuf};
+use std::sync::mpsc::{self, RecvTimeoutError};
+use std::time::{Duration, Instant};
+
+use notify::{RecursiveMode, Watcher};
+
+use crate::engine::{EngineHandle, Input};
+use crate::task::Report;
+
+/// How long a file must stay unchanged before it is read.
+pub const QUIET: Duration = Duration::from_millis(150);
+
+/// Watches the reports folders while it lives.
+pub struct ReportWatcher {
+    _watcher: notify::RecommendedWatcher,
+}
+
+impl ReportWatcher {
+    pub fn start(root: &Path, state_dir: &Path, engine: EngineHandle) -> Result<Self, String> {
+        let folders = [state_dir.join("reports"), root.join("tmp").join("coordination").join("reports")];
+        for folder in &folders {
+            fs::create_dir_all(folder).map_err(|e| format!("{}: {e}", folder.display()))?;
+        }
+        let (tx, rx) = mpsc::channel::<PathBuf>();
+        let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+            if let Ok(event) = event {
+                if matches!(event.kind, notify::EventKind::Create(_) | notify::EventKind::Modify(_)) {
+                    for path in event.paths {
+                        let _ = tx.send(path);
+                    }
+                }
+            }
+        })
+        .map_err(|e| e.to_string())?;
+        for folder in &folders {
+            watcher
+                .watch(folder, RecursiveMode::NonRecursive)
+                .map_err(|e| format!("{}: {e}", folder.display()))?;
+        }
+        // Reports written while no hub ran are read at start.
+        let mut initial = Vec::new();
+        for folder in &folders {
+            if let Ok(entries) = fs::read_dir(folder) {
+                initial.extend(entries.flatten().map(|e| e.path()));
+            }
+        }
+        let root = root.to_owned();
+        std::thread::Builder::new()
+            .name("mcc-reports".into())
+            .spawn(move || debounce(&rx, initial, &root, &engine))
+            .map_err(|e| e.to_string())?;
+        Ok(Self { _watcher: watcher })
+    }
+}
+
+fn is_report(path: &Path) -> bool {
+    path.extension().is_some_and(|e| e == "json") && path.is_file()
+}
+
+fn debounce(rx: &mpsc::Receiver<PathBuf>, initial: Vec<PathBuf>, root: &Path, engine: &EngineHandle) {
+    let mut pending: HashMap<PathBuf, Instant> = initial.into_iter().map(|p| (p, Instant::now())).collect();
+    let mut seen: HashMap<PathBuf, u64> = HashMap::new();
+    loop {
+        let wait = pending.values().min().map(|t| (*t + QUIET).saturating_duration_since(Instant::now()));
+        let event = match wait {
+            Some(w) => rx.recv_timeout(w),
+            None => rx.recv().map_err(|_| RecvTimeoutError::Disconnected),
+        };
+        match event {
+            Ok(path) => {
+                pending.insert(path, Instant::now());
+                continue;
+            }
+            Err(RecvTimeoutError::Disconnected) => return,
+            Err(RecvTimeoutError::Timeout) => {}
+        }
+        let now = Instant::now();
+        let quiet: Vec<PathBuf> = pending.iter().filter(|(_, t)| now >= **t + QUIET).map(|(p, _)| p.clone()).collect();
+        for path in quiet {
+            pending.remove(&path);
+            if !is_report(&path) {
+                continue;
+            }
+            let Ok(bytes) = fs::read(&path) else { continue };
+            let mut hasher = DefaultHasher::new();
+            bytes.hash(&mut hasher);
+            let hash = hasher.finish();
+            if seen.get(&path) == Some(&hash) {
+                continue;
+            }
+            seen.insert(path.clone(), hash);
+            let shown = path.strip_prefix(root).unwrap_or(&path).display().to_string();
+            let input = match parse_report(&bytes) {
+                Ok(report) => Input::ReportFile { path: shown, report },
+                Err(error) => {
+                    let moved = move_aside(&path, &error);
+                    Input::ReportFileRejected { path: shown, error: format!("{error}; moved to {moved}") }
+                }
+            };
+            if !engine.send(input) {
+                return;
+            }
+        }
+    }
+}
+
+/// Parse a report, naming the field that is wrong.
+pub fn parse_report(bytes: &[u8]) -> Result<Report, String> {
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    let report: Report = serde_path_to_error::deserialize(&mut de).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        if inner.is_eof() || inner.is_syntax() {
+            format!("not valid JSON ({inner}); write the file whole (to a temporary name, then rename it)")
+        } else if path == "." {
+            format!("not a report: {inner}")
+        } else {
+            format!("field `{path}`: {inner}")
+        }
+    })?;
+    if report.task_id.trim().is_empty() {
+        return Err("field `taskId` is empty".to_owned());
+    }
+    if let Some(score) = report.context_efficiency_score {
+        if !(1..=5).contains(&score) {
+            return Err(format!("field `contextEfficiencyScore`: {score} is outside 1-5"));
+        }
+    }
+    Ok(report)
+}
+
+fn move_aside(path: &Path, error: &str) -> String {
+    let Some(folder) = path.parent() else { return path.display().to_string() };
+    let aside = folder.join("rejected");
+    let _ = fs::create_dir_all(&aside);
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let target = aside.join(&name);
+    let _ = fs::rename(path, &target);
+    let _ = fs::write(aside.join(format!("{name}.error.txt")), format!("{error}\n"));
+    target.display().to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_report_with_a_wrong_field_names_it() {
+        let err = parse_report(br#"{"taskId":"t","status":"done"}"#).unwrap_err();
+        assert!(err.contains("status"), "{err}");
+        let err = parse_report(br#"{"taskId":"t","status":"completed","deliverables":"x"}"#).unwrap_err();
+        assert!(err.contains("deliverables"), "{err}");
+        let err = parse_report(br#"{"taskId":"t","sta"#).unwrap_err();
+        assert!(err.contains("not valid JSON"), "{err}");
+        assert!(parse_report(br#"{"taskId":"t","status":"completed"}"#).is_ok());
+    }
+}
