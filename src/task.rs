@@ -79,7 +79,13 @@ impl TaskSpec {
 
     /// The task as the old protocol sends it to a worker: every field it was
     /// given, with `status`, `assignedTo` and the timestamps set by the hub.
-    pub fn to_wire(&self, status: &str, assigned_to: Option<&str>, created_at: &str, completed_at: Option<&str>) -> Value {
+    pub fn to_wire(
+        &self,
+        status: &str,
+        assigned_to: Option<&str>,
+        created_at: &str,
+        completed_at: Option<&str>,
+    ) -> Value {
         let mut value = serde_json::to_value(self).expect("a task always serializes");
         let map = value.as_object_mut().expect("a task is an object");
         map.insert("status".into(), Value::from(status));
@@ -155,9 +161,7 @@ pub fn now_rfc3339() -> String {
 
 /// Milliseconds since the Unix epoch, for stored timestamps.
 pub fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
 }
 
 #[cfg(test)]

@@ -12,7 +12,9 @@ use crate::scheduler::Settings;
 
 /// Run the hub alone: coordinators and workers connect over WebSocket.
 #[derive(Debug, Args)]
-#[command(after_help = "Example:\n  mcc hub --port 3100 --dir ~/projects/site\n\nState lives in DIR/.mcc/; clients find the hub through DIR/.mcc/hub.json.")]
+#[command(
+    after_help = "Example:\n  mcc hub --port 3100 --dir ~/projects/site\n\nState lives in DIR/.mcc/; clients find the hub through DIR/.mcc/hub.json."
+)]
 pub struct HubArgs {
     /// Port to listen on (0 picks a free one).
     #[arg(long, env = "COORDINATION_PORT", default_value_t = hub::DEFAULT_PORT)]

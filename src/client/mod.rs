@@ -1,1 +1,158 @@
-//! Finding the hub and talking to it from client commands.
+//! What client commands use to find the hub and talk to it: walk up from the
+//! current folder to the nearest `.mcc/` (as git finds `.git`), read where
+//! the hub listens, open one short WebSocket connection, exchange messages.
+
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use tungstenite::client::IntoClientRequest;
+use tungstenite::stream::MaybeTlsStream;
+use tungstenite::{Message, WebSocket};
+
+use crate::hub::HubFile;
+use crate::hub::protocol::{ClientMsg, ServerMsg};
+
+/// Why a client command could not reach or understand the hub.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error(
+        "no .mcc/ folder in {0} or any folder above it: start a hub there with `mcc run WORKFLOW.lua` or `mcc hub`, or pass --hub ws://HOST:PORT"
+    )]
+    NoProject(String),
+    #[error("no hub is running for {root} (no .mcc/hub.json): start one with `mcc run WORKFLOW.lua` or `mcc hub`")]
+    NotRunning { root: String },
+    #[error(
+        "cannot reach the hub at {url}: {reason}. Is it running? Start it with `mcc run WORKFLOW.lua` or `mcc hub`{sandbox}"
+    )]
+    Unreachable { url: String, reason: String, sandbox: &'static str },
+    #[error("the hub at {url} refused the connection: {reason}")]
+    Refused { url: String, reason: String },
+    #[error("the connection to the hub broke: {0}; run the command again")]
+    Broken(String),
+    #[error("the hub sent something this mcc does not understand ({0}); are the hub and client the same version?")]
+    Garbled(String),
+    #[error("the hub did not answer within {0:?}; run the command again")]
+    Timeout(Duration),
+    #[error("the hub is shutting down: {0}")]
+    Shutdown(String),
+}
+
+/// Where the hub is and how to get in.
+#[derive(Debug, Clone)]
+pub struct Target {
+    pub url: String,
+    pub token: Option<String>,
+    /// The project root, when found through `.mcc/`.
+    pub root: Option<PathBuf>,
+}
+
+/// The nearest folder at or above `start` holding `.mcc/`.
+pub fn find_root(start: &Path) -> Option<PathBuf> {
+    start.ancestors().find(|dir| dir.join(".mcc").is_dir()).map(Path::to_path_buf)
+}
+
+/// Find the hub: `--hub` / `MCC_HUB` when given, else the nearest `.mcc/hub.json`.
+pub fn locate(hub: Option<&str>, cwd: &Path) -> Result<Target, ClientError> {
+    let root = find_root(cwd);
+    let token = root
+        .as_ref()
+        .and_then(|r| std::fs::read_to_string(r.join(".mcc").join("token")).ok())
+        .map(|t| t.trim().to_owned());
+    if let Some(url) = hub {
+        return Ok(Target { url: url.to_owned(), token, root });
+    }
+    let root = root.ok_or_else(|| ClientError::NoProject(cwd.display().to_string()))?;
+    let file = HubFile::read(&root.join(".mcc"))
+        .ok_or_else(|| ClientError::NotRunning { root: root.display().to_string() })?;
+    let token = if file.token_required { token } else { None };
+    Ok(Target { url: file.url, token, root: Some(root) })
+}
+
+/// One open connection to the hub.
+pub struct Connection {
+    socket: WebSocket<MaybeTlsStream<TcpStream>>,
+    url: String,
+}
+
+impl Connection {
+    /// Connect and read the hub's `connected` greeting.
+    pub fn open(target: &Target) -> Result<Self, ClientError> {
+        let mut request = target.url.as_str().into_client_request().map_err(|e| ClientError::Unreachable {
+            url: target.url.clone(),
+            reason: e.to_string(),
+            sandbox: "",
+        })?;
+        if let Some(token) = &target.token {
+            let value = format!("Bearer {token}").parse().expect("a hex token is a valid header value");
+            request.headers_mut().insert("authorization", value);
+        }
+        let (socket, _) = tungstenite::connect(request).map_err(|e| match e {
+            tungstenite::Error::Http(response) => {
+                let body = response.body().as_ref().map(|b| String::from_utf8_lossy(b).trim().to_owned()).unwrap_or_default();
+                ClientError::Refused { url: target.url.clone(), reason: format!("{} {body}", response.status()) }
+            }
+            other => ClientError::Unreachable {
+                url: target.url.clone(),
+                reason: other.to_string(),
+                sandbox: if std::env::var_os("CODEX_SANDBOX_NETWORK_DISABLED").is_some() {
+                    ". This looks like Codex's sandbox, which blocks even loopback: allow network access (sandbox_workspace_write.network_access = true) or write a report file into .mcc/reports/ instead"
+                } else {
+                    ""
+                },
+            },
+        })?;
+        let mut conn = Self { socket, url: target.url.clone() };
+        match conn.receive(Duration::from_secs(10))? {
+            ServerMsg::Connected { .. } => Ok(conn),
+            other => Err(ClientError::Garbled(format!("expected `connected`, got {}", other.to_json()))),
+        }
+    }
+
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    pub fn send(&mut self, msg: &ClientMsg) -> Result<(), ClientError> {
+        self.socket.send(Message::text(msg.to_json())).map_err(|e| ClientError::Broken(e.to_string()))
+    }
+
+    /// The next message from the hub, waiting at most `limit`.
+    pub fn receive(&mut self, limit: Duration) -> Result<ServerMsg, ClientError> {
+        if let MaybeTlsStream::Plain(stream) = self.socket.get_mut() {
+            let _ = stream.set_read_timeout(Some(limit));
+        }
+        loop {
+            match self.socket.read() {
+                Ok(Message::Text(text)) => {
+                    let msg: ServerMsg =
+                        serde_json::from_str(&text).map_err(|e| ClientError::Garbled(e.to_string()))?;
+                    if let ServerMsg::ServerShutdown { message } = msg {
+                        return Err(ClientError::Shutdown(message));
+                    }
+                    return Ok(msg);
+                }
+                Ok(Message::Close(_)) => return Err(ClientError::Broken("the hub closed the connection".into())),
+                Ok(_) => {}
+                Err(tungstenite::Error::Io(e))
+                    if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) =>
+                {
+                    return Err(ClientError::Timeout(limit));
+                }
+                Err(e) => return Err(ClientError::Broken(e.to_string())),
+            }
+        }
+    }
+
+    /// Send one message and wait for its answer.
+    pub fn request(&mut self, msg: &ClientMsg, limit: Duration) -> Result<ServerMsg, ClientError> {
+        self.send(msg)?;
+        self.receive(limit)
+    }
+
+    /// Close politely.
+    pub fn close(mut self) {
+        let _ = self.socket.close(None);
+        let _ = self.socket.flush();
+    }
+}

@@ -35,18 +35,41 @@ pub enum Outgoing {
 
 /// Everything the engine reacts to.
 pub enum Input {
-    Connected { conn: ConnId, outbox: UnboundedSender<Outgoing> },
-    Disconnected { conn: ConnId },
-    Message { conn: ConnId, msg: ClientMsg },
+    Connected {
+        conn: ConnId,
+        outbox: UnboundedSender<Outgoing>,
+    },
+    Disconnected {
+        conn: ConnId,
+    },
+    Message {
+        conn: ConnId,
+        msg: ClientMsg,
+    },
     /// A report file that parsed; applied exactly as a completion.
-    ReportFile { path: String, report: Report },
+    ReportFile {
+        path: String,
+        report: Report,
+    },
     /// A report file that could not be used; shown in status.
-    ReportFileRejected { path: String, error: String },
+    ReportFileRejected {
+        path: String,
+        error: String,
+    },
     /// A validation command finished.
-    Validated { task: TaskId, attempt: u32, outcome: Outcome },
+    Validated {
+        task: TaskId,
+        attempt: u32,
+        outcome: Outcome,
+    },
     /// Load (or reload) a workflow; the answer goes to `conn` if any.
-    LoadWorkflow { conn: Option<ConnId>, path: PathBuf },
-    Shutdown { message: String },
+    LoadWorkflow {
+        conn: Option<ConnId>,
+        path: PathBuf,
+    },
+    Shutdown {
+        message: String,
+    },
 }
 
 /// Loads a workflow file into a [`Policy`]; given by the caller so the
@@ -149,7 +172,9 @@ pub struct Engine {
 
 impl Engine {
     /// Open the store, restore state and start the engine thread.
-    pub fn start(config: Config) -> Result<(EngineHandle, std::thread::JoinHandle<Result<(), StoreError>>), StoreError> {
+    pub fn start(
+        config: Config,
+    ) -> Result<(EngineHandle, std::thread::JoinHandle<Result<(), StoreError>>), StoreError> {
         let store = Store::open(&config.state_dir)?;
         let (tasks, workers) = store.load()?;
         let scheduler = Scheduler::restore(config.settings.clone(), tasks, workers);
@@ -184,12 +209,8 @@ impl Engine {
 
     /// After a restart: reload the workflow, judge again what was submitted.
     fn resume(&mut self, workflow_path: Option<PathBuf>) {
-        let resubmit: Vec<TaskId> = self
-            .scheduler
-            .tasks()
-            .filter(|t| t.state == TaskState::Submitted)
-            .map(|t| t.spec.id.clone())
-            .collect();
+        let resubmit: Vec<TaskId> =
+            self.scheduler.tasks().filter(|t| t.state == TaskState::Submitted).map(|t| t.spec.id.clone()).collect();
         if let Some(path) = workflow_path {
             self.load_workflow(None, path);
         }
@@ -365,7 +386,9 @@ impl Engine {
     fn message(&mut self, conn: ConnId, msg: ClientMsg) {
         let now = Instant::now();
         match msg {
-            ClientMsg::Register { role, project_id, worker_id } => self.register(conn, role.as_deref(), project_id, worker_id),
+            ClientMsg::Register { role, project_id, worker_id } => {
+                self.register(conn, role.as_deref(), project_id, worker_id)
+            }
             ClientMsg::CreateTasks { tasks } => {
                 if self.role(conn) != Role::Coordinator {
                     self.send(conn, ServerMsg::error("Only the coordinator can create tasks: register with {\"type\":\"register\",\"role\":\"coordinator\"} first"));
@@ -382,7 +405,11 @@ impl Engine {
                         self.dispatch(now);
                         let queued = ids
                             .iter()
-                            .filter(|id| self.scheduler.task(id).is_some_and(|t| matches!(t.state, TaskState::Ready | TaskState::Waiting)))
+                            .filter(|id| {
+                                self.scheduler
+                                    .task(id)
+                                    .is_some_and(|t| matches!(t.state, TaskState::Ready | TaskState::Waiting))
+                            })
                             .count();
                         self.send(conn, ServerMsg::TasksCreated { count: ids.len(), queued });
                     }
@@ -398,7 +425,12 @@ impl Engine {
             }
             ClientMsg::TaskComplete { task_id, report } => {
                 let Role::Worker(worker) = self.role(conn) else {
-                    self.send(conn, ServerMsg::error("Only workers can complete tasks: register as a worker first, or use `mcc worker done`"));
+                    self.send(
+                        conn,
+                        ServerMsg::error(
+                            "Only workers can complete tasks: register as a worker first, or use `mcc worker done`",
+                        ),
+                    );
                     return;
                 };
                 self.old_complete(conn, &worker, task_id, report, now);
@@ -427,7 +459,12 @@ impl Engine {
                     self.send(conn, ServerMsg::error_code(text, "missing_deliverable"));
                     return;
                 }
-                let judging = Judging { conn: Some(conn), worker: worker.clone(), wait: Self::wait_of(wait_ms), old_protocol: false };
+                let judging = Judging {
+                    conn: Some(conn),
+                    worker: worker.clone(),
+                    wait: Self::wait_of(wait_ms),
+                    old_protocol: false,
+                };
                 if let Err(r) = self.submit(&worker, &task_id, report, judging, now) {
                     self.refuse(conn, &r);
                 }
@@ -461,7 +498,10 @@ impl Engine {
                     Ok(()) => {
                         let left = self.scheduler.task(&task_id).and_then(|t| t.lease_left(now)).unwrap_or_default();
                         let message = format!("noted; lease of {task_id} extended to {}", human(left));
-                        self.send(conn, ServerMsg::Ack { what: "progress".into(), message, task_id: Some(task_id), next: None });
+                        self.send(
+                            conn,
+                            ServerMsg::Ack { what: "progress".into(), message, task_id: Some(task_id), next: None },
+                        );
                     }
                     Err(r) => self.refuse(conn, &r),
                 }
@@ -483,21 +523,30 @@ impl Engine {
             ClientMsg::Answer { task_id, text } => match self.scheduler.answer(&task_id, &text) {
                 Ok(()) => {
                     let message = format!("task {task_id} is ready again with your answer");
-                    self.send(conn, ServerMsg::Ack { what: "answer".into(), message, task_id: Some(task_id), next: None });
+                    self.send(
+                        conn,
+                        ServerMsg::Ack { what: "answer".into(), message, task_id: Some(task_id), next: None },
+                    );
                 }
                 Err(r) => self.refuse(conn, &r),
             },
             ClientMsg::Cancel { task_id } => match self.scheduler.cancel(&task_id) {
                 Ok(()) => {
                     let message = format!("task {task_id} cancelled");
-                    self.send(conn, ServerMsg::Ack { what: "cancel".into(), message, task_id: Some(task_id), next: None });
+                    self.send(
+                        conn,
+                        ServerMsg::Ack { what: "cancel".into(), message, task_id: Some(task_id), next: None },
+                    );
                 }
                 Err(r) => self.refuse(conn, &r),
             },
             ClientMsg::Retry { task_id } => match self.scheduler.retry(&task_id) {
                 Ok(()) => {
                     let message = format!("task {task_id} is back in the queue");
-                    self.send(conn, ServerMsg::Ack { what: "retry".into(), message, task_id: Some(task_id), next: None });
+                    self.send(
+                        conn,
+                        ServerMsg::Ack { what: "retry".into(), message, task_id: Some(task_id), next: None },
+                    );
                 }
                 Err(r) => self.refuse(conn, &r),
             },
@@ -537,13 +586,19 @@ impl Engine {
                     return;
                 }
                 self.set_role(conn, Role::Worker(worker.clone()));
-                self.send(conn, ServerMsg::Registered { role: "worker".into(), project_id: None, worker_id: Some(worker.clone()) });
+                self.send(
+                    conn,
+                    ServerMsg::Registered { role: "worker".into(), project_id: None, worker_id: Some(worker.clone()) },
+                );
                 self.to_coordinator(ServerMsg::WorkerRegistered { worker_id: worker.clone() });
                 self.offer_old(conn, &worker, Instant::now());
             }
             other => {
                 let got = other.map_or_else(|| "no role".to_owned(), |r| format!("role `{r}`"));
-                self.send(conn, ServerMsg::error(format!("Invalid {got}: valid roles are \"coordinator\" and \"worker\"")));
+                self.send(
+                    conn,
+                    ServerMsg::error(format!("Invalid {got}: valid roles are \"coordinator\" and \"worker\"")),
+                );
             }
         }
     }
@@ -558,12 +613,18 @@ impl Engine {
                 ServerMsg::error_code(format!("tasks[{i}]{id}: field `{path}`: {}", e.into_inner()), "bad_task")
             })?;
             if spec.id.trim().is_empty() {
-                return Err(ServerMsg::error_code(format!("tasks[{i}]: `id` is empty; give every task an id"), "bad_task"));
+                return Err(ServerMsg::error_code(
+                    format!("tasks[{i}]: `id` is empty; give every task an id"),
+                    "bad_task",
+                ));
             }
             if let Some(lease) = &spec.lease {
                 if humantime::parse_duration(lease).is_err() {
                     return Err(ServerMsg::error_code(
-                        format!("tasks[{i}] (`{}`): lease `{lease}` is not a duration such as \"30m\" or \"90s\"", spec.id),
+                        format!(
+                            "tasks[{i}] (`{}`): lease `{lease}` is not a duration such as \"30m\" or \"90s\"",
+                            spec.id
+                        ),
                         "bad_task",
                     ));
                 }
@@ -586,7 +647,8 @@ impl Engine {
             }
             None => {
                 if self.waiters.len() >= MAX_WAITERS {
-                    let text = format!("the hub already has {MAX_WAITERS} waiting clients; run the command again in a moment");
+                    let text =
+                        format!("the hub already has {MAX_WAITERS} waiting clients; run the command again in a moment");
                     self.send(conn, ServerMsg::error_code(text, "busy"));
                     return;
                 }
@@ -601,7 +663,11 @@ impl Engine {
         match self.try_offer(worker, now) {
             Some(offer @ Offer::Task { .. }) => self.answer(conn, &Reply::Push, offer),
             _ => {
-                let message = if self.all_done() { "All work is done" } else { "No tasks available right now; you will be sent one" };
+                let message = if self.all_done() {
+                    "All work is done"
+                } else {
+                    "No tasks available right now; you will be sent one"
+                };
                 self.send(conn, ServerMsg::NoTasks { message: message.to_owned() });
                 self.waiters.push(Waiter { conn, worker: worker.to_owned(), deadline: None, reply: Reply::Push });
             }
@@ -637,13 +703,14 @@ impl Engine {
         match choice {
             Ok(Some(id)) if self.scheduler.grant(&id, worker, now) => Some(self.task_offer(worker, &id, false)),
             Ok(Some(id)) => {
-                self.problem(format!("workflow assign chose `{id}`, which is not among the ready tasks; {worker} got nothing"));
+                self.problem(format!(
+                    "workflow assign chose `{id}`, which is not among the ready tasks; {worker} got nothing"
+                ));
                 None
             }
-            Ok(None) if self.all_done() => Some(Offer::AllDone {
-                worker: worker.to_owned(),
-                message: "all work is done, you can stop".to_owned(),
-            }),
+            Ok(None) if self.all_done() => {
+                Some(Offer::AllDone { worker: worker.to_owned(), message: "all work is done, you can stop".to_owned() })
+            }
             Ok(None) => None,
             Err(e) => {
                 self.problem(format!("workflow assign: {e}"));
@@ -678,16 +745,22 @@ impl Engine {
                 reasons,
                 next: offer,
             },
-            Reply::Ack { what, message, task } => ServerMsg::Ack { what: what.into(), message, task_id: Some(task), next: Some(offer) },
+            Reply::Ack { what, message, task } => {
+                ServerMsg::Ack { what: what.into(), message, task_id: Some(task), next: Some(offer) }
+            }
             Reply::Push => match offer {
                 Offer::Task { task, worker, .. } => {
                     let task_id = task.get("id").and_then(Value::as_str).unwrap_or_default().to_owned();
-                    self.to_coordinator(ServerMsg::TaskAssigned { task: None, task_id: Some(task_id), worker_id: Some(worker) });
+                    self.to_coordinator(ServerMsg::TaskAssigned {
+                        task: None,
+                        task_id: Some(task_id),
+                        worker_id: Some(worker),
+                    });
                     ServerMsg::TaskAssigned { task: Some(task), task_id: None, worker_id: None }
                 }
-                Offer::AllDone { message, .. } | Offer::HandOver { message, .. } | Offer::NothingYet { message, .. } => {
-                    ServerMsg::NoTasks { message }
-                }
+                Offer::AllDone { message, .. }
+                | Offer::HandOver { message, .. }
+                | Offer::NothingYet { message, .. } => ServerMsg::NoTasks { message },
             },
         };
         self.send(conn, msg);
@@ -722,7 +795,14 @@ impl Engine {
     }
 
     /// Submit a completed report; judging may finish now or after validation.
-    fn submit(&mut self, worker: &str, id: &str, report: Report, judging: Judging, now: Instant) -> Result<(), Refusal> {
+    fn submit(
+        &mut self,
+        worker: &str,
+        id: &str,
+        report: Report,
+        judging: Judging,
+        now: Instant,
+    ) -> Result<(), Refusal> {
         self.scheduler.submit(worker, id, report, now)?;
         self.waiters.retain(|w| w.worker != worker || matches!(w.reply, Reply::Push));
         self.judging.insert(id.to_owned(), judging);
@@ -734,7 +814,8 @@ impl Engine {
         let task = self.scheduler.task(id).expect("submitted task exists");
         match task.spec.acceptance.validation.clone() {
             Some(script) => {
-                let (tx, root, limit, attempt) = (self.tx.clone(), self.config.root.clone(), self.config.validation_limit, task.attempt);
+                let (tx, root, limit, attempt) =
+                    (self.tx.clone(), self.config.root.clone(), self.config.validation_limit, task.attempt);
                 let id = id.to_owned();
                 std::thread::spawn(move || {
                     let outcome = command::run_shell(&script, &root, limit).unwrap_or_else(|e| Outcome {
@@ -767,10 +848,14 @@ impl Engine {
             Ok(v) => v,
             Err(e) => {
                 // A broken `accept` rejects nothing: the task waits for the engineer.
-                self.problem(format!("workflow accept for task {id}: {e}; the task waits (fix the workflow, or `mcc tasks retry {id}`)"));
+                self.problem(format!(
+                    "workflow accept for task {id}: {e}; the task waits (fix the workflow, or `mcc tasks retry {id}`)"
+                ));
                 if let Some(j) = self.judging.remove(id) {
                     if let Some(conn) = j.conn {
-                        let message = format!("task {id} was received but the workflow could not judge it; the engineer was told");
+                        let message = format!(
+                            "task {id} was received but the workflow could not judge it; the engineer was told"
+                        );
                         let reply = Reply::Ack { what: "done", message, task: id.to_owned() };
                         self.offer(conn, &j.worker, j.wait, reply, now);
                     }
@@ -801,24 +886,42 @@ impl Engine {
                 Ok(r) => r,
                 Err(e) => {
                     let path = e.path().to_string();
-                    self.send(conn, ServerMsg::error_code(format!("Bad `task_complete` report: field `{path}`: {}", e.into_inner()), "bad_report"));
+                    self.send(
+                        conn,
+                        ServerMsg::error_code(
+                            format!("Bad `task_complete` report: field `{path}`: {}", e.into_inner()),
+                            "bad_report",
+                        ),
+                    );
                     return;
                 }
             },
         };
         let wire_report = raw.unwrap_or_else(|| serde_json::to_value(&report).expect("serializes"));
         let judging = Judging { conn: Some(conn), worker: worker.to_owned(), wait: Duration::ZERO, old_protocol: true };
-        match self.apply_report(worker, &task_id, report, judging, now) {
-            Ok(()) => {
-                self.send(conn, ServerMsg::TaskCompleteAck { task_id: task_id.clone() });
-                self.to_coordinator(ServerMsg::TaskComplete { task_id, worker_id: worker.to_owned(), report: wire_report });
-            }
-            Err(r) => self.refuse(conn, &r),
+        if let Err(r) = self.scheduler.check_holder(worker, &task_id, report.attempt) {
+            self.refuse(conn, &r);
+            return;
         }
+        // The ack comes before the next task, as the old server sent them.
+        self.send(conn, ServerMsg::TaskCompleteAck { task_id: task_id.clone() });
+        self.to_coordinator(ServerMsg::TaskComplete {
+            task_id: task_id.clone(),
+            worker_id: worker.to_owned(),
+            report: wire_report,
+        });
+        self.apply_report(worker, &task_id, report, judging, now).expect("the holder was checked in this batch");
     }
 
     /// A report of any status, from the socket or a file.
-    fn apply_report(&mut self, worker: &str, task_id: &str, report: Report, judging: Judging, now: Instant) -> Result<(), Refusal> {
+    fn apply_report(
+        &mut self,
+        worker: &str,
+        task_id: &str,
+        report: Report,
+        judging: Judging,
+        now: Instant,
+    ) -> Result<(), Refusal> {
         if let Some(score) = report.context_efficiency_score {
             self.scheduler.check_holder(worker, task_id, report.attempt)?;
             self.scheduler.set_score(worker, score, now);
@@ -857,14 +960,23 @@ impl Engine {
         }
         let holder = self.scheduler.task(&task_id).and_then(|t| t.holder.clone());
         let Some(worker) = report.worker_id.clone().or(holder) else {
-            let why = if self.scheduler.task(&task_id).is_some() { "nobody holds the task and the report names no workerId" } else { "unknown task" };
+            let why = if self.scheduler.task(&task_id).is_some() {
+                "nobody holds the task and the report names no workerId"
+            } else {
+                "unknown task"
+            };
             self.problem(format!("report file {path} for task {task_id}: {why}"));
             return;
         };
         let wire = serde_json::to_value(&report).expect("serializes");
         let judging = Judging { conn: None, worker: worker.clone(), wait: Duration::ZERO, old_protocol: false };
         match self.apply_report(&worker, &task_id, report, judging, now) {
-            Ok(()) => self.to_coordinator(ServerMsg::ReportDetected { task_id, worker_id: worker, report_path: path, report: wire }),
+            Ok(()) => self.to_coordinator(ServerMsg::ReportDetected {
+                task_id,
+                worker_id: worker,
+                report_path: path,
+                report: wire,
+            }),
             Err(r) => self.problem(format!("report file {path} refused: {r}")),
         }
     }
@@ -883,7 +995,11 @@ impl Engine {
         for task in self.scheduler.tasks().filter(|t| t.state.in_flight()) {
             let Some(holder) = &task.holder else { continue };
             if !workers.iter().any(|w| &w.worker_id == holder) {
-                workers.push(WorkerStatus { worker_id: holder.clone(), busy: true, current_task: Some(task.spec.id.clone()) });
+                workers.push(WorkerStatus {
+                    worker_id: holder.clone(),
+                    busy: true,
+                    current_task: Some(task.spec.id.clone()),
+                });
             }
         }
         workers.sort_by(|a, b| a.worker_id.cmp(&b.worker_id));
@@ -897,10 +1013,8 @@ impl Engine {
 
     /// Everything `mcc status` shows.
     fn snapshot(&self, now: Instant) -> Value {
-        let counts: serde_json::Map<String, Value> = TaskState::ALL
-            .iter()
-            .map(|s| (s.name().to_owned(), Value::from(self.scheduler.count(*s))))
-            .collect();
+        let counts: serde_json::Map<String, Value> =
+            TaskState::ALL.iter().map(|s| (s.name().to_owned(), Value::from(self.scheduler.count(*s)))).collect();
         let connected: Vec<&str> = self
             .conns
             .values()
@@ -911,7 +1025,8 @@ impl Engine {
             .scheduler
             .workers()
             .map(|w| {
-                let holding = self.scheduler.tasks().find(|t| t.state.in_flight() && t.holder.as_deref() == Some(&w.name));
+                let holding =
+                    self.scheduler.tasks().find(|t| t.state.in_flight() && t.holder.as_deref() == Some(&w.name));
                 json!({
                     "name": w.name,
                     "holding": holding.map(|t| t.spec.id.clone()),
@@ -926,7 +1041,8 @@ impl Engine {
             })
             .collect();
         let tasks: Vec<Value> = self.scheduler.tasks_in_order().into_iter().map(|t| task_summary(t, now)).collect();
-        let stuck: Vec<Value> = self.scheduler.stuck().into_iter().map(|(t, d)| json!({"task": t, "dependency": d})).collect();
+        let stuck: Vec<Value> =
+            self.scheduler.stuck().into_iter().map(|(t, d)| json!({"task": t, "dependency": d})).collect();
         json!({
             "root": self.config.root.display().to_string(),
             "workflow": self.workflow_path.as_ref().map(|p| p.display().to_string()),
@@ -944,7 +1060,10 @@ impl Engine {
 
 fn offer_worker(offer: &Offer) -> &str {
     match offer {
-        Offer::Task { worker, .. } | Offer::NothingYet { worker, .. } | Offer::AllDone { worker, .. } | Offer::HandOver { worker, .. } => worker,
+        Offer::Task { worker, .. }
+        | Offer::NothingYet { worker, .. }
+        | Offer::AllDone { worker, .. }
+        | Offer::HandOver { worker, .. } => worker,
     }
 }
 
@@ -962,7 +1081,9 @@ fn bad_name(name: &str) -> Option<ServerMsg> {
         && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '@'));
     (!ok).then(|| {
         ServerMsg::error_code(
-            format!("worker name `{name}` is not usable: use 1-64 letters, digits, `-`, `_`, `.` or `@`, such as worker-A"),
+            format!(
+                "worker name `{name}` is not usable: use 1-64 letters, digits, `-`, `_`, `.` or `@`, such as worker-A"
+            ),
             "bad_worker_name",
         )
     })

@@ -23,11 +23,22 @@ pub trait Policy {
     fn name(&self) -> String;
 
     /// Which of `ready` (FIFO order, reservations honoured) `worker` gets.
-    fn assign(&mut self, worker: &Worker, ready: &[&Task], scheduler: &Scheduler) -> Result<Option<TaskId>, PolicyError>;
+    fn assign(
+        &mut self,
+        worker: &Worker,
+        ready: &[&Task],
+        scheduler: &Scheduler,
+    ) -> Result<Option<TaskId>, PolicyError>;
 
     /// Whether a submitted result is good enough. `validation` is the outcome
     /// of the task's validation command, when it has one.
-    fn accept(&mut self, task: &Task, report: &Report, validation: Option<&Outcome>, scheduler: &Scheduler) -> Result<Verdict, PolicyError>;
+    fn accept(
+        &mut self,
+        task: &Task,
+        report: &Report,
+        validation: Option<&Outcome>,
+        scheduler: &Scheduler,
+    ) -> Result<Verdict, PolicyError>;
 
     /// Called after every batch of changes: advance phases, fire hooks, add
     /// tasks. Errors are shown; the hub goes on.
@@ -69,7 +80,13 @@ impl Policy for DefaultPolicy {
         Ok(ready.first().map(|t| t.spec.id.clone()))
     }
 
-    fn accept(&mut self, task: &Task, _: &Report, validation: Option<&Outcome>, _: &Scheduler) -> Result<Verdict, PolicyError> {
+    fn accept(
+        &mut self,
+        task: &Task,
+        _: &Report,
+        validation: Option<&Outcome>,
+        _: &Scheduler,
+    ) -> Result<Verdict, PolicyError> {
         Ok(Self::verdict(task, validation))
     }
 

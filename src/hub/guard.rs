@@ -33,9 +33,7 @@ impl Guard {
             }
         }
         if let Some(origin) = header(headers, "origin") {
-            let own = origin
-                .strip_prefix("http://")
-                .is_some_and(|authority| self.is_loopback_authority(authority));
+            let own = origin.strip_prefix("http://").is_some_and(|authority| self.is_loopback_authority(authority));
             if !own {
                 return Err(format!("Origin `{origin}` is a web page; only command-line clients may connect"));
             }

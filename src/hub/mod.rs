@@ -228,7 +228,8 @@ fn load_or_create_token(state_dir: &Path) -> Result<String, HubError> {
         }
     }
     let mut bytes = [0u8; 32];
-    getrandom::fill(&mut bytes).map_err(|e| HubError::Io { path: path.clone(), source: std::io::Error::other(e.to_string()) })?;
+    getrandom::fill(&mut bytes)
+        .map_err(|e| HubError::Io { path: path.clone(), source: std::io::Error::other(e.to_string()) })?;
     let token: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
     let io = |source| HubError::Io { path: path.clone(), source };
     let mut options = fs::OpenOptions::new();
@@ -247,7 +248,13 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), HubError> {
     fs::rename(&tmp, path).map_err(io)
 }
 
-async fn accept_loop(listener: TcpListener, engine: EngineHandle, guard: Arc<Guard>, slots: Arc<Semaphore>, ids: Arc<AtomicU64>) {
+async fn accept_loop(
+    listener: TcpListener,
+    engine: EngineHandle,
+    guard: Arc<Guard>,
+    slots: Arc<Semaphore>,
+    ids: Arc<AtomicU64>,
+) {
     loop {
         let Ok((stream, _)) = listener.accept().await else { continue };
         let Ok(permit) = slots.clone().try_acquire_owned() else {
@@ -281,10 +288,8 @@ async fn serve_connection(stream: TcpStream, conn: u64, engine: &EngineHandle, g
     if !engine.send(Input::Connected { conn, outbox }) {
         return;
     }
-    let hello = ServerMsg::Connected {
-        client_id: format!("client-{conn}"),
-        message: "Connected to the mcc hub".to_owned(),
-    };
+    let hello =
+        ServerMsg::Connected { client_id: format!("client-{conn}"), message: "Connected to the mcc hub".to_owned() };
     if sink.send(Message::text(hello.to_json())).await.is_err() {
         engine.send(Input::Disconnected { conn });
         return;

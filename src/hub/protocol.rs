@@ -319,7 +319,10 @@ mod tests {
     fn a_client_message_goes_out_in_the_wire_shape_and_parses_back() {
         let msg = ClientMsg::Next { worker: "w".into(), wait_ms: Some(5) };
         let text = msg.to_json();
-        assert_eq!(serde_json::from_str::<Value>(&text).unwrap(), serde_json::json!({"type":"next","worker":"w","waitMs":5}));
+        assert_eq!(
+            serde_json::from_str::<Value>(&text).unwrap(),
+            serde_json::json!({"type":"next","worker":"w","waitMs":5})
+        );
         assert!(matches!(parse(&text).unwrap(), ClientMsg::Next { wait_ms: Some(5), .. }));
     }
 

@@ -225,11 +225,15 @@ pub enum Refusal {
     UnknownDependency { task: TaskId, dependency: TaskId },
     #[error("dependencies form a cycle: {0}; remove one of these dependencies")]
     Cycle(String),
-    #[error("task `{task}` is held by `{holder}` (attempt {attempt}), not by `{worker}`{lease_note}; run `mcc worker next --as {worker}` for your own task")]
+    #[error(
+        "task `{task}` is held by `{holder}` (attempt {attempt}), not by `{worker}`{lease_note}; run `mcc worker next --as {worker}` for your own task"
+    )]
     NotHolder { task: TaskId, worker: String, holder: String, attempt: u32, lease_note: &'static str },
     #[error("`{worker}` does not hold task `{task}`: {why}; run `mcc worker next --as {worker}` for a task")]
     NotHeld { task: TaskId, worker: String, why: String },
-    #[error("stale attempt {given} for task `{task}`: the current attempt is {current}; run `mcc worker next --as {worker}` to see what you hold")]
+    #[error(
+        "stale attempt {given} for task `{task}`: the current attempt is {current}; run `mcc worker next --as {worker}` to see what you hold"
+    )]
     StaleAttempt { task: TaskId, worker: String, given: u32, current: u32 },
     #[error("task `{task}` is {state}; {what}")]
     WrongState { task: TaskId, state: TaskState, what: &'static str },
@@ -276,9 +280,13 @@ pub enum Verdict {
 pub enum Judged {
     Accepted,
     /// Back to the same worker, with a new attempt.
-    Rejected { reasons: Vec<String> },
+    Rejected {
+        reasons: Vec<String>,
+    },
     /// Rejected with no attempts left.
-    Failed { reasons: Vec<String> },
+    Failed {
+        reasons: Vec<String>,
+    },
 }
 
 /// The scheduler's whole state.
@@ -361,12 +369,17 @@ impl Scheduler {
 
     /// The task a worker holds now, if any.
     pub fn held_by(&self, worker: &str) -> Option<&Task> {
-        self.tasks
-            .values()
-            .find(|t| t.state == TaskState::Assigned && t.holder.as_deref() == Some(worker))
+        self.tasks.values().find(|t| t.state == TaskState::Assigned && t.holder.as_deref() == Some(worker))
     }
 
-    fn event(&mut self, kind: &'static str, task: Option<&str>, worker: Option<&str>, attempt: Option<u32>, detail: Value) {
+    fn event(
+        &mut self,
+        kind: &'static str,
+        task: Option<&str>,
+        worker: Option<&str>,
+        attempt: Option<u32>,
+        detail: Value,
+    ) {
         self.changes.events.push(Event {
             kind,
             task: task.map(str::to_owned),
@@ -419,7 +432,12 @@ impl Scheduler {
     }
 
     /// Add tasks; all or none. Dependencies may point into the same batch.
-    pub fn add_tasks(&mut self, specs: Vec<TaskSpec>, phase: Option<&str>, _now: Instant) -> Result<Vec<TaskId>, Refusal> {
+    pub fn add_tasks(
+        &mut self,
+        specs: Vec<TaskSpec>,
+        phase: Option<&str>,
+        _now: Instant,
+    ) -> Result<Vec<TaskId>, Refusal> {
         let mut batch: HashSet<&str> = HashSet::new();
         for spec in &specs {
             if self.tasks.contains_key(&spec.id) || !batch.insert(&spec.id) {
@@ -516,12 +534,8 @@ impl Scheduler {
     /// Ready tasks this worker may take now, in FIFO order, at most `limit`:
     /// those whose outputs overlap no in-flight task's are left out.
     pub fn candidates(&self, limit: usize) -> Vec<&Task> {
-        let reserved: Vec<Reservation> = self
-            .tasks
-            .values()
-            .filter(|t| t.state.in_flight())
-            .flat_map(Task::outputs)
-            .collect();
+        let reserved: Vec<Reservation> =
+            self.tasks.values().filter(|t| t.state.in_flight()).flat_map(Task::outputs).collect();
         let mut out = Vec::new();
         for (_, id) in &self.ready {
             let task = &self.tasks[id];
@@ -537,7 +551,12 @@ impl Scheduler {
 
     /// What `worker` gets: its held task, a new one chosen by `choose` from
     /// the candidates, nothing, or an order to hand over.
-    pub fn offer(&mut self, worker: &str, now: Instant, choose: impl FnOnce(&Worker, &[&Task]) -> Option<TaskId>) -> Offer {
+    pub fn offer(
+        &mut self,
+        worker: &str,
+        now: Instant,
+        choose: impl FnOnce(&Worker, &[&Task]) -> Option<TaskId>,
+    ) -> Offer {
         self.touch(worker, now);
         if let Some(held) = self.held_by(worker) {
             return Offer::Held(held.spec.id.clone());
@@ -640,7 +659,11 @@ impl Scheduler {
     pub fn judge(&mut self, id: &str, verdict: Verdict, now: Instant) -> Result<Judged, Refusal> {
         let task = self.tasks.get(id).ok_or_else(|| Refusal::UnknownTask(id.to_owned()))?;
         if task.state != TaskState::Submitted {
-            return Err(Refusal::WrongState { task: id.to_owned(), state: task.state, what: "only a submitted task can be judged" });
+            return Err(Refusal::WrongState {
+                task: id.to_owned(),
+                state: task.state,
+                what: "only a submitted task can be judged",
+            });
         }
         let worker = task.holder.clone().expect("a submitted task has its holder");
         let attempt = task.attempt;
@@ -666,7 +689,13 @@ impl Scheduler {
                 self.event("rejected", Some(id), Some(&worker), Some(attempt), json!({ "reasons": reasons }));
                 if used >= self.settings.max_attempts {
                     self.set_state(id, TaskState::Failed);
-                    self.event("failed", Some(id), Some(&worker), Some(attempt), json!({ "reason": "attempts exhausted" }));
+                    self.event(
+                        "failed",
+                        Some(id),
+                        Some(&worker),
+                        Some(attempt),
+                        json!({ "reason": "attempts exhausted" }),
+                    );
                     return Ok(Judged::Failed { reasons });
                 }
                 // Back to the same worker: it knows the task and now the reasons.
@@ -686,20 +715,41 @@ impl Scheduler {
     }
 
     /// A worker gives up a held task; another attempt follows unless exhausted.
-    pub fn fail(&mut self, worker: &str, id: &str, attempt: Option<u32>, reason: &str, now: Instant) -> Result<TaskState, Refusal> {
+    pub fn fail(
+        &mut self,
+        worker: &str,
+        id: &str,
+        attempt: Option<u32>,
+        reason: &str,
+        now: Instant,
+    ) -> Result<TaskState, Refusal> {
         self.check_holder(worker, id, attempt)?;
         self.touch(worker, now);
         let task = self.tasks.get_mut(id).expect("checked");
         task.reasons = vec![reason.to_owned()];
         let attempt = task.attempt;
-        let state = if task.attempts_used() >= self.settings.max_attempts { TaskState::Failed } else { TaskState::Ready };
+        let state =
+            if task.attempts_used() >= self.settings.max_attempts { TaskState::Failed } else { TaskState::Ready };
         self.set_state(id, state);
-        self.event("failed_attempt", Some(id), Some(worker), Some(attempt), json!({ "reason": reason, "now": state.name() }));
+        self.event(
+            "failed_attempt",
+            Some(id),
+            Some(worker),
+            Some(attempt),
+            json!({ "reason": reason, "now": state.name() }),
+        );
         Ok(state)
     }
 
     /// A worker asks the engineer a question; the task waits for `answer`.
-    pub fn block(&mut self, worker: &str, id: &str, attempt: Option<u32>, question: &str, now: Instant) -> Result<(), Refusal> {
+    pub fn block(
+        &mut self,
+        worker: &str,
+        id: &str,
+        attempt: Option<u32>,
+        question: &str,
+        now: Instant,
+    ) -> Result<(), Refusal> {
         self.check_holder(worker, id, attempt)?;
         self.touch(worker, now);
         let task = self.tasks.get_mut(id).expect("checked");
@@ -714,7 +764,11 @@ impl Scheduler {
     pub fn answer(&mut self, id: &str, text: &str) -> Result<(), Refusal> {
         let task = self.tasks.get_mut(id).ok_or_else(|| Refusal::UnknownTask(id.to_owned()))?;
         if task.state != TaskState::Blocked {
-            return Err(Refusal::WrongState { task: id.to_owned(), state: task.state, what: "only a blocked task takes an answer" });
+            return Err(Refusal::WrongState {
+                task: id.to_owned(),
+                state: task.state,
+                what: "only a blocked task takes an answer",
+            });
         }
         task.answer = Some(text.to_owned());
         self.set_state(id, TaskState::Ready);
@@ -723,7 +777,14 @@ impl Scheduler {
     }
 
     /// A held task's note of progress; extends the lease.
-    pub fn progress(&mut self, worker: &str, id: &str, attempt: Option<u32>, note: &str, now: Instant) -> Result<(), Refusal> {
+    pub fn progress(
+        &mut self,
+        worker: &str,
+        id: &str,
+        attempt: Option<u32>,
+        note: &str,
+        now: Instant,
+    ) -> Result<(), Refusal> {
         self.check_holder(worker, id, attempt)?;
         self.touch(worker, now);
         let attempt = self.tasks[id].attempt;
@@ -759,7 +820,8 @@ impl Scheduler {
         for id in &expired {
             let task = &self.tasks[id];
             let (attempt, holder) = (task.attempt, task.holder.clone());
-            let state = if task.attempts_used() >= self.settings.max_attempts { TaskState::Failed } else { TaskState::Ready };
+            let state =
+                if task.attempts_used() >= self.settings.max_attempts { TaskState::Failed } else { TaskState::Ready };
             if state == TaskState::Failed {
                 self.tasks.get_mut(id).expect("known").reasons = vec!["lease expired on the last attempt".to_owned()];
             }
@@ -790,7 +852,11 @@ impl Scheduler {
     pub fn retry(&mut self, id: &str) -> Result<(), Refusal> {
         let task = self.tasks.get_mut(id).ok_or_else(|| Refusal::UnknownTask(id.to_owned()))?;
         if !matches!(task.state, TaskState::Failed | TaskState::Cancelled) {
-            return Err(Refusal::WrongState { task: id.to_owned(), state: task.state, what: "only a failed or cancelled task can be retried" });
+            return Err(Refusal::WrongState {
+                task: id.to_owned(),
+                state: task.state,
+                what: "only a failed or cancelled task can be retried",
+            });
         }
         // Attempts keep rising (they fence old reports); the limit counts from here.
         task.retry_base = task.attempt;

@@ -116,12 +116,8 @@ fn unknown_dependencies_and_cycles_are_refused_and_nothing_is_added() {
 fn tasks_writing_overlapping_files_are_never_in_flight_together() {
     let now = Instant::now();
     let mut s = Scheduler::default();
-    s.add_tasks(
-        vec![writing("a", &["out/a.md"]), writing("b", &["out"]), writing("c", &["other/c.md"])],
-        None,
-        now,
-    )
-    .unwrap();
+    s.add_tasks(vec![writing("a", &["out/a.md"]), writing("b", &["out"]), writing("c", &["other/c.md"])], None, now)
+        .unwrap();
     assert_eq!(s.offer("w1", now, fifo), Offer::Granted("a".into()));
     assert_eq!(s.offer("w2", now, fifo), Offer::Granted("c".into()), "b overlaps a");
     assert_eq!(s.offer("w3", now, fifo), Offer::Nothing);

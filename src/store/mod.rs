@@ -112,10 +112,8 @@ impl Store {
     pub fn load(&self) -> Result<(Vec<Task>, Vec<Worker>), StoreError> {
         let now = Instant::now();
         let wall = now_ms();
-        let mut stmt = self
-            .conn
-            .prepare("SELECT body, lease_deadline_ms FROM tasks ORDER BY seq")
-            .map_err(|e| self.sql(e))?;
+        let mut stmt =
+            self.conn.prepare("SELECT body, lease_deadline_ms FROM tasks ORDER BY seq").map_err(|e| self.sql(e))?;
         let rows = stmt
             .query_map([], |row| Ok((row.get::<_, String>(0)?, row.get::<_, Option<i64>>(1)?)))
             .map_err(|e| self.sql(e))?;
@@ -138,7 +136,12 @@ impl Store {
 
     /// Write every changed task and worker and append the events, in one
     /// transaction. Returns when the commit is durable.
-    pub fn commit(&mut self, scheduler: &Scheduler, changes: &Changes, meta: &[(&str, String)]) -> Result<(), StoreError> {
+    pub fn commit(
+        &mut self,
+        scheduler: &Scheduler,
+        changes: &Changes,
+        meta: &[(&str, String)],
+    ) -> Result<(), StoreError> {
         if changes.is_empty() && meta.is_empty() {
             return Ok(());
         }
@@ -156,9 +159,8 @@ impl Store {
                 .map_err(sql)?;
             for id in &changes.tasks {
                 let Some(task) = scheduler.task(id) else { continue };
-                let deadline = task
-                    .lease_until
-                    .map(|until| wall + until.saturating_duration_since(now).as_millis() as i64);
+                let deadline =
+                    task.lease_until.map(|until| wall + until.saturating_duration_since(now).as_millis() as i64);
                 let body = serde_json::to_string(task).expect("a task always serializes");
                 put_task
                     .execute(params![
@@ -173,9 +175,8 @@ impl Store {
                     ])
                     .map_err(sql)?;
             }
-            let mut put_worker = tx
-                .prepare_cached("INSERT OR REPLACE INTO workers (name, body) VALUES (?1, ?2)")
-                .map_err(sql)?;
+            let mut put_worker =
+                tx.prepare_cached("INSERT OR REPLACE INTO workers (name, body) VALUES (?1, ?2)").map_err(sql)?;
             for name in &changes.workers {
                 let Some(worker) = scheduler.worker(name) else { continue };
                 let body = serde_json::to_string(worker).expect("a worker always serializes");
@@ -188,13 +189,10 @@ impl Store {
                 .map_err(sql)?;
             for e in &changes.events {
                 let detail = if e.detail.is_null() { None } else { Some(e.detail.to_string()) };
-                put_event
-                    .execute(params![wall, e.kind, e.task, e.worker, e.attempt, detail])
-                    .map_err(sql)?;
+                put_event.execute(params![wall, e.kind, e.task, e.worker, e.attempt, detail]).map_err(sql)?;
             }
-            let mut put_meta = tx
-                .prepare_cached("INSERT OR REPLACE INTO meta (key, value) VALUES (?1, ?2)")
-                .map_err(sql)?;
+            let mut put_meta =
+                tx.prepare_cached("INSERT OR REPLACE INTO meta (key, value) VALUES (?1, ?2)").map_err(sql)?;
             for (key, value) in meta {
                 put_meta.execute(params![key, value]).map_err(sql)?;
             }

@@ -42,9 +42,7 @@ impl ReportWatcher {
         })
         .map_err(|e| e.to_string())?;
         for folder in &folders {
-            watcher
-                .watch(folder, RecursiveMode::NonRecursive)
-                .map_err(|e| format!("{}: {e}", folder.display()))?;
+            watcher.watch(folder, RecursiveMode::NonRecursive).map_err(|e| format!("{}: {e}", folder.display()))?;
         }
         // Reports written while no hub ran are read at start.
         let mut initial = Vec::new();

@@ -1,0 +1,6 @@
+//! mcc's one integration test binary: every test spawns the real `mcc`
+//! binary against real sockets, a real SQLite file and real files.
+
+mod support;
+
+mod hub;
