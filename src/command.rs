@@ -59,13 +59,12 @@ pub fn run_shell(script: &str, cwd: &Path, limit: Duration) -> std::io::Result<O
     let stderr = drain(child.stderr.take());
     let status = child.wait_timeout(limit)?;
     let timed_out = status.is_none();
-    let code = match status {
-        Some(status) => status.code(),
-        None => {
-            let _ = child.kill();
-            let _ = child.wait();
-            None
-        }
+    let code = if let Some(status) = status {
+        status.code()
+    } else {
+        let _ = child.kill();
+        let _ = child.wait();
+        None
     };
     let collect = |h: std::thread::JoinHandle<String>| h.join().unwrap_or_default();
     Ok(Outcome { code, stdout: collect(stdout), stderr: collect(stderr), timed_out })

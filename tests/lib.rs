@@ -1,5 +1,5 @@
 //! mcc's one integration test binary: every test spawns the real `mcc`
-//! binary against real sockets, a real SQLite file and real files.
+//! binary against real sockets, a real `SQLite` file and real files.
 
 mod support;
 

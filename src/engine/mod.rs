@@ -89,7 +89,7 @@ pub struct Config {
 }
 
 /// The longest a worker may wait in one command.
-pub const MAX_WAIT: Duration = Duration::from_secs(300);
+pub const MAX_WAIT: Duration = Duration::from_mins(5);
 /// How many connections may wait for work at once.
 pub const MAX_WAITERS: usize = 4096;
 /// How many inputs share one commit at most.
@@ -387,7 +387,7 @@ impl Engine {
         let now = Instant::now();
         match msg {
             ClientMsg::Register { role, project_id, worker_id } => {
-                self.register(conn, role.as_deref(), project_id, worker_id)
+                self.register(conn, role.as_deref(), project_id, worker_id);
             }
             ClientMsg::CreateTasks { tasks } => {
                 if self.role(conn) != Role::Coordinator {
@@ -618,16 +618,13 @@ impl Engine {
                     "bad_task",
                 ));
             }
-            if let Some(lease) = &spec.lease {
-                if humantime::parse_duration(lease).is_err() {
-                    return Err(ServerMsg::error_code(
-                        format!(
-                            "tasks[{i}] (`{}`): lease `{lease}` is not a duration such as \"30m\" or \"90s\"",
-                            spec.id
-                        ),
-                        "bad_task",
-                    ));
-                }
+            if let Some(lease) = &spec.lease
+                && humantime::parse_duration(lease).is_err()
+            {
+                return Err(ServerMsg::error_code(
+                    format!("tasks[{i}] (`{}`): lease `{lease}` is not a duration such as \"30m\" or \"90s\"", spec.id),
+                    "bad_task",
+                ));
             }
             specs.push(spec);
         }
@@ -660,17 +657,13 @@ impl Engine {
     /// An old-protocol worker asks: `task_assigned`, or `no_tasks` and it waits connected.
     fn offer_old(&mut self, conn: ConnId, worker: &str, now: Instant) {
         self.waiters.retain(|w| w.conn != conn);
-        match self.try_offer(worker, now) {
-            Some(offer @ Offer::Task { .. }) => self.answer(conn, &Reply::Push, offer),
-            _ => {
-                let message = if self.all_done() {
-                    "All work is done"
-                } else {
-                    "No tasks available right now; you will be sent one"
-                };
-                self.send(conn, ServerMsg::NoTasks { message: message.to_owned() });
-                self.waiters.push(Waiter { conn, worker: worker.to_owned(), deadline: None, reply: Reply::Push });
-            }
+        if let Some(offer @ Offer::Task { .. }) = self.try_offer(worker, now) {
+            self.answer(conn, &Reply::Push, offer)
+        } else {
+            let message =
+                if self.all_done() { "All work is done" } else { "No tasks available right now; you will be sent one" };
+            self.send(conn, ServerMsg::NoTasks { message: message.to_owned() });
+            self.waiters.push(Waiter { conn, worker: worker.to_owned(), deadline: None, reply: Reply::Push });
         }
     }
 
@@ -851,14 +844,13 @@ impl Engine {
                 self.problem(format!(
                     "workflow accept for task {id}: {e}; the task waits (fix the workflow, or `mcc tasks retry {id}`)"
                 ));
-                if let Some(j) = self.judging.remove(id) {
-                    if let Some(conn) = j.conn {
-                        let message = format!(
-                            "task {id} was received but the workflow could not judge it; the engineer was told"
-                        );
-                        let reply = Reply::Ack { what: "done", message, task: id.to_owned() };
-                        self.offer(conn, &j.worker, j.wait, reply, now);
-                    }
+                if let Some(j) = self.judging.remove(id)
+                    && let Some(conn) = j.conn
+                {
+                    let message =
+                        format!("task {id} was received but the workflow could not judge it; the engineer was told");
+                    let reply = Reply::Ack { what: "done", message, task: id.to_owned() };
+                    self.offer(conn, &j.worker, j.wait, reply, now);
                 }
                 return;
             }

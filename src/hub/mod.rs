@@ -137,7 +137,7 @@ pub async fn start(options: HubOptions) -> Result<RunningHub, HubError> {
         state_dir: state_dir.clone(),
         settings: options.settings.clone(),
         loader: options.loader,
-        validation_limit: Duration::from_secs(600),
+        validation_limit: Duration::from_mins(10),
     })?;
     if let Some(workflow) = options.workflow.clone() {
         engine.send(Input::LoadWorkflow { conn: None, path: workflow });
@@ -175,7 +175,7 @@ impl RunningHub {
         tokio::time::sleep(Duration::from_millis(50)).await;
         let _ = fs::remove_file(HubFile::path(&self.state_dir));
         match result {
-            Ok(Ok(Ok(()))) | Err(_) | Ok(Err(_)) => Ok(()),
+            Ok(Ok(Ok(())) | Err(_)) | Err(_) => Ok(()),
             Ok(Ok(Err(e))) => Err(e.into()),
         }
     }
@@ -222,15 +222,19 @@ async fn bind(ip: Option<IpAddr>, port: u16) -> Result<(Vec<TcpListener>, u16), 
 
 fn load_or_create_token(state_dir: &Path) -> Result<String, HubError> {
     let path = state_dir.join("token");
-    if let Ok(existing) = fs::read_to_string(&path) {
-        if existing.trim().len() == 64 {
-            return Ok(existing.trim().to_owned());
-        }
+    if let Ok(existing) = fs::read_to_string(&path)
+        && existing.trim().len() == 64
+    {
+        return Ok(existing.trim().to_owned());
     }
     let mut bytes = [0u8; 32];
     getrandom::fill(&mut bytes)
         .map_err(|e| HubError::Io { path: path.clone(), source: std::io::Error::other(e.to_string()) })?;
-    let token: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    let token: String = bytes.iter().fold(String::with_capacity(64), |mut hex, b| {
+        use std::fmt::Write as _;
+        let _ = write!(hex, "{b:02x}");
+        hex
+    });
     let io = |source| HubError::Io { path: path.clone(), source };
     let mut options = fs::OpenOptions::new();
     options.write(true).create(true).truncate(true);
@@ -299,15 +303,12 @@ async fn serve_connection(stream: TcpStream, conn: u64, engine: &EngineHandle, g
             frame = source.next() => {
                 let text = match frame {
                     Some(Ok(Message::Text(text))) => text,
-                    Some(Ok(Message::Binary(bytes))) => match String::from_utf8(bytes.to_vec()) {
-                        Ok(text) => text.into(),
-                        Err(_) => {
-                            let error = ServerMsg::error("Invalid JSON message");
-                            if sink.send(Message::text(error.to_json())).await.is_err() { break; }
-                            continue;
-                        }
+                    Some(Ok(Message::Binary(bytes))) => if let Ok(text) = String::from_utf8(bytes.to_vec()) { text.into() } else {
+                        let error = ServerMsg::error("Invalid JSON message");
+                        if sink.send(Message::text(error.to_json())).await.is_err() { break; }
+                        continue;
                     },
-                    Some(Ok(Message::Close(_))) | None | Some(Err(_)) => break,
+                    Some(Ok(Message::Close(_)) | Err(_)) | None => break,
                     Some(Ok(_)) => continue,
                 };
                 match protocol::parse(&text) {

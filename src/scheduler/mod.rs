@@ -210,7 +210,7 @@ pub struct Settings {
 
 impl Default for Settings {
     fn default() -> Self {
-        Self { lease: Duration::from_secs(30 * 60), max_attempts: 5 }
+        Self { lease: Duration::from_mins(30), max_attempts: 5 }
     }
 }
 

@@ -39,7 +39,7 @@ fn tasks_go_out_first_in_first_out_and_a_worker_keeps_what_it_holds() {
 #[test]
 fn an_expired_lease_returns_the_task_with_a_new_attempt_and_fences_the_old_holder() {
     let now = Instant::now();
-    let mut s = Scheduler::new(Settings { lease: Duration::from_secs(60), max_attempts: 5 });
+    let mut s = Scheduler::new(Settings { lease: Duration::from_mins(1), max_attempts: 5 });
     s.add_tasks(vec![task("a")], None, now).unwrap();
     s.offer("old", now, fifo);
     assert!(s.expire(now + Duration::from_secs(59)).is_empty());
@@ -72,7 +72,7 @@ fn a_report_for_an_old_attempt_of_a_held_task_is_stale() {
 #[test]
 fn any_message_of_the_holder_extends_its_lease() {
     let now = Instant::now();
-    let mut s = Scheduler::new(Settings { lease: Duration::from_secs(60), max_attempts: 5 });
+    let mut s = Scheduler::new(Settings { lease: Duration::from_mins(1), max_attempts: 5 });
     s.add_tasks(vec![task("a")], None, now).unwrap();
     s.offer("w", now, fifo);
     s.progress("w", "a", None, "half way", now + Duration::from_secs(50)).unwrap();
@@ -144,7 +144,7 @@ fn a_worker_with_a_low_context_score_is_told_to_hand_over() {
 #[test]
 fn a_rejected_result_goes_back_to_the_same_worker_with_the_reasons() {
     let now = Instant::now();
-    let mut s = Scheduler::new(Settings { lease: Duration::from_secs(60), max_attempts: 2 });
+    let mut s = Scheduler::new(Settings { lease: Duration::from_mins(1), max_attempts: 2 });
     s.add_tasks(vec![task("a")], None, now).unwrap();
     s.offer("w", now, fifo);
     s.submit("w", "a", done("a", "w"), now).unwrap();
@@ -191,7 +191,7 @@ fn a_worker_that_leaves_gives_its_task_back_at_once() {
 #[test]
 fn a_dependency_that_failed_shows_its_dependents_as_stuck() {
     let now = Instant::now();
-    let mut s = Scheduler::new(Settings { lease: Duration::from_secs(60), max_attempts: 1 });
+    let mut s = Scheduler::new(Settings { lease: Duration::from_mins(1), max_attempts: 1 });
     s.add_tasks(vec![task("a"), after("b", &["a"])], None, now).unwrap();
     s.offer("w", now, fifo);
     assert_eq!(s.fail("w", "a", None, "cannot", now).unwrap(), TaskState::Failed);

@@ -1,4 +1,4 @@
-//! The durable task store: one SQLite file in WAL mode with
+//! The durable task store: one `SQLite` file in WAL mode with
 //! `synchronous=FULL`, written by one owner. A batch of changes is one
 //! transaction (group commit), committed before anything is acknowledged.
 
@@ -67,7 +67,7 @@ pub struct StoredEvent {
     pub detail: Value,
 }
 
-/// The SQLite file under `.mcc/`.
+/// The `SQLite` file under `.mcc/`.
 pub struct Store {
     conn: Connection,
     path: PathBuf,
@@ -251,7 +251,7 @@ mod tests {
     fn what_was_committed_comes_back_after_reopening_with_its_lease() {
         let dir = tempfile::tempdir().unwrap();
         let now = Instant::now();
-        let mut s = Scheduler::new(Settings { lease: Duration::from_secs(600), max_attempts: 3 });
+        let mut s = Scheduler::new(Settings { lease: Duration::from_mins(10), max_attempts: 3 });
         s.add_tasks(vec![TaskSpec::new("a", "first"), TaskSpec::new("b", "second")], None, now).unwrap();
         let offer = s.offer("w", now, |_, ready| ready.first().map(|t| t.spec.id.clone()));
         assert_eq!(offer, Offer::Granted("a".into()));
@@ -266,7 +266,7 @@ mod tests {
         let a = &tasks[0];
         assert_eq!((a.state, a.attempt, a.holder.as_deref()), (TaskState::Assigned, 1, Some("w")));
         let left = a.lease_left(Instant::now()).unwrap();
-        assert!(left > Duration::from_secs(590) && left <= Duration::from_secs(600), "{left:?}");
+        assert!(left > Duration::from_secs(590) && left <= Duration::from_mins(10), "{left:?}");
         assert_eq!(workers[0].name, "w");
         assert_eq!(store.meta("phase").unwrap().as_deref(), Some("one"));
         let kinds: Vec<String> = store.events().unwrap().into_iter().map(|e| e.kind).collect();

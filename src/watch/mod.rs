@@ -32,11 +32,11 @@ impl ReportWatcher {
         }
         let (tx, rx) = mpsc::channel::<PathBuf>();
         let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
-            if let Ok(event) = event {
-                if matches!(event.kind, notify::EventKind::Create(_) | notify::EventKind::Modify(_)) {
-                    for path in event.paths {
-                        let _ = tx.send(path);
-                    }
+            if let Ok(event) = event
+                && matches!(event.kind, notify::EventKind::Create(_) | notify::EventKind::Modify(_))
+            {
+                for path in event.paths {
+                    let _ = tx.send(path);
                 }
             }
         })
@@ -128,10 +128,10 @@ pub fn parse_report(bytes: &[u8]) -> Result<Report, String> {
     if report.task_id.trim().is_empty() {
         return Err("field `taskId` is empty".to_owned());
     }
-    if let Some(score) = report.context_efficiency_score {
-        if !(1..=5).contains(&score) {
-            return Err(format!("field `contextEfficiencyScore`: {score} is outside 1-5"));
-        }
+    if let Some(score) = report.context_efficiency_score
+        && !(1..=5).contains(&score)
+    {
+        return Err(format!("field `contextEfficiencyScore`: {score} is outside 1-5"));
     }
     Ok(report)
 }

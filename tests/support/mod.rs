@@ -184,7 +184,7 @@ impl Ws {
         let mut ws = Self { socket, client_id: String::new() };
         let hello = ws.recv();
         assert_eq!(hello["type"], "connected", "{hello}");
-        ws.client_id = hello["clientId"].as_str().unwrap().to_owned();
+        hello["clientId"].as_str().unwrap().clone_into(&mut ws.client_id);
         ws
     }
 
