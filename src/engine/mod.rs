@@ -658,7 +658,7 @@ impl Engine {
     fn offer_old(&mut self, conn: ConnId, worker: &str, now: Instant) {
         self.waiters.retain(|w| w.conn != conn);
         if let Some(offer @ Offer::Task { .. }) = self.try_offer(worker, now) {
-            self.answer(conn, &Reply::Push, offer)
+            self.answer(conn, &Reply::Push, offer);
         } else {
             let message =
                 if self.all_done() { "All work is done" } else { "No tasks available right now; you will be sent one" };
