@@ -1,6 +1,8 @@
 //! The command line: clap definitions, one file per command group.
 
 mod hub;
+mod status;
+mod tasks;
 
 use std::process::ExitCode;
 
@@ -42,6 +44,9 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     Hub(hub::HubArgs),
+    Status(status::StatusArgs),
+    Tasks(tasks::TasksArgs),
+    Answer(tasks::AnswerArgs),
 }
 
 /// Parse the command line, run it, and map the result to an exit code.
@@ -54,5 +59,8 @@ pub fn main() -> ExitCode {
 pub fn run(cli: Cli) -> u8 {
     match cli.command {
         Command::Hub(args) => hub::run(args),
+        Command::Status(args) => status::run(&args),
+        Command::Tasks(args) => tasks::run(&args),
+        Command::Answer(args) => tasks::run_answer(&args),
     }
 }
