@@ -3,4 +3,5 @@
 
 mod support;
 
+mod engineer;
 mod hub;
