@@ -120,3 +120,39 @@ fn tasks_commands_explain_what_is_wrong() {
     let not_blocked = project.mcc().args(["answer", "a", "hi"]).run();
     assert_eq!(not_blocked.code, 1, "{not_blocked:?}");
 }
+
+#[test]
+fn rules_install_writes_the_agents_section_and_pointers_once_and_keeps_user_content() {
+    let project = Project::new();
+    project.write("AGENTS.md", "# My project\n\nUse tabs.\n");
+    project.write("CLAUDE.md", "Be terse.\n");
+    let first = project.mcc().args(["rules", "install"]).run();
+    assert_eq!(first.code, 0, "{first:?}");
+
+    let agents = project.read("AGENTS.md");
+    assert!(agents.starts_with("# My project\n\nUse tabs.\n"), "{agents}");
+    assert!(agents.contains("mcc worker next --as NAME"), "{agents}");
+    assert!(agents.contains("mcc worker done TASK --as NAME --deliverable PATH --score N"), "{agents}");
+    assert!(agents.contains(".mcc/reports/TASK-report.json"), "{agents}");
+    assert!(agents.contains("mcc answer TASK"), "{agents}");
+    let begin = agents.find("<!-- mcc rules: begin").unwrap();
+    let end = agents.find("<!-- mcc rules: end -->").unwrap();
+    assert!(agents[begin..end].chars().count() < 6_000);
+    let claude = project.read("CLAUDE.md");
+    assert!(claude.lines().any(|l| l == "@AGENTS.md") && claude.contains("Be terse."), "{claude}");
+    assert_eq!(project.read("GEMINI.md"), "@AGENTS.md\n");
+    let cursor = project.read(".cursor/rules/mcc.mdc");
+    assert!(
+        cursor.starts_with("---\n") && cursor.contains("alwaysApply: true") && cursor.contains("AGENTS.md"),
+        "{cursor}"
+    );
+
+    project.write("AGENTS.md", &format!("{agents}\n## Later notes\nKeep me.\n"));
+    let second = project.mcc().args(["rules", "install", "--dir", project.root().to_str().unwrap()]).run();
+    assert_eq!(second.code, 0, "{second:?}");
+    let again = project.read("AGENTS.md");
+    assert_eq!(again.matches("<!-- mcc rules: begin").count(), 1, "{again}");
+    assert!(again.contains("Use tabs.") && again.ends_with("## Later notes\nKeep me.\n"), "{again}");
+    assert_eq!(project.read("CLAUDE.md"), claude);
+    assert!(second.stdout.contains("CLAUDE.md: already imports @AGENTS.md"), "{}", second.stdout);
+}

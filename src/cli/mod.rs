@@ -1,6 +1,7 @@
 //! The command line: clap definitions, one file per command group.
 
 mod hub;
+mod rules;
 mod status;
 mod tasks;
 
@@ -47,6 +48,7 @@ pub enum Command {
     Status(status::StatusArgs),
     Tasks(tasks::TasksArgs),
     Answer(tasks::AnswerArgs),
+    Rules(rules::RulesArgs),
 }
 
 /// Parse the command line, run it, and map the result to an exit code.
@@ -62,5 +64,6 @@ pub fn run(cli: Cli) -> u8 {
         Command::Status(args) => status::run(&args),
         Command::Tasks(args) => tasks::run(&args),
         Command::Answer(args) => tasks::run_answer(&args),
+        Command::Rules(args) => rules::run(&args),
     }
 }
