@@ -156,3 +156,68 @@ fn rules_install_writes_the_agents_section_and_pointers_once_and_keeps_user_cont
     assert_eq!(project.read("CLAUDE.md"), claude);
     assert!(second.stdout.contains("CLAUDE.md: already imports @AGENTS.md"), "{}", second.stdout);
 }
+
+/// `done` for `task` by `worker`, returning the verdict.
+fn done(hub: &Hub, worker: &str, task: &str, deliverable: &str) -> Value {
+    let mut ws = hub.connect();
+    let verdict =
+        ws.ask(json!({"type":"done","worker":worker,"taskId":task,"deliverables":[deliverable],"score":5,"waitMs":0}));
+    ws.close();
+    verdict
+}
+
+#[test]
+fn report_counts_attempts_rejections_and_automation_on_a_small_run() {
+    let project = Project::new();
+    let hub = Hub::start(project.root(), &[]);
+    for id in ["a", "b", "c"] {
+        let file = format!("out/{id}.md");
+        add(
+            &project,
+            &[
+                "--id",
+                id,
+                "--description",
+                "write it",
+                "--write",
+                &file,
+                "--validation",
+                &format!("grep -q good {file}"),
+            ],
+        );
+    }
+    std::fs::create_dir_all(project.path("out")).unwrap();
+    let mut rejected_once = false;
+    for _ in 0..3 {
+        let offer = next(&hub, "ann");
+        let id = offer["offer"]["task"]["id"].as_str().unwrap_or_else(|| panic!("{offer}")).to_owned();
+        let file = format!("out/{id}.md");
+        if !rejected_once {
+            project.write(&file, "draft\n");
+            let verdict = done(&hub, "ann", &id, &file);
+            assert_eq!(verdict["accepted"], false, "{verdict}");
+            rejected_once = true;
+            let again = next(&hub, "ann");
+            assert_eq!(again["offer"]["task"]["id"], id.as_str(), "{again}");
+        }
+        project.write(&file, "good\n");
+        let verdict = done(&hub, "ann", &id, &file);
+        assert_eq!(verdict["accepted"], true, "{verdict}");
+    }
+
+    let live = project.mcc().args(["report", "--json"]).run().json();
+    assert_eq!(live["tasks"], 3);
+    assert_eq!(live["byState"]["accepted"], 3);
+    assert_eq!(live["attempts"], 4, "{live}");
+    assert_eq!(live["rejections"], 1, "{live}");
+    assert_eq!(live["automationRate"], 1.0, "{live}");
+    assert_eq!(live["workers"]["ann"]["accepted"], 3, "{live}");
+    assert_eq!(live["workers"]["ann"]["rejections"], 1, "{live}");
+    assert_eq!(live["targets"]["contextEfficiency"]["min"], 5.0, "{live}");
+
+    drop(hub);
+    let offline = project.mcc().args(["report"]).run();
+    assert_eq!(offline.code, 0, "{offline:?}");
+    assert!(offline.stdout.contains("attempts 4, rejections 1"), "{}", offline.stdout);
+    assert!(offline.stdout.contains("automation rate 100% (target >= 80%): met"), "{}", offline.stdout);
+}

@@ -1,6 +1,7 @@
 //! The command line: clap definitions, one file per command group.
 
 mod hub;
+mod report;
 mod rules;
 mod status;
 mod tasks;
@@ -49,6 +50,7 @@ pub enum Command {
     Tasks(tasks::TasksArgs),
     Answer(tasks::AnswerArgs),
     Rules(rules::RulesArgs),
+    Report(report::ReportArgs),
 }
 
 /// Parse the command line, run it, and map the result to an exit code.
@@ -65,5 +67,6 @@ pub fn run(cli: Cli) -> u8 {
         Command::Tasks(args) => tasks::run(&args),
         Command::Answer(args) => tasks::run_answer(&args),
         Command::Rules(args) => rules::run(&args),
+        Command::Report(args) => report::run(&args),
     }
 }
