@@ -364,6 +364,10 @@ impl Engine {
                 });
                 policy.restore(state, EngineHandle { tx: self.tx.clone() });
                 self.policy = policy;
+                // Start its phase now: requests later in this batch already see its tasks.
+                if let Err(e) = self.policy.step(&mut self.scheduler) {
+                    self.problem(format!("workflow: {e}"));
+                }
                 if self.workflow_path.as_ref() != Some(&path) {
                     self.workflow_path = Some(path.clone());
                     if let Err(e) = self.store.set_meta("workflow_path", &path.to_string_lossy()) {
