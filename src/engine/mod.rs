@@ -148,6 +148,13 @@ pub struct EngineHandle {
     tx: Sender<Input>,
 }
 
+impl From<Sender<Input>> for EngineHandle {
+    /// A handle to whoever holds the receiving end (tests, tools without an engine).
+    fn from(tx: Sender<Input>) -> Self {
+        Self { tx }
+    }
+}
+
 impl EngineHandle {
     /// Send an input; false when the engine has stopped.
     pub fn send(&self, input: Input) -> bool {

@@ -750,10 +750,10 @@ impl Policy for Workflow {
         let changed = queued || self.check_complete || !scheduler.pending_events().is_empty();
         self.check_complete = false;
         self.event_hooks(scheduler, &mut errors);
-        self.time_hooks(scheduler, &mut errors);
         if changed || !self.shared.changes.borrow().is_empty() {
             self.advance(scheduler, &mut errors);
         }
+        self.time_hooks(scheduler, &mut errors);
         errors.retain(|e| self.shown.insert(e.clone()));
         if errors.is_empty() { Ok(()) } else { Err(PolicyError(errors.join("\n"))) }
     }
