@@ -510,11 +510,12 @@ impl Workflow {
 
     fn is_complete(&self, scheduler: &Scheduler) -> Result<bool, String> {
         let phase = &self.phases[self.current];
-        let tasks: Vec<&Task> = scheduler.tasks().filter(|t| t.phase.as_deref() == Some(&phase.name)).collect();
+        let ours = |t: &&Task| t.phase.as_deref() == Some(phase.name.as_str());
         let Some(complete) = &phase.complete else {
-            return Ok(tasks.iter().all(|t| matches!(t.state, TaskState::Accepted | TaskState::Cancelled)));
+            // Stops at the first open task: cheap while a phase runs.
+            return Ok(scheduler.tasks().filter(ours).all(|t| matches!(t.state, TaskState::Accepted | TaskState::Cancelled)));
         };
-        let mut tasks = tasks;
+        let mut tasks: Vec<&Task> = scheduler.tasks().filter(ours).collect();
         tasks.sort_by_key(|t| t.seq);
         self.call(scheduler, self.current, "complete", |_| {
             let view = views::phase(&self.lua, &phase.name, &tasks)?;
