@@ -114,7 +114,10 @@ fn main() {
     let lua = drain(&running.url);
     runtime.block_on(running.stop("done")).expect("stop");
 
-    println!("{WORKERS} workers, {TASKS} no-op tasks: no workflow {plain:.0} tasks/s, Lua assign+accept {lua:.0} tasks/s ({:.2}x slower)", plain / lua);
+    println!(
+        "{WORKERS} workers, {TASKS} no-op tasks: no workflow {plain:.0} tasks/s, Lua assign+accept {lua:.0} tasks/s ({:.2}x slower)",
+        plain / lua
+    );
 
     // Loading a workflow whose split creates 10,000 tasks.
     let dir = tempfile::tempdir().expect("temp");

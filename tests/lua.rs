@@ -359,3 +359,32 @@ fn mcc_check_reports_a_bad_workflow_with_file_and_line() {
     assert_eq!(json["ok"], false);
     assert!(json["errors"][0].as_str().unwrap().starts_with("bad.lua:1:"));
 }
+
+#[test]
+fn every_example_in_the_workflow_docs_passes_mcc_check() {
+    let docs = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/workflows.md")).unwrap();
+    let examples: Vec<&str> = docs.split("```lua\n").skip(1).map(|rest| rest.split("```").next().unwrap()).collect();
+    assert!(examples.len() > 25, "found only {} examples", examples.len());
+    let project = Project::new();
+    project.write("README.md", "# Demo\n\nA project with some words.\n");
+    project.write("docs/a.md", "alpha");
+    project.write("docs/b.md", "beta");
+    for (i, source) in examples.iter().enumerate() {
+        let file = format!("example-{i}.lua");
+        project.write(&file, source);
+        let run = project.mcc().args(["check", &file]).run();
+        assert_eq!(run.code, 0, "example {i}:\n{source}\n{}", run.stderr);
+    }
+}
+
+#[test]
+fn the_editor_annotations_load_as_lua() {
+    let types = concat!(env!("CARGO_MANIFEST_DIR"), "/workflows/types/mcc.lua");
+    let project = Project::new();
+    project.write(
+        "wf.lua",
+        &format!("dofile({types:?})\nreturn {{ name = \"t\", phases = {{ {{ name = \"p\", tasks = {{}} }} }} }}"),
+    );
+    let run = project.mcc().args(["check", "wf.lua"]).run();
+    assert_eq!(run.code, 0, "{}", run.stderr);
+}

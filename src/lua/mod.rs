@@ -513,7 +513,10 @@ impl Workflow {
         let ours = |t: &&Task| t.phase.as_deref() == Some(phase.name.as_str());
         let Some(complete) = &phase.complete else {
             // Stops at the first open task: cheap while a phase runs.
-            return Ok(scheduler.tasks().filter(ours).all(|t| matches!(t.state, TaskState::Accepted | TaskState::Cancelled)));
+            return Ok(scheduler
+                .tasks()
+                .filter(ours)
+                .all(|t| matches!(t.state, TaskState::Accepted | TaskState::Cancelled)));
         };
         let mut tasks: Vec<&Task> = scheduler.tasks().filter(ours).collect();
         tasks.sort_by_key(|t| t.seq);
