@@ -388,3 +388,42 @@ fn the_editor_annotations_load_as_lua() {
     let run = project.mcc().args(["check", "wf.lua"]).run();
     assert_eq!(run.code, 0, "{}", run.stderr);
 }
+
+#[test]
+fn a_timer_runs_while_nobody_sends_anything() {
+    let project = Project::new();
+    let hub = hub_with(
+        &project,
+        "wf.lua",
+        r#"return { name = "tick", phases = { { name = "p", tasks = { { id = "a", description = "a" } },
+  on = { timer = { every = "50ms", run = function(ctx)
+    if not ctx.task("tick") then ctx.add_task { id = "tick", description = "added by the timer" } end
+  end } } } } }"#,
+    );
+    let mut ws = hub.connect();
+    eventually("the timer added its task", || snapshot(&mut ws)["tasks"].to_string().contains("added by the timer"));
+}
+
+#[test]
+fn a_changed_file_matching_the_glob_reaches_the_files_hook() {
+    let project = Project::new();
+    let hub = hub_with(
+        &project,
+        "wf.lua",
+        r#"return { name = "files", phases = { { name = "p", tasks = { { id = "a", description = "a" } },
+  on = { files = { glob = "src/**/*.rs", run = function(paths, ctx)
+    for _, p in ipairs(paths) do
+      if not ctx.task("review " .. p) then ctx.add_task { id = "review " .. p, description = "review " .. p } end
+    end
+  end } } } } }"#,
+    );
+    let mut ws = hub.connect();
+    // The snapshot is answered after the workflow (and its watcher) started.
+    assert_eq!(snapshot(&mut ws)["policy"], "files");
+    project.write("notes.txt", "not watched");
+    project.write("src/deep/lib.rs", "fn main() {}");
+    eventually("the hook saw src/deep/lib.rs", || {
+        snapshot(&mut ws)["tasks"].to_string().contains("review src/deep/lib.rs")
+    });
+    assert!(!snapshot(&mut ws)["tasks"].to_string().contains("notes.txt"));
+}

@@ -109,6 +109,8 @@ pub struct Workflow {
     quiet_next: Option<Instant>,
     files: Vec<String>,
     watcher: Option<watch::WorkflowWatcher>,
+    /// Events of the batch that loaded the workflow happened before it: skip them once.
+    skip_events: bool,
 }
 
 /// Load a workflow file: the engine's [`crate::engine::Loader`].
@@ -188,6 +190,7 @@ impl Workflow {
             quiet_next: None,
             files: Vec::new(),
             watcher: None,
+            skip_events: false,
         };
         workflow.read_table(returned)?;
         Ok(workflow)
@@ -753,7 +756,9 @@ impl Policy for Workflow {
         self.apply_changes(scheduler, &mut errors);
         let changed = queued || self.check_complete || !scheduler.pending_events().is_empty();
         self.check_complete = false;
-        self.event_hooks(scheduler, &mut errors);
+        if !std::mem::take(&mut self.skip_events) {
+            self.event_hooks(scheduler, &mut errors);
+        }
         if changed || !self.shared.changes.borrow().is_empty() {
             self.advance(scheduler, &mut errors);
         }
@@ -765,7 +770,9 @@ impl Policy for Workflow {
     fn finished(&self, scheduler: &Scheduler) -> bool {
         // The last phase may have completed in this batch, before `step` saw it.
         let last = self.current + 1 == self.phases.len() && self.started[self.current];
-        self.current >= self.phases.len() || (last && self.is_complete(scheduler).unwrap_or(false))
+        let phases_done = self.current >= self.phases.len() || (last && self.is_complete(scheduler).unwrap_or(false));
+        // Work still open (a task a hook or a coordinator added) keeps workers on.
+        phases_done && !scheduler.tasks().any(|t| !t.state.is_terminal())
     }
 
     fn state(&mut self) -> Vec<(&'static str, String)> {
@@ -795,6 +802,7 @@ impl Policy for Workflow {
         }
         self.check_complete = true;
         self.dirty = true;
+        self.skip_events = true;
         match watch::WorkflowWatcher::start(&self.path, &self.shared.root, self.watches_files(), &self.source, inbox) {
             Ok(w) => self.watcher = Some(w),
             Err(e) => self.shared.log.borrow_mut().push(format!("{}: cannot watch the workflow file: {e}", self.file)),

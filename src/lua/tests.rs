@@ -381,3 +381,35 @@ fn a_restored_workflow_does_not_split_a_started_phase_again() {
     assert!(second.take_log().is_empty());
     assert_eq!(f.ids(), ["a"]);
 }
+
+#[test]
+fn a_worker_silent_for_quiet_after_fires_worker_quiet_once() {
+    let mut f = Fixture::new();
+    let mut w = f
+        .load(
+            r#"return { name = "quiet", quiet_after = "30ms", phases = { { name = "p", tasks = { { id = "a", description = "a" } },
+  on = { worker_quiet = function(worker, ctx) ctx.log(worker.name .. " quiet, holding " .. tostring(worker.holding)) end } } } }"#,
+        )
+        .unwrap();
+    assert!(f.scheduler.grant("a", "w1", Instant::now()));
+    w.step(&mut f.scheduler).unwrap();
+    assert!(w.take_log().is_empty());
+    let wake = w.next_wakeup().expect("a wakeup for the quiet check");
+    while Instant::now() < wake {
+        std::thread::sleep(wake - Instant::now());
+    }
+    w.step(&mut f.scheduler).unwrap();
+    assert_eq!(w.take_log(), ["quiet: w1 quiet, holding a"]);
+    w.step(&mut f.scheduler).unwrap();
+    assert!(w.take_log().is_empty(), "once per silence");
+}
+
+#[test]
+fn open_work_outside_the_phases_keeps_the_workflow_from_finishing() {
+    let mut f = Fixture::new();
+    let mut w = f.load(r#"return { name = "open", phases = { { name = "p", tasks = {} } } }"#).unwrap();
+    assert!(w.finished(&f.scheduler));
+    f.scheduler.add_tasks(vec![TaskSpec::new("by-hand", "added by a coordinator")], None, Instant::now()).unwrap();
+    w.step(&mut f.scheduler).unwrap();
+    assert!(!w.finished(&f.scheduler));
+}
