@@ -1,5 +1,6 @@
 //! The command line: clap definitions, one file per command group.
 
+mod check;
 mod hub;
 
 use std::process::ExitCode;
@@ -42,6 +43,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     Hub(hub::HubArgs),
+    Check(check::CheckArgs),
 }
 
 /// Parse the command line, run it, and map the result to an exit code.
@@ -54,5 +56,6 @@ pub fn main() -> ExitCode {
 pub fn run(cli: Cli) -> u8 {
     match cli.command {
         Command::Hub(args) => hub::run(args),
+        Command::Check(args) => check::run(args),
     }
 }

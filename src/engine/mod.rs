@@ -67,6 +67,10 @@ pub enum Input {
         conn: Option<ConnId>,
         path: PathBuf,
     },
+    /// Files under the root changed that a workflow watches.
+    FilesChanged {
+        paths: Vec<String>,
+    },
     Shutdown {
         message: String,
     },
@@ -166,6 +170,8 @@ pub struct Engine {
     outgoing: Vec<(ConnId, ServerMsg)>,
     /// Problems shown in status: bad report files, workflow errors.
     problems: Vec<String>,
+    /// The workflow's `ctx.log` lines, newest last.
+    log: Vec<String>,
     tx: Sender<Input>,
     stopping: Option<String>,
 }
@@ -197,6 +203,7 @@ impl Engine {
                     judging: HashMap::new(),
                     outgoing: Vec::new(),
                     problems: Vec::new(),
+                    log: Vec::new(),
                     tx: engine_tx,
                     stopping: None,
                 };
@@ -257,7 +264,7 @@ impl Engine {
 
     fn next_wakeup(&self) -> Option<Instant> {
         let waits = self.waiters.iter().filter_map(|w| w.deadline);
-        waits.chain(self.scheduler.next_deadline()).min()
+        waits.chain(self.scheduler.next_deadline()).chain(self.policy.next_wakeup()).min()
     }
 
     /// Expire leases, let the workflow act, hand out work, time out waits.
@@ -266,6 +273,13 @@ impl Engine {
         self.scheduler.expire(now);
         if let Err(e) = self.policy.step(&mut self.scheduler) {
             self.problem(format!("workflow: {e}"));
+        }
+        for line in self.policy.take_log() {
+            eprintln!("mcc workflow: {line}");
+            self.log.push(line);
+        }
+        if self.log.len() > 100 {
+            self.log.drain(..self.log.len() - 100);
         }
         self.dispatch(now);
     }
@@ -329,6 +343,7 @@ impl Engine {
             Input::ReportFileRejected { path, error } => self.problem(format!("report file {path}: {error}")),
             Input::Validated { task, attempt, outcome } => self.validated(&task, attempt, &outcome),
             Input::LoadWorkflow { conn, path } => self.load_workflow(conn, path),
+            Input::FilesChanged { paths } => self.policy.files_changed(paths),
             Input::Shutdown { message } => self.stopping = Some(message),
         }
     }
@@ -341,8 +356,13 @@ impl Engine {
             return;
         };
         match loader(&path, &self.config.root) {
-            Ok(policy) => {
+            Ok(mut policy) => {
                 let name = policy.name();
+                let state = self.store.meta("workflow_state").unwrap_or_else(|e| {
+                    self.problem(format!("cannot read the workflow state: {e}"));
+                    None
+                });
+                policy.restore(state, EngineHandle { tx: self.tx.clone() });
                 self.policy = policy;
                 if self.workflow_path.as_ref() != Some(&path) {
                     self.workflow_path = Some(path.clone());
@@ -1049,6 +1069,7 @@ impl Engine {
             "tasks": tasks,
             "stuck": stuck,
             "problems": self.problems,
+            "log": self.log,
         })
     }
 }
