@@ -2,6 +2,7 @@
 
 mod check;
 mod hub;
+mod run;
 
 use std::process::ExitCode;
 
@@ -43,6 +44,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     Hub(hub::HubArgs),
+    Run(run::RunArgs),
     Check(check::CheckArgs),
 }
 
@@ -56,6 +58,7 @@ pub fn main() -> ExitCode {
 pub fn run(cli: Cli) -> u8 {
     match cli.command {
         Command::Hub(args) => hub::run(args),
+        Command::Run(args) => run::run(args),
         Command::Check(args) => check::run(args),
     }
 }
