@@ -3,6 +3,7 @@
 mod check;
 mod hub;
 mod run;
+mod worker;
 
 use std::process::ExitCode;
 
@@ -45,6 +46,9 @@ pub struct Cli {
 pub enum Command {
     Hub(hub::HubArgs),
     Run(run::RunArgs),
+    /// What a worker chat runs: next, done, block, fail, progress, leave, run.
+    #[command(subcommand)]
+    Worker(worker::WorkerCmd),
     Check(check::CheckArgs),
 }
 
@@ -59,6 +63,7 @@ pub fn run(cli: Cli) -> u8 {
     match cli.command {
         Command::Hub(args) => hub::run(args),
         Command::Run(args) => run::run(args),
+        Command::Worker(cmd) => worker::run(cmd),
         Command::Check(args) => check::run(args),
     }
 }
