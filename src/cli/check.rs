@@ -11,7 +11,7 @@ use crate::engine::Policy;
 use crate::lua::Workflow;
 use crate::scheduler::{Scheduler, Settings};
 
-/// Check a workflow file: print the first phase's tasks, or every error with file:line.
+/// Check a workflow file: print the first phase's tasks, or every error with its `file:line`.
 #[derive(Debug, Args)]
 #[command(
     after_help = "Example:\n  mcc check workflows/summaries.lua\n\nExit 0 when the workflow loads and its first phase starts; 1 otherwise."

@@ -148,6 +148,13 @@ pub struct EngineHandle {
     tx: Sender<Input>,
 }
 
+impl From<Sender<Input>> for EngineHandle {
+    /// A handle to whoever holds the receiving end (tests, tools without an engine).
+    fn from(tx: Sender<Input>) -> Self {
+        Self { tx }
+    }
+}
+
 impl EngineHandle {
     /// Send an input; false when the engine has stopped.
     pub fn send(&self, input: Input) -> bool {
@@ -364,6 +371,10 @@ impl Engine {
                 });
                 policy.restore(state, EngineHandle { tx: self.tx.clone() });
                 self.policy = policy;
+                // Start its phase now: requests later in this batch already see its tasks.
+                if let Err(e) = self.policy.step(&mut self.scheduler) {
+                    self.problem(format!("workflow: {e}"));
+                }
                 if self.workflow_path.as_ref() != Some(&path) {
                     self.workflow_path = Some(path.clone());
                     if let Err(e) = self.store.set_meta("workflow_path", &path.to_string_lossy()) {

@@ -86,6 +86,7 @@ mod tests {
     }
 
     #[test]
+    #[allow(clippy::arc_with_non_send_sync)] // mlua's own error type holds the Arc
     fn a_rust_error_takes_its_place_from_the_traceback() {
         let err = Error::CallbackError {
             traceback: "stack traceback:\n\t[C]: in function 'read'\n\twf.lua:3: in function <wf.lua:2>".into(),

@@ -116,7 +116,7 @@ pub fn load(path: &Path, root: &Path) -> Result<Box<dyn Policy>, String> {
     Workflow::load(path, root).map(|w| Box::new(w) as Box<dyn Policy>)
 }
 
-const PRELUDE: &str = r#"
+const PRELUDE: &str = r"
 local M = {}
 function M.workflow(t) return t end
 function M.phase(name)
@@ -125,7 +125,7 @@ end
 function M.task(t) __mcc_check_task(t); return t end
 workflow, phase, task = M.workflow, M.phase, M.task
 __mcc = M
-"#;
+";
 
 const PHASE_FIELDS: [&str; 7] = ["name", "tasks", "split", "assign", "accept", "complete", "on"];
 const HOOKS: [&str; 6] = ["worker_joined", "worker_quiet", "task_blocked", "task_failed", "timer", "files"];
@@ -227,7 +227,7 @@ impl Workflow {
             Ok(Value::String(s)) if !s.to_string_lossy().trim().is_empty() => s.to_string_lossy(),
             _ => return Err(bad("the workflow has no `name`: add name = \"my-workflow\"".to_owned())),
         };
-        *self.shared.name.borrow_mut() = self.name.clone();
+        self.shared.name.borrow_mut().clone_from(&self.name);
         self.ctx.set("workflow", self.name.clone()).map_err(|e| e.to_string())?;
         let text = |key: &str| -> Result<Option<String>, String> {
             match t.get::<Value>(key) {
@@ -333,13 +333,13 @@ impl Workflow {
         }
         let on = match t.get::<Value>("on") {
             Ok(Value::Nil) => Hooks::default(),
-            Ok(Value::Table(on)) => self.read_hooks(&name, &here, &on)?,
+            Ok(Value::Table(on)) => Self::read_hooks(&name, &here, &on)?,
             _ => return Err(format!("{here}: `on` of phase \"{name}\" must be a table of hooks")),
         };
         Ok(Phase { name, tasks, split, assign, accept, complete, on })
     }
 
-    fn read_hooks(&self, name: &str, here: &str, on: &Table) -> Result<Hooks, String> {
+    fn read_hooks(name: &str, here: &str, on: &Table) -> Result<Hooks, String> {
         for pair in on.pairs::<Value, Value>() {
             let (k, _) = pair.map_err(|e| e.to_string())?;
             let key = k.to_string().unwrap_or_default();
@@ -510,11 +510,15 @@ impl Workflow {
 
     fn is_complete(&self, scheduler: &Scheduler) -> Result<bool, String> {
         let phase = &self.phases[self.current];
-        let tasks: Vec<&Task> = scheduler.tasks().filter(|t| t.phase.as_deref() == Some(&phase.name)).collect();
+        let ours = |t: &&Task| t.phase.as_deref() == Some(phase.name.as_str());
         let Some(complete) = &phase.complete else {
-            return Ok(tasks.iter().all(|t| matches!(t.state, TaskState::Accepted | TaskState::Cancelled)));
+            // Stops at the first open task: cheap while a phase runs.
+            return Ok(scheduler
+                .tasks()
+                .filter(ours)
+                .all(|t| matches!(t.state, TaskState::Accepted | TaskState::Cancelled)));
         };
-        let mut tasks = tasks;
+        let mut tasks: Vec<&Task> = scheduler.tasks().filter(ours).collect();
         tasks.sort_by_key(|t| t.seq);
         self.call(scheduler, self.current, "complete", |_| {
             let view = views::phase(&self.lua, &phase.name, &tasks)?;
@@ -693,7 +697,7 @@ impl Policy for Workflow {
             match chosen {
                 Value::Nil | Value::Boolean(false) => Ok(None),
                 Value::String(s) => Ok(Some(s.to_string_lossy())),
-                Value::UserData(ud) => Ok(Some(ud.borrow::<Task>()?.spec.id.clone())),
+                Value::UserData(ud) => Ok(Some(ud.borrow_scoped::<Task, _>(|t| t.spec.id.clone())?)),
                 Value::Table(t) => Ok(Some(t.get::<String>("id")?)),
                 other => Err(mlua::Error::runtime(format!(
                     "assign must return a task from `ready`, a task id or nil, not {}",
@@ -750,16 +754,18 @@ impl Policy for Workflow {
         let changed = queued || self.check_complete || !scheduler.pending_events().is_empty();
         self.check_complete = false;
         self.event_hooks(scheduler, &mut errors);
-        self.time_hooks(scheduler, &mut errors);
         if changed || !self.shared.changes.borrow().is_empty() {
             self.advance(scheduler, &mut errors);
         }
+        self.time_hooks(scheduler, &mut errors);
         errors.retain(|e| self.shown.insert(e.clone()));
         if errors.is_empty() { Ok(()) } else { Err(PolicyError(errors.join("\n"))) }
     }
 
-    fn finished(&self, _: &Scheduler) -> bool {
-        self.current >= self.phases.len()
+    fn finished(&self, scheduler: &Scheduler) -> bool {
+        // The last phase may have completed in this batch, before `step` saw it.
+        let last = self.current + 1 == self.phases.len() && self.started[self.current];
+        self.current >= self.phases.len() || (last && self.is_complete(scheduler).unwrap_or(false))
     }
 
     fn state(&mut self) -> Vec<(&'static str, String)> {

@@ -52,10 +52,9 @@ pub fn with_scheduler<R>(lua: &Lua, f: impl FnOnce(&Scheduler) -> mlua::Result<R
     let session: mlua::AnyUserData = lua
         .named_registry_value(SESSION)
         .map_err(|_| mlua::Error::runtime("hub state is only available while the workflow is called"))?;
-    let scheduler = session
-        .borrow::<Scheduler>()
-        .map_err(|_| mlua::Error::runtime("a view kept from an earlier call cannot be used; ask ctx again"))?;
-    f(&scheduler)
+    session
+        .borrow_scoped::<Scheduler, _>(f)
+        .map_err(|_| mlua::Error::runtime("hub state is only available while the workflow is called"))?
 }
 
 /// An owned task view (for `ctx.tasks`, `ctx.task`).
