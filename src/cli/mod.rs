@@ -2,6 +2,8 @@
 
 mod check;
 mod hub;
+mod run;
+mod worker;
 
 use std::process::ExitCode;
 
@@ -43,6 +45,10 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     Hub(hub::HubArgs),
+    Run(run::RunArgs),
+    /// What a worker chat runs: next, done, block, fail, progress, leave, run.
+    #[command(subcommand)]
+    Worker(worker::WorkerCmd),
     Check(check::CheckArgs),
 }
 
@@ -56,6 +62,8 @@ pub fn main() -> ExitCode {
 pub fn run(cli: Cli) -> u8 {
     match cli.command {
         Command::Hub(args) => hub::run(args),
+        Command::Run(args) => run::run(args),
+        Command::Worker(cmd) => worker::run(cmd),
         Command::Check(args) => check::run(args),
     }
 }

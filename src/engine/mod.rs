@@ -490,14 +490,16 @@ impl Engine {
                     self.send(conn, ServerMsg::error_code(text, "missing_deliverable"));
                     return;
                 }
+                let wire = serde_json::to_value(&report).expect("a report always serializes");
                 let judging = Judging {
                     conn: Some(conn),
                     worker: worker.clone(),
                     wait: Self::wait_of(wait_ms),
                     old_protocol: false,
                 };
-                if let Err(r) = self.submit(&worker, &task_id, report, judging, now) {
-                    self.refuse(conn, &r);
+                match self.submit(&worker, &task_id, report, judging, now) {
+                    Ok(()) => self.to_coordinator(ServerMsg::TaskComplete { task_id, worker_id: worker, report: wire }),
+                    Err(r) => self.refuse(conn, &r),
                 }
             }
             ClientMsg::Block { worker, task_id, attempt, question, wait_ms } => {
@@ -725,7 +727,14 @@ impl Engine {
             self.policy.assign(me, &candidates, &self.scheduler)
         };
         match choice {
-            Ok(Some(id)) if self.scheduler.grant(&id, worker, now) => Some(self.task_offer(worker, &id, false)),
+            Ok(Some(id)) if self.scheduler.grant(&id, worker, now) => {
+                self.to_coordinator(ServerMsg::TaskAssigned {
+                    task: None,
+                    task_id: Some(id.clone()),
+                    worker_id: Some(worker.to_owned()),
+                });
+                Some(self.task_offer(worker, &id, false))
+            }
             Ok(Some(id)) => {
                 self.problem(format!(
                     "workflow assign chose `{id}`, which is not among the ready tasks; {worker} got nothing"
@@ -773,13 +782,7 @@ impl Engine {
                 ServerMsg::Ack { what: what.into(), message, task_id: Some(task), next: Some(offer) }
             }
             Reply::Push => match offer {
-                Offer::Task { task, worker, .. } => {
-                    let task_id = task.get("id").and_then(Value::as_str).unwrap_or_default().to_owned();
-                    self.to_coordinator(ServerMsg::TaskAssigned {
-                        task: None,
-                        task_id: Some(task_id),
-                        worker_id: Some(worker),
-                    });
+                Offer::Task { task, .. } => {
                     ServerMsg::TaskAssigned { task: Some(task), task_id: None, worker_id: None }
                 }
                 Offer::AllDone { message, .. }

@@ -92,7 +92,10 @@ pub struct RunningHub {
     pub engine: EngineHandle,
     pub url: String,
     pub port: u16,
-    engine_thread: std::thread::JoinHandle<Result<(), crate::store::StoreError>>,
+    /// Resolves when the engine thread ends, with its result.
+    engine_done: tokio::sync::oneshot::Receiver<Result<(), crate::store::StoreError>>,
+    /// One permit per open connection; all back means every socket closed.
+    slots: Arc<Semaphore>,
     state_dir: PathBuf,
     _lock: fs::File,
     _watcher: ReportWatcher,
@@ -162,30 +165,51 @@ pub async fn start(options: HubOptions) -> Result<RunningHub, HubError> {
     if !options.quiet {
         eprintln!("mcc hub: listening on {url} for {}", root.display());
     }
-    Ok(RunningHub { engine, url, port, engine_thread, state_dir, _lock: lock, _watcher: watcher })
+    let (done_tx, engine_done) = tokio::sync::oneshot::channel();
+    std::thread::spawn(move || {
+        let result = engine_thread.join().unwrap_or_else(|_| {
+            Err(crate::store::StoreError::Crashed("the engine thread panicked; see the message above".into()))
+        });
+        let _ = done_tx.send(result);
+    });
+    Ok(RunningHub { engine, url, port, engine_done, slots, state_dir, _lock: lock, _watcher: watcher })
 }
 
 impl RunningHub {
     /// Tell every client, commit, and stop.
-    pub async fn stop(self, message: &str) -> Result<(), HubError> {
+    pub async fn stop(mut self, message: &str) -> Result<(), HubError> {
         self.engine.send(Input::Shutdown { message: message.to_owned() });
-        let thread = self.engine_thread;
-        let result = tokio::task::spawn_blocking(move || thread.join()).await;
-        // Let connection tasks flush `server_shutdown` before the runtime ends.
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        let result = (&mut self.engine_done).await;
+        // Let connections flush `server_shutdown` and close, for a bounded time.
+        let all = u32::try_from(MAX_CONNECTIONS).expect("a small number");
+        let _ = tokio::time::timeout(Duration::from_secs(2), self.slots.acquire_many(all)).await;
         let _ = fs::remove_file(HubFile::path(&self.state_dir));
         match result {
-            Ok(Ok(Ok(())) | Err(_)) | Err(_) => Ok(()),
-            Ok(Ok(Err(e))) => Err(e.into()),
+            Ok(Ok(())) | Err(_) => Ok(()),
+            Ok(Err(e)) => Err(e.into()),
+        }
+    }
+
+    /// Resolves if the engine stops on its own (a store failure): the hub
+    /// cannot go on safely.
+    pub async fn failed(&mut self) -> HubError {
+        match (&mut self.engine_done).await {
+            Ok(Err(e)) => e.into(),
+            _ => HubError::Store(crate::store::StoreError::Crashed("the engine stopped unexpectedly".into())),
         }
     }
 }
 
 /// Run a hub until Ctrl-C or SIGTERM.
 pub async fn serve(options: HubOptions) -> Result<(), HubError> {
-    let hub = start(options).await?;
-    shutdown_signal().await;
-    hub.stop("The hub is shutting down").await
+    let mut hub = start(options).await?;
+    tokio::select! {
+        () = shutdown_signal() => hub.stop("The hub is shutting down").await,
+        e = hub.failed() => {
+            let _ = fs::remove_file(HubFile::path(&hub.state_dir));
+            Err(e)
+        }
+    }
 }
 
 /// Ctrl-C or SIGTERM.

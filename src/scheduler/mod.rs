@@ -297,6 +297,10 @@ pub struct Scheduler {
     /// Ready tasks in FIFO order.
     ready: BTreeSet<(u64, TaskId)>,
     dependents: HashMap<TaskId, Vec<TaskId>>,
+    /// Tasks assigned or submitted: their outputs are reserved.
+    in_flight: HashSet<TaskId>,
+    /// Worker name -> the task it holds (assigned).
+    holding: HashMap<String, TaskId>,
     workers: BTreeMap<String, Worker>,
     next_seq: u64,
     changes: Changes,
@@ -317,6 +321,12 @@ impl Scheduler {
             }
             if task.state == TaskState::Ready {
                 s.ready.insert((task.seq, task.spec.id.clone()));
+            }
+            if task.state.in_flight() {
+                s.in_flight.insert(task.spec.id.clone());
+            }
+            if let (TaskState::Assigned, Some(holder)) = (task.state, &task.holder) {
+                s.holding.insert(holder.clone(), task.spec.id.clone());
             }
             s.tasks.insert(task.spec.id.clone(), task);
         }
@@ -375,7 +385,12 @@ impl Scheduler {
 
     /// The task a worker holds now, if any.
     pub fn held_by(&self, worker: &str) -> Option<&Task> {
-        self.tasks.values().find(|t| t.state == TaskState::Assigned && t.holder.as_deref() == Some(worker))
+        self.holding.get(worker).and_then(|id| self.tasks.get(id))
+    }
+
+    /// Output paths of every in-flight task.
+    fn reserved(&self) -> Vec<Reservation> {
+        self.in_flight.iter().flat_map(|id| self.tasks[id].outputs()).collect()
     }
 
     fn event(
@@ -524,9 +539,19 @@ impl Scheduler {
         if task.state == TaskState::Ready {
             self.ready.remove(&(task.seq, id.to_owned()));
         }
+        if task.state == TaskState::Assigned
+            && let Some(holder) = &task.holder
+        {
+            self.holding.remove(holder);
+        }
         task.state = state;
         if state == TaskState::Ready {
             self.ready.insert((task.seq, id.to_owned()));
+        }
+        if state.in_flight() {
+            self.in_flight.insert(id.to_owned());
+        } else {
+            self.in_flight.remove(id);
         }
         if !matches!(state, TaskState::Assigned) {
             if task.holder.is_some() {
@@ -540,8 +565,7 @@ impl Scheduler {
     /// Ready tasks this worker may take now, in FIFO order, at most `limit`:
     /// those whose outputs overlap no in-flight task's are left out.
     pub fn candidates(&self, limit: usize) -> Vec<&Task> {
-        let reserved: Vec<Reservation> =
-            self.tasks.values().filter(|t| t.state.in_flight()).flat_map(Task::outputs).collect();
+        let reserved = self.reserved();
         let mut out = Vec::new();
         for (_, id) in &self.ready {
             let task = &self.tasks[id];
@@ -587,8 +611,7 @@ impl Scheduler {
         }
         let outputs = task.outputs();
         if !outputs.is_empty() {
-            let reserved: Vec<Reservation> =
-                self.tasks.values().filter(|t| t.state.in_flight()).flat_map(Task::outputs).collect();
+            let reserved = self.reserved();
             if any_overlap(&outputs, &reserved) {
                 return false;
             }
@@ -605,6 +628,7 @@ impl Scheduler {
         task.holder = Some(worker.to_owned());
         task.lease_until = Some(now + Duration::from_millis(task.lease_ms));
         let attempt = task.attempt;
+        self.holding.insert(worker.to_owned(), id.to_owned());
         self.event("assigned", Some(id), Some(worker), Some(attempt), Value::Null);
     }
 
@@ -655,7 +679,9 @@ impl Scheduler {
         let attempt = task.attempt;
         let deliverables = report.deliverables.clone();
         task.report = Some(report);
+        // Not through `set_state`: a submitted task keeps its holder for the verdict.
         task.state = TaskState::Submitted;
+        self.holding.remove(worker);
         self.touch_task(id);
         self.event("submitted", Some(id), Some(worker), Some(attempt), json!({ "deliverables": deliverables }));
         Ok(())
@@ -704,8 +730,13 @@ impl Scheduler {
                     );
                     return Ok(Judged::Failed { reasons });
                 }
-                // Back to the same worker: it knows the task and now the reasons.
-                self.regrant(id, &worker, now);
+                if self.holding.contains_key(&worker) {
+                    // It took other work meanwhile: the task goes back to the queue.
+                    self.set_state(id, TaskState::Ready);
+                } else {
+                    // Back to the same worker: it knows the task and now the reasons.
+                    self.regrant(id, &worker, now);
+                }
                 Ok(Judged::Rejected { reasons })
             }
         }
@@ -800,12 +831,7 @@ impl Scheduler {
 
     /// A worker leaves: what it holds goes back to the queue at once.
     pub fn leave(&mut self, worker: &str) -> Vec<TaskId> {
-        let held: Vec<TaskId> = self
-            .tasks
-            .values()
-            .filter(|t| t.state == TaskState::Assigned && t.holder.as_deref() == Some(worker))
-            .map(|t| t.spec.id.clone())
-            .collect();
+        let held: Vec<TaskId> = self.holding.get(worker).cloned().into_iter().collect();
         for id in &held {
             let attempt = self.tasks[id].attempt;
             self.set_state(id, TaskState::Ready);
@@ -817,12 +843,9 @@ impl Scheduler {
     /// Leases that ran out: each task goes back to ready (or fails when its
     /// attempts are used up). Returns the tasks released.
     pub fn expire(&mut self, now: Instant) -> Vec<TaskId> {
-        let expired: Vec<TaskId> = self
-            .tasks
-            .values()
-            .filter(|t| t.state == TaskState::Assigned && t.lease_until.is_some_and(|u| u <= now))
-            .map(|t| t.spec.id.clone())
-            .collect();
+        let mut expired: Vec<TaskId> =
+            self.holding.values().filter(|id| self.tasks[*id].lease_until.is_some_and(|u| u <= now)).cloned().collect();
+        expired.sort_by_key(|id| self.tasks[id].seq);
         for id in &expired {
             let task = &self.tasks[id];
             let (attempt, holder) = (task.attempt, task.holder.clone());
@@ -839,7 +862,7 @@ impl Scheduler {
 
     /// The earliest lease deadline, for the owner's timer.
     pub fn next_deadline(&self) -> Option<Instant> {
-        self.tasks.values().filter_map(|t| t.lease_until).min()
+        self.holding.values().filter_map(|id| self.tasks[id].lease_until).min()
     }
 
     /// Cancel a task that is not finished.

@@ -211,3 +211,18 @@ fn every_change_is_recorded_for_the_store() {
     assert_eq!(kinds, vec!["created", "worker_joined", "assigned"]);
     assert!(s.take_changes().is_empty());
 }
+
+#[test]
+fn a_rejection_never_gives_a_worker_a_second_task_to_hold() {
+    let now = Instant::now();
+    let mut s = Scheduler::default();
+    s.add_tasks(vec![task("a"), task("b")], None, now).unwrap();
+    s.offer("w", now, fifo);
+    s.submit("w", "a", done("a", "w"), now).unwrap();
+    assert_eq!(s.offer("w", now, fifo), Offer::Granted("b".into()), "free while a is judged");
+    s.judge("a", Verdict::Reject(vec!["redo".into()]), now).unwrap();
+    assert_eq!(s.held_by("w").unwrap().spec.id, "b");
+    assert_eq!(s.task("a").unwrap().state, TaskState::Ready);
+    assert_eq!(s.offer("w2", now, fifo), Offer::Granted("a".into()));
+    assert_eq!(s.next_deadline(), Some(now + Settings::default().lease));
+}

@@ -18,6 +18,8 @@ pub enum StoreError {
     Sqlite { path: PathBuf, source: rusqlite::Error },
     #[error("task store {path}: a stored row is unreadable ({source}); was it written by a newer mcc?")]
     Corrupt { path: PathBuf, source: serde_json::Error },
+    #[error("{0}")]
+    Crashed(String),
     #[error("task store {path} has schema version {found}, this mcc knows up to {known}; upgrade mcc")]
     TooNew { path: PathBuf, found: i64, known: i64 },
 }
