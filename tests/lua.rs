@@ -427,3 +427,22 @@ fn a_changed_file_matching_the_glob_reaches_the_files_hook() {
     });
     assert!(!snapshot(&mut ws)["tasks"].to_string().contains("notes.txt"));
 }
+
+#[test]
+fn a_split_that_failed_runs_again_once_the_file_is_fixed() {
+    let project = Project::new();
+    let broken = "return { name = \"fixme\", phases = { { name = \"p\",\n split = function(ctx)\n  return ctx.read(\"missing.txt\")\n end } } }\n";
+    let hub = hub_with(&project, "wf.lua", broken);
+    let mut ws = hub.connect();
+    let shown = problems(&mut ws);
+    assert!(shown.contains("wf.lua:3: in split of phase \\\"p\\\": ctx.read(\\\"missing.txt\\\")"), "{shown}");
+    assert_eq!(next(&mut ws, "w1")["type"], "nothing_yet");
+
+    project.write(
+        "wf.lua",
+        &broken
+            .replace("return ctx.read(\"missing.txt\")", "return { { id = \"t\", description = \"now it works\" } }"),
+    );
+    eventually("the fixed split created its task", || snapshot(&mut ws)["counts"]["ready"] == 1);
+    assert_eq!(next(&mut ws, "w1")["task"]["description"], "now it works");
+}
