@@ -10,33 +10,38 @@ use crate::scheduler::{Scheduler, TaskState};
 impl Workflow {
     /// Hooks on what happened in this batch: workers joining, tasks blocked or failed.
     pub(super) fn event_hooks(&self, scheduler: &mut Scheduler, errors: &mut Vec<String>) {
-        let on = &self.phases[self.current.min(self.phases.len() - 1)].on;
-        if on.worker_joined.is_none() && on.task_blocked.is_none() && on.task_failed.is_none() {
+        let any = |p: &super::Phase| {
+            p.on.worker_joined.is_some() || p.on.task_blocked.is_some() || p.on.task_failed.is_some()
+        };
+        if !self.phases.iter().any(any) {
             return;
         }
         let events: Vec<(&'static str, Option<String>, Option<String>)> =
             scheduler.pending_events().iter().map(|e| (e.kind, e.task.clone(), e.worker.clone())).collect();
         let mut failed_seen = HashSet::new();
         for (kind, task, worker) in events {
-            let hook = match kind {
-                "worker_joined" => on.worker_joined.as_ref().map(|f| (f, "on.worker_joined")),
-                "blocked" => on.task_blocked.as_ref().map(|f| (f, "on.task_blocked")),
-                "failed" | "failed_attempt" | "expired" => on.task_failed.as_ref().map(|f| (f, "on.task_failed")),
-                _ => None,
-            };
-            let Some((f, what)) = hook else { continue };
             let result = if kind == "worker_joined" {
+                let current = self.current.min(self.phases.len() - 1);
+                let Some(f) = &self.phases[current].on.worker_joined else { continue };
                 let Some(w) = worker.as_deref().and_then(|w| scheduler.worker(w)) else { continue };
-                self.call(scheduler, self.current, what, |scope| {
+                self.call(scheduler, current, "on.worker_joined", |scope| {
                     f.call::<()>((scope.create_userdata_ref(w)?, self.ctx.clone()))
                 })
             } else {
+                let (wanted, what) = match kind {
+                    "blocked" => (TaskState::Blocked, "on.task_blocked"),
+                    "failed" | "failed_attempt" | "expired" => (TaskState::Failed, "on.task_failed"),
+                    _ => continue,
+                };
                 let Some(t) = task.as_deref().and_then(|id| scheduler.task(id)) else { continue };
-                let wanted = if kind == "blocked" { TaskState::Blocked } else { TaskState::Failed };
                 if t.state != wanted || (wanted == TaskState::Failed && !failed_seen.insert(t.spec.id.clone())) {
                     continue;
                 }
+                // A task's hooks are those of its own phase.
                 let phase = self.index(t.phase.as_deref());
+                let on = &self.phases[phase].on;
+                let hook = if wanted == TaskState::Blocked { &on.task_blocked } else { &on.task_failed };
+                let Some(f) = hook else { continue };
                 self.call(scheduler, phase, what, |scope| {
                     f.call::<()>((scope.create_userdata_ref(t)?, self.ctx.clone()))
                 })
@@ -45,6 +50,28 @@ impl Workflow {
                 errors.push(e);
             }
             self.apply_changes(scheduler, errors);
+        }
+    }
+
+    /// A failed task keeps its phase from completing by default: say so.
+    pub(super) fn stuck_phases(&self, scheduler: &Scheduler, errors: &mut Vec<String>) {
+        for event in scheduler.pending_events() {
+            if !matches!(event.kind, "failed" | "failed_attempt" | "expired") {
+                continue;
+            }
+            let Some(t) = event.task.as_deref().and_then(|id| scheduler.task(id)) else { continue };
+            let Some(phase) = self.phases.iter().find(|p| Some(p.name.as_str()) == t.phase.as_deref()) else {
+                continue;
+            };
+            if t.state == TaskState::Failed && phase.complete.is_none() {
+                let id = &t.spec.id;
+                errors.push(format!(
+                    "{}: phase \"{}\" is stuck: task `{id}` failed ({}); retry it (`mcc tasks retry {id}`) or cancel it",
+                    self.file,
+                    phase.name,
+                    t.reasons.join("; ")
+                ));
+            }
         }
     }
 

@@ -429,6 +429,7 @@ impl Policy for Workflow {
         self.check_complete = false;
         if !std::mem::take(&mut self.skip_events) {
             self.event_hooks(scheduler, &mut errors);
+            self.stuck_phases(scheduler, &mut errors);
         }
         if changed || !self.shared.changes.borrow().is_empty() {
             self.advance(scheduler, &mut errors);

@@ -413,3 +413,21 @@ fn open_work_outside_the_phases_keeps_the_workflow_from_finishing() {
     w.step(&mut f.scheduler).unwrap();
     assert!(!w.finished(&f.scheduler));
 }
+
+#[test]
+fn a_phase_with_a_failed_task_is_shown_as_stuck() {
+    let mut f = Fixture::new();
+    f.scheduler.settings.max_attempts = 1;
+    let mut w = f
+        .load(r#"return { name = "stuck", phases = { { name = "p", tasks = { { id = "a", description = "a" } } }, { name = "q", tasks = {} } } }"#)
+        .unwrap();
+    let now = Instant::now();
+    assert!(f.scheduler.grant("a", "w", now));
+    f.scheduler.fail("w", "a", None, "disk full", now).unwrap();
+    let err = w.step(&mut f.scheduler).unwrap_err();
+    assert_eq!(
+        err.0,
+        "wf.lua: phase \"p\" is stuck: task `a` failed (disk full); retry it (`mcc tasks retry a`) or cancel it"
+    );
+    assert!(!w.finished(&f.scheduler));
+}
