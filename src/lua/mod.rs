@@ -242,8 +242,8 @@ impl Workflow {
             (None, Some(split)) => {
                 let place = self.place_of(split);
                 let lease = self.shared.lease.borrow().clone();
-                let returned = self.call(scheduler, self.current, "split", |_| {
-                    let previous = self.previous(scheduler)?;
+                let returned = self.call(scheduler, self.current, "split", |scope| {
+                    let previous = self.previous(scheduler, scope)?;
                     let value: Value = split.call((self.ctx.clone(), previous))?;
                     Ok(spec::to_specs(&self.lua, value, lease.as_deref()))
                 });
@@ -271,7 +271,7 @@ impl Workflow {
     }
 
     /// `previous` for `split`: earlier phases by name, `tasks`, `last`.
-    fn previous(&self, scheduler: &Scheduler) -> mlua::Result<Table> {
+    fn previous<'s, 'env>(&self, scheduler: &'env Scheduler, scope: &'s Scope<'s, 'env>) -> mlua::Result<Table> {
         let previous = self.lua.create_table()?;
         let all = scheduler.tasks_in_order();
         let accepted = self.lua.create_table()?;
@@ -280,9 +280,10 @@ impl Workflow {
             let tasks: Vec<&Task> = all.iter().copied().filter(|t| t.phase.as_deref() == Some(&phase.name)).collect();
             for t in tasks.iter().filter(|t| t.state == TaskState::Accepted) {
                 n += 1;
-                accepted.raw_set(n, views::task(&self.lua, t)?)?;
+                accepted.raw_set(n, scope.create_userdata_ref(*t)?)?;
             }
-            let view = views::phase(&self.lua, &phase.name, &tasks)?;
+            let view =
+                views::phase(&self.lua, &phase.name, &tasks, |t| scope.create_userdata_ref(t).map(Value::UserData))?;
             if i + 1 == self.current {
                 previous.set("last", &view)?;
             }
@@ -304,8 +305,9 @@ impl Workflow {
         };
         let mut tasks: Vec<&Task> = scheduler.tasks().filter(ours).collect();
         tasks.sort_by_key(|t| t.seq);
-        self.call(scheduler, self.current, "complete", |_| {
-            let view = views::phase(&self.lua, &phase.name, &tasks)?;
+        self.call(scheduler, self.current, "complete", |scope| {
+            let view =
+                views::phase(&self.lua, &phase.name, &tasks, |t| scope.create_userdata_ref(t).map(Value::UserData))?;
             let done: Value = complete.call((view, self.ctx.clone()))?;
             Ok(!matches!(done, Value::Nil | Value::Boolean(false)))
         })
@@ -441,7 +443,10 @@ impl Policy for Workflow {
 
     fn finished(&self, scheduler: &Scheduler) -> bool {
         // The last phase may have completed in this batch, before `step` saw it.
-        let last = self.current + 1 == self.phases.len() && self.started[self.current];
+        // Only the default check runs here: `finished` is asked often, a Lua `complete` runs in `step`.
+        let last = self.current + 1 == self.phases.len()
+            && self.started[self.current]
+            && self.phases[self.current].complete.is_none();
         let phases_done = self.current >= self.phases.len() || (last && self.is_complete(scheduler).unwrap_or(false));
         // Work still open (a task a hook or a coordinator added) keeps workers on.
         phases_done && !scheduler.tasks().any(|t| !t.state.is_terminal())
