@@ -431,3 +431,25 @@ fn a_phase_with_a_failed_task_is_shown_as_stuck() {
     );
     assert!(!w.finished(&f.scheduler));
 }
+
+#[test]
+fn a_runaway_loop_inside_a_coroutine_is_stopped_too() {
+    let mut f = Fixture::new();
+    let err = f
+        .load(
+            "return { name = 'co', phases = { { name = 'p', split = function(ctx)\n  local co = coroutine.wrap(function()\n    while true do end\n  end)\n  co()\nend } } }",
+        )
+        .err()
+        .unwrap();
+    assert!(
+        err.starts_with("wf.lua:3: in split of phase \"p\": runaway script stopped after 50000000 instructions"),
+        "{err}"
+    );
+}
+
+#[test]
+fn os_exit_cannot_stop_the_hub() {
+    let mut f = Fixture::new();
+    let err = f.load("local x = 1\nos.exit(3)\n").err().unwrap();
+    assert_eq!(err, "wf.lua:2: in the workflow file: os.exit would stop the hub: return from the function instead");
+}
