@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use globset::{Glob, GlobMatcher};
+use globset::{GlobBuilder, GlobMatcher};
 use mlua::{Function, Table, Value};
 
 use super::{Workflow, spec};
