@@ -5,3 +5,4 @@ mod support;
 
 mod hub;
 mod lua;
+mod worker;
