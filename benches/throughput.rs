@@ -3,7 +3,7 @@
 //! - hub throughput: tasks per second through add -> assign -> complete with
 //!   1 and 4 workers on persistent connections (mcc `next`/`done`), and with
 //!   old-protocol workers (`register`/`task_complete`);
-//! - the hub's peak memory (VmHWM) after that run;
+//! - the hub's peak memory (`VmHWM`) after that run;
 //! - the wall time of `mcc worker next` and `mcc worker done` as whole
 //!   processes on a warm hub (median and p99).
 //!
@@ -114,7 +114,10 @@ fn mcc_worker(url: &str, name: String) -> usize {
             return done;
         }
         let id = offer["task"]["id"].clone();
-        answer = ask(&mut ws, &json!({"type": "done", "worker": name, "taskId": id, "attempt": offer["attempt"], "waitMs": 0}));
+        answer = ask(
+            &mut ws,
+            &json!({"type": "done", "worker": name, "taskId": id, "attempt": offer["attempt"], "waitMs": 0}),
+        );
         done += 1;
     }
 }
@@ -146,7 +149,9 @@ fn throughput(bin: &Path, workers: usize, n: usize, old: bool) -> (f64, u64) {
     let handles: Vec<_> = (0..workers)
         .map(|k| {
             let url = hub.url.clone();
-            std::thread::spawn(move || if old { old_worker(&url, format!("w{k}")) } else { mcc_worker(&url, format!("w{k}")) })
+            std::thread::spawn(
+                move || if old { old_worker(&url, format!("w{k}")) } else { mcc_worker(&url, format!("w{k}")) },
+            )
         })
         .collect();
     let done: usize = handles.into_iter().map(|h| h.join().unwrap()).sum();
@@ -196,7 +201,10 @@ fn main() {
     for (workers, old) in [(1, false), (4, false), (1, true), (4, true)] {
         let (rate, rss) = throughput(&bin, workers, n, old);
         let kind = if old { "old-protocol" } else { "mcc next/done" };
-        println!("{n} tasks, {workers} {kind} worker(s): {rate:>8.0} tasks/s   hub peak RSS {:.1} MiB", rss as f64 / 1024.0);
+        println!(
+            "{n} tasks, {workers} {kind} worker(s): {rate:>8.0} tasks/s   hub peak RSS {:.1} MiB",
+            rss as f64 / 1024.0
+        );
     }
     worker_commands(&bin, 200);
 }
