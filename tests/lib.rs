@@ -3,5 +3,9 @@
 
 mod support;
 
+mod durability;
 mod hub;
 mod lua;
+mod reports;
+mod scheduling;
+mod worker;

@@ -3,6 +3,7 @@
 mod check;
 mod hub;
 mod run;
+mod validate;
 mod worker;
 
 use std::process::ExitCode;
@@ -46,6 +47,7 @@ pub struct Cli {
 pub enum Command {
     Hub(hub::HubArgs),
     Run(run::RunArgs),
+    Validate(validate::ValidateArgs),
     /// What a worker chat runs: next, done, block, fail, progress, leave, run.
     #[command(subcommand)]
     Worker(worker::WorkerCmd),
@@ -63,6 +65,7 @@ pub fn run(cli: Cli) -> u8 {
     match cli.command {
         Command::Hub(args) => hub::run(args),
         Command::Run(args) => run::run(args),
+        Command::Validate(args) => validate::run(args),
         Command::Worker(cmd) => worker::run(cmd),
         Command::Check(args) => check::run(args),
     }

@@ -492,7 +492,7 @@ impl TaskView {
         for out in &self.write {
             let _ = write!(cmd, " --deliverable {out}");
         }
-        cmd.push_str(" --score N");
+        cmd.push_str(" --score 5");
         cmd
     }
 
@@ -517,7 +517,7 @@ impl TaskView {
             let _ = writeln!(out, "checked by: {v}");
         }
         list(&mut out, "rules to load", &self.rules);
-        out.push_str("score N: your context efficiency, 5 fresh .. 1 spent (2 or less hands over)\n");
+        out.push_str("--score: rate your own context 1-5 (5 fresh; 2 or less means hand over to a fresh chat)\n");
         out
     }
 }
