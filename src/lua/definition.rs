@@ -222,8 +222,11 @@ impl Workflow {
             let pattern: String = files
                 .get("glob")
                 .map_err(|_| format!("{here}: on.files of phase \"{name}\" needs glob = \"src/**/*.rs\""))?;
-            let glob =
-                Glob::new(&pattern).map_err(|e| format!("{here}: on.files.glob `{pattern}`: {e}"))?.compile_matcher();
+            let glob = GlobBuilder::new(&pattern)
+                .literal_separator(true)
+                .build()
+                .map_err(|e| format!("{here}: on.files.glob `{pattern}`: {e}"))?
+                .compile_matcher();
             let run = function(files.get("run").map_err(|e| e.to_string())?, "files.run")?.ok_or_else(|| {
                 format!("{here}: on.files of phase \"{name}\" needs run = function(paths, ctx) ... end")
             })?;
