@@ -446,3 +446,19 @@ fn a_split_that_failed_runs_again_once_the_file_is_fixed() {
     eventually("the fixed split created its task", || snapshot(&mut ws)["counts"]["ready"] == 1);
     assert_eq!(next(&mut ws, "w1")["task"]["description"], "now it works");
 }
+
+#[test]
+fn editing_a_module_the_workflow_requires_reloads_it_too() {
+    let project = Project::new();
+    project.write("flows/names.lua", "return { version = \"1\" }\n");
+    let hub = hub_with(
+        &project,
+        "flows/wf.lua",
+        r#"local names = require("names")
+return { name = "mod-v" .. names.version, phases = { { name = "p", tasks = { { id = "t", description = "d" } } } } }"#,
+    );
+    let mut ws = hub.connect();
+    assert_eq!(snapshot(&mut ws)["policy"], "mod-v1");
+    project.write("flows/names.lua", "return { version = \"2\" }\n");
+    eventually("the workflow reloaded with the edited module", || snapshot(&mut ws)["policy"] == "mod-v2");
+}

@@ -55,6 +55,8 @@ pub(crate) struct Shared {
     phase: RefCell<String>,
     changes: RefCell<Vec<Change>>,
     log: RefCell<Vec<String>>,
+    /// Modules `require` read from disk, with their text: edits reload the workflow.
+    modules: RefCell<Vec<(PathBuf, String)>>,
 }
 
 /// Progress stored in the `meta` table under `workflow_state`.
@@ -128,6 +130,7 @@ impl Workflow {
             phase: RefCell::new(String::new()),
             changes: RefCell::new(Vec::new()),
             log: RefCell::new(Vec::new()),
+            modules: RefCell::new(Vec::new()),
         });
         let lua = Lua::new();
         let budget = limits::Budget::default();
@@ -481,7 +484,9 @@ impl Policy for Workflow {
         self.check_complete = true;
         self.dirty = true;
         self.skip_events = true;
-        match watch::WorkflowWatcher::start(&self.path, &self.shared.root, self.watches_files(), &self.source, inbox) {
+        let mut sources = vec![(self.path.clone(), self.source.clone())];
+        sources.extend(self.shared.modules.borrow().iter().cloned());
+        match watch::WorkflowWatcher::start(&sources, &self.shared.root, self.watches_files(), inbox) {
             Ok(w) => self.watcher = Some(w),
             Err(e) => self.shared.log.borrow_mut().push(format!("{}: cannot watch the workflow file: {e}", self.file)),
         }

@@ -55,6 +55,7 @@ fn find(shared: &Shared, name: &str) -> mlua::Result<(String, String)> {
     for folder in folders {
         let path = folder.join(&rel);
         if let Ok(source) = std::fs::read_to_string(&path) {
+            shared.modules.borrow_mut().push((path.clone(), source.clone()));
             return Ok((shown(&shared.root, &path), source));
         }
         looked.push(path.display().to_string());

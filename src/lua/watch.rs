@@ -20,7 +20,15 @@ pub struct WorkflowWatcher {
 }
 
 impl WorkflowWatcher {
-    pub fn start(path: &Path, root: &Path, files: bool, source: &str, engine: EngineHandle) -> Result<Self, String> {
+    /// Watch `sources` (the workflow file first, then the modules it
+    /// required, each with the text it was loaded from) and, when `files`,
+    /// everything under `root`.
+    pub fn start(
+        sources: &[(PathBuf, String)],
+        root: &Path,
+        files: bool,
+        engine: EngineHandle,
+    ) -> Result<Self, String> {
         let (tx, rx) = mpsc::channel::<PathBuf>();
         let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
             if let Ok(event) = event
@@ -35,20 +43,25 @@ impl WorkflowWatcher {
             }
         })
         .map_err(|e| e.to_string())?;
-        let path = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_owned());
         let root = std::fs::canonicalize(root).unwrap_or_else(|_| root.to_owned());
-        let dir = path.parent().unwrap_or(&root).to_owned();
+        let sources: Vec<(PathBuf, String)> = sources
+            .iter()
+            .map(|(p, text)| (std::fs::canonicalize(p).unwrap_or_else(|_| p.clone()), text.clone()))
+            .collect();
         if files {
             watcher.watch(&root, RecursiveMode::Recursive).map_err(|e| format!("{}: {e}", root.display()))?;
         }
-        if !files || !dir.starts_with(&root) {
+        let mut folders = BTreeSet::new();
+        for (path, _) in &sources {
+            let dir = path.parent().unwrap_or(&root).to_owned();
             // The folder, not the file: editors replace files by renaming.
-            watcher.watch(&dir, RecursiveMode::NonRecursive).map_err(|e| format!("{}: {e}", dir.display()))?;
+            if (!files || !dir.starts_with(&root)) && folders.insert(dir.clone()) {
+                watcher.watch(&dir, RecursiveMode::NonRecursive).map_err(|e| format!("{}: {e}", dir.display()))?;
+            }
         }
-        let source = source.to_owned();
         std::thread::Builder::new()
             .name("mcc-workflow-watch".into())
-            .spawn(move || debounce(&rx, &path, &root, files, source, &engine))
+            .spawn(move || debounce(&rx, sources, &root, files, &engine))
             .map_err(|e| e.to_string())?;
         Ok(Self { _watcher: watcher })
     }
@@ -56,12 +69,12 @@ impl WorkflowWatcher {
 
 fn debounce(
     rx: &mpsc::Receiver<PathBuf>,
-    path: &Path,
+    mut sources: Vec<(PathBuf, String)>,
     root: &Path,
     files: bool,
-    mut source: String,
     engine: &EngineHandle,
 ) {
+    let workflow = sources[0].0.clone();
     loop {
         let Ok(first) = rx.recv() else { return };
         let mut batch = BTreeSet::from([first]);
@@ -74,14 +87,18 @@ fn debounce(
                 Err(RecvTimeoutError::Disconnected) => return,
             }
         }
-        if batch.contains(path)
-            && let Ok(now) = std::fs::read_to_string(path)
-            && now != source
-        {
-            source = now;
-            if !engine.send(Input::LoadWorkflow { conn: None, path: path.to_owned() }) {
-                return;
+        let mut edited = false;
+        for (path, text) in &mut sources {
+            if batch.contains(path)
+                && let Ok(now) = std::fs::read_to_string(&*path)
+                && now != *text
+            {
+                *text = now;
+                edited = true;
             }
+        }
+        if edited && !engine.send(Input::LoadWorkflow { conn: None, path: workflow.clone() }) {
+            return;
         }
         if files {
             // A new folder's files may be written before its watch is in place.
