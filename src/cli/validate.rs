@@ -120,14 +120,16 @@ fn walk(schema: &Value, value: &Value, path: &str, problems: &mut Vec<String>) {
         }
     }
     if let Some(options) = schema.get("enum").and_then(Value::as_array)
-        && !options.contains(value) {
-            let list: Vec<String> = options.iter().map(Value::to_string).collect();
-            problems.push(format!("{here}: {value} is not one of {}", list.join(", ")));
-        }
+        && !options.contains(value)
+    {
+        let list: Vec<String> = options.iter().map(Value::to_string).collect();
+        problems.push(format!("{here}: {value} is not one of {}", list.join(", ")));
+    }
     if let (Some(min), Some(s)) = (schema.get("minLength").and_then(Value::as_u64), value.as_str())
-        && (s.chars().count() as u64) < min {
-            problems.push(format!("{here}: must not be empty"));
-        }
+        && (s.chars().count() as u64) < min
+    {
+        problems.push(format!("{here}: must not be empty"));
+    }
     if let Some(n) = value.as_f64() {
         let min = schema.get("minimum").and_then(Value::as_f64);
         let max = schema.get("maximum").and_then(Value::as_f64);
