@@ -388,3 +388,61 @@ fn the_editor_annotations_load_as_lua() {
     let run = project.mcc().args(["check", "wf.lua"]).run();
     assert_eq!(run.code, 0, "{}", run.stderr);
 }
+
+#[test]
+fn a_timer_runs_while_nobody_sends_anything() {
+    let project = Project::new();
+    let hub = hub_with(
+        &project,
+        "wf.lua",
+        r#"return { name = "tick", phases = { { name = "p", tasks = { { id = "a", description = "a" } },
+  on = { timer = { every = "50ms", run = function(ctx)
+    if not ctx.task("tick") then ctx.add_task { id = "tick", description = "added by the timer" } end
+  end } } } } }"#,
+    );
+    let mut ws = hub.connect();
+    eventually("the timer added its task", || snapshot(&mut ws)["tasks"].to_string().contains("added by the timer"));
+}
+
+#[test]
+fn a_changed_file_matching_the_glob_reaches_the_files_hook() {
+    let project = Project::new();
+    let hub = hub_with(
+        &project,
+        "wf.lua",
+        r#"return { name = "files", phases = { { name = "p", tasks = { { id = "a", description = "a" } },
+  on = { files = { glob = "src/**/*.rs", run = function(paths, ctx)
+    for _, p in ipairs(paths) do
+      if not ctx.task("review " .. p) then ctx.add_task { id = "review " .. p, description = "review " .. p } end
+    end
+  end } } } } }"#,
+    );
+    let mut ws = hub.connect();
+    // The snapshot is answered after the workflow (and its watcher) started.
+    assert_eq!(snapshot(&mut ws)["policy"], "files");
+    project.write("notes.txt", "not watched");
+    project.write("src/deep/lib.rs", "fn main() {}");
+    eventually("the hook saw src/deep/lib.rs", || {
+        snapshot(&mut ws)["tasks"].to_string().contains("review src/deep/lib.rs")
+    });
+    assert!(!snapshot(&mut ws)["tasks"].to_string().contains("notes.txt"));
+}
+
+#[test]
+fn a_split_that_failed_runs_again_once_the_file_is_fixed() {
+    let project = Project::new();
+    let broken = "return { name = \"fixme\", phases = { { name = \"p\",\n split = function(ctx)\n  return ctx.read(\"missing.txt\")\n end } } }\n";
+    let hub = hub_with(&project, "wf.lua", broken);
+    let mut ws = hub.connect();
+    let shown = problems(&mut ws);
+    assert!(shown.contains("wf.lua:3: in split of phase \\\"p\\\": ctx.read(\\\"missing.txt\\\")"), "{shown}");
+    assert_eq!(next(&mut ws, "w1")["type"], "nothing_yet");
+
+    project.write(
+        "wf.lua",
+        &broken
+            .replace("return ctx.read(\"missing.txt\")", "return { { id = \"t\", description = \"now it works\" } }"),
+    );
+    eventually("the fixed split created its task", || snapshot(&mut ws)["counts"]["ready"] == 1);
+    assert_eq!(next(&mut ws, "w1")["task"]["description"], "now it works");
+}

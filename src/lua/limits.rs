@@ -28,7 +28,8 @@ impl Budget {
 pub fn install(lua: &Lua, budget: &Budget) -> mlua::Result<()> {
     lua.set_memory_limit(MEMORY)?;
     let used = budget.0.clone();
-    lua.set_hook(HookTriggers::new().every_nth_instruction(STRIDE), move |_, debug| {
+    // Global, so coroutines a script creates are counted too.
+    lua.set_global_hook(HookTriggers::new().every_nth_instruction(STRIDE), move |_, debug| {
         let now = used.get() + u64::from(STRIDE);
         used.set(now);
         if now > INSTRUCTIONS {

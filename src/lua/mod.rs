@@ -8,7 +8,9 @@
 //! `ctx` are queued and applied by the engine thread right after the call.
 
 mod ctx;
+mod definition;
 mod errors;
+mod hooks;
 mod limits;
 pub mod recipes;
 mod spec;
@@ -21,9 +23,10 @@ use std::path::{Path, PathBuf};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use globset::{Glob, GlobMatcher};
-use mlua::{Function, Lua, MultiValue, Scope, Table, Value};
+use mlua::{Lua, MultiValue, Scope, Table, Value};
 use serde::{Deserialize, Serialize};
+
+use definition::Phase;
 
 use crate::command::Outcome;
 use crate::engine::{DefaultPolicy, EngineHandle, Policy, PolicyError};
@@ -52,26 +55,6 @@ pub(crate) struct Shared {
     phase: RefCell<String>,
     changes: RefCell<Vec<Change>>,
     log: RefCell<Vec<String>>,
-}
-
-#[derive(Default)]
-struct Hooks {
-    worker_joined: Option<Function>,
-    worker_quiet: Option<Function>,
-    task_blocked: Option<Function>,
-    task_failed: Option<Function>,
-    timer: Option<(Duration, Function)>,
-    files: Option<(GlobMatcher, Function)>,
-}
-
-struct Phase {
-    name: String,
-    tasks: Option<Vec<TaskSpec>>,
-    split: Option<Function>,
-    assign: Option<Function>,
-    accept: Option<Function>,
-    complete: Option<Function>,
-    on: Hooks,
 }
 
 /// Progress stored in the `meta` table under `workflow_state`.
@@ -109,6 +92,8 @@ pub struct Workflow {
     quiet_next: Option<Instant>,
     files: Vec<String>,
     watcher: Option<watch::WorkflowWatcher>,
+    /// Events of the batch that loaded the workflow happened before it: skip them once.
+    skip_events: bool,
 }
 
 /// Load a workflow file: the engine's [`crate::engine::Loader`].
@@ -125,10 +110,8 @@ end
 function M.task(t) __mcc_check_task(t); return t end
 workflow, phase, task = M.workflow, M.phase, M.task
 __mcc = M
+os.exit = function() error('os.exit would stop the hub: return from the function instead', 2) end
 ";
-
-const PHASE_FIELDS: [&str; 7] = ["name", "tasks", "split", "assign", "accept", "complete", "on"];
-const HOOKS: [&str; 6] = ["worker_joined", "worker_quiet", "task_blocked", "task_failed", "timer", "files"];
 
 impl Workflow {
     /// Read, run and check a workflow file.
@@ -188,208 +171,10 @@ impl Workflow {
             quiet_next: None,
             files: Vec::new(),
             watcher: None,
+            skip_events: false,
         };
         workflow.read_table(returned)?;
         Ok(workflow)
-    }
-
-    /// `file:N` for the first line holding `needle`, else the `return` line.
-    fn place(&self, needle: &str) -> String {
-        let lines: Vec<&str> = self.source.lines().collect();
-        let line = lines
-            .iter()
-            .position(|l| !needle.is_empty() && l.contains(needle))
-            .or_else(|| lines.iter().rposition(|l| l.trim_start().starts_with("return")))
-            .map_or(1, |i| i + 1);
-        format!("{}:{line}", self.file)
-    }
-
-    /// `file:N` where a function is defined.
-    fn place_of(&self, f: &Function) -> String {
-        let info = f.info();
-        match (info.short_src, info.line_defined) {
-            (Some(src), Some(line)) => format!("{src}:{line}"),
-            _ => self.file.clone(),
-        }
-    }
-
-    fn read_table(&mut self, returned: Value) -> Result<(), String> {
-        let Value::Table(t) = returned else {
-            return Err(format!(
-                "{}: the workflow file must return a table such as {{ name = \"x\", phases = {{ ... }} }}; it returned {}",
-                self.place(""),
-                returned.type_name()
-            ));
-        };
-        let end = self.place("");
-        let bad = |what: String| format!("{end}: {what}");
-        self.name = match t.get::<Value>("name") {
-            Ok(Value::String(s)) if !s.to_string_lossy().trim().is_empty() => s.to_string_lossy(),
-            _ => return Err(bad("the workflow has no `name`: add name = \"my-workflow\"".to_owned())),
-        };
-        self.shared.name.borrow_mut().clone_from(&self.name);
-        self.ctx.set("workflow", self.name.clone()).map_err(|e| e.to_string())?;
-        let text = |key: &str| -> Result<Option<String>, String> {
-            match t.get::<Value>(key) {
-                Ok(Value::Nil) => Ok(None),
-                Ok(Value::String(s)) => Ok(Some(s.to_string_lossy())),
-                _ => Err(format!("{}: `{key}` must be a string such as \"30m\"", self.place(&format!("{key} ")))),
-            }
-        };
-        if let Some(lease) = text("lease")? {
-            humantime::parse_duration(&lease).map_err(|e| {
-                format!("{}: lease `{lease}` is not a duration such as \"30m\": {e}", self.place("lease"))
-            })?;
-            *self.shared.lease.borrow_mut() = Some(lease);
-        }
-        if let Some(quiet) = text("quiet_after")? {
-            self.quiet_after = humantime::parse_duration(&quiet).map_err(|e| {
-                format!("{}: quiet_after `{quiet}` is not a duration such as \"10m\": {e}", self.place("quiet_after"))
-            })?;
-        }
-        match t.get::<Value>("max_attempts") {
-            Ok(Value::Nil) => {}
-            Ok(Value::Integer(n)) if n >= 1 => self.max_attempts = Some(n as u32),
-            _ => {
-                return Err(format!(
-                    "{}: `max_attempts` must be a whole number of 1 or more",
-                    self.place("max_attempts")
-                ));
-            }
-        }
-        let Ok(Value::Table(phases)) = t.get::<Value>("phases") else {
-            return Err(bad(
-                "the workflow has no `phases`: add phases = { { name = \"first\", tasks = { ... } } }".to_owned()
-            ));
-        };
-        for (i, value) in phases.sequence_values::<Value>().enumerate() {
-            let value = value.map_err(|e| e.to_string())?;
-            let phase = self.read_phase(i, value)?;
-            if self.phases.iter().any(|p| p.name == phase.name) {
-                return Err(format!(
-                    "{}: two phases are named \"{}\"; give each phase its own name",
-                    self.place(&format!("\"{}\"", phase.name)),
-                    phase.name
-                ));
-            }
-            self.phases.push(phase);
-        }
-        if self.phases.is_empty() {
-            return Err(bad("`phases` is empty: a workflow needs at least one phase".to_owned()));
-        }
-        self.started = vec![false; self.phases.len()];
-        self.split_failed = vec![false; self.phases.len()];
-        Ok(())
-    }
-
-    fn read_phase(&self, i: usize, value: Value) -> Result<Phase, String> {
-        let Value::Table(t) = value else {
-            return Err(format!(
-                "{}: phase {} must be a table such as {{ name = \"x\", split = function(ctx) ... end }}",
-                self.place(""),
-                i + 1
-            ));
-        };
-        let name = match t.get::<Value>("name") {
-            Ok(Value::String(s)) if !s.to_string_lossy().trim().is_empty() => s.to_string_lossy(),
-            _ => return Err(format!("{}: phase {} has no `name`", self.place("phases"), i + 1)),
-        };
-        let here = self.place(&format!("\"{name}\""));
-        for pair in t.pairs::<Value, Value>() {
-            let (k, _) = pair.map_err(|e| e.to_string())?;
-            let key = k.to_string().unwrap_or_default();
-            if !PHASE_FIELDS.contains(&key.as_str()) {
-                return Err(format!(
-                    "{here}: phase \"{name}\" has an unknown field `{key}`; a phase has {}",
-                    PHASE_FIELDS.join(", ")
-                ));
-            }
-        }
-        let function = |key: &str| -> Result<Option<Function>, String> {
-            match t.get::<Value>(key) {
-                Ok(Value::Nil) => Ok(None),
-                Ok(Value::Function(f)) => Ok(Some(f)),
-                Ok(other) => {
-                    Err(format!("{here}: `{key}` of phase \"{name}\" must be a function, not {}", other.type_name()))
-                }
-                Err(e) => Err(e.to_string()),
-            }
-        };
-        let (split, assign, accept, complete) =
-            (function("split")?, function("assign")?, function("accept")?, function("complete")?);
-        let tasks = match t.get::<Value>("tasks") {
-            Ok(Value::Nil) => None,
-            Ok(v) => Some(
-                spec::to_specs(&self.lua, v, self.shared.lease.borrow().as_deref())
-                    .map_err(|e| format!("{here}: tasks of phase \"{name}\": {e}"))?,
-            ),
-            Err(e) => return Err(e.to_string()),
-        };
-        if tasks.is_none() && split.is_none() {
-            return Err(format!("{here}: phase \"{name}\" has neither `tasks` nor `split`; give it one of them"));
-        }
-        if tasks.is_some() && split.is_some() {
-            return Err(format!("{here}: phase \"{name}\" has both `tasks` and `split`; keep one"));
-        }
-        let on = match t.get::<Value>("on") {
-            Ok(Value::Nil) => Hooks::default(),
-            Ok(Value::Table(on)) => Self::read_hooks(&name, &here, &on)?,
-            _ => return Err(format!("{here}: `on` of phase \"{name}\" must be a table of hooks")),
-        };
-        Ok(Phase { name, tasks, split, assign, accept, complete, on })
-    }
-
-    fn read_hooks(name: &str, here: &str, on: &Table) -> Result<Hooks, String> {
-        for pair in on.pairs::<Value, Value>() {
-            let (k, _) = pair.map_err(|e| e.to_string())?;
-            let key = k.to_string().unwrap_or_default();
-            if !HOOKS.contains(&key.as_str()) {
-                return Err(format!(
-                    "{here}: phase \"{name}\" has an unknown hook `on.{key}`; hooks are {}",
-                    HOOKS.join(", ")
-                ));
-            }
-        }
-        let function = |v: Value, key: &str| -> Result<Option<Function>, String> {
-            match v {
-                Value::Nil => Ok(None),
-                Value::Function(f) => Ok(Some(f)),
-                other => Err(format!(
-                    "{here}: hook `{key}` of phase \"{name}\" must be a function, not {}",
-                    other.type_name()
-                )),
-            }
-        };
-        let get = |key: &str| on.get::<Value>(key).map_err(|e| e.to_string());
-        let mut hooks = Hooks {
-            worker_joined: function(get("worker_joined")?, "worker_joined")?,
-            worker_quiet: function(get("worker_quiet")?, "worker_quiet")?,
-            task_blocked: function(get("task_blocked")?, "task_blocked")?,
-            task_failed: function(get("task_failed")?, "task_failed")?,
-            ..Hooks::default()
-        };
-        if let Value::Table(timer) = get("timer")? {
-            let every: String = timer
-                .get("every")
-                .map_err(|_| format!("{here}: on.timer of phase \"{name}\" needs every = \"30s\""))?;
-            let every = humantime::parse_duration(&every)
-                .map_err(|e| format!("{here}: on.timer.every `{every}` is not a duration such as \"30s\": {e}"))?;
-            let run = function(timer.get("run").map_err(|e| e.to_string())?, "timer.run")?
-                .ok_or_else(|| format!("{here}: on.timer of phase \"{name}\" needs run = function(ctx) ... end"))?;
-            hooks.timer = Some((every.max(Duration::from_millis(10)), run));
-        }
-        if let Value::Table(files) = get("files")? {
-            let pattern: String = files
-                .get("glob")
-                .map_err(|_| format!("{here}: on.files of phase \"{name}\" needs glob = \"src/**/*.rs\""))?;
-            let glob =
-                Glob::new(&pattern).map_err(|e| format!("{here}: on.files.glob `{pattern}`: {e}"))?.compile_matcher();
-            let run = function(files.get("run").map_err(|e| e.to_string())?, "files.run")?.ok_or_else(|| {
-                format!("{here}: on.files of phase \"{name}\" needs run = function(paths, ctx) ... end")
-            })?;
-            hooks.files = Some((glob, run));
-        }
-        Ok(hooks)
     }
 
     /// The name of the workflow.
@@ -458,8 +243,8 @@ impl Workflow {
             (None, Some(split)) => {
                 let place = self.place_of(split);
                 let lease = self.shared.lease.borrow().clone();
-                let returned = self.call(scheduler, self.current, "split", |_| {
-                    let previous = self.previous(scheduler)?;
+                let returned = self.call(scheduler, self.current, "split", |scope| {
+                    let previous = self.previous(scheduler, scope)?;
                     let value: Value = split.call((self.ctx.clone(), previous))?;
                     Ok(spec::to_specs(&self.lua, value, lease.as_deref()))
                 });
@@ -487,7 +272,7 @@ impl Workflow {
     }
 
     /// `previous` for `split`: earlier phases by name, `tasks`, `last`.
-    fn previous(&self, scheduler: &Scheduler) -> mlua::Result<Table> {
+    fn previous<'s, 'env>(&self, scheduler: &'env Scheduler, scope: &'s Scope<'s, 'env>) -> mlua::Result<Table> {
         let previous = self.lua.create_table()?;
         let all = scheduler.tasks_in_order();
         let accepted = self.lua.create_table()?;
@@ -496,9 +281,10 @@ impl Workflow {
             let tasks: Vec<&Task> = all.iter().copied().filter(|t| t.phase.as_deref() == Some(&phase.name)).collect();
             for t in tasks.iter().filter(|t| t.state == TaskState::Accepted) {
                 n += 1;
-                accepted.raw_set(n, views::task(&self.lua, t)?)?;
+                accepted.raw_set(n, scope.create_userdata_ref(*t)?)?;
             }
-            let view = views::phase(&self.lua, &phase.name, &tasks)?;
+            let view =
+                views::phase(&self.lua, &phase.name, &tasks, |t| scope.create_userdata_ref(t).map(Value::UserData))?;
             if i + 1 == self.current {
                 previous.set("last", &view)?;
             }
@@ -520,8 +306,9 @@ impl Workflow {
         };
         let mut tasks: Vec<&Task> = scheduler.tasks().filter(ours).collect();
         tasks.sort_by_key(|t| t.seq);
-        self.call(scheduler, self.current, "complete", |_| {
-            let view = views::phase(&self.lua, &phase.name, &tasks)?;
+        self.call(scheduler, self.current, "complete", |scope| {
+            let view =
+                views::phase(&self.lua, &phase.name, &tasks, |t| scope.create_userdata_ref(t).map(Value::UserData))?;
             let done: Value = complete.call((view, self.ctx.clone()))?;
             Ok(!matches!(done, Value::Nil | Value::Boolean(false)))
         })
@@ -560,116 +347,6 @@ impl Workflow {
                 }
             }
         }
-    }
-
-    /// Hooks on what happened in this batch: workers joining, tasks blocked or failed.
-    fn event_hooks(&self, scheduler: &mut Scheduler, errors: &mut Vec<String>) {
-        let on = &self.phases[self.current.min(self.phases.len() - 1)].on;
-        if on.worker_joined.is_none() && on.task_blocked.is_none() && on.task_failed.is_none() {
-            return;
-        }
-        let events: Vec<(&'static str, Option<String>, Option<String>)> =
-            scheduler.pending_events().iter().map(|e| (e.kind, e.task.clone(), e.worker.clone())).collect();
-        let mut failed_seen = HashSet::new();
-        for (kind, task, worker) in events {
-            let hook = match kind {
-                "worker_joined" => on.worker_joined.as_ref().map(|f| (f, "on.worker_joined")),
-                "blocked" => on.task_blocked.as_ref().map(|f| (f, "on.task_blocked")),
-                "failed" | "failed_attempt" | "expired" => on.task_failed.as_ref().map(|f| (f, "on.task_failed")),
-                _ => None,
-            };
-            let Some((f, what)) = hook else { continue };
-            let result = if kind == "worker_joined" {
-                let Some(w) = worker.as_deref().and_then(|w| scheduler.worker(w)) else { continue };
-                self.call(scheduler, self.current, what, |scope| {
-                    f.call::<()>((scope.create_userdata_ref(w)?, self.ctx.clone()))
-                })
-            } else {
-                let Some(t) = task.as_deref().and_then(|id| scheduler.task(id)) else { continue };
-                let wanted = if kind == "blocked" { TaskState::Blocked } else { TaskState::Failed };
-                if t.state != wanted || (wanted == TaskState::Failed && !failed_seen.insert(t.spec.id.clone())) {
-                    continue;
-                }
-                let phase = self.index(t.phase.as_deref());
-                self.call(scheduler, phase, what, |scope| {
-                    f.call::<()>((scope.create_userdata_ref(t)?, self.ctx.clone()))
-                })
-            };
-            if let Err(e) = result {
-                errors.push(e);
-            }
-            self.apply_changes(scheduler, errors);
-        }
-    }
-
-    /// Timers, quiet workers and changed files of the current phase.
-    fn time_hooks(&mut self, scheduler: &mut Scheduler, errors: &mut Vec<String>) {
-        let now = Instant::now();
-        let Some(phase) = self.phases.get(self.current) else {
-            self.timer_next = None;
-            self.quiet_next = None;
-            self.files.clear();
-            return;
-        };
-        if let Some((every, run)) = &phase.on.timer {
-            match self.timer_next {
-                None => self.timer_next = Some(now + *every),
-                Some(at) if at <= now => {
-                    self.timer_next = Some(now + *every);
-                    if let Err(e) = self.call(scheduler, self.current, "on.timer", |_| run.call::<()>(self.ctx.clone()))
-                    {
-                        errors.push(e);
-                    }
-                    self.apply_changes(scheduler, errors);
-                }
-                Some(_) => {}
-            }
-        } else {
-            self.timer_next = None;
-        }
-        self.quiet_next = None;
-        if let Some(hook) = &phase.on.worker_quiet {
-            let mut fire = Vec::new();
-            for w in scheduler.workers() {
-                let Some(seen) = w.last_seen else { continue };
-                let due = seen + self.quiet_after;
-                if due > now {
-                    self.quiet.remove(&w.name);
-                    self.quiet_next = Some(self.quiet_next.map_or(due, |n| n.min(due)));
-                } else if self.quiet.insert(w.name.clone()) {
-                    fire.push(w.name.clone());
-                }
-            }
-            for name in fire {
-                let Some(w) = scheduler.worker(&name) else { continue };
-                let result = self.call(scheduler, self.current, "on.worker_quiet", |scope| {
-                    hook.call::<()>((scope.create_userdata_ref(w)?, self.ctx.clone()))
-                });
-                if let Err(e) = result {
-                    errors.push(e);
-                }
-                self.apply_changes(scheduler, errors);
-            }
-        }
-        let files = std::mem::take(&mut self.files);
-        if let Some((glob, run)) = &phase.on.files {
-            let mut paths: Vec<String> = files.into_iter().filter(|p| glob.is_match(p)).collect();
-            paths.sort();
-            paths.dedup();
-            if !paths.is_empty() {
-                let result =
-                    self.call(scheduler, self.current, "on.files", |_| run.call::<()>((paths, self.ctx.clone())));
-                if let Err(e) = result {
-                    errors.push(e);
-                }
-                self.apply_changes(scheduler, errors);
-            }
-        }
-    }
-
-    /// Whether any phase reacts to changed files.
-    fn watches_files(&self) -> bool {
-        self.phases.iter().any(|p| p.on.files.is_some())
     }
 }
 
@@ -753,7 +430,10 @@ impl Policy for Workflow {
         self.apply_changes(scheduler, &mut errors);
         let changed = queued || self.check_complete || !scheduler.pending_events().is_empty();
         self.check_complete = false;
-        self.event_hooks(scheduler, &mut errors);
+        if !std::mem::take(&mut self.skip_events) {
+            self.event_hooks(scheduler, &mut errors);
+            self.stuck_phases(scheduler, &mut errors);
+        }
         if changed || !self.shared.changes.borrow().is_empty() {
             self.advance(scheduler, &mut errors);
         }
@@ -764,8 +444,13 @@ impl Policy for Workflow {
 
     fn finished(&self, scheduler: &Scheduler) -> bool {
         // The last phase may have completed in this batch, before `step` saw it.
-        let last = self.current + 1 == self.phases.len() && self.started[self.current];
-        self.current >= self.phases.len() || (last && self.is_complete(scheduler).unwrap_or(false))
+        // Only the default check runs here: `finished` is asked often, a Lua `complete` runs in `step`.
+        let last = self.current + 1 == self.phases.len()
+            && self.started[self.current]
+            && self.phases[self.current].complete.is_none();
+        let phases_done = self.current >= self.phases.len() || (last && self.is_complete(scheduler).unwrap_or(false));
+        // Work still open (a task a hook or a coordinator added) keeps workers on.
+        phases_done && !scheduler.tasks().any(|t| !t.state.is_terminal())
     }
 
     fn state(&mut self) -> Vec<(&'static str, String)> {
@@ -795,6 +480,7 @@ impl Policy for Workflow {
         }
         self.check_complete = true;
         self.dirty = true;
+        self.skip_events = true;
         match watch::WorkflowWatcher::start(&self.path, &self.shared.root, self.watches_files(), &self.source, inbox) {
             Ok(w) => self.watcher = Some(w),
             Err(e) => self.shared.log.borrow_mut().push(format!("{}: cannot watch the workflow file: {e}", self.file)),

@@ -381,3 +381,75 @@ fn a_restored_workflow_does_not_split_a_started_phase_again() {
     assert!(second.take_log().is_empty());
     assert_eq!(f.ids(), ["a"]);
 }
+
+#[test]
+fn a_worker_silent_for_quiet_after_fires_worker_quiet_once() {
+    let mut f = Fixture::new();
+    let mut w = f
+        .load(
+            r#"return { name = "quiet", quiet_after = "30ms", phases = { { name = "p", tasks = { { id = "a", description = "a" } },
+  on = { worker_quiet = function(worker, ctx) ctx.log(worker.name .. " quiet, holding " .. tostring(worker.holding)) end } } } }"#,
+        )
+        .unwrap();
+    assert!(f.scheduler.grant("a", "w1", Instant::now()));
+    w.step(&mut f.scheduler).unwrap();
+    assert!(w.take_log().is_empty());
+    let wake = w.next_wakeup().expect("a wakeup for the quiet check");
+    while Instant::now() < wake {
+        std::thread::sleep(wake - Instant::now());
+    }
+    w.step(&mut f.scheduler).unwrap();
+    assert_eq!(w.take_log(), ["quiet: w1 quiet, holding a"]);
+    w.step(&mut f.scheduler).unwrap();
+    assert!(w.take_log().is_empty(), "once per silence");
+}
+
+#[test]
+fn open_work_outside_the_phases_keeps_the_workflow_from_finishing() {
+    let mut f = Fixture::new();
+    let mut w = f.load(r#"return { name = "open", phases = { { name = "p", tasks = {} } } }"#).unwrap();
+    assert!(w.finished(&f.scheduler));
+    f.scheduler.add_tasks(vec![TaskSpec::new("by-hand", "added by a coordinator")], None, Instant::now()).unwrap();
+    w.step(&mut f.scheduler).unwrap();
+    assert!(!w.finished(&f.scheduler));
+}
+
+#[test]
+fn a_phase_with_a_failed_task_is_shown_as_stuck() {
+    let mut f = Fixture::new();
+    f.scheduler.settings.max_attempts = 1;
+    let mut w = f
+        .load(r#"return { name = "stuck", phases = { { name = "p", tasks = { { id = "a", description = "a" } } }, { name = "q", tasks = {} } } }"#)
+        .unwrap();
+    let now = Instant::now();
+    assert!(f.scheduler.grant("a", "w", now));
+    f.scheduler.fail("w", "a", None, "disk full", now).unwrap();
+    let err = w.step(&mut f.scheduler).unwrap_err();
+    assert_eq!(
+        err.0,
+        "wf.lua: phase \"p\" is stuck: task `a` failed (disk full); retry it (`mcc tasks retry a`) or cancel it"
+    );
+    assert!(!w.finished(&f.scheduler));
+}
+
+#[test]
+fn a_runaway_loop_inside_a_coroutine_is_stopped_too() {
+    let mut f = Fixture::new();
+    let err = f
+        .load(
+            "return { name = 'co', phases = { { name = 'p', split = function(ctx)\n  local co = coroutine.wrap(function()\n    while true do end\n  end)\n  co()\nend } } }",
+        )
+        .err()
+        .unwrap();
+    assert!(
+        err.starts_with("wf.lua:3: in split of phase \"p\": runaway script stopped after 50000000 instructions"),
+        "{err}"
+    );
+}
+
+#[test]
+fn os_exit_cannot_stop_the_hub() {
+    let mut f = Fixture::new();
+    let err = f.load("local x = 1\nos.exit(3)\n").err().unwrap();
+    assert_eq!(err, "wf.lua:2: in the workflow file: os.exit would stop the hub: return from the function instead");
+}

@@ -62,15 +62,21 @@ pub fn task(lua: &Lua, task: &Task) -> mlua::Result<Value> {
     lua.create_userdata(task.clone()).map(Value::UserData)
 }
 
-/// The phase view given to `complete` and in `previous`.
-pub fn phase(lua: &Lua, name: &str, tasks: &[&Task]) -> mlua::Result<Table> {
+/// The phase view given to `complete` and in `previous`; `make` builds each
+/// task view (a scoped reference during a call: no copies).
+pub fn phase<'t>(
+    lua: &Lua,
+    name: &str,
+    tasks: &[&'t Task],
+    make: impl Fn(&'t Task) -> mlua::Result<Value>,
+) -> mlua::Result<Table> {
     let view = lua.create_table()?;
     view.set("name", name)?;
     let list = lua.create_table_with_capacity(tasks.len(), 0)?;
     let counts = lua.create_table()?;
     let mut tally = [0usize; TaskState::ALL.len()];
     for (i, t) in tasks.iter().enumerate() {
-        list.raw_set(i + 1, task(lua, t)?)?;
+        list.raw_set(i + 1, make(t)?)?;
         tally[TaskState::ALL.iter().position(|s| *s == t.state).expect("a known state")] += 1;
     }
     for (state, n) in TaskState::ALL.iter().zip(tally) {

@@ -84,8 +84,15 @@ fn debounce(
             }
         }
         if files {
+            // A new folder's files may be written before its watch is in place.
+            let folders: Vec<PathBuf> = batch.iter().filter(|p| *p != root && p.is_dir()).cloned().collect();
+            for folder in folders {
+                let inside = walkdir::WalkDir::new(folder).into_iter().filter_map(Result::ok);
+                batch.extend(inside.filter(|e| e.file_type().is_file()).map(walkdir::DirEntry::into_path));
+            }
             let changed: Vec<String> = batch
                 .iter()
+                .filter(|p| !p.is_dir())
                 .filter_map(|p| p.strip_prefix(root).ok())
                 .map(|p| p.to_string_lossy().replace('\\', "/"))
                 .filter(|p| !p.starts_with(".mcc/") && !p.starts_with(".git/"))
