@@ -4,6 +4,7 @@
 mod support;
 
 mod durability;
+mod engineer;
 mod hub;
 mod lua;
 mod reports;

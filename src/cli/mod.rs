@@ -2,7 +2,11 @@
 
 mod check;
 mod hub;
+mod report;
+mod rules;
 mod run;
+mod status;
+mod tasks;
 mod validate;
 mod worker;
 
@@ -47,6 +51,15 @@ pub struct Cli {
 pub enum Command {
     Hub(hub::HubArgs),
     Run(run::RunArgs),
+    Status(status::StatusArgs),
+    Report(report::ReportArgs),
+    /// Add, list, show, retry or cancel tasks.
+    #[command(subcommand)]
+    Tasks(tasks::TasksCmd),
+    Answer(tasks::AnswerArgs),
+    /// Install the worker and coordinator rules where agents read them.
+    #[command(subcommand)]
+    Rules(rules::RulesCmd),
     Validate(validate::ValidateArgs),
     /// What a worker chat runs: next, done, block, fail, progress, leave, run.
     #[command(subcommand)]
@@ -65,6 +78,11 @@ pub fn run(cli: Cli) -> u8 {
     match cli.command {
         Command::Hub(args) => hub::run(args),
         Command::Run(args) => run::run(args),
+        Command::Status(args) => status::run(args),
+        Command::Report(args) => report::run(args),
+        Command::Tasks(cmd) => tasks::run(cmd),
+        Command::Answer(args) => tasks::answer(args),
+        Command::Rules(cmd) => rules::run(cmd),
         Command::Validate(args) => validate::run(args),
         Command::Worker(cmd) => worker::run(cmd),
         Command::Check(args) => check::run(args),

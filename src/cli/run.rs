@@ -2,7 +2,6 @@
 //! running), load the workflow, optionally spawn headless workers, show
 //! progress until the workflow finishes, and end with a summary.
 
-use std::collections::BTreeMap;
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -16,7 +15,6 @@ use crate::client::{self, Connection, Target};
 use crate::hub::protocol::{ClientMsg, ServerMsg};
 use crate::hub::{self, HubError, HubFile, HubOptions};
 use crate::scheduler::{Settings, TaskState};
-use crate::store::Store;
 
 /// Run a workflow to the end: start the hub, load the workflow, show progress, print a summary.
 #[derive(Debug, Args)]
@@ -334,74 +332,14 @@ fn strip_time(line: &str) -> String {
     line.split(" · ").skip(1).take(2).collect::<Vec<_>>().join(" · ")
 }
 
-/// Tasks, attempts, rejections, time per phase and per worker, from the store.
+/// The run's metrics, with whether the workflow finished.
 fn summarize(root: &Path, snapshot: &Value, wall: Duration) -> Result<Value, String> {
-    let store = Store::open(&root.join(".mcc")).map_err(|e| e.to_string())?;
-    let (tasks, _) = store.load().map_err(|e| e.to_string())?;
-    let events = store.events().map_err(|e| e.to_string())?;
-    let phase_of: BTreeMap<&str, &str> =
-        tasks.iter().map(|t| (t.spec.id.as_str(), t.phase.as_deref().unwrap_or("-"))).collect();
-    let mut phases: Vec<(String, Value)> = Vec::new();
-    let mut phase_span: BTreeMap<&str, (i64, i64)> = BTreeMap::new();
-    let mut workers: BTreeMap<String, (u64, u64, i64)> = BTreeMap::new();
-    let mut assigned_at: BTreeMap<(String, u32), i64> = BTreeMap::new();
-    let (mut attempts, mut rejections, mut expiries) = (0u64, 0u64, 0u64);
-    for e in &events {
-        let task = e.task.as_deref().unwrap_or("");
-        let phase = phase_of.get(task).copied();
-        if let Some(p) = phase {
-            let span = phase_span.entry(p).or_insert((e.at_ms, e.at_ms));
-            span.0 = span.0.min(e.at_ms);
-            span.1 = span.1.max(e.at_ms);
-        }
-        let worker = e.worker.clone().unwrap_or_default();
-        match e.kind.as_str() {
-            "assigned" => {
-                attempts += 1;
-                assigned_at.insert((task.to_owned(), e.attempt.unwrap_or(0)), e.at_ms);
-            }
-            "submitted" => {
-                if let Some(start) = assigned_at.get(&(task.to_owned(), e.attempt.unwrap_or(0))) {
-                    workers.entry(worker).or_default().2 += e.at_ms - start;
-                }
-            }
-            "accepted" => workers.entry(worker).or_default().0 += 1,
-            "rejected" => {
-                rejections += 1;
-                workers.entry(worker).or_default().1 += 1;
-            }
-            "expired" => expiries += 1,
-            _ => {}
-        }
-    }
-    for t in &tasks {
-        let name = t.phase.clone().unwrap_or_else(|| "-".to_owned());
-        if !phases.iter().any(|(n, _)| *n == name) {
-            let (from, to) = phase_span.get(name.as_str()).copied().unwrap_or((0, 0));
-            let of_phase = tasks.iter().filter(|x| x.phase.as_deref().unwrap_or("-") == name);
-            let accepted = of_phase.clone().filter(|x| x.state == TaskState::Accepted).count();
-            let total = of_phase.count();
-            phases.push((name, json!({"tasks": total, "accepted": accepted, "seconds": (to - from) as f64 / 1000.0})));
-        }
-    }
-    let by_state: BTreeMap<&str, usize> = TaskState::ALL
-        .iter()
-        .map(|s| (s.name(), tasks.iter().filter(|t| t.state == *s).count()))
-        .filter(|(_, n)| *n > 0)
-        .collect();
-    Ok(json!({
-        "finished": snapshot["finished"],
-        "workflow": snapshot["workflow"],
-        "seconds": wall.as_secs_f64(),
-        "tasks": tasks.len(),
-        "byState": by_state,
-        "attempts": attempts,
-        "rejections": rejections,
-        "leaseExpiries": expiries,
-        "phases": phases.into_iter().map(|(name, v)| json!({"name": name, "tasks": v["tasks"], "accepted": v["accepted"], "seconds": v["seconds"]})).collect::<Vec<_>>(),
-        "workers": workers.into_iter().map(|(name, (acc, rej, busy))| json!({"name": name, "accepted": acc, "rejections": rej, "busySeconds": busy as f64 / 1000.0})).collect::<Vec<_>>(),
-        "problems": snapshot["problems"],
-    }))
+    let mut summary = super::report::metrics(root)?;
+    summary["finished"] = snapshot["finished"].clone();
+    summary["workflow"] = snapshot["workflow"].clone();
+    summary["problems"] = snapshot["problems"].clone();
+    summary["seconds"] = json!(wall.as_secs_f64());
+    Ok(summary)
 }
 
 fn print_summary(args: &RunArgs, s: &Value) {
@@ -410,34 +348,8 @@ fn print_summary(args: &RunArgs, s: &Value) {
         return;
     }
     let verdict = if s["finished"] == true { "finished" } else { "stopped before the end" };
-    println!(
-        "workflow {verdict} in {:.1}s: {} tasks, {} attempts, {} rejections, {} lease expiries",
-        s["seconds"].as_f64().unwrap_or(0.0),
-        s["tasks"],
-        s["attempts"],
-        s["rejections"],
-        s["leaseExpiries"]
-    );
-    let states: Vec<String> = s["byState"].as_object().into_iter().flatten().map(|(k, v)| format!("{v} {k}")).collect();
-    println!("  tasks: {}", states.join(", "));
-    for p in s["phases"].as_array().into_iter().flatten() {
-        println!(
-            "  phase {:<14} {}/{} accepted in {:.1}s",
-            p["name"].as_str().unwrap_or("-"),
-            p["accepted"],
-            p["tasks"],
-            p["seconds"].as_f64().unwrap_or(0.0)
-        );
-    }
-    for w in s["workers"].as_array().into_iter().flatten() {
-        println!(
-            "  worker {:<13} {} accepted, {} rejected, busy {:.1}s",
-            w["name"].as_str().unwrap_or("-"),
-            w["accepted"],
-            w["rejections"],
-            w["busySeconds"].as_f64().unwrap_or(0.0)
-        );
-    }
+    println!("workflow {verdict}:");
+    print!("{}", super::report::render(s));
     if s["finished"] != true {
         println!(
             "next: `mcc status` to see what is stuck, `mcc tasks retry TASK` to try again, then run the same command"

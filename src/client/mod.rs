@@ -156,3 +156,13 @@ impl Connection {
         let _ = self.socket.flush();
     }
 }
+
+/// Find the hub from the current folder, send one message, read one answer.
+pub fn ask_once(hub: Option<&str>, msg: &ClientMsg, limit: Duration) -> Result<(ServerMsg, Target), String> {
+    let cwd = std::env::current_dir().map_err(|e| format!("cannot read the current folder: {e}"))?;
+    let target = locate(hub, &cwd).map_err(|e| e.to_string())?;
+    let mut conn = Connection::open(&target).map_err(|e| e.to_string())?;
+    let answer = conn.request(msg, limit).map_err(|e| e.to_string())?;
+    conn.close();
+    Ok((answer, target))
+}

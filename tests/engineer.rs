@@ -1,0 +1,95 @@
+//! The engineer's commands: status, tasks, answer, report, rules.
+
+use serde_json::json;
+
+use crate::support::{Hub, Project, old_task};
+
+#[test]
+fn status_shows_who_holds_what_and_the_questions_waiting() {
+    let project = Project::new();
+    let hub = Hub::start(project.root(), &[]);
+    let mut ws = hub.connect();
+    ws.ask(json!({"type":"add_tasks","tasks":[old_task("a", &[], &[]), old_task("b", &[], &[])]}));
+    ws.ask(json!({"type":"next","worker":"asker"}));
+    ws.ask(json!({"type":"block","worker":"asker","taskId":"a","question":"tabs or spaces?"}));
+    let status = project.mcc().args(["status"]).run();
+    assert_eq!(status.code, 0, "{status:?}");
+    assert!(status.stdout.contains("tasks: 1 assigned, 1 blocked"), "{}", status.stdout);
+    assert!(status.stdout.contains("worker asker: on b"), "{}", status.stdout);
+    assert!(status.stdout.contains("question on a: tabs or spaces?"), "{}", status.stdout);
+    assert!(status.stdout.contains("mcc answer a \"...\""), "{}", status.stdout);
+    let json = project.mcc().args(["status", "--json"]).run().json();
+    assert_eq!(json["counts"]["blocked"], 1);
+
+    let answered = project.mcc().args(["answer", "a", "spaces"]).run();
+    assert_eq!(answered.code, 0, "{answered:?}");
+    assert!(answered.stdout.contains("ready again"), "{}", answered.stdout);
+    let again = project.mcc().args(["answer", "a", "spaces"]).run();
+    assert_eq!(again.code, 1);
+    assert!(again.stderr.contains("only a blocked task takes an answer"), "{}", again.stderr);
+}
+
+#[test]
+fn tasks_can_be_added_listed_shown_cancelled_and_retried() {
+    let project = Project::new();
+    let _hub = Hub::start(project.root(), &[]);
+    project.write("tasks.json", &json!([old_task("one", &["out/1"], &[]), old_task("two", &[], &["one"])]).to_string());
+    let added = project.mcc().args(["tasks", "add", "tasks.json"]).run();
+    assert!(added.stdout.starts_with("added 2 tasks: one, two"), "{added:?}");
+    let quick = project.mcc().args(["tasks", "add", "--id", "three", "--description", "Third", "--after", "two"]).run();
+    assert_eq!(quick.code, 0, "{quick:?}");
+    let dup = project.mcc().args(["tasks", "add", "--id", "three"]).run();
+    assert!(dup.stderr.contains("task `three` already exists"), "{}", dup.stderr);
+    let unknown_dep = project.mcc().args(["tasks", "add", "--id", "four", "--after", "nine"]).run();
+    assert!(unknown_dep.stderr.contains("unknown task `nine`"), "{}", unknown_dep.stderr);
+    project.write("bad.json", r#"[{"id":"x","description":"d","context":{"outputFiles":[3]}}]"#);
+    let bad = project.mcc().args(["tasks", "add", "bad.json"]).run();
+    assert!(bad.stderr.contains("context.outputFiles[0]"), "{}", bad.stderr);
+
+    let list = project.mcc().args(["tasks", "list"]).run();
+    let lines: Vec<&str> = list.stdout.lines().collect();
+    assert_eq!(lines.len(), 3, "{}", list.stdout);
+    assert!(lines[0].starts_with("one") && lines[0].contains("ready"), "{}", list.stdout);
+    assert!(lines[1].starts_with("two") && lines[1].contains("waiting"), "{}", list.stdout);
+    let waiting = project.mcc().args(["tasks", "list", "--state", "waiting", "--json"]).run().json();
+    assert_eq!(waiting.as_array().unwrap().len(), 2);
+
+    let shown = project.mcc().args(["tasks", "show", "one", "--json"]).run().json();
+    assert_eq!(shown["task"]["context"]["outputFiles"], json!(["out/1"]));
+    assert!(project.mcc().args(["tasks", "show", "zzz"]).run().stderr.contains("unknown task `zzz`"));
+
+    assert_eq!(project.mcc().args(["tasks", "cancel", "one"]).run().code, 0);
+    let status = project.mcc().args(["status"]).run();
+    assert!(status.stdout.contains("stuck: two waits on one"), "{}", status.stdout);
+    assert_eq!(project.mcc().args(["tasks", "retry", "one"]).run().code, 0);
+    let one = project.mcc().args(["tasks", "show", "one", "--json"]).run().json();
+    assert_eq!(one["state"], "ready");
+}
+
+#[test]
+fn the_report_counts_attempts_rejections_and_automation() {
+    let project = Project::new();
+    let hub = Hub::start(project.root(), &[]);
+    let mut checked = old_task("c", &["c.txt"], &[]);
+    checked["acceptance"]["validation"] = json!("grep -q good c.txt");
+    let mut ws = hub.connect();
+    ws.ask(json!({"type":"add_tasks","tasks":[old_task("a", &[], &[]), old_task("b", &[], &[]), checked]}));
+    project.write("c.txt", "bad");
+    for id in ["a", "b", "c"] {
+        ws.ask(json!({"type":"next","worker":"w"}));
+        let verdict = ws.ask(json!({"type":"done","worker":"w","taskId":id,"score":4}));
+        if id == "c" {
+            assert_eq!(verdict["accepted"], false, "{verdict}");
+            project.write("c.txt", "good");
+            ws.ask(json!({"type":"done","worker":"w","taskId":"c","score":4}));
+        }
+    }
+    let report = project.mcc().args(["report", "--json"]).run().json();
+    assert_eq!(report["tasks"], 3);
+    assert_eq!(report["attempts"], 4);
+    assert_eq!(report["rejections"], 1);
+    assert_eq!(report["automationRate"], 1.0);
+    assert_eq!(report["contextEfficiency"]["min"], 4);
+    let text = project.mcc().args(["report"]).run().stdout;
+    assert!(text.contains("automation rate 100% (target 80% or more)"), "{text}");
+}
