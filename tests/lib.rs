@@ -8,5 +8,6 @@ mod engineer;
 mod hub;
 mod lua;
 mod reports;
+mod run;
 mod scheduling;
 mod worker;

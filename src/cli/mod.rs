@@ -2,6 +2,7 @@
 
 mod check;
 mod hub;
+mod new;
 mod report;
 mod rules;
 mod run;
@@ -52,6 +53,8 @@ pub enum Command {
     Hub(hub::HubArgs),
     Run(run::RunArgs),
     Status(status::StatusArgs),
+    New(new::NewArgs),
+    Recipes(new::RecipesArgs),
     Report(report::ReportArgs),
     /// Add, list, show, retry or cancel tasks.
     #[command(subcommand)]
@@ -79,6 +82,8 @@ pub fn run(cli: Cli) -> u8 {
         Command::Hub(args) => hub::run(args),
         Command::Run(args) => run::run(args),
         Command::Status(args) => status::run(args),
+        Command::New(args) => new::new(args),
+        Command::Recipes(args) => new::recipes(args),
         Command::Report(args) => report::run(args),
         Command::Tasks(cmd) => tasks::run(cmd),
         Command::Answer(args) => tasks::answer(args),
