@@ -62,7 +62,7 @@ fn user_recipes() -> Vec<(String, PathBuf)> {
 /// The source of a recipe by name or path.
 fn find(recipe: &str) -> Result<String, String> {
     let path = Path::new(recipe);
-    if recipe.ends_with(".lua") || recipe.contains('/') {
+    if path.extension().is_some_and(|e| e.eq_ignore_ascii_case("lua")) || recipe.contains('/') {
         return std::fs::read_to_string(path).map_err(|e| format!("cannot read recipe {recipe}: {e}"));
     }
     if let Some((_, p)) = user_recipes().into_iter().find(|(n, _)| n == recipe) {
