@@ -69,13 +69,13 @@ fn map_reduce_fans_out_over_a_glob_and_joins_at_the_end() {
     }
     project.write(
         "w.sh",
-        r##"set -e
+        r#"set -e
 mkdir -p output
 case "$MCC_TASK_ID" in
   map-*) name=${MCC_TASK_ID#map-}; tr a-z A-Z < "input/$name.txt" > "output/$name.out" ;;
   reduce) cat output/*.out > output/ALL ;;
 esac
-"##,
+"#,
     );
     let out = run(&project, "map-reduce.lua", 2, "w.sh");
     assert_eq!(out.code, 0, "{out:?}");
@@ -87,12 +87,12 @@ fn a_pipeline_runs_each_stage_after_the_one_before() {
     let project = project_with("pipeline.lua");
     project.write(
         "w.sh",
-        r##"set -e
+        r#"set -e
 stage=${MCC_TASK_ID%%-*}; feature=${MCC_TASK_ID#*-}
 mkdir -p "work/$feature"
 echo "$stage" > "work/$feature/$stage.md"
 echo "$MCC_TASK_ID" >> order.log
-"##,
+"#,
     );
     let out = run(&project, "pipeline.lua", 3, "w.sh");
     assert_eq!(out.code, 0, "{out:?}");
@@ -118,11 +118,11 @@ mkdir -p drafts
     );
     project.write(
         "reviewer.sh",
-        r##"set -e
+        r#"set -e
 doc=$(echo "$MCC_TASK_ID" | cut -d- -f2)
 mkdir -p reviews
 if [ "$MCC_TASK_ID" = review-intro-1 ]; then echo "REJECT: too short" > "reviews/$doc.txt"; else echo APPROVE > "reviews/$doc.txt"; fi
-"##,
+"#,
     );
     let spawn = |name: &str, script: &str| {
         Command::new(mcc_bin())
@@ -156,10 +156,10 @@ fn fix_tests_loops_until_the_validation_passes() {
     // The first attempt changes nothing; the second one, told why, fixes the code.
     project.write(
         "w.sh",
-        r##"[ "$MCC_ATTEMPT" = 1 ] && exit 0
+        r#"[ "$MCC_ATTEMPT" = 1 ] && exit 0
 echo "$MCC_REASONS" > reasons.txt
 echo fixed > src/code.txt
-"##,
+"#,
     );
     let out = run(&project, "fix-tests.lua", 1, "w.sh");
     assert_eq!(out.code, 0, "{out:?}");
@@ -172,7 +172,7 @@ fn a_run_killed_mid_phase_resumes_without_splitting_again_or_losing_work() {
     let project = Project::new();
     project.write(
         "workflows/resume.lua",
-        r##"return workflow {
+        r#"return workflow {
   name = "resume",
   phases = {
     phase "one" {
@@ -189,7 +189,7 @@ fn a_run_killed_mid_phase_resumes_without_splitting_again_or_losing_work() {
     },
   },
 }
-"##,
+"#,
     );
     // Task c waits for a file that appears only after the crash.
     project.write(
