@@ -49,6 +49,9 @@ pub struct RunArgs {
     /// Print only the summary.
     #[arg(long)]
     pub quiet: bool,
+    /// Forget the stored state of an earlier run and start over (refused while a hub runs).
+    #[arg(long)]
+    pub fresh: bool,
     /// The worker command for --spawn, after `--`.
     #[arg(last = true)]
     pub command: Vec<String>,
@@ -72,6 +75,9 @@ fn run_inner(args: &RunArgs) -> Result<u8, String> {
     let file = std::path::absolute(&args.file).map_err(|e| format!("{}: {e}", args.file.display()))?;
     // Fail fast, with file:line, before any hub is touched.
     crate::lua::Workflow::load(&file, &root)?;
+    if args.fresh {
+        forget(&root)?;
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(|e| e.to_string())?;
     let (target, own_hub) = if let Some(target) = attach(&root) {
         let mut conn = Connection::open(&target).map_err(|e| e.to_string())?;
@@ -102,6 +108,21 @@ fn run_inner(args: &RunArgs) -> Result<u8, String> {
     }
     print_summary(args, &summary);
     Ok(if summary["finished"] == true { exit::OK } else { exit::ERROR })
+}
+
+/// `--fresh`: remove the store, so the workflow starts from its first phase.
+fn forget(root: &Path) -> Result<(), String> {
+    if attach(root).is_some() {
+        return Err("a hub is running for this project; stop it before starting fresh".to_owned());
+    }
+    let dir = root.join(".mcc");
+    for name in ["state.db", "state.db-wal", "state.db-shm"] {
+        match std::fs::remove_file(dir.join(name)) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(format!("cannot remove .mcc/{name}: {e}")),
+            _ => {}
+        }
+    }
+    Ok(())
 }
 
 fn say(args: &RunArgs, line: &str) {
@@ -182,7 +203,6 @@ fn stop_worker(child: &mut Child) {
 async fn watch(args: &RunArgs, target: &Target, started: Instant) -> Result<Value, String> {
     let target = target.clone();
     let mut screen = Screen::new(!args.quiet && !args.json);
-    let mut interval = tokio::time::interval(POLL);
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
     // One blocking connection for the whole run, on its own thread.
     std::thread::spawn(move || {
@@ -203,6 +223,8 @@ async fn watch(args: &RunArgs, target: &Target, started: Instant) -> Result<Valu
         }
     });
     let mut last: Option<Value> = None;
+    // Tasks accepted in an earlier run do not count toward this run's rate.
+    let mut accepted_before: Option<u64> = None;
     loop {
         tokio::select! {
             () = hub::shutdown_signal() => {
@@ -212,14 +234,18 @@ async fn watch(args: &RunArgs, target: &Target, started: Instant) -> Result<Valu
             }
             snapshot = rx.recv() => {
                 let snapshot = snapshot.ok_or("lost the progress reader")??;
-                screen.draw(&render(&snapshot, started.elapsed()));
+                let before = *accepted_before.get_or_insert_with(|| count(&snapshot, TaskState::Accepted));
+                screen.draw(&render(&snapshot, started.elapsed(), before));
                 let done = snapshot["finished"] == true || cannot_go_on(&snapshot);
+                let mut snapshot = snapshot;
+                if done && last.is_none() {
+                    snapshot["alreadyDone"] = json!(true);
+                }
                 last = Some(snapshot);
                 if done {
                     return Ok(last.expect("just set"));
                 }
             }
-            _ = interval.tick() => {}
         }
     }
 }
@@ -240,7 +266,7 @@ fn cannot_go_on(snapshot: &Value) -> bool {
 }
 
 /// The progress lines for one snapshot.
-fn render(snapshot: &Value, elapsed: Duration) -> Vec<String> {
+fn render(snapshot: &Value, elapsed: Duration, accepted_before: u64) -> Vec<String> {
     let phase = snapshot["tasks"].as_array().and_then(|t| t.last()).and_then(|t| t["phase"].as_str()).unwrap_or("-");
     let counts: Vec<String> = TaskState::ALL
         .iter()
@@ -253,7 +279,7 @@ fn render(snapshot: &Value, elapsed: Duration) -> Vec<String> {
         "{:>5.1}s · phase {phase} · {} · {:.1} tasks/s",
         secs,
         if counts.is_empty() { "no tasks yet".to_owned() } else { counts.join(", ") },
-        accepted as f64 / secs
+        accepted.saturating_sub(accepted_before) as f64 / secs
     )];
     for w in snapshot["workers"].as_array().into_iter().flatten() {
         let holding = w["holding"].as_str().map_or_else(|| "idle".to_owned(), |t| format!("on {t}"));
@@ -339,6 +365,7 @@ fn summarize(root: &Path, snapshot: &Value, wall: Duration) -> Result<Value, Str
     summary["workflow"] = snapshot["workflow"].clone();
     summary["problems"] = snapshot["problems"].clone();
     summary["seconds"] = json!(wall.as_secs_f64());
+    summary["alreadyDone"] = json!(snapshot["alreadyDone"] == true);
     Ok(summary)
 }
 
@@ -348,6 +375,9 @@ fn print_summary(args: &RunArgs, s: &Value) {
         return;
     }
     let verdict = if s["finished"] == true { "finished" } else { "stopped before the end" };
+    if s["alreadyDone"] == true {
+        println!("this workflow had already {verdict} in an earlier run; add --fresh to start it over");
+    }
     println!("workflow {verdict}:");
     print!("{}", super::report::render(s));
     if s["finished"] != true {
