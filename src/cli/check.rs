@@ -76,7 +76,10 @@ pub fn run(args: CheckArgs) -> u8 {
                         list(&t.spec.dependencies)
                     );
                 }
-                println!("next: `mcc run {}` runs it (add `--spawn N -- COMMAND` for headless workers)", args.file.display());
+                println!(
+                    "next: `mcc run {}` runs it (add `--spawn N -- COMMAND` for headless workers)",
+                    args.file.display()
+                );
             }
             exit::OK
         }

@@ -118,7 +118,9 @@ fn forget(root: &Path) -> Result<(), String> {
     let dir = root.join(".mcc");
     for name in ["state.db", "state.db-wal", "state.db-shm"] {
         match std::fs::remove_file(dir.join(name)) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(format!("cannot remove .mcc/{name}: {e}")),
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                return Err(format!("cannot remove .mcc/{name}: {e}"));
+            }
             _ => {}
         }
     }
