@@ -205,8 +205,11 @@ fn oversized_frames_are_refused_and_the_hub_goes_on() {
     let project = Project::new();
     let hub = Hub::start(project.root(), &[]);
     let mut big = hub.connect();
-    big.send_text(&format!("{{\"type\":\"status\",\"pad\":\"{}\"}}", "x".repeat(2 << 20)));
-    assert!(big.recv_within(crate::support::DEADLINE).is_none(), "the oversized connection is closed");
+    // The hub may close the socket while the frame is still being written.
+    let sent = big.try_send_text(&format!("{{\"type\":\"status\",\"pad\":\"{}\"}}", "x".repeat(2 << 20)));
+    if sent.is_ok() {
+        assert!(big.recv_within(crate::support::DEADLINE).is_none(), "the oversized connection is closed");
+    }
     let mut fine = hub.connect();
     assert_eq!(fine.ask(json!({"type":"status"}))["type"], "status_response");
 }
