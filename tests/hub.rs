@@ -224,3 +224,20 @@ fn two_projects_run_side_by_side_and_one_project_has_one_hub() {
     assert_eq!(second.code, 1);
     assert!(second.stderr.contains("another hub already serves"), "{}", second.stderr);
 }
+
+#[test]
+fn a_newer_command_of_a_worker_ends_its_older_wait() {
+    let project = Project::new();
+    let hub = Hub::start(project.root(), &[]);
+    let mut cut_short = hub.connect();
+    cut_short.send(json!({"type":"next","worker":"w","waitMs":120_000}));
+    crate::support::eventually("the first command waits", || {
+        hub.connect().ask(json!({"type":"snapshot"}))["snapshot"]["workers"][0]["waiting"] == true
+    });
+    let mut again = hub.connect();
+    let answer = again.ask(json!({"type":"next","worker":"w","waitMs":0}));
+    assert_eq!(answer["offer"]["type"], "nothing_yet");
+    let old =
+        cut_short.recv_within(std::time::Duration::from_mins(1)).expect("the old wait is answered, not left hanging");
+    assert_eq!(old["offer"]["type"], "nothing_yet", "{old}");
+}

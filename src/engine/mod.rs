@@ -668,7 +668,14 @@ impl Engine {
 
     /// Offer work to an mcc worker; wait when there is none and `wait` allows.
     fn offer(&mut self, conn: ConnId, worker: &str, wait: Duration, reply: Reply, now: Instant) {
-        self.waiters.retain(|w| !(w.worker == worker && w.conn != conn && w.deadline.is_some()));
+        // A newer command of the same worker supersedes an older wait: answer it now.
+        let (superseded, kept): (Vec<Waiter>, Vec<Waiter>) = std::mem::take(&mut self.waiters)
+            .into_iter()
+            .partition(|w| w.worker == worker && w.conn != conn && w.deadline.is_some());
+        self.waiters = kept;
+        for old in superseded {
+            self.answer(old.conn, &old.reply, nothing_yet(worker));
+        }
         match self.try_offer(worker, now) {
             Some(offer) => self.answer(conn, &reply, offer),
             None if wait.is_zero() => {
