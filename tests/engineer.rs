@@ -93,3 +93,19 @@ fn the_report_counts_attempts_rejections_and_automation() {
     let text = project.mcc().args(["report"]).run().stdout;
     assert!(text.contains("automation rate 100% (target 80% or more)"), "{text}");
 }
+
+#[test]
+fn status_shows_what_the_workflow_logged() {
+    let project = Project::new();
+    project.write(
+        "wf.lua",
+        "return { name = \"talky\", phases = { { name = \"p\", split = function(ctx) ctx.log(\"split made 1 task\"); return { { id = \"t\", description = \"d\" } } end } } }\n",
+    );
+    let workflow = project.path("wf.lua");
+    let _hub = Hub::start(project.root(), &["--workflow", workflow.to_str().unwrap()]);
+    crate::support::eventually("the workflow logged", || {
+        project.mcc().args(["status"]).run().stdout.contains("split made 1 task")
+    });
+    let status = project.mcc().args(["status"]).run().stdout;
+    assert!(status.lines().any(|l| l.starts_with("log: ") && l.contains("split made 1 task")), "{status}");
+}

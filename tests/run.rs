@@ -250,3 +250,12 @@ fn new_starts_a_workflow_from_a_recipe_and_recipes_lists_them() {
         unknown.stderr
     );
 }
+
+#[test]
+fn output_into_a_closed_pipe_ends_quietly_like_any_unix_tool() {
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let out = Command::new(mcc_bin()).arg("recipes").stdout(writer).stderr(Stdio::piped()).output().unwrap();
+    assert_eq!(out.status.code(), Some(141));
+    assert_eq!(String::from_utf8_lossy(&out.stderr), "", "no panic message");
+}

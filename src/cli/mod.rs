@@ -72,8 +72,28 @@ pub enum Command {
 
 /// Parse the command line, run it, and map the result to an exit code.
 pub fn main() -> ExitCode {
+    quiet_on_closed_stdout();
     let cli = Cli::parse();
     ExitCode::from(run(cli))
+}
+
+/// `mcc status | head` closes stdout early; Rust then panics in `println!`.
+/// The reader has what it wanted, so end quietly as a SIGPIPE'd tool would
+/// (exit 141), and leave every other panic to the default hook.
+fn quiet_on_closed_stdout() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let text = info
+            .payload()
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| info.payload().downcast_ref::<&str>().copied())
+            .unwrap_or_default();
+        if text.contains("failed printing to stdout") && text.contains("Broken pipe") {
+            std::process::exit(141);
+        }
+        default(info);
+    }));
 }
 
 /// Run a parsed command line; returns the exit code.

@@ -298,6 +298,10 @@ fn render(snapshot: &Value, elapsed: Duration, accepted_before: u64) -> Vec<Stri
     for p in snapshot["problems"].as_array().into_iter().flatten() {
         lines.push(format!("  problem: {}", p.as_str().unwrap_or("")));
     }
+    let log = snapshot["log"].as_array().map(Vec::as_slice).unwrap_or_default();
+    for l in &log[log.len().saturating_sub(3)..] {
+        lines.push(format!("  log: {}", l.as_str().unwrap_or("")));
+    }
     lines
 }
 

@@ -103,5 +103,10 @@ pub fn render(s: &Value, url: &str) -> String {
     for p in s["problems"].as_array().into_iter().flatten() {
         line(format!("problem: {}", p.as_str().unwrap_or("")));
     }
+    // The workflow's own `ctx.log` lines, the last few.
+    let log = s["log"].as_array().map(Vec::as_slice).unwrap_or_default();
+    for l in &log[log.len().saturating_sub(5)..] {
+        line(format!("log: {}", l.as_str().unwrap_or("")));
+    }
     out
 }
