@@ -3,7 +3,7 @@
 //! task id and the exact next command first.
 
 use std::fmt::Write as _;
-use std::io::{Read, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 use wait_timeout::ChildExt;
 
 use super::exit;
-use crate::client::{self, ClientError, Connection, Target};
+use crate::client::{self, ClientError, Target};
 use crate::hub::protocol::{ClientMsg, Offer, ServerMsg};
 
 const WORKER_HELP: &str = "\
@@ -256,10 +256,7 @@ fn target(who: &Who) -> Result<Target, String> {
 }
 
 fn ask(target: &Target, msg: &ClientMsg, wait: Duration) -> Result<ServerMsg, ClientError> {
-    let mut conn = Connection::open(target)?;
-    let answer = conn.request(msg, wait + SLACK);
-    conn.close();
-    answer
+    client::ask(target, msg, wait + SLACK)
 }
 
 /// One answer of the hub, ready to print.
@@ -706,8 +703,8 @@ impl Headless {
         if let Some(mut stdin) = child.stdin.take() {
             let _ = stdin.write_all(body.as_bytes());
         }
-        let stdout = drain(child.stdout.take());
-        let stderr = drain(child.stderr.take());
+        let stdout = crate::command::drain(child.stdout.take());
+        let stderr = crate::command::drain(child.stderr.take());
         let lease = Duration::from_millis(lease_ms);
         // Stop before the lease runs out, so the task is ours when we report.
         let margin = (lease / 10).clamp(Duration::from_millis(500), Duration::from_mins(1));
@@ -778,14 +775,4 @@ impl Headless {
         let notes = result.as_ref().and_then(|r| r["notes"].as_str().map(str::to_owned));
         Outcome::Done { deliverables, notes }
     }
-}
-
-fn drain(pipe: Option<impl Read + Send + 'static>) -> std::thread::JoinHandle<String> {
-    std::thread::spawn(move || {
-        let mut bytes = Vec::new();
-        if let Some(mut p) = pipe {
-            let _ = p.read_to_end(&mut bytes);
-        }
-        String::from_utf8_lossy(&bytes).into_owned()
-    })
 }

@@ -157,12 +157,18 @@ impl Connection {
     }
 }
 
-/// Find the hub from the current folder, send one message, read one answer.
+/// One short connection: open, send one message, read one answer, close.
+pub fn ask(target: &Target, msg: &ClientMsg, limit: Duration) -> Result<ServerMsg, ClientError> {
+    let mut conn = Connection::open(target)?;
+    let answer = conn.request(msg, limit);
+    conn.close();
+    answer
+}
+
+/// Find the hub from the current folder, then [`ask`].
 pub fn ask_once(hub: Option<&str>, msg: &ClientMsg, limit: Duration) -> Result<(ServerMsg, Target), String> {
     let cwd = std::env::current_dir().map_err(|e| format!("cannot read the current folder: {e}"))?;
     let target = locate(hub, &cwd).map_err(|e| e.to_string())?;
-    let mut conn = Connection::open(&target).map_err(|e| e.to_string())?;
-    let answer = conn.request(msg, limit).map_err(|e| e.to_string())?;
-    conn.close();
+    let answer = ask(&target, msg, limit).map_err(|e| e.to_string())?;
     Ok((answer, target))
 }
