@@ -109,3 +109,22 @@ fn status_shows_what_the_workflow_logged() {
     let status = project.mcc().args(["status"]).run().stdout;
     assert!(status.lines().any(|l| l.starts_with("log: ") && l.contains("split made 1 task")), "{status}");
 }
+
+#[test]
+fn a_hub_started_with_a_broken_workflow_loads_it_once_the_file_is_fixed() {
+    let project = Project::new();
+    let workflow = project.write(
+        "wf.lua",
+        "return { name = \"fixme\", phases = { { name = \"p\", split = function(ctx) return { { id = \"t\" \n",
+    );
+    let _hub = Hub::start(project.root(), &["--workflow", workflow.to_str().unwrap()]);
+    let broken = project.mcc().args(["status"]).run().stdout;
+    assert!(broken.contains("problem: workflow") && broken.contains("wf.lua:"), "{broken}");
+    project.write(
+        "wf.lua",
+        "return { name = \"fixme\", phases = { { name = \"p\", split = function(ctx) return { { id = \"t\", description = \"d\" } } end } } }\n",
+    );
+    crate::support::eventually("the fixed workflow is loaded", || {
+        project.mcc().args(["status"]).run().stdout.contains("tasks: 1 ready")
+    });
+}

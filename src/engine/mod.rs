@@ -179,6 +179,9 @@ pub struct Engine {
     problems: Vec<String>,
     /// The workflow's `ctx.log` lines, newest last.
     log: Vec<String>,
+    /// A workflow that failed to load, and its file's modification time then:
+    /// it is loaded again once the file changes.
+    failed_load: Option<(PathBuf, Option<std::time::SystemTime>)>,
     tx: Sender<Input>,
     stopping: Option<String>,
 }
@@ -211,6 +214,7 @@ impl Engine {
                     outgoing: Vec::new(),
                     problems: Vec::new(),
                     log: Vec::new(),
+                    failed_load: None,
                     tx: engine_tx,
                     stopping: None,
                 };
@@ -276,6 +280,11 @@ impl Engine {
 
     /// Expire leases, let the workflow act, hand out work, time out waits.
     fn settle(&mut self) {
+        if let Some((path, seen)) = self.failed_load.clone()
+            && modified(&path) != seen
+        {
+            self.load_workflow(None, path);
+        }
         let now = Instant::now();
         self.scheduler.expire(now);
         if let Err(e) = self.policy.step(&mut self.scheduler) {
@@ -364,6 +373,7 @@ impl Engine {
         };
         match loader(&path, &self.config.root) {
             Ok(mut policy) => {
+                self.failed_load = None;
                 let name = policy.name();
                 let state = self.store.meta("workflow_state").unwrap_or_else(|e| {
                     self.problem(format!("cannot read the workflow state: {e}"));
@@ -387,7 +397,9 @@ impl Engine {
                 }
             }
             Err(e) => {
-                let text = format!("workflow {} did not load: {e}", path.display());
+                self.failed_load = Some((path.clone(), modified(&path)));
+                let text =
+                    format!("workflow {} did not load: {e}; fix the file and it is loaded again", path.display());
                 if let Some(c) = conn {
                     self.send(c, ServerMsg::error_code(text.clone(), "workflow_error"));
                 }
@@ -1099,6 +1111,10 @@ fn offer_worker(offer: &Offer) -> &str {
         | Offer::AllDone { worker, .. }
         | Offer::HandOver { worker, .. } => worker,
     }
+}
+
+fn modified(path: &Path) -> Option<std::time::SystemTime> {
+    std::fs::metadata(path).and_then(|m| m.modified()).ok()
 }
 
 fn nothing_yet(worker: &str) -> Offer {
