@@ -20,7 +20,7 @@ use crate::command::{self, Outcome};
 use crate::hub::protocol::{ClientMsg, Offer, ServerMsg, WorkerStatus};
 use crate::scheduler::{self, Judged, Refusal, Scheduler, Settings, TaskId, TaskState};
 use crate::store::{Store, StoreError};
-use crate::task::{Report, ReportStatus, TaskSpec, now_rfc3339};
+use crate::task::{Report, ReportStatus, TaskSpec};
 
 /// One connection's id.
 pub type ConnId = u64;
@@ -1169,9 +1169,4 @@ fn task_json(t: &scheduler::Task, now: Instant) -> Value {
     map.insert("createdAt".into(), json!(t.created_at));
     map.insert("completedAt".into(), json!(t.completed_at));
     v
-}
-
-/// Current wall time, for messages.
-pub fn stamp() -> String {
-    now_rfc3339()
 }
