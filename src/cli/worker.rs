@@ -190,7 +190,10 @@ const PRINT_BUDGET: usize = 2000;
 
 pub fn run(cmd: WorkerCmd) -> u8 {
     let (who, result) = match cmd {
-        WorkerCmd::Next(a) => (a.who.clone(), next(&a)),
+        WorkerCmd::Next(a) => {
+            let msg = |name: String| ClientMsg::Next { worker: name, wait_ms: Some(ms(a.wait.wait)) };
+            (a.who.clone(), simple(&a.who, msg, a.wait.wait))
+        }
         WorkerCmd::Done(a) => (a.who.clone(), done(&a)),
         WorkerCmd::Block(a) => {
             let msg = |name: String| ClientMsg::Block {
@@ -264,14 +267,6 @@ struct Answer {
     worker: String,
     msg: ServerMsg,
     root: Option<PathBuf>,
-}
-
-fn next(a: &NextArgs) -> Result<Answer, String> {
-    let worker = name_of(&a.who)?;
-    let target = target(&a.who)?;
-    let msg = ClientMsg::Next { worker: worker.clone(), wait_ms: Some(ms(a.wait.wait)) };
-    let answer = ask(&target, &msg, a.wait.wait).map_err(|e| e.to_string())?;
-    Ok(Answer { worker, msg: answer, root: target.root })
 }
 
 fn done(a: &DoneArgs) -> Result<Answer, String> {
