@@ -18,11 +18,12 @@ fn printed_next(run: &Run) -> Option<String> {
     run.stdout.lines().find_map(|l| l.strip_prefix("when done: ").map(str::to_owned))
 }
 
-/// Run a printed command line the way a chat would.
+/// Run a printed command line the way a chat would (with a short wait for
+/// work set in the environment, so the test does not idle).
 fn run_line(project: &Project, line: &str) -> Run {
     let words: Vec<&str> = line.split_whitespace().collect();
     assert_eq!(words[0], "mcc", "{line}");
-    project.mcc().args(&words[1..]).run()
+    project.mcc().env("MCC_WAIT", "1s").args(&words[1..]).run()
 }
 
 #[test]
