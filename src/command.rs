@@ -70,7 +70,8 @@ pub fn run_shell(script: &str, cwd: &Path, limit: Duration) -> std::io::Result<O
     Ok(Outcome { code, stdout: collect(stdout), stderr: collect(stderr), timed_out })
 }
 
-fn drain(pipe: Option<impl Read + Send + 'static>) -> std::thread::JoinHandle<String> {
+/// Read a child's pipe to the end on its own thread.
+pub fn drain(pipe: Option<impl Read + Send + 'static>) -> std::thread::JoinHandle<String> {
     std::thread::spawn(move || {
         let mut bytes = Vec::new();
         if let Some(mut pipe) = pipe {

@@ -3,5 +3,11 @@
 
 mod support;
 
+mod durability;
 mod engineer;
 mod hub;
+mod lua;
+mod reports;
+mod run;
+mod scheduling;
+mod worker;

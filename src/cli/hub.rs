@@ -31,6 +31,9 @@ pub struct HubArgs {
     /// Grants after which a task that is not accepted fails.
     #[arg(long, default_value_t = 5)]
     pub max_attempts: u32,
+    /// Run this Lua workflow (check it first with `mcc check FILE`).
+    #[arg(long)]
+    pub workflow: Option<PathBuf>,
 }
 
 impl HubArgs {
@@ -40,8 +43,8 @@ impl HubArgs {
             port: self.port,
             bind: self.bind,
             settings: Settings { lease: self.lease, max_attempts: self.max_attempts.max(1) },
-            loader: None,
-            workflow: None,
+            loader: Some(crate::lua::load),
+            workflow: self.workflow.as_ref().map(|w| std::path::absolute(w).unwrap_or_else(|_| w.clone())),
             quiet: false,
         }
     }

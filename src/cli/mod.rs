@@ -1,10 +1,15 @@
 //! The command line: clap definitions, one file per command group.
 
+mod check;
 mod hub;
+mod new;
 mod report;
 mod rules;
+mod run;
 mod status;
 mod tasks;
+mod validate;
+mod worker;
 
 use std::process::ExitCode;
 
@@ -46,27 +51,65 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     Hub(hub::HubArgs),
+    Run(run::RunArgs),
     Status(status::StatusArgs),
-    Tasks(tasks::TasksArgs),
-    Answer(tasks::AnswerArgs),
-    Rules(rules::RulesArgs),
+    New(new::NewArgs),
+    Recipes(new::RecipesArgs),
     Report(report::ReportArgs),
+    /// Add, list, show, retry or cancel tasks.
+    #[command(subcommand)]
+    Tasks(tasks::TasksCmd),
+    Answer(tasks::AnswerArgs),
+    /// Install the worker and coordinator rules where agents read them.
+    #[command(subcommand)]
+    Rules(rules::RulesCmd),
+    Validate(validate::ValidateArgs),
+    /// What a worker chat runs: next, done, block, fail, progress, leave, run.
+    #[command(subcommand)]
+    Worker(worker::WorkerCmd),
+    Check(check::CheckArgs),
 }
 
 /// Parse the command line, run it, and map the result to an exit code.
 pub fn main() -> ExitCode {
+    quiet_on_closed_stdout();
     let cli = Cli::parse();
     ExitCode::from(run(cli))
+}
+
+/// `mcc status | head` closes stdout early; Rust then panics in `println!`.
+/// The reader has what it wanted, so end quietly as a SIGPIPE'd tool would
+/// (exit 141), and leave every other panic to the default hook.
+fn quiet_on_closed_stdout() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let text = info
+            .payload()
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| info.payload().downcast_ref::<&str>().copied())
+            .unwrap_or_default();
+        if text.contains("failed printing to stdout") && text.contains("Broken pipe") {
+            std::process::exit(141);
+        }
+        default(info);
+    }));
 }
 
 /// Run a parsed command line; returns the exit code.
 pub fn run(cli: Cli) -> u8 {
     match cli.command {
         Command::Hub(args) => hub::run(args),
-        Command::Status(args) => status::run(&args),
-        Command::Tasks(args) => tasks::run(&args),
-        Command::Answer(args) => tasks::run_answer(&args),
-        Command::Rules(args) => rules::run(&args),
-        Command::Report(args) => report::run(&args),
+        Command::Run(args) => run::run(args),
+        Command::Status(args) => status::run(args),
+        Command::New(args) => new::new(args),
+        Command::Recipes(args) => new::recipes(args),
+        Command::Report(args) => report::run(args),
+        Command::Tasks(cmd) => tasks::run(cmd),
+        Command::Answer(args) => tasks::answer(args),
+        Command::Rules(cmd) => rules::run(cmd),
+        Command::Validate(args) => validate::run(args),
+        Command::Worker(cmd) => worker::run(cmd),
+        Command::Check(args) => check::run(args),
     }
 }

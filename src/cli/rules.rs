@@ -1,9 +1,6 @@
-//! `mcc rules install`: tell agent chats how to work with mcc, in the files
-//! they read on their own.
-//!
-//! One source of truth: a marked section of `AGENTS.md` (Codex, Cursor and
-//! Windsurf read it as is). Claude Code and Gemini CLI get `@AGENTS.md`
-//! imports; Cursor also gets an always-applied rule pointing at it.
+//! `mcc rules install`: put the worker and coordinator rules where agents
+//! read them. One source of truth, a marked section of `AGENTS.md` (Codex,
+//! Cursor and Windsurf read it as is); thin pointers for the others.
 
 use std::path::{Path, PathBuf};
 
@@ -13,136 +10,90 @@ use super::exit;
 
 const WORKER: &str = include_str!("../../rules/worker.md");
 const COORDINATOR: &str = include_str!("../../rules/coordinator.md");
-const BEGIN: &str = "<!-- mcc rules: begin (managed by `mcc rules install`; edits inside are replaced) -->";
-const END: &str = "<!-- mcc rules: end -->";
-const IMPORT: &str = "@AGENTS.md";
-/// Windsurf reads at most this many characters of a rules file.
-pub const SECTION_LIMIT: usize = 6_000;
-
-/// Install the agent rules into a project.
-#[derive(Debug, Args)]
-pub struct RulesArgs {
-    #[command(subcommand)]
-    pub command: RulesCommand,
-}
+const BEGIN: &str = "<!-- mcc:begin (written by `mcc rules install`; edits inside are replaced) -->";
+const END: &str = "<!-- mcc:end -->";
+/// Windsurf reads at most this much of a rules file.
+pub const AGENTS_LIMIT: usize = 6000;
 
 #[derive(Debug, Subcommand)]
-pub enum RulesCommand {
+pub enum RulesCmd {
     /// Write the mcc section of AGENTS.md and the pointers CLAUDE.md, GEMINI.md, .cursor/rules/mcc.mdc.
     #[command(
-        after_help = "Example:\n  mcc rules install --dir ~/projects/site\n\nRe-running replaces only the marked mcc section; the rest of each file is kept.\nExit codes: 0 installed, 1 a file could not be read or written."
+        after_help = "Example:\n  mcc rules install\n\nRe-running replaces the mcc section and keeps everything else.\nExit codes: 0 written; 1 error."
     )]
-    Install {
-        /// Project root to install into.
-        #[arg(long, default_value = ".")]
-        dir: PathBuf,
-    },
+    Install(InstallArgs),
 }
 
-/// The marked section that goes into AGENTS.md.
-pub fn section() -> String {
-    format!("{BEGIN}\n## Working with mcc\n\nThis project is coordinated by mcc.\n\n{WORKER}\n{COORDINATOR}{END}\n")
+#[derive(Debug, Args)]
+pub struct InstallArgs {
+    /// Project root (default: the current folder).
+    #[arg(long, default_value = ".")]
+    pub dir: PathBuf,
 }
 
-/// `existing` with the marked section replaced, or appended when absent.
-fn with_section(existing: &str) -> String {
-    let section = section();
-    if let (Some(start), Some(end)) = (existing.find(BEGIN), existing.find(END))
-        && end > start
-    {
-        let after = &existing[end + END.len()..];
-        let after = after.strip_prefix('\n').unwrap_or(after);
-        return format!("{}{section}{after}", &existing[..start]);
-    }
-    if existing.is_empty() {
-        section
-    } else if existing.ends_with("\n\n") {
-        format!("{existing}{section}")
-    } else if existing.ends_with('\n') {
-        format!("{existing}\n{section}")
-    } else {
-        format!("{existing}\n\n{section}")
-    }
-}
-
-/// `existing` with an `@AGENTS.md` import line, unless it has one.
-fn with_import(existing: &str) -> Option<String> {
-    if existing.lines().any(|l| l.trim() == IMPORT) {
-        return None;
-    }
-    Some(if existing.is_empty() { format!("{IMPORT}\n") } else { format!("{IMPORT}\n\n{existing}") })
-}
-
-const CURSOR_RULE: &str = "---\ndescription: How to work with mcc (workers and the coordinator)\nalwaysApply: true\n---\n\nFollow the \"Working with mcc\" section of @AGENTS.md at the project root.\n";
-
-fn read(path: &Path) -> Result<String, String> {
-    match std::fs::read_to_string(path) {
-        Ok(text) => Ok(text),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(String::new()),
-        Err(e) => Err(format!("cannot read {}: {e}", path.display())),
-    }
-}
-
-fn write(path: &Path, text: &str) -> Result<(), String> {
-    if let Some(parent) = path.parent() {
-        std::fs::create_dir_all(parent).map_err(|e| format!("cannot create {}: {e}", parent.display()))?;
-    }
-    std::fs::write(path, text).map_err(|e| format!("cannot write {}: {e}", path.display()))
-}
-
-/// Install into `dir`; returns one line per file saying what happened.
-pub fn install(dir: &Path) -> Result<Vec<String>, String> {
-    let size = section().chars().count();
-    if size >= SECTION_LIMIT {
-        return Err(format!(
-            "the mcc section is {size} characters, over Windsurf's {SECTION_LIMIT}: shorten rules/*.md"
-        ));
-    }
-    let mut lines = Vec::new();
-    let agents = dir.join("AGENTS.md");
-    let old = read(&agents)?;
-    let new = with_section(&old);
-    if new == old {
-        lines.push("AGENTS.md: mcc section up to date".to_owned());
-    } else {
-        write(&agents, &new)?;
-        lines.push(format!("AGENTS.md: mcc section written ({} characters)", section().chars().count()));
-    }
-    for name in ["CLAUDE.md", "GEMINI.md"] {
-        let path = dir.join(name);
-        match with_import(&read(&path)?) {
-            Some(text) => {
-                write(&path, &text)?;
-                lines.push(format!("{name}: imports {IMPORT}"));
-            }
-            None => lines.push(format!("{name}: already imports {IMPORT}")),
-        }
-    }
-    let cursor = dir.join(".cursor").join("rules").join("mcc.mdc");
-    if read(&cursor)? == CURSOR_RULE {
-        lines.push(".cursor/rules/mcc.mdc: up to date".to_owned());
-    } else {
-        write(&cursor, CURSOR_RULE)?;
-        lines.push(".cursor/rules/mcc.mdc: written".to_owned());
-    }
-    Ok(lines)
-}
-
-pub fn run(args: &RulesArgs) -> u8 {
-    let RulesCommand::Install { dir } = &args.command;
-    match install(dir) {
-        Ok(lines) => {
-            for line in lines {
+pub fn run(cmd: RulesCmd) -> u8 {
+    let RulesCmd::Install(args) = cmd;
+    match install(&args.dir) {
+        Ok(written) => {
+            for line in written {
                 println!("{line}");
             }
-            println!("next: tell a chat \"act as an mcc worker, your name is worker-A\"");
+            println!("next: tell each worker chat \"act as an mcc worker named worker-A\"");
             exit::OK
         }
         Err(e) => {
-            eprintln!("mcc rules install: {e}");
+            eprintln!("error: {e}");
             exit::ERROR
         }
     }
+}
+
+/// The section placed in AGENTS.md.
+pub fn section() -> String {
+    format!("{BEGIN}\n# mcc: several chats, one project\n\n{WORKER}\n{COORDINATOR}{END}\n")
+}
+
+/// Write every file; returns one line per file touched.
+pub fn install(root: &Path) -> Result<Vec<String>, String> {
+    let io = |path: &Path, e: std::io::Error| format!("{}: {e}", path.display());
+    let mut written = Vec::new();
+    if section().len() >= AGENTS_LIMIT {
+        return Err(format!(
+            "the mcc section is {} characters, over the {AGENTS_LIMIT} some agents read",
+            section().len()
+        ));
+    }
+    let agents = root.join("AGENTS.md");
+    let old = std::fs::read_to_string(&agents).unwrap_or_default();
+    let new = match (old.find(BEGIN), old.find(END)) {
+        (Some(start), Some(end)) if end > start => {
+            format!("{}{}{}", &old[..start], section(), old[end + END.len()..].trim_start_matches('\n'))
+        }
+        _ if old.trim().is_empty() => section(),
+        _ => format!("{}\n\n{}", old.trim_end(), section()),
+    };
+    std::fs::write(&agents, &new).map_err(|e| io(&agents, e))?;
+    written.push(format!("AGENTS.md: mcc section ({} characters)", section().len()));
+    for name in ["CLAUDE.md", "GEMINI.md"] {
+        let path = root.join(name);
+        let text = std::fs::read_to_string(&path).unwrap_or_default();
+        if !text.lines().any(|l| l.trim() == "@AGENTS.md") {
+            let joined = if text.trim().is_empty() {
+                "@AGENTS.md\n".to_owned()
+            } else {
+                format!("{}\n\n@AGENTS.md\n", text.trim_end())
+            };
+            std::fs::write(&path, joined).map_err(|e| io(&path, e))?;
+            written.push(format!("{name}: imports @AGENTS.md"));
+        }
+    }
+    let cursor = root.join(".cursor").join("rules");
+    std::fs::create_dir_all(&cursor).map_err(|e| io(&cursor, e))?;
+    let mdc = cursor.join("mcc.mdc");
+    let pointer = "---\ndescription: How to work as an mcc worker or coordinator\nalwaysApply: true\n---\n\nFollow the \"mcc\" section of AGENTS.md at the project root: @AGENTS.md\n";
+    std::fs::write(&mdc, pointer).map_err(|e| io(&mdc, e))?;
+    written.push(".cursor/rules/mcc.mdc: always applied, points at AGENTS.md".to_owned());
+    Ok(written)
 }
 
 #[cfg(test)]
@@ -150,7 +101,26 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_section_fits_windsurfs_limit() {
-        assert!(section().chars().count() < SECTION_LIMIT, "{}", section().chars().count());
+    fn the_agents_section_fits_windsurfs_limit() {
+        assert!(section().len() < AGENTS_LIMIT, "{} characters", section().len());
+    }
+
+    #[test]
+    fn install_is_idempotent_and_keeps_what_the_user_wrote() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("AGENTS.md"), "# Our project\n\nUse tabs.\n").unwrap();
+        std::fs::write(dir.path().join("CLAUDE.md"), "Be terse.\n").unwrap();
+        install(dir.path()).unwrap();
+        let once = std::fs::read_to_string(dir.path().join("AGENTS.md")).unwrap();
+        install(dir.path()).unwrap();
+        let twice = std::fs::read_to_string(dir.path().join("AGENTS.md")).unwrap();
+        assert_eq!(once, twice);
+        assert!(twice.starts_with("# Our project\n\nUse tabs.\n") && twice.contains("mcc worker next --as NAME"));
+        assert_eq!(twice.matches(BEGIN).count(), 1);
+        let claude = std::fs::read_to_string(dir.path().join("CLAUDE.md")).unwrap();
+        assert_eq!(claude, "Be terse.\n\n@AGENTS.md\n");
+        let mdc = std::fs::read_to_string(dir.path().join(".cursor/rules/mcc.mdc")).unwrap();
+        assert!(mdc.contains("alwaysApply: true"));
+        assert_eq!(std::fs::read_to_string(dir.path().join("GEMINI.md")).unwrap(), "@AGENTS.md\n");
     }
 }

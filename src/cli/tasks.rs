@@ -1,215 +1,236 @@
-//! `mcc tasks ...` and `mcc answer`: the engineer edits the task list.
+//! `mcc tasks add | list | show | retry | cancel` and `mcc answer`: the
+//! engineer's hands on the queue.
 
 use std::io::Read;
+use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::{Args, Subcommand};
 use serde_json::{Value, json};
 
 use super::exit;
-use super::status::ask;
+use crate::client;
 use crate::hub::protocol::{ClientMsg, ServerMsg};
 
-/// Add, list, show, retry or cancel tasks on the running hub.
-#[derive(Debug, Args)]
-#[command(
-    after_help = "Examples:\n  mcc tasks add tasks.json\n  mcc tasks add --id t1 --description \"Write the intro\" --write docs/intro.md\n  mcc tasks list --state blocked\n  mcc tasks show t1 --json\n  mcc tasks retry t1\n  mcc tasks cancel t1\n\nExit codes: 0 done, 1 error (the message says what to run instead), 2 bad arguments."
-)]
-pub struct TasksArgs {
-    #[command(subcommand)]
-    pub command: TasksCommand,
-    /// Hub address (default: found through the nearest .mcc/hub.json).
-    #[arg(long, env = "MCC_HUB", global = true)]
-    pub hub: Option<String>,
+#[derive(Debug, Subcommand)]
+pub enum TasksCmd {
+    /// Add tasks from a JSON file (a task or an array), `-` for stdin, or one task from flags.
+    #[command(
+        after_help = "Examples:\n  mcc tasks add tasks.json\n  mcc tasks add --id fix-1 --description \"Fix the parser\" --write src/parse.rs --validation \"cargo test parse\"\n\nExit codes: 0 added; 1 error (nothing is added)."
+    )]
+    Add(AddArgs),
+    /// List tasks, optionally of one state.
+    #[command(after_help = "Example:\n  mcc tasks list --state blocked")]
+    List(ListArgs),
+    /// Everything about one task.
+    #[command(after_help = "Example:\n  mcc tasks show task-001")]
+    Show(OneArgs),
+    /// Put a failed or cancelled task back in the queue.
+    #[command(after_help = "Example:\n  mcc tasks retry task-001")]
+    Retry(OneArgs),
+    /// Cancel a task that is not finished.
+    #[command(after_help = "Example:\n  mcc tasks cancel task-001")]
+    Cancel(OneArgs),
 }
 
-#[derive(Debug, Subcommand)]
-pub enum TasksCommand {
-    /// Add tasks from a JSON file (one task or an array; `-` reads stdin), or one task from flags.
-    Add(AddArgs),
-    /// List tasks: id, state, holder, description.
-    List {
-        /// Only tasks in this state (waiting, ready, assigned, submitted, accepted, blocked, failed, cancelled).
-        #[arg(long)]
-        state: Option<String>,
-        #[arg(long)]
-        json: bool,
-    },
-    /// Show one task in full.
-    Show {
-        task: String,
-        #[arg(long)]
-        json: bool,
-    },
-    /// Make a failed, blocked or cancelled task ready again.
-    Retry { task: String },
-    /// Cancel a task that is not accepted yet.
-    Cancel { task: String },
+#[derive(Debug, Args, Clone)]
+pub struct HubArg {
+    /// Hub address (default: found through the nearest .mcc/).
+    #[arg(long, env = "MCC_HUB")]
+    pub hub: Option<String>,
+    /// Print one JSON object.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]
 pub struct AddArgs {
-    /// JSON file holding one task or an array of tasks; `-` for stdin.
-    #[arg(conflicts_with = "id", required_unless_present = "id")]
-    pub file: Option<String>,
-    /// Id of one quick task.
-    #[arg(long, requires = "description")]
+    /// A JSON file with a task or an array of tasks; `-` reads stdin.
+    pub file: Option<PathBuf>,
+    #[arg(long)]
     pub id: Option<String>,
-    /// What the quick task asks for.
     #[arg(long)]
     pub description: Option<String>,
-    /// A file the task writes (repeat for more).
-    #[arg(long)]
-    pub write: Vec<String>,
-    /// A file the task reads (repeat for more).
+    /// A file the task reads (repeat).
     #[arg(long)]
     pub read: Vec<String>,
-    /// A task that must be accepted first (repeat for more).
+    /// A file the task writes (repeat).
+    #[arg(long)]
+    pub write: Vec<String>,
+    /// A task that must be accepted first (repeat).
     #[arg(long)]
     pub after: Vec<String>,
-    /// A shell command that must exit 0 for the work to be accepted.
+    /// A shell command that exits 0 when the result is acceptable.
     #[arg(long)]
     pub validation: Option<String>,
+    #[command(flatten)]
+    pub hub: HubArg,
 }
 
-/// Answer a blocked task's question; the task becomes ready again.
+#[derive(Debug, Args)]
+pub struct ListArgs {
+    /// Only tasks in this state (waiting, ready, assigned, submitted, accepted, blocked, failed, cancelled).
+    #[arg(long)]
+    pub state: Option<String>,
+    #[command(flatten)]
+    pub hub: HubArg,
+}
+
+#[derive(Debug, Args)]
+pub struct OneArgs {
+    pub task: String,
+    #[command(flatten)]
+    pub hub: HubArg,
+}
+
+/// The engineer's answer to a blocked task's question.
 #[derive(Debug, Args)]
 #[command(
-    after_help = "Example:\n  mcc answer t3 \"Use British spelling\"\n\nExit codes: 0 answered, 1 error (unknown or not blocked task)."
+    after_help = "Example:\n  mcc answer task-003 \"Use markdown tables\"\n\nExit codes: 0 the task is ready again; 1 error."
 )]
 pub struct AnswerArgs {
     pub task: String,
     pub text: String,
-    /// Hub address (default: found through the nearest .mcc/hub.json).
-    #[arg(long, env = "MCC_HUB")]
-    pub hub: Option<String>,
+    #[command(flatten)]
+    pub hub: HubArg,
 }
 
-fn fail(e: &str) -> u8 {
-    eprintln!("mcc: {e}");
+const LIMIT: Duration = Duration::from_secs(30);
+
+fn fail(hub: &HubArg, message: &str) -> u8 {
+    if hub.json {
+        println!("{}", json!({"type": "error", "error": message}));
+    }
+    eprintln!("error: {message}");
     exit::ERROR
 }
 
-/// Print an `ack`'s message, or complain about anything else.
-fn acked(answer: Result<ServerMsg, String>) -> u8 {
-    match answer {
-        Ok(ServerMsg::Ack { message, .. }) => {
-            println!("{message}");
+/// Send one message; print the ack's message (or the error).
+fn simple(hub: &HubArg, msg: &ClientMsg, then: &str) -> u8 {
+    match client::ask_once(hub.hub.as_deref(), msg, LIMIT) {
+        Ok((ServerMsg::Error { error, .. }, _)) => fail(hub, &error),
+        Ok((answer, _)) if hub.json => {
+            println!("{}", answer.to_json());
             exit::OK
         }
-        Ok(other) => fail(&format!("unexpected answer from the hub: {}", other.to_json())),
-        Err(e) => fail(&e),
+        Ok((ServerMsg::Ack { message, .. }, _)) => {
+            println!("{message}\n{then}");
+            exit::OK
+        }
+        Ok((other, _)) => fail(hub, &format!("unexpected answer from the hub: {}", other.to_json())),
+        Err(e) => fail(hub, &e),
     }
 }
 
-pub fn run_answer(args: &AnswerArgs) -> u8 {
-    acked(ask(args.hub.as_deref(), &ClientMsg::Answer { task_id: args.task.clone(), text: args.text.clone() }))
+pub fn answer(args: AnswerArgs) -> u8 {
+    let msg = ClientMsg::Answer { task_id: args.task.clone(), text: args.text };
+    simple(&args.hub, &msg, "next: `mcc status` to follow it")
 }
 
-pub fn run(args: &TasksArgs) -> u8 {
-    let hub = args.hub.as_deref();
-    match &args.command {
-        TasksCommand::Add(add) => match read_tasks(add) {
-            Ok(tasks) => match ask(hub, &ClientMsg::AddTasks { tasks }) {
-                Ok(ServerMsg::TasksAdded { ids }) => {
-                    println!("added {}: {}", ids.len(), ids.join(", "));
-                    println!("next: mcc status");
+pub fn run(cmd: TasksCmd) -> u8 {
+    match cmd {
+        TasksCmd::Add(a) => add(a),
+        TasksCmd::List(a) => list(&a),
+        TasksCmd::Show(a) => {
+            match client::ask_once(a.hub.hub.as_deref(), &ClientMsg::ShowTask { task_id: a.task }, LIMIT) {
+                Ok((ServerMsg::TaskInfo { task }, _)) => {
+                    if a.hub.json {
+                        println!("{task}");
+                    } else {
+                        println!("{}", serde_json::to_string_pretty(&task).expect("serializes"));
+                    }
                     exit::OK
                 }
-                Ok(other) => fail(&format!("unexpected answer from the hub: {}", other.to_json())),
-                Err(e) => fail(&e),
-            },
-            Err(e) => fail(&e),
-        },
-        TasksCommand::List { state, json } => match ask(hub, &ClientMsg::Snapshot {}) {
-            Ok(ServerMsg::Snapshot { snapshot }) => {
-                let tasks: Vec<&Value> = snapshot["tasks"]
-                    .as_array()
-                    .map(|t| t.iter().filter(|t| state.as_deref().is_none_or(|s| t["state"] == s)).collect())
-                    .unwrap_or_default();
-                if *json {
-                    println!("{}", serde_json::to_string_pretty(&tasks).expect("tasks serialize"));
-                } else if tasks.is_empty() {
-                    println!("no tasks{}", state.as_ref().map(|s| format!(" in state {s}")).unwrap_or_default());
-                } else {
-                    for t in tasks {
-                        let holder = t["holder"].as_str().map(|h| format!(" [{h}]")).unwrap_or_default();
-                        println!(
-                            "{} {}{holder}: {}",
-                            t["id"].as_str().unwrap_or("?"),
-                            t["state"].as_str().unwrap_or("?"),
-                            t["description"].as_str().unwrap_or("")
-                        );
-                    }
-                }
-                exit::OK
+                Ok((ServerMsg::Error { error, .. }, _)) => fail(&a.hub, &error),
+                Ok((other, _)) => fail(&a.hub, &format!("unexpected answer from the hub: {}", other.to_json())),
+                Err(e) => fail(&a.hub, &e),
             }
-            Ok(other) => fail(&format!("unexpected answer from the hub: {}", other.to_json())),
-            Err(e) => fail(&e),
-        },
-        TasksCommand::Show { task, json } => match ask(hub, &ClientMsg::ShowTask { task_id: task.clone() }) {
-            Ok(ServerMsg::TaskInfo { task }) => {
-                if *json {
-                    println!("{}", serde_json::to_string_pretty(&task).expect("a task serializes"));
-                } else {
-                    print_task(&task);
-                }
-                exit::OK
-            }
-            Ok(other) => fail(&format!("unexpected answer from the hub: {}", other.to_json())),
-            Err(e) => fail(&e),
-        },
-        TasksCommand::Retry { task } => acked(ask(hub, &ClientMsg::Retry { task_id: task.clone() })),
-        TasksCommand::Cancel { task } => acked(ask(hub, &ClientMsg::Cancel { task_id: task.clone() })),
-    }
-}
-
-fn print_task(t: &Value) {
-    let id = t["id"].as_str().unwrap_or("?");
-    println!("{id}: {}", t["state"].as_str().unwrap_or("?"));
-    println!("  {}", t["description"].as_str().unwrap_or(""));
-    if let Some(h) = t["holder"].as_str() {
-        println!("  held by {h}, attempt {}", t["attempt"]);
-    }
-    if let Some(deps) = t["dependencies"].as_array().filter(|d| !d.is_empty()) {
-        let deps: Vec<&str> = deps.iter().filter_map(Value::as_str).collect();
-        println!("  after {}", deps.join(", "));
-    }
-    if let Some(q) = t["question"].as_str() {
-        println!("  question: {q}");
-        println!("  answer with: mcc answer {id} \"...\"");
-    }
-    if let Some(reasons) = t["reasons"].as_array().filter(|r| !r.is_empty()) {
-        for r in reasons {
-            println!("  rejected: {}", r.as_str().unwrap_or(""));
         }
+        TasksCmd::Retry(a) => simple(&a.hub, &ClientMsg::Retry { task_id: a.task }, "next: `mcc status` to follow it"),
+        TasksCmd::Cancel(a) => simple(&a.hub, &ClientMsg::Cancel { task_id: a.task }, "next: `mcc status`"),
     }
 }
 
-/// The tasks to send: from the file (or stdin), or one from the flags.
-fn read_tasks(add: &AddArgs) -> Result<Vec<Value>, String> {
-    if let Some(id) = &add.id {
-        let task = json!({
-            "id": id,
-            "description": add.description.clone().unwrap_or_default(),
-            "context": {"targetFiles": add.read, "outputFiles": add.write},
-            "acceptance": {"validation": add.validation},
-            "dependencies": add.after,
-        });
-        return Ok(vec![task]);
-    }
-    let file = add.file.as_deref().expect("clap requires FILE or --id");
-    let text = if file == "-" {
-        let mut s = String::new();
-        std::io::stdin().read_to_string(&mut s).map_err(|e| format!("cannot read stdin: {e}"))?;
-        s
-    } else {
-        std::fs::read_to_string(file).map_err(|e| format!("cannot read {file}: {e}"))?
+fn add(a: AddArgs) -> u8 {
+    let tasks = match (&a.file, &a.id) {
+        (Some(file), _) => {
+            let mut text = String::new();
+            let read = if file.as_os_str() == "-" {
+                std::io::stdin().read_to_string(&mut text).map(|_| ())
+            } else {
+                std::fs::read_to_string(file).map(|t| text = t)
+            };
+            if let Err(e) = read {
+                return fail(&a.hub, &format!("cannot read {}: {e}", file.display()));
+            }
+            match serde_json::from_str::<Value>(&text) {
+                Ok(Value::Array(items)) => items,
+                Ok(one @ Value::Object(_)) => vec![one],
+                Ok(_) => return fail(&a.hub, "the file must hold a task object or an array of tasks"),
+                Err(e) => return fail(&a.hub, &format!("{} is not valid JSON: {e}", file.display())),
+            }
+        }
+        (None, Some(id)) => {
+            let mut task = json!({
+                "id": id,
+                "description": a.description.clone().unwrap_or_else(|| id.clone()),
+                "context": {"targetFiles": a.read, "outputFiles": a.write, "requirements": []},
+                "acceptance": {"criteria": []},
+                "dependencies": a.after,
+            });
+            if let Some(v) = &a.validation {
+                task["acceptance"]["validation"] = json!(v);
+            }
+            vec![task]
+        }
+        (None, None) => {
+            return fail(&a.hub, "give a JSON file (or - for stdin), or --id and --description for one task");
+        }
     };
-    let value: Value = serde_json::from_str(&text)
-        .map_err(|e| format!("{file} is not valid JSON: {e}; fix it and run the command again"))?;
-    match value {
-        Value::Array(tasks) => Ok(tasks),
-        task @ Value::Object(_) => Ok(vec![task]),
-        _ => Err(format!("{file} must hold a task object or an array of tasks")),
+    match client::ask_once(a.hub.hub.as_deref(), &ClientMsg::AddTasks { tasks }, LIMIT) {
+        Ok((ServerMsg::TasksAdded { ids }, _)) => {
+            if a.hub.json {
+                println!("{}", json!({"type": "tasks_added", "ids": ids}));
+            } else {
+                println!("added {} task{}: {}", ids.len(), if ids.len() == 1 { "" } else { "s" }, ids.join(", "));
+                println!("next: workers pick them up with `mcc worker next --as NAME`; follow with `mcc status`");
+            }
+            exit::OK
+        }
+        Ok((ServerMsg::Error { error, .. }, _)) => fail(&a.hub, &error),
+        Ok((other, _)) => fail(&a.hub, &format!("unexpected answer from the hub: {}", other.to_json())),
+        Err(e) => fail(&a.hub, &e),
     }
+}
+
+fn list(a: &ListArgs) -> u8 {
+    let snapshot = match client::ask_once(a.hub.hub.as_deref(), &ClientMsg::Snapshot {}, LIMIT) {
+        Ok((ServerMsg::Snapshot { snapshot }, _)) => snapshot,
+        Ok((other, _)) => return fail(&a.hub, &format!("unexpected answer from the hub: {}", other.to_json())),
+        Err(e) => return fail(&a.hub, &e),
+    };
+    let tasks: Vec<&Value> = snapshot["tasks"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|t| a.state.as_deref().is_none_or(|s| t["state"] == s))
+        .collect();
+    if a.hub.json {
+        println!("{}", json!(tasks));
+        return exit::OK;
+    }
+    if tasks.is_empty() {
+        println!("no tasks{}", a.state.as_deref().map(|s| format!(" in state {s}")).unwrap_or_default());
+    }
+    for t in tasks {
+        let holder = t["holder"].as_str().map(|h| format!(" by {h}")).unwrap_or_default();
+        println!(
+            "{:<20} {:<10} attempt {}{holder}  {}",
+            t["id"].as_str().unwrap_or("?"),
+            t["state"].as_str().unwrap_or("?"),
+            t["attempt"],
+            t["description"].as_str().unwrap_or("")
+        );
+    }
+    exit::OK
 }

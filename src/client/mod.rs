@@ -156,3 +156,19 @@ impl Connection {
         let _ = self.socket.flush();
     }
 }
+
+/// One short connection: open, send one message, read one answer, close.
+pub fn ask(target: &Target, msg: &ClientMsg, limit: Duration) -> Result<ServerMsg, ClientError> {
+    let mut conn = Connection::open(target)?;
+    let answer = conn.request(msg, limit);
+    conn.close();
+    answer
+}
+
+/// Find the hub from the current folder, then [`ask`].
+pub fn ask_once(hub: Option<&str>, msg: &ClientMsg, limit: Duration) -> Result<(ServerMsg, Target), String> {
+    let cwd = std::env::current_dir().map_err(|e| format!("cannot read the current folder: {e}"))?;
+    let target = locate(hub, &cwd).map_err(|e| e.to_string())?;
+    let answer = ask(&target, msg, limit).map_err(|e| e.to_string())?;
+    Ok((answer, target))
+}

@@ -20,7 +20,7 @@ use crate::command::{self, Outcome};
 use crate::hub::protocol::{ClientMsg, Offer, ServerMsg, WorkerStatus};
 use crate::scheduler::{self, Judged, Refusal, Scheduler, Settings, TaskId, TaskState};
 use crate::store::{Store, StoreError};
-use crate::task::{Report, ReportStatus, TaskSpec, now_rfc3339};
+use crate::task::{Report, ReportStatus, TaskSpec};
 
 /// One connection's id.
 pub type ConnId = u64;
@@ -66,6 +66,10 @@ pub enum Input {
     LoadWorkflow {
         conn: Option<ConnId>,
         path: PathBuf,
+    },
+    /// Files under the root changed that a workflow watches.
+    FilesChanged {
+        paths: Vec<String>,
     },
     Shutdown {
         message: String,
@@ -144,6 +148,13 @@ pub struct EngineHandle {
     tx: Sender<Input>,
 }
 
+impl From<Sender<Input>> for EngineHandle {
+    /// A handle to whoever holds the receiving end (tests, tools without an engine).
+    fn from(tx: Sender<Input>) -> Self {
+        Self { tx }
+    }
+}
+
 impl EngineHandle {
     /// Send an input; false when the engine has stopped.
     pub fn send(&self, input: Input) -> bool {
@@ -166,6 +177,11 @@ pub struct Engine {
     outgoing: Vec<(ConnId, ServerMsg)>,
     /// Problems shown in status: bad report files, workflow errors.
     problems: Vec<String>,
+    /// The workflow's `ctx.log` lines, newest last.
+    log: Vec<String>,
+    /// A workflow that failed to load, and its file's modification time then:
+    /// it is loaded again once the file changes.
+    failed_load: Option<(PathBuf, Option<std::time::SystemTime>)>,
     tx: Sender<Input>,
     stopping: Option<String>,
 }
@@ -197,6 +213,8 @@ impl Engine {
                     judging: HashMap::new(),
                     outgoing: Vec::new(),
                     problems: Vec::new(),
+                    log: Vec::new(),
+                    failed_load: None,
                     tx: engine_tx,
                     stopping: None,
                 };
@@ -257,15 +275,27 @@ impl Engine {
 
     fn next_wakeup(&self) -> Option<Instant> {
         let waits = self.waiters.iter().filter_map(|w| w.deadline);
-        waits.chain(self.scheduler.next_deadline()).min()
+        waits.chain(self.scheduler.next_deadline()).chain(self.policy.next_wakeup()).min()
     }
 
     /// Expire leases, let the workflow act, hand out work, time out waits.
     fn settle(&mut self) {
+        if let Some((path, seen)) = self.failed_load.clone()
+            && modified(&path) != seen
+        {
+            self.load_workflow(None, path);
+        }
         let now = Instant::now();
         self.scheduler.expire(now);
         if let Err(e) = self.policy.step(&mut self.scheduler) {
             self.problem(format!("workflow: {e}"));
+        }
+        for line in self.policy.take_log() {
+            eprintln!("mcc workflow: {line}");
+            self.log.push(line);
+        }
+        if self.log.len() > 100 {
+            self.log.drain(..self.log.len() - 100);
         }
         self.dispatch(now);
     }
@@ -329,6 +359,7 @@ impl Engine {
             Input::ReportFileRejected { path, error } => self.problem(format!("report file {path}: {error}")),
             Input::Validated { task, attempt, outcome } => self.validated(&task, attempt, &outcome),
             Input::LoadWorkflow { conn, path } => self.load_workflow(conn, path),
+            Input::FilesChanged { paths } => self.policy.files_changed(paths),
             Input::Shutdown { message } => self.stopping = Some(message),
         }
     }
@@ -341,9 +372,19 @@ impl Engine {
             return;
         };
         match loader(&path, &self.config.root) {
-            Ok(policy) => {
+            Ok(mut policy) => {
+                self.failed_load = None;
                 let name = policy.name();
+                let state = self.store.meta("workflow_state").unwrap_or_else(|e| {
+                    self.problem(format!("cannot read the workflow state: {e}"));
+                    None
+                });
+                policy.restore(state, EngineHandle { tx: self.tx.clone() });
                 self.policy = policy;
+                // Start its phase now: requests later in this batch already see its tasks.
+                if let Err(e) = self.policy.step(&mut self.scheduler) {
+                    self.problem(format!("workflow: {e}"));
+                }
                 if self.workflow_path.as_ref() != Some(&path) {
                     self.workflow_path = Some(path.clone());
                     if let Err(e) = self.store.set_meta("workflow_path", &path.to_string_lossy()) {
@@ -356,7 +397,9 @@ impl Engine {
                 }
             }
             Err(e) => {
-                let text = format!("workflow {} did not load: {e}", path.display());
+                self.failed_load = Some((path.clone(), modified(&path)));
+                let text =
+                    format!("workflow {} did not load: {e}; fix the file and it is loaded again", path.display());
                 if let Some(c) = conn {
                     self.send(c, ServerMsg::error_code(text.clone(), "workflow_error"));
                 }
@@ -637,7 +680,14 @@ impl Engine {
 
     /// Offer work to an mcc worker; wait when there is none and `wait` allows.
     fn offer(&mut self, conn: ConnId, worker: &str, wait: Duration, reply: Reply, now: Instant) {
-        self.waiters.retain(|w| !(w.worker == worker && w.conn != conn && w.deadline.is_some()));
+        // A newer command of the same worker supersedes an older wait: answer it now.
+        let (superseded, kept): (Vec<Waiter>, Vec<Waiter>) = std::mem::take(&mut self.waiters)
+            .into_iter()
+            .partition(|w| w.worker == worker && w.conn != conn && w.deadline.is_some());
+        self.waiters = kept;
+        for old in superseded {
+            self.answer(old.conn, &old.reply, nothing_yet(worker));
+        }
         match self.try_offer(worker, now) {
             Some(offer) => self.answer(conn, &reply, offer),
             None if wait.is_zero() => {
@@ -1049,6 +1099,7 @@ impl Engine {
             "tasks": tasks,
             "stuck": stuck,
             "problems": self.problems,
+            "log": self.log,
         })
     }
 }
@@ -1060,6 +1111,10 @@ fn offer_worker(offer: &Offer) -> &str {
         | Offer::AllDone { worker, .. }
         | Offer::HandOver { worker, .. } => worker,
     }
+}
+
+fn modified(path: &Path) -> Option<std::time::SystemTime> {
+    std::fs::metadata(path).and_then(|m| m.modified()).ok()
 }
 
 fn nothing_yet(worker: &str) -> Offer {
@@ -1114,9 +1169,4 @@ fn task_json(t: &scheduler::Task, now: Instant) -> Value {
     map.insert("createdAt".into(), json!(t.created_at));
     map.insert("completedAt".into(), json!(t.completed_at));
     v
-}
-
-/// Current wall time, for messages.
-pub fn stamp() -> String {
-    now_rfc3339()
 }

@@ -1,6 +1,8 @@
 //! The seam between the engine and a workflow: the decisions a workflow may
 //! take over. Without a workflow the engine uses [`DefaultPolicy`].
 
+use std::time::Instant;
+
 use crate::command::Outcome;
 use crate::scheduler::{Scheduler, Task, TaskId, Verdict, Worker};
 use crate::task::Report;
@@ -49,6 +51,24 @@ pub trait Policy {
 
     /// The workflow's own state to store with the batch (`key`, JSON).
     fn state(&mut self) -> Vec<(&'static str, String)> {
+        Vec::new()
+    }
+
+    /// Right after loading: the state stored by [`Policy::state`] under
+    /// `workflow_state`, and a handle to send inputs (file changes, reload)
+    /// back to the engine.
+    fn restore(&mut self, _state: Option<String>, _inbox: super::EngineHandle) {}
+
+    /// When the workflow wants `step` to run again without any input (timers).
+    fn next_wakeup(&self) -> Option<Instant> {
+        None
+    }
+
+    /// Files under the root changed (paths relative to the root).
+    fn files_changed(&mut self, _paths: Vec<String>) {}
+
+    /// Lines the workflow logged since the last call, for status.
+    fn take_log(&mut self) -> Vec<String> {
         Vec::new()
     }
 }

@@ -341,6 +341,12 @@ impl Scheduler {
         std::mem::take(&mut self.changes)
     }
 
+    /// Events recorded since the store last committed, oldest first: what a
+    /// workflow's hooks react to.
+    pub fn pending_events(&self) -> &[Event] {
+        &self.changes.events
+    }
+
     pub fn task(&self, id: &str) -> Option<&Task> {
         self.tasks.get(id)
     }

@@ -98,23 +98,6 @@ impl Store {
         Ok(store)
     }
 
-    /// Open an existing `state.db` for reading only (metrics), whether or
-    /// not a hub has it open; creates nothing.
-    pub fn open_read_only(dir: &Path) -> Result<Self, StoreError> {
-        let path = dir.join("state.db");
-        let sql = |source| StoreError::Sqlite { path: path.clone(), source };
-        let conn = Connection::open_with_flags(&path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY).map_err(sql)?;
-        conn.pragma_update(None, "busy_timeout", 5000).map_err(sql)?;
-        Ok(Self { conn, path })
-    }
-
-    /// Every task's id, state and phase, in creation order.
-    pub fn task_states(&self) -> Result<Vec<(String, String, Option<String>)>, StoreError> {
-        let mut stmt = self.conn.prepare("SELECT id, state, phase FROM tasks ORDER BY seq").map_err(|e| self.sql(e))?;
-        let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?))).map_err(|e| self.sql(e))?;
-        rows.collect::<Result<_, _>>().map_err(|e| self.sql(e))
-    }
-
     pub fn path(&self) -> &Path {
         &self.path
     }

@@ -193,7 +193,12 @@ impl Ws {
     }
 
     pub fn send_text(&mut self, text: &str) {
-        self.socket.send(Message::text(text.to_owned())).unwrap();
+        self.try_send_text(text).unwrap();
+    }
+
+    /// Send, reporting a connection the hub already closed instead of failing.
+    pub fn try_send_text(&mut self, text: &str) -> Result<(), tungstenite::Error> {
+        self.socket.send(Message::text(text.to_owned()))
     }
 
     /// The next message, failing the test after [`DEADLINE`].

@@ -1,0 +1,210 @@
+//! `cargo bench`: measures the real release binary.
+//!
+//! - hub throughput: tasks per second through add -> assign -> complete with
+//!   1 and 4 workers on persistent connections (mcc `next`/`done`), and with
+//!   old-protocol workers (`register`/`task_complete`);
+//! - the hub's peak memory (`VmHWM`) after that run;
+//! - the wall time of `mcc worker next` and `mcc worker done` as whole
+//!   processes on a warm hub (median and p99).
+//!
+//! Numbers are printed, never asserted: these machines are shared and noisy.
+//! Results are written down in docs/benchmarks.md.
+
+use std::io::{BufRead, BufReader};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use tungstenite::stream::MaybeTlsStream;
+use tungstenite::{Message, WebSocket};
+
+type Socket = WebSocket<MaybeTlsStream<TcpStream>>;
+
+fn binary() -> PathBuf {
+    let status = Command::new("cargo").args(["build", "--release", "--quiet"]).status().expect("cargo build");
+    assert!(status.success());
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target"), PathBuf::from);
+    target.join("release/mcc")
+}
+
+struct Hub {
+    child: Child,
+    url: String,
+}
+
+impl Hub {
+    fn start(bin: &Path, root: &Path) -> Self {
+        let mut child = Command::new(bin)
+            .args(["hub", "--port", "0", "--dir"])
+            .arg(root)
+            .stderr(Stdio::piped())
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("start the hub");
+        let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+        let url = loop {
+            let line = lines.next().expect("hub output").expect("line");
+            if let Some(rest) = line.split("listening on ").nth(1) {
+                break rest.split_whitespace().next().unwrap().to_owned();
+            }
+        };
+        std::thread::spawn(move || lines.for_each(drop));
+        Self { child, url }
+    }
+
+    fn peak_rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap_or_default();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.split_whitespace().next()?.parse().ok())
+            .unwrap_or(0)
+    }
+}
+
+impl Drop for Hub {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn connect(url: &str) -> Socket {
+    let (mut ws, _) = tungstenite::connect(url).expect("connect");
+    recv(&mut ws);
+    ws
+}
+
+fn recv(ws: &mut Socket) -> Value {
+    loop {
+        if let Message::Text(t) = ws.read().expect("read") {
+            return serde_json::from_str(&t).unwrap();
+        }
+    }
+}
+
+fn ask(ws: &mut Socket, v: &Value) -> Value {
+    ws.send(Message::text(v.to_string())).unwrap();
+    recv(ws)
+}
+
+fn task(id: &str) -> Value {
+    json!({"id": id, "type": "bench", "description": "nothing", "context": {"targetFiles": [], "outputFiles": [], "requirements": []}, "acceptance": {"criteria": []}})
+}
+
+fn add_tasks(url: &str, n: usize, prefix: &str) {
+    let mut ws = connect(url);
+    for chunk in (0..n).collect::<Vec<_>>().chunks(1000) {
+        let tasks: Vec<Value> = chunk.iter().map(|i| task(&format!("{prefix}{i}"))).collect();
+        let reply = ask(&mut ws, &json!({"type": "add_tasks", "tasks": tasks}));
+        assert_eq!(reply["type"], "tasks_added", "{reply}");
+    }
+}
+
+fn mcc_worker(url: &str, name: String) -> usize {
+    let mut ws = connect(url);
+    let mut done = 0;
+    let mut answer = ask(&mut ws, &json!({"type": "next", "worker": name, "waitMs": 0}));
+    loop {
+        let offer = if answer["type"] == "verdict" { answer["next"].clone() } else { answer["offer"].clone() };
+        if offer["type"] != "task" {
+            return done;
+        }
+        let id = offer["task"]["id"].clone();
+        answer = ask(
+            &mut ws,
+            &json!({"type": "done", "worker": name, "taskId": id, "attempt": offer["attempt"], "waitMs": 0}),
+        );
+        done += 1;
+    }
+}
+
+fn old_worker(url: &str, name: String) -> usize {
+    let mut ws = connect(url);
+    let mut done = 0;
+    ws.send(Message::text(json!({"type": "register", "role": "worker", "workerId": name}).to_string())).unwrap();
+    recv(&mut ws); // registered
+    loop {
+        let msg = recv(&mut ws);
+        match msg["type"].as_str() {
+            Some("task_assigned") => {
+                let id = msg["task"]["id"].clone();
+                ws.send(Message::text(json!({"type": "task_complete", "taskId": id}).to_string())).unwrap();
+                done += 1;
+            }
+            Some("no_tasks") => return done,
+            _ => {}
+        }
+    }
+}
+
+fn throughput(bin: &Path, workers: usize, n: usize, old: bool) -> (f64, u64) {
+    let dir = tempfile::tempdir().unwrap();
+    let hub = Hub::start(bin, dir.path());
+    add_tasks(&hub.url, n, "t");
+    let start = Instant::now();
+    let handles: Vec<_> = (0..workers)
+        .map(|k| {
+            let url = hub.url.clone();
+            std::thread::spawn(
+                move || if old { old_worker(&url, format!("w{k}")) } else { mcc_worker(&url, format!("w{k}")) },
+            )
+        })
+        .collect();
+    let done: usize = handles.into_iter().map(|h| h.join().unwrap()).sum();
+    let secs = start.elapsed().as_secs_f64();
+    assert_eq!(done, n);
+    (n as f64 / secs, hub.peak_rss_kib())
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
+}
+
+fn worker_commands(bin: &Path, rounds: usize) {
+    let dir = tempfile::tempdir().unwrap();
+    let hub = Hub::start(bin, dir.path());
+    add_tasks(&hub.url, rounds + 1, "c");
+    let run = |args: &[&str]| {
+        let start = Instant::now();
+        let out = Command::new(bin).args(args).current_dir(dir.path()).output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        start.elapsed()
+    };
+    let (mut next, mut done) = (Vec::new(), Vec::new());
+    run(&["worker", "next", "--as", "b"]);
+    for i in 0..rounds {
+        next.push(run(&["worker", "next", "--as", "b"]));
+        done.push(run(&["worker", "done", &format!("c{i}"), "--as", "b", "--wait", "0s"]));
+    }
+    next.sort();
+    done.sort();
+    for (name, times) in [("worker next (task ready)", &next), ("worker done (+ next task)", &done)] {
+        println!(
+            "{name:<28} median {:>6.2} ms   p99 {:>6.2} ms   ({rounds} runs)",
+            percentile(times, 0.5).as_secs_f64() * 1e3,
+            percentile(times, 0.99).as_secs_f64() * 1e3
+        );
+    }
+    println!("hub peak RSS after {rounds} command pairs: {} KiB", hub.peak_rss_kib());
+}
+
+fn main() {
+    if std::env::args().any(|a| a == "--list") {
+        return;
+    }
+    let bin = binary();
+    let n = 10_000;
+    for (workers, old) in [(1, false), (4, false), (1, true), (4, true)] {
+        let (rate, rss) = throughput(&bin, workers, n, old);
+        let kind = if old { "old-protocol" } else { "mcc next/done" };
+        println!(
+            "{n} tasks, {workers} {kind} worker(s): {rate:>8.0} tasks/s   hub peak RSS {:.1} MiB",
+            rss as f64 / 1024.0
+        );
+    }
+    worker_commands(&bin, 200);
+}

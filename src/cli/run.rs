@@ -1,0 +1,394 @@
+//! `mcc run WORKFLOW.lua`: start the project's hub (or attach to the one
+//! running), load the workflow, optionally spawn headless workers, show
+//! progress until the workflow finishes, and end with a summary.
+
+use std::io::{IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use clap::Args;
+use serde_json::{Value, json};
+
+use super::exit;
+use crate::client::{self, Connection, Target};
+use crate::hub::protocol::{ClientMsg, ServerMsg};
+use crate::hub::{self, HubError, HubFile, HubOptions};
+use crate::scheduler::{Settings, TaskState};
+
+/// Run a workflow to the end: start the hub, load the workflow, show progress, print a summary.
+#[derive(Debug, Args)]
+#[command(after_help = "\
+Examples:
+  mcc run workflows/demo.lua --spawn 3 -- sh workflows/demo/worker.sh
+  mcc run workflows/phase2.lua            (worker chats join with `mcc worker next --as NAME`)
+
+Run it again after a stop or crash: it resumes from the state in .mcc/.
+Exit codes: 0 the workflow finished; 1 it cannot go on (tasks failed) or an error.")]
+pub struct RunArgs {
+    /// The workflow file.
+    pub file: PathBuf,
+    /// Project root whose .mcc/ holds the state (default: the current folder).
+    #[arg(long, default_value = ".")]
+    pub dir: PathBuf,
+    /// Port for the hub (0 picks a free one; a busy default port falls back to a free one).
+    #[arg(long, env = "COORDINATION_PORT", default_value_t = hub::DEFAULT_PORT)]
+    pub port: u16,
+    /// Default lease of an assigned task.
+    #[arg(long, default_value = "30m", value_parser = humantime::parse_duration)]
+    pub lease: Duration,
+    /// Grants after which a task that is not accepted fails.
+    #[arg(long, default_value_t = 5)]
+    pub max_attempts: u32,
+    /// Start N local headless workers running COMMAND (given after `--`).
+    #[arg(long, default_value_t = 0, requires = "command")]
+    pub spawn: usize,
+    /// Print the final summary as one JSON object.
+    #[arg(long)]
+    pub json: bool,
+    /// Print only the summary.
+    #[arg(long)]
+    pub quiet: bool,
+    /// Forget the stored state of an earlier run and start over (refused while a hub runs).
+    #[arg(long)]
+    pub fresh: bool,
+    /// The worker command for --spawn, after `--`.
+    #[arg(last = true)]
+    pub command: Vec<String>,
+}
+
+/// How often progress is read from the hub.
+const POLL: Duration = Duration::from_millis(300);
+
+pub fn run(args: RunArgs) -> u8 {
+    match run_inner(&args) {
+        Ok(code) => code,
+        Err(message) => {
+            eprintln!("mcc run: {message}");
+            exit::ERROR
+        }
+    }
+}
+
+fn run_inner(args: &RunArgs) -> Result<u8, String> {
+    let root = std::fs::canonicalize(&args.dir).map_err(|e| format!("project folder {}: {e}", args.dir.display()))?;
+    let file = std::path::absolute(&args.file).map_err(|e| format!("{}: {e}", args.file.display()))?;
+    // Fail fast, with file:line, before any hub is touched.
+    crate::lua::Workflow::load(&file, &root)?;
+    if args.fresh {
+        forget(&root)?;
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(|e| e.to_string())?;
+    let (target, own_hub) = if let Some(target) = attach(&root) {
+        let mut conn = Connection::open(&target).map_err(|e| e.to_string())?;
+        let path = file.display().to_string();
+        if let ServerMsg::Error { error, .. } =
+            conn.request(&ClientMsg::LoadWorkflow { path }, Duration::from_secs(30)).map_err(|e| e.to_string())?
+        {
+            return Err(error);
+        }
+        say(args, &format!("attached to the running hub at {}", target.url));
+        (target, None)
+    } else {
+        let hub = runtime.block_on(start_hub(args, &root, &file))?;
+        let target = Target { url: hub.url.clone(), token: None, root: Some(root.clone()) };
+        (target, Some(hub))
+    };
+    say(args, &format!("hub on {} · workflow {}", target.url, shown(&root, &file)));
+    let mut workers = spawn_workers(args, &root, &target.url)?;
+    let started = Instant::now();
+    let outcome = runtime.block_on(watch(args, &target, started));
+    for worker in &mut workers {
+        stop_worker(worker);
+    }
+    let snapshot = outcome?;
+    let summary = summarize(&root, &snapshot, started.elapsed())?;
+    if let Some(hub) = own_hub {
+        runtime.block_on(hub.stop("The workflow run ended")).map_err(|e| e.to_string())?;
+    }
+    print_summary(args, &summary);
+    Ok(if summary["finished"] == true { exit::OK } else { exit::ERROR })
+}
+
+/// `--fresh`: remove the store, so the workflow starts from its first phase.
+fn forget(root: &Path) -> Result<(), String> {
+    if attach(root).is_some() {
+        return Err("a hub is running for this project; stop it before starting fresh".to_owned());
+    }
+    let dir = root.join(".mcc");
+    for name in ["state.db", "state.db-wal", "state.db-shm"] {
+        match std::fs::remove_file(dir.join(name)) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                return Err(format!("cannot remove .mcc/{name}: {e}"));
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+fn say(args: &RunArgs, line: &str) {
+    if !args.quiet && !args.json {
+        println!("{line}");
+    }
+}
+
+fn shown(root: &Path, file: &Path) -> String {
+    file.strip_prefix(root).unwrap_or(file).display().to_string()
+}
+
+/// The project's running hub, if `.mcc/hub.json` names one that answers.
+fn attach(root: &Path) -> Option<Target> {
+    HubFile::read(&root.join(".mcc"))?;
+    let target = client::locate(None, root).ok()?;
+    Connection::open(&target).ok().map(|c| {
+        c.close();
+        target
+    })
+}
+
+async fn start_hub(args: &RunArgs, root: &Path, file: &Path) -> Result<hub::RunningHub, String> {
+    let options = |port| HubOptions {
+        root: root.to_owned(),
+        port,
+        bind: None,
+        settings: Settings { lease: args.lease, max_attempts: args.max_attempts.max(1) },
+        loader: Some(crate::lua::load),
+        workflow: Some(file.to_owned()),
+        quiet: true,
+    };
+    match hub::start(options(args.port)).await {
+        // Another program holds the default port: any free one will do, clients read .mcc/hub.json.
+        Err(HubError::Bind { .. }) if args.port == hub::DEFAULT_PORT => {
+            hub::start(options(0)).await.map_err(|e| e.to_string())
+        }
+        other => other.map_err(|e| e.to_string()),
+    }
+}
+
+fn spawn_workers(args: &RunArgs, root: &Path, url: &str) -> Result<Vec<Child>, String> {
+    if args.spawn == 0 {
+        return Ok(Vec::new());
+    }
+    let exe = std::env::current_exe().map_err(|e| format!("cannot find the mcc binary: {e}"))?;
+    let logs = root.join(".mcc").join("logs");
+    std::fs::create_dir_all(&logs).map_err(|e| format!("{}: {e}", logs.display()))?;
+    let mut children = Vec::with_capacity(args.spawn);
+    for k in 1..=args.spawn {
+        let name = format!("spawn-{k}");
+        let log = std::fs::File::create(logs.join(format!("{name}.log"))).map_err(|e| e.to_string())?;
+        let err = log.try_clone().map_err(|e| e.to_string())?;
+        let child = Command::new(&exe)
+            .args(["worker", "run", "--as", &name, "--hub", url, "--"])
+            .args(&args.command)
+            .current_dir(root)
+            .stdin(Stdio::null())
+            .stdout(log)
+            .stderr(err)
+            .spawn()
+            .map_err(|e| format!("cannot start worker {name}: {e}"))?;
+        children.push(child);
+    }
+    say(args, &format!("spawned {} workers: {} (logs in .mcc/logs/)", args.spawn, args.command.join(" ")));
+    Ok(children)
+}
+
+fn stop_worker(child: &mut Child) {
+    // Workers stop by themselves on "all done"; one still running is told to go.
+    if matches!(child.try_wait(), Ok(None)) {
+        let _ = child.kill();
+    }
+    let _ = child.wait();
+}
+
+/// Poll the hub until the workflow finishes, cannot go on, or Ctrl-C.
+async fn watch(args: &RunArgs, target: &Target, started: Instant) -> Result<Value, String> {
+    let target = target.clone();
+    let mut screen = Screen::new(!args.quiet && !args.json);
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    // One blocking connection for the whole run, on its own thread.
+    std::thread::spawn(move || {
+        let mut conn = Connection::open(&target);
+        loop {
+            let snapshot = match conn.as_mut() {
+                Ok(c) => match c.request(&ClientMsg::Snapshot {}, Duration::from_secs(10)) {
+                    Ok(ServerMsg::Snapshot { snapshot }) => Ok(snapshot),
+                    Ok(other) => Err(format!("unexpected answer to snapshot: {}", other.to_json())),
+                    Err(e) => Err(e.to_string()),
+                },
+                Err(e) => Err(e.to_string()),
+            };
+            if tx.send(snapshot).is_err() {
+                return;
+            }
+            std::thread::sleep(POLL);
+        }
+    });
+    let mut last: Option<Value> = None;
+    // Tasks accepted in an earlier run do not count toward this run's rate.
+    let mut accepted_before: Option<u64> = None;
+    loop {
+        tokio::select! {
+            () = hub::shutdown_signal() => {
+                screen.clear();
+                say(args, "stopped: run the same command again to resume");
+                return last.ok_or_else(|| "stopped before the first progress report".to_owned());
+            }
+            snapshot = rx.recv() => {
+                let snapshot = snapshot.ok_or("lost the progress reader")??;
+                let before = *accepted_before.get_or_insert_with(|| count(&snapshot, TaskState::Accepted));
+                screen.draw(&render(&snapshot, started.elapsed(), before));
+                let done = snapshot["finished"] == true || cannot_go_on(&snapshot);
+                let mut snapshot = snapshot;
+                if done && last.is_none() {
+                    snapshot["alreadyDone"] = json!(true);
+                }
+                last = Some(snapshot);
+                if done {
+                    return Ok(last.expect("just set"));
+                }
+            }
+        }
+    }
+}
+
+fn count(snapshot: &Value, state: TaskState) -> u64 {
+    snapshot["counts"][state.name()].as_u64().unwrap_or(0)
+}
+
+/// Tasks failed and nothing left can move without the engineer retrying.
+fn cannot_go_on(snapshot: &Value) -> bool {
+    let moving = [TaskState::Ready, TaskState::Assigned, TaskState::Submitted, TaskState::Blocked]
+        .iter()
+        .map(|s| count(snapshot, *s))
+        .sum::<u64>();
+    let waiting = count(snapshot, TaskState::Waiting);
+    let stuck = snapshot["stuck"].as_array().map_or(0, Vec::len) as u64;
+    count(snapshot, TaskState::Failed) > 0 && moving == 0 && waiting <= stuck
+}
+
+/// The progress lines for one snapshot.
+fn render(snapshot: &Value, elapsed: Duration, accepted_before: u64) -> Vec<String> {
+    let phase = snapshot["tasks"].as_array().and_then(|t| t.last()).and_then(|t| t["phase"].as_str()).unwrap_or("-");
+    let counts: Vec<String> = TaskState::ALL
+        .iter()
+        .filter(|s| count(snapshot, **s) > 0)
+        .map(|s| format!("{} {}", count(snapshot, *s), s.name()))
+        .collect();
+    let accepted = count(snapshot, TaskState::Accepted);
+    let secs = elapsed.as_secs_f64().max(0.001);
+    let mut lines = vec![format!(
+        "{:>5.1}s · phase {phase} · {} · {:.1} tasks/s",
+        secs,
+        if counts.is_empty() { "no tasks yet".to_owned() } else { counts.join(", ") },
+        accepted.saturating_sub(accepted_before) as f64 / secs
+    )];
+    for w in snapshot["workers"].as_array().into_iter().flatten() {
+        let holding = w["holding"].as_str().map_or_else(|| "idle".to_owned(), |t| format!("on {t}"));
+        lines.push(format!("  {:<12} {holding} · {} accepted", w["name"].as_str().unwrap_or("?"), w["accepted"]));
+    }
+    for t in snapshot["tasks"].as_array().into_iter().flatten().filter(|t| t["state"] == "blocked") {
+        lines.push(format!(
+            "  blocked {}: {} → mcc answer {} \"...\"",
+            t["id"].as_str().unwrap_or("?"),
+            t["question"].as_str().unwrap_or(""),
+            t["id"].as_str().unwrap_or("?")
+        ));
+    }
+    for p in snapshot["problems"].as_array().into_iter().flatten() {
+        lines.push(format!("  problem: {}", p.as_str().unwrap_or("")));
+    }
+    let log = snapshot["log"].as_array().map(Vec::as_slice).unwrap_or_default();
+    for l in &log[log.len().saturating_sub(3)..] {
+        lines.push(format!("  log: {}", l.as_str().unwrap_or("")));
+    }
+    lines
+}
+
+/// Live progress: redrawn in place on a terminal, changed lines only otherwise.
+struct Screen {
+    enabled: bool,
+    tty: bool,
+    drawn: usize,
+    last: Vec<String>,
+    last_plain: Instant,
+}
+
+impl Screen {
+    fn new(enabled: bool) -> Self {
+        Self { enabled, tty: std::io::stdout().is_terminal(), drawn: 0, last: Vec::new(), last_plain: Instant::now() }
+    }
+
+    fn draw(&mut self, lines: &[String]) {
+        if !self.enabled {
+            return;
+        }
+        let mut out = std::io::stdout().lock();
+        if self.tty {
+            self.clear_into(&mut out);
+            for line in lines {
+                let _ = writeln!(out, "{line}");
+            }
+            self.drawn = lines.len();
+        } else {
+            // Plain lines: the status line when the counts change, at most every 2 s otherwise.
+            let changed = lines.first().map(|l| strip_time(l)) != self.last.first().map(|l| strip_time(l));
+            if changed || self.last_plain.elapsed() > Duration::from_secs(2) && lines != self.last.as_slice() {
+                for line in lines.iter().filter(|l| !self.last.contains(l) || l == &&lines[0]) {
+                    let _ = writeln!(out, "{line}");
+                }
+                self.last_plain = Instant::now();
+            }
+        }
+        let _ = out.flush();
+        self.last = lines.to_vec();
+    }
+
+    fn clear_into(&mut self, out: &mut impl Write) {
+        if self.tty && self.drawn > 0 {
+            let _ = write!(out, "\x1b[{}A\x1b[J", self.drawn);
+            self.drawn = 0;
+        }
+    }
+
+    fn clear(&mut self) {
+        if self.enabled {
+            let mut out = std::io::stdout().lock();
+            self.clear_into(&mut out);
+        }
+    }
+}
+
+/// The status line without its clock and rate, to tell real changes.
+fn strip_time(line: &str) -> String {
+    line.split(" · ").skip(1).take(2).collect::<Vec<_>>().join(" · ")
+}
+
+/// The run's metrics, with whether the workflow finished.
+fn summarize(root: &Path, snapshot: &Value, wall: Duration) -> Result<Value, String> {
+    let mut summary = super::report::metrics(root)?;
+    summary["finished"] = snapshot["finished"].clone();
+    summary["workflow"] = snapshot["workflow"].clone();
+    summary["problems"] = snapshot["problems"].clone();
+    summary["seconds"] = json!(wall.as_secs_f64());
+    summary["alreadyDone"] = json!(snapshot["alreadyDone"] == true);
+    Ok(summary)
+}
+
+fn print_summary(args: &RunArgs, s: &Value) {
+    if args.json {
+        println!("{s}");
+        return;
+    }
+    let verdict = if s["finished"] == true { "finished" } else { "stopped before the end" };
+    if s["alreadyDone"] == true {
+        println!("this workflow had already {verdict} in an earlier run; add --fresh to start it over");
+    }
+    println!("workflow {verdict}:");
+    print!("{}", super::report::render(s));
+    if s["finished"] != true {
+        println!(
+            "next: `mcc status` to see what is stuck, `mcc tasks retry TASK` to try again, then run the same command"
+        );
+    }
+}

@@ -1,0 +1,773 @@
+//! `mcc worker ...`: what a worker chat runs, one short connection per
+//! command, each finishing inside the chat's turn. Every answer prints the
+//! task id and the exact next command first.
+
+use std::fmt::Write as _;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use clap::{Args, Subcommand};
+use serde_json::{Value, json};
+use wait_timeout::ChildExt;
+
+use super::exit;
+use crate::client::{self, ClientError, Target};
+use crate::hub::protocol::{ClientMsg, Offer, ServerMsg};
+
+const WORKER_HELP: &str = "\
+Exit codes:
+  0  you have a task (or the command succeeded): do it, then run the printed command
+  1  error: the message says what to run instead
+  3  nothing ready yet: run the same command again
+  4  all work is done: stop
+  5  hand over: your context is spent; stop, a fresh chat takes over
+
+Example turn:
+  mcc worker next --as worker-A
+  ...do the task...
+  mcc worker done task-001 --as worker-A --deliverable out/a.md --score 5";
+
+/// Commands a worker chat (or script) runs to go from task to task.
+#[derive(Debug, Subcommand)]
+pub enum WorkerCmd {
+    /// Get the task you hold, or a new one; waits a bounded time when none is ready.
+    #[command(after_help = WORKER_HELP)]
+    Next(NextArgs),
+    /// Report a task done; prints the verdict and your next task in the same command.
+    #[command(after_help = WORKER_HELP)]
+    Done(DoneArgs),
+    /// Hand a question to the engineer; the task waits for `mcc answer`, you get other work.
+    #[command(after_help = WORKER_HELP)]
+    Block(BlockArgs),
+    /// Give up on a task; it goes back to the queue (or fails when its attempts are used up).
+    #[command(after_help = WORKER_HELP)]
+    Fail(FailArgs),
+    /// Note progress on a held task; extends its lease.
+    #[command(after_help = WORKER_HELP)]
+    Progress(ProgressArgs),
+    /// Leave: what you hold goes back to the queue at once.
+    #[command(after_help = WORKER_HELP)]
+    Leave(LeaveArgs),
+    /// Headless worker: run COMMAND once per task until all work is done.
+    #[command(after_help = RUN_HELP)]
+    Run(RunArgs),
+}
+
+/// Options every worker command takes.
+#[derive(Debug, Args, Clone)]
+pub struct Who {
+    /// Your worker name, such as worker-A (or set `MCC_WORKER`).
+    #[arg(long = "as", env = "MCC_WORKER", value_name = "NAME")]
+    pub name: Option<String>,
+    /// Hub address, such as `ws://127.0.0.1:3100` (default: found through the nearest .mcc/).
+    #[arg(long, env = "MCC_HUB")]
+    pub hub: Option<String>,
+    /// Print one JSON object instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// How long to wait for work.
+#[derive(Debug, Args, Clone)]
+pub struct Wait {
+    /// Wait this long for work when none is ready (max 5m), such as 25s.
+    #[arg(long, env = "MCC_WAIT", default_value = "25s", value_parser = humantime::parse_duration)]
+    pub wait: Duration,
+}
+
+#[derive(Debug, Args)]
+pub struct NextArgs {
+    #[command(flatten)]
+    pub who: Who,
+    #[command(flatten)]
+    pub wait: Wait,
+}
+
+#[derive(Debug, Args)]
+pub struct DoneArgs {
+    /// The task you finished.
+    pub task: String,
+    /// A file you wrote (repeat for several).
+    #[arg(long = "deliverable", value_name = "PATH")]
+    pub deliverables: Vec<String>,
+    /// Your context efficiency, 1-5 (5 = fresh; 2 or less = hand over).
+    #[arg(long, value_parser = clap::value_parser!(u8).range(1..=5))]
+    pub score: Option<u8>,
+    /// A note for the engineer.
+    #[arg(long)]
+    pub notes: Option<String>,
+    /// The attempt you worked on, as printed with the task.
+    #[arg(long)]
+    pub attempt: Option<u32>,
+    #[command(flatten)]
+    pub who: Who,
+    #[command(flatten)]
+    pub wait: Wait,
+}
+
+#[derive(Debug, Args)]
+pub struct BlockArgs {
+    pub task: String,
+    /// The question for the engineer.
+    #[arg(long)]
+    pub question: String,
+    #[arg(long)]
+    pub attempt: Option<u32>,
+    #[command(flatten)]
+    pub who: Who,
+    #[command(flatten)]
+    pub wait: Wait,
+}
+
+#[derive(Debug, Args)]
+pub struct FailArgs {
+    pub task: String,
+    /// Why you cannot finish it.
+    #[arg(long)]
+    pub reason: String,
+    #[arg(long)]
+    pub attempt: Option<u32>,
+    #[command(flatten)]
+    pub who: Who,
+    #[command(flatten)]
+    pub wait: Wait,
+}
+
+#[derive(Debug, Args)]
+pub struct ProgressArgs {
+    pub task: String,
+    /// What you have done so far.
+    #[arg(long)]
+    pub note: String,
+    #[arg(long)]
+    pub attempt: Option<u32>,
+    #[command(flatten)]
+    pub who: Who,
+}
+
+#[derive(Debug, Args)]
+pub struct LeaveArgs {
+    #[command(flatten)]
+    pub who: Who,
+}
+
+const RUN_HELP: &str = "\
+For each task, COMMAND runs in the project root with the task as JSON on stdin and in
+the file MCC_TASK_FILE, and MCC_TASK_ID, MCC_ATTEMPT, MCC_WORKER, MCC_HUB, MCC_REASONS
+(why the last result was rejected) in its environment.
+  exit 0      done: deliverables are the task's output files that exist, or the
+              `deliverables` of a JSON object printed as the last stdout line
+              (`\"is_error\": true` in it means failure, as `claude -p` reports)
+  exit non-0  failed: the tail of stderr is the reason
+The lease is extended while COMMAND runs; one that runs past the lease is killed.
+
+Exit codes: 0 --max-tasks reached, 1 error, 4 all work is done, 5 hand over.
+
+Example:
+  mcc worker run --as bot --parallel 3 -- sh scripts/do-task.sh";
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub who: Who,
+    /// Run N workers at once, named NAME-1 .. NAME-N.
+    #[arg(long, default_value_t = 1)]
+    pub parallel: usize,
+    /// Stop after this many tasks.
+    #[arg(long)]
+    pub max_tasks: Option<usize>,
+    /// The command to run per task, after `--`.
+    #[arg(last = true, required = true)]
+    pub command: Vec<String>,
+}
+
+/// The most an answer may take beyond the requested wait.
+const SLACK: Duration = Duration::from_secs(30);
+/// What a printed answer should stay under, for agents that keep little.
+const PRINT_BUDGET: usize = 2000;
+
+pub fn run(cmd: WorkerCmd) -> u8 {
+    let (who, result) = match cmd {
+        WorkerCmd::Next(a) => {
+            let msg = |name: String| ClientMsg::Next { worker: name, wait_ms: Some(ms(a.wait.wait)) };
+            (a.who.clone(), simple(&a.who, msg, a.wait.wait))
+        }
+        WorkerCmd::Done(a) => (a.who.clone(), done(&a)),
+        WorkerCmd::Block(a) => {
+            let msg = |name: String| ClientMsg::Block {
+                worker: name,
+                task_id: a.task.clone(),
+                attempt: a.attempt,
+                question: a.question.clone(),
+                wait_ms: Some(ms(a.wait.wait)),
+            };
+            (a.who.clone(), simple(&a.who, msg, a.wait.wait))
+        }
+        WorkerCmd::Fail(a) => {
+            let msg = |name: String| ClientMsg::Fail {
+                worker: name,
+                task_id: a.task.clone(),
+                attempt: a.attempt,
+                reason: a.reason.clone(),
+                wait_ms: Some(ms(a.wait.wait)),
+            };
+            (a.who.clone(), simple(&a.who, msg, a.wait.wait))
+        }
+        WorkerCmd::Progress(a) => {
+            let msg = |name: String| ClientMsg::Progress {
+                worker: name,
+                task_id: a.task.clone(),
+                attempt: a.attempt,
+                note: a.note.clone(),
+            };
+            (a.who.clone(), simple(&a.who, msg, Duration::ZERO))
+        }
+        WorkerCmd::Leave(a) => {
+            (a.who.clone(), simple(&a.who, |name| ClientMsg::Leave { worker: name }, Duration::ZERO))
+        }
+        WorkerCmd::Run(a) => return headless(&a),
+    };
+    match result {
+        Ok(answer) => answer.print(who.json),
+        Err(message) => {
+            if who.json {
+                println!("{}", json!({"type": "error", "error": message}));
+            }
+            eprintln!("error: {message}");
+            exit::ERROR
+        }
+    }
+}
+
+fn ms(d: Duration) -> u64 {
+    d.as_millis() as u64
+}
+
+/// The worker's name, or an error saying how to give one.
+fn name_of(who: &Who) -> Result<String, String> {
+    who.name.clone().filter(|n| !n.trim().is_empty()).ok_or_else(|| {
+        "no worker name: pass --as NAME (for example `mcc worker next --as worker-A`) or set MCC_WORKER=worker-A"
+            .to_owned()
+    })
+}
+
+fn target(who: &Who) -> Result<Target, String> {
+    let cwd = std::env::current_dir().map_err(|e| format!("cannot read the current folder: {e}"))?;
+    client::locate(who.hub.as_deref(), &cwd).map_err(|e| e.to_string())
+}
+
+fn ask(target: &Target, msg: &ClientMsg, wait: Duration) -> Result<ServerMsg, ClientError> {
+    client::ask(target, msg, wait + SLACK)
+}
+
+/// One answer of the hub, ready to print.
+struct Answer {
+    worker: String,
+    msg: ServerMsg,
+    root: Option<PathBuf>,
+}
+
+fn done(a: &DoneArgs) -> Result<Answer, String> {
+    let worker = name_of(&a.who)?;
+    let target = target(&a.who)?;
+    let deliverables =
+        a.deliverables.iter().map(|d| project_path(d, target.root.as_deref())).collect::<Result<Vec<_>, _>>()?;
+    let msg = ClientMsg::Done {
+        worker: worker.clone(),
+        task_id: a.task.clone(),
+        attempt: a.attempt,
+        deliverables,
+        score: a.score,
+        notes: a.notes.clone(),
+        wait_ms: Some(ms(a.wait.wait)),
+    };
+    let answer = ask(&target, &msg, a.wait.wait).map_err(|e| e.to_string())?;
+    Ok(Answer { worker, msg: answer, root: target.root })
+}
+
+fn simple(who: &Who, msg: impl FnOnce(String) -> ClientMsg, wait: Duration) -> Result<Answer, String> {
+    let worker = name_of(who)?;
+    let target = target(who)?;
+    let answer = ask(&target, &msg(worker.clone()), wait).map_err(|e| e.to_string())?;
+    Ok(Answer { worker, msg: answer, root: target.root })
+}
+
+/// A deliverable as the hub sees it: relative to the project root. It must exist.
+fn project_path(given: &str, root: Option<&Path>) -> Result<String, String> {
+    let cwd = std::env::current_dir().map_err(|e| e.to_string())?;
+    let full = cwd.join(given);
+    if !full.exists() {
+        return Err(format!(
+            "deliverable `{given}` does not exist (looked at {}); write it first, or pass the path you wrote",
+            full.display()
+        ));
+    }
+    let Some(root) = root else { return Ok(given.to_owned()) };
+    let full = std::fs::canonicalize(&full).map_err(|e| e.to_string())?;
+    let root = std::fs::canonicalize(root).map_err(|e| e.to_string())?;
+    full.strip_prefix(&root).map(|p| p.display().to_string()).map_err(|_| {
+        format!("deliverable `{given}` is outside the project {}; write it inside the project", root.display())
+    })
+}
+
+impl Answer {
+    /// Print and return the exit code.
+    fn print(&self, as_json: bool) -> u8 {
+        let (text, code, next_command) = self.render();
+        if as_json {
+            let mut value = serde_json::to_value(&self.msg).expect("serializes");
+            if let Some(map) = value.as_object_mut() {
+                map.insert("next_command".into(), json!(next_command));
+                map.insert("exit_code".into(), json!(code));
+            }
+            println!("{value}");
+        } else if code == exit::ERROR {
+            eprintln!("{text}");
+        } else {
+            print!("{text}");
+            let _ = std::io::stdout().flush();
+        }
+        code
+    }
+
+    fn render(&self) -> (String, u8, Option<String>) {
+        let w = &self.worker;
+        match &self.msg {
+            ServerMsg::Offer { offer } => self.offer(offer, String::new()),
+            ServerMsg::Verdict { task_id, attempt, accepted, failed, reasons, next, .. } => {
+                let head = if *accepted {
+                    format!("accepted {task_id}.\n")
+                } else if *failed {
+                    format!(
+                        "rejected {task_id} (attempt {attempt}) and it has no attempts left: {}\n",
+                        reasons.join("; ")
+                    )
+                } else {
+                    format!(
+                        "rejected {task_id} (attempt {attempt}): {}\nfix it and report again:\n",
+                        reasons.join("; ")
+                    )
+                };
+                self.offer(next, head)
+            }
+            ServerMsg::Ack { message, next: Some(next), .. } => self.offer(next, format!("{message}\n")),
+            ServerMsg::Ack { message, what, task_id, .. } => {
+                let then = match (what.as_str(), task_id) {
+                    ("progress", Some(t)) => {
+                        format!("when done: mcc worker done {t} --as {w} --deliverable PATH --score N")
+                    }
+                    ("leave", _) => "you can stop".to_owned(),
+                    _ => format!("next: mcc worker next --as {w}"),
+                };
+                (format!("{message}\n{then}\n"), exit::OK, Some(then))
+            }
+            ServerMsg::Error { error, .. } => (format!("error: {error}"), exit::ERROR, None),
+            other => (format!("error: unexpected answer from the hub: {}", other.to_json()), exit::ERROR, None),
+        }
+    }
+
+    fn offer(&self, offer: &Offer, head: String) -> (String, u8, Option<String>) {
+        let w = &self.worker;
+        match offer {
+            Offer::Task { task, attempt, lease_ms, held, reasons, answer, phase, .. } => {
+                let view = TaskView::new(task);
+                let done_cmd = view.done_command(w);
+                let mut body = String::new();
+                let how = if !reasons.is_empty() {
+                    "back to you"
+                } else if *held {
+                    "you already hold it"
+                } else {
+                    "new"
+                };
+                let phase = phase.as_deref().map(|p| format!(", phase {p}")).unwrap_or_default();
+                let _ = writeln!(
+                    body,
+                    "task {} ({how}, attempt {attempt}, lease {}{phase}): {}",
+                    view.id,
+                    human(Duration::from_millis(*lease_ms)),
+                    view.description
+                );
+                let _ = writeln!(body, "when done: {done_cmd}");
+                if !reasons.is_empty() {
+                    let _ = writeln!(body, "rejected last time because: {}", reasons.join("; "));
+                }
+                if let Some(answer) = answer {
+                    let _ = writeln!(body, "the engineer answered: {answer}");
+                }
+                body.push_str(&view.details());
+                let _ = writeln!(
+                    body,
+                    "stuck? mcc worker block {id} --as {w} --question \"...\"   cannot do it? mcc worker fail {id} --as {w} --reason \"...\"",
+                    id = view.id
+                );
+                let mut text = head + &body;
+                if text.len() > PRINT_BUDGET {
+                    text = self.spill(&view, &text);
+                }
+                (text, exit::OK, Some(done_cmd))
+            }
+            Offer::NothingYet { message, .. } => {
+                let cmd = format!("mcc worker next --as {w}");
+                (format!("{head}{message}\n"), exit::NOTHING_YET, Some(cmd))
+            }
+            Offer::AllDone { message, .. } => (format!("{head}{message}\n"), exit::ALL_DONE, None),
+            Offer::HandOver { message, .. } => (format!("{head}{message}\n"), exit::HAND_OVER, None),
+        }
+    }
+
+    /// A long task goes to a file; the answer keeps the head and the path.
+    fn spill(&self, view: &TaskView, text: &str) -> String {
+        let Some(root) = &self.root else { return text.to_owned() };
+        let dir = root.join(".mcc").join("tasks");
+        let path = dir.join(format!("{}.txt", safe_file_name(&view.id)));
+        if std::fs::create_dir_all(&dir).and_then(|()| std::fs::write(&path, text)).is_err() {
+            return text.to_owned();
+        }
+        let head = text.lines().take(3).collect::<Vec<_>>().join("\n");
+        format!("{head}\nthe whole task is long: read {}\n", path.display())
+    }
+}
+
+fn safe_file_name(id: &str) -> String {
+    id.chars().map(|c| if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') { c } else { '_' }).collect()
+}
+
+fn human(d: Duration) -> String {
+    let s = d.as_secs();
+    if s >= 3600 && s.is_multiple_of(3600) {
+        format!("{}h", s / 3600)
+    } else if s >= 60 {
+        format!("{}m", s / 60)
+    } else {
+        format!("{s}s")
+    }
+}
+
+/// The parts of a task a worker reads, from its wire JSON.
+struct TaskView {
+    id: String,
+    description: String,
+    read: Vec<String>,
+    write: Vec<String>,
+    requirements: Vec<String>,
+    criteria: Vec<String>,
+    validation: Option<String>,
+    rules: Vec<String>,
+}
+
+fn strings(v: &Value) -> Vec<String> {
+    v.as_array().into_iter().flatten().filter_map(|s| s.as_str().map(str::to_owned)).collect()
+}
+
+impl TaskView {
+    fn new(task: &Value) -> Self {
+        Self {
+            id: task["id"].as_str().unwrap_or_default().to_owned(),
+            description: task["description"].as_str().unwrap_or_default().to_owned(),
+            read: strings(&task["context"]["targetFiles"]),
+            write: strings(&task["context"]["outputFiles"]),
+            requirements: strings(&task["context"]["requirements"]),
+            criteria: strings(&task["acceptance"]["criteria"]),
+            validation: task["acceptance"]["validation"].as_str().map(str::to_owned),
+            rules: strings(&task["context"]["relevantRules"]),
+        }
+    }
+
+    fn done_command(&self, worker: &str) -> String {
+        let mut cmd = format!("mcc worker done {} --as {worker}", self.id);
+        if self.write.is_empty() {
+            cmd.push_str(" --deliverable PATH");
+        }
+        for out in &self.write {
+            let _ = write!(cmd, " --deliverable {out}");
+        }
+        cmd.push_str(" --score 5");
+        cmd
+    }
+
+    fn details(&self) -> String {
+        let mut out = String::new();
+        let list = |out: &mut String, label: &str, items: &[String]| {
+            if !items.is_empty() {
+                let _ = writeln!(out, "{label}: {}", items.join(", "));
+            }
+        };
+        list(&mut out, "read", &self.read);
+        list(&mut out, "write", &self.write);
+        for (label, items) in [("requirements", &self.requirements), ("acceptance criteria", &self.criteria)] {
+            if !items.is_empty() {
+                let _ = writeln!(out, "{label}:");
+                for item in items {
+                    let _ = writeln!(out, "  - {item}");
+                }
+            }
+        }
+        if let Some(v) = &self.validation {
+            let _ = writeln!(out, "checked by: {v}");
+        }
+        list(&mut out, "rules to load", &self.rules);
+        out.push_str("--score: rate your own context 1-5 (5 fresh; 2 or less means hand over to a fresh chat)\n");
+        out
+    }
+}
+
+/// `mcc worker run`: one or more headless workers.
+fn headless(a: &RunArgs) -> u8 {
+    let base = match name_of(&a.who) {
+        Ok(n) => n,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return exit::ERROR;
+        }
+    };
+    let target = match target(&a.who) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return exit::ERROR;
+        }
+    };
+    let root = target.root.clone().or_else(|| std::env::current_dir().ok()).unwrap_or_else(|| PathBuf::from("."));
+    if a.parallel <= 1 {
+        return Headless { name: base, target, root, command: a.command.clone(), max_tasks: a.max_tasks }.run();
+    }
+    let handles: Vec<_> = (1..=a.parallel)
+        .map(|k| {
+            let worker = Headless {
+                name: format!("{base}-{k}"),
+                target: target.clone(),
+                root: root.clone(),
+                command: a.command.clone(),
+                max_tasks: a.max_tasks,
+            };
+            std::thread::spawn(move || worker.run())
+        })
+        .collect();
+    handles.into_iter().map(|h| h.join().unwrap_or(exit::ERROR)).max().unwrap_or(exit::OK)
+}
+
+struct Headless {
+    name: String,
+    target: Target,
+    root: PathBuf,
+    command: Vec<String>,
+    max_tasks: Option<usize>,
+}
+
+/// How a command run for a task ended.
+enum Outcome {
+    Done { deliverables: Vec<String>, notes: Option<String> },
+    Failed(String),
+}
+
+impl Headless {
+    fn log(&self, line: &str) {
+        println!("[{}] {line}", self.name);
+    }
+
+    fn request(&self, msg: &ClientMsg, wait: Duration) -> Result<ServerMsg, ClientError> {
+        ask(&self.target, msg, wait)
+    }
+
+    fn run(&self) -> u8 {
+        let wait = Duration::from_secs(25);
+        let mut done = 0usize;
+        let mut answer = self.request(&ClientMsg::Next { worker: self.name.clone(), wait_ms: Some(ms(wait)) }, wait);
+        loop {
+            let offer = match answer {
+                Ok(ServerMsg::Offer { offer }) => offer,
+                Ok(ServerMsg::Verdict { next, task_id, accepted, reasons, .. }) => {
+                    if accepted {
+                        self.log(&format!("accepted {task_id}"));
+                    } else {
+                        self.log(&format!("rejected {task_id}: {}", reasons.join("; ")));
+                    }
+                    next
+                }
+                Ok(ServerMsg::Ack { next: Some(next), message, .. }) => {
+                    self.log(&message);
+                    next
+                }
+                Ok(ServerMsg::Error { error, .. }) => {
+                    self.log(&format!("error: {error}"));
+                    return exit::ERROR;
+                }
+                Ok(other) => {
+                    self.log(&format!("error: unexpected answer {}", other.to_json()));
+                    return exit::ERROR;
+                }
+                Err(ClientError::Timeout(_) | ClientError::Broken(_)) => {
+                    // A cut connection loses nothing: ask again for what we hold.
+                    answer =
+                        self.request(&ClientMsg::Next { worker: self.name.clone(), wait_ms: Some(ms(wait)) }, wait);
+                    continue;
+                }
+                Err(e) => {
+                    self.log(&format!("error: {e}"));
+                    return exit::ERROR;
+                }
+            };
+            match offer {
+                Offer::Task { task, attempt, lease_ms, reasons, .. } => {
+                    if self.max_tasks.is_some_and(|m| done >= m) {
+                        let _ = self.request(&ClientMsg::Leave { worker: self.name.clone() }, Duration::ZERO);
+                        return exit::OK;
+                    }
+                    let id = task["id"].as_str().unwrap_or_default().to_owned();
+                    self.log(&format!("task {id} attempt {attempt}"));
+                    let outcome = self.execute(&task, &id, attempt, lease_ms, &reasons);
+                    done += 1;
+                    answer = match outcome {
+                        Outcome::Done { deliverables, notes } => self.request(
+                            &ClientMsg::Done {
+                                worker: self.name.clone(),
+                                task_id: id,
+                                attempt: Some(attempt),
+                                deliverables,
+                                score: None,
+                                notes,
+                                wait_ms: Some(ms(wait)),
+                            },
+                            wait,
+                        ),
+                        Outcome::Failed(reason) => {
+                            self.log(&format!("failed {id}: {reason}"));
+                            self.request(
+                                &ClientMsg::Fail {
+                                    worker: self.name.clone(),
+                                    task_id: id,
+                                    attempt: Some(attempt),
+                                    reason,
+                                    wait_ms: Some(ms(wait)),
+                                },
+                                wait,
+                            )
+                        }
+                    };
+                }
+                Offer::NothingYet { .. } => {
+                    if self.max_tasks.is_some_and(|m| done >= m) {
+                        return exit::OK;
+                    }
+                    answer =
+                        self.request(&ClientMsg::Next { worker: self.name.clone(), wait_ms: Some(ms(wait)) }, wait);
+                }
+                Offer::AllDone { message, .. } => {
+                    self.log(&message);
+                    return exit::ALL_DONE;
+                }
+                Offer::HandOver { message, .. } => {
+                    self.log(&message);
+                    return exit::HAND_OVER;
+                }
+            }
+        }
+    }
+
+    /// Run the command for one task, extending the lease while it runs.
+    fn execute(&self, task: &Value, id: &str, attempt: u32, lease_ms: u64, reasons: &[String]) -> Outcome {
+        let dir = self.root.join(".mcc").join("tasks");
+        let file = dir.join(format!("{}.json", safe_file_name(id)));
+        let body = serde_json::to_string_pretty(task).expect("serializes");
+        if let Err(e) = std::fs::create_dir_all(&dir).and_then(|()| std::fs::write(&file, &body)) {
+            return Outcome::Failed(format!("cannot write {}: {e}", file.display()));
+        }
+        let Some((program, args)) = self.command.split_first() else {
+            return Outcome::Failed("no command given after --".to_owned());
+        };
+        let child = Command::new(program)
+            .args(args)
+            .current_dir(&self.root)
+            .env("MCC_TASK_FILE", &file)
+            .env("MCC_TASK_ID", id)
+            .env("MCC_ATTEMPT", attempt.to_string())
+            .env("MCC_WORKER", &self.name)
+            .env("MCC_HUB", &self.target.url)
+            .env("MCC_REASONS", reasons.join("\n"))
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn();
+        let mut child = match child {
+            Ok(c) => c,
+            Err(e) => return Outcome::Failed(format!("cannot start `{program}`: {e}")),
+        };
+        if let Some(mut stdin) = child.stdin.take() {
+            let _ = stdin.write_all(body.as_bytes());
+        }
+        let stdout = crate::command::drain(child.stdout.take());
+        let stderr = crate::command::drain(child.stderr.take());
+        let lease = Duration::from_millis(lease_ms);
+        // Stop before the lease runs out, so the task is ours when we report.
+        let margin = (lease / 10).clamp(Duration::from_millis(500), Duration::from_mins(1));
+        let deadline = Instant::now() + lease.saturating_sub(margin);
+        let beat = (lease / 3).clamp(Duration::from_millis(200), Duration::from_mins(1));
+        let mut next_beat = Instant::now() + beat;
+        let status = loop {
+            let now = Instant::now();
+            let until = next_beat.min(deadline).saturating_duration_since(now);
+            match child.wait_timeout(until) {
+                Ok(Some(status)) => break Some(status),
+                Ok(None) if Instant::now() >= deadline => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    break None;
+                }
+                Ok(None) => {
+                    let note = ClientMsg::Progress {
+                        worker: self.name.clone(),
+                        task_id: id.to_owned(),
+                        attempt: Some(attempt),
+                        note: format!("`{program}` still running"),
+                    };
+                    // The lease counts from this message; a refused one means the task is gone.
+                    if let Ok(ServerMsg::Error { error, .. }) = self.request(&note, Duration::ZERO) {
+                        self.log(&format!("lost {id}: {error}"));
+                    }
+                    next_beat = Instant::now() + beat;
+                }
+                Err(e) => return Outcome::Failed(format!("waiting for `{program}`: {e}")),
+            }
+        };
+        let out = stdout.join().unwrap_or_default();
+        let err = stderr.join().unwrap_or_default();
+        let Some(status) = status else {
+            return Outcome::Failed(format!(
+                "`{program}` ran past the task's lease of {} and was stopped",
+                human(lease)
+            ));
+        };
+        if !status.success() {
+            let tail = crate::command::tail(&err, 400);
+            let how = status.code().map_or_else(|| "was killed".to_owned(), |c| format!("exited {c}"));
+            return Outcome::Failed(if tail.is_empty() {
+                format!("`{program}` {how}")
+            } else {
+                format!("`{program}` {how}: {tail}")
+            });
+        }
+        let result: Option<Value> =
+            out.lines().rev().find(|l| !l.trim().is_empty()).and_then(|l| serde_json::from_str(l.trim()).ok());
+        if let Some(r) = &result
+            && r["is_error"] == true
+        {
+            let why = r["result"].as_str().or(r["error"].as_str()).unwrap_or("the command reported is_error");
+            return Outcome::Failed(format!(
+                "`{program}` exited 0 but reported an error: {}",
+                crate::command::tail(why, 400)
+            ));
+        }
+        let listed = result.as_ref().map(|r| strings(&r["deliverables"])).filter(|d| !d.is_empty());
+        let deliverables = listed.unwrap_or_else(|| {
+            strings(&task["context"]["outputFiles"]).into_iter().filter(|p| self.root.join(p).exists()).collect()
+        });
+        if let Some(missing) = deliverables.iter().find(|p| !self.root.join(p).exists()) {
+            return Outcome::Failed(format!("`{program}` named deliverable `{missing}`, which does not exist"));
+        }
+        let notes = result.as_ref().and_then(|r| r["notes"].as_str().map(str::to_owned));
+        Outcome::Done { deliverables, notes }
+    }
+}

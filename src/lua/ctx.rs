@@ -1,0 +1,295 @@
+//! The `ctx` table every workflow function receives: files, commands, JSON,
+//! logging, views of tasks and workers, and changes to the work (queued and
+//! applied by the engine thread right after the call).
+
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+use std::time::Duration;
+
+use globset::GlobBuilder;
+use mlua::{Lua, LuaSerdeExt, SerializeOptions, Table, Value};
+
+use super::views::{self, with_scheduler};
+use super::{Change, Shared, spec};
+use crate::scheduler::TaskState;
+
+/// Build the `ctx` table.
+pub fn install(lua: &Lua, shared: &Rc<Shared>) -> mlua::Result<Table> {
+    let ctx = lua.create_table()?;
+    ctx.set("root", shared.root.display().to_string())?;
+    ctx.set("workflow", shared.name.borrow().clone())?;
+    files(lua, &ctx, shared)?;
+    commands(lua, &ctx, shared)?;
+    data(lua, &ctx)?;
+    work(lua, &ctx, shared)?;
+    Ok(ctx)
+}
+
+fn under(root: &Path, path: &str) -> PathBuf {
+    root.join(path)
+}
+
+fn files(lua: &Lua, ctx: &Table, shared: &Rc<Shared>) -> mlua::Result<()> {
+    let root = shared.root.clone();
+    ctx.set(
+        "glob",
+        lua.create_function(move |_, pattern: String| {
+            let glob = GlobBuilder::new(&pattern)
+                .literal_separator(true)
+                .build()
+                .map_err(|e| mlua::Error::runtime(format!("ctx.glob: bad pattern `{pattern}`: {e}")))?
+                .compile_matcher();
+            Ok(glob_under(&root, &glob))
+        })?,
+    )?;
+    let root = shared.root.clone();
+    ctx.set(
+        "read",
+        lua.create_function(move |_, path: String| {
+            std::fs::read_to_string(under(&root, &path))
+                .map_err(|e| mlua::Error::runtime(format!("ctx.read(\"{path}\"): {e}")))
+        })?,
+    )?;
+    let root = shared.root.clone();
+    ctx.set("exists", lua.create_function(move |_, path: String| Ok(under(&root, &path).exists()))?)?;
+    let root = shared.root.clone();
+    ctx.set(
+        "write",
+        lua.create_function(move |_, (path, text): (String, mlua::String)| {
+            let full = under(&root, &path);
+            let fail = |e: std::io::Error| mlua::Error::runtime(format!("ctx.write(\"{path}\"): {e}"));
+            if let Some(parent) = full.parent() {
+                std::fs::create_dir_all(parent).map_err(fail)?;
+            }
+            std::fs::write(&full, text.as_bytes()).map_err(fail)
+        })?,
+    )?;
+    let root = shared.root.clone();
+    ctx.set(
+        "word_count",
+        lua.create_function(move |_, what: String| Ok(text_of(&root, what).split_whitespace().count()))?,
+    )?;
+    let root = shared.root.clone();
+    ctx.set("line_count", lua.create_function(move |_, what: String| Ok(text_of(&root, what).lines().count()))?)?;
+    Ok(())
+}
+
+/// Paths under `root` (relative, `/`-separated, sorted) that `glob` matches;
+/// `.git` and `.mcc` are skipped.
+pub fn glob_under(root: &Path, glob: &globset::GlobMatcher) -> Vec<String> {
+    let mut out: Vec<String> = walkdir::WalkDir::new(root)
+        .into_iter()
+        .filter_entry(|e| e.depth() == 0 || !matches!(e.file_name().to_str(), Some(".git" | ".mcc")))
+        .filter_map(Result::ok)
+        .filter(|e| e.file_type().is_file())
+        .filter_map(|e| {
+            let rel = e.path().strip_prefix(root).ok()?.to_string_lossy().replace('\\', "/");
+            glob.is_match(&rel).then_some(rel)
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+/// A file's text when `what` names an existing file under the root, else `what`.
+fn text_of(root: &Path, what: String) -> String {
+    let path = under(root, &what);
+    if what.len() < 4096 && path.is_file() { std::fs::read_to_string(path).unwrap_or(what) } else { what }
+}
+
+fn commands(lua: &Lua, ctx: &Table, shared: &Rc<Shared>) -> mlua::Result<()> {
+    let root = shared.root.clone();
+    ctx.set(
+        "run",
+        lua.create_function(move |lua, (cmd, opts): (String, Option<Table>)| {
+            let mut limit = Duration::from_secs(30);
+            let mut cwd = root.clone();
+            if let Some(opts) = opts {
+                if let Some(t) = opts.get::<Option<String>>("timeout")? {
+                    limit = humantime::parse_duration(&t).map_err(|e| {
+                        mlua::Error::runtime(format!("ctx.run: timeout `{t}` is not a duration such as \"30s\": {e}"))
+                    })?;
+                }
+                if let Some(dir) = opts.get::<Option<String>>("cwd")? {
+                    cwd = root.join(dir);
+                }
+            }
+            let outcome = crate::command::run_shell(&cmd, &cwd, limit)
+                .map_err(|e| mlua::Error::runtime(format!("ctx.run(\"{cmd}\"): could not start `sh`: {e}")))?;
+            let t = lua.create_table()?;
+            t.set("code", outcome.code)?;
+            t.set("ok", outcome.success())?;
+            t.set("stdout", outcome.stdout)?;
+            t.set("stderr", outcome.stderr)?;
+            t.set("timed_out", outcome.timed_out)?;
+            Ok(t)
+        })?,
+    )?;
+    let log = shared.clone();
+    ctx.set(
+        "log",
+        lua.create_function(move |_, msg: Value| {
+            let text = match msg {
+                Value::String(s) => s.to_string_lossy(),
+                other => other.to_string()?,
+            };
+            log.log.borrow_mut().push(format!("{}: {text}", log.name.borrow()));
+            Ok(())
+        })?,
+    )?;
+    ctx.set(
+        "now",
+        lua.create_function(|_, ()| {
+            Ok(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64()))
+        })?,
+    )?;
+    Ok(())
+}
+
+/// How JSON `null` and empty values come into Lua: as `nil`.
+pub fn plain() -> SerializeOptions {
+    SerializeOptions::new().serialize_none_to_null(false).serialize_unit_to_null(false)
+}
+
+fn data(lua: &Lua, ctx: &Table) -> mlua::Result<()> {
+    let json = lua.create_table()?;
+    json.set(
+        "encode",
+        lua.create_function(|lua, v: Value| {
+            let value: serde_json::Value =
+                lua.from_value(v).map_err(|e| mlua::Error::runtime(format!("ctx.json.encode: {e}")))?;
+            Ok(value.to_string())
+        })?,
+    )?;
+    json.set(
+        "decode",
+        lua.create_function(|lua, s: String| {
+            let value: serde_json::Value =
+                serde_json::from_str(&s).map_err(|e| mlua::Error::runtime(format!("ctx.json.decode: {e}")))?;
+            lua.to_value_with(&value, plain())
+        })?,
+    )?;
+    ctx.set("json", json)
+}
+
+fn work(lua: &Lua, ctx: &Table, shared: &Rc<Shared>) -> mlua::Result<()> {
+    ctx.set(
+        "tasks",
+        lua.create_function(|lua, filter: Option<Table>| {
+            let (state, phase) = match &filter {
+                Some(f) => (f.get::<Option<String>>("state")?, f.get::<Option<String>>("phase")?),
+                None => (None, None),
+            };
+            if let Some(s) = &state
+                && !TaskState::ALL.iter().any(|t| t.name() == s)
+            {
+                return Err(mlua::Error::runtime(format!(
+                    "ctx.tasks: unknown state `{s}`; use waiting, ready, assigned, submitted, accepted, blocked, failed or cancelled"
+                )));
+            }
+            with_scheduler(lua, |sched| {
+                let list = lua.create_table()?;
+                let chosen = sched.tasks_in_order().into_iter().filter(|t| {
+                    state.as_deref().is_none_or(|s| t.state.name() == s)
+                        && phase.as_deref().is_none_or(|p| t.phase.as_deref() == Some(p))
+                });
+                for (i, t) in chosen.enumerate() {
+                    list.raw_set(i + 1, views::task(lua, t)?)?;
+                }
+                Ok(list)
+            })
+        })?,
+    )?;
+    ctx.set(
+        "task",
+        lua.create_function(|lua, id: String| {
+            with_scheduler(lua, |s| s.task(&id).map(|t| views::task(lua, t)).transpose().map(Option::unwrap_or_default))
+        })?,
+    )?;
+    ctx.set(
+        "workers",
+        lua.create_function(|lua, ()| {
+            with_scheduler(lua, |s| {
+                let list = lua.create_table()?;
+                for (i, w) in s.workers().enumerate() {
+                    list.raw_set(i + 1, lua.create_userdata(w.clone())?)?;
+                }
+                Ok(list)
+            })
+        })?,
+    )?;
+    let add = shared.clone();
+    ctx.set("add_task", lua.create_function(move |lua, t: Value| add_tasks(lua, &add, vec![t]))?)?;
+    let add = shared.clone();
+    ctx.set(
+        "add_tasks",
+        lua.create_function(move |lua, list: Table| {
+            let items = list.sequence_values::<Value>().collect::<mlua::Result<Vec<_>>>()?;
+            add_tasks(lua, &add, items)
+        })?,
+    )?;
+    let queue = shared.clone();
+    ctx.set(
+        "cancel",
+        lua.create_function(move |lua, id: String| {
+            known(lua, &id, "ctx.cancel")?;
+            queue.changes.borrow_mut().push(Change::Cancel(id));
+            Ok(())
+        })?,
+    )?;
+    let queue = shared.clone();
+    ctx.set(
+        "retry",
+        lua.create_function(move |lua, id: String| {
+            known(lua, &id, "ctx.retry")?;
+            queue.changes.borrow_mut().push(Change::Retry(id));
+            Ok(())
+        })?,
+    )?;
+    Ok(())
+}
+
+fn known(lua: &Lua, id: &str, what: &str) -> mlua::Result<()> {
+    with_scheduler(lua, |s| {
+        if s.task(id).is_some() { Ok(()) } else { Err(mlua::Error::runtime(format!("{what}: unknown task `{id}`"))) }
+    })
+}
+
+/// Check new tasks against the hub and what is already queued, then queue them.
+fn add_tasks(lua: &Lua, shared: &Shared, items: Vec<Value>) -> mlua::Result<Vec<String>> {
+    let lease = shared.lease.borrow().clone();
+    let mut specs = Vec::with_capacity(items.len());
+    for item in items {
+        specs.push(
+            spec::to_spec(lua, item, lease.as_deref())
+                .map_err(|e| mlua::Error::runtime(format!("ctx.add_task: {e}")))?,
+        );
+    }
+    with_scheduler(lua, |s| {
+        let changes = shared.changes.borrow();
+        let queued =
+            |id: &str| changes.iter().any(|c| matches!(c, Change::Add(list, _) if list.iter().any(|t| t.id == id)));
+        for (i, spec) in specs.iter().enumerate() {
+            let earlier = |id: &str| specs[..i].iter().any(|t| t.id == id);
+            if s.task(&spec.id).is_some() || queued(&spec.id) || earlier(&spec.id) {
+                return Err(mlua::Error::runtime(format!(
+                    "ctx.add_task: task `{}` already exists; give the new task another id",
+                    spec.id
+                )));
+            }
+            for dep in &spec.dependencies {
+                if s.task(dep).is_none() && !queued(dep) && !specs.iter().any(|t| &t.id == dep) {
+                    return Err(mlua::Error::runtime(format!(
+                        "ctx.add_task: task `{}` depends on unknown task `{dep}`",
+                        spec.id
+                    )));
+                }
+            }
+        }
+        Ok(())
+    })?;
+    let ids = specs.iter().map(|t| t.id.clone()).collect();
+    let phase = shared.phase.borrow().clone();
+    shared.changes.borrow_mut().push(Change::Add(specs, phase));
+    Ok(ids)
+}

@@ -1,0 +1,147 @@
+//! Firing a phase's hooks: on events of the batch (workers joining, tasks
+//! blocked or failed), on time (timers, quiet workers) and on changed files.
+
+use std::collections::HashSet;
+use std::time::Instant;
+
+use super::Workflow;
+use crate::scheduler::{Scheduler, TaskState};
+
+impl Workflow {
+    /// Hooks on what happened in this batch: workers joining, tasks blocked or failed.
+    pub(super) fn event_hooks(&self, scheduler: &mut Scheduler, errors: &mut Vec<String>) {
+        let any = |p: &super::Phase| {
+            p.on.worker_joined.is_some() || p.on.task_blocked.is_some() || p.on.task_failed.is_some()
+        };
+        if !self.phases.iter().any(any) {
+            return;
+        }
+        let events: Vec<(&'static str, Option<String>, Option<String>)> =
+            scheduler.pending_events().iter().map(|e| (e.kind, e.task.clone(), e.worker.clone())).collect();
+        let mut failed_seen = HashSet::new();
+        for (kind, task, worker) in events {
+            let result = if kind == "worker_joined" {
+                let current = self.current.min(self.phases.len() - 1);
+                let Some(f) = &self.phases[current].on.worker_joined else { continue };
+                let Some(w) = worker.as_deref().and_then(|w| scheduler.worker(w)) else { continue };
+                self.call(scheduler, current, "on.worker_joined", |scope| {
+                    f.call::<()>((scope.create_userdata_ref(w)?, self.ctx.clone()))
+                })
+            } else {
+                let (wanted, what) = match kind {
+                    "blocked" => (TaskState::Blocked, "on.task_blocked"),
+                    "failed" | "failed_attempt" | "expired" => (TaskState::Failed, "on.task_failed"),
+                    _ => continue,
+                };
+                let Some(t) = task.as_deref().and_then(|id| scheduler.task(id)) else { continue };
+                if t.state != wanted || (wanted == TaskState::Failed && !failed_seen.insert(t.spec.id.clone())) {
+                    continue;
+                }
+                // A task's hooks are those of its own phase.
+                let phase = self.index(t.phase.as_deref());
+                let on = &self.phases[phase].on;
+                let hook = if wanted == TaskState::Blocked { &on.task_blocked } else { &on.task_failed };
+                let Some(f) = hook else { continue };
+                self.call(scheduler, phase, what, |scope| {
+                    f.call::<()>((scope.create_userdata_ref(t)?, self.ctx.clone()))
+                })
+            };
+            if let Err(e) = result {
+                errors.push(e);
+            }
+            self.apply_changes(scheduler, errors);
+        }
+    }
+
+    /// A failed task keeps its phase from completing by default: say so.
+    pub(super) fn stuck_phases(&self, scheduler: &Scheduler, errors: &mut Vec<String>) {
+        for event in scheduler.pending_events() {
+            if !matches!(event.kind, "failed" | "failed_attempt" | "expired") {
+                continue;
+            }
+            let Some(t) = event.task.as_deref().and_then(|id| scheduler.task(id)) else { continue };
+            let Some(phase) = self.phases.iter().find(|p| Some(p.name.as_str()) == t.phase.as_deref()) else {
+                continue;
+            };
+            if t.state == TaskState::Failed && phase.complete.is_none() {
+                let id = &t.spec.id;
+                errors.push(format!(
+                    "{}: phase \"{}\" is stuck: task `{id}` failed ({}); retry it (`mcc tasks retry {id}`) or cancel it",
+                    self.file,
+                    phase.name,
+                    t.reasons.join("; ")
+                ));
+            }
+        }
+    }
+
+    /// Timers, quiet workers and changed files of the current phase.
+    pub(super) fn time_hooks(&mut self, scheduler: &mut Scheduler, errors: &mut Vec<String>) {
+        let now = Instant::now();
+        let Some(phase) = self.phases.get(self.current) else {
+            self.timer_next = None;
+            self.quiet_next = None;
+            self.files.clear();
+            return;
+        };
+        if let Some((every, run)) = &phase.on.timer {
+            match self.timer_next {
+                None => self.timer_next = Some(now + *every),
+                Some(at) if at <= now => {
+                    self.timer_next = Some(now + *every);
+                    if let Err(e) = self.call(scheduler, self.current, "on.timer", |_| run.call::<()>(self.ctx.clone()))
+                    {
+                        errors.push(e);
+                    }
+                    self.apply_changes(scheduler, errors);
+                }
+                Some(_) => {}
+            }
+        } else {
+            self.timer_next = None;
+        }
+        self.quiet_next = None;
+        if let Some(hook) = &phase.on.worker_quiet {
+            let mut fire = Vec::new();
+            for w in scheduler.workers() {
+                let Some(seen) = w.last_seen else { continue };
+                let due = seen + self.quiet_after;
+                if due > now {
+                    self.quiet.remove(&w.name);
+                    self.quiet_next = Some(self.quiet_next.map_or(due, |n| n.min(due)));
+                } else if self.quiet.insert(w.name.clone()) {
+                    fire.push(w.name.clone());
+                }
+            }
+            for name in fire {
+                let Some(w) = scheduler.worker(&name) else { continue };
+                let result = self.call(scheduler, self.current, "on.worker_quiet", |scope| {
+                    hook.call::<()>((scope.create_userdata_ref(w)?, self.ctx.clone()))
+                });
+                if let Err(e) = result {
+                    errors.push(e);
+                }
+                self.apply_changes(scheduler, errors);
+            }
+        }
+        let files = std::mem::take(&mut self.files);
+        if let Some((glob, run)) = &phase.on.files {
+            let mut paths: Vec<String> = files.into_iter().filter(|p| glob.is_match(p)).collect();
+            paths.sort();
+            paths.dedup();
+            if !paths.is_empty() {
+                let result =
+                    self.call(scheduler, self.current, "on.files", |_| run.call::<()>((paths, self.ctx.clone())));
+                if let Err(e) = result {
+                    errors.push(e);
+                }
+                self.apply_changes(scheduler, errors);
+            }
+        }
+    }
+
+    /// Whether any phase reacts to changed files.
+    pub(super) fn watches_files(&self) -> bool {
+        self.phases.iter().any(|p| p.on.files.is_some())
+    }
+}

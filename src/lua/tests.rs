@@ -1,0 +1,455 @@
+//! The workflow runtime driven directly, with a real scheduler and files.
+
+use std::time::Instant;
+
+use super::*;
+use crate::scheduler::Settings;
+
+struct Fixture {
+    dir: tempfile::TempDir,
+    scheduler: Scheduler,
+}
+
+impl Fixture {
+    fn new() -> Self {
+        Self { dir: tempfile::tempdir().unwrap(), scheduler: Scheduler::new(Settings::default()) }
+    }
+
+    fn write(&self, rel: &str, text: &str) -> PathBuf {
+        let path = self.dir.path().join(rel);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+
+    fn load(&mut self, source: &str) -> Result<Workflow, String> {
+        let path = self.write("wf.lua", source);
+        let mut w = Workflow::load(&path, self.dir.path())?;
+        w.step(&mut self.scheduler).map_err(|e| e.0)?;
+        Ok(w)
+    }
+
+    fn ids(&self) -> Vec<String> {
+        self.scheduler.tasks_in_order().iter().map(|t| t.spec.id.clone()).collect()
+    }
+
+    fn assign(&mut self, w: &mut Workflow, worker: &str) -> Result<Option<TaskId>, PolicyError> {
+        self.scheduler.see_worker(worker, Instant::now());
+        let me = self.scheduler.worker(worker).unwrap().clone();
+        let ready = self.scheduler.candidates(64);
+        w.assign(&me, &ready, &self.scheduler)
+    }
+}
+
+#[test]
+fn assign_may_return_a_task_view_an_id_or_nothing() {
+    let mut f = Fixture::new();
+    let mut w = f
+        .load(
+            r#"return { name = "pick", phases = { { name = "p",
+  tasks = { { id = "one", description = "1" }, { id = "two", description = "2" } },
+  assign = function(worker, ready, ctx)
+    if worker.name == "last" then return ready[#ready] end
+    if worker.name == "idle" then return nil end
+    return ready[1].id
+  end } } }"#,
+        )
+        .unwrap();
+    assert_eq!(f.assign(&mut w, "last").unwrap().as_deref(), Some("two"));
+    assert_eq!(f.assign(&mut w, "idle").unwrap(), None);
+    assert_eq!(f.assign(&mut w, "first").unwrap().as_deref(), Some("one"));
+}
+
+#[test]
+fn a_blocked_task_fires_its_hook_which_adds_a_task() {
+    let mut f = Fixture::new();
+    let mut w = f
+        .load(
+            r#"return { name = "hooks", phases = { { name = "p",
+  tasks = { { id = "t", description = "t" } },
+  on = { task_blocked = function(task, ctx)
+    ctx.add_task { id = "unblock-" .. task.id, description = "answer: " .. task.question }
+  end } } } }"#,
+        )
+        .unwrap();
+    let now = Instant::now();
+    assert!(f.scheduler.grant("t", "w1", now));
+    f.scheduler.block("w1", "t", None, "which format?", now).unwrap();
+    w.step(&mut f.scheduler).unwrap();
+    assert_eq!(f.ids(), ["t", "unblock-t"]);
+    assert_eq!(f.scheduler.task("unblock-t").unwrap().phase.as_deref(), Some("p"));
+}
+
+#[test]
+fn ctx_reads_writes_globs_counts_and_runs_commands() {
+    let mut f = Fixture::new();
+    f.write("docs/a.md", "one two three\nfour\n");
+    f.write("docs/b.md", "x");
+    f.write("docs/deep/c.md", "y");
+    f.write(".mcc/skip.md", "z");
+    f.load(
+        r#"return { name = "ctx", phases = { { name = "p", split = function(ctx)
+  assert(ctx.phase == "p" and ctx.workflow == "ctx" and ctx.root ~= nil)
+  local paths = ctx.glob("docs/*.md")
+  assert(#paths == 2 and paths[1] == "docs/a.md" and paths[2] == "docs/b.md", table.concat(paths, ","))
+  assert(#ctx.glob("**/*.md") == 3)
+  assert(ctx.word_count("docs/a.md") == 4 and ctx.line_count("docs/a.md") == 2)
+  assert(ctx.word_count("not a file at all") == 5)
+  ctx.write("out/new/file.txt", "hello")
+  assert(ctx.exists("out/new/file.txt") and ctx.read("out/new/file.txt") == "hello")
+  local r = ctx.run("echo hi; echo oops >&2; exit 3")
+  assert(r.code == 3 and not r.ok and r.stdout == "hi\n" and r.stderr == "oops\n" and not r.timed_out)
+  local slow = ctx.run("exec sleep 5", { timeout = "100ms" })
+  assert(slow.timed_out and not slow.ok)
+  local v = ctx.json.decode('{"a":[1,2,{"b":null}],"c":"d"}')
+  assert(v.a[2] == 2 and v.c == "d" and v.a[3].b == nil)
+  assert(ctx.json.decode(ctx.json.encode({ x = { 1, 2 } })).x[2] == 2)
+  assert(type(ctx.now()) == "number" and ctx.now() > 1.6e9)
+  ctx.log("split ran")
+  return { { id = "t", description = "d", data = { n = 1, tags = { "a" } } } }
+end } } }"#,
+    )
+    .unwrap();
+    assert_eq!(f.ids(), ["t"]);
+    assert_eq!(f.scheduler.task("t").unwrap().spec.extra["data"], serde_json::json!({"n": 1, "tags": ["a"]}));
+}
+
+#[test]
+fn task_tables_take_short_and_old_protocol_names() {
+    let mut f = Fixture::new();
+    f.load(
+        r#"return { name = "names", lease = "5m", phases = { { name = "p", tasks = {
+  { id = "short", description = "d", type = "review", read = "a.md", write = { "b.md" }, requirements = { "r" },
+    criteria = { "c" }, validation = "true", rules = { "rule" }, lease = "10m" },
+  { id = "long", description = "d", context = { targetFiles = { "a.md" }, outputFiles = { "c.md" } },
+    acceptance = { criteria = { "c" }, validation = "true" }, dependencies = { "short" } },
+} } } }"#,
+    )
+    .unwrap();
+    let short = &f.scheduler.task("short").unwrap().spec;
+    assert_eq!(short.kind, "review");
+    assert_eq!(short.context.target_files, ["a.md"]);
+    assert_eq!(short.context.output_files, ["b.md"]);
+    assert_eq!(short.context.relevant_rules, ["rule"]);
+    assert_eq!(short.acceptance.criteria, ["c"]);
+    assert_eq!(short.acceptance.validation.as_deref(), Some("true"));
+    assert_eq!(short.lease.as_deref(), Some("10m"));
+    let long = f.scheduler.task("long").unwrap();
+    assert_eq!(long.spec.context.output_files, ["c.md"]);
+    assert_eq!(long.spec.dependencies, ["short"]);
+    assert_eq!(long.spec.lease.as_deref(), Some("5m"), "the workflow's lease is the default");
+    assert_eq!(long.state, TaskState::Waiting);
+}
+
+#[test]
+fn require_finds_the_workflow_folder_then_built_in_recipes() {
+    let mut f = Fixture::new();
+    f.write("helpers/names.lua", "return { make = function(i) return 'task-' .. i end }");
+    f.write("docs/a.md", "a");
+    f.load(
+        r#"local names = require("helpers.names")
+local fanout = require("fanout")
+local mcc = require("mcc")
+return mcc.workflow { name = "req", phases = { mcc.phase "p" { split = function(ctx)
+  local tasks = fanout.per_file(ctx, "docs/*.md")
+  tasks[#tasks + 1] = task { id = names.make(2), description = "second" }
+  return tasks
+end } } }"#,
+    )
+    .unwrap();
+    assert_eq!(f.ids(), ["docs/a.md", "task-2"]);
+    let err = f.load(r#"require("nowhere")"#).err().unwrap();
+    assert!(err.starts_with("wf.lua:1: in the workflow file: require(\"nowhere\"): no module found"), "{err}");
+}
+
+#[test]
+fn a_bad_table_is_refused_with_the_line_it_is_on() {
+    let mut f = Fixture::new();
+    let cases = [
+        ("return 42", "wf.lua:1: the workflow file must return a table"),
+        ("return { name = 'x' }", "wf.lua:1: the workflow has no `phases`"),
+        ("return {\n name = 'x',\n phases = { { tasks = {} } } }", "wf.lua:3: phase 1 has no `name`"),
+        (
+            "return {\n name = 'x',\n phases = {\n { name = \"a\", tasks = {} },\n { name = \"a\", tasks = {} } } }",
+            "wf.lua:4: two phases are named \"a\"",
+        ),
+        (
+            "return { name = 'x', phases = {\n { name = \"a\", acept = function() end, tasks = {} } } }",
+            "wf.lua:2: phase \"a\" has an unknown field `acept`",
+        ),
+        (
+            "return { name = 'x', phases = {\n { name = \"a\" } } }",
+            "wf.lua:2: phase \"a\" has neither `tasks` nor `split`",
+        ),
+        (
+            "return { name = 'x', phases = {\n { name = \"a\", tasks = { { id = 't', description = 'd' }, { id = 't', description = 'e' } } } } }",
+            "wf.lua:2: in split of phase \"a\": task `t` already exists",
+        ),
+        (
+            "local t = task {\n id = 'x' }\n",
+            "wf.lua:1: in the workflow file: task {...}: task `x` has no `description`",
+        ),
+        (
+            "return { name = 'x', phases = {\n { name = \"a\", tasks = {}, on = { timer = { every = 'soon' } } } } }",
+            "wf.lua:2: on.timer.every `soon`",
+        ),
+    ];
+    for (source, expected) in cases {
+        let err = f.load(source).err().unwrap_or_else(|| panic!("{source} loaded"));
+        assert!(err.starts_with(expected), "{source}\n  gave: {err}\n  want: {expected}");
+    }
+}
+
+#[test]
+fn a_script_that_eats_memory_is_stopped() {
+    let mut f = Fixture::new();
+    let err = f.load("local t = {}\nfor i = 1, 1e9 do t[i] = string.rep('x', 1000) .. i end\n").err().unwrap();
+    assert!(err.contains("memory limit of 256 MiB reached"), "{err}");
+}
+
+#[test]
+fn phases_follow_each_other_and_previous_describes_the_earlier_ones() {
+    let mut f = Fixture::new();
+    let mut w = f
+        .load(
+            r#"return { name = "chain", phases = {
+  { name = "one", tasks = { { id = "a", description = "a" }, { id = "b", description = "b" } } },
+  { name = "two", split = function(ctx, previous)
+      assert(previous.last.name == "one" and previous.one.all_accepted and previous.one.counts.accepted == 2)
+      assert(#previous.tasks == 2 and previous.tasks[2].id == "b" and previous.tasks[1].phase == "one")
+      return { { id = "c", description = "after " .. previous.tasks[1].id, after = { "a", "b" } } }
+    end },
+} }"#,
+        )
+        .unwrap();
+    let now = Instant::now();
+    for id in ["a", "b"] {
+        assert!(f.scheduler.grant(id, "w", now));
+        f.scheduler.submit("w", id, Report::completed(id, "w", vec![]), now).unwrap();
+        f.scheduler.judge(id, Verdict::Accept, now).unwrap();
+        assert!(!w.finished(&f.scheduler));
+    }
+    w.step(&mut f.scheduler).unwrap();
+    assert_eq!(f.ids(), ["a", "b", "c"]);
+    assert_eq!(f.scheduler.task("c").unwrap().state, TaskState::Ready);
+    assert!(f.scheduler.grant("c", "w", now));
+    f.scheduler.submit("w", "c", Report::completed("c", "w", vec![]), now).unwrap();
+    f.scheduler.judge("c", Verdict::Accept, now).unwrap();
+    assert!(w.finished(&f.scheduler), "the last phase is complete as soon as its last task is accepted");
+    w.step(&mut f.scheduler).unwrap();
+    let state = w.state();
+    assert_eq!(state[0].1, r#"{"workflow":"chain","phase":"","started":["one","two"]}"#);
+}
+
+#[test]
+fn a_failed_task_keeps_its_phase_open_and_fires_task_failed() {
+    let mut f = Fixture::new();
+    f.scheduler.settings.max_attempts = 1;
+    let mut w = f
+        .load(
+            r#"return { name = "fail", phases = {
+  { name = "one", tasks = { { id = "a", description = "a" } },
+    on = { task_failed = function(task, ctx) ctx.log("failed " .. task.id .. ": " .. task.reasons[1]) ctx.retry(task.id) end } },
+  { name = "two", tasks = { { id = "b", description = "b" } } },
+} }"#,
+        )
+        .unwrap();
+    let now = Instant::now();
+    assert!(f.scheduler.grant("a", "w", now));
+    f.scheduler.fail("w", "a", None, "disk full", now).unwrap();
+    assert_eq!(f.scheduler.task("a").unwrap().state, TaskState::Failed);
+    w.step(&mut f.scheduler).unwrap();
+    assert_eq!(w.take_log(), ["fail: failed a: disk full"]);
+    assert_eq!(f.scheduler.task("a").unwrap().state, TaskState::Ready, "the hook retried it");
+    assert_eq!(f.ids(), ["a"], "phase two waits");
+}
+
+#[test]
+fn accept_verdicts_and_the_default_that_follows_validation() {
+    let mut f = Fixture::new();
+    let mut w = f
+        .load(
+            r#"return { name = "judge", phases = {
+  { name = "custom", tasks = { { id = "a", description = "a" } },
+    accept = function(task, report, ctx)
+      if report.notes == "ok" then return true end
+      if report.notes == "list" then return false, { "one", "two" } end
+      if report.notes == "bare" then return false end
+      if report.notes == "validated" then return report.validation.ran and report.validation.passed end
+      return "yes"
+    end },
+  { name = "plain", tasks = { { id = "b", description = "b", validation = "exit 1" } } },
+} }"#,
+        )
+        .unwrap();
+    let a = f.scheduler.task("a").unwrap().clone();
+    let judge = |w: &mut Workflow, f: &Fixture, notes: &str, outcome: Option<&Outcome>| {
+        let mut report = Report::completed("a", "w", vec![]);
+        report.notes = Some(notes.to_owned());
+        w.accept(&a, &report, outcome, &f.scheduler)
+    };
+    assert_eq!(judge(&mut w, &f, "ok", None), Ok(Verdict::Accept));
+    assert_eq!(judge(&mut w, &f, "list", None), Ok(Verdict::Reject(vec!["one".into(), "two".into()])));
+    assert_eq!(
+        judge(&mut w, &f, "bare", None),
+        Ok(Verdict::Reject(vec!["rejected by accept of phase \"custom\"".into()]))
+    );
+    let failed = Outcome { code: Some(1), stdout: String::new(), stderr: "bad".into(), timed_out: false };
+    assert!(matches!(judge(&mut w, &f, "validated", Some(&failed)), Ok(Verdict::Reject(_))));
+    let err = judge(&mut w, &f, "other", None).unwrap_err();
+    assert!(err.0.starts_with("wf.lua: in accept of phase \"custom\": accept must return true"), "{}", err.0);
+
+    let mut b = a.clone();
+    b.phase = Some("plain".into());
+    b.spec.acceptance.validation = Some("exit 1".into());
+    let verdict = w.accept(&b, &Report::completed("b", "w", vec![]), Some(&failed), &f.scheduler).unwrap();
+    assert_eq!(verdict, Verdict::Reject(vec!["validation `exit 1` exited 1: bad".into()]));
+}
+
+#[test]
+fn a_timer_fires_when_due_and_asks_the_engine_to_wake_up() {
+    let mut f = Fixture::new();
+    let mut w = f
+        .load(
+            r#"local n = 0
+return { name = "tick", phases = { { name = "p", tasks = { { id = "a", description = "a" } },
+  on = { timer = { every = "20ms", run = function(ctx)
+    n = n + 1
+    ctx.add_task { id = "tick-" .. n, description = "tick" }
+  end } } } } }"#,
+        )
+        .unwrap();
+    let wake = w.next_wakeup().expect("a wakeup for the timer");
+    while Instant::now() < wake {
+        std::thread::sleep(wake - Instant::now());
+    }
+    w.step(&mut f.scheduler).unwrap();
+    assert_eq!(f.ids(), ["a", "tick-1"]);
+    assert!(w.next_wakeup().unwrap() > Instant::now());
+}
+
+#[test]
+fn changed_files_matching_the_glob_reach_the_files_hook() {
+    let mut f = Fixture::new();
+    let mut w = f
+        .load(
+            r#"return { name = "files", phases = { { name = "p", tasks = { { id = "a", description = "a" } },
+  on = { files = { glob = "src/**/*.rs", run = function(paths, ctx)
+    for _, p in ipairs(paths) do ctx.add_task { id = "check " .. p, description = "check " .. p } end
+  end } } } } }"#,
+        )
+        .unwrap();
+    w.files_changed(vec!["src/a.rs".into(), "README.md".into(), "src/deep/b.rs".into(), "src/a.rs".into()]);
+    w.step(&mut f.scheduler).unwrap();
+    assert_eq!(f.ids(), ["a", "check src/a.rs", "check src/deep/b.rs"]);
+}
+
+#[test]
+fn a_new_worker_fires_worker_joined_and_views_show_hub_state() {
+    let mut f = Fixture::new();
+    let mut w = f
+        .load(
+            r#"return { name = "join", phases = { { name = "p", tasks = { { id = "a", description = "a" } },
+  on = { worker_joined = function(worker, ctx)
+    local all = ctx.workers()
+    assert(#all == 1 and all[1].name == worker.name and worker.holding == nil and #worker.history == 0)
+    assert(#ctx.tasks() == 1 and #ctx.tasks({ state = "ready" }) == 1 and #ctx.tasks({ phase = "nope" }) == 0)
+    assert(ctx.task("a").description == "a" and ctx.task("zz") == nil)
+    ctx.add_task { id = "welcome-" .. worker.name, description = "say hi", after = { "a" } }
+  end } } } }"#,
+        )
+        .unwrap();
+    f.scheduler.see_worker("w1", Instant::now());
+    w.step(&mut f.scheduler).unwrap();
+    assert_eq!(f.ids(), ["a", "welcome-w1"]);
+}
+
+#[test]
+fn a_restored_workflow_does_not_split_a_started_phase_again() {
+    let mut f = Fixture::new();
+    let source = r#"return { name = "again", phases = {
+  { name = "one", split = function(ctx) ctx.log("split") return { { id = "a", description = "a" } } end },
+} }"#;
+    let mut first = f.load(source).unwrap();
+    assert_eq!(first.take_log(), ["again: split"]);
+    let state = first.state().remove(0).1;
+    let path = f.dir.path().join("wf.lua");
+    let mut second = Workflow::load(&path, f.dir.path()).unwrap();
+    let (tx, _rx) = std::sync::mpsc::channel();
+    second.restore(Some(state), tx.into());
+    second.step(&mut f.scheduler).unwrap();
+    assert!(second.take_log().is_empty());
+    assert_eq!(f.ids(), ["a"]);
+}
+
+#[test]
+fn a_worker_silent_for_quiet_after_fires_worker_quiet_once() {
+    let mut f = Fixture::new();
+    let mut w = f
+        .load(
+            r#"return { name = "quiet", quiet_after = "30ms", phases = { { name = "p", tasks = { { id = "a", description = "a" } },
+  on = { worker_quiet = function(worker, ctx) ctx.log(worker.name .. " quiet, holding " .. tostring(worker.holding)) end } } } }"#,
+        )
+        .unwrap();
+    assert!(f.scheduler.grant("a", "w1", Instant::now()));
+    w.step(&mut f.scheduler).unwrap();
+    assert!(w.take_log().is_empty());
+    let wake = w.next_wakeup().expect("a wakeup for the quiet check");
+    while Instant::now() < wake {
+        std::thread::sleep(wake - Instant::now());
+    }
+    w.step(&mut f.scheduler).unwrap();
+    assert_eq!(w.take_log(), ["quiet: w1 quiet, holding a"]);
+    w.step(&mut f.scheduler).unwrap();
+    assert!(w.take_log().is_empty(), "once per silence");
+}
+
+#[test]
+fn open_work_outside_the_phases_keeps_the_workflow_from_finishing() {
+    let mut f = Fixture::new();
+    let mut w = f.load(r#"return { name = "open", phases = { { name = "p", tasks = {} } } }"#).unwrap();
+    assert!(w.finished(&f.scheduler));
+    f.scheduler.add_tasks(vec![TaskSpec::new("by-hand", "added by a coordinator")], None, Instant::now()).unwrap();
+    w.step(&mut f.scheduler).unwrap();
+    assert!(!w.finished(&f.scheduler));
+}
+
+#[test]
+fn a_phase_with_a_failed_task_is_shown_as_stuck() {
+    let mut f = Fixture::new();
+    f.scheduler.settings.max_attempts = 1;
+    let mut w = f
+        .load(r#"return { name = "stuck", phases = { { name = "p", tasks = { { id = "a", description = "a" } } }, { name = "q", tasks = {} } } }"#)
+        .unwrap();
+    let now = Instant::now();
+    assert!(f.scheduler.grant("a", "w", now));
+    f.scheduler.fail("w", "a", None, "disk full", now).unwrap();
+    let err = w.step(&mut f.scheduler).unwrap_err();
+    assert_eq!(
+        err.0,
+        "wf.lua: phase \"p\" is stuck: task `a` failed (disk full); retry it (`mcc tasks retry a`) or cancel it"
+    );
+    assert!(!w.finished(&f.scheduler));
+}
+
+#[test]
+fn a_runaway_loop_inside_a_coroutine_is_stopped_too() {
+    let mut f = Fixture::new();
+    let err = f
+        .load(
+            "return { name = 'co', phases = { { name = 'p', split = function(ctx)\n  local co = coroutine.wrap(function()\n    while true do end\n  end)\n  co()\nend } } }",
+        )
+        .err()
+        .unwrap();
+    assert!(
+        err.starts_with("wf.lua:3: in split of phase \"p\": runaway script stopped after 50000000 instructions"),
+        "{err}"
+    );
+}
+
+#[test]
+fn os_exit_cannot_stop_the_hub() {
+    let mut f = Fixture::new();
+    let err = f.load("local x = 1\nos.exit(3)\n").err().unwrap();
+    assert_eq!(err, "wf.lua:2: in the workflow file: os.exit would stop the hub: return from the function instead");
+}

@@ -1,0 +1,114 @@
+//! Read-only views of hub state given to Lua: tasks and workers as userdata
+//! (fields read straight from the Rust value), phases and reports as tables.
+
+use mlua::{Lua, LuaSerdeExt, Table, UserData, UserDataFields, Value};
+
+use super::SESSION;
+use crate::command::Outcome;
+use crate::scheduler::{Scheduler, Task, TaskState, Worker};
+use crate::task::Report;
+
+impl UserData for Task {
+    fn add_fields<F: UserDataFields<Self>>(fields: &mut F) {
+        fields.add_field_method_get("id", |_, t| Ok(t.spec.id.clone()));
+        fields.add_field_method_get("description", |_, t| Ok(t.spec.description.clone()));
+        fields.add_field_method_get("type", |_, t| Ok(t.spec.kind.clone()));
+        fields.add_field_method_get("state", |_, t| Ok(t.state.name()));
+        fields.add_field_method_get("attempt", |_, t| Ok(t.attempt));
+        fields.add_field_method_get("holder", |_, t| Ok(t.holder.clone()));
+        fields.add_field_method_get("phase", |_, t| Ok(t.phase.clone()));
+        fields.add_field_method_get("read", |_, t| Ok(t.spec.context.target_files.clone()));
+        fields.add_field_method_get("write", |_, t| Ok(t.spec.context.output_files.clone()));
+        fields.add_field_method_get("requirements", |_, t| Ok(t.spec.context.requirements.clone()));
+        fields.add_field_method_get("rules", |_, t| Ok(t.spec.context.relevant_rules.clone()));
+        fields.add_field_method_get("criteria", |_, t| Ok(t.spec.acceptance.criteria.clone()));
+        fields.add_field_method_get("validation", |_, t| Ok(t.spec.acceptance.validation.clone()));
+        fields.add_field_method_get("dependencies", |_, t| Ok(t.spec.dependencies.clone()));
+        fields.add_field_method_get("reasons", |_, t| Ok(t.reasons.clone()));
+        fields.add_field_method_get("question", |_, t| Ok(t.question.clone()));
+        fields.add_field_method_get("answer", |_, t| Ok(t.answer.clone()));
+        fields.add_field_method_get("lease_ms", |_, t| Ok(t.lease_ms));
+        fields.add_field_method_get("data", |lua, t| match t.spec.extra.get("data") {
+            Some(data) => lua.to_value(data),
+            None => Ok(Value::Nil),
+        });
+    }
+}
+
+impl UserData for Worker {
+    fn add_fields<F: UserDataFields<Self>>(fields: &mut F) {
+        fields.add_field_method_get("name", |_, w| Ok(w.name.clone()));
+        fields.add_field_method_get("score", |_, w| Ok(w.score));
+        fields.add_field_method_get("accepted", |_, w| Ok(w.accepted.clone()));
+        fields.add_field_method_get("history", |_, w| Ok(w.accepted.clone()));
+        fields.add_field_method_get("holding", |lua, w| {
+            with_scheduler(lua, |s| Ok(s.held_by(&w.name).map(|t| t.spec.id.clone())))
+        });
+    }
+}
+
+/// Run `f` with the scheduler of the call in progress.
+pub fn with_scheduler<R>(lua: &Lua, f: impl FnOnce(&Scheduler) -> mlua::Result<R>) -> mlua::Result<R> {
+    let session: mlua::AnyUserData = lua
+        .named_registry_value(SESSION)
+        .map_err(|_| mlua::Error::runtime("hub state is only available while the workflow is called"))?;
+    session
+        .borrow_scoped::<Scheduler, _>(f)
+        .map_err(|_| mlua::Error::runtime("hub state is only available while the workflow is called"))?
+}
+
+/// An owned task view (for `ctx.tasks`, `ctx.task`).
+pub fn task(lua: &Lua, task: &Task) -> mlua::Result<Value> {
+    lua.create_userdata(task.clone()).map(Value::UserData)
+}
+
+/// The phase view given to `complete` and in `previous`; `make` builds each
+/// task view (a scoped reference during a call: no copies).
+pub fn phase<'t>(
+    lua: &Lua,
+    name: &str,
+    tasks: &[&'t Task],
+    make: impl Fn(&'t Task) -> mlua::Result<Value>,
+) -> mlua::Result<Table> {
+    let view = lua.create_table()?;
+    view.set("name", name)?;
+    let list = lua.create_table_with_capacity(tasks.len(), 0)?;
+    let counts = lua.create_table()?;
+    let mut tally = [0usize; TaskState::ALL.len()];
+    for (i, t) in tasks.iter().enumerate() {
+        list.raw_set(i + 1, make(t)?)?;
+        tally[TaskState::ALL.iter().position(|s| *s == t.state).expect("a known state")] += 1;
+    }
+    for (state, n) in TaskState::ALL.iter().zip(tally) {
+        counts.set(state.name(), n)?;
+    }
+    let accepted = tally[TaskState::ALL.iter().position(|s| *s == TaskState::Accepted).expect("listed")];
+    let failed = tally[TaskState::ALL.iter().position(|s| *s == TaskState::Failed).expect("listed")];
+    view.set("tasks", list)?;
+    view.set("all_accepted", accepted == tasks.len())?;
+    view.set("counts", counts)?;
+    view.set("failed", failed)?;
+    Ok(view)
+}
+
+/// The report given to `accept`.
+pub fn report(lua: &Lua, report: &Report, validation: Option<&Outcome>) -> mlua::Result<Table> {
+    let t = lua.create_table()?;
+    t.set("task_id", report.task_id.clone())?;
+    t.set("worker", report.worker_id.clone())?;
+    t.set("status", format!("{:?}", report.status).to_lowercase())?;
+    t.set("deliverables", report.deliverables.clone())?;
+    t.set("score", report.context_efficiency_score)?;
+    t.set("notes", report.notes.clone())?;
+    let v = lua.create_table()?;
+    v.set("ran", validation.is_some())?;
+    v.set("passed", validation.is_none_or(Outcome::success))?;
+    if let Some(o) = validation {
+        v.set("code", o.code)?;
+        v.set("stdout", o.stdout.clone())?;
+        v.set("stderr", o.stderr.clone())?;
+        v.set("timed_out", o.timed_out)?;
+    }
+    t.set("validation", v)?;
+    Ok(t)
+}

@@ -1,0 +1,464 @@
+//! Lua workflows in a real hub: phases, decisions, hooks, errors, reload,
+//! and `mcc check`.
+
+use serde_json::{Value, json};
+
+use crate::support::{Hub, Project, Ws, eventually};
+
+fn next(ws: &mut Ws, worker: &str) -> Value {
+    let reply = ws.ask(json!({"type":"next","worker":worker,"waitMs":0}));
+    assert_eq!(reply["type"], "offer", "{reply}");
+    reply["offer"].clone()
+}
+
+fn done(ws: &mut Ws, worker: &str, offer: &Value, deliverables: &[&str]) -> Value {
+    let task = offer["task"]["id"].as_str().unwrap();
+    ws.ask(json!({"type":"done","worker":worker,"taskId":task,"attempt":offer["attempt"],"deliverables":deliverables,"waitMs":0}))
+}
+
+fn snapshot(ws: &mut Ws) -> Value {
+    ws.ask(json!({"type":"snapshot"}))["snapshot"].clone()
+}
+
+fn problems(ws: &mut Ws) -> String {
+    snapshot(ws)["problems"].to_string()
+}
+
+fn hub_with(project: &Project, file: &str, source: &str) -> Hub {
+    project.write(file, source);
+    Hub::start(project.root(), &["--workflow", &project.path(file).display().to_string()])
+}
+
+/// Take and finish tasks as `worker` until the hub says all done; returns the ids in order.
+fn work_through(ws: &mut Ws, worker: &str) -> Vec<String> {
+    let mut ids = Vec::new();
+    loop {
+        let offer = next(ws, worker);
+        match offer["type"].as_str().unwrap() {
+            "all_done" => return ids,
+            "task" => {
+                ids.push(offer["task"]["id"].as_str().unwrap().to_owned());
+                let verdict = done(ws, worker, &offer, &[]);
+                assert_eq!(verdict["accepted"], true, "{verdict}");
+            }
+            other => panic!("unexpected offer {other}: {offer}"),
+        }
+    }
+}
+
+const TWO_PHASES: &str = r#"
+return {
+  name = "two-phases",
+  phases = {
+    { name = "draft", tasks = { { id = "a", description = "draft a" }, { id = "b", description = "draft b" } } },
+    { name = "review", split = function(ctx, previous)
+        local out = {}
+        for _, t in ipairs(previous.tasks) do
+          out[#out + 1] = { id = "review-" .. t.id, description = "review " .. t.id, after = { t.id } }
+        end
+        return out
+      end },
+  },
+}
+"#;
+
+#[test]
+fn a_workflow_runs_its_phases_in_order_and_then_tells_workers_all_done() {
+    let project = Project::new();
+    let hub = hub_with(&project, "wf.lua", TWO_PHASES);
+    let mut ws = hub.connect();
+    let first = next(&mut ws, "w1");
+    assert_eq!(first["phase"], "draft", "{first}");
+    let verdict = done(&mut ws, "w1", &first, &[]);
+    assert_eq!(verdict["accepted"], true);
+    let rest = work_through(&mut ws, "w1");
+    assert_eq!(rest, ["b", "review-a", "review-b"]);
+    let snap = snapshot(&mut ws);
+    assert_eq!(snap["policy"], "two-phases");
+    assert_eq!(snap["finished"], true);
+    let review = snap["tasks"].as_array().unwrap().iter().find(|t| t["id"] == "review-a").unwrap().clone();
+    assert_eq!(review["dependencies"], json!(["a"]));
+    assert_eq!(review["phase"], "review");
+}
+
+#[test]
+fn accept_rejects_with_reasons_that_reach_the_worker() {
+    let project = Project::new();
+    let hub = hub_with(
+        &project,
+        "wf.lua",
+        r#"
+return {
+  name = "strict",
+  phases = { {
+    name = "write",
+    tasks = { { id = "essay", description = "write an essay", write = "essay.md" } },
+    accept = function(task, report, ctx)
+      if #report.deliverables == 0 then return false, { "no deliverable", "write essay.md" } end
+      if ctx.word_count(report.deliverables[1]) < 3 then return false, "too short: " .. task.id end
+      return true
+    end,
+  } },
+}
+"#,
+    );
+    let mut ws = hub.connect();
+    let offer = next(&mut ws, "w1");
+    let verdict = done(&mut ws, "w1", &offer, &[]);
+    assert_eq!(verdict["type"], "verdict", "{verdict}");
+    assert_eq!(verdict["accepted"], false);
+    assert_eq!(verdict["reasons"], json!(["no deliverable", "write essay.md"]));
+    let again = &verdict["next"];
+    assert_eq!(again["reasons"], json!(["no deliverable", "write essay.md"]));
+
+    project.write("essay.md", "two words");
+    let verdict = done(&mut ws, "w1", again, &["essay.md"]);
+    assert_eq!(verdict["reasons"], json!(["too short: essay"]));
+
+    project.write("essay.md", "now it has enough words");
+    let verdict = done(&mut ws, "w1", &verdict["next"], &["essay.md"]);
+    assert_eq!(verdict["accepted"], true, "{verdict}");
+    assert_eq!(verdict["next"]["type"], "all_done");
+}
+
+#[test]
+fn without_accept_a_failing_validation_rejects_and_a_passing_one_accepts() {
+    let project = Project::new();
+    let hub = hub_with(
+        &project,
+        "wf.lua",
+        r#"return { name = "validated", phases = { { name = "p", tasks = {
+  { id = "t", description = "make out.txt", validation = "test -f out.txt" } } } } }"#,
+    );
+    let mut ws = hub.connect();
+    let offer = next(&mut ws, "w1");
+    let verdict = done(&mut ws, "w1", &offer, &[]);
+    assert_eq!(verdict["accepted"], false, "{verdict}");
+    assert!(verdict["reasons"][0].as_str().unwrap().starts_with("validation `test -f out.txt` exited 1"), "{verdict}");
+    project.write("out.txt", "x");
+    let verdict = done(&mut ws, "w1", &verdict["next"], &["out.txt"]);
+    assert_eq!(verdict["accepted"], true, "{verdict}");
+}
+
+#[test]
+fn assign_chooses_which_ready_task_a_worker_gets() {
+    let project = Project::new();
+    let hub = hub_with(
+        &project,
+        "wf.lua",
+        r#"return { name = "pick", phases = { {
+  name = "p",
+  tasks = { { id = "one", description = "1" }, { id = "two", description = "2" }, { id = "three", description = "3" } },
+  assign = function(worker, ready, ctx)
+    if worker.name == "picky" then return ready[#ready] end
+    if worker.name == "idle" then return nil end
+    return ready[1].id
+  end,
+} } }"#,
+    );
+    let mut ws = hub.connect();
+    assert_eq!(next(&mut ws, "picky")["task"]["id"], "three", "{}", hub.log_text());
+    assert_eq!(next(&mut ws, "idle")["type"], "nothing_yet");
+    assert_eq!(next(&mut ws, "other")["task"]["id"], "one");
+}
+
+#[test]
+fn complete_decides_when_the_next_phase_starts() {
+    let project = Project::new();
+    let hub = hub_with(
+        &project,
+        "wf.lua",
+        r#"return { name = "early", phases = {
+  { name = "first", tasks = { { id = "a", description = "a" }, { id = "b", description = "b" } },
+    complete = function(phase, ctx) return phase.counts.accepted >= 1 end },
+  { name = "second", split = function(ctx, previous)
+      return { { id = "after-" .. previous.tasks[1].id, description = "follow up " .. previous.last.name } }
+    end },
+} }"#,
+    );
+    let mut ws = hub.connect();
+    let a = next(&mut ws, "w1");
+    assert_eq!(a["task"]["id"], "a");
+    let verdict = done(&mut ws, "w1", &a, &[]);
+    assert_eq!(verdict["accepted"], true);
+    let snap = snapshot(&mut ws);
+    let ids: Vec<&str> = snap["tasks"].as_array().unwrap().iter().map(|t| t["id"].as_str().unwrap()).collect();
+    assert_eq!(ids, ["a", "b", "after-a"]);
+    let follow = snap["tasks"].as_array().unwrap().iter().find(|t| t["id"] == "after-a").unwrap().clone();
+    assert_eq!(follow["phase"], "second");
+}
+
+#[test]
+fn a_hook_adds_a_task_when_a_worker_is_blocked() {
+    let project = Project::new();
+    let hub = hub_with(
+        &project,
+        "wf.lua",
+        r#"return { name = "hooks", phases = { {
+  name = "p",
+  tasks = { { id = "t", description = "t" } },
+  on = {
+    task_blocked = function(task, ctx)
+      ctx.add_task { id = "unblock-" .. task.id, description = "answer: " .. task.question }
+      ctx.log("added a helper for " .. task.id)
+    end,
+  },
+} } }"#,
+    );
+    let mut ws = hub.connect();
+    let offer = next(&mut ws, "w1");
+    let ack = ws.ask(json!({"type":"block","worker":"w1","taskId":"t","attempt":offer["attempt"],"question":"which format?","waitMs":0}));
+    assert_eq!(ack["type"], "ack", "{ack}");
+    let helper = next(&mut ws, "w2");
+    assert_eq!(helper["task"]["id"], "unblock-t", "{helper}\n{}", hub.log_text());
+    assert_eq!(helper["task"]["description"], "answer: which format?");
+    assert_eq!(helper["phase"], "p");
+    let snap = snapshot(&mut ws);
+    assert!(snap["log"].to_string().contains("added a helper for t"), "{snap}");
+}
+
+#[test]
+fn a_broken_workflow_names_file_and_line_and_the_hub_keeps_serving() {
+    let project = Project::new();
+    let hub = Hub::start(project.root(), &[]);
+    let mut ws = hub.connect();
+
+    project.write("syntax.lua", "return {\n  name = \"x\"\n  phases = {}\n}\n");
+    let reply = ws.ask(json!({"type":"load_workflow","path":"syntax.lua"}));
+    assert_eq!(reply["type"], "error", "{reply}");
+    assert!(reply.to_string().contains("syntax.lua:3:"), "{reply}");
+
+    project.write("noname.lua", "return { phases = {} }\n");
+    let reply = ws.ask(json!({"type":"load_workflow","path":"noname.lua"}));
+    assert!(reply.to_string().contains("noname.lua:1: the workflow has no `name`"), "{reply}");
+
+    project.write(
+        "split.lua",
+        "return { name = \"s\", phases = { { name = \"a\",\n split = function(ctx)\n  return { { id = \"x\" } }\n end } } }\n",
+    );
+    let reply = ws.ask(json!({"type":"load_workflow","path":"split.lua"}));
+    assert_eq!(reply["type"], "ack", "{reply}");
+    eventually("the bad split is shown", || problems(&mut ws).contains("split.lua:2: in split of phase \\\"a\\\""));
+    assert!(problems(&mut ws).contains("has no `description`"));
+
+    project.write(
+        "assign.lua",
+        "return { name = \"r\", phases = { { name = \"a\", tasks = { { id = \"t\", description = \"d\" } },\n assign = function(worker, ready)\n  return ready[1].nope.deeper\n end } } }\n",
+    );
+    let reply = ws.ask(json!({"type":"load_workflow","path":"assign.lua"}));
+    assert_eq!(reply["type"], "ack", "{reply}");
+    assert_eq!(next(&mut ws, "w1")["type"], "nothing_yet");
+    let shown = problems(&mut ws);
+    assert!(shown.contains("assign.lua:3: in assign of phase \\\"a\\\": attempt to get an unknown field"), "{shown}");
+    assert_eq!(snapshot(&mut ws)["counts"]["ready"], 1);
+}
+
+#[test]
+fn a_runaway_accept_is_stopped_and_the_task_waits_for_the_engineer() {
+    let project = Project::new();
+    let hub = hub_with(
+        &project,
+        "wf.lua",
+        "return { name = \"loop\", phases = { { name = \"a\", tasks = { { id = \"t\", description = \"d\" } },\n accept = function()\n  while true do end\n end } } }\n",
+    );
+    let mut ws = hub.connect();
+    let offer = next(&mut ws, "w1");
+    let reply = done(&mut ws, "w1", &offer, &[]);
+    assert_eq!(reply["type"], "ack", "{reply}");
+    assert!(reply["message"].as_str().unwrap().contains("could not judge"), "{reply}");
+    let shown = problems(&mut ws);
+    assert!(shown.contains("wf.lua:3: in accept of phase \\\"a\\\": runaway script stopped"), "{shown}");
+    assert_eq!(snapshot(&mut ws)["counts"]["submitted"], 1);
+    assert_eq!(next(&mut ws, "w2")["type"], "nothing_yet");
+}
+
+#[test]
+fn editing_the_workflow_reloads_it_and_a_broken_edit_keeps_the_last_good_one() {
+    let project = Project::new();
+    let hub = hub_with(&project, "wf.lua", TWO_PHASES);
+    let mut ws = hub.connect();
+    let offer = next(&mut ws, "w1");
+    assert_eq!(done(&mut ws, "w1", &offer, &[])["accepted"], true);
+
+    project.write("wf.lua", &format!("{TWO_PHASES}\nthis is not Lua\n"));
+    eventually("the broken edit is shown", || problems(&mut ws).contains("wf.lua:"));
+    assert_eq!(snapshot(&mut ws)["policy"], "two-phases");
+    assert_eq!(next(&mut ws, "w1")["task"]["id"], "b");
+
+    project.write("wf.lua", &TWO_PHASES.replace("name = \"two-phases\"", "name = \"two-phases-v2\""));
+    eventually("the fixed edit is loaded", || snapshot(&mut ws)["policy"] == "two-phases-v2");
+    let rest = work_through(&mut ws, "w1");
+    assert_eq!(rest, ["b", "review-a", "review-b"]);
+}
+
+#[test]
+fn a_restarted_hub_resumes_the_phase_without_splitting_again() {
+    let project = Project::new();
+    let source = r#"return { name = "resume", phases = {
+  { name = "one", split = function(ctx)
+      local n = ctx.exists("splits.txt") and ctx.read("splits.txt") or ""
+      ctx.write("splits.txt", n .. "x")
+      return { { id = "a", description = "a" }, { id = "b", description = "b" } }
+    end },
+  { name = "two", tasks = { { id = "c", description = "c" } } },
+} }"#;
+    let hub = hub_with(&project, "wf.lua", source);
+    let mut ws = hub.connect();
+    let a = next(&mut ws, "w1");
+    assert_eq!(done(&mut ws, "w1", &a, &[])["accepted"], true);
+    ws.close();
+    hub.kill9();
+
+    let hub = Hub::start(project.root(), &[]);
+    let mut ws = hub.connect();
+    eventually("the workflow is back", || snapshot(&mut ws)["policy"] == "resume");
+    assert_eq!(work_through(&mut ws, "w1"), ["b", "c"]);
+    assert_eq!(project.read("splits.txt"), "x");
+}
+
+#[test]
+fn mcc_check_prints_the_tasks_of_the_first_phase() {
+    let project = Project::new();
+    project.write("docs/a.md", "A");
+    project.write("docs/b.md", "B");
+    project.write(
+        "wf.lua",
+        r#"local fanout = require("fanout")
+return { name = "docs", phases = { { name = "summaries", split = function(ctx)
+  return fanout.per_file(ctx, "docs/*.md", function(path)
+    return { description = "Summarize " .. path, write = "out/" .. path }
+  end, "sum-")
+end } } }"#,
+    );
+    let run = project.mcc().args(["check", "wf.lua"]).run();
+    assert_eq!(run.code, 0, "{run:?}");
+    assert!(run.stdout.contains("phase \"summaries\" would create 2 tasks"), "{}", run.stdout);
+    assert!(run.stdout.contains("sum-docs/a.md  Summarize docs/a.md"), "{}", run.stdout);
+    assert!(run.stdout.contains("read: docs/b.md  write: out/docs/b.md  after: -"), "{}", run.stdout);
+
+    let json = project.mcc().args(["check", "wf.lua", "--json"]).run().json();
+    assert_eq!(json["ok"], true);
+    assert_eq!(json["tasks"][1]["context"]["outputFiles"], json!(["out/docs/b.md"]));
+}
+
+#[test]
+fn mcc_check_reports_a_bad_workflow_with_file_and_line() {
+    let project = Project::new();
+    project.write(
+        "bad.lua",
+        "return { name = \"b\", phases = { { name = \"p\", split = function(ctx)\n  return 42\nend } } }\n",
+    );
+    let run = project.mcc().args(["check", "bad.lua"]).run();
+    assert_eq!(run.code, 1, "{run:?}");
+    assert!(
+        run.stderr.contains("bad.lua:1: in split of phase \"p\": split must return a list of tasks"),
+        "{}",
+        run.stderr
+    );
+    let json = project.mcc().args(["check", "bad.lua", "--json"]).run().json();
+    assert_eq!(json["ok"], false);
+    assert!(json["errors"][0].as_str().unwrap().starts_with("bad.lua:1:"));
+}
+
+#[test]
+fn every_example_in_the_workflow_docs_passes_mcc_check() {
+    let docs = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/workflows.md")).unwrap();
+    let examples: Vec<&str> = docs.split("```lua\n").skip(1).map(|rest| rest.split("```").next().unwrap()).collect();
+    assert!(examples.len() > 25, "found only {} examples", examples.len());
+    let project = Project::new();
+    project.write("README.md", "# Demo\n\nA project with some words.\n");
+    project.write("docs/a.md", "alpha");
+    project.write("docs/b.md", "beta");
+    for (i, source) in examples.iter().enumerate() {
+        let file = format!("example-{i}.lua");
+        project.write(&file, source);
+        let run = project.mcc().args(["check", &file]).run();
+        assert_eq!(run.code, 0, "example {i}:\n{source}\n{}", run.stderr);
+    }
+}
+
+#[test]
+fn the_editor_annotations_load_as_lua() {
+    let types = concat!(env!("CARGO_MANIFEST_DIR"), "/workflows/types/mcc.lua");
+    let project = Project::new();
+    project.write(
+        "wf.lua",
+        &format!("dofile({types:?})\nreturn {{ name = \"t\", phases = {{ {{ name = \"p\", tasks = {{}} }} }} }}"),
+    );
+    let run = project.mcc().args(["check", "wf.lua"]).run();
+    assert_eq!(run.code, 0, "{}", run.stderr);
+}
+
+#[test]
+fn a_timer_runs_while_nobody_sends_anything() {
+    let project = Project::new();
+    let hub = hub_with(
+        &project,
+        "wf.lua",
+        r#"return { name = "tick", phases = { { name = "p", tasks = { { id = "a", description = "a" } },
+  on = { timer = { every = "50ms", run = function(ctx)
+    if not ctx.task("tick") then ctx.add_task { id = "tick", description = "added by the timer" } end
+  end } } } } }"#,
+    );
+    let mut ws = hub.connect();
+    eventually("the timer added its task", || snapshot(&mut ws)["tasks"].to_string().contains("added by the timer"));
+}
+
+#[test]
+fn a_changed_file_matching_the_glob_reaches_the_files_hook() {
+    let project = Project::new();
+    let hub = hub_with(
+        &project,
+        "wf.lua",
+        r#"return { name = "files", phases = { { name = "p", tasks = { { id = "a", description = "a" } },
+  on = { files = { glob = "src/**/*.rs", run = function(paths, ctx)
+    for _, p in ipairs(paths) do
+      if not ctx.task("review " .. p) then ctx.add_task { id = "review " .. p, description = "review " .. p } end
+    end
+  end } } } } }"#,
+    );
+    let mut ws = hub.connect();
+    // The snapshot is answered after the workflow (and its watcher) started.
+    assert_eq!(snapshot(&mut ws)["policy"], "files");
+    project.write("notes.txt", "not watched");
+    project.write("src/deep/lib.rs", "fn main() {}");
+    eventually("the hook saw src/deep/lib.rs", || {
+        snapshot(&mut ws)["tasks"].to_string().contains("review src/deep/lib.rs")
+    });
+    assert!(!snapshot(&mut ws)["tasks"].to_string().contains("notes.txt"));
+}
+
+#[test]
+fn a_split_that_failed_runs_again_once_the_file_is_fixed() {
+    let project = Project::new();
+    let broken = "return { name = \"fixme\", phases = { { name = \"p\",\n split = function(ctx)\n  return ctx.read(\"missing.txt\")\n end } } }\n";
+    let hub = hub_with(&project, "wf.lua", broken);
+    let mut ws = hub.connect();
+    let shown = problems(&mut ws);
+    assert!(shown.contains("wf.lua:3: in split of phase \\\"p\\\": ctx.read(\\\"missing.txt\\\")"), "{shown}");
+    assert_eq!(next(&mut ws, "w1")["type"], "nothing_yet");
+
+    project.write(
+        "wf.lua",
+        &broken
+            .replace("return ctx.read(\"missing.txt\")", "return { { id = \"t\", description = \"now it works\" } }"),
+    );
+    eventually("the fixed split created its task", || snapshot(&mut ws)["counts"]["ready"] == 1);
+    assert_eq!(next(&mut ws, "w1")["task"]["description"], "now it works");
+}
+
+#[test]
+fn editing_a_module_the_workflow_requires_reloads_it_too() {
+    let project = Project::new();
+    project.write("flows/names.lua", "return { version = \"1\" }\n");
+    let hub = hub_with(
+        &project,
+        "flows/wf.lua",
+        r#"local names = require("names")
+return { name = "mod-v" .. names.version, phases = { { name = "p", tasks = { { id = "t", description = "d" } } } } }"#,
+    );
+    let mut ws = hub.connect();
+    assert_eq!(snapshot(&mut ws)["policy"], "mod-v1");
+    project.write("flows/names.lua", "return { version = \"2\" }\n");
+    eventually("the workflow reloaded with the edited module", || snapshot(&mut ws)["policy"] == "mod-v2");
+}
