@@ -128,3 +128,21 @@ fn a_hub_started_with_a_broken_workflow_loads_it_once_the_file_is_fixed() {
         project.mcc().args(["status"]).run().stdout.contains("tasks: 1 ready")
     });
 }
+
+#[test]
+fn a_decision_that_keeps_failing_is_reported_once() {
+    let project = Project::new();
+    let workflow = project.write(
+        "wf.lua",
+        "return { name = \"bad\", phases = { { name = \"p\", tasks = { { id = \"t\", description = \"d\" } }, assign = function(w, ready) error(\"no way\") end } } }\n",
+    );
+    let hub = Hub::start(project.root(), &["--workflow", workflow.to_str().unwrap()]);
+    for name in ["w1", "w2", "w1"] {
+        let offer = hub.connect().ask(json!({"type":"next","worker":name}));
+        assert_eq!(offer["offer"]["type"], "nothing_yet", "{offer}");
+    }
+    let snap = hub.connect().ask(json!({"type":"snapshot"}))["snapshot"].clone();
+    let problems: Vec<&str> = snap["problems"].as_array().unwrap().iter().filter_map(|p| p.as_str()).collect();
+    assert_eq!(problems.iter().filter(|p| p.contains("no way")).count(), 1, "{problems:?}");
+    assert!(problems[0].contains("wf.lua:1"), "{problems:?}");
+}

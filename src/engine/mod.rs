@@ -330,6 +330,10 @@ impl Engine {
     }
 
     fn problem(&mut self, text: String) {
+        // A broken decision fails on every dispatch: say it once, not on every batch.
+        if self.problems.contains(&text) {
+            return;
+        }
         eprintln!("mcc hub: {text}");
         self.problems.push(text);
         if self.problems.len() > 50 {
