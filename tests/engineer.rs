@@ -146,3 +146,42 @@ fn a_decision_that_keeps_failing_is_reported_once() {
     assert_eq!(problems.iter().filter(|p| p.contains("no way")).count(), 1, "{problems:?}");
     assert!(problems[0].contains("wf.lua:1"), "{problems:?}");
 }
+
+#[test]
+fn rules_install_adds_its_section_and_pointers_once_and_keeps_what_the_user_wrote() {
+    let project = Project::new();
+    project.write("AGENTS.md", "# My project\n\nUse tabs.\n");
+    project.write("CLAUDE.md", "Be terse.\n");
+    let first = project.mcc().args(["rules", "install", "--dir", project.root().to_str().unwrap()]).run();
+    assert_eq!(first.code, 0, "{first:?}");
+    let agents = project.read("AGENTS.md");
+    assert!(agents.starts_with("# My project\n\nUse tabs.\n"), "{agents}");
+    assert!(agents.contains("mcc worker next --as NAME"), "{agents}");
+    assert!(agents.contains("--deliverable") && agents.contains("--score"), "{agents}");
+    let (begin, end) = (agents.find("<!-- mcc:begin").unwrap(), agents.find("<!-- mcc:end -->").unwrap());
+    assert!(agents[begin..end].chars().count() < 6_000);
+    let claude = project.read("CLAUDE.md");
+    assert!(claude.contains("Be terse.") && claude.lines().any(|l| l == "@AGENTS.md"), "{claude}");
+    assert_eq!(project.read("GEMINI.md"), "@AGENTS.md\n");
+    let cursor = project.read(".cursor/rules/mcc.mdc");
+    assert!(cursor.starts_with("---\n") && cursor.contains("alwaysApply: true"), "{cursor}");
+
+    project.write("AGENTS.md", &format!("{agents}\n## Later notes\nKeep me.\n"));
+    let second = project.mcc().args(["rules", "install", "--dir", project.root().to_str().unwrap()]).run();
+    assert_eq!(second.code, 0, "{second:?}");
+    let again = project.read("AGENTS.md");
+    assert_eq!(again.matches("<!-- mcc:begin").count(), 1, "{again}");
+    assert!(again.contains("Use tabs.") && again.contains("## Later notes\nKeep me.\n"), "{again}");
+    assert_eq!(project.read("CLAUDE.md"), claude);
+}
+
+#[test]
+fn rules_install_leaves_an_unreadable_agents_file_untouched() {
+    let project = Project::new();
+    let agents = project.path("AGENTS.md");
+    std::fs::write(&agents, b"notes \xff\xfe not utf-8\n").unwrap();
+    let run = project.mcc().args(["rules", "install", "--dir", project.root().to_str().unwrap()]).run();
+    assert_eq!(run.code, 1, "{run:?}");
+    assert!(run.stderr.contains("AGENTS.md") && run.stderr.contains("untouched"), "{}", run.stderr);
+    assert_eq!(std::fs::read(&agents).unwrap(), b"notes \xff\xfe not utf-8\n");
+}

@@ -53,6 +53,19 @@ pub fn section() -> String {
     format!("{BEGIN}\n# mcc: several chats, one project\n\n{WORKER}\n{COORDINATOR}{END}\n")
 }
 
+/// A file's text, or "" when it does not exist. Any other failure (not
+/// UTF-8, no permission) is an error: writing then would clobber it.
+fn read_or_empty(path: &Path) -> Result<String, String> {
+    match std::fs::read_to_string(path) {
+        Ok(text) => Ok(text),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(String::new()),
+        Err(e) => Err(format!(
+            "cannot read {} ({e}); left it untouched: fix or move it, then run `mcc rules install` again",
+            path.display()
+        )),
+    }
+}
+
 /// Write every file; returns one line per file touched.
 pub fn install(root: &Path) -> Result<Vec<String>, String> {
     let io = |path: &Path, e: std::io::Error| format!("{}: {e}", path.display());
@@ -64,7 +77,7 @@ pub fn install(root: &Path) -> Result<Vec<String>, String> {
         ));
     }
     let agents = root.join("AGENTS.md");
-    let old = std::fs::read_to_string(&agents).unwrap_or_default();
+    let old = read_or_empty(&agents)?;
     let new = match (old.find(BEGIN), old.find(END)) {
         (Some(start), Some(end)) if end > start => {
             format!("{}{}{}", &old[..start], section(), old[end + END.len()..].trim_start_matches('\n'))
@@ -76,7 +89,7 @@ pub fn install(root: &Path) -> Result<Vec<String>, String> {
     written.push(format!("AGENTS.md: mcc section ({} characters)", section().len()));
     for name in ["CLAUDE.md", "GEMINI.md"] {
         let path = root.join(name);
-        let text = std::fs::read_to_string(&path).unwrap_or_default();
+        let text = read_or_empty(&path)?;
         if !text.lines().any(|l| l.trim() == "@AGENTS.md") {
             let joined = if text.trim().is_empty() {
                 "@AGENTS.md\n".to_owned()
