@@ -242,3 +242,17 @@ fn an_exit_zero_with_is_error_in_its_json_is_a_failure() {
     assert_eq!(shown["task"]["state"], "failed", "{shown}");
     assert!(shown["task"]["reasons"][0].as_str().unwrap().contains("quota exceeded"), "{shown}");
 }
+
+#[test]
+fn in_a_sandbox_without_network_the_error_names_the_setting_and_the_file_route() {
+    let project = Project::new();
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let run = project
+        .mcc()
+        .env("CODEX_SANDBOX_NETWORK_DISABLED", "1")
+        .args(["worker", "next", "--as", "w", "--hub", &format!("ws://127.0.0.1:{closed}")])
+        .run();
+    assert_eq!(run.code, 1, "{run:?}");
+    assert!(run.stderr.contains("network_access = true"), "{}", run.stderr);
+    assert!(run.stderr.contains(".mcc/reports/"), "{}", run.stderr);
+}
