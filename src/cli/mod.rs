@@ -46,6 +46,9 @@ Exit codes:
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
+    /// How client commands reach the hub: auto (the socket, else files under .mcc/), socket, or file.
+    #[arg(long, global = true, env = "MCC_TRANSPORT", value_enum, default_value_t = crate::client::Transport::Auto)]
+    pub transport: crate::client::Transport,
 }
 
 #[derive(Debug, Subcommand)]
@@ -98,6 +101,7 @@ fn quiet_on_closed_stdout() {
 
 /// Run a parsed command line; returns the exit code.
 pub fn run(cli: Cli) -> u8 {
+    crate::client::use_transport(cli.transport);
     match cli.command {
         Command::Hub(args) => hub::run(args),
         Command::Run(args) => run::run(args),
