@@ -8,6 +8,7 @@ mod engineer;
 mod file_transport;
 mod hub;
 mod lua;
+mod mcp;
 mod reports;
 mod run;
 mod scheduling;

@@ -71,6 +71,8 @@ pub enum Command {
     #[command(subcommand)]
     Worker(worker::WorkerCmd),
     Check(check::CheckArgs),
+    /// Serve one worker's commands as MCP tools over stdio (next, done, block, fail, progress, leave, status).
+    Mcp(crate::mcp::McpArgs),
 }
 
 /// Parse the command line, run it, and map the result to an exit code.
@@ -115,5 +117,6 @@ pub fn run(cli: Cli) -> u8 {
         Command::Validate(args) => validate::run(args),
         Command::Worker(cmd) => worker::run(cmd),
         Command::Check(args) => check::run(args),
+        Command::Mcp(args) => crate::mcp::run(args),
     }
 }

@@ -181,10 +181,15 @@ pub fn use_transport(transport: Transport) {
     let _ = TRANSPORT.set(transport);
 }
 
+/// The transport this process was told to use.
+pub fn transport() -> Transport {
+    TRANSPORT.get().copied().unwrap_or_default()
+}
+
 /// The transport in force for `target`: what was chosen, or files in a
 /// sandbox that says it has no network (Codex sets this variable).
 fn transport_for(target: &Target) -> Transport {
-    let chosen = TRANSPORT.get().copied().unwrap_or_default();
+    let chosen = transport();
     if chosen == Transport::Auto
         && target.root.is_some()
         && std::env::var_os("CODEX_SANDBOX_NETWORK_DISABLED").is_some_and(|v| v == "1")

@@ -1,0 +1,153 @@
+//! `mcc mcp`: an agent that speaks MCP works through the same loop, driven
+//! here by a real MCP client (rmcp's) over the server's stdin and stdout.
+
+use rmcp::ServiceExt;
+use rmcp::model::{CallToolRequestParams, CallToolResult};
+use rmcp::service::RunningService;
+use rmcp::transport::TokioChildProcess;
+use serde_json::{Map, Value, json};
+
+use crate::support::{Hub, Project, mcc_bin, old_task};
+
+type Client = RunningService<rmcp::RoleClient, ()>;
+
+fn add(hub: &Hub, tasks: Vec<Value>) {
+    let reply = hub.connect().ask(json!({"type": "add_tasks", "tasks": tasks}));
+    assert_eq!(reply["type"], "tasks_added", "{reply}");
+}
+
+/// `mcc mcp` started the way an agent's MCP config starts it, in the project root.
+async fn connect(project: &Project, program: &str, args: &[&str]) -> Client {
+    let mut command = tokio::process::Command::new(program);
+    command.args(args).current_dir(project.root()).env_remove("MCC_WORKER").env_remove("MCC_HUB");
+    let transport = TokioChildProcess::new(command).expect("spawn mcc mcp");
+    ().serve(transport).await.expect("the MCP handshake")
+}
+
+async fn call(client: &Client, tool: &str, arguments: Value) -> CallToolResult {
+    let Value::Object(arguments) = arguments else { panic!("arguments are an object") };
+    client.call_tool(CallToolRequestParams::new(tool.to_owned()).with_arguments(arguments)).await.expect("tools/call")
+}
+
+fn text(result: &CallToolResult) -> String {
+    result.content.iter().filter_map(|c| c.as_text().map(|t| t.text.clone())).collect::<Vec<_>>().join("\n")
+}
+
+/// The arguments of the `next call` a result names, checked to be `tool`.
+fn next_call(result: &CallToolResult, tool: &str) -> Map<String, Value> {
+    let call = &result.structured_content.as_ref().expect("structured content")["nextCall"];
+    assert_eq!(call["tool"], tool, "{}", text(result));
+    call["arguments"].as_object().cloned().unwrap()
+}
+
+/// Drive one worker from its first task to "all work is done", the way a model would.
+async fn work_the_queue(client: &Client, project: &Project, expected: usize) -> Vec<String> {
+    let mut accepted = Vec::new();
+    let mut result = call(client, "next", json!({})).await;
+    for _ in 0..(expected * 4 + 4) {
+        assert_ne!(result.is_error, Some(true), "{}", text(&result));
+        let structured = result.structured_content.clone().unwrap();
+        if structured["exitCode"] == 4 {
+            assert!(text(&result).contains("next call: none: all work is done"), "{}", text(&result));
+            return accepted;
+        }
+        let call_now = structured["nextCall"].clone();
+        let tool = call_now["tool"].as_str().unwrap().to_owned();
+        let args = call_now["arguments"].clone();
+        if tool == "done" {
+            assert!(text(&result).contains("task "), "the result carries the task: {}", text(&result));
+            for path in args["deliverables"].as_array().unwrap() {
+                project.write(path.as_str().unwrap(), "written over MCP");
+            }
+        }
+        result = call(client, &tool, args.clone()).await;
+        if tool == "done" {
+            assert!(
+                text(&result).starts_with(&format!("accepted {}.", args["task"].as_str().unwrap())),
+                "{}",
+                text(&result)
+            );
+            accepted.push(args["task"].as_str().unwrap().to_owned());
+        }
+    }
+    panic!("the queue did not drain: {}", text(&result));
+}
+
+#[test]
+fn an_mcp_client_lists_the_tools_and_drains_a_queue() {
+    let project = Project::new();
+    let hub = Hub::start(project.root(), &[]);
+    add(&hub, vec![old_task("m-1", &["out/m-1.md"], &[]), old_task("m-2", &["out/m-2.md"], &[])]);
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let client = connect(&project, mcc_bin(), &["mcp", "--as", "tool-user", "--wait", "1s"]).await;
+        let info = client.peer_info().expect("the server introduced itself");
+        assert_eq!(info.server_info.as_ref().map(|i| i.name.as_str()), Some("mcc"));
+        assert!(info.instructions.as_deref().unwrap_or_default().contains("tool-user"));
+
+        let mut names: Vec<String> =
+            client.list_all_tools().await.unwrap().into_iter().map(|t| t.name.into_owned()).collect();
+        names.sort();
+        assert_eq!(names, ["block", "done", "fail", "leave", "next", "progress", "status"]);
+
+        let mut accepted = work_the_queue(&client, &project, 2).await;
+        accepted.sort();
+        assert_eq!(accepted, ["m-1", "m-2"]);
+
+        let status = call(&client, "status", json!({})).await;
+        assert_ne!(status.is_error, Some(true), "{}", text(&status));
+        assert!(text(&status).contains("2 accepted"), "{}", text(&status));
+        client.cancel().await.unwrap();
+    });
+}
+
+#[test]
+fn over_mcp_nothing_yet_says_call_again_and_a_refusal_is_a_tool_error_saying_what_to_do() {
+    let project = Project::new();
+    let hub = Hub::start(project.root(), &[]);
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let client = connect(&project, mcc_bin(), &["mcp", "--as", "idle", "--wait", "1s"]).await;
+        let waited = call(&client, "next", json!({})).await;
+        assert_ne!(waited.is_error, Some(true), "{}", text(&waited));
+        assert!(text(&waited).contains("nothing yet, call again"), "{}", text(&waited));
+        assert!(next_call(&waited, "next").is_empty());
+
+        add(&hub, vec![old_task("held", &["out/held.md"], &[])]);
+        let refused = call(&client, "done", json!({"task": "not-a-task", "deliverables": []})).await;
+        assert_eq!(refused.is_error, Some(true), "{}", text(&refused));
+        assert!(text(&refused).contains("not-a-task"), "{}", text(&refused));
+
+        let missing = call(&client, "block", json!({"task": "held"})).await;
+        assert_eq!(missing.is_error, Some(true), "{}", text(&missing));
+        assert!(text(&missing).contains("`question` is required"), "{}", text(&missing));
+        client.cancel().await.unwrap();
+    });
+}
+
+#[test]
+fn an_mcp_server_in_a_sandbox_without_network_works_through_files() {
+    if let Err(why) =
+        std::process::Command::new("unshare").args(["-n", "true"]).output().map_err(|e| e.to_string()).and_then(|o| {
+            if o.status.success() { Ok(()) } else { Err(String::from_utf8_lossy(&o.stderr).into_owned()) }
+        })
+    {
+        println!(
+            "SKIPPED an_mcp_server_in_a_sandbox_without_network_works_through_files: `unshare -n true` failed: {why}"
+        );
+        eprintln!(
+            "SKIPPED an_mcp_server_in_a_sandbox_without_network_works_through_files: `unshare -n true` failed: {why}"
+        );
+        return;
+    }
+    let project = Project::new();
+    let hub = Hub::start(project.root(), &[]);
+    add(&hub, vec![old_task("s-1", &["out/s-1.md"], &[])]);
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let client = connect(&project, "unshare", &["-n", mcc_bin(), "mcp", "--as", "boxed", "--wait", "1s"]).await;
+        let accepted = work_the_queue(&client, &project, 1).await;
+        assert_eq!(accepted, ["s-1"]);
+        client.cancel().await.unwrap();
+    });
+}
