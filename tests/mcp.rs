@@ -151,3 +151,91 @@ fn an_mcp_server_in_a_sandbox_without_network_works_through_files() {
         client.cancel().await.unwrap();
     });
 }
+
+fn install(project: &Project, extra: &[&str]) -> crate::support::Run {
+    let mut args = vec!["rules", "install", "--dir", project.root().to_str().unwrap()];
+    args.extend_from_slice(extra);
+    project.mcc().args(args).run()
+}
+
+#[test]
+fn rules_install_adds_the_mcc_server_and_keeps_every_other_one() {
+    let project = Project::new();
+    project.write(".mcp.json", r#"{"mcpServers": {"github": {"command": "gh-mcp"}}, "other": true}"#);
+    project.write(".gemini/settings.json", r#"{"theme": "dark", "mcpServers": {"search": {"httpUrl": "http://x"}}}"#);
+    project.write(".codex/config.toml", "# ours\nmodel = \"o3\"\n\n[mcp_servers.docs]\ncommand = \"docs\" # keep\n");
+    let first = install(&project, &[]);
+    assert_eq!(first.code, 0, "{first:?}");
+    let claude: Value = serde_json::from_str(&project.read(".mcp.json")).unwrap();
+    assert_eq!(claude["mcpServers"]["github"]["command"], "gh-mcp");
+    assert_eq!(claude["other"], true);
+    assert_eq!(claude["mcpServers"]["mcc"], json!({"command": "mcc", "args": ["mcp"]}));
+    let gemini: Value = serde_json::from_str(&project.read(".gemini/settings.json")).unwrap();
+    assert_eq!(gemini["theme"], "dark");
+    assert_eq!(gemini["mcpServers"]["search"]["httpUrl"], "http://x");
+    assert_eq!(gemini["mcpServers"]["mcc"]["command"], "mcc");
+    let cursor: Value = serde_json::from_str(&project.read(".cursor/mcp.json")).unwrap();
+    assert_eq!(cursor["mcpServers"]["mcc"]["args"], json!(["mcp"]));
+    let codex = project.read(".codex/config.toml");
+    assert!(codex.starts_with("# ours\nmodel = \"o3\"\n\n[mcp_servers.docs]\ncommand = \"docs\" # keep\n"), "{codex}");
+    assert!(codex.contains("[mcp_servers.mcc]\ncommand = \"mcc\"\nargs = [\"mcp\"]"), "{codex}");
+
+    let files = [".mcp.json", ".cursor/mcp.json", ".gemini/settings.json", ".codex/config.toml"];
+    let before: Vec<String> = files.iter().map(|f| project.read(f)).collect();
+    let again = install(&project, &[]);
+    assert_eq!(again.code, 0, "{again:?}");
+    let after: Vec<String> = files.iter().map(|f| project.read(f)).collect();
+    assert_eq!(before, after, "a second install changes nothing");
+    assert!(again.stdout.contains(".mcp.json: mcc MCP server already there"), "{again:?}");
+}
+
+#[test]
+fn rules_install_refuses_an_mcp_file_it_cannot_read_and_writes_nothing() {
+    let project = Project::new();
+    project.write(".cursor/mcp.json", "{ \"mcpServers\": { half written");
+    std::fs::write(project.path(".mcp.json"), [0xff, 0xfe, 0x00]).unwrap();
+    let run = install(&project, &[]);
+    assert_eq!(run.code, 1, "{run:?}");
+    assert!(run.stderr.contains(".mcp.json") && run.stderr.contains("--no-mcp"), "{run:?}");
+    assert_eq!(std::fs::read(project.path(".mcp.json")).unwrap(), [0xff, 0xfe, 0x00]);
+    assert!(!project.path("AGENTS.md").exists(), "nothing written before the refusal");
+
+    std::fs::remove_file(project.path(".mcp.json")).unwrap();
+    let run = install(&project, &[]);
+    assert_eq!(run.code, 1, "{run:?}");
+    assert!(run.stderr.contains(".cursor/mcp.json") && run.stderr.contains("not JSON"), "{run:?}");
+    assert_eq!(project.read(".cursor/mcp.json"), "{ \"mcpServers\": { half written");
+
+    let skipped = install(&project, &["--no-mcp"]);
+    assert_eq!(skipped.code, 0, "{skipped:?}");
+    assert!(project.path("AGENTS.md").exists() && !project.path(".mcp.json").exists());
+}
+
+#[test]
+fn the_server_rules_install_registers_starts_and_serves_the_tools() {
+    let project = Project::new();
+    let hub = Hub::start(project.root(), &[]);
+    add(&hub, vec![old_task("r-1", &["out/r-1.md"], &[])]);
+    assert_eq!(install(&project, &[]).code, 0);
+    let config: Value = serde_json::from_str(&project.read(".mcp.json")).unwrap();
+    let entry = &config["mcpServers"]["mcc"];
+    let bin_dir = std::path::Path::new(mcc_bin()).parent().unwrap().display().to_string();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        // As Claude Code would: the configured command and args, found on PATH, in the project.
+        let mut command = tokio::process::Command::new(entry["command"].as_str().unwrap());
+        command
+            .args(entry["args"].as_array().unwrap().iter().map(|a| a.as_str().unwrap()))
+            .current_dir(project.root())
+            .env("PATH", format!("{bin_dir}:{}", std::env::var("PATH").unwrap_or_default()))
+            .env_remove("MCC_WORKER")
+            .env_remove("MCC_HUB");
+        let client = ().serve(TokioChildProcess::new(command).unwrap()).await.expect("the MCP handshake");
+        let worker = client.peer_info().unwrap().instructions.clone().unwrap_or_default();
+        assert!(worker.contains("Your worker name is mcp-"), "a chat without MCC_WORKER gets a name: {worker}");
+        let first = call(&client, "next", json!({})).await;
+        assert!(text(&first).starts_with("task r-1 "), "{}", text(&first));
+        assert_eq!(next_call(&first, "done")["task"], "r-1");
+        client.cancel().await.unwrap();
+    });
+}

@@ -212,7 +212,9 @@ impl WorkerTools {
                 flag(&mut line, "note", Some(required("note")?));
             }
             _ => {
-                return Err(format!("no tool `{tool}`: the tools are next, done, block, fail, progress, leave, status"));
+                return Err(format!(
+                    "no tool `{tool}`: the tools are next, done, block, fail, progress, leave, status"
+                ));
             }
         }
         if matches!(tool, "done" | "block" | "fail" | "progress") {
