@@ -278,3 +278,24 @@ fn file_transport_latency() {
         took[took.len() - 1]
     );
 }
+
+#[test]
+fn a_request_left_long_ago_by_a_killed_client_is_removed_not_acted_on() {
+    let project = Project::new();
+    let hub = Hub::start(project.root(), &[]);
+    add(&hub, vec![old_task("t", &["out/t.md"], &[])]);
+    hub.kill9();
+    write_request(&project, "0ld", &json!({"type": "next", "worker": "A", "waitMs": 0}));
+    project.write(".mcc/answers/cafe.json", r#"{"type":"error","error":"never collected"}"#);
+    let long_ago = std::time::SystemTime::now() - Duration::from_hours(1);
+    for left in [".mcc/requests/0ld.json", ".mcc/answers/cafe.json"] {
+        std::fs::File::options().write(true).open(project.path(left)).unwrap().set_modified(long_ago).unwrap();
+    }
+
+    let hub = Hub::start(project.root(), &[]);
+    let b = project.mcc().args(["worker", "next", "--as", "B", "--wait", "1s", "--transport", "file"]).run();
+    assert!(b.stdout.starts_with("task t "), "the old request of A did not take the task: {b:?}");
+    assert_eq!(task_state(&hub, "t")["holder"], "B");
+    assert!(files_in(&project.path(".mcc/requests")).is_empty(), "{:?}", files_in(&project.path(".mcc/requests")));
+    assert!(files_in(&project.path(".mcc/answers")).is_empty(), "{:?}", files_in(&project.path(".mcc/answers")));
+}
