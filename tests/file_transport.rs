@@ -24,8 +24,8 @@ fn files_in(dir: &Path) -> Vec<String> {
         .unwrap_or_default()
 }
 
-/// True when this machine can make a network namespace (as root, or with user namespaces).
-fn can_unshare_network() -> Result<(), String> {
+/// Ok when this machine can make a network namespace (as root, or with user namespaces).
+pub fn can_unshare_network() -> Result<(), String> {
     match Command::new("unshare").args(["-n", "true"]).output() {
         Ok(out) if out.status.success() => Ok(()),
         Ok(out) => Err(format!("`unshare -n true` failed: {}", String::from_utf8_lossy(&out.stderr).trim())),

@@ -127,17 +127,9 @@ fn over_mcp_nothing_yet_says_call_again_and_a_refusal_is_a_tool_error_saying_wha
 
 #[test]
 fn an_mcp_server_in_a_sandbox_without_network_works_through_files() {
-    if let Err(why) =
-        std::process::Command::new("unshare").args(["-n", "true"]).output().map_err(|e| e.to_string()).and_then(|o| {
-            if o.status.success() { Ok(()) } else { Err(String::from_utf8_lossy(&o.stderr).into_owned()) }
-        })
-    {
-        println!(
-            "SKIPPED an_mcp_server_in_a_sandbox_without_network_works_through_files: `unshare -n true` failed: {why}"
-        );
-        eprintln!(
-            "SKIPPED an_mcp_server_in_a_sandbox_without_network_works_through_files: `unshare -n true` failed: {why}"
-        );
+    if let Err(why) = crate::file_transport::can_unshare_network() {
+        println!("SKIPPED an_mcp_server_in_a_sandbox_without_network_works_through_files: {why}");
+        eprintln!("SKIPPED an_mcp_server_in_a_sandbox_without_network_works_through_files: {why}");
         return;
     }
     let project = Project::new();

@@ -242,6 +242,8 @@ impl WorkerTools {
             .env_remove("MCC_WORKER")
             .env_remove("MCC_WAIT")
             .stdin(Stdio::null())
+            // A call the client cancels stops its command; what it held comes back with the next `next`.
+            .kill_on_drop(true)
             .output()
             .await;
         let output = match output {
