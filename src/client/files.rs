@@ -104,10 +104,11 @@ pub fn ask(state_dir: &Path, msg: &ClientMsg, limit: Duration) -> Result<ServerM
     }
     if !hub_alive(state_dir) {
         let root = state_dir.parent().unwrap_or(state_dir);
-        return Err(ClientError::NotRunning { root: root.display().to_string() });
+        return Err(ClientError::NotAlive { root: root.display().to_string() });
     }
     let (requests, answers) = (requests_dir(state_dir), answers_dir(state_dir));
-    let io = |path: &Path, e: std::io::Error| ClientError::Broken(format!("cannot use {}: {e}", path.display()));
+    let io =
+        |path: &Path, e: std::io::Error| ClientError::Files { path: path.display().to_string(), reason: e.to_string() };
     fs::create_dir_all(&requests).map_err(|e| io(&requests, e))?;
     fs::create_dir_all(&answers).map_err(|e| io(&answers, e))?;
 

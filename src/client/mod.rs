@@ -31,6 +31,12 @@ pub enum ClientError {
         "cannot reach the hub at {url}: {reason}. Is it running? Start it with `mcc run WORKFLOW.lua` or `mcc hub`{sandbox}"
     )]
     Unreachable { url: String, reason: String, sandbox: &'static str },
+    #[error(
+        "no hub is running for {root} (nothing holds .mcc/hub.lock): start one with `mcc run WORKFLOW.lua` or `mcc hub`"
+    )]
+    NotAlive { root: String },
+    #[error("cannot use {path} for the file transport: {reason}; check that this folder may be written here")]
+    Files { path: String, reason: String },
     #[error("the hub at {url} refused the connection: {reason}")]
     Refused { url: String, reason: String },
     #[error("the connection to the hub broke: {0}; run the command again")]
@@ -212,7 +218,10 @@ pub fn ask(target: &Target, msg: &ClientMsg, limit: Duration) -> Result<ServerMs
         (Transport::Socket, _) => ask_socket(target, msg, limit),
         (Transport::Auto, dir) => match Connection::open(target) {
             Ok(conn) => exchange(conn, msg, limit),
-            Err(ClientError::Unreachable { .. }) if dir.is_some() && files::allowed(msg) => {
+            // No socket, but a live hub: the sandbox forbids sockets, so use files.
+            Err(ClientError::Unreachable { .. })
+                if dir.as_deref().is_some_and(files::hub_alive) && files::allowed(msg) =>
+            {
                 files::ask(&dir.expect("checked"), msg, limit)
             }
             Err(e) => Err(e),
