@@ -62,13 +62,7 @@ impl Desk {
         let _watcher = watcher;
         // Left-overs first, so a request from a client long gone is not acted on.
         self.sweep();
-        if let Ok(entries) = fs::read_dir(&self.requests) {
-            let mut waiting: Vec<PathBuf> = entries.flatten().map(|e| e.path()).collect();
-            waiting.sort();
-            for path in waiting {
-                self.consider(&path);
-            }
-        }
+        self.take_waiting();
         let mut sweep = tokio::time::interval_at(tokio::time::Instant::now() + SWEEP, SWEEP);
         loop {
             tokio::select! {
@@ -76,8 +70,23 @@ impl Desk {
                     Some(path) => self.consider(&path),
                     None => return,
                 },
-                _ = sweep.tick() => self.sweep(),
+                _ = sweep.tick() => {
+                    self.sweep();
+                    // A safety net where file events can be lost or coalesced.
+                    self.take_waiting();
+                }
             }
+        }
+    }
+
+    /// Take every request in the folder not taken yet: written while no hub
+    /// ran, or whose file event was missed.
+    fn take_waiting(&mut self) {
+        let Ok(entries) = fs::read_dir(&self.requests) else { return };
+        let mut waiting: Vec<PathBuf> = entries.flatten().map(|e| e.path()).collect();
+        waiting.sort();
+        for path in waiting {
+            self.consider(&path);
         }
     }
 
