@@ -299,3 +299,18 @@ fn a_request_left_long_ago_by_a_killed_client_is_removed_not_acted_on() {
     assert!(files_in(&project.path(".mcc/requests")).is_empty(), "{:?}", files_in(&project.path(".mcc/requests")));
     assert!(files_in(&project.path(".mcc/answers")).is_empty(), "{:?}", files_in(&project.path(".mcc/answers")));
 }
+
+#[test]
+fn in_codexs_sandbox_worker_commands_go_through_files_without_trying_the_socket() {
+    let project = Project::new();
+    let hub = Hub::start(project.root(), &[]);
+    add(&hub, vec![old_task("t", &["out/t.md"], &[])]);
+    let sandboxed = || project.mcc().env("CODEX_SANDBOX_NETWORK_DISABLED", "1").env("MCC_TRANSPORT", "auto");
+    let next = sandboxed().args(["worker", "next", "--as", "boxed", "--wait", "1s"]).run();
+    assert_eq!(next.code, 0, "{next:?}");
+    assert!(next.stdout.starts_with("task t "), "{next:?}");
+    // Files carry worker commands only, so this refusal shows the socket was not used.
+    let plan = sandboxed().args(["tasks", "add", "--id", "x", "--description", "d"]).run();
+    assert_eq!(plan.code, 1, "{plan:?}");
+    assert!(plan.stderr.contains("only worker commands"), "{plan:?}");
+}
