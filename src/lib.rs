@@ -11,6 +11,7 @@ pub mod command;
 pub mod engine;
 pub mod hub;
 pub mod lua;
+pub mod mcp;
 pub mod scheduler;
 pub mod store;
 pub mod task;

@@ -5,8 +5,10 @@ mod support;
 
 mod durability;
 mod engineer;
+mod file_transport;
 mod hub;
 mod lua;
+mod mcp;
 mod reports;
 mod run;
 mod scheduling;

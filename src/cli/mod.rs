@@ -46,6 +46,9 @@ Exit codes:
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
+    /// How client commands reach the hub: auto (the socket, else files under .mcc/), socket, or file.
+    #[arg(long, global = true, env = "MCC_TRANSPORT", value_enum, default_value_t = crate::client::Transport::Auto)]
+    pub transport: crate::client::Transport,
 }
 
 #[derive(Debug, Subcommand)]
@@ -68,6 +71,8 @@ pub enum Command {
     #[command(subcommand)]
     Worker(worker::WorkerCmd),
     Check(check::CheckArgs),
+    /// Serve one worker's commands as MCP tools over stdio (next, done, block, fail, progress, leave, status).
+    Mcp(crate::mcp::McpArgs),
 }
 
 /// Parse the command line, run it, and map the result to an exit code.
@@ -98,6 +103,7 @@ fn quiet_on_closed_stdout() {
 
 /// Run a parsed command line; returns the exit code.
 pub fn run(cli: Cli) -> u8 {
+    crate::client::use_transport(cli.transport);
     match cli.command {
         Command::Hub(args) => hub::run(args),
         Command::Run(args) => run::run(args),
@@ -111,5 +117,6 @@ pub fn run(cli: Cli) -> u8 {
         Command::Validate(args) => validate::run(args),
         Command::Worker(cmd) => worker::run(cmd),
         Command::Check(args) => check::run(args),
+        Command::Mcp(args) => crate::mcp::run(args),
     }
 }

@@ -1,6 +1,9 @@
 //! `mcc rules install`: put the worker and coordinator rules where agents
 //! read them. One source of truth, a marked section of `AGENTS.md` (Codex,
-//! Cursor and Windsurf read it as is); thin pointers for the others.
+//! Cursor and Windsurf read it as is); thin pointers for the others. It
+//! also registers `mcc mcp` in each agent's MCP settings, merged into what
+//! is there: `.mcp.json` (Claude Code), `.cursor/mcp.json`,
+//! `.gemini/settings.json` and `.codex/config.toml`.
 
 use std::path::{Path, PathBuf};
 
@@ -17,9 +20,10 @@ pub const AGENTS_LIMIT: usize = 6000;
 
 #[derive(Debug, Subcommand)]
 pub enum RulesCmd {
-    /// Write the mcc section of AGENTS.md and the pointers CLAUDE.md, GEMINI.md, .cursor/rules/mcc.mdc.
+    /// Write the mcc section of AGENTS.md, the pointers CLAUDE.md, GEMINI.md, .cursor/rules/mcc.mdc,
+    /// and the `mcc mcp` server in .mcp.json, .cursor/mcp.json, .gemini/settings.json, .codex/config.toml.
     #[command(
-        after_help = "Example:\n  mcc rules install\n\nRe-running replaces the mcc section and keeps everything else.\nExit codes: 0 written; 1 error."
+        after_help = "Example:\n  mcc rules install\n\nRe-running replaces the mcc section and keeps everything else; other MCP servers are kept.\nExit codes: 0 written; 1 error."
     )]
     Install(InstallArgs),
 }
@@ -29,14 +33,22 @@ pub struct InstallArgs {
     /// Project root (default: the current folder).
     #[arg(long, default_value = ".")]
     pub dir: PathBuf,
+    /// Do not register the `mcc mcp` server in the agents' MCP settings.
+    #[arg(long)]
+    pub no_mcp: bool,
 }
 
 pub fn run(cmd: RulesCmd) -> u8 {
     let RulesCmd::Install(args) = cmd;
-    match install(&args.dir) {
+    match install(&args.dir, !args.no_mcp) {
         Ok(written) => {
             for line in written {
                 println!("{line}");
+            }
+            if !args.no_mcp {
+                println!(
+                    "agents started here now also have the mcc MCP tools; each chat is its own worker (MCC_WORKER names it)"
+                );
             }
             println!("next: tell each worker chat \"act as an mcc worker named worker-A\"");
             exit::OK
@@ -66,9 +78,12 @@ fn read_or_empty(path: &Path) -> Result<String, String> {
     }
 }
 
-/// Write every file; returns one line per file touched.
-pub fn install(root: &Path) -> Result<Vec<String>, String> {
+/// Write every file; returns one line per file touched. With `mcp`, every
+/// MCP settings file is read and merged first, so one that cannot be read
+/// stops the install before anything is written.
+pub fn install(root: &Path, mcp: bool) -> Result<Vec<String>, String> {
     let io = |path: &Path, e: std::io::Error| format!("{}: {e}", path.display());
+    let servers = if mcp { mcp_settings(root)? } else { Vec::new() };
     let mut written = Vec::new();
     if section().len() >= AGENTS_LIMIT {
         return Err(format!(
@@ -106,7 +121,101 @@ pub fn install(root: &Path) -> Result<Vec<String>, String> {
     let pointer = "---\ndescription: How to work as an mcc worker or coordinator\nalwaysApply: true\n---\n\nFollow the \"mcc\" section of AGENTS.md at the project root: @AGENTS.md\n";
     std::fs::write(&mdc, pointer).map_err(|e| io(&mdc, e))?;
     written.push(".cursor/rules/mcc.mdc: always applied, points at AGENTS.md".to_owned());
+    for change in servers {
+        if let Some(text) = &change.text {
+            if let Some(dir) = change.path.parent() {
+                std::fs::create_dir_all(dir).map_err(|e| io(dir, e))?;
+            }
+            std::fs::write(&change.path, text).map_err(|e| io(&change.path, e))?;
+        }
+        written.push(change.line);
+    }
     Ok(written)
+}
+
+/// The command an agent runs to start the MCP server.
+const MCP_COMMAND: &str = "mcc";
+const MCP_ARGS: [&str; 1] = ["mcp"];
+
+/// One MCP settings file after merging: its new text (None: unchanged) and what to print.
+struct McpChange {
+    path: PathBuf,
+    text: Option<String>,
+    line: String,
+}
+
+/// Merge the `mcc` server into every agent's MCP settings, in memory.
+fn mcp_settings(root: &Path) -> Result<Vec<McpChange>, String> {
+    let mut changes = Vec::new();
+    for (rel, agent) in
+        [(".mcp.json", "Claude Code"), (".cursor/mcp.json", "Cursor"), (".gemini/settings.json", "Gemini CLI")]
+    {
+        let path = root.join(rel);
+        let (text, said) = merge_json(&read_settings(&path)?).map_err(|e| refuse(&path, &e))?;
+        changes.push(McpChange { line: format!("{rel}: {said} ({agent})"), path, text });
+    }
+    let rel = ".codex/config.toml";
+    let path = root.join(rel);
+    let (text, said) = merge_toml(&read_settings(&path)?).map_err(|e| refuse(&path, &e))?;
+    changes.push(McpChange {
+        line: format!("{rel}: {said} (Codex; it reads a project's .codex/ once you trust the project)"),
+        path,
+        text,
+    });
+    Ok(changes)
+}
+
+/// A settings file's text, "" when missing; unreadable is refused, never overwritten.
+fn read_settings(path: &Path) -> Result<String, String> {
+    match std::fs::read_to_string(path) {
+        Ok(text) => Ok(text),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(String::new()),
+        Err(e) => Err(refuse(path, &format!("cannot read it: {e}"))),
+    }
+}
+
+fn refuse(path: &Path, why: &str) -> String {
+    format!(
+        "cannot merge the mcc MCP server into {} ({why}); left every file untouched: fix or move it, or run `mcc rules install --no-mcp`",
+        path.display()
+    )
+}
+
+/// `{"mcpServers": {"mcc": {...}}}` merged into a JSON settings file.
+fn merge_json(old: &str) -> Result<(Option<String>, &'static str), String> {
+    let mut settings: serde_json::Value = if old.trim().is_empty() {
+        serde_json::json!({})
+    } else {
+        serde_json::from_str(old).map_err(|e| format!("not JSON: {e}"))?
+    };
+    let root = settings.as_object_mut().ok_or("not a JSON object")?;
+    let servers = root.entry("mcpServers").or_insert_with(|| serde_json::json!({}));
+    let servers = servers.as_object_mut().ok_or("`mcpServers` is not an object")?;
+    if servers.contains_key("mcc") {
+        return Ok((None, "mcc MCP server already there, kept as is"));
+    }
+    servers.insert("mcc".into(), serde_json::json!({"command": MCP_COMMAND, "args": MCP_ARGS}));
+    let text = serde_json::to_string_pretty(&settings).expect("serializes") + "\n";
+    Ok((Some(text), "mcc MCP server added"))
+}
+
+/// `[mcp_servers.mcc]` merged into Codex's TOML, keeping comments and layout.
+fn merge_toml(old: &str) -> Result<(Option<String>, &'static str), String> {
+    let mut doc: toml_edit::DocumentMut = old.parse().map_err(|e| format!("not TOML: {e}"))?;
+    let servers = doc.entry("mcp_servers").or_insert_with(|| {
+        let mut table = toml_edit::Table::new();
+        table.set_implicit(true);
+        toml_edit::Item::Table(table)
+    });
+    let servers = servers.as_table_like_mut().ok_or("`mcp_servers` is not a table")?;
+    if servers.contains_key("mcc") {
+        return Ok((None, "mcc MCP server already there, kept as is"));
+    }
+    let mut mcc = toml_edit::Table::new();
+    mcc.insert("command", toml_edit::value(MCP_COMMAND));
+    mcc.insert("args", toml_edit::value(MCP_ARGS.iter().copied().collect::<toml_edit::Array>()));
+    servers.insert("mcc", toml_edit::Item::Table(mcc));
+    Ok((Some(doc.to_string()), "mcc MCP server added"))
 }
 
 #[cfg(test)]
@@ -123,9 +232,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("AGENTS.md"), "# Our project\n\nUse tabs.\n").unwrap();
         std::fs::write(dir.path().join("CLAUDE.md"), "Be terse.\n").unwrap();
-        install(dir.path()).unwrap();
+        install(dir.path(), true).unwrap();
         let once = std::fs::read_to_string(dir.path().join("AGENTS.md")).unwrap();
-        install(dir.path()).unwrap();
+        install(dir.path(), true).unwrap();
         let twice = std::fs::read_to_string(dir.path().join("AGENTS.md")).unwrap();
         assert_eq!(once, twice);
         assert!(twice.starts_with("# Our project\n\nUse tabs.\n") && twice.contains("mcc worker next --as NAME"));

@@ -1,9 +1,14 @@
 //! What client commands use to find the hub and talk to it: walk up from the
 //! current folder to the nearest `.mcc/` (as git finds `.git`), read where
 //! the hub listens, open one short WebSocket connection, exchange messages.
+//! Where no socket can be opened, worker commands go through files instead
+//! ([`files`]); [`Transport`] says which way, and [`ask`] picks it.
+
+pub mod files;
 
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use tungstenite::client::IntoClientRequest;
@@ -26,6 +31,12 @@ pub enum ClientError {
         "cannot reach the hub at {url}: {reason}. Is it running? Start it with `mcc run WORKFLOW.lua` or `mcc hub`{sandbox}"
     )]
     Unreachable { url: String, reason: String, sandbox: &'static str },
+    #[error(
+        "no hub is running for {root} (nothing holds .mcc/hub.lock): start one with `mcc run WORKFLOW.lua` or `mcc hub`"
+    )]
+    NotAlive { root: String },
+    #[error("cannot use {path} for the file transport: {reason}; check that this folder may be written here")]
+    Files { path: String, reason: String },
     #[error("the hub at {url} refused the connection: {reason}")]
     Refused { url: String, reason: String },
     #[error("the connection to the hub broke: {0}; run the command again")]
@@ -96,7 +107,7 @@ impl Connection {
                 url: target.url.clone(),
                 reason: other.to_string(),
                 sandbox: if std::env::var_os("CODEX_SANDBOX_NETWORK_DISABLED").is_some() {
-                    ". This looks like Codex's sandbox, which blocks even loopback: allow network access (sandbox_workspace_write.network_access = true) or write a report file into .mcc/reports/ instead"
+                    ". This looks like Codex's sandbox, which blocks even loopback: run worker commands with --transport file (or MCC_TRANSPORT=file), allow network access (sandbox_workspace_write.network_access = true), or write a report file into .mcc/reports/"
                 } else {
                     ""
                 },
@@ -157,9 +168,72 @@ impl Connection {
     }
 }
 
-/// One short connection: open, send one message, read one answer, close.
+/// How client commands reach the hub.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum Transport {
+    /// The socket; files when the socket cannot be opened or the sandbox has no network.
+    #[default]
+    Auto,
+    /// Only the WebSocket.
+    Socket,
+    /// Request and answer files under .mcc/ (for sandboxes without network).
+    File,
+}
+
+static TRANSPORT: OnceLock<Transport> = OnceLock::new();
+
+/// Set the transport for this process (from `--transport` / `MCC_TRANSPORT`); the first call wins.
+pub fn use_transport(transport: Transport) {
+    let _ = TRANSPORT.set(transport);
+}
+
+/// The transport this process was told to use.
+pub fn transport() -> Transport {
+    TRANSPORT.get().copied().unwrap_or_default()
+}
+
+/// The transport in force for `target`: what was chosen, or files in a
+/// sandbox that says it has no network (Codex sets this variable).
+fn transport_for(target: &Target) -> Transport {
+    let chosen = transport();
+    if chosen == Transport::Auto
+        && target.root.is_some()
+        && std::env::var_os("CODEX_SANDBOX_NETWORK_DISABLED").is_some_and(|v| v == "1")
+    {
+        return Transport::File;
+    }
+    chosen
+}
+
+/// One exchange: send one message, read one answer. Over the socket that is
+/// one short connection; through files, one request file and its answer.
 pub fn ask(target: &Target, msg: &ClientMsg, limit: Duration) -> Result<ServerMsg, ClientError> {
-    let mut conn = Connection::open(target)?;
+    let state_dir = target.root.as_ref().map(|r| r.join(".mcc"));
+    match (transport_for(target), state_dir) {
+        (Transport::File, Some(dir)) => files::ask(&dir, msg, limit),
+        (Transport::File, None) => Err(ClientError::NoProject(
+            "the file transport needs the project's .mcc/ folder; run the command inside the project, without --hub"
+                .into(),
+        )),
+        (Transport::Socket, _) => ask_socket(target, msg, limit),
+        (Transport::Auto, dir) => match Connection::open(target) {
+            Ok(conn) => exchange(conn, msg, limit),
+            // No socket, but a live hub: the sandbox forbids sockets, so use files.
+            Err(ClientError::Unreachable { .. })
+                if dir.as_deref().is_some_and(files::hub_alive) && files::allowed(msg) =>
+            {
+                files::ask(&dir.expect("checked"), msg, limit)
+            }
+            Err(e) => Err(e),
+        },
+    }
+}
+
+fn ask_socket(target: &Target, msg: &ClientMsg, limit: Duration) -> Result<ServerMsg, ClientError> {
+    exchange(Connection::open(target)?, msg, limit)
+}
+
+fn exchange(mut conn: Connection, msg: &ClientMsg, limit: Duration) -> Result<ServerMsg, ClientError> {
     let answer = conn.request(msg, limit);
     conn.close();
     answer

@@ -2,6 +2,7 @@
 //! one small task per connection that turns frames into engine inputs and
 //! engine answers into frames.
 
+pub mod files;
 pub mod guard;
 pub mod protocol;
 
@@ -150,6 +151,7 @@ pub async fn start(options: HubOptions) -> Result<RunningHub, HubError> {
     let guard = Arc::new(Guard { port, token: token.clone() });
     let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     let ids = Arc::new(AtomicU64::new(1));
+    files::start(&state_dir, engine.clone(), ids.clone()).map_err(HubError::Watch)?;
     for listener in listeners {
         tokio::spawn(accept_loop(listener, engine.clone(), guard.clone(), slots.clone(), ids.clone()));
     }

@@ -1,0 +1,233 @@
+//! `mcc mcp`: an agent that speaks MCP works through the same loop, driven
+//! here by a real MCP client (rmcp's) over the server's stdin and stdout.
+
+use rmcp::ServiceExt;
+use rmcp::model::{CallToolRequestParams, CallToolResult};
+use rmcp::service::RunningService;
+use rmcp::transport::TokioChildProcess;
+use serde_json::{Map, Value, json};
+
+use crate::support::{Hub, Project, mcc_bin, old_task};
+
+type Client = RunningService<rmcp::RoleClient, ()>;
+
+fn add(hub: &Hub, tasks: Vec<Value>) {
+    let reply = hub.connect().ask(json!({"type": "add_tasks", "tasks": tasks}));
+    assert_eq!(reply["type"], "tasks_added", "{reply}");
+}
+
+/// `mcc mcp` started the way an agent's MCP config starts it, in the project root.
+async fn connect(project: &Project, program: &str, args: &[&str]) -> Client {
+    let mut command = tokio::process::Command::new(program);
+    command.args(args).current_dir(project.root()).env_remove("MCC_WORKER").env_remove("MCC_HUB");
+    let transport = TokioChildProcess::new(command).expect("spawn mcc mcp");
+    ().serve(transport).await.expect("the MCP handshake")
+}
+
+async fn call(client: &Client, tool: &str, arguments: Value) -> CallToolResult {
+    let Value::Object(arguments) = arguments else { panic!("arguments are an object") };
+    client.call_tool(CallToolRequestParams::new(tool.to_owned()).with_arguments(arguments)).await.expect("tools/call")
+}
+
+fn text(result: &CallToolResult) -> String {
+    result.content.iter().filter_map(|c| c.as_text().map(|t| t.text.clone())).collect::<Vec<_>>().join("\n")
+}
+
+/// The arguments of the `next call` a result names, checked to be `tool`.
+fn next_call(result: &CallToolResult, tool: &str) -> Map<String, Value> {
+    let call = &result.structured_content.as_ref().expect("structured content")["nextCall"];
+    assert_eq!(call["tool"], tool, "{}", text(result));
+    call["arguments"].as_object().cloned().unwrap()
+}
+
+/// Drive one worker from its first task to "all work is done", the way a model would.
+async fn work_the_queue(client: &Client, project: &Project, expected: usize) -> Vec<String> {
+    let mut accepted = Vec::new();
+    let mut result = call(client, "next", json!({})).await;
+    for _ in 0..(expected * 4 + 4) {
+        assert_ne!(result.is_error, Some(true), "{}", text(&result));
+        let structured = result.structured_content.clone().unwrap();
+        if structured["exitCode"] == 4 {
+            assert!(text(&result).contains("next call: none: all work is done"), "{}", text(&result));
+            return accepted;
+        }
+        let call_now = structured["nextCall"].clone();
+        let tool = call_now["tool"].as_str().unwrap().to_owned();
+        let args = call_now["arguments"].clone();
+        if tool == "done" {
+            assert!(text(&result).contains("task "), "the result carries the task: {}", text(&result));
+            for path in args["deliverables"].as_array().unwrap() {
+                project.write(path.as_str().unwrap(), "written over MCP");
+            }
+        }
+        result = call(client, &tool, args.clone()).await;
+        if tool == "done" {
+            assert!(
+                text(&result).starts_with(&format!("accepted {}.", args["task"].as_str().unwrap())),
+                "{}",
+                text(&result)
+            );
+            accepted.push(args["task"].as_str().unwrap().to_owned());
+        }
+    }
+    panic!("the queue did not drain: {}", text(&result));
+}
+
+#[test]
+fn an_mcp_client_lists_the_tools_and_drains_a_queue() {
+    let project = Project::new();
+    let hub = Hub::start(project.root(), &[]);
+    add(&hub, vec![old_task("m-1", &["out/m-1.md"], &[]), old_task("m-2", &["out/m-2.md"], &[])]);
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let client = connect(&project, mcc_bin(), &["mcp", "--as", "tool-user", "--wait", "1s"]).await;
+        let info = client.peer_info().expect("the server introduced itself");
+        assert_eq!(info.server_info.as_ref().map(|i| i.name.as_str()), Some("mcc"));
+        assert!(info.instructions.as_deref().unwrap_or_default().contains("tool-user"));
+
+        let mut names: Vec<String> =
+            client.list_all_tools().await.unwrap().into_iter().map(|t| t.name.into_owned()).collect();
+        names.sort();
+        assert_eq!(names, ["block", "done", "fail", "leave", "next", "progress", "status"]);
+
+        let mut accepted = work_the_queue(&client, &project, 2).await;
+        accepted.sort();
+        assert_eq!(accepted, ["m-1", "m-2"]);
+
+        let status = call(&client, "status", json!({})).await;
+        assert_ne!(status.is_error, Some(true), "{}", text(&status));
+        assert!(text(&status).contains("2 accepted"), "{}", text(&status));
+        client.cancel().await.unwrap();
+    });
+}
+
+#[test]
+fn over_mcp_nothing_yet_says_call_again_and_a_refusal_is_a_tool_error_saying_what_to_do() {
+    let project = Project::new();
+    let hub = Hub::start(project.root(), &[]);
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let client = connect(&project, mcc_bin(), &["mcp", "--as", "idle", "--wait", "1s"]).await;
+        let waited = call(&client, "next", json!({})).await;
+        assert_ne!(waited.is_error, Some(true), "{}", text(&waited));
+        assert!(text(&waited).contains("nothing yet, call again"), "{}", text(&waited));
+        assert!(next_call(&waited, "next").is_empty());
+
+        add(&hub, vec![old_task("held", &["out/held.md"], &[])]);
+        let refused = call(&client, "done", json!({"task": "not-a-task", "deliverables": []})).await;
+        assert_eq!(refused.is_error, Some(true), "{}", text(&refused));
+        assert!(text(&refused).contains("not-a-task"), "{}", text(&refused));
+
+        let missing = call(&client, "block", json!({"task": "held"})).await;
+        assert_eq!(missing.is_error, Some(true), "{}", text(&missing));
+        assert!(text(&missing).contains("`question` is required"), "{}", text(&missing));
+        client.cancel().await.unwrap();
+    });
+}
+
+#[test]
+fn an_mcp_server_in_a_sandbox_without_network_works_through_files() {
+    if let Err(why) = crate::file_transport::can_unshare_network() {
+        println!("SKIPPED an_mcp_server_in_a_sandbox_without_network_works_through_files: {why}");
+        eprintln!("SKIPPED an_mcp_server_in_a_sandbox_without_network_works_through_files: {why}");
+        return;
+    }
+    let project = Project::new();
+    let hub = Hub::start(project.root(), &[]);
+    add(&hub, vec![old_task("s-1", &["out/s-1.md"], &[])]);
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let client = connect(&project, "unshare", &["-n", mcc_bin(), "mcp", "--as", "boxed", "--wait", "1s"]).await;
+        let accepted = work_the_queue(&client, &project, 1).await;
+        assert_eq!(accepted, ["s-1"]);
+        client.cancel().await.unwrap();
+    });
+}
+
+fn install(project: &Project, extra: &[&str]) -> crate::support::Run {
+    let mut args = vec!["rules", "install", "--dir", project.root().to_str().unwrap()];
+    args.extend_from_slice(extra);
+    project.mcc().args(args).run()
+}
+
+#[test]
+fn rules_install_adds_the_mcc_server_and_keeps_every_other_one() {
+    let project = Project::new();
+    project.write(".mcp.json", r#"{"mcpServers": {"github": {"command": "gh-mcp"}}, "other": true}"#);
+    project.write(".gemini/settings.json", r#"{"theme": "dark", "mcpServers": {"search": {"httpUrl": "http://x"}}}"#);
+    project.write(".codex/config.toml", "# ours\nmodel = \"o3\"\n\n[mcp_servers.docs]\ncommand = \"docs\" # keep\n");
+    let first = install(&project, &[]);
+    assert_eq!(first.code, 0, "{first:?}");
+    let claude: Value = serde_json::from_str(&project.read(".mcp.json")).unwrap();
+    assert_eq!(claude["mcpServers"]["github"]["command"], "gh-mcp");
+    assert_eq!(claude["other"], true);
+    assert_eq!(claude["mcpServers"]["mcc"], json!({"command": "mcc", "args": ["mcp"]}));
+    let gemini: Value = serde_json::from_str(&project.read(".gemini/settings.json")).unwrap();
+    assert_eq!(gemini["theme"], "dark");
+    assert_eq!(gemini["mcpServers"]["search"]["httpUrl"], "http://x");
+    assert_eq!(gemini["mcpServers"]["mcc"]["command"], "mcc");
+    let cursor: Value = serde_json::from_str(&project.read(".cursor/mcp.json")).unwrap();
+    assert_eq!(cursor["mcpServers"]["mcc"]["args"], json!(["mcp"]));
+    let codex = project.read(".codex/config.toml");
+    assert!(codex.starts_with("# ours\nmodel = \"o3\"\n\n[mcp_servers.docs]\ncommand = \"docs\" # keep\n"), "{codex}");
+    assert!(codex.contains("[mcp_servers.mcc]\ncommand = \"mcc\"\nargs = [\"mcp\"]"), "{codex}");
+
+    let files = [".mcp.json", ".cursor/mcp.json", ".gemini/settings.json", ".codex/config.toml"];
+    let before: Vec<String> = files.iter().map(|f| project.read(f)).collect();
+    let again = install(&project, &[]);
+    assert_eq!(again.code, 0, "{again:?}");
+    let after: Vec<String> = files.iter().map(|f| project.read(f)).collect();
+    assert_eq!(before, after, "a second install changes nothing");
+    assert!(again.stdout.contains(".mcp.json: mcc MCP server already there"), "{again:?}");
+}
+
+#[test]
+fn rules_install_refuses_an_mcp_file_it_cannot_read_and_writes_nothing() {
+    let project = Project::new();
+    project.write(".cursor/mcp.json", "{ \"mcpServers\": { half written");
+    std::fs::write(project.path(".mcp.json"), [0xff, 0xfe, 0x00]).unwrap();
+    let run = install(&project, &[]);
+    assert_eq!(run.code, 1, "{run:?}");
+    assert!(run.stderr.contains(".mcp.json") && run.stderr.contains("--no-mcp"), "{run:?}");
+    assert_eq!(std::fs::read(project.path(".mcp.json")).unwrap(), [0xff, 0xfe, 0x00]);
+    assert!(!project.path("AGENTS.md").exists(), "nothing written before the refusal");
+
+    std::fs::remove_file(project.path(".mcp.json")).unwrap();
+    let run = install(&project, &[]);
+    assert_eq!(run.code, 1, "{run:?}");
+    assert!(run.stderr.contains(".cursor/mcp.json") && run.stderr.contains("not JSON"), "{run:?}");
+    assert_eq!(project.read(".cursor/mcp.json"), "{ \"mcpServers\": { half written");
+
+    let skipped = install(&project, &["--no-mcp"]);
+    assert_eq!(skipped.code, 0, "{skipped:?}");
+    assert!(project.path("AGENTS.md").exists() && !project.path(".mcp.json").exists());
+}
+
+#[test]
+fn the_server_rules_install_registers_starts_and_serves_the_tools() {
+    let project = Project::new();
+    let hub = Hub::start(project.root(), &[]);
+    add(&hub, vec![old_task("r-1", &["out/r-1.md"], &[])]);
+    assert_eq!(install(&project, &[]).code, 0);
+    let config: Value = serde_json::from_str(&project.read(".mcp.json")).unwrap();
+    let entry = &config["mcpServers"]["mcc"];
+    let bin_dir = std::path::Path::new(mcc_bin()).parent().unwrap().display().to_string();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        // As Claude Code would: the configured command and args, found on PATH, in the project.
+        let mut command = tokio::process::Command::new(entry["command"].as_str().unwrap());
+        command
+            .args(entry["args"].as_array().unwrap().iter().map(|a| a.as_str().unwrap()))
+            .current_dir(project.root())
+            .env("PATH", format!("{bin_dir}:{}", std::env::var("PATH").unwrap_or_default()))
+            .env_remove("MCC_WORKER")
+            .env_remove("MCC_HUB");
+        let client = ().serve(TokioChildProcess::new(command).unwrap()).await.expect("the MCP handshake");
+        let worker = client.peer_info().unwrap().instructions.clone().unwrap_or_default();
+        assert!(worker.contains("Your worker name is mcp-"), "a chat without MCC_WORKER gets a name: {worker}");
+        let first = call(&client, "next", json!({})).await;
+        assert!(text(&first).starts_with("task r-1 "), "{}", text(&first));
+        assert_eq!(next_call(&first, "done")["task"], "r-1");
+        client.cancel().await.unwrap();
+    });
+}
