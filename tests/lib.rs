@@ -3,6 +3,7 @@
 
 mod support;
 
+mod author;
 mod durability;
 mod engineer;
 mod hub;

@@ -240,7 +240,7 @@ fn new_starts_a_workflow_from_a_recipe_and_recipes_lists_them() {
     let made = project.mcc().args(["new", "site-review", "--recipe", "review"]).run();
     assert_eq!(made.code, 0, "{made:?}");
     assert!(made.stdout.contains("mcc check workflows/site-review.lua"), "{}", made.stdout);
-    assert!(project.read("workflows/site-review.lua").contains("name = \"review\""));
+    assert!(project.read("workflows/site-review.lua").contains("name = \"site-review\""));
     let again = project.mcc().args(["new", "site-review", "--recipe", "review"]).run();
     assert_eq!(again.code, 1, "never overwrite: {again:?}");
     let unknown = project.mcc().args(["new", "x", "--recipe", "nope"]).run();
