@@ -455,7 +455,7 @@ fn summarize(root: &Path, snapshot: &Value, wall: Duration) -> Result<Value, Str
     summary["finished"] = snapshot["finished"].clone();
     summary["workflow"] = snapshot["workflow"].clone();
     summary["problems"] = snapshot["problems"].clone();
-    summary["seconds"] = json!(wall.as_secs_f64());
+    summary["runSeconds"] = json!(wall.as_secs_f64());
     summary["alreadyDone"] = json!(snapshot["alreadyDone"] == true);
     Ok(summary)
 }
