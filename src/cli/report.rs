@@ -326,7 +326,7 @@ pub fn render(m: &Value) -> String {
         out.push_str("  context efficiency n/a: no worker reported a score\n");
     } else {
         out.push_str(&format!(
-            "  context efficiency mean {:.1} min {} over {} reported scores (target 4 or more)\n",
+            "  context efficiency mean {:.1} min {} over {} recorded scores (target 4 or more)\n",
             f(&context["mean"]),
             context["min"],
             context["reports"]
