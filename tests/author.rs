@@ -173,6 +173,11 @@ fn a_second_run_of_another_workflow_is_refused_unless_asked_to_switch_and_the_fi
     // The first run has no worker: its task waits.
     let mut first = run_in_background(&project, &["workflows/first.lua", "--port", "0"], "first.txt");
     eventually("the first run's hub answers", || project.mcc().args(["status"]).run().code == 0);
+    eventually("without --spawn, mcc run says how workers join", || {
+        project
+            .read("first.txt")
+            .contains("workers join from a chat or terminal in this project: mcc worker next --as NAME")
+    });
     let refused = project.mcc().args(["run", "workflows/second.lua"]).run();
     assert_eq!(refused.code, 1, "{refused:?}");
     assert!(

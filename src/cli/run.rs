@@ -97,7 +97,7 @@ fn run_inner(args: &RunArgs) -> Result<u8, String> {
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(|e| e.to_string())?;
     let (target, own_hub) = if let Some(target) = attach(&root) {
         let mut conn = Connection::open(&target).map_err(|e| e.to_string())?;
-        if let Some(running) = running_workflow(&mut conn)
+        if let Some(running) = running_workflow(&mut conn, &root)
             && running != file
             && !args.switch
         {
@@ -140,11 +140,18 @@ fn run_inner(args: &RunArgs) -> Result<u8, String> {
 }
 
 /// The workflow file the hub runs now, if any.
-fn running_workflow(conn: &mut Connection) -> Option<PathBuf> {
+fn running_workflow(conn: &mut Connection, root: &Path) -> Option<PathBuf> {
     match conn.request(&ClientMsg::Snapshot {}, Duration::from_secs(10)) {
-        Ok(ServerMsg::Snapshot { snapshot }) => snapshot["workflow"].as_str().map(PathBuf::from),
+        Ok(ServerMsg::Snapshot { snapshot }) => snapshot["workflow"].as_str().map(|p| resolved(root, p)),
         _ => None,
     }
+}
+
+/// A workflow path as the hub reports it (maybe relative to the root), made
+/// comparable with the file this command was given.
+fn resolved(root: &Path, path: &str) -> PathBuf {
+    let path = root.join(path);
+    std::fs::canonicalize(&path).unwrap_or(path)
 }
 
 /// The command line that resumes this run: the same one without `--fresh`
@@ -301,13 +308,13 @@ async fn watch(args: &RunArgs, target: &Target, root: &Path, file: &Path, starte
                     }
                     Err(e) => return Err(e),
                 };
-                if let Some(now) = snapshot["workflow"].as_str()
-                    && Path::new(now) != following
+                if let Some(now) = snapshot["workflow"].as_str().map(|p| resolved(root, p))
+                    && now != following
                 {
                     // Another `mcc run --switch` replaced the workflow: say so
                     // and follow the new one (this terminal may own the hub).
                     screen.clear();
-                    following = PathBuf::from(now);
+                    following = now;
                     say(args, &format!(
                         "the hub now runs {} instead of {} (replaced by `mcc run --switch`); following it",
                         shown(root, &following),
