@@ -71,9 +71,9 @@ impl Problem {
 }
 
 /// Convert one task table; `default_lease` is the workflow's `lease`.
-/// Every problem found is in the error, one per line.
+/// Every problem found is in the error, on one line (it becomes a Lua error).
 pub fn to_spec(lua: &Lua, value: Value, default_lease: Option<&str>) -> Result<TaskSpec, String> {
-    checked(lua, value, default_lease).map_err(|problems| join(&problems, "\n"))
+    checked(lua, value, default_lease).map_err(|problems| join(&problems, "; "))
 }
 
 fn join(problems: &[Problem], sep: &str) -> String {
@@ -264,4 +264,42 @@ pub fn checked_list(lua: &Lua, value: Value, default_lease: Option<&str>) -> Res
         )]);
     }
     Ok(specs)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec_of(source: &str) -> Result<TaskSpec, String> {
+        let lua = Lua::new();
+        let value: Value = lua.load(source).eval().expect("valid Lua");
+        to_spec(&lua, value, Some("30m"))
+    }
+
+    #[test]
+    fn short_names_fill_the_old_protocol_fields() {
+        let spec = spec_of(
+            r#"{ id = "a", description = "d", read = "r.md", write = { "w.md" }, after = "b", criteria = {} }"#,
+        )
+        .expect("a good task");
+        assert_eq!(spec.context.target_files, ["r.md"]);
+        assert_eq!(spec.context.output_files, ["w.md"]);
+        assert_eq!(spec.dependencies, ["b"]);
+        assert!(spec.acceptance.criteria.is_empty());
+        assert_eq!(spec.lease.as_deref(), Some("30m"));
+    }
+
+    #[test]
+    fn every_problem_of_a_task_is_named_at_once() {
+        let err = spec_of(r#"{ id = "a", description = "d", writes = "x", lease = "forever", context = { targetFile = "y" }, type = 3 }"#)
+            .expect_err("four problems");
+        for part in [
+            "unknown field `writes` (did you mean `write`?)",
+            "lease `forever` is not a duration",
+            "`context`: unknown field `targetFile` (did you mean `targetFiles`?)",
+            "`type` has the wrong type: expected a string, got number",
+        ] {
+            assert!(err.contains(part), "{part} missing from {err}");
+        }
+    }
 }
