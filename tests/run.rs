@@ -217,6 +217,8 @@ fn a_run_killed_mid_phase_resumes_without_splitting_again_or_losing_work() {
     let out =
         project.mcc().args(["run", "workflows/resume.lua", "--port", "0", "--spawn", "2", "--", "sh", "w.sh"]).run();
     assert_eq!(out.code, 0, "{out:?}");
+    // After a resume, this run's time and the whole log's span are two figures, each named.
+    assert!(out.stdout.contains("this run took ") && out.stdout.contains("the event log spans "), "{}", out.stdout);
     assert_eq!(project.read("split.log"), "one\ntwo\n", "split ran once per phase");
     let db = rusqlite::Connection::open(project.path(".mcc/state.db")).unwrap();
     let accepted: Vec<String> = db

@@ -221,7 +221,7 @@ pub fn metrics(root: &Path) -> Result<Value, String> {
         .zip(&spans)
         .map(|(a, (from, to))| {
             json!({"task": a.task, "attempt": a.number, "worker": a.worker, "phase": phase_of.get(a.task.as_str()),
-                   "fromMs": from - first.min(*from), "toMs": to - first.min(*from), "verdict": a.verdict})
+                   "fromMs": from - first, "toMs": to - first, "verdict": a.verdict})
         })
         .collect();
     let per_task = |n: f64| (!tasks.is_empty()).then(|| n / tasks.len() as f64);
@@ -402,7 +402,8 @@ pub fn html(m: &Value) -> String {
                 "  <rect class=\"attempt {verdict}\" x=\"{:.1}\" y=\"{:.1}\" width=\"{:.1}\" height=\"{:.1}\" fill=\"{colour}\"><title>{} attempt {} by {}: {verdict}, {:.1}s</title></rect>\n",
                 label + from * scale,
                 y + 4.0,
-                ((to - from) * scale).max(1.5),
+                // A pixel's gap keeps back-to-back attempts apart.
+                ((to - from) * scale - 1.0).max(1.5),
                 row - 8.0,
                 escape(a["task"].as_str().unwrap_or("?")),
                 a["attempt"],
