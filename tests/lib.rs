@@ -3,6 +3,8 @@
 
 mod support;
 
+mod author;
+mod cockpit;
 mod durability;
 mod engineer;
 mod file_transport;

@@ -217,6 +217,8 @@ fn a_run_killed_mid_phase_resumes_without_splitting_again_or_losing_work() {
     let out =
         project.mcc().args(["run", "workflows/resume.lua", "--port", "0", "--spawn", "2", "--", "sh", "w.sh"]).run();
     assert_eq!(out.code, 0, "{out:?}");
+    // After a resume, this run's time and the whole log's span are two figures, each named.
+    assert!(out.stdout.contains("this run took ") && out.stdout.contains("the event log spans "), "{}", out.stdout);
     assert_eq!(project.read("split.log"), "one\ntwo\n", "split ran once per phase");
     let db = rusqlite::Connection::open(project.path(".mcc/state.db")).unwrap();
     let accepted: Vec<String> = db
@@ -240,7 +242,7 @@ fn new_starts_a_workflow_from_a_recipe_and_recipes_lists_them() {
     let made = project.mcc().args(["new", "site-review", "--recipe", "review"]).run();
     assert_eq!(made.code, 0, "{made:?}");
     assert!(made.stdout.contains("mcc check workflows/site-review.lua"), "{}", made.stdout);
-    assert!(project.read("workflows/site-review.lua").contains("name = \"review\""));
+    assert!(project.read("workflows/site-review.lua").contains("name = \"site-review\""));
     let again = project.mcc().args(["new", "site-review", "--recipe", "review"]).run();
     assert_eq!(again.code, 1, "never overwrite: {again:?}");
     let unknown = project.mcc().args(["new", "x", "--recipe", "nope"]).run();

@@ -19,7 +19,7 @@ use crate::scheduler::{Scheduler, Settings};
 pub struct CheckArgs {
     /// The workflow file.
     pub file: PathBuf,
-    /// Project root the workflow's paths are relative to (default: the nearest folder with .mcc/, else the current one).
+    /// Project root the workflow's paths are relative to (default: found by walking up, as `mcc run` does).
     #[arg(long)]
     pub dir: Option<PathBuf>,
     /// Print one JSON object.
@@ -27,17 +27,34 @@ pub struct CheckArgs {
     pub json: bool,
 }
 
-fn root_for(dir: Option<&Path>) -> PathBuf {
-    if let Some(d) = dir {
-        return d.to_owned();
-    }
+/// The project root for `mcc check` and `mcc run`, so both agree from any
+/// subdirectory: `--dir` when given; else the nearest folder at or above the
+/// current one holding `.mcc/` (as every client command finds it); else the
+/// folder holding the workflow's `workflows/` folder, when that is at or above
+/// the current one; else the nearest one holding `.git`; else the current one.
+pub(super) fn project_root(dir: Option<&Path>, workflow: &Path) -> PathBuf {
     let cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("."));
-    cwd.ancestors().find(|a| a.join(".mcc").is_dir()).map_or_else(|| cwd.clone(), Path::to_owned)
+    let root = match dir {
+        Some(d) => d.to_owned(),
+        None => crate::client::find_root(&cwd)
+            .or_else(|| {
+                let file = std::path::absolute(workflow).ok()?;
+                let file = std::fs::canonicalize(&file).unwrap_or(file);
+                let cwd = std::fs::canonicalize(&cwd).unwrap_or_else(|_| cwd.clone());
+                file.ancestors()
+                    .find(|a| a.file_name().is_some_and(|n| n == "workflows"))
+                    .and_then(Path::parent)
+                    .filter(|holder| cwd.starts_with(holder))
+                    .map(Path::to_owned)
+            })
+            .or_else(|| cwd.ancestors().find(|a| a.join(".git").exists()).map(Path::to_owned))
+            .unwrap_or(cwd),
+    };
+    std::fs::canonicalize(&root).unwrap_or(root)
 }
 
 pub fn run(args: CheckArgs) -> u8 {
-    let root = root_for(args.dir.as_deref());
-    let root = std::fs::canonicalize(&root).unwrap_or(root);
+    let root = project_root(args.dir.as_deref(), &args.file);
     let file = std::path::absolute(&args.file).unwrap_or_else(|_| args.file.clone());
     let mut scheduler = Scheduler::new(Settings::default());
     let loaded = Workflow::load(&file, &root).and_then(|mut w| {

@@ -75,6 +75,30 @@ fn find(recipe: &str) -> Result<String, String> {
         .ok_or_else(|| format!("no recipe `{recipe}`; `mcc recipes` lists them, or pass a path to a .lua file"))
 }
 
+/// The recipe with its workflow's `name = "..."` (the first one in the file,
+/// where a workflow table starts) set to `name`, so two workflows made from one
+/// recipe do not share a name in `mcc status` and the store.
+fn renamed(source: &str, name: &str) -> String {
+    let mut out = String::with_capacity(source.len() + name.len());
+    let mut done = false;
+    for line in source.split_inclusive('\n') {
+        let trimmed = line.trim_start();
+        let literal =
+            trimmed.strip_prefix("name").map(str::trim_start).and_then(|r| r.strip_prefix('=')).map(str::trim_start);
+        if !done
+            && let Some(rest) = literal.and_then(|r| r.strip_prefix('"'))
+            && let Some(end) = rest.find('"')
+        {
+            let indent = &line[..line.len() - trimmed.len()];
+            out.push_str(&format!("{indent}name = \"{name}\"{}", &rest[end + 1..]));
+            done = true;
+        } else {
+            out.push_str(line);
+        }
+    }
+    out
+}
+
 pub fn new(args: NewArgs) -> u8 {
     let ok_name =
         !args.name.is_empty() && args.name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_'));
@@ -95,6 +119,7 @@ pub fn new(args: NewArgs) -> u8 {
         eprintln!("error: {} exists already; choose another name or delete it first", target.display());
         return exit::ERROR;
     }
+    let source = renamed(&source, &args.name);
     let written =
         std::fs::create_dir_all(target.parent().expect("has a folder")).and_then(|()| std::fs::write(&target, source));
     if let Err(e) = written {

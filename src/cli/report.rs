@@ -2,6 +2,7 @@
 //! without a running hub, beside the targets of the project mcc grew from.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
 use clap::Args;
@@ -14,7 +15,7 @@ use crate::store::Store;
 /// Attempts, rejections, automation rate, time per task, worker and phase.
 #[derive(Debug, Args)]
 #[command(
-    after_help = "Example:\n  mcc report\n\nExit codes: 0 shown; 1 no store here (run it in a project with .mcc/)."
+    after_help = "Examples:\n  mcc report\n  mcc report --html report.html   (one page, no network: open it in any browser)\n\nExit codes: 0 shown; 1 no store here (run it in a project with .mcc/)."
 )]
 pub struct ReportArgs {
     /// Project root (default: the nearest folder with .mcc/).
@@ -23,6 +24,9 @@ pub struct ReportArgs {
     /// Print one JSON object.
     #[arg(long)]
     pub json: bool,
+    /// Also write one self-contained HTML page (timeline and metrics) to FILE.
+    #[arg(long, value_name = "FILE")]
+    pub html: Option<PathBuf>,
 }
 
 pub fn run(args: ReportArgs) -> u8 {
@@ -31,7 +35,17 @@ pub fn run(args: ReportArgs) -> u8 {
         eprintln!("error: no .mcc/ here or above; run `mcc report` inside a project that ran `mcc run` or `mcc hub`");
         return exit::ERROR;
     };
-    match metrics(&root) {
+    let measured = metrics(&root);
+    if let (Ok(m), Some(file)) = (&measured, &args.html) {
+        if let Err(e) = std::fs::write(file, html(m)) {
+            eprintln!("error: cannot write {}: {e}; pass a path in a folder you can write", file.display());
+            return exit::ERROR;
+        }
+        if !args.json {
+            println!("wrote {} (open it in a browser)", file.display());
+        }
+    }
+    match measured {
         Ok(m) if args.json => {
             println!("{m}");
             exit::OK
@@ -47,128 +61,401 @@ pub fn run(args: ReportArgs) -> u8 {
     }
 }
 
-/// Everything measured from the store of the project at `root`.
+/// One grant of a task to a worker, from `assigned` to what ended it.
+struct Attempt {
+    task: String,
+    number: u32,
+    worker: String,
+    from_ms: i64,
+    to_ms: Option<i64>,
+    /// accepted, rejected, submitted (no verdict yet), blocked, expired, released, failed; running while open.
+    verdict: &'static str,
+}
+
+/// What ends an attempt, as the timeline colours it.
+fn ending(kind: &str) -> Option<&'static str> {
+    Some(match kind {
+        "accepted" => "accepted",
+        "rejected" => "rejected",
+        "submitted" => "submitted",
+        "blocked" => "blocked",
+        "expired" => "expired",
+        "released" => "released",
+        "failed" => "failed",
+        "cancelled" => "cancelled",
+        _ => return None,
+    })
+}
+
+/// Total length of the union of `[from, to)` spans: time with at least one attempt running.
+fn covered(mut spans: Vec<(i64, i64)>) -> i64 {
+    spans.sort_unstable();
+    let (mut total, mut end) = (0, i64::MIN);
+    for (from, to) in spans {
+        if to > end {
+            total += to - from.max(end);
+            end = to;
+        }
+    }
+    total
+}
+
+/// Everything measured from the store of the project at `root`: every
+/// figure comes from the event log, and says in its `measuredFrom` how.
 pub fn metrics(root: &Path) -> Result<Value, String> {
     let store = Store::open(&root.join(".mcc")).map_err(|e| e.to_string())?;
     let (tasks, _) = store.load().map_err(|e| e.to_string())?;
     let events = store.events().map_err(|e| e.to_string())?;
     let phase_of: BTreeMap<&str, &str> =
         tasks.iter().map(|t| (t.spec.id.as_str(), t.phase.as_deref().unwrap_or("-"))).collect();
-    let mut phase_span: BTreeMap<&str, (i64, i64)> = BTreeMap::new();
-    // worker -> (accepted, rejections, busy ms)
-    let mut workers: BTreeMap<String, (u64, u64, i64)> = BTreeMap::new();
-    let mut assigned_at: BTreeMap<(String, u32), i64> = BTreeMap::new();
-    let mut touched_by_engineer: BTreeSet<&str> = BTreeSet::new();
+    let mut attempts: Vec<Attempt> = Vec::new();
+    let mut open: BTreeMap<(String, u32), usize> = BTreeMap::new();
+    let mut engineer: BTreeMap<&str, u64> = BTreeMap::new();
     let mut scores: Vec<u64> = Vec::new();
-    let (mut attempts, mut rejections, mut expiries, mut busy) = (0u64, 0u64, 0u64, 0i64);
+    let mut joined: BTreeSet<String> = BTreeSet::new();
+    let (mut rejections, mut expiries) = (0u64, 0u64);
     let (mut first, mut last) = (i64::MAX, i64::MIN);
     for e in &events {
         first = first.min(e.at_ms);
         last = last.max(e.at_ms);
         let task = e.task.as_deref().unwrap_or("");
-        if let Some(p) = phase_of.get(task).copied() {
-            let span = phase_span.entry(p).or_insert((e.at_ms, e.at_ms));
-            span.0 = span.0.min(e.at_ms);
-            span.1 = span.1.max(e.at_ms);
-        }
-        let worker = e.worker.clone().unwrap_or_default();
+        let key = (task.to_owned(), e.attempt.unwrap_or(0));
         match e.kind.as_str() {
             "assigned" => {
-                attempts += 1;
-                assigned_at.insert((task.to_owned(), e.attempt.unwrap_or(0)), e.at_ms);
+                let worker = e.worker.clone().unwrap_or_default();
+                joined.insert(worker.clone());
+                open.insert(key.clone(), attempts.len());
+                attempts.push(Attempt {
+                    task: task.to_owned(),
+                    number: e.attempt.unwrap_or(0),
+                    worker,
+                    from_ms: e.at_ms,
+                    to_ms: None,
+                    verdict: "running",
+                });
             }
-            "submitted" => {
-                if let Some(start) = assigned_at.get(&(task.to_owned(), e.attempt.unwrap_or(0))) {
-                    busy += e.at_ms - start;
-                    workers.entry(worker).or_default().2 += e.at_ms - start;
-                }
+            "worker_joined" => {
+                joined.extend(e.worker.clone());
             }
-            "accepted" => workers.entry(worker).or_default().0 += 1,
-            "rejected" => {
-                rejections += 1;
-                workers.entry(worker).or_default().1 += 1;
-            }
+            "rejected" => rejections += 1,
             "expired" => expiries += 1,
-            "blocked" | "answered" | "retried" | "cancelled" => {
-                touched_by_engineer.insert(task);
-            }
+            "answered" | "retried" | "cancelled" => *engineer.entry(task).or_default() += 1,
             "score" => scores.extend(e.detail["score"].as_u64()),
             _ => {}
         }
+        if let Some(verdict) = ending(&e.kind) {
+            // The attempt's time ends at the report (or expiry); its colour is the last word on it.
+            let found = open.get(&key).copied().or_else(|| {
+                attempts.iter().rposition(|a| a.task == task && (e.attempt.is_none() || Some(a.number) == e.attempt))
+            });
+            if let Some(i) = found {
+                let a = &mut attempts[i];
+                a.to_ms.get_or_insert(e.at_ms);
+                a.verdict = verdict;
+                if verdict != "submitted" {
+                    open.remove(&key);
+                }
+            }
+        }
     }
+    let now_ms = last.max(first);
+    let spans: Vec<(i64, i64)> = attempts.iter().map(|a| (a.from_ms, a.to_ms.unwrap_or(now_ms))).collect();
+    let serial_ms: i64 = spans.iter().map(|(f, t)| t - f).sum();
+    let parallel_ms = covered(spans.clone());
+    let span_ms = if last > first { last - first } else { 0 };
+
     let mut phases: Vec<Value> = Vec::new();
     let mut seen: BTreeSet<&str> = BTreeSet::new();
     for t in &tasks {
         let name = t.phase.as_deref().unwrap_or("-");
-        if seen.insert(name) {
-            let (from, to) = phase_span.get(name).copied().unwrap_or((0, 0));
-            let of_phase: Vec<_> = tasks.iter().filter(|x| x.phase.as_deref().unwrap_or("-") == name).collect();
-            let accepted = of_phase.iter().filter(|x| x.state == TaskState::Accepted).count();
-            phases.push(json!({"name": name, "tasks": of_phase.len(), "accepted": accepted, "seconds": (to - from) as f64 / 1000.0}));
+        if !seen.insert(name) {
+            continue;
         }
+        let of_phase: Vec<_> = tasks.iter().filter(|x| x.phase.as_deref().unwrap_or("-") == name).collect();
+        let accepted = of_phase.iter().filter(|x| x.state == TaskState::Accepted).count();
+        let mine: Vec<(i64, i64)> = attempts
+            .iter()
+            .zip(&spans)
+            .filter(|(a, _)| phase_of.get(a.task.as_str()) == Some(&name))
+            .map(|(_, s)| *s)
+            .collect();
+        let from = mine.iter().map(|s| s.0).min().unwrap_or(0);
+        let to = mine.iter().map(|s| s.1).max().unwrap_or(0);
+        phases.push(json!({
+            "name": name,
+            "tasks": of_phase.len(),
+            "accepted": accepted,
+            "attempts": mine.len(),
+            "seconds": covered(mine) as f64 / 1000.0,
+            "spanSeconds": (to - from) as f64 / 1000.0,
+        }));
     }
     let by_state: BTreeMap<&str, usize> = TaskState::ALL
         .iter()
         .map(|s| (s.name(), tasks.iter().filter(|t| t.state == *s).count()))
         .filter(|(_, n)| *n > 0)
         .collect();
-    let wall_ms = if last > first { last - first } else { 0 };
-    let automated = tasks.iter().filter(|t| !touched_by_engineer.contains(t.spec.id.as_str())).count();
-    let automation = if tasks.is_empty() { None } else { Some(automated as f64 / tasks.len() as f64) };
+    let accepted: Vec<&str> =
+        tasks.iter().filter(|t| t.state == TaskState::Accepted).map(|t| t.spec.id.as_str()).collect();
+    let untouched = accepted.iter().filter(|id| !engineer.contains_key(*id)).count();
+    let automation = (!accepted.is_empty()).then(|| untouched as f64 / accepted.len() as f64);
+    let prompts: u64 = engineer.values().sum();
     let mean_score = (!scores.is_empty()).then(|| scores.iter().sum::<u64>() as f64 / scores.len() as f64);
+    let workers_used: BTreeSet<&str> = attempts.iter().map(|a| a.worker.as_str()).collect();
+    let workers: Vec<Value> = joined
+        .iter()
+        .map(|name| {
+            let mine: Vec<(&Attempt, &(i64, i64))> =
+                attempts.iter().zip(&spans).filter(|(a, _)| &a.worker == name).collect();
+            json!({
+                "name": name,
+                "attempts": mine.len(),
+                "accepted": mine.iter().filter(|(a, _)| a.verdict == "accepted").count(),
+                "rejections": mine.iter().filter(|(a, _)| a.verdict == "rejected").count(),
+                "busySeconds": mine.iter().map(|(_, (f, t))| t - f).sum::<i64>() as f64 / 1000.0,
+            })
+        })
+        .collect();
+    let timeline: Vec<Value> = attempts
+        .iter()
+        .zip(&spans)
+        .map(|(a, (from, to))| {
+            json!({"task": a.task, "attempt": a.number, "worker": a.worker, "phase": phase_of.get(a.task.as_str()),
+                   "fromMs": from - first, "toMs": to - first, "verdict": a.verdict})
+        })
+        .collect();
+    let per_task = |n: f64| (!tasks.is_empty()).then(|| n / tasks.len() as f64);
     Ok(json!({
         "tasks": tasks.len(),
         "byState": by_state,
-        "attempts": attempts,
+        "attempts": attempts.len(),
+        "attemptsPerTask": per_task(attempts.len() as f64),
         "rejections": rejections,
         "leaseExpiries": expiries,
-        "seconds": wall_ms as f64 / 1000.0,
+        "seconds": span_ms as f64 / 1000.0,
         "phases": phases,
-        "workers": workers.into_iter().map(|(name, (acc, rej, b))| json!({"name": name, "accepted": acc, "rejections": rej, "busySeconds": b as f64 / 1000.0})).collect::<Vec<_>>(),
+        "workers": workers,
+        "workersUsed": workers_used.len(),
         "automationRate": automation,
-        "contextEfficiency": {"mean": mean_score, "min": scores.iter().min()},
-        "parallelSpeedup": (wall_ms > 0).then(|| busy as f64 / wall_ms as f64),
+        "accepted": accepted.len(),
+        "acceptedWithoutEngineer": untouched,
+        "engineerPrompts": prompts,
+        "promptsPerTask": per_task(prompts as f64),
+        "contextEfficiency": {"mean": mean_score, "min": scores.iter().min(), "reports": scores.len()},
+        "serialSeconds": serial_ms as f64 / 1000.0,
+        "parallelSeconds": parallel_ms as f64 / 1000.0,
+        "parallelSpeedup": (parallel_ms > 0).then(|| serial_ms as f64 / parallel_ms as f64),
+        "timeline": timeline,
+        "measuredFrom": {
+            "seconds": "first to last event in .mcc/state.db",
+            "phases.seconds": "time with at least one attempt of the phase running (a stopped hub does not count)",
+            "automationRate": "accepted tasks with no answer, retry or cancel by the engineer / accepted tasks",
+            "engineerPrompts": "answers, retries and cancels by the engineer",
+            "parallelSpeedup": "sum of attempt times (assigned to report), which one worker would need in a row / time with at least one attempt running",
+            "busySeconds": "sum of the worker's attempt times, assigned to report",
+            "contextEfficiency": "scores the workers reported",
+        },
     }))
 }
 
-/// The report as text.
+fn plural(n: &Value, word: &str) -> String {
+    let k = n.as_u64().unwrap_or(0);
+    format!("{k} {word}{}", if k == 1 { "" } else { "s" })
+}
+
+/// The report as text: each figure with what it is measured from.
 pub fn render(m: &Value) -> String {
+    let f = |v: &Value| v.as_f64().unwrap_or(0.0);
     let mut out = format!(
-        "{} tasks, {} attempts, {} rejections, {} lease expiries, over {:.1}s\n",
+        "{} tasks, {} attempts, {} rejections, {} lease expiries; the event log spans {:.1}s\n",
         m["tasks"],
         m["attempts"],
         m["rejections"],
         m["leaseExpiries"],
-        m["seconds"].as_f64().unwrap_or(0.0)
+        f(&m["seconds"])
     );
+    if let Some(run) = m["runSeconds"].as_f64() {
+        out.push_str(&format!("  this run took {run:.1}s\n"));
+    }
     let states: Vec<String> = m["byState"].as_object().into_iter().flatten().map(|(k, v)| format!("{v} {k}")).collect();
-    out.push_str(&format!("  tasks: {}\n", states.join(", ")));
+    out.push_str(&format!("  tasks: {}\n", if states.is_empty() { "none yet".to_owned() } else { states.join(", ") }));
     for p in m["phases"].as_array().into_iter().flatten() {
         out.push_str(&format!(
-            "  phase {:<14} {}/{} accepted in {:.1}s\n",
+            "  phase {:<14} {}/{} accepted, {} in {:.1}s of work (first grant to last report {:.1}s)\n",
             p["name"].as_str().unwrap_or("-"),
             p["accepted"],
             p["tasks"],
-            p["seconds"].as_f64().unwrap_or(0.0)
+            plural(&p["attempts"], "attempt"),
+            f(&p["seconds"]),
+            f(&p["spanSeconds"])
         ));
     }
     for w in m["workers"].as_array().into_iter().flatten() {
+        let busy = if w["attempts"] == 0 {
+            "no attempt yet".to_owned()
+        } else {
+            format!("busy {:.1}s over {}", f(&w["busySeconds"]), plural(&w["attempts"], "attempt"))
+        };
         out.push_str(&format!(
-            "  worker {:<13} {} accepted, {} rejected, busy {:.1}s\n",
+            "  worker {:<13} {} accepted, {} rejected, {busy}\n",
             w["name"].as_str().unwrap_or("-"),
             w["accepted"],
             w["rejections"],
-            w["busySeconds"].as_f64().unwrap_or(0.0)
         ));
     }
-    let pct = |v: &Value| v.as_f64().map_or_else(|| "n/a".to_owned(), |f| format!("{:.0}%", f * 100.0));
-    let num = |v: &Value| v.as_f64().map_or_else(|| "n/a".to_owned(), |f| format!("{f:.1}"));
-    out.push_str(&format!("  automation rate {} (target 80% or more)\n", pct(&m["automationRate"])));
+    let automation = match m["automationRate"].as_f64() {
+        Some(rate) => format!(
+            "{:.0}% (target 80% or more): {} of {} accepted tasks needed no engineer",
+            rate * 100.0,
+            m["acceptedWithoutEngineer"],
+            m["accepted"]
+        ),
+        None => "n/a: no task accepted yet".to_owned(),
+    };
+    out.push_str(&format!("  automation rate {automation}\n"));
     out.push_str(&format!(
-        "  context efficiency mean {} min {} (target 4 or more)\n",
-        num(&m["contextEfficiency"]["mean"]),
-        num(&m["contextEfficiency"]["min"])
+        "  engineer prompts {} ({} per task): answers, retries and cancels\n",
+        m["engineerPrompts"],
+        m["promptsPerTask"].as_f64().map_or_else(|| "n/a".to_owned(), |p| format!("{p:.2}"))
     ));
-    out.push_str(&format!("  parallel speedup {}x (target 2-3x)\n", num(&m["parallelSpeedup"])));
+    if let Some(per) = m["attemptsPerTask"].as_f64() {
+        out.push_str(&format!("  attempts per task {per:.2}\n"));
+    }
+    let context = &m["contextEfficiency"];
+    if context["reports"].as_u64().unwrap_or(0) == 0 {
+        out.push_str("  context efficiency n/a: no worker reported a score\n");
+    } else {
+        out.push_str(&format!(
+            "  context efficiency mean {:.1} min {} over {} recorded scores (target 4 or more)\n",
+            f(&context["mean"]),
+            context["min"],
+            context["reports"]
+        ));
+    }
+    let used = m["workersUsed"].as_u64().unwrap_or(0);
+    match m["parallelSpeedup"].as_f64() {
+        None => out.push_str("  parallel speedup n/a: no attempt was timed\n"),
+        Some(x) => {
+            let target = if used > 1 { " (target 2-3x)" } else { " (one worker: nothing ran in parallel)" };
+            out.push_str(&format!(
+                "  parallel speedup {x:.1}x{target}: {:.1}s of attempts done in {:.1}s by {used} worker{}\n",
+                f(&m["serialSeconds"]),
+                f(&m["parallelSeconds"]),
+                if used == 1 { "" } else { "s" }
+            ));
+        }
+    }
     out
+}
+
+/// `text` safe inside HTML.
+fn escape(text: &str) -> String {
+    text.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
+}
+
+/// Colour of an attempt's bar by how it ended.
+const VERDICT_COLOURS: [(&str, &str); 9] = [
+    ("accepted", "#2e9d4f"),
+    ("rejected", "#d9822b"),
+    ("failed", "#c23030"),
+    ("expired", "#8f398f"),
+    ("blocked", "#d1b100"),
+    ("released", "#8a9ba8"),
+    ("cancelled", "#5c7080"),
+    ("submitted", "#4a90d9"),
+    ("running", "#a7c7e7"),
+];
+
+/// The report as one HTML page: no script, no stylesheet or font fetched
+/// from anywhere, so it opens offline and can be mailed or archived.
+pub fn html(m: &Value) -> String {
+    let text = render(m);
+    let timeline = m["timeline"].as_array().cloned().unwrap_or_default();
+    let workers: Vec<String> = m["workers"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|w| w["attempts"].as_u64().unwrap_or(0) > 0)
+        .filter_map(|w| w["name"].as_str().map(str::to_owned))
+        .collect();
+    let end_ms = timeline.iter().filter_map(|a| a["toMs"].as_i64()).max().unwrap_or(0).max(1);
+    let (label, width, row) = (140.0, 860.0, 26.0);
+    let scale = width / end_ms as f64;
+    let height = row * workers.len() as f64 + 30.0;
+    let mut svg = format!(
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{}\" height=\"{height}\" role=\"img\" aria-label=\"timeline\">\n",
+        label + width + 10.0
+    );
+    for (i, name) in workers.iter().enumerate() {
+        let y = row * i as f64;
+        svg.push_str(&format!(
+            "<g class=\"worker\" data-worker=\"{0}\"><text x=\"0\" y=\"{1}\">{0}</text>\n",
+            escape(name),
+            y + 17.0
+        ));
+        for a in timeline.iter().filter(|a| a["worker"].as_str() == Some(name)) {
+            let from = a["fromMs"].as_i64().unwrap_or(0) as f64;
+            let to = a["toMs"].as_i64().unwrap_or(0) as f64;
+            let verdict = a["verdict"].as_str().unwrap_or("running");
+            let colour = VERDICT_COLOURS.iter().find(|(v, _)| *v == verdict).map_or("#999", |(_, c)| c);
+            svg.push_str(&format!(
+                "  <rect class=\"attempt {verdict}\" x=\"{:.1}\" y=\"{:.1}\" width=\"{:.1}\" height=\"{:.1}\" fill=\"{colour}\"><title>{} attempt {} by {}: {verdict}, {:.1}s</title></rect>\n",
+                label + from * scale,
+                y + 4.0,
+                // A pixel's gap keeps back-to-back attempts apart.
+                ((to - from) * scale - 1.0).max(1.5),
+                row - 8.0,
+                escape(a["task"].as_str().unwrap_or("?")),
+                a["attempt"],
+                escape(name),
+                (to - from) / 1000.0
+            ));
+        }
+        svg.push_str("</g>\n");
+    }
+    let axis_y = row * workers.len() as f64 + 20.0;
+    svg.push_str(&format!(
+        "<text x=\"{label}\" y=\"{axis_y}\">0s</text><text x=\"{}\" y=\"{axis_y}\" text-anchor=\"end\">{:.1}s</text>\n</svg>",
+        label + width,
+        end_ms as f64 / 1000.0
+    ));
+    let legend: String = VERDICT_COLOURS
+        .iter()
+        .map(|(v, c)| format!("<span><i style=\"background:{c}\"></i>{v}</span>"))
+        .collect::<Vec<_>>()
+        .join(" ");
+    let mut measured = String::new();
+    for (k, v) in m["measuredFrom"].as_object().into_iter().flatten() {
+        let _ = write!(measured, "<tr><th>{}</th><td>{}</td></tr>", escape(k), escape(v.as_str().unwrap_or("")));
+    }
+    format!(
+        r#"<!doctype html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<title>mcc report</title>
+<style>
+body {{ font: 14px/1.4 system-ui, sans-serif; margin: 2em; color: #182026; }}
+pre {{ background: #f5f8fa; padding: 1em; }}
+svg text {{ font: 12px system-ui, sans-serif; }}
+.legend span {{ margin-right: 1em; }}
+.legend i {{ display: inline-block; width: 12px; height: 12px; margin-right: 4px; vertical-align: middle; }}
+table {{ border-collapse: collapse; }} th, td {{ text-align: left; padding: 2px 10px 2px 0; vertical-align: top; }}
+</style>
+</head>
+<body>
+<h1>mcc report</h1>
+<h2>Timeline</h2>
+<p>One row per worker, one bar per attempt from its grant to its report, coloured by how it ended.</p>
+<p class="legend">{legend}</p>
+{svg}
+<h2>Metrics</h2>
+<pre id="metrics">{}</pre>
+<h2>How each figure is measured</h2>
+<table>{measured}</table>
+</body>
+</html>
+"#,
+        escape(&text)
+    )
 }

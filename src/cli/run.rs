@@ -18,19 +18,22 @@ use crate::scheduler::{Settings, TaskState};
 
 /// Run a workflow to the end: start the hub, load the workflow, show progress, print a summary.
 #[derive(Debug, Args)]
+#[allow(clippy::struct_excessive_bools)] // one per command-line switch
 #[command(after_help = "\
 Examples:
   mcc run workflows/demo.lua --spawn 3 -- sh workflows/demo/worker.sh
   mcc run workflows/phase2.lua            (worker chats join with `mcc worker next --as NAME`)
 
 Run it again after a stop or crash: it resumes from the state in .mcc/.
+While one workflow runs, `mcc run` of another is refused; add --switch to replace it.
 Exit codes: 0 the workflow finished; 1 it cannot go on (tasks failed) or an error.")]
 pub struct RunArgs {
     /// The workflow file.
     pub file: PathBuf,
-    /// Project root whose .mcc/ holds the state (default: the current folder).
-    #[arg(long, default_value = ".")]
-    pub dir: PathBuf,
+    /// Project root whose .mcc/ holds the state (default: the nearest folder with .mcc/ at or
+    /// above the current one, else the one holding the workflow's workflows/ folder).
+    #[arg(long)]
+    pub dir: Option<PathBuf>,
     /// Port for the hub (0 picks a free one; a busy default port falls back to a free one).
     #[arg(long, env = "COORDINATION_PORT", default_value_t = hub::DEFAULT_PORT)]
     pub port: u16,
@@ -52,10 +55,17 @@ pub struct RunArgs {
     /// Forget the stored state of an earlier run and start over (refused while a hub runs).
     #[arg(long)]
     pub fresh: bool,
+    /// Replace the workflow the running hub runs with this one (refused without it).
+    #[arg(long)]
+    pub switch: bool,
     /// The worker command for --spawn, after `--`.
     #[arg(last = true)]
     pub command: Vec<String>,
 }
+
+/// Why the hub that `mcc run` started stops; a terminal attached to it reads
+/// this as "finished", not as a broken connection.
+const RUN_ENDED: &str = "The workflow run ended";
 
 /// How often progress is read from the hub.
 const POLL: Duration = Duration::from_millis(300);
@@ -71,8 +81,14 @@ pub fn run(args: RunArgs) -> u8 {
 }
 
 fn run_inner(args: &RunArgs) -> Result<u8, String> {
-    let root = std::fs::canonicalize(&args.dir).map_err(|e| format!("project folder {}: {e}", args.dir.display()))?;
+    if let Some(dir) = &args.dir
+        && !dir.is_dir()
+    {
+        return Err(format!("project folder {} does not exist; pass the folder that holds workflows/", dir.display()));
+    }
+    let root = super::check::project_root(args.dir.as_deref(), &args.file);
     let file = std::path::absolute(&args.file).map_err(|e| format!("{}: {e}", args.file.display()))?;
+    let file = std::fs::canonicalize(&file).unwrap_or(file);
     // Fail fast, with file:line, before any hub is touched.
     crate::lua::Workflow::load(&file, &root)?;
     if args.fresh {
@@ -81,6 +97,16 @@ fn run_inner(args: &RunArgs) -> Result<u8, String> {
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(|e| e.to_string())?;
     let (target, own_hub) = if let Some(target) = attach(&root) {
         let mut conn = Connection::open(&target).map_err(|e| e.to_string())?;
+        if let Some(running) = running_workflow(&mut conn, &root)
+            && running != file
+            && !args.switch
+        {
+            return Err(format!(
+                "the hub of this project runs {} already; wait for it to end, or replace it with `{} --switch`",
+                shown(&root, &running),
+                resume_command()
+            ));
+        }
         let path = file.display().to_string();
         if let ServerMsg::Error { error, .. } =
             conn.request(&ClientMsg::LoadWorkflow { path }, Duration::from_secs(30)).map_err(|e| e.to_string())?
@@ -95,19 +121,54 @@ fn run_inner(args: &RunArgs) -> Result<u8, String> {
         (target, Some(hub))
     };
     say(args, &format!("hub on {} · workflow {}", target.url, shown(&root, &file)));
+    if args.spawn == 0 {
+        say(args, "workers join from a chat or terminal in this project: mcc worker next --as NAME (one name each)");
+    }
     let mut workers = spawn_workers(args, &root, &target.url)?;
     let started = Instant::now();
-    let outcome = runtime.block_on(watch(args, &target, started));
+    let outcome = runtime.block_on(watch(args, &target, &root, &file, started));
     for worker in &mut workers {
         stop_worker(worker);
     }
     let snapshot = outcome?;
     let summary = summarize(&root, &snapshot, started.elapsed())?;
     if let Some(hub) = own_hub {
-        runtime.block_on(hub.stop("The workflow run ended")).map_err(|e| e.to_string())?;
+        runtime.block_on(hub.stop(RUN_ENDED)).map_err(|e| e.to_string())?;
     }
     print_summary(args, &summary);
     Ok(if summary["finished"] == true { exit::OK } else { exit::ERROR })
+}
+
+/// The workflow file the hub runs now, if any.
+fn running_workflow(conn: &mut Connection, root: &Path) -> Option<PathBuf> {
+    match conn.request(&ClientMsg::Snapshot {}, Duration::from_secs(10)) {
+        Ok(ServerMsg::Snapshot { snapshot }) => snapshot["workflow"].as_str().map(|p| resolved(root, p)),
+        _ => None,
+    }
+}
+
+/// A workflow path as the hub reports it (maybe relative to the root), made
+/// comparable with the file this command was given.
+fn resolved(root: &Path, path: &str) -> PathBuf {
+    let path = root.join(path);
+    std::fs::canonicalize(&path).unwrap_or(path)
+}
+
+/// The command line that resumes this run: the same one without `--fresh`
+/// (which would wipe what the run did so far) and without `--switch`.
+fn resume_command() -> String {
+    let mut words = vec!["mcc".to_owned()];
+    words.extend(std::env::args().skip(1).filter(|a| a != "--fresh" && a != "--switch").map(|a| quoted(&a)));
+    words.join(" ")
+}
+
+/// `word` as a POSIX shell reads it back.
+fn quoted(word: &str) -> String {
+    let plain = !word.is_empty()
+        && word
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '/' | ':' | '=' | ',' | '@'));
+    if plain { word.to_owned() } else { format!("'{}'", word.replace('\'', "'\\''")) }
 }
 
 /// `--fresh`: remove the store, so the workflow starts from its first phase.
@@ -202,7 +263,8 @@ fn stop_worker(child: &mut Child) {
 }
 
 /// Poll the hub until the workflow finishes, cannot go on, or Ctrl-C.
-async fn watch(args: &RunArgs, target: &Target, started: Instant) -> Result<Value, String> {
+async fn watch(args: &RunArgs, target: &Target, root: &Path, file: &Path, started: Instant) -> Result<Value, String> {
+    let mut following = file.to_owned();
     let target = target.clone();
     let mut screen = Screen::new(!args.quiet && !args.json);
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
@@ -231,11 +293,34 @@ async fn watch(args: &RunArgs, target: &Target, started: Instant) -> Result<Valu
         tokio::select! {
             () = hub::shutdown_signal() => {
                 screen.clear();
-                say(args, "stopped: run the same command again to resume");
+                say(args, &format!("stopped: resume with `{}`", resume_command()));
                 return last.ok_or_else(|| "stopped before the first progress report".to_owned());
             }
             snapshot = rx.recv() => {
-                let snapshot = snapshot.ok_or("lost the progress reader")??;
+                let snapshot = match snapshot.ok_or("lost the progress reader")? {
+                    Ok(snapshot) => snapshot,
+                    // The terminal that owns the hub saw the end first and stopped it.
+                    Err(e) if e.contains(RUN_ENDED) && last.is_some() => {
+                        let mut snapshot = last.take().expect("checked");
+                        snapshot["finished"] = json!(true);
+                        screen.clear();
+                        return Ok(snapshot);
+                    }
+                    Err(e) => return Err(e),
+                };
+                if let Some(now) = snapshot["workflow"].as_str().map(|p| resolved(root, p))
+                    && now != following
+                {
+                    // Another `mcc run --switch` replaced the workflow: say so
+                    // and follow the new one (this terminal may own the hub).
+                    screen.clear();
+                    following = now;
+                    say(args, &format!(
+                        "the hub now runs {} instead of {} (replaced by `mcc run --switch`); following it",
+                        shown(root, &following),
+                        shown(root, file)
+                    ));
+                }
                 let before = *accepted_before.get_or_insert_with(|| count(&snapshot, TaskState::Accepted));
                 screen.draw(&render(&snapshot, started.elapsed(), before));
                 let done = snapshot["finished"] == true || cannot_go_on(&snapshot);
@@ -311,12 +396,11 @@ struct Screen {
     tty: bool,
     drawn: usize,
     last: Vec<String>,
-    last_plain: Instant,
 }
 
 impl Screen {
     fn new(enabled: bool) -> Self {
-        Self { enabled, tty: std::io::stdout().is_terminal(), drawn: 0, last: Vec::new(), last_plain: Instant::now() }
+        Self { enabled, tty: std::io::stdout().is_terminal(), drawn: 0, last: Vec::new() }
     }
 
     fn draw(&mut self, lines: &[String]) {
@@ -331,17 +415,16 @@ impl Screen {
             }
             self.drawn = lines.len();
         } else {
-            // Plain lines: the status line when the counts change, at most every 2 s otherwise.
-            let changed = lines.first().map(|l| strip_time(l)) != self.last.first().map(|l| strip_time(l));
-            if changed || self.last_plain.elapsed() > Duration::from_secs(2) && lines != self.last.as_slice() {
-                for line in lines.iter().filter(|l| !self.last.contains(l) || l == &&lines[0]) {
-                    let _ = writeln!(out, "{line}");
-                }
-                self.last_plain = Instant::now();
+            // A log, not a screen: print only what changed, so an hour of
+            // waiting is one line, not 1,800.
+            for line in plain_changes(&self.last, lines) {
+                let _ = writeln!(out, "{line}");
             }
         }
         let _ = out.flush();
-        self.last = lines.to_vec();
+        if self.tty || plain_changes(&self.last, lines).next().is_some() {
+            self.last = lines.to_vec();
+        }
     }
 
     fn clear_into(&mut self, out: &mut impl Write) {
@@ -364,13 +447,22 @@ fn strip_time(line: &str) -> String {
     line.split(" · ").skip(1).take(2).collect::<Vec<_>>().join(" · ")
 }
 
+/// The lines to print when output is not a terminal: nothing when only the
+/// clock moved; else the status line and every line not printed before.
+fn plain_changes<'a>(last: &'a [String], lines: &'a [String]) -> impl Iterator<Item = &'a String> + 'a {
+    let same_status = lines.first().map(|l| strip_time(l)) == last.first().map(|l| strip_time(l));
+    let rest = |l: &'a [String]| l.get(1..).unwrap_or_default();
+    let changed = !same_status || rest(lines) != rest(last);
+    lines.iter().enumerate().filter(move |(i, l)| changed && (*i == 0 || !last.contains(l))).map(|(_, l)| l)
+}
+
 /// The run's metrics, with whether the workflow finished.
 fn summarize(root: &Path, snapshot: &Value, wall: Duration) -> Result<Value, String> {
     let mut summary = super::report::metrics(root)?;
     summary["finished"] = snapshot["finished"].clone();
     summary["workflow"] = snapshot["workflow"].clone();
     summary["problems"] = snapshot["problems"].clone();
-    summary["seconds"] = json!(wall.as_secs_f64());
+    summary["runSeconds"] = json!(wall.as_secs_f64());
     summary["alreadyDone"] = json!(snapshot["alreadyDone"] == true);
     Ok(summary)
 }

@@ -6,7 +6,7 @@ use std::time::Duration;
 use globset::{GlobBuilder, GlobMatcher};
 use mlua::{Function, Table, Value};
 
-use super::{Workflow, spec};
+use super::{Workflow, errors, spec};
 use crate::task::TaskSpec;
 
 #[derive(Default)]
@@ -29,8 +29,14 @@ pub(super) struct Phase {
     pub(super) on: Hooks,
 }
 
+const WORKFLOW_FIELDS: [&str; 6] = ["name", "phases", "lease", "max_attempts", "wait", "quiet_after"];
 const PHASE_FIELDS: [&str; 7] = ["name", "tasks", "split", "assign", "accept", "complete", "on"];
 const HOOKS: [&str; 6] = ["worker_joined", "worker_quiet", "task_blocked", "task_failed", "timer", "files"];
+
+/// The string keys of a table (a workflow, a phase, `on`), in no set order.
+fn keys(t: &Table) -> Vec<String> {
+    t.pairs::<Value, Value>().filter_map(Result::ok).map(|(k, _)| k.to_string().unwrap_or_default()).collect()
+}
 
 impl Workflow {
     /// `file:N` for the first line holding `needle`, else the `return` line.
@@ -53,6 +59,24 @@ impl Workflow {
         }
     }
 
+    /// `file:N` of the first line assigning `key` (`key =`), else of the first line naming it.
+    pub(super) fn place_key(&self, key: &str, near: &str) -> String {
+        let assigns = |line: &str| {
+            line.match_indices(key).any(|(at, _)| {
+                let before = line[..at].chars().next_back();
+                let after = line[at + key.len()..].trim_start();
+                !before.is_some_and(|c| c.is_alphanumeric() || c == '_')
+                    && after.starts_with('=')
+                    && !after.starts_with("==")
+            })
+        };
+        match self.source.lines().position(assigns) {
+            Some(i) => format!("{}:{}", self.file, i + 1),
+            None => self.place(near),
+        }
+    }
+
+    /// Read the returned table; every error found is a line of the error.
     pub(super) fn read_table(&mut self, returned: Value) -> Result<(), String> {
         let Value::Table(t) = returned else {
             return Err(format!(
@@ -61,177 +85,284 @@ impl Workflow {
                 returned.type_name()
             ));
         };
+        let mut errors = Vec::new();
         let end = self.place("");
-        let bad = |what: String| format!("{end}: {what}");
-        self.name = match t.get::<Value>("name") {
-            Ok(Value::String(s)) if !s.to_string_lossy().trim().is_empty() => s.to_string_lossy(),
-            _ => return Err(bad("the workflow has no `name`: add name = \"my-workflow\"".to_owned())),
-        };
+        for key in keys(&t) {
+            if !WORKFLOW_FIELDS.contains(&key.as_str()) {
+                errors.push(format!(
+                    "{}: the workflow has an {}",
+                    self.place_key(&key, ""),
+                    errors::unknown_field(&key, &WORKFLOW_FIELDS, "a workflow")
+                ));
+            }
+        }
+        match t.get::<Value>("name") {
+            Ok(Value::String(s)) if !s.to_string_lossy().trim().is_empty() => self.name = s.to_string_lossy(),
+            Ok(Value::Nil | Value::String(_)) => {
+                errors.push(format!("{end}: the workflow has no `name`: add name = \"my-workflow\""));
+            }
+            Ok(other) => errors.push(format!(
+                "{}: the workflow's {}",
+                self.place_key("name", ""),
+                errors::wrong_type("name", "a string such as \"my-workflow\"", other.type_name())
+            )),
+            Err(e) => errors.push(format!("{end}: {e}")),
+        }
         self.shared.name.borrow_mut().clone_from(&self.name);
         self.ctx.set("workflow", self.name.clone()).map_err(|e| e.to_string())?;
-        let text = |key: &str| -> Result<Option<String>, String> {
-            match t.get::<Value>(key) {
-                Ok(Value::Nil) => Ok(None),
-                Ok(Value::String(s)) => Ok(Some(s.to_string_lossy())),
-                _ => Err(format!("{}: `{key}` must be a string such as \"30m\"", self.place(&format!("{key} ")))),
-            }
-        };
-        if let Some(lease) = text("lease")? {
-            humantime::parse_duration(&lease).map_err(|e| {
-                format!("{}: lease `{lease}` is not a duration such as \"30m\": {e}", self.place("lease"))
-            })?;
+        if self.duration(&t, "lease", &mut errors).is_some()
+            && let Ok(lease) = t.get::<String>("lease")
+        {
             *self.shared.lease.borrow_mut() = Some(lease);
         }
-        if let Some(quiet) = text("quiet_after")? {
-            self.quiet_after = humantime::parse_duration(&quiet).map_err(|e| {
-                format!("{}: quiet_after `{quiet}` is not a duration such as \"10m\": {e}", self.place("quiet_after"))
-            })?;
+        if let Some(quiet) = self.duration(&t, "quiet_after", &mut errors) {
+            self.quiet_after = quiet;
         }
+        self.duration(&t, "wait", &mut errors);
         match t.get::<Value>("max_attempts") {
             Ok(Value::Nil) => {}
             Ok(Value::Integer(n)) if n >= 1 => self.max_attempts = Some(n as u32),
-            _ => {
-                return Err(format!(
-                    "{}: `max_attempts` must be a whole number of 1 or more",
-                    self.place("max_attempts")
-                ));
-            }
+            _ => errors.push(format!(
+                "{}: `max_attempts` must be a whole number of 1 or more",
+                self.place_key("max_attempts", "max_attempts")
+            )),
         }
-        let Ok(Value::Table(phases)) = t.get::<Value>("phases") else {
-            return Err(bad(
-                "the workflow has no `phases`: add phases = { { name = \"first\", tasks = { ... } } }".to_owned()
-            ));
-        };
-        for (i, value) in phases.sequence_values::<Value>().enumerate() {
-            let value = value.map_err(|e| e.to_string())?;
-            let phase = self.read_phase(i, value)?;
-            if self.phases.iter().any(|p| p.name == phase.name) {
-                return Err(format!(
-                    "{}: two phases are named \"{}\"; give each phase its own name",
-                    self.place(&format!("\"{}\"", phase.name)),
-                    phase.name
-                ));
+        match t.get::<Value>("phases") {
+            Ok(Value::Table(phases)) => {
+                for (i, value) in phases.sequence_values::<Value>().enumerate() {
+                    let value = value.map_err(|e| e.to_string())?;
+                    let Some(phase) = self.read_phase(i, value, &mut errors) else { continue };
+                    if self.phases.iter().any(|p| p.name == phase.name) {
+                        errors.push(format!(
+                            "{}: two phases are named \"{}\"; give each phase its own name",
+                            self.place(&format!("\"{}\"", phase.name)),
+                            phase.name
+                        ));
+                        continue;
+                    }
+                    self.phases.push(phase);
+                }
+                if self.phases.is_empty() && errors.is_empty() {
+                    errors.push(format!("{end}: `phases` is empty: a workflow needs at least one phase"));
+                }
             }
-            self.phases.push(phase);
+            Ok(Value::Nil) => errors.push(format!(
+                "{end}: the workflow has no `phases`: add phases = {{ {{ name = \"first\", tasks = {{ ... }} }} }}"
+            )),
+            Ok(other) => errors.push(format!(
+                "{}: {}",
+                self.place_key("phases", ""),
+                errors::wrong_type("phases", "a list of phases", other.type_name())
+            )),
+            Err(e) => errors.push(format!("{end}: {e}")),
         }
-        if self.phases.is_empty() {
-            return Err(bad("`phases` is empty: a workflow needs at least one phase".to_owned()));
+        if !errors.is_empty() {
+            return Err(errors.join("\n"));
         }
         self.started = vec![false; self.phases.len()];
         self.split_failed = vec![false; self.phases.len()];
         Ok(())
     }
 
-    fn read_phase(&self, i: usize, value: Value) -> Result<Phase, String> {
+    /// A duration field of the workflow table, if present and well formed.
+    fn duration(&self, t: &Table, key: &str, errors: &mut Vec<String>) -> Option<Duration> {
+        match t.get::<Value>(key) {
+            Ok(Value::Nil) => None,
+            Ok(Value::String(s)) => {
+                let text = s.to_string_lossy();
+                let parsed = humantime::parse_duration(&text).ok();
+                if parsed.is_none() {
+                    errors.push(format!("{}: {}", self.place_key(key, ""), errors::not_a_duration(key, &text)));
+                }
+                parsed
+            }
+            Ok(other) => {
+                errors.push(format!(
+                    "{}: {}",
+                    self.place_key(key, ""),
+                    errors::wrong_type(key, "a string such as \"30m\"", other.type_name())
+                ));
+                None
+            }
+            Err(e) => {
+                errors.push(format!("{}: {e}", self.place("")));
+                None
+            }
+        }
+    }
+
+    /// Read phase `i`; its errors go to `errors` (all of them, not the first).
+    fn read_phase(&self, i: usize, value: Value, errors: &mut Vec<String>) -> Option<Phase> {
         let Value::Table(t) = value else {
-            return Err(format!(
+            errors.push(format!(
                 "{}: phase {} must be a table such as {{ name = \"x\", split = function(ctx) ... end }}",
                 self.place(""),
                 i + 1
             ));
+            return None;
         };
         let name = match t.get::<Value>("name") {
             Ok(Value::String(s)) if !s.to_string_lossy().trim().is_empty() => s.to_string_lossy(),
-            _ => return Err(format!("{}: phase {} has no `name`", self.place("phases"), i + 1)),
+            Ok(Value::Nil | Value::String(_)) => {
+                errors.push(format!("{}: phase {} has no `name`", self.place("phases"), i + 1));
+                return None;
+            }
+            Ok(other) => {
+                errors.push(format!(
+                    "{}: phase {}: {}",
+                    self.place("phases"),
+                    i + 1,
+                    errors::wrong_type("name", "a string such as \"review\"", other.type_name())
+                ));
+                return None;
+            }
+            Err(e) => {
+                errors.push(e.to_string());
+                return None;
+            }
         };
         let here = self.place(&format!("\"{name}\""));
-        for pair in t.pairs::<Value, Value>() {
-            let (k, _) = pair.map_err(|e| e.to_string())?;
-            let key = k.to_string().unwrap_or_default();
+        let before = errors.len();
+        for key in keys(&t) {
             if !PHASE_FIELDS.contains(&key.as_str()) {
-                return Err(format!(
-                    "{here}: phase \"{name}\" has an unknown field `{key}`; a phase has {}",
-                    PHASE_FIELDS.join(", ")
+                errors.push(format!(
+                    "{}: phase \"{name}\" has an {}",
+                    self.place_key(&key, &format!("\"{name}\"")),
+                    errors::unknown_field(&key, &PHASE_FIELDS, "a phase")
                 ));
             }
         }
-        let function = |key: &str| -> Result<Option<Function>, String> {
+        let mut function = |key: &str| -> Option<Function> {
             match t.get::<Value>(key) {
-                Ok(Value::Nil) => Ok(None),
-                Ok(Value::Function(f)) => Ok(Some(f)),
+                Ok(Value::Nil) => None,
+                Ok(Value::Function(f)) => Some(f),
                 Ok(other) => {
-                    Err(format!("{here}: `{key}` of phase \"{name}\" must be a function, not {}", other.type_name()))
+                    errors.push(format!(
+                        "{here}: `{key}` of phase \"{name}\" must be a function, not {}",
+                        other.type_name()
+                    ));
+                    None
                 }
-                Err(e) => Err(e.to_string()),
+                Err(e) => {
+                    errors.push(format!("{here}: {e}"));
+                    None
+                }
             }
         };
         let (split, assign, accept, complete) =
-            (function("split")?, function("assign")?, function("accept")?, function("complete")?);
+            (function("split"), function("assign"), function("accept"), function("complete"));
         let tasks = match t.get::<Value>("tasks") {
             Ok(Value::Nil) => None,
-            Ok(v) => Some(
-                spec::to_specs(&self.lua, v, self.shared.lease.borrow().as_deref())
-                    .map_err(|e| format!("{here}: tasks of phase \"{name}\": {e}"))?,
-            ),
-            Err(e) => return Err(e.to_string()),
+            Ok(v) => match spec::checked_list(&self.lua, v, self.shared.lease.borrow().as_deref()) {
+                Ok(tasks) => Some(tasks),
+                Err(problems) => {
+                    for p in problems {
+                        let place = p
+                            .field
+                            .as_deref()
+                            .map_or_else(|| here.clone(), |f| self.place_key(f, &format!("\"{name}\"")));
+                        errors.push(format!("{place}: tasks of phase \"{name}\": {}", p.text));
+                    }
+                    Some(Vec::new())
+                }
+            },
+            Err(e) => {
+                errors.push(format!("{here}: {e}"));
+                None
+            }
         };
-        if tasks.is_none() && split.is_none() {
-            return Err(format!("{here}: phase \"{name}\" has neither `tasks` nor `split`; give it one of them"));
+        if tasks.is_none() && split.is_none() && t.get::<Value>("split").is_ok_and(|v| v.is_nil()) {
+            errors.push(format!("{here}: phase \"{name}\" has neither `tasks` nor `split`; give it one of them"));
         }
         if tasks.is_some() && split.is_some() {
-            return Err(format!("{here}: phase \"{name}\" has both `tasks` and `split`; keep one"));
+            errors.push(format!("{here}: phase \"{name}\" has both `tasks` and `split`; keep one"));
         }
         let on = match t.get::<Value>("on") {
             Ok(Value::Nil) => Hooks::default(),
-            Ok(Value::Table(on)) => Self::read_hooks(&name, &here, &on)?,
-            _ => return Err(format!("{here}: `on` of phase \"{name}\" must be a table of hooks")),
+            Ok(Value::Table(on)) => Self::read_hooks(&name, &here, &on, errors),
+            _ => {
+                errors.push(format!("{here}: `on` of phase \"{name}\" must be a table of hooks"));
+                Hooks::default()
+            }
         };
-        Ok(Phase { name, tasks, split, assign, accept, complete, on })
+        (errors.len() == before).then_some(Phase { name, tasks, split, assign, accept, complete, on })
     }
 
-    fn read_hooks(name: &str, here: &str, on: &Table) -> Result<Hooks, String> {
-        for pair in on.pairs::<Value, Value>() {
-            let (k, _) = pair.map_err(|e| e.to_string())?;
-            let key = k.to_string().unwrap_or_default();
+    fn read_hooks(name: &str, here: &str, on: &Table, errors: &mut Vec<String>) -> Hooks {
+        for key in keys(on) {
             if !HOOKS.contains(&key.as_str()) {
-                return Err(format!(
-                    "{here}: phase \"{name}\" has an unknown hook `on.{key}`; hooks are {}",
-                    HOOKS.join(", ")
+                errors.push(format!(
+                    "{here}: phase \"{name}\" has an unknown hook `on.{key}`{}",
+                    match errors::unknown_field(&key, &HOOKS, "").split_once("(did you mean") {
+                        Some((_, rest)) => format!(" (did you mean{rest}"),
+                        None => format!("; hooks are {}", HOOKS.join(", ")),
+                    }
                 ));
             }
         }
-        let function = |v: Value, key: &str| -> Result<Option<Function>, String> {
-            match v {
-                Value::Nil => Ok(None),
-                Value::Function(f) => Ok(Some(f)),
-                other => Err(format!(
+        let function = |v: mlua::Result<Value>, key: &str, errors: &mut Vec<String>| match v {
+            Ok(Value::Nil) => None,
+            Ok(Value::Function(f)) => Some(f),
+            Ok(other) => {
+                errors.push(format!(
                     "{here}: hook `{key}` of phase \"{name}\" must be a function, not {}",
                     other.type_name()
-                )),
+                ));
+                None
+            }
+            Err(e) => {
+                errors.push(format!("{here}: {e}"));
+                None
             }
         };
-        let get = |key: &str| on.get::<Value>(key).map_err(|e| e.to_string());
         let mut hooks = Hooks {
-            worker_joined: function(get("worker_joined")?, "worker_joined")?,
-            worker_quiet: function(get("worker_quiet")?, "worker_quiet")?,
-            task_blocked: function(get("task_blocked")?, "task_blocked")?,
-            task_failed: function(get("task_failed")?, "task_failed")?,
+            worker_joined: function(on.get("worker_joined"), "worker_joined", errors),
+            worker_quiet: function(on.get("worker_quiet"), "worker_quiet", errors),
+            task_blocked: function(on.get("task_blocked"), "task_blocked", errors),
+            task_failed: function(on.get("task_failed"), "task_failed", errors),
             ..Hooks::default()
         };
-        if let Value::Table(timer) = get("timer")? {
-            let every: String = timer
-                .get("every")
-                .map_err(|_| format!("{here}: on.timer of phase \"{name}\" needs every = \"30s\""))?;
-            let every = humantime::parse_duration(&every)
-                .map_err(|e| format!("{here}: on.timer.every `{every}` is not a duration such as \"30s\": {e}"))?;
-            let run = function(timer.get("run").map_err(|e| e.to_string())?, "timer.run")?
-                .ok_or_else(|| format!("{here}: on.timer of phase \"{name}\" needs run = function(ctx) ... end"))?;
-            hooks.timer = Some((every.max(Duration::from_millis(10)), run));
+        if let Ok(Value::Table(timer)) = on.get::<Value>("timer") {
+            let every = if let Ok(Value::String(s)) = timer.get::<Value>("every") {
+                let text = s.to_string_lossy();
+                let parsed = humantime::parse_duration(&text).ok();
+                if parsed.is_none() {
+                    errors.push(format!("{here}: {}", errors::not_a_duration("on.timer.every", &text)));
+                }
+                parsed
+            } else {
+                errors.push(format!("{here}: on.timer of phase \"{name}\" needs every = \"30s\""));
+                None
+            };
+            let run = function(timer.get("run"), "timer.run", errors);
+            if run.is_none() {
+                errors.push(format!("{here}: on.timer of phase \"{name}\" needs run = function(ctx) ... end"));
+            }
+            if let (Some(every), Some(run)) = (every, run) {
+                hooks.timer = Some((every.max(Duration::from_millis(10)), run));
+            }
         }
-        if let Value::Table(files) = get("files")? {
-            let pattern: String = files
-                .get("glob")
-                .map_err(|_| format!("{here}: on.files of phase \"{name}\" needs glob = \"src/**/*.rs\""))?;
-            let glob = GlobBuilder::new(&pattern)
-                .literal_separator(true)
-                .build()
-                .map_err(|e| format!("{here}: on.files.glob `{pattern}`: {e}"))?
-                .compile_matcher();
-            let run = function(files.get("run").map_err(|e| e.to_string())?, "files.run")?.ok_or_else(|| {
-                format!("{here}: on.files of phase \"{name}\" needs run = function(paths, ctx) ... end")
-            })?;
-            hooks.files = Some((glob, run));
+        if let Ok(Value::Table(files)) = on.get::<Value>("files") {
+            let glob = if let Ok(pattern) = files.get::<String>("glob") {
+                match GlobBuilder::new(&pattern).literal_separator(true).build() {
+                    Ok(glob) => Some(glob.compile_matcher()),
+                    Err(e) => {
+                        errors.push(format!("{here}: on.files.glob `{pattern}`: {e}"));
+                        None
+                    }
+                }
+            } else {
+                errors.push(format!("{here}: on.files of phase \"{name}\" needs glob = \"src/**/*.rs\""));
+                None
+            };
+            let run = function(files.get("run"), "files.run", errors);
+            if run.is_none() {
+                errors.push(format!("{here}: on.files of phase \"{name}\" needs run = function(paths, ctx) ... end"));
+            }
+            if let (Some(glob), Some(run)) = (glob, run) {
+                hooks.files = Some((glob, run));
+            }
         }
-        Ok(hooks)
+        hooks
     }
 }

@@ -1,5 +1,6 @@
 //! Turning an mlua error into one line a reader can act on:
-//! `workflows/x.lua:12: in accept of phase "review": attempt to index a nil value`.
+//! `workflows/x.lua:12: in accept of phase "review": attempt to index a nil value`,
+//! and the wording shared by every "this field is wrong" message.
 
 use mlua::Error;
 
@@ -18,6 +19,38 @@ pub fn describe(err: &Error, file: &str, what: &str) -> String {
         Some(loc) => format!("{loc}: in {what}: {message}"),
         None => format!("{file}: in {what}: {message}"),
     }
+}
+
+/// "unknown field `writes` (did you mean `write`?)", or the list of the
+/// fields `what` has when nothing is close.
+pub fn unknown_field(key: &str, known: &[&str], what: &str) -> String {
+    match closest(key, known) {
+        Some(near) => format!("unknown field `{key}` (did you mean `{near}`?)"),
+        None => format!("unknown field `{key}`; {what} has {}", known.join(", ")),
+    }
+}
+
+/// The known name a typo most likely meant: one or two edits away, or the
+/// same letters in another case (`Lease` for `lease`).
+fn closest<'k>(key: &str, known: &[&'k str]) -> Option<&'k str> {
+    let lower = key.to_lowercase();
+    known
+        .iter()
+        .map(|k| (strsim::damerau_levenshtein(&lower, &k.to_lowercase()), *k))
+        .filter(|(d, k)| *d <= 2.min(k.len().saturating_sub(1)))
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, k)| k)
+}
+
+/// A duration field that does not parse, said without the parser's jargon
+/// (humantime says "expected number at 0" for "forever").
+pub fn not_a_duration(field: &str, value: &str) -> String {
+    format!("{field} `{value}` is not a duration: write a number and a unit, such as \"30m\", \"90s\" or \"2h\"")
+}
+
+/// "`name` has the wrong type: expected a string such as "x", got number".
+pub fn wrong_type(field: &str, expected: &str, got: &str) -> String {
+    format!("`{field}` has the wrong type: expected {expected}, got {got}")
 }
 
 /// The innermost message and every traceback text seen on the way.
@@ -73,6 +106,17 @@ fn location_in(word: &str) -> Option<&str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_typo_is_answered_with_the_field_it_meant() {
+        let known = ["id", "description", "write", "read", "lease"];
+        assert_eq!(unknown_field("writes", &known, "a task"), "unknown field `writes` (did you mean `write`?)");
+        assert_eq!(unknown_field("Lease", &known, "a task"), "unknown field `Lease` (did you mean `lease`?)");
+        assert_eq!(
+            unknown_field("colour", &known, "a task"),
+            "unknown field `colour`; a task has id, description, write, read, lease"
+        );
+    }
 
     #[test]
     fn a_lua_error_keeps_its_place_and_names_the_decision() {

@@ -1,10 +1,12 @@
 //! Task tables (what `split`, `tasks` and `ctx.add_task` give) into
 //! [`TaskSpec`]s. Short names (`read`, `write`, `criteria`, `validation`,
-//! `after`, `rules`) and the old protocol's nested names are both accepted.
+//! `after`, `rules`) and the old protocol's nested names are both accepted;
+//! any other field, or a field of the wrong type, is an error naming it.
 
 use mlua::{Lua, LuaSerdeExt, Value};
 use serde_json::{Map, Value as Json};
 
+use super::errors;
 use crate::task::TaskSpec;
 
 /// Short name → (object it lives in, old-protocol name).
@@ -18,37 +20,149 @@ const SHORT: [(&str, Option<&str>, &str); 7] = [
     ("after", None, "dependencies"),
 ];
 
+/// Every field a task table may have.
+const TASK_FIELDS: [&str; 15] = [
+    "id",
+    "description",
+    "read",
+    "write",
+    "requirements",
+    "rules",
+    "criteria",
+    "validation",
+    "after",
+    "type",
+    "lease",
+    "data",
+    "context",
+    "acceptance",
+    "dependencies",
+];
+const CONTEXT_FIELDS: [&str; 4] = ["targetFiles", "outputFiles", "requirements", "relevantRules"];
+const ACCEPTANCE_FIELDS: [&str; 2] = ["criteria", "validation"];
+
+/// Fields holding a list of strings (a single string is a list of one).
+const LISTS: [&str; 10] = [
+    "read",
+    "write",
+    "requirements",
+    "rules",
+    "criteria",
+    "after",
+    "dependencies",
+    "targetFiles",
+    "outputFiles",
+    "relevantRules",
+];
+/// Fields holding one string.
+const STRINGS: [&str; 3] = ["type", "lease", "validation"];
+
+/// One thing wrong with a task table; `field` is the key to point at in the file.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Problem {
+    pub field: Option<String>,
+    pub text: String,
+}
+
+impl Problem {
+    fn new(field: Option<&str>, text: String) -> Self {
+        Self { field: field.map(str::to_owned), text }
+    }
+}
+
 /// Convert one task table; `default_lease` is the workflow's `lease`.
+/// Every problem found is in the error, on one line (it becomes a Lua error).
 pub fn to_spec(lua: &Lua, value: Value, default_lease: Option<&str>) -> Result<TaskSpec, String> {
+    checked(lua, value, default_lease).map_err(|problems| join(&problems, "; "))
+}
+
+fn join(problems: &[Problem], sep: &str) -> String {
+    problems.iter().map(|p| p.text.as_str()).collect::<Vec<_>>().join(sep)
+}
+
+/// Convert one task table, with every problem found.
+pub fn checked(lua: &Lua, value: Value, default_lease: Option<&str>) -> Result<TaskSpec, Vec<Problem>> {
+    let one = |text: String| vec![Problem::new(None, text)];
     let Value::Table(_) = value else {
-        return Err(format!(
+        return Err(one(format!(
             "a task must be a table such as {{ id = \"t1\", description = \"...\" }}, not {}",
             value.type_name()
-        ));
+        )));
     };
-    let json: Json = lua.from_value(value).map_err(|e| format!("a task must hold plain values: {e}"))?;
+    let json: Json = lua.from_value(value).map_err(|e| one(format!("a task must hold plain values: {e}")))?;
     let Json::Object(mut map) = json else {
-        return Err("a task must be a table with `id` and `description`, not a list".to_owned());
+        return Err(one("a task must be a table with `id` and `description`, not a list".to_owned()));
     };
+    let mut problems = Vec::new();
     let id = match map.get("id") {
         Some(Json::String(s)) if !s.trim().is_empty() => s.clone(),
         Some(Json::Number(n)) => n.to_string(),
-        Some(_) => return Err("task `id` must be a non-empty string".to_owned()),
-        None => return Err("a task has no `id`: give each task a unique id".to_owned()),
+        Some(Json::String(_)) => {
+            problems.push(Problem::new(Some("id"), "task `id` is empty: give each task a unique id".to_owned()));
+            "?".to_owned()
+        }
+        Some(other) => {
+            problems.push(Problem::new(Some("id"), errors::wrong_type("id", "a string such as \"t1\"", kind(other))));
+            "?".to_owned()
+        }
+        None => {
+            problems.push(Problem::new(None, "a task has no `id`: give each task a unique id".to_owned()));
+            "?".to_owned()
+        }
     };
-    map.insert("id".into(), Json::String(id.clone()));
-    match map.get("description") {
-        Some(Json::String(s)) if !s.trim().is_empty() => {}
-        _ => return Err(format!("task `{id}` has no `description`: say what the worker should do")),
+    if matches!(map.get("description"), None | Some(Json::String(_)))
+        && map.get("description").and_then(Json::as_str).is_none_or(|s| s.trim().is_empty())
+    {
+        problems.push(Problem::new(
+            Some("description"),
+            format!("task `{id}` has no `description`: say what the worker should do"),
+        ));
     }
+    let mut bad = |field: &str, text: String| problems.push(Problem::new(Some(field), format!("task `{id}`: {text}")));
+    match map.get("description") {
+        None | Some(Json::String(_)) => {}
+        Some(other) => bad("description", errors::wrong_type("description", "a string", kind(other))),
+    }
+    for (key, value) in &map {
+        if !TASK_FIELDS.contains(&key.as_str()) {
+            bad(key, errors::unknown_field(key, &TASK_FIELDS, "a task"));
+        } else if let Some(text) = type_problem(key, value) {
+            bad(key, text);
+        }
+    }
+    for (object, known) in [("context", &CONTEXT_FIELDS[..]), ("acceptance", &ACCEPTANCE_FIELDS[..])] {
+        match map.get(object) {
+            None => {}
+            Some(Json::Object(inner)) => {
+                for (key, value) in inner {
+                    if !known.contains(&key.as_str()) {
+                        bad(key, format!("`{object}`: {}", errors::unknown_field(key, known, &format!("`{object}`"))));
+                    } else if let Some(text) = type_problem(key, value) {
+                        bad(key, format!("`{object}`: {text}"));
+                    }
+                }
+            }
+            Some(other) => bad(object, errors::wrong_type(object, "a table", kind(other))),
+        }
+    }
+    if let Some(Json::String(lease)) = map.get("lease")
+        && humantime::parse_duration(lease).is_err()
+    {
+        bad("lease", errors::not_a_duration("lease", lease));
+    }
+    if !problems.is_empty() {
+        return Err(problems);
+    }
+    map.insert("id".into(), Json::String(id.clone()));
     for (short, within, long) in SHORT {
         let Some(v) = map.remove(short) else { continue };
         let v = if long == "validation" { v } else { as_list(v) };
         match within {
             Some(obj) => {
                 let entry = map.entry(obj).or_insert_with(|| Json::Object(Map::new()));
-                let Json::Object(inner) = entry else { return Err(format!("task `{id}`: `{obj}` must be a table")) };
-                inner.insert(long.to_owned(), v);
+                if let Json::Object(inner) = entry {
+                    inner.insert(long.to_owned(), v);
+                }
             }
             None => {
                 map.insert(long.to_owned(), v);
@@ -62,8 +176,8 @@ pub fn to_spec(lua: &Lua, value: Value, default_lease: Option<&str>) -> Result<T
     for obj in ["context", "acceptance"] {
         if let Some(Json::Object(inner)) = map.get_mut(obj) {
             for (key, v) in inner.iter_mut() {
-                if key != "validation" && matches!(v, Json::Object(o) if o.is_empty()) {
-                    *v = Json::Array(Vec::new());
+                if key != "validation" {
+                    *v = as_list(std::mem::take(v));
                 }
             }
         }
@@ -73,14 +187,39 @@ pub fn to_spec(lua: &Lua, value: Value, default_lease: Option<&str>) -> Result<T
     {
         map.insert("lease".into(), Json::String(lease.to_owned()));
     }
-    let spec: TaskSpec = serde_path_to_error::deserialize(Json::Object(map))
-        .map_err(|e| format!("task `{id}`: field `{}`: {}", e.path(), e.inner()))?;
-    if let Some(lease) = &spec.lease
-        && humantime::parse_duration(lease).is_err()
-    {
-        return Err(format!("task `{id}`: lease `{lease}` is not a duration such as \"30m\" or \"90s\""));
+    serde_path_to_error::deserialize(Json::Object(map))
+        .map_err(|e| vec![Problem::new(None, format!("task `{id}`: field `{}`: {}", e.path(), e.inner()))])
+}
+
+/// What is wrong with the type of a known field, if anything.
+fn type_problem(key: &str, value: &Json) -> Option<String> {
+    if LISTS.contains(&key) {
+        let fine = match value {
+            Json::String(_) => true,
+            Json::Array(items) => items.iter().all(Json::is_string),
+            Json::Object(o) => o.is_empty(),
+            _ => false,
+        };
+        return (!fine).then(|| errors::wrong_type(key, "a string or a list of strings", kind(value)));
     }
-    Ok(spec)
+    if STRINGS.contains(&key) && !value.is_string() {
+        let example = if key == "lease" { "a string such as \"30m\"" } else { "a string" };
+        return Some(errors::wrong_type(key, example, kind(value)));
+    }
+    None
+}
+
+/// The Lua name of what a value is.
+fn kind(value: &Json) -> &'static str {
+    match value {
+        Json::Null => "nil",
+        Json::Bool(_) => "boolean",
+        Json::Number(_) => "number",
+        Json::String(_) => "string",
+        Json::Array(a) if a.iter().all(Json::is_string) => "a list of strings",
+        Json::Array(_) => "a list holding something other than strings",
+        Json::Object(_) => "a table with named keys",
+    }
 }
 
 /// A single string where a list is expected is a list of one.
@@ -88,22 +227,79 @@ fn as_list(v: Json) -> Json {
     match v {
         Json::String(_) => Json::Array(vec![v]),
         Json::Object(o) if o.is_empty() => Json::Array(Vec::new()),
+        Json::Null => Json::Array(Vec::new()),
         other => other,
     }
 }
 
-/// Convert a list of task tables.
+/// Convert a list of task tables; the problems of every task, one per line
+/// in the error when the list came from a function (`split`, `ctx.add_tasks`).
 pub fn to_specs(lua: &Lua, value: Value, default_lease: Option<&str>) -> Result<Vec<TaskSpec>, String> {
+    checked_list(lua, value, default_lease).map_err(|problems| join(&problems, "; "))
+}
+
+/// Convert a list of task tables, each problem prefixed by `task N:`.
+pub fn checked_list(lua: &Lua, value: Value, default_lease: Option<&str>) -> Result<Vec<TaskSpec>, Vec<Problem>> {
     let Value::Table(list) = value else {
-        return Err(format!("expected a list of tasks, got {}", value.type_name()));
+        return Err(vec![Problem::new(None, format!("expected a list of tasks, got {}", value.type_name()))]);
     };
     let mut specs = Vec::with_capacity(list.raw_len());
+    let mut problems = Vec::new();
     for (i, item) in list.sequence_values::<Value>().enumerate() {
-        let item = item.map_err(|e| e.to_string())?;
-        specs.push(to_spec(lua, item, default_lease).map_err(|e| format!("task {}: {e}", i + 1))?);
+        let item = item.map_err(|e| vec![Problem::new(None, e.to_string())])?;
+        match checked(lua, item, default_lease) {
+            Ok(spec) => specs.push(spec),
+            Err(found) => problems.extend(
+                found.into_iter().map(|p| Problem { text: format!("task {}: {}", i + 1, p.text), field: p.field }),
+            ),
+        }
+    }
+    if !problems.is_empty() {
+        return Err(problems);
     }
     if specs.is_empty() && !list.is_empty() {
-        return Err("expected a list of tasks ({ {id=...}, {id=...} }), got a table with named keys".to_owned());
+        return Err(vec![Problem::new(
+            None,
+            "expected a list of tasks ({ {id=...}, {id=...} }), got a table with named keys".to_owned(),
+        )]);
     }
     Ok(specs)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec_of(source: &str) -> Result<TaskSpec, String> {
+        let lua = Lua::new();
+        let value: Value = lua.load(source).eval().expect("valid Lua");
+        to_spec(&lua, value, Some("30m"))
+    }
+
+    #[test]
+    fn short_names_fill_the_old_protocol_fields() {
+        let spec = spec_of(
+            r#"{ id = "a", description = "d", read = "r.md", write = { "w.md" }, after = "b", criteria = {} }"#,
+        )
+        .expect("a good task");
+        assert_eq!(spec.context.target_files, ["r.md"]);
+        assert_eq!(spec.context.output_files, ["w.md"]);
+        assert_eq!(spec.dependencies, ["b"]);
+        assert!(spec.acceptance.criteria.is_empty());
+        assert_eq!(spec.lease.as_deref(), Some("30m"));
+    }
+
+    #[test]
+    fn every_problem_of_a_task_is_named_at_once() {
+        let err = spec_of(r#"{ id = "a", description = "d", writes = "x", lease = "forever", context = { targetFile = "y" }, type = 3 }"#)
+            .expect_err("four problems");
+        for part in [
+            "unknown field `writes` (did you mean `write`?)",
+            "lease `forever` is not a duration",
+            "`context`: unknown field `targetFile` (did you mean `targetFiles`?)",
+            "`type` has the wrong type: expected a string, got number",
+        ] {
+            assert!(err.contains(part), "{part} missing from {err}");
+        }
+    }
 }
