@@ -10,4 +10,5 @@ mod lua;
 mod reports;
 mod run;
 mod scheduling;
+mod security;
 mod worker;

@@ -283,9 +283,15 @@ impl Supervisor {
     /// Kill every running command's group and every queued one; refuse new
     /// ones. Done when it returns: the kill signals are sent.
     pub fn shutdown(&self) {
+        self.lock().closed = true;
+        self.kill_all();
+    }
+
+    /// Kill every running command's group and drop every queued one (each
+    /// still reports its outcome); new commands are taken as before.
+    pub fn kill_all(&self) {
         let (live, queued) = {
             let mut state = self.lock();
-            state.closed = true;
             let live: Vec<Arc<Control>> = state.live.values().cloned().collect();
             (live, std::mem::take(&mut state.queue))
         };
