@@ -5,6 +5,7 @@ mod support;
 
 mod durability;
 mod engineer;
+mod fuzz;
 mod hub;
 mod lua;
 mod reports;
