@@ -257,9 +257,12 @@ impl RunningHub {
 
 /// Run a hub until Ctrl-C or SIGTERM.
 pub async fn serve(options: HubOptions) -> Result<(), HubError> {
+    // Listen for the signals before the hub says it listens: a SIGTERM sent
+    // right after "listening on" must stop it cleanly, not kill it.
+    let mut signals = Signals::install();
     let mut hub = start(options).await?;
     tokio::select! {
-        () = shutdown_signal() => hub.stop("The hub is shutting down").await,
+        () = signals.recv() => hub.stop("The hub is shutting down").await,
         e = hub.failed() => {
             crate::command::Supervisor::global().kill_all();
             let _ = fs::remove_file(HubFile::path(&hub.state_dir));
@@ -270,18 +273,43 @@ pub async fn serve(options: HubOptions) -> Result<(), HubError> {
 
 /// Ctrl-C or SIGTERM.
 pub async fn shutdown_signal() {
+    Signals::install().recv().await;
+}
+
+/// Ctrl-C and SIGTERM, caught from the moment this is made.
+struct Signals {
     #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        let mut term = signal(SignalKind::terminate()).expect("install the SIGTERM handler");
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = term.recv() => {}
+    term: tokio::signal::unix::Signal,
+    #[cfg(unix)]
+    interrupt: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn install() -> Self {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            Self {
+                term: signal(SignalKind::terminate()).expect("install the SIGTERM handler"),
+                interrupt: signal(SignalKind::interrupt()).expect("install the SIGINT handler"),
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            Self {}
         }
     }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
+
+    async fn recv(&mut self) {
+        #[cfg(unix)]
+        tokio::select! {
+            _ = self.term.recv() => {}
+            _ = self.interrupt.recv() => {}
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = tokio::signal::ctrl_c().await;
+        }
     }
 }
 
