@@ -515,4 +515,4 @@ impl Capture {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

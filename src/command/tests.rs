@@ -7,7 +7,7 @@ use super::*;
 const DEADLINE: Duration = Duration::from_secs(20);
 
 /// Processes of group `pgid` that are still alive (zombies are dead).
-fn live_members(pgid: i32) -> Vec<i32> {
+pub(crate) fn live_members(pgid: i32) -> Vec<i32> {
     let mut found = Vec::new();
     for entry in std::fs::read_dir("/proc").unwrap().flatten() {
         let Ok(member) = entry.file_name().to_string_lossy().parse::<i32>() else { continue };
@@ -22,7 +22,7 @@ fn live_members(pgid: i32) -> Vec<i32> {
     found
 }
 
-fn eventually(what: &str, mut check: impl FnMut() -> bool) {
+pub(crate) fn eventually(what: &str, mut check: impl FnMut() -> bool) {
     let start = Instant::now();
     while start.elapsed() < DEADLINE {
         if check() {

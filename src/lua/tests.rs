@@ -543,3 +543,22 @@ fn require_reaches_only_the_workflow_folder_recipes_and_built_ins() {
     }
     let _ = std::fs::remove_file(tmp);
 }
+
+#[test]
+fn a_ctx_run_past_its_timeout_loses_everything_it_started() {
+    let mut f = Fixture::new();
+    f.load(
+        r#"return { name = "slow", phases = { { name = "p", split = function(ctx)
+  local r = ctx.run("echo $$; (sleep 4; echo late > late) & sleep 600", { timeout = "200ms" })
+  assert(r.timed_out and r.code == nil, r.stderr)
+  ctx.write("pgid", r.stdout)
+  return {}
+end } } }"#,
+    )
+    .unwrap();
+    let pgid: i32 = std::fs::read_to_string(f.dir.path().join("pgid")).unwrap().trim().parse().unwrap();
+    crate::command::tests::eventually("the command's group is gone", || {
+        crate::command::tests::live_members(pgid).is_empty()
+    });
+    assert!(!f.dir.path().join("late").exists(), "the background job died with its group");
+}
