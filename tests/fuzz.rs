@@ -323,31 +323,9 @@ fn random_json(rng: &mut Rng, depth: usize) -> Value {
     }
 }
 
-const TYPES: &[&str] = &[
-    "register",
-    "create_tasks",
-    "request_task",
-    "task_complete",
-    "status",
-    "next",
-    "done",
-    "block",
-    "fail",
-    "progress",
-    "leave",
-    "add_tasks",
-    "answer",
-    "cancel",
-    "retry",
-    "snapshot",
-    "show_task",
-    "load_workflow",
-    "nope",
-];
-
 /// A message of a real type with fields that are often wrong; tasks named `pwn-*` carry a command.
 fn random_message(rng: &mut Rng, n: usize) -> Value {
-    let kind = *rng.pick(TYPES);
+    let kind = if rng.below(20) == 0 { "nope" } else { *rng.pick(mcc::hub::protocol::ClientMsg::TYPES) };
     let mut msg = json!({"type": kind});
     match kind {
         "register" => msg["role"] = json!(rng.pick(&["coordinator", "worker", "admin"])),
