@@ -175,3 +175,39 @@ fn idle_connections_without_the_token_cannot_take_every_slot_and_are_closed() {
     let offer = waiting.recv_within(Duration::from_secs(30)).expect("the waiting worker is still connected");
     assert_eq!(offer["offer"]["task"]["id"], "late", "{offer}");
 }
+
+/// Processes of group `pgid` still alive (zombies are dead), from /proc.
+fn live_members(pgid: i32) -> usize {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| std::fs::read_to_string(e.path().join("stat")).ok())
+        .filter(|stat| {
+            let fields: Vec<&str> =
+                stat.rsplit_once(')').map(|(_, rest)| rest.split_whitespace().collect()).unwrap_or_default();
+            fields.len() > 2 && fields[2].parse() == Ok(pgid) && fields[0] != "Z"
+        })
+        .count()
+}
+
+#[test]
+fn stopping_the_hub_kills_a_running_validation_and_all_it_started() {
+    let project = Project::new();
+    let hub = Hub::start(project.root(), &[]);
+    let mut task = old_task("checked", &[], &[]);
+    task["acceptance"]["validation"] = json!("echo $$ > pgid; (sleep 4; touch late) & sleep 600");
+    let mut engineer = hub.connect();
+    assert_eq!(engineer.ask(json!({"type":"add_tasks","tasks":[task]}))["type"], "tasks_added");
+    let mut worker = hub.connect_anonymous();
+    let offer = worker.ask(json!({"type":"next","worker":"w","waitMs":0}));
+    assert_eq!(offer["offer"]["task"]["id"], "checked", "{offer}");
+    worker.send(json!({"type":"done","worker":"w","taskId":"checked"}));
+    crate::support::eventually("the validation runs", || {
+        std::fs::read_to_string(project.path("pgid")).is_ok_and(|p| p.ends_with('\n'))
+    });
+    let pgid: i32 = project.read("pgid").trim().parse().unwrap();
+    assert!(live_members(pgid) > 0);
+    assert_eq!(hub.terminate(), Some(0));
+    crate::support::eventually("the validation's whole group is gone", || live_members(pgid) == 0);
+    assert!(!project.path("late").exists(), "the background job died with its group");
+}
