@@ -488,9 +488,10 @@ async fn serve_connection(stream: TcpStream, edge: &Edge, handshake: OwnedSemaph
         return;
     }
     // Idle means: no request of this connection is waiting for its answer,
-    // and it is not an old-protocol worker waiting for pushed work.
+    // and it has not registered in the old protocol (a registered worker or
+    // coordinator waits for messages the hub pushes, maybe for hours).
     let mut outstanding = false;
-    let mut waits_for_work = false;
+    let mut registered = false;
     let mut last_activity = tokio::time::Instant::now();
     loop {
         let idle_at = last_activity + edge.limits.idle_timeout;
@@ -511,9 +512,7 @@ async fn serve_connection(stream: TcpStream, edge: &Edge, handshake: OwnedSemaph
                     .and_then(|msg| access.permits(&msg, edge.limits.max_tasks_per_message).map(|()| msg));
                 match checked {
                     Ok(msg) => {
-                        if let ClientMsg::Register { role: Some(role), .. } = &msg {
-                            waits_for_work = role == "worker";
-                        }
+                        registered |= matches!(msg, ClientMsg::Register { .. });
                         outstanding = true;
                         if !engine.send(Input::Message { conn, msg }) { break; }
                     }
@@ -533,7 +532,7 @@ async fn serve_connection(stream: TcpStream, edge: &Edge, handshake: OwnedSemaph
                     break;
                 }
             },
-            () = tokio::time::sleep_until(idle_at), if !outstanding && !waits_for_work => {
+            () = tokio::time::sleep_until(idle_at), if !outstanding && !registered => {
                 let idle = humantime::format_duration(edge.limits.idle_timeout);
                 let bye = ServerMsg::error_code(format!("closing this connection: idle for {idle} with nothing asked; connect again when there is something to send"), "idle");
                 let _ = sink.send(Message::text(bye.to_json())).await;
