@@ -37,7 +37,7 @@ pub struct HubArgs {
     /// The most tasks one message may add.
     #[arg(long, default_value_t = hub::Limits::default().max_tasks_per_message)]
     pub max_tasks_per_message: usize,
-    /// External commands (validation, ctx.run) running at once; more wait their turn.
+    /// Validation commands running at once; more wait their turn.
     #[arg(long, default_value_t = hub::Limits::default().max_commands)]
     pub max_commands: usize,
     /// Connections open at once; a quarter is kept for clients with the token.

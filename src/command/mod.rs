@@ -243,6 +243,21 @@ impl Supervisor {
         GLOBAL.get_or_init(|| Supervisor::new(std::thread::available_parallelism().map_or(2, usize::from).max(2)))
     }
 
+    /// The runner of workflow commands (`ctx.run`). Apart from [`Supervisor::global`]
+    /// because a workflow calls it on the engine thread, which must never
+    /// wait in line behind validation commands; the engine makes one call at a
+    /// time, so its bound is rarely met.
+    pub fn workflows() -> &'static Supervisor {
+        static WORKFLOWS: OnceLock<Supervisor> = OnceLock::new();
+        WORKFLOWS.get_or_init(|| Supervisor::new(4))
+    }
+
+    /// Kill what every process-wide runner runs (the hub stops).
+    pub fn kill_everything() {
+        Self::global().kill_all();
+        Self::workflows().kill_all();
+    }
+
     pub fn max_running(&self) -> usize {
         self.lock().max
     }

@@ -54,7 +54,7 @@ pub struct Limits {
     pub idle_timeout: Duration,
     /// Tasks one `create_tasks` or `add_tasks` message may carry.
     pub max_tasks_per_message: usize,
-    /// External commands (validation, `ctx.run`) running at once; more wait.
+    /// Validation commands running at once; more wait (`ctx.run` has its own runner).
     pub max_commands: usize,
 }
 
@@ -234,7 +234,7 @@ impl RunningHub {
         self.engine.send(Input::Shutdown { message: message.to_owned() });
         let result = (&mut self.engine_done).await;
         // No command the hub started outlives it.
-        crate::command::Supervisor::global().kill_all();
+        crate::command::Supervisor::kill_everything();
         // Let connections flush `server_shutdown` and close, for a bounded time.
         let all = u32::try_from(self.max_connections).expect("a small number");
         let _ = tokio::time::timeout(Duration::from_secs(2), self.slots.acquire_many(all)).await;
@@ -264,7 +264,7 @@ pub async fn serve(options: HubOptions) -> Result<(), HubError> {
     tokio::select! {
         () = signals.recv() => hub.stop("The hub is shutting down").await,
         e = hub.failed() => {
-            crate::command::Supervisor::global().kill_all();
+            crate::command::Supervisor::kill_everything();
             let _ = fs::remove_file(HubFile::path(&hub.state_dir));
             Err(e)
         }

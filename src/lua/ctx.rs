@@ -181,7 +181,9 @@ fn commands(lua: &Lua, ctx: &Table, shared: &Rc<Shared>) -> mlua::Result<()> {
                     cwd = inside(&root, &dir, "ctx.run: cwd")?;
                 }
             }
-            let outcome = crate::command::run_shell(&cmd, &cwd, limit)
+            let job = crate::command::Job::shell(&cmd, &cwd, limit);
+            let outcome = crate::command::Supervisor::workflows()
+                .run(job)
                 .map_err(|e| mlua::Error::runtime(format!("ctx.run(\"{cmd}\"): could not start `sh`: {e}")))?;
             let t = lua.create_table()?;
             t.set("code", outcome.code)?;
