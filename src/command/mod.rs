@@ -81,7 +81,8 @@ pub fn run_shell(script: &str, cwd: &Path, limit: Duration) -> std::io::Result<O
     Supervisor::global().run(Job::shell(script, cwd, limit))
 }
 
-/// Read a child's pipe to the end on its own thread.
+/// Read a child's pipe to the end on its own thread. Kept for the headless
+/// worker (`src/cli/worker.rs`) until its command runs through a [`Supervisor`].
 pub fn drain(pipe: Option<impl Read + Send + 'static>) -> std::thread::JoinHandle<String> {
     std::thread::spawn(move || {
         let mut bytes = Vec::new();

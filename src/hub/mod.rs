@@ -85,7 +85,8 @@ pub struct HubFile {
     pub url: String,
     pub port: u16,
     pub pid: u32,
-    /// True when clients must send the token in `.mcc/token`.
+    /// True when every connection must send the token in `.mcc/token` (the
+    /// hub listens beyond loopback); on loopback it is needed to change the work.
     pub token_required: bool,
     pub root: String,
 }
