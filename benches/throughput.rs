@@ -95,8 +95,10 @@ fn task(id: &str) -> Value {
     json!({"id": id, "type": "bench", "description": "nothing", "context": {"targetFiles": [], "outputFiles": [], "requirements": []}, "acceptance": {"criteria": []}})
 }
 
-fn add_tasks(url: &str, n: usize, prefix: &str) {
-    let mut ws = connect(url);
+fn add_tasks(url: &str, root: &Path, n: usize, prefix: &str) {
+    // Adding tasks needs the project's token (docs/security.md).
+    let token = std::fs::read_to_string(root.join(".mcc/token")).expect("the hub wrote its token");
+    let mut ws = connect(&format!("{url}/?token={}", token.trim()));
     for chunk in (0..n).collect::<Vec<_>>().chunks(1000) {
         let tasks: Vec<Value> = chunk.iter().map(|i| task(&format!("{prefix}{i}"))).collect();
         let reply = ask(&mut ws, &json!({"type": "add_tasks", "tasks": tasks}));
@@ -144,7 +146,7 @@ fn old_worker(url: &str, name: String) -> usize {
 fn throughput(bin: &Path, workers: usize, n: usize, old: bool) -> (f64, u64) {
     let dir = tempfile::tempdir().unwrap();
     let hub = Hub::start(bin, dir.path());
-    add_tasks(&hub.url, n, "t");
+    add_tasks(&hub.url, dir.path(), n, "t");
     let start = Instant::now();
     let handles: Vec<_> = (0..workers)
         .map(|k| {
@@ -167,7 +169,7 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 fn worker_commands(bin: &Path, rounds: usize) {
     let dir = tempfile::tempdir().unwrap();
     let hub = Hub::start(bin, dir.path());
-    add_tasks(&hub.url, rounds + 1, "c");
+    add_tasks(&hub.url, dir.path(), rounds + 1, "c");
     let run = |args: &[&str]| {
         let start = Instant::now();
         let out = Command::new(bin).args(args).current_dir(dir.path()).output().unwrap();

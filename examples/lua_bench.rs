@@ -25,7 +25,14 @@ fn options(root: &Path, workflow: Option<&Path>) -> HubOptions {
         loader: Some(mcc::lua::load),
         workflow: workflow.map(Path::to_owned),
         quiet: true,
+        limits: hub::Limits::default(),
     }
+}
+
+/// The hub's address with the project's token, which adding tasks and loading workflows need.
+fn with_token(url: &str, root: &Path) -> String {
+    let token = std::fs::read_to_string(root.join(".mcc/token")).expect("the hub wrote its token");
+    format!("{url}/?token={}", token.trim())
 }
 
 struct Client(tungstenite::WebSocket<tungstenite::stream::MaybeTlsStream<std::net::TcpStream>>);
@@ -100,7 +107,7 @@ fn main() {
     // Without a workflow: tasks added over the wire.
     let dir = tempfile::tempdir().expect("temp");
     let running = runtime.block_on(hub::start(options(dir.path(), None))).expect("hub");
-    let mut c = Client::connect(&running.url);
+    let mut c = Client::connect(&with_token(&running.url, dir.path()));
     let tasks: Vec<Value> = (1..=TASKS).map(|i| json!({"id": format!("t{i}"), "description": "no-op"})).collect();
     assert_eq!(c.ask(&json!({"type":"add_tasks","tasks":tasks}))["type"], "tasks_added");
     let plain = drain(&running.url);
@@ -131,7 +138,7 @@ fn main() {
     assert_eq!(scheduler.tasks().count(), 10_000);
 
     let running = runtime.block_on(hub::start(options(dir.path(), None))).expect("hub");
-    let mut c = Client::connect(&running.url);
+    let mut c = Client::connect(&with_token(&running.url, dir.path()));
     let start = Instant::now();
     let reply = c.ask(&json!({"type":"load_workflow","path":"big.lua"}));
     assert_eq!(reply["type"], "ack", "{reply}");

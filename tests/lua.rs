@@ -379,12 +379,12 @@ fn every_example_in_the_workflow_docs_passes_mcc_check() {
 
 #[test]
 fn the_editor_annotations_load_as_lua() {
-    let types = concat!(env!("CARGO_MANIFEST_DIR"), "/workflows/types/mcc.lua");
+    let types = include_str!("../workflows/types/mcc.lua");
     let project = Project::new();
-    project.write(
-        "wf.lua",
-        &format!("dofile({types:?})\nreturn {{ name = \"t\", phases = {{ {{ name = \"p\", tasks = {{}} }} }} }}"),
-    );
+    // `dofile` is outside the sandbox; a copy beside the workflow is what `require` reaches.
+    project.write("mcc_types.lua", types);
+    project
+        .write("wf.lua", "require(\"mcc_types\")\nreturn { name = \"t\", phases = { { name = \"p\", tasks = {} } } }");
     let run = project.mcc().args(["check", "wf.lua"]).run();
     assert_eq!(run.code, 0, "{}", run.stderr);
 }
@@ -461,4 +461,18 @@ return { name = "mod-v" .. names.version, phases = { { name = "p", tasks = { { i
     assert_eq!(snapshot(&mut ws)["policy"], "mod-v1");
     project.write("flows/names.lua", "return { version = \"2\" }\n");
     eventually("the workflow reloaded with the edited module", || snapshot(&mut ws)["policy"] == "mod-v2");
+}
+
+#[test]
+fn a_workflow_that_reaches_for_the_system_is_refused_with_its_line() {
+    let project = Project::new();
+    project.write("wf.lua", "local ok = true\nos.execute(\"touch pwned\")\nreturn {}\n");
+    let run = project.mcc().args(["check", "wf.lua"]).run();
+    assert_eq!(run.code, 1, "{run:?}");
+    assert!(
+        run.stderr.contains("wf.lua:2: in the workflow file: os.execute is not available to a workflow"),
+        "{}",
+        run.stderr
+    );
+    assert!(!project.path("pwned").exists());
 }

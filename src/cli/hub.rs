@@ -34,6 +34,18 @@ pub struct HubArgs {
     /// Run this Lua workflow (check it first with `mcc check FILE`).
     #[arg(long)]
     pub workflow: Option<PathBuf>,
+    /// The most tasks one message may add.
+    #[arg(long, default_value_t = hub::Limits::default().max_tasks_per_message)]
+    pub max_tasks_per_message: usize,
+    /// Validation commands running at once; more wait their turn.
+    #[arg(long, default_value_t = hub::Limits::default().max_commands)]
+    pub max_commands: usize,
+    /// Connections open at once; a quarter is kept for clients with the token.
+    #[arg(long, default_value_t = hub::MAX_CONNECTIONS)]
+    pub max_connections: usize,
+    /// Close a connection that has asked nothing for this long, such as 10m.
+    #[arg(long, default_value = "10m", value_parser = humantime::parse_duration)]
+    pub idle_timeout: Duration,
 }
 
 impl HubArgs {
@@ -46,6 +58,13 @@ impl HubArgs {
             loader: Some(crate::lua::load),
             workflow: self.workflow.as_ref().map(|w| std::path::absolute(w).unwrap_or_else(|_| w.clone())),
             quiet: false,
+            limits: hub::Limits {
+                max_tasks_per_message: self.max_tasks_per_message.max(1),
+                max_commands: self.max_commands.max(1),
+                max_connections: self.max_connections.max(4),
+                idle_timeout: self.idle_timeout,
+                ..hub::Limits::default()
+            },
         }
     }
 }

@@ -217,6 +217,7 @@ async fn start_hub(args: &RunArgs, root: &Path, file: &Path) -> Result<hub::Runn
         loader: Some(crate::lua::load),
         workflow: Some(file.to_owned()),
         quiet: true,
+        limits: hub::Limits::default(),
     };
     match hub::start(options(args.port)).await {
         // Another program holds the default port: any free one will do, clients read .mcc/hub.json.

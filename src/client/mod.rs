@@ -64,20 +64,34 @@ pub fn find_root(start: &Path) -> Option<PathBuf> {
 }
 
 /// Find the hub: `--hub` / `MCC_HUB` when given, else the nearest `.mcc/hub.json`.
+///
+/// The project's token goes with the target only when the address is the one
+/// its `hub.json` names: a `--hub` pointing elsewhere never receives it.
 pub fn locate(hub: Option<&str>, cwd: &Path) -> Result<Target, ClientError> {
     let root = find_root(cwd);
-    let token = root
-        .as_ref()
-        .and_then(|r| std::fs::read_to_string(r.join(".mcc").join("token")).ok())
-        .map(|t| t.trim().to_owned());
+    let file = root.as_ref().and_then(|r| HubFile::read(&r.join(".mcc")));
     if let Some(url) = hub {
+        let token = match (&root, &file) {
+            (Some(root), Some(file)) if same_address(&file.url, url) => read_token(root),
+            _ => None,
+        };
         return Ok(Target { url: url.to_owned(), token, root });
     }
     let root = root.ok_or_else(|| ClientError::NoProject(cwd.display().to_string()))?;
-    let file = HubFile::read(&root.join(".mcc"))
-        .ok_or_else(|| ClientError::NotRunning { root: root.display().to_string() })?;
-    let token = if file.token_required { token } else { None };
-    Ok(Target { url: file.url, token, root: Some(root) })
+    let file = file.ok_or_else(|| ClientError::NotRunning { root: root.display().to_string() })?;
+    Ok(Target { url: file.url, token: read_token(&root), root: Some(root) })
+}
+
+/// The token in `ROOT/.mcc/token`, if readable.
+pub fn read_token(root: &Path) -> Option<String> {
+    let token = std::fs::read_to_string(root.join(".mcc").join("token")).ok()?;
+    let token = token.trim();
+    (!token.is_empty()).then(|| token.to_owned())
+}
+
+/// Two hub addresses are the same when they are spelled the same (a final `/` aside).
+fn same_address(a: &str, b: &str) -> bool {
+    a.trim_end_matches('/') == b.trim_end_matches('/')
 }
 
 /// One open connection to the hub.

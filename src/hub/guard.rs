@@ -1,58 +1,174 @@
-//! Who may open a WebSocket to the hub: checks of `Host`, `Origin` and the
-//! access token on every handshake, so a web page in the engineer's browser
-//! cannot drive the hub (DNS rebinding, cross-site WebSocket hijacking).
+//! Who may open a WebSocket to the hub, and what a connection may ask for.
+//!
+//! Every handshake is checked here and the check fails closed: a `Host`,
+//! `Origin` or `Authorization` that cannot be read as plain ASCII is a
+//! refusal, a duplicate of one is a `400`, and the `Host` port is parsed
+//! strictly. A web page in the engineer's browser cannot pass (DNS
+//! rebinding, cross-site WebSocket hijacking).
+//!
+//! A connection that presents the project's token (`.mcc/token`) holds the
+//! capability to change the work; one without it (only possible on loopback)
+//! may read, work tasks, and speak the old protocol, but never add tasks
+//! that run commands, load workflows, answer, cancel or retry:
+//! [`Access::permits`] is asked for every message before the engine sees it.
 
+use serde_json::Value;
 use subtle::ConstantTimeEq;
 use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request};
 use tokio_tungstenite::tungstenite::http::{HeaderMap, StatusCode};
+
+use super::protocol::ClientMsg;
 
 /// The rules of one hub.
 #[derive(Debug, Clone)]
 pub struct Guard {
     pub port: u16,
-    /// Required when the hub listens beyond loopback.
-    pub token: Option<String>,
+    /// The project's token; presenting it grants [`Access::Token`].
+    pub token: String,
+    /// True when the hub listens beyond loopback: then every connection needs the token.
+    pub remote: bool,
+}
+
+/// What a connection that passed the handshake may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// It presented the project's token: anything.
+    Token,
+    /// Loopback without a token: reading, working tasks, the old protocol.
+    Anonymous,
+}
+
+/// Why a handshake is refused, and with which status.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    pub status: StatusCode,
+    pub reason: String,
+}
+
+impl Refusal {
+    fn forbidden(reason: impl Into<String>) -> Self {
+        Self { status: StatusCode::FORBIDDEN, reason: reason.into() }
+    }
+
+    fn bad_request(reason: impl Into<String>) -> Self {
+        Self { status: StatusCode::BAD_REQUEST, reason: reason.into() }
+    }
+
+    /// The HTTP answer sent for it.
+    pub fn response(&self) -> ErrorResponse {
+        let mut response = ErrorResponse::new(Some(format!("mcc hub refused the connection: {}\n", self.reason)));
+        *response.status_mut() = self.status;
+        response
+    }
 }
 
 const LOOPBACK_HOSTS: [&str; 3] = ["localhost", "127.0.0.1", "[::1]"];
+/// Headers the guard reads: each must appear at most once and be plain ASCII.
+const CHECKED: [&str; 3] = ["host", "origin", "authorization"];
+
+const TOKEN_HELP: &str = "send `Authorization: Bearer <token>` with the token in the project's .mcc/token (mcc commands run inside the project do this)";
 
 impl Guard {
-    /// Ok, or the reason the handshake is refused.
-    pub fn check(&self, request: &Request) -> Result<(), String> {
+    /// What the connection may do, or why the handshake is refused.
+    pub fn check(&self, request: &Request) -> Result<Access, Refusal> {
         let headers = request.headers();
-        if let Some(token) = &self.token {
-            let given = bearer(headers).or_else(|| query_token(request.uri().query()));
-            let ok = given.is_some_and(|g| bool::from(g.as_bytes().ct_eq(token.as_bytes())));
-            if !ok {
-                return Err("a valid access token is required: send `Authorization: Bearer <token>` (the token is in .mcc/token)".into());
+        for name in CHECKED {
+            let mut values = headers.get_all(name).iter();
+            let first = values.next();
+            if values.next().is_some() {
+                return Err(Refusal::bad_request(format!("the handshake has more than one `{name}` header")));
             }
-        } else {
-            let host = header(headers, "host").ok_or("the handshake has no Host header")?;
+            if let Some(value) = first
+                && !value.as_bytes().iter().all(|b| (0x20..0x7f).contains(b))
+            {
+                return Err(Refusal::bad_request(format!("the `{name}` header is not plain ASCII")));
+            }
+        }
+        if header(headers, "authorization").is_some_and(|v| !v.starts_with("Bearer ")) {
+            return Err(Refusal::bad_request(format!(
+                "the Authorization header is not `Bearer <token>`; {TOKEN_HELP}"
+            )));
+        }
+        let given = bearer(headers).or_else(|| query_token(request.uri().query()));
+        let access = match given {
+            Some(given) if bool::from(given.as_bytes().ct_eq(self.token.as_bytes())) => Access::Token,
+            Some(_) => return Err(Refusal::forbidden(format!("the access token is wrong; {TOKEN_HELP}"))),
+            None if self.remote => {
+                return Err(Refusal::forbidden(format!(
+                    "this hub listens beyond loopback, so every connection needs the access token: {TOKEN_HELP}"
+                )));
+            }
+            None => Access::Anonymous,
+        };
+        // On loopback the name must be loopback too, token or not (DNS rebinding);
+        // beyond loopback the token is what counts.
+        if !self.remote {
+            let host =
+                header(headers, "host").ok_or_else(|| Refusal::bad_request("the handshake has no Host header"))?;
             if !self.is_loopback_authority(host) {
-                return Err(format!("Host `{host}` is not a loopback name on port {}", self.port));
+                return Err(Refusal::forbidden(format!("Host `{host}` is not a loopback name on port {}", self.port)));
             }
         }
         if let Some(origin) = header(headers, "origin") {
             let own = origin.strip_prefix("http://").is_some_and(|authority| self.is_loopback_authority(authority));
             if !own {
-                return Err(format!("Origin `{origin}` is a web page; only command-line clients may connect"));
+                return Err(Refusal::forbidden(format!(
+                    "Origin `{origin}` is a web page; only command-line clients may connect"
+                )));
             }
         }
-        Ok(())
+        Ok(access)
     }
 
-    /// `localhost:PORT`, `127.0.0.1:PORT` or `[::1]:PORT`, exactly.
+    /// `localhost:PORT`, `127.0.0.1:PORT` or `[::1]:PORT`, exactly: the port
+    /// in plain decimal digits, no sign, no leading zero.
     fn is_loopback_authority(&self, authority: &str) -> bool {
         let Some((host, port)) = authority.rsplit_once(':') else { return false };
-        LOOPBACK_HOSTS.iter().any(|h| h.eq_ignore_ascii_case(host)) && port.parse::<u16>().ok() == Some(self.port)
+        let strict = !port.is_empty()
+            && port.len() <= 5
+            && port.bytes().all(|b| b.is_ascii_digit())
+            && !(port.len() > 1 && port.starts_with('0'));
+        strict
+            && LOOPBACK_HOSTS.iter().any(|h| h.eq_ignore_ascii_case(host))
+            && port.parse::<u16>().ok() == Some(self.port)
     }
+}
 
-    /// The 403 sent for a refused handshake.
-    pub fn refusal(reason: &str) -> ErrorResponse {
-        let mut response = ErrorResponse::new(Some(format!("mcc hub refused the connection: {reason}\n")));
-        *response.status_mut() = StatusCode::FORBIDDEN;
-        response
+impl Access {
+    /// Ok, or the error the connection is sent instead of passing `msg` on.
+    pub fn permits(self, msg: &ClientMsg, max_tasks: usize) -> Result<(), String> {
+        let count = match msg {
+            ClientMsg::CreateTasks { tasks: Some(tasks) } | ClientMsg::AddTasks { tasks } => tasks.len(),
+            _ => 0,
+        };
+        if count > max_tasks {
+            return Err(format!(
+                "{count} tasks in one message is more than this hub takes ({max_tasks}); send them in smaller batches, or start the hub with a larger `mcc hub --max-tasks-per-message`"
+            ));
+        }
+        if self == Access::Token {
+            return Ok(());
+        }
+        let what = match msg {
+            ClientMsg::CreateTasks { tasks: Some(tasks) } => {
+                let Some(task) = tasks.iter().find(|t| runs_a_command(t)) else { return Ok(()) };
+                let id = task.get("id").and_then(Value::as_str).unwrap_or("?");
+                format!("creating task `{id}`, whose acceptance.validation is a command the hub would run,")
+            }
+            ClientMsg::AddTasks { .. } => "add_tasks".to_owned(),
+            ClientMsg::LoadWorkflow { .. } => "load_workflow".to_owned(),
+            ClientMsg::Answer { .. } => "answer".to_owned(),
+            ClientMsg::Cancel { .. } => "cancel".to_owned(),
+            ClientMsg::Retry { .. } => "retry".to_owned(),
+            _ => return Ok(()),
+        };
+        Err(format!("{what} needs the project's access token, and this connection did not present one: {TOKEN_HELP}"))
     }
+}
+
+/// True when a task (as sent) carries a validation command.
+fn runs_a_command(task: &Value) -> bool {
+    task.get("acceptance").and_then(|a| a.get("validation")).is_some_and(|v| !v.is_null())
 }
 
 fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
@@ -70,34 +186,97 @@ fn query_token(query: Option<&str>) -> Option<&str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
+    use tokio_tungstenite::tungstenite::http::HeaderValue;
 
-    fn request(headers: &[(&str, &str)]) -> Request {
-        let mut builder = Request::builder().uri("/");
+    fn request(headers: &[(&str, &[u8])]) -> Request {
+        let mut request = Request::builder().uri("/").body(()).unwrap();
         for (k, v) in headers {
-            builder = builder.header(*k, *v);
+            let name: tokio_tungstenite::tungstenite::http::HeaderName = k.parse().unwrap();
+            request.headers_mut().append(name, HeaderValue::from_bytes(v).unwrap());
         }
-        builder.body(()).unwrap()
+        request
+    }
+
+    fn local() -> Guard {
+        Guard { port: 3100, token: "s3cret".into(), remote: false }
     }
 
     #[test]
     fn loopback_clients_pass_and_web_pages_and_foreign_hosts_do_not() {
-        let guard = Guard { port: 3100, token: None };
-        assert!(guard.check(&request(&[("host", "localhost:3100")])).is_ok());
-        assert!(guard.check(&request(&[("host", "[::1]:3100")])).is_ok());
-        assert!(guard.check(&request(&[("host", "127.0.0.1:3100"), ("origin", "http://localhost:3100")])).is_ok());
-        assert!(guard.check(&request(&[("host", "evil.example:3100")])).is_err());
-        assert!(guard.check(&request(&[("host", "localhost:3101")])).is_err());
-        assert!(guard.check(&request(&[("host", "localhost")])).is_err());
-        assert!(guard.check(&request(&[("host", "localhost.evil.example:3100")])).is_err());
-        assert!(guard.check(&request(&[("host", "localhost:3100"), ("origin", "https://evil.example")])).is_err());
-        assert!(guard.check(&request(&[("host", "localhost:3100"), ("origin", "null")])).is_err());
+        let guard = local();
+        assert_eq!(guard.check(&request(&[("host", b"localhost:3100")])), Ok(Access::Anonymous));
+        assert!(guard.check(&request(&[("host", b"[::1]:3100")])).is_ok());
+        assert!(guard.check(&request(&[("host", b"127.0.0.1:3100"), ("origin", b"http://localhost:3100")])).is_ok());
+        for bad in [
+            &b"evil.example:3100"[..],
+            b"localhost:3101",
+            b"localhost",
+            b"localhost.evil.example:3100",
+            b"localhost:+3100",
+            b"localhost:03100",
+            b"localhost:3100 ",
+            b"localhost.:3100",
+        ] {
+            assert!(guard.check(&request(&[("host", bad)])).is_err(), "{}", String::from_utf8_lossy(bad));
+        }
+        assert!(guard.check(&request(&[("host", b"localhost:3100"), ("origin", b"https://evil.example")])).is_err());
+        assert!(guard.check(&request(&[("host", b"localhost:3100"), ("origin", b"null")])).is_err());
     }
 
     #[test]
-    fn a_remote_hub_wants_the_token() {
-        let guard = Guard { port: 3100, token: Some("s3cret".into()) };
-        assert!(guard.check(&request(&[("host", "10.0.0.5:3100")])).is_err());
-        assert!(guard.check(&request(&[("host", "10.0.0.5:3100"), ("authorization", "Bearer nope")])).is_err());
-        assert!(guard.check(&request(&[("host", "10.0.0.5:3100"), ("authorization", "Bearer s3cret")])).is_ok());
+    fn unreadable_or_repeated_headers_are_refused() {
+        let guard = local();
+        let refused = |headers: &[(&str, &[u8])]| guard.check(&request(headers)).unwrap_err().status;
+        assert_eq!(
+            refused(&[("host", b"localhost:3100"), ("origin", b"http://evil.com\xe9")]),
+            StatusCode::BAD_REQUEST
+        );
+        assert_eq!(refused(&[("host", b"localhost:3100"), ("origin", b"null\x80")]), StatusCode::BAD_REQUEST);
+        assert_eq!(refused(&[("host", b"localhost:3100\xff")]), StatusCode::BAD_REQUEST);
+        assert_eq!(refused(&[("host", b"localhost:3100"), ("host", b"localhost:3100")]), StatusCode::BAD_REQUEST);
+        assert_eq!(
+            refused(&[("host", b"localhost:3100"), ("origin", b"http://localhost:3100"), ("origin", b"http://evil")]),
+            StatusCode::BAD_REQUEST
+        );
+    }
+
+    #[test]
+    fn the_token_grants_everything_and_a_wrong_one_is_refused() {
+        let remote = Guard { remote: true, ..local() };
+        assert!(remote.check(&request(&[("host", b"10.0.0.5:3100")])).is_err());
+        assert!(remote.check(&request(&[("host", b"10.0.0.5:3100"), ("authorization", b"Bearer nope")])).is_err());
+        assert_eq!(
+            remote.check(&request(&[("host", b"10.0.0.5:3100"), ("authorization", b"Bearer s3cret")])),
+            Ok(Access::Token)
+        );
+        let wrong = local().check(&request(&[("host", b"localhost:3100"), ("authorization", b"Bearer nope")]));
+        assert_eq!(wrong.unwrap_err().status, StatusCode::FORBIDDEN);
+    }
+
+    #[test]
+    fn without_the_token_a_connection_cannot_run_commands_or_change_the_work() {
+        let parse = |v: serde_json::Value| super::super::protocol::parse(&v.to_string()).unwrap();
+        let plain = parse(json!({"type":"create_tasks","tasks":[{"id":"a","description":"d"}]}));
+        let checked = parse(
+            json!({"type":"create_tasks","tasks":[{"id":"b","description":"d","acceptance":{"validation":"rm -rf ~"}}]}),
+        );
+        assert!(Access::Anonymous.permits(&plain, 100).is_ok());
+        let refused = Access::Anonymous.permits(&checked, 100).unwrap_err();
+        assert!(refused.contains("task `b`") && refused.contains(".mcc/token"), "{refused}");
+        assert!(Access::Token.permits(&checked, 100).is_ok());
+        for msg in [
+            json!({"type":"add_tasks","tasks":[]}),
+            json!({"type":"load_workflow","path":"/tmp/x.lua"}),
+            json!({"type":"answer","taskId":"a","text":"t"}),
+            json!({"type":"cancel","taskId":"a"}),
+            json!({"type":"retry","taskId":"a"}),
+        ] {
+            let kind = msg["type"].as_str().unwrap().to_owned();
+            let error = Access::Anonymous.permits(&parse(msg), 100).unwrap_err();
+            assert!(error.starts_with(&kind) && error.contains("access token"), "{error}");
+        }
+        let many = parse(json!({"type":"add_tasks","tasks":[{}, {}, {}]}));
+        assert!(Access::Token.permits(&many, 2).unwrap_err().contains("--max-tasks-per-message"));
     }
 }

@@ -1,6 +1,12 @@
 //! The WebSocket hub: listens on loopback, checks every handshake, and runs
 //! one small task per connection that turns frames into engine inputs and
 //! engine answers into frames.
+//!
+//! The edge is where access is enforced (see `docs/security.md`): the guard
+//! decides what a connection may do ([`guard::Access`]), every message is
+//! filtered before the engine sees it, and connection slots are shared so
+//! that unfinished handshakes, idle sockets or connections without the token
+//! cannot lock the engineer out.
 
 pub mod files;
 pub mod guard;
@@ -17,7 +23,7 @@ use std::time::Duration;
 use futures_util::{SinkExt, StreamExt};
 use serde::{Deserialize, Serialize};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::handshake::server::{Request, Response};
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
@@ -25,15 +31,53 @@ use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use crate::engine::{Config, Engine, EngineHandle, Input, Loader, Outgoing};
 use crate::scheduler::Settings;
 use crate::watch::ReportWatcher;
-use guard::Guard;
-use protocol::ServerMsg;
+use guard::{Access, Guard, Refusal};
+use protocol::{ClientMsg, ServerMsg};
 
 /// The default port, as the old server had it.
 pub const DEFAULT_PORT: u16 = 3100;
 /// The largest frame a client may send.
 pub const MAX_FRAME: usize = 1 << 20;
-/// How many connections may be open at once.
+/// How many connections may be open at once, by default.
 pub const MAX_CONNECTIONS: usize = 512;
+
+/// Bounds at the hub's edge; the defaults are far beyond what a real project
+/// needs and close to what keeps a hostile client from hurting the others.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Upgraded connections open at once; a quarter is kept for connections with the token.
+    pub max_connections: usize,
+    /// Handshakes in progress at once (they do not hold a connection slot).
+    pub max_handshakes: usize,
+    /// How long a client may take to finish its handshake.
+    pub handshake_timeout: Duration,
+    /// An upgraded connection with no request outstanding is closed after this.
+    pub idle_timeout: Duration,
+    /// Tasks one `create_tasks` or `add_tasks` message may carry.
+    pub max_tasks_per_message: usize,
+    /// Validation commands running at once; more wait (`ctx.run` has its own runner).
+    pub max_commands: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_connections: MAX_CONNECTIONS,
+            max_handshakes: 1024,
+            handshake_timeout: Duration::from_secs(3),
+            idle_timeout: Duration::from_mins(10),
+            max_tasks_per_message: 10_000,
+            max_commands: std::thread::available_parallelism().map_or(2, usize::from).max(2),
+        }
+    }
+}
+
+impl Limits {
+    /// Slots connections without the token may take: all but a quarter.
+    pub fn anonymous_slots(&self) -> usize {
+        self.max_connections - self.max_connections.div_ceil(4)
+    }
+}
 
 /// What `.mcc/hub.json` says: where the running hub listens.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -42,7 +86,8 @@ pub struct HubFile {
     pub url: String,
     pub port: u16,
     pub pid: u32,
-    /// True when clients must send the token in `.mcc/token`.
+    /// True when every connection must send the token in `.mcc/token` (the
+    /// hub listens beyond loopback); on loopback it is needed to change the work.
     pub token_required: bool,
     pub root: String,
 }
@@ -86,6 +131,7 @@ pub struct HubOptions {
     pub workflow: Option<PathBuf>,
     /// Print nothing but errors.
     pub quiet: bool,
+    pub limits: Limits,
 }
 
 /// A started hub.
@@ -97,6 +143,7 @@ pub struct RunningHub {
     engine_done: tokio::sync::oneshot::Receiver<Result<(), crate::store::StoreError>>,
     /// One permit per open connection; all back means every socket closed.
     slots: Arc<Semaphore>,
+    max_connections: usize,
     state_dir: PathBuf,
     _lock: fs::File,
     _watcher: ReportWatcher,
@@ -125,16 +172,14 @@ pub async fn start(options: HubOptions) -> Result<RunningHub, HubError> {
         return Err(HubError::AlreadyRunning { root: root.display().to_string(), url });
     }
 
+    raise_descriptor_limit();
     let (listeners, port) = bind(options.bind, options.port).await?;
-    let token = match options.bind {
-        Some(ip) if !ip.is_loopback() => Some(load_or_create_token(&state_dir)?),
-        _ => None,
-    };
-    let host = match options.bind {
-        Some(ip) if !ip.is_loopback() => SocketAddr::new(ip, port).to_string(),
-        _ => format!("127.0.0.1:{port}"),
-    };
+    let token = load_or_create_token(&state_dir)?;
+    let remote = options.bind.is_some_and(|ip| !ip.is_loopback());
+    // The address actually bound: `--bind ::1` is `[::1]`, not 127.0.0.1.
+    let host = SocketAddr::new(options.bind.unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST)), port).to_string();
     let url = format!("ws://{host}");
+    crate::command::Supervisor::global().set_max_running(options.limits.max_commands);
 
     let (engine, engine_thread) = Engine::start(Config {
         root: root.clone(),
@@ -148,19 +193,28 @@ pub async fn start(options: HubOptions) -> Result<RunningHub, HubError> {
     }
     let watcher = ReportWatcher::start(&root, &state_dir, engine.clone()).map_err(HubError::Watch)?;
 
-    let guard = Arc::new(Guard { port, token: token.clone() });
-    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     let ids = Arc::new(AtomicU64::new(1));
     files::start(&state_dir, engine.clone(), ids.clone()).map_err(HubError::Watch)?;
+    let limits = options.limits.clone();
+    let slots = Arc::new(Semaphore::new(limits.max_connections));
+    let edge = Arc::new(Edge {
+        engine: engine.clone(),
+        guard: Guard { port, token, remote },
+        slots: slots.clone(),
+        anonymous: Arc::new(Semaphore::new(limits.anonymous_slots())),
+        handshakes: Arc::new(Semaphore::new(limits.max_handshakes)),
+        ids,
+        limits,
+    });
     for listener in listeners {
-        tokio::spawn(accept_loop(listener, engine.clone(), guard.clone(), slots.clone(), ids.clone()));
+        tokio::spawn(accept_loop(listener, edge.clone()));
     }
 
     let hub_file = HubFile {
         url: url.clone(),
         port,
         pid: std::process::id(),
-        token_required: token.is_some(),
+        token_required: remote,
         root: root.display().to_string(),
     };
     write_atomically(&HubFile::path(&state_dir), &serde_json::to_vec_pretty(&hub_file).expect("serializes"))?;
@@ -174,7 +228,8 @@ pub async fn start(options: HubOptions) -> Result<RunningHub, HubError> {
         });
         let _ = done_tx.send(result);
     });
-    Ok(RunningHub { engine, url, port, engine_done, slots, state_dir, _lock: lock, _watcher: watcher })
+    let max_connections = options.limits.max_connections;
+    Ok(RunningHub { engine, url, port, engine_done, slots, max_connections, state_dir, _lock: lock, _watcher: watcher })
 }
 
 impl RunningHub {
@@ -182,8 +237,10 @@ impl RunningHub {
     pub async fn stop(mut self, message: &str) -> Result<(), HubError> {
         self.engine.send(Input::Shutdown { message: message.to_owned() });
         let result = (&mut self.engine_done).await;
+        // No command the hub started outlives it.
+        crate::command::Supervisor::kill_everything();
         // Let connections flush `server_shutdown` and close, for a bounded time.
-        let all = u32::try_from(MAX_CONNECTIONS).expect("a small number");
+        let all = u32::try_from(self.max_connections).expect("a small number");
         let _ = tokio::time::timeout(Duration::from_secs(2), self.slots.acquire_many(all)).await;
         let _ = fs::remove_file(HubFile::path(&self.state_dir));
         match result {
@@ -204,10 +261,14 @@ impl RunningHub {
 
 /// Run a hub until Ctrl-C or SIGTERM.
 pub async fn serve(options: HubOptions) -> Result<(), HubError> {
+    // Listen for the signals before the hub says it listens: a SIGTERM sent
+    // right after "listening on" must stop it cleanly, not kill it.
+    let mut signals = Signals::install();
     let mut hub = start(options).await?;
     tokio::select! {
-        () = shutdown_signal() => hub.stop("The hub is shutting down").await,
+        () = signals.recv() => hub.stop("The hub is shutting down").await,
         e = hub.failed() => {
+            crate::command::Supervisor::kill_everything();
             let _ = fs::remove_file(HubFile::path(&hub.state_dir));
             Err(e)
         }
@@ -216,18 +277,43 @@ pub async fn serve(options: HubOptions) -> Result<(), HubError> {
 
 /// Ctrl-C or SIGTERM.
 pub async fn shutdown_signal() {
+    Signals::install().recv().await;
+}
+
+/// Ctrl-C and SIGTERM, caught from the moment this is made.
+struct Signals {
     #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        let mut term = signal(SignalKind::terminate()).expect("install the SIGTERM handler");
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = term.recv() => {}
+    term: tokio::signal::unix::Signal,
+    #[cfg(unix)]
+    interrupt: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn install() -> Self {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            Self {
+                term: signal(SignalKind::terminate()).expect("install the SIGTERM handler"),
+                interrupt: signal(SignalKind::interrupt()).expect("install the SIGINT handler"),
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            Self {}
         }
     }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
+
+    async fn recv(&mut self) {
+        #[cfg(unix)]
+        tokio::select! {
+            _ = self.term.recv() => {}
+            _ = self.interrupt.recv() => {}
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = tokio::signal::ctrl_c().await;
+        }
     }
 }
 
@@ -246,29 +332,64 @@ async fn bind(ip: Option<IpAddr>, port: u16) -> Result<(Vec<TcpListener>, u16), 
     Ok((listeners, port))
 }
 
+/// The project's token: read and checked, or made. Its mode is fixed to
+/// 0600 at every start, whoever changed it since.
 fn load_or_create_token(state_dir: &Path) -> Result<String, HubError> {
     let path = state_dir.join("token");
-    if let Ok(existing) = fs::read_to_string(&path)
-        && existing.trim().len() == 64
-    {
-        return Ok(existing.trim().to_owned());
+    let io = |source| HubError::Io { path: path.clone(), source };
+    match fs::symlink_metadata(&path) {
+        Ok(meta) if !meta.file_type().is_file() => {
+            return Err(io(std::io::Error::other(
+                "the token is not a plain file (a link or a folder?); remove it and start again to make a new one",
+            )));
+        }
+        Ok(meta) => {
+            #[cfg(unix)]
+            {
+                use std::os::unix::fs::PermissionsExt;
+                if meta.permissions().mode() & 0o777 != 0o600 {
+                    fs::set_permissions(&path, fs::Permissions::from_mode(0o600)).map_err(io)?;
+                }
+            }
+            let existing = fs::read_to_string(&path).map_err(io)?;
+            let existing = existing.trim();
+            if existing.len() == 64 && existing.bytes().all(|b| b.is_ascii_hexdigit()) {
+                return Ok(existing.to_owned());
+            }
+        }
+        Err(_) => {}
     }
     let mut bytes = [0u8; 32];
-    getrandom::fill(&mut bytes)
-        .map_err(|e| HubError::Io { path: path.clone(), source: std::io::Error::other(e.to_string()) })?;
+    getrandom::fill(&mut bytes).map_err(|e| io(std::io::Error::other(e.to_string())))?;
     let token: String = bytes.iter().fold(String::with_capacity(64), |mut hex, b| {
         use std::fmt::Write as _;
         let _ = write!(hex, "{b:02x}");
         hex
     });
-    let io = |source| HubError::Io { path: path.clone(), source };
     let mut options = fs::OpenOptions::new();
     options.write(true).create(true).truncate(true);
     #[cfg(unix)]
     std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
     let mut file = options.open(&path).map_err(io)?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        // `mode` applies only to a file created now; a rewritten one is fixed here.
+        file.set_permissions(fs::Permissions::from_mode(0o600)).map_err(io)?;
+    }
     file.write_all(token.as_bytes()).map_err(io)?;
     Ok(token)
+}
+
+/// Let the hub hold as many sockets as the system allows it (the soft limit
+/// is often 1024 while the hard one is far higher).
+fn raise_descriptor_limit() {
+    use rustix::process::{Resource, getrlimit, setrlimit};
+    let mut limit = getrlimit(Resource::Nofile);
+    if limit.current < limit.maximum {
+        limit.current = limit.maximum;
+        let _ = setrlimit(Resource::Nofile, limit);
+    }
 }
 
 fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), HubError> {
@@ -278,41 +399,87 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), HubError> {
     fs::rename(&tmp, path).map_err(io)
 }
 
-async fn accept_loop(
-    listener: TcpListener,
+/// What every connection task shares.
+struct Edge {
     engine: EngineHandle,
-    guard: Arc<Guard>,
+    guard: Guard,
+    /// Every upgraded connection holds one.
     slots: Arc<Semaphore>,
+    /// Connections without the token hold one of these as well: they cannot take every slot.
+    anonymous: Arc<Semaphore>,
+    /// A connection holds one until its handshake is done.
+    handshakes: Arc<Semaphore>,
     ids: Arc<AtomicU64>,
-) {
+    limits: Limits,
+}
+
+impl Edge {
+    /// The slot(s) an admitted connection holds while open.
+    fn admit(&self, access: Access) -> Result<Vec<OwnedSemaphorePermit>, Refusal> {
+        let full = || Refusal {
+            status: tokio_tungstenite::tungstenite::http::StatusCode::SERVICE_UNAVAILABLE,
+            reason: format!(
+                "all {} connection slots are taken; try again shortly{}",
+                self.limits.max_connections,
+                if access == Access::Anonymous {
+                    " (connections with the project's token in .mcc/token have slots of their own)"
+                } else {
+                    ""
+                }
+            ),
+        };
+        let mut permits = Vec::with_capacity(2);
+        if access == Access::Anonymous {
+            permits.push(self.anonymous.clone().try_acquire_owned().map_err(|_| full())?);
+        }
+        permits.push(self.slots.clone().try_acquire_owned().map_err(|_| full())?);
+        Ok(permits)
+    }
+}
+
+async fn accept_loop(listener: TcpListener, edge: Arc<Edge>) {
+    const FIRST_PAUSE: Duration = Duration::from_millis(5);
+    let mut pause = FIRST_PAUSE;
     loop {
-        let Ok((stream, _)) = listener.accept().await else { continue };
-        let Ok(permit) = slots.clone().try_acquire_owned() else {
-            // Over the limit: close at once rather than queue.
+        let Ok((stream, _)) = listener.accept().await else {
+            // Out of descriptors (EMFILE) or memory: retrying at once would spin.
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_secs(1));
+            continue;
+        };
+        pause = FIRST_PAUSE;
+        let Ok(handshake) = edge.handshakes.clone().try_acquire_owned() else {
+            // Too many unfinished handshakes: close at once rather than queue.
             drop(stream);
             continue;
         };
-        let (engine, guard) = (engine.clone(), guard.clone());
-        let conn = ids.fetch_add(1, Ordering::Relaxed);
+        let edge = edge.clone();
         tokio::spawn(async move {
             let _ = stream.set_nodelay(true);
-            serve_connection(stream, conn, &engine, &guard).await;
-            drop(permit);
+            serve_connection(stream, &edge, handshake).await;
         });
     }
 }
 
-async fn serve_connection(stream: TcpStream, conn: u64, engine: &EngineHandle, guard: &Guard) {
-    let callback = |request: &Request, response: Response| match guard.check(request) {
-        Ok(()) => Ok(response),
-        Err(reason) => Err(Guard::refusal(&reason)),
+async fn serve_connection(stream: TcpStream, edge: &Edge, handshake: OwnedSemaphorePermit) {
+    let engine = &edge.engine;
+    let mut admitted = None;
+    // The token is checked and the slot taken inside the handshake: a refused client never holds a slot.
+    let callback = |request: &Request, response: Response| {
+        let access = edge.guard.check(request).map_err(|r| r.response())?;
+        let permits = edge.admit(access).map_err(|r| r.response())?;
+        admitted = Some((access, permits));
+        Ok(response)
     };
     let config = WebSocketConfig::default().max_message_size(Some(MAX_FRAME)).max_frame_size(Some(MAX_FRAME));
-    let handshake = tokio::time::timeout(
-        Duration::from_secs(10),
+    let handshake_done = tokio::time::timeout(
+        edge.limits.handshake_timeout,
         tokio_tungstenite::accept_hdr_async_with_config(stream, callback, Some(config)),
     );
-    let Ok(Ok(socket)) = handshake.await else { return };
+    let Ok(Ok(socket)) = handshake_done.await else { return };
+    drop(handshake);
+    let Some((access, _slots)) = admitted else { return };
+    let conn = edge.ids.fetch_add(1, Ordering::Relaxed);
     let (mut sink, mut source) = socket.split();
     let (outbox, mut inbox) = tokio::sync::mpsc::unbounded_channel();
     if !engine.send(Input::Connected { conn, outbox }) {
@@ -324,9 +491,17 @@ async fn serve_connection(stream: TcpStream, conn: u64, engine: &EngineHandle, g
         engine.send(Input::Disconnected { conn });
         return;
     }
+    // Idle means: no request of this connection is waiting for its answer,
+    // and it has not registered in the old protocol (a registered worker or
+    // coordinator waits for messages the hub pushes, maybe for hours).
+    let mut outstanding = false;
+    let mut registered = false;
+    let mut last_activity = tokio::time::Instant::now();
     loop {
+        let idle_at = last_activity + edge.limits.idle_timeout;
         tokio::select! {
             frame = source.next() => {
+                last_activity = tokio::time::Instant::now();
                 let text = match frame {
                     Some(Ok(Message::Text(text))) => text,
                     Some(Ok(Message::Binary(bytes))) => if let Ok(text) = String::from_utf8(bytes.to_vec()) { text.into() } else {
@@ -337,8 +512,12 @@ async fn serve_connection(stream: TcpStream, conn: u64, engine: &EngineHandle, g
                     Some(Ok(Message::Close(_)) | Err(_)) | None => break,
                     Some(Ok(_)) => continue,
                 };
-                match protocol::parse(&text) {
+                let checked = protocol::parse(&text)
+                    .and_then(|msg| access.permits(&msg, edge.limits.max_tasks_per_message).map(|()| msg));
+                match checked {
                     Ok(msg) => {
+                        registered |= matches!(msg, ClientMsg::Register { .. });
+                        outstanding = true;
                         if !engine.send(Input::Message { conn, msg }) { break; }
                     }
                     Err(error) => {
@@ -348,6 +527,8 @@ async fn serve_connection(stream: TcpStream, conn: u64, engine: &EngineHandle, g
             }
             out = inbox.recv() => match out {
                 Some(Outgoing::Msg(msg)) => {
+                    last_activity = tokio::time::Instant::now();
+                    outstanding = false;
                     if sink.send(Message::text(msg.to_json())).await.is_err() { break; }
                 }
                 Some(Outgoing::Close) | None => {
@@ -355,6 +536,13 @@ async fn serve_connection(stream: TcpStream, conn: u64, engine: &EngineHandle, g
                     break;
                 }
             },
+            () = tokio::time::sleep_until(idle_at), if !outstanding && !registered => {
+                let idle = humantime::format_duration(edge.limits.idle_timeout);
+                let bye = ServerMsg::error_code(format!("closing this connection: idle for {idle} with nothing asked; connect again when there is something to send"), "idle");
+                let _ = sink.send(Message::text(bye.to_json())).await;
+                let _ = sink.close().await;
+                break;
+            }
         }
     }
     engine.send(Input::Disconnected { conn });

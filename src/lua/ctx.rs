@@ -1,6 +1,9 @@
 //! The `ctx` table every workflow function receives: files, commands, JSON,
 //! logging, views of tasks and workers, and changes to the work (queued and
 //! applied by the engine thread right after the call).
+//!
+//! Every path a `ctx` function takes is resolved inside the project root,
+//! symlinks included ([`inside`]); one that leads out is refused.
 
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
@@ -25,8 +28,49 @@ pub fn install(lua: &Lua, shared: &Rc<Shared>) -> mlua::Result<Table> {
     Ok(ctx)
 }
 
-fn under(root: &Path, path: &str) -> PathBuf {
-    root.join(path)
+/// `path` (relative to `root`, or absolute) resolved the way the system
+/// will open it, symlinks followed; an error unless it stays inside `root`.
+/// `function` names the caller in the error, as `ctx.read("../x")`.
+pub fn inside(root: &Path, path: &str, function: &str) -> mlua::Result<PathBuf> {
+    use std::path::Component;
+    let refuse = |why: &str| mlua::Error::runtime(format!("{function}(\"{path}\"): {why}"));
+    let root = std::fs::canonicalize(root).map_err(|e| refuse(&format!("cannot resolve the project root: {e}")))?;
+    let mut resolved = PathBuf::new();
+    // While the path exists on disk, each step is resolved by the system (links
+    // included); past the first missing part, `..` and `.` are applied by hand.
+    let mut on_disk = true;
+    let joined = root.join(path);
+    for part in joined.components() {
+        match part {
+            Component::Prefix(_) | Component::RootDir => resolved.push(part.as_os_str()),
+            Component::CurDir => {}
+            Component::ParentDir if !on_disk => {
+                resolved.pop();
+            }
+            Component::ParentDir | Component::Normal(_) => {
+                let next = resolved.join(part.as_os_str());
+                if on_disk && std::fs::symlink_metadata(&next).is_ok() {
+                    resolved = std::fs::canonicalize(&next)
+                        .map_err(|e| refuse(&format!("a link on the way leads nowhere ({e})")))?;
+                } else {
+                    on_disk = false;
+                    if part == Component::ParentDir {
+                        resolved.pop();
+                    } else {
+                        resolved = next;
+                    }
+                }
+            }
+        }
+    }
+    if resolved.starts_with(&root) {
+        Ok(resolved)
+    } else {
+        Err(refuse(&format!(
+            "the path leads outside the project root {}; a workflow may only touch files inside it",
+            root.display()
+        )))
+    }
 }
 
 fn files(lua: &Lua, ctx: &Table, shared: &Rc<Shared>) -> mlua::Result<()> {
@@ -46,17 +90,17 @@ fn files(lua: &Lua, ctx: &Table, shared: &Rc<Shared>) -> mlua::Result<()> {
     ctx.set(
         "read",
         lua.create_function(move |_, path: String| {
-            std::fs::read_to_string(under(&root, &path))
+            std::fs::read_to_string(inside(&root, &path, "ctx.read")?)
                 .map_err(|e| mlua::Error::runtime(format!("ctx.read(\"{path}\"): {e}")))
         })?,
     )?;
     let root = shared.root.clone();
-    ctx.set("exists", lua.create_function(move |_, path: String| Ok(under(&root, &path).exists()))?)?;
+    ctx.set("exists", lua.create_function(move |_, path: String| Ok(inside(&root, &path, "ctx.exists")?.exists()))?)?;
     let root = shared.root.clone();
     ctx.set(
         "write",
         lua.create_function(move |_, (path, text): (String, mlua::String)| {
-            let full = under(&root, &path);
+            let full = inside(&root, &path, "ctx.write")?;
             let fail = |e: std::io::Error| mlua::Error::runtime(format!("ctx.write(\"{path}\"): {e}"));
             if let Some(parent) = full.parent() {
                 std::fs::create_dir_all(parent).map_err(fail)?;
@@ -67,15 +111,22 @@ fn files(lua: &Lua, ctx: &Table, shared: &Rc<Shared>) -> mlua::Result<()> {
     let root = shared.root.clone();
     ctx.set(
         "word_count",
-        lua.create_function(move |_, what: String| Ok(text_of(&root, what).split_whitespace().count()))?,
+        lua.create_function(move |_, what: Value| {
+            Ok(text_of(&root, &what, "ctx.word_count")?.split_whitespace().count())
+        })?,
     )?;
     let root = shared.root.clone();
-    ctx.set("line_count", lua.create_function(move |_, what: String| Ok(text_of(&root, what).lines().count()))?)?;
+    ctx.set(
+        "line_count",
+        lua.create_function(move |_, what: Value| Ok(text_of(&root, &what, "ctx.line_count")?.lines().count()))?,
+    )?;
     Ok(())
 }
 
 /// Paths under `root` (relative, `/`-separated, sorted) that `glob` matches;
-/// `.git` and `.mcc` are skipped.
+/// `.git` and `.mcc` are skipped. Symlinks are not followed, neither to
+/// folders nor to files: only what really lies under the root is listed, and
+/// a link loop cannot trap the walk.
 pub fn glob_under(root: &Path, glob: &globset::GlobMatcher) -> Vec<String> {
     let mut out: Vec<String> = walkdir::WalkDir::new(root)
         .into_iter()
@@ -91,10 +142,26 @@ pub fn glob_under(root: &Path, glob: &globset::GlobMatcher) -> Vec<String> {
     out
 }
 
-/// A file's text when `what` names an existing file under the root, else `what`.
-fn text_of(root: &Path, what: String) -> String {
-    let path = under(root, &what);
-    if what.len() < 4096 && path.is_file() { std::fs::read_to_string(path).unwrap_or(what) } else { what }
+/// The text to count: the file `what` names (an error when it is missing),
+/// or the text of `{ text = "..." }`.
+fn text_of(root: &Path, what: &Value, function: &str) -> mlua::Result<String> {
+    match what {
+        Value::String(path) => {
+            let path = path.to_str()?.to_owned();
+            std::fs::read_to_string(inside(root, &path, function)?).map_err(|e| {
+                mlua::Error::runtime(format!(
+                    "{function}(\"{path}\"): {e}; to count the words of a text rather than a file, pass {{ text = ... }}"
+                ))
+            })
+        }
+        Value::Table(t) => t
+            .get::<Option<String>>("text")?
+            .ok_or_else(|| mlua::Error::runtime(format!("{function}: pass a file path or {{ text = \"...\" }}"))),
+        other => Err(mlua::Error::runtime(format!(
+            "{function}: pass a file path or {{ text = \"...\" }}, not {}",
+            other.type_name()
+        ))),
+    }
 }
 
 fn commands(lua: &Lua, ctx: &Table, shared: &Rc<Shared>) -> mlua::Result<()> {
@@ -111,10 +178,12 @@ fn commands(lua: &Lua, ctx: &Table, shared: &Rc<Shared>) -> mlua::Result<()> {
                     })?;
                 }
                 if let Some(dir) = opts.get::<Option<String>>("cwd")? {
-                    cwd = root.join(dir);
+                    cwd = inside(&root, &dir, "ctx.run: cwd")?;
                 }
             }
-            let outcome = crate::command::run_shell(&cmd, &cwd, limit)
+            let job = crate::command::Job::shell(&cmd, &cwd, limit);
+            let outcome = crate::command::Supervisor::workflows()
+                .run(job)
                 .map_err(|e| mlua::Error::runtime(format!("ctx.run(\"{cmd}\"): could not start `sh`: {e}")))?;
             let t = lua.create_table()?;
             t.set("code", outcome.code)?;

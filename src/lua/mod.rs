@@ -23,7 +23,7 @@ use std::path::{Path, PathBuf};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use mlua::{Lua, MultiValue, Scope, Table, Value};
+use mlua::{Lua, LuaOptions, MultiValue, Scope, StdLib, Table, Value};
 use serde::{Deserialize, Serialize};
 
 use definition::Phase;
@@ -112,7 +112,30 @@ end
 function M.task(t) __mcc_check_task(t); return t end
 workflow, phase, task = M.workflow, M.phase, M.task
 __mcc = M
-os.exit = function() error('os.exit would stop the hub: return from the function instead', 2) end
+
+-- The sandbox: what is not loaded says so, with the caller's file:line.
+local function absent(lib, instead, known)
+  return setmetatable(known or {}, {
+    __index = function(_, key)
+      error(lib .. '.' .. tostring(key) .. ' is not available to a workflow: ' .. instead, 2)
+    end,
+  })
+end
+os = absent('os', 'use ctx.run for commands and ctx.now for the time', {
+  exit = function() error('os.exit would stop the hub: return from the function instead', 2) end,
+})
+io = absent('io', 'use ctx.read and ctx.write (files inside the project)')
+debug = absent('debug', 'it can reach past the sandbox')
+package = absent('package', 'use require (the workflow folder, your recipes, the built-ins)')
+dofile = function() error('dofile is not available to a workflow: use require', 2) end
+loadfile = function() error('loadfile is not available to a workflow: use require, or load on text', 2) end
+local text_load = load
+load = function(chunk, name, mode, env)
+  if type(chunk) == 'string' and chunk:byte(1) == 27 then
+    error('load: binary chunks (bytecode) are refused: pass Lua source text', 2)
+  end
+  return text_load(chunk, name, 't', env)
+end
 ";
 
 impl Workflow {
@@ -132,7 +155,9 @@ impl Workflow {
             log: RefCell::new(Vec::new()),
             modules: RefCell::new(Vec::new()),
         });
-        let lua = Lua::new();
+        // Only what a workflow needs: no os, io, debug or package (see docs/security.md).
+        let libs = StdLib::STRING | StdLib::TABLE | StdLib::MATH | StdLib::UTF8 | StdLib::COROUTINE;
+        let lua = Lua::new_with(libs, LuaOptions::default()).map_err(|e| format!("{file}: cannot set up Lua: {e}"))?;
         let budget = limits::Budget::default();
         let setup = |lua: &Lua| -> mlua::Result<Table> {
             limits::install(lua, &budget)?;

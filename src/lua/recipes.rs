@@ -1,6 +1,7 @@
 //! `require` for workflows: the workflow's folder first, then the user's
 //! recipes folder, then the recipes built into mcc. `require("mcc")` gives
-//! the constructors.
+//! the constructors. Nothing else is reachable: a name is dot-separated
+//! words, and a file found through a symlink must still lie in its folder.
 
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
@@ -31,9 +32,10 @@ pub(crate) fn install(lua: &Lua, shared: &Rc<Shared>) -> mlua::Result<()> {
             loaded.set("mcc", &v)?;
             return Ok(v);
         }
-        if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.')) {
+        let word = |w: &str| !w.is_empty() && w.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-'));
+        if !name.split('.').all(word) {
             return Err(mlua::Error::runtime(format!(
-                "require(\"{name}\"): a module name is letters, digits, `_`, `-` and `.` (for folders)"
+                "require(\"{name}\"): a module name is words of letters, digits, `_` and `-`, joined by `.` for folders (such as \"helpers.names\")"
             )));
         }
         let (chunk_name, source) = find(&shared, &name)?;
@@ -54,6 +56,17 @@ fn find(shared: &Shared, name: &str) -> mlua::Result<(String, String)> {
     folders.extend(user_folder());
     for folder in folders {
         let path = folder.join(&rel);
+        if path.exists() {
+            let resolved = std::fs::canonicalize(&path).ok();
+            let home = std::fs::canonicalize(&folder).ok();
+            if !resolved.zip(home).is_some_and(|(file, home)| file.starts_with(home)) {
+                return Err(mlua::Error::runtime(format!(
+                    "require(\"{name}\"): {} leads outside {} (a link?); a module must lie in its folder",
+                    path.display(),
+                    folder.display()
+                )));
+            }
+        }
         if let Ok(source) = std::fs::read_to_string(&path) {
             shared.modules.borrow_mut().push((path.clone(), source.clone()));
             return Ok((shown(&shared.root, &path), source));

@@ -94,7 +94,7 @@ fn ctx_reads_writes_globs_counts_and_runs_commands() {
   assert(#paths == 2 and paths[1] == "docs/a.md" and paths[2] == "docs/b.md", table.concat(paths, ","))
   assert(#ctx.glob("**/*.md") == 3)
   assert(ctx.word_count("docs/a.md") == 4 and ctx.line_count("docs/a.md") == 2)
-  assert(ctx.word_count("not a file at all") == 5)
+  assert(ctx.word_count({ text = "not a file at all" }) == 5 and ctx.line_count({ text = "a\nb" }) == 2)
   ctx.write("out/new/file.txt", "hello")
   assert(ctx.exists("out/new/file.txt") and ctx.read("out/new/file.txt") == "hello")
   local r = ctx.run("echo hi; echo oops >&2; exit 3")
@@ -452,4 +452,113 @@ fn os_exit_cannot_stop_the_hub() {
     let mut f = Fixture::new();
     let err = f.load("local x = 1\nos.exit(3)\n").err().unwrap();
     assert_eq!(err, "wf.lua:2: in the workflow file: os.exit would stop the hub: return from the function instead");
+}
+
+/// Load a workflow whose file-level code is `body`; the error it stops with.
+fn refusal(f: &mut Fixture, body: &str) -> String {
+    f.load(&format!("local x = 1\n{body}\nreturn {{}}\n")).err().unwrap_or_else(|| panic!("`{body}` was allowed"))
+}
+
+#[test]
+fn a_workflow_reaches_no_os_io_debug_or_package_and_loads_text_only() {
+    let mut f = Fixture::new();
+    for (body, says) in [
+        ("os.execute('touch pwned')", "os.execute is not available to a workflow"),
+        ("io.popen('touch pwned')", "io.popen is not available to a workflow"),
+        ("io.open('/etc/passwd')", "io.open is not available to a workflow"),
+        ("debug.getinfo(1)", "debug.getinfo is not available to a workflow"),
+        ("package.loadlib('libc.so.6', 'system')", "package.loadlib is not available to a workflow"),
+        ("dofile('/etc/passwd')", "dofile is not available to a workflow"),
+        ("loadfile('/etc/passwd')", "loadfile is not available to a workflow"),
+        ("load(string.dump(function() end))", "load: binary chunks (bytecode) are refused"),
+    ] {
+        let err = refusal(&mut f, body);
+        assert!(err.starts_with("wf.lua:2: in the workflow file: ") && err.contains(says), "{body}: {err}");
+    }
+    assert!(!f.dir.path().join("pwned").exists());
+    // Text chunks still load, and the libraries a workflow needs are there.
+    f.load("assert(load('return 1 + 1')() == 2)\nassert(string.upper('a') == 'A' and math.max(1, 2) == 2 and utf8.char(72) == 'H')\nassert(coroutine.wrap(function() return table.concat({ 'o', 'k' }) end)() == 'ok')\nreturn { name = 'fine', phases = { { name = 'p', tasks = {} } } }").unwrap();
+}
+
+#[test]
+fn ctx_file_functions_stay_inside_the_project_root() {
+    let mut f = Fixture::new();
+    let outside = tempfile::tempdir().unwrap();
+    std::fs::write(outside.path().join("secret.txt"), "top secret words").unwrap();
+    std::os::unix::fs::symlink(outside.path(), f.dir.path().join("away")).unwrap();
+    std::os::unix::fs::symlink(outside.path().join("secret.txt"), f.dir.path().join("link.txt")).unwrap();
+    let secret = outside.path().join("secret.txt").display().to_string();
+    for (body, function) in [
+        (format!("ctx.read('{secret}')"), "ctx.read"),
+        ("ctx.read('../secret.txt')".to_owned(), "ctx.read"),
+        ("ctx.read('docs/../../secret.txt')".to_owned(), "ctx.read"),
+        ("ctx.read('away/secret.txt')".to_owned(), "ctx.read"),
+        ("ctx.read('link.txt')".to_owned(), "ctx.read"),
+        ("ctx.write('away/new.txt', 'x')".to_owned(), "ctx.write"),
+        ("ctx.write('missing/../../new.txt', 'x')".to_owned(), "ctx.write"),
+        ("ctx.exists('/etc/passwd')".to_owned(), "ctx.exists"),
+        ("ctx.word_count('away/secret.txt')".to_owned(), "ctx.word_count"),
+        ("ctx.line_count('link.txt')".to_owned(), "ctx.line_count"),
+        ("ctx.run('pwd', { cwd = '..' })".to_owned(), "ctx.run: cwd"),
+    ] {
+        let source = format!(
+            "return {{ name = 'fs', phases = {{ {{ name = 'p', split = function(ctx)\n  {body}\n  return {{}}\nend }} }} }}"
+        );
+        let err = f.load(&source).err().unwrap_or_else(|| panic!("`{body}` was allowed"));
+        assert!(err.starts_with("wf.lua:2: in split of phase \"p\": ") && err.contains(function), "{body}: {err}");
+        assert!(err.contains("outside the project root"), "{body}: {err}");
+    }
+    assert!(!outside.path().join("new.txt").exists() && !f.dir.path().parent().unwrap().join("new.txt").exists());
+    // Inside the root, absolute or with `..` that stays in, is fine.
+    let inside = f.dir.path().join("docs/a.md").display().to_string();
+    f.write("docs/a.md", "one two");
+    let source = format!(
+        "return {{ name = 'ok', phases = {{ {{ name = 'p', split = function(ctx)\n  assert(ctx.read('{inside}') == 'one two' and ctx.word_count('docs/../docs/a.md') == 2)\n  return {{}}\nend }} }} }}"
+    );
+    f.load(&source).unwrap();
+}
+
+#[test]
+fn word_count_of_a_missing_file_is_an_error_not_the_words_of_its_name() {
+    let mut f = Fixture::new();
+    let err = f
+        .load("return { name = 'wc', phases = { { name = 'p', split = function(ctx)\n  ctx.word_count('no such file.md')\nend } } }")
+        .err()
+        .unwrap();
+    assert!(err.starts_with("wf.lua:2: in split of phase \"p\": ctx.word_count(\"no such file.md\"):"), "{err}");
+    assert!(err.contains("{ text = ... }"), "{err}");
+}
+
+#[test]
+fn require_reaches_only_the_workflow_folder_recipes_and_built_ins() {
+    let mut f = Fixture::new();
+    let outside = tempfile::tempdir().unwrap();
+    std::fs::write(outside.path().join("x.lua"), "return 'escaped'").unwrap();
+    std::os::unix::fs::symlink(outside.path(), f.dir.path().join("linked")).unwrap();
+    let tmp = std::env::temp_dir().join("mcc_require_probe.lua");
+    std::fs::write(&tmp, "return 'escaped'").unwrap();
+    for name in [".tmp.mcc_require_probe", "..x", "a..b", "linked.x", "x/../y"] {
+        let err = refusal(&mut f, &format!("require('{name}')"));
+        assert!(err.starts_with(&format!("wf.lua:2: in the workflow file: require(\"{name}\"): ")), "{err}");
+    }
+    let _ = std::fs::remove_file(tmp);
+}
+
+#[test]
+fn a_ctx_run_past_its_timeout_loses_everything_it_started() {
+    let mut f = Fixture::new();
+    f.load(
+        r#"return { name = "slow", phases = { { name = "p", split = function(ctx)
+  local r = ctx.run("echo $$; (sleep 4; echo late > late) & sleep 600", { timeout = "200ms" })
+  assert(r.timed_out and r.code == nil, r.stderr)
+  ctx.write("pgid", r.stdout)
+  return {}
+end } } }"#,
+    )
+    .unwrap();
+    let pgid: i32 = std::fs::read_to_string(f.dir.path().join("pgid")).unwrap().trim().parse().unwrap();
+    crate::command::tests::eventually("the command's group is gone", || {
+        crate::command::tests::live_members(pgid).is_empty()
+    });
+    assert!(!f.dir.path().join("late").exists(), "the background job died with its group");
 }

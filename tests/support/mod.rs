@@ -144,7 +144,14 @@ impl Hub {
         Self { child, url, port, root: root.to_owned(), log }
     }
 
+    /// A connection with the project's token, as `mcc` commands connect.
     pub fn connect(&self) -> Ws {
+        let token = std::fs::read_to_string(self.root.join(".mcc/token")).expect("the hub wrote its token");
+        Ws::connect_with_token(&self.url, token.trim())
+    }
+
+    /// A connection without the token, as an old-protocol client connects.
+    pub fn connect_anonymous(&self) -> Ws {
         Ws::connect(&self.url)
     }
 
@@ -181,6 +188,19 @@ pub struct Ws {
 impl Ws {
     pub fn connect(url: &str) -> Self {
         let (socket, _) = tungstenite::connect(url).expect("connect to the hub");
+        Self::greeted(socket)
+    }
+
+    /// Connect presenting `token` as `mcc` commands do.
+    pub fn connect_with_token(url: &str, token: &str) -> Self {
+        use tungstenite::client::IntoClientRequest;
+        let mut request = url.into_client_request().unwrap();
+        request.headers_mut().insert("authorization", format!("Bearer {token}").parse().unwrap());
+        let (socket, _) = tungstenite::connect(request).expect("connect to the hub");
+        Self::greeted(socket)
+    }
+
+    fn greeted(socket: WebSocket<MaybeTlsStream<TcpStream>>) -> Self {
         let mut ws = Self { socket, client_id: String::new() };
         let hello = ws.recv();
         assert_eq!(hello["type"], "connected", "{hello}");

@@ -151,15 +151,15 @@ function Ctx.log(msg) end
 ---@return number
 function Ctx.now() end
 
----Words in a file (when `path_or_text` names one) or in the text itself.
----@param path_or_text string
+---Words in a file inside the project (a missing file is an error), or in `{ text = "..." }`.
+---@param path string|{ text: string }
 ---@return integer
-function Ctx.word_count(path_or_text) end
+function Ctx.word_count(path) end
 
----Lines in a file (when `path_or_text` names one) or in the text itself.
----@param path_or_text string
+---Lines in a file inside the project (a missing file is an error), or in `{ text = "..." }`.
+---@param path string|{ text: string }
 ---@return integer
-function Ctx.line_count(path_or_text) end
+function Ctx.line_count(path) end
 
 ---Tasks in creation order, optionally filtered.
 ---@param filter? mcc.TaskFilter

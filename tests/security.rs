@@ -1,0 +1,218 @@
+//! Who gets in and what they may do (docs/security.md): the token on
+//! loopback, the token's file, where the client sends it, and connection
+//! slots that hostile clients cannot use up.
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::time::Duration;
+
+use serde_json::json;
+
+use crate::support::{DEADLINE, Hub, Project, Ws, old_task};
+
+#[test]
+fn without_the_token_a_local_process_cannot_run_commands_or_change_the_work() {
+    let project = Project::new();
+    let hub = Hub::start(project.root(), &[]);
+    let mut stranger = hub.connect_anonymous();
+    stranger.register_coordinator();
+    let mut checked = old_task("pwn", &[], &[]);
+    checked["acceptance"]["validation"] = json!("touch pwned");
+    let refused = stranger.ask(json!({"type":"create_tasks","tasks":[checked]}));
+    assert_eq!(refused["type"], "error", "{refused}");
+    let error = refused["error"].as_str().unwrap();
+    assert!(error.contains("task `pwn`") && error.contains(".mcc/token"), "{error}");
+    for msg in [
+        json!({"type":"add_tasks","tasks":[old_task("b", &[], &[])]}),
+        json!({"type":"load_workflow","path":"/tmp/anything.lua"}),
+        json!({"type":"answer","taskId":"a","text":"yes"}),
+        json!({"type":"cancel","taskId":"a"}),
+        json!({"type":"retry","taskId":"a"}),
+    ] {
+        let reply = stranger.ask(msg.clone());
+        assert!(
+            reply["error"].as_str().is_some_and(|e| e.contains("needs the project's access token")),
+            "{msg}: {reply}"
+        );
+    }
+    // The old protocol still works on loopback without a token, for tasks that run nothing.
+    let created = stranger.ask(json!({"type":"create_tasks","tasks":[old_task("a", &[], &[])]}));
+    assert_eq!(created["type"], "tasks_created", "{created}");
+    // `mcc` commands send the token by themselves.
+    let cancelled = project.mcc().args(["tasks", "cancel", "a"]).run();
+    assert_eq!(cancelled.code, 0, "{cancelled:?}");
+    assert!(!project.path("pwned").exists());
+}
+
+#[test]
+fn the_token_file_is_made_private_again_at_every_start() {
+    use std::os::unix::fs::PermissionsExt;
+    let project = Project::new();
+    let hub = Hub::start(project.root(), &[]);
+    let token = project.read(".mcc/token");
+    assert_eq!(token.trim().len(), 64);
+    hub.terminate();
+    std::fs::set_permissions(project.path(".mcc/token"), std::fs::Permissions::from_mode(0o644)).unwrap();
+    let _hub = Hub::start(project.root(), &[]);
+    let mode = std::fs::metadata(project.path(".mcc/token")).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600);
+    assert_eq!(project.read(".mcc/token"), token, "the same token is kept");
+}
+
+/// One WebSocket handshake's request head, as a listener that is not the hub saw it.
+fn capture_handshake() -> (String, std::thread::JoinHandle<String>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("ws://{}", listener.local_addr().unwrap());
+    let seen = std::thread::spawn(move || {
+        let (mut stream, _) = listener.accept().unwrap();
+        stream.set_read_timeout(Some(DEADLINE)).unwrap();
+        let mut head = Vec::new();
+        let mut byte = [0u8; 1];
+        while !head.ends_with(b"\r\n\r\n") && stream.read(&mut byte).unwrap_or(0) == 1 {
+            head.push(byte[0]);
+        }
+        let _ = stream.write_all(b"HTTP/1.1 500 Nope\r\ncontent-length: 0\r\n\r\n");
+        String::from_utf8_lossy(&head).into_owned()
+    });
+    (url, seen)
+}
+
+#[test]
+fn the_client_sends_the_token_only_to_the_hub_its_project_names() {
+    let project = Project::new();
+    let _hub = Hub::start(project.root(), &[]);
+    let token = project.read(".mcc/token");
+    let (elsewhere, seen) = capture_handshake();
+    let run = project.mcc().args(["status", "--hub", &elsewhere]).run();
+    assert_ne!(run.code, 0);
+    let head = seen.join().unwrap();
+    assert!(head.starts_with("GET "), "{head}");
+    assert!(!head.contains(token.trim()) && !head.to_ascii_lowercase().contains("authorization"), "{head}");
+    // MCC_HUB is the same: a foreign address gets no token.
+    let (elsewhere, seen) = capture_handshake();
+    let _ = project.mcc().args(["status"]).env("MCC_HUB", &elsewhere).run();
+    assert!(!seen.join().unwrap().contains(token.trim()));
+}
+
+#[test]
+fn hub_json_names_the_address_the_hub_really_listens_on() {
+    if TcpListener::bind("[::1]:0").is_err() {
+        eprintln!("no IPv6 loopback on this machine; nothing to check");
+        return;
+    }
+    let project = Project::new();
+    let hub = Hub::start(project.root(), &["--bind", "::1"]);
+    let file: serde_json::Value = serde_json::from_str(&project.read(".mcc/hub.json")).unwrap();
+    assert_eq!(file["url"], format!("ws://[::1]:{}", hub.port));
+    let run = project.mcc().args(["status", "--json"]).run();
+    assert_eq!(run.code, 0, "{run:?}");
+}
+
+#[test]
+fn too_many_tasks_in_one_message_are_refused_with_the_flag_to_raise_it() {
+    let project = Project::new();
+    let hub = Hub::start(project.root(), &["--max-tasks-per-message", "3"]);
+    let tasks: Vec<_> = (0..4).map(|i| old_task(&format!("t{i}"), &[], &[])).collect();
+    let reply = hub.connect().ask(json!({"type":"add_tasks","tasks":tasks}));
+    let error = reply["error"].as_str().unwrap_or_default();
+    assert!(error.contains("4 tasks in one message") && error.contains("--max-tasks-per-message"), "{reply}");
+    let fine = hub.connect().ask(json!({"type":"add_tasks","tasks":tasks[..3]}));
+    assert_eq!(fine["type"], "tasks_added", "{fine}");
+}
+
+/// Open a TCP connection and send half a handshake, never the end.
+fn half_handshake(port: u16) -> TcpStream {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    stream.write_all(b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n").unwrap();
+    stream
+}
+
+#[test]
+fn unfinished_handshakes_do_not_lock_clients_out() {
+    let project = Project::new();
+    let hub = Hub::start(project.root(), &[]);
+    let _hanging: Vec<TcpStream> = (0..600).map(|_| half_handshake(hub.port)).collect();
+    let run = project.mcc().args(["status", "--json"]).run();
+    assert_eq!(run.code, 0, "{run:?}");
+}
+
+#[test]
+fn beyond_loopback_the_token_is_checked_before_a_slot_is_taken() {
+    let project = Project::new();
+    let hub = Hub::start(project.root(), &["--bind", "0.0.0.0", "--max-connections", "4"]);
+    let url = format!("ws://127.0.0.1:{}", hub.port);
+    // Refused clients, many more than there are slots, hold none of them.
+    for _ in 0..12 {
+        let refused = tungstenite::connect(url.as_str());
+        assert!(matches!(refused, Err(tungstenite::Error::Http(r)) if r.status() == 403));
+    }
+    let _hanging: Vec<TcpStream> = (0..12).map(|_| half_handshake(hub.port)).collect();
+    let run = project.mcc().args(["status", "--json"]).run();
+    assert_eq!(run.code, 0, "{run:?}");
+}
+
+#[test]
+fn idle_connections_without_the_token_cannot_take_every_slot_and_are_closed() {
+    let project = Project::new();
+    let hub = Hub::start(project.root(), &["--max-connections", "12", "--idle-timeout", "2s"]);
+    // An old-protocol coordinator waits for pushed messages: not idle, though it asks nothing.
+    let mut coordinator = hub.connect();
+    coordinator.register_coordinator();
+    // Three quarters of the slots (9 of 12) may go to connections without the token;
+    // the other 3 hold the coordinator, `mcc status` and a waiting worker below.
+    let mut idle: Vec<Ws> = (0..9).map(|_| hub.connect_anonymous()).collect();
+    let over = tungstenite::connect(hub.url.as_str());
+    assert!(matches!(over, Err(tungstenite::Error::Http(r)) if r.status() == 503), "the share is used up");
+    let run = project.mcc().args(["status", "--json"]).run();
+    assert_eq!(run.code, 0, "the engineer still gets in: {run:?}");
+    // A worker waiting for work is not idle; the others are closed.
+    let mut waiting = hub.connect();
+    waiting.send(json!({"type":"next","worker":"w","waitMs":60_000}));
+    for ws in &mut idle {
+        let bye = ws.recv_within(DEADLINE).expect("an idle connection is told why it is closed");
+        assert_eq!(bye["code"], "idle", "{bye}");
+        assert!(ws.recv_within(DEADLINE).is_none(), "then closed");
+    }
+    assert_eq!(coordinator.ask(json!({"type":"status"}))["type"], "status_response", "the coordinator stays");
+    // The closed connections' slots come back (each a moment after its close frame).
+    crate::support::eventually("a freed slot takes a new client", || tungstenite::connect(hub.url.as_str()).is_ok());
+    hub.connect().ask(json!({"type":"add_tasks","tasks":[old_task("late", &[], &[])]}));
+    let offer = waiting.recv_within(Duration::from_secs(30)).expect("the waiting worker is still connected");
+    assert_eq!(offer["offer"]["task"]["id"], "late", "{offer}");
+}
+
+/// Processes of group `pgid` still alive (zombies are dead), from /proc.
+fn live_members(pgid: i32) -> usize {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| std::fs::read_to_string(e.path().join("stat")).ok())
+        .filter(|stat| {
+            let fields: Vec<&str> =
+                stat.rsplit_once(')').map(|(_, rest)| rest.split_whitespace().collect()).unwrap_or_default();
+            fields.len() > 2 && fields[2].parse() == Ok(pgid) && fields[0] != "Z"
+        })
+        .count()
+}
+
+#[test]
+fn stopping_the_hub_kills_a_running_validation_and_all_it_started() {
+    let project = Project::new();
+    let hub = Hub::start(project.root(), &[]);
+    let mut task = old_task("checked", &[], &[]);
+    task["acceptance"]["validation"] = json!("echo $$ > pgid; (sleep 4; touch late) & sleep 600");
+    let mut engineer = hub.connect();
+    assert_eq!(engineer.ask(json!({"type":"add_tasks","tasks":[task]}))["type"], "tasks_added");
+    let mut worker = hub.connect_anonymous();
+    let offer = worker.ask(json!({"type":"next","worker":"w","waitMs":0}));
+    assert_eq!(offer["offer"]["task"]["id"], "checked", "{offer}");
+    worker.send(json!({"type":"done","worker":"w","taskId":"checked"}));
+    crate::support::eventually("the validation runs", || {
+        std::fs::read_to_string(project.path("pgid")).is_ok_and(|p| p.ends_with('\n'))
+    });
+    let pgid: i32 = project.read("pgid").trim().parse().unwrap();
+    assert!(live_members(pgid) > 0);
+    assert_eq!(hub.terminate(), Some(0));
+    crate::support::eventually("the validation's whole group is gone", || live_members(pgid) == 0);
+    assert!(!project.path("late").exists(), "the background job died with its group");
+}
