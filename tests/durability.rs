@@ -136,7 +136,8 @@ fn after_a_restart_leases_keep_their_remaining_time_and_events_are_intact() {
         (Some("assigned"), Some("w"), Some(1))
     );
     let left_after = a["leaseLeftMs"].as_u64().unwrap();
-    assert!(left_after <= left_before && left_before - left_after < 60_000, "{left_before} -> {left_after}");
+    // The lease resumes with what it had left when last written (a little more than when read).
+    assert!(left_after.abs_diff(left_before) < 60_000, "{left_before} -> {left_after}");
     // The same worker gets its task back after the restart.
     let again = hub.connect().ask(json!({"type":"next","worker":"w"}));
     assert_eq!(again["offer"]["held"], true, "{again}");

@@ -5,6 +5,7 @@ mod support;
 
 mod durability;
 mod engineer;
+mod fencing;
 mod hub;
 mod lua;
 mod reports;

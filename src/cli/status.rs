@@ -38,8 +38,12 @@ pub fn run(args: StatusArgs) -> u8 {
                 return exit::ERROR;
             }
             Err(e) => {
-                eprintln!("error: {e}");
-                return exit::ERROR;
+                // No hub: the store still says what happened, read-only.
+                let Some(snapshot) = stored() else {
+                    eprintln!("error: {e}");
+                    return exit::ERROR;
+                };
+                (snapshot, "(no hub running; read from .mcc/state.db)".to_owned())
             }
         };
         if args.json {
@@ -55,6 +59,12 @@ pub fn run(args: StatusArgs) -> u8 {
         }
         std::thread::sleep(Duration::from_secs(1));
     }
+}
+
+/// The snapshot stored under the nearest `.mcc/`, when no hub answers.
+pub fn stored() -> Option<Value> {
+    let cwd = std::env::current_dir().ok()?;
+    crate::engine::views::stored_snapshot(&client::find_root(&cwd)?)
 }
 
 /// The status text of one snapshot.

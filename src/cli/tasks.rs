@@ -207,7 +207,10 @@ fn list(a: &ListArgs) -> u8 {
     let snapshot = match client::ask_once(a.hub.hub.as_deref(), &ClientMsg::Snapshot {}, LIMIT) {
         Ok((ServerMsg::Snapshot { snapshot }, _)) => snapshot,
         Ok((other, _)) => return fail(&a.hub, &format!("unexpected answer from the hub: {}", other.to_json())),
-        Err(e) => return fail(&a.hub, &e),
+        Err(e) => match super::status::stored() {
+            Some(snapshot) => snapshot,
+            None => return fail(&a.hub, &e),
+        },
     };
     let tasks: Vec<&Value> = snapshot["tasks"]
         .as_array()

@@ -147,6 +147,13 @@ pub enum Offer {
         lease_ms: u64,
         /// True when the worker already held it.
         held: bool,
+        /// True when this worker held an earlier attempt of it (after a
+        /// rejection or an answer), never for a worker new to it.
+        #[serde(default)]
+        returning: bool,
+        /// The worker's question while it was blocked, shown with the answer.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        question: Option<String>,
         /// Why the previous result was rejected, if it was.
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
         reasons: Vec<String>,

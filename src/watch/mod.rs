@@ -1,12 +1,13 @@
 //! The reports folders: `.mcc/reports/` and, for old clients,
 //! `tmp/coordination/reports/` under the root. A report file that is created
 //! or rewritten is read once it has been quiet for a moment (debounced),
-//! checked, and handed to the engine as a completion. A malformed one is
-//! moved aside to `rejected/` next to it, with a `.error.txt` saying why.
+//! checked, and handed to the engine, which applies it at most once per
+//! attempt (a rewrite with the same bytes is read again: the engine decides).
+//! A malformed one, or one without `workerId` or `attempt`, is moved aside to
+//! `rejected/` next to it, with a `.error.txt` saying why.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fs;
-use std::hash::{DefaultHasher, Hash, Hasher};
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::time::{Duration, Instant};
@@ -65,8 +66,9 @@ fn is_report(path: &Path) -> bool {
 }
 
 fn debounce(rx: &mpsc::Receiver<PathBuf>, initial: Vec<PathBuf>, root: &Path, engine: &EngineHandle) {
-    let mut pending: HashMap<PathBuf, Instant> = initial.into_iter().map(|p| (p, Instant::now())).collect();
-    let mut seen: HashMap<PathBuf, u64> = HashMap::new();
+    let mut pending: HashMap<PathBuf, Instant> = initial.iter().map(|p| (p.clone(), Instant::now())).collect();
+    // Files present at start, until written again: a restart reads them once more.
+    let mut rescan: HashSet<PathBuf> = initial.into_iter().collect();
     loop {
         let wait = pending.values().min().map(|t| (*t + QUIET).saturating_duration_since(Instant::now()));
         let event = match wait {
@@ -75,6 +77,7 @@ fn debounce(rx: &mpsc::Receiver<PathBuf>, initial: Vec<PathBuf>, root: &Path, en
         };
         match event {
             Ok(path) => {
+                rescan.remove(&path);
                 pending.insert(path, Instant::now());
                 continue;
             }
@@ -89,16 +92,9 @@ fn debounce(rx: &mpsc::Receiver<PathBuf>, initial: Vec<PathBuf>, root: &Path, en
                 continue;
             }
             let Ok(bytes) = fs::read(&path) else { continue };
-            let mut hasher = DefaultHasher::new();
-            bytes.hash(&mut hasher);
-            let hash = hasher.finish();
-            if seen.get(&path) == Some(&hash) {
-                continue;
-            }
-            seen.insert(path.clone(), hash);
             let shown = path.strip_prefix(root).unwrap_or(&path).display().to_string();
             let input = match parse_report(&bytes) {
-                Ok(report) => Input::ReportFile { path: shown, report },
+                Ok(report) => Input::ReportFile { path: shown, rescan: rescan.remove(&path), full: path, report },
                 Err(error) => {
                     let moved = move_aside(&path, &error);
                     Input::ReportFileRejected { path: shown, error: format!("{error}; moved to {moved}") }
@@ -128,6 +124,14 @@ pub fn parse_report(bytes: &[u8]) -> Result<Report, String> {
     if report.task_id.trim().is_empty() {
         return Err("field `taskId` is empty".to_owned());
     }
+    // The fencing token: without both, a late file could be credited to the wrong grant.
+    if report.worker_id.as_deref().is_none_or(|w| w.trim().is_empty()) {
+        return Err("field `workerId` is missing: name the worker that did the task, as in `--as NAME`".to_owned());
+    }
+    if report.attempt.is_none() {
+        return Err("field `attempt` is missing: write the attempt printed with the task (`mcc worker next` shows it)"
+            .to_owned());
+    }
     if let Some(score) = report.context_efficiency_score
         && !(1..=5).contains(&score)
     {
@@ -136,7 +140,9 @@ pub fn parse_report(bytes: &[u8]) -> Result<Report, String> {
     Ok(report)
 }
 
-fn move_aside(path: &Path, error: &str) -> String {
+/// Move a report file to `rejected/` next to it with a `.error.txt` saying
+/// why; returns where it went.
+pub fn move_aside(path: &Path, error: &str) -> String {
     let Some(folder) = path.parent() else { return path.display().to_string() };
     let aside = folder.join("rejected");
     let _ = fs::create_dir_all(&aside);
@@ -159,6 +165,10 @@ mod tests {
         assert!(err.contains("deliverables"), "{err}");
         let err = parse_report(br#"{"taskId":"t","sta"#).unwrap_err();
         assert!(err.contains("not valid JSON"), "{err}");
-        assert!(parse_report(br#"{"taskId":"t","status":"completed"}"#).is_ok());
+        let err = parse_report(br#"{"taskId":"t","status":"completed"}"#).unwrap_err();
+        assert!(err.contains("workerId"), "{err}");
+        let err = parse_report(br#"{"taskId":"t","workerId":"w","status":"completed"}"#).unwrap_err();
+        assert!(err.contains("attempt"), "{err}");
+        assert!(parse_report(br#"{"taskId":"t","workerId":"w","attempt":1,"status":"completed"}"#).is_ok());
     }
 }
