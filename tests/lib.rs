@@ -8,6 +8,7 @@ mod engineer;
 mod fencing;
 mod hub;
 mod lua;
+mod old_protocol;
 mod reports;
 mod run;
 mod scheduling;

@@ -29,7 +29,8 @@ fn a_report_file_completes_the_task_and_the_coordinator_hears_of_it() {
     let (detected, _) = coord.until("report_detected");
     assert_eq!(detected["taskId"], "t1");
     assert_eq!(detected["workerId"], "w");
-    assert_eq!(detected["reportPath"], ".mcc/reports/t1-report.json");
+    // The absolute path, as the original server sent it.
+    assert_eq!(detected["reportPath"], project.path(".mcc/reports/t1-report.json").display().to_string());
     assert_eq!(detected["report"]["notes"], "first try");
     // Rejected by its validation: the task is back with the worker; a rewrite is seen again.
     let show = || hub.connect().ask(json!({"type":"show_task","taskId":"t1"}))["task"].clone();
@@ -47,7 +48,10 @@ fn old_clients_reports_folder_is_watched_too() {
     hub.connect().ask(json!({"type":"next","worker":"worker-A"}));
     project.write("tmp/coordination/reports/task-001-report.json", &report("task-001", "worker-A", 1, "old style"));
     let (detected, _) = coord.until("report_detected");
-    assert_eq!(detected["reportPath"], "tmp/coordination/reports/task-001-report.json");
+    assert_eq!(
+        detected["reportPath"],
+        project.path("tmp/coordination/reports/task-001-report.json").display().to_string()
+    );
 }
 
 #[test]

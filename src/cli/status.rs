@@ -8,8 +8,8 @@ use serde_json::Value;
 
 use super::exit;
 use crate::client;
-use crate::hub::protocol::{ClientMsg, ServerMsg};
 use crate::scheduler::TaskState;
+use crate::wire::{ClientMsg, ServerMsg};
 
 /// Show tasks by state, workers and what each holds, questions waiting for you, problems.
 #[derive(Debug, Args)]

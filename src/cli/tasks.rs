@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 
 use super::exit;
 use crate::client;
-use crate::hub::protocol::{ClientMsg, ServerMsg};
+use crate::wire::{ClientMsg, ServerMsg};
 
 #[derive(Debug, Subcommand)]
 pub enum TasksCmd {

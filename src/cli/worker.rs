@@ -14,7 +14,7 @@ use wait_timeout::ChildExt;
 
 use super::exit;
 use crate::client::{self, ClientError, Target};
-use crate::hub::protocol::{ClientMsg, Offer, ServerMsg};
+use crate::wire::{ClientMsg, Offer, ServerMsg};
 
 const WORKER_HELP: &str = "\
 Exit codes:

@@ -23,10 +23,10 @@ pub use policy::{DefaultPolicy, HeldPolicy, Policy, PolicyError};
 pub use submit::{Source, Submission};
 
 use crate::command::Outcome;
-use crate::hub::protocol::{ClientMsg, ServerMsg};
 use crate::scheduler::{Refusal, Scheduler, Settings, TaskId, TaskState};
 use crate::store::{Store, StoreError};
 use crate::task::{Report, ReportStatus, TaskSpec};
+use crate::wire::{ClientMsg, ServerMsg};
 
 /// One connection's id.
 pub type ConnId = u64;
@@ -473,54 +473,18 @@ impl Engine {
         let now = Instant::now();
         match msg {
             ClientMsg::Register { role, project_id, worker_id } => {
-                self.register(conn, role.as_deref(), project_id, worker_id);
+                self.register(conn, role.as_ref().and_then(Value::as_str), project_id, worker_id);
             }
-            ClientMsg::CreateTasks { tasks } => {
-                if self.role(conn) != Role::Coordinator {
-                    self.send(conn, ServerMsg::error("Only the coordinator can create tasks: register with {\"type\":\"register\",\"role\":\"coordinator\"} first"));
-                    return;
-                }
-                let tasks = tasks.unwrap_or_default();
-                if tasks.is_empty() {
-                    self.send(conn, ServerMsg::error("create_tasks needs a non-empty `tasks` array"));
-                    return;
-                }
-                match self.add_tasks(&tasks) {
-                    Ok(ids) => {
-                        // Idle workers get tasks at once; `queued` is what is left waiting.
-                        self.dispatch(now);
-                        let queued = ids
-                            .iter()
-                            .filter(|id| {
-                                self.scheduler
-                                    .task(id)
-                                    .is_some_and(|t| matches!(t.state, TaskState::Ready | TaskState::Waiting))
-                            })
-                            .count();
-                        self.send(conn, ServerMsg::TasksCreated { count: ids.len(), queued });
-                    }
-                    Err(e) => self.send(conn, e),
-                }
-            }
+            ClientMsg::CreateTasks { tasks } => self.old_create_tasks(conn, tasks, now),
             ClientMsg::RequestTask {} => {
                 let Role::Worker(worker) = self.role(conn) else {
-                    self.send(conn, ServerMsg::error("Only workers can request tasks: register with {\"type\":\"register\",\"role\":\"worker\",\"workerId\":\"...\"} first"));
+                    let hint = "register first: {\"type\":\"register\",\"role\":\"worker\",\"workerId\":\"...\"}";
+                    self.send(conn, ServerMsg::error_hint("Only workers can request tasks", hint));
                     return;
                 };
                 self.offer_old(conn, &worker, now);
             }
-            ClientMsg::TaskComplete { task_id, report } => {
-                let Role::Worker(worker) = self.role(conn) else {
-                    self.send(
-                        conn,
-                        ServerMsg::error(
-                            "Only workers can complete tasks: register as a worker first, or use `mcc worker done`",
-                        ),
-                    );
-                    return;
-                };
-                self.old_complete(conn, &worker, task_id, report);
-            }
+            ClientMsg::TaskComplete { task_id, report } => self.old_complete(conn, task_id, report),
             ClientMsg::Status {} => {
                 let status = self.old_status();
                 self.send(conn, status);

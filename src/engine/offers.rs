@@ -5,8 +5,8 @@
 use std::time::{Duration, Instant};
 
 use super::{ConnId, Engine, MAX_WAITERS, Reply, Waiter};
-use crate::hub::protocol::{Offer, ServerMsg};
 use crate::scheduler;
+use crate::wire::{Offer, ServerMsg};
 
 impl Engine {
     /// Offer work to an mcc worker; wait when there is none and `wait` allows.
@@ -43,9 +43,8 @@ impl Engine {
         if let Some(offer @ Offer::Task { .. }) = self.try_offer(worker, now) {
             self.answer(conn, &Reply::Push, offer);
         } else {
-            let message =
-                if self.all_done() { "All work is done" } else { "No tasks available right now; you will be sent one" };
-            self.send(conn, ServerMsg::NoTasks { message: message.to_owned() });
+            // The original's text whatever the reason; the worker stays and is sent work when some appears.
+            self.send(conn, ServerMsg::NoTasks { message: super::old::NO_TASKS.to_owned() });
             self.waiters.push(Waiter { conn, worker: worker.to_owned(), deadline: None, reply: Reply::Push });
         }
     }

@@ -13,17 +13,17 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use super::{ConnId, Engine, Judging, Reply};
-use crate::hub::protocol::ServerMsg;
 use crate::scheduler::{Applied, TaskId, TaskState};
 use crate::task::{Report, ReportStatus};
+use crate::wire::ServerMsg;
 
 /// Where a report came from; the answer goes back the same way.
 #[derive(Debug, Clone)]
 pub enum Source {
     /// `done` / `fail` / `block` of an mcc worker, which waits up to `wait` for its next task.
     Socket { conn: ConnId, wait: Duration },
-    /// The old protocol's `task_complete`, with the report as it was sent.
-    Old { conn: ConnId, raw: Value },
+    /// The old protocol's `task_complete`, with the report as it was sent (if any).
+    Old { conn: ConnId, raw: Option<Value> },
     /// A report file; `shown` is relative to the root. `rescan` when read
     /// again at start rather than seen written.
     File { shown: String, full: PathBuf, rescan: bool },
@@ -42,15 +42,35 @@ pub struct Submission {
 
 impl Engine {
     /// A report file that parsed: the watcher already refused one without
-    /// `workerId` or `attempt`.
+    /// `workerId`, or without `attempt` outside the old clients' folder.
     pub(super) fn report_file(&mut self, shown: String, full: PathBuf, report: Report, rescan: bool) {
-        let (Some(worker), Some(attempt)) = (report.worker_id.clone(), report.attempt) else {
-            let text = "the report names no `workerId` or no `attempt`; write both, as printed with the task";
+        let Some(worker) = report.worker_id.clone() else {
+            let text = "the report names no `workerId`; write it, as printed with the task";
             let moved = crate::watch::move_aside(&full, text);
             self.problem(format!("report file {shown} refused: {text}; moved to {moved}"));
             return;
         };
         let task = report.task_id.clone();
+        let attempt = if let Some(attempt) = report.attempt {
+            attempt
+        } else {
+            // An old client's file (the watcher allows no other without one).
+            let applied = self.scheduler.task(&task).is_some_and(|t| {
+                t.applied.values().any(|a| a.file.as_deref() == Some(shown.as_str()) && a.worker == worker)
+            });
+            if rescan && applied {
+                // Applied before the restart; it cannot name its attempt, so it is not applied again.
+                return;
+            }
+            let held = self.scheduler.held_by(&worker).filter(|t| t.spec.id == task).map(|t| t.attempt);
+            let Some(attempt) = held.or_else(|| self.scheduler.task(&task).map(|t| t.attempt)) else {
+                let text = format!("unknown task `{task}`: run `mcc tasks list` to see the tasks");
+                let moved = crate::watch::move_aside(&full, &text);
+                self.problem(format!("report file {shown} refused: {text}; moved to {moved}"));
+                return;
+            };
+            attempt
+        };
         self.apply(Submission { source: Source::File { shown, full, rescan }, worker, task, attempt, report });
     }
 
@@ -83,14 +103,15 @@ impl Engine {
         self.scheduler.record_applied(&task, attempt, Applied { worker: worker.clone(), status, file, verdict: None });
         let wire = match &source {
             Source::Old { raw, .. } => raw.clone(),
-            _ => serde_json::to_value(&report).expect("a report always serializes"),
+            _ => Some(serde_json::to_value(&report).expect("a report always serializes")),
         };
         match &source {
-            Source::File { shown, .. } => self.to_coordinator(ServerMsg::ReportDetected {
+            // The absolute path, as the original server sent it.
+            Source::File { full, .. } => self.to_coordinator(ServerMsg::ReportDetected {
                 task_id: task.clone(),
                 worker_id: worker.clone(),
-                report_path: shown.clone(),
-                report: wire,
+                report_path: full.display().to_string(),
+                report: wire.unwrap_or_default(),
             }),
             Source::Old { conn, .. } => {
                 // The ack comes before the next task, as the old server sent them.

@@ -4,7 +4,8 @@
 //! checked, and handed to the engine, which applies it at most once per
 //! attempt (a rewrite with the same bytes is read again: the engine decides).
 //! A malformed one, or one without `workerId` or `attempt`, is moved aside to
-//! `rejected/` next to it, with a `.error.txt` saying why.
+//! `rejected/` next to it, with a `.error.txt` saying why. Old clients, which
+//! know no attempts, may leave `attempt` out in their own folder only.
 
 use std::collections::{HashMap, HashSet};
 use std::fs;
@@ -53,9 +54,10 @@ impl ReportWatcher {
             }
         }
         let root = root.to_owned();
+        let old_folder = folders[1].clone();
         std::thread::Builder::new()
             .name("mcc-reports".into())
-            .spawn(move || debounce(&rx, initial, &root, &engine))
+            .spawn(move || debounce(&rx, initial, &root, &old_folder, &engine))
             .map_err(|e| e.to_string())?;
         Ok(Self { _watcher: watcher })
     }
@@ -65,7 +67,13 @@ fn is_report(path: &Path) -> bool {
     path.extension().is_some_and(|e| e == "json") && path.is_file()
 }
 
-fn debounce(rx: &mpsc::Receiver<PathBuf>, initial: Vec<PathBuf>, root: &Path, engine: &EngineHandle) {
+fn debounce(
+    rx: &mpsc::Receiver<PathBuf>,
+    initial: Vec<PathBuf>,
+    root: &Path,
+    old_folder: &Path,
+    engine: &EngineHandle,
+) {
     let mut pending: HashMap<PathBuf, Instant> = initial.iter().map(|p| (p.clone(), Instant::now())).collect();
     // Files present at start, until written again: a restart reads them once more.
     let mut rescan: HashSet<PathBuf> = initial.into_iter().collect();
@@ -93,7 +101,8 @@ fn debounce(rx: &mpsc::Receiver<PathBuf>, initial: Vec<PathBuf>, root: &Path, en
             }
             let Ok(bytes) = fs::read(&path) else { continue };
             let shown = path.strip_prefix(root).unwrap_or(&path).display().to_string();
-            let input = match parse_report(&bytes) {
+            let old_client = path.parent() == Some(old_folder);
+            let input = match parse_report_from(&bytes, old_client) {
                 Ok(report) => Input::ReportFile { path: shown, rescan: rescan.remove(&path), full: path, report },
                 Err(error) => {
                     let moved = move_aside(&path, &error);
@@ -107,8 +116,16 @@ fn debounce(rx: &mpsc::Receiver<PathBuf>, initial: Vec<PathBuf>, root: &Path, en
     }
 }
 
-/// Parse a report, naming the field that is wrong.
+/// Parse a report, naming the field that is wrong. `workerId` and
+/// `attempt` are required: they fence the report to one grant.
 pub fn parse_report(bytes: &[u8]) -> Result<Report, String> {
+    parse_report_from(bytes, false)
+}
+
+/// [`parse_report`]; `old_client` for a file in the old clients' folder,
+/// where `attempt` may be missing (the engine then takes the named worker's
+/// current grant, as for `task_complete`).
+pub fn parse_report_from(bytes: &[u8], old_client: bool) -> Result<Report, String> {
     let mut de = serde_json::Deserializer::from_slice(bytes);
     let report: Report = serde_path_to_error::deserialize(&mut de).map_err(|e| {
         let path = e.path().to_string();
@@ -128,7 +145,7 @@ pub fn parse_report(bytes: &[u8]) -> Result<Report, String> {
     if report.worker_id.as_deref().is_none_or(|w| w.trim().is_empty()) {
         return Err("field `workerId` is missing: name the worker that did the task, as in `--as NAME`".to_owned());
     }
-    if report.attempt.is_none() {
+    if report.attempt.is_none() && !old_client {
         return Err("field `attempt` is missing: write the attempt printed with the task (`mcc worker next` shows it)"
             .to_owned());
     }
