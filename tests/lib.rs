@@ -5,6 +5,7 @@ mod support;
 
 mod durability;
 mod engineer;
+mod faults;
 mod fencing;
 mod hub;
 mod lua;
