@@ -120,7 +120,7 @@ fn socket_worker(shared: &Shared, name: &str, seed: u64) {
         shared.told.lock().unwrap().grants.insert((id.clone(), attempt, name.to_owned()));
         if rng.below(15) == 0 {
             // A slow chat: its lease runs out before it reports, and its `done` must not count.
-            std::thread::sleep(Duration::from_millis(2300));
+            std::thread::sleep(Duration::from_secs(4));
         }
         let done = json!({"type":"done","worker":name,"taskId":id,"attempt":attempt,"waitMs":0});
         if rng.below(4) == 0

@@ -106,6 +106,9 @@ pub struct Config {
 pub const MAX_WAIT: Duration = Duration::from_mins(5);
 /// How many connections may wait for work at once.
 pub const MAX_WAITERS: usize = 4096;
+/// How often the time left on held leases is written while nothing else
+/// changes: the most a lease can gain from a `kill -9` of the hub.
+const LEASE_CHECKPOINT: Duration = Duration::from_secs(1);
 /// How many inputs share one commit at most.
 const MAX_BATCH: usize = 1024;
 
@@ -198,6 +201,8 @@ pub struct Engine {
     unjudged: BTreeSet<TaskId>,
     /// Whether the store says the run finished, as last committed.
     stored_finished: Option<bool>,
+    /// When the time left on every held lease was last written.
+    leases_written: Instant,
     tx: Sender<Input>,
     stopping: Option<String>,
 }
@@ -234,6 +239,7 @@ impl Engine {
                     workflow_loaded: false,
                     unjudged: BTreeSet::new(),
                     stored_finished: None,
+                    leases_written: Instant::now(),
                     tx: engine_tx,
                     stopping: None,
                 };
@@ -283,6 +289,12 @@ impl Engine {
                 self.handle(input);
             }
             self.settle();
+            if self.scheduler.next_deadline().is_some() && self.leases_written.elapsed() >= LEASE_CHECKPOINT {
+                // Leases are stored as time left: write it now and then, so a
+                // hub killed with `kill -9` gives a lease back at most this much.
+                self.scheduler.touch_held();
+                self.leases_written = Instant::now();
+            }
             self.commit()?;
             if let Some(message) = self.stopping.take() {
                 // Store the time every lease has left, to resume with it.
@@ -297,7 +309,8 @@ impl Engine {
 
     fn next_wakeup(&self) -> Option<Instant> {
         let waits = self.waiters.iter().filter_map(|w| w.deadline);
-        waits.chain(self.scheduler.next_deadline()).chain(self.policy.next_wakeup()).min()
+        let checkpoint = self.scheduler.next_deadline().map(|_| self.leases_written + LEASE_CHECKPOINT);
+        waits.chain(self.scheduler.next_deadline()).chain(self.policy.next_wakeup()).chain(checkpoint).min()
     }
 
     /// Expire leases, let the workflow act, hand out work, time out waits.
