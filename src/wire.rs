@@ -153,6 +153,13 @@ pub enum Offer {
         /// rejection or an answer), never for a worker new to it.
         #[serde(default)]
         returning: bool,
+        /// Grants of this task that ended without acceptance, and how many
+        /// may: `attempt` is the fencing token and also counts grants that
+        /// cost nothing (after `leave`, `block`).
+        #[serde(default)]
+        attempts_used: u32,
+        #[serde(default)]
+        max_attempts: u32,
         /// The worker's question while it was blocked, shown with the answer.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         question: Option<String>,

@@ -334,3 +334,21 @@ fn a_finished_run_is_a_stored_state_read_without_a_hub() {
     assert_eq!(list.code, 0, "{list:?}");
     assert!(list.stdout.contains("t1"), "{list:?}");
 }
+
+// Item 8: leaving costs no attempt, and what a worker reads says how many are used.
+#[test]
+fn leaving_costs_no_attempt_and_the_task_line_counts_the_used_ones() {
+    let project = Project::new();
+    let hub = Hub::start(project.root(), &["--max-attempts", "2"]);
+    add(&hub, vec![old_task("t1", &[], &[])]);
+    for _ in 0..2 {
+        let got = project.mcc().args(["worker", "next", "--as", "w", "--wait", "0s"]).run();
+        assert_eq!(got.code, 0, "{got:?}");
+        assert_eq!(project.mcc().args(["worker", "leave", "--as", "w"]).run().code, 0);
+    }
+    let third = project.mcc().args(["worker", "next", "--as", "w", "--wait", "0s"]).run();
+    assert!(third.stdout.starts_with("task t1 (back to you, attempt 3, 0 of 2 used, lease"), "{}", third.stdout);
+    let mut ws = hub.connect();
+    let ack = ws.ask(json!({"type":"fail","worker":"w","taskId":"t1","attempt":3,"reason":"no","waitMs":0}));
+    assert!(ack["message"].as_str().unwrap().contains("back to the queue"), "1 of 2 used: {ack}");
+}

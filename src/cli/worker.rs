@@ -411,7 +411,20 @@ impl Answer {
     fn offer(&self, offer: &Offer, head: String) -> (String, u8, Option<String>) {
         let w = &self.worker;
         match offer {
-            Offer::Task { task, attempt, lease_ms, held, returning, reasons, question, answer, phase, .. } => {
+            Offer::Task {
+                task,
+                attempt,
+                attempts_used,
+                max_attempts,
+                lease_ms,
+                held,
+                returning,
+                reasons,
+                question,
+                answer,
+                phase,
+                ..
+            } => {
                 let view = TaskView::new(task);
                 remember_grant(w, &view.id, *attempt);
                 let done_cmd = view.done_command(w, *attempt);
@@ -424,9 +437,11 @@ impl Answer {
                     "new"
                 };
                 let phase = phase.as_deref().map(|p| format!(", phase {p}")).unwrap_or_default();
+                let used =
+                    if *max_attempts > 0 { format!(", {attempts_used} of {max_attempts} used") } else { String::new() };
                 let _ = writeln!(
                     body,
-                    "task {} ({how}, attempt {attempt}, lease {}{phase}): {}",
+                    "task {} ({how}, attempt {attempt}{used}, lease {}{phase}): {}",
                     view.id,
                     human(Duration::from_millis(*lease_ms)),
                     view.description

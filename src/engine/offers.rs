@@ -107,6 +107,8 @@ impl Engine {
             worker: worker.to_owned(),
             task: task.to_wire(),
             attempt: task.attempt,
+            attempts_used: task.attempts_used(),
+            max_attempts: self.scheduler.settings.max_attempts,
             lease_ms: task.lease_ms,
             held,
             returning: task.last_holder.as_deref() == Some(worker),
