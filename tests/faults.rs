@@ -288,7 +288,7 @@ fn run(tasks: usize, kills: usize, seed: u64) -> Figures {
     let mut rng = Rng(seed + 7);
     for _ in 0..kills {
         // The fault: a kill at a random moment, not a wait for anything.
-        std::thread::sleep(Duration::from_millis(100 + rng.below(600)));
+        std::thread::sleep(Duration::from_millis(100 + rng.below(1500)));
         let root = hub.root.clone();
         hub.kill9();
         hub = Hub::start(&root, &args);

@@ -637,7 +637,7 @@ impl Engine {
                 Err(r) => self.refuse(conn, &r),
             },
             ClientMsg::Snapshot {} => {
-                let snapshot = self.snapshot(now);
+                let snapshot = self.snapshot(now).to_wire();
                 self.send(conn, ServerMsg::Snapshot { snapshot });
             }
             ClientMsg::ShowTask { task_id } => match self.scheduler.task(&task_id) {
