@@ -555,7 +555,7 @@ impl Scheduler {
         }
         for id in &ids {
             if self.deps_met(id) {
-                self.set_state(id, TaskState::Ready);
+                self.transition(id, TaskState::Ready);
             }
         }
         Ok(ids)
@@ -571,7 +571,7 @@ impl Scheduler {
 
     /// The one place a task's state changes: the ready queue, the holder
     /// index, the reservations and the lease follow from it.
-    fn set_state(&mut self, id: &str, state: TaskState) {
+    fn transition(&mut self, id: &str, state: TaskState) {
         let task = self.tasks.get_mut(id).expect("known task");
         if task.state == TaskState::Ready {
             self.ready.remove(&(task.seq, id.to_owned()));
@@ -677,7 +677,7 @@ impl Scheduler {
     }
 
     fn regrant(&mut self, id: &str, worker: &str, now: Instant) {
-        self.set_state(id, TaskState::Assigned);
+        self.transition(id, TaskState::Assigned);
         let task = self.tasks.get_mut(id).expect("known task");
         task.attempt += 1;
         // Back to the same worker after a rejection: it held the last attempt.
@@ -738,7 +738,7 @@ impl Scheduler {
         let attempt = task.attempt;
         let deliverables = report.deliverables.clone();
         task.report = Some(report);
-        self.set_state(id, TaskState::Submitted);
+        self.transition(id, TaskState::Submitted);
         self.event("submitted", Some(id), Some(worker), Some(attempt), json!({ "deliverables": deliverables }));
         Ok(())
     }
@@ -771,7 +771,7 @@ impl Scheduler {
         let worker = worker.to_owned();
         match verdict {
             Verdict::Accept => {
-                self.set_state(id, TaskState::Accepted);
+                self.transition(id, TaskState::Accepted);
                 let task = self.tasks.get_mut(id).expect("known");
                 task.completed_at = Some(now_rfc3339());
                 task.reasons.clear();
@@ -791,7 +791,7 @@ impl Scheduler {
                 let used = task.attempts_used();
                 self.event("rejected", Some(id), Some(&worker), Some(attempt), json!({ "reasons": reasons }));
                 if used >= self.settings.max_attempts {
-                    self.set_state(id, TaskState::Failed);
+                    self.transition(id, TaskState::Failed);
                     self.event(
                         "failed",
                         Some(id),
@@ -803,7 +803,7 @@ impl Scheduler {
                 }
                 if self.holding.contains_key(&worker) {
                     // It took other work meanwhile: the task goes back to the queue.
-                    self.set_state(id, TaskState::Ready);
+                    self.transition(id, TaskState::Ready);
                 } else {
                     // Back to the same worker: it knows the task and now the reasons.
                     self.regrant(id, &worker, now);
@@ -817,7 +817,7 @@ impl Scheduler {
         let Some(dependents) = self.dependents.get(id).cloned() else { return };
         for dep in dependents {
             if self.tasks.get(&dep).is_some_and(|t| t.state == TaskState::Waiting) && self.deps_met(&dep) {
-                self.set_state(&dep, TaskState::Ready);
+                self.transition(&dep, TaskState::Ready);
             }
         }
     }
@@ -839,7 +839,7 @@ impl Scheduler {
         let attempt = task.attempt;
         let state =
             if task.attempts_used() >= self.settings.max_attempts { TaskState::Failed } else { TaskState::Ready };
-        self.set_state(id, state);
+        self.transition(id, state);
         self.event(
             "failed_attempt",
             Some(id),
@@ -864,7 +864,7 @@ impl Scheduler {
         let task = self.tasks.get_mut(id).expect("checked");
         task.question = Some(question.to_owned());
         let attempt = task.attempt;
-        self.set_state(id, TaskState::Blocked);
+        self.transition(id, TaskState::Blocked);
         self.event("blocked", Some(id), Some(worker), Some(attempt), json!({ "question": question }));
         Ok(())
     }
@@ -880,7 +880,7 @@ impl Scheduler {
             });
         }
         task.answer = Some(text.to_owned());
-        self.set_state(id, TaskState::Ready);
+        self.transition(id, TaskState::Ready);
         self.event("answered", Some(id), None, None, json!({ "answer": text }));
         Ok(())
     }
@@ -906,7 +906,7 @@ impl Scheduler {
         let held: Vec<TaskId> = self.holding.get(worker).cloned().into_iter().collect();
         for id in &held {
             let attempt = self.tasks[id].attempt;
-            self.set_state(id, TaskState::Ready);
+            self.transition(id, TaskState::Ready);
             self.event("released", Some(id), Some(worker), Some(attempt), Value::Null);
         }
         held
@@ -928,7 +928,7 @@ impl Scheduler {
             if state == TaskState::Failed {
                 self.tasks.get_mut(id).expect("known").reasons = vec!["lease expired on the last attempt".to_owned()];
             }
-            self.set_state(id, state);
+            self.transition(id, state);
             self.event("expired", Some(id), holder.as_deref(), Some(attempt), json!({ "now": state.name() }));
         }
         expired
@@ -946,7 +946,7 @@ impl Scheduler {
             return Err(Refusal::WrongState { task: id.to_owned(), state: task.state, what: "it is already finished" });
         }
         let holder = task.holder.clone();
-        self.set_state(id, TaskState::Cancelled);
+        self.transition(id, TaskState::Cancelled);
         self.event("cancelled", Some(id), holder.as_deref(), None, Value::Null);
         Ok(())
     }
@@ -966,7 +966,7 @@ impl Scheduler {
         task.spent = 0;
         let attempt = task.attempt;
         let next = if self.deps_met(id) { TaskState::Ready } else { TaskState::Waiting };
-        self.set_state(id, next);
+        self.transition(id, next);
         self.event("retried", Some(id), None, Some(attempt), Value::Null);
         Ok(())
     }
