@@ -330,6 +330,8 @@ fn a_finished_run_is_a_stored_state_read_without_a_hub() {
     let status = project.mcc().args(["status"]).run();
     assert_eq!(status.code, 0, "{status:?}");
     assert!(status.stdout.contains("finished") && status.stdout.contains("1 accepted"), "{status:?}");
+    let headless = project.mcc().args(["worker", "run", "--as", "bot", "--", "true"]).run();
+    assert_eq!(headless.code, 4, "{headless:?}");
     let list = project.mcc().args(["tasks", "list", "--json"]).run();
     assert_eq!(list.code, 0, "{list:?}");
     assert!(list.stdout.contains("t1"), "{list:?}");

@@ -584,6 +584,10 @@ fn headless(a: &RunArgs) -> u8 {
     };
     let target = match target(&a.who) {
         Ok(t) => t,
+        Err(_) if run_finished() => {
+            println!("all work is done: the run finished and its hub has stopped");
+            return exit::ALL_DONE;
+        }
         Err(e) => {
             eprintln!("error: {e}");
             return exit::ERROR;
@@ -663,6 +667,11 @@ impl Headless {
                     answer =
                         self.request(&ClientMsg::Next { worker: self.name.clone(), wait_ms: Some(ms(wait)) }, wait);
                     continue;
+                }
+                Err(_) if run_finished() => {
+                    // The run's hub stopped because the work is finished.
+                    self.log("all work is done: the run finished and its hub has stopped");
+                    return exit::ALL_DONE;
                 }
                 Err(e) => {
                     self.log(&format!("error: {e}"));
