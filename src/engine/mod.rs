@@ -474,7 +474,7 @@ impl Engine {
         }
     }
 
-    fn wait_of(wait_ms: Option<u64>) -> Duration {
+    pub(super) fn wait_of(wait_ms: Option<u64>) -> Duration {
         wait_ms.map_or(Duration::ZERO, Duration::from_millis).min(MAX_WAIT)
     }
 
@@ -510,15 +510,7 @@ impl Engine {
                 self.offer(conn, &worker, Self::wait_of(wait_ms), Reply::Offer, now);
             }
             ClientMsg::Done { worker, task_id, attempt, deliverables, score, notes, wait_ms } => {
-                let Some(attempt) = attempt else {
-                    self.missing_attempt(conn, "done", &worker, &task_id);
-                    return;
-                };
-                let mut report = Report::completed(&task_id, &worker, deliverables);
-                report.attempt = Some(attempt);
-                report.context_efficiency_score = score;
-                report.notes = notes;
-                if let Some(bad) = report.deliverables.iter().find(|d| !self.config.root.join(d).exists()) {
+                if let Some(bad) = deliverables.iter().find(|d| !self.config.root.join(d).exists()) {
                     let text = format!(
                         "deliverable `{bad}` does not exist under {}; write it first, or pass the path you wrote with --deliverable",
                         self.config.root.display()
@@ -526,32 +518,22 @@ impl Engine {
                     self.send(conn, ServerMsg::error_code(text, "missing_deliverable"));
                     return;
                 }
-                let source = Source::Socket { conn, wait: Self::wait_of(wait_ms) };
-                self.apply(Submission { source, worker, task: task_id, attempt, report });
+                let mut report = Report::completed(&task_id, &worker, deliverables);
+                report.context_efficiency_score = score;
+                report.notes = notes;
+                self.socket_report(conn, "done", attempt, wait_ms, report);
             }
             ClientMsg::Block { worker, task_id, attempt, question, wait_ms } => {
-                let Some(attempt) = attempt else {
-                    self.missing_attempt(conn, "block", &worker, &task_id);
-                    return;
-                };
                 let mut report = Report::completed(&task_id, &worker, Vec::new());
                 report.status = ReportStatus::Blocked;
-                report.attempt = Some(attempt);
                 report.requested_guidance = Some(question);
-                let source = Source::Socket { conn, wait: Self::wait_of(wait_ms) };
-                self.apply(Submission { source, worker, task: task_id, attempt, report });
+                self.socket_report(conn, "block", attempt, wait_ms, report);
             }
             ClientMsg::Fail { worker, task_id, attempt, reason, wait_ms } => {
-                let Some(attempt) = attempt else {
-                    self.missing_attempt(conn, "fail", &worker, &task_id);
-                    return;
-                };
                 let mut report = Report::completed(&task_id, &worker, Vec::new());
                 report.status = ReportStatus::Failed;
-                report.attempt = Some(attempt);
                 report.notes = Some(reason);
-                let source = Source::Socket { conn, wait: Self::wait_of(wait_ms) };
-                self.apply(Submission { source, worker, task: task_id, attempt, report });
+                self.socket_report(conn, "fail", attempt, wait_ms, report);
             }
             ClientMsg::Progress { worker, task_id, attempt, note } => {
                 match self.scheduler.progress(&worker, &task_id, attempt, &note, now) {

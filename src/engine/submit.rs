@@ -266,8 +266,28 @@ impl Engine {
         }
     }
 
+    /// `done` / `block` / `fail` from an mcc worker: the attempt is required.
+    pub(super) fn socket_report(
+        &mut self,
+        conn: ConnId,
+        what: &str,
+        attempt: Option<u32>,
+        wait_ms: Option<u64>,
+        mut report: Report,
+    ) {
+        let worker = report.worker_id.clone().unwrap_or_default();
+        let task = report.task_id.clone();
+        let Some(attempt) = attempt else {
+            self.missing_attempt(conn, what, &worker, &task);
+            return;
+        };
+        report.attempt = Some(attempt);
+        let source = Source::Socket { conn, wait: Self::wait_of(wait_ms) };
+        self.apply(Submission { source, worker, task, attempt, report });
+    }
+
     /// A socket report without its attempt: say what to send.
-    pub(super) fn missing_attempt(&mut self, conn: ConnId, what: &str, worker: &str, task: &str) {
+    fn missing_attempt(&mut self, conn: ConnId, what: &str, worker: &str, task: &str) {
         // Not the holder at all: that is the more useful answer.
         if let Err(refusal) = self.scheduler.check_holder(worker, task, None) {
             self.refuse(conn, &refusal);
