@@ -100,24 +100,41 @@ fn ask_through_restarts(shared: &Shared, msg: &Value) -> Option<Value> {
     None
 }
 
+enum Next {
+    Task(String, u64),
+    Nothing,
+    Stop,
+}
+
+/// `next` through restarts; a grant is noted as told to `name`.
+fn next_grant(shared: &Shared, name: &str) -> Next {
+    let Some(answer) = ask_through_restarts(shared, &json!({"type":"next","worker":name,"waitMs":300})) else {
+        return Next::Stop;
+    };
+    let offer = &answer["offer"];
+    match offer["type"].as_str() {
+        Some("task") => {
+            let id = offer["task"]["id"].as_str().unwrap().to_owned();
+            let attempt = offer["attempt"].as_u64().unwrap();
+            shared.told.lock().unwrap().grants.insert((id.clone(), attempt, name.to_owned()));
+            Next::Task(id, attempt)
+        }
+        Some("all_done") => Next::Stop,
+        _ => Next::Nothing,
+    }
+}
+
 /// A chat with a socket: `next`, then `done` with the attempt; one `done`
 /// in four is cut off (the connection dropped before the answer) and sent
 /// again exactly as it was.
 fn socket_worker(shared: &Shared, name: &str, seed: u64) {
     let mut rng = Rng(seed);
     while !shared.stop.load(Ordering::Relaxed) {
-        let Some(answer) = ask_through_restarts(shared, &json!({"type":"next","worker":name,"waitMs":300})) else {
-            return;
+        let (id, attempt) = match next_grant(shared, name) {
+            Next::Task(id, attempt) => (id, attempt),
+            Next::Nothing => continue,
+            Next::Stop => return,
         };
-        let offer = &answer["offer"];
-        match offer["type"].as_str() {
-            Some("task") => {}
-            Some("all_done") => return,
-            _ => continue,
-        }
-        let id = offer["task"]["id"].as_str().unwrap().to_owned();
-        let attempt = offer["attempt"].as_u64().unwrap();
-        shared.told.lock().unwrap().grants.insert((id.clone(), attempt, name.to_owned()));
         if rng.below(15) == 0 {
             // A slow chat: its lease runs out before it reports, and its `done` must not count.
             std::thread::sleep(Duration::from_secs(4));
@@ -145,18 +162,11 @@ fn socket_worker(shared: &Shared, name: &str, seed: u64) {
 /// `next` but reports through a file, and sees the outcome in the store.
 fn file_worker(shared: &Shared, name: &str) {
     while !shared.stop.load(Ordering::Relaxed) {
-        let Some(answer) = ask_through_restarts(shared, &json!({"type":"next","worker":name,"waitMs":300})) else {
-            return;
+        let (id, attempt) = match next_grant(shared, name) {
+            Next::Task(id, attempt) => (id, attempt),
+            Next::Nothing => continue,
+            Next::Stop => return,
         };
-        let offer = &answer["offer"];
-        match offer["type"].as_str() {
-            Some("task") => {}
-            Some("all_done") => return,
-            _ => continue,
-        }
-        let id = offer["task"]["id"].as_str().unwrap().to_owned();
-        let attempt = offer["attempt"].as_u64().unwrap();
-        shared.told.lock().unwrap().grants.insert((id.clone(), attempt, name.to_owned()));
         let report = json!({"taskId":id,"workerId":name,"attempt":attempt,"status":"completed","deliverables":[]});
         write_whole(&shared.root, &format!("{id}-report.json"), &report.to_string());
         // Wait for the outcome of this attempt (or for the lease to end it).
