@@ -354,3 +354,32 @@ fn leaving_costs_no_attempt_and_the_task_line_counts_the_used_ones() {
     let ack = ws.ask(json!({"type":"fail","worker":"w","taskId":"t1","attempt":3,"reason":"no","waitMs":0}));
     assert!(ack["message"].as_str().unwrap().contains("back to the queue"), "1 of 2 used: {ack}");
 }
+
+// Item 3 for old clients: the same `task_complete` twice is acked twice and judged once.
+#[test]
+fn an_old_task_complete_sent_twice_is_judged_once() {
+    let project = Project::new();
+    let hub = Hub::start(project.root(), &["--max-attempts", "2"]);
+    add(&hub, vec![with_validation("t1", "test -f fixed"), old_task("t2", &[], &[])]);
+    let mut w = hub.connect();
+    w.ask(json!({"type":"register","role":"worker","workerId":"w"}));
+    assert_eq!(w.recv()["task"]["id"], "t1");
+    let complete = json!({"type":"task_complete","taskId":"t1"});
+    assert_eq!(w.ask(complete.clone())["type"], "task_complete_ack");
+    let (back, _) = w.until("task_assigned");
+    assert_eq!(back["task"]["id"], "t1", "rejected, back to w: {back}");
+    let t = task(&hub, "t1");
+    assert_eq!((t["attempt"].as_u64(), t["state"].as_str()), (Some(2), Some("assigned")), "{t}");
+    project.write("fixed", "");
+    assert_eq!(w.ask(complete.clone())["type"], "task_complete_ack");
+    let (next, _) = w.until("task_assigned");
+    assert_eq!(next["task"]["id"], "t2", "{next}");
+    assert_eq!(task(&hub, "t1")["state"], "accepted");
+    // A cut-off `task_complete` sent again: the same ack and next answer, no error, one judgement.
+    let done = json!({"type":"task_complete","taskId":"t2"});
+    assert_eq!(w.ask(done.clone())["type"], "task_complete_ack");
+    assert_eq!(w.recv()["type"], "no_tasks");
+    assert_eq!(w.ask(done)["type"], "task_complete_ack", "acked again, not refused");
+    assert_eq!(w.recv()["type"], "no_tasks");
+    assert_eq!(task(&hub, "t2")["state"], "accepted");
+}

@@ -227,7 +227,13 @@ impl Engine {
                 }
             },
             Source::Old { conn, .. } => {
+                // As for the first one: the ack, then the next task or `no_tasks`.
                 self.send(*conn, ServerMsg::TaskCompleteAck { task_id: id.clone() });
+                if prior.verdict.is_some() || prior.status != ReportStatus::Completed {
+                    self.offer_old(*conn, &sub.worker, now);
+                } else if let Some(j) = self.judging.get_mut(id) {
+                    j.conn = Some(*conn);
+                }
             }
             // Read again at start: it was applied before the restart.
             Source::File { rescan: true, .. } => {}
