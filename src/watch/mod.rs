@@ -165,8 +165,12 @@ pub fn move_aside(path: &Path, error: &str) -> String {
     let _ = fs::create_dir_all(&aside);
     let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     let target = aside.join(&name);
+    // The explanation is whole before anyone can see it, and before the
+    // report itself shows up in `rejected/`: a reader never finds half a reason.
+    let why = aside.join(format!("{name}.error.txt"));
+    let partial = aside.join(format!(".{name}.error.txt.tmp"));
+    let _ = fs::write(&partial, format!("{error}\n")).and_then(|()| fs::rename(&partial, &why));
     let _ = fs::rename(path, &target);
-    let _ = fs::write(aside.join(format!("{name}.error.txt")), format!("{error}\n"));
     target.display().to_string()
 }
 
