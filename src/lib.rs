@@ -16,5 +16,6 @@ pub mod scheduler;
 pub mod store;
 pub mod task;
 pub mod watch;
+pub mod wire;
 
 pub use cli::main;

@@ -85,15 +85,20 @@ fn kill_9_in_the_middle_of_a_run_loses_nothing_acknowledged() {
     for id in &before {
         assert_eq!(states[id], "accepted", "{id} was acknowledged accepted before the kill");
     }
-    // Drain the rest with fresh workers.
-    let workers: Vec<_> = (0..4)
-        .map(|k| {
-            let (url, a, g) = (hub.url.clone(), accepted.clone(), grants.clone());
-            std::thread::spawn(move || work(&url, &format!("v{k}"), &a, &g))
-        })
-        .collect();
-    for w in workers {
-        w.join().unwrap();
+    // Drain the rest with fresh workers. Tasks the killed workers held come
+    // back only when their leases end (they keep the time they had left), so
+    // a worker told "nothing yet" is not the end: go on until the run is finished.
+    let drain_until = std::time::Instant::now() + 3 * crate::support::DEADLINE;
+    while snapshot(&hub)["finished"] != true && std::time::Instant::now() < drain_until {
+        let workers: Vec<_> = (0..4)
+            .map(|k| {
+                let (url, a, g) = (hub.url.clone(), accepted.clone(), grants.clone());
+                std::thread::spawn(move || work(&url, &format!("v{k}"), &a, &g))
+            })
+            .collect();
+        for w in workers {
+            w.join().unwrap();
+        }
     }
     let done = snapshot(&hub);
     assert_eq!(done["counts"]["accepted"], total, "{}", done["counts"]);
@@ -136,7 +141,8 @@ fn after_a_restart_leases_keep_their_remaining_time_and_events_are_intact() {
         (Some("assigned"), Some("w"), Some(1))
     );
     let left_after = a["leaseLeftMs"].as_u64().unwrap();
-    assert!(left_after <= left_before && left_before - left_after < 60_000, "{left_before} -> {left_after}");
+    // The lease resumes with what it had left when last written (a little more than when read).
+    assert!(left_after.abs_diff(left_before) < 60_000, "{left_before} -> {left_after}");
     // The same worker gets its task back after the restart.
     let again = hub.connect().ask(json!({"type":"next","worker":"w"}));
     assert_eq!(again["offer"]["held"], true, "{again}");

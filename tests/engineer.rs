@@ -11,7 +11,7 @@ fn status_shows_who_holds_what_and_the_questions_waiting() {
     let mut ws = hub.connect();
     ws.ask(json!({"type":"add_tasks","tasks":[old_task("a", &[], &[]), old_task("b", &[], &[])]}));
     ws.ask(json!({"type":"next","worker":"asker"}));
-    ws.ask(json!({"type":"block","worker":"asker","taskId":"a","question":"tabs or spaces?"}));
+    ws.ask(json!({"type":"block","worker":"asker","taskId":"a","attempt":1,"question":"tabs or spaces?"}));
     let status = project.mcc().args(["status"]).run();
     assert_eq!(status.code, 0, "{status:?}");
     assert!(status.stdout.contains("tasks: 1 assigned, 1 blocked"), "{}", status.stdout);
@@ -76,12 +76,14 @@ fn the_report_counts_attempts_rejections_and_automation() {
     ws.ask(json!({"type":"add_tasks","tasks":[old_task("a", &[], &[]), old_task("b", &[], &[]), checked]}));
     project.write("c.txt", "bad");
     for id in ["a", "b", "c"] {
-        ws.ask(json!({"type":"next","worker":"w"}));
-        let verdict = ws.ask(json!({"type":"done","worker":"w","taskId":id,"score":4}));
+        let offer = ws.ask(json!({"type":"next","worker":"w"}));
+        let attempt = offer["offer"]["attempt"].clone();
+        let verdict = ws.ask(json!({"type":"done","worker":"w","taskId":id,"attempt":attempt,"score":4}));
         if id == "c" {
             assert_eq!(verdict["accepted"], false, "{verdict}");
             project.write("c.txt", "good");
-            ws.ask(json!({"type":"done","worker":"w","taskId":"c","score":4}));
+            let attempt = verdict["next"]["attempt"].clone();
+            ws.ask(json!({"type":"done","worker":"w","taskId":"c","attempt":attempt,"score":4}));
         }
     }
     let report = project.mcc().args(["report", "--json"]).run().json();

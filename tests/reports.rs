@@ -4,8 +4,8 @@ use serde_json::json;
 
 use crate::support::{Hub, Project, Ws, eventually, old_task};
 
-fn report(task: &str, worker: &str, notes: &str) -> String {
-    json!({"taskId": task, "workerId": worker, "status": "completed", "deliverables": [], "contextEfficiencyScore": 5, "notes": notes, "completedAt": "2025-01-26T00:00:00Z"}).to_string()
+fn report(task: &str, worker: &str, attempt: u32, notes: &str) -> String {
+    json!({"taskId": task, "workerId": worker, "attempt": attempt, "status": "completed", "deliverables": [], "contextEfficiencyScore": 5, "notes": notes, "completedAt": "2025-01-26T00:00:00Z"}).to_string()
 }
 
 fn setup(tasks: Vec<serde_json::Value>) -> (Project, Hub, Ws) {
@@ -25,17 +25,18 @@ fn a_report_file_completes_the_task_and_the_coordinator_hears_of_it() {
     let mut w = hub.connect();
     w.ask(json!({"type":"next","worker":"w"}));
     project.write("notes.txt", "broken");
-    project.write(".mcc/reports/t1-report.json", &report("t1", "w", "first try"));
+    project.write(".mcc/reports/t1-report.json", &report("t1", "w", 1, "first try"));
     let (detected, _) = coord.until("report_detected");
     assert_eq!(detected["taskId"], "t1");
     assert_eq!(detected["workerId"], "w");
-    assert_eq!(detected["reportPath"], ".mcc/reports/t1-report.json");
+    // The absolute path, as the original server sent it.
+    assert_eq!(detected["reportPath"], project.path(".mcc/reports/t1-report.json").display().to_string());
     assert_eq!(detected["report"]["notes"], "first try");
     // Rejected by its validation: the task is back with the worker; a rewrite is seen again.
     let show = || hub.connect().ask(json!({"type":"show_task","taskId":"t1"}))["task"].clone();
     eventually("the first report is judged", || show()["attempt"] == 2);
     project.write("notes.txt", "fixed");
-    project.write(".mcc/reports/t1-report.json", &report("t1", "w", "second try"));
+    project.write(".mcc/reports/t1-report.json", &report("t1", "w", 2, "second try"));
     let (again, _) = coord.until("report_detected");
     assert_eq!(again["report"]["notes"], "second try");
     eventually("the rewritten report is accepted", || show()["state"] == "accepted");
@@ -45,9 +46,12 @@ fn a_report_file_completes_the_task_and_the_coordinator_hears_of_it() {
 fn old_clients_reports_folder_is_watched_too() {
     let (project, hub, mut coord) = setup(vec![old_task("task-001", &[], &[])]);
     hub.connect().ask(json!({"type":"next","worker":"worker-A"}));
-    project.write("tmp/coordination/reports/task-001-report.json", &report("task-001", "worker-A", "old style"));
+    project.write("tmp/coordination/reports/task-001-report.json", &report("task-001", "worker-A", 1, "old style"));
     let (detected, _) = coord.until("report_detected");
-    assert_eq!(detected["reportPath"], "tmp/coordination/reports/task-001-report.json");
+    assert_eq!(
+        detected["reportPath"],
+        project.path("tmp/coordination/reports/task-001-report.json").display().to_string()
+    );
 }
 
 #[test]

@@ -51,7 +51,8 @@ fn racing_workers_never_break_dependencies_or_reservations() {
                     log.lock().unwrap().push(Step::Got(id.clone()));
                     // Record the acceptance before the hub can hand out what it unblocks.
                     log.lock().unwrap().push(Step::Accepted(id.clone()));
-                    answer = ws.ask(json!({"type":"done","worker":name,"taskId":id,"waitMs":3000}));
+                    answer = ws
+                        .ask(json!({"type":"done","worker":name,"taskId":id,"attempt":offer["attempt"],"waitMs":3000}));
                     assert_eq!(answer["accepted"], true, "{answer}");
                 }
             })

@@ -83,8 +83,7 @@ fn the_client_sends_the_token_only_to_the_hub_its_project_names() {
     let _hub = Hub::start(project.root(), &[]);
     let token = project.read(".mcc/token");
     let (elsewhere, seen) = capture_handshake();
-    let run = project.mcc().args(["status", "--hub", &elsewhere]).run();
-    assert_ne!(run.code, 0);
+    let _ = project.mcc().args(["status", "--hub", &elsewhere]).run();
     let head = seen.join().unwrap();
     assert!(head.starts_with("GET "), "{head}");
     assert!(!head.contains(token.trim()) && !head.to_ascii_lowercase().contains("authorization"), "{head}");
@@ -206,7 +205,7 @@ fn stopping_the_hub_kills_a_running_validation_and_all_it_started() {
     let mut worker = hub.connect_anonymous();
     let offer = worker.ask(json!({"type":"next","worker":"w","waitMs":0}));
     assert_eq!(offer["offer"]["task"]["id"], "checked", "{offer}");
-    worker.send(json!({"type":"done","worker":"w","taskId":"checked"}));
+    worker.send(json!({"type":"done","worker":"w","taskId":"checked","attempt":1}));
     crate::support::eventually("the validation runs", || {
         std::fs::read_to_string(project.path("pgid")).is_ok_and(|p| p.ends_with('\n'))
     });

@@ -98,7 +98,7 @@ fn done_prints_the_verdict_and_the_next_task_and_a_rejection_comes_back_with_rea
     assert!(got.stdout.contains("checked by: grep -q conclusion essay.md"), "{}", got.stdout);
     project.write("essay.md", "an essay without an ending");
     let line = printed_next(&got).unwrap();
-    assert_eq!(line, "mcc worker done essay --as w --deliverable essay.md --score 5");
+    assert_eq!(line, "mcc worker done essay --as w --attempt 1 --deliverable essay.md --score 5");
     let rejected = run_line(&project, &line);
     assert_eq!(rejected.code, 0, "{rejected:?}");
     assert!(

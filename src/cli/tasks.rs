@@ -10,7 +10,8 @@ use serde_json::{Value, json};
 
 use super::exit;
 use crate::client;
-use crate::hub::protocol::{ClientMsg, ServerMsg};
+use crate::engine::views::{Snapshot, TaskSummary};
+use crate::wire::{ClientMsg, ServerMsg};
 
 #[derive(Debug, Subcommand)]
 pub enum TasksCmd {
@@ -205,16 +206,18 @@ fn add(a: AddArgs) -> u8 {
 
 fn list(a: &ListArgs) -> u8 {
     let snapshot = match client::ask_once(a.hub.hub.as_deref(), &ClientMsg::Snapshot {}, LIMIT) {
-        Ok((ServerMsg::Snapshot { snapshot }, _)) => snapshot,
+        Ok((ServerMsg::Snapshot { snapshot }, _)) => match Snapshot::from_wire(&snapshot) {
+            Ok(s) => s,
+            Err(e) => return fail(&a.hub, &e),
+        },
         Ok((other, _)) => return fail(&a.hub, &format!("unexpected answer from the hub: {}", other.to_json())),
-        Err(e) => return fail(&a.hub, &e),
+        Err(e) => match super::status::stored() {
+            Some(snapshot) => snapshot,
+            None => return fail(&a.hub, &e),
+        },
     };
-    let tasks: Vec<&Value> = snapshot["tasks"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter(|t| a.state.as_deref().is_none_or(|s| t["state"] == s))
-        .collect();
+    let tasks: Vec<&TaskSummary> =
+        snapshot.tasks.iter().filter(|t| a.state.as_deref().is_none_or(|s| t.state == s)).collect();
     if a.hub.json {
         println!("{}", json!(tasks));
         return exit::OK;
@@ -223,14 +226,8 @@ fn list(a: &ListArgs) -> u8 {
         println!("no tasks{}", a.state.as_deref().map(|s| format!(" in state {s}")).unwrap_or_default());
     }
     for t in tasks {
-        let holder = t["holder"].as_str().map(|h| format!(" by {h}")).unwrap_or_default();
-        println!(
-            "{:<20} {:<10} attempt {}{holder}  {}",
-            t["id"].as_str().unwrap_or("?"),
-            t["state"].as_str().unwrap_or("?"),
-            t["attempt"],
-            t["description"].as_str().unwrap_or("")
-        );
+        let holder = t.holder.as_deref().map(|h| format!(" by {h}")).unwrap_or_default();
+        println!("{:<20} {:<10} attempt {}{holder}  {}", t.id, t.state, t.attempt, t.description);
     }
     exit::OK
 }

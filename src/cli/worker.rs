@@ -14,7 +14,7 @@ use wait_timeout::ChildExt;
 
 use super::exit;
 use crate::client::{self, ClientError, Target};
-use crate::hub::protocol::{ClientMsg, Offer, ServerMsg};
+use crate::wire::{ClientMsg, Offer, ServerMsg};
 
 const WORKER_HELP: &str = "\
 Exit codes:
@@ -98,7 +98,8 @@ pub struct DoneArgs {
     /// A note for the engineer.
     #[arg(long)]
     pub notes: Option<String>,
-    /// The attempt you worked on, as printed with the task.
+    /// The attempt you worked on, as printed with the task (default: the
+    /// last one this machine was shown for the task).
     #[arg(long)]
     pub attempt: Option<u32>,
     #[command(flatten)]
@@ -197,9 +198,9 @@ pub fn run(cmd: WorkerCmd) -> u8 {
         WorkerCmd::Done(a) => (a.who.clone(), done(&a)),
         WorkerCmd::Block(a) => {
             let msg = |name: String| ClientMsg::Block {
+                attempt: a.attempt.or_else(|| last_grant(&name, &a.task)),
                 worker: name,
                 task_id: a.task.clone(),
-                attempt: a.attempt,
                 question: a.question.clone(),
                 wait_ms: Some(ms(a.wait.wait)),
             };
@@ -207,9 +208,9 @@ pub fn run(cmd: WorkerCmd) -> u8 {
         }
         WorkerCmd::Fail(a) => {
             let msg = |name: String| ClientMsg::Fail {
+                attempt: a.attempt.or_else(|| last_grant(&name, &a.task)),
                 worker: name,
                 task_id: a.task.clone(),
-                attempt: a.attempt,
                 reason: a.reason.clone(),
                 wait_ms: Some(ms(a.wait.wait)),
             };
@@ -217,9 +218,9 @@ pub fn run(cmd: WorkerCmd) -> u8 {
         }
         WorkerCmd::Progress(a) => {
             let msg = |name: String| ClientMsg::Progress {
+                attempt: a.attempt.or_else(|| last_grant(&name, &a.task)),
                 worker: name,
                 task_id: a.task.clone(),
-                attempt: a.attempt,
                 note: a.note.clone(),
             };
             (a.who.clone(), simple(&a.who, msg, Duration::ZERO))
@@ -231,6 +232,16 @@ pub fn run(cmd: WorkerCmd) -> u8 {
     };
     match result {
         Ok(answer) => answer.print(who.json),
+        Err(_) if run_finished() => {
+            // The run's hub stopped because the work is finished: not a crash.
+            let message = "all work is done: the run finished and its hub has stopped; you can stop";
+            if who.json {
+                println!("{}", json!({"type": "all_done", "message": message, "exit_code": exit::ALL_DONE}));
+            } else {
+                println!("{message}");
+            }
+            exit::ALL_DONE
+        }
         Err(message) => {
             if who.json {
                 println!("{}", json!({"type": "error", "error": message}));
@@ -238,6 +249,35 @@ pub fn run(cmd: WorkerCmd) -> u8 {
             eprintln!("error: {message}");
             exit::ERROR
         }
+    }
+}
+
+/// The store under the nearest `.mcc/` says the run finished.
+fn run_finished() -> bool {
+    let Ok(cwd) = std::env::current_dir() else { return false };
+    client::find_root(&cwd).is_some_and(|root| crate::engine::views::stored_finished(&root))
+}
+
+/// Where the last grant shown to `worker` on this machine is kept, so a
+/// command given without `--attempt` still carries its fencing token.
+fn grant_file(worker: &str) -> Option<PathBuf> {
+    let cwd = std::env::current_dir().ok()?;
+    let root = client::find_root(&cwd)?;
+    Some(root.join(".mcc").join("grants").join(safe_file_name(worker)))
+}
+
+/// The attempt last shown to `worker` for `task`, if it was this task.
+fn last_grant(worker: &str, task: &str) -> Option<u32> {
+    let text = std::fs::read_to_string(grant_file(worker)?).ok()?;
+    let (id, attempt) = text.trim().rsplit_once(' ')?;
+    (id == task).then(|| attempt.parse().ok()).flatten()
+}
+
+fn remember_grant(worker: &str, task: &str, attempt: u32) {
+    if let Some(file) = grant_file(worker)
+        && let Some(dir) = file.parent()
+    {
+        let _ = std::fs::create_dir_all(dir).and_then(|()| std::fs::write(&file, format!("{task} {attempt}\n")));
     }
 }
 
@@ -277,7 +317,7 @@ fn done(a: &DoneArgs) -> Result<Answer, String> {
     let msg = ClientMsg::Done {
         worker: worker.clone(),
         task_id: a.task.clone(),
-        attempt: a.attempt,
+        attempt: a.attempt.or_else(|| last_grant(&worker, &a.task)),
         deliverables,
         score: a.score,
         notes: a.notes.clone(),
@@ -371,11 +411,25 @@ impl Answer {
     fn offer(&self, offer: &Offer, head: String) -> (String, u8, Option<String>) {
         let w = &self.worker;
         match offer {
-            Offer::Task { task, attempt, lease_ms, held, reasons, answer, phase, .. } => {
+            Offer::Task {
+                task,
+                attempt,
+                attempts_used,
+                max_attempts,
+                lease_ms,
+                held,
+                returning,
+                reasons,
+                question,
+                answer,
+                phase,
+                ..
+            } => {
                 let view = TaskView::new(task);
-                let done_cmd = view.done_command(w);
+                remember_grant(w, &view.id, *attempt);
+                let done_cmd = view.done_command(w, *attempt);
                 let mut body = String::new();
-                let how = if !reasons.is_empty() {
+                let how = if *returning {
                     "back to you"
                 } else if *held {
                     "you already hold it"
@@ -383,9 +437,11 @@ impl Answer {
                     "new"
                 };
                 let phase = phase.as_deref().map(|p| format!(", phase {p}")).unwrap_or_default();
+                let used =
+                    if *max_attempts > 0 { format!(", {attempts_used} of {max_attempts} used") } else { String::new() };
                 let _ = writeln!(
                     body,
-                    "task {} ({how}, attempt {attempt}, lease {}{phase}): {}",
+                    "task {} ({how}, attempt {attempt}{used}, lease {}{phase}): {}",
                     view.id,
                     human(Duration::from_millis(*lease_ms)),
                     view.description
@@ -394,13 +450,16 @@ impl Answer {
                 if !reasons.is_empty() {
                     let _ = writeln!(body, "rejected last time because: {}", reasons.join("; "));
                 }
+                if let Some(question) = question {
+                    let _ = writeln!(body, "you asked: {question}");
+                }
                 if let Some(answer) = answer {
                     let _ = writeln!(body, "the engineer answered: {answer}");
                 }
                 body.push_str(&view.details());
                 let _ = writeln!(
                     body,
-                    "stuck? mcc worker block {id} --as {w} --question \"...\"   cannot do it? mcc worker fail {id} --as {w} --reason \"...\"",
+                    "stuck? mcc worker block {id} --as {w} --attempt {attempt} --question \"...\"   cannot do it? mcc worker fail {id} --as {w} --attempt {attempt} --reason \"...\"",
                     id = view.id
                 );
                 let mut text = head + &body;
@@ -476,8 +535,8 @@ impl TaskView {
         }
     }
 
-    fn done_command(&self, worker: &str) -> String {
-        let mut cmd = format!("mcc worker done {} --as {worker}", self.id);
+    fn done_command(&self, worker: &str, attempt: u32) -> String {
+        let mut cmd = format!("mcc worker done {} --as {worker} --attempt {attempt}", self.id);
         if self.write.is_empty() {
             cmd.push_str(" --deliverable PATH");
         }
@@ -525,6 +584,10 @@ fn headless(a: &RunArgs) -> u8 {
     };
     let target = match target(&a.who) {
         Ok(t) => t,
+        Err(_) if run_finished() => {
+            println!("all work is done: the run finished and its hub has stopped");
+            return exit::ALL_DONE;
+        }
         Err(e) => {
             eprintln!("error: {e}");
             return exit::ERROR;
@@ -604,6 +667,11 @@ impl Headless {
                     answer =
                         self.request(&ClientMsg::Next { worker: self.name.clone(), wait_ms: Some(ms(wait)) }, wait);
                     continue;
+                }
+                Err(_) if run_finished() => {
+                    // The run's hub stopped because the work is finished.
+                    self.log("all work is done: the run finished and its hub has stopped");
+                    return exit::ALL_DONE;
                 }
                 Err(e) => {
                     self.log(&format!("error: {e}"));

@@ -4,23 +4,29 @@
 //! commits the batch to the [`Store`] in one transaction (group commit), and
 //! only then sends the answers.
 
+mod judge;
+mod offers;
+mod old;
 mod policy;
+mod submit;
+pub mod views;
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
 use std::time::{Duration, Instant};
 
-use serde_json::{Value, json};
+use serde_json::Value;
 use tokio::sync::mpsc::UnboundedSender;
 
-pub use policy::{DefaultPolicy, Policy, PolicyError};
+pub use policy::{DefaultPolicy, HeldPolicy, Policy, PolicyError};
+pub use submit::{Source, Submission};
 
-use crate::command::{self, Outcome};
-use crate::hub::protocol::{ClientMsg, Offer, ServerMsg, WorkerStatus};
-use crate::scheduler::{self, Judged, Refusal, Scheduler, Settings, TaskId, TaskState};
+use crate::command::Outcome;
+use crate::scheduler::{Refusal, Scheduler, Settings, TaskId, TaskState};
 use crate::store::{Store, StoreError};
 use crate::task::{Report, ReportStatus, TaskSpec};
+use crate::wire::{ClientMsg, ServerMsg};
 
 /// One connection's id.
 pub type ConnId = u64;
@@ -46,10 +52,14 @@ pub enum Input {
         conn: ConnId,
         msg: ClientMsg,
     },
-    /// A report file that parsed; applied exactly as a completion.
+    /// A report file that parsed; applied as any other report.
     ReportFile {
+        /// Relative to the root, for messages.
         path: String,
+        full: PathBuf,
         report: Report,
+        /// Read again at start, not seen written.
+        rescan: bool,
     },
     /// A report file that could not be used; shown in status.
     ReportFileRejected {
@@ -96,6 +106,9 @@ pub struct Config {
 pub const MAX_WAIT: Duration = Duration::from_mins(5);
 /// How many connections may wait for work at once.
 pub const MAX_WAITERS: usize = 4096;
+/// How often the time left on held leases is written while nothing else
+/// changes: the most a lease can gain from a `kill -9` of the hub.
+const LEASE_CHECKPOINT: Duration = Duration::from_secs(1);
 /// How many inputs share one commit at most.
 const MAX_BATCH: usize = 1024;
 
@@ -182,6 +195,14 @@ pub struct Engine {
     /// A workflow that failed to load, and its file's modification time then:
     /// it is loaded again once the file changes.
     failed_load: Option<(PathBuf, Option<std::time::SystemTime>)>,
+    /// A workflow has loaded since start: a later failed load keeps it.
+    workflow_loaded: bool,
+    /// Submitted tasks whose `accept` raised: judged again when a workflow loads or on retry.
+    unjudged: BTreeSet<TaskId>,
+    /// Whether the store says the run finished, as last committed.
+    stored_finished: Option<bool>,
+    /// When the time left on every held lease was last written.
+    leases_written: Instant,
     tx: Sender<Input>,
     stopping: Option<String>,
 }
@@ -215,6 +236,10 @@ impl Engine {
                     problems: Vec::new(),
                     log: Vec::new(),
                     failed_load: None,
+                    workflow_loaded: false,
+                    unjudged: BTreeSet::new(),
+                    stored_finished: None,
+                    leases_written: Instant::now(),
                     tx: engine_tx,
                     stopping: None,
                 };
@@ -264,8 +289,17 @@ impl Engine {
                 self.handle(input);
             }
             self.settle();
+            if self.scheduler.next_deadline().is_some() && self.leases_written.elapsed() >= LEASE_CHECKPOINT {
+                // Leases are stored as time left: write it now and then, so a
+                // hub killed with `kill -9` gives a lease back at most this much.
+                self.scheduler.touch_held();
+                self.leases_written = Instant::now();
+            }
             self.commit()?;
             if let Some(message) = self.stopping.take() {
+                // Store the time every lease has left, to resume with it.
+                self.scheduler.touch_held();
+                self.commit()?;
                 self.shutdown(&message);
                 break;
             }
@@ -275,7 +309,8 @@ impl Engine {
 
     fn next_wakeup(&self) -> Option<Instant> {
         let waits = self.waiters.iter().filter_map(|w| w.deadline);
-        waits.chain(self.scheduler.next_deadline()).chain(self.policy.next_wakeup()).min()
+        let checkpoint = self.scheduler.next_deadline().map(|_| self.leases_written + LEASE_CHECKPOINT);
+        waits.chain(self.scheduler.next_deadline()).chain(self.policy.next_wakeup()).chain(checkpoint).min()
     }
 
     /// Expire leases, let the workflow act, hand out work, time out waits.
@@ -302,7 +337,13 @@ impl Engine {
 
     fn commit(&mut self) -> Result<(), StoreError> {
         let changes = self.scheduler.take_changes();
-        let meta = self.policy.state();
+        let mut meta = self.policy.state();
+        let finished = self.all_done();
+        if self.stored_finished != Some(finished) {
+            // A finished run is a stored state: worker commands read it when no hub runs.
+            self.stored_finished = Some(finished);
+            meta.push(("run_finished", finished.to_string()));
+        }
         self.store.commit(&self.scheduler, &changes, &meta)?;
         for (conn, msg) in self.outgoing.drain(..) {
             if let Some(c) = self.conns.get(&conn) {
@@ -359,7 +400,7 @@ impl Engine {
                 }
             }
             Input::Message { conn, msg } => self.message(conn, msg),
-            Input::ReportFile { path, report } => self.report_file(path, report),
+            Input::ReportFile { path, full, report, rescan } => self.report_file(path, full, report, rescan),
             Input::ReportFileRejected { path, error } => self.problem(format!("report file {path}: {error}")),
             Input::Validated { task, attempt, outcome } => self.validated(&task, attempt, &outcome),
             Input::LoadWorkflow { conn, path } => self.load_workflow(conn, path),
@@ -378,6 +419,8 @@ impl Engine {
         match loader(&path, &self.config.root) {
             Ok(mut policy) => {
                 self.failed_load = None;
+                self.workflow_loaded = true;
+                self.problems.retain(|p| !p.starts_with("workflow ") || !p.contains(" did not load: "));
                 let name = policy.name();
                 let state = self.store.meta("workflow_state").unwrap_or_else(|e| {
                     self.problem(format!("cannot read the workflow state: {e}"));
@@ -395,6 +438,11 @@ impl Engine {
                         self.problem(format!("cannot store the workflow path: {e}"));
                     }
                 }
+                // What a broken workflow could not judge is judged by this one.
+                let unjudged: Vec<TaskId> = self.unjudged.iter().cloned().collect();
+                for id in unjudged {
+                    self.rejudge(&id);
+                }
                 if let Some(c) = conn {
                     let message = format!("workflow {name} loaded from {}", path.display());
                     self.send(c, ServerMsg::Ack { what: "load_workflow".into(), message, task_id: None, next: None });
@@ -406,6 +454,10 @@ impl Engine {
                     format!("workflow {} did not load: {e}; fix the file and it is loaded again", path.display());
                 if let Some(c) = conn {
                     self.send(c, ServerMsg::error_code(text.clone(), "workflow_error"));
+                }
+                if !self.workflow_loaded {
+                    // Never "accept everything": hand out and judge nothing until it loads.
+                    self.policy = Box::new(HeldPolicy { error: text.clone() });
                 }
                 self.problem(text);
             }
@@ -422,7 +474,7 @@ impl Engine {
         }
     }
 
-    fn wait_of(wait_ms: Option<u64>) -> Duration {
+    pub(super) fn wait_of(wait_ms: Option<u64>) -> Duration {
         wait_ms.map_or(Duration::ZERO, Duration::from_millis).min(MAX_WAIT)
     }
 
@@ -434,54 +486,18 @@ impl Engine {
         let now = Instant::now();
         match msg {
             ClientMsg::Register { role, project_id, worker_id } => {
-                self.register(conn, role.as_deref(), project_id, worker_id);
+                self.register(conn, role.as_ref().and_then(Value::as_str), project_id, worker_id);
             }
-            ClientMsg::CreateTasks { tasks } => {
-                if self.role(conn) != Role::Coordinator {
-                    self.send(conn, ServerMsg::error("Only the coordinator can create tasks: register with {\"type\":\"register\",\"role\":\"coordinator\"} first"));
-                    return;
-                }
-                let tasks = tasks.unwrap_or_default();
-                if tasks.is_empty() {
-                    self.send(conn, ServerMsg::error("create_tasks needs a non-empty `tasks` array"));
-                    return;
-                }
-                match self.add_tasks(&tasks) {
-                    Ok(ids) => {
-                        // Idle workers get tasks at once; `queued` is what is left waiting.
-                        self.dispatch(now);
-                        let queued = ids
-                            .iter()
-                            .filter(|id| {
-                                self.scheduler
-                                    .task(id)
-                                    .is_some_and(|t| matches!(t.state, TaskState::Ready | TaskState::Waiting))
-                            })
-                            .count();
-                        self.send(conn, ServerMsg::TasksCreated { count: ids.len(), queued });
-                    }
-                    Err(e) => self.send(conn, e),
-                }
-            }
+            ClientMsg::CreateTasks { tasks } => self.old_create_tasks(conn, tasks, now),
             ClientMsg::RequestTask {} => {
                 let Role::Worker(worker) = self.role(conn) else {
-                    self.send(conn, ServerMsg::error("Only workers can request tasks: register with {\"type\":\"register\",\"role\":\"worker\",\"workerId\":\"...\"} first"));
+                    let hint = "register first: {\"type\":\"register\",\"role\":\"worker\",\"workerId\":\"...\"}";
+                    self.send(conn, ServerMsg::error_hint("Only workers can request tasks", hint));
                     return;
                 };
                 self.offer_old(conn, &worker, now);
             }
-            ClientMsg::TaskComplete { task_id, report } => {
-                let Role::Worker(worker) = self.role(conn) else {
-                    self.send(
-                        conn,
-                        ServerMsg::error(
-                            "Only workers can complete tasks: register as a worker first, or use `mcc worker done`",
-                        ),
-                    );
-                    return;
-                };
-                self.old_complete(conn, &worker, task_id, report, now);
-            }
+            ClientMsg::TaskComplete { task_id, report } => self.old_complete(conn, task_id, report),
             ClientMsg::Status {} => {
                 let status = self.old_status();
                 self.send(conn, status);
@@ -494,11 +510,7 @@ impl Engine {
                 self.offer(conn, &worker, Self::wait_of(wait_ms), Reply::Offer, now);
             }
             ClientMsg::Done { worker, task_id, attempt, deliverables, score, notes, wait_ms } => {
-                let mut report = Report::completed(&task_id, &worker, deliverables);
-                report.attempt = attempt;
-                report.context_efficiency_score = score;
-                report.notes = notes;
-                if let Some(bad) = report.deliverables.iter().find(|d| !self.config.root.join(d).exists()) {
+                if let Some(bad) = deliverables.iter().find(|d| !self.config.root.join(d).exists()) {
                     let text = format!(
                         "deliverable `{bad}` does not exist under {}; write it first, or pass the path you wrote with --deliverable",
                         self.config.root.display()
@@ -506,41 +518,22 @@ impl Engine {
                     self.send(conn, ServerMsg::error_code(text, "missing_deliverable"));
                     return;
                 }
-                let wire = serde_json::to_value(&report).expect("a report always serializes");
-                let judging = Judging {
-                    conn: Some(conn),
-                    worker: worker.clone(),
-                    wait: Self::wait_of(wait_ms),
-                    old_protocol: false,
-                };
-                match self.submit(&worker, &task_id, report, judging, now) {
-                    Ok(()) => self.to_coordinator(ServerMsg::TaskComplete { task_id, worker_id: worker, report: wire }),
-                    Err(r) => self.refuse(conn, &r),
-                }
+                let mut report = Report::completed(&task_id, &worker, deliverables);
+                report.context_efficiency_score = score;
+                report.notes = notes;
+                self.socket_report(conn, "done", attempt, wait_ms, report);
             }
             ClientMsg::Block { worker, task_id, attempt, question, wait_ms } => {
-                match self.scheduler.block(&worker, &task_id, attempt, &question, now) {
-                    Ok(()) => {
-                        let message = format!("task {task_id} waits for the engineer: `mcc answer {task_id} TEXT`");
-                        let reply = Reply::Ack { what: "block", message, task: task_id };
-                        self.offer(conn, &worker, Self::wait_of(wait_ms), reply, now);
-                    }
-                    Err(r) => self.refuse(conn, &r),
-                }
+                let mut report = Report::completed(&task_id, &worker, Vec::new());
+                report.status = ReportStatus::Blocked;
+                report.requested_guidance = Some(question);
+                self.socket_report(conn, "block", attempt, wait_ms, report);
             }
             ClientMsg::Fail { worker, task_id, attempt, reason, wait_ms } => {
-                match self.scheduler.fail(&worker, &task_id, attempt, &reason, now) {
-                    Ok(state) => {
-                        let message = if state == TaskState::Failed {
-                            format!("task {task_id} failed for good: its attempts are used up")
-                        } else {
-                            format!("task {task_id} went back to the queue for another attempt")
-                        };
-                        let reply = Reply::Ack { what: "fail", message, task: task_id };
-                        self.offer(conn, &worker, Self::wait_of(wait_ms), reply, now);
-                    }
-                    Err(r) => self.refuse(conn, &r),
-                }
+                let mut report = Report::completed(&task_id, &worker, Vec::new());
+                report.status = ReportStatus::Failed;
+                report.notes = Some(reason);
+                self.socket_report(conn, "fail", attempt, wait_ms, report);
             }
             ClientMsg::Progress { worker, task_id, attempt, note } => {
                 match self.scheduler.progress(&worker, &task_id, attempt, &note, now) {
@@ -571,7 +564,14 @@ impl Engine {
             },
             ClientMsg::Answer { task_id, text } => match self.scheduler.answer(&task_id, &text) {
                 Ok(()) => {
-                    let message = format!("task {task_id} is ready again with your answer");
+                    // The worker who asked gets it back first, with question and answer.
+                    let asker = self.scheduler.task(&task_id).and_then(|t| t.last_holder.clone());
+                    let back =
+                        asker.filter(|a| self.scheduler.held_by(a).is_none() && self.scheduler.grant(&task_id, a, now));
+                    let message = match back {
+                        Some(asker) => format!("task {task_id} goes back to {asker} with your answer"),
+                        None => format!("task {task_id} is ready again with your answer"),
+                    };
                     self.send(
                         conn,
                         ServerMsg::Ack { what: "answer".into(), message, task_id: Some(task_id), next: None },
@@ -581,6 +581,20 @@ impl Engine {
             },
             ClientMsg::Cancel { task_id } => match self.scheduler.cancel(&task_id) {
                 Ok(()) => {
+                    self.unjudged.remove(&task_id);
+                    // Whoever waits for its verdict hears now, not at its own timeout.
+                    if let Some(j) = self.judging.remove(&task_id)
+                        && let Some(c) = j.conn
+                    {
+                        if j.old_protocol {
+                            self.offer_old(c, &j.worker, now);
+                        } else {
+                            let message =
+                                format!("task {task_id} was cancelled by the engineer; nothing more to do on it");
+                            let reply = Reply::Ack { what: "done", message, task: task_id.clone() };
+                            self.offer(c, &j.worker, j.wait, reply, now);
+                        }
+                    }
                     let message = format!("task {task_id} cancelled");
                     self.send(
                         conn,
@@ -589,6 +603,11 @@ impl Engine {
                 }
                 Err(r) => self.refuse(conn, &r),
             },
+            ClientMsg::Retry { task_id } if self.unjudged.contains(&task_id) => {
+                self.rejudge(&task_id);
+                let message = format!("task {task_id} is judged again");
+                self.send(conn, ServerMsg::Ack { what: "retry".into(), message, task_id: Some(task_id), next: None });
+            }
             ClientMsg::Retry { task_id } => match self.scheduler.retry(&task_id) {
                 Ok(()) => {
                     let message = format!("task {task_id} is back in the queue");
@@ -600,12 +619,12 @@ impl Engine {
                 Err(r) => self.refuse(conn, &r),
             },
             ClientMsg::Snapshot {} => {
-                let snapshot = self.snapshot(now);
+                let snapshot = self.snapshot(now).to_wire();
                 self.send(conn, ServerMsg::Snapshot { snapshot });
             }
             ClientMsg::ShowTask { task_id } => match self.scheduler.task(&task_id) {
                 Some(task) => {
-                    let task = task_json(task, now);
+                    let task = views::task_json(task, now);
                     self.send(conn, ServerMsg::TaskInfo { task });
                 }
                 None => self.refuse(conn, &Refusal::UnknownTask(task_id)),
@@ -613,41 +632,6 @@ impl Engine {
             ClientMsg::LoadWorkflow { path } => {
                 let path = self.config.root.join(path);
                 self.load_workflow(Some(conn), path);
-            }
-        }
-    }
-
-    fn register(&mut self, conn: ConnId, role: Option<&str>, project_id: Option<String>, worker_id: Option<String>) {
-        match role {
-            Some("coordinator") => {
-                self.coordinator = Some(conn);
-                self.set_role(conn, Role::Coordinator);
-                let project_id = Some(project_id.unwrap_or_else(|| "default".to_owned()));
-                self.send(conn, ServerMsg::Registered { role: "coordinator".into(), project_id, worker_id: None });
-            }
-            Some("worker") => {
-                let Some(worker) = worker_id.filter(|w| !w.trim().is_empty()) else {
-                    self.send(conn, ServerMsg::error("A workerId is required to register as a worker"));
-                    return;
-                };
-                if let Some(err) = bad_name(&worker) {
-                    self.send(conn, err);
-                    return;
-                }
-                self.set_role(conn, Role::Worker(worker.clone()));
-                self.send(
-                    conn,
-                    ServerMsg::Registered { role: "worker".into(), project_id: None, worker_id: Some(worker.clone()) },
-                );
-                self.to_coordinator(ServerMsg::WorkerRegistered { worker_id: worker.clone() });
-                self.offer_old(conn, &worker, Instant::now());
-            }
-            other => {
-                let got = other.map_or_else(|| "no role".to_owned(), |r| format!("role `{r}`"));
-                self.send(
-                    conn,
-                    ServerMsg::error(format!("Invalid {got}: valid roles are \"coordinator\" and \"worker\"")),
-                );
             }
         }
     }
@@ -681,451 +665,10 @@ impl Engine {
             .add_tasks(specs, None, Instant::now())
             .map_err(|r| ServerMsg::error_code(r.to_string(), r.code()))
     }
-
-    /// Offer work to an mcc worker; wait when there is none and `wait` allows.
-    fn offer(&mut self, conn: ConnId, worker: &str, wait: Duration, reply: Reply, now: Instant) {
-        // A newer command of the same worker supersedes an older wait: answer it now.
-        let (superseded, kept): (Vec<Waiter>, Vec<Waiter>) = std::mem::take(&mut self.waiters)
-            .into_iter()
-            .partition(|w| w.worker == worker && w.conn != conn && w.deadline.is_some());
-        self.waiters = kept;
-        for old in superseded {
-            self.answer(old.conn, &old.reply, nothing_yet(worker));
-        }
-        match self.try_offer(worker, now) {
-            Some(offer) => self.answer(conn, &reply, offer),
-            None if wait.is_zero() => {
-                let offer = nothing_yet(worker);
-                self.answer(conn, &reply, offer);
-            }
-            None => {
-                if self.waiters.len() >= MAX_WAITERS {
-                    let text =
-                        format!("the hub already has {MAX_WAITERS} waiting clients; run the command again in a moment");
-                    self.send(conn, ServerMsg::error_code(text, "busy"));
-                    return;
-                }
-                self.waiters.push(Waiter { conn, worker: worker.to_owned(), deadline: Some(now + wait), reply });
-            }
-        }
-    }
-
-    /// An old-protocol worker asks: `task_assigned`, or `no_tasks` and it waits connected.
-    fn offer_old(&mut self, conn: ConnId, worker: &str, now: Instant) {
-        self.waiters.retain(|w| w.conn != conn);
-        if let Some(offer @ Offer::Task { .. }) = self.try_offer(worker, now) {
-            self.answer(conn, &Reply::Push, offer);
-        } else {
-            let message =
-                if self.all_done() { "All work is done" } else { "No tasks available right now; you will be sent one" };
-            self.send(conn, ServerMsg::NoTasks { message: message.to_owned() });
-            self.waiters.push(Waiter { conn, worker: worker.to_owned(), deadline: None, reply: Reply::Push });
-        }
-    }
-
-    fn all_done(&self) -> bool {
-        self.policy.finished(&self.scheduler)
-    }
-
-    /// What the worker gets right now, or `None` if it should wait.
-    fn try_offer(&mut self, worker: &str, now: Instant) -> Option<Offer> {
-        self.scheduler.touch(worker, now);
-        if let Some(held) = self.scheduler.held_by(worker) {
-            let id = held.spec.id.clone();
-            return Some(self.task_offer(worker, &id, true));
-        }
-        if self.scheduler.worker(worker).is_some_and(scheduler::Worker::must_hand_over) {
-            return Some(Offer::HandOver {
-                worker: worker.to_owned(),
-                message: format!(
-                    "{worker} reported a context score of 2 or less: take no more work. Start a fresh chat and run `mcc worker next --as NEW-NAME` there"
-                ),
-            });
-        }
-        let candidates = self.scheduler.candidates(64);
-        let choice = if candidates.is_empty() {
-            Ok(None)
-        } else {
-            let me = self.scheduler.worker(worker).expect("touched above");
-            self.policy.assign(me, &candidates, &self.scheduler)
-        };
-        match choice {
-            Ok(Some(id)) if self.scheduler.grant(&id, worker, now) => {
-                self.to_coordinator(ServerMsg::TaskAssigned {
-                    task: None,
-                    task_id: Some(id.clone()),
-                    worker_id: Some(worker.to_owned()),
-                });
-                Some(self.task_offer(worker, &id, false))
-            }
-            Ok(Some(id)) => {
-                self.problem(format!(
-                    "workflow assign chose `{id}`, which is not among the ready tasks; {worker} got nothing"
-                ));
-                None
-            }
-            Ok(None) if self.all_done() => {
-                Some(Offer::AllDone { worker: worker.to_owned(), message: "all work is done, you can stop".to_owned() })
-            }
-            Ok(None) => None,
-            Err(e) => {
-                self.problem(format!("workflow assign: {e}"));
-                None
-            }
-        }
-    }
-
-    fn task_offer(&self, worker: &str, id: &str, held: bool) -> Offer {
-        let task = self.scheduler.task(id).expect("offered task exists");
-        Offer::Task {
-            worker: worker.to_owned(),
-            task: task.to_wire(),
-            attempt: task.attempt,
-            lease_ms: task.lease_ms,
-            held,
-            reasons: task.reasons.clone(),
-            answer: task.answer.clone(),
-            phase: task.phase.clone(),
-        }
-    }
-
-    fn answer(&mut self, conn: ConnId, reply: &Reply, offer: Offer) {
-        let msg = match reply.clone() {
-            Reply::Offer => ServerMsg::Offer { offer },
-            Reply::Verdict { task, attempt, accepted, failed, reasons } => ServerMsg::Verdict {
-                worker: offer_worker(&offer).to_owned(),
-                task_id: task,
-                attempt,
-                accepted,
-                failed,
-                reasons,
-                next: offer,
-            },
-            Reply::Ack { what, message, task } => {
-                ServerMsg::Ack { what: what.into(), message, task_id: Some(task), next: Some(offer) }
-            }
-            Reply::Push => match offer {
-                Offer::Task { task, .. } => {
-                    ServerMsg::TaskAssigned { task: Some(task), task_id: None, worker_id: None }
-                }
-                Offer::AllDone { message, .. }
-                | Offer::HandOver { message, .. }
-                | Offer::NothingYet { message, .. } => ServerMsg::NoTasks { message },
-            },
-        };
-        self.send(conn, msg);
-    }
-
-    /// Hand out work to waiting workers; time out the waits that are over.
-    fn dispatch(&mut self, now: Instant) {
-        let all_done = self.all_done();
-        let mut i = 0;
-        while i < self.waiters.len() {
-            let (conn, worker, deadline, reply) = {
-                let w = &self.waiters[i];
-                (w.conn, w.worker.clone(), w.deadline, w.reply.clone())
-            };
-            let offer = if self.scheduler.is_empty() && !all_done { None } else { self.try_offer(&worker, now) };
-            match offer {
-                Some(offer) if matches!(reply, Reply::Push) && !matches!(offer, Offer::Task { .. }) => {
-                    // Old-protocol workers only hear about real tasks.
-                    i += 1;
-                }
-                Some(offer) => {
-                    self.waiters.remove(i);
-                    self.answer(conn, &reply, offer);
-                }
-                None if deadline.is_some_and(|d| d <= now) => {
-                    self.waiters.remove(i);
-                    self.answer(conn, &reply, nothing_yet(&worker));
-                }
-                None => i += 1,
-            }
-        }
-    }
-
-    /// Submit a completed report; judging may finish now or after validation.
-    fn submit(
-        &mut self,
-        worker: &str,
-        id: &str,
-        report: Report,
-        judging: Judging,
-        now: Instant,
-    ) -> Result<(), Refusal> {
-        self.scheduler.submit(worker, id, report, now)?;
-        self.waiters.retain(|w| w.worker != worker || matches!(w.reply, Reply::Push));
-        self.judging.insert(id.to_owned(), judging);
-        self.start_judging(id);
-        Ok(())
-    }
-
-    fn start_judging(&mut self, id: &str) {
-        let task = self.scheduler.task(id).expect("submitted task exists");
-        match task.spec.acceptance.validation.clone() {
-            Some(script) => {
-                let (tx, root, limit, attempt) =
-                    (self.tx.clone(), self.config.root.clone(), self.config.validation_limit, task.attempt);
-                let id = id.to_owned();
-                std::thread::spawn(move || {
-                    let outcome = command::run_shell(&script, &root, limit).unwrap_or_else(|e| Outcome {
-                        code: None,
-                        stdout: String::new(),
-                        stderr: format!("could not start `sh`: {e}"),
-                        timed_out: false,
-                    });
-                    let _ = tx.send(Input::Validated { task: id, attempt, outcome });
-                });
-            }
-            None => self.decide(id, None),
-        }
-    }
-
-    fn validated(&mut self, id: &str, attempt: u32, outcome: &Outcome) {
-        let current = self.scheduler.task(id).is_some_and(|t| t.state == TaskState::Submitted && t.attempt == attempt);
-        if current {
-            self.decide(id, Some(outcome));
-        }
-    }
-
-    /// Ask the policy for a verdict and apply it; answer whoever waits.
-    fn decide(&mut self, id: &str, validation: Option<&Outcome>) {
-        let now = Instant::now();
-        let task = self.scheduler.task(id).expect("judged task exists");
-        let report = task.report.clone().expect("a submitted task has a report");
-        let attempt = task.attempt;
-        let verdict = match self.policy.accept(task, &report, validation, &self.scheduler) {
-            Ok(v) => v,
-            Err(e) => {
-                // A broken `accept` rejects nothing: the task waits for the engineer.
-                self.problem(format!(
-                    "workflow accept for task {id}: {e}; the task waits (fix the workflow, or `mcc tasks retry {id}`)"
-                ));
-                if let Some(j) = self.judging.remove(id)
-                    && let Some(conn) = j.conn
-                {
-                    let message =
-                        format!("task {id} was received but the workflow could not judge it; the engineer was told");
-                    let reply = Reply::Ack { what: "done", message, task: id.to_owned() };
-                    self.offer(conn, &j.worker, j.wait, reply, now);
-                }
-                return;
-            }
-        };
-        let judged = self.scheduler.judge(id, verdict, now).expect("the task is submitted");
-        let (accepted, failed, reasons) = match judged {
-            Judged::Accepted => (true, false, Vec::new()),
-            Judged::Rejected { reasons } => (false, false, reasons),
-            Judged::Failed { reasons } => (false, true, reasons),
-        };
-        let Some(j) = self.judging.remove(id) else { return };
-        let Some(conn) = j.conn else { return };
-        if j.old_protocol {
-            self.offer_old(conn, &j.worker, now);
-        } else {
-            let reply = Reply::Verdict { task: id.to_owned(), attempt, accepted, failed, reasons };
-            self.offer(conn, &j.worker, j.wait, reply, now);
-        }
-    }
-
-    fn old_complete(&mut self, conn: ConnId, worker: &str, task_id: String, raw: Option<Value>, now: Instant) {
-        let report = match raw.clone() {
-            None => Report::completed(&task_id, worker, Vec::new()),
-            Some(value) => match serde_path_to_error::deserialize::<_, Report>(value) {
-                Ok(r) => r,
-                Err(e) => {
-                    let path = e.path().to_string();
-                    self.send(
-                        conn,
-                        ServerMsg::error_code(
-                            format!("Bad `task_complete` report: field `{path}`: {}", e.into_inner()),
-                            "bad_report",
-                        ),
-                    );
-                    return;
-                }
-            },
-        };
-        let wire_report = raw.unwrap_or_else(|| serde_json::to_value(&report).expect("serializes"));
-        let judging = Judging { conn: Some(conn), worker: worker.to_owned(), wait: Duration::ZERO, old_protocol: true };
-        if let Err(r) = self.scheduler.check_holder(worker, &task_id, report.attempt) {
-            self.refuse(conn, &r);
-            return;
-        }
-        // The ack comes before the next task, as the old server sent them.
-        self.send(conn, ServerMsg::TaskCompleteAck { task_id: task_id.clone() });
-        self.to_coordinator(ServerMsg::TaskComplete {
-            task_id: task_id.clone(),
-            worker_id: worker.to_owned(),
-            report: wire_report,
-        });
-        self.apply_report(worker, &task_id, report, judging, now).expect("the holder was checked in this batch");
-    }
-
-    /// A report of any status, from the socket or a file.
-    fn apply_report(
-        &mut self,
-        worker: &str,
-        task_id: &str,
-        report: Report,
-        judging: Judging,
-        now: Instant,
-    ) -> Result<(), Refusal> {
-        if let Some(score) = report.context_efficiency_score {
-            self.scheduler.check_holder(worker, task_id, report.attempt)?;
-            self.scheduler.set_score(worker, score, now);
-        }
-        match report.status {
-            ReportStatus::Completed => self.submit(worker, task_id, report, judging, now),
-            ReportStatus::Failed => {
-                let reason = report.notes.clone().unwrap_or_else(|| "the worker reported failure".to_owned());
-                self.scheduler.fail(worker, task_id, report.attempt, &reason, now)?;
-                if let (true, Some(conn)) = (judging.old_protocol, judging.conn) {
-                    self.offer_old(conn, worker, now);
-                }
-                Ok(())
-            }
-            ReportStatus::Blocked => {
-                let question = report
-                    .requested_guidance
-                    .clone()
-                    .or_else(|| report.blocker.clone())
-                    .unwrap_or_else(|| "the worker is blocked".to_owned());
-                self.scheduler.block(worker, task_id, report.attempt, &question, now)?;
-                if let (true, Some(conn)) = (judging.old_protocol, judging.conn) {
-                    self.offer_old(conn, worker, now);
-                }
-                Ok(())
-            }
-        }
-    }
-
-    fn report_file(&mut self, path: String, report: Report) {
-        let now = Instant::now();
-        let task_id = report.task_id.clone();
-        if self.scheduler.task(&task_id).is_some_and(|t| t.report.as_ref() == Some(&report)) {
-            // Read again after a restart: it was applied already.
-            return;
-        }
-        let holder = self.scheduler.task(&task_id).and_then(|t| t.holder.clone());
-        let Some(worker) = report.worker_id.clone().or(holder) else {
-            let why = if self.scheduler.task(&task_id).is_some() {
-                "nobody holds the task and the report names no workerId"
-            } else {
-                "unknown task"
-            };
-            self.problem(format!("report file {path} for task {task_id}: {why}"));
-            return;
-        };
-        let wire = serde_json::to_value(&report).expect("serializes");
-        let judging = Judging { conn: None, worker: worker.clone(), wait: Duration::ZERO, old_protocol: false };
-        match self.apply_report(&worker, &task_id, report, judging, now) {
-            Ok(()) => self.to_coordinator(ServerMsg::ReportDetected {
-                task_id,
-                worker_id: worker,
-                report_path: path,
-                report: wire,
-            }),
-            Err(r) => self.problem(format!("report file {path} refused: {r}")),
-        }
-    }
-
-    fn old_status(&self) -> ServerMsg {
-        let mut workers: Vec<WorkerStatus> = Vec::new();
-        for conn in self.conns.values() {
-            if let Role::Worker(name) = &conn.role {
-                if workers.iter().any(|w| &w.worker_id == name) {
-                    continue;
-                }
-                let current = self.scheduler.held_by(name).map(|t| t.spec.id.clone());
-                workers.push(WorkerStatus { worker_id: name.clone(), busy: current.is_some(), current_task: current });
-            }
-        }
-        for task in self.scheduler.tasks().filter(|t| t.state.in_flight()) {
-            let Some(holder) = &task.holder else { continue };
-            if !workers.iter().any(|w| &w.worker_id == holder) {
-                workers.push(WorkerStatus {
-                    worker_id: holder.clone(),
-                    busy: true,
-                    current_task: Some(task.spec.id.clone()),
-                });
-            }
-        }
-        workers.sort_by(|a, b| a.worker_id.cmp(&b.worker_id));
-        ServerMsg::StatusResponse {
-            coordinator: if self.coordinator.is_some() { "connected" } else { "disconnected" }.to_owned(),
-            workers,
-            queue_size: self.scheduler.count(TaskState::Ready) + self.scheduler.count(TaskState::Waiting),
-            active_tasks: self.scheduler.count(TaskState::Assigned) + self.scheduler.count(TaskState::Submitted),
-        }
-    }
-
-    /// Everything `mcc status` shows.
-    fn snapshot(&self, now: Instant) -> Value {
-        let counts: serde_json::Map<String, Value> =
-            TaskState::ALL.iter().map(|s| (s.name().to_owned(), Value::from(self.scheduler.count(*s)))).collect();
-        let connected: Vec<&str> = self
-            .conns
-            .values()
-            .filter_map(|c| if let Role::Worker(n) = &c.role { Some(n.as_str()) } else { None })
-            .collect();
-        let waiting: Vec<&str> = self.waiters.iter().map(|w| w.worker.as_str()).collect();
-        let workers: Vec<Value> = self
-            .scheduler
-            .workers()
-            .map(|w| {
-                let holding =
-                    self.scheduler.tasks().find(|t| t.state.in_flight() && t.holder.as_deref() == Some(&w.name));
-                json!({
-                    "name": w.name,
-                    "holding": holding.map(|t| t.spec.id.clone()),
-                    "leaseLeftMs": holding.and_then(|t| t.lease_left(now)).map(|d| d.as_millis() as u64),
-                    "score": w.score,
-                    "accepted": w.accepted.len(),
-                    "lastSeenMsAgo": w.last_seen.map(|s| now.saturating_duration_since(s).as_millis() as u64),
-                    "connected": connected.contains(&w.name.as_str()),
-                    "waiting": waiting.contains(&w.name.as_str()),
-                    "handOver": w.must_hand_over(),
-                })
-            })
-            .collect();
-        let tasks: Vec<Value> = self.scheduler.tasks_in_order().into_iter().map(|t| task_summary(t, now)).collect();
-        let stuck: Vec<Value> =
-            self.scheduler.stuck().into_iter().map(|(t, d)| json!({"task": t, "dependency": d})).collect();
-        json!({
-            "root": self.config.root.display().to_string(),
-            "workflow": self.workflow_path.as_ref().map(|p| p.display().to_string()),
-            "policy": self.policy.name(),
-            "finished": self.all_done(),
-            "coordinator": self.coordinator.is_some(),
-            "counts": counts,
-            "workers": workers,
-            "tasks": tasks,
-            "stuck": stuck,
-            "problems": self.problems,
-            "log": self.log,
-        })
-    }
-}
-
-fn offer_worker(offer: &Offer) -> &str {
-    match offer {
-        Offer::Task { worker, .. }
-        | Offer::NothingYet { worker, .. }
-        | Offer::AllDone { worker, .. }
-        | Offer::HandOver { worker, .. } => worker,
-    }
 }
 
 fn modified(path: &Path) -> Option<std::time::SystemTime> {
     std::fs::metadata(path).and_then(|m| m.modified()).ok()
-}
-
-fn nothing_yet(worker: &str) -> Offer {
-    Offer::NothingYet {
-        worker: worker.to_owned(),
-        message: format!("nothing yet: run `mcc worker next --as {worker}` again"),
-    }
 }
 
 /// A worker name must be usable on a command line as it is.
@@ -1146,31 +689,4 @@ fn bad_name(name: &str) -> Option<ServerMsg> {
 fn human(d: Duration) -> String {
     let secs = d.as_secs();
     if secs >= 120 { format!("{}m", secs / 60) } else { format!("{secs}s") }
-}
-
-fn task_summary(t: &scheduler::Task, now: Instant) -> Value {
-    json!({
-        "id": t.spec.id,
-        "description": t.spec.description,
-        "state": t.state.name(),
-        "holder": t.holder,
-        "attempt": t.attempt,
-        "phase": t.phase,
-        "leaseLeftMs": t.lease_left(now).map(|d| d.as_millis() as u64),
-        "dependencies": t.spec.dependencies,
-        "reasons": t.reasons,
-        "question": t.question,
-    })
-}
-
-fn task_json(t: &scheduler::Task, now: Instant) -> Value {
-    let mut v = task_summary(t, now);
-    let map = v.as_object_mut().expect("object");
-    map.insert("task".into(), t.to_wire());
-    map.insert("answer".into(), json!(t.answer));
-    map.insert("report".into(), serde_json::to_value(&t.report).expect("serializes"));
-    map.insert("rejections".into(), json!(t.rejections));
-    map.insert("createdAt".into(), json!(t.created_at));
-    map.insert("completedAt".into(), json!(t.completed_at));
-    v
 }

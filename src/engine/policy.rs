@@ -118,3 +118,33 @@ impl Policy for DefaultPolicy {
         scheduler.all_terminal()
     }
 }
+
+/// A workflow that did not load before any version of it did: the hub
+/// keeps serving, but hands out and judges nothing until a good version
+/// loads. Never "accept everything".
+pub struct HeldPolicy {
+    /// Why the workflow did not load, with `file:line`.
+    pub error: String,
+}
+
+impl Policy for HeldPolicy {
+    fn name(&self) -> String {
+        "workflow not loaded".to_owned()
+    }
+
+    fn assign(&mut self, _: &Worker, _: &[&Task], _: &Scheduler) -> Result<Option<TaskId>, PolicyError> {
+        Ok(None)
+    }
+
+    fn accept(&mut self, _: &Task, _: &Report, _: Option<&Outcome>, _: &Scheduler) -> Result<Verdict, PolicyError> {
+        Err(PolicyError(format!("nothing is judged until the workflow loads: {}", self.error)))
+    }
+
+    fn step(&mut self, _: &mut Scheduler) -> Result<(), PolicyError> {
+        Ok(())
+    }
+
+    fn finished(&self, _: &Scheduler) -> bool {
+        false
+    }
+}

@@ -138,7 +138,8 @@ impl Access {
     /// Ok, or the error the connection is sent instead of passing `msg` on.
     pub fn permits(self, msg: &ClientMsg, max_tasks: usize) -> Result<(), String> {
         let count = match msg {
-            ClientMsg::CreateTasks { tasks: Some(tasks) } | ClientMsg::AddTasks { tasks } => tasks.len(),
+            ClientMsg::CreateTasks { tasks: Some(tasks) } => tasks.as_array().map_or(0, Vec::len),
+            ClientMsg::AddTasks { tasks } => tasks.len(),
             _ => 0,
         };
         if count > max_tasks {
@@ -151,7 +152,9 @@ impl Access {
         }
         let what = match msg {
             ClientMsg::CreateTasks { tasks: Some(tasks) } => {
-                let Some(task) = tasks.iter().find(|t| runs_a_command(t)) else { return Ok(()) };
+                let Some(task) = tasks.as_array().and_then(|ts| ts.iter().find(|t| runs_a_command(t))) else {
+                    return Ok(());
+                };
                 let id = task.get("id").and_then(Value::as_str).unwrap_or("?");
                 format!("creating task `{id}`, whose acceptance.validation is a command the hub would run,")
             }

@@ -10,7 +10,8 @@
 
 pub mod files;
 pub mod guard;
-pub mod protocol;
+// The wire types live in `crate::wire`, so the engine does not depend on the hub.
+pub use crate::wire as protocol;
 
 use std::fs;
 use std::io::Write;

@@ -123,16 +123,49 @@ pub struct Task {
     pub created_at: String,
     pub completed_at: Option<String>,
     pub rejections: u32,
-    /// The attempt number when the task was last retried by hand; the
-    /// attempt limit counts from here while attempts keep rising.
+    /// Kept so older stores load; attempts are counted by `spent` now.
     #[serde(default)]
     pub retry_base: u32,
+    /// Grants that ended without acceptance (expired, failed, rejected)
+    /// since creation or the last manual retry: what `max_attempts` limits.
+    /// Blocking, answering and leaving cost none.
+    #[serde(default)]
+    pub spent: u32,
+    /// Every report applied, by attempt: a report for an attempt already
+    /// here is answered from this record and never judged twice, also
+    /// after a restart.
+    #[serde(default)]
+    pub applied: BTreeMap<u32, Applied>,
+}
+
+/// A report applied for one attempt, and what came of it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Applied {
+    pub worker: String,
+    pub status: crate::task::ReportStatus,
+    /// The report file it came from, relative to the root, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file: Option<String>,
+    /// The verdict on a completed report, once judged.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verdict: Option<Judgement>,
+}
+
+/// A verdict as stored and sent again to a worker that reports twice.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Judgement {
+    pub accepted: bool,
+    /// Rejected with no attempts left, or cancelled while judged.
+    pub failed: bool,
+    pub reasons: Vec<String>,
 }
 
 impl Task {
-    /// Grants since creation or the last manual retry.
+    /// Grants that ended without acceptance since creation or the last manual retry.
     pub fn attempts_used(&self) -> u32 {
-        self.attempt - self.retry_base
+        self.spent
     }
 
     /// The task in the old protocol's shape, as sent to workers.
@@ -510,6 +543,8 @@ impl Scheduler {
                 completed_at: None,
                 rejections: 0,
                 retry_base: 0,
+                spent: 0,
+                applied: BTreeMap::new(),
                 spec,
             };
             self.next_seq += 1;
@@ -520,7 +555,7 @@ impl Scheduler {
         }
         for id in &ids {
             if self.deps_met(id) {
-                self.set_state(id, TaskState::Ready);
+                self.transition(id, TaskState::Ready);
             }
         }
         Ok(ids)
@@ -534,7 +569,9 @@ impl Scheduler {
             .all(|d| self.tasks.get(d).is_some_and(|t| t.state == TaskState::Accepted))
     }
 
-    fn set_state(&mut self, id: &str, state: TaskState) {
+    /// The one place a task's state changes: the ready queue, the holder
+    /// index, the reservations and the lease follow from it.
+    fn transition(&mut self, id: &str, state: TaskState) {
         let task = self.tasks.get_mut(id).expect("known task");
         if task.state == TaskState::Ready {
             self.ready.remove(&(task.seq, id.to_owned()));
@@ -553,13 +590,31 @@ impl Scheduler {
         } else {
             self.in_flight.remove(id);
         }
-        if !matches!(state, TaskState::Assigned) {
-            if task.holder.is_some() {
-                task.last_holder = task.holder.take();
-            }
+        if state != TaskState::Assigned {
             task.lease_until = None;
         }
+        // A submitted task keeps its holder for the verdict.
+        if !state.in_flight() && task.holder.is_some() {
+            task.last_holder = task.holder.take();
+        }
         self.touch_task(id);
+    }
+
+    /// Note that a report was applied for `attempt` of `id`.
+    pub fn record_applied(&mut self, id: &str, attempt: u32, applied: Applied) {
+        if let Some(task) = self.tasks.get_mut(id) {
+            task.applied.insert(attempt, applied);
+            self.touch_task(id);
+        }
+    }
+
+    /// Mark every held task changed, so the store writes the lease time
+    /// each has left (before a stop).
+    pub fn touch_held(&mut self) {
+        let held: Vec<TaskId> = self.holding.values().cloned().collect();
+        for id in held {
+            self.touch_task(&id);
+        }
     }
 
     /// Ready tasks this worker may take now, in FIFO order, at most `limit`:
@@ -622,9 +677,13 @@ impl Scheduler {
     }
 
     fn regrant(&mut self, id: &str, worker: &str, now: Instant) {
-        self.set_state(id, TaskState::Assigned);
+        self.transition(id, TaskState::Assigned);
         let task = self.tasks.get_mut(id).expect("known task");
         task.attempt += 1;
+        // Back to the same worker after a rejection: it held the last attempt.
+        if let Some(previous) = task.holder.take() {
+            task.last_holder = Some(previous);
+        }
         task.holder = Some(worker.to_owned());
         task.lease_until = Some(now + Duration::from_millis(task.lease_ms));
         let attempt = task.attempt;
@@ -679,10 +738,7 @@ impl Scheduler {
         let attempt = task.attempt;
         let deliverables = report.deliverables.clone();
         task.report = Some(report);
-        // Not through `set_state`: a submitted task keeps its holder for the verdict.
-        task.state = TaskState::Submitted;
-        self.holding.remove(worker);
-        self.touch_task(id);
+        self.transition(id, TaskState::Submitted);
         self.event("submitted", Some(id), Some(worker), Some(attempt), json!({ "deliverables": deliverables }));
         Ok(())
     }
@@ -699,9 +755,23 @@ impl Scheduler {
         }
         let worker = task.holder.clone().expect("a submitted task has its holder");
         let attempt = task.attempt;
+        let judged = self.judge_inner(id, &worker, attempt, verdict, now);
+        let judgement = match &judged {
+            Judged::Accepted => Judgement { accepted: true, failed: false, reasons: Vec::new() },
+            Judged::Rejected { reasons } => Judgement { accepted: false, failed: false, reasons: reasons.clone() },
+            Judged::Failed { reasons } => Judgement { accepted: false, failed: true, reasons: reasons.clone() },
+        };
+        if let Some(applied) = self.tasks.get_mut(id).and_then(|t| t.applied.get_mut(&attempt)) {
+            applied.verdict = Some(judgement);
+        }
+        Ok(judged)
+    }
+
+    fn judge_inner(&mut self, id: &str, worker: &str, attempt: u32, verdict: Verdict, now: Instant) -> Judged {
+        let worker = worker.to_owned();
         match verdict {
             Verdict::Accept => {
-                self.set_state(id, TaskState::Accepted);
+                self.transition(id, TaskState::Accepted);
                 let task = self.tasks.get_mut(id).expect("known");
                 task.completed_at = Some(now_rfc3339());
                 task.reasons.clear();
@@ -711,16 +781,17 @@ impl Scheduler {
                 }
                 self.event("accepted", Some(id), Some(&worker), Some(attempt), Value::Null);
                 self.release_dependents(id);
-                Ok(Judged::Accepted)
+                Judged::Accepted
             }
             Verdict::Reject(reasons) => {
                 let task = self.tasks.get_mut(id).expect("known");
                 task.rejections += 1;
+                task.spent += 1;
                 task.reasons.clone_from(&reasons);
                 let used = task.attempts_used();
                 self.event("rejected", Some(id), Some(&worker), Some(attempt), json!({ "reasons": reasons }));
                 if used >= self.settings.max_attempts {
-                    self.set_state(id, TaskState::Failed);
+                    self.transition(id, TaskState::Failed);
                     self.event(
                         "failed",
                         Some(id),
@@ -728,16 +799,16 @@ impl Scheduler {
                         Some(attempt),
                         json!({ "reason": "attempts exhausted" }),
                     );
-                    return Ok(Judged::Failed { reasons });
+                    return Judged::Failed { reasons };
                 }
                 if self.holding.contains_key(&worker) {
                     // It took other work meanwhile: the task goes back to the queue.
-                    self.set_state(id, TaskState::Ready);
+                    self.transition(id, TaskState::Ready);
                 } else {
                     // Back to the same worker: it knows the task and now the reasons.
                     self.regrant(id, &worker, now);
                 }
-                Ok(Judged::Rejected { reasons })
+                Judged::Rejected { reasons }
             }
         }
     }
@@ -746,7 +817,7 @@ impl Scheduler {
         let Some(dependents) = self.dependents.get(id).cloned() else { return };
         for dep in dependents {
             if self.tasks.get(&dep).is_some_and(|t| t.state == TaskState::Waiting) && self.deps_met(&dep) {
-                self.set_state(&dep, TaskState::Ready);
+                self.transition(&dep, TaskState::Ready);
             }
         }
     }
@@ -764,10 +835,11 @@ impl Scheduler {
         self.touch(worker, now);
         let task = self.tasks.get_mut(id).expect("checked");
         task.reasons = vec![reason.to_owned()];
+        task.spent += 1;
         let attempt = task.attempt;
         let state =
             if task.attempts_used() >= self.settings.max_attempts { TaskState::Failed } else { TaskState::Ready };
-        self.set_state(id, state);
+        self.transition(id, state);
         self.event(
             "failed_attempt",
             Some(id),
@@ -792,7 +864,7 @@ impl Scheduler {
         let task = self.tasks.get_mut(id).expect("checked");
         task.question = Some(question.to_owned());
         let attempt = task.attempt;
-        self.set_state(id, TaskState::Blocked);
+        self.transition(id, TaskState::Blocked);
         self.event("blocked", Some(id), Some(worker), Some(attempt), json!({ "question": question }));
         Ok(())
     }
@@ -808,7 +880,7 @@ impl Scheduler {
             });
         }
         task.answer = Some(text.to_owned());
-        self.set_state(id, TaskState::Ready);
+        self.transition(id, TaskState::Ready);
         self.event("answered", Some(id), None, None, json!({ "answer": text }));
         Ok(())
     }
@@ -834,7 +906,7 @@ impl Scheduler {
         let held: Vec<TaskId> = self.holding.get(worker).cloned().into_iter().collect();
         for id in &held {
             let attempt = self.tasks[id].attempt;
-            self.set_state(id, TaskState::Ready);
+            self.transition(id, TaskState::Ready);
             self.event("released", Some(id), Some(worker), Some(attempt), Value::Null);
         }
         held
@@ -847,6 +919,8 @@ impl Scheduler {
             self.holding.values().filter(|id| self.tasks[*id].lease_until.is_some_and(|u| u <= now)).cloned().collect();
         expired.sort_by_key(|id| self.tasks[id].seq);
         for id in &expired {
+            let task = self.tasks.get_mut(id).expect("known");
+            task.spent += 1;
             let task = &self.tasks[id];
             let (attempt, holder) = (task.attempt, task.holder.clone());
             let state =
@@ -854,7 +928,7 @@ impl Scheduler {
             if state == TaskState::Failed {
                 self.tasks.get_mut(id).expect("known").reasons = vec!["lease expired on the last attempt".to_owned()];
             }
-            self.set_state(id, state);
+            self.transition(id, state);
             self.event("expired", Some(id), holder.as_deref(), Some(attempt), json!({ "now": state.name() }));
         }
         expired
@@ -872,7 +946,7 @@ impl Scheduler {
             return Err(Refusal::WrongState { task: id.to_owned(), state: task.state, what: "it is already finished" });
         }
         let holder = task.holder.clone();
-        self.set_state(id, TaskState::Cancelled);
+        self.transition(id, TaskState::Cancelled);
         self.event("cancelled", Some(id), holder.as_deref(), None, Value::Null);
         Ok(())
     }
@@ -889,9 +963,10 @@ impl Scheduler {
         }
         // Attempts keep rising (they fence old reports); the limit counts from here.
         task.retry_base = task.attempt;
+        task.spent = 0;
         let attempt = task.attempt;
         let next = if self.deps_met(id) { TaskState::Ready } else { TaskState::Waiting };
-        self.set_state(id, next);
+        self.transition(id, next);
         self.event("retried", Some(id), None, Some(attempt), Value::Null);
         Ok(())
     }

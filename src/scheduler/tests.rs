@@ -226,3 +226,45 @@ fn a_rejection_never_gives_a_worker_a_second_task_to_hold() {
     assert_eq!(s.offer("w2", now, fifo), Offer::Granted("a".into()));
     assert_eq!(s.next_deadline(), Some(now + Settings::default().lease));
 }
+
+#[test]
+fn only_grants_that_ended_cost_an_attempt() {
+    let now = Instant::now();
+    let mut s = Scheduler::new(Settings { lease: Duration::from_mins(1), max_attempts: 2 });
+    s.add_tasks(vec![task("a")], None, now).unwrap();
+    // Leaving, blocking and answering cost nothing.
+    s.offer("w", now, fifo);
+    s.leave("w");
+    s.offer("w", now, fifo);
+    s.block("w", "a", Some(2), "which?", now).unwrap();
+    s.answer("a", "this one").unwrap();
+    s.offer("w", now, fifo);
+    assert_eq!((s.task("a").unwrap().attempt, s.task("a").unwrap().attempts_used()), (3, 0));
+    // An expired lease and a failure do; the second ends the task.
+    s.expire(now + Duration::from_mins(2));
+    assert_eq!(s.task("a").unwrap().attempts_used(), 1);
+    s.offer("v", now, fifo);
+    assert_eq!(s.fail("v", "a", Some(4), "cannot", now).unwrap(), TaskState::Failed);
+    // A retry starts the count again; the attempt (the fencing token) keeps rising.
+    s.retry("a").unwrap();
+    assert_eq!(s.offer("v", now, fifo), Offer::Granted("a".into()));
+    assert_eq!((s.task("a").unwrap().attempt, s.task("a").unwrap().attempts_used()), (5, 0));
+}
+
+#[test]
+fn a_verdict_is_recorded_with_the_report_applied_for_its_attempt() {
+    let now = Instant::now();
+    let mut s = Scheduler::default();
+    s.add_tasks(vec![task("a")], None, now).unwrap();
+    s.offer("w", now, fifo);
+    let applied =
+        Applied { worker: "w".into(), status: crate::task::ReportStatus::Completed, file: None, verdict: None };
+    s.record_applied("a", 1, applied);
+    s.submit("w", "a", done("a", "w"), now).unwrap();
+    assert_eq!(s.task("a").unwrap().holder.as_deref(), Some("w"), "a submitted task keeps its holder");
+    s.judge("a", Verdict::Reject(vec!["redo".into()]), now).unwrap();
+    let verdict = s.task("a").unwrap().applied[&1].verdict.clone().unwrap();
+    assert_eq!((verdict.accepted, verdict.failed, verdict.reasons), (false, false, vec!["redo".to_owned()]));
+    let back = s.task("a").unwrap();
+    assert_eq!((back.attempt, back.holder.as_deref(), back.last_holder.as_deref()), (2, Some("w"), Some("w")));
+}

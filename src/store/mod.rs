@@ -85,6 +85,16 @@ impl Store {
         conn.pragma_update(None, "synchronous", "FULL").map_err(sql)?;
         conn.pragma_update(None, "busy_timeout", 5000).map_err(sql)?;
         conn.execute_batch(SCHEMA).map_err(sql)?;
+        // Stores from before leases were kept as remaining time.
+        let has_left: bool = conn
+            .query_row("SELECT COUNT(*) FROM pragma_table_info('tasks') WHERE name = 'lease_left_ms'", [], |r| {
+                r.get::<_, i64>(0)
+            })
+            .map_err(sql)?
+            > 0;
+        if !has_left {
+            conn.execute_batch("ALTER TABLE tasks ADD COLUMN lease_left_ms INTEGER").map_err(sql)?;
+        }
         let store = Self { conn, path };
         match store.meta("schema_version")? {
             None => store.set_meta("schema_version", &SCHEMA_VERSION.to_string())?,
@@ -96,6 +106,16 @@ impl Store {
             }
         }
         Ok(store)
+    }
+
+    /// Open `state.db` in `dir` for reading only, when no hub runs: the
+    /// file is not created and nothing is written.
+    pub fn open_read_only(dir: &Path) -> Result<Self, StoreError> {
+        let path = dir.join("state.db");
+        let flags = rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let conn = Connection::open_with_flags(&path, flags)
+            .map_err(|source| StoreError::Sqlite { path: path.clone(), source })?;
+        Ok(Self { conn, path })
     }
 
     pub fn path(&self) -> &Path {
@@ -110,20 +130,28 @@ impl Store {
         StoreError::Corrupt { path: self.path.clone(), source }
     }
 
-    /// Every stored task and worker; leases resume with the time they had left.
+    /// Every stored task and worker; leases resume with the time they had
+    /// left when last written. Time while no hub ran, and wall-clock jumps,
+    /// cost a lease nothing.
     pub fn load(&self) -> Result<(Vec<Task>, Vec<Worker>), StoreError> {
         let now = Instant::now();
         let wall = now_ms();
-        let mut stmt =
-            self.conn.prepare("SELECT body, lease_deadline_ms FROM tasks ORDER BY seq").map_err(|e| self.sql(e))?;
+        let mut stmt = self
+            .conn
+            .prepare("SELECT body, lease_deadline_ms, lease_left_ms FROM tasks ORDER BY seq")
+            .map_err(|e| self.sql(e))?;
         let rows = stmt
-            .query_map([], |row| Ok((row.get::<_, String>(0)?, row.get::<_, Option<i64>>(1)?)))
+            .query_map([], |row| {
+                Ok((row.get::<_, String>(0)?, row.get::<_, Option<i64>>(1)?, row.get::<_, Option<i64>>(2)?))
+            })
             .map_err(|e| self.sql(e))?;
         let mut tasks = Vec::new();
         for row in rows {
-            let (body, deadline) = row.map_err(|e| self.sql(e))?;
+            let (body, deadline, left) = row.map_err(|e| self.sql(e))?;
             let mut task: Task = serde_json::from_str(&body).map_err(|e| self.corrupt(e))?;
-            task.lease_until = deadline.map(|d| now + Duration::from_millis(d.saturating_sub(wall).max(0) as u64));
+            // Older stores have only the wall-clock deadline.
+            let left = left.or_else(|| deadline.map(|d| d.saturating_sub(wall)));
+            task.lease_until = left.map(|l| now + Duration::from_millis(l.max(0) as u64));
             tasks.push(task);
         }
         let mut stmt = self.conn.prepare("SELECT body FROM workers").map_err(|e| self.sql(e))?;
@@ -155,14 +183,15 @@ impl Store {
         {
             let mut put_task = tx
                 .prepare_cached(
-                    "INSERT OR REPLACE INTO tasks (id, seq, state, holder, attempt, lease_deadline_ms, phase, body)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                    "INSERT OR REPLACE INTO tasks (id, seq, state, holder, attempt, lease_deadline_ms, phase, body, lease_left_ms)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
                 )
                 .map_err(sql)?;
             for id in &changes.tasks {
                 let Some(task) = scheduler.task(id) else { continue };
-                let deadline =
-                    task.lease_until.map(|until| wall + until.saturating_duration_since(now).as_millis() as i64);
+                let left = task.lease_until.map(|until| until.saturating_duration_since(now).as_millis() as i64);
+                // The wall-clock deadline is for people reading the file; the hub reads `left`.
+                let deadline = left.map(|l| wall + l);
                 let body = serde_json::to_string(task).expect("a task always serializes");
                 put_task
                     .execute(params![
@@ -173,7 +202,8 @@ impl Store {
                         task.attempt,
                         deadline,
                         task.phase,
-                        body
+                        body,
+                        left
                     ])
                     .map_err(sql)?;
             }

@@ -1,12 +1,14 @@
 //! The reports folders: `.mcc/reports/` and, for old clients,
 //! `tmp/coordination/reports/` under the root. A report file that is created
 //! or rewritten is read once it has been quiet for a moment (debounced),
-//! checked, and handed to the engine as a completion. A malformed one is
-//! moved aside to `rejected/` next to it, with a `.error.txt` saying why.
+//! checked, and handed to the engine, which applies it at most once per
+//! attempt (a rewrite with the same bytes is read again: the engine decides).
+//! A malformed one, or one without `workerId` or `attempt`, is moved aside to
+//! `rejected/` next to it, with a `.error.txt` saying why. Old clients, which
+//! know no attempts, may leave `attempt` out in their own folder only.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fs;
-use std::hash::{DefaultHasher, Hash, Hasher};
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::time::{Duration, Instant};
@@ -52,9 +54,10 @@ impl ReportWatcher {
             }
         }
         let root = root.to_owned();
+        let old_folder = folders[1].clone();
         std::thread::Builder::new()
             .name("mcc-reports".into())
-            .spawn(move || debounce(&rx, initial, &root, &engine))
+            .spawn(move || debounce(&rx, initial, &root, &old_folder, &engine))
             .map_err(|e| e.to_string())?;
         Ok(Self { _watcher: watcher })
     }
@@ -64,9 +67,16 @@ fn is_report(path: &Path) -> bool {
     path.extension().is_some_and(|e| e == "json") && path.is_file()
 }
 
-fn debounce(rx: &mpsc::Receiver<PathBuf>, initial: Vec<PathBuf>, root: &Path, engine: &EngineHandle) {
-    let mut pending: HashMap<PathBuf, Instant> = initial.into_iter().map(|p| (p, Instant::now())).collect();
-    let mut seen: HashMap<PathBuf, u64> = HashMap::new();
+fn debounce(
+    rx: &mpsc::Receiver<PathBuf>,
+    initial: Vec<PathBuf>,
+    root: &Path,
+    old_folder: &Path,
+    engine: &EngineHandle,
+) {
+    let mut pending: HashMap<PathBuf, Instant> = initial.iter().map(|p| (p.clone(), Instant::now())).collect();
+    // Files present at start, until written again: a restart reads them once more.
+    let mut rescan: HashSet<PathBuf> = initial.into_iter().collect();
     loop {
         let wait = pending.values().min().map(|t| (*t + QUIET).saturating_duration_since(Instant::now()));
         let event = match wait {
@@ -75,6 +85,7 @@ fn debounce(rx: &mpsc::Receiver<PathBuf>, initial: Vec<PathBuf>, root: &Path, en
         };
         match event {
             Ok(path) => {
+                rescan.remove(&path);
                 pending.insert(path, Instant::now());
                 continue;
             }
@@ -89,16 +100,10 @@ fn debounce(rx: &mpsc::Receiver<PathBuf>, initial: Vec<PathBuf>, root: &Path, en
                 continue;
             }
             let Ok(bytes) = fs::read(&path) else { continue };
-            let mut hasher = DefaultHasher::new();
-            bytes.hash(&mut hasher);
-            let hash = hasher.finish();
-            if seen.get(&path) == Some(&hash) {
-                continue;
-            }
-            seen.insert(path.clone(), hash);
             let shown = path.strip_prefix(root).unwrap_or(&path).display().to_string();
-            let input = match parse_report(&bytes) {
-                Ok(report) => Input::ReportFile { path: shown, report },
+            let old_client = path.parent() == Some(old_folder);
+            let input = match parse_report_from(&bytes, old_client) {
+                Ok(report) => Input::ReportFile { path: shown, rescan: rescan.remove(&path), full: path, report },
                 Err(error) => {
                     let moved = move_aside(&path, &error);
                     Input::ReportFileRejected { path: shown, error: format!("{error}; moved to {moved}") }
@@ -111,8 +116,16 @@ fn debounce(rx: &mpsc::Receiver<PathBuf>, initial: Vec<PathBuf>, root: &Path, en
     }
 }
 
-/// Parse a report, naming the field that is wrong.
+/// Parse a report, naming the field that is wrong. `workerId` and
+/// `attempt` are required: they fence the report to one grant.
 pub fn parse_report(bytes: &[u8]) -> Result<Report, String> {
+    parse_report_from(bytes, false)
+}
+
+/// [`parse_report`]; `old_client` for a file in the old clients' folder,
+/// where `attempt` may be missing (the engine then takes the named worker's
+/// current grant, as for `task_complete`).
+pub fn parse_report_from(bytes: &[u8], old_client: bool) -> Result<Report, String> {
     let mut de = serde_json::Deserializer::from_slice(bytes);
     let report: Report = serde_path_to_error::deserialize(&mut de).map_err(|e| {
         let path = e.path().to_string();
@@ -128,6 +141,14 @@ pub fn parse_report(bytes: &[u8]) -> Result<Report, String> {
     if report.task_id.trim().is_empty() {
         return Err("field `taskId` is empty".to_owned());
     }
+    // The fencing token: without both, a late file could be credited to the wrong grant.
+    if report.worker_id.as_deref().is_none_or(|w| w.trim().is_empty()) {
+        return Err("field `workerId` is missing: name the worker that did the task, as in `--as NAME`".to_owned());
+    }
+    if report.attempt.is_none() && !old_client {
+        return Err("field `attempt` is missing: write the attempt printed with the task (`mcc worker next` shows it)"
+            .to_owned());
+    }
     if let Some(score) = report.context_efficiency_score
         && !(1..=5).contains(&score)
     {
@@ -136,14 +157,20 @@ pub fn parse_report(bytes: &[u8]) -> Result<Report, String> {
     Ok(report)
 }
 
-fn move_aside(path: &Path, error: &str) -> String {
+/// Move a report file to `rejected/` next to it with a `.error.txt` saying
+/// why; returns where it went.
+pub fn move_aside(path: &Path, error: &str) -> String {
     let Some(folder) = path.parent() else { return path.display().to_string() };
     let aside = folder.join("rejected");
     let _ = fs::create_dir_all(&aside);
     let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     let target = aside.join(&name);
+    // The explanation is whole before anyone can see it, and before the
+    // report itself shows up in `rejected/`: a reader never finds half a reason.
+    let why = aside.join(format!("{name}.error.txt"));
+    let partial = aside.join(format!(".{name}.error.txt.tmp"));
+    let _ = fs::write(&partial, format!("{error}\n")).and_then(|()| fs::rename(&partial, &why));
     let _ = fs::rename(path, &target);
-    let _ = fs::write(aside.join(format!("{name}.error.txt")), format!("{error}\n"));
     target.display().to_string()
 }
 
@@ -159,6 +186,10 @@ mod tests {
         assert!(err.contains("deliverables"), "{err}");
         let err = parse_report(br#"{"taskId":"t","sta"#).unwrap_err();
         assert!(err.contains("not valid JSON"), "{err}");
-        assert!(parse_report(br#"{"taskId":"t","status":"completed"}"#).is_ok());
+        let err = parse_report(br#"{"taskId":"t","status":"completed"}"#).unwrap_err();
+        assert!(err.contains("workerId"), "{err}");
+        let err = parse_report(br#"{"taskId":"t","workerId":"w","status":"completed"}"#).unwrap_err();
+        assert!(err.contains("attempt"), "{err}");
+        assert!(parse_report(br#"{"taskId":"t","workerId":"w","attempt":1,"status":"completed"}"#).is_ok());
     }
 }

@@ -221,9 +221,17 @@ impl Ws {
         self.socket.send(Message::text(text.to_owned()))
     }
 
-    /// The next message, failing the test after [`DEADLINE`].
+    /// The next message, failing the test after [`DEADLINE`]. A hub that
+    /// closed the connection (or died) is told apart from one that is silent.
     pub fn recv(&mut self) -> Value {
-        self.recv_within(DEADLINE).unwrap_or_else(|| panic!("no message within {DEADLINE:?}"))
+        let start = Instant::now();
+        match self.recv_within(DEADLINE) {
+            Some(msg) => msg,
+            None if start.elapsed() >= DEADLINE => panic!("no message within {DEADLINE:?}: the hub is silent"),
+            None => {
+                panic!("the connection closed after {:?} with no message: the hub closed it or died", start.elapsed())
+            }
+        }
     }
 
     /// The next message within `limit`, or `None`.

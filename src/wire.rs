@@ -13,17 +13,19 @@ use serde_json::Value;
 #[serde(rename_all = "snake_case", rename_all_fields = "camelCase")]
 pub enum ClientMsg {
     // --- the old protocol ---
+    // Fields the original server checks itself are loose here, so that its
+    // checks (and texts) come in its order: the role first, then the fields.
     Register {
-        role: Option<String>,
+        role: Option<Value>,
         project_id: Option<String>,
         worker_id: Option<String>,
     },
     CreateTasks {
-        tasks: Option<Vec<Value>>,
+        tasks: Option<Value>,
     },
     RequestTask {},
     TaskComplete {
-        task_id: String,
+        task_id: Option<Value>,
         report: Option<Value>,
     },
     Status {},
@@ -147,6 +149,20 @@ pub enum Offer {
         lease_ms: u64,
         /// True when the worker already held it.
         held: bool,
+        /// True when this worker held an earlier attempt of it (after a
+        /// rejection or an answer), never for a worker new to it.
+        #[serde(default)]
+        returning: bool,
+        /// Grants of this task that ended without acceptance, and how many
+        /// may: `attempt` is the fencing token and also counts grants that
+        /// cost nothing (after `leave`, `block`).
+        #[serde(default)]
+        attempts_used: u32,
+        #[serde(default)]
+        max_attempts: u32,
+        /// The worker's question while it was blocked, shown with the answer.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        question: Option<String>,
         /// Why the previous result was rejected, if it was.
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
         reasons: Vec<String>,
@@ -204,7 +220,9 @@ pub enum ServerMsg {
     TaskComplete {
         task_id: String,
         worker_id: String,
-        report: Value,
+        /// As the worker sent it; absent when it sent none, as the original did.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        report: Option<Value>,
     },
     ReportDetected {
         task_id: String,
@@ -222,10 +240,15 @@ pub enum ServerMsg {
         message: String,
     },
     Error {
+        /// For old-protocol messages, the original server's sentence verbatim
+        /// (old clients match on it).
         error: String,
         /// mcc extension: a short machine-readable code.
         #[serde(skip_serializing_if = "Option::is_none")]
         code: Option<String>,
+        /// mcc extension: what to do instead, when `error` is the original's bare sentence.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        hint: Option<String>,
     },
     // --- mcc's own ---
     Offer {
@@ -262,11 +285,16 @@ pub enum ServerMsg {
 
 impl ServerMsg {
     pub fn error(error: impl Into<String>) -> Self {
-        Self::Error { error: error.into(), code: None }
+        Self::Error { error: error.into(), code: None, hint: None }
     }
 
     pub fn error_code(error: impl Into<String>, code: &str) -> Self {
-        Self::Error { error: error.into(), code: Some(code.to_owned()) }
+        Self::Error { error: error.into(), code: Some(code.to_owned()), hint: None }
+    }
+
+    /// An old-protocol error: the original's text, and mcc's guidance beside it.
+    pub fn error_hint(error: impl Into<String>, hint: impl Into<String>) -> Self {
+        Self::Error { error: error.into(), code: None, hint: Some(hint.into()) }
     }
 
     pub fn to_json(&self) -> String {
@@ -277,11 +305,12 @@ impl ServerMsg {
 /// Why a frame could not become a [`ClientMsg`]: the text of the `error`.
 pub fn parse(text: &str) -> Result<ClientMsg, String> {
     let value: Value = serde_json::from_str(text).map_err(|_| "Invalid JSON message".to_owned())?;
+    // The original's texts: old clients match on them.
     let Some(kind) = value.get("type").and_then(Value::as_str) else {
-        return Err("Message has no \"type\" field: every message is a JSON object with a \"type\"".to_owned());
+        return Err("Unknown message type: undefined".to_owned());
     };
     if !ClientMsg::TYPES.contains(&kind) {
-        return Err(format!("Unknown message type: {kind}; known types: {}", ClientMsg::TYPES.join(", ")));
+        return Err(format!("Unknown message type: {kind}"));
     }
     let kind = kind.to_owned();
     let Value::Object(mut fields) = value else { unreachable!("has a type field, so it is an object") };
@@ -307,8 +336,9 @@ mod tests {
     fn bad_frames_get_errors_that_name_the_problem() {
         assert_eq!(parse("{nope").unwrap_err(), "Invalid JSON message");
         assert!(parse(r#"{"type":"fly"}"#).unwrap_err().contains("Unknown message type: fly"));
-        let err = parse(r#"{"type":"task_complete"}"#).unwrap_err();
-        assert!(err.contains("task_complete") && err.contains("taskId"), "{err}");
+        assert_eq!(parse("{}").unwrap_err(), "Unknown message type: undefined");
+        let err = parse(r#"{"type":"progress","worker":"w"}"#).unwrap_err();
+        assert!(err.contains("progress") && err.contains("taskId"), "{err}");
         let err = parse(r#"{"type":"next","worker":5}"#).unwrap_err();
         assert!(err.contains("field `worker`"), "{err}");
         let err = parse(r#"{"type":"done","worker":"w","taskId":"t","deliverables":[1]}"#).unwrap_err();

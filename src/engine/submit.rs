@@ -1,0 +1,312 @@
+//! Every report, whatever its way in (socket `done`/`fail`/`block`, the old
+//! protocol's `task_complete`, a report file, the headless runner), becomes
+//! one [`Submission`] at the edge and takes one path here.
+//!
+//! The rule: `(task, attempt, worker)` must be the current grant, or the
+//! answer says why not. A report for an attempt that already has one applied
+//! gets that attempt's outcome back, never a second judgement; the record is
+//! stored with the task, so a restart applies nothing twice.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use super::{ConnId, Engine, Judging, Reply};
+use crate::scheduler::{Applied, TaskId, TaskState};
+use crate::task::{Report, ReportStatus};
+use crate::wire::ServerMsg;
+
+/// Where a report came from; the answer goes back the same way.
+#[derive(Debug, Clone)]
+pub enum Source {
+    /// `done` / `fail` / `block` of an mcc worker, which waits up to `wait` for its next task.
+    Socket { conn: ConnId, wait: Duration },
+    /// The old protocol's `task_complete`, with the report as it was sent (if any).
+    Old { conn: ConnId, raw: Option<Value> },
+    /// A report file; `shown` is relative to the root. `rescan` when read
+    /// again at start rather than seen written.
+    File { shown: String, full: PathBuf, rescan: bool },
+}
+
+/// One report on its way to the scheduler.
+#[derive(Debug, Clone)]
+pub struct Submission {
+    pub source: Source,
+    pub worker: String,
+    pub task: TaskId,
+    /// The fencing token: the attempt the worker was granted.
+    pub attempt: u32,
+    pub report: Report,
+}
+
+impl Engine {
+    /// A report file that parsed: the watcher already refused one without
+    /// `workerId`, or without `attempt` outside the old clients' folder.
+    pub(super) fn report_file(&mut self, shown: String, full: PathBuf, report: Report, rescan: bool) {
+        let Some(worker) = report.worker_id.clone() else {
+            let text = "the report names no `workerId`; write it, as printed with the task";
+            let moved = crate::watch::move_aside(&full, text);
+            self.problem(format!("report file {shown} refused: {text}; moved to {moved}"));
+            return;
+        };
+        let task = report.task_id.clone();
+        let attempt = if let Some(attempt) = report.attempt {
+            attempt
+        } else {
+            // An old client's file (the watcher allows no other without one).
+            let applied = self.scheduler.task(&task).is_some_and(|t| {
+                t.applied.values().any(|a| a.file.as_deref() == Some(shown.as_str()) && a.worker == worker)
+            });
+            if rescan && applied {
+                // Applied before the restart; it cannot name its attempt, so it is not applied again.
+                return;
+            }
+            let held = self.scheduler.held_by(&worker).filter(|t| t.spec.id == task).map(|t| t.attempt);
+            let Some(attempt) = held.or_else(|| self.scheduler.task(&task).map(|t| t.attempt)) else {
+                let text = format!("unknown task `{task}`: run `mcc tasks list` to see the tasks");
+                let moved = crate::watch::move_aside(&full, &text);
+                self.problem(format!("report file {shown} refused: {text}; moved to {moved}"));
+                return;
+            };
+            attempt
+        };
+        self.apply(Submission { source: Source::File { shown, full, rescan }, worker, task, attempt, report });
+    }
+
+    /// Apply a submission: replay, refuse, or apply it once.
+    pub(super) fn apply(&mut self, sub: Submission) {
+        let now = Instant::now();
+        let prior = self
+            .scheduler
+            .task(&sub.task)
+            .and_then(|t| t.applied.get(&sub.attempt))
+            .filter(|a| a.worker == sub.worker)
+            .cloned();
+        if let Some(prior) = prior {
+            self.replay(&sub, &prior, now);
+            return;
+        }
+        if let Err(refusal) = self.scheduler.check_holder(&sub.worker, &sub.task, Some(sub.attempt)) {
+            self.refused(&sub, &refusal.to_string(), Some(refusal.code()));
+            return;
+        }
+        let Submission { source, worker, task, attempt, report } = sub;
+        if let Some(score) = report.context_efficiency_score {
+            self.scheduler.set_score(&worker, score, now);
+        }
+        let file = match &source {
+            Source::File { shown, .. } => Some(shown.clone()),
+            _ => None,
+        };
+        let status = report.status;
+        self.scheduler.record_applied(&task, attempt, Applied { worker: worker.clone(), status, file, verdict: None });
+        let wire = match &source {
+            Source::Old { raw, .. } => raw.clone(),
+            _ => Some(serde_json::to_value(&report).expect("a report always serializes")),
+        };
+        match &source {
+            // The absolute path, as the original server sent it.
+            Source::File { full, .. } => self.to_coordinator(ServerMsg::ReportDetected {
+                task_id: task.clone(),
+                worker_id: worker.clone(),
+                report_path: full.display().to_string(),
+                report: wire.unwrap_or_default(),
+            }),
+            Source::Old { conn, .. } => {
+                // The ack comes before the next task, as the old server sent them.
+                self.send(*conn, ServerMsg::TaskCompleteAck { task_id: task.clone() });
+                self.to_coordinator(ServerMsg::TaskComplete {
+                    task_id: task.clone(),
+                    worker_id: worker.clone(),
+                    report: wire,
+                });
+            }
+            Source::Socket { .. } if status == ReportStatus::Completed => {
+                self.to_coordinator(ServerMsg::TaskComplete {
+                    task_id: task.clone(),
+                    worker_id: worker.clone(),
+                    report: wire,
+                });
+            }
+            Source::Socket { .. } => {}
+        }
+        match status {
+            ReportStatus::Completed => {
+                self.scheduler.submit(&worker, &task, report, now).expect("the grant was checked above");
+                self.waiters.retain(|w| w.worker != worker || matches!(w.reply, Reply::Push));
+                let judging = match source {
+                    Source::Socket { conn, wait } => Judging { conn: Some(conn), worker, wait, old_protocol: false },
+                    Source::Old { conn, .. } => {
+                        Judging { conn: Some(conn), worker, wait: Duration::ZERO, old_protocol: true }
+                    }
+                    Source::File { .. } => Judging { conn: None, worker, wait: Duration::ZERO, old_protocol: false },
+                };
+                self.judging.insert(task.clone(), judging);
+                self.start_judging(&task);
+            }
+            ReportStatus::Failed => {
+                let reason = report.notes.clone().unwrap_or_else(|| "the worker reported failure".to_owned());
+                let state =
+                    self.scheduler.fail(&worker, &task, Some(attempt), &reason, now).expect("the grant was checked");
+                // Another worker waiting for work comes first.
+                self.dispatch(now);
+                let message = if state == TaskState::Failed {
+                    format!("task {task} failed for good: its attempts are used up")
+                } else {
+                    format!("task {task} went back to the queue for another attempt")
+                };
+                self.answer_report(&source, &worker, "fail", message, &task, now);
+            }
+            ReportStatus::Blocked => {
+                let question = report
+                    .requested_guidance
+                    .clone()
+                    .or_else(|| report.blocker.clone())
+                    .unwrap_or_else(|| "the worker is blocked".to_owned());
+                self.scheduler.block(&worker, &task, Some(attempt), &question, now).expect("the grant was checked");
+                let message = format!("task {task} waits for the engineer: `mcc answer {task} TEXT`");
+                self.answer_report(&source, &worker, "block", message, &task, now);
+            }
+        }
+    }
+
+    /// The answer to a `fail` or `block`: an ack with the next task.
+    fn answer_report(
+        &mut self,
+        source: &Source,
+        worker: &str,
+        what: &'static str,
+        message: String,
+        task: &str,
+        now: Instant,
+    ) {
+        match source {
+            Source::Socket { conn, wait } => {
+                let reply = Reply::Ack { what, message, task: task.to_owned() };
+                self.offer(*conn, worker, *wait, reply, now);
+            }
+            Source::Old { conn, .. } => self.offer_old(*conn, worker, now),
+            Source::File { .. } => {}
+        }
+    }
+
+    /// A report for an attempt that already has one: the same outcome again.
+    fn replay(&mut self, sub: &Submission, prior: &Applied, now: Instant) {
+        let id = &sub.task;
+        let outcome = match (&prior.status, &prior.verdict) {
+            (ReportStatus::Completed, Some(v)) if v.accepted => "accepted".to_owned(),
+            (ReportStatus::Completed, Some(v)) if v.failed => format!("failed for good: {}", v.reasons.join("; ")),
+            (ReportStatus::Completed, Some(v)) => format!("rejected: {}", v.reasons.join("; ")),
+            (ReportStatus::Completed, None) => "being judged".to_owned(),
+            (ReportStatus::Failed, _) => "reported failed".to_owned(),
+            (ReportStatus::Blocked, _) => "reported blocked".to_owned(),
+        };
+        match &sub.source {
+            Source::Socket { conn, wait } => match (&prior.status, &prior.verdict) {
+                (ReportStatus::Completed, Some(v)) => {
+                    let reply = Reply::Verdict {
+                        task: id.clone(),
+                        attempt: sub.attempt,
+                        accepted: v.accepted,
+                        failed: v.failed,
+                        reasons: v.reasons.clone(),
+                    };
+                    self.offer(*conn, &sub.worker, *wait, reply, now);
+                }
+                (ReportStatus::Completed, None) if self.judging.contains_key(id) => {
+                    // The first `done` was cut off: this one hears the verdict instead.
+                    let j = self.judging.get_mut(id).expect("checked");
+                    j.conn = Some(*conn);
+                    j.wait = *wait;
+                }
+                _ => {
+                    let message = format!("attempt {} of task {id} was already {outcome}", sub.attempt);
+                    let reply = Reply::Ack { what: "report", message, task: id.clone() };
+                    self.offer(*conn, &sub.worker, *wait, reply, now);
+                }
+            },
+            Source::Old { conn, .. } => {
+                // As for the first one: the ack, then the next task or `no_tasks`.
+                self.send(*conn, ServerMsg::TaskCompleteAck { task_id: id.clone() });
+                if prior.verdict.is_some() || prior.status != ReportStatus::Completed {
+                    self.offer_old(*conn, &sub.worker, now);
+                } else if let Some(j) = self.judging.get_mut(id) {
+                    j.conn = Some(*conn);
+                }
+            }
+            // Read again at start: it was applied before the restart.
+            Source::File { rescan: true, .. } => {}
+            Source::File { shown, .. } => {
+                let held = self
+                    .scheduler
+                    .task(id)
+                    .filter(|t| t.state == TaskState::Assigned && t.holder.as_deref() == Some(&sub.worker))
+                    .map(|t| t.attempt);
+                let then = match held {
+                    Some(a) => format!("; you hold attempt {a} now: write the report again with \"attempt\": {a}"),
+                    // The applied file itself, read once more: nothing new to say.
+                    None if prior.file.as_deref() == Some(shown.as_str()) => return,
+                    None => String::new(),
+                };
+                let text = format!("attempt {} of task `{id}` was already {outcome}{then}", sub.attempt);
+                self.refused(sub, &text, None);
+            }
+        }
+    }
+
+    /// Say why a submission was not applied, where its sender looks.
+    fn refused(&mut self, sub: &Submission, text: &str, code: Option<&str>) {
+        match &sub.source {
+            Source::Socket { conn, .. } | Source::Old { conn, .. } => {
+                let msg = match code {
+                    Some(code) => ServerMsg::error_code(text, code),
+                    None => ServerMsg::error(text),
+                };
+                self.send(*conn, msg);
+            }
+            Source::File { shown, full, .. } => {
+                let moved = crate::watch::move_aside(full, text);
+                self.problem(format!("report file {shown} refused: {text}; moved to {moved}"));
+            }
+        }
+    }
+
+    /// `done` / `block` / `fail` from an mcc worker: the attempt is required.
+    pub(super) fn socket_report(
+        &mut self,
+        conn: ConnId,
+        what: &str,
+        attempt: Option<u32>,
+        wait_ms: Option<u64>,
+        mut report: Report,
+    ) {
+        let worker = report.worker_id.clone().unwrap_or_default();
+        let task = report.task_id.clone();
+        let Some(attempt) = attempt else {
+            self.missing_attempt(conn, what, &worker, &task);
+            return;
+        };
+        report.attempt = Some(attempt);
+        let source = Source::Socket { conn, wait: Self::wait_of(wait_ms) };
+        self.apply(Submission { source, worker, task, attempt, report });
+    }
+
+    /// A socket report without its attempt: say what to send.
+    fn missing_attempt(&mut self, conn: ConnId, what: &str, worker: &str, task: &str) {
+        // Not the holder at all: that is the more useful answer.
+        if let Err(refusal) = self.scheduler.check_holder(worker, task, None) {
+            self.refuse(conn, &refusal);
+            return;
+        }
+        let held = self.scheduler.task(task).filter(|t| t.holder.as_deref() == Some(worker)).map(|t| t.attempt);
+        let hint = held.map_or_else(
+            || format!("run `mcc worker next --as {worker}` to see what you hold"),
+            |a| format!("you hold attempt {a}: send `\"attempt\": {a}` (`--attempt {a}`)"),
+        );
+        let text = format!(
+            "`{what}` for task {task} names no attempt; every report carries the attempt it was granted: {hint}"
+        );
+        self.send(conn, ServerMsg::error_code(text, "missing_attempt"));
+    }
+}
