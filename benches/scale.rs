@@ -17,7 +17,8 @@
 //! - `report`: a report file renamed into `.mcc/reports/` -> the next task
 //!   handed to a waiting worker, p50/p99 over `MCC_SCALE_REPORT_ROUNDS` (20).
 //!
-//! `MCC_SCALE_QUICK=1` shrinks every size so the run takes under a minute;
+//! `MCC_SCALE_WORKERS=mcc1,old4` runs only those throughput configurations
+//! (handy under `perf record`). `MCC_SCALE_QUICK=1` shrinks every size so the run takes under a minute;
 //! any size variable above still wins. `MCC_SCALE_BIN=path/to/mcc` measures
 //! that binary instead of building this tree's. `MCC_SCALE_ROUNDS` (50) is
 //! the number of `next`/`done` command pairs per queue.
@@ -321,6 +322,10 @@ fn throughput(bin: &Path, table: &mut Table) {
     let n = env_usize("MCC_SCALE_THROUGHPUT_TASKS", 1000, 4000);
     println!("throughput: {n} tasks, distinct outputs");
     for (workers, old) in [(1, true), (4, true), (1, false), (4, false)] {
+        let config = format!("{}{workers}", if old { "old" } else { "mcc" });
+        if std::env::var("MCC_SCALE_WORKERS").is_ok_and(|w| !w.split(',').any(|c| c.trim() == config)) {
+            continue;
+        }
         let dir = tempfile::tempdir().unwrap();
         let hub = Hub::start(bin, dir.path());
         let tasks: Vec<Value> = (0..n).map(|i| wire::task(&format!("t{i}"), &[], &[])).collect();
@@ -384,14 +389,22 @@ fn waiter(url: String, name: String) -> JoinHandle<usize> {
 
 /// Run `mcc ARGS` in `root`; its wall time and its `--json` output.
 fn mcc(bin: &Path, root: &Path, args: &[&str]) -> (Duration, Value) {
+    let (took, out) = try_mcc(bin, root, args);
+    (took, out.unwrap_or_else(|e| panic!("{e}")))
+}
+
+/// The same, with a failing command's first line of stderr as the error.
+fn try_mcc(bin: &Path, root: &Path, args: &[&str]) -> (Duration, Result<Value, String>) {
     let start = Instant::now();
     let out = Command::new(bin).args(args).current_dir(root).output().expect("run mcc");
     let took = start.elapsed();
     let code = out.status.code().unwrap_or(-1);
-    assert!(matches!(code, 0 | 3), "mcc {args:?} exited {code}: {}", String::from_utf8_lossy(&out.stderr));
+    if !matches!(code, 0 | 3) {
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        return (took, Err(format!("mcc {args:?} exited {code}: {}", stderr.lines().next().unwrap_or(""))));
+    }
     let stdout = String::from_utf8_lossy(&out.stdout);
-    let json = stdout.lines().rev().find_map(|l| serde_json::from_str(l.trim()).ok()).unwrap_or(Value::Null);
-    (took, json)
+    (took, Ok(stdout.lines().rev().find_map(|l| serde_json::from_str(l.trim()).ok()).unwrap_or(Value::Null)))
 }
 
 fn wait_for_waiters(ws: &mut Socket, want: usize) {
@@ -485,8 +498,19 @@ fn queue(bin: &Path, table: &mut Table, bulk: Bulk) {
     if lost > 0 {
         table.row(format!("{label}: lane task taken by a waiter instead"), format!("{lost} of {rounds} rounds"));
     }
-    let status: Vec<Duration> = (0..status_runs).map(|_| mcc(bin, root, &["status"]).0).collect();
-    table.row(format!("{label}: `mcc status`"), spread(status));
+    let mut status = Vec::new();
+    for _ in 0..status_runs {
+        match try_mcc(bin, root, &["status"]) {
+            (took, Ok(_)) => status.push(took),
+            (took, Err(e)) => {
+                table.row(format!("{label}: `mcc status` FAILED after {:.0} ms", ms(took)), e);
+                break;
+            }
+        }
+    }
+    if !status.is_empty() {
+        table.row(format!("{label}: `mcc status`"), spread(status));
+    }
     let (rss, hwm) = hub.memory_mib();
     table.row(format!("{label}: hub memory after the commands"), format!("VmRSS {rss:.1} MiB, VmHWM {hwm:.1} MiB"));
 
