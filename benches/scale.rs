@@ -27,16 +27,16 @@
 //! Every message sent to the hub is built in `wire` below, so a protocol
 //! change is one edit there.
 
-use std::io::{BufRead, BufReader};
-use std::net::TcpStream;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
+use std::process::Command;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use tungstenite::stream::MaybeTlsStream;
-use tungstenite::{Message, WebSocket};
+use tungstenite::Message;
+
+mod support;
+use support::{Hub, Socket, ask, binary, connect, percentile, recv, send};
 
 /// The messages and files the bench sends, after docs/protocol.md.
 mod wire {
@@ -121,8 +121,6 @@ mod wire {
     }
 }
 
-type Socket = WebSocket<MaybeTlsStream<TcpStream>>;
-
 /// The largest `add_tasks` message, well under the hub's 1 MiB frame limit.
 const TASKS_PER_FRAME: usize = 1000;
 
@@ -138,93 +136,6 @@ fn section_wanted(name: &str) -> bool {
     std::env::var("MCC_SCALE_ONLY").map_or(true, |only| only.split(',').any(|s| s.trim() == name))
 }
 
-fn binary() -> PathBuf {
-    if let Some(bin) = std::env::var_os("MCC_SCALE_BIN") {
-        return PathBuf::from(bin);
-    }
-    let status = Command::new("cargo").args(["build", "--release", "--quiet"]).status().expect("cargo build");
-    assert!(status.success());
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target"), PathBuf::from);
-    target.join("release/mcc")
-}
-
-struct Hub {
-    child: Child,
-    url: String,
-    /// Spawn -> "listening on" printed.
-    listening_after: Duration,
-}
-
-impl Hub {
-    fn start(bin: &Path, root: &Path) -> Self {
-        let start = Instant::now();
-        let mut child = Command::new(bin)
-            .args(["hub", "--port", "0", "--dir"])
-            .arg(root)
-            .stderr(Stdio::piped())
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("start the hub");
-        let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-        let url = loop {
-            let line = lines.next().expect("hub output").expect("line");
-            if let Some(rest) = line.split("listening on ").nth(1) {
-                break rest.split_whitespace().next().unwrap().to_owned();
-            }
-        };
-        let listening_after = start.elapsed();
-        std::thread::spawn(move || lines.for_each(drop));
-        Self { child, url, listening_after }
-    }
-
-    /// (`VmRSS`, `VmHWM`) in MiB.
-    fn memory_mib(&self) -> (f64, f64) {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap_or_default();
-        let field = |name: &str| {
-            status
-                .lines()
-                .find_map(|l| l.strip_prefix(name))
-                .and_then(|v| v.split_whitespace().next()?.parse::<f64>().ok())
-                .unwrap_or(0.0)
-                / 1024.0
-        };
-        (field("VmRSS:"), field("VmHWM:"))
-    }
-}
-
-impl Drop for Hub {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn connect(url: &str) -> Socket {
-    let (mut ws, _) = tungstenite::connect(url).expect("connect");
-    recv(&mut ws).expect("the hub greets");
-    ws
-}
-
-fn recv(ws: &mut Socket) -> Option<Value> {
-    loop {
-        match ws.read() {
-            Ok(Message::Text(t)) => return Some(serde_json::from_str(&t).expect("JSON from the hub")),
-            Ok(_) => {}
-            Err(_) => return None,
-        }
-    }
-}
-
-fn send(ws: &mut Socket, v: &Value) {
-    ws.send(Message::text(v.to_string())).expect("send");
-}
-
-fn ask(ws: &mut Socket, v: &Value) -> Value {
-    send(ws, v);
-    recv(ws).expect("the hub answers")
-}
-
 /// Add tasks in frames the hub accepts; returns the time it took.
 fn add_tasks(ws: &mut Socket, tasks: &[Value]) -> Duration {
     let start = Instant::now();
@@ -237,13 +148,6 @@ fn add_tasks(ws: &mut Socket, tasks: &[Value]) -> Duration {
 
 fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1e3
-}
-
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    if sorted.is_empty() {
-        return Duration::ZERO;
-    }
-    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
 }
 
 /// "median X ms, p99 Y ms (n)".
