@@ -10,86 +10,15 @@
 //! Numbers are printed, never asserted: these machines are shared and noisy.
 //! Results are written down in docs/benchmarks.md.
 
-use std::io::{BufRead, BufReader};
-use std::net::TcpStream;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::path::Path;
+use std::process::Command;
+use std::time::Instant;
 
 use serde_json::{Value, json};
-use tungstenite::stream::MaybeTlsStream;
-use tungstenite::{Message, WebSocket};
+use tungstenite::Message;
 
-type Socket = WebSocket<MaybeTlsStream<TcpStream>>;
-
-fn binary() -> PathBuf {
-    let status = Command::new("cargo").args(["build", "--release", "--quiet"]).status().expect("cargo build");
-    assert!(status.success());
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target"), PathBuf::from);
-    target.join("release/mcc")
-}
-
-struct Hub {
-    child: Child,
-    url: String,
-}
-
-impl Hub {
-    fn start(bin: &Path, root: &Path) -> Self {
-        let mut child = Command::new(bin)
-            .args(["hub", "--port", "0", "--dir"])
-            .arg(root)
-            .stderr(Stdio::piped())
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("start the hub");
-        let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-        let url = loop {
-            let line = lines.next().expect("hub output").expect("line");
-            if let Some(rest) = line.split("listening on ").nth(1) {
-                break rest.split_whitespace().next().unwrap().to_owned();
-            }
-        };
-        std::thread::spawn(move || lines.for_each(drop));
-        Self { child, url }
-    }
-
-    fn peak_rss_kib(&self) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap_or_default();
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmHWM:"))
-            .and_then(|v| v.split_whitespace().next()?.parse().ok())
-            .unwrap_or(0)
-    }
-}
-
-impl Drop for Hub {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn connect(url: &str) -> Socket {
-    let (mut ws, _) = tungstenite::connect(url).expect("connect");
-    recv(&mut ws);
-    ws
-}
-
-fn recv(ws: &mut Socket) -> Value {
-    loop {
-        if let Message::Text(t) = ws.read().expect("read") {
-            return serde_json::from_str(&t).unwrap();
-        }
-    }
-}
-
-fn ask(ws: &mut Socket, v: &Value) -> Value {
-    ws.send(Message::text(v.to_string())).unwrap();
-    recv(ws)
-}
+mod support;
+use support::{Hub, ask, binary, connect, percentile, recv};
 
 fn task(id: &str) -> Value {
     json!({"id": id, "type": "bench", "description": "nothing", "context": {"targetFiles": [], "outputFiles": [], "requirements": []}, "acceptance": {"criteria": []}})
@@ -128,9 +57,9 @@ fn old_worker(url: &str, name: String) -> usize {
     let mut ws = connect(url);
     let mut done = 0;
     ws.send(Message::text(json!({"type": "register", "role": "worker", "workerId": name}).to_string())).unwrap();
-    recv(&mut ws); // registered
+    recv(&mut ws).expect("registered");
     loop {
-        let msg = recv(&mut ws);
+        let msg = recv(&mut ws).expect("the hub answers");
         match msg["type"].as_str() {
             Some("task_assigned") => {
                 let id = msg["task"]["id"].clone();
@@ -159,11 +88,7 @@ fn throughput(bin: &Path, workers: usize, n: usize, old: bool) -> (f64, u64) {
     let done: usize = handles.into_iter().map(|h| h.join().unwrap()).sum();
     let secs = start.elapsed().as_secs_f64();
     assert_eq!(done, n);
-    (n as f64 / secs, hub.peak_rss_kib())
-}
-
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
+    (n as f64 / secs, (hub.memory_mib().1 * 1024.0) as u64)
 }
 
 fn worker_commands(bin: &Path, rounds: usize) {
@@ -191,7 +116,7 @@ fn worker_commands(bin: &Path, rounds: usize) {
             percentile(times, 0.99).as_secs_f64() * 1e3
         );
     }
-    println!("hub peak RSS after {rounds} command pairs: {} KiB", hub.peak_rss_kib());
+    println!("hub peak RSS after {rounds} command pairs: {} KiB", (hub.memory_mib().1 * 1024.0) as u64);
 }
 
 fn main() {

@@ -1,0 +1,113 @@
+//! What both benches share: the release binary, a hub on a free port, and
+//! blocking WebSocket calls to it.
+
+// Each bench uses a part of it.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use tungstenite::stream::MaybeTlsStream;
+use tungstenite::{Message, WebSocket};
+
+pub type Socket = WebSocket<MaybeTlsStream<TcpStream>>;
+
+/// The binary measured: `MCC_SCALE_BIN`, or this tree's release build.
+pub fn binary() -> PathBuf {
+    if let Some(bin) = std::env::var_os("MCC_SCALE_BIN") {
+        return PathBuf::from(bin);
+    }
+    let status = Command::new("cargo").args(["build", "--release", "--quiet"]).status().expect("cargo build");
+    assert!(status.success());
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target"), PathBuf::from);
+    target.join("release/mcc")
+}
+
+/// `mcc hub` on a free loopback port, killed when dropped.
+pub struct Hub {
+    child: Child,
+    pub url: String,
+    /// Spawn -> "listening on" printed.
+    pub listening_after: Duration,
+}
+
+impl Hub {
+    pub fn start(bin: &Path, root: &Path) -> Self {
+        let start = Instant::now();
+        let mut child = Command::new(bin)
+            .args(["hub", "--port", "0", "--dir"])
+            .arg(root)
+            .stderr(Stdio::piped())
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("start the hub");
+        let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+        let url = loop {
+            let line = lines.next().expect("hub output").expect("line");
+            if let Some(rest) = line.split("listening on ").nth(1) {
+                break rest.split_whitespace().next().unwrap().to_owned();
+            }
+        };
+        let listening_after = start.elapsed();
+        std::thread::spawn(move || lines.for_each(drop));
+        Self { child, url, listening_after }
+    }
+
+    /// (`VmRSS`, `VmHWM`) in MiB.
+    pub fn memory_mib(&self) -> (f64, f64) {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap_or_default();
+        let field = |name: &str| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(name))
+                .and_then(|v| v.split_whitespace().next()?.parse::<f64>().ok())
+                .unwrap_or(0.0)
+                / 1024.0
+        };
+        (field("VmRSS:"), field("VmHWM:"))
+    }
+}
+
+impl Drop for Hub {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn connect(url: &str) -> Socket {
+    let (mut ws, _) = tungstenite::connect(url).expect("connect");
+    recv(&mut ws).expect("the hub greets");
+    ws
+}
+
+pub fn recv(ws: &mut Socket) -> Option<Value> {
+    loop {
+        match ws.read() {
+            Ok(Message::Text(t)) => return Some(serde_json::from_str(&t).expect("JSON from the hub")),
+            Ok(_) => {}
+            Err(_) => return None,
+        }
+    }
+}
+
+pub fn send(ws: &mut Socket, v: &Value) {
+    ws.send(Message::text(v.to_string())).expect("send");
+}
+
+pub fn ask(ws: &mut Socket, v: &Value) -> Value {
+    send(ws, v);
+    recv(ws).expect("the hub answers")
+}
+
+pub fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
+}
