@@ -27,7 +27,7 @@ Exit codes:
 Example turn:
   mcc worker next --as worker-A
   ...do the task...
-  mcc worker done task-001 --as worker-A --deliverable out/a.md --score 5";
+  mcc worker done task-001 --as worker-A --attempt 1 --deliverable out/a.md --score 5";
 
 /// Commands a worker chat (or script) runs to go from task to task.
 #[derive(Debug, Subcommand)]
