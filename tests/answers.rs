@@ -158,3 +158,21 @@ fn json_answers_name_a_next_command_only_when_there_is_one() {
     assert_eq!(done["exit_code"], 4, "{done}");
     assert!(done.get("next_command").is_none(), "all work is done names no command: {done}");
 }
+
+#[test]
+fn a_finished_run_whose_hub_is_out_of_reach_is_an_error_not_a_stopped_hub() {
+    let project = Project::new();
+    let hub = Hub::start(project.root(), &[]);
+    add(&hub, vec![old_task("only", &[], &[])]);
+    let run = next(project.root());
+    let done = run_printed(project.root(), &done_line(&run));
+    assert_eq!(done.code, 4, "all work is done: {done:?}");
+
+    // The hub still runs, but this command cannot reach it (as in a sandbox without network).
+    let cut =
+        project.mcc().args(["worker", "next", "--as", "A", "--transport", "socket", "--hub", "ws://127.0.0.1:1"]).run();
+    assert_eq!(cut.code, 1, "{cut:?}");
+    assert!(cut.stderr.contains("cannot reach the hub"), "{cut:?}");
+    assert!(!cut.stdout.contains("has stopped"), "{cut:?}");
+    drop(hub);
+}

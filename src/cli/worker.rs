@@ -244,7 +244,7 @@ pub fn run(cmd: WorkerCmd) -> u8 {
         }
         Err(message) => {
             if who.json {
-                println!("{}", json!({"type": "error", "error": message}));
+                println!("{}", json!({"type": "error", "error": message, "exit_code": exit::ERROR}));
             }
             eprintln!("error: {message}");
             exit::ERROR
@@ -252,10 +252,15 @@ pub fn run(cmd: WorkerCmd) -> u8 {
     }
 }
 
-/// The store under the nearest `.mcc/` says the run finished.
+/// The store under the nearest `.mcc/` says the run finished and no hub
+/// serves the project any more (one that is alive but out of reach is not
+/// "stopped": that is an error to report).
 fn run_finished() -> bool {
     let Ok(cwd) = std::env::current_dir() else { return false };
-    client::find_root(&cwd).is_some_and(|root| crate::engine::views::stored_finished(&root))
+    client::find_root(&cwd).is_some_and(|root| {
+        crate::engine::views::stored_finished(&root)
+            && client::files::hub_gone_within(&root.join(".mcc"), Duration::from_secs(3))
+    })
 }
 
 /// Where the last grant shown to `worker` on this machine is kept, so a
