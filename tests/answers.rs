@@ -176,3 +176,28 @@ fn a_finished_run_whose_hub_is_out_of_reach_is_an_error_not_a_stopped_hub() {
     assert!(!cut.stdout.contains("has stopped"), "{cut:?}");
     drop(hub);
 }
+
+#[test]
+fn a_task_with_many_output_files_keeps_its_done_command_in_its_file() {
+    let project = Project::new();
+    let hub = Hub::start(project.root(), &[]);
+    let outputs: Vec<String> = (0..120).map(|i| format!("summaries/part_{i:03}.md")).collect();
+    let refs: Vec<&str> = outputs.iter().map(String::as_str).collect();
+    add(&hub, vec![old_task("many", &refs, &[])]);
+
+    let run = next(project.root());
+    assert_eq!(run.code, 0, "{run:?}");
+    assert!(run.stdout.len() <= SCREEN, "{} characters printed: {}", run.stdout.len(), run.stdout);
+    let pointer = run.stdout.lines().nth(1).unwrap();
+    let path = pointer
+        .strip_prefix("when done: run the command under \"When done\" in ")
+        .unwrap_or_else(|| panic!("{pointer}"));
+    let path = path.rsplit_once(" (it names 120 deliverables)").unwrap().0;
+    let whole = std::fs::read_to_string(path).unwrap();
+    let command = whole.split_once("## When done\n\n").unwrap().1.lines().next().unwrap().trim().to_owned();
+    for out in &outputs {
+        project.write(out, "part");
+    }
+    let done = run_printed(project.root(), &command);
+    assert!(done.stdout.starts_with("accepted many."), "{done:?}");
+}

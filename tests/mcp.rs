@@ -135,6 +135,29 @@ fn over_mcp_a_long_task_fits_a_screen_and_a_task_without_output_files_is_done_as
     });
 }
 
+/// A `done` command too long to print is taken from the task's file.
+#[test]
+fn over_mcp_a_task_with_many_output_files_still_names_its_done_call() {
+    let project = Project::new();
+    let hub = Hub::start(project.root(), &[]);
+    let outputs: Vec<String> = (0..120).map(|i| format!("summaries/part_{i:03}.md")).collect();
+    let refs: Vec<&str> = outputs.iter().map(String::as_str).collect();
+    add(&hub, vec![old_task("many", &refs, &[])]);
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let client = connect(&project, mcc_bin(), &["mcp", "--as", "M", "--wait", "1s"]).await;
+        let first = call(&client, "next", json!({})).await;
+        let args = next_call(&first, "done");
+        assert_eq!(args["deliverables"], json!(outputs), "{}", text(&first));
+        for out in &outputs {
+            project.write(out, "part");
+        }
+        let done = call(&client, "done", Value::Object(args)).await;
+        assert!(text(&done).starts_with("accepted many."), "{}", text(&done));
+        client.cancel().await.unwrap();
+    });
+}
+
 #[test]
 fn over_mcp_nothing_yet_says_call_again_and_a_refusal_is_a_tool_error_saying_what_to_do() {
     let project = Project::new();

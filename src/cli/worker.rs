@@ -527,12 +527,7 @@ impl Answer {
         if done_cmd.len() <= 800 {
             let _ = writeln!(text, "when done: {done_cmd}");
         } else {
-            let _ = writeln!(
-                text,
-                "to report it: the `mcc worker done` command under \"When done\" in {} (it names {} deliverables)",
-                file.display(),
-                view.write.len()
-            );
+            let _ = writeln!(text, "{DONE_IN_FILE}{} (it names {} deliverables)", file.display(), view.write.len());
         }
         match saved {
             Ok(()) => {
@@ -620,6 +615,10 @@ fn clip(text: &str, max: usize) -> String {
     }
     format!("{}…", text[..end].trim_end())
 }
+
+/// How an answer starts the line naming the file that holds a `done`
+/// command too long to print (`mcc mcp` reads the command from there).
+pub const DONE_IN_FILE: &str = "when done: run the command under \"When done\" in ";
 
 /// A description short enough to follow the task line itself.
 const INLINE_DESCRIPTION: usize = 300;
