@@ -3,6 +3,7 @@
 
 mod support;
 
+mod answers;
 mod author;
 mod cockpit;
 mod durability;

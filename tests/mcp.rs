@@ -101,6 +101,63 @@ fn an_mcp_client_lists_the_tools_and_drains_a_queue() {
     });
 }
 
+/// The answers that fit a screen reach the model over MCP as they are, and
+/// the next call is right for a long task and for one with no output file.
+#[test]
+fn over_mcp_a_long_task_fits_a_screen_and_a_task_without_output_files_is_done_as_named() {
+    let project = Project::new();
+    let hub = Hub::start(project.root(), &[]);
+    let mut long = old_task("long", &["out/long.md"], &[]);
+    long["description"] = json!("Read every module and write what it owns. ".repeat(500));
+    add(&hub, vec![long, old_task("think", &[], &["long"])]);
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let client = connect(&project, mcc_bin(), &["mcp", "--as", "M", "--wait", "1s"]).await;
+        let first = call(&client, "next", json!({})).await;
+        let shown = text(&first);
+        assert!(shown.len() <= 2200, "{} characters: {shown}", shown.len());
+        assert!(shown.starts_with("task long (new, attempt 1"), "{shown}");
+        assert!(shown.contains(".mcc/tasks/long.md"), "{shown}");
+        let args = next_call(&first, "done");
+        assert_eq!(
+            Value::Object(args.clone()),
+            json!({"task": "long", "attempt": 1, "deliverables": ["out/long.md"], "score": 5})
+        );
+        project.write("out/long.md", "done");
+        let second = call(&client, "done", Value::Object(args)).await;
+        assert!(text(&second).starts_with("accepted long.\ntask think (new, attempt 1"), "{}", text(&second));
+        let args = next_call(&second, "done");
+        assert_eq!(Value::Object(args.clone()), json!({"task": "think", "attempt": 1, "score": 5}));
+        let last = call(&client, "done", Value::Object(args)).await;
+        assert!(text(&last).starts_with("accepted think."), "{}", text(&last));
+        assert_eq!(last.structured_content.as_ref().unwrap()["exitCode"], 4, "{}", text(&last));
+        client.cancel().await.unwrap();
+    });
+}
+
+/// A `done` command too long to print is taken from the task's file.
+#[test]
+fn over_mcp_a_task_with_many_output_files_still_names_its_done_call() {
+    let project = Project::new();
+    let hub = Hub::start(project.root(), &[]);
+    let outputs: Vec<String> = (0..120).map(|i| format!("summaries/part_{i:03}.md")).collect();
+    let refs: Vec<&str> = outputs.iter().map(String::as_str).collect();
+    add(&hub, vec![old_task("many", &refs, &[])]);
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let client = connect(&project, mcc_bin(), &["mcp", "--as", "M", "--wait", "1s"]).await;
+        let first = call(&client, "next", json!({})).await;
+        let args = next_call(&first, "done");
+        assert_eq!(args["deliverables"], json!(outputs), "{}", text(&first));
+        for out in &outputs {
+            project.write(out, "part");
+        }
+        let done = call(&client, "done", Value::Object(args)).await;
+        assert!(text(&done).starts_with("accepted many."), "{}", text(&done));
+        client.cancel().await.unwrap();
+    });
+}
+
 #[test]
 fn over_mcp_nothing_yet_says_call_again_and_a_refusal_is_a_tool_error_saying_what_to_do() {
     let project = Project::new();

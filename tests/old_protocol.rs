@@ -40,7 +40,6 @@ fn a_report(task: &str, worker: &str) -> Value {
 // --- connection and framing (server.ts:165-198, 226-256) ---
 
 #[test]
-#[ignore = "fails today (src/hub/mod.rs, outside issue 8's files): the connected message says \"Connected to the mcc hub\", the original \"Connected to coordination server\""]
 fn connect_sends_connected_first_with_the_original_text() {
     let project = Project::new();
     let hub = Hub::start(project.root(), &[]);
@@ -73,7 +72,6 @@ fn invalid_json_says_invalid_json_message_and_the_connection_stays_open() {
 /// (server.ts:178-189, one handler per frame). A frame that does not parse
 /// must not overtake the answer to an earlier frame.
 #[test]
-#[ignore = "fails today (src/hub/mod.rs, outside issue 8's files): a frame that does not parse is answered by the connection task at once, before the engine's answer to the frame before it"]
 fn answers_come_in_the_order_of_the_frames_even_for_bad_frames() {
     let project = Project::new();
     let hub = Hub::start(project.root(), &[]);
@@ -546,7 +544,6 @@ fn report_detected_names_the_report_file_by_its_absolute_path() {
 // --- shutdown (server.ts:125-159) ---
 
 #[test]
-#[ignore = "fails today (src/hub/mod.rs, outside issue 8's files): server_shutdown says \"The hub is shutting down\", the original \"Server is shutting down\""]
 fn shutdown_says_server_is_shutting_down_to_every_client() {
     let project = Project::new();
     let hub = Hub::start(project.root(), &[]);

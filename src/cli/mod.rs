@@ -9,7 +9,7 @@ mod run;
 mod status;
 mod tasks;
 mod validate;
-mod worker;
+pub(crate) mod worker;
 
 use std::process::ExitCode;
 

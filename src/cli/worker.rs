@@ -27,7 +27,7 @@ Exit codes:
 Example turn:
   mcc worker next --as worker-A
   ...do the task...
-  mcc worker done task-001 --as worker-A --deliverable out/a.md --score 5";
+  mcc worker done task-001 --as worker-A --attempt 1 --deliverable out/a.md --score 5";
 
 /// Commands a worker chat (or script) runs to go from task to task.
 #[derive(Debug, Subcommand)]
@@ -244,7 +244,7 @@ pub fn run(cmd: WorkerCmd) -> u8 {
         }
         Err(message) => {
             if who.json {
-                println!("{}", json!({"type": "error", "error": message}));
+                println!("{}", json!({"type": "error", "error": message, "exit_code": exit::ERROR}));
             }
             eprintln!("error: {message}");
             exit::ERROR
@@ -252,10 +252,15 @@ pub fn run(cmd: WorkerCmd) -> u8 {
     }
 }
 
-/// The store under the nearest `.mcc/` says the run finished.
+/// The store under the nearest `.mcc/` says the run finished and no hub
+/// serves the project any more (one that is alive but out of reach is not
+/// "stopped": that is an error to report).
 fn run_finished() -> bool {
     let Ok(cwd) = std::env::current_dir() else { return false };
-    client::find_root(&cwd).is_some_and(|root| crate::engine::views::stored_finished(&root))
+    client::find_root(&cwd).is_some_and(|root| {
+        crate::engine::views::stored_finished(&root)
+            && client::files::hub_gone_within(&root.join(".mcc"), Duration::from_secs(3))
+    })
 }
 
 /// Where the last grant shown to `worker` on this machine is kept, so a
@@ -269,15 +274,25 @@ fn grant_file(worker: &str) -> Option<PathBuf> {
 /// The attempt last shown to `worker` for `task`, if it was this task.
 fn last_grant(worker: &str, task: &str) -> Option<u32> {
     let text = std::fs::read_to_string(grant_file(worker)?).ok()?;
-    let (id, attempt) = text.trim().rsplit_once(' ')?;
+    let (id, attempt) = text.lines().next()?.trim().rsplit_once(' ')?;
     (id == task).then(|| attempt.parse().ok()).flatten()
 }
 
-fn remember_grant(worker: &str, task: &str, attempt: u32) {
+/// The `done` command printed with the last grant of `task` to `worker`.
+fn remembered_done(worker: &str, task: &str) -> Option<String> {
+    last_grant(worker, task)?;
+    let text = std::fs::read_to_string(grant_file(worker)?).ok()?;
+    text.lines().nth(1).map(str::to_owned).filter(|l| l.starts_with("mcc worker done "))
+}
+
+/// The file holds `TASK ATTEMPT` on its first line and the printed `done`
+/// command on its second (what `progress` prints again).
+fn remember_grant(worker: &str, task: &str, attempt: u32, done_cmd: &str) {
     if let Some(file) = grant_file(worker)
         && let Some(dir) = file.parent()
     {
-        let _ = std::fs::create_dir_all(dir).and_then(|()| std::fs::write(&file, format!("{task} {attempt}\n")));
+        let body = format!("{task} {attempt}\n{done_cmd}\n");
+        let _ = std::fs::create_dir_all(dir).and_then(|()| client::files::write_whole(&file, body.as_bytes()));
     }
 }
 
@@ -334,16 +349,19 @@ fn simple(who: &Who, msg: impl FnOnce(String) -> ClientMsg, wait: Duration) -> R
     Ok(Answer { worker, msg: answer, root: target.root })
 }
 
-/// A deliverable as the hub sees it: relative to the project root. It must exist.
+/// A deliverable as the hub sees it: relative to the project root. It must
+/// exist. A relative path is the project root's, as printed commands give
+/// it, so they run as printed from any folder; one that is only found from
+/// the current folder is taken from there.
 fn project_path(given: &str, root: Option<&Path>) -> Result<String, String> {
     let cwd = std::env::current_dir().map_err(|e| e.to_string())?;
-    let full = cwd.join(given);
-    if !full.exists() {
+    let candidates: Vec<PathBuf> = root.map(|r| r.join(given)).into_iter().chain([cwd.join(given)]).collect();
+    let Some(full) = candidates.iter().find(|p| p.exists()).cloned() else {
+        let looked = candidates.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(" and ");
         return Err(format!(
-            "deliverable `{given}` does not exist (looked at {}); write it first, or pass the path you wrote",
-            full.display()
+            "deliverable `{given}` does not exist (looked at {looked}); write it first, or pass the path you wrote"
         ));
-    }
+    };
     let Some(root) = root else { return Ok(given.to_owned()) };
     let full = std::fs::canonicalize(&full).map_err(|e| e.to_string())?;
     let root = std::fs::canonicalize(root).map_err(|e| e.to_string())?;
@@ -359,7 +377,9 @@ impl Answer {
         if as_json {
             let mut value = serde_json::to_value(&self.msg).expect("serializes");
             if let Some(map) = value.as_object_mut() {
-                map.insert("next_command".into(), json!(next_command));
+                if let Some(command) = next_command {
+                    map.insert("next_command".into(), json!(command));
+                }
                 map.insert("exit_code".into(), json!(code));
             }
             println!("{value}");
@@ -377,97 +397,167 @@ impl Answer {
         match &self.msg {
             ServerMsg::Offer { offer } => self.offer(offer, String::new()),
             ServerMsg::Verdict { task_id, attempt, accepted, failed, reasons, next, .. } => {
+                // Validation output can be long: the whole of it is in `mcc tasks show`.
+                let reasons = reasons.join("; ");
+                let reasons = if reasons.len() > 600 {
+                    format!("{} (all of it: mcc tasks show {})", clip(&reasons, 600), quoted(task_id))
+                } else {
+                    reasons
+                };
                 let head = if *accepted {
                     format!("accepted {task_id}.\n")
                 } else if *failed {
-                    format!(
-                        "rejected {task_id} (attempt {attempt}) and it has no attempts left: {}\n",
-                        reasons.join("; ")
-                    )
+                    format!("rejected {task_id} (attempt {attempt}) and it has no attempts left: {reasons}\n")
                 } else {
-                    format!(
-                        "rejected {task_id} (attempt {attempt}): {}\nfix it and report again:\n",
-                        reasons.join("; ")
-                    )
+                    format!("rejected {task_id} (attempt {attempt}): {reasons}\nfix it and report again:\n")
                 };
                 self.offer(next, head)
             }
             ServerMsg::Ack { message, next: Some(next), .. } => self.offer(next, format!("{message}\n")),
-            ServerMsg::Ack { message, what, task_id, .. } => {
-                let then = match (what.as_str(), task_id) {
-                    ("progress", Some(t)) => {
-                        format!("when done: mcc worker done {t} --as {w} --deliverable PATH --score N")
-                    }
-                    ("leave", _) => "you can stop".to_owned(),
-                    _ => format!("next: mcc worker next --as {w}"),
-                };
-                (format!("{message}\n{then}\n"), exit::OK, Some(then))
+            ServerMsg::Ack { message, what, task_id, .. } => match (what.as_str(), task_id) {
+                ("progress", Some(t)) => {
+                    // The command printed with the task; without it, one that runs as printed.
+                    let done = remembered_done(w, t).unwrap_or_else(|| {
+                        let attempt = last_grant(w, t).map(|a| format!(" --attempt {a}")).unwrap_or_default();
+                        format!("mcc worker done {} --as {}{attempt} --score 5", quoted(t), quoted(w))
+                    });
+                    (format!("{message}\nwhen done: {done}\n"), exit::OK, Some(done))
+                }
+                ("leave", _) => (format!("{message}\nyou can stop\n"), exit::OK, None),
+                _ => {
+                    let next = format!("mcc worker next --as {}", quoted(w));
+                    (format!("{message}\nnext: {next}\n"), exit::OK, Some(next))
+                }
+            },
+            ServerMsg::Error { error, hint, .. } => {
+                let hint = hint.as_deref().map(|h| format!("\n{h}")).unwrap_or_default();
+                (format!("error: {error}{hint}"), exit::ERROR, None)
             }
-            ServerMsg::Error { error, .. } => (format!("error: {error}"), exit::ERROR, None),
             other => (format!("error: unexpected answer from the hub: {}", other.to_json()), exit::ERROR, None),
         }
+    }
+
+    /// A task offer. It is printed whole when it fits [`PRINT_BUDGET`];
+    /// otherwise the whole task goes to `.mcc/tasks/ID.md` and the answer
+    /// keeps the task line, the `done` command, that file's path, a digest
+    /// of the rest and the commands for when stuck.
+    fn task(&self, offer: &Offer, head: String) -> (String, u8, Option<String>) {
+        let Offer::Task {
+            task,
+            attempt,
+            attempts_used,
+            max_attempts,
+            lease_ms,
+            held,
+            returning,
+            reasons,
+            question,
+            answer,
+            phase,
+            ..
+        } = offer
+        else {
+            unreachable!("only called for a task offer")
+        };
+        let w = &self.worker;
+        let view = TaskView::new(task);
+        let done_cmd = view.done_command(w, *attempt);
+        remember_grant(w, &view.id, *attempt, &done_cmd);
+        let how = if *returning {
+            "back to you"
+        } else if *held {
+            "you already hold it"
+        } else {
+            "new"
+        };
+        let phase = phase.as_deref().map(|p| format!(", phase {p}")).unwrap_or_default();
+        let used = if *max_attempts > 0 { format!(", {attempts_used} of {max_attempts} used") } else { String::new() };
+        let status = format!(
+            "task {} ({how}, attempt {attempt}{used}, lease {}{phase})",
+            view.id,
+            human(Duration::from_millis(*lease_ms))
+        );
+        let (id, who) = (quoted(&view.id), quoted(w));
+        let stuck = vec![
+            format!("mcc worker block {id} --as {who} --attempt {attempt} --question \"...\""),
+            format!("mcc worker fail {id} --as {who} --attempt {attempt} --reason \"...\""),
+        ];
+        let stuck_line = format!("stuck? {}   cannot do it? {}\n", stuck[0], stuck[1]);
+        let mut notes: Vec<(&str, String)> = Vec::new();
+        if !reasons.is_empty() {
+            notes.push(("rejected last time because", reasons.join("; ")));
+        }
+        if let Some(question) = question {
+            notes.push(("you asked", question.clone()));
+        }
+        if let Some(answer) = answer {
+            notes.push(("the engineer answered", answer.clone()));
+        }
+        let root = self.root.clone().or_else(|| std::env::current_dir().ok()).unwrap_or_else(|| PathBuf::from("."));
+        // Paths in the task are the project root's; say so where that is not obvious.
+        let elsewhere = std::env::current_dir()
+            .ok()
+            .and_then(|cwd| std::fs::canonicalize(cwd).ok())
+            .is_some_and(|cwd| std::fs::canonicalize(&root).ok().is_some_and(|r| r != cwd));
+        let root_note = elsewhere.then(|| format!("paths are relative to the project root {}\n", root.display()));
+
+        let first = if view.inline_description() && !view.description.is_empty() {
+            format!("{status}: {}", view.description)
+        } else {
+            status.clone()
+        };
+        let whole = format!(
+            "{head}{first}\nwhen done: {done_cmd}\n{}{}{SCORE_NOTE}\n{stuck_line}",
+            view.details(&notes),
+            root_note.clone().unwrap_or_default()
+        );
+        if whole.len() <= PRINT_BUDGET {
+            return (whole, exit::OK, Some(done_cmd));
+        }
+
+        let file = root.join(".mcc").join("tasks").join(format!("{}.md", safe_file_name(&view.id)));
+        let md = view.markdown(&format!("{status}; worker {w}."), &done_cmd, &stuck, &notes, &root);
+        let saved = std::fs::create_dir_all(file.parent().expect("has a parent"))
+            .and_then(|()| client::files::write_whole(&file, md.as_bytes()));
+        let mut text = clip(&head, 400);
+        if !text.is_empty() && !text.ends_with('\n') {
+            text.push('\n');
+        }
+        let _ = writeln!(text, "{}", clip(&first, 400));
+        if done_cmd.len() <= 800 {
+            let _ = writeln!(text, "when done: {done_cmd}");
+        } else {
+            let _ = writeln!(text, "{DONE_IN_FILE}{} (it names {} deliverables)", file.display(), view.write.len());
+        }
+        match saved {
+            Ok(()) => {
+                let _ =
+                    writeln!(text, "the whole task ({} characters) is in {}: read it first", md.len(), file.display());
+            }
+            Err(e) => {
+                let _ = writeln!(
+                    text,
+                    "the task is too long to print and {} could not be written ({e}); `mcc tasks show {id}` prints it",
+                    file.display()
+                );
+            }
+        }
+        let tail = root_note.unwrap_or_default() + &stuck_line;
+        for line in view.digest(&notes) {
+            if text.len() + line.len() + 1 + tail.len() > PRINT_BUDGET {
+                break;
+            }
+            text.push_str(&line);
+            text.push('\n');
+        }
+        text.push_str(&tail);
+        (text, exit::OK, Some(done_cmd))
     }
 
     fn offer(&self, offer: &Offer, head: String) -> (String, u8, Option<String>) {
         let w = &self.worker;
         match offer {
-            Offer::Task {
-                task,
-                attempt,
-                attempts_used,
-                max_attempts,
-                lease_ms,
-                held,
-                returning,
-                reasons,
-                question,
-                answer,
-                phase,
-                ..
-            } => {
-                let view = TaskView::new(task);
-                remember_grant(w, &view.id, *attempt);
-                let done_cmd = view.done_command(w, *attempt);
-                let mut body = String::new();
-                let how = if *returning {
-                    "back to you"
-                } else if *held {
-                    "you already hold it"
-                } else {
-                    "new"
-                };
-                let phase = phase.as_deref().map(|p| format!(", phase {p}")).unwrap_or_default();
-                let used =
-                    if *max_attempts > 0 { format!(", {attempts_used} of {max_attempts} used") } else { String::new() };
-                let _ = writeln!(
-                    body,
-                    "task {} ({how}, attempt {attempt}{used}, lease {}{phase}): {}",
-                    view.id,
-                    human(Duration::from_millis(*lease_ms)),
-                    view.description
-                );
-                let _ = writeln!(body, "when done: {done_cmd}");
-                if !reasons.is_empty() {
-                    let _ = writeln!(body, "rejected last time because: {}", reasons.join("; "));
-                }
-                if let Some(question) = question {
-                    let _ = writeln!(body, "you asked: {question}");
-                }
-                if let Some(answer) = answer {
-                    let _ = writeln!(body, "the engineer answered: {answer}");
-                }
-                body.push_str(&view.details());
-                let _ = writeln!(
-                    body,
-                    "stuck? mcc worker block {id} --as {w} --attempt {attempt} --question \"...\"   cannot do it? mcc worker fail {id} --as {w} --attempt {attempt} --reason \"...\"",
-                    id = view.id
-                );
-                let mut text = head + &body;
-                if text.len() > PRINT_BUDGET {
-                    text = self.spill(&view, &text);
-                }
-                (text, exit::OK, Some(done_cmd))
-            }
+            Offer::Task { .. } => self.task(offer, head),
             Offer::NothingYet { message, .. } => {
                 let cmd = format!("mcc worker next --as {w}");
                 (format!("{head}{message}\n"), exit::NOTHING_YET, Some(cmd))
@@ -475,18 +565,6 @@ impl Answer {
             Offer::AllDone { message, .. } => (format!("{head}{message}\n"), exit::ALL_DONE, None),
             Offer::HandOver { message, .. } => (format!("{head}{message}\n"), exit::HAND_OVER, None),
         }
-    }
-
-    /// A long task goes to a file; the answer keeps the head and the path.
-    fn spill(&self, view: &TaskView, text: &str) -> String {
-        let Some(root) = &self.root else { return text.to_owned() };
-        let dir = root.join(".mcc").join("tasks");
-        let path = dir.join(format!("{}.txt", safe_file_name(&view.id)));
-        if std::fs::create_dir_all(&dir).and_then(|()| std::fs::write(&path, text)).is_err() {
-            return text.to_owned();
-        }
-        let head = text.lines().take(3).collect::<Vec<_>>().join("\n");
-        format!("{head}\nthe whole task is long: read {}\n", path.display())
     }
 }
 
@@ -521,6 +599,30 @@ fn strings(v: &Value) -> Vec<String> {
     v.as_array().into_iter().flatten().filter_map(|s| s.as_str().map(str::to_owned)).collect()
 }
 
+/// A word of a printed command, quoted for the shell when it needs it.
+fn quoted(word: &str) -> String {
+    shlex::try_quote(word).map_or_else(|_| word.to_owned(), std::borrow::Cow::into_owned)
+}
+
+/// The first `max` bytes of `text` (at a character boundary) and `…` when cut.
+fn clip(text: &str, max: usize) -> String {
+    if text.len() <= max {
+        return text.to_owned();
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", text[..end].trim_end())
+}
+
+/// How an answer starts the line naming the file that holds a `done`
+/// command too long to print (`mcc mcp` reads the command from there).
+pub const DONE_IN_FILE: &str = "when done: run the command under \"When done\" in ";
+
+/// A description short enough to follow the task line itself.
+const INLINE_DESCRIPTION: usize = 300;
+
 impl TaskView {
     fn new(task: &Value) -> Self {
         Self {
@@ -535,20 +637,31 @@ impl TaskView {
         }
     }
 
+    /// The `done` command, runnable as printed: it names the task's output
+    /// files (relative to the project root, which `done` resolves them
+    /// against from any folder), and no placeholder when there are none.
     fn done_command(&self, worker: &str, attempt: u32) -> String {
-        let mut cmd = format!("mcc worker done {} --as {worker} --attempt {attempt}", self.id);
-        if self.write.is_empty() {
-            cmd.push_str(" --deliverable PATH");
-        }
+        let mut cmd = format!("mcc worker done {} --as {} --attempt {attempt}", quoted(&self.id), quoted(worker));
         for out in &self.write {
-            let _ = write!(cmd, " --deliverable {out}");
+            let _ = write!(cmd, " --deliverable {}", quoted(out));
         }
         cmd.push_str(" --score 5");
         cmd
     }
 
-    fn details(&self) -> String {
+    fn inline_description(&self) -> bool {
+        !self.description.contains('\n') && self.description.len() <= INLINE_DESCRIPTION
+    }
+
+    /// Everything after the first two lines, as printed when it all fits.
+    fn details(&self, notes: &[(&str, String)]) -> String {
         let mut out = String::new();
+        if !self.inline_description() {
+            let _ = writeln!(out, "description:\n{}", self.description.trim_end());
+        }
+        for (label, text) in notes {
+            let _ = writeln!(out, "{label}: {text}");
+        }
         let list = |out: &mut String, label: &str, items: &[String]| {
             if !items.is_empty() {
                 let _ = writeln!(out, "{label}: {}", items.join(", "));
@@ -568,10 +681,92 @@ impl TaskView {
             let _ = writeln!(out, "checked by: {v}");
         }
         list(&mut out, "rules to load", &self.rules);
-        out.push_str("--score: rate your own context 1-5 (5 fresh; 2 or less means hand over to a fresh chat)\n");
         out
     }
+
+    /// Short lines standing for the details, most useful first, for an
+    /// answer that points to the whole task in its file.
+    fn digest(&self, notes: &[(&str, String)]) -> Vec<String> {
+        let mut lines = Vec::new();
+        if !self.inline_description() {
+            lines.push(format!("description: {}", clip(&self.description.replace('\n', " "), 400)));
+        }
+        for (label, text) in notes {
+            lines.push(format!("{label}: {}", clip(text, 300)));
+        }
+        let few = |label: &str, items: &[String]| -> Option<String> {
+            let first = items.first()?;
+            let mut line = format!("{label} ({}): {first}", items.len());
+            let mut shown = 1;
+            for item in &items[1..] {
+                if line.len() + item.len() > 220 {
+                    break;
+                }
+                let _ = write!(line, ", {item}");
+                shown += 1;
+            }
+            if shown < items.len() {
+                let _ = write!(line, " … and {} more", items.len() - shown);
+            }
+            Some(clip(&line, 300))
+        };
+        lines.extend(few("write", &self.write));
+        lines.extend(few("read", &self.read));
+        lines.extend(few("requirements", &self.requirements));
+        lines.extend(few("acceptance criteria", &self.criteria));
+        if let Some(v) = &self.validation {
+            lines.push(format!("checked by: {}", clip(v, 200)));
+        }
+        lines.extend(few("rules to load", &self.rules));
+        lines
+    }
+
+    /// The whole task as Markdown, for `.mcc/tasks/ID.md`.
+    fn markdown(
+        &self,
+        status: &str,
+        done_cmd: &str,
+        stuck: &[String],
+        notes: &[(&str, String)],
+        root: &Path,
+    ) -> String {
+        let mut md =
+            format!("# Task {}\n\n{status}\n\nPaths are relative to the project root {}.\n", self.id, root.display());
+        let _ = write!(md, "\n## When done\n\n    {done_cmd}\n");
+        if !self.description.is_empty() {
+            let _ = write!(md, "\n## Description\n\n{}\n", self.description.trim_end());
+        }
+        for (label, text) in notes {
+            let mut title = (*label).to_owned();
+            title[..1].make_ascii_uppercase();
+            let _ = write!(md, "\n## {title}\n\n{text}\n");
+        }
+        let section = |md: &mut String, title: &str, items: &[String]| {
+            if !items.is_empty() {
+                let _ = write!(md, "\n## {title}\n\n");
+                for item in items {
+                    let _ = writeln!(md, "- {item}");
+                }
+            }
+        };
+        section(&mut md, "Read", &self.read);
+        section(&mut md, "Write", &self.write);
+        section(&mut md, "Requirements", &self.requirements);
+        section(&mut md, "Acceptance criteria", &self.criteria);
+        if let Some(v) = &self.validation {
+            let _ = write!(md, "\n## Checked by\n\n    {v}\n");
+        }
+        section(&mut md, "Rules to load", &self.rules);
+        let _ = write!(md, "\n## If you are stuck\n\n");
+        for line in stuck {
+            let _ = writeln!(md, "    {line}");
+        }
+        let _ = write!(md, "\n{SCORE_NOTE}\n");
+        md
+    }
 }
+
+const SCORE_NOTE: &str = "--score: rate your own context 1-5 (5 fresh; 2 or less means hand over to a fresh chat)";
 
 /// `mcc worker run`: one or more headless workers.
 fn headless(a: &RunArgs) -> u8 {

@@ -75,6 +75,19 @@ pub fn hub_alive(state_dir: &Path) -> bool {
     }
 }
 
+/// Whether no hub holds `.mcc/hub.lock` within `limit`: a hub that is
+/// stopping lets go of it as its process ends, so a client that found the
+/// socket closed a moment earlier can tell "stopped" from "out of reach".
+pub fn hub_gone_within(state_dir: &Path, limit: Duration) -> bool {
+    let Ok(lock) = fs::File::open(state_dir.join("hub.lock")) else { return true };
+    let (tx, rx) = mpsc::channel();
+    // Blocks until the hub lets go; the shared lock ends with the thread.
+    std::thread::spawn(move || {
+        let _ = tx.send(lock.lock_shared().is_ok());
+    });
+    rx.recv_timeout(limit).unwrap_or(false)
+}
+
 /// A fresh request ID: 128 random bits in hex.
 pub fn new_id() -> String {
     let mut bytes = [0u8; 16];

@@ -35,6 +35,10 @@ pub type ConnId = u64;
 #[derive(Debug)]
 pub enum Outgoing {
     Msg(ServerMsg),
+    /// A connection's own marker, handed back in order with its answers
+    /// (see [`Input::Relay`]): reaching it, the connection knows that
+    /// everything queued for it before has been written.
+    Mark(u64),
     /// Send nothing more; close the socket.
     Close,
 }
@@ -51,6 +55,12 @@ pub enum Input {
     Message {
         conn: ConnId,
         msg: ClientMsg,
+    },
+    /// Queue `outgoing` for `conn` behind the answers to its earlier inputs
+    /// (the hub's answer to a frame that did not parse, and its markers).
+    Relay {
+        conn: ConnId,
+        outgoing: Outgoing,
     },
     /// A report file that parsed; applied as any other report.
     ReportFile {
@@ -187,7 +197,7 @@ pub struct Engine {
     waiters: Vec<Waiter>,
     judging: HashMap<TaskId, Judging>,
     /// Answers held until the batch is committed.
-    outgoing: Vec<(ConnId, ServerMsg)>,
+    outgoing: Vec<(ConnId, Outgoing)>,
     /// Problems shown in status: bad report files, workflow errors.
     problems: Vec<String>,
     /// The workflow's `ctx.log` lines, newest last.
@@ -345,9 +355,9 @@ impl Engine {
             meta.push(("run_finished", finished.to_string()));
         }
         self.store.commit(&self.scheduler, &changes, &meta)?;
-        for (conn, msg) in self.outgoing.drain(..) {
+        for (conn, out) in self.outgoing.drain(..) {
             if let Some(c) = self.conns.get(&conn) {
-                let _ = c.outbox.send(Outgoing::Msg(msg));
+                let _ = c.outbox.send(out);
             }
         }
         Ok(())
@@ -361,7 +371,7 @@ impl Engine {
     }
 
     fn send(&mut self, conn: ConnId, msg: ServerMsg) {
-        self.outgoing.push((conn, msg));
+        self.outgoing.push((conn, Outgoing::Msg(msg)));
     }
 
     fn to_coordinator(&mut self, msg: ServerMsg) {
@@ -400,6 +410,7 @@ impl Engine {
                 }
             }
             Input::Message { conn, msg } => self.message(conn, msg),
+            Input::Relay { conn, outgoing } => self.outgoing.push((conn, outgoing)),
             Input::ReportFile { path, full, report, rescan } => self.report_file(path, full, report, rescan),
             Input::ReportFileRejected { path, error } => self.problem(format!("report file {path}: {error}")),
             Input::Validated { task, attempt, outcome } => self.validated(&task, attempt, &outcome),

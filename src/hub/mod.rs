@@ -41,6 +41,14 @@ pub const DEFAULT_PORT: u16 = 3100;
 pub const MAX_FRAME: usize = 1 << 20;
 /// How many connections may be open at once, by default.
 pub const MAX_CONNECTIONS: usize = 512;
+/// The texts of the original server (old clients may show or match them).
+pub const CONNECTED_TEXT: &str = "Connected to coordination server";
+pub const SHUTDOWN_TEXT: &str = "Server is shutting down";
+/// The longest an old worker's push waits for the coordinator's socket to
+/// take `tasks_created`: a coordinator that stops reading must not stall the workers.
+const HOLD_PUSH: Duration = Duration::from_secs(5);
+/// The marker a connection queues behind a `create_tasks` (see [`Outgoing::Mark`]).
+const CREATE_ANSWERED: u64 = 1;
 
 /// Bounds at the hub's edge; the defaults are far beyond what a real project
 /// needs and close to what keeps a hostile client from hurting the others.
@@ -206,6 +214,7 @@ pub async fn start(options: HubOptions) -> Result<RunningHub, HubError> {
         handshakes: Arc::new(Semaphore::new(limits.max_handshakes)),
         ids,
         limits,
+        creates_unwritten: tokio::sync::watch::Sender::new(0),
     });
     for listener in listeners {
         tokio::spawn(accept_loop(listener, edge.clone()));
@@ -267,7 +276,7 @@ pub async fn serve(options: HubOptions) -> Result<(), HubError> {
     let mut signals = Signals::install();
     let mut hub = start(options).await?;
     tokio::select! {
-        () = signals.recv() => hub.stop("The hub is shutting down").await,
+        () = signals.recv() => hub.stop(SHUTDOWN_TEXT).await,
         e = hub.failed() => {
             crate::command::Supervisor::kill_everything();
             let _ = fs::remove_file(HubFile::path(&hub.state_dir));
@@ -412,6 +421,13 @@ struct Edge {
     handshakes: Arc<Semaphore>,
     ids: Arc<AtomicU64>,
     limits: Limits,
+    /// `create_tasks` frames whose answer no connection has written yet.
+    /// The original wrote every frame from one thread, so a coordinator
+    /// read `tasks_created` before a worker read the task it brought, and
+    /// old clients rely on that (they await the one, then listen for the
+    /// other); here each connection writes on its own, so pushes to old
+    /// workers wait for this to reach zero.
+    creates_unwritten: tokio::sync::watch::Sender<usize>,
 }
 
 impl Edge {
@@ -486,8 +502,7 @@ async fn serve_connection(stream: TcpStream, edge: &Edge, handshake: OwnedSemaph
     if !engine.send(Input::Connected { conn, outbox }) {
         return;
     }
-    let hello =
-        ServerMsg::Connected { client_id: format!("client-{conn}"), message: "Connected to the mcc hub".to_owned() };
+    let hello = ServerMsg::Connected { client_id: format!("client-{conn}"), message: CONNECTED_TEXT.to_owned() };
     if sink.send(Message::text(hello.to_json())).await.is_err() {
         engine.send(Input::Disconnected { conn });
         return;
@@ -498,6 +513,13 @@ async fn serve_connection(stream: TcpStream, edge: &Edge, handshake: OwnedSemaph
     let mut outstanding = false;
     let mut registered = false;
     let mut last_activity = tokio::time::Instant::now();
+    // This connection's share of `creates_unwritten`, given back when it ends.
+    let mut my_creates = 0usize;
+    let mut creates = edge.creates_unwritten.subscribe();
+    // A frame that does not parse is answered through the engine too, so its
+    // error comes after the answers to the frames before it, as in the original.
+    let answer_bad =
+        |error: String| engine.send(Input::Relay { conn, outgoing: Outgoing::Msg(ServerMsg::error(error)) });
     loop {
         let idle_at = last_activity + edge.limits.idle_timeout;
         tokio::select! {
@@ -506,8 +528,8 @@ async fn serve_connection(stream: TcpStream, edge: &Edge, handshake: OwnedSemaph
                 let text = match frame {
                     Some(Ok(Message::Text(text))) => text,
                     Some(Ok(Message::Binary(bytes))) => if let Ok(text) = String::from_utf8(bytes.to_vec()) { text.into() } else {
-                        let error = ServerMsg::error("Invalid JSON message");
-                        if sink.send(Message::text(error.to_json())).await.is_err() { break; }
+                        outstanding = true;
+                        if !answer_bad("Invalid JSON message".to_owned()) { break; }
                         continue;
                     },
                     Some(Ok(Message::Close(_)) | Err(_)) | None => break,
@@ -519,10 +541,17 @@ async fn serve_connection(stream: TcpStream, edge: &Edge, handshake: OwnedSemaph
                     Ok(msg) => {
                         registered |= matches!(msg, ClientMsg::Register { .. });
                         outstanding = true;
+                        let create = matches!(msg, ClientMsg::CreateTasks { .. });
+                        if create {
+                            my_creates += 1;
+                            edge.creates_unwritten.send_modify(|n| *n += 1);
+                        }
                         if !engine.send(Input::Message { conn, msg }) { break; }
+                        if create && !engine.send(Input::Relay { conn, outgoing: Outgoing::Mark(CREATE_ANSWERED) }) { break; }
                     }
                     Err(error) => {
-                        if sink.send(Message::text(ServerMsg::error(error).to_json())).await.is_err() { break; }
+                        outstanding = true;
+                        if !answer_bad(error) { break; }
                     }
                 }
             }
@@ -530,8 +559,18 @@ async fn serve_connection(stream: TcpStream, edge: &Edge, handshake: OwnedSemaph
                 Some(Outgoing::Msg(msg)) => {
                     last_activity = tokio::time::Instant::now();
                     outstanding = false;
+                    let old_push = matches!(msg, ServerMsg::TaskAssigned { task: Some(_), .. } | ServerMsg::NoTasks { .. });
+                    if old_push && my_creates == 0 {
+                        let _ = tokio::time::timeout(HOLD_PUSH, creates.wait_for(|n| *n == 0)).await;
+                    }
                     if sink.send(Message::text(msg.to_json())).await.is_err() { break; }
                 }
+                Some(Outgoing::Mark(CREATE_ANSWERED)) => {
+                    // Everything before the mark, `tasks_created` too, is written.
+                    my_creates -= 1;
+                    edge.creates_unwritten.send_modify(|n| *n -= 1);
+                }
+                Some(Outgoing::Mark(_)) => {}
                 Some(Outgoing::Close) | None => {
                     let _ = sink.close().await;
                     break;
@@ -545,6 +584,9 @@ async fn serve_connection(stream: TcpStream, edge: &Edge, handshake: OwnedSemaph
                 break;
             }
         }
+    }
+    if my_creates > 0 {
+        edge.creates_unwritten.send_modify(|n| *n -= my_creates);
     }
     engine.send(Input::Disconnected { conn });
 }

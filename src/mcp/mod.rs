@@ -301,10 +301,23 @@ fn result(tool: &str, code: u8, stdout: &str, stderr: &str) -> CallToolResult {
 /// The command an answer says to run next (`when done: ...` or `next: ...`),
 /// as a tool call: `{"tool": "done", "arguments": {...}}`.
 fn printed_next_command(stdout: &str) -> Option<Value> {
-    stdout.lines().find_map(|line| {
-        let command = line.strip_prefix("when done: ").or_else(|| line.strip_prefix("next: "))?;
-        as_tool_call(command)
-    })
+    stdout
+        .lines()
+        .find_map(|line| {
+            let command = line.strip_prefix("when done: ").or_else(|| line.strip_prefix("next: "))?;
+            as_tool_call(command)
+        })
+        .or_else(|| done_command_in_task_file(stdout))
+}
+
+/// A `done` command too long to print (a task with many output files) is
+/// under "When done" in the task's file, which the answer names.
+fn done_command_in_task_file(stdout: &str) -> Option<Value> {
+    let line = stdout.lines().find(|l| l.starts_with(crate::cli::worker::DONE_IN_FILE))?;
+    let path = line.strip_prefix(crate::cli::worker::DONE_IN_FILE)?.rsplit_once(" (it names ")?.0;
+    let task = std::fs::read_to_string(path).ok()?;
+    let command = task.split_once("## When done\n\n")?.1.lines().next()?.trim();
+    as_tool_call(command)
 }
 
 /// `mcc worker done t1 --as w --deliverable a.md --score 5` as
