@@ -6,6 +6,7 @@ mod support;
 mod author;
 mod cockpit;
 mod durability;
+mod effects;
 mod engineer;
 mod faults;
 mod fencing;

@@ -72,6 +72,11 @@ pub enum Input {
         attempt: u32,
         outcome: Outcome,
     },
+    /// A command a workflow call waits on finished (see [`Policy::take_commands`]).
+    WorkflowCommand {
+        call: u64,
+        outcome: Outcome,
+    },
     /// Load (or reload) a workflow; the answer goes to `conn` if any.
     LoadWorkflow {
         conn: Option<ConnId>,
@@ -153,6 +158,15 @@ struct Judging {
     worker: String,
     wait: Duration,
     old_protocol: bool,
+    /// When a waiting `done` is told the verdict is pending.
+    deadline: Option<Instant>,
+}
+
+impl Judging {
+    /// Nobody waits: a report file, a restart, a judgement asked again.
+    fn nobody(worker: String) -> Self {
+        Self { conn: None, worker, wait: Duration::ZERO, old_protocol: false, deadline: None }
+    }
 }
 
 /// A handle to send inputs to the engine.
@@ -186,6 +200,12 @@ pub struct Engine {
     coordinator: Option<ConnId>,
     waiters: Vec<Waiter>,
     judging: HashMap<TaskId, Judging>,
+    /// Validation commands running, per (task, attempt).
+    validations: HashMap<(TaskId, u32), judge::Validation>,
+    /// Commands the workflow's parked calls wait on, by call id.
+    workflow_calls: HashMap<u64, crate::command::Handle>,
+    /// Submitted tasks whose `accept` waits on a command.
+    accept_pending: BTreeSet<TaskId>,
     /// Answers held until the batch is committed.
     outgoing: Vec<(ConnId, ServerMsg)>,
     /// Problems shown in status: bad report files, workflow errors.
@@ -232,6 +252,9 @@ impl Engine {
                     coordinator: None,
                     waiters: Vec::new(),
                     judging: HashMap::new(),
+                    validations: HashMap::new(),
+                    workflow_calls: HashMap::new(),
+                    accept_pending: BTreeSet::new(),
                     outgoing: Vec::new(),
                     problems: Vec::new(),
                     log: Vec::new(),
@@ -259,7 +282,7 @@ impl Engine {
         }
         for id in resubmit {
             let worker = self.scheduler.task(&id).and_then(|t| t.holder.clone()).unwrap_or_default();
-            self.judging.insert(id.clone(), Judging { conn: None, worker, wait: Duration::ZERO, old_protocol: false });
+            self.judging.insert(id.clone(), Judging::nobody(worker));
             self.start_judging(&id);
         }
     }
@@ -309,6 +332,8 @@ impl Engine {
 
     fn next_wakeup(&self) -> Option<Instant> {
         let waits = self.waiters.iter().filter_map(|w| w.deadline);
+        let verdicts = self.judging.values().filter(|j| j.conn.is_some()).filter_map(|j| j.deadline);
+        let waits = waits.chain(verdicts);
         let checkpoint = self.scheduler.next_deadline().map(|_| self.leases_written + LEASE_CHECKPOINT);
         waits.chain(self.scheduler.next_deadline()).chain(self.policy.next_wakeup()).chain(checkpoint).min()
     }
@@ -325,6 +350,10 @@ impl Engine {
         if let Err(e) = self.policy.step(&mut self.scheduler) {
             self.problem(format!("workflow: {e}"));
         }
+        self.workflow_verdicts();
+        self.start_workflow_commands();
+        self.end_stale_validations();
+        self.verdicts_overdue(now);
         for line in self.policy.take_log() {
             eprintln!("mcc workflow: {line}");
             self.log.push(line);
@@ -403,6 +432,7 @@ impl Engine {
             Input::ReportFile { path, full, report, rescan } => self.report_file(path, full, report, rescan),
             Input::ReportFileRejected { path, error } => self.problem(format!("report file {path}: {error}")),
             Input::Validated { task, attempt, outcome } => self.validated(&task, attempt, &outcome),
+            Input::WorkflowCommand { call, outcome } => self.workflow_command_done(call, outcome),
             Input::LoadWorkflow { conn, path } => self.load_workflow(conn, path),
             Input::FilesChanged { paths } => self.policy.files_changed(paths),
             Input::Shutdown { message } => self.stopping = Some(message),
@@ -428,6 +458,7 @@ impl Engine {
                 });
                 policy.restore(state, EngineHandle { tx: self.tx.clone() });
                 self.policy = policy;
+                self.drop_parked_calls();
                 // Start its phase now: requests later in this batch already see its tasks.
                 if let Err(e) = self.policy.step(&mut self.scheduler) {
                     self.problem(format!("workflow: {e}"));

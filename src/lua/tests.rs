@@ -26,7 +26,23 @@ impl Fixture {
         let path = self.write("wf.lua", source);
         let mut w = Workflow::load(&path, self.dir.path())?;
         w.step(&mut self.scheduler).map_err(|e| e.0)?;
+        self.finish_commands(&mut w)?;
         Ok(w)
+    }
+
+    /// Run the commands parked calls wait on, as the engine would, until none is left.
+    fn finish_commands(&mut self, w: &mut Workflow) -> Result<(), String> {
+        loop {
+            let commands = w.take_commands();
+            if commands.is_empty() {
+                return Ok(());
+            }
+            for (call, job) in commands {
+                let outcome = crate::command::Supervisor::workflows().run(job).unwrap();
+                w.command_done(call, outcome, &mut self.scheduler).map_err(|e| e.0)?;
+            }
+            w.step(&mut self.scheduler).map_err(|e| e.0)?;
+        }
     }
 
     fn ids(&self) -> Vec<String> {
@@ -286,7 +302,7 @@ fn accept_verdicts_and_the_default_that_follows_validation() {
     let judge = |w: &mut Workflow, f: &Fixture, notes: &str, outcome: Option<&Outcome>| {
         let mut report = Report::completed("a", "w", vec![]);
         report.notes = Some(notes.to_owned());
-        w.accept(&a, &report, outcome, &f.scheduler)
+        w.accept(&a, &report, outcome, &f.scheduler).map(Option::unwrap)
     };
     assert_eq!(judge(&mut w, &f, "ok", None), Ok(Verdict::Accept));
     assert_eq!(judge(&mut w, &f, "list", None), Ok(Verdict::Reject(vec!["one".into(), "two".into()])));
@@ -302,7 +318,7 @@ fn accept_verdicts_and_the_default_that_follows_validation() {
     let mut b = a.clone();
     b.phase = Some("plain".into());
     b.spec.acceptance.validation = Some("exit 1".into());
-    let verdict = w.accept(&b, &Report::completed("b", "w", vec![]), Some(&failed), &f.scheduler).unwrap();
+    let verdict = w.accept(&b, &Report::completed("b", "w", vec![]), Some(&failed), &f.scheduler).unwrap().unwrap();
     assert_eq!(verdict, Verdict::Reject(vec!["validation `exit 1` exited 1: bad".into()]));
 }
 
