@@ -188,8 +188,9 @@ fn a_cancelled_task_kills_its_running_validation_with_its_group() {
     assert_eq!(added["type"], "tasks_added", "{added}");
     let o = offer(&mut ws, "w1");
     ws.send(done_msg("w1", &o, 0));
-    eventually("the validation runs", || project.path("child.pid").exists() && project.path("sh.pid").exists());
-    let (sh, child) = (project.read("sh.pid").trim().to_owned(), project.read("child.pid").trim().to_owned());
+    let pid = |name: &str| std::fs::read_to_string(project.path(name)).unwrap_or_default().trim().to_owned();
+    eventually("the validation runs", || !pid("child.pid").is_empty() && !pid("sh.pid").is_empty());
+    let (sh, child) = (pid("sh.pid"), pid("child.pid"));
     assert!(alive(&child));
     let mut engineer = hub.connect();
     let cancelled = engineer.ask(json!({"type":"cancel","taskId":"v"}));
@@ -218,4 +219,45 @@ fn a_done_whose_verdict_waits_on_validation_is_told_it_is_pending() {
     assert!(other["error"].as_str().unwrap().contains("nobody holds it"), "{other}");
     std::fs::write(project.path("go"), "").unwrap();
     eventually("the verdict arrives", || snapshot(&mut ws)["counts"]["accepted"] == 1);
+}
+
+#[test]
+fn worker_run_kills_a_task_command_and_everything_it_started_at_the_lease_margin() {
+    let project = Project::new();
+    let hub = Hub::start(project.root(), &[]);
+    let mut ws = hub.connect();
+    let added = ws.ask(json!({"type":"add_tasks","tasks":[{"id":"long","description":"never ends","lease":"2s"}]}));
+    assert_eq!(added["type"], "tasks_added", "{added}");
+    let script = "sleep 1000 & echo $! > child.pid; echo $$ > sh.pid; wait";
+    let run = project.mcc().args(["worker", "run", "--as", "w1", "--max-tasks", "1", "--", "sh", "-c", script]).run();
+    assert!(run.stdout.contains("ran past the task's lease of 2s"), "{run:?}");
+    let (sh, child) = (project.read("sh.pid").trim().to_owned(), project.read("child.pid").trim().to_owned());
+    eventually("the command and the sleep it started are gone", || !alive(&sh) && !alive(&child));
+}
+
+#[test]
+fn worker_run_stopped_by_sigterm_kills_its_task_command_group() {
+    let project = Project::new();
+    let hub = Hub::start(project.root(), &[]);
+    let mut ws = hub.connect();
+    ws.ask(json!({"type":"add_tasks","tasks":[{"id":"long","description":"never ends"}]}));
+    let script = "sleep 1000 & echo $! > child.pid; echo $$ > sh.pid; wait";
+    let mut worker = std::process::Command::new(crate::support::mcc_bin())
+        .args(["worker", "run", "--as", "w1", "--", "sh", "-c", script])
+        .current_dir(project.root())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let pid = |name: &str| std::fs::read_to_string(project.path(name)).unwrap_or_default().trim().to_owned();
+    eventually("the task command runs", || !pid("child.pid").is_empty() && !pid("sh.pid").is_empty());
+    let (sh, child) = (pid("sh.pid"), pid("child.pid"));
+    rustix::process::kill_process(
+        rustix::process::Pid::from_raw(i32::try_from(worker.id()).unwrap()).unwrap(),
+        rustix::process::Signal::TERM,
+    )
+    .unwrap();
+    let status = worker.wait().unwrap();
+    assert_eq!(status.code(), Some(143), "{status:?}");
+    eventually("the command and the sleep it started are gone", || !alive(&sh) && !alive(&child));
 }

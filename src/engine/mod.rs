@@ -116,6 +116,8 @@ pub const MAX_WAITERS: usize = 4096;
 const LEASE_CHECKPOINT: Duration = Duration::from_secs(1);
 /// How many inputs share one commit at most.
 const MAX_BATCH: usize = 1024;
+/// How often a workflow that did not load is looked at for a fix.
+const LOOK_FOR_FIX: Duration = Duration::from_millis(250);
 
 /// How a waiting worker's answer is wrapped when work turns up (or not).
 #[derive(Debug, Clone)]
@@ -212,9 +214,9 @@ pub struct Engine {
     problems: Vec<String>,
     /// The workflow's `ctx.log` lines, newest last.
     log: Vec<String>,
-    /// A workflow that failed to load, and its file's modification time then:
-    /// it is loaded again once the file changes.
-    failed_load: Option<(PathBuf, Option<std::time::SystemTime>)>,
+    /// A workflow that failed to load, the stamp of its sources then, and
+    /// when they were last looked at: it is loaded again once they change.
+    failed_load: Option<(PathBuf, u64, Instant)>,
     /// A workflow has loaded since start: a later failed load keeps it.
     workflow_loaded: bool,
     /// Submitted tasks whose `accept` raised: judged again when a workflow loads or on retry.
@@ -308,6 +310,8 @@ impl Engine {
                     Err(_) => break,
                 }
             }
+            // Before the inputs: a status asked now sees the fixed workflow.
+            self.reload_fixed_workflow();
             for input in batch {
                 self.handle(input);
             }
@@ -335,16 +339,27 @@ impl Engine {
         let verdicts = self.judging.values().filter(|j| j.conn.is_some()).filter_map(|j| j.deadline);
         let waits = waits.chain(verdicts);
         let checkpoint = self.scheduler.next_deadline().map(|_| self.leases_written + LEASE_CHECKPOINT);
-        waits.chain(self.scheduler.next_deadline()).chain(self.policy.next_wakeup()).chain(checkpoint).min()
+        let reload = self.failed_load.as_ref().map(|(_, _, looked)| *looked + LOOK_FOR_FIX);
+        let wakeups = waits.chain(self.scheduler.next_deadline()).chain(self.policy.next_wakeup());
+        wakeups.chain(checkpoint).chain(reload).min()
+    }
+
+    /// A workflow that did not load is loaded again once its file or any
+    /// `.lua` file beside it changes (an error may be in a module it requires).
+    fn reload_fixed_workflow(&mut self) {
+        let Some((path, stamp, looked)) = self.failed_load.clone() else { return };
+        if looked.elapsed() < LOOK_FOR_FIX {
+            return;
+        }
+        if sources_stamp(&path) == stamp {
+            self.failed_load = Some((path, stamp, Instant::now()));
+        } else {
+            self.load_workflow(None, path);
+        }
     }
 
     /// Expire leases, let the workflow act, hand out work, time out waits.
     fn settle(&mut self) {
-        if let Some((path, seen)) = self.failed_load.clone()
-            && modified(&path) != seen
-        {
-            self.load_workflow(None, path);
-        }
         let now = Instant::now();
         self.scheduler.expire(now);
         if let Err(e) = self.policy.step(&mut self.scheduler) {
@@ -480,7 +495,7 @@ impl Engine {
                 }
             }
             Err(e) => {
-                self.failed_load = Some((path.clone(), modified(&path)));
+                self.failed_load = Some((path.clone(), sources_stamp(&path), Instant::now()));
                 let text =
                     format!("workflow {} did not load: {e}; fix the file and it is loaded again", path.display());
                 if let Some(c) = conn {
@@ -698,8 +713,29 @@ impl Engine {
     }
 }
 
-fn modified(path: &Path) -> Option<std::time::SystemTime> {
-    std::fs::metadata(path).and_then(|m| m.modified()).ok()
+/// A stamp of a workflow's sources: the file and the `.lua` files under its
+/// folder (where `require` looks first), by path, size and modification time.
+fn sources_stamp(path: &Path) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    let stamp = |p: &Path, hasher: &mut std::collections::hash_map::DefaultHasher| {
+        let meta = std::fs::metadata(p).ok();
+        (p, meta.as_ref().map(std::fs::Metadata::len), meta.and_then(|m| m.modified().ok())).hash(hasher);
+    };
+    stamp(path, &mut hasher);
+    if let Some(dir) = path.parent() {
+        let lua = walkdir::WalkDir::new(dir)
+            .max_depth(4)
+            .sort_by_file_name()
+            .into_iter()
+            .filter_entry(|e| !matches!(e.file_name().to_str(), Some(".mcc" | ".git" | "target" | "node_modules")))
+            .filter_map(Result::ok)
+            .filter(|e| e.file_type().is_file() && e.path().extension().is_some_and(|x| x == "lua"));
+        for entry in lua.take(2000) {
+            stamp(entry.path(), &mut hasher);
+        }
+    }
+    hasher.finish()
 }
 
 /// A worker name must be usable on a command line as it is.
