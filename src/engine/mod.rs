@@ -13,11 +13,12 @@ pub mod views;
 
 use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
-use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender as Sender};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use tokio::sync::mpsc::UnboundedSender;
+use tokio::sync::mpsc::Sender as Outbox;
+use tokio::sync::mpsc::error::TrySendError;
 
 pub use policy::{DefaultPolicy, HeldPolicy, Policy, PolicyError};
 pub use submit::{Source, Submission};
@@ -43,7 +44,7 @@ pub enum Outgoing {
 pub enum Input {
     Connected {
         conn: ConnId,
-        outbox: UnboundedSender<Outgoing>,
+        outbox: Outbox<Outgoing>,
     },
     Disconnected {
         conn: ConnId,
@@ -114,8 +115,39 @@ pub const MAX_WAITERS: usize = 4096;
 /// How often the time left on held leases is written while nothing else
 /// changes: the most a lease can gain from a `kill -9` of the hub.
 const LEASE_CHECKPOINT: Duration = Duration::from_secs(1);
+/// Inputs waiting for the engine at most: a sender past it waits (backpressure).
+pub const ENGINE_QUEUE: usize = 16_384;
+/// Answers waiting for one connection's reader at most: a reader this far
+/// behind is cut off (its queue never grows without bound). Connections
+/// make their outbox with this capacity.
+pub const OUTBOX: usize = 4096;
 /// How many inputs share one commit at most.
 const MAX_BATCH: usize = 1024;
+/// Tasks a store holds at most unless `--max-tasks` says otherwise: far past
+/// any real project, well short of what would sink the hub (707k tasks took
+/// 6.7 GB).
+pub const DEFAULT_MAX_TASKS: usize = 200_000;
+static MAX_TASKS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(DEFAULT_MAX_TASKS);
+
+/// Set the most tasks the store of this process's hub may hold
+/// (`mcc hub --max-tasks`, `mcc run --max-tasks`).
+pub fn set_max_tasks(max: usize) {
+    MAX_TASKS.store(max.max(1), std::sync::atomic::Ordering::Relaxed);
+}
+
+/// Whether `adding` more tasks fit the store; the error names the limit and the flag.
+pub fn room_for(scheduler: &Scheduler, adding: usize) -> Result<(), String> {
+    let max = MAX_TASKS.load(std::sync::atomic::Ordering::Relaxed);
+    let held = scheduler.tasks().count();
+    if held + adding <= max {
+        return Ok(());
+    }
+    Err(format!(
+        "adding {adding} tasks to the {held} this hub holds would pass its limit of {max} tasks; \
+         cancel or finish work first, or start the hub with a larger limit (`mcc hub --max-tasks N`, `mcc run --max-tasks N`)"
+    ))
+}
+
 /// How often a workflow that did not load is looked at for a fix.
 const LOOK_FOR_FIX: Duration = Duration::from_millis(250);
 
@@ -149,7 +181,7 @@ enum Role {
 }
 
 struct Conn {
-    outbox: UnboundedSender<Outgoing>,
+    outbox: Outbox<Outgoing>,
     role: Role,
 }
 
@@ -185,7 +217,8 @@ impl From<Sender<Input>> for EngineHandle {
 }
 
 impl EngineHandle {
-    /// Send an input; false when the engine has stopped.
+    /// Send an input, waiting while the engine's queue is full; false when
+    /// the engine has stopped.
     pub fn send(&self, input: Input) -> bool {
         self.tx.send(input).is_ok()
     }
@@ -238,7 +271,7 @@ impl Engine {
         let (tasks, workers) = store.load()?;
         let scheduler = Scheduler::restore(config.settings.clone(), tasks, workers);
         let workflow_path = store.meta("workflow_path")?.map(PathBuf::from);
-        let (tx, rx) = std::sync::mpsc::channel();
+        let (tx, rx) = std::sync::mpsc::sync_channel(ENGINE_QUEUE);
         let engine_tx = tx.clone();
         let handle = std::thread::Builder::new()
             .name("mcc-engine".into())
@@ -389,18 +422,26 @@ impl Engine {
             meta.push(("run_finished", finished.to_string()));
         }
         self.store.commit(&self.scheduler, &changes, &meta)?;
-        for (conn, msg) in self.outgoing.drain(..) {
-            if let Some(c) = self.conns.get(&conn) {
-                let _ = c.outbox.send(Outgoing::Msg(msg));
+        let mut too_slow = Vec::new();
+        for (conn, msg) in std::mem::take(&mut self.outgoing) {
+            if let Some(c) = self.conns.get(&conn)
+                && let Err(TrySendError::Full(_)) = c.outbox.try_send(Outgoing::Msg(msg))
+            {
+                too_slow.push(conn);
             }
+        }
+        for conn in too_slow {
+            // Dropping its outbox ends the connection once what is queued is written.
+            eprintln!("mcc hub: closing connection {conn}: {OUTBOX} answers wait for a reader that does not read them");
+            self.handle(Input::Disconnected { conn });
         }
         Ok(())
     }
 
     fn shutdown(&mut self, message: &str) {
         for conn in self.conns.values() {
-            let _ = conn.outbox.send(Outgoing::Msg(ServerMsg::ServerShutdown { message: message.to_owned() }));
-            let _ = conn.outbox.send(Outgoing::Close);
+            let _ = conn.outbox.try_send(Outgoing::Msg(ServerMsg::ServerShutdown { message: message.to_owned() }));
+            let _ = conn.outbox.try_send(Outgoing::Close);
         }
     }
 
@@ -707,6 +748,7 @@ impl Engine {
             }
             specs.push(spec);
         }
+        room_for(&self.scheduler, specs.len()).map_err(|e| ServerMsg::error_code(e, "too_many_tasks"))?;
         self.scheduler
             .add_tasks(specs, None, Instant::now())
             .map_err(|r| ServerMsg::error_code(r.to_string(), r.code()))
@@ -757,3 +799,6 @@ fn human(d: Duration) -> String {
     let secs = d.as_secs();
     if secs >= 120 { format!("{}m", secs / 60) } else { format!("{secs}s") }
 }
+
+#[cfg(test)]
+mod tests;

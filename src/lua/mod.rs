@@ -389,6 +389,8 @@ impl Workflow {
             self.shared.changes.borrow_mut().clear();
             format!("{place}: in split of phase \"{}\": split must return a list of tasks: {e}", p.name)
         })?;
+        crate::engine::room_for(scheduler, specs.len())
+            .map_err(|e| format!("{place}: in split of phase \"{}\": {e}", p.name))?;
         scheduler
             .add_tasks(specs, Some(&p.name), Instant::now())
             .map_err(|e| format!("{place}: in split of phase \"{}\": {e}", p.name))?;
@@ -401,6 +403,10 @@ impl Workflow {
         for change in changes {
             let result = match change {
                 Change::Add(specs, phase) => {
+                    if let Err(e) = crate::engine::room_for(scheduler, specs.len()) {
+                        errors.push(format!("{}: ctx.add_task: {e}", self.file));
+                        continue;
+                    }
                     let phase = if phase.is_empty() { None } else { Some(phase) };
                     scheduler.add_tasks(specs, phase.as_deref(), Instant::now()).map(|_| ())
                 }
