@@ -496,3 +496,15 @@ fn a_did_not_load_problem_goes_once_a_fixed_module_lets_the_workflow_load() {
     });
     assert_eq!(next(&mut ws, "w1")["task"]["id"], "a");
 }
+
+#[test]
+fn check_runs_the_commands_a_split_waits_on_and_lists_its_tasks() {
+    let project = Project::new();
+    project.write(
+        "wf.lua",
+        "return { name = 'counted', phases = { { name = 'p', split = function(ctx)\n  local r = ctx.run('echo from-the-command')\n  return { { id = r.stdout:gsub('%s', ''), description = 'd' } }\nend } } }",
+    );
+    let run = project.mcc().args(["check", "wf.lua"]).run();
+    assert_eq!(run.code, 0, "{run:?}");
+    assert!(run.stdout.contains("would create 1 task") && run.stdout.contains("from-the-command"), "{run:?}");
+}

@@ -22,8 +22,13 @@ fn a_reader_that_does_not_read_is_cut_off_and_its_queue_stays_bounded() {
     for _ in 0..50 {
         assert!(engine.send(Input::Message { conn: 1, msg: ClientMsg::Status {} }));
     }
-    // Nothing was read while the 50 answers were made: 8 fit, then the
-    // engine let go of the connection, which ends its queue.
+    // A second connection's answer comes after all 50 were handled (inputs
+    // are taken in order), so nothing of the first was read meanwhile.
+    let (probe, mut probe_inbox) = tokio::sync::mpsc::channel(8);
+    assert!(engine.send(Input::Connected { conn: 2, outbox: probe }));
+    assert!(engine.send(Input::Message { conn: 2, msg: ClientMsg::Status {} }));
+    assert!(probe_inbox.blocking_recv().is_some());
+    // 8 answers fit, then the engine let go of the connection, which ends its queue.
     let mut queued = 0;
     while inbox.blocking_recv().is_some() {
         queued += 1;

@@ -239,6 +239,25 @@ impl Workflow {
         Ok(workflow)
     }
 
+    /// Step, running the commands parked calls wait on right here until none
+    /// is left: for `mcc check`, which has no engine to run them beside.
+    pub fn step_waiting(&mut self, scheduler: &mut Scheduler) -> Result<(), String> {
+        self.step(scheduler).map_err(|e| e.0)?;
+        loop {
+            let commands = self.take_commands();
+            if commands.is_empty() {
+                return Ok(());
+            }
+            for (call, job) in commands {
+                let outcome = crate::command::Supervisor::workflows()
+                    .run(job)
+                    .map_err(|e| format!("{}: ctx.run: could not start `sh`: {e}", self.file))?;
+                self.command_done(call, outcome, scheduler).map_err(|e| e.0)?;
+            }
+            self.step(scheduler).map_err(|e| e.0)?;
+        }
+    }
+
     /// The name of the workflow.
     pub fn workflow_name(&self) -> &str {
         &self.name

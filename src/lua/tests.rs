@@ -25,24 +25,8 @@ impl Fixture {
     fn load(&mut self, source: &str) -> Result<Workflow, String> {
         let path = self.write("wf.lua", source);
         let mut w = Workflow::load(&path, self.dir.path())?;
-        w.step(&mut self.scheduler).map_err(|e| e.0)?;
-        self.finish_commands(&mut w)?;
+        w.step_waiting(&mut self.scheduler)?;
         Ok(w)
-    }
-
-    /// Run the commands parked calls wait on, as the engine would, until none is left.
-    fn finish_commands(&mut self, w: &mut Workflow) -> Result<(), String> {
-        loop {
-            let commands = w.take_commands();
-            if commands.is_empty() {
-                return Ok(());
-            }
-            for (call, job) in commands {
-                let outcome = crate::command::Supervisor::workflows().run(job).unwrap();
-                w.command_done(call, outcome, &mut self.scheduler).map_err(|e| e.0)?;
-            }
-            w.step(&mut self.scheduler).map_err(|e| e.0)?;
-        }
     }
 
     fn ids(&self) -> Vec<String> {
