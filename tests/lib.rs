@@ -7,6 +7,7 @@ mod answers;
 mod author;
 mod cockpit;
 mod durability;
+mod effects;
 mod engineer;
 mod faults;
 mod fencing;

@@ -476,3 +476,35 @@ fn a_workflow_that_reaches_for_the_system_is_refused_with_its_line() {
     );
     assert!(!project.path("pwned").exists());
 }
+
+#[test]
+fn a_did_not_load_problem_goes_once_a_fixed_module_lets_the_workflow_load() {
+    let project = Project::new();
+    project.write("flows/helper.lua", "return { tasks = { { id = 'a', description = 'a' } ");
+    let wf = project.write(
+        "flows/wf.lua",
+        "local helper = require('helper')\nreturn { name = 'with-module', phases = { { name = 'p', tasks = helper.tasks } } }",
+    );
+    let hub = Hub::start(project.root(), &["--workflow", &wf.display().to_string()]);
+    let mut ws = hub.connect();
+    eventually("the load failure is shown", || problems(&mut ws).contains("did not load"));
+    // Only the module is fixed; the workflow file itself is untouched.
+    project.write("flows/helper.lua", "return { tasks = { { id = 'a', description = 'a' } } }");
+    eventually("the fixed workflow loads and the problem is gone", || {
+        let snap = snapshot(&mut ws);
+        snap["policy"] == "with-module" && !snap["problems"].to_string().contains("did not load")
+    });
+    assert_eq!(next(&mut ws, "w1")["task"]["id"], "a");
+}
+
+#[test]
+fn check_runs_the_commands_a_split_waits_on_and_lists_its_tasks() {
+    let project = Project::new();
+    project.write(
+        "wf.lua",
+        "return { name = 'counted', phases = { { name = 'p', split = function(ctx)\n  local r = ctx.run('echo from-the-command')\n  return { { id = r.stdout:gsub('%s', ''), description = 'd' } }\nend } } }",
+    );
+    let run = project.mcc().args(["check", "wf.lua"]).run();
+    assert_eq!(run.code, 0, "{run:?}");
+    assert!(run.stdout.contains("would create 1 task") && run.stdout.contains("from-the-command"), "{run:?}");
+}

@@ -261,3 +261,34 @@ fn output_into_a_closed_pipe_ends_quietly_like_any_unix_tool() {
     assert_eq!(out.status.code(), Some(141));
     assert_eq!(String::from_utf8_lossy(&out.stderr), "", "no panic message");
 }
+
+/// Processes whose working folder is inside `root` (what a run left behind).
+fn processes_in(root: &Path) -> Vec<String> {
+    let root = std::fs::canonicalize(root).unwrap();
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().filter_map(Result::ok) {
+        let Ok(cwd) = std::fs::read_link(entry.path().join("cwd")) else { continue };
+        if cwd.starts_with(&root) {
+            let cmdline = std::fs::read_to_string(entry.path().join("cmdline")).unwrap_or_default();
+            found.push(format!("{} {}", entry.file_name().to_string_lossy(), cmdline.replace('\0', " ")));
+        }
+    }
+    found
+}
+
+#[test]
+fn fix_tests_with_six_second_test_scripts_stays_attached_and_leaves_nothing_behind() {
+    let project = project_with("fix-tests.lua");
+    for name in ["a", "b"] {
+        project.write(
+            &format!("tests/{name}.sh"),
+            &format!("sleep 6\ntest -f fixed-{name} || {{ echo '{name} is broken' >&2; exit 1; }}\n"),
+        );
+    }
+    project.write("w.sh", "touch \"fixed-${MCC_TASK_ID#fix-}\"\n");
+    let out = run(&project, "fix-tests.lua", 2, "w.sh");
+    assert_eq!(out.code, 0, "{out:?}");
+    assert!(out.stdout.contains("workflow finished"), "{}", out.stdout);
+    assert!(!project.path(".mcc/hub.json").exists(), "the hub's address file was removed");
+    eventually("no process of the run is left", || processes_in(project.root()).is_empty());
+}

@@ -215,3 +215,28 @@ fn stopping_the_hub_kills_a_running_validation_and_all_it_started() {
     crate::support::eventually("the validation's whole group is gone", || live_members(pgid) == 0);
     assert!(!project.path("late").exists(), "the background job died with its group");
 }
+
+#[test]
+fn a_store_holds_at_most_max_tasks_and_the_refusal_names_the_limit_and_the_flag() {
+    let project = Project::new();
+    let hub = Hub::start(project.root(), &["--max-tasks", "3"]);
+    let mut ws = hub.connect();
+    let task = |id: &str| json!({"id": id, "description": id});
+    let first = ws.ask(json!({"type":"add_tasks","tasks":[task("a"), task("b")]}));
+    assert_eq!(first["type"], "tasks_added", "{first}");
+    let past = ws.ask(json!({"type":"add_tasks","tasks":[task("c"), task("d")]}));
+    assert_eq!(past["code"], "too_many_tasks", "{past}");
+    let error = past["error"].as_str().unwrap();
+    assert!(error.contains("limit of 3 tasks") && error.contains("--max-tasks"), "{error}");
+    let last = ws.ask(json!({"type":"add_tasks","tasks":[task("c")]}));
+    assert_eq!(last["type"], "tasks_added", "{last}");
+    // Tasks a workflow adds count too.
+    let wf = project.write(
+        "wf.lua",
+        "return { name = 'many', phases = { { name = 'p', split = function(ctx)\n  return { { id = 'x', description = 'x' } }\nend } } }",
+    );
+    let loaded = ws.ask(json!({"type":"load_workflow","path": wf.display().to_string()}));
+    assert_eq!(loaded["type"], "ack", "{loaded}");
+    let problems = ws.ask(json!({"type":"snapshot"}))["snapshot"]["problems"].to_string();
+    assert!(problems.contains("wf.lua:1: in split of phase") && problems.contains("limit of 3 tasks"), "{problems}");
+}

@@ -7,7 +7,6 @@ use clap::Args;
 use serde_json::json;
 
 use super::exit;
-use crate::engine::Policy;
 use crate::lua::Workflow;
 use crate::scheduler::{Scheduler, Settings};
 
@@ -58,7 +57,7 @@ pub fn run(args: CheckArgs) -> u8 {
     let file = std::path::absolute(&args.file).unwrap_or_else(|_| args.file.clone());
     let mut scheduler = Scheduler::new(Settings::default());
     let loaded = Workflow::load(&file, &root).and_then(|mut w| {
-        w.step(&mut scheduler).map_err(|e| e.0)?;
+        w.step_waiting(&mut scheduler)?;
         Ok(w)
     });
     match loaded {

@@ -37,6 +37,9 @@ pub struct HubArgs {
     /// The most tasks one message may add.
     #[arg(long, default_value_t = hub::Limits::default().max_tasks_per_message)]
     pub max_tasks_per_message: usize,
+    /// The most tasks the store may hold; adding past it is refused with this limit named.
+    #[arg(long, default_value_t = crate::engine::DEFAULT_MAX_TASKS)]
+    pub max_tasks: usize,
     /// Validation commands running at once; more wait their turn.
     #[arg(long, default_value_t = hub::Limits::default().max_commands)]
     pub max_commands: usize,
@@ -70,6 +73,7 @@ impl HubArgs {
 }
 
 pub fn run(args: HubArgs) -> u8 {
+    crate::engine::set_max_tasks(args.max_tasks);
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("start the tokio runtime");
     match runtime.block_on(hub::serve(args.options())) {
         Ok(()) => exit::OK,

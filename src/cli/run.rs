@@ -11,7 +11,7 @@ use clap::Args;
 use serde_json::{Value, json};
 
 use super::exit;
-use crate::client::{self, Connection, Target};
+use crate::client::{self, ClientError, Connection, Target};
 use crate::hub::protocol::{ClientMsg, ServerMsg};
 use crate::hub::{self, HubError, HubFile, HubOptions};
 use crate::scheduler::{Settings, TaskState};
@@ -43,6 +43,9 @@ pub struct RunArgs {
     /// Grants after which a task that is not accepted fails.
     #[arg(long, default_value_t = 5)]
     pub max_attempts: u32,
+    /// The most tasks the store may hold (when this command starts the hub).
+    #[arg(long, default_value_t = crate::engine::DEFAULT_MAX_TASKS)]
+    pub max_tasks: usize,
     /// Start N local headless workers running COMMAND (given after `--`).
     #[arg(long, default_value_t = 0, requires = "command")]
     pub spawn: usize,
@@ -69,6 +72,16 @@ const RUN_ENDED: &str = "The workflow run ended";
 
 /// How often progress is read from the hub.
 const POLL: Duration = Duration::from_millis(300);
+/// How long one wait for a snapshot lasts before the hub is checked for life.
+const SNAPSHOT_WAIT: Duration = Duration::from_secs(10);
+/// How often a slow engine is mentioned while `mcc run` waits for it.
+const SLOW_NOTICE: Duration = Duration::from_secs(30);
+
+/// Whether the hub is alive: it greets a new connection from its own task,
+/// without the engine, so a busy workflow still answers this.
+fn hub_answers(target: &Target) -> bool {
+    Connection::open(target).map(Connection::close).is_ok()
+}
 
 pub fn run(args: RunArgs) -> u8 {
     match run_inner(&args) {
@@ -130,11 +143,12 @@ fn run_inner(args: &RunArgs) -> Result<u8, String> {
     for worker in &mut workers {
         stop_worker(worker);
     }
-    let snapshot = outcome?;
-    let summary = summarize(&root, &snapshot, started.elapsed())?;
+    let summary = outcome.and_then(|snapshot| summarize(&root, &snapshot, started.elapsed()));
     if let Some(hub) = own_hub {
+        // Stopped whatever happened: its commands die with it and .mcc/hub.json goes.
         runtime.block_on(hub.stop(RUN_ENDED)).map_err(|e| e.to_string())?;
     }
+    let summary = summary?;
     print_summary(args, &summary);
     Ok(if summary["finished"] == true { exit::OK } else { exit::ERROR })
 }
@@ -209,6 +223,7 @@ fn attach(root: &Path) -> Option<Target> {
 }
 
 async fn start_hub(args: &RunArgs, root: &Path, file: &Path) -> Result<hub::RunningHub, String> {
+    crate::engine::set_max_tasks(args.max_tasks);
     let options = |port| HubOptions {
         root: root.to_owned(),
         port,
@@ -269,16 +284,48 @@ async fn watch(args: &RunArgs, target: &Target, root: &Path, file: &Path, starte
     let target = target.clone();
     let mut screen = Screen::new(!args.quiet && !args.json);
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let tell = !args.quiet && !args.json;
     // One blocking connection for the whole run, on its own thread.
     std::thread::spawn(move || {
         let mut conn = Connection::open(&target);
+        // A snapshot asked for and not yet answered: its answer still comes on this connection.
+        let mut asked: Option<Instant> = None;
+        let mut told = Instant::now().checked_sub(SLOW_NOTICE).unwrap_or_else(Instant::now);
         loop {
             let snapshot = match conn.as_mut() {
-                Ok(c) => match c.request(&ClientMsg::Snapshot {}, Duration::from_secs(10)) {
-                    Ok(ServerMsg::Snapshot { snapshot }) => Ok(snapshot),
-                    Ok(other) => Err(format!("unexpected answer to snapshot: {}", other.to_json())),
-                    Err(e) => Err(e.to_string()),
-                },
+                Ok(c) => {
+                    let answer = if asked.is_some() {
+                        c.receive(SNAPSHOT_WAIT)
+                    } else {
+                        asked = Some(Instant::now());
+                        c.request(&ClientMsg::Snapshot {}, SNAPSHOT_WAIT)
+                    };
+                    match answer {
+                        Ok(ServerMsg::Snapshot { snapshot }) => {
+                            asked = None;
+                            Ok(snapshot)
+                        }
+                        Ok(other) => Err(format!("unexpected answer to snapshot: {}", other.to_json())),
+                        // Slow is not dead: the hub answers a new connection without
+                        // its engine; while it does, keep waiting for the answer.
+                        Err(ClientError::Timeout(_)) if hub_answers(&target) => {
+                            let waited = asked.map_or(Duration::ZERO, |a| a.elapsed());
+                            if tell && told.elapsed() >= SLOW_NOTICE {
+                                told = Instant::now();
+                                eprintln!(
+                                    "\nthe hub is alive but its engine has not answered for {}s (a long workflow decision); still waiting",
+                                    waited.as_secs()
+                                );
+                            }
+                            continue;
+                        }
+                        Err(ClientError::Timeout(limit)) => Err(format!(
+                            "the hub stopped answering (nothing within {}s, and it takes no new connection)",
+                            limit.as_secs()
+                        )),
+                        Err(e) => Err(e.to_string()),
+                    }
+                }
                 Err(e) => Err(e.to_string()),
             };
             if tx.send(snapshot).is_err() {

@@ -5,12 +5,10 @@
 use std::fmt::Write as _;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use clap::{Args, Subcommand};
 use serde_json::{Value, json};
-use wait_timeout::ChildExt;
 
 use super::exit;
 use crate::client::{self, ClientError, Target};
@@ -768,8 +766,36 @@ impl TaskView {
 
 const SCORE_NOTE: &str = "--score: rate your own context 1-5 (5 fresh; 2 or less means hand over to a fresh chat)";
 
+/// The runner of headless workers' commands: one slot per worker, so none
+/// waits in line while its lease runs.
+fn headless_runner() -> &'static crate::command::Supervisor {
+    static RUNNER: std::sync::OnceLock<crate::command::Supervisor> = std::sync::OnceLock::new();
+    RUNNER.get_or_init(|| crate::command::Supervisor::new(64))
+}
+
+/// On Ctrl-C or SIGTERM, kill every task command's whole process group
+/// before exiting: nothing keeps writing files another worker may get.
+fn kill_commands_on_signal() {
+    std::thread::spawn(|| {
+        let Ok(runtime) = tokio::runtime::Builder::new_current_thread().enable_all().build() else { return };
+        let code = runtime.block_on(async {
+            let Ok(mut term) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) else {
+                return 1;
+            };
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => 130,
+                _ = term.recv() => 143,
+            }
+        });
+        headless_runner().shutdown();
+        eprintln!("mcc worker run: stopped; the task commands were killed with everything they started");
+        std::process::exit(code);
+    });
+}
+
 /// `mcc worker run`: one or more headless workers.
 fn headless(a: &RunArgs) -> u8 {
+    kill_commands_on_signal();
     let base = match name_of(&a.who) {
         Ok(n) => n,
         Err(e) => {
@@ -941,45 +967,25 @@ impl Headless {
         let Some((program, args)) = self.command.split_first() else {
             return Outcome::Failed("no command given after --".to_owned());
         };
-        let child = Command::new(program)
-            .args(args)
-            .current_dir(&self.root)
+        let lease = Duration::from_millis(lease_ms);
+        // Stop before the lease runs out, so the task is ours when we report;
+        // the runner kills the command's whole process group at that limit.
+        let margin = (lease / 10).clamp(Duration::from_millis(500), Duration::from_mins(1));
+        let job = crate::command::Job::program(program, args, &self.root, lease.saturating_sub(margin))
             .env("MCC_TASK_FILE", &file)
             .env("MCC_TASK_ID", id)
             .env("MCC_ATTEMPT", attempt.to_string())
             .env("MCC_WORKER", &self.name)
             .env("MCC_HUB", &self.target.url)
             .env("MCC_REASONS", reasons.join("\n"))
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn();
-        let mut child = match child {
-            Ok(c) => c,
-            Err(e) => return Outcome::Failed(format!("cannot start `{program}`: {e}")),
-        };
-        if let Some(mut stdin) = child.stdin.take() {
-            let _ = stdin.write_all(body.as_bytes());
-        }
-        let stdout = crate::command::drain(child.stdout.take());
-        let stderr = crate::command::drain(child.stderr.take());
-        let lease = Duration::from_millis(lease_ms);
-        // Stop before the lease runs out, so the task is ours when we report.
-        let margin = (lease / 10).clamp(Duration::from_millis(500), Duration::from_mins(1));
-        let deadline = Instant::now() + lease.saturating_sub(margin);
+            .stdin(body.into_bytes());
+        let (tx, rx) = std::sync::mpsc::channel();
+        let _handle = headless_runner().start(job, move |outcome| drop(tx.send(outcome)));
         let beat = (lease / 3).clamp(Duration::from_millis(200), Duration::from_mins(1));
-        let mut next_beat = Instant::now() + beat;
-        let status = loop {
-            let now = Instant::now();
-            let until = next_beat.min(deadline).saturating_duration_since(now);
-            match child.wait_timeout(until) {
-                Ok(Some(status)) => break Some(status),
-                Ok(None) if Instant::now() >= deadline => {
-                    let _ = child.kill();
-                    let _ = child.wait();
-                    break None;
-                }
-                Ok(None) => {
+        let ran = loop {
+            match rx.recv_timeout(beat) {
+                Ok(outcome) => break outcome,
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
                     let note = ClientMsg::Progress {
                         worker: self.name.clone(),
                         task_id: id.to_owned(),
@@ -990,22 +996,25 @@ impl Headless {
                     if let Ok(ServerMsg::Error { error, .. }) = self.request(&note, Duration::ZERO) {
                         self.log(&format!("lost {id}: {error}"));
                     }
-                    next_beat = Instant::now() + beat;
                 }
-                Err(e) => return Outcome::Failed(format!("waiting for `{program}`: {e}")),
+                Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+                    return Outcome::Failed(format!("the runner of `{program}` stopped"));
+                }
             }
         };
-        let out = stdout.join().unwrap_or_default();
-        let err = stderr.join().unwrap_or_default();
-        let Some(status) = status else {
+        if ran.timed_out {
             return Outcome::Failed(format!(
-                "`{program}` ran past the task's lease of {} and was stopped",
+                "`{program}` ran past the task's lease of {} and was stopped with everything it started",
                 human(lease)
             ));
-        };
-        if !status.success() {
+        }
+        let (out, err) = (ran.stdout, ran.stderr);
+        if ran.code != Some(0) {
             let tail = crate::command::tail(&err, 400);
-            let how = status.code().map_or_else(|| "was killed".to_owned(), |c| format!("exited {c}"));
+            if err.starts_with("mcc: could not start") {
+                return Outcome::Failed(tail);
+            }
+            let how = ran.code.map_or_else(|| "was killed".to_owned(), |c| format!("exited {c}"));
             return Outcome::Failed(if tail.is_empty() {
                 format!("`{program}` {how}")
             } else {

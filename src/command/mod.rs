@@ -1,5 +1,5 @@
 //! The one supervised runner for every external command mcc starts
-//! (validation commands, `ctx.run`, and later the headless worker's command).
+//! (validation commands, `ctx.run`, the headless worker's command).
 //!
 //! Each command runs in its own process group, so a time limit, a cancel (the
 //! engine's lease end) or the hub's shutdown kills the command *and* whatever
@@ -79,18 +79,6 @@ pub fn tail(text: &str, max: usize) -> String {
 /// its whole process group is killed after `limit`.
 pub fn run_shell(script: &str, cwd: &Path, limit: Duration) -> std::io::Result<Outcome> {
     Supervisor::global().run(Job::shell(script, cwd, limit))
-}
-
-/// Read a child's pipe to the end on its own thread. Kept for the headless
-/// worker (`src/cli/worker.rs`) until its command runs through a [`Supervisor`].
-pub fn drain(pipe: Option<impl Read + Send + 'static>) -> std::thread::JoinHandle<String> {
-    std::thread::spawn(move || {
-        let mut bytes = Vec::new();
-        if let Some(mut pipe) = pipe {
-            let _ = pipe.read_to_end(&mut bytes);
-        }
-        String::from_utf8_lossy(&bytes).into_owned()
-    })
 }
 
 /// Output kept per stream by default: the first and the last half of this.

@@ -1,49 +1,145 @@
-//! Judging: a submitted report is validated (its command runs off the
-//! engine thread) and the workflow gives the verdict; whoever waits for it
-//! is answered with the verdict and its next task.
+//! Judging: a submitted report is validated and the workflow gives the
+//! verdict; whoever waits for it is answered with the verdict and its next
+//! task.
+//!
+//! Nothing here waits. A validation command starts through the supervised
+//! runner ([`Supervisor::start`]) and its outcome comes back as an
+//! [`Input::Validated`]; its [`Handle`] is kept per (task, attempt) and
+//! cancelled (the whole process group killed) as soon as that grant ends
+//! by cancel, retry or anything else that moves the task on. A workflow's
+//! `accept` that runs a command parks (see `src/lua/calls.rs`) and its
+//! verdict arrives later through [`Policy::take_verdicts`](super::Policy).
+//! Until then the verdict is pending; a worker waiting on `done` hears it
+//! within its wait, or is told it is pending and how to learn it.
 
 use std::time::{Duration, Instant};
 
-use super::{Engine, Input, Judging, Reply};
-use crate::command::{self, Outcome};
-use crate::scheduler::{Judged, TaskState};
+use super::{Engine, Input, Judging, PolicyError, Reply};
+use crate::command::{Handle, Job, Outcome, Supervisor};
+use crate::scheduler::{Judged, TaskId, TaskState, Verdict};
+
+/// The least a `done` waits for its verdict, even one that asked to wait
+/// for nothing: most validations end well within it. Past the worker's wait
+/// (or this), it hears the verdict is pending; the client allows 30 s more.
+const VERDICT_WAIT_FLOOR: Duration = Duration::from_secs(10);
+
+/// When a `done` received now with `wait` is told its verdict is pending.
+pub(super) fn verdict_deadline(now: Instant, wait: Duration) -> Instant {
+    now + wait.max(VERDICT_WAIT_FLOOR)
+}
+
+/// A validation command running for one attempt of a task.
+pub(super) struct Validation {
+    handle: Handle,
+    script: String,
+    since: Instant,
+}
 
 impl Engine {
     pub(super) fn start_judging(&mut self, id: &str) {
         let task = self.scheduler.task(id).expect("submitted task exists");
         match task.spec.acceptance.validation.clone() {
             Some(script) => {
-                let (tx, root, limit, attempt) =
-                    (self.tx.clone(), self.config.root.clone(), self.config.validation_limit, task.attempt);
-                let id = id.to_owned();
-                std::thread::spawn(move || {
-                    let outcome = command::run_shell(&script, &root, limit).unwrap_or_else(|e| Outcome {
-                        code: None,
-                        stdout: String::new(),
-                        stderr: format!("could not start `sh`: {e}"),
-                        timed_out: false,
-                    });
-                    let _ = tx.send(Input::Validated { task: id, attempt, outcome });
+                let attempt = task.attempt;
+                let job = Job::shell(&script, &self.config.root, self.config.validation_limit);
+                let (tx, task_id) = (self.tx.clone(), id.to_owned());
+                let handle = Supervisor::global().start(job, move |outcome| {
+                    let _ = tx.send(Input::Validated { task: task_id, attempt, outcome });
                 });
+                let running = Validation { handle, script, since: Instant::now() };
+                if let Some(old) = self.validations.insert((id.to_owned(), attempt), running) {
+                    old.handle.cancel();
+                }
             }
             None => self.decide(id, None),
         }
     }
 
     pub(super) fn validated(&mut self, id: &str, attempt: u32, outcome: &Outcome) {
+        self.validations.remove(&(id.to_owned(), attempt));
         let current = self.scheduler.task(id).is_some_and(|t| t.state == TaskState::Submitted && t.attempt == attempt);
         if current {
             self.decide(id, Some(outcome));
         }
     }
 
-    /// Ask the policy for a verdict and apply it; answer whoever waits.
+    /// Kill the validations whose grant has ended: the task is no longer
+    /// submitted at that attempt (cancelled, retried, judged by other means).
+    pub(super) fn end_stale_validations(&mut self) {
+        let scheduler = &self.scheduler;
+        self.validations.retain(|(id, attempt), v| {
+            let current = scheduler.task(id).is_some_and(|t| t.state == TaskState::Submitted && t.attempt == *attempt);
+            if !current {
+                v.handle.cancel();
+            }
+            current
+        });
+    }
+
+    /// Ask the policy for a verdict and apply it, or leave it pending.
     pub(super) fn decide(&mut self, id: &str, validation: Option<&Outcome>) {
-        let now = Instant::now();
         let task = self.scheduler.task(id).expect("judged task exists");
         let report = task.report.clone().expect("a submitted task has a report");
-        let attempt = task.attempt;
-        let verdict = match self.policy.accept(task, &report, validation, &self.scheduler) {
+        match self.policy.accept(task, &report, validation, &self.scheduler) {
+            Ok(Some(verdict)) => self.conclude(id, Ok(verdict)),
+            Ok(None) => {
+                self.accept_pending.insert(id.to_owned());
+            }
+            Err(e) => self.conclude(id, Err(e)),
+        }
+    }
+
+    /// Verdicts of `accept` calls that waited on a command.
+    pub(super) fn workflow_verdicts(&mut self) {
+        for (id, attempt, verdict) in self.policy.take_verdicts() {
+            self.accept_pending.remove(&id);
+            let current =
+                self.scheduler.task(&id).is_some_and(|t| t.state == TaskState::Submitted && t.attempt == attempt);
+            if current {
+                self.conclude(&id, verdict);
+            }
+        }
+    }
+
+    /// Start the commands the workflow waits on; their outcomes come back as inputs.
+    pub(super) fn start_workflow_commands(&mut self) {
+        for (call, job) in self.policy.take_commands() {
+            let tx = self.tx.clone();
+            let handle = Supervisor::workflows().start(job, move |outcome| {
+                let _ = tx.send(Input::WorkflowCommand { call, outcome });
+            });
+            self.workflow_calls.insert(call, handle);
+        }
+    }
+
+    /// A workflow command finished: resume the call that waited on it.
+    pub(super) fn workflow_command_done(&mut self, call: u64, outcome: Outcome) {
+        if self.workflow_calls.remove(&call).is_none() {
+            // Started by a workflow since replaced: nothing waits on it.
+            return;
+        }
+        if let Err(e) = self.policy.command_done(call, outcome, &mut self.scheduler) {
+            self.problem(format!("workflow: {e}"));
+        }
+        self.workflow_verdicts();
+    }
+
+    /// A new workflow replaced the one whose calls were parked: their
+    /// commands die and the verdicts they would have given are asked again.
+    pub(super) fn drop_parked_calls(&mut self) {
+        for (_, handle) in self.workflow_calls.drain() {
+            handle.cancel();
+        }
+        for id in std::mem::take(&mut self.accept_pending) {
+            self.unjudged.insert(id);
+        }
+    }
+
+    /// Apply a verdict (or a broken `accept`); answer whoever waits.
+    fn conclude(&mut self, id: &str, verdict: Result<Verdict, PolicyError>) {
+        let now = Instant::now();
+        let attempt = self.scheduler.task(id).expect("judged task exists").attempt;
+        let verdict = match verdict {
             Ok(v) => v,
             Err(e) => {
                 // A broken `accept` rejects nothing: the task waits for the engineer.
@@ -80,17 +176,38 @@ impl Engine {
         }
     }
 
+    /// Workers whose verdict is still pending at the end of their wait: say
+    /// so, what runs, and how to learn it; they get their next task now.
+    pub(super) fn verdicts_overdue(&mut self, now: Instant) {
+        let overdue: Vec<TaskId> = self
+            .judging
+            .iter()
+            .filter(|(_, j)| j.conn.is_some() && !j.old_protocol && j.deadline.is_some_and(|d| d <= now))
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in overdue {
+            let j = self.judging.get_mut(&id).expect("listed");
+            let (conn, worker) = (j.conn.take().expect("filtered"), j.worker.clone());
+            j.deadline = None;
+            let attempt = self.scheduler.task(&id).map_or(0, |t| t.attempt);
+            let running = match self.validations.get(&(id.clone(), attempt)) {
+                Some(v) => format!("its validation `{}` runs ({}s so far)", v.script, v.since.elapsed().as_secs()),
+                None => "the workflow's accept waits on a command".to_owned(),
+            };
+            let message = format!(
+                "the verdict on task {id} (attempt {attempt}) is pending: {running}; run `mcc tasks show {id}` to learn it"
+            );
+            let reply = Reply::Ack { what: "done", message, task: id.clone() };
+            self.offer(conn, &worker, Duration::ZERO, reply, now);
+        }
+    }
+
     /// Judge `id` again (after a fixed workflow loaded, or `mcc tasks retry`).
     pub(super) fn rejudge(&mut self, id: &str) {
         self.unjudged.remove(id);
         if self.scheduler.task(id).is_some_and(|t| t.state == TaskState::Submitted) {
             let worker = self.scheduler.task(id).and_then(|t| t.holder.clone()).unwrap_or_default();
-            self.judging.entry(id.to_owned()).or_insert(Judging {
-                conn: None,
-                worker,
-                wait: Duration::ZERO,
-                old_protocol: false,
-            });
+            self.judging.entry(id.to_owned()).or_insert(Judging::nobody(worker));
             self.start_judging(id);
         }
     }

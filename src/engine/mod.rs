@@ -13,11 +13,12 @@ pub mod views;
 
 use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
-use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender as Sender};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use tokio::sync::mpsc::UnboundedSender;
+use tokio::sync::mpsc::Sender as Outbox;
+use tokio::sync::mpsc::error::TrySendError;
 
 pub use policy::{DefaultPolicy, HeldPolicy, Policy, PolicyError};
 pub use submit::{Source, Submission};
@@ -47,7 +48,7 @@ pub enum Outgoing {
 pub enum Input {
     Connected {
         conn: ConnId,
-        outbox: UnboundedSender<Outgoing>,
+        outbox: Outbox<Outgoing>,
     },
     Disconnected {
         conn: ConnId,
@@ -80,6 +81,11 @@ pub enum Input {
     Validated {
         task: TaskId,
         attempt: u32,
+        outcome: Outcome,
+    },
+    /// A command a workflow call waits on finished (see [`Policy::take_commands`]).
+    WorkflowCommand {
+        call: u64,
         outcome: Outcome,
     },
     /// Load (or reload) a workflow; the answer goes to `conn` if any.
@@ -119,8 +125,41 @@ pub const MAX_WAITERS: usize = 4096;
 /// How often the time left on held leases is written while nothing else
 /// changes: the most a lease can gain from a `kill -9` of the hub.
 const LEASE_CHECKPOINT: Duration = Duration::from_secs(1);
+/// Inputs waiting for the engine at most: a sender past it waits (backpressure).
+pub const ENGINE_QUEUE: usize = 16_384;
+/// Answers waiting for one connection's reader at most: a reader this far
+/// behind is cut off (its queue never grows without bound). Connections
+/// make their outbox with this capacity.
+pub const OUTBOX: usize = 4096;
 /// How many inputs share one commit at most.
 const MAX_BATCH: usize = 1024;
+/// Tasks a store holds at most unless `--max-tasks` says otherwise: far past
+/// any real project, well short of what would sink the hub (707k tasks took
+/// 6.7 GB).
+pub const DEFAULT_MAX_TASKS: usize = 200_000;
+static MAX_TASKS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(DEFAULT_MAX_TASKS);
+
+/// Set the most tasks the store of this process's hub may hold
+/// (`mcc hub --max-tasks`, `mcc run --max-tasks`).
+pub fn set_max_tasks(max: usize) {
+    MAX_TASKS.store(max.max(1), std::sync::atomic::Ordering::Relaxed);
+}
+
+/// Whether `adding` more tasks fit the store; the error names the limit and the flag.
+pub fn room_for(scheduler: &Scheduler, adding: usize) -> Result<(), String> {
+    let max = MAX_TASKS.load(std::sync::atomic::Ordering::Relaxed);
+    let held = scheduler.tasks().count();
+    if held + adding <= max {
+        return Ok(());
+    }
+    Err(format!(
+        "adding {adding} tasks to the {held} this hub holds would pass its limit of {max} tasks; \
+         cancel or finish work first, or start the hub with a larger limit (`mcc hub --max-tasks N`, `mcc run --max-tasks N`)"
+    ))
+}
+
+/// How often a workflow that did not load is looked at for a fix.
+const LOOK_FOR_FIX: Duration = Duration::from_millis(250);
 
 /// How a waiting worker's answer is wrapped when work turns up (or not).
 #[derive(Debug, Clone)]
@@ -152,7 +191,7 @@ enum Role {
 }
 
 struct Conn {
-    outbox: UnboundedSender<Outgoing>,
+    outbox: Outbox<Outgoing>,
     role: Role,
 }
 
@@ -163,6 +202,15 @@ struct Judging {
     worker: String,
     wait: Duration,
     old_protocol: bool,
+    /// When a waiting `done` is told the verdict is pending.
+    deadline: Option<Instant>,
+}
+
+impl Judging {
+    /// Nobody waits: a report file, a restart, a judgement asked again.
+    fn nobody(worker: String) -> Self {
+        Self { conn: None, worker, wait: Duration::ZERO, old_protocol: false, deadline: None }
+    }
 }
 
 /// A handle to send inputs to the engine.
@@ -179,7 +227,8 @@ impl From<Sender<Input>> for EngineHandle {
 }
 
 impl EngineHandle {
-    /// Send an input; false when the engine has stopped.
+    /// Send an input, waiting while the engine's queue is full; false when
+    /// the engine has stopped.
     pub fn send(&self, input: Input) -> bool {
         self.tx.send(input).is_ok()
     }
@@ -196,15 +245,21 @@ pub struct Engine {
     coordinator: Option<ConnId>,
     waiters: Vec<Waiter>,
     judging: HashMap<TaskId, Judging>,
+    /// Validation commands running, per (task, attempt).
+    validations: HashMap<(TaskId, u32), judge::Validation>,
+    /// Commands the workflow's parked calls wait on, by call id.
+    workflow_calls: HashMap<u64, crate::command::Handle>,
+    /// Submitted tasks whose `accept` waits on a command.
+    accept_pending: BTreeSet<TaskId>,
     /// Answers held until the batch is committed.
     outgoing: Vec<(ConnId, Outgoing)>,
     /// Problems shown in status: bad report files, workflow errors.
     problems: Vec<String>,
     /// The workflow's `ctx.log` lines, newest last.
     log: Vec<String>,
-    /// A workflow that failed to load, and its file's modification time then:
-    /// it is loaded again once the file changes.
-    failed_load: Option<(PathBuf, Option<std::time::SystemTime>)>,
+    /// A workflow that failed to load, the stamp of its sources then, and
+    /// when they were last looked at: it is loaded again once they change.
+    failed_load: Option<(PathBuf, u64, Instant)>,
     /// A workflow has loaded since start: a later failed load keeps it.
     workflow_loaded: bool,
     /// Submitted tasks whose `accept` raised: judged again when a workflow loads or on retry.
@@ -226,7 +281,7 @@ impl Engine {
         let (tasks, workers) = store.load()?;
         let scheduler = Scheduler::restore(config.settings.clone(), tasks, workers);
         let workflow_path = store.meta("workflow_path")?.map(PathBuf::from);
-        let (tx, rx) = std::sync::mpsc::channel();
+        let (tx, rx) = std::sync::mpsc::sync_channel(ENGINE_QUEUE);
         let engine_tx = tx.clone();
         let handle = std::thread::Builder::new()
             .name("mcc-engine".into())
@@ -242,6 +297,9 @@ impl Engine {
                     coordinator: None,
                     waiters: Vec::new(),
                     judging: HashMap::new(),
+                    validations: HashMap::new(),
+                    workflow_calls: HashMap::new(),
+                    accept_pending: BTreeSet::new(),
                     outgoing: Vec::new(),
                     problems: Vec::new(),
                     log: Vec::new(),
@@ -269,7 +327,7 @@ impl Engine {
         }
         for id in resubmit {
             let worker = self.scheduler.task(&id).and_then(|t| t.holder.clone()).unwrap_or_default();
-            self.judging.insert(id.clone(), Judging { conn: None, worker, wait: Duration::ZERO, old_protocol: false });
+            self.judging.insert(id.clone(), Judging::nobody(worker));
             self.start_judging(&id);
         }
     }
@@ -295,6 +353,8 @@ impl Engine {
                     Err(_) => break,
                 }
             }
+            // Before the inputs: a status asked now sees the fixed workflow.
+            self.reload_fixed_workflow();
             for input in batch {
                 self.handle(input);
             }
@@ -319,22 +379,39 @@ impl Engine {
 
     fn next_wakeup(&self) -> Option<Instant> {
         let waits = self.waiters.iter().filter_map(|w| w.deadline);
+        let verdicts = self.judging.values().filter(|j| j.conn.is_some()).filter_map(|j| j.deadline);
+        let waits = waits.chain(verdicts);
         let checkpoint = self.scheduler.next_deadline().map(|_| self.leases_written + LEASE_CHECKPOINT);
-        waits.chain(self.scheduler.next_deadline()).chain(self.policy.next_wakeup()).chain(checkpoint).min()
+        let reload = self.failed_load.as_ref().map(|(_, _, looked)| *looked + LOOK_FOR_FIX);
+        let wakeups = waits.chain(self.scheduler.next_deadline()).chain(self.policy.next_wakeup());
+        wakeups.chain(checkpoint).chain(reload).min()
+    }
+
+    /// A workflow that did not load is loaded again once its file or any
+    /// `.lua` file beside it changes (an error may be in a module it requires).
+    fn reload_fixed_workflow(&mut self) {
+        let Some((path, stamp, looked)) = self.failed_load.clone() else { return };
+        if looked.elapsed() < LOOK_FOR_FIX {
+            return;
+        }
+        if sources_stamp(&path) == stamp {
+            self.failed_load = Some((path, stamp, Instant::now()));
+        } else {
+            self.load_workflow(None, path);
+        }
     }
 
     /// Expire leases, let the workflow act, hand out work, time out waits.
     fn settle(&mut self) {
-        if let Some((path, seen)) = self.failed_load.clone()
-            && modified(&path) != seen
-        {
-            self.load_workflow(None, path);
-        }
         let now = Instant::now();
         self.scheduler.expire(now);
         if let Err(e) = self.policy.step(&mut self.scheduler) {
             self.problem(format!("workflow: {e}"));
         }
+        self.workflow_verdicts();
+        self.start_workflow_commands();
+        self.end_stale_validations();
+        self.verdicts_overdue(now);
         for line in self.policy.take_log() {
             eprintln!("mcc workflow: {line}");
             self.log.push(line);
@@ -355,18 +432,26 @@ impl Engine {
             meta.push(("run_finished", finished.to_string()));
         }
         self.store.commit(&self.scheduler, &changes, &meta)?;
-        for (conn, out) in self.outgoing.drain(..) {
-            if let Some(c) = self.conns.get(&conn) {
-                let _ = c.outbox.send(out);
+        let mut too_slow = Vec::new();
+        for (conn, out) in std::mem::take(&mut self.outgoing) {
+            if let Some(c) = self.conns.get(&conn)
+                && let Err(TrySendError::Full(_)) = c.outbox.try_send(out)
+            {
+                too_slow.push(conn);
             }
+        }
+        for conn in too_slow {
+            // Dropping its outbox ends the connection once what is queued is written.
+            eprintln!("mcc hub: closing connection {conn}: {OUTBOX} answers wait for a reader that does not read them");
+            self.handle(Input::Disconnected { conn });
         }
         Ok(())
     }
 
     fn shutdown(&mut self, message: &str) {
         for conn in self.conns.values() {
-            let _ = conn.outbox.send(Outgoing::Msg(ServerMsg::ServerShutdown { message: message.to_owned() }));
-            let _ = conn.outbox.send(Outgoing::Close);
+            let _ = conn.outbox.try_send(Outgoing::Msg(ServerMsg::ServerShutdown { message: message.to_owned() }));
+            let _ = conn.outbox.try_send(Outgoing::Close);
         }
     }
 
@@ -414,6 +499,7 @@ impl Engine {
             Input::ReportFile { path, full, report, rescan } => self.report_file(path, full, report, rescan),
             Input::ReportFileRejected { path, error } => self.problem(format!("report file {path}: {error}")),
             Input::Validated { task, attempt, outcome } => self.validated(&task, attempt, &outcome),
+            Input::WorkflowCommand { call, outcome } => self.workflow_command_done(call, outcome),
             Input::LoadWorkflow { conn, path } => self.load_workflow(conn, path),
             Input::FilesChanged { paths } => self.policy.files_changed(paths),
             Input::Shutdown { message } => self.stopping = Some(message),
@@ -439,6 +525,7 @@ impl Engine {
                 });
                 policy.restore(state, EngineHandle { tx: self.tx.clone() });
                 self.policy = policy;
+                self.drop_parked_calls();
                 // Start its phase now: requests later in this batch already see its tasks.
                 if let Err(e) = self.policy.step(&mut self.scheduler) {
                     self.problem(format!("workflow: {e}"));
@@ -460,7 +547,7 @@ impl Engine {
                 }
             }
             Err(e) => {
-                self.failed_load = Some((path.clone(), modified(&path)));
+                self.failed_load = Some((path.clone(), sources_stamp(&path), Instant::now()));
                 let text =
                     format!("workflow {} did not load: {e}; fix the file and it is loaded again", path.display());
                 if let Some(c) = conn {
@@ -672,14 +759,36 @@ impl Engine {
             }
             specs.push(spec);
         }
+        room_for(&self.scheduler, specs.len()).map_err(|e| ServerMsg::error_code(e, "too_many_tasks"))?;
         self.scheduler
             .add_tasks(specs, None, Instant::now())
             .map_err(|r| ServerMsg::error_code(r.to_string(), r.code()))
     }
 }
 
-fn modified(path: &Path) -> Option<std::time::SystemTime> {
-    std::fs::metadata(path).and_then(|m| m.modified()).ok()
+/// A stamp of a workflow's sources: the file and the `.lua` files under its
+/// folder (where `require` looks first), by path, size and modification time.
+fn sources_stamp(path: &Path) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    let stamp = |p: &Path, hasher: &mut std::collections::hash_map::DefaultHasher| {
+        let meta = std::fs::metadata(p).ok();
+        (p, meta.as_ref().map(std::fs::Metadata::len), meta.and_then(|m| m.modified().ok())).hash(hasher);
+    };
+    stamp(path, &mut hasher);
+    if let Some(dir) = path.parent() {
+        let lua = walkdir::WalkDir::new(dir)
+            .max_depth(4)
+            .sort_by_file_name()
+            .into_iter()
+            .filter_entry(|e| !matches!(e.file_name().to_str(), Some(".mcc" | ".git" | "target" | "node_modules")))
+            .filter_map(Result::ok)
+            .filter(|e| e.file_type().is_file() && e.path().extension().is_some_and(|x| x == "lua"));
+        for entry in lua.take(2000) {
+            stamp(entry.path(), &mut hasher);
+        }
+    }
+    hasher.finish()
 }
 
 /// A worker name must be usable on a command line as it is.
@@ -701,3 +810,6 @@ fn human(d: Duration) -> String {
     let secs = d.as_secs();
     if secs >= 120 { format!("{}m", secs / 60) } else { format!("{secs}s") }
 }
+
+#[cfg(test)]
+mod tests;

@@ -3,7 +3,7 @@
 
 use std::time::Instant;
 
-use crate::command::Outcome;
+use crate::command::{Job, Outcome};
 use crate::scheduler::{Scheduler, Task, TaskId, Verdict, Worker};
 use crate::task::Report;
 
@@ -19,7 +19,9 @@ impl std::fmt::Display for PolicyError {
 }
 
 /// The decisions of a workflow. Every method runs on the engine's thread,
-/// inside a batch, before the batch is committed.
+/// inside a batch, before the batch is committed, and returns at once: a
+/// decision that needs a command (a workflow's `ctx.run`) is suspended and
+/// resumed by [`Policy::command_done`] when the command's outcome arrives.
 pub trait Policy {
     /// A name for status lines.
     fn name(&self) -> String;
@@ -33,14 +35,39 @@ pub trait Policy {
     ) -> Result<Option<TaskId>, PolicyError>;
 
     /// Whether a submitted result is good enough. `validation` is the outcome
-    /// of the task's validation command, when it has one.
+    /// of the task's validation command, when it has one. `Ok(None)`: the
+    /// verdict is pending on a command (see [`Policy::take_commands`]); it
+    /// comes later from [`Policy::take_verdicts`].
     fn accept(
         &mut self,
         task: &Task,
         report: &Report,
         validation: Option<&Outcome>,
         scheduler: &Scheduler,
-    ) -> Result<Verdict, PolicyError>;
+    ) -> Result<Option<Verdict>, PolicyError>;
+
+    /// Commands the workflow waits on, started since the last call: the
+    /// engine runs each through the supervised runner and hands its outcome
+    /// to [`Policy::command_done`] with the same call id.
+    fn take_commands(&mut self) -> Vec<(u64, Job)> {
+        Vec::new()
+    }
+
+    /// A command from [`Policy::take_commands`] finished: resume what waited
+    /// on it. Errors are shown; the hub goes on.
+    fn command_done(&mut self, _call: u64, _outcome: Outcome, _scheduler: &mut Scheduler) -> Result<(), PolicyError> {
+        Ok(())
+    }
+
+    /// Verdicts that were pending and are now known: `(task, attempt, verdict)`.
+    fn take_verdicts(&mut self) -> Vec<(TaskId, u32, Result<Verdict, PolicyError>)> {
+        Vec::new()
+    }
+
+    /// What the workflow is waiting on right now, one line each, for status.
+    fn busy(&self) -> Vec<String> {
+        Vec::new()
+    }
 
     /// Called after every batch of changes: advance phases, fire hooks, add
     /// tasks. Errors are shown; the hub goes on.
@@ -106,8 +133,8 @@ impl Policy for DefaultPolicy {
         _: &Report,
         validation: Option<&Outcome>,
         _: &Scheduler,
-    ) -> Result<Verdict, PolicyError> {
-        Ok(Self::verdict(task, validation))
+    ) -> Result<Option<Verdict>, PolicyError> {
+        Ok(Some(Self::verdict(task, validation)))
     }
 
     fn step(&mut self, _: &mut Scheduler) -> Result<(), PolicyError> {
@@ -136,7 +163,13 @@ impl Policy for HeldPolicy {
         Ok(None)
     }
 
-    fn accept(&mut self, _: &Task, _: &Report, _: Option<&Outcome>, _: &Scheduler) -> Result<Verdict, PolicyError> {
+    fn accept(
+        &mut self,
+        _: &Task,
+        _: &Report,
+        _: Option<&Outcome>,
+        _: &Scheduler,
+    ) -> Result<Option<Verdict>, PolicyError> {
         Err(PolicyError(format!("nothing is judged until the workflow loads: {}", self.error)))
     }
 

@@ -136,11 +136,17 @@ impl Engine {
                 self.scheduler.submit(&worker, &task, report, now).expect("the grant was checked above");
                 self.waiters.retain(|w| w.worker != worker || matches!(w.reply, Reply::Push));
                 let judging = match source {
-                    Source::Socket { conn, wait } => Judging { conn: Some(conn), worker, wait, old_protocol: false },
+                    Source::Socket { conn, wait } => Judging {
+                        conn: Some(conn),
+                        worker,
+                        wait,
+                        old_protocol: false,
+                        deadline: Some(super::judge::verdict_deadline(now, wait)),
+                    },
                     Source::Old { conn, .. } => {
-                        Judging { conn: Some(conn), worker, wait: Duration::ZERO, old_protocol: true }
+                        Judging { conn: Some(conn), worker, wait: Duration::ZERO, old_protocol: true, deadline: None }
                     }
-                    Source::File { .. } => Judging { conn: None, worker, wait: Duration::ZERO, old_protocol: false },
+                    Source::File { .. } => Judging::nobody(worker),
                 };
                 self.judging.insert(task.clone(), judging);
                 self.start_judging(&task);
@@ -219,6 +225,7 @@ impl Engine {
                     let j = self.judging.get_mut(id).expect("checked");
                     j.conn = Some(*conn);
                     j.wait = *wait;
+                    j.deadline = Some(super::judge::verdict_deadline(now, *wait));
                 }
                 _ => {
                     let message = format!("attempt {} of task {id} was already {outcome}", sub.attempt);

@@ -106,8 +106,10 @@ impl Engine {
             .scheduler
             .workers()
             .map(|w| {
-                let holding =
-                    self.scheduler.tasks().find(|t| t.state.in_flight() && t.holder.as_deref() == Some(&w.name));
+                let holding = self
+                    .scheduler
+                    .tasks()
+                    .find(|t| t.state == TaskState::Assigned && t.holder.as_deref() == Some(&w.name));
                 WorkerView {
                     name: w.name.clone(),
                     holding: holding.map(|t| t.spec.id.clone()),

@@ -177,7 +177,7 @@ struct Request {
 impl Request {
     /// Hand the message to the engine as a connection of its own and write its first answer.
     async fn serve(self, conn: u64, msg: protocol::ClientMsg, engine: EngineHandle, withdrawn: oneshot::Receiver<()>) {
-        let (outbox, mut inbox) = mpsc::unbounded_channel();
+        let (outbox, mut inbox) = mpsc::channel(crate::engine::OUTBOX);
         if !engine.send(Input::Connected { conn, outbox }) || !engine.send(Input::Message { conn, msg }) {
             return;
         }

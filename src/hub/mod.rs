@@ -498,7 +498,7 @@ async fn serve_connection(stream: TcpStream, edge: &Edge, handshake: OwnedSemaph
     let Some((access, _slots)) = admitted else { return };
     let conn = edge.ids.fetch_add(1, Ordering::Relaxed);
     let (mut sink, mut source) = socket.split();
-    let (outbox, mut inbox) = tokio::sync::mpsc::unbounded_channel();
+    let (outbox, mut inbox) = tokio::sync::mpsc::channel(crate::engine::OUTBOX);
     if !engine.send(Input::Connected { conn, outbox }) {
         return;
     }

@@ -164,36 +164,30 @@ fn text_of(root: &Path, what: &Value, function: &str) -> mlua::Result<String> {
     }
 }
 
-fn commands(lua: &Lua, ctx: &Table, shared: &Rc<Shared>) -> mlua::Result<()> {
+/// The Rust half of `ctx.run`: check the command and its options inside
+/// the root and return `cmd, limit_ms, cwd`; the Lua half parks the call
+/// (see `super::calls`).
+pub fn run_request(lua: &Lua, shared: &Rc<Shared>) -> mlua::Result<mlua::Function> {
     let root = shared.root.clone();
-    ctx.set(
-        "run",
-        lua.create_function(move |lua, (cmd, opts): (String, Option<Table>)| {
-            let mut limit = Duration::from_secs(30);
-            let mut cwd = root.clone();
-            if let Some(opts) = opts {
-                if let Some(t) = opts.get::<Option<String>>("timeout")? {
-                    limit = humantime::parse_duration(&t).map_err(|e| {
-                        mlua::Error::runtime(format!("ctx.run: timeout `{t}` is not a duration such as \"30s\": {e}"))
-                    })?;
-                }
-                if let Some(dir) = opts.get::<Option<String>>("cwd")? {
-                    cwd = inside(&root, &dir, "ctx.run: cwd")?;
-                }
+    lua.create_function(move |_, (cmd, opts): (String, Option<Table>)| {
+        let mut limit = Duration::from_secs(30);
+        let mut cwd = root.clone();
+        if let Some(opts) = opts {
+            if let Some(t) = opts.get::<Option<String>>("timeout")? {
+                limit = humantime::parse_duration(&t).map_err(|e| {
+                    mlua::Error::runtime(format!("ctx.run: timeout `{t}` is not a duration such as \"30s\": {e}"))
+                })?;
             }
-            let job = crate::command::Job::shell(&cmd, &cwd, limit);
-            let outcome = crate::command::Supervisor::workflows()
-                .run(job)
-                .map_err(|e| mlua::Error::runtime(format!("ctx.run(\"{cmd}\"): could not start `sh`: {e}")))?;
-            let t = lua.create_table()?;
-            t.set("code", outcome.code)?;
-            t.set("ok", outcome.success())?;
-            t.set("stdout", outcome.stdout)?;
-            t.set("stderr", outcome.stderr)?;
-            t.set("timed_out", outcome.timed_out)?;
-            Ok(t)
-        })?,
-    )?;
+            if let Some(dir) = opts.get::<Option<String>>("cwd")? {
+                cwd = inside(&root, &dir, "ctx.run: cwd")?;
+            }
+        }
+        let limit_ms = u64::try_from(limit.as_millis()).unwrap_or(u64::MAX);
+        Ok((cmd, limit_ms, cwd.display().to_string()))
+    })
+}
+
+fn commands(lua: &Lua, ctx: &Table, shared: &Rc<Shared>) -> mlua::Result<()> {
     let log = shared.clone();
     ctx.set(
         "log",

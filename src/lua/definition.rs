@@ -161,6 +161,7 @@ impl Workflow {
         }
         self.started = vec![false; self.phases.len()];
         self.split_failed = vec![false; self.phases.len()];
+        self.splitting = vec![false; self.phases.len()];
         Ok(())
     }
 

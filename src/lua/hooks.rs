@@ -24,9 +24,10 @@ impl Workflow {
                 let current = self.current.min(self.phases.len() - 1);
                 let Some(f) = &self.phases[current].on.worker_joined else { continue };
                 let Some(w) = worker.as_deref().and_then(|w| scheduler.worker(w)) else { continue };
-                self.call(scheduler, current, "on.worker_joined", |scope| {
-                    f.call::<()>((scope.create_userdata_ref(w)?, self.ctx.clone()))
-                })
+                match self.lua.create_userdata(w.clone()) {
+                    Ok(w) => self.hook(scheduler, current, "on.worker_joined", f, (w, self.ctx.clone())),
+                    Err(e) => Err(e.to_string()),
+                }
             } else {
                 let (wanted, what) = match kind {
                     "blocked" => (TaskState::Blocked, "on.task_blocked"),
@@ -42,9 +43,10 @@ impl Workflow {
                 let on = &self.phases[phase].on;
                 let hook = if wanted == TaskState::Blocked { &on.task_blocked } else { &on.task_failed };
                 let Some(f) = hook else { continue };
-                self.call(scheduler, phase, what, |scope| {
-                    f.call::<()>((scope.create_userdata_ref(t)?, self.ctx.clone()))
-                })
+                match super::views::task(&self.lua, t) {
+                    Ok(t) => self.hook(scheduler, phase, what, f, (t, self.ctx.clone())),
+                    Err(e) => Err(e.to_string()),
+                }
             };
             if let Err(e) = result {
                 errors.push(e);
@@ -89,8 +91,7 @@ impl Workflow {
                 None => self.timer_next = Some(now + *every),
                 Some(at) if at <= now => {
                     self.timer_next = Some(now + *every);
-                    if let Err(e) = self.call(scheduler, self.current, "on.timer", |_| run.call::<()>(self.ctx.clone()))
-                    {
+                    if let Err(e) = self.hook(scheduler, self.current, "on.timer", run, self.ctx.clone()) {
                         errors.push(e);
                     }
                     self.apply_changes(scheduler, errors);
@@ -115,9 +116,10 @@ impl Workflow {
             }
             for name in fire {
                 let Some(w) = scheduler.worker(&name) else { continue };
-                let result = self.call(scheduler, self.current, "on.worker_quiet", |scope| {
-                    hook.call::<()>((scope.create_userdata_ref(w)?, self.ctx.clone()))
-                });
+                let result = match self.lua.create_userdata(w.clone()) {
+                    Ok(w) => self.hook(scheduler, self.current, "on.worker_quiet", hook, (w, self.ctx.clone())),
+                    Err(e) => Err(e.to_string()),
+                };
                 if let Err(e) = result {
                     errors.push(e);
                 }
@@ -130,8 +132,7 @@ impl Workflow {
             paths.sort();
             paths.dedup();
             if !paths.is_empty() {
-                let result =
-                    self.call(scheduler, self.current, "on.files", |_| run.call::<()>((paths, self.ctx.clone())));
+                let result = self.hook(scheduler, self.current, "on.files", run, (paths, self.ctx.clone()));
                 if let Err(e) = result {
                     errors.push(e);
                 }

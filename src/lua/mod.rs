@@ -6,7 +6,10 @@
 //! into it with views of the hub state built for that call (a scope), an
 //! instruction budget and a memory limit. Changes a script asks for through
 //! `ctx` are queued and applied by the engine thread right after the call.
+//! A call that runs a command (`ctx.run`) is parked until the command
+//! finishes, so the engine never waits for one (see [`calls`]).
 
+mod calls;
 mod ctx;
 mod definition;
 mod errors;
@@ -23,18 +26,36 @@ use std::path::{Path, PathBuf};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use mlua::{Lua, LuaOptions, MultiValue, Scope, StdLib, Table, Value};
+use mlua::{Function, IntoLuaMulti, Lua, LuaOptions, MultiValue, Scope, StdLib, Table, Value};
 use serde::{Deserialize, Serialize};
 
 use definition::Phase;
 
-use crate::command::Outcome;
+use crate::command::{Job, Outcome};
 use crate::engine::{DefaultPolicy, EngineHandle, Policy, PolicyError};
 use crate::scheduler::{Scheduler, Task, TaskId, TaskState, Verdict, Worker};
 use crate::task::{Report, TaskSpec};
 
 /// Registry key of the scheduler view of the call in progress.
 pub(crate) const SESSION: &str = "mcc.scheduler";
+/// Registry key of the coroutine mcc is running (the only one `ctx.run` may park).
+const CURRENT: &str = "mcc.call";
+
+/// `ctx.run`: check the arguments in Rust, then park the call (see [`calls`]).
+const RUN: &str = r#"
+local ctx, request, current = ...
+local RUN = {}
+ctx.run = function(cmd, opts)
+  local c, limit, cwd = request(cmd, opts)
+  local me, main = coroutine.running()
+  if main or me ~= current() then
+    error('ctx.run("' .. tostring(cmd) .. '") cannot run here: assign and complete must answer at once, ' ..
+      'and so must a coroutine of your own; run commands in split, accept or an on.* hook', 2)
+  end
+  return coroutine.yield(RUN, c, limit, cwd)
+end
+return RUN
+"#;
 
 /// A change to the work asked for from Lua, applied after the call.
 pub(crate) enum Change {
@@ -85,6 +106,12 @@ pub struct Workflow {
     started: Vec<bool>,
     /// A phase whose split failed does not start until the file is fixed.
     split_failed: Vec<bool>,
+    /// A phase whose split waits on a command.
+    splitting: Vec<bool>,
+    /// Calls parked in `ctx.run`, commands to start, verdicts now known.
+    calls: RefCell<calls::Calls>,
+    /// What `ctx.run` yields first, to tell its yields from any other.
+    run_marker: Table,
     dirty: bool,
     check_complete: bool,
     /// Errors already shown, so a broken hook does not flood the status.
@@ -159,7 +186,7 @@ impl Workflow {
         let libs = StdLib::STRING | StdLib::TABLE | StdLib::MATH | StdLib::UTF8 | StdLib::COROUTINE;
         let lua = Lua::new_with(libs, LuaOptions::default()).map_err(|e| format!("{file}: cannot set up Lua: {e}"))?;
         let budget = limits::Budget::default();
-        let setup = |lua: &Lua| -> mlua::Result<Table> {
+        let setup = |lua: &Lua| -> mlua::Result<(Table, Table)> {
             limits::install(lua, &budget)?;
             recipes::install(lua, &shared)?;
             let check = lua.create_function(|lua, t: Value| {
@@ -167,9 +194,13 @@ impl Workflow {
             })?;
             lua.globals().set("__mcc_check_task", check)?;
             lua.load(PRELUDE).set_name("@mcc").exec()?;
-            ctx::install(lua, &shared)
+            let ctx = ctx::install(lua, &shared)?;
+            let current = lua.create_function(|lua, ()| lua.named_registry_value::<Value>(CURRENT))?;
+            let marker: Table =
+                lua.load(RUN).set_name("@mcc").call((ctx.clone(), ctx::run_request(lua, &shared)?, current))?;
+            Ok((ctx, marker))
         };
-        let ctx = setup(&lua).map_err(|e| format!("{file}: cannot set up Lua: {e}"))?;
+        let (ctx, run_marker) = setup(&lua).map_err(|e| format!("{file}: cannot set up Lua: {e}"))?;
         budget.reset();
         let returned: Value = lua
             .load(source.as_str())
@@ -191,6 +222,9 @@ impl Workflow {
             current: 0,
             started: Vec::new(),
             split_failed: Vec::new(),
+            splitting: Vec::new(),
+            calls: RefCell::default(),
+            run_marker,
             dirty: true,
             check_complete: true,
             shown: HashSet::new(),
@@ -203,6 +237,25 @@ impl Workflow {
         };
         workflow.read_table(returned)?;
         Ok(workflow)
+    }
+
+    /// Step, running the commands parked calls wait on right here until none
+    /// is left: for `mcc check`, which has no engine to run them beside.
+    pub fn step_waiting(&mut self, scheduler: &mut Scheduler) -> Result<(), String> {
+        self.step(scheduler).map_err(|e| e.0)?;
+        loop {
+            let commands = self.take_commands();
+            if commands.is_empty() {
+                return Ok(());
+            }
+            for (call, job) in commands {
+                let outcome = crate::command::Supervisor::workflows()
+                    .run(job)
+                    .map_err(|e| format!("{}: ctx.run: could not start `sh`: {e}", self.file))?;
+                self.command_done(call, outcome, scheduler).map_err(|e| e.0)?;
+            }
+            self.step(scheduler).map_err(|e| e.0)?;
+        }
     }
 
     /// The name of the workflow.
@@ -232,10 +285,7 @@ impl Workflow {
     ) -> Result<R, String> {
         self.budget.reset();
         let name = &self.phases[phase].name;
-        if *self.shared.phase.borrow() != *name {
-            name.clone_into(&mut self.shared.phase.borrow_mut());
-            self.ctx.set("phase", name.as_str()).map_err(|e| e.to_string())?;
-        }
+        self.enter_phase(phase)?;
         let result = self.lua.scope(|scope| {
             let session = scope.create_any_userdata_ref(scheduler)?;
             self.lua.set_named_registry_value(SESSION, session)?;
@@ -245,12 +295,137 @@ impl Workflow {
         result.map_err(|e| errors::describe(&e, &self.file, &format!("{what} of phase \"{name}\"")))
     }
 
+    /// Make `ctx.phase` (and where `ctx.add_task` puts tasks) the phase at `phase`.
+    fn enter_phase(&self, phase: usize) -> Result<(), String> {
+        let name = &self.phases[phase].name;
+        if *self.shared.phase.borrow() != *name {
+            name.clone_into(&mut self.shared.phase.borrow_mut());
+            self.ctx.set("phase", name.as_str()).map_err(|e| e.to_string())?;
+        }
+        Ok(())
+    }
+
+    /// Start `f` as a call that may park in `ctx.run`; see [`calls`].
+    fn start_call(
+        &self,
+        scheduler: &Scheduler,
+        phase: usize,
+        what: &str,
+        f: &Function,
+        args: MultiValue,
+        then: calls::Then,
+    ) -> Result<calls::Ran, String> {
+        let thread = self.lua.create_thread(f.clone()).map_err(|e| e.to_string())?;
+        let parked =
+            calls::Parked { thread, then, phase, what: what.to_owned(), command: String::new(), since: Instant::now() };
+        self.drive(scheduler, calls::next_id(), parked, args)
+    }
+
+    /// Resume a call until it finishes or parks again in `ctx.run`.
+    fn drive(
+        &self,
+        scheduler: &Scheduler,
+        id: u64,
+        mut parked: calls::Parked,
+        args: MultiValue,
+    ) -> Result<calls::Ran, String> {
+        self.budget.reset();
+        let what = format!("{} of phase \"{}\"", parked.what, self.phases[parked.phase].name);
+        self.enter_phase(parked.phase)?;
+        let thread = parked.thread.clone();
+        let result = self.lua.scope(|scope| {
+            let session = scope.create_any_userdata_ref(scheduler)?;
+            self.lua.set_named_registry_value(SESSION, session)?;
+            self.lua.set_named_registry_value(CURRENT, &thread)?;
+            thread.resume::<MultiValue>(args)
+        });
+        let _ = self.lua.unset_named_registry_value(SESSION);
+        let _ = self.lua.unset_named_registry_value(CURRENT);
+        let values = result.map_err(|e| errors::describe(&e, &self.file, &what))?;
+        if !calls::yielded(&thread) {
+            return Ok(calls::Ran::Done(values));
+        }
+        let mut values = values.into_iter();
+        let marked = matches!(values.next(), Some(Value::Table(t)) if t.to_pointer() == self.run_marker.to_pointer());
+        if !marked {
+            return Err(format!(
+                "{}: in {what}: coroutine.yield outside a coroutine of your own; only ctx.run may pause a workflow function",
+                self.file
+            ));
+        }
+        let (command, job) = calls::job_of(values.collect()).map_err(|e| format!("{}: in {what}: {e}", self.file))?;
+        // Status and `mcc run` show what the workflow waits on.
+        self.shared.log.borrow_mut().push(format!("{}: {what} waits on `{command}`", self.name));
+        parked.command = command;
+        parked.since = Instant::now();
+        let mut calls = self.calls.borrow_mut();
+        calls.commands.push((id, job));
+        calls.parked.insert(id, parked);
+        Ok(calls::Ran::Waiting)
+    }
+
+    /// A hook: started as a call that may park; only its changes matter.
+    fn hook(
+        &self,
+        scheduler: &Scheduler,
+        phase: usize,
+        what: &str,
+        f: &Function,
+        args: impl IntoLuaMulti,
+    ) -> Result<(), String> {
+        let args = args.into_lua_multi(&self.lua).map_err(|e| e.to_string())?;
+        self.start_call(scheduler, phase, what, f, args, calls::Then::Hook).map(|_| ())
+    }
+
+    /// `accept`'s returned values as a verdict.
+    fn verdict_of(&self, phase: usize, out: MultiValue) -> mlua::Result<Verdict> {
+        let name = &self.phases[phase].name;
+        let mut out = out.into_iter();
+        let (first, second) = (out.next().unwrap_or(Value::Nil), out.next().unwrap_or(Value::Nil));
+        let reasons = match second {
+            Value::Nil => vec![format!("rejected by accept of phase \"{name}\"")],
+            Value::String(s) => vec![s.to_string_lossy()],
+            Value::Table(t) => t.sequence_values::<String>().collect::<mlua::Result<Vec<_>>>()?,
+            other => vec![other.to_string()?],
+        };
+        match first {
+            Value::Boolean(true) => Ok(Verdict::Accept),
+            Value::Boolean(false) => Ok(Verdict::Reject(reasons)),
+            other => Err(mlua::Error::runtime(format!(
+                "accept must return true, or false and a reason (a string or a list of strings), not {}",
+                other.type_name()
+            ))),
+        }
+    }
+
+    /// `split`'s returned value as tasks of the phase at `phase`, added.
+    fn split_tasks(&self, scheduler: &mut Scheduler, phase: usize, value: Value) -> Result<(), String> {
+        let p = &self.phases[phase];
+        let split = p.split.as_ref().expect("a split phase");
+        let place = self.place_of(split);
+        let lease = self.shared.lease.borrow().clone();
+        let specs = spec::to_specs(&self.lua, value, lease.as_deref()).map_err(|e| {
+            self.shared.changes.borrow_mut().clear();
+            format!("{place}: in split of phase \"{}\": split must return a list of tasks: {e}", p.name)
+        })?;
+        crate::engine::room_for(scheduler, specs.len())
+            .map_err(|e| format!("{place}: in split of phase \"{}\": {e}", p.name))?;
+        scheduler
+            .add_tasks(specs, Some(&p.name), Instant::now())
+            .map_err(|e| format!("{place}: in split of phase \"{}\": {e}", p.name))?;
+        Ok(())
+    }
+
     /// Apply what scripts queued through `ctx`; problems go to `errors`.
     fn apply_changes(&self, scheduler: &mut Scheduler, errors: &mut Vec<String>) {
         let changes = std::mem::take(&mut *self.shared.changes.borrow_mut());
         for change in changes {
             let result = match change {
                 Change::Add(specs, phase) => {
+                    if let Err(e) = crate::engine::room_for(scheduler, specs.len()) {
+                        errors.push(format!("{}: ctx.add_task: {e}", self.file));
+                        continue;
+                    }
                     let phase = if phase.is_empty() { None } else { Some(phase) };
                     scheduler.add_tasks(specs, phase.as_deref(), Instant::now()).map(|_| ())
                 }
@@ -263,44 +438,42 @@ impl Workflow {
         }
     }
 
-    /// Start the current phase: its tasks, or what `split` returns.
-    fn start_phase(&self, scheduler: &mut Scheduler) -> Result<(), String> {
+    /// Start the current phase: its tasks, or what `split` returns. False
+    /// when `split` waits on a command: the phase starts when it finishes.
+    fn start_phase(&self, scheduler: &mut Scheduler) -> Result<bool, String> {
         let phase = &self.phases[self.current];
         let specs = match (&phase.tasks, &phase.split) {
             (Some(tasks), _) => tasks.clone(),
             (None, Some(split)) => {
-                let place = self.place_of(split);
-                let lease = self.shared.lease.borrow().clone();
-                let returned = self.call(scheduler, self.current, "split", |scope| {
-                    let previous = self.previous(scheduler, scope)?;
-                    let value: Value = split.call((self.ctx.clone(), previous))?;
-                    Ok(spec::to_specs(&self.lua, value, lease.as_deref()))
-                });
-                let specs = returned.and_then(|r| {
-                    r.map_err(|e| {
-                        format!("{place}: in split of phase \"{}\": split must return a list of tasks: {e}", phase.name)
-                    })
-                });
-                match specs {
-                    Ok(specs) => specs,
+                let args = self
+                    .previous(scheduler)
+                    .and_then(|previous| (self.ctx.clone(), previous).into_lua_multi(&self.lua))
+                    .map_err(|e| errors::describe(&e, &self.file, &format!("split of phase \"{}\"", phase.name)))?;
+                let then = calls::Then::Split { phase: self.current };
+                return match self.start_call(scheduler, self.current, "split", split, args, then) {
+                    Ok(calls::Ran::Done(out)) => {
+                        self.split_tasks(scheduler, self.current, out.into_iter().next().unwrap_or(Value::Nil))?;
+                        Ok(true)
+                    }
+                    Ok(calls::Ran::Waiting) => Ok(false),
                     Err(e) => {
                         self.shared.changes.borrow_mut().clear();
-                        return Err(e);
+                        Err(e)
                     }
-                }
+                };
             }
             (None, None) => Vec::new(),
         };
         scheduler.add_tasks(specs, Some(&phase.name), Instant::now()).map_err(|e| {
-            let place =
-                phase.split.as_ref().map_or_else(|| self.place(&format!("\"{}\"", phase.name)), |f| self.place_of(f));
+            let place = self.place(&format!("\"{}\"", phase.name));
             format!("{place}: in split of phase \"{}\": {e}", phase.name)
         })?;
-        Ok(())
+        Ok(true)
     }
 
-    /// `previous` for `split`: earlier phases by name, `tasks`, `last`.
-    fn previous<'s, 'env>(&self, scheduler: &'env Scheduler, scope: &'s Scope<'s, 'env>) -> mlua::Result<Table> {
+    /// `previous` for `split`: earlier phases by name, `tasks`, `last`. Owned
+    /// views: a split may park in `ctx.run` and read them after.
+    fn previous(&self, scheduler: &Scheduler) -> mlua::Result<Table> {
         let previous = self.lua.create_table()?;
         let all = scheduler.tasks_in_order();
         let accepted = self.lua.create_table()?;
@@ -309,10 +482,9 @@ impl Workflow {
             let tasks: Vec<&Task> = all.iter().copied().filter(|t| t.phase.as_deref() == Some(&phase.name)).collect();
             for t in tasks.iter().filter(|t| t.state == TaskState::Accepted) {
                 n += 1;
-                accepted.raw_set(n, scope.create_userdata_ref(*t)?)?;
+                accepted.raw_set(n, views::task(&self.lua, t)?)?;
             }
-            let view =
-                views::phase(&self.lua, &phase.name, &tasks, |t| scope.create_userdata_ref(t).map(Value::UserData))?;
+            let view = views::phase(&self.lua, &phase.name, &tasks, |t| views::task(&self.lua, t))?;
             if i + 1 == self.current {
                 previous.set("last", &view)?;
             }
@@ -352,10 +524,20 @@ impl Workflow {
                 let name = self.phases[self.current].name.clone();
                 let has_tasks = scheduler.tasks().any(|t| t.phase.as_deref() == Some(name.as_str()));
                 if !has_tasks {
-                    if let Err(e) = self.start_phase(scheduler) {
-                        self.split_failed[self.current] = true;
-                        errors.push(e);
+                    if self.splitting[self.current] {
                         return;
+                    }
+                    match self.start_phase(scheduler) {
+                        Ok(true) => {}
+                        Ok(false) => {
+                            self.splitting[self.current] = true;
+                            return;
+                        }
+                        Err(e) => {
+                            self.split_failed[self.current] = true;
+                            errors.push(e);
+                            return;
+                        }
                     }
                     self.apply_changes(scheduler, errors);
                 }
@@ -419,34 +601,95 @@ impl Policy for Workflow {
         report: &Report,
         validation: Option<&Outcome>,
         scheduler: &Scheduler,
-    ) -> Result<Verdict, PolicyError> {
+    ) -> Result<Option<Verdict>, PolicyError> {
         let phase = self.index(task.phase.as_deref());
         let Some(accept) = &self.phases[phase].accept else {
-            return Ok(DefaultPolicy::verdict(task, validation));
+            return Ok(Some(DefaultPolicy::verdict(task, validation)));
         };
-        let name = &self.phases[phase].name;
-        let verdict = self.call(scheduler, phase, "accept", |scope| {
-            let report = views::report(&self.lua, report, validation)?;
-            let out: MultiValue = accept.call((scope.create_userdata_ref(task)?, report, self.ctx.clone()))?;
-            let mut out = out.into_iter();
-            let (first, second) = (out.next().unwrap_or(Value::Nil), out.next().unwrap_or(Value::Nil));
-            let reasons = match second {
-                Value::Nil => vec![format!("rejected by accept of phase \"{name}\"")],
-                Value::String(s) => vec![s.to_string_lossy()],
-                Value::Table(t) => t.sequence_values::<String>().collect::<mlua::Result<Vec<_>>>()?,
-                other => vec![other.to_string()?],
-            };
-            match first {
-                Value::Boolean(true) => Ok(Verdict::Accept),
-                Value::Boolean(false) => Ok(Verdict::Reject(reasons)),
-                other => Err(mlua::Error::runtime(format!(
-                    "accept must return true, or false and a reason (a string or a list of strings), not {}",
-                    other.type_name()
-                ))),
-            }
-        });
+        let what = format!("accept of phase \"{}\"", self.phases[phase].name);
+        let args = views::task(&self.lua, task)
+            .and_then(|t| {
+                (t, views::report(&self.lua, report, validation)?, self.ctx.clone()).into_lua_multi(&self.lua)
+            })
+            .map_err(|e| PolicyError(errors::describe(&e, &self.file, &what)))?;
+        let then = calls::Then::Accept { task: task.spec.id.clone(), attempt: task.attempt };
         // Changes asked for in `accept` are applied by the next step.
-        verdict.map_err(PolicyError)
+        match self.start_call(scheduler, phase, "accept", accept, args, then).map_err(PolicyError)? {
+            calls::Ran::Done(out) => {
+                self.verdict_of(phase, out).map(Some).map_err(|e| PolicyError(errors::describe(&e, &self.file, &what)))
+            }
+            calls::Ran::Waiting => Ok(None),
+        }
+    }
+
+    fn take_commands(&mut self) -> Vec<(u64, Job)> {
+        std::mem::take(&mut self.calls.borrow_mut().commands)
+    }
+
+    fn command_done(&mut self, call: u64, outcome: Outcome, scheduler: &mut Scheduler) -> Result<(), PolicyError> {
+        let Some(parked) = self.calls.borrow_mut().parked.remove(&call) else { return Ok(()) };
+        let (then, phase) = (parked.then.clone(), parked.phase);
+        let what = format!("{} of phase \"{}\"", parked.what, self.phases[phase].name);
+        let result = views::outcome(&self.lua, &outcome)
+            .and_then(|t| t.into_lua_multi(&self.lua))
+            .map_err(|e| errors::describe(&e, &self.file, &what))
+            .and_then(|args| self.drive(scheduler, call, parked, args));
+        let mut errors = Vec::new();
+        match (then, result) {
+            (_, Ok(calls::Ran::Waiting)) | (calls::Then::Hook, Ok(calls::Ran::Done(_))) => {}
+            (calls::Then::Accept { task, attempt }, Ok(calls::Ran::Done(out))) => {
+                let verdict =
+                    self.verdict_of(phase, out).map_err(|e| PolicyError(errors::describe(&e, &self.file, &what)));
+                self.calls.borrow_mut().verdicts.push((task, attempt, verdict));
+            }
+            (calls::Then::Accept { task, attempt }, Err(e)) => {
+                self.calls.borrow_mut().verdicts.push((task, attempt, Err(PolicyError(e))));
+            }
+            (calls::Then::Split { phase }, done) => {
+                self.splitting[phase] = false;
+                let added = done.and_then(|ran| {
+                    let calls::Ran::Done(out) = ran else { unreachable!("matched above") };
+                    self.split_tasks(scheduler, phase, out.into_iter().next().unwrap_or(Value::Nil))
+                });
+                match added {
+                    Ok(()) => {
+                        self.started[phase] = true;
+                        self.dirty = true;
+                        self.timer_next = None;
+                    }
+                    Err(e) => {
+                        self.shared.changes.borrow_mut().clear();
+                        self.split_failed[phase] = true;
+                        errors.push(e);
+                    }
+                }
+                self.check_complete = true;
+            }
+            (calls::Then::Hook, Err(e)) => errors.push(e),
+        }
+        self.apply_changes(scheduler, &mut errors);
+        self.check_complete = true;
+        errors.retain(|e| self.shown.insert(e.clone()));
+        if errors.is_empty() { Ok(()) } else { Err(PolicyError(errors.join("\n"))) }
+    }
+
+    fn take_verdicts(&mut self) -> Vec<(TaskId, u32, Result<Verdict, PolicyError>)> {
+        std::mem::take(&mut self.calls.borrow_mut().verdicts)
+    }
+
+    fn busy(&self) -> Vec<String> {
+        let calls = self.calls.borrow();
+        let mut lines: Vec<(Instant, String)> = calls
+            .parked
+            .values()
+            .map(|p| {
+                let name = &self.phases[p.phase].name;
+                let secs = p.since.elapsed().as_secs();
+                (p.since, format!("{} of phase \"{name}\" runs `{}` ({secs}s so far)", p.what, p.command))
+            })
+            .collect();
+        lines.sort();
+        lines.into_iter().map(|(_, l)| l).collect()
     }
 
     fn step(&mut self, scheduler: &mut Scheduler) -> Result<(), PolicyError> {

@@ -25,7 +25,7 @@ impl Fixture {
     fn load(&mut self, source: &str) -> Result<Workflow, String> {
         let path = self.write("wf.lua", source);
         let mut w = Workflow::load(&path, self.dir.path())?;
-        w.step(&mut self.scheduler).map_err(|e| e.0)?;
+        w.step_waiting(&mut self.scheduler)?;
         Ok(w)
     }
 
@@ -286,7 +286,7 @@ fn accept_verdicts_and_the_default_that_follows_validation() {
     let judge = |w: &mut Workflow, f: &Fixture, notes: &str, outcome: Option<&Outcome>| {
         let mut report = Report::completed("a", "w", vec![]);
         report.notes = Some(notes.to_owned());
-        w.accept(&a, &report, outcome, &f.scheduler)
+        w.accept(&a, &report, outcome, &f.scheduler).map(Option::unwrap)
     };
     assert_eq!(judge(&mut w, &f, "ok", None), Ok(Verdict::Accept));
     assert_eq!(judge(&mut w, &f, "list", None), Ok(Verdict::Reject(vec!["one".into(), "two".into()])));
@@ -302,7 +302,7 @@ fn accept_verdicts_and_the_default_that_follows_validation() {
     let mut b = a.clone();
     b.phase = Some("plain".into());
     b.spec.acceptance.validation = Some("exit 1".into());
-    let verdict = w.accept(&b, &Report::completed("b", "w", vec![]), Some(&failed), &f.scheduler).unwrap();
+    let verdict = w.accept(&b, &Report::completed("b", "w", vec![]), Some(&failed), &f.scheduler).unwrap().unwrap();
     assert_eq!(verdict, Verdict::Reject(vec!["validation `exit 1` exited 1: bad".into()]));
 }
 
@@ -375,7 +375,7 @@ fn a_restored_workflow_does_not_split_a_started_phase_again() {
     let state = first.state().remove(0).1;
     let path = f.dir.path().join("wf.lua");
     let mut second = Workflow::load(&path, f.dir.path()).unwrap();
-    let (tx, _rx) = std::sync::mpsc::channel();
+    let (tx, _rx) = std::sync::mpsc::sync_channel(1);
     second.restore(Some(state), tx.into());
     second.step(&mut f.scheduler).unwrap();
     assert!(second.take_log().is_empty());

@@ -91,6 +91,17 @@ pub fn phase<'t>(
     Ok(view)
 }
 
+/// What `ctx.run` returns: `code`, `ok`, `stdout`, `stderr`, `timed_out`.
+pub fn outcome(lua: &Lua, outcome: &Outcome) -> mlua::Result<Table> {
+    let t = lua.create_table()?;
+    t.set("code", outcome.code)?;
+    t.set("ok", outcome.success())?;
+    t.set("stdout", outcome.stdout.clone())?;
+    t.set("stderr", outcome.stderr.clone())?;
+    t.set("timed_out", outcome.timed_out)?;
+    Ok(t)
+}
+
 /// The report given to `accept`.
 pub fn report(lua: &Lua, report: &Report, validation: Option<&Outcome>) -> mlua::Result<Table> {
     let t = lua.create_table()?;

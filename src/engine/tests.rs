@@ -1,0 +1,40 @@
+//! The engine driven through its inputs, with a real store in a temp folder.
+
+use std::time::Duration;
+
+use super::*;
+use crate::scheduler::Settings;
+
+#[test]
+fn a_reader_that_does_not_read_is_cut_off_and_its_queue_stays_bounded() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = Config {
+        root: dir.path().to_owned(),
+        state_dir: dir.path().join(".mcc"),
+        settings: Settings::default(),
+        loader: None,
+        validation_limit: Duration::from_secs(10),
+    };
+    std::fs::create_dir_all(&config.state_dir).unwrap();
+    let (engine, thread) = Engine::start(config).unwrap();
+    let (outbox, mut inbox) = tokio::sync::mpsc::channel(8);
+    assert!(engine.send(Input::Connected { conn: 1, outbox }));
+    for _ in 0..50 {
+        assert!(engine.send(Input::Message { conn: 1, msg: ClientMsg::Status {} }));
+    }
+    // A second connection's answer comes after all 50 were handled (inputs
+    // are taken in order), so nothing of the first was read meanwhile.
+    let (probe, mut probe_inbox) = tokio::sync::mpsc::channel(8);
+    assert!(engine.send(Input::Connected { conn: 2, outbox: probe }));
+    assert!(engine.send(Input::Message { conn: 2, msg: ClientMsg::Status {} }));
+    assert!(probe_inbox.blocking_recv().is_some());
+    // 8 answers fit, then the engine let go of the connection, which ends its queue.
+    let mut queued = 0;
+    while inbox.blocking_recv().is_some() {
+        queued += 1;
+        assert!(queued <= 8, "the queue of a reader that does not read grew past its bound");
+    }
+    assert_eq!(queued, 8);
+    assert!(engine.send(Input::Shutdown { message: "test over".into() }));
+    thread.join().unwrap().unwrap();
+}

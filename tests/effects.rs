@@ -1,0 +1,264 @@
+//! Effects never stall the hub: a workflow command or a validation runs
+//! while every worker still gets its answers, and what a grant started dies
+//! with the grant.
+
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use crate::support::{Hub, Project, Ws, eventually};
+
+fn offer(ws: &mut Ws, worker: &str) -> Value {
+    let reply = ws.ask(json!({"type":"next","worker":worker,"waitMs":0}));
+    assert_eq!(reply["type"], "offer", "{reply}");
+    reply["offer"].clone()
+}
+
+fn done_msg(worker: &str, offer: &Value, wait_ms: u64) -> Value {
+    json!({"type":"done","worker":worker,"taskId":offer["task"]["id"],"attempt":offer["attempt"],"waitMs":wait_ms})
+}
+
+fn snapshot(ws: &mut Ws) -> Value {
+    ws.ask(json!({"type":"snapshot"}))["snapshot"].clone()
+}
+
+/// A workflow whose `accept` of task `slow` runs a command that lasts until
+/// the test writes `go`; the other tasks are accepted at once.
+fn slow_accept(tasks: usize, command: &str) -> String {
+    let list: Vec<String> = (1..=tasks).map(|i| format!("{{ id = \"t{i}\", description = \"t{i}\" }}")).collect();
+    format!(
+        r#"return {{ name = "slow-accept", phases = {{ {{ name = "p",
+  tasks = {{ {{ id = "slow", description = "slow" }}, {} }},
+  accept = function(task, report, ctx)
+    if task.id ~= "slow" then return true end
+    local r = ctx.run("{command}", {{ timeout = "300s" }})
+    if not r.ok then return false, "the command failed: " .. r.stderr end
+    -- The task view given to accept is still readable after the wait.
+    return task.id == "slow" and r.stdout == "waited\n", "unexpected output " .. r.stdout
+  end }} }} }}"#,
+        list.join(", ")
+    )
+}
+
+/// Three workers take and finish tasks until none is left for them; the
+/// latency of each command, in order.
+fn three_workers_finish(hub: &Hub, count: usize) -> Vec<Duration> {
+    let mut workers: Vec<(String, Ws)> = (1..=3).map(|i| (format!("w{i}"), hub.connect())).collect();
+    let (mut finished, mut latencies) = (0, Vec::new());
+    while finished < count {
+        let before = finished;
+        for (name, ws) in &mut workers {
+            let start = Instant::now();
+            let o = offer(ws, name);
+            latencies.push(start.elapsed());
+            if o["type"] != "task" {
+                continue;
+            }
+            let start = Instant::now();
+            let verdict = ws.ask(done_msg(name, &o, 0));
+            latencies.push(start.elapsed());
+            assert_eq!(verdict["type"], "verdict", "{verdict}");
+            assert_eq!(verdict["accepted"], true, "{verdict}");
+            finished += 1;
+        }
+        assert!(finished > before, "no worker got a task while the workflow command ran");
+    }
+    latencies
+}
+
+#[test]
+fn workers_keep_completing_tasks_while_accept_waits_on_a_command() {
+    let project = Project::new();
+    let wf = project.write("wf.lua", &slow_accept(9, "while [ ! -f go ]; do sleep 0.05; done; echo waited"));
+    let hub = Hub::start(project.root(), &["--workflow", &wf.display().to_string()]);
+    let mut slow = hub.connect();
+    let first = offer(&mut slow, "slow-worker");
+    assert_eq!(first["task"]["id"], "slow");
+    slow.send(done_msg("slow-worker", &first, 60_000));
+    // The command only ends once the others are through: a hub that waited
+    // for it would answer none of them.
+    three_workers_finish(&hub, 9);
+    let mut ws = hub.connect();
+    let snap = snapshot(&mut ws);
+    assert_eq!(snap["counts"]["submitted"], 1, "{snap}");
+    assert!(snap["log"].to_string().contains("waits on `while"), "status shows what the workflow waits on: {snap}");
+    std::fs::write(project.path("go"), "").unwrap();
+    let verdict = slow.recv();
+    assert_eq!(verdict["type"], "verdict", "{verdict}");
+    assert_eq!(verdict["accepted"], true, "{verdict}");
+    assert_eq!(verdict["next"]["type"], "all_done", "{verdict}");
+}
+
+/// About 8 s of workflow command while three workers work; `cargo test`
+/// runs this one, the 60 s version is ignored and run by name.
+#[test]
+fn an_eight_second_workflow_command_leaves_three_workers_working() {
+    command_for(Duration::from_secs(8));
+}
+
+/// The "Done when" run: `cargo test --test lib -- --ignored a_sixty_second --nocapture`
+/// prints the latency of the workers' commands (p50, p99) during it.
+#[test]
+#[ignore = "runs for a minute; run by name to measure latency"]
+fn a_sixty_second_workflow_command_leaves_three_workers_working() {
+    command_for(Duration::from_mins(1));
+}
+
+fn command_for(length: Duration) {
+    let project = Project::new();
+    let secs = length.as_secs();
+    // Enough tasks for the workers to keep going for the whole command.
+    let tasks = usize::try_from(secs).unwrap() * 400;
+    let wf = project.write("wf.lua", &slow_accept(tasks, &format!("sleep {secs}; echo waited")));
+    let hub = Hub::start(project.root(), &["--workflow", &wf.display().to_string()]);
+    let mut slow = hub.connect();
+    let first = offer(&mut slow, "slow-worker");
+    slow.send(done_msg("slow-worker", &first, (secs + 60) * 1000));
+    let mut ws = hub.connect();
+    eventually("the slow task is submitted", || snapshot(&mut ws)["counts"]["submitted"] == 1);
+    let start = Instant::now();
+    let mut latencies = Vec::new();
+    // Work while the command runs: each round is six commands of three workers.
+    let verdict = loop {
+        if let Some(verdict) = slow.recv_within(Duration::from_millis(1)) {
+            break verdict;
+        }
+        latencies.extend(three_workers_finish(&hub, 3));
+    };
+    assert!(!latencies.is_empty(), "the workers got no turn while the command ran");
+    assert_eq!(verdict["accepted"], true, "{verdict}");
+    latencies.sort();
+    let pick = |q: f64| latencies[((latencies.len() - 1) as f64 * q) as usize];
+    eprintln!(
+        "workflow command of {secs}s: {} worker commands over {:.1}s, p50 {:?}, p99 {:?}, max {:?}",
+        latencies.len(),
+        start.elapsed().as_secs_f64(),
+        pick(0.5),
+        pick(0.99),
+        latencies.last().unwrap()
+    );
+}
+
+#[test]
+fn a_split_that_waits_on_a_command_does_not_stop_the_hub() {
+    let project = Project::new();
+    let wf = project.write(
+        "wf.lua",
+        r#"return { name = "slow-split", phases = { { name = "p", split = function(ctx)
+  local r = ctx.run("while [ ! -f go ]; do sleep 0.05; done; echo split-ran")
+  return { { id = "made-" .. r.stdout:gsub("%s", ""), description = "made by split" } }
+end } } }"#,
+    );
+    let hub = Hub::start(project.root(), &["--workflow", &wf.display().to_string()]);
+    let mut ws = hub.connect();
+    assert_eq!(offer(&mut ws, "w1")["type"], "nothing_yet");
+    assert!(snapshot(&mut ws)["log"].to_string().contains("split of phase \\\"p\\\" waits on"));
+    std::fs::write(project.path("go"), "").unwrap();
+    eventually("the split's task appears", || {
+        snapshot(&mut ws)["tasks"].as_array().is_some_and(|t| t.iter().any(|t| t["id"] == "made-split-ran"))
+    });
+    assert_eq!(offer(&mut ws, "w1")["task"]["id"], "made-split-ran");
+}
+
+#[test]
+fn ctx_run_in_assign_is_refused_with_where_to_run_it() {
+    let project = Project::new();
+    let wf = project.write(
+        "wf.lua",
+        "return { name = 'a', phases = { { name = 'p', tasks = { { id = 'x', description = 'x' } },\n  assign = function(worker, ready, ctx)\n    ctx.run('sleep 100')\n    return ready[1]\n  end } } }",
+    );
+    let hub = Hub::start(project.root(), &["--workflow", &wf.display().to_string()]);
+    let mut ws = hub.connect();
+    offer(&mut ws, "w1");
+    let problems = snapshot(&mut ws)["problems"].to_string();
+    assert!(problems.contains("wf.lua:3: in assign of phase"), "{problems}");
+    assert!(problems.contains("run commands in split, accept or an on.* hook"), "{problems}");
+}
+
+fn alive(pid: &str) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| !s.contains(") Z "))
+}
+
+#[test]
+fn a_cancelled_task_kills_its_running_validation_with_its_group() {
+    let project = Project::new();
+    let hub = Hub::start(project.root(), &[]);
+    let mut ws = hub.connect();
+    let added = ws.ask(json!({"type":"add_tasks","tasks":[{"id":"v","description":"v",
+        "acceptance":{"validation":"(echo $$ > child.pid; exec sleep 1000) & echo $$ > sh.pid; wait"}}]}));
+    assert_eq!(added["type"], "tasks_added", "{added}");
+    let o = offer(&mut ws, "w1");
+    ws.send(done_msg("w1", &o, 0));
+    let pid = |name: &str| std::fs::read_to_string(project.path(name)).unwrap_or_default().trim().to_owned();
+    eventually("the validation runs", || !pid("child.pid").is_empty() && !pid("sh.pid").is_empty());
+    let (sh, child) = (pid("sh.pid"), pid("child.pid"));
+    assert!(alive(&child));
+    let mut engineer = hub.connect();
+    let cancelled = engineer.ask(json!({"type":"cancel","taskId":"v"}));
+    assert_eq!(cancelled["type"], "ack", "{cancelled}");
+    eventually("the validation's shell and its child are gone", || !alive(&sh) && !alive(&child));
+}
+
+#[test]
+fn a_done_whose_verdict_waits_on_validation_is_told_it_is_pending() {
+    let project = Project::new();
+    let hub = Hub::start(project.root(), &[]);
+    let mut ws = hub.connect();
+    ws.ask(json!({"type":"add_tasks","tasks":[{"id":"v","description":"v",
+        "acceptance":{"validation":"while [ ! -f go ]; do sleep 0.05; done"}}]}));
+    let o = offer(&mut ws, "w1");
+    // The hub answers within the wait plus its grace, before the client gives up.
+    let answer = ws.ask(done_msg("w1", &o, 0));
+    assert_eq!(answer["type"], "ack", "{answer}");
+    let message = answer["message"].as_str().unwrap();
+    assert!(message.contains("the verdict on task v (attempt 1) is pending"), "{message}");
+    assert!(message.contains("mcc tasks show v"), "{message}");
+    // Status agrees with what `done` says: nobody holds a submitted task.
+    let snap = snapshot(&mut ws);
+    assert_eq!(snap["workers"][0]["holding"], Value::Null, "{snap}");
+    let other = ws.ask(done_msg("w2", &o, 0));
+    assert!(other["error"].as_str().unwrap().contains("nobody holds it"), "{other}");
+    std::fs::write(project.path("go"), "").unwrap();
+    eventually("the verdict arrives", || snapshot(&mut ws)["counts"]["accepted"] == 1);
+}
+
+#[test]
+fn worker_run_kills_a_task_command_and_everything_it_started_at_the_lease_margin() {
+    let project = Project::new();
+    let hub = Hub::start(project.root(), &[]);
+    let mut ws = hub.connect();
+    let added = ws.ask(json!({"type":"add_tasks","tasks":[{"id":"long","description":"never ends","lease":"2s"}]}));
+    assert_eq!(added["type"], "tasks_added", "{added}");
+    let script = "sleep 1000 & echo $! > child.pid; echo $$ > sh.pid; wait";
+    let run = project.mcc().args(["worker", "run", "--as", "w1", "--max-tasks", "1", "--", "sh", "-c", script]).run();
+    assert!(run.stdout.contains("ran past the task's lease of 2s"), "{run:?}");
+    let (sh, child) = (project.read("sh.pid").trim().to_owned(), project.read("child.pid").trim().to_owned());
+    eventually("the command and the sleep it started are gone", || !alive(&sh) && !alive(&child));
+}
+
+#[test]
+fn worker_run_stopped_by_sigterm_kills_its_task_command_group() {
+    let project = Project::new();
+    let hub = Hub::start(project.root(), &[]);
+    let mut ws = hub.connect();
+    ws.ask(json!({"type":"add_tasks","tasks":[{"id":"long","description":"never ends"}]}));
+    let script = "sleep 1000 & echo $! > child.pid; echo $$ > sh.pid; wait";
+    let mut worker = std::process::Command::new(crate::support::mcc_bin())
+        .args(["worker", "run", "--as", "w1", "--", "sh", "-c", script])
+        .current_dir(project.root())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let pid = |name: &str| std::fs::read_to_string(project.path(name)).unwrap_or_default().trim().to_owned();
+    eventually("the task command runs", || !pid("child.pid").is_empty() && !pid("sh.pid").is_empty());
+    let (sh, child) = (pid("sh.pid"), pid("child.pid"));
+    rustix::process::kill_process(
+        rustix::process::Pid::from_raw(i32::try_from(worker.id()).unwrap()).unwrap(),
+        rustix::process::Signal::TERM,
+    )
+    .unwrap();
+    let status = worker.wait().unwrap();
+    assert_eq!(status.code(), Some(143), "{status:?}");
+    eventually("the command and the sleep it started are gone", || !alive(&sh) && !alive(&child));
+}
