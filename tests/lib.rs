@@ -19,4 +19,5 @@ mod reports;
 mod run;
 mod scheduling;
 mod security;
+mod waiting;
 mod worker;

@@ -184,7 +184,7 @@ pub struct Engine {
     workflow_path: Option<PathBuf>,
     conns: HashMap<ConnId, Conn>,
     coordinator: Option<ConnId>,
-    waiters: Vec<Waiter>,
+    waiters: offers::Waiters,
     judging: HashMap<TaskId, Judging>,
     /// Answers held until the batch is committed.
     outgoing: Vec<(ConnId, ServerMsg)>,
@@ -230,7 +230,7 @@ impl Engine {
                     workflow_path: None,
                     conns: HashMap::new(),
                     coordinator: None,
-                    waiters: Vec::new(),
+                    waiters: offers::Waiters::default(),
                     judging: HashMap::new(),
                     outgoing: Vec::new(),
                     problems: Vec::new(),
@@ -308,7 +308,7 @@ impl Engine {
     }
 
     fn next_wakeup(&self) -> Option<Instant> {
-        let waits = self.waiters.iter().filter_map(|w| w.deadline);
+        let waits = self.waiters.next_deadline().into_iter();
         let checkpoint = self.scheduler.next_deadline().map(|_| self.leases_written + LEASE_CHECKPOINT);
         waits.chain(self.scheduler.next_deadline()).chain(self.policy.next_wakeup()).chain(checkpoint).min()
     }
@@ -428,6 +428,8 @@ impl Engine {
                 });
                 policy.restore(state, EngineHandle { tx: self.tx.clone() });
                 self.policy = policy;
+                // A new workflow decides anew who gets what: look at every waiting worker.
+                self.scheduler.mark_work_changed();
                 // Start its phase now: requests later in this batch already see its tasks.
                 if let Err(e) = self.policy.step(&mut self.scheduler) {
                     self.problem(format!("workflow: {e}"));
