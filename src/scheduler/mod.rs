@@ -230,13 +230,22 @@ pub struct Event {
 #[derive(Debug, Default)]
 pub struct Changes {
     pub tasks: BTreeSet<TaskId>,
+    /// Tasks whose lease alone moved: the store writes only the deadline.
+    pub leases: BTreeSet<TaskId>,
     pub workers: BTreeSet<String>,
     pub events: Vec<Event>,
+    /// The hub clock should be written even if nothing else changed: the
+    /// stored leases' time left is measured on it.
+    pub clock: bool,
 }
 
 impl Changes {
     pub fn is_empty(&self) -> bool {
-        self.tasks.is_empty() && self.workers.is_empty() && self.events.is_empty()
+        self.tasks.is_empty()
+            && self.leases.is_empty()
+            && self.workers.is_empty()
+            && self.events.is_empty()
+            && !self.clock
     }
 }
 
@@ -521,7 +530,7 @@ impl Scheduler {
         let Some(id) = self.held_by(worker).map(|t| t.spec.id.clone()) else { return };
         let task = self.tasks.get_mut(&id).expect("held task exists");
         task.lease_until = Some(now + Duration::from_millis(task.lease_ms));
-        self.touch_task(&id);
+        self.changes.leases.insert(id);
     }
 
     /// Add tasks; all or none. Dependencies may point into the same batch.
@@ -644,13 +653,11 @@ impl Scheduler {
         }
     }
 
-    /// Mark every held task changed, so the store writes the lease time
-    /// each has left (before a stop).
+    /// Have the store write the hub clock, which held leases are measured
+    /// on: one row, however many leases are held, so a restart gives each
+    /// lease the time it had left then.
     pub fn touch_held(&mut self) {
-        let held: Vec<TaskId> = self.holding.values().cloned().collect();
-        for id in held {
-            self.touch_task(&id);
-        }
+        self.changes.clock = true;
     }
 
     /// Ready tasks this worker may take now, in FIFO order, at most `limit`:
