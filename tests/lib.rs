@@ -4,6 +4,7 @@
 mod support;
 
 mod author;
+mod bulk;
 mod cockpit;
 mod durability;
 mod engineer;
