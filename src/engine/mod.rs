@@ -213,8 +213,7 @@ impl Engine {
         config: Config,
     ) -> Result<(EngineHandle, std::thread::JoinHandle<Result<(), StoreError>>), StoreError> {
         let store = Store::open(&config.state_dir)?;
-        let (tasks, workers) = store.load()?;
-        let scheduler = Scheduler::restore(config.settings.clone(), tasks, workers);
+        let scheduler = store.restore(config.settings.clone())?;
         let workflow_path = store.meta("workflow_path")?.map(PathBuf::from);
         let (tx, rx) = std::sync::mpsc::channel();
         let engine_tx = tx.clone();

@@ -378,7 +378,20 @@ impl Scheduler {
 
     /// Rebuild from stored tasks and workers.
     pub fn restore(settings: Settings, tasks: Vec<Task>, workers: Vec<Worker>) -> Self {
+        let count = tasks.len();
+        Self::restore_from(settings, count, tasks, workers)
+    }
+
+    /// Rebuild from stored tasks as they are read, `count` of them expected:
+    /// no list of every task is held beside the scheduler's own.
+    pub fn restore_from(
+        settings: Settings,
+        count: usize,
+        tasks: impl IntoIterator<Item = Task>,
+        workers: Vec<Worker>,
+    ) -> Self {
         let mut s = Self::new(settings);
+        s.tasks.reserve(count);
         for worker in workers {
             s.workers.insert(worker.name.clone(), worker);
         }

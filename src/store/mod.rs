@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use rusqlite::{Connection, OptionalExtension, params};
 use serde_json::Value;
 
-use crate::scheduler::{Changes, Scheduler, Task, Worker};
+use crate::scheduler::{Changes, Scheduler, Settings, Task, Worker};
 use crate::task::now_ms;
 
 /// The store failed; the hub cannot go on safely.
@@ -87,6 +87,15 @@ pub struct Store {
 
 const HUB_CLOCK: &str = "hub_clock_ms";
 
+const TASK_ROWS: &str = "SELECT body, lease_deadline_ms, lease_left_ms, lease_clock_ms FROM tasks ORDER BY seq";
+
+/// A task row: its body, wall-clock deadline, time left when written, deadline on the hub clock.
+type TaskRow = (String, Option<i64>, Option<i64>, Option<i64>);
+
+fn task_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<TaskRow> {
+    Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?))
+}
+
 impl Store {
     /// Open (or create) `state.db` in `dir`.
     pub fn open(dir: &Path) -> Result<Self, StoreError> {
@@ -157,34 +166,45 @@ impl Store {
     /// left at the last commit. Time while no hub ran, and wall-clock jumps,
     /// cost a lease nothing.
     pub fn load(&self) -> Result<(Vec<Task>, Vec<Worker>), StoreError> {
-        let now = Instant::now();
-        let wall = now_ms();
-        let mut stmt = self
-            .conn
-            .prepare("SELECT body, lease_deadline_ms, lease_left_ms, lease_clock_ms FROM tasks ORDER BY seq")
-            .map_err(|e| self.sql(e))?;
-        let rows = stmt
-            .query_map([], |row| {
-                Ok((
-                    row.get::<_, String>(0)?,
-                    row.get::<_, Option<i64>>(1)?,
-                    row.get::<_, Option<i64>>(2)?,
-                    row.get::<_, Option<i64>>(3)?,
-                ))
-            })
-            .map_err(|e| self.sql(e))?;
+        let (now, wall) = (Instant::now(), now_ms());
+        let mut stmt = self.conn.prepare(TASK_ROWS).map_err(|e| self.sql(e))?;
+        let rows = stmt.query_map([], task_row).map_err(|e| self.sql(e))?;
         let mut tasks = Vec::new();
         for row in rows {
-            let (body, deadline, left, on_clock) = row.map_err(|e| self.sql(e))?;
-            let mut task: Task = serde_json::from_str(&body).map_err(|e| self.corrupt(e))?;
-            // Older stores have the time left when written, or only the wall-clock deadline.
-            let left = on_clock
-                .map(|until| until - self.clock_base_ms)
-                .or(left)
-                .or_else(|| deadline.map(|d| d.saturating_sub(wall)));
-            task.lease_until = left.map(|l| now + Duration::from_millis(l.max(0) as u64));
-            tasks.push(task);
+            tasks.push(self.task_from(row.map_err(|e| self.sql(e))?, now, wall)?);
         }
+        Ok((tasks, self.workers()?))
+    }
+
+    /// The scheduler as stored, built row by row: each row is parsed and
+    /// moved into the scheduler, never all of them held in a list first.
+    pub fn restore(&self, settings: Settings) -> Result<Scheduler, StoreError> {
+        let (now, wall) = (Instant::now(), now_ms());
+        let count: i64 =
+            self.conn.query_row("SELECT COUNT(*) FROM tasks", [], |r| r.get(0)).map_err(|e| self.sql(e))?;
+        let workers = self.workers()?;
+        // In the table's own order: the scheduler orders by `seq` itself, and
+        // sorting 100,000 rows first would hold them all in the sorter.
+        let unordered = TASK_ROWS.trim_end_matches(" ORDER BY seq");
+        let mut stmt = self.conn.prepare(unordered).map_err(|e| self.sql(e))?;
+        let rows = stmt.query_map([], task_row).map_err(|e| self.sql(e))?;
+        let mut failed = None;
+        let tasks =
+            rows.map_while(|row| match row.map_err(|e| self.sql(e)).and_then(|r| self.task_from(r, now, wall)) {
+                Ok(task) => Some(task),
+                Err(e) => {
+                    failed = Some(e);
+                    None
+                }
+            });
+        let scheduler = Scheduler::restore_from(settings, count as usize, tasks, workers);
+        match failed {
+            Some(e) => Err(e),
+            None => Ok(scheduler),
+        }
+    }
+
+    fn workers(&self) -> Result<Vec<Worker>, StoreError> {
         let mut stmt = self.conn.prepare("SELECT body FROM workers").map_err(|e| self.sql(e))?;
         let rows = stmt.query_map([], |row| row.get::<_, String>(0)).map_err(|e| self.sql(e))?;
         let mut workers = Vec::new();
@@ -192,7 +212,24 @@ impl Store {
             let body = row.map_err(|e| self.sql(e))?;
             workers.push(serde_json::from_str(&body).map_err(|e| self.corrupt(e))?);
         }
-        Ok((tasks, workers))
+        Ok(workers)
+    }
+
+    /// A stored task with its lease resumed.
+    fn task_from(
+        &self,
+        (body, deadline, left, on_clock): TaskRow,
+        now: Instant,
+        wall: i64,
+    ) -> Result<Task, StoreError> {
+        let mut task: Task = serde_json::from_str(&body).map_err(|e| self.corrupt(e))?;
+        // Older stores have the time left when written, or only the wall-clock deadline.
+        let left = on_clock
+            .map(|until| until - self.clock_base_ms)
+            .or(left)
+            .or_else(|| deadline.map(|d| d.saturating_sub(wall)));
+        task.lease_until = left.map(|l| now + Duration::from_millis(l.max(0) as u64));
+        Ok(task)
     }
 
     /// Write every changed task and worker and append the events, in one
@@ -225,7 +262,7 @@ impl Store {
                 .prepare_cached(
                     "INSERT INTO tasks (id, seq, state, holder, attempt, lease_deadline_ms, phase, body, lease_left_ms, lease_clock_ms)
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
-                     ON CONFLICT(id) DO UPDATE SET seq = excluded.seq, state = excluded.state,
+                     ON CONFLICT(id) DO UPDATE SET state = excluded.state,
                          holder = excluded.holder, attempt = excluded.attempt,
                          lease_deadline_ms = excluded.lease_deadline_ms, phase = excluded.phase,
                          body = excluded.body, lease_left_ms = excluded.lease_left_ms,
