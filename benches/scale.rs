@@ -392,7 +392,9 @@ fn queue(bin: &Path, table: &mut Table, bulk: Bulk) {
         // Nothing grantable for a fresh name: walks the queue and finds nothing.
         let (took, _) = mcc(bin, root, &["worker", "next", "--as", "probe", "--wait", "0s", "--json"]);
         probe.push(took);
-        let (took, out) = mcc(bin, root, &["worker", "done", &task.id, "--as", "m", "--wait", "0s", "--json"]);
+        let attempt = task.attempt.to_string();
+        let (took, out) =
+            mcc(bin, root, &["worker", "done", &task.id, "--as", "m", "--attempt", &attempt, "--wait", "0s", "--json"]);
         done.push(took);
         held = wire::offered(&out);
     }

@@ -172,11 +172,36 @@ pub enum Offer {
         phase: Option<String>,
     },
     /// Nothing ready within the wait; run `next` again.
-    NothingYet { worker: String, message: String },
+    NothingYet {
+        worker: String,
+        message: String,
+        /// What the worker waits for; hubs before it sent none.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<Waiting>,
+    },
     /// The work is finished; the worker can stop.
     AllDone { worker: String, message: String },
     /// The worker's context is spent; a fresh chat should take over.
     HandOver { worker: String, message: String },
+}
+
+/// Why a worker was offered nothing: what it waits for, from the hub's indexes.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Waiting {
+    /// `reservations`, `answer`, `dependencies`, `in_progress`, `phase` or `workflow`.
+    pub kind: String,
+    /// One line saying it, for people and models.
+    pub text: String,
+    /// The tasks in the way: holding the files, waiting for an answer, depended on.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tasks: Vec<String>,
+    /// Who holds those tasks.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub workers: Vec<String>,
+    /// The files reserved by them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub files: Vec<String>,
 }
 
 /// A message the hub sends.

@@ -5,6 +5,7 @@ mod support;
 
 mod answers;
 mod author;
+mod bulk;
 mod cockpit;
 mod durability;
 mod effects;
@@ -21,4 +22,5 @@ mod reports;
 mod run;
 mod scheduling;
 mod security;
+mod waiting;
 mod worker;

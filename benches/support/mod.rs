@@ -55,6 +55,9 @@ impl Hub {
         };
         let listening_after = start.elapsed();
         std::thread::spawn(move || lines.for_each(drop));
+        // The project's token goes with every bench connection: loading tasks needs it.
+        let token = std::fs::read_to_string(root.join(".mcc").join("token")).unwrap_or_default();
+        let url = format!("{}/?token={}", url.trim_end_matches('/'), token.trim());
         Self { child, url, listening_after }
     }
 

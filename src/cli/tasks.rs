@@ -1,6 +1,9 @@
 //! `mcc tasks add | list | show | retry | cancel` and `mcc answer`: the
-//! engineer's hands on the queue.
+//! engineer's hands on the queue. A big `add` goes in pieces the hub
+//! accepts (under its frame limit), dependencies first; `list` shows a page
+//! of tasks, one line each.
 
+use std::collections::{HashMap, HashSet};
 use std::io::Read;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -20,8 +23,10 @@ pub enum TasksCmd {
         after_help = "Examples:\n  mcc tasks add tasks.json\n  mcc tasks add --id fix-1 --description \"Fix the parser\" --write src/parse.rs --validation \"cargo test parse\"\n\nExit codes: 0 added; 1 error (nothing is added)."
     )]
     Add(AddArgs),
-    /// List tasks, optionally of one state.
-    #[command(after_help = "Example:\n  mcc tasks list --state blocked")]
+    /// List tasks, optionally of one state: a page of one line each.
+    #[command(
+        after_help = "Examples:\n  mcc tasks list --state blocked\n  mcc tasks list --state ready --limit 50 --after task-050"
+    )]
     List(ListArgs),
     /// Everything about one task.
     #[command(after_help = "Example:\n  mcc tasks show task-001")]
@@ -73,9 +78,20 @@ pub struct ListArgs {
     /// Only tasks in this state (waiting, ready, assigned, submitted, accepted, blocked, failed, cancelled).
     #[arg(long)]
     pub state: Option<String>,
+    /// At most this many tasks (default 50; with --json, all unless given).
+    #[arg(long)]
+    pub limit: Option<usize>,
+    /// Start after this task id (the last one of the page before).
+    #[arg(long)]
+    pub after: Option<String>,
     #[command(flatten)]
     pub hub: HubArg,
 }
+
+/// Tasks per page when `--limit` is not given.
+const PAGE: usize = 50;
+/// The longest description printed in a list line.
+const LINE: usize = 80;
 
 #[derive(Debug, Args)]
 pub struct OneArgs {
@@ -188,20 +204,109 @@ fn add(a: AddArgs) -> u8 {
             return fail(&a.hub, "give a JSON file (or - for stdin), or --id and --description for one task");
         }
     };
-    match client::ask_once(a.hub.hub.as_deref(), &ClientMsg::AddTasks { tasks }, LIMIT) {
-        Ok((ServerMsg::TasksAdded { ids }, _)) => {
-            if a.hub.json {
-                println!("{}", json!({"type": "tasks_added", "ids": ids}));
-            } else {
-                println!("added {} task{}: {}", ids.len(), if ids.len() == 1 { "" } else { "s" }, ids.join(", "));
-                println!("next: workers pick them up with `mcc worker next --as NAME`; follow with `mcc status`");
+    let pieces = pieces(dependencies_first(tasks), PIECE_BYTES);
+    let total: usize = pieces.iter().map(Vec::len).sum();
+    let mut added: Vec<String> = Vec::new();
+    for (n, piece) in pieces.into_iter().enumerate() {
+        let first = piece.first().and_then(|t| t.get("id")).and_then(Value::as_str).unwrap_or_default().to_owned();
+        let error = match client::ask_once(a.hub.hub.as_deref(), &ClientMsg::AddTasks { tasks: piece }, LIMIT) {
+            Ok((ServerMsg::TasksAdded { ids }, _)) => {
+                added.extend(ids);
+                continue;
             }
-            exit::OK
+            Ok((ServerMsg::Error { error, .. }, _)) => error,
+            Ok((other, _)) => format!("unexpected answer from the hub: {}", other.to_json()),
+            Err(e) => e,
+        };
+        if n == 0 {
+            return fail(&a.hub, &error);
         }
-        Ok((ServerMsg::Error { error, .. }, _)) => fail(&a.hub, &error),
-        Ok((other, _)) => fail(&a.hub, &format!("unexpected answer from the hub: {}", other.to_json())),
-        Err(e) => fail(&a.hub, &e),
+        // Each piece is all or none; the pieces before this one are in.
+        return fail(
+            &a.hub,
+            &format!(
+                "{error}; {} of {total} tasks were added before this (pieces of at most {PIECE_BYTES} bytes), the rest from `{first}` on were not: fix that and add the rest",
+                added.len()
+            ),
+        );
     }
+    if a.hub.json {
+        println!("{}", json!({"type": "tasks_added", "ids": added}));
+    } else {
+        let shown = if added.len() > 10 {
+            format!("{} ... {}", added[..5].join(", "), added[added.len() - 2..].join(", "))
+        } else {
+            added.join(", ")
+        };
+        println!("added {} task{}: {shown}", added.len(), if added.len() == 1 { "" } else { "s" });
+        println!("next: workers pick them up with `mcc worker next --as NAME`; follow with `mcc status`");
+    }
+    exit::OK
+}
+
+/// The most JSON sent in one `add_tasks`: well under the hub's frame limit.
+const PIECE_BYTES: usize = crate::hub::MAX_FRAME * 3 / 4;
+
+/// The tasks in their order, except that a task comes after every task of
+/// the file it depends on: then each piece only depends on earlier ones.
+fn dependencies_first(tasks: Vec<Value>) -> Vec<Value> {
+    let id = |t: &Value| t.get("id").and_then(Value::as_str).map(str::to_owned);
+    let deps = |t: &Value| -> Vec<String> {
+        t.get("dependencies")
+            .and_then(Value::as_array)
+            .map(|d| d.iter().filter_map(Value::as_str).map(str::to_owned).collect())
+            .unwrap_or_default()
+    };
+    let index: HashMap<String, usize> = tasks.iter().enumerate().filter_map(|(i, t)| Some((id(t)?, i))).collect();
+    let mut placed: HashSet<usize> = HashSet::new();
+    let mut order = Vec::with_capacity(tasks.len());
+    for start in 0..tasks.len() {
+        // Depth-first, without recursion: a deep chain must not overflow the stack.
+        let mut stack = vec![(start, false)];
+        let mut on_path: HashSet<usize> = HashSet::new();
+        while let Some((i, expanded)) = stack.pop() {
+            if placed.contains(&i) {
+                continue;
+            }
+            if expanded {
+                on_path.remove(&i);
+                placed.insert(i);
+                order.push(i);
+                continue;
+            }
+            if !on_path.insert(i) {
+                // A cycle: the hub names it when the tasks arrive.
+                continue;
+            }
+            stack.push((i, true));
+            for dep in deps(&tasks[i]).iter().rev() {
+                if let Some(&j) = index.get(dep)
+                    && !placed.contains(&j)
+                    && !on_path.contains(&j)
+                {
+                    stack.push((j, false));
+                }
+            }
+        }
+    }
+    let mut slots: Vec<Option<Value>> = tasks.into_iter().map(Some).collect();
+    order.into_iter().filter_map(|i| slots[i].take()).collect()
+}
+
+/// Consecutive pieces of at most `budget` bytes of JSON (a bigger task goes alone).
+fn pieces(tasks: Vec<Value>, budget: usize) -> Vec<Vec<Value>> {
+    let mut out: Vec<Vec<Value>> = Vec::new();
+    let mut size = 0;
+    for task in tasks {
+        let len = task.to_string().len() + 1;
+        if out.is_empty() || size + len > budget {
+            out.push(Vec::new());
+            size = 0;
+        }
+        size += len;
+        out.last_mut().expect("pushed above").push(task);
+    }
+    out
 }
 
 fn list(a: &ListArgs) -> u8 {
@@ -216,18 +321,69 @@ fn list(a: &ListArgs) -> u8 {
             None => return fail(&a.hub, &e),
         },
     };
-    let tasks: Vec<&TaskSummary> =
-        snapshot.tasks.iter().filter(|t| a.state.as_deref().is_none_or(|s| t.state == s)).collect();
+    let matching = snapshot.tasks.iter().filter(|t| a.state.as_deref().is_none_or(|s| t.state == s));
+    let mut from: Vec<&TaskSummary> = match &a.after {
+        Some(after) => matching.skip_while(|t| t.id != *after).skip(1).collect(),
+        None => matching.collect(),
+    };
+    let limit = a.limit.unwrap_or(if a.hub.json { usize::MAX } else { PAGE });
+    let more = from.len().saturating_sub(limit);
+    from.truncate(limit);
     if a.hub.json {
-        println!("{}", json!(tasks));
+        println!("{}", json!(from));
         return exit::OK;
     }
-    if tasks.is_empty() {
+    if from.is_empty() {
         println!("no tasks{}", a.state.as_deref().map(|s| format!(" in state {s}")).unwrap_or_default());
     }
-    for t in tasks {
+    for t in &from {
         let holder = t.holder.as_deref().map(|h| format!(" by {h}")).unwrap_or_default();
-        println!("{:<20} {:<10} attempt {}{holder}  {}", t.id, t.state, t.attempt, t.description);
+        println!("{:<20} {:<10} attempt {}{holder}  {}", t.id, t.state, t.attempt, one_line(&t.description));
+    }
+    if more > 0 {
+        let last = from.last().map(|t| t.id.as_str()).unwrap_or_default();
+        let state = a.state.as_deref().map(|s| format!(" --state {s}")).unwrap_or_default();
+        println!("{more} more: mcc tasks list{state} --limit {limit} --after {last}");
+    }
+    if from.iter().any(|t| one_line(&t.description) != t.description) {
+        println!("descriptions cut to one line: `mcc tasks show TASK` prints one whole");
     }
     exit::OK
+}
+
+/// The first line of `text`, at most [`LINE`] characters.
+fn one_line(text: &str) -> String {
+    let first = text.lines().next().unwrap_or_default();
+    if first.chars().count() > LINE || first.len() < text.trim_end().len() {
+        let cut: String = first.chars().take(LINE - 1).collect();
+        format!("{}…", cut.trim_end())
+    } else {
+        first.to_owned()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dependencies_come_first_and_pieces_stay_under_the_budget() {
+        let t = |id: &str, deps: &[&str]| json!({"id": id, "description": "x".repeat(50), "dependencies": deps});
+        let tasks = vec![t("a", &["c"]), t("b", &[]), t("c", &["b"]), t("d", &["d2"]), t("d2", &["d"])];
+        let ids: Vec<String> = dependencies_first(tasks).iter().map(|t| t["id"].as_str().unwrap().to_owned()).collect();
+        // `a` needs `c`, which needs `b`; the d/d2 cycle is kept for the hub to name.
+        assert_eq!(ids, ["b", "c", "a", "d2", "d"]);
+        let many: Vec<Value> = (0..100).map(|i| t(&format!("t{i:02}"), &[])).collect();
+        let one = many[0].to_string().len() + 1;
+        let split = pieces(many, one * 30);
+        assert_eq!(split.iter().map(Vec::len).collect::<Vec<_>>(), [30, 30, 30, 10]);
+    }
+
+    #[test]
+    fn a_long_description_is_cut_to_one_line() {
+        assert_eq!(one_line("short"), "short");
+        assert_eq!(one_line("first\nsecond"), "first…");
+        let cut = one_line(&"word ".repeat(100));
+        assert!(cut.chars().count() <= LINE && cut.ends_with('…'), "{cut}");
+    }
 }

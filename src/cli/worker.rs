@@ -556,9 +556,14 @@ impl Answer {
         let w = &self.worker;
         match offer {
             Offer::Task { .. } => self.task(offer, head),
-            Offer::NothingYet { message, .. } => {
+            Offer::NothingYet { message, reason, .. } => {
                 let cmd = format!("mcc worker next --as {w}");
-                (format!("{head}{message}\n"), exit::NOTHING_YET, Some(cmd))
+                let mut text = format!("{head}{message}\n");
+                // The hub puts the reason in its message; say it when a message does not.
+                if let Some(why) = reason.as_ref().filter(|why| !message.contains(&why.text)) {
+                    let _ = writeln!(text, "waiting on: {}", why.text);
+                }
+                (text, exit::NOTHING_YET, Some(cmd))
             }
             Offer::AllDone { message, .. } => (format!("{head}{message}\n"), exit::ALL_DONE, None),
             Offer::HandOver { message, .. } => (format!("{head}{message}\n"), exit::HAND_OVER, None),

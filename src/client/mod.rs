@@ -112,7 +112,9 @@ impl Connection {
             let value = format!("Bearer {token}").parse().expect("a hex token is a valid header value");
             request.headers_mut().insert("authorization", value);
         }
-        let (socket, _) = tungstenite::connect(request).map_err(|e| match e {
+        // 8 KiB: tungstenite zero-fills its whole read buffer on each read (128 KiB by default).
+        let config = tungstenite::protocol::WebSocketConfig::default().read_buffer_size(8 * 1024);
+        let (socket, _) = tungstenite::client::connect_with_config(request, Some(config), 3).map_err(|e| match e {
             tungstenite::Error::Http(response) => {
                 let body = response.body().as_ref().map(|b| String::from_utf8_lossy(b).trim().to_owned()).unwrap_or_default();
                 ClientError::Refused { url: target.url.clone(), reason: format!("{} {body}", response.status()) }

@@ -243,7 +243,7 @@ pub struct Engine {
     workflow_path: Option<PathBuf>,
     conns: HashMap<ConnId, Conn>,
     coordinator: Option<ConnId>,
-    waiters: Vec<Waiter>,
+    waiters: offers::Waiters,
     judging: HashMap<TaskId, Judging>,
     /// Validation commands running, per (task, attempt).
     validations: HashMap<(TaskId, u32), judge::Validation>,
@@ -278,8 +278,7 @@ impl Engine {
         config: Config,
     ) -> Result<(EngineHandle, std::thread::JoinHandle<Result<(), StoreError>>), StoreError> {
         let store = Store::open(&config.state_dir)?;
-        let (tasks, workers) = store.load()?;
-        let scheduler = Scheduler::restore(config.settings.clone(), tasks, workers);
+        let scheduler = store.restore(config.settings.clone())?;
         let workflow_path = store.meta("workflow_path")?.map(PathBuf::from);
         let (tx, rx) = std::sync::mpsc::sync_channel(ENGINE_QUEUE);
         let engine_tx = tx.clone();
@@ -295,7 +294,7 @@ impl Engine {
                     workflow_path: None,
                     conns: HashMap::new(),
                     coordinator: None,
-                    waiters: Vec::new(),
+                    waiters: offers::Waiters::default(),
                     judging: HashMap::new(),
                     validations: HashMap::new(),
                     workflow_calls: HashMap::new(),
@@ -378,7 +377,7 @@ impl Engine {
     }
 
     fn next_wakeup(&self) -> Option<Instant> {
-        let waits = self.waiters.iter().filter_map(|w| w.deadline);
+        let waits = self.waiters.next_deadline().into_iter();
         let verdicts = self.judging.values().filter(|j| j.conn.is_some()).filter_map(|j| j.deadline);
         let waits = waits.chain(verdicts);
         let checkpoint = self.scheduler.next_deadline().map(|_| self.leases_written + LEASE_CHECKPOINT);
@@ -526,6 +525,8 @@ impl Engine {
                 policy.restore(state, EngineHandle { tx: self.tx.clone() });
                 self.policy = policy;
                 self.drop_parked_calls();
+                // A new workflow decides anew who gets what: look at every waiting worker.
+                self.scheduler.mark_work_changed();
                 // Start its phase now: requests later in this batch already see its tasks.
                 if let Err(e) = self.policy.step(&mut self.scheduler) {
                     self.problem(format!("workflow: {e}"));

@@ -1,28 +1,100 @@
 //! Waiting workers and offers: what a worker gets when it asks, how an
-//! answer is wrapped (offer, verdict, ack, old-protocol push), and handing
-//! work to whoever waits when some turns up.
+//! answer is wrapped (offer, verdict, ack, old-protocol push), handing work
+//! to whoever waits when some turns up, and saying why there is none.
+//!
+//! Offers are event-driven: waiting workers are looked at only after the
+//! scheduler says something they could be offered changed; waits end from a
+//! deadline index. A batch that changes nothing (a CLI command connecting or
+//! disconnecting) costs nothing here.
 
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt::Write as _;
 use std::time::{Duration, Instant};
 
 use super::{ConnId, Engine, MAX_WAITERS, Reply, Waiter};
-use crate::scheduler;
-use crate::wire::{Offer, ServerMsg};
+use crate::scheduler::{self, Idle};
+use crate::wire::{Offer, ServerMsg, Waiting};
+
+/// Workers waiting for work, in the order they started waiting, with their
+/// deadlines indexed.
+#[derive(Debug, Default)]
+pub(super) struct Waiters {
+    next_key: u64,
+    by_key: BTreeMap<u64, Waiter>,
+    deadlines: BTreeSet<(Instant, u64)>,
+}
+
+impl Waiters {
+    fn push(&mut self, waiter: Waiter) {
+        let key = self.next_key;
+        self.next_key += 1;
+        if let Some(at) = waiter.deadline {
+            self.deadlines.insert((at, key));
+        }
+        self.by_key.insert(key, waiter);
+    }
+
+    fn remove(&mut self, key: u64) -> Option<Waiter> {
+        let waiter = self.by_key.remove(&key)?;
+        if let Some(at) = waiter.deadline {
+            self.deadlines.remove(&(at, key));
+        }
+        Some(waiter)
+    }
+
+    /// Keep only the waiters `keep` says yes to.
+    pub(super) fn retain(&mut self, mut keep: impl FnMut(&Waiter) -> bool) {
+        let gone: Vec<u64> = self.by_key.iter().filter(|(_, w)| !keep(w)).map(|(k, _)| *k).collect();
+        for key in gone {
+            self.remove(key);
+        }
+    }
+
+    pub(super) fn iter(&self) -> impl Iterator<Item = &Waiter> {
+        self.by_key.values()
+    }
+
+    pub(super) fn len(&self) -> usize {
+        self.by_key.len()
+    }
+
+    /// The earliest end of a wait.
+    pub(super) fn next_deadline(&self) -> Option<Instant> {
+        self.deadlines.first().map(|(at, _)| *at)
+    }
+
+    /// Take the waits that ended by `now`.
+    fn expired(&mut self, now: Instant) -> Vec<Waiter> {
+        let mut out = Vec::new();
+        while let Some(&(at, key)) = self.deadlines.first()
+            && at <= now
+        {
+            out.extend(self.remove(key));
+        }
+        out
+    }
+}
 
 impl Engine {
     /// Offer work to an mcc worker; wait when there is none and `wait` allows.
     pub(super) fn offer(&mut self, conn: ConnId, worker: &str, wait: Duration, reply: Reply, now: Instant) {
         // A newer command of the same worker supersedes an older wait: answer it now.
-        let (superseded, kept): (Vec<Waiter>, Vec<Waiter>) = std::mem::take(&mut self.waiters)
-            .into_iter()
-            .partition(|w| w.worker == worker && w.conn != conn && w.deadline.is_some());
-        self.waiters = kept;
-        for old in superseded {
-            self.answer(old.conn, &old.reply, nothing_yet(worker));
+        let mut superseded = Vec::new();
+        self.waiters.retain(|w| {
+            let old = w.worker == worker && w.conn != conn && w.deadline.is_some();
+            if old {
+                superseded.push((w.conn, w.reply.clone()));
+            }
+            !old
+        });
+        for (old_conn, old_reply) in superseded {
+            let offer = self.nothing_yet(worker);
+            self.answer(old_conn, &old_reply, offer);
         }
         match self.try_offer(worker, now) {
             Some(offer) => self.answer(conn, &reply, offer),
             None if wait.is_zero() => {
-                let offer = nothing_yet(worker);
+                let offer = self.nothing_yet(worker);
                 self.answer(conn, &reply, offer);
             }
             None => {
@@ -146,33 +218,158 @@ impl Engine {
         self.send(conn, msg);
     }
 
-    /// Hand out work to waiting workers; time out the waits that are over.
+    /// Hand out work to waiting workers when something they could take
+    /// changed; time out the waits that are over.
     pub(super) fn dispatch(&mut self, now: Instant) {
+        if self.scheduler.take_work_changed() {
+            self.offer_to_waiters(now);
+            // Grants made here only took work away from the others.
+            self.scheduler.take_work_changed();
+        }
+        for waiter in self.waiters.expired(now) {
+            let offer = self.nothing_yet(&waiter.worker);
+            self.answer(waiter.conn, &waiter.reply, offer);
+        }
+    }
+
+    fn offer_to_waiters(&mut self, now: Instant) {
         let all_done = self.all_done();
-        let mut i = 0;
-        while i < self.waiters.len() {
-            let (conn, worker, deadline, reply) = {
-                let w = &self.waiters[i];
-                (w.conn, w.worker.clone(), w.deadline, w.reply.clone())
-            };
+        // While nothing is grantable only a waiter's own state can answer it
+        // (a task handed back to it, an order to hand over): skip the rest.
+        let mut open = all_done || !self.scheduler.candidates(1).is_empty();
+        let keys: Vec<u64> = self.waiters.by_key.keys().copied().collect();
+        for key in keys {
+            let Some(w) = self.waiters.by_key.get(&key) else { continue };
+            let (conn, worker, reply) = (w.conn, w.worker.clone(), w.reply.clone());
+            let own = self.scheduler.held_by(&worker).is_some()
+                || self.scheduler.worker(&worker).is_some_and(scheduler::Worker::must_hand_over);
+            if !open && !own {
+                continue;
+            }
             let offer = if self.scheduler.is_empty() && !all_done { None } else { self.try_offer(&worker, now) };
             match offer {
-                Some(offer) if matches!(reply, Reply::Push) && !matches!(offer, Offer::Task { .. }) => {
-                    // Old-protocol workers only hear about real tasks.
-                    i += 1;
-                }
+                // Old-protocol workers only hear about real tasks.
+                Some(offer) if matches!(reply, Reply::Push) && !matches!(offer, Offer::Task { .. }) => {}
                 Some(offer) => {
-                    self.waiters.remove(i);
+                    let granted = matches!(offer, Offer::Task { held: false, .. });
+                    self.waiters.remove(key);
                     self.answer(conn, &reply, offer);
+                    if granted && !all_done {
+                        open = !self.scheduler.candidates(1).is_empty();
+                    }
                 }
-                None if deadline.is_some_and(|d| d <= now) => {
-                    self.waiters.remove(i);
-                    self.answer(conn, &reply, nothing_yet(&worker));
-                }
-                None => i += 1,
+                None => {}
             }
         }
     }
+
+    /// "Nothing yet", with what the worker waits for.
+    pub(super) fn nothing_yet(&self, worker: &str) -> Offer {
+        let why = self.waiting(worker);
+        Offer::NothingYet {
+            worker: worker.to_owned(),
+            message: format!("nothing yet: {}; run `mcc worker next --as {worker}` again", why.text),
+            reason: Some(why),
+        }
+    }
+
+    /// Why `worker` gets nothing now, from the scheduler's indexes.
+    fn waiting(&self, worker: &str) -> Waiting {
+        let ready = self.scheduler.count(scheduler::TaskState::Ready);
+        if !self.scheduler.candidates(1).is_empty() {
+            // Something is grantable, yet the workflow gave this worker none.
+            let text = if self.problems.iter().any(|p| p.contains(" did not load: ")) {
+                format!("{ready} ready, but nothing is handed out until the workflow loads (see `mcc status`)")
+            } else {
+                format!("{ready} ready, but the workflow's `assign` gave none to {worker}; ask again later")
+            };
+            return Waiting::new("workflow", text);
+        }
+        match self.scheduler.idle() {
+            Idle::Reserved { ready, files, holders } => {
+                let mut text =
+                    format!("{ready} ready {} {} ", plural(ready, "task writes", "tasks write"), list(&files));
+                let in_way: Vec<String> = holders
+                    .iter()
+                    .map(|(t, w)| w.as_ref().map_or_else(|| t.clone(), |w| format!("{t} (held by {w})")))
+                    .collect();
+                let _ = write!(
+                    text,
+                    "while {} {} writing it; ask again when that is done",
+                    list(&in_way),
+                    plural(in_way.len(), "is", "are")
+                );
+                let (tasks, workers) = holders.into_iter().unzip::<_, _, Vec<_>, Vec<_>>();
+                Waiting {
+                    kind: "reservations".into(),
+                    text,
+                    tasks,
+                    workers: workers.into_iter().flatten().collect(),
+                    files,
+                }
+            }
+            Idle::Answer { blocked, tasks } => {
+                let text = format!(
+                    "{blocked} {} for the engineer's answer ({}: `mcc answer TASK \"...\"`); ask again after it",
+                    plural(blocked, "task waits", "tasks wait"),
+                    list(&tasks)
+                );
+                Waiting { tasks, ..Waiting::new("answer", text) }
+            }
+            Idle::Dependencies { waiting, task, on } => {
+                let deps: Vec<String> = on
+                    .iter()
+                    .map(|(d, state, by)| match by {
+                        Some(by) => format!("{d} ({state}, held by {by})"),
+                        None => format!("{d} ({state})"),
+                    })
+                    .collect();
+                let text = format!(
+                    "{waiting} {} on dependencies; the oldest, {task}, waits on {}; ask again when they are accepted",
+                    plural(waiting, "task waits", "tasks wait"),
+                    list(&deps)
+                );
+                let workers = on.iter().filter_map(|(_, _, by)| by.clone()).collect();
+                let tasks = on.into_iter().map(|(d, _, _)| d).collect();
+                Waiting { tasks, workers, ..Waiting::new("dependencies", text) }
+            }
+            Idle::InProgress { tasks } => {
+                let shown: Vec<String> =
+                    tasks.iter().map(|(t, w)| w.as_ref().map_or_else(|| t.clone(), |w| format!("{t} ({w})"))).collect();
+                let text = format!(
+                    "the {} left {} in progress: {}; ask again when one is done",
+                    plural(tasks.len(), "task", "tasks"),
+                    plural(tasks.len(), "is", "are"),
+                    list(&shown)
+                );
+                let (tasks, workers) = tasks.into_iter().unzip::<_, _, Vec<_>, Vec<_>>();
+                Waiting { tasks, workers: workers.into_iter().flatten().collect(), ..Waiting::new("in_progress", text) }
+            }
+            Idle::NoWork => Waiting::new(
+                "phase",
+                "no task is left to do yet: waiting for the workflow's next phase or new tasks".to_owned(),
+            ),
+        }
+    }
+}
+
+impl Waiting {
+    fn new(kind: &str, text: String) -> Self {
+        Self { kind: kind.to_owned(), text, tasks: Vec::new(), workers: Vec::new(), files: Vec::new() }
+    }
+}
+
+fn plural(n: usize, one: &'static str, many: &'static str) -> &'static str {
+    if n == 1 { one } else { many }
+}
+
+/// At most three items, then how many more.
+fn list(items: &[String]) -> String {
+    let mut out = items.iter().take(3).cloned().collect::<Vec<_>>().join(", ");
+    if items.len() > 3 {
+        let _ = write!(out, " and {} more", items.len() - 3);
+    }
+    out
 }
 
 pub(super) fn offer_worker(offer: &Offer) -> &str {
@@ -181,12 +378,5 @@ pub(super) fn offer_worker(offer: &Offer) -> &str {
         | Offer::NothingYet { worker, .. }
         | Offer::AllDone { worker, .. }
         | Offer::HandOver { worker, .. } => worker,
-    }
-}
-
-pub(super) fn nothing_yet(worker: &str) -> Offer {
-    Offer::NothingYet {
-        worker: worker.to_owned(),
-        message: format!("nothing yet: run `mcc worker next --as {worker}` again"),
     }
 }

@@ -488,7 +488,11 @@ async fn serve_connection(stream: TcpStream, edge: &Edge, handshake: OwnedSemaph
         admitted = Some((access, permits));
         Ok(response)
     };
-    let config = WebSocketConfig::default().max_message_size(Some(MAX_FRAME)).max_frame_size(Some(MAX_FRAME));
+    // An 8 KiB read buffer: tungstenite zero-fills the whole buffer on each read (128 KiB by default).
+    let config = WebSocketConfig::default()
+        .max_message_size(Some(MAX_FRAME))
+        .max_frame_size(Some(MAX_FRAME))
+        .read_buffer_size(8 * 1024);
     let handshake_done = tokio::time::timeout(
         edge.limits.handshake_timeout,
         tokio_tungstenite::accept_hdr_async_with_config(stream, callback, Some(config)),

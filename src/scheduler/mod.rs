@@ -6,6 +6,7 @@
 //! [`Changes`], which the store drains and commits before anything is
 //! acknowledged.
 
+mod index;
 mod reservation;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
@@ -136,6 +137,9 @@ pub struct Task {
     /// after a restart.
     #[serde(default)]
     pub applied: BTreeMap<u32, Applied>,
+    /// Its group in the scheduler's index: the tasks writing the same files.
+    #[serde(skip)]
+    group: usize,
 }
 
 /// A report applied for one attempt, and what came of it.
@@ -195,7 +199,10 @@ pub struct Worker {
     pub name: String,
     /// The last `contextEfficiencyScore` it reported.
     pub score: Option<u8>,
-    /// Tasks it finished and had accepted, in order.
+    /// Tasks it finished and had accepted, in order. Not stored in the
+    /// worker's row (it would grow with every task): rebuilt from the tasks
+    /// at restart.
+    #[serde(skip)]
     pub accepted: Vec<TaskId>,
     pub joined_at: String,
     #[serde(skip)]
@@ -223,13 +230,22 @@ pub struct Event {
 #[derive(Debug, Default)]
 pub struct Changes {
     pub tasks: BTreeSet<TaskId>,
+    /// Tasks whose lease alone moved: the store writes only the deadline.
+    pub leases: BTreeSet<TaskId>,
     pub workers: BTreeSet<String>,
     pub events: Vec<Event>,
+    /// The hub clock should be written even if nothing else changed: the
+    /// stored leases' time left is measured on it.
+    pub clock: bool,
 }
 
 impl Changes {
     pub fn is_empty(&self) -> bool {
-        self.tasks.is_empty() && self.workers.is_empty() && self.events.is_empty()
+        self.tasks.is_empty()
+            && self.leases.is_empty()
+            && self.workers.is_empty()
+            && self.events.is_empty()
+            && !self.clock
     }
 }
 
@@ -301,6 +317,22 @@ pub enum Offer {
     HandOver,
 }
 
+/// Why nothing is grantable, most telling first.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Idle {
+    /// Ready tasks write files that in-flight tasks are writing: the oldest
+    /// such tasks' files, and the tasks (with holders) in the way.
+    Reserved { ready: usize, files: Vec<String>, holders: Vec<(TaskId, Option<String>)> },
+    /// Tasks wait for the engineer's answer (the first few).
+    Answer { blocked: usize, tasks: Vec<TaskId> },
+    /// Tasks wait for dependencies: the oldest, and what it waits on.
+    Dependencies { waiting: usize, task: TaskId, on: Vec<(TaskId, TaskState, Option<String>)> },
+    /// Everything left is held or being judged.
+    InProgress { tasks: Vec<(TaskId, Option<String>)> },
+    /// No task is left at all: up to the workflow's next phase.
+    NoWork,
+}
+
 /// The verdict on a submitted task.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Verdict {
@@ -327,16 +359,16 @@ pub enum Judged {
 pub struct Scheduler {
     pub settings: Settings,
     tasks: HashMap<TaskId, Task>,
-    /// Ready tasks in FIFO order.
-    ready: BTreeSet<(u64, TaskId)>,
+    /// Tasks by state and ready tasks by the files they write.
+    index: index::Index,
     dependents: HashMap<TaskId, Vec<TaskId>>,
-    /// Tasks assigned or submitted: their outputs are reserved.
-    in_flight: HashSet<TaskId>,
     /// Worker name -> the task it holds (assigned).
     holding: HashMap<String, TaskId>,
     workers: BTreeMap<String, Worker>,
     next_seq: u64,
     changes: Changes,
+    /// Something a waiting worker could be offered changed.
+    work_changed: bool,
 }
 
 impl Scheduler {
@@ -346,27 +378,54 @@ impl Scheduler {
 
     /// Rebuild from stored tasks and workers.
     pub fn restore(settings: Settings, tasks: Vec<Task>, workers: Vec<Worker>) -> Self {
+        let count = tasks.len();
+        Self::restore_from(settings, count, tasks, workers)
+    }
+
+    /// Rebuild from stored tasks as they are read, `count` of them expected:
+    /// no list of every task is held beside the scheduler's own.
+    pub fn restore_from(
+        settings: Settings,
+        count: usize,
+        tasks: impl IntoIterator<Item = Task>,
+        workers: Vec<Worker>,
+    ) -> Self {
         let mut s = Self::new(settings);
-        for task in tasks {
-            s.next_seq = s.next_seq.max(task.seq + 1);
-            for dep in &task.spec.dependencies {
-                s.dependents.entry(dep.clone()).or_default().push(task.spec.id.clone());
-            }
-            if task.state == TaskState::Ready {
-                s.ready.insert((task.seq, task.spec.id.clone()));
-            }
-            if task.state.in_flight() {
-                s.in_flight.insert(task.spec.id.clone());
-            }
-            if let (TaskState::Assigned, Some(holder)) = (task.state, &task.holder) {
-                s.holding.insert(holder.clone(), task.spec.id.clone());
-            }
-            s.tasks.insert(task.spec.id.clone(), task);
-        }
+        s.tasks.reserve(count);
         for worker in workers {
             s.workers.insert(worker.name.clone(), worker);
         }
+        // Each worker's accepted tasks, in the order they finished.
+        let mut accepted: Vec<(String, u64, TaskId, String)> = Vec::new();
+        for mut task in tasks {
+            s.restore_task(&mut task);
+            if let (TaskState::Accepted, Some(by)) = (task.state, &task.last_holder)
+                && s.workers.contains_key(by)
+            {
+                let finished = task.completed_at.clone().unwrap_or_default();
+                accepted.push((finished, task.seq, task.spec.id.clone(), by.clone()));
+            }
+            s.tasks.insert(task.spec.id.clone(), task);
+        }
+        accepted.sort();
+        for (_, _, id, by) in accepted {
+            s.workers.get_mut(&by).expect("checked above").accepted.push(id);
+        }
+        s.work_changed = true;
         s
+    }
+
+    /// Index one stored task; the caller inserts it.
+    fn restore_task(&mut self, task: &mut Task) {
+        self.next_seq = self.next_seq.max(task.seq + 1);
+        for dep in &task.spec.dependencies {
+            self.dependents.entry(dep.clone()).or_default().push(task.spec.id.clone());
+        }
+        task.group = self.index.group_for(&task.spec.context.output_files);
+        self.index.enter(&task.spec.id, task.seq, task.group, task.state);
+        if let (TaskState::Assigned, Some(holder)) = (task.state, &task.holder) {
+            self.holding.insert(holder.clone(), task.spec.id.clone());
+        }
     }
 
     /// Take what changed, for the store to commit.
@@ -404,7 +463,12 @@ impl Scheduler {
     }
 
     pub fn count(&self, state: TaskState) -> usize {
-        self.tasks.values().filter(|t| t.state == state).count()
+        self.index.count(state)
+    }
+
+    /// Ids of the tasks in `state`, oldest first.
+    pub fn ids_in_state(&self, state: TaskState) -> impl Iterator<Item = &TaskId> {
+        self.index.in_state(state)
     }
 
     pub fn is_empty(&self) -> bool {
@@ -413,17 +477,13 @@ impl Scheduler {
 
     /// Every task is accepted, failed or cancelled (and there is at least one).
     pub fn all_terminal(&self) -> bool {
-        !self.tasks.is_empty() && self.tasks.values().all(|t| t.state.is_terminal())
+        let terminal: usize = TaskState::ALL.iter().filter(|s| s.is_terminal()).map(|s| self.count(*s)).sum();
+        !self.tasks.is_empty() && terminal == self.tasks.len()
     }
 
     /// The task a worker holds now, if any.
     pub fn held_by(&self, worker: &str) -> Option<&Task> {
         self.holding.get(worker).and_then(|id| self.tasks.get(id))
-    }
-
-    /// Output paths of every in-flight task.
-    fn reserved(&self) -> Vec<Reservation> {
-        self.in_flight.iter().flat_map(|id| self.tasks[id].outputs()).collect()
     }
 
     fn event(
@@ -472,6 +532,7 @@ impl Scheduler {
         if worker.score != Some(score) {
             worker.score = Some(score);
             self.changes.workers.insert(name.to_owned());
+            self.work_changed = true;
             self.event("score", None, Some(name), None, json!({ "score": score }));
         }
     }
@@ -482,7 +543,7 @@ impl Scheduler {
         let Some(id) = self.held_by(worker).map(|t| t.spec.id.clone()) else { return };
         let task = self.tasks.get_mut(&id).expect("held task exists");
         task.lease_until = Some(now + Duration::from_millis(task.lease_ms));
-        self.touch_task(&id);
+        self.changes.leases.insert(id);
     }
 
     /// Add tasks; all or none. Dependencies may point into the same batch.
@@ -545,8 +606,10 @@ impl Scheduler {
                 retry_base: 0,
                 spent: 0,
                 applied: BTreeMap::new(),
+                group: self.index.group_for(&spec.context.output_files),
                 spec,
             };
+            self.index.enter(&id, task.seq, task.group, TaskState::Waiting);
             self.next_seq += 1;
             self.tasks.insert(id.clone(), task);
             self.touch_task(&id);
@@ -573,22 +636,17 @@ impl Scheduler {
     /// index, the reservations and the lease follow from it.
     fn transition(&mut self, id: &str, state: TaskState) {
         let task = self.tasks.get_mut(id).expect("known task");
-        if task.state == TaskState::Ready {
-            self.ready.remove(&(task.seq, id.to_owned()));
-        }
+        self.index.leave(id, task.seq, task.group, task.state, state);
         if task.state == TaskState::Assigned
             && let Some(holder) = &task.holder
         {
             self.holding.remove(holder);
         }
         task.state = state;
-        if state == TaskState::Ready {
-            self.ready.insert((task.seq, id.to_owned()));
-        }
-        if state.in_flight() {
-            self.in_flight.insert(id.to_owned());
-        } else {
-            self.in_flight.remove(id);
+        self.index.enter(id, task.seq, task.group, state);
+        // A grant can answer its holder's wait; a finished task can finish the run.
+        if state == TaskState::Assigned || state.is_terminal() || self.index.take_grantable_grew() {
+            self.work_changed = true;
         }
         if state != TaskState::Assigned {
             task.lease_until = None;
@@ -608,30 +666,68 @@ impl Scheduler {
         }
     }
 
-    /// Mark every held task changed, so the store writes the lease time
-    /// each has left (before a stop).
+    /// Have the store write the hub clock, which held leases are measured
+    /// on: one row, however many leases are held, so a restart gives each
+    /// lease the time it had left then.
     pub fn touch_held(&mut self) {
-        let held: Vec<TaskId> = self.holding.values().cloned().collect();
-        for id in held {
-            self.touch_task(&id);
-        }
+        self.changes.clock = true;
     }
 
     /// Ready tasks this worker may take now, in FIFO order, at most `limit`:
     /// those whose outputs overlap no in-flight task's are left out.
     pub fn candidates(&self, limit: usize) -> Vec<&Task> {
-        let reserved = self.reserved();
-        let mut out = Vec::new();
-        for (_, id) in &self.ready {
-            let task = &self.tasks[id];
-            if reserved.is_empty() || !any_overlap(&task.outputs(), &reserved) {
-                out.push(task);
-                if out.len() == limit {
-                    break;
-                }
-            }
+        self.index.candidates(limit).into_iter().map(|id| &self.tasks[id]).collect()
+    }
+
+    /// True once after something changed that a waiting worker could be
+    /// offered: a task became grantable, was granted or finished, or a
+    /// worker's score changed. Waiting workers need a look only then.
+    pub fn take_work_changed(&mut self) -> bool {
+        std::mem::take(&mut self.work_changed)
+    }
+
+    /// Say that waiting workers need a look (a new workflow decides anew).
+    pub fn mark_work_changed(&mut self) {
+        self.work_changed = true;
+    }
+
+    /// Why nothing is grantable now, from the indexes; meant for when
+    /// `candidates` is empty.
+    pub fn idle(&self) -> Idle {
+        if let Some((files, by)) = self.index.first_blocked() {
+            let holders = by
+                .into_iter()
+                .map(|id| {
+                    let t = &self.tasks[id];
+                    (id.clone(), t.holder.clone().or_else(|| t.last_holder.clone()))
+                })
+                .collect();
+            let files = files.iter().map(|r| r.path().display().to_string()).collect();
+            return Idle::Reserved { ready: self.count(TaskState::Ready), files, holders };
         }
-        out
+        let blocked = self.count(TaskState::Blocked);
+        if blocked > 0 {
+            let tasks = self.ids_in_state(TaskState::Blocked).take(5).cloned().collect();
+            return Idle::Answer { blocked, tasks };
+        }
+        let waiting = self.count(TaskState::Waiting);
+        if let Some(first) = self.ids_in_state(TaskState::Waiting).next() {
+            let on = self.tasks[first]
+                .spec
+                .dependencies
+                .iter()
+                .filter_map(|d| self.tasks.get(d))
+                .filter(|d| d.state != TaskState::Accepted)
+                .map(|d| (d.spec.id.clone(), d.state, d.holder.clone()))
+                .collect();
+            return Idle::Dependencies { waiting, task: first.clone(), on };
+        }
+        let busy: Vec<(TaskId, Option<String>)> = [TaskState::Assigned, TaskState::Submitted]
+            .into_iter()
+            .flat_map(|s| self.ids_in_state(s))
+            .map(|id| (id.clone(), self.tasks[id].holder.clone()))
+            .collect();
+        if busy.is_empty() { Idle::NoWork } else { Idle::InProgress { tasks: busy } }
     }
 
     /// What `worker` gets: its held task, a new one chosen by `choose` from
@@ -664,12 +760,8 @@ impl Scheduler {
         if task.state != TaskState::Ready {
             return false;
         }
-        let outputs = task.outputs();
-        if !outputs.is_empty() {
-            let reserved = self.reserved();
-            if any_overlap(&outputs, &reserved) {
-                return false;
-            }
+        if !self.index.is_free(task.group) {
+            return false;
         }
         self.see_worker(worker, now);
         self.regrant(id, worker, now);

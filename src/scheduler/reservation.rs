@@ -3,7 +3,7 @@
 use std::path::{Component, Path, PathBuf};
 
 /// A path a task will write, normalised so `./out/a.md` and `out/a.md` meet.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Reservation(PathBuf);
 
 impl Reservation {
@@ -21,6 +21,10 @@ impl Reservation {
             }
         }
         Self(clean)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.0
     }
 
     /// Same path, or one is a folder holding the other.

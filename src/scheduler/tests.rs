@@ -268,3 +268,168 @@ fn a_verdict_is_recorded_with_the_report_applied_for_its_attempt() {
     let back = s.task("a").unwrap();
     assert_eq!((back.attempt, back.holder.as_deref(), back.last_holder.as_deref()), (2, Some("w"), Some("w")));
 }
+
+/// What the indexes must agree with: a walk over every task.
+fn brute_candidates(s: &Scheduler) -> Vec<TaskId> {
+    let reserved: Vec<Reservation> = s.tasks().filter(|t| t.state.in_flight()).flat_map(Task::outputs).collect();
+    let mut ready: Vec<&Task> = s.tasks().filter(|t| t.state == TaskState::Ready).collect();
+    ready.sort_by_key(|t| t.seq);
+    ready.into_iter().filter(|t| !any_overlap(&t.outputs(), &reserved)).map(|t| t.spec.id.clone()).collect()
+}
+
+fn check_indexes(s: &Scheduler, step: usize) {
+    let all = brute_candidates(s);
+    let got: Vec<TaskId> = s.candidates(usize::MAX).iter().map(|t| t.spec.id.clone()).collect();
+    assert_eq!(got, all, "candidates after step {step}");
+    let first: Vec<TaskId> = s.candidates(3).iter().map(|t| t.spec.id.clone()).collect();
+    assert_eq!(first, all.iter().take(3).cloned().collect::<Vec<_>>(), "first 3 after step {step}");
+    for state in TaskState::ALL {
+        let mut ids: Vec<&Task> = s.tasks().filter(|t| t.state == state).collect();
+        ids.sort_by_key(|t| t.seq);
+        let ids: Vec<&TaskId> = ids.into_iter().map(|t| &t.spec.id).collect();
+        assert_eq!(s.ids_in_state(state).collect::<Vec<_>>(), ids, "{state} after step {step}");
+        assert_eq!(s.count(state), ids.len());
+    }
+    for w in s.workers() {
+        let held = s.tasks().find(|t| t.state == TaskState::Assigned && t.holder.as_deref() == Some(&w.name));
+        assert_eq!(s.held_by(&w.name).map(|t| &t.spec.id), held.map(|t| &t.spec.id), "held_by after step {step}");
+    }
+}
+
+/// A small deterministic generator: the same walk on every run.
+struct Walk(u64);
+
+impl Walk {
+    fn pick(&mut self, n: usize) -> usize {
+        self.0 = self.0.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+        ((self.0 >> 33) as usize) % n.max(1)
+    }
+}
+
+#[test]
+fn the_indexes_agree_with_a_walk_over_every_task_after_random_transitions() {
+    // Files that overlap in every way: the same file, a folder and what it
+    // holds, siblings with a common prefix, a spelling with `./`.
+    let files = ["out/a.md", "out", "out/b.md", "out-b/x", "./out/a.md", "docs/x/y.md", "docs", "z.md"];
+    for seed in 1..=20u64 {
+        let mut walk = Walk(seed);
+        let now = Instant::now();
+        let mut s = Scheduler::new(Settings { lease: Duration::from_mins(1), max_attempts: 3 });
+        let mut made = 0usize;
+        for step in 0..300 {
+            let ids: Vec<TaskId> = s.tasks().map(|t| t.spec.id.clone()).collect();
+            let some = |walk: &mut Walk| ids.get(walk.pick(ids.len())).cloned().unwrap_or_default();
+            let worker = format!("w{}", walk.pick(5));
+            match walk.pick(9) {
+                0 | 1 => {
+                    let n = 1 + walk.pick(3);
+                    let mut batch = Vec::new();
+                    for _ in 0..n {
+                        made += 1;
+                        let outputs: Vec<&str> = (0..walk.pick(3)).map(|_| files[walk.pick(files.len())]).collect();
+                        let mut spec = writing(&format!("t{made}"), &outputs);
+                        if !ids.is_empty() && walk.pick(3) == 0 {
+                            spec.dependencies.push(some(&mut walk));
+                        }
+                        batch.push(spec);
+                    }
+                    s.add_tasks(batch, None, now).unwrap();
+                }
+                2 | 3 => {
+                    let _ =
+                        s.offer(&worker, now, |_, ready| ready.get(walk.pick(ready.len())).map(|t| t.spec.id.clone()));
+                }
+                4 => {
+                    if let Some(id) = s.held_by(&worker).map(|t| t.spec.id.clone()) {
+                        s.submit(&worker, &id, done(&id, &worker), now).unwrap();
+                        let verdict =
+                            if walk.pick(3) == 0 { Verdict::Reject(vec!["again".into()]) } else { Verdict::Accept };
+                        s.judge(&id, verdict, now).unwrap();
+                    }
+                }
+                5 => {
+                    if let Some(id) = s.held_by(&worker).map(|t| t.spec.id.clone()) {
+                        if walk.pick(2) == 0 {
+                            s.fail(&worker, &id, None, "no", now).unwrap();
+                        } else {
+                            s.block(&worker, &id, None, "which?", now).unwrap();
+                        }
+                    }
+                }
+                6 => {
+                    let id = some(&mut walk);
+                    let _ = s.answer(&id, "this one");
+                    let _ = s.cancel(&some(&mut walk));
+                    let _ = s.retry(&some(&mut walk));
+                }
+                7 => {
+                    s.leave(&worker);
+                }
+                _ => {
+                    s.expire(now + Duration::from_mins(2));
+                }
+            }
+            check_indexes(&s, step);
+        }
+        // A restored scheduler rebuilds the same indexes.
+        let tasks: Vec<Task> = s.tasks_in_order().into_iter().cloned().collect();
+        let workers: Vec<Worker> = s.workers().cloned().collect();
+        let restored = Scheduler::restore(s.settings.clone(), tasks, workers);
+        check_indexes(&restored, usize::MAX);
+        let ids = |s: &Scheduler| s.candidates(64).iter().map(|t| t.spec.id.clone()).collect::<Vec<_>>();
+        assert_eq!(ids(&restored), ids(&s));
+    }
+}
+
+#[test]
+fn a_group_blocked_by_a_held_file_frees_when_its_holder_is_accepted_expires_or_is_cancelled() {
+    let now = Instant::now();
+    let mut s = Scheduler::new(Settings { lease: Duration::from_mins(1), max_attempts: 5 });
+    s.add_tasks(vec![writing("a", &["out"]), writing("b", &["out/x.md"]), writing("c", &["other"])], None, now)
+        .unwrap();
+    assert_eq!(s.offer("w1", now, fifo), Offer::Granted("a".into()));
+    // `out/x.md` is under the held `out`: only `c` may go.
+    assert_eq!(s.candidates(64).iter().map(|t| t.spec.id.as_str()).collect::<Vec<_>>(), ["c"]);
+    s.expire(now + Duration::from_mins(2));
+    assert_eq!(s.candidates(64).iter().map(|t| t.spec.id.as_str()).collect::<Vec<_>>(), ["a", "b", "c"]);
+    let later = now + Duration::from_mins(2);
+    assert_eq!(s.offer("w1", later, fifo), Offer::Granted("a".into()));
+    s.cancel("a").unwrap();
+    assert_eq!(s.candidates(64).iter().map(|t| t.spec.id.as_str()).collect::<Vec<_>>(), ["b", "c"]);
+    assert_eq!(s.offer("w2", later, fifo), Offer::Granted("b".into()));
+    s.submit("w2", "b", done("b", "w2"), later).unwrap();
+    s.judge("b", Verdict::Accept, later).unwrap();
+    assert_eq!(s.candidates(64).iter().map(|t| t.spec.id.as_str()).collect::<Vec<_>>(), ["c"]);
+}
+
+#[test]
+fn nothing_grantable_says_why_from_the_indexes() {
+    let now = Instant::now();
+    let mut s = Scheduler::default();
+    s.add_tasks(vec![writing("lane-1", &["lane.md"]), writing("lane-2", &["lane.md"])], None, now).unwrap();
+    s.offer("m", now, fifo);
+    assert_eq!(
+        s.idle(),
+        Idle::Reserved { ready: 1, files: vec!["lane.md".into()], holders: vec![("lane-1".into(), Some("m".into()))] }
+    );
+    s.block("m", "lane-1", None, "which lane?", now).unwrap();
+    s.offer("m", now, fifo);
+    s.block("m", "lane-2", None, "and this one?", now).unwrap();
+    assert_eq!(s.idle(), Idle::Answer { blocked: 2, tasks: vec!["lane-1".into(), "lane-2".into()] });
+    s.cancel("lane-1").unwrap();
+    s.cancel("lane-2").unwrap();
+    s.add_tasks(vec![task("gate"), after("after", &["gate"])], None, now).unwrap();
+    s.offer("g", now, fifo);
+    assert_eq!(
+        s.idle(),
+        Idle::Dependencies {
+            waiting: 1,
+            task: "after".into(),
+            on: vec![("gate".into(), TaskState::Assigned, Some("g".into()))]
+        }
+    );
+    s.cancel("after").unwrap();
+    assert_eq!(s.idle(), Idle::InProgress { tasks: vec![("gate".into(), Some("g".into()))] });
+    s.cancel("gate").unwrap();
+    assert_eq!(s.idle(), Idle::NoWork);
+}

@@ -1,6 +1,8 @@
 //! The reports folders: `.mcc/reports/` and, for old clients,
-//! `tmp/coordination/reports/` under the root. A report file that is created
-//! or rewritten is read once it has been quiet for a moment (debounced),
+//! `tmp/coordination/reports/` under the root. A report file renamed into a
+//! folder is complete (rules/worker.md tells writers to rename) and is read
+//! at once; one created or rewritten in place is read once it has been
+//! quiet for a moment (debounced),
 //! checked, and handed to the engine, which applies it at most once per
 //! attempt (a rewrite with the same bytes is read again: the engine decides).
 //! A malformed one, or one without `workerId` or `attempt`, is moved aside to
@@ -13,7 +15,8 @@ use std::path::{Path, PathBuf};
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::time::{Duration, Instant};
 
-use notify::{RecursiveMode, Watcher};
+use notify::event::{ModifyKind, RenameMode};
+use notify::{EventKind, RecursiveMode, Watcher};
 
 use crate::engine::{EngineHandle, Input};
 use crate::task::Report;
@@ -32,14 +35,27 @@ impl ReportWatcher {
         for folder in &folders {
             fs::create_dir_all(folder).map_err(|e| format!("{}: {e}", folder.display()))?;
         }
-        let (tx, rx) = mpsc::channel::<PathBuf>();
+        let (tx, rx) = mpsc::channel::<Seen>();
         let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
-            if let Ok(event) = event
-                && matches!(event.kind, notify::EventKind::Create(_) | notify::EventKind::Modify(_))
-            {
-                for path in event.paths {
-                    let _ = tx.send(path);
+            let Ok(event) = event else { return };
+            match event.kind {
+                // The name a file was renamed to: it arrived whole.
+                EventKind::Modify(ModifyKind::Name(RenameMode::To)) => {
+                    for path in event.paths {
+                        let _ = tx.send(Seen { path, whole: true });
+                    }
                 }
+                EventKind::Modify(ModifyKind::Name(RenameMode::Both)) => {
+                    if let Some(path) = event.paths.last() {
+                        let _ = tx.send(Seen { path: path.clone(), whole: true });
+                    }
+                }
+                EventKind::Create(_) | EventKind::Modify(_) => {
+                    for path in event.paths {
+                        let _ = tx.send(Seen { path, whole: false });
+                    }
+                }
+                _ => {}
             }
         })
         .map_err(|e| e.to_string())?;
@@ -63,17 +79,17 @@ impl ReportWatcher {
     }
 }
 
+/// A path the watcher saw change; `whole` when it was renamed into place.
+struct Seen {
+    path: PathBuf,
+    whole: bool,
+}
+
 fn is_report(path: &Path) -> bool {
     path.extension().is_some_and(|e| e == "json") && path.is_file()
 }
 
-fn debounce(
-    rx: &mpsc::Receiver<PathBuf>,
-    initial: Vec<PathBuf>,
-    root: &Path,
-    old_folder: &Path,
-    engine: &EngineHandle,
-) {
+fn debounce(rx: &mpsc::Receiver<Seen>, initial: Vec<PathBuf>, root: &Path, old_folder: &Path, engine: &EngineHandle) {
     let mut pending: HashMap<PathBuf, Instant> = initial.iter().map(|p| (p.clone(), Instant::now())).collect();
     // Files present at start, until written again: a restart reads them once more.
     let mut rescan: HashSet<PathBuf> = initial.into_iter().collect();
@@ -84,10 +100,15 @@ fn debounce(
             None => rx.recv().map_err(|_| RecvTimeoutError::Disconnected),
         };
         match event {
-            Ok(path) => {
+            Ok(Seen { path, whole }) => {
                 rescan.remove(&path);
-                pending.insert(path, Instant::now());
-                continue;
+                // A renamed file is due now; one written in place once it is quiet.
+                let seen =
+                    if whole { Instant::now().checked_sub(QUIET).unwrap_or_else(Instant::now) } else { Instant::now() };
+                pending.insert(path, seen);
+                if !whole {
+                    continue;
+                }
             }
             Err(RecvTimeoutError::Disconnected) => return,
             Err(RecvTimeoutError::Timeout) => {}
