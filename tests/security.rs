@@ -240,3 +240,46 @@ fn a_store_holds_at_most_max_tasks_and_the_refusal_names_the_limit_and_the_flag(
     let problems = ws.ask(json!({"type":"snapshot"}))["snapshot"]["problems"].to_string();
     assert!(problems.contains("wf.lua:1: in split of phase") && problems.contains("limit of 3 tasks"), "{problems}");
 }
+
+/// Live processes whose process group is `pgid`, read from /proc.
+fn group_members(pgid: &str) -> Vec<String> {
+    let Ok(entries) = std::fs::read_dir("/proc") else { return Vec::new() };
+    entries
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter(|pid| pid.bytes().all(|b| b.is_ascii_digit()))
+        .filter(|pid| {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            let after = stat.rfind(')').map_or("", |i| &stat[i + 1..]);
+            let fields: Vec<&str> = after.split_whitespace().collect();
+            // Fields after the name: state, ppid, pgrp.
+            fields.len() > 2 && fields[0] != "Z" && fields[2] == pgid
+        })
+        .collect()
+}
+
+#[test]
+fn a_hub_killed_with_sigkill_leaves_no_command_running_once_a_hub_starts_again() {
+    let project = Project::new();
+    let hub = Hub::start(project.root(), &[]);
+    let mut ws = hub.connect();
+    let added = ws.ask(json!({"type":"add_tasks","tasks":[{"id":"v","description":"v",
+        "acceptance":{"validation":"sleep 1000 & echo $! > child.pid; echo $$ > sh.pid; wait"}}]}));
+    assert_eq!(added["type"], "tasks_added", "{added}");
+    let offer = ws.ask(json!({"type":"next","worker":"w1","waitMs":0}));
+    assert_eq!(offer["type"], "offer", "{offer}");
+    let o = &offer["offer"];
+    ws.send(json!({"type":"done","worker":"w1","taskId":o["task"]["id"],"attempt":o["attempt"],"waitMs":0}));
+    let read_pid = |name: &str| std::fs::read_to_string(project.path(name)).unwrap_or_default().trim().to_owned();
+    crate::support::eventually("the validation runs", || {
+        !read_pid("child.pid").is_empty() && !read_pid("sh.pid").is_empty()
+    });
+    // `sh` leads the validation's group: its pid is the group id.
+    let (pgid, child) = (read_pid("sh.pid"), read_pid("child.pid"));
+    assert!(project.path(&format!(".mcc/commands/{pgid}")).exists(), "the hub records the running group");
+    hub.kill9();
+    let members = group_members(&pgid);
+    assert!(members.contains(&child), "SIGKILL of the hub alone leaves the group running: {members:?}");
+
+    let _again = Hub::start(project.root(), &[]);
+    crate::support::eventually("the group the killed hub left is gone", || group_members(&pgid).is_empty());
+}

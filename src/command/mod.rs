@@ -33,6 +33,9 @@ use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
+mod records;
+pub use records::record_groups_in;
+
 /// How a command ended.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Outcome {
@@ -385,6 +388,8 @@ fn execute(job: &Job, control: &Control) -> std::io::Result<Outcome> {
         .process_group(0);
     let mut child = command.spawn()?;
     let pgid = rustix::process::Pid::from_child(&child);
+    // Lets the next hub kill this group if this hub is killed before it ends.
+    let record = records::Record::write(pgid);
     let (events, inbox) = mpsc::channel();
     *control.group.lock().expect("not poisoned") = Some((pgid, events.clone()));
     if control.cancelled.load(Ordering::SeqCst) {
@@ -421,6 +426,7 @@ fn execute(job: &Job, control: &Control) -> std::io::Result<Outcome> {
     }
     // Whatever the command left running in its group ends with it.
     kill_group(pgid);
+    drop(record);
     *control.group.lock().expect("not poisoned") = None;
     // Pipes close when the group is gone; a process that left the group may
     // hold them, so wait a bounded time and keep what was read.

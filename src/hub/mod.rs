@@ -181,6 +181,9 @@ pub async fn start(options: HubOptions) -> Result<RunningHub, HubError> {
         return Err(HubError::AlreadyRunning { root: root.display().to_string(), url });
     }
 
+    // Commands a killed hub left running on this folder die before this hub serves.
+    crate::command::record_groups_in(&state_dir)
+        .map_err(|source| HubError::Io { path: state_dir.join("commands"), source })?;
     raise_descriptor_limit();
     let (listeners, port) = bind(options.bind, options.port).await?;
     let token = load_or_create_token(&state_dir)?;

@@ -173,7 +173,18 @@ impl Hub {
 }
 
 impl Drop for Hub {
+    /// SIGTERM first: the hub's graceful stop kills its commands' groups,
+    /// which a SIGKILL would leave running. SIGKILL only if it does not exit.
     fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
+            let until = Instant::now() + Duration::from_secs(5);
+            let mut pause = Duration::from_millis(5);
+            while matches!(self.child.try_wait(), Ok(None)) && Instant::now() < until {
+                std::thread::sleep(pause);
+                pause = (pause * 2).min(Duration::from_millis(100));
+            }
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }

@@ -1,0 +1,118 @@
+//! Durable records of the process groups the runner has running, so a hub
+//! killed with SIGKILL (a crash, the OOM killer) does not leave its commands
+//! running for ever: the next hub on the same state folder kills them.
+//!
+//! One file per running group, `STATE/commands/<pgid>`, holding the group
+//! leader's start time (from `/proc/<pid>/stat`) and the hub's pid and start
+//! time. The start time tells the recorded group from a later process that
+//! got the same pid, so a recycled pid is never killed.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use rustix::process::{Pid, Signal};
+
+/// Where records go; `None` (mcc check, mcc worker run) records nothing.
+static FOLDER: Mutex<Option<PathBuf>> = Mutex::new(None);
+
+/// Record running groups under `state_dir/commands` from now on. First kill
+/// every group a previous hub recorded there that still runs and is the
+/// recorded one, and clear the records. Returns how many groups were killed.
+pub fn record_groups_in(state_dir: &Path) -> std::io::Result<usize> {
+    let folder = state_dir.join("commands");
+    fs::create_dir_all(&folder)?;
+    let mut killed = 0;
+    for entry in fs::read_dir(&folder)? {
+        let path = entry?.path();
+        match stale_group(&path) {
+            Stale::Kill(pgid) => {
+                // ESRCH: the group ended on its own since; nothing to do.
+                if rustix::process::kill_process_group(pgid, Signal::KILL).is_ok() {
+                    killed += 1;
+                }
+            }
+            // A hub in this very process (mcc run restarting one) still owns it.
+            Stale::Live => continue,
+            Stale::Gone => {}
+        }
+        let _ = fs::remove_file(&path);
+    }
+    *FOLDER.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(folder);
+    Ok(killed)
+}
+
+enum Stale {
+    Kill(Pid),
+    Live,
+    Gone,
+}
+
+fn stale_group(path: &Path) -> Stale {
+    let Some(pgid) = path.file_name().and_then(|n| n.to_str()).and_then(|n| n.parse().ok()).and_then(Pid::from_raw)
+    else {
+        return Stale::Gone;
+    };
+    let text = fs::read_to_string(path).unwrap_or_default();
+    let fields: Vec<u64> = text.split_whitespace().filter_map(|w| w.parse().ok()).collect();
+    let &[group_start, hub_pid, hub_start] = fields.as_slice() else {
+        // Cut short while being written: the group had just started; nothing is known to kill.
+        return Stale::Gone;
+    };
+    let hub_alive = hub_pid == u64::from(std::process::id()) || start_time(hub_pid) == Some(hub_start);
+    if hub_alive {
+        return Stale::Live;
+    }
+    match start_time(u64::from(pgid.as_raw_nonzero().get().unsigned_abs())) {
+        Some(started) if started == group_start => Stale::Kill(pgid),
+        // Another process got the pid: not ours.
+        Some(_) => Stale::Gone,
+        // The leader is gone. Its members may live on; the kernel gives no new
+        // process a pid still in use as a group id, so the group is ours.
+        None => Stale::Kill(pgid),
+    }
+}
+
+/// The start time of process `pid` in clock ticks since boot (field 22 of
+/// `/proc/<pid>/stat`), or `None` when it does not run (or is a zombie).
+fn start_time(pid: u64) -> Option<u64> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) may hold spaces and parentheses; fields after it are plain.
+    let after = &stat[stat.rfind(')')? + 1..];
+    let mut fields = after.split_whitespace();
+    if fields.next()? == "Z" {
+        return None;
+    }
+    fields.nth(18)?.parse().ok()
+}
+
+/// The record of one running group; dropping it removes the file.
+pub(super) struct Record(Option<PathBuf>);
+
+impl Record {
+    /// Record `pgid` if this process records groups. Not synced to disk: a
+    /// machine that loses its page cache has lost the group too.
+    pub(super) fn write(pgid: Pid) -> Self {
+        let Some(folder) = FOLDER.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone() else {
+            return Self(None);
+        };
+        let leader = u64::from(pgid.as_raw_nonzero().get().unsigned_abs());
+        let me = u64::from(std::process::id());
+        let (Some(group_start), Some(hub_start)) = (start_time(leader), start_time(me)) else {
+            return Self(None);
+        };
+        let path = folder.join(leader.to_string());
+        match fs::write(&path, format!("{group_start} {me} {hub_start}\n")) {
+            Ok(()) => Self(Some(path)),
+            Err(_) => Self(None),
+        }
+    }
+}
+
+impl Drop for Record {
+    fn drop(&mut self) {
+        if let Some(path) = &self.0 {
+            let _ = fs::remove_file(path);
+        }
+    }
+}
