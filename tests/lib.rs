@@ -12,6 +12,7 @@ mod fencing;
 mod file_transport;
 mod fuzz;
 mod hub;
+mod live;
 mod lua;
 mod mcp;
 mod old_protocol;

@@ -11,7 +11,8 @@ use clap::Args;
 use serde_json::{Value, json};
 
 use super::exit;
-use crate::client::{self, Connection, Target};
+use crate::client::{self, ClientError, Connection, Target};
+use crate::engine::views::{Delta, Summary};
 use crate::hub::protocol::{ClientMsg, ServerMsg};
 use crate::hub::{self, HubError, HubFile, HubOptions};
 use crate::scheduler::{Settings, TaskState};
@@ -67,8 +68,9 @@ pub struct RunArgs {
 /// this as "finished", not as a broken connection.
 const RUN_ENDED: &str = "The workflow run ended";
 
-/// How often progress is read from the hub.
-const POLL: Duration = Duration::from_millis(300);
+/// Progress is pushed by the hub (`subscribe`); changes closer together
+/// than this are folded into one redraw.
+const FOLD: Duration = Duration::from_millis(200);
 
 pub fn run(args: RunArgs) -> u8 {
     match run_inner(&args) {
@@ -269,24 +271,9 @@ async fn watch(args: &RunArgs, target: &Target, root: &Path, file: &Path, starte
     let target = target.clone();
     let mut screen = Screen::new(!args.quiet && !args.json);
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-    // One blocking connection for the whole run, on its own thread.
-    std::thread::spawn(move || {
-        let mut conn = Connection::open(&target);
-        loop {
-            let snapshot = match conn.as_mut() {
-                Ok(c) => match c.request(&ClientMsg::Snapshot {}, Duration::from_secs(10)) {
-                    Ok(ServerMsg::Snapshot { snapshot }) => Ok(snapshot),
-                    Ok(other) => Err(format!("unexpected answer to snapshot: {}", other.to_json())),
-                    Err(e) => Err(e.to_string()),
-                },
-                Err(e) => Err(e.to_string()),
-            };
-            if tx.send(snapshot).is_err() {
-                return;
-            }
-            std::thread::sleep(POLL);
-        }
-    });
+    // One blocking subscription for the whole run, on its own thread: the
+    // hub pushes a summary, then what each batch changed.
+    std::thread::spawn(move || follow(&target, &tx));
     let mut last: Option<Value> = None;
     // Tasks accepted in an earlier run do not count toward this run's rate.
     let mut accepted_before: Option<u64> = None;
@@ -338,6 +325,60 @@ async fn watch(args: &RunArgs, target: &Target, root: &Path, file: &Path, starte
     }
 }
 
+/// Send the summary, then the summary with each change folded in, to `tx`
+/// until the hub stops or the receiver is gone.
+fn follow(target: &Target, tx: &tokio::sync::mpsc::UnboundedSender<Result<Value, String>>) {
+    let summary = Connection::open(target).map_err(|e| e.to_string()).and_then(|mut conn| {
+        match conn.request(&ClientMsg::Subscribe {}, Duration::from_secs(10)) {
+            Ok(ServerMsg::Summary { summary }) => Summary::from_wire(&summary).map(|s| (conn, s)),
+            Ok(other) => Err(format!("unexpected answer to subscribe: {}", other.to_json())),
+            Err(e) => Err(e.to_string()),
+        }
+    });
+    let (mut conn, mut summary) = match summary {
+        Ok(subscribed) => subscribed,
+        Err(e) => {
+            let _ = tx.send(Err(e));
+            return;
+        }
+    };
+    let value = |s: &Summary| serde_json::to_value(s).expect("a summary serializes");
+    if tx.send(Ok(value(&summary))).is_err() {
+        return;
+    }
+    let mut pending: Option<Instant> = None;
+    loop {
+        let wait = pending.map_or(Duration::from_hours(1), |since| FOLD.saturating_sub(since.elapsed()));
+        match conn.receive(wait.max(Duration::from_millis(1))) {
+            Ok(ServerMsg::Delta { delta }) => match Delta::from_wire(&delta) {
+                Ok(d) => {
+                    summary.apply(&d);
+                    pending.get_or_insert_with(Instant::now);
+                }
+                Err(e) => {
+                    let _ = tx.send(Err(e));
+                    return;
+                }
+            },
+            Ok(_) | Err(ClientError::Timeout(_)) => {}
+            Err(e) => {
+                if pending.is_some() {
+                    let _ = tx.send(Ok(value(&summary)));
+                }
+                let _ = tx.send(Err(e.to_string()));
+                return;
+            }
+        }
+        // A finished run is told at once; other changes are folded.
+        if pending.is_some_and(|since| summary.finished || since.elapsed() >= FOLD) {
+            pending = None;
+            if tx.send(Ok(value(&summary))).is_err() {
+                return;
+            }
+        }
+    }
+}
+
 fn count(snapshot: &Value, state: TaskState) -> u64 {
     snapshot["counts"][state.name()].as_u64().unwrap_or(0)
 }
@@ -355,7 +396,7 @@ fn cannot_go_on(snapshot: &Value) -> bool {
 
 /// The progress lines for one snapshot.
 fn render(snapshot: &Value, elapsed: Duration, accepted_before: u64) -> Vec<String> {
-    let phase = snapshot["tasks"].as_array().and_then(|t| t.last()).and_then(|t| t["phase"].as_str()).unwrap_or("-");
+    let phase = current_phase(snapshot);
     let counts: Vec<String> = TaskState::ALL
         .iter()
         .filter(|s| count(snapshot, **s) > 0)
@@ -373,7 +414,7 @@ fn render(snapshot: &Value, elapsed: Duration, accepted_before: u64) -> Vec<Stri
         let holding = w["holding"].as_str().map_or_else(|| "idle".to_owned(), |t| format!("on {t}"));
         lines.push(format!("  {:<12} {holding} · {} accepted", w["name"].as_str().unwrap_or("?"), w["accepted"]));
     }
-    for t in snapshot["tasks"].as_array().into_iter().flatten().filter(|t| t["state"] == "blocked") {
+    for t in snapshot["questions"].as_array().into_iter().flatten() {
         lines.push(format!(
             "  blocked {}: {} → mcc answer {} \"...\"",
             t["id"].as_str().unwrap_or("?"),
@@ -389,6 +430,21 @@ fn render(snapshot: &Value, elapsed: Duration, accepted_before: u64) -> Vec<Stri
         lines.push(format!("  log: {}", l.as_str().unwrap_or("")));
     }
     lines
+}
+
+/// The phases with work still open, or, when none has, the last phase by name.
+fn current_phase(summary: &Value) -> String {
+    let Some(phases) = summary["phases"].as_object() else { return "-".to_owned() };
+    let open: Vec<&str> = phases
+        .iter()
+        .filter(|(_, counts)| {
+            counts.as_object().is_some_and(|c| {
+                c.keys().any(|state| TaskState::ALL.iter().any(|s| s.name() == state && !s.is_terminal()))
+            })
+        })
+        .map(|(name, _)| name.as_str())
+        .collect();
+    if open.is_empty() { phases.keys().next_back().cloned().unwrap_or_else(|| "-".to_owned()) } else { open.join(", ") }
 }
 
 /// Live progress: redrawn in place on a terminal, changed lines only otherwise.

@@ -205,6 +205,8 @@ pub struct Engine {
     leases_written: Instant,
     tx: Sender<Input>,
     stopping: Option<String>,
+    /// Subscribers and the index their summaries and deltas come from.
+    progress: views::Progress,
 }
 
 impl Engine {
@@ -242,6 +244,7 @@ impl Engine {
                     leases_written: Instant::now(),
                     tx: engine_tx,
                     stopping: None,
+                    progress: views::Progress::default(),
                 };
                 engine.resume(workflow_path);
                 engine.run(&rx)
@@ -350,6 +353,7 @@ impl Engine {
                 let _ = c.outbox.send(Outgoing::Msg(msg));
             }
         }
+        self.publish(&changes, finished);
         Ok(())
     }
 
@@ -629,6 +633,7 @@ impl Engine {
                 }
                 None => self.refuse(conn, &Refusal::UnknownTask(task_id)),
             },
+            msg @ (ClientMsg::Subscribe {} | ClientMsg::TasksPage { .. }) => self.view_request(conn, msg, now),
             ClientMsg::LoadWorkflow { path } => {
                 let path = self.config.root.join(path);
                 self.load_workflow(Some(conn), path);
