@@ -4,6 +4,7 @@
 mod support;
 
 mod author;
+mod browser;
 mod cockpit;
 mod durability;
 mod engineer;

@@ -123,6 +123,9 @@ fn run_inner(args: &RunArgs) -> Result<u8, String> {
         (target, Some(hub))
     };
     say(args, &format!("hub on {} · workflow {}", target.url, shown(&root, &file)));
+    if let Some(page) = hub::page::url_of(&root) {
+        say(args, &format!("live page (read-only): {page}"));
+    }
     if args.spawn == 0 {
         say(args, "workers join from a chat or terminal in this project: mcc worker next --as NAME (one name each)");
     }

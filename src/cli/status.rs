@@ -41,9 +41,9 @@ pub fn run(args: StatusArgs) -> u8 {
         return watch(&args);
     }
     let limit = Duration::from_secs(10);
-    let (summary, url) = match client::ask_once(args.hub.as_deref(), &ClientMsg::Subscribe {}, limit) {
+    let (summary, url, page) = match client::ask_once(args.hub.as_deref(), &ClientMsg::Subscribe {}, limit) {
         Ok((ServerMsg::Summary { summary }, target)) => match Summary::from_wire(&summary) {
-            Ok(s) => (s, target.url),
+            Ok(s) => (s, target.url, target.root.as_deref().and_then(crate::hub::page::url_of)),
             Err(e) => {
                 eprintln!("error: {e}");
                 return exit::ERROR;
@@ -76,9 +76,13 @@ pub fn run(args: StatusArgs) -> u8 {
             value["tasks"] = serde_json::to_value(&page.tasks).expect("serializes");
             value["nextAfter"] = serde_json::json!(page.next_after);
         }
+        value["pageUrl"] = serde_json::json!(page);
         println!("{value}");
     } else {
         print!("{}", render(&summary, &url));
+        if let Some(page) = page {
+            println!("live page (read-only): {page}");
+        }
     }
     exit::OK
 }
