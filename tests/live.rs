@@ -136,3 +136,142 @@ fn status_watch_redraws_when_the_hub_pushes_a_change() {
     let _ = watch.kill();
     let _ = watch.wait();
 }
+
+/// Drain `work` ready tasks with 4 workers on persistent connections while
+/// `queue` tasks wait behind a held gate and `subscribers` connections
+/// follow every change: tasks per second, and CPU seconds the engine thread
+/// spent on the drain (from `/proc`, in clock ticks).
+fn drain_rate(queue: usize, work: usize, subscribers: usize) -> (f64, f64) {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let project = Project::new();
+    let hub = Hub::start(project.root(), &[]);
+    let mut ws = hub.connect();
+    ws.ask(json!({"type":"add_tasks","tasks":[old_task("gate", &[], &[])]}));
+    let held = ws.ask(json!({"type":"next","worker":"holder","waitMs":0}));
+    assert_eq!(held["offer"]["task"]["id"], "gate", "{held}");
+    let ids: Vec<String> = (0..queue).map(|i| format!("q{i}")).chain((0..work).map(|i| format!("w{i}"))).collect();
+    for chunk in ids.chunks(2_000) {
+        let tasks: Vec<Value> =
+            chunk.iter().map(|id| old_task(id, &[], if id.starts_with('q') { &["gate"] } else { &[] })).collect();
+        let added = ws.ask(json!({"type":"add_tasks","tasks":tasks}));
+        assert_eq!(added["type"], "tasks_added", "{added}");
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    let followers: Vec<_> = (0..subscribers)
+        .map(|_| {
+            let mut s = hub.connect_anonymous();
+            assert_eq!(s.ask(json!({"type":"subscribe"}))["type"], "summary");
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let mut deltas = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    if s.recv_within(Duration::from_millis(100)).is_some() {
+                        deltas += 1;
+                    }
+                }
+                deltas
+            })
+        })
+        .collect();
+    let engine_before = engine_cpu(hub.child.id());
+    let start = std::time::Instant::now();
+    let workers: Vec<_> = (0..4)
+        .map(|n| {
+            let mut w = hub.connect();
+            std::thread::spawn(move || {
+                let name = format!("worker{n}");
+                let mut offer = w.ask(json!({"type":"next","worker":name,"waitMs":0}))["offer"].clone();
+                while offer["type"] == "task" {
+                    let (id, attempt) = (offer["task"]["id"].clone(), offer["attempt"].clone());
+                    let verdict = w.ask(json!({"type":"done","worker":name,"taskId":id,"attempt":attempt,"waitMs":0}));
+                    offer = verdict["next"].clone();
+                }
+            })
+        })
+        .collect();
+    for w in workers {
+        w.join().unwrap();
+    }
+    let took = start.elapsed();
+    let engine = engine_cpu(hub.child.id()) - engine_before;
+    stop.store(true, Ordering::Relaxed);
+    let deltas: u64 = followers.into_iter().map(|f| f.join().unwrap()).sum();
+    if subscribers > 0 {
+        assert!(deltas > 0, "the subscribers were told of the work");
+    }
+    (work as f64 / took.as_secs_f64(), engine)
+}
+
+/// CPU seconds (user + system) of the hub's `mcc-engine` thread so far.
+fn engine_cpu(pid: u32) -> f64 {
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap().map_while(Result::ok) {
+        if std::fs::read_to_string(task.path().join("comm")).is_ok_and(|c| c.trim() == "mcc-engine") {
+            let stat = std::fs::read_to_string(task.path().join("stat")).unwrap();
+            // Fields after the `(comm)`: state is 3rd, utime 14th, stime 15th.
+            let rest: Vec<&str> = stat.rsplit_once(')').unwrap().1.split_whitespace().collect();
+            let ticks: f64 = rest[11].parse::<f64>().unwrap() + rest[12].parse::<f64>().unwrap();
+            return ticks / 100.0;
+        }
+    }
+    panic!("no mcc-engine thread in process {pid}")
+}
+
+#[test]
+#[ignore = "prints figures for docs/benchmarks.md: cargo test --release --test lib live::progress_cost -- --ignored --nocapture"]
+fn progress_cost_figures() {
+    let work = std::env::var("MCC_PROGRESS_WORK").ok().and_then(|v| v.parse().ok()).unwrap_or(4000);
+    for queue in [0, 10_000, 100_000] {
+        for round in 0..2 {
+            let (plain, plain_cpu) = drain_rate(queue, work, 0);
+            let (followed, followed_cpu) = drain_rate(queue, work, 2);
+            eprintln!(
+                "queue {queue:>6}, round {round}: unwatched {plain:>5.0} tasks/s, engine {:>5.1} us/task; 2 subscribers {followed:>5.0} tasks/s, engine {:>5.1} us/task ({:+.1}% engine time)",
+                plain_cpu / work as f64 * 1e6,
+                followed_cpu / work as f64 * 1e6,
+                (followed_cpu / plain_cpu - 1.0) * 100.0
+            );
+        }
+    }
+}
+
+#[test]
+#[ignore = "prints figures for docs/benchmarks.md: cargo test --release --test lib live::status_figures -- --ignored --nocapture"]
+fn status_figures() {
+    let project = Project::new();
+    let hub = Hub::start(project.root(), &[]);
+    let mut ws = hub.connect();
+    ws.ask(json!({"type":"add_tasks","tasks":[old_task("gate", &[], &[])]}));
+    ws.ask(json!({"type":"next","worker":"holder","waitMs":0}));
+    let ids: Vec<String> = (0..100_000).map(|i| format!("q{i}")).collect();
+    for chunk in ids.chunks(2_000) {
+        let tasks: Vec<Value> = chunk.iter().map(|id| old_task(id, &[], &["gate"])).collect();
+        assert_eq!(ws.ask(json!({"type":"add_tasks","tasks":tasks}))["type"], "tasks_added");
+    }
+    // 200 workers waiting for work, as in the goal.
+    let mut waiters: Vec<_> = (0..200).map(|_| hub.connect()).collect();
+    for (i, w) in waiters.iter_mut().enumerate() {
+        w.send(json!({"type":"next","worker":format!("waiter{i}"),"waitMs":300_000}));
+    }
+    crate::support::eventually("200 waiters", || {
+        // A fresh connection each time: a subscriber's next message may be a delta.
+        let summary = hub.connect_anonymous().ask(json!({"type":"subscribe"}));
+        summary["summary"]["workers"].as_array().unwrap().iter().filter(|w| w["waiting"] == true).count() == 200
+    });
+    let mut took: Vec<Duration> = (0..7)
+        .map(|_| {
+            let start = std::time::Instant::now();
+            let out = project.mcc().args(["status"]).run();
+            assert!(out.stdout.contains("tasks: 100000 waiting, 1 assigned"), "{out:?}");
+            start.elapsed()
+        })
+        .collect();
+    took.sort();
+    let json = project.mcc().args(["status", "--json"]).run();
+    eprintln!(
+        "`mcc status` at 100,000 tasks, 200 waiting workers: median {:.1} ms, max {:.1} ms over 7 runs; `--json` {} bytes",
+        took[3].as_secs_f64() * 1000.0,
+        took[6].as_secs_f64() * 1000.0,
+        json.stdout.len()
+    );
+}

@@ -286,6 +286,8 @@ pub struct Delta {
     pub tasks: Vec<TaskSummary>,
     pub workers: Vec<WorkerView>,
     pub events: Vec<EventView>,
+    /// Events of this interval beyond what one delta carries (the event log has them all).
+    pub events_left_out: u64,
     pub problems: Option<Vec<String>>,
     pub log: Option<Vec<String>>,
     pub stuck: Option<Vec<Stuck>>,
@@ -326,6 +328,13 @@ impl Page {
     }
 }
 
+/// Deltas are pushed at most this often: what batches change in between is
+/// folded into one, so progress costs the engine the same at 10 or 10,000
+/// batches a second. A finished run is pushed at once.
+pub const DELTA_EVERY: std::time::Duration = std::time::Duration::from_millis(100);
+/// Events one delta carries at most; more are counted in `eventsLeftOut`.
+const EVENTS_PER_DELTA: usize = 1000;
+
 /// The longest description a delta carries; `mcc tasks show` has it whole.
 const DESCRIPTION_IN_DELTA: usize = 200;
 /// The most tasks one `tasks_page` returns.
@@ -345,6 +354,7 @@ struct Entry {
 /// holds what without a walk over the store. Built on first use (the first
 /// `subscribe` or `tasks_page`), so a hub nobody watches pays nothing.
 #[derive(Debug, Default)]
+#[allow(clippy::struct_excessive_bools, reason = "independent flags of one index, not a state machine")]
 pub struct Progress {
     built: bool,
     entries: HashMap<TaskId, Entry>,
@@ -357,7 +367,17 @@ pub struct Progress {
     sent_problems: Vec<String>,
     sent_log: Vec<String>,
     sent_presence: Vec<(String, bool, bool)>,
+    sent_finished: bool,
     stuck: Vec<Stuck>,
+    /// Changed since the last delta, waiting for the next one.
+    pending_tasks: BTreeSet<TaskId>,
+    pending_workers: BTreeSet<String>,
+    pending_events: Vec<EventView>,
+    events_left_out: u64,
+    stuck_changed: bool,
+    /// A batch came since the last delta (presence, problems or the log may have changed).
+    batch_since: bool,
+    last_delta: Option<Instant>,
 }
 
 impl Progress {
@@ -418,6 +438,16 @@ impl Progress {
             })
             .filter(|(_, counts): &(String, BTreeMap<String, u64>)| !counts.is_empty())
             .collect()
+    }
+
+    /// When the engine must wake to push what is pending, if anything is.
+    pub fn next_push(&self) -> Option<Instant> {
+        let pending = self.batch_since
+            || !self.pending_tasks.is_empty()
+            || !self.pending_workers.is_empty()
+            || !self.pending_events.is_empty();
+        (pending && !self.subscribers.is_empty())
+            .then(|| self.last_delta.map_or_else(Instant::now, |at| at + DELTA_EVERY))
     }
 
     fn ids(&self, state: TaskState, limit: usize) -> Vec<TaskId> {
@@ -567,51 +597,96 @@ impl Engine {
     }
 
     /// After a commit: bring the index up to date with the batch's changes
-    /// and push what changed to every subscriber. Costs what the batch
-    /// changed (plus one look at the workers' presence), nothing when the
-    /// index was never asked for.
+    /// and, at most every [`DELTA_EVERY`], push what changed to every
+    /// subscriber. Costs what the batch changed (plus, per push, one look at
+    /// the workers' presence), nothing when the index was never asked for.
     pub(super) fn publish(&mut self, changes: &Changes, finished: bool) {
         if !self.progress.built {
             return;
         }
         let now = Instant::now();
-        let mut touched_workers: BTreeSet<String> = changes.workers.iter().cloned().collect();
-        let mut stuck_may_change = false;
         for id in &changes.tasks {
             let old_holder = self.progress.entries.get(id).and_then(|e| e.holder.clone());
             let task = self.scheduler.task(id);
             if let Some(t) = task {
-                stuck_may_change |= matches!(t.state, TaskState::Failed | TaskState::Cancelled | TaskState::Waiting);
-                touched_workers.extend(t.holder.clone());
+                self.progress.stuck_changed |=
+                    matches!(t.state, TaskState::Failed | TaskState::Cancelled | TaskState::Waiting);
+                self.progress.pending_workers.extend(t.holder.clone());
             }
-            touched_workers.extend(old_holder);
+            self.progress.pending_workers.extend(old_holder);
             self.progress.index(id, task);
-        }
-        if stuck_may_change {
-            self.progress.stuck = stuck_of(&self.scheduler);
-        } else if !self.progress.stuck.is_empty() {
-            let entries = &self.progress.entries;
-            self.progress.stuck.retain(|s| entries.get(&s.task).is_some_and(|e| e.state == TaskState::Waiting));
         }
         self.progress.subscribers.retain(|c| self.conns.contains_key(c));
         if self.progress.subscribers.is_empty() {
+            self.progress.pending_tasks.clear();
+            self.progress.pending_workers.clear();
+            self.progress.pending_events.clear();
+            if self.progress.stuck_changed {
+                self.progress.stuck = stuck_of(&self.scheduler);
+                self.progress.stuck_changed = false;
+            }
             return;
         }
+        self.progress.pending_tasks.extend(changes.tasks.iter().cloned());
+        self.progress.pending_workers.extend(changes.workers.iter().cloned());
+        for e in &changes.events {
+            if self.progress.pending_events.len() < EVENTS_PER_DELTA {
+                self.progress.pending_events.push(EventView {
+                    kind: e.kind.to_owned(),
+                    task: e.task.clone(),
+                    worker: e.worker.clone(),
+                    attempt: e.attempt,
+                    detail: e.detail.clone(),
+                });
+            } else {
+                self.progress.events_left_out += 1;
+            }
+        }
+        let due = self.progress.last_delta.is_none_or(|at| now >= at + DELTA_EVERY);
+        if !due && finished == self.progress.sent_finished {
+            self.progress.batch_since = true;
+            return;
+        }
+        self.push_delta(now, finished);
+    }
+
+    fn push_delta(&mut self, now: Instant, finished: bool) {
+        self.progress.batch_since = false;
+        let mut touched_workers = std::mem::take(&mut self.progress.pending_workers);
+        let stuck = if self.progress.stuck_changed {
+            self.progress.stuck_changed = false;
+            self.progress.stuck = stuck_of(&self.scheduler);
+            Some(self.progress.stuck.clone())
+        } else {
+            let entries = &self.progress.entries;
+            let before = self.progress.stuck.len();
+            self.progress.stuck.retain(|s| entries.get(&s.task).is_some_and(|e| e.state == TaskState::Waiting));
+            (self.progress.stuck.len() != before).then(|| self.progress.stuck.clone())
+        };
         let presence = self.presence();
-        if presence != self.progress.sent_presence {
-            for p in &presence {
-                if !self.progress.sent_presence.contains(p) {
-                    touched_workers.insert(p.0.clone());
-                }
+        for p in &presence {
+            if !self.progress.sent_presence.contains(p) {
+                touched_workers.insert(p.0.clone());
             }
         }
         let problems = (self.problems != self.progress.sent_problems).then(|| self.problems.clone());
         let log = (self.log != self.progress.sent_log).then(|| self.log.clone());
-        if changes.is_empty() && touched_workers.is_empty() && problems.is_none() && log.is_none() {
-            self.progress.sent_presence = presence;
+        let tasks = std::mem::take(&mut self.progress.pending_tasks);
+        let events = std::mem::take(&mut self.progress.pending_events);
+        let nothing = tasks.is_empty()
+            && touched_workers.is_empty()
+            && events.is_empty()
+            && problems.is_none()
+            && log.is_none()
+            && stuck.is_none()
+            && finished == self.progress.sent_finished;
+        self.progress.sent_presence = presence;
+        if nothing {
             return;
         }
-        let workers = presence
+        let workers = self
+            .progress
+            .sent_presence
             .iter()
             .filter(|(name, ..)| touched_workers.contains(name))
             .filter_map(|(name, c, w)| self.scheduler.worker(name).map(|worker| self.worker_view(worker, now, *c, *w)))
@@ -621,24 +696,11 @@ impl Engine {
             phases: self.progress.phase_counts(),
             finished,
             workflow: self.workflow_path.as_ref().map(|p| p.display().to_string()),
-            tasks: changes
-                .tasks
-                .iter()
-                .filter_map(|id| self.scheduler.task(id).map(|t| short(task_summary(t, now))))
-                .collect(),
+            tasks: tasks.iter().filter_map(|id| self.scheduler.task(id).map(|t| short(task_summary(t, now)))).collect(),
             workers,
-            events: changes
-                .events
-                .iter()
-                .map(|e| EventView {
-                    kind: e.kind.to_owned(),
-                    task: e.task.clone(),
-                    worker: e.worker.clone(),
-                    attempt: e.attempt,
-                    detail: e.detail.clone(),
-                })
-                .collect(),
-            stuck: stuck_may_change.then(|| self.progress.stuck.clone()),
+            events,
+            events_left_out: std::mem::take(&mut self.progress.events_left_out),
+            stuck,
             problems,
             log,
         };
@@ -648,7 +710,8 @@ impl Engine {
         if let Some(l) = &delta.log {
             self.progress.sent_log.clone_from(l);
         }
-        self.progress.sent_presence = presence;
+        self.progress.sent_finished = finished;
+        self.progress.last_delta = Some(now);
         let delta = serde_json::to_value(delta).expect("a delta serializes");
         for conn in &self.progress.subscribers {
             if let Some(c) = self.conns.get(conn) {
