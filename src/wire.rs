@@ -89,6 +89,17 @@ pub enum ClientMsg {
     LoadWorkflow {
         path: String,
     },
+    // --- mcc's own: progress pushed, not polled (docs/protocol.md, "Subscription") ---
+    /// Answered by one `summary`, then a `delta` after every committed batch
+    /// that changed something, until the connection closes.
+    Subscribe {},
+    /// One page of tasks in creation order: of one state if `state` is set,
+    /// at most `limit` (default 50, at most 1000), those after task `after`.
+    TasksPage {
+        state: Option<String>,
+        limit: Option<usize>,
+        after: Option<String>,
+    },
 }
 
 impl ClientMsg {
@@ -125,6 +136,8 @@ impl ClientMsg {
         "snapshot",
         "show_task",
         "load_workflow",
+        "subscribe",
+        "tasks_page",
     ];
 }
 
@@ -305,6 +318,19 @@ pub enum ServerMsg {
     },
     TaskInfo {
         task: Value,
+    },
+    /// The first answer to `subscribe`: counts, workers, questions, problems
+    /// (`engine::views::Summary`).
+    Summary {
+        summary: Value,
+    },
+    /// What one committed batch changed, pushed to subscribers (`engine::views::Delta`).
+    Delta {
+        delta: Value,
+    },
+    /// The answer to `tasks_page` (`engine::views::Page`).
+    TasksPage {
+        page: Value,
     },
 }
 

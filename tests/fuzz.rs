@@ -284,6 +284,121 @@ fn beyond_loopback_every_handshake_without_the_right_token_is_refused() {
     assert!(hub.child.try_wait().unwrap().is_none());
 }
 
+/// The live page's handshakes: its capability from its own origin, and every
+/// near miss (other origins, other ports, the hub's own origin, no origin,
+/// wrong, repeated or empty capabilities, the token beside it or instead).
+fn page_cases(port: u16, page_port: u16, token: &str, view: &str) -> Vec<Case> {
+    let (p, q) = (port, page_port);
+    let page_origin = format!("http://127.0.0.1:{q}");
+    let origins: Vec<Option<String>> = vec![
+        None,
+        Some(page_origin.clone()),
+        Some(format!("http://localhost:{q}")),
+        Some(format!("http://[::1]:{q}")),
+        Some(format!("https://127.0.0.1:{q}")),
+        Some(format!("http://127.0.0.1:{q}/")),
+        Some(format!("http://127.0.0.1:{}", u32::from(q) + 1)),
+        Some(format!("http://127.0.0.1:0{q}")),
+        Some(format!("http://127.0.0.1:{q}.evil.example")),
+        Some(format!("HTTP://127.0.0.1:{q}")),
+        Some(format!("http://127.0.0.1:{p}")),
+        Some("null".to_owned()),
+        Some("http://evil.example".to_owned()),
+    ];
+    let paths: Vec<(String, bool)> = vec![
+        (format!("/?view={view}"), true),
+        (format!("/?x=1&view={view}"), true),
+        (format!("/?view={view}&view={view}"), false),
+        (format!("/?view={view}&token={token}"), false),
+        (format!("/?view={}", view.to_uppercase()), false),
+        (format!("/?view={}", &view[..63]), false),
+        (format!("/?view={view}0"), false),
+        ("/?view=".to_owned(), false),
+        (format!("/?view={token}"), false),
+        (format!("/?View={view}"), false),
+    ];
+    let hosts = [(format!("127.0.0.1:{p}"), true), (format!("localhost:{p}"), true), (format!("127.0.0.1:{q}"), false)];
+    let mut cases = Vec::new();
+    for (host, host_ok) in &hosts {
+        for origin in &origins {
+            for (path, path_ok) in &paths {
+                for auth in [false, true] {
+                    let mut headers = vec![("Host", host.clone().into_bytes())];
+                    if let Some(o) = origin {
+                        headers.push(("Origin", o.clone().into_bytes()));
+                    }
+                    if auth {
+                        headers.push(("Authorization", format!("Bearer {token}").into_bytes()));
+                    }
+                    // `View=` is no capability: the ordinary rules apply (no foreign origin).
+                    let plain = path.starts_with("/?View=");
+                    let allowed = if plain {
+                        *host_ok && origin.as_deref().is_none_or(|o| o == format!("http://127.0.0.1:{p}"))
+                    } else {
+                        *host_ok && *path_ok && !auth && origin.as_deref() == Some(page_origin.as_str())
+                    };
+                    cases.push(Case { path: path.clone(), headers, allowed });
+                }
+            }
+        }
+    }
+    cases
+}
+
+#[test]
+fn only_the_live_pages_own_origin_reads_with_its_capability_and_it_can_change_nothing() {
+    let project = Project::new();
+    let mut hub = Hub::start(project.root(), &[]);
+    let token = project.read(".mcc/token");
+    let file: Value = serde_json::from_str(&project.read(".mcc/hub.json")).unwrap();
+    let page_port = u16::try_from(file["pagePort"].as_u64().expect("hub.json names the page's port")).unwrap();
+    let status = project.mcc().args(["status"]).run();
+    let url =
+        status.stdout.lines().find_map(|l| l.strip_prefix("live page (read-only): ")).expect("status prints the page");
+    let view = url.split_once("view=").expect("the address carries the capability").1.to_owned();
+    assert_ne!(view, token.trim(), "the capability is not the token");
+    let cases = page_cases(hub.port, page_port, token.trim(), &view);
+    let allowed = cases.iter().filter(|c| c.allowed).count();
+    let (wrong_in, wrong_out, examples) = run_cases(hub.port, &cases);
+    eprintln!(
+        "live page origin: {} handshakes ({allowed} allowed by the rules): {wrong_in} wrongly accepted, {wrong_out} wrongly refused",
+        cases.len()
+    );
+    assert_eq!((wrong_in, wrong_out), (0, 0), "{:#?}", &examples[..examples.len().min(20)]);
+
+    // What the page's connection may send: reads only.
+    let mut request =
+        tungstenite::client::IntoClientRequest::into_client_request(format!("{}/?view={view}", hub.url)).unwrap();
+    request.headers_mut().insert("origin", format!("http://127.0.0.1:{page_port}").parse().unwrap());
+    let (mut page, _) = tungstenite::connect(request).expect("the page's handshake");
+    let mut ask = |msg: Value| -> Value {
+        use tungstenite::Message;
+        page.send(Message::text(msg.to_string())).unwrap();
+        loop {
+            if let Message::Text(t) = page.read().unwrap() {
+                let v: Value = serde_json::from_str(&t).unwrap();
+                if v["type"] != "connected" {
+                    return v;
+                }
+            }
+        }
+    };
+    assert_eq!(ask(json!({"type":"subscribe"}))["type"], "summary");
+    for msg in [
+        json!({"type":"next","worker":"w"}),
+        json!({"type":"register","role":"worker","workerId":"w"}),
+        json!({"type":"create_tasks","tasks":[{"id":"x","description":"d"}]}),
+        json!({"type":"add_tasks","tasks":[]}),
+        json!({"type":"cancel","taskId":"x"}),
+    ] {
+        let answer = ask(msg.clone());
+        assert!(answer["error"].as_str().is_some_and(|e| e.contains("only reads")), "{msg} -> {answer}");
+    }
+    let list = project.mcc().args(["tasks", "list", "--json"]).run();
+    assert!(!list.stdout.contains("\"x\""), "nothing was added: {list:?}");
+    still_serving(&mut hub);
+}
+
 /// A client frame: masked unless told otherwise; `declared` overrides the length.
 fn frame(first: u8, masked: bool, payload: &[u8], declared: Option<u64>) -> Vec<u8> {
     let mut out = vec![first];

@@ -5,6 +5,7 @@ mod support;
 
 mod answers;
 mod author;
+mod browser;
 mod bulk;
 mod cockpit;
 mod durability;
@@ -15,6 +16,7 @@ mod fencing;
 mod file_transport;
 mod fuzz;
 mod hub;
+mod live;
 mod lua;
 mod mcp;
 mod old_protocol;

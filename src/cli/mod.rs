@@ -3,7 +3,7 @@
 mod check;
 mod hub;
 mod new;
-mod report;
+pub(crate) mod report;
 mod rules;
 mod run;
 mod status;

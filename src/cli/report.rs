@@ -370,6 +370,59 @@ const VERDICT_COLOURS: [(&str, &str); 9] = [
 /// from anywhere, so it opens offline and can be mailed or archived.
 pub fn html(m: &Value) -> String {
     let text = render(m);
+    let svg = timeline_svg(m);
+    let legend = legend_html();
+    let mut measured = String::new();
+    for (k, v) in m["measuredFrom"].as_object().into_iter().flatten() {
+        let _ = write!(measured, "<tr><th>{}</th><td>{}</td></tr>", escape(k), escape(v.as_str().unwrap_or("")));
+    }
+    format!(
+        r#"<!doctype html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<title>mcc report</title>
+<style>
+body {{ font: 14px/1.4 system-ui, sans-serif; margin: 2em; color: #182026; }}
+pre {{ background: #f5f8fa; padding: 1em; }}
+{TIMELINE_CSS}
+table {{ border-collapse: collapse; }} th, td {{ text-align: left; padding: 2px 10px 2px 0; vertical-align: top; }}
+</style>
+</head>
+<body>
+<h1>mcc report</h1>
+<h2>Timeline</h2>
+<p>One row per worker, one bar per attempt from its grant to its report, coloured by how it ended.</p>
+<p class="legend">{legend}</p>
+{svg}
+<h2>Metrics</h2>
+<pre id="metrics">{}</pre>
+<h2>How each figure is measured</h2>
+<table>{measured}</table>
+</body>
+</html>
+"#,
+        escape(&text)
+    )
+}
+
+/// The styles [`timeline_svg`] and [`legend_html`] expect (the report and the live page share them).
+pub const TIMELINE_CSS: &str = "svg text { font: 12px system-ui, sans-serif; }
+.legend span { margin-right: 1em; }
+.legend i { display: inline-block; width: 12px; height: 12px; margin-right: 4px; vertical-align: middle; }";
+
+/// What each bar colour means.
+pub fn legend_html() -> String {
+    VERDICT_COLOURS
+        .iter()
+        .map(|(v, c)| format!("<span><i style=\"background:{c}\"></i>{v}</span>"))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// The timeline of [`metrics`]: one row per worker, one bar per attempt,
+/// coloured by verdict, as one inline SVG (the report and the live page).
+pub fn timeline_svg(m: &Value) -> String {
     let timeline = m["timeline"].as_array().cloned().unwrap_or_default();
     let workers: Vec<String> = m["workers"]
         .as_array()
@@ -419,43 +472,5 @@ pub fn html(m: &Value) -> String {
         label + width,
         end_ms as f64 / 1000.0
     ));
-    let legend: String = VERDICT_COLOURS
-        .iter()
-        .map(|(v, c)| format!("<span><i style=\"background:{c}\"></i>{v}</span>"))
-        .collect::<Vec<_>>()
-        .join(" ");
-    let mut measured = String::new();
-    for (k, v) in m["measuredFrom"].as_object().into_iter().flatten() {
-        let _ = write!(measured, "<tr><th>{}</th><td>{}</td></tr>", escape(k), escape(v.as_str().unwrap_or("")));
-    }
-    format!(
-        r#"<!doctype html>
-<html lang="en">
-<head>
-<meta charset="utf-8">
-<title>mcc report</title>
-<style>
-body {{ font: 14px/1.4 system-ui, sans-serif; margin: 2em; color: #182026; }}
-pre {{ background: #f5f8fa; padding: 1em; }}
-svg text {{ font: 12px system-ui, sans-serif; }}
-.legend span {{ margin-right: 1em; }}
-.legend i {{ display: inline-block; width: 12px; height: 12px; margin-right: 4px; vertical-align: middle; }}
-table {{ border-collapse: collapse; }} th, td {{ text-align: left; padding: 2px 10px 2px 0; vertical-align: top; }}
-</style>
-</head>
-<body>
-<h1>mcc report</h1>
-<h2>Timeline</h2>
-<p>One row per worker, one bar per attempt from its grant to its report, coloured by how it ended.</p>
-<p class="legend">{legend}</p>
-{svg}
-<h2>Metrics</h2>
-<pre id="metrics">{}</pre>
-<h2>How each figure is measured</h2>
-<table>{measured}</table>
-</body>
-</html>
-"#,
-        escape(&text)
-    )
+    svg
 }

@@ -12,6 +12,7 @@ use serde_json::{Value, json};
 
 use super::exit;
 use crate::client::{self, ClientError, Connection, Target};
+use crate::engine::views::{Delta, Summary};
 use crate::hub::protocol::{ClientMsg, ServerMsg};
 use crate::hub::{self, HubError, HubFile, HubOptions};
 use crate::scheduler::{Settings, TaskState};
@@ -70,18 +71,19 @@ pub struct RunArgs {
 /// this as "finished", not as a broken connection.
 const RUN_ENDED: &str = "The workflow run ended";
 
-/// How often progress is read from the hub.
-const POLL: Duration = Duration::from_millis(300);
-/// How long one wait for a snapshot lasts before the hub is checked for life.
+/// How long one wait for the subscription's first answer lasts before the
+/// hub is checked for life.
 const SNAPSHOT_WAIT: Duration = Duration::from_secs(10);
-/// How often a slow engine is mentioned while `mcc run` waits for it.
-const SLOW_NOTICE: Duration = Duration::from_secs(30);
 
 /// Whether the hub is alive: it greets a new connection from its own task,
 /// without the engine, so a busy workflow still answers this.
 fn hub_answers(target: &Target) -> bool {
     Connection::open(target).map(Connection::close).is_ok()
 }
+
+/// Progress is pushed by the hub (`subscribe`); changes closer together
+/// than this are folded into one redraw.
+const FOLD: Duration = Duration::from_millis(200);
 
 pub fn run(args: RunArgs) -> u8 {
     match run_inner(&args) {
@@ -134,6 +136,9 @@ fn run_inner(args: &RunArgs) -> Result<u8, String> {
         (target, Some(hub))
     };
     say(args, &format!("hub on {} · workflow {}", target.url, shown(&root, &file)));
+    if let Some(page) = hub::page::url_of(&root) {
+        say(args, &format!("live page (read-only): {page}"));
+    }
     if args.spawn == 0 {
         say(args, "workers join from a chat or terminal in this project: mcc worker next --as NAME (one name each)");
     }
@@ -284,56 +289,9 @@ async fn watch(args: &RunArgs, target: &Target, root: &Path, file: &Path, starte
     let target = target.clone();
     let mut screen = Screen::new(!args.quiet && !args.json);
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-    let tell = !args.quiet && !args.json;
-    // One blocking connection for the whole run, on its own thread.
-    std::thread::spawn(move || {
-        let mut conn = Connection::open(&target);
-        // A snapshot asked for and not yet answered: its answer still comes on this connection.
-        let mut asked: Option<Instant> = None;
-        let mut told = Instant::now().checked_sub(SLOW_NOTICE).unwrap_or_else(Instant::now);
-        loop {
-            let snapshot = match conn.as_mut() {
-                Ok(c) => {
-                    let answer = if asked.is_some() {
-                        c.receive(SNAPSHOT_WAIT)
-                    } else {
-                        asked = Some(Instant::now());
-                        c.request(&ClientMsg::Snapshot {}, SNAPSHOT_WAIT)
-                    };
-                    match answer {
-                        Ok(ServerMsg::Snapshot { snapshot }) => {
-                            asked = None;
-                            Ok(snapshot)
-                        }
-                        Ok(other) => Err(format!("unexpected answer to snapshot: {}", other.to_json())),
-                        // Slow is not dead: the hub answers a new connection without
-                        // its engine; while it does, keep waiting for the answer.
-                        Err(ClientError::Timeout(_)) if hub_answers(&target) => {
-                            let waited = asked.map_or(Duration::ZERO, |a| a.elapsed());
-                            if tell && told.elapsed() >= SLOW_NOTICE {
-                                told = Instant::now();
-                                eprintln!(
-                                    "\nthe hub is alive but its engine has not answered for {}s (a long workflow decision); still waiting",
-                                    waited.as_secs()
-                                );
-                            }
-                            continue;
-                        }
-                        Err(ClientError::Timeout(limit)) => Err(format!(
-                            "the hub stopped answering (nothing within {}s, and it takes no new connection)",
-                            limit.as_secs()
-                        )),
-                        Err(e) => Err(e.to_string()),
-                    }
-                }
-                Err(e) => Err(e.to_string()),
-            };
-            if tx.send(snapshot).is_err() {
-                return;
-            }
-            std::thread::sleep(POLL);
-        }
-    });
+    // One blocking subscription for the whole run, on its own thread: the
+    // hub pushes a summary, then what each batch changed.
+    std::thread::spawn(move || follow(&target, &tx));
     let mut last: Option<Value> = None;
     // Tasks accepted in an earlier run do not count toward this run's rate.
     let mut accepted_before: Option<u64> = None;
@@ -385,6 +343,68 @@ async fn watch(args: &RunArgs, target: &Target, root: &Path, file: &Path, starte
     }
 }
 
+/// Subscribe to the hub's progress. Slow is not dead: the hub greets a new
+/// connection without its engine, so while it does, the answer is awaited.
+fn subscribe(target: &Target) -> Result<(Connection, Summary), String> {
+    let mut conn = Connection::open(target).map_err(|e| e.to_string())?;
+    let mut answer = conn.request(&ClientMsg::Subscribe {}, SNAPSHOT_WAIT);
+    loop {
+        match answer {
+            Ok(ServerMsg::Summary { summary }) => return Summary::from_wire(&summary).map(|s| (conn, s)),
+            Ok(other) => return Err(format!("unexpected answer to subscribe: {}", other.to_json())),
+            Err(ClientError::Timeout(_)) if hub_answers(target) => answer = conn.receive(SNAPSHOT_WAIT),
+            Err(e) => return Err(e.to_string()),
+        }
+    }
+}
+
+/// Send the summary, then the summary with each change folded in, to `tx`
+/// until the hub stops or the receiver is gone.
+fn follow(target: &Target, tx: &tokio::sync::mpsc::UnboundedSender<Result<Value, String>>) {
+    let (mut conn, mut summary) = match subscribe(target) {
+        Ok(subscribed) => subscribed,
+        Err(e) => {
+            let _ = tx.send(Err(e));
+            return;
+        }
+    };
+    let value = |s: &Summary| serde_json::to_value(s).expect("a summary serializes");
+    if tx.send(Ok(value(&summary))).is_err() {
+        return;
+    }
+    let mut pending: Option<Instant> = None;
+    loop {
+        let wait = pending.map_or(Duration::from_hours(1), |since| FOLD.saturating_sub(since.elapsed()));
+        match conn.receive(wait.max(Duration::from_millis(1))) {
+            Ok(ServerMsg::Delta { delta }) => match Delta::from_wire(&delta) {
+                Ok(d) => {
+                    summary.apply(&d);
+                    pending.get_or_insert_with(Instant::now);
+                }
+                Err(e) => {
+                    let _ = tx.send(Err(e));
+                    return;
+                }
+            },
+            Ok(_) | Err(ClientError::Timeout(_)) => {}
+            Err(e) => {
+                if pending.is_some() {
+                    let _ = tx.send(Ok(value(&summary)));
+                }
+                let _ = tx.send(Err(e.to_string()));
+                return;
+            }
+        }
+        // A finished run is told at once; other changes are folded.
+        if pending.is_some_and(|since| summary.finished || since.elapsed() >= FOLD) {
+            pending = None;
+            if tx.send(Ok(value(&summary))).is_err() {
+                return;
+            }
+        }
+    }
+}
+
 fn count(snapshot: &Value, state: TaskState) -> u64 {
     snapshot["counts"][state.name()].as_u64().unwrap_or(0)
 }
@@ -402,7 +422,7 @@ fn cannot_go_on(snapshot: &Value) -> bool {
 
 /// The progress lines for one snapshot.
 fn render(snapshot: &Value, elapsed: Duration, accepted_before: u64) -> Vec<String> {
-    let phase = snapshot["tasks"].as_array().and_then(|t| t.last()).and_then(|t| t["phase"].as_str()).unwrap_or("-");
+    let phase = current_phase(snapshot);
     let counts: Vec<String> = TaskState::ALL
         .iter()
         .filter(|s| count(snapshot, **s) > 0)
@@ -420,7 +440,7 @@ fn render(snapshot: &Value, elapsed: Duration, accepted_before: u64) -> Vec<Stri
         let holding = w["holding"].as_str().map_or_else(|| "idle".to_owned(), |t| format!("on {t}"));
         lines.push(format!("  {:<12} {holding} · {} accepted", w["name"].as_str().unwrap_or("?"), w["accepted"]));
     }
-    for t in snapshot["tasks"].as_array().into_iter().flatten().filter(|t| t["state"] == "blocked") {
+    for t in snapshot["questions"].as_array().into_iter().flatten() {
         lines.push(format!(
             "  blocked {}: {} → mcc answer {} \"...\"",
             t["id"].as_str().unwrap_or("?"),
@@ -436,6 +456,21 @@ fn render(snapshot: &Value, elapsed: Duration, accepted_before: u64) -> Vec<Stri
         lines.push(format!("  log: {}", l.as_str().unwrap_or("")));
     }
     lines
+}
+
+/// The phases with work still open, or, when none has, the last phase by name.
+fn current_phase(summary: &Value) -> String {
+    let Some(phases) = summary["phases"].as_object() else { return "-".to_owned() };
+    let open: Vec<&str> = phases
+        .iter()
+        .filter(|(_, counts)| {
+            counts.as_object().is_some_and(|c| {
+                c.keys().any(|state| TaskState::ALL.iter().any(|s| s.name() == state && !s.is_terminal()))
+            })
+        })
+        .map(|(name, _)| name.as_str())
+        .collect();
+    if open.is_empty() { phases.keys().next_back().cloned().unwrap_or_else(|| "-".to_owned()) } else { open.join(", ") }
 }
 
 /// Live progress: redrawn in place on a terminal, changed lines only otherwise.

@@ -1,13 +1,16 @@
-//! `mcc status`: what the hub holds, for a person or a model.
+//! `mcc status`: what the hub holds, for a person or a model. One exchange
+//! (`subscribe`: a summary whose cost does not grow with the queue, then a
+//! page of tasks for `--json`); `--watch` keeps the subscription open and
+//! redraws on every change the hub pushes.
 
-use std::io::IsTerminal;
-use std::time::Duration;
+use std::io::{IsTerminal, Write as _};
+use std::time::{Duration, Instant};
 
 use clap::Args;
 
 use super::exit;
-use crate::client;
-use crate::engine::views::Snapshot;
+use crate::client::{self, ClientError, Connection};
+use crate::engine::views::{Delta, Page, Snapshot, Summary};
 use crate::scheduler::TaskState;
 use crate::wire::{ClientMsg, ServerMsg};
 
@@ -17,10 +20,10 @@ use crate::wire::{ClientMsg, ServerMsg};
     after_help = "Examples:\n  mcc status\n  mcc status --watch\n  mcc status --json | jq .counts\n\nExit codes: 0 shown; 1 no hub (the message says how to start one)."
 )]
 pub struct StatusArgs {
-    /// Redraw every second until Ctrl-C.
+    /// Redraw whenever the hub reports a change, until Ctrl-C or the hub stops.
     #[arg(long)]
     pub watch: bool,
-    /// Print the hub's snapshot as one JSON object.
+    /// Print the hub's summary and the first page of tasks as one JSON object.
     #[arg(long)]
     pub json: bool,
     /// Hub address (default: found through the nearest .mcc/).
@@ -28,43 +31,138 @@ pub struct StatusArgs {
     pub hub: Option<String>,
 }
 
+/// Tasks `--json` lists; `mcc tasks list` pages through the rest.
+const JSON_PAGE: usize = 50;
+/// The fastest a watching terminal is redrawn: changes in between are folded in.
+const REDRAW: Duration = Duration::from_millis(250);
+
 pub fn run(args: StatusArgs) -> u8 {
-    let tty = std::io::stdout().is_terminal();
-    loop {
-        let (snapshot, url) =
-            match client::ask_once(args.hub.as_deref(), &ClientMsg::Snapshot {}, Duration::from_secs(10)) {
-                Ok((ServerMsg::Snapshot { snapshot }, target)) => match Snapshot::from_wire(&snapshot) {
-                    Ok(s) => (s, target.url),
-                    Err(e) => {
-                        eprintln!("error: {e}");
-                        return exit::ERROR;
-                    }
-                },
-                Ok((other, _)) => {
-                    eprintln!("error: unexpected answer from the hub: {}", other.to_json());
-                    return exit::ERROR;
-                }
-                Err(e) => {
-                    // No hub: the store still says what happened, read-only.
-                    let Some(snapshot) = stored() else {
-                        eprintln!("error: {e}");
-                        return exit::ERROR;
-                    };
-                    (snapshot, "(no hub running; read from .mcc/state.db)".to_owned())
-                }
-            };
-        if args.json {
-            println!("{}", snapshot.to_wire());
-        } else {
-            if args.watch && tty {
-                print!("\x1b[H\x1b[2J");
+    if args.watch {
+        return watch(&args);
+    }
+    let limit = Duration::from_secs(10);
+    let (summary, url, page) = match client::ask_once(args.hub.as_deref(), &ClientMsg::Subscribe {}, limit) {
+        Ok((ServerMsg::Summary { summary }, target)) => match Summary::from_wire(&summary) {
+            Ok(s) => (s, target.url, target.root.as_deref().and_then(crate::hub::page::url_of)),
+            Err(e) => {
+                eprintln!("error: {e}");
+                return exit::ERROR;
             }
-            print!("{}", render(&snapshot, &url));
+        },
+        Ok((other, _)) => {
+            eprintln!("error: unexpected answer from the hub: {}", other.to_json());
+            return exit::ERROR;
         }
-        if !args.watch {
+        Err(e) => {
+            // No hub: the store still says what happened, read-only.
+            let Some(snapshot) = stored() else {
+                eprintln!("error: {e}");
+                return exit::ERROR;
+            };
+            if args.json {
+                println!("{}", snapshot.to_wire());
+            } else {
+                print!("{}", render(&summary_of(&snapshot), "(no hub running; read from .mcc/state.db)"));
+            }
             return exit::OK;
         }
-        std::thread::sleep(Duration::from_secs(1));
+    };
+    if args.json {
+        let mut value = serde_json::to_value(&summary).expect("serializes");
+        let page = ClientMsg::TasksPage { state: None, limit: Some(JSON_PAGE), after: None };
+        if let Ok((ServerMsg::TasksPage { page }, _)) = client::ask_once(args.hub.as_deref(), &page, limit)
+            && let Ok(page) = Page::from_wire(&page)
+        {
+            value["tasks"] = serde_json::to_value(&page.tasks).expect("serializes");
+            value["nextAfter"] = serde_json::json!(page.next_after);
+        }
+        value["pageUrl"] = serde_json::json!(page);
+        println!("{value}");
+    } else {
+        print!("{}", render(&summary, &url));
+        if let Some(page) = page {
+            println!("live page (read-only): {page}");
+        }
+    }
+    exit::OK
+}
+
+/// Subscribe and redraw on every pushed change until the hub stops.
+fn watch(args: &StatusArgs) -> u8 {
+    let tty = std::io::stdout().is_terminal();
+    let opened = std::env::current_dir()
+        .map_err(|e| e.to_string())
+        .and_then(|cwd| client::locate(args.hub.as_deref(), &cwd).map_err(|e| e.to_string()))
+        .and_then(|target| Connection::open(&target).map_err(|e| e.to_string()).map(|c| (c, target.url)));
+    let (mut conn, url) = match opened {
+        Ok(opened) => opened,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return exit::ERROR;
+        }
+    };
+    let mut summary = match conn.request(&ClientMsg::Subscribe {}, Duration::from_secs(10)) {
+        Ok(ServerMsg::Summary { summary }) => match Summary::from_wire(&summary) {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("error: {e}");
+                return exit::ERROR;
+            }
+        },
+        Ok(other) => {
+            eprintln!("error: unexpected answer from the hub: {}", other.to_json());
+            return exit::ERROR;
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            return exit::ERROR;
+        }
+    };
+    let mut shown = String::new();
+    let mut changed = true;
+    let mut next_draw = Instant::now();
+    loop {
+        if changed && Instant::now() >= next_draw {
+            let text = if args.json {
+                format!("{}\n", serde_json::to_value(&summary).expect("serializes"))
+            } else {
+                render(&summary, &url)
+            };
+            // Not a terminal: print only when something shown changed.
+            if text != shown {
+                if tty && !args.json {
+                    print!("\x1b[H\x1b[2J");
+                }
+                print!("{text}");
+                let _ = std::io::stdout().flush();
+                shown = text;
+            }
+            changed = false;
+            next_draw = Instant::now() + REDRAW;
+        }
+        // Wait for a change, or until a folded-in change is due to be drawn.
+        let wait = if changed { next_draw.saturating_duration_since(Instant::now()) } else { Duration::from_hours(1) };
+        match conn.receive(wait.max(Duration::from_millis(1))) {
+            Ok(ServerMsg::Delta { delta }) => match Delta::from_wire(&delta) {
+                Ok(d) => {
+                    summary.apply(&d);
+                    changed = true;
+                }
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return exit::ERROR;
+                }
+            },
+            Ok(_) | Err(ClientError::Timeout(_)) => {}
+            Err(ClientError::Shutdown(message)) => {
+                println!("the hub stopped: {message}");
+                return exit::OK;
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                return exit::ERROR;
+            }
+        }
     }
 }
 
@@ -74,8 +172,23 @@ pub fn stored() -> Option<Snapshot> {
     crate::engine::views::stored_snapshot(&client::find_root(&cwd)?)
 }
 
-/// The status text of one snapshot.
-pub fn render(s: &Snapshot, url: &str) -> String {
+/// A stored snapshot as a summary, to be shown the same way.
+fn summary_of(s: &Snapshot) -> Summary {
+    Summary {
+        root: s.root.clone(),
+        workflow: s.workflow.clone(),
+        finished: s.finished,
+        counts: s.counts.clone(),
+        questions: s.tasks.iter().filter(|t| t.state == TaskState::Blocked.name()).cloned().collect(),
+        stuck: s.stuck.clone(),
+        problems: s.problems.clone(),
+        log: s.log.clone(),
+        ..Summary::default()
+    }
+}
+
+/// The status text of one summary.
+pub fn render(s: &Summary, url: &str) -> String {
     let mut out = String::new();
     let mut line = |l: String| {
         out.push_str(&l);
@@ -104,7 +217,7 @@ pub fn render(s: &Snapshot, url: &str) -> String {
         let seen = w.last_seen_ms_ago.map(|ms| format!(", seen {}s ago", ms / 1000)).unwrap_or_default();
         line(format!("worker {}: {holding}, {} accepted{score}{seen}{hand_over}", w.name, w.accepted));
     }
-    for t in s.tasks.iter().filter(|t| t.state == "blocked") {
+    for t in &s.questions {
         line(format!("question on {}: {}", t.id, t.question.as_deref().unwrap_or("")));
         line(format!("  answer: mcc answer {} \"...\"", t.id));
     }

@@ -270,6 +270,8 @@ pub struct Engine {
     leases_written: Instant,
     tx: Sender<Input>,
     stopping: Option<String>,
+    /// Subscribers and the index their summaries and deltas come from.
+    progress: views::Progress,
 }
 
 impl Engine {
@@ -309,6 +311,7 @@ impl Engine {
                     leases_written: Instant::now(),
                     tx: engine_tx,
                     stopping: None,
+                    progress: views::Progress::default(),
                 };
                 engine.resume(workflow_path);
                 engine.run(&rx)
@@ -383,7 +386,8 @@ impl Engine {
         let checkpoint = self.scheduler.next_deadline().map(|_| self.leases_written + LEASE_CHECKPOINT);
         let reload = self.failed_load.as_ref().map(|(_, _, looked)| *looked + LOOK_FOR_FIX);
         let wakeups = waits.chain(self.scheduler.next_deadline()).chain(self.policy.next_wakeup());
-        wakeups.chain(checkpoint).chain(reload).min()
+        let push = self.progress.next_push();
+        wakeups.chain(checkpoint).chain(reload).chain(push).min()
     }
 
     /// A workflow that did not load is loaded again once its file or any
@@ -444,6 +448,7 @@ impl Engine {
             eprintln!("mcc hub: closing connection {conn}: {OUTBOX} answers wait for a reader that does not read them");
             self.handle(Input::Disconnected { conn });
         }
+        self.publish(&changes, finished);
         Ok(())
     }
 
@@ -728,6 +733,7 @@ impl Engine {
                 }
                 None => self.refuse(conn, &Refusal::UnknownTask(task_id)),
             },
+            msg @ (ClientMsg::Subscribe {} | ClientMsg::TasksPage { .. }) => self.view_request(conn, msg, now),
             ClientMsg::LoadWorkflow { path } => {
                 let path = self.config.root.join(path);
                 self.load_workflow(Some(conn), path);

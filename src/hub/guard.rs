@@ -11,8 +11,15 @@
 //! may read, work tasks, and speak the old protocol, but never add tasks
 //! that run commands, load workflows, answer, cancel or retry:
 //! [`Access::permits`] is asked for every message before the engine sees it.
+//!
+//! The live page (`src/hub/page.rs`) is the one web page let in: its script
+//! connects from exactly its own origin (`http://127.0.0.1:PAGE_PORT`) with
+//! `?view=CAPABILITY` ([`view_capability`], derived from the token, never the
+//! token itself), and gets [`Access::ReadOnly`]: it may subscribe and read,
+//! nothing else.
 
 use serde_json::Value;
+use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request};
 use tokio_tungstenite::tungstenite::http::{HeaderMap, StatusCode};
@@ -27,6 +34,8 @@ pub struct Guard {
     pub token: String,
     /// True when the hub listens beyond loopback: then every connection needs the token.
     pub remote: bool,
+    /// The live page's port: its origin, and only it, may connect with the view capability.
+    pub page_port: Option<u16>,
 }
 
 /// What a connection that passed the handshake may do.
@@ -36,6 +45,20 @@ pub enum Access {
     Token,
     /// Loopback without a token: reading, working tasks, the old protocol.
     Anonymous,
+    /// The live page's script: subscribing and reading, nothing that changes the work.
+    ReadOnly,
+}
+
+/// The live page's capability: what its URL carries instead of the token.
+/// Knowing it lets one read the hub's state, never change it, and the token
+/// cannot be recovered from it.
+pub fn view_capability(token: &str) -> String {
+    let digest = Sha256::new().chain_update(b"mcc live page, read only\0").chain_update(token.as_bytes()).finalize();
+    digest.iter().fold(String::with_capacity(64), |mut hex, b| {
+        use std::fmt::Write as _;
+        let _ = write!(hex, "{b:02x}");
+        hex
+    })
 }
 
 /// Why a handshake is refused, and with which status.
@@ -89,7 +112,16 @@ impl Guard {
                 "the Authorization header is not `Bearer <token>`; {TOKEN_HELP}"
             )));
         }
-        let given = bearer(headers).or_else(|| query_token(request.uri().query()));
+        let query = request.uri().query();
+        for name in ["token", "view"] {
+            if query_values(query, name).nth(1).is_some() {
+                return Err(Refusal::bad_request(format!("the address has more than one `{name}=`")));
+            }
+        }
+        if let Some(view) = query_values(query, "view").next() {
+            return self.check_view(headers, view, query_values(query, "token").next().is_some());
+        }
+        let given = bearer(headers).or_else(|| query_values(query, "token").next());
         let access = match given {
             Some(given) if bool::from(given.as_bytes().ct_eq(self.token.as_bytes())) => Access::Token,
             Some(_) => return Err(Refusal::forbidden(format!("the access token is wrong; {TOKEN_HELP}"))),
@@ -118,6 +150,37 @@ impl Guard {
             }
         }
         Ok(access)
+    }
+
+    /// The live page's handshake: the right capability, from exactly the
+    /// page's own origin, with no token beside it.
+    fn check_view(&self, headers: &HeaderMap, view: &str, query_token: bool) -> Result<Access, Refusal> {
+        if query_token || header(headers, "authorization").is_some() {
+            return Err(Refusal::bad_request("send either the token or the view capability, not both"));
+        }
+        let expected = view_capability(&self.token);
+        if !bool::from(view.as_bytes().ct_eq(expected.as_bytes())) {
+            return Err(Refusal::forbidden(
+                "the view capability is wrong; open the live page at the address `mcc status` prints",
+            ));
+        }
+        let page_origin = self.page_port.map(|p| format!("http://127.0.0.1:{p}"));
+        let origin = header(headers, "origin");
+        if page_origin.is_none() || origin != page_origin.as_deref() {
+            return Err(Refusal::forbidden(format!(
+                "the view capability is for the live page's own script only (Origin {}), not `{}`",
+                page_origin.as_deref().unwrap_or("none: this hub serves no page"),
+                origin.unwrap_or("none")
+            )));
+        }
+        if !self.remote {
+            let host =
+                header(headers, "host").ok_or_else(|| Refusal::bad_request("the handshake has no Host header"))?;
+            if !self.is_loopback_authority(host) {
+                return Err(Refusal::forbidden(format!("Host `{host}` is not a loopback name on port {}", self.port)));
+            }
+        }
+        Ok(Access::ReadOnly)
     }
 
     /// `localhost:PORT`, `127.0.0.1:PORT` or `[::1]:PORT`, exactly: the port
@@ -149,6 +212,19 @@ impl Access {
         }
         if self == Access::Token {
             return Ok(());
+        }
+        if self == Access::ReadOnly {
+            return match msg {
+                ClientMsg::Subscribe {}
+                | ClientMsg::TasksPage { .. }
+                | ClientMsg::Snapshot {}
+                | ClientMsg::ShowTask { .. }
+                | ClientMsg::Status {} => Ok(()),
+                _ => Err(
+                    "the live page's connection only reads (subscribe, tasks_page, snapshot, show_task, status); use `mcc` in the project to change the work"
+                        .to_owned(),
+                ),
+            };
         }
         let what = match msg {
             ClientMsg::CreateTasks { tasks: Some(tasks) } => {
@@ -182,8 +258,12 @@ fn bearer(headers: &HeaderMap) -> Option<&str> {
     header(headers, "authorization").and_then(|v| v.strip_prefix("Bearer "))
 }
 
-fn query_token(query: Option<&str>) -> Option<&str> {
-    query?.split('&').find_map(|pair| pair.strip_prefix("token="))
+/// Every value of `name=` in the query, in order.
+fn query_values<'a>(query: Option<&'a str>, name: &'a str) -> impl Iterator<Item = &'a str> + 'a {
+    query
+        .into_iter()
+        .flat_map(|q| q.split('&'))
+        .filter_map(move |pair| pair.strip_prefix(name).and_then(|rest| rest.strip_prefix('=')))
 }
 
 #[cfg(test)]
@@ -202,7 +282,7 @@ mod tests {
     }
 
     fn local() -> Guard {
-        Guard { port: 3100, token: "s3cret".into(), remote: false }
+        Guard { port: 3100, token: "s3cret".into(), remote: false, page_port: Some(3200) }
     }
 
     #[test]
@@ -225,6 +305,53 @@ mod tests {
         }
         assert!(guard.check(&request(&[("host", b"localhost:3100"), ("origin", b"https://evil.example")])).is_err());
         assert!(guard.check(&request(&[("host", b"localhost:3100"), ("origin", b"null")])).is_err());
+    }
+
+    fn with_uri(uri: &str, headers: &[(&str, &[u8])]) -> Request {
+        let mut r = request(headers);
+        *r.uri_mut() = uri.parse().unwrap();
+        r
+    }
+
+    #[test]
+    fn the_live_page_reads_from_its_own_origin_with_the_view_capability_and_nothing_else_does() {
+        let guard = local();
+        let cap = view_capability("s3cret");
+        assert_ne!(cap, "s3cret");
+        let uri = format!("/?view={cap}");
+        let page = [("host", &b"127.0.0.1:3100"[..]), ("origin", b"http://127.0.0.1:3200")];
+        assert_eq!(guard.check(&with_uri(&uri, &page)), Ok(Access::ReadOnly));
+        for origin in [
+            &b"http://localhost:3200"[..],
+            b"http://127.0.0.1:3100",
+            b"http://127.0.0.1:3201",
+            b"https://127.0.0.1:3200",
+            b"http://127.0.0.1:3200/",
+            b"null",
+        ] {
+            let refused = guard.check(&with_uri(&uri, &[("host", b"127.0.0.1:3100"), ("origin", origin)]));
+            assert!(refused.is_err(), "{}", String::from_utf8_lossy(origin));
+        }
+        assert!(guard.check(&with_uri(&uri, &[("host", b"127.0.0.1:3100")])).is_err(), "no origin");
+        assert!(guard.check(&with_uri("/?view=nope", &page)).is_err(), "wrong capability");
+        assert!(guard.check(&with_uri(&format!("{uri}&view={cap}"), &page)).is_err(), "twice");
+        assert!(guard.check(&with_uri(&format!("{uri}&token=s3cret"), &page)).is_err(), "token beside it");
+        assert!(guard.check(&with_uri("/?view=s3cret", &page)).is_err(), "the token is not the capability");
+        // The page's origin without the capability is any web page.
+        assert!(guard.check(&request(&page)).is_err());
+        let parse = |v: serde_json::Value| super::super::protocol::parse(&v.to_string()).unwrap();
+        assert!(Access::ReadOnly.permits(&parse(json!({"type":"subscribe"})), 100).is_ok());
+        assert!(Access::ReadOnly.permits(&parse(json!({"type":"tasks_page","state":"ready"})), 100).is_ok());
+        for msg in [
+            json!({"type":"next","worker":"w"}),
+            json!({"type":"register","role":"worker","workerId":"w"}),
+            json!({"type":"create_tasks","tasks":[]}),
+            json!({"type":"request_task"}),
+            json!({"type":"leave","worker":"w"}),
+            json!({"type":"answer","taskId":"a","text":"t"}),
+        ] {
+            assert!(Access::ReadOnly.permits(&parse(msg.clone()), 100).is_err(), "{msg}");
+        }
     }
 
     #[test]

@@ -10,6 +10,7 @@
 
 pub mod files;
 pub mod guard;
+pub mod page;
 // The wire types live in `crate::wire`, so the engine does not depend on the hub.
 pub use crate::wire as protocol;
 
@@ -99,6 +100,9 @@ pub struct HubFile {
     /// hub listens beyond loopback); on loopback it is needed to change the work.
     pub token_required: bool,
     pub root: String,
+    /// The live page's port on loopback (`page::url` gives its address).
+    #[serde(default)]
+    pub page_port: Option<u16>,
 }
 
 impl HubFile {
@@ -205,13 +209,15 @@ pub async fn start(options: HubOptions) -> Result<RunningHub, HubError> {
     }
     let watcher = ReportWatcher::start(&root, &state_dir, engine.clone()).map_err(HubError::Watch)?;
 
+    let page_port =
+        page::start(root.clone(), port, &token).await.map_err(|source| HubError::Io { path: root.clone(), source })?;
     let ids = Arc::new(AtomicU64::new(1));
     files::start(&state_dir, engine.clone(), ids.clone()).map_err(HubError::Watch)?;
     let limits = options.limits.clone();
     let slots = Arc::new(Semaphore::new(limits.max_connections));
     let edge = Arc::new(Edge {
         engine: engine.clone(),
-        guard: Guard { port, token, remote },
+        guard: Guard { port, token, remote, page_port: Some(page_port) },
         slots: slots.clone(),
         anonymous: Arc::new(Semaphore::new(limits.anonymous_slots())),
         handshakes: Arc::new(Semaphore::new(limits.max_handshakes)),
@@ -229,6 +235,7 @@ pub async fn start(options: HubOptions) -> Result<RunningHub, HubError> {
         pid: std::process::id(),
         token_required: remote,
         root: root.display().to_string(),
+        page_port: Some(page_port),
     };
     write_atomically(&HubFile::path(&state_dir), &serde_json::to_vec_pretty(&hub_file).expect("serializes"))?;
     if !options.quiet {
@@ -449,7 +456,7 @@ impl Edge {
             ),
         };
         let mut permits = Vec::with_capacity(2);
-        if access == Access::Anonymous {
+        if access != Access::Token {
             permits.push(self.anonymous.clone().try_acquire_owned().map_err(|_| full())?);
         }
         permits.push(self.slots.clone().try_acquire_owned().map_err(|_| full())?);
@@ -546,7 +553,7 @@ async fn serve_connection(stream: TcpStream, edge: &Edge, handshake: OwnedSemaph
                     .and_then(|msg| access.permits(&msg, edge.limits.max_tasks_per_message).map(|()| msg));
                 match checked {
                     Ok(msg) => {
-                        registered |= matches!(msg, ClientMsg::Register { .. });
+                        registered |= matches!(msg, ClientMsg::Register { .. } | ClientMsg::Subscribe {});
                         outstanding = true;
                         let create = matches!(msg, ClientMsg::CreateTasks { .. });
                         if create {

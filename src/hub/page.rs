@@ -1,0 +1,186 @@
+//! The live page: a read-only view of the hub in a browser, served on a
+//! port of its own on loopback. One HTML document with its CSS and script
+//! inline (nothing fetched from elsewhere), and the timeline as inline SVG
+//! drawn by the same code as `mcc report --html`. The page's script opens a
+//! WebSocket to the hub with the view capability in its address (see
+//! [`super::guard::view_capability`]), subscribes, and redraws from each
+//! delta the hub pushes.
+//!
+//! The server has two routes (`/` and `/timeline`), both `GET`, both needing
+//! the capability and a loopback `Host` with this port (DNS rebinding); it is
+//! small enough that an HTTP framework would not earn its place.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use subtle::ConstantTimeEq;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
+
+use super::guard::view_capability;
+
+/// The largest request head read.
+const MAX_HEAD: usize = 16 * 1024;
+/// Requests served at once; more wait for a slot.
+const MAX_REQUESTS: usize = 32;
+/// How long a browser may take to send its request.
+const READ_LIMIT: Duration = Duration::from_secs(5);
+
+/// What the page server needs to answer.
+struct Page {
+    root: PathBuf,
+    hub_port: u16,
+    port: u16,
+    capability: String,
+}
+
+/// The page's address, with the capability it needs; what `mcc run` and
+/// `mcc status` print.
+pub fn url(page_port: u16, token: &str) -> String {
+    format!("http://127.0.0.1:{page_port}/?view={}", view_capability(token))
+}
+
+/// The live page of the hub serving the project at `root`, read from its
+/// `.mcc/hub.json` and `.mcc/token`; `None` when no hub serves one.
+pub fn url_of(root: &std::path::Path) -> Option<String> {
+    let port = super::HubFile::read(&root.join(".mcc"))?.page_port?;
+    Some(url(port, &crate::client::read_token(root)?))
+}
+
+/// Listen on a free loopback port and serve the page; returns the port.
+pub async fn start(root: PathBuf, hub_port: u16, token: &str) -> std::io::Result<u16> {
+    let listener = TcpListener::bind(("127.0.0.1", 0)).await?;
+    let port = listener.local_addr()?.port();
+    let page = Arc::new(Page { root, hub_port, port, capability: view_capability(token) });
+    let slots = Arc::new(Semaphore::new(MAX_REQUESTS));
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            };
+            let Ok(slot) = slots.clone().acquire_owned().await else { return };
+            let page = page.clone();
+            tokio::spawn(async move {
+                let _ = tokio::time::timeout(READ_LIMIT * 2, serve(stream, &page)).await;
+                drop(slot);
+            });
+        }
+    });
+    Ok(port)
+}
+
+/// One answer: status line, content type, body.
+struct Answer {
+    status: &'static str,
+    content_type: &'static str,
+    body: String,
+}
+
+impl Answer {
+    fn text(status: &'static str, body: impl Into<String>) -> Self {
+        Self { status, content_type: "text/plain; charset=utf-8", body: body.into() }
+    }
+}
+
+async fn serve(mut stream: TcpStream, page: &Page) -> std::io::Result<()> {
+    let mut head = Vec::with_capacity(1024);
+    let mut buf = [0u8; 2048];
+    let request = loop {
+        let n = tokio::time::timeout(READ_LIMIT, stream.read(&mut buf)).await.map_err(std::io::Error::other)??;
+        if n == 0 {
+            return Ok(());
+        }
+        head.extend_from_slice(&buf[..n]);
+        let mut headers = [httparse::EMPTY_HEADER; 32];
+        let mut req = httparse::Request::new(&mut headers);
+        match req.parse(&head) {
+            Ok(httparse::Status::Complete(_)) => {
+                let host: Vec<&[u8]> =
+                    req.headers.iter().filter(|h| h.name.eq_ignore_ascii_case("host")).map(|h| h.value).collect();
+                break (
+                    req.method.map(str::to_owned),
+                    req.path.map(str::to_owned),
+                    host.len(),
+                    host.first().map(|h| h.to_vec()),
+                );
+            }
+            Ok(httparse::Status::Partial) if head.len() < MAX_HEAD => {}
+            _ => {
+                let bad = Answer::text("400 Bad Request", "not a request this page reads\n");
+                return respond(&mut stream, &bad, page.hub_port).await;
+            }
+        }
+    };
+    let answer = answer(page, request).await;
+    respond(&mut stream, &answer, page.hub_port).await
+}
+
+async fn answer(
+    page: &Page,
+    (method, path, hosts, host): (Option<String>, Option<String>, usize, Option<Vec<u8>>),
+) -> Answer {
+    let own_host = [format!("127.0.0.1:{}", page.port), format!("localhost:{}", page.port)];
+    let host_ok =
+        hosts == 1 && host.as_deref().is_some_and(|h| own_host.iter().any(|o| o.as_bytes().eq_ignore_ascii_case(h)));
+    if !host_ok {
+        return Answer::text("403 Forbidden", "this page answers only to its loopback address\n");
+    }
+    if method.as_deref() != Some("GET") {
+        return Answer::text("405 Method Not Allowed", "the live page only reads: GET\n");
+    }
+    let path = path.unwrap_or_default();
+    let (route, query) = path.split_once('?').unwrap_or((&path, ""));
+    let views: Vec<&str> = query.split('&').filter_map(|p| p.strip_prefix("view=")).collect();
+    let allowed = matches!(views.as_slice(), [one] if bool::from(one.as_bytes().ct_eq(page.capability.as_bytes())));
+    match route {
+        "/" | "/timeline" if !allowed => Answer::text(
+            "403 Forbidden",
+            "the address needs the view capability: open the address `mcc status` prints in the project\n",
+        ),
+        "/" => Answer {
+            status: "200 OK",
+            content_type: "text/html; charset=utf-8",
+            body: html(page.hub_port, &page.capability),
+        },
+        "/timeline" => {
+            let root = page.root.clone();
+            let svg = tokio::task::spawn_blocking(move || {
+                crate::cli::report::metrics(&root).map(|m| crate::cli::report::timeline_svg(&m))
+            })
+            .await;
+            match svg {
+                Ok(Ok(svg)) => Answer { status: "200 OK", content_type: "image/svg+xml", body: svg },
+                Ok(Err(e)) => Answer::text("503 Service Unavailable", format!("cannot read the event log: {e}\n")),
+                Err(_) => Answer::text("500 Internal Server Error", "the timeline could not be drawn\n"),
+            }
+        }
+        _ => Answer::text("404 Not Found", "the live page is at /\n"),
+    }
+}
+
+async fn respond(stream: &mut TcpStream, answer: &Answer, hub_port: u16) -> std::io::Result<()> {
+    // The address carries the capability: no referrer, no cache, no framing,
+    // and the script may talk to the hub and this page only.
+    let head = format!(
+        "HTTP/1.1 {}\r\nContent-Type: {}\r\nContent-Length: {}\r\nConnection: close\r\nCache-Control: no-store\r\nReferrer-Policy: no-referrer\r\nX-Content-Type-Options: nosniff\r\nX-Frame-Options: DENY\r\nContent-Security-Policy: default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; connect-src 'self' ws://127.0.0.1:{hub_port}; img-src data:; frame-ancestors 'none'; base-uri 'none'; form-action 'none'\r\n\r\n",
+        answer.status,
+        answer.content_type,
+        answer.body.len()
+    );
+    stream.write_all(head.as_bytes()).await?;
+    stream.write_all(answer.body.as_bytes()).await?;
+    stream.shutdown().await
+}
+
+/// The page, with the hub's port and the capability filled in.
+fn html(hub_port: u16, capability: &str) -> String {
+    PAGE.replace("__HUB_PORT__", &hub_port.to_string())
+        .replace("__VIEW__", capability)
+        .replace("__TIMELINE_CSS__", crate::cli::report::TIMELINE_CSS)
+        .replace("__LEGEND__", &crate::cli::report::legend_html())
+}
+
+const PAGE: &str = include_str!("page.html");

@@ -1,0 +1,219 @@
+//! The live page in a real headless Chromium (Debian's `chromium`), driven
+//! over the `DevTools` protocol. Ignored in a plain `cargo test` (they need
+//! the browser installed); `.ci/run` installs it and runs them by name:
+//! `cargo test --test lib browser:: -- --ignored`.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::process::{Child, Command, Stdio};
+use std::time::Instant;
+
+use serde_json::{Value, json};
+use tungstenite::stream::MaybeTlsStream;
+use tungstenite::{Message, WebSocket};
+
+use crate::support::{DEADLINE, Hub, Project, eventually, old_task};
+
+/// A headless Chromium with one tab, and a `DevTools` connection to that tab.
+struct Browser {
+    child: Child,
+    _profile: tempfile::TempDir,
+    tab: WebSocket<MaybeTlsStream<TcpStream>>,
+    next_id: u64,
+}
+
+impl Browser {
+    fn open(url: &str) -> Self {
+        let profile = tempfile::tempdir().unwrap();
+        let child = Command::new("chromium")
+            .args([
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--no-first-run",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                "--remote-debugging-port=0",
+            ])
+            .arg(format!("--user-data-dir={}", profile.path().display()))
+            .arg(url)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("run chromium (apt-get install -y chromium)");
+        // Chromium writes the port it chose into the profile.
+        let active = profile.path().join("DevToolsActivePort");
+        let mut port = 0u16;
+        eventually("chromium writes DevToolsActivePort", || {
+            port = std::fs::read_to_string(&active)
+                .ok()
+                .and_then(|t| t.lines().next().and_then(|l| l.trim().parse().ok()))
+                .unwrap_or(0);
+            port != 0
+        });
+        let mut target = None;
+        eventually("chromium lists the page's tab", || {
+            target = targets(port).into_iter().find(|t| t["type"] == "page" && t["url"].as_str() == Some(url));
+            target.is_some()
+        });
+        let debugger = target.unwrap()["webSocketDebuggerUrl"].as_str().unwrap().to_owned();
+        let (tab, _) = tungstenite::connect(debugger.as_str()).expect("connect to the tab's DevTools");
+        Self { child, _profile: profile, tab, next_id: 0 }
+    }
+
+    /// Evaluate `expression` in the page; its value.
+    fn eval(&mut self, expression: &str) -> Value {
+        self.next_id += 1;
+        let id = self.next_id;
+        let call = json!({"id": id, "method": "Runtime.evaluate", "params": {"expression": expression, "returnByValue": true}});
+        self.tab.send(Message::text(call.to_string())).unwrap();
+        if let MaybeTlsStream::Plain(s) = self.tab.get_mut() {
+            s.set_read_timeout(Some(DEADLINE)).unwrap();
+        }
+        loop {
+            let Message::Text(text) = self.tab.read().expect("DevTools answers") else { continue };
+            let answer: Value = serde_json::from_str(&text).unwrap();
+            if answer["id"] == id {
+                return answer["result"]["result"]["value"].clone();
+            }
+        }
+    }
+
+    /// Wait until `expression` is true in the page; on failure show the page's text.
+    fn wait_for(&mut self, what: &str, expression: &str) {
+        let start = Instant::now();
+        while start.elapsed() < DEADLINE {
+            if self.eval(expression) == json!(true) {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        let text = self.eval("document.body.innerText");
+        panic!("the page never showed {what} within {DEADLINE:?}; it shows:\n{}", text.as_str().unwrap_or_default());
+    }
+}
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The `DevTools` list of targets (`GET /json/list`).
+fn targets(port: u16) -> Vec<Value> {
+    let Ok(mut stream) = TcpStream::connect(("127.0.0.1", port)) else { return Vec::new() };
+    let request = format!("GET /json/list HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n");
+    if stream.write_all(request.as_bytes()).is_err() {
+        return Vec::new();
+    }
+    // DevTools keeps the connection open: read the head, then Content-Length bytes.
+    stream.set_read_timeout(Some(DEADLINE)).unwrap();
+    let mut response = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        let text = String::from_utf8_lossy(&response).into_owned();
+        if let Some((head, body)) = text.split_once("\r\n\r\n") {
+            let length = head
+                .lines()
+                .find_map(|l| {
+                    l.to_ascii_lowercase().strip_prefix("content-length:").map(|n| n.trim().parse().unwrap_or(0))
+                })
+                .unwrap_or(0usize);
+            if body.len() >= length {
+                return serde_json::from_str(body).unwrap_or_default();
+            }
+        }
+        match stream.read(&mut chunk) {
+            Ok(0) | Err(_) => return Vec::new(),
+            Ok(n) => response.extend_from_slice(&chunk[..n]),
+        }
+    }
+}
+
+/// The page's address, as `mcc status` prints it.
+fn page_url(project: &Project) -> String {
+    let status = project.mcc().args(["status"]).run();
+    status
+        .stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("live page (read-only): "))
+        .unwrap_or_else(|| panic!("mcc status names no live page: {status:?}"))
+        .to_owned()
+}
+
+/// The state the page shows for a task.
+fn state_of(task: &str) -> String {
+    format!("document.querySelector('[data-task=\"{task}\"]')?.dataset.state")
+}
+
+#[test]
+#[ignore = "needs chromium; run by .ci/run: cargo test --test lib browser:: -- --ignored"]
+fn the_live_page_shows_tasks_and_workers_and_follows_a_task_from_ready_to_accepted() {
+    let project = Project::new();
+    let hub = Hub::start(project.root(), &[]);
+    let mut engineer = hub.connect();
+    let added = engineer.ask(json!({"type":"add_tasks","tasks":[old_task("a", &[], &[]), old_task("b", &[], &[])]}));
+    assert_eq!(added["type"], "tasks_added", "{added}");
+    assert_eq!(project.mcc().args(["worker", "next", "--as", "w1", "--wait", "0s"]).run().code, 0);
+
+    let url = page_url(&project);
+    assert!(!url.contains(project.read(".mcc/token").trim()), "the address never carries the token: {url}");
+    let mut page = Browser::open(&url);
+    page.wait_for("the live connection", "document.getElementById('connection').textContent === 'live'");
+    page.wait_for("w1 holding a", "document.querySelector('[data-worker=\"w1\"]')?.dataset.holding === 'a'");
+    page.wait_for("a assigned", &format!("{} === 'assigned'", state_of("a")));
+    page.wait_for("b ready", &format!("{} === 'ready'", state_of("b")));
+
+    // Follow b as it moves, each step pushed to the page by the hub.
+    assert_eq!(project.mcc().args(["worker", "next", "--as", "w2", "--wait", "0s"]).run().code, 0);
+    page.wait_for("b assigned to w2", &format!("{} === 'assigned'", state_of("b")));
+    page.wait_for("w2 holding b", "document.querySelector('[data-worker=\"w2\"]')?.dataset.holding === 'b'");
+    project.write("b.md", "done");
+    let done = project.mcc().args(["worker", "done", "b", "--as", "w2", "--deliverable", "b.md", "--wait", "0s"]).run();
+    assert!(done.stdout.starts_with("accepted b."), "{done:?}");
+    page.wait_for("b accepted", &format!("{} === 'accepted'", state_of("b")));
+    page.wait_for("w2 free again", "document.querySelector('[data-worker=\"w2\"]')?.dataset.holding === ''");
+    page.wait_for(
+        "one accepted of two in the phase",
+        "document.querySelector('[data-phase=\"-\"]')?.textContent.includes('1 of 2 accepted')",
+    );
+    // The timeline: a row per worker, b's attempt coloured as accepted.
+    page.wait_for("the timeline's accepted bar", "document.querySelector('#timeline rect.attempt.accepted') !== null");
+    page.wait_for(
+        "a timeline row for each worker",
+        "['w1','w2'].every(w => document.querySelector(`#timeline g.worker[data-worker=\"${w}\"]`))",
+    );
+    // Nothing on the page came from elsewhere.
+    let foreign = page
+        .eval("performance.getEntriesByType('resource').map(e => e.name).filter(n => !n.startsWith(location.origin))");
+    assert_eq!(foreign, json!([]), "the page fetched from elsewhere");
+}
+
+#[test]
+#[ignore = "needs chromium; run by .ci/run: cargo test --test lib browser:: -- --ignored"]
+fn the_live_page_shows_questions_and_problems_as_they_come() {
+    let project = Project::new();
+    let hub = Hub::start(project.root(), &[]);
+    let mut engineer = hub.connect();
+    engineer.ask(json!({"type":"add_tasks","tasks":[old_task("q", &[], &[])]}));
+    let mut page = Browser::open(&page_url(&project));
+    page.wait_for("q ready", &format!("{} === 'ready'", state_of("q")));
+    assert_eq!(project.mcc().args(["worker", "next", "--as", "w1", "--wait", "0s"]).run().code, 0);
+    let block = project
+        .mcc()
+        .args(["worker", "block", "q", "--as", "w1", "--question", "tabs or spaces?", "--wait", "0s"])
+        .run();
+    assert!(block.code == 0 || block.code == 3, "{block:?}");
+    page.wait_for(
+        "the question with the command to answer it",
+        "document.querySelector('[data-question=\"q\"]')?.textContent.includes('mcc answer q')",
+    );
+    project.write(".mcc/reports/broken.json", "{ not json");
+    page.wait_for(
+        "the bad report file as a problem",
+        "document.getElementById('problems').textContent.includes('broken.json')",
+    );
+}

@@ -1,0 +1,277 @@
+//! Progress pushed, not polled: `subscribe` gives a summary and then what
+//! each committed batch changed; `tasks_page` pages the store; `mcc status
+//! --watch` redraws on the changes the hub pushes.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use crate::support::{Hub, Project, mcc_bin, old_task};
+
+/// Deltas until one satisfies `check`; panics with what came if none does.
+fn delta_until(ws: &mut crate::support::Ws, what: &str, check: impl Fn(&Value) -> bool) -> Value {
+    let mut seen = Vec::new();
+    for _ in 0..50 {
+        let (delta, _) = ws.until("delta");
+        if check(&delta["delta"]) {
+            return delta["delta"].clone();
+        }
+        seen.push(delta);
+    }
+    panic!("no delta with {what}; got {seen:?}")
+}
+
+#[test]
+fn a_subscriber_gets_a_summary_then_each_task_and_worker_change_as_it_is_committed() {
+    let project = Project::new();
+    let hub = Hub::start(project.root(), &[]);
+    // Reading needs no token.
+    let mut watcher = hub.connect_anonymous();
+    let summary = watcher.ask(json!({"type":"subscribe"}));
+    assert_eq!(summary["type"], "summary", "{summary}");
+    assert_eq!(summary["summary"]["counts"]["ready"], 0, "{summary}");
+    assert_eq!(summary["summary"]["hubRunning"], true, "{summary}");
+
+    let mut engineer = hub.connect();
+    let added = engineer.ask(json!({"type":"add_tasks","tasks":[old_task("a", &[], &[]), old_task("b", &[], &["a"])]}));
+    assert_eq!(added["type"], "tasks_added", "{added}");
+    let delta = delta_until(&mut watcher, "two new tasks", |d| d["counts"]["ready"] == 1);
+    assert_eq!(delta["counts"]["waiting"], 1, "{delta}");
+    let ids: Vec<&str> = delta["tasks"].as_array().unwrap().iter().filter_map(|t| t["id"].as_str()).collect();
+    assert_eq!(ids, ["a", "b"], "{delta}");
+
+    let next = project.mcc().args(["worker", "next", "--as", "w1", "--wait", "0s"]).run();
+    assert_eq!(next.code, 0, "{next:?}");
+    let delta = delta_until(&mut watcher, "a assigned to w1", |d| d["counts"]["assigned"] == 1);
+    let a = delta["tasks"].as_array().unwrap().iter().find(|t| t["id"] == "a").expect("a changed");
+    assert_eq!(
+        (a["state"].as_str(), a["holder"].as_str(), a["attempt"].as_u64()),
+        (Some("assigned"), Some("w1"), Some(1))
+    );
+    assert!(a["leaseLeftMs"].as_u64().is_some(), "{delta}");
+    let w1 = delta["workers"].as_array().unwrap().iter().find(|w| w["name"] == "w1").expect("w1 in the delta");
+    assert_eq!(w1["holding"], "a", "{delta}");
+    assert!(delta["events"].as_array().unwrap().iter().any(|e| e["kind"] == "assigned" && e["task"] == "a"), "{delta}");
+
+    project.write("a.md", "done");
+    let done = project.mcc().args(["worker", "done", "a", "--as", "w1", "--deliverable", "a.md", "--wait", "0s"]).run();
+    assert_eq!(done.code, 0, "{done:?}");
+    let delta = delta_until(&mut watcher, "a accepted", |d| d["counts"]["accepted"] == 1);
+    let kinds: Vec<&str> = delta["events"].as_array().unwrap().iter().filter_map(|e| e["kind"].as_str()).collect();
+    assert_eq!(kinds, ["submitted", "accepted", "assigned"], "done hands b on in the same batch: {delta}");
+    let w1 = delta["workers"].as_array().unwrap().iter().find(|w| w["name"] == "w1").expect("w1 in the delta");
+    assert_eq!((w1["holding"].clone(), w1["accepted"].clone()), (json!("b"), json!(1)), "{delta}");
+}
+
+#[test]
+fn tasks_are_paged_by_state_in_creation_order() {
+    let project = Project::new();
+    let hub = Hub::start(project.root(), &[]);
+    let mut ws = hub.connect();
+    let tasks: Vec<Value> =
+        (1..=5).map(|i| old_task(&format!("t{i}"), &[], if i == 5 { &["t1"] } else { &[] })).collect();
+    ws.ask(json!({"type":"add_tasks","tasks":tasks}));
+    let page = ws.ask(json!({"type":"tasks_page","state":"ready","limit":2}));
+    assert_eq!(page["type"], "tasks_page", "{page}");
+    let ids = |p: &Value| -> Vec<String> {
+        p["page"]["tasks"].as_array().unwrap().iter().map(|t| t["id"].as_str().unwrap().to_owned()).collect()
+    };
+    assert_eq!(ids(&page), ["t1", "t2"]);
+    assert_eq!(page["page"]["total"], 4);
+    assert_eq!(page["page"]["nextAfter"], "t2");
+    let last = ws.ask(json!({"type":"tasks_page","state":"ready","limit":2,"after":"t2"}));
+    assert_eq!(ids(&last), ["t3", "t4"]);
+    assert_eq!(last["page"]["nextAfter"], Value::Null, "the last page: {last}");
+    let all = ws.ask(json!({"type":"tasks_page"}));
+    assert_eq!(ids(&all), ["t1", "t2", "t3", "t4", "t5"]);
+    let bad = ws.ask(json!({"type":"tasks_page","state":"done"}));
+    assert!(bad["error"].as_str().unwrap().contains("`done` is not one of waiting, ready"), "{bad}");
+    let unknown = ws.ask(json!({"type":"tasks_page","after":"zz"}));
+    assert!(unknown["error"].as_str().unwrap().contains("task `zz`"), "{unknown}");
+}
+
+#[test]
+fn status_watch_redraws_when_the_hub_pushes_a_change() {
+    let project = Project::new();
+    let hub = Hub::start(project.root(), &[]);
+    let mut watch = Command::new(mcc_bin())
+        .args(["status", "--watch"])
+        .current_dir(project.root())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn mcc status --watch");
+    let (tx, rx) = mpsc::channel();
+    let stdout = watch.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    let wait_for = |text: &str| {
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        let mut seen = Vec::new();
+        while let Some(left) = deadline.checked_duration_since(std::time::Instant::now()) {
+            match rx.recv_timeout(left) {
+                Ok(line) if line.contains(text) => return,
+                Ok(line) => seen.push(line),
+                Err(_) => break,
+            }
+        }
+        panic!("`mcc status --watch` never printed {text:?}; printed {seen:?}");
+    };
+    wait_for("tasks: none");
+    let mut ws = hub.connect();
+    ws.ask(json!({"type":"add_tasks","tasks":[old_task("a", &[], &[])]}));
+    wait_for("tasks: 1 ready");
+    let next = project.mcc().args(["worker", "next", "--as", "w1", "--wait", "0s"]).run();
+    assert_eq!(next.code, 0, "{next:?}");
+    wait_for("worker w1: on a");
+    let _ = watch.kill();
+    let _ = watch.wait();
+}
+
+/// Drain `work` ready tasks with 4 workers on persistent connections while
+/// `queue` tasks wait behind a held gate and `subscribers` connections
+/// follow every change: tasks per second, and CPU seconds the engine thread
+/// spent on the drain (from `/proc`, in clock ticks).
+fn drain_rate(queue: usize, work: usize, subscribers: usize) -> (f64, f64) {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let project = Project::new();
+    let hub = Hub::start(project.root(), &[]);
+    let mut ws = hub.connect();
+    ws.ask(json!({"type":"add_tasks","tasks":[old_task("gate", &[], &[])]}));
+    let held = ws.ask(json!({"type":"next","worker":"holder","waitMs":0}));
+    assert_eq!(held["offer"]["task"]["id"], "gate", "{held}");
+    let ids: Vec<String> = (0..queue).map(|i| format!("q{i}")).chain((0..work).map(|i| format!("w{i}"))).collect();
+    for chunk in ids.chunks(2_000) {
+        let tasks: Vec<Value> =
+            chunk.iter().map(|id| old_task(id, &[], if id.starts_with('q') { &["gate"] } else { &[] })).collect();
+        let added = ws.ask(json!({"type":"add_tasks","tasks":tasks}));
+        assert_eq!(added["type"], "tasks_added", "{added}");
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    let followers: Vec<_> = (0..subscribers)
+        .map(|_| {
+            let mut s = hub.connect_anonymous();
+            assert_eq!(s.ask(json!({"type":"subscribe"}))["type"], "summary");
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let mut deltas = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    if s.recv_within(Duration::from_millis(100)).is_some() {
+                        deltas += 1;
+                    }
+                }
+                deltas
+            })
+        })
+        .collect();
+    let engine_before = engine_cpu(hub.child.id());
+    let start = std::time::Instant::now();
+    let workers: Vec<_> = (0..4)
+        .map(|n| {
+            let mut w = hub.connect();
+            std::thread::spawn(move || {
+                let name = format!("worker{n}");
+                let mut offer = w.ask(json!({"type":"next","worker":name,"waitMs":0}))["offer"].clone();
+                while offer["type"] == "task" {
+                    let (id, attempt) = (offer["task"]["id"].clone(), offer["attempt"].clone());
+                    let verdict = w.ask(json!({"type":"done","worker":name,"taskId":id,"attempt":attempt,"waitMs":0}));
+                    offer = verdict["next"].clone();
+                }
+            })
+        })
+        .collect();
+    for w in workers {
+        w.join().unwrap();
+    }
+    let took = start.elapsed();
+    let engine = engine_cpu(hub.child.id()) - engine_before;
+    stop.store(true, Ordering::Relaxed);
+    let deltas: u64 = followers.into_iter().map(|f| f.join().unwrap()).sum();
+    if subscribers > 0 {
+        assert!(deltas > 0, "the subscribers were told of the work");
+    }
+    (work as f64 / took.as_secs_f64(), engine)
+}
+
+/// CPU seconds (user + system) of the hub's `mcc-engine` thread so far.
+fn engine_cpu(pid: u32) -> f64 {
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap().map_while(Result::ok) {
+        if std::fs::read_to_string(task.path().join("comm")).is_ok_and(|c| c.trim() == "mcc-engine") {
+            let stat = std::fs::read_to_string(task.path().join("stat")).unwrap();
+            // Fields after the `(comm)`: state is 3rd, utime 14th, stime 15th.
+            let rest: Vec<&str> = stat.rsplit_once(')').unwrap().1.split_whitespace().collect();
+            let ticks: f64 = rest[11].parse::<f64>().unwrap() + rest[12].parse::<f64>().unwrap();
+            return ticks / 100.0;
+        }
+    }
+    panic!("no mcc-engine thread in process {pid}")
+}
+
+#[test]
+#[ignore = "prints figures for docs/benchmarks.md: cargo test --release --test lib live::progress_cost -- --ignored --nocapture"]
+fn progress_cost_figures() {
+    let work = std::env::var("MCC_PROGRESS_WORK").ok().and_then(|v| v.parse().ok()).unwrap_or(4000);
+    for queue in [0, 10_000, 100_000] {
+        for round in 0..2 {
+            let (plain, plain_cpu) = drain_rate(queue, work, 0);
+            let (followed, followed_cpu) = drain_rate(queue, work, 2);
+            eprintln!(
+                "queue {queue:>6}, round {round}: unwatched {plain:>5.0} tasks/s, engine {:>5.1} us/task; 2 subscribers {followed:>5.0} tasks/s, engine {:>5.1} us/task ({:+.1}% engine time)",
+                plain_cpu / work as f64 * 1e6,
+                followed_cpu / work as f64 * 1e6,
+                (followed_cpu / plain_cpu - 1.0) * 100.0
+            );
+        }
+    }
+}
+
+#[test]
+#[ignore = "prints figures for docs/benchmarks.md: cargo test --release --test lib live::status_figures -- --ignored --nocapture"]
+fn status_figures() {
+    let project = Project::new();
+    let hub = Hub::start(project.root(), &[]);
+    let mut ws = hub.connect();
+    ws.ask(json!({"type":"add_tasks","tasks":[old_task("gate", &[], &[])]}));
+    ws.ask(json!({"type":"next","worker":"holder","waitMs":0}));
+    let ids: Vec<String> = (0..100_000).map(|i| format!("q{i}")).collect();
+    for chunk in ids.chunks(2_000) {
+        let tasks: Vec<Value> = chunk.iter().map(|id| old_task(id, &[], &["gate"])).collect();
+        assert_eq!(ws.ask(json!({"type":"add_tasks","tasks":tasks}))["type"], "tasks_added");
+    }
+    // 200 workers waiting for work, as in the goal.
+    let mut waiters: Vec<_> = (0..200).map(|_| hub.connect()).collect();
+    for (i, w) in waiters.iter_mut().enumerate() {
+        w.send(json!({"type":"next","worker":format!("waiter{i}"),"waitMs":300_000}));
+    }
+    crate::support::eventually("200 waiters", || {
+        // A fresh connection each time: a subscriber's next message may be a delta.
+        let summary = hub.connect_anonymous().ask(json!({"type":"subscribe"}));
+        summary["summary"]["workers"].as_array().unwrap().iter().filter(|w| w["waiting"] == true).count() == 200
+    });
+    let mut took: Vec<Duration> = (0..7)
+        .map(|_| {
+            let start = std::time::Instant::now();
+            let out = project.mcc().args(["status"]).run();
+            assert!(out.stdout.contains("tasks: 100000 waiting, 1 assigned"), "{out:?}");
+            start.elapsed()
+        })
+        .collect();
+    took.sort();
+    let json = project.mcc().args(["status", "--json"]).run();
+    eprintln!(
+        "`mcc status` at 100,000 tasks, 200 waiting workers: median {:.1} ms, max {:.1} ms over 7 runs; `--json` {} bytes",
+        took[3].as_secs_f64() * 1000.0,
+        took[6].as_secs_f64() * 1000.0,
+        json.stdout.len()
+    );
+}
