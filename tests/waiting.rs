@@ -44,6 +44,11 @@ fn nothing_yet_names_the_file_and_who_holds_it_and_the_waiter_gets_the_task_once
             .as_array()
             .is_some_and(|ws| ws.iter().any(|x| x["name"] == "w" && x["waiting"] == true))
     });
+    // `mcc status` says the same of the waiting worker.
+    let status = project.mcc().args(["status"]).run();
+    assert_eq!(status.code, 0, "{status:?}");
+    let line = status.stdout.lines().find(|l| l.starts_with("worker w:")).unwrap_or_default().to_owned();
+    assert!(line.contains("waiting for work: ") && line.contains("lane-1 (held by m)"), "{}", status.stdout);
     let left = project.mcc().args(["worker", "leave", "--as", "m"]).run();
     assert_eq!(left.code, 0, "{left:?}");
     let got = waiter.recv_within(Duration::from_mins(1)).expect("the waiter is answered when the file frees");

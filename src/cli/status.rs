@@ -209,7 +209,10 @@ pub fn render(s: &Summary, url: &str) -> String {
         let holding = match (&w.holding, w.lease_left_ms) {
             (Some(t), Some(ms)) => format!("on {t} (lease {}s left)", ms / 1000),
             (Some(t), None) => format!("on {t}"),
-            _ if w.waiting => "waiting for work".to_owned(),
+            _ if w.waiting => match &w.waiting_on {
+                Some(why) => format!("waiting for work: {why}"),
+                None => "waiting for work".to_owned(),
+            },
             _ => "idle".to_owned(),
         };
         let score = w.score.map(|n| format!(", score {n}")).unwrap_or_default();

@@ -274,7 +274,7 @@ impl Engine {
     }
 
     /// Why `worker` gets nothing now, from the scheduler's indexes.
-    fn waiting(&self, worker: &str) -> Waiting {
+    pub(super) fn waiting(&self, worker: &str) -> Waiting {
         let ready = self.scheduler.count(scheduler::TaskState::Ready);
         if !self.scheduler.candidates(1).is_empty() {
             // Something is grantable, yet the workflow gave this worker none.

@@ -65,6 +65,8 @@ pub struct WorkerView {
     pub last_seen_ms_ago: Option<u64>,
     pub connected: bool,
     pub waiting: bool,
+    /// Why a waiting worker gets nothing now (the reason its `next` names).
+    pub waiting_on: Option<String>,
     pub hand_over: bool,
 }
 
@@ -125,6 +127,7 @@ impl Engine {
                     last_seen_ms_ago: w.last_seen.map(|s| now.saturating_duration_since(s).as_millis() as u64),
                     connected: connected.contains(&w.name.as_str()),
                     waiting: waiting.contains(&w.name.as_str()),
+                    waiting_on: waiting.contains(&w.name.as_str()).then(|| self.waiting(&w.name).text),
                     hand_over: w.must_hand_over(),
                 }
             })
@@ -509,6 +512,7 @@ impl Engine {
             last_seen_ms_ago: w.last_seen.map(|s| now.saturating_duration_since(s).as_millis() as u64),
             connected,
             waiting,
+            waiting_on: waiting.then(|| self.waiting(&w.name).text),
             hand_over: w.must_hand_over(),
         }
     }
