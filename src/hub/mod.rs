@@ -569,27 +569,48 @@ async fn serve_connection(stream: TcpStream, edge: &Edge, handshake: OwnedSemaph
                     }
                 }
             }
-            out = inbox.recv() => match out {
-                Some(Outgoing::Msg(msg)) => {
-                    last_activity = tokio::time::Instant::now();
-                    outstanding = false;
-                    let old_push = matches!(msg, ServerMsg::TaskAssigned { task: Some(_), .. } | ServerMsg::NoTasks { .. });
-                    if old_push && my_creates == 0 {
-                        let _ = tokio::time::timeout(HOLD_PUSH, creates.wait_for(|n| *n == 0)).await;
+            out = inbox.recv() => {
+                // Everything queued now goes out with one flush (one write for
+                // an old worker's ack and its next task); a mark or a held push
+                // flushes first, so "written" still means on the socket.
+                let mut next = out;
+                let mut unflushed = false;
+                let mut open = true;
+                while open {
+                    match next {
+                        Some(Outgoing::Msg(msg)) => {
+                            last_activity = tokio::time::Instant::now();
+                            outstanding = false;
+                            let old_push = matches!(msg, ServerMsg::TaskAssigned { task: Some(_), .. } | ServerMsg::NoTasks { .. });
+                            if old_push && my_creates == 0 && *creates.borrow() != 0 {
+                                if unflushed && sink.flush().await.is_err() { open = false; break; }
+                                unflushed = false;
+                                let _ = tokio::time::timeout(HOLD_PUSH, creates.wait_for(|n| *n == 0)).await;
+                            }
+                            if sink.feed(Message::text(msg.to_json())).await.is_err() { open = false; break; }
+                            unflushed = true;
+                        }
+                        Some(Outgoing::Mark(CREATE_ANSWERED)) => {
+                            if unflushed && sink.flush().await.is_err() { open = false; break; }
+                            unflushed = false;
+                            // Everything before the mark, `tasks_created` too, is written.
+                            my_creates -= 1;
+                            edge.creates_unwritten.send_modify(|n| *n -= 1);
+                        }
+                        Some(Outgoing::Mark(_)) => {}
+                        Some(Outgoing::Close) | None => {
+                            let _ = sink.close().await;
+                            open = false;
+                            break;
+                        }
                     }
-                    if sink.send(Message::text(msg.to_json())).await.is_err() { break; }
+                    match inbox.try_recv() {
+                        Ok(more) => next = Some(more),
+                        Err(_) => break,
+                    }
                 }
-                Some(Outgoing::Mark(CREATE_ANSWERED)) => {
-                    // Everything before the mark, `tasks_created` too, is written.
-                    my_creates -= 1;
-                    edge.creates_unwritten.send_modify(|n| *n -= 1);
-                }
-                Some(Outgoing::Mark(_)) => {}
-                Some(Outgoing::Close) | None => {
-                    let _ = sink.close().await;
-                    break;
-                }
-            },
+                if !open || (unflushed && sink.flush().await.is_err()) { break; }
+            }
             () = tokio::time::sleep_until(idle_at), if !outstanding && !registered => {
                 let idle = humantime::format_duration(edge.limits.idle_timeout);
                 let bye = ServerMsg::error_code(format!("closing this connection: idle for {idle} with nothing asked; connect again when there is something to send"), "idle");
