@@ -41,5 +41,9 @@ fn twenty_thousand_tasks_go_in_through_one_tasks_add_and_list_shows_a_page() {
     let lines: Vec<&str> = page.stdout.lines().collect();
     assert!(lines[0].starts_with("t00004"), "{}", page.stdout);
     assert!(lines[2].starts_with("t00002"), "{}", page.stdout);
-    assert!(lines[3].contains("2 more: mcc tasks list --state waiting --limit 3 --after t00002"), "{}", page.stdout);
+    assert!(
+        lines[3].contains("more follow: mcc tasks list --state waiting --limit 3 --after t00002"),
+        "{}",
+        page.stdout
+    );
 }

@@ -112,7 +112,7 @@ fn run_inner(args: &RunArgs) -> Result<u8, String> {
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(|e| e.to_string())?;
     let (target, own_hub) = if let Some(target) = attach(&root) {
         let mut conn = Connection::open(&target).map_err(|e| e.to_string())?;
-        if let Some(running) = running_workflow(&mut conn, &root)
+        if let Some(running) = running_workflow(&target, &root)
             && running != file
             && !args.switch
         {
@@ -158,10 +158,12 @@ fn run_inner(args: &RunArgs) -> Result<u8, String> {
     Ok(if summary["finished"] == true { exit::OK } else { exit::ERROR })
 }
 
-/// The workflow file the hub runs now, if any.
-fn running_workflow(conn: &mut Connection, root: &Path) -> Option<PathBuf> {
-    match conn.request(&ClientMsg::Snapshot {}, Duration::from_secs(10)) {
-        Ok(ServerMsg::Snapshot { snapshot }) => snapshot["workflow"].as_str().map(|p| resolved(root, p)),
+/// The workflow file the hub runs now, if any: from the summary a subscriber
+/// gets first (small at any queue size), on a connection of its own.
+fn running_workflow(target: &Target, root: &Path) -> Option<PathBuf> {
+    let mut conn = Connection::open(target).ok()?;
+    match conn.request(&ClientMsg::Subscribe {}, Duration::from_secs(10)) {
+        Ok(ServerMsg::Summary { summary }) => summary["workflow"].as_str().map(|p| resolved(root, p)),
         _ => None,
     }
 }

@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 
 use super::exit;
 use crate::client;
-use crate::engine::views::{Snapshot, TaskSummary};
+use crate::engine::views::{Page, TaskSummary};
 use crate::wire::{ClientMsg, ServerMsg};
 
 #[derive(Debug, Subcommand)]
@@ -90,6 +90,8 @@ pub struct ListArgs {
 
 /// Tasks per page when `--limit` is not given.
 const PAGE: usize = 50;
+/// The most tasks one `tasks_page` answer holds (the hub's bound).
+const MAX_PAGE: usize = 1000;
 /// The longest description printed in a list line.
 const LINE: usize = 80;
 
@@ -309,26 +311,52 @@ fn pieces(tasks: Vec<Value>, budget: usize) -> Vec<Vec<Value>> {
     out
 }
 
+/// Up to `limit` tasks after `a.after` from the hub, a page at a time (never
+/// the whole store in one message), and whether more follow. `Err` when no
+/// hub answered; a refusal of the hub is printed and ends the command.
+fn from_hub(a: &ListArgs, limit: usize) -> Result<Result<(Vec<TaskSummary>, bool), String>, String> {
+    let mut tasks = Vec::new();
+    let mut after = a.after.clone();
+    while tasks.len() < limit {
+        let want = (limit - tasks.len()).min(MAX_PAGE);
+        let msg = ClientMsg::TasksPage { state: a.state.clone(), limit: Some(want), after: after.clone() };
+        let page = match client::ask_once(a.hub.hub.as_deref(), &msg, LIMIT) {
+            Ok((ServerMsg::TasksPage { page }, _)) => match Page::from_wire(&page) {
+                Ok(page) => page,
+                Err(e) => return Ok(Err(e)),
+            },
+            Ok((ServerMsg::Error { error, .. }, _)) => return Ok(Err(error)),
+            Ok((other, _)) => return Ok(Err(format!("unexpected answer from the hub: {}", other.to_json()))),
+            Err(e) if tasks.is_empty() => return Err(e),
+            Err(e) => return Ok(Err(e)),
+        };
+        tasks.extend(page.tasks);
+        after = page.next_after;
+        if after.is_none() {
+            return Ok(Ok((tasks, false)));
+        }
+    }
+    Ok(Ok((tasks, after.is_some())))
+}
+
 fn list(a: &ListArgs) -> u8 {
-    let snapshot = match client::ask_once(a.hub.hub.as_deref(), &ClientMsg::Snapshot {}, LIMIT) {
-        Ok((ServerMsg::Snapshot { snapshot }, _)) => match Snapshot::from_wire(&snapshot) {
-            Ok(s) => s,
-            Err(e) => return fail(&a.hub, &e),
-        },
-        Ok((other, _)) => return fail(&a.hub, &format!("unexpected answer from the hub: {}", other.to_json())),
-        Err(e) => match super::status::stored() {
-            Some(snapshot) => snapshot,
-            None => return fail(&a.hub, &e),
-        },
-    };
-    let matching = snapshot.tasks.iter().filter(|t| a.state.as_deref().is_none_or(|s| t.state == s));
-    let mut from: Vec<&TaskSummary> = match &a.after {
-        Some(after) => matching.skip_while(|t| t.id != *after).skip(1).collect(),
-        None => matching.collect(),
-    };
     let limit = a.limit.unwrap_or(if a.hub.json { usize::MAX } else { PAGE });
-    let more = from.len().saturating_sub(limit);
-    from.truncate(limit);
+    let (from, more) = match from_hub(a, limit) {
+        Ok(Ok(listed)) => listed,
+        Ok(Err(e)) => return fail(&a.hub, &e),
+        // No hub: the store still says what is there, read-only.
+        Err(e) => {
+            let Some(snapshot) = super::status::stored() else { return fail(&a.hub, &e) };
+            let matching = snapshot.tasks.into_iter().filter(|t| a.state.as_deref().is_none_or(|s| t.state == s));
+            let mut from: Vec<TaskSummary> = match &a.after {
+                Some(after) => matching.skip_while(|t| t.id != *after).skip(1).collect(),
+                None => matching.collect(),
+            };
+            let more = from.len() > limit;
+            from.truncate(limit);
+            (from, more)
+        }
+    };
     if a.hub.json {
         println!("{}", json!(from));
         return exit::OK;
@@ -340,10 +368,10 @@ fn list(a: &ListArgs) -> u8 {
         let holder = t.holder.as_deref().map(|h| format!(" by {h}")).unwrap_or_default();
         println!("{:<20} {:<10} attempt {}{holder}  {}", t.id, t.state, t.attempt, one_line(&t.description));
     }
-    if more > 0 {
+    if more {
         let last = from.last().map(|t| t.id.as_str()).unwrap_or_default();
         let state = a.state.as_deref().map(|s| format!(" --state {s}")).unwrap_or_default();
-        println!("{more} more: mcc tasks list{state} --limit {limit} --after {last}");
+        println!("more follow: mcc tasks list{state} --limit {limit} --after {last}");
     }
     if from.iter().any(|t| one_line(&t.description) != t.description) {
         println!("descriptions cut to one line: `mcc tasks show TASK` prints one whole");
