@@ -262,3 +262,94 @@ fn worker_run_stopped_by_sigterm_kills_its_task_command_group() {
     assert_eq!(status.code(), Some(143), "{status:?}");
     eventually("the command and the sleep it started are gone", || !alive(&sh) && !alive(&child));
 }
+
+/// Live (not zombie) processes whose process group is `group`.
+fn group_members(group: &str) -> Vec<String> {
+    let mut members = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let pid = entry.file_name().to_string_lossy().into_owned();
+        if !pid.bytes().all(|b| b.is_ascii_digit()) {
+            continue;
+        }
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { continue };
+        // After the command name: state, parent, group.
+        let Some((_, rest)) = stat.rsplit_once(") ") else { continue };
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        if fields.len() > 2 && fields[0] != "Z" && fields[2] == group {
+            members.push(pid);
+        }
+    }
+    members
+}
+
+#[test]
+fn a_cancelled_task_kills_the_command_its_accept_waits_on_and_is_judged_anew_on_retry() {
+    let project = Project::new();
+    // The first attempt's accept waits on a command that never ends by itself.
+    let wf = project.write(
+        "wf.lua",
+        r#"return { name = "parked", phases = { { name = "p", tasks = { { id = "slow", description = "slow" } },
+  accept = function(task, report, ctx)
+    if task.attempt == 1 then
+      ctx.run("sleep 1000 & echo $$ > sh.pid; wait", { timeout = "300s" })
+      return false, "the first attempt must never be judged"
+    end
+    return true
+  end } } }"#,
+    );
+    let hub = Hub::start(project.root(), &["--workflow", &wf.display().to_string()]);
+    let mut ws = hub.connect();
+    let o = offer(&mut ws, "w1");
+    assert_eq!(o["attempt"], 1, "{o}");
+    ws.send(done_msg("w1", &o, 60_000));
+    let pid = || std::fs::read_to_string(project.path("sh.pid")).unwrap_or_default().trim().to_owned();
+    eventually("the accept's command runs", || !pid().is_empty());
+    let group = pid();
+    eventually("the command's sleep has started", || group_members(&group).len() >= 2);
+    let cancel = project.mcc().args(["tasks", "cancel", "slow"]).run();
+    assert_eq!(cancel.code, 0, "{cancel:?}");
+    let told = ws.recv();
+    assert_eq!(told["type"], "ack", "the worker waiting on done hears of the cancel: {told}");
+    eventually("the accept's command group has no live member", || group_members(&group).is_empty());
+    // The dropped call left nothing behind: a retry is judged from scratch.
+    let retry = project.mcc().args(["tasks", "retry", "slow"]).run();
+    assert_eq!(retry.code, 0, "{retry:?}");
+    let o = offer(&mut ws, "w1");
+    assert_eq!(o["task"]["id"], "slow", "{o}");
+    let verdict = ws.ask(done_msg("w1", &o, 10_000));
+    assert_eq!(verdict["type"], "verdict", "{verdict}");
+    assert_eq!(verdict["accepted"], true, "{verdict}");
+    let snap = snapshot(&mut ws);
+    assert_eq!(snap["counts"]["accepted"], 1, "{snap}");
+    assert!(snap["problems"].as_array().is_none_or(Vec::is_empty), "{snap}");
+}
+
+#[test]
+fn the_next_worker_run_kills_what_a_sigkilled_worker_run_left_running() {
+    let project = Project::new();
+    let hub = Hub::start(project.root(), &[]);
+    let mut ws = hub.connect();
+    ws.ask(json!({"type":"add_tasks","tasks":[{"id":"long","description":"never ends"}]}));
+    let script = "sleep 1000 & echo $! > child.pid; echo $$ > sh.pid; wait";
+    let mut worker = std::process::Command::new(crate::support::mcc_bin())
+        .args(["worker", "run", "--as", "w1", "--", "sh", "-c", script])
+        .current_dir(project.root())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let pid = |name: &str| std::fs::read_to_string(project.path(name)).unwrap_or_default().trim().to_owned();
+    eventually("the task command runs", || !pid("child.pid").is_empty() && !pid("sh.pid").is_empty());
+    let group = pid("sh.pid");
+    eventually("the command's sleep has started", || group_members(&group).len() >= 2);
+    // A worker killed this way cannot kill anything itself.
+    worker.kill().unwrap();
+    worker.wait().unwrap();
+    assert!(!group_members(&group).is_empty(), "the command outlives its killed worker");
+    let cancel = project.mcc().args(["tasks", "cancel", "long"]).run();
+    assert_eq!(cancel.code, 0, "{cancel:?}");
+    let next = project.mcc().args(["worker", "run", "--as", "w2", "--", "true"]).run();
+    assert_eq!(next.code, 4, "nothing is left to do: {next:?}");
+    assert!(next.stderr.contains("killed 1 command group"), "the worker says what it killed: {next:?}");
+    eventually("the command group the killed worker left has no live member", || group_members(&group).is_empty());
+}
