@@ -423,9 +423,9 @@ fn a_cancelled_task_kills_the_command_its_accept_waits_on_and_is_judged_anew_on_
     assert!(snap["problems"].as_array().is_none_or(Vec::is_empty), "{snap}");
 }
 
-#[test]
-fn the_next_worker_run_kills_what_a_sigkilled_worker_run_left_running() {
-    let project = Project::new();
+/// Start `mcc worker run` on a task whose command never ends, kill the
+/// worker with SIGKILL; the hub and the command's process group, still alive.
+fn sigkilled_worker_run(project: &Project) -> (Hub, String) {
     let hub = Hub::start(project.root(), &[]);
     let mut ws = hub.connect();
     ws.ask(json!({"type":"add_tasks","tasks":[{"id":"long","description":"never ends"}]}));
@@ -445,10 +445,28 @@ fn the_next_worker_run_kills_what_a_sigkilled_worker_run_left_running() {
     worker.kill().unwrap();
     worker.wait().unwrap();
     assert!(!group_members(&group).is_empty(), "the command outlives its killed worker");
+    (hub, group)
+}
+
+#[test]
+fn the_next_worker_run_kills_what_a_sigkilled_worker_run_left_running() {
+    let project = Project::new();
+    let (_hub, group) = sigkilled_worker_run(&project);
     let cancel = project.mcc().args(["tasks", "cancel", "long"]).run();
     assert_eq!(cancel.code, 0, "{cancel:?}");
     let next = project.mcc().args(["worker", "run", "--as", "w2", "--", "true"]).run();
     assert_eq!(next.code, 4, "nothing is left to do: {next:?}");
     assert!(next.stderr.contains("killed 1 command group"), "the worker says what it killed: {next:?}");
+    eventually("the command group the killed worker left has no live member", || group_members(&group).is_empty());
+}
+
+#[test]
+fn a_hub_starting_kills_what_a_sigkilled_worker_run_left_running() {
+    let project = Project::new();
+    let (hub, group) = sigkilled_worker_run(&project);
+    // A hub stopping kills only its own commands: the worker's group lives on.
+    assert_eq!(hub.terminate(), Some(0));
+    assert!(!group_members(&group).is_empty(), "a stopping hub leaves a worker's command alone");
+    let _hub = Hub::start(project.root(), &[]);
     eventually("the command group the killed worker left has no live member", || group_members(&group).is_empty());
 }
