@@ -40,10 +40,10 @@ fn slow_accept(tasks: usize, command: &str) -> String {
     )
 }
 
-/// Three workers take and finish tasks until none is left for them; the
-/// latency of each command, in order.
-fn three_workers_finish(hub: &Hub, count: usize) -> Vec<Duration> {
-    let mut workers: Vec<(String, Ws)> = (1..=3).map(|i| (format!("w{i}"), hub.connect())).collect();
+/// Three workers take and finish tasks until `count` are finished; the
+/// latency of each command, in order. `connect` opens a worker's connection.
+fn three_workers_finish(connect: &dyn Fn() -> Ws, count: usize) -> Vec<Duration> {
+    let mut workers: Vec<(String, Ws)> = (1..=3).map(|i| (format!("w{i}"), connect())).collect();
     let (mut finished, mut latencies) = (0, Vec::new());
     while finished < count {
         let before = finished;
@@ -77,7 +77,7 @@ fn workers_keep_completing_tasks_while_accept_waits_on_a_command() {
     slow.send(done_msg("slow-worker", &first, 60_000));
     // The command only ends once the others are through: a hub that waited
     // for it would answer none of them.
-    three_workers_finish(&hub, 9);
+    three_workers_finish(&|| hub.connect(), 9);
     let mut ws = hub.connect();
     let snap = snapshot(&mut ws);
     assert_eq!(snap["counts"]["submitted"], 1, "{snap}");
@@ -89,10 +89,11 @@ fn workers_keep_completing_tasks_while_accept_waits_on_a_command() {
     assert_eq!(verdict["next"]["type"], "all_done", "{verdict}");
 }
 
-/// About 8 s of workflow command while three workers work; `cargo test`
-/// runs this one, the 60 s version is ignored and run by name.
+/// At least 8 s of workflow command while three workers work and `mcc run`
+/// follows; `cargo test` runs this one, the 60 s version is ignored and run
+/// by name.
 #[test]
-fn an_eight_second_workflow_command_leaves_three_workers_working() {
+fn an_eight_second_workflow_command_leaves_three_workers_working_and_mcc_run_attached() {
     command_for(Duration::from_secs(8));
 }
 
@@ -100,8 +101,81 @@ fn an_eight_second_workflow_command_leaves_three_workers_working() {
 /// prints the latency of the workers' commands (p50, p99) during it.
 #[test]
 #[ignore = "runs for a minute; run by name to measure latency"]
-fn a_sixty_second_workflow_command_leaves_three_workers_working() {
+fn a_sixty_second_workflow_command_leaves_three_workers_working_and_mcc_run_attached() {
     command_for(Duration::from_mins(1));
+}
+
+/// A real `mcc run` process, its output read as it comes; stopped with
+/// SIGTERM (which stops its hub and the commands) if the test ends first.
+struct McRun {
+    child: std::process::Child,
+    lines: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl McRun {
+    fn start(root: &std::path::Path, args: &[&str]) -> Self {
+        use std::io::BufRead as _;
+        let mut child = std::process::Command::new(crate::support::mcc_bin())
+            .arg("run")
+            .args(args)
+            .current_dir(root)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        for stream in [
+            Box::new(child.stdout.take().unwrap()) as Box<dyn std::io::Read + Send>,
+            Box::new(child.stderr.take().unwrap()),
+        ] {
+            let sink = lines.clone();
+            std::thread::spawn(move || {
+                for line in std::io::BufReader::new(stream).lines().map_while(Result::ok) {
+                    sink.lock().unwrap().push(line);
+                }
+            });
+        }
+        Self { child, lines }
+    }
+
+    fn output(&self) -> String {
+        self.lines.lock().unwrap().join("\n")
+    }
+
+    /// The address `mcc run` printed for the hub it started.
+    fn hub_url(&self) -> String {
+        let find = || {
+            let out = self.output();
+            out.lines().find_map(|l| l.strip_prefix("hub on ")).and_then(|l| l.split(' ').next()).map(str::to_owned)
+        };
+        eventually("mcc run prints its hub's address", || find().is_some());
+        find().expect("printed")
+    }
+
+    fn running(&mut self) -> bool {
+        self.child.try_wait().unwrap().is_none()
+    }
+}
+
+impl Drop for McRun {
+    fn drop(&mut self) {
+        if self.running() {
+            let pid = rustix::process::Pid::from_raw(i32::try_from(self.child.id()).unwrap()).unwrap();
+            let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// The accepted counts of `mcc run`'s progress lines printed while a task
+/// was submitted (the one whose verdict waits on the workflow command).
+fn accepted_while_one_submitted(output: &str) -> std::collections::BTreeSet<u64> {
+    output
+        .lines()
+        .filter(|l| l.contains(" · 1 submitted") || l.contains(", 1 submitted"))
+        .filter_map(|l| l.split(" accepted").next()?.rsplit(' ').next()?.parse().ok())
+        .collect()
 }
 
 fn command_for(length: Duration) {
@@ -109,33 +183,58 @@ fn command_for(length: Duration) {
     let secs = length.as_secs();
     // Enough tasks for the workers to keep going for the whole command.
     let tasks = usize::try_from(secs).unwrap() * 400;
-    let wf = project.write("wf.lua", &slow_accept(tasks, &format!("sleep {secs}; echo waited")));
-    let hub = Hub::start(project.root(), &["--workflow", &wf.display().to_string()]);
-    let mut slow = hub.connect();
+    // The command ends when the test says so, after `length` at least and
+    // once `mcc run` has shown progress during it.
+    let wf = project.write("wf.lua", &slow_accept(tasks, "while [ ! -f go ]; do sleep 0.05; done; echo waited"));
+    let root = project.root().display().to_string();
+    let mut run = McRun::start(project.root(), &[&wf.display().to_string(), "--port", "0", "--dir", &root]);
+    let url = run.hub_url();
+    let token = project.read(".mcc/token");
+    let connect = || Ws::connect_with_token(&url, token.trim());
+    let mut slow = connect();
     let first = offer(&mut slow, "slow-worker");
-    slow.send(done_msg("slow-worker", &first, (secs + 60) * 1000));
-    let mut ws = hub.connect();
+    assert_eq!(first["task"]["id"], "slow", "{first}");
+    slow.send(done_msg("slow-worker", &first, 1000 * (secs + 60)));
+    let mut ws = connect();
     eventually("the slow task is submitted", || snapshot(&mut ws)["counts"]["submitted"] == 1);
     let start = Instant::now();
     let mut latencies = Vec::new();
     // Work while the command runs: each round is six commands of three workers.
-    let verdict = loop {
-        if let Some(verdict) = slow.recv_within(Duration::from_millis(1)) {
-            break verdict;
+    loop {
+        latencies.extend(three_workers_finish(&connect, 3));
+        assert!(run.running(), "mcc run exited while the workflow command ran:\n{}", run.output());
+        if start.elapsed() >= length && accepted_while_one_submitted(&run.output()).len() >= 2 {
+            break;
         }
-        latencies.extend(three_workers_finish(&hub, 3));
-    };
-    assert!(!latencies.is_empty(), "the workers got no turn while the command ran");
+    }
+    let ran = start.elapsed();
+    std::fs::write(project.path("go"), "").unwrap();
+    let verdict = slow.recv();
     assert_eq!(verdict["accepted"], true, "{verdict}");
+    // `mcc run` followed the whole time: progress printed while the command ran.
+    let out = run.output();
+    assert!(out.contains("waits on `while [ ! -f go ]"), "mcc run shows what the workflow waits on:\n{out}");
+    // The slow worker may have got its next task with the verdict: it goes back for the others.
+    let left_ack = slow.ask(json!({"type":"leave","worker":"slow-worker"}));
+    assert_eq!(left_ack["type"], "ack", "{left_ack}");
+    let accepted = snapshot(&mut ws)["counts"]["accepted"].as_u64().unwrap();
+    let left = tasks + 1 - usize::try_from(accepted).unwrap();
+    three_workers_finish(&connect, left);
+    eventually("mcc run ends with the run", || !run.running());
+    let code = run.child.wait().unwrap().code();
+    let out = run.output();
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("workflow finished"), "{out}");
     latencies.sort();
     let pick = |q: f64| latencies[((latencies.len() - 1) as f64 * q) as usize];
     eprintln!(
-        "workflow command of {secs}s: {} worker commands over {:.1}s, p50 {:?}, p99 {:?}, max {:?}",
+        "workflow command of {:.1}s: {} worker commands, p50 {:?}, p99 {:?}, max {:?}; mcc run printed {} progress lines during it",
+        ran.as_secs_f64(),
         latencies.len(),
-        start.elapsed().as_secs_f64(),
         pick(0.5),
         pick(0.99),
-        latencies.last().unwrap()
+        latencies.last().unwrap(),
+        accepted_while_one_submitted(&out).len()
     );
 }
 
@@ -261,4 +360,113 @@ fn worker_run_stopped_by_sigterm_kills_its_task_command_group() {
     let status = worker.wait().unwrap();
     assert_eq!(status.code(), Some(143), "{status:?}");
     eventually("the command and the sleep it started are gone", || !alive(&sh) && !alive(&child));
+}
+
+/// Live (not zombie) processes whose process group is `group`.
+fn group_members(group: &str) -> Vec<String> {
+    let mut members = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let pid = entry.file_name().to_string_lossy().into_owned();
+        if !pid.bytes().all(|b| b.is_ascii_digit()) {
+            continue;
+        }
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { continue };
+        // After the command name: state, parent, group.
+        let Some((_, rest)) = stat.rsplit_once(") ") else { continue };
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        if fields.len() > 2 && fields[0] != "Z" && fields[2] == group {
+            members.push(pid);
+        }
+    }
+    members
+}
+
+#[test]
+fn a_cancelled_task_kills_the_command_its_accept_waits_on_and_is_judged_anew_on_retry() {
+    let project = Project::new();
+    // The first attempt's accept waits on a command that never ends by itself.
+    let wf = project.write(
+        "wf.lua",
+        r#"return { name = "parked", phases = { { name = "p", tasks = { { id = "slow", description = "slow" } },
+  accept = function(task, report, ctx)
+    if task.attempt == 1 then
+      ctx.run("sleep 1000 & echo $$ > sh.pid; wait", { timeout = "300s" })
+      return false, "the first attempt must never be judged"
+    end
+    return true
+  end } } }"#,
+    );
+    let hub = Hub::start(project.root(), &["--workflow", &wf.display().to_string()]);
+    let mut ws = hub.connect();
+    let o = offer(&mut ws, "w1");
+    assert_eq!(o["attempt"], 1, "{o}");
+    ws.send(done_msg("w1", &o, 60_000));
+    let pid = || std::fs::read_to_string(project.path("sh.pid")).unwrap_or_default().trim().to_owned();
+    eventually("the accept's command runs", || !pid().is_empty());
+    let group = pid();
+    eventually("the command's sleep has started", || group_members(&group).len() >= 2);
+    let cancel = project.mcc().args(["tasks", "cancel", "slow"]).run();
+    assert_eq!(cancel.code, 0, "{cancel:?}");
+    let told = ws.recv();
+    assert_eq!(told["type"], "ack", "the worker waiting on done hears of the cancel: {told}");
+    eventually("the accept's command group has no live member", || group_members(&group).is_empty());
+    // The dropped call left nothing behind: a retry is judged from scratch.
+    let retry = project.mcc().args(["tasks", "retry", "slow"]).run();
+    assert_eq!(retry.code, 0, "{retry:?}");
+    let o = offer(&mut ws, "w1");
+    assert_eq!(o["task"]["id"], "slow", "{o}");
+    let verdict = ws.ask(done_msg("w1", &o, 10_000));
+    assert_eq!(verdict["type"], "verdict", "{verdict}");
+    assert_eq!(verdict["accepted"], true, "{verdict}");
+    let snap = snapshot(&mut ws);
+    assert_eq!(snap["counts"]["accepted"], 1, "{snap}");
+    assert!(snap["problems"].as_array().is_none_or(Vec::is_empty), "{snap}");
+}
+
+/// Start `mcc worker run` on a task whose command never ends, kill the
+/// worker with SIGKILL; the hub and the command's process group, still alive.
+fn sigkilled_worker_run(project: &Project) -> (Hub, String) {
+    let hub = Hub::start(project.root(), &[]);
+    let mut ws = hub.connect();
+    ws.ask(json!({"type":"add_tasks","tasks":[{"id":"long","description":"never ends"}]}));
+    let script = "sleep 1000 & echo $! > child.pid; echo $$ > sh.pid; wait";
+    let mut worker = std::process::Command::new(crate::support::mcc_bin())
+        .args(["worker", "run", "--as", "w1", "--", "sh", "-c", script])
+        .current_dir(project.root())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let pid = |name: &str| std::fs::read_to_string(project.path(name)).unwrap_or_default().trim().to_owned();
+    eventually("the task command runs", || !pid("child.pid").is_empty() && !pid("sh.pid").is_empty());
+    let group = pid("sh.pid");
+    eventually("the command's sleep has started", || group_members(&group).len() >= 2);
+    // A worker killed this way cannot kill anything itself.
+    worker.kill().unwrap();
+    worker.wait().unwrap();
+    assert!(!group_members(&group).is_empty(), "the command outlives its killed worker");
+    (hub, group)
+}
+
+#[test]
+fn the_next_worker_run_kills_what_a_sigkilled_worker_run_left_running() {
+    let project = Project::new();
+    let (_hub, group) = sigkilled_worker_run(&project);
+    let cancel = project.mcc().args(["tasks", "cancel", "long"]).run();
+    assert_eq!(cancel.code, 0, "{cancel:?}");
+    let next = project.mcc().args(["worker", "run", "--as", "w2", "--", "true"]).run();
+    assert_eq!(next.code, 4, "nothing is left to do: {next:?}");
+    assert!(next.stderr.contains("killed 1 command group"), "the worker says what it killed: {next:?}");
+    eventually("the command group the killed worker left has no live member", || group_members(&group).is_empty());
+}
+
+#[test]
+fn a_hub_starting_kills_what_a_sigkilled_worker_run_left_running() {
+    let project = Project::new();
+    let (hub, group) = sigkilled_worker_run(&project);
+    // A hub stopping kills only its own commands: the worker's group lives on.
+    assert_eq!(hub.terminate(), Some(0));
+    assert!(!group_members(&group).is_empty(), "a stopping hub leaves a worker's command alone");
+    let _hub = Hub::start(project.root(), &[]);
+    eventually("the command group the killed worker left has no live member", || group_members(&group).is_empty());
 }

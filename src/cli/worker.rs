@@ -798,6 +798,25 @@ fn kill_commands_on_signal() {
     });
 }
 
+/// Record the task commands' groups under the project's `.mcc/commands`,
+/// as a hub does, first killing what a worker or hub killed with SIGKILL left running
+/// there: a killed worker cannot kill its command itself. Without a project
+/// folder (`--hub` only) nothing is recorded.
+fn record_command_groups(root: Option<&Path>) {
+    let Some(state_dir) = root.map(|r| r.join(".mcc")).filter(|d| d.is_dir()) else { return };
+    match crate::command::record_groups_in(&state_dir) {
+        Ok(0) => {}
+        Ok(n) => eprintln!(
+            "mcc worker run: killed {n} command group(s) that a stopped worker or hub had left running (records in {})",
+            state_dir.join("commands").display()
+        ),
+        Err(e) => eprintln!(
+            "mcc worker run: warning: cannot keep records in {}: {e}; a worker killed with SIGKILL would leave its command running",
+            state_dir.join("commands").display()
+        ),
+    }
+}
+
 /// `mcc worker run`: one or more headless workers.
 fn headless(a: &RunArgs) -> u8 {
     kill_commands_on_signal();
@@ -820,6 +839,7 @@ fn headless(a: &RunArgs) -> u8 {
         }
     };
     let root = target.root.clone().or_else(|| std::env::current_dir().ok()).unwrap_or_else(|| PathBuf::from("."));
+    record_command_groups(target.root.as_deref());
     if a.parallel <= 1 {
         return Headless { name: base, target, root, command: a.command.clone(), max_tasks: a.max_tasks }.run();
     }

@@ -1,11 +1,16 @@
 //! Durable records of the process groups the runner has running, so a hub
-//! killed with SIGKILL (a crash, the OOM killer) does not leave its commands
-//! running for ever: the next hub on the same state folder kills them.
+//! or `mcc worker run` killed with SIGKILL (a crash, the OOM killer) does not
+//! leave its commands running for ever: the next hub or worker on the same
+//! state folder kills them.
 //!
 //! One file per running group, `STATE/commands/<pgid>`, holding the group
-//! leader's start time (from `/proc/<pid>/stat`) and the hub's pid and start
-//! time. The start time tells the recorded group from a later process that
-//! got the same pid, so a recycled pid is never killed.
+//! leader's start time (from `/proc/<pid>/stat`) and the pid and start time
+//! of the process that owns it (a hub or a worker). The start time tells the
+//! recorded group from a later process that got the same pid, so a recycled
+//! pid is never killed. Hubs and workers share the folder: a record whose
+//! owner still runs is left alone, so none removes another's records. A
+//! record is written whole under a dot name and renamed, so a process
+//! reading the folder never sees one half written.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -13,18 +18,23 @@ use std::sync::Mutex;
 
 use rustix::process::{Pid, Signal};
 
-/// Where records go; `None` (mcc check, mcc worker run) records nothing.
+/// Where records go; `None` (mcc check) records nothing.
 static FOLDER: Mutex<Option<PathBuf>> = Mutex::new(None);
 
 /// Record running groups under `state_dir/commands` from now on. First kill
-/// every group a previous hub recorded there that still runs and is the
-/// recorded one, and clear the records. Returns how many groups were killed.
+/// every group a hub or worker that no longer runs recorded there, if it is
+/// still the recorded one, and clear those records. Returns how many groups
+/// were killed.
 pub fn record_groups_in(state_dir: &Path) -> std::io::Result<usize> {
     let folder = state_dir.join("commands");
     fs::create_dir_all(&folder)?;
     let mut killed = 0;
     for entry in fs::read_dir(&folder)? {
         let path = entry?.path();
+        if path.file_name().is_some_and(|n| n.to_string_lossy().starts_with('.')) {
+            // Being written by a live process (see `Record::write`).
+            continue;
+        }
         match stale_group(&path) {
             Stale::Kill(pgid) => {
                 // ESRCH: the group ended on its own since; nothing to do.
@@ -32,7 +42,7 @@ pub fn record_groups_in(state_dir: &Path) -> std::io::Result<usize> {
                     killed += 1;
                 }
             }
-            // A hub in this very process (mcc run restarting one) still owns it.
+            // Its owner still runs (another worker, a hub, or this very process).
             Stale::Live => continue,
             Stale::Gone => {}
         }
@@ -56,7 +66,7 @@ fn stale_group(path: &Path) -> Stale {
     let text = fs::read_to_string(path).unwrap_or_default();
     let fields: Vec<u64> = text.split_whitespace().filter_map(|w| w.parse().ok()).collect();
     let &[group_start, hub_pid, hub_start] = fields.as_slice() else {
-        // Cut short while being written: the group had just started; nothing is known to kill.
+        // Not a record this version wrote: nothing is known to kill.
         return Stale::Gone;
     };
     let hub_alive = hub_pid == u64::from(std::process::id()) || start_time(hub_pid) == Some(hub_start);
@@ -102,9 +112,14 @@ impl Record {
             return Self(None);
         };
         let path = folder.join(leader.to_string());
-        match fs::write(&path, format!("{group_start} {me} {hub_start}\n")) {
-            Ok(()) => Self(Some(path)),
-            Err(_) => Self(None),
+        let partial = folder.join(format!(".{leader}"));
+        let written =
+            fs::write(&partial, format!("{group_start} {me} {hub_start}\n")).and_then(|()| fs::rename(&partial, &path));
+        if written.is_ok() {
+            Self(Some(path))
+        } else {
+            let _ = fs::remove_file(&partial);
+            Self(None)
         }
     }
 }

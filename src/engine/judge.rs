@@ -63,17 +63,29 @@ impl Engine {
         }
     }
 
-    /// Kill the validations whose grant has ended: the task is no longer
+    /// Kill what judges a grant that has ended: the task is no longer
     /// submitted at that attempt (cancelled, retried, judged by other means).
+    /// Its validation dies with its group, and so does the command a parked
+    /// `accept` waits on; that call is dropped, never resumed.
     pub(super) fn end_stale_validations(&mut self) {
         let scheduler = &self.scheduler;
+        let current = |id: &str, attempt: u32| {
+            scheduler.task(id).is_some_and(|t| t.state == TaskState::Submitted && t.attempt == attempt)
+        };
         self.validations.retain(|(id, attempt), v| {
-            let current = scheduler.task(id).is_some_and(|t| t.state == TaskState::Submitted && t.attempt == *attempt);
+            let current = current(id, *attempt);
             if !current {
                 v.handle.cancel();
             }
             current
         });
+        for call in self.policy.end_accepts(&current) {
+            if let Some(handle) = self.workflow_calls.remove(&call) {
+                handle.cancel();
+            }
+        }
+        // A task judged again at a later attempt is still pending; the others are not.
+        self.accept_pending.retain(|id| scheduler.task(id).is_some_and(|t| t.state == TaskState::Submitted));
     }
 
     /// Ask the policy for a verdict and apply it, or leave it pending.

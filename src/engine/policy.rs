@@ -59,6 +59,14 @@ pub trait Policy {
         Ok(())
     }
 
+    /// Drop every parked `accept` whose grant has ended (`current(task,
+    /// attempt)` is false: cancelled, retried, expired): its verdict is no
+    /// longer wanted. Returns their call ids, so the engine kills the
+    /// commands they wait on.
+    fn end_accepts(&mut self, _current: &dyn Fn(&str, u32) -> bool) -> Vec<u64> {
+        Vec::new()
+    }
+
     /// Verdicts that were pending and are now known: `(task, attempt, verdict)`.
     fn take_verdicts(&mut self) -> Vec<(TaskId, u32, Result<Verdict, PolicyError>)> {
         Vec::new()

@@ -71,6 +71,27 @@ pub(super) struct Calls {
     pub verdicts: Vec<(TaskId, u32, Result<Verdict, PolicyError>)>,
 }
 
+impl Calls {
+    /// Drop the parked `accept` calls whose grant has ended, with any command
+    /// they asked for that has not started, and any verdict they gave that
+    /// has not been taken; the ids of the dropped calls. A dropped coroutine
+    /// is never resumed: the garbage collector takes it.
+    pub fn end_accepts(&mut self, current: &dyn Fn(&str, u32) -> bool) -> Vec<u64> {
+        let ended: Vec<u64> = self
+            .parked
+            .iter()
+            .filter(|(_, p)| matches!(&p.then, Then::Accept { task, attempt } if !current(task, *attempt)))
+            .map(|(id, _)| *id)
+            .collect();
+        for id in &ended {
+            self.parked.remove(id);
+        }
+        self.commands.retain(|(id, _)| !ended.contains(id));
+        self.verdicts.retain(|(task, attempt, _)| current(task, *attempt));
+        ended
+    }
+}
+
 /// How far a call got.
 pub(super) enum Ran {
     Done(MultiValue),

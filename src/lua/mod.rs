@@ -673,6 +673,10 @@ impl Policy for Workflow {
         if errors.is_empty() { Ok(()) } else { Err(PolicyError(errors.join("\n"))) }
     }
 
+    fn end_accepts(&mut self, current: &dyn Fn(&str, u32) -> bool) -> Vec<u64> {
+        self.calls.borrow_mut().end_accepts(current)
+    }
+
     fn take_verdicts(&mut self) -> Vec<(TaskId, u32, Result<Verdict, PolicyError>)> {
         std::mem::take(&mut self.calls.borrow_mut().verdicts)
     }
