@@ -343,18 +343,8 @@ fn worker_run_kills_a_task_command_and_everything_it_started_at_the_lease_margin
 fn worker_run_stopped_by_sigterm_kills_its_task_command_group() {
     let project = Project::new();
     let hub = Hub::start(project.root(), &[]);
-    let mut ws = hub.connect();
-    ws.ask(json!({"type":"add_tasks","tasks":[{"id":"long","description":"never ends"}]}));
-    let script = "sleep 1000 & echo $! > child.pid; echo $$ > sh.pid; wait";
-    let mut worker = std::process::Command::new(crate::support::mcc_bin())
-        .args(["worker", "run", "--as", "w1", "--", "sh", "-c", script])
-        .current_dir(project.root())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut worker = worker_run_on_a_never_ending_task(&project, &hub);
     let pid = |name: &str| std::fs::read_to_string(project.path(name)).unwrap_or_default().trim().to_owned();
-    eventually("the task command runs", || !pid("child.pid").is_empty() && !pid("sh.pid").is_empty());
     let (sh, child) = (pid("sh.pid"), pid("child.pid"));
     rustix::process::kill_process(
         rustix::process::Pid::from_raw(i32::try_from(worker.id()).unwrap()).unwrap(),
@@ -431,18 +421,8 @@ fn a_cancelled_task_kills_the_command_its_accept_waits_on_and_is_judged_anew_on_
 /// worker with SIGKILL; the hub and the command's process group, still alive.
 fn sigkilled_worker_run(project: &Project) -> (Hub, String) {
     let hub = Hub::start(project.root(), &[]);
-    let mut ws = hub.connect();
-    ws.ask(json!({"type":"add_tasks","tasks":[{"id":"long","description":"never ends"}]}));
-    let script = "sleep 1000 & echo $! > child.pid; echo $$ > sh.pid; wait";
-    let mut worker = std::process::Command::new(crate::support::mcc_bin())
-        .args(["worker", "run", "--as", "w1", "--", "sh", "-c", script])
-        .current_dir(project.root())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut worker = worker_run_on_a_never_ending_task(project, &hub);
     let pid = |name: &str| std::fs::read_to_string(project.path(name)).unwrap_or_default().trim().to_owned();
-    eventually("the task command runs", || !pid("child.pid").is_empty() && !pid("sh.pid").is_empty());
     let group = pid("sh.pid");
     eventually("the command's sleep has started", || group_members(&group).len() >= 2);
     // A worker killed this way cannot kill anything itself.
@@ -473,4 +453,22 @@ fn a_hub_starting_kills_what_a_sigkilled_worker_run_left_running() {
     assert!(!group_members(&group).is_empty(), "a stopping hub leaves a worker's command alone");
     let _hub = Hub::start(project.root(), &[]);
     eventually("the command group the killed worker left has no live member", || group_members(&group).is_empty());
+}
+
+/// `mcc worker run --as w1` on one task whose command never ends, once that
+/// command runs (its shell's pid in `sh.pid`, its `sleep`'s in `child.pid`).
+fn worker_run_on_a_never_ending_task(project: &Project, hub: &Hub) -> std::process::Child {
+    let mut ws = hub.connect();
+    ws.ask(json!({"type":"add_tasks","tasks":[{"id":"long","description":"never ends"}]}));
+    let script = "sleep 1000 & echo $! > child.pid; echo $$ > sh.pid; wait";
+    let worker = std::process::Command::new(crate::support::mcc_bin())
+        .args(["worker", "run", "--as", "w1", "--", "sh", "-c", script])
+        .current_dir(project.root())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let pid = |name: &str| std::fs::read_to_string(project.path(name)).unwrap_or_default().trim().to_owned();
+    eventually("the task command runs", || !pid("child.pid").is_empty() && !pid("sh.pid").is_empty());
+    worker
 }

@@ -114,10 +114,7 @@ impl Engine {
             .scheduler
             .workers()
             .map(|w| {
-                let holding = self
-                    .scheduler
-                    .tasks()
-                    .find(|t| t.state == TaskState::Assigned && t.holder.as_deref() == Some(&w.name));
+                let holding = self.scheduler.held_by(&w.name).filter(|t| t.state == TaskState::Assigned);
                 WorkerView {
                     name: w.name.clone(),
                     holding: holding.map(|t| t.spec.id.clone()),
