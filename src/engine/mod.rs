@@ -11,7 +11,7 @@ mod policy;
 mod submit;
 pub mod views;
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender as Sender};
 use std::time::{Duration, Instant};
@@ -25,7 +25,8 @@ pub use submit::{Source, Submission};
 
 use crate::command::Outcome;
 use crate::scheduler::{Refusal, Scheduler, Settings, TaskId, TaskState};
-use crate::store::{Store, StoreError};
+use crate::store::writer::Writer;
+use crate::store::{Clock, Rows, Store, StoreError};
 use crate::task::{Report, ReportStatus, TaskSpec};
 use crate::wire::{ClientMsg, ServerMsg};
 
@@ -100,6 +101,8 @@ pub enum Input {
     Shutdown {
         message: String,
     },
+    /// The store writer stopped on a failed commit: stop with its error.
+    StoreFailed,
 }
 
 /// Loads a workflow file into a [`Policy`]; given by the caller so the
@@ -213,6 +216,41 @@ impl Judging {
     }
 }
 
+/// An answer on its way: handed to the connection's outbox once the
+/// commit it belongs to is durable.
+type Delivery = (ConnId, Outbox<Outgoing>, Outgoing);
+
+/// Hands durable answers to connections, on the store writer's thread.
+struct Postman {
+    engine: Sender<Input>,
+    /// Connections cut off for not reading: nothing more goes to them.
+    cut: HashSet<ConnId>,
+    /// Cut connections the engine has not been told of yet (its queue was full).
+    untold: Vec<ConnId>,
+}
+
+impl Postman {
+    fn deliver(&mut self, deliveries: Vec<Delivery>) {
+        for (conn, outbox, out) in deliveries {
+            if self.cut.contains(&conn) {
+                continue;
+            }
+            if let Err(TrySendError::Full(_)) = outbox.try_send(out) {
+                // Its outbox ends once the engine drops it, after what is queued is written.
+                eprintln!(
+                    "mcc hub: closing connection {conn}: {OUTBOX} answers wait for a reader that does not read them"
+                );
+                self.cut.insert(conn);
+                self.untold.push(conn);
+            }
+        }
+        // Never wait on the engine here: it may be waiting on this thread.
+        self.untold.retain(|&conn| {
+            matches!(self.engine.try_send(Input::Disconnected { conn }), Err(std::sync::mpsc::TrySendError::Full(_)))
+        });
+    }
+}
+
 /// A handle to send inputs to the engine.
 #[derive(Clone)]
 pub struct EngineHandle {
@@ -238,7 +276,15 @@ impl EngineHandle {
 pub struct Engine {
     config: Config,
     scheduler: Scheduler,
-    store: Store,
+    /// The store, written behind the engine (see [`Writer`]): answers go out
+    /// through it once what they acknowledge is durable.
+    store: Writer<Delivery>,
+    /// The hub clock leases are stored on.
+    clock: Clock,
+    /// Values for the `meta` table, written with the next commit.
+    pending_meta: Vec<(&'static str, String)>,
+    /// The writer stopped on a failed commit.
+    store_failed: bool,
     policy: Box<dyn Policy>,
     workflow_path: Option<PathBuf>,
     conns: HashMap<ConnId, Conn>,
@@ -284,6 +330,18 @@ impl Engine {
         let workflow_path = store.meta("workflow_path")?.map(PathBuf::from);
         let (tx, rx) = std::sync::mpsc::sync_channel(ENGINE_QUEUE);
         let engine_tx = tx.clone();
+        let clock = store.clock();
+        let mut postman = Postman { engine: tx.clone(), cut: HashSet::new(), untold: Vec::new() };
+        let told = tx.clone();
+        let store = Writer::start(
+            store,
+            move |deliveries| postman.deliver(deliveries),
+            move |e| {
+                eprintln!("mcc hub: {e}");
+                // If the engine's queue is full it finds the writer gone at its next commit.
+                let _ = told.try_send(Input::StoreFailed);
+            },
+        );
         let handle = std::thread::Builder::new()
             .name("mcc-engine".into())
             .spawn(move || {
@@ -292,6 +350,9 @@ impl Engine {
                     config,
                     scheduler,
                     store,
+                    clock,
+                    pending_meta: Vec::new(),
+                    store_failed: false,
                     policy: Box::new(DefaultPolicy),
                     workflow_path: None,
                     conns: HashMap::new(),
@@ -367,16 +428,20 @@ impl Engine {
                 self.scheduler.touch_held();
                 self.leases_written = Instant::now();
             }
+            if self.store_failed {
+                break;
+            }
             self.commit()?;
             if let Some(message) = self.stopping.take() {
                 // Store the time every lease has left, to resume with it.
                 self.scheduler.touch_held();
-                self.commit()?;
                 self.shutdown(&message);
+                self.commit()?;
                 break;
             }
         }
-        Ok(())
+        // Everything handed to the writer is written and delivered first.
+        self.store.finish()
     }
 
     fn next_wakeup(&self) -> Option<Instant> {
@@ -434,28 +499,25 @@ impl Engine {
             self.stored_finished = Some(finished);
             meta.push(("run_finished", finished.to_string()));
         }
-        self.store.commit(&self.scheduler, &changes, &meta)?;
-        let mut too_slow = Vec::new();
-        for (conn, out) in std::mem::take(&mut self.outgoing) {
-            if let Some(c) = self.conns.get(&conn)
-                && let Err(TrySendError::Full(_)) = c.outbox.try_send(out)
-            {
-                too_slow.push(conn);
-            }
-        }
-        for conn in too_slow {
-            // Dropping its outbox ends the connection once what is queued is written.
-            eprintln!("mcc hub: closing connection {conn}: {OUTBOX} answers wait for a reader that does not read them");
-            self.handle(Input::Disconnected { conn });
-        }
+        meta.append(&mut self.pending_meta);
+        // Progress goes out with the answers, once what it shows is durable.
         self.publish(&changes, finished);
-        Ok(())
+        let rows = Rows::gather(self.clock, &self.scheduler, &changes, &meta);
+        let conns = &self.conns;
+        let deliveries = self
+            .outgoing
+            .drain(..)
+            .filter_map(|(conn, out)| conns.get(&conn).map(|c| (conn, c.outbox.clone(), out)))
+            .collect();
+        self.store.commit(rows, deliveries)
     }
 
+    /// Tell every connection the hub stops, after what is queued for it.
     fn shutdown(&mut self, message: &str) {
-        for conn in self.conns.values() {
-            let _ = conn.outbox.try_send(Outgoing::Msg(ServerMsg::ServerShutdown { message: message.to_owned() }));
-            let _ = conn.outbox.try_send(Outgoing::Close);
+        let conns: Vec<ConnId> = self.conns.keys().copied().collect();
+        for conn in conns {
+            self.send(conn, ServerMsg::ServerShutdown { message: message.to_owned() });
+            self.outgoing.push((conn, Outgoing::Close));
         }
     }
 
@@ -507,6 +569,7 @@ impl Engine {
             Input::LoadWorkflow { conn, path } => self.load_workflow(conn, path),
             Input::FilesChanged { paths } => self.policy.files_changed(paths),
             Input::Shutdown { message } => self.stopping = Some(message),
+            Input::StoreFailed => self.store_failed = true,
         }
     }
 
@@ -538,9 +601,7 @@ impl Engine {
                 }
                 if self.workflow_path.as_ref() != Some(&path) {
                     self.workflow_path = Some(path.clone());
-                    if let Err(e) = self.store.set_meta("workflow_path", &path.to_string_lossy()) {
-                        self.problem(format!("cannot store the workflow path: {e}"));
-                    }
+                    self.pending_meta.push(("workflow_path", path.to_string_lossy().into_owned()));
                 }
                 // What a broken workflow could not judge is judged by this one.
                 let unjudged: Vec<TaskId> = self.unjudged.iter().cloned().collect();

@@ -12,9 +12,7 @@ use std::time::Instant;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use tokio::sync::mpsc::error::TrySendError;
-
-use super::{ConnId, Engine, Input, Outgoing, Role};
+use super::{ConnId, Engine, Outgoing, Role};
 use crate::scheduler::{self, Changes, TaskId, TaskState};
 use crate::wire::{ClientMsg, ServerMsg};
 
@@ -718,19 +716,9 @@ impl Engine {
         self.progress.sent_finished = finished;
         self.progress.last_delta = Some(now);
         let delta = serde_json::to_value(delta).expect("a delta serializes");
-        let mut too_slow = Vec::new();
-        for conn in &self.progress.subscribers {
-            let msg = Outgoing::Msg(ServerMsg::Delta { delta: delta.clone() });
-            if let Some(c) = self.conns.get(conn)
-                && let Err(TrySendError::Full(_)) = c.outbox.try_send(msg)
-            {
-                too_slow.push(*conn);
-            }
-        }
-        for conn in too_slow {
-            // A subscriber that reads nothing is cut off, as any slow reader is.
-            eprintln!("mcc hub: closing subscriber {conn}: it does not read its progress");
-            self.handle(Input::Disconnected { conn });
+        // Sent as any answer is: a subscriber that reads nothing is cut off as any slow reader is.
+        for &conn in &self.progress.subscribers {
+            self.outgoing.push((conn, Outgoing::Msg(ServerMsg::Delta { delta: delta.clone() })));
         }
     }
 }

@@ -18,6 +18,8 @@ use serde_json::Value;
 use crate::scheduler::{Changes, Scheduler, Settings, Task, Worker};
 use crate::task::now_ms;
 
+pub mod writer;
+
 /// The store failed; the hub cannot go on safely.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -31,25 +33,33 @@ pub enum StoreError {
     TooNew { path: PathBuf, found: i64, known: i64 },
 }
 
-const SCHEMA_VERSION: i64 = 1;
+const SCHEMA_VERSION: i64 = 2;
 
+/// Schema 2. Every commit writes as few pages as it can, since the WAL
+/// frames it appends are what its fsync waits on: tasks, workers and meta
+/// are keyed tables without a separate rowid b-tree (one page per row
+/// changed, not two), and events take the next rowid without the
+/// `sqlite_sequence` row `AUTOINCREMENT` rewrites (events are never deleted,
+/// so ids still only grow).
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS tasks (
-    id TEXT PRIMARY KEY,
+    id TEXT PRIMARY KEY NOT NULL,
     seq INTEGER NOT NULL,
     state TEXT NOT NULL,
     holder TEXT,
     attempt INTEGER NOT NULL,
     lease_deadline_ms INTEGER,
     phase TEXT,
-    body TEXT NOT NULL
-);
+    body TEXT NOT NULL,
+    lease_left_ms INTEGER,
+    lease_clock_ms INTEGER
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS workers (
-    name TEXT PRIMARY KEY,
+    name TEXT PRIMARY KEY NOT NULL,
     body TEXT NOT NULL
-);
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS events (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    id INTEGER PRIMARY KEY,
     at_ms INTEGER NOT NULL,
     kind TEXT NOT NULL,
     task_id TEXT,
@@ -57,11 +67,58 @@ CREATE TABLE IF NOT EXISTS events (
     attempt INTEGER,
     detail TEXT
 );
-CREATE INDEX IF NOT EXISTS events_task ON events(task_id);
 CREATE TABLE IF NOT EXISTS meta (
-    key TEXT PRIMARY KEY,
+    key TEXT PRIMARY KEY NOT NULL,
     value TEXT NOT NULL
+) WITHOUT ROWID;
+";
+
+/// Schema 1 to 2, in one transaction: the same rows in the new tables.
+/// Leases are carried as they are (older schema-1 stores gain the lease
+/// columns first, see [`Store::open`]).
+const MIGRATE_1_TO_2: &str = "
+ALTER TABLE tasks RENAME TO tasks_v1;
+ALTER TABLE workers RENAME TO workers_v1;
+ALTER TABLE events RENAME TO events_v1;
+ALTER TABLE meta RENAME TO meta_v1;
+DROP INDEX IF EXISTS events_task;
+CREATE TABLE tasks (
+    id TEXT PRIMARY KEY NOT NULL,
+    seq INTEGER NOT NULL,
+    state TEXT NOT NULL,
+    holder TEXT,
+    attempt INTEGER NOT NULL,
+    lease_deadline_ms INTEGER,
+    phase TEXT,
+    body TEXT NOT NULL,
+    lease_left_ms INTEGER,
+    lease_clock_ms INTEGER
+) WITHOUT ROWID;
+CREATE TABLE workers (
+    name TEXT PRIMARY KEY NOT NULL,
+    body TEXT NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE events (
+    id INTEGER PRIMARY KEY,
+    at_ms INTEGER NOT NULL,
+    kind TEXT NOT NULL,
+    task_id TEXT,
+    worker TEXT,
+    attempt INTEGER,
+    detail TEXT
 );
+CREATE TABLE meta (
+    key TEXT PRIMARY KEY NOT NULL,
+    value TEXT NOT NULL
+) WITHOUT ROWID;
+INSERT INTO tasks SELECT id, seq, state, holder, attempt, lease_deadline_ms, phase, body, lease_left_ms, lease_clock_ms FROM tasks_v1;
+INSERT INTO workers SELECT name, body FROM workers_v1;
+INSERT INTO events SELECT id, at_ms, kind, task_id, worker, attempt, detail FROM events_v1;
+INSERT INTO meta SELECT key, value FROM meta_v1;
+DROP TABLE tasks_v1;
+DROP TABLE workers_v1;
+DROP TABLE events_v1;
+DROP TABLE meta_v1;
 ";
 
 /// One stored event, as read back for metrics.
@@ -87,6 +144,123 @@ pub struct Store {
 
 const HUB_CLOCK: &str = "hub_clock_ms";
 
+/// The hub clock: its value (ms) when the store was opened, and the instant then.
+#[derive(Debug, Clone, Copy)]
+pub struct Clock {
+    base_ms: i64,
+    opened: Instant,
+}
+
+impl Clock {
+    /// The hub clock at `at`, in ms.
+    pub fn at(&self, at: Instant) -> i64 {
+        let since = at.checked_duration_since(self.opened).unwrap_or_default();
+        self.base_ms + since.as_millis() as i64
+    }
+}
+
+/// A lease as stored: time left, its deadline on the hub clock, and a
+/// wall-clock deadline for people reading the file.
+#[derive(Debug, Clone, Copy)]
+struct StoredLease {
+    left_ms: i64,
+    clock_ms: i64,
+    wall_ms: i64,
+}
+
+#[derive(Debug)]
+struct TaskRecord {
+    id: String,
+    seq: i64,
+    state: &'static str,
+    holder: Option<String>,
+    attempt: u32,
+    phase: Option<String>,
+    body: String,
+    lease: Option<StoredLease>,
+}
+
+#[derive(Debug)]
+struct EventRecord {
+    kind: &'static str,
+    task: Option<String>,
+    worker: Option<String>,
+    attempt: Option<u32>,
+    detail: Option<String>,
+}
+
+/// One batch of changes as rows, gathered on the thread that owns the
+/// scheduler and written by whoever owns the store ([`Store::write`],
+/// [`writer::Writer`]).
+#[derive(Debug)]
+pub struct Rows {
+    tasks: Vec<TaskRecord>,
+    leases: Vec<(String, Option<StoredLease>)>,
+    workers: Vec<(String, String)>,
+    events: Vec<EventRecord>,
+    meta: Vec<(String, String)>,
+    clock_ms: i64,
+    wall_ms: i64,
+}
+
+impl Rows {
+    /// The rows `changes` touched, as they are in `scheduler` now; `None`
+    /// when there is nothing to write.
+    pub fn gather(clock: Clock, scheduler: &Scheduler, changes: &Changes, meta: &[(&str, String)]) -> Option<Self> {
+        if changes.is_empty() && meta.is_empty() {
+            return None;
+        }
+        let now = Instant::now();
+        let wall_ms = now_ms();
+        let clock_ms = clock.at(now);
+        let lease_of = |task: &Task| {
+            task.lease_until.map(|until| {
+                let left_ms = until.saturating_duration_since(now).as_millis() as i64;
+                StoredLease { left_ms, clock_ms: clock_ms + left_ms, wall_ms: wall_ms + left_ms }
+            })
+        };
+        let tasks = changes
+            .tasks
+            .iter()
+            .filter_map(|id| scheduler.task(id))
+            .map(|task| TaskRecord {
+                id: task.spec.id.clone(),
+                seq: task.seq as i64,
+                state: task.state.name(),
+                holder: task.holder.clone(),
+                attempt: task.attempt,
+                phase: task.phase.clone(),
+                body: serde_json::to_string(task).expect("a task always serializes"),
+                lease: lease_of(task),
+            })
+            .collect();
+        let leases = changes
+            .leases
+            .difference(&changes.tasks)
+            .filter_map(|id| scheduler.task(id).map(|task| (id.clone(), lease_of(task))))
+            .collect();
+        let workers = changes
+            .workers
+            .iter()
+            .filter_map(|name| scheduler.worker(name))
+            .map(|w| (w.name.clone(), serde_json::to_string(w).expect("a worker always serializes")))
+            .collect();
+        let events = changes
+            .events
+            .iter()
+            .map(|e| EventRecord {
+                kind: e.kind,
+                task: e.task.clone(),
+                worker: e.worker.clone(),
+                attempt: e.attempt,
+                detail: (!e.detail.is_null()).then(|| e.detail.to_string()),
+            })
+            .collect();
+        let meta = meta.iter().map(|(k, v)| ((*k).to_owned(), v.clone())).collect();
+        Some(Self { tasks, leases, workers, events, meta, clock_ms, wall_ms })
+    }
+}
+
 const TASK_ROWS: &str = "SELECT body, lease_deadline_ms, lease_left_ms, lease_clock_ms FROM tasks ORDER BY seq";
 
 /// A task row: its body, wall-clock deadline, time left when written, deadline on the hub clock.
@@ -105,31 +279,24 @@ impl Store {
         conn.pragma_update(None, "journal_mode", "WAL").map_err(sql)?;
         conn.pragma_update(None, "synchronous", "FULL").map_err(sql)?;
         conn.pragma_update(None, "busy_timeout", 5000).map_err(sql)?;
-        conn.execute_batch(SCHEMA).map_err(sql)?;
-        // Stores from before leases were kept as remaining time.
-        let has_left: bool = conn
-            .query_row("SELECT COUNT(*) FROM pragma_table_info('tasks') WHERE name = 'lease_left_ms'", [], |r| {
-                r.get::<_, i64>(0)
-            })
-            .map_err(sql)?
-            > 0;
-        if !has_left {
-            conn.execute_batch("ALTER TABLE tasks ADD COLUMN lease_left_ms INTEGER").map_err(sql)?;
-        }
-        if !has_column(&conn, "lease_clock_ms").map_err(sql)? {
-            conn.execute_batch("ALTER TABLE tasks ADD COLUMN lease_clock_ms INTEGER").map_err(sql)?;
+        let version = stored_version(&conn).map_err(sql)?;
+        match version {
+            None => {
+                conn.execute_batch(SCHEMA).map_err(sql)?;
+                conn.execute(
+                    "INSERT INTO meta (key, value) VALUES ('schema_version', ?1)",
+                    [SCHEMA_VERSION.to_string()],
+                )
+                .map_err(sql)?;
+            }
+            Some(found) if found > SCHEMA_VERSION => {
+                return Err(StoreError::TooNew { path, found, known: SCHEMA_VERSION });
+            }
+            Some(1) => migrate_from_1(&conn).map_err(sql)?,
+            Some(_) => {}
         }
         let clock_base_ms = read_clock(&conn).map_err(sql)?;
         let store = Self { conn, path, clock_base_ms, opened: Instant::now() };
-        match store.meta("schema_version")? {
-            None => store.set_meta("schema_version", &SCHEMA_VERSION.to_string())?,
-            Some(v) => {
-                let found: i64 = v.parse().unwrap_or(i64::MAX);
-                if found > SCHEMA_VERSION {
-                    return Err(StoreError::TooNew { path: store.path, found, known: SCHEMA_VERSION });
-                }
-            }
-        }
         Ok(store)
     }
 
@@ -154,12 +321,6 @@ impl Store {
 
     fn corrupt(&self, source: serde_json::Error) -> StoreError {
         StoreError::Corrupt { path: self.path.clone(), source }
-    }
-
-    /// The hub clock at `at`, in ms.
-    fn clock_at(&self, at: Instant) -> i64 {
-        let since = at.checked_duration_since(self.opened).unwrap_or_default();
-        self.clock_base_ms + since.as_millis() as i64
     }
 
     /// Every stored task and worker; leases resume with the time they had
@@ -240,19 +401,20 @@ impl Store {
         changes: &Changes,
         meta: &[(&str, String)],
     ) -> Result<(), StoreError> {
-        if changes.is_empty() && meta.is_empty() {
-            return Ok(());
+        match Rows::gather(self.clock(), scheduler, changes, meta) {
+            Some(rows) => self.write(std::slice::from_ref(&rows)),
+            None => Ok(()),
         }
-        let now = Instant::now();
-        let wall = now_ms();
-        let clock = self.clock_at(now);
-        let lease_at = |task: &Task| {
-            task.lease_until.map(|until| {
-                let left = until.saturating_duration_since(now).as_millis() as i64;
-                // (time left, its point on the hub clock, a wall-clock deadline for people reading the file)
-                (left, clock + left, wall + left)
-            })
-        };
+    }
+
+    /// The hub clock this store measures leases on.
+    pub fn clock(&self) -> Clock {
+        Clock { base_ms: self.clock_base_ms, opened: self.opened }
+    }
+
+    /// Write gathered batches of rows in one transaction, in order (a later
+    /// row for the same task wins). Returns when the commit is durable.
+    pub fn write(&mut self, batches: &[Rows]) -> Result<(), StoreError> {
         let path = self.path.clone();
         let sql = |source| StoreError::Sqlite { path: path.clone(), source };
         let tx = self.conn.transaction().map_err(sql)?;
@@ -269,67 +431,69 @@ impl Store {
                          lease_clock_ms = excluded.lease_clock_ms",
                 )
                 .map_err(sql)?;
-            for id in &changes.tasks {
-                let Some(task) = scheduler.task(id) else { continue };
-                let lease = lease_at(task);
-                let body = serde_json::to_string(task).expect("a task always serializes");
-                put_task
-                    .execute(params![
-                        id,
-                        task.seq as i64,
-                        task.state.name(),
-                        task.holder,
-                        task.attempt,
-                        lease.map(|l| l.2),
-                        task.phase,
-                        body,
-                        lease.map(|l| l.0),
-                        lease.map(|l| l.1),
-                    ])
-                    .map_err(sql)?;
-            }
             // A lease that only moved: three numbers, not the task's whole body.
             let mut put_lease = tx
                 .prepare_cached(
                     "UPDATE tasks SET lease_left_ms = ?2, lease_clock_ms = ?3, lease_deadline_ms = ?4 WHERE id = ?1",
                 )
                 .map_err(sql)?;
-            for id in changes.leases.difference(&changes.tasks) {
-                let Some(task) = scheduler.task(id) else { continue };
-                let lease = lease_at(task);
-                put_lease
-                    .execute(params![id, lease.map(|l| l.0), lease.map(|l| l.1), lease.map(|l| l.2)])
-                    .map_err(sql)?;
-            }
             let mut put_worker = tx
                 .prepare_cached(
                     "INSERT INTO workers (name, body) VALUES (?1, ?2) ON CONFLICT(name) DO UPDATE SET body = excluded.body",
                 )
                 .map_err(sql)?;
-            for name in &changes.workers {
-                let Some(worker) = scheduler.worker(name) else { continue };
-                let body = serde_json::to_string(worker).expect("a worker always serializes");
-                put_worker.execute(params![name, body]).map_err(sql)?;
-            }
             let mut put_event = tx
                 .prepare_cached(
                     "INSERT INTO events (at_ms, kind, task_id, worker, attempt, detail) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
                 )
                 .map_err(sql)?;
-            for e in &changes.events {
-                let detail = if e.detail.is_null() { None } else { Some(e.detail.to_string()) };
-                put_event.execute(params![wall, e.kind, e.task, e.worker, e.attempt, detail]).map_err(sql)?;
-            }
             let mut put_meta = tx
                 .prepare_cached(
                     "INSERT INTO meta (key, value) VALUES (?1, ?2) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
                 )
                 .map_err(sql)?;
-            for (key, value) in meta {
-                put_meta.execute(params![key, value]).map_err(sql)?;
+            for rows in batches {
+                for t in &rows.tasks {
+                    let lease = t.lease;
+                    put_task
+                        .execute(params![
+                            t.id,
+                            t.seq,
+                            t.state,
+                            t.holder,
+                            t.attempt,
+                            lease.map(|l| l.wall_ms),
+                            t.phase,
+                            t.body,
+                            lease.map(|l| l.left_ms),
+                            lease.map(|l| l.clock_ms),
+                        ])
+                        .map_err(sql)?;
+                }
+                for (id, lease) in &rows.leases {
+                    put_lease
+                        .execute(params![
+                            id,
+                            lease.map(|l| l.left_ms),
+                            lease.map(|l| l.clock_ms),
+                            lease.map(|l| l.wall_ms)
+                        ])
+                        .map_err(sql)?;
+                }
+                for (name, body) in &rows.workers {
+                    put_worker.execute(params![name, body]).map_err(sql)?;
+                }
+                for e in &rows.events {
+                    put_event
+                        .execute(params![rows.wall_ms, e.kind, e.task, e.worker, e.attempt, e.detail])
+                        .map_err(sql)?;
+                }
+                for (key, value) in &rows.meta {
+                    put_meta.execute(params![key, value]).map_err(sql)?;
+                }
+                // The clock moves with every commit: the leases written are measured on it.
+                put_meta.execute(params![HUB_CLOCK, rows.clock_ms.to_string()]).map_err(sql)?;
             }
-            // The clock moves with every commit: the leases written are measured on it.
-            put_meta.execute(params![HUB_CLOCK, clock.to_string()]).map_err(sql)?;
         }
         tx.commit().map_err(sql)
     }
@@ -372,6 +536,47 @@ impl Store {
             })
             .map_err(|e| self.sql(e))?;
         rows.collect::<Result<_, _>>().map_err(|e| self.sql(e))
+    }
+}
+
+/// The schema version of an existing store; `None` for a new file. Stores
+/// from before the version was written are schema 1.
+fn stored_version(conn: &Connection) -> rusqlite::Result<Option<i64>> {
+    let tables: i64 =
+        conn.query_row("SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = 'tasks'", [], |r| r.get(0))?;
+    if tables == 0 {
+        return Ok(None);
+    }
+    let value: Option<String> =
+        conn.query_row("SELECT value FROM meta WHERE key = 'schema_version'", [], |r| r.get(0)).optional()?;
+    // An unreadable version is newer than anything this mcc knows.
+    Ok(Some(value.map_or(1, |v| v.parse().unwrap_or(i64::MAX))))
+}
+
+/// Bring a schema-1 store to schema 2 in one transaction: a crash halfway
+/// leaves schema 1 as it was.
+fn migrate_from_1(conn: &Connection) -> rusqlite::Result<()> {
+    conn.execute_batch("BEGIN IMMEDIATE")?;
+    let migrated = (|| {
+        // Stores from before leases were kept as time left.
+        for column in ["lease_left_ms", "lease_clock_ms"] {
+            if !has_column(conn, column)? {
+                conn.execute_batch(&format!("ALTER TABLE tasks ADD COLUMN {column} INTEGER"))?;
+            }
+        }
+        conn.execute_batch(MIGRATE_1_TO_2)?;
+        conn.execute(
+            "INSERT INTO meta (key, value) VALUES ('schema_version', ?1) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+            [SCHEMA_VERSION.to_string()],
+        )?;
+        Ok(())
+    })();
+    match migrated {
+        Ok(()) => conn.execute_batch("COMMIT"),
+        Err(e) => {
+            let _ = conn.execute_batch("ROLLBACK");
+            Err(e)
+        }
     }
 }
 
@@ -458,5 +663,91 @@ mod tests {
         // t7's lease was moved 5 minutes on (on the hub clock, not the wall); the others kept theirs.
         assert!(left("t7") > Duration::from_mins(14), "{:?}", left("t7"));
         assert!(left("t0") > Duration::from_secs(590) && left("t0") <= Duration::from_mins(10), "{:?}", left("t0"));
+    }
+
+    /// A schema-1 store as mcc wrote it before schema 2 (leases as a
+    /// wall-clock deadline only: the oldest kind).
+    const SCHEMA_1: &str = "
+        CREATE TABLE tasks (id TEXT PRIMARY KEY, seq INTEGER NOT NULL, state TEXT NOT NULL, holder TEXT,
+            attempt INTEGER NOT NULL, lease_deadline_ms INTEGER, phase TEXT, body TEXT NOT NULL);
+        CREATE TABLE workers (name TEXT PRIMARY KEY, body TEXT NOT NULL);
+        CREATE TABLE events (id INTEGER PRIMARY KEY AUTOINCREMENT, at_ms INTEGER NOT NULL, kind TEXT NOT NULL,
+            task_id TEXT, worker TEXT, attempt INTEGER, detail TEXT);
+        CREATE INDEX events_task ON events(task_id);
+        CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);";
+
+    #[test]
+    fn a_schema_1_store_is_migrated_with_every_row_and_its_leases() {
+        let dir = tempfile::tempdir().unwrap();
+        let now = Instant::now();
+        let mut s = Scheduler::new(Settings { lease: Duration::from_mins(10), max_attempts: 3 });
+        s.add_tasks(vec![TaskSpec::new("a", "first"), TaskSpec::new("b", "second")], None, now).unwrap();
+        s.offer("w", now, |_, ready| ready.first().map(|t| t.spec.id.clone()));
+        {
+            let conn = Connection::open(dir.path().join("state.db")).unwrap();
+            conn.execute_batch(SCHEMA_1).unwrap();
+            let deadline = now_ms() + 300_000;
+            for t in s.tasks() {
+                let lease = t.lease_until.map(|_| deadline);
+                let body = serde_json::to_string(t).unwrap();
+                conn.execute(
+                    "INSERT INTO tasks VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                    params![t.spec.id, t.seq as i64, t.state.name(), t.holder, t.attempt, lease, t.phase, body],
+                )
+                .unwrap();
+            }
+            let w = serde_json::to_string(s.worker("w").unwrap()).unwrap();
+            conn.execute("INSERT INTO workers VALUES ('w', ?1)", [w]).unwrap();
+            for kind in ["created", "created", "assigned"] {
+                conn.execute("INSERT INTO events (at_ms, kind, task_id) VALUES (1, ?1, 'a')", [kind]).unwrap();
+            }
+            conn.execute_batch("INSERT INTO meta VALUES ('schema_version', '1'), ('phase', 'one')").unwrap();
+        }
+
+        let store = Store::open(dir.path()).unwrap();
+        assert_eq!(store.meta("schema_version").unwrap().as_deref(), Some("2"));
+        assert_eq!(store.meta("phase").unwrap().as_deref(), Some("one"));
+        let (tasks, workers) = store.load().unwrap();
+        let states: Vec<(&str, TaskState)> = tasks.iter().map(|t| (t.spec.id.as_str(), t.state)).collect();
+        assert_eq!(states, [("a", TaskState::Assigned), ("b", TaskState::Ready)]);
+        let left = tasks[0].lease_left(Instant::now()).unwrap();
+        assert!(left > Duration::from_secs(290) && left <= Duration::from_mins(5), "{left:?}");
+        assert_eq!(workers[0].name, "w");
+        let events: Vec<(i64, String)> = store.events().unwrap().into_iter().map(|e| (e.id, e.kind)).collect();
+        assert_eq!(events, [(1, "created".into()), (2, "created".into()), (3, "assigned".into())]);
+        // The new tables: no rowid b-tree beside the key, no sequence table, no unused index.
+        let sql: Vec<String> = store
+            .conn
+            .prepare("SELECT sql FROM sqlite_master WHERE sql IS NOT NULL ORDER BY name")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        assert_eq!(sql.iter().filter(|t| t.contains("WITHOUT ROWID")).count(), 3, "{sql:?}");
+        assert!(
+            !sql.iter().any(|t| t.contains("AUTOINCREMENT") || t.contains("events_task") || t.contains("_v1")),
+            "{sql:?}"
+        );
+        drop(store);
+
+        // Opened again: nothing to migrate, and a commit goes on from the last event.
+        let mut store = Store::open(dir.path()).unwrap();
+        let changes = s.take_changes();
+        store.commit(&s, &changes, &[]).unwrap();
+        let ids: Vec<i64> = store.events().unwrap().into_iter().map(|e| e.id).collect();
+        assert_eq!(ids.len(), 3 + changes.events.len());
+        assert!(ids.windows(2).all(|w| w[0] < w[1]), "{ids:?}");
+    }
+
+    #[test]
+    fn a_store_from_a_newer_mcc_is_refused_untouched() {
+        let dir = tempfile::tempdir().unwrap();
+        drop(Store::open(dir.path()).unwrap());
+        let conn = Connection::open(dir.path().join("state.db")).unwrap();
+        conn.execute("UPDATE meta SET value = '3' WHERE key = 'schema_version'", []).unwrap();
+        drop(conn);
+        let err = Store::open(dir.path()).err().expect("refused").to_string();
+        assert!(err.contains("schema version 3") && err.contains("upgrade mcc"), "{err}");
     }
 }
