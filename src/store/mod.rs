@@ -162,10 +162,11 @@ impl Clock {
 /// A lease as stored: time left, its deadline on the hub clock, and a
 /// wall-clock deadline for people reading the file.
 #[derive(Debug, Clone, Copy)]
+/// All in ms.
 struct StoredLease {
-    left_ms: i64,
-    clock_ms: i64,
-    wall_ms: i64,
+    left: i64,
+    on_clock: i64,
+    wall: i64,
 }
 
 #[derive(Debug)]
@@ -216,7 +217,7 @@ impl Rows {
         let lease_of = |task: &Task| {
             task.lease_until.map(|until| {
                 let left_ms = until.saturating_duration_since(now).as_millis() as i64;
-                StoredLease { left_ms, clock_ms: clock_ms + left_ms, wall_ms: wall_ms + left_ms }
+                StoredLease { left: left_ms, on_clock: clock_ms + left_ms, wall: wall_ms + left_ms }
             })
         };
         let tasks = changes
@@ -462,11 +463,11 @@ impl Store {
                             t.state,
                             t.holder,
                             t.attempt,
-                            lease.map(|l| l.wall_ms),
+                            lease.map(|l| l.wall),
                             t.phase,
                             t.body,
-                            lease.map(|l| l.left_ms),
-                            lease.map(|l| l.clock_ms),
+                            lease.map(|l| l.left),
+                            lease.map(|l| l.on_clock),
                         ])
                         .map_err(sql)?;
                 }
@@ -474,9 +475,9 @@ impl Store {
                     put_lease
                         .execute(params![
                             id,
-                            lease.map(|l| l.left_ms),
-                            lease.map(|l| l.clock_ms),
-                            lease.map(|l| l.wall_ms)
+                            lease.map(|l| l.left),
+                            lease.map(|l| l.on_clock),
+                            lease.map(|l| l.wall)
                         ])
                         .map_err(sql)?;
                 }
