@@ -234,6 +234,7 @@ fn throughput(bin: &Path, table: &mut Table) {
         let hub = Hub::start(bin, dir.path());
         let tasks: Vec<Value> = (0..n).map(|i| wire::task(&format!("t{i}"), &[], &[])).collect();
         add_tasks(&mut connect(&hub.url), &tasks);
+        let cpu_before = hub.cpu_by_thread();
         let start = Instant::now();
         let handles: Vec<JoinHandle<Vec<Duration>>> = (0..workers)
             .map(|k| {
@@ -246,12 +247,31 @@ fn throughput(bin: &Path, table: &mut Table) {
             .collect();
         let handoffs: Vec<Duration> = handles.into_iter().flat_map(|h| h.join().unwrap()).collect();
         let rate = n as f64 / start.elapsed().as_secs_f64();
+        let cpu = cpu_per_task(&cpu_before, &hub.cpu_by_thread(), n);
         let kind = if old { "old-protocol" } else { "mcc next/done" };
         table.row(
             format!("{n} tasks, {workers} {kind} worker(s)"),
-            format!("{rate:.0} tasks/s; handoff {}", spread(handoffs)),
+            format!("{rate:.0} tasks/s; handoff {}; hub CPU per task {cpu}", spread(handoffs)),
         );
     }
+}
+
+/// Hub CPU per task between two readings, in all and by thread: it stays
+/// comparable on a shared machine where tasks/s does not.
+fn cpu_per_task(
+    before: &std::collections::BTreeMap<String, Duration>,
+    after: &std::collections::BTreeMap<String, Duration>,
+    tasks: usize,
+) -> String {
+    let per_task = |d: Duration| d.as_secs_f64() * 1e6 / tasks as f64;
+    let used: Vec<(String, f64)> = after
+        .iter()
+        .map(|(name, t)| (name.clone(), per_task(t.saturating_sub(before.get(name).copied().unwrap_or_default()))))
+        .filter(|(_, us)| *us > 0.0)
+        .collect();
+    let total: f64 = used.iter().map(|(_, us)| us).sum();
+    let parts: Vec<String> = used.iter().map(|(name, us)| format!("{name} {us:.0}")).collect();
+    format!("{total:.0} µs ({})", parts.join(", "))
 }
 
 // ---------------------------------------------------------------- big queues

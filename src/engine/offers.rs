@@ -140,7 +140,7 @@ impl Engine {
                 ),
             });
         }
-        let candidates = self.scheduler.candidates(64);
+        let candidates = self.scheduler.candidates(self.policy.choices());
         let choice = if candidates.is_empty() {
             Ok(None)
         } else {

@@ -34,6 +34,12 @@ pub trait Policy {
         scheduler: &Scheduler,
     ) -> Result<Option<TaskId>, PolicyError>;
 
+    /// How many ready tasks `assign` is shown at most: a policy that always
+    /// takes the first asks for one, and the scheduler gathers no more.
+    fn choices(&self) -> usize {
+        64
+    }
+
     /// Whether a submitted result is good enough. `validation` is the outcome
     /// of the task's validation command, when it has one. `Ok(None)`: the
     /// verdict is pending on a command (see [`Policy::take_commands`]); it
@@ -133,6 +139,10 @@ impl Policy for DefaultPolicy {
 
     fn assign(&mut self, _: &Worker, ready: &[&Task], _: &Scheduler) -> Result<Option<TaskId>, PolicyError> {
         Ok(ready.first().map(|t| t.spec.id.clone()))
+    }
+
+    fn choices(&self) -> usize {
+        1
     }
 
     fn accept(
