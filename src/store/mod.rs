@@ -1,7 +1,9 @@
 //! The durable task store: one `SQLite` file in WAL mode with
-//! `synchronous=FULL`, written by one owner. A batch of changes is one
-//! transaction (group commit), committed before anything is acknowledged;
-//! it writes only the rows that changed, updated in place.
+//! `synchronous=FULL`, written by one owner. A batch of changes becomes
+//! [`Rows`] on the thread that owns the scheduler and is written by the
+//! [`writer::Writer`] thread, which groups what waits for it into one
+//! transaction, committed before anything is acknowledged; it writes only
+//! the rows that changed, updated in place.
 //!
 //! Leases are kept on the hub clock: the hub's running time summed over
 //! its runs, stored as one `meta` row with every commit. A lease's deadline
