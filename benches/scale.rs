@@ -1,7 +1,7 @@
 //! `cargo bench --bench scale`: how the hub's costs grow with the queue
 //! (issue 10), measured on the real release binary.
 //!
-//! Sections (pick some with `MCC_SCALE_ONLY=throughput,queue,same-file,report`):
+//! Sections (pick some with `MCC_SCALE_ONLY=throughput,queue,same-file,report,workflow`):
 //!
 //! - `throughput`: 1 and 4 old-protocol and mcc workers on persistent
 //!   connections draining `MCC_SCALE_THROUGHPUT_TASKS` (4,000) tasks: tasks/s
@@ -15,7 +15,14 @@
 //!   tasks that all write one file (one of them held, so every offer walks
 //!   the reserved ones) and `MCC_SCALE_SAME_FILE_WAITERS` (30) waiters;
 //! - `report`: a report file renamed into `.mcc/reports/` -> the next task
-//!   handed to a waiting worker, p50/p99 over `MCC_SCALE_REPORT_ROUNDS` (20).
+//!   handed to a waiting worker, p50/p99 over `MCC_SCALE_REPORT_ROUNDS` (20);
+//! - `workflow`: a Lua workflow whose first phase left
+//!   `MCC_SCALE_WORKFLOW_TASKS` (100,000) tasks waiting behind a held gate,
+//!   and 4 mcc workers draining its current phase of
+//!   `MCC_SCALE_WORKFLOW_WORK` (2,000) tasks, with the default completion
+//!   check and with a `complete` that asks `ctx.tasks{phase=, state=}`:
+//!   tasks/s and the engine thread's CPU time per task, beside the same
+//!   drain with no backlog.
 //!
 //! `MCC_SCALE_WORKERS=mcc1,old4` runs only those throughput configurations
 //! (handy under `perf record`). `MCC_SCALE_QUICK=1` shrinks every size so the run takes under a minute;
@@ -74,6 +81,10 @@ mod wire {
 
     pub fn snapshot() -> Value {
         json!({"type": "snapshot"})
+    }
+
+    pub fn load_workflow(path: &str) -> Value {
+        json!({"type": "load_workflow", "path": path})
     }
 
     pub fn show_task(id: &str) -> Value {
@@ -483,6 +494,114 @@ fn report_file(bin: &Path, table: &mut Table) {
     table.row("report file renamed -> next task to a waiting worker", spread(times));
 }
 
+// ---------------------------------------------------------------- workflows
+
+/// A workflow whose `backlog` phase leaves `backlog` tasks waiting on a
+/// `gate` task (and is complete at once), then a `work` phase of `work`
+/// independent tasks. `complete` is the work phase's completion check, or
+/// none for the default one.
+fn workflow_source(backlog: usize, work: usize, complete: Option<&str>) -> String {
+    let complete = complete.map_or_else(String::new, |c| format!("complete = {c},"));
+    format!(
+        r#"
+return {{
+  name = "bench-workflow",
+  phases = {{
+    {{ name = "backlog",
+      split = function(ctx)
+        local out = {{ {{ id = "gate", description = "held all along" }} }}
+        for i = 1, {backlog} do
+          out[#out + 1] = {{ id = "b" .. i, description = "backlog", after = {{ "gate" }} }}
+        end
+        return out
+      end,
+      complete = function() return true end }},
+    {{ name = "work",
+      split = function(ctx)
+        local out = {{}}
+        for i = 1, {work} do out[#out + 1] = {{ id = "w" .. i, description = "work" }} end
+        return out
+      end,
+      {complete} }},
+  }},
+}}
+"#
+    )
+}
+
+/// CPU seconds (user + system) of the hub's `mcc-engine` thread so far.
+fn engine_cpu(pid: u32) -> f64 {
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap().map_while(Result::ok) {
+        if std::fs::read_to_string(task.path().join("comm")).is_ok_and(|c| c.trim() == "mcc-engine") {
+            let stat = std::fs::read_to_string(task.path().join("stat")).unwrap();
+            // Fields after the `(comm)`: state is 3rd, utime 14th, stime 15th.
+            let rest: Vec<&str> = stat.rsplit_once(')').unwrap().1.split_whitespace().collect();
+            let ticks: f64 = rest[11].parse::<f64>().unwrap() + rest[12].parse::<f64>().unwrap();
+            return ticks / 100.0;
+        }
+    }
+    panic!("no mcc-engine thread in process {pid}")
+}
+
+/// Load the workflow, hold the gate, and drain the work phase with 4 mcc
+/// workers; (tasks/s, engine CPU microseconds per task).
+fn workflow_drain(bin: &Path, backlog: usize, work: usize, complete: Option<&str>) -> (f64, f64) {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("bench.lua"), workflow_source(backlog, work, complete)).unwrap();
+    let hub = Hub::start(bin, dir.path());
+    let mut ws = connect(&hub.url);
+    let loaded = ask(&mut ws, &wire::load_workflow("bench.lua"));
+    assert_eq!(loaded["type"], "ack", "{loaded}");
+    let gate = wire::offered(&ask(&mut ws, &wire::next("holder", 0))).expect("the gate");
+    assert_eq!(gate.id, "gate");
+    let before = engine_cpu(hub.pid());
+    let start = Instant::now();
+    let workers: Vec<JoinHandle<usize>> = (0..4)
+        .map(|k| {
+            let mut ws = connect(&hub.url);
+            std::thread::spawn(move || {
+                let name = format!("w{k}");
+                let mut taken = 0;
+                let mut current = wire::offered(&ask(&mut ws, &wire::next(&name, 0)));
+                while let Some(task) = current {
+                    taken += 1;
+                    current = wire::offered(&ask(&mut ws, &wire::done(&name, &task, 0)));
+                }
+                taken
+            })
+        })
+        .collect();
+    let drained: usize = workers.into_iter().map(|h| h.join().unwrap()).sum();
+    let took = start.elapsed();
+    let engine = engine_cpu(hub.pid()) - before;
+    assert_eq!(drained, work, "the workers drained the work phase");
+    (work as f64 / took.as_secs_f64(), engine / work as f64 * 1e6)
+}
+
+fn workflow(bin: &Path, table: &mut Table) {
+    let backlog = env_usize("MCC_SCALE_WORKFLOW_TASKS", 10_000, 100_000);
+    let work = env_usize("MCC_SCALE_WORKFLOW_WORK", 500, 2_000);
+    println!("workflow: {work} tasks in the current phase, 4 mcc workers, 0 or {backlog} tasks in an earlier phase");
+    let checks = [
+        ("default complete", None),
+        (
+            "complete asking ctx.tasks{phase=, state=}",
+            Some(
+                r#"function(phase, ctx) return phase.all_accepted and #ctx.tasks{ phase = ctx.phase, state = "blocked" } == 0 end"#,
+            ),
+        ),
+    ];
+    for (label, complete) in checks {
+        for queue in [0, backlog] {
+            let (rate, per_task) = workflow_drain(bin, queue, work, complete);
+            table.row(
+                format!("workflow, {label}: {work} tasks, {queue} in an earlier phase"),
+                format!("{rate:.0} tasks/s; engine {per_task:.0} us/task"),
+            );
+        }
+    }
+}
+
 fn main() {
     if std::env::args().any(|a| a == "--list") {
         return;
@@ -501,6 +620,9 @@ fn main() {
     }
     if section_wanted("report") {
         report_file(&bin, &mut table);
+    }
+    if section_wanted("workflow") {
+        workflow(&bin, &mut table);
     }
     table.print();
 }

@@ -61,6 +61,11 @@ impl Hub {
         Self { child, url, listening_after }
     }
 
+    /// The hub's process id (for its threads' CPU time in `/proc`).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// (`VmRSS`, `VmHWM`) in MiB.
     pub fn memory_mib(&self) -> (f64, f64) {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap_or_default();

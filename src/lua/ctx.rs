@@ -243,20 +243,19 @@ fn work(lua: &Lua, ctx: &Table, shared: &Rc<Shared>) -> mlua::Result<()> {
                 Some(f) => (f.get::<Option<String>>("state")?, f.get::<Option<String>>("phase")?),
                 None => (None, None),
             };
-            if let Some(s) = &state
-                && !TaskState::ALL.iter().any(|t| t.name() == s)
-            {
-                return Err(mlua::Error::runtime(format!(
-                    "ctx.tasks: unknown state `{s}`; use waiting, ready, assigned, submitted, accepted, blocked, failed or cancelled"
-                )));
-            }
+            let state = match state {
+                None => None,
+                Some(s) => Some(TaskState::ALL.into_iter().find(|t| t.name() == s).ok_or_else(|| {
+                    mlua::Error::runtime(format!(
+                        "ctx.tasks: unknown state `{s}`; use waiting, ready, assigned, submitted, accepted, blocked, failed or cancelled"
+                    ))
+                })?),
+            };
             with_scheduler(lua, |sched| {
-                let list = lua.create_table()?;
-                let chosen = sched.tasks_in_order().into_iter().filter(|t| {
-                    state.as_deref().is_none_or(|s| t.state.name() == s)
-                        && phase.as_deref().is_none_or(|p| t.phase.as_deref() == Some(p))
-                });
-                for (i, t) in chosen.enumerate() {
+                // From the scheduler's indexes: only the tasks listed are walked.
+                let chosen = sched.select(phase.as_deref(), state);
+                let list = lua.create_table_with_capacity(chosen.len(), 0)?;
+                for (i, t) in chosen.into_iter().enumerate() {
                     list.raw_set(i + 1, views::task(lua, t)?)?;
                 }
                 Ok(list)

@@ -472,14 +472,14 @@ impl Workflow {
     }
 
     /// `previous` for `split`: earlier phases by name, `tasks`, `last`. Owned
-    /// views: a split may park in `ctx.run` and read them after.
+    /// views: a split may park in `ctx.run` and read them after. Only the
+    /// earlier phases' tasks are walked, from the scheduler's phase index.
     fn previous(&self, scheduler: &Scheduler) -> mlua::Result<Table> {
         let previous = self.lua.create_table()?;
-        let all = scheduler.tasks_in_order();
         let accepted = self.lua.create_table()?;
         let mut n = 0;
         for (i, phase) in self.phases[..self.current].iter().enumerate() {
-            let tasks: Vec<&Task> = all.iter().copied().filter(|t| t.phase.as_deref() == Some(&phase.name)).collect();
+            let tasks: Vec<&Task> = scheduler.select(Some(&phase.name), None).into_iter().collect();
             for t in tasks.iter().filter(|t| t.state == TaskState::Accepted) {
                 n += 1;
                 accepted.raw_set(n, views::task(&self.lua, t)?)?;
@@ -494,18 +494,21 @@ impl Workflow {
         Ok(previous)
     }
 
+    /// Whether the current phase is complete: by its `complete`, or when
+    /// every task of it is accepted or cancelled (counted by the scheduler's
+    /// phase index: asked on every batch, it must not walk the tasks).
     fn is_complete(&self, scheduler: &Scheduler) -> Result<bool, String> {
         let phase = &self.phases[self.current];
-        let ours = |t: &&Task| t.phase.as_deref() == Some(phase.name.as_str());
         let Some(complete) = &phase.complete else {
-            // Stops at the first open task: cheap while a phase runs.
-            return Ok(scheduler
-                .tasks()
-                .filter(ours)
-                .all(|t| matches!(t.state, TaskState::Accepted | TaskState::Cancelled)));
+            let count = |state| scheduler.phase_count(&phase.name, state);
+            let open = TaskState::ALL
+                .into_iter()
+                .filter(|s| !matches!(s, TaskState::Accepted | TaskState::Cancelled))
+                .map(count)
+                .sum::<usize>();
+            return Ok(open == 0);
         };
-        let mut tasks: Vec<&Task> = scheduler.tasks().filter(ours).collect();
-        tasks.sort_by_key(|t| t.seq);
+        let tasks: Vec<&Task> = scheduler.select(Some(&phase.name), None).into_iter().collect();
         self.call(scheduler, self.current, "complete", |scope| {
             let view =
                 views::phase(&self.lua, &phase.name, &tasks, |t| scope.create_userdata_ref(t).map(Value::UserData))?;
@@ -522,7 +525,7 @@ impl Workflow {
                     return;
                 }
                 let name = self.phases[self.current].name.clone();
-                let has_tasks = scheduler.tasks().any(|t| t.phase.as_deref() == Some(name.as_str()));
+                let has_tasks = !scheduler.select(Some(&name), None).is_empty();
                 if !has_tasks {
                     if self.splitting[self.current] {
                         return;
@@ -725,7 +728,7 @@ impl Policy for Workflow {
             && self.phases[self.current].complete.is_none();
         let phases_done = self.current >= self.phases.len() || (last && self.is_complete(scheduler).unwrap_or(false));
         // Work still open (a task a hook or a coordinator added) keeps workers on.
-        phases_done && !scheduler.tasks().any(|t| !t.state.is_terminal())
+        phases_done && (scheduler.is_empty() || scheduler.all_terminal())
     }
 
     fn state(&mut self) -> Vec<(&'static str, String)> {

@@ -562,3 +562,47 @@ end } } }"#,
     });
     assert!(!f.dir.path().join("late").exists(), "the background job died with its group");
 }
+
+#[test]
+fn phase_views_and_ctx_tasks_list_a_phase_in_creation_order_from_the_indexes() {
+    let mut f = Fixture::new();
+    let mut w = f
+        .load(
+            r#"local function ids(list)
+  local out = {}
+  for _, t in ipairs(list) do out[#out + 1] = t.id end
+  return table.concat(out, ",")
+end
+local function same(got, want) assert(got == want, "got " .. got .. ", want " .. want) end
+return { name = "order", phases = {
+  { name = "one", tasks = { { id = "a", description = "a" }, { id = "b", description = "b" }, { id = "c", description = "c" } } },
+  { name = "two", split = function(ctx, previous)
+      same(ids(previous.one.tasks), "a,b,c")
+      same(ids(previous.tasks), "a,c")
+      same(ids(ctx.tasks { phase = "one" }), "a,b,c")
+      same(ids(ctx.tasks { phase = "one", state = "accepted" }), "a,c")
+      same(ids(ctx.tasks { state = "cancelled" }), "b")
+      same(ids(ctx.tasks { state = "ready" }), "x")
+      same(ids(ctx.tasks { phase = "two" }), "")
+      same(ids(ctx.tasks()), "a,b,c,x")
+      return { { id = "d", description = "d" } }
+    end },
+} }"#,
+        )
+        .unwrap();
+    let now = Instant::now();
+    // A task outside any phase neither shows in a phase nor holds one open.
+    f.scheduler.add_tasks(vec![crate::task::TaskSpec::new("x", "x")], None, now).unwrap();
+    for id in ["c", "a"] {
+        assert!(f.scheduler.grant(id, "w", now));
+        f.scheduler.submit("w", id, Report::completed(id, "w", vec![]), now).unwrap();
+        f.scheduler.judge(id, Verdict::Accept, now).unwrap();
+        w.step(&mut f.scheduler).unwrap();
+        assert_eq!(f.ids(), ["a", "b", "c", "x"], "phase one is open while b is");
+    }
+    f.scheduler.cancel("b").unwrap();
+    w.step(&mut f.scheduler).unwrap();
+    assert_eq!(f.ids(), ["a", "b", "c", "x", "d"]);
+    assert_eq!(f.scheduler.task("d").unwrap().phase.as_deref(), Some("two"));
+    assert!(!w.finished(&f.scheduler), "x and d are open");
+}
