@@ -606,3 +606,58 @@ return { name = "order", phases = {
     assert_eq!(f.scheduler.task("d").unwrap().phase.as_deref(), Some("two"));
     assert!(!w.finished(&f.scheduler), "x and d are open");
 }
+
+#[test]
+fn complete_reads_counts_and_the_phase_tasks_made_when_first_read() {
+    let mut f = Fixture::new();
+    let mut w = f
+        .load(
+            r#"return { name = "lazy", phases = {
+  { name = "one", tasks = { { id = "a", description = "a" }, { id = "b", description = "b" } },
+    complete = function(phase, ctx)
+      local tasks = phase.tasks
+      assert(rawequal(tasks, phase.tasks), "made once per call")
+      assert(phase.name == "one" and phase.counts.ready + phase.counts.accepted == 2 and phase.failed == 0)
+      return #tasks == 2 and tasks[1].id == "a" and tasks[2].state == "accepted"
+        and phase.counts.accepted == 1 and not phase.all_accepted and phase.nothing == nil
+    end },
+  { name = "two", tasks = { { id = "c", description = "c" } } },
+} }"#,
+        )
+        .unwrap();
+    let now = Instant::now();
+    f.scheduler.add_tasks(vec![crate::task::TaskSpec::new("x", "x")], None, now).unwrap();
+    assert_eq!(f.ids(), ["a", "b", "x"]);
+    assert!(f.scheduler.grant("b", "w", now));
+    f.scheduler.submit("w", "b", Report::completed("b", "w", vec![]), now).unwrap();
+    f.scheduler.judge("b", Verdict::Accept, now).unwrap();
+    w.step(&mut f.scheduler).unwrap();
+    assert_eq!(f.ids(), ["a", "b", "x", "c"]);
+}
+
+#[test]
+fn added_tasks_are_checked_against_the_hub_the_queued_ones_and_their_own_batch() {
+    let mut f = Fixture::new();
+    let mut w = f
+        .load(
+            r#"local function refused(f, arg, want)
+  local ok, e = pcall(f, arg)
+  assert(not ok and tostring(e):find(want, 1, true), tostring(e))
+end
+return { name = "adds", phases = { { name = "p", tasks = { { id = "a", description = "a" } },
+  on = { worker_joined = function(worker, ctx)
+    ctx.add_task { id = "n1", description = "n1", after = { "a" } }
+    ctx.add_tasks { { id = "n2", description = "n2", after = { "n1", "n4" } }, { id = "n3", description = "n3" },
+      { id = "n4", description = "n4" } }
+    refused(ctx.add_task, { id = "a", description = "again" }, "task `a` already exists")
+    refused(ctx.add_task, { id = "n3", description = "again" }, "task `n3` already exists")
+    refused(ctx.add_tasks, { { id = "d", description = "d" }, { id = "d", description = "d" } }, "task `d` already exists")
+    refused(ctx.add_task, { id = "e", description = "e", after = { "nope" } }, "depends on unknown task `nope`")
+  end } } } }"#,
+        )
+        .unwrap();
+    f.scheduler.see_worker("w1", Instant::now());
+    w.step(&mut f.scheduler).unwrap();
+    assert_eq!(f.ids(), ["a", "n1", "n2", "n3", "n4"]);
+    assert_eq!(f.scheduler.task("n2").unwrap().spec.dependencies, ["n1", "n4"]);
+}
