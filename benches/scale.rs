@@ -19,10 +19,11 @@
 //! - `workflow`: a Lua workflow whose first phase left
 //!   `MCC_SCALE_WORKFLOW_TASKS` (100,000) tasks waiting behind a held gate,
 //!   and 4 mcc workers draining its current phase of
-//!   `MCC_SCALE_WORKFLOW_WORK` (2,000) tasks, with the default completion
+//!   `MCC_SCALE_WORKFLOW_WORK` (8,000) tasks, with the default completion
 //!   check and with a `complete` that asks `ctx.tasks{phase=, state=}`:
-//!   tasks/s and the engine thread's CPU time per task, beside the same
-//!   drain with no backlog.
+//!   tasks/s, the engine thread's CPU time per task (one clock tick, 10 ms,
+//!   over the drain), the load and hub RSS, beside the same drain with no
+//!   backlog; `MCC_SCALE_WORKFLOW_ROUNDS` (2) runs of each.
 //!
 //! `MCC_SCALE_WORKERS=mcc1,old4` runs only those throughput configurations
 //! (handy under `perf record`). `MCC_SCALE_QUICK=1` shrinks every size so the run takes under a minute;
@@ -543,14 +544,25 @@ fn engine_cpu(pid: u32) -> f64 {
     panic!("no mcc-engine thread in process {pid}")
 }
 
+/// What one drain of a workflow's phase measured.
+struct Drained {
+    tasks_per_s: f64,
+    engine_us_per_task: f64,
+    /// `load_workflow` sent -> answered: both splits and their tasks committed.
+    load: Duration,
+    rss_mib: f64,
+}
+
 /// Load the workflow, hold the gate, and drain the work phase with 4 mcc
-/// workers; (tasks/s, engine CPU microseconds per task).
-fn workflow_drain(bin: &Path, backlog: usize, work: usize, complete: Option<&str>) -> (f64, f64) {
+/// workers.
+fn workflow_drain(bin: &Path, backlog: usize, work: usize, complete: Option<&str>) -> Drained {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("bench.lua"), workflow_source(backlog, work, complete)).unwrap();
     let hub = Hub::start(bin, dir.path());
     let mut ws = connect(&hub.url);
+    let start = Instant::now();
     let loaded = ask(&mut ws, &wire::load_workflow("bench.lua"));
+    let load = start.elapsed();
     assert_eq!(loaded["type"], "ack", "{loaded}");
     let gate = wire::offered(&ask(&mut ws, &wire::next("holder", 0))).expect("the gate");
     assert_eq!(gate.id, "gate");
@@ -575,12 +587,18 @@ fn workflow_drain(bin: &Path, backlog: usize, work: usize, complete: Option<&str
     let took = start.elapsed();
     let engine = engine_cpu(hub.pid()) - before;
     assert_eq!(drained, work, "the workers drained the work phase");
-    (work as f64 / took.as_secs_f64(), engine / work as f64 * 1e6)
+    Drained {
+        tasks_per_s: work as f64 / took.as_secs_f64(),
+        engine_us_per_task: engine / work as f64 * 1e6,
+        load,
+        rss_mib: hub.memory_mib().0,
+    }
 }
 
 fn workflow(bin: &Path, table: &mut Table) {
     let backlog = env_usize("MCC_SCALE_WORKFLOW_TASKS", 10_000, 100_000);
-    let work = env_usize("MCC_SCALE_WORKFLOW_WORK", 500, 2_000);
+    let work = env_usize("MCC_SCALE_WORKFLOW_WORK", 1_000, 8_000);
+    let rounds = env_usize("MCC_SCALE_WORKFLOW_ROUNDS", 1, 2);
     println!("workflow: {work} tasks in the current phase, 4 mcc workers, 0 or {backlog} tasks in an earlier phase");
     let checks = [
         ("default complete", None),
@@ -593,11 +611,19 @@ fn workflow(bin: &Path, table: &mut Table) {
     ];
     for (label, complete) in checks {
         for queue in [0, backlog] {
-            let (rate, per_task) = workflow_drain(bin, queue, work, complete);
-            table.row(
-                format!("workflow, {label}: {work} tasks, {queue} in an earlier phase"),
-                format!("{rate:.0} tasks/s; engine {per_task:.0} us/task"),
-            );
+            for _ in 0..rounds {
+                let d = workflow_drain(bin, queue, work, complete);
+                table.row(
+                    format!("workflow, {label}: {work} tasks, {queue} in an earlier phase"),
+                    format!(
+                        "{:.0} tasks/s; engine {:.1} us/task; load {:.0} ms; VmRSS {:.1} MiB",
+                        d.tasks_per_s,
+                        d.engine_us_per_task,
+                        ms(d.load),
+                        d.rss_mib
+                    ),
+                );
+            }
         }
     }
 }
