@@ -530,20 +530,6 @@ return {{
     )
 }
 
-/// CPU seconds (user + system) of the hub's `mcc-engine` thread so far.
-fn engine_cpu(pid: u32) -> f64 {
-    for task in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap().map_while(Result::ok) {
-        if std::fs::read_to_string(task.path().join("comm")).is_ok_and(|c| c.trim() == "mcc-engine") {
-            let stat = std::fs::read_to_string(task.path().join("stat")).unwrap();
-            // Fields after the `(comm)`: state is 3rd, utime 14th, stime 15th.
-            let rest: Vec<&str> = stat.rsplit_once(')').unwrap().1.split_whitespace().collect();
-            let ticks: f64 = rest[11].parse::<f64>().unwrap() + rest[12].parse::<f64>().unwrap();
-            return ticks / 100.0;
-        }
-    }
-    panic!("no mcc-engine thread in process {pid}")
-}
-
 /// What one drain of a workflow's phase measured.
 struct Drained {
     tasks_per_s: f64,
@@ -566,7 +552,7 @@ fn workflow_drain(bin: &Path, backlog: usize, work: usize, complete: Option<&str
     assert_eq!(loaded["type"], "ack", "{loaded}");
     let gate = wire::offered(&ask(&mut ws, &wire::next("holder", 0))).expect("the gate");
     assert_eq!(gate.id, "gate");
-    let before = engine_cpu(hub.pid());
+    let before = hub.engine_cpu();
     let start = Instant::now();
     let workers: Vec<JoinHandle<usize>> = (0..4)
         .map(|k| {
@@ -585,7 +571,7 @@ fn workflow_drain(bin: &Path, backlog: usize, work: usize, complete: Option<&str
         .collect();
     let drained: usize = workers.into_iter().map(|h| h.join().unwrap()).sum();
     let took = start.elapsed();
-    let engine = engine_cpu(hub.pid()) - before;
+    let engine = hub.engine_cpu() - before;
     assert_eq!(drained, work, "the workers drained the work phase");
     Drained {
         tasks_per_s: work as f64 / took.as_secs_f64(),

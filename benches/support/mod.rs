@@ -61,9 +61,20 @@ impl Hub {
         Self { child, url, listening_after }
     }
 
-    /// The hub's process id (for its threads' CPU time in `/proc`).
-    pub fn pid(&self) -> u32 {
-        self.child.id()
+    /// CPU seconds (user + system) the hub's `mcc-engine` thread used so
+    /// far, from `/proc` (in clock ticks of 10 ms).
+    pub fn engine_cpu(&self) -> f64 {
+        let pid = self.child.id();
+        for task in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap().map_while(Result::ok) {
+            if std::fs::read_to_string(task.path().join("comm")).is_ok_and(|c| c.trim() == "mcc-engine") {
+                let stat = std::fs::read_to_string(task.path().join("stat")).unwrap();
+                // Fields after the `(comm)`: state is 3rd, utime 14th, stime 15th.
+                let rest: Vec<&str> = stat.rsplit_once(')').unwrap().1.split_whitespace().collect();
+                let ticks: f64 = rest[11].parse::<f64>().unwrap() + rest[12].parse::<f64>().unwrap();
+                return ticks / 100.0;
+            }
+        }
+        panic!("no mcc-engine thread in hub process {pid}")
     }
 
     /// (`VmRSS`, `VmHWM`) in MiB.
