@@ -1,7 +1,7 @@
 //! `cargo bench --bench scale`: how the hub's costs grow with the queue
 //! (issue 10), measured on the real release binary.
 //!
-//! Sections (pick some with `MCC_SCALE_ONLY=throughput,queue,same-file,report`):
+//! Sections (pick some with `MCC_SCALE_ONLY=throughput,queue,same-file,report,workflow`):
 //!
 //! - `throughput`: 1 and 4 old-protocol and mcc workers on persistent
 //!   connections draining `MCC_SCALE_THROUGHPUT_TASKS` (4,000) tasks: tasks/s
@@ -15,7 +15,15 @@
 //!   tasks that all write one file (one of them held, so every offer walks
 //!   the reserved ones) and `MCC_SCALE_SAME_FILE_WAITERS` (30) waiters;
 //! - `report`: a report file renamed into `.mcc/reports/` -> the next task
-//!   handed to a waiting worker, p50/p99 over `MCC_SCALE_REPORT_ROUNDS` (20).
+//!   handed to a waiting worker, p50/p99 over `MCC_SCALE_REPORT_ROUNDS` (20);
+//! - `workflow`: a Lua workflow whose first phase left
+//!   `MCC_SCALE_WORKFLOW_TASKS` (100,000) tasks waiting behind a held gate,
+//!   and 4 mcc workers draining its current phase of
+//!   `MCC_SCALE_WORKFLOW_WORK` (8,000) tasks, with the default completion
+//!   check and with a `complete` that asks `ctx.tasks{phase=, state=}`:
+//!   tasks/s, the engine thread's CPU time per task (one clock tick, 10 ms,
+//!   over the drain), the load and hub RSS, beside the same drain with no
+//!   backlog; `MCC_SCALE_WORKFLOW_ROUNDS` (2) runs of each.
 //!
 //! `MCC_SCALE_WORKERS=mcc1,old4` runs only those throughput configurations
 //! (handy under `perf record`). `MCC_SCALE_QUICK=1` shrinks every size so the run takes under a minute;
@@ -74,6 +82,10 @@ mod wire {
 
     pub fn snapshot() -> Value {
         json!({"type": "snapshot"})
+    }
+
+    pub fn load_workflow(path: &str) -> Value {
+        json!({"type": "load_workflow", "path": path})
     }
 
     pub fn show_task(id: &str) -> Value {
@@ -503,6 +515,125 @@ fn report_file(bin: &Path, table: &mut Table) {
     table.row("report file renamed -> next task to a waiting worker", spread(times));
 }
 
+// ---------------------------------------------------------------- workflows
+
+/// A workflow whose `backlog` phase leaves `backlog` tasks waiting on a
+/// `gate` task (and is complete at once), then a `work` phase of `work`
+/// independent tasks. `complete` is the work phase's completion check, or
+/// none for the default one.
+fn workflow_source(backlog: usize, work: usize, complete: Option<&str>) -> String {
+    let complete = complete.map_or_else(String::new, |c| format!("complete = {c},"));
+    format!(
+        r#"
+return {{
+  name = "bench-workflow",
+  phases = {{
+    {{ name = "backlog",
+      split = function(ctx)
+        local out = {{ {{ id = "gate", description = "held all along" }} }}
+        for i = 1, {backlog} do
+          out[#out + 1] = {{ id = "b" .. i, description = "backlog", after = {{ "gate" }} }}
+        end
+        return out
+      end,
+      complete = function() return true end }},
+    {{ name = "work",
+      split = function(ctx)
+        local out = {{}}
+        for i = 1, {work} do out[#out + 1] = {{ id = "w" .. i, description = "work" }} end
+        return out
+      end,
+      {complete} }},
+  }},
+}}
+"#
+    )
+}
+
+/// What one drain of a workflow's phase measured.
+struct Drained {
+    tasks_per_s: f64,
+    engine_us_per_task: f64,
+    /// `load_workflow` sent -> answered: both splits and their tasks committed.
+    load: Duration,
+    rss_mib: f64,
+}
+
+/// Load the workflow, hold the gate, and drain the work phase with 4 mcc
+/// workers.
+fn workflow_drain(bin: &Path, backlog: usize, work: usize, complete: Option<&str>) -> Drained {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("bench.lua"), workflow_source(backlog, work, complete)).unwrap();
+    let hub = Hub::start(bin, dir.path());
+    let mut ws = connect(&hub.url);
+    let start = Instant::now();
+    let loaded = ask(&mut ws, &wire::load_workflow("bench.lua"));
+    let load = start.elapsed();
+    assert_eq!(loaded["type"], "ack", "{loaded}");
+    let gate = wire::offered(&ask(&mut ws, &wire::next("holder", 0))).expect("the gate");
+    assert_eq!(gate.id, "gate");
+    let before = hub.engine_cpu();
+    let start = Instant::now();
+    let workers: Vec<JoinHandle<usize>> = (0..4)
+        .map(|k| {
+            let mut ws = connect(&hub.url);
+            std::thread::spawn(move || {
+                let name = format!("w{k}");
+                let mut taken = 0;
+                let mut current = wire::offered(&ask(&mut ws, &wire::next(&name, 0)));
+                while let Some(task) = current {
+                    taken += 1;
+                    current = wire::offered(&ask(&mut ws, &wire::done(&name, &task, 0)));
+                }
+                taken
+            })
+        })
+        .collect();
+    let drained: usize = workers.into_iter().map(|h| h.join().unwrap()).sum();
+    let took = start.elapsed();
+    let engine = hub.engine_cpu() - before;
+    assert_eq!(drained, work, "the workers drained the work phase");
+    Drained {
+        tasks_per_s: work as f64 / took.as_secs_f64(),
+        engine_us_per_task: engine / work as f64 * 1e6,
+        load,
+        rss_mib: hub.memory_mib().0,
+    }
+}
+
+fn workflow(bin: &Path, table: &mut Table) {
+    let backlog = env_usize("MCC_SCALE_WORKFLOW_TASKS", 10_000, 100_000);
+    let work = env_usize("MCC_SCALE_WORKFLOW_WORK", 1_000, 8_000);
+    let rounds = env_usize("MCC_SCALE_WORKFLOW_ROUNDS", 1, 2);
+    println!("workflow: {work} tasks in the current phase, 4 mcc workers, 0 or {backlog} tasks in an earlier phase");
+    let checks = [
+        ("default complete", None),
+        (
+            "complete asking ctx.tasks{phase=, state=}",
+            Some(
+                r#"function(phase, ctx) return phase.all_accepted and #ctx.tasks{ phase = ctx.phase, state = "blocked" } == 0 end"#,
+            ),
+        ),
+    ];
+    for (label, complete) in checks {
+        for queue in [0, backlog] {
+            for _ in 0..rounds {
+                let d = workflow_drain(bin, queue, work, complete);
+                table.row(
+                    format!("workflow, {label}: {work} tasks, {queue} in an earlier phase"),
+                    format!(
+                        "{:.0} tasks/s; engine {:.1} us/task; load {:.0} ms; VmRSS {:.1} MiB",
+                        d.tasks_per_s,
+                        d.engine_us_per_task,
+                        ms(d.load),
+                        d.rss_mib
+                    ),
+                );
+            }
+        }
+    }
+}
+
 fn main() {
     if std::env::args().any(|a| a == "--list") {
         return;
@@ -521,6 +652,9 @@ fn main() {
     }
     if section_wanted("report") {
         report_file(&bin, &mut table);
+    }
+    if section_wanted("workflow") {
+        workflow(&bin, &mut table);
     }
     table.print();
 }

@@ -80,6 +80,13 @@ impl Hub {
         by_name
     }
 
+    /// CPU seconds (user + system) the hub's `mcc-engine` thread used so far.
+    pub fn engine_cpu(&self) -> f64 {
+        let by_thread = self.cpu_by_thread();
+        let engine = by_thread.get("mcc-engine").unwrap_or_else(|| panic!("no mcc-engine thread in the hub process"));
+        engine.as_secs_f64()
+    }
+
     /// (`VmRSS`, `VmHWM`) in MiB.
     pub fn memory_mib(&self) -> (f64, f64) {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap_or_default();

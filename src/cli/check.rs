@@ -8,7 +8,7 @@ use serde_json::json;
 
 use super::exit;
 use crate::lua::Workflow;
-use crate::scheduler::{Scheduler, Settings};
+use crate::scheduler::{Scheduler, Settings, Task};
 
 /// Check a workflow file: print the first phase's tasks, or every error with its `file:line`.
 #[derive(Debug, Args)]
@@ -64,9 +64,9 @@ pub fn run(args: CheckArgs) -> u8 {
         Ok(workflow) => {
             let phases = workflow.phase_names();
             let tasks = scheduler.tasks_in_order();
-            let first = tasks.first().and_then(|t| t.phase.clone()).unwrap_or_else(|| phases[0].clone());
+            let first = tasks.iter().next().and_then(|t| t.phase.clone()).unwrap_or_else(|| phases[0].clone());
             if args.json {
-                let list: Vec<_> = tasks.iter().map(|t| t.to_wire()).collect();
+                let list: Vec<_> = tasks.iter().map(Task::to_wire).collect();
                 let out = json!({"ok": true, "workflow": workflow.workflow_name(), "phases": phases, "phase": first, "tasks": list});
                 println!("{out}");
             } else {

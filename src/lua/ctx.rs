@@ -5,6 +5,7 @@
 //! Every path a `ctx` function takes is resolved inside the project root,
 //! symlinks included ([`inside`]); one that leads out is refused.
 
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 use std::time::Duration;
@@ -243,20 +244,19 @@ fn work(lua: &Lua, ctx: &Table, shared: &Rc<Shared>) -> mlua::Result<()> {
                 Some(f) => (f.get::<Option<String>>("state")?, f.get::<Option<String>>("phase")?),
                 None => (None, None),
             };
-            if let Some(s) = &state
-                && !TaskState::ALL.iter().any(|t| t.name() == s)
-            {
-                return Err(mlua::Error::runtime(format!(
-                    "ctx.tasks: unknown state `{s}`; use waiting, ready, assigned, submitted, accepted, blocked, failed or cancelled"
-                )));
-            }
+            let state = match state {
+                None => None,
+                Some(s) => Some(TaskState::ALL.into_iter().find(|t| t.name() == s).ok_or_else(|| {
+                    mlua::Error::runtime(format!(
+                        "ctx.tasks: unknown state `{s}`; use waiting, ready, assigned, submitted, accepted, blocked, failed or cancelled"
+                    ))
+                })?),
+            };
             with_scheduler(lua, |sched| {
-                let list = lua.create_table()?;
-                let chosen = sched.tasks_in_order().into_iter().filter(|t| {
-                    state.as_deref().is_none_or(|s| t.state.name() == s)
-                        && phase.as_deref().is_none_or(|p| t.phase.as_deref() == Some(p))
-                });
-                for (i, t) in chosen.enumerate() {
+                // From the scheduler's indexes: only the tasks listed are walked.
+                let chosen = sched.select(phase.as_deref(), state);
+                let list = lua.create_table_with_capacity(chosen.len(), 0)?;
+                for (i, t) in chosen.into_iter().enumerate() {
                     list.raw_set(i + 1, views::task(lua, t)?)?;
                 }
                 Ok(list)
@@ -329,19 +329,18 @@ fn add_tasks(lua: &Lua, shared: &Shared, items: Vec<Value>) -> mlua::Result<Vec<
         );
     }
     with_scheduler(lua, |s| {
-        let changes = shared.changes.borrow();
-        let queued =
-            |id: &str| changes.iter().any(|c| matches!(c, Change::Add(list, _) if list.iter().any(|t| t.id == id)));
-        for (i, spec) in specs.iter().enumerate() {
-            let earlier = |id: &str| specs[..i].iter().any(|t| t.id == id);
-            if s.task(&spec.id).is_some() || queued(&spec.id) || earlier(&spec.id) {
+        let queued = shared.changes.borrow();
+        let batch: HashSet<&str> = specs.iter().map(|t| t.id.as_str()).collect();
+        let mut earlier: HashSet<&str> = HashSet::with_capacity(specs.len());
+        for spec in &specs {
+            if s.task(&spec.id).is_some() || queued.adds(&spec.id) || !earlier.insert(&spec.id) {
                 return Err(mlua::Error::runtime(format!(
                     "ctx.add_task: task `{}` already exists; give the new task another id",
                     spec.id
                 )));
             }
             for dep in &spec.dependencies {
-                if s.task(dep).is_none() && !queued(dep) && !specs.iter().any(|t| &t.id == dep) {
+                if s.task(dep).is_none() && !queued.adds(dep) && !batch.contains(dep.as_str()) {
                     return Err(mlua::Error::runtime(format!(
                         "ctx.add_task: task `{}` depends on unknown task `{dep}`",
                         spec.id

@@ -65,6 +65,42 @@ pub(crate) enum Change {
     Retry(TaskId),
 }
 
+/// Changes asked for from Lua, in order, with the ids of the tasks they
+/// add: checking a new task against them is a look-up, not a walk, however
+/// many tasks a call adds.
+#[derive(Default)]
+pub(crate) struct Queued {
+    list: Vec<Change>,
+    adding: HashSet<TaskId>,
+}
+
+impl Queued {
+    pub fn push(&mut self, change: Change) {
+        if let Change::Add(specs, _) = &change {
+            self.adding.extend(specs.iter().map(|t| t.id.clone()));
+        }
+        self.list.push(change);
+    }
+
+    /// Whether a queued change adds task `id`.
+    pub fn adds(&self, id: &str) -> bool {
+        self.adding.contains(id)
+    }
+
+    pub fn take(&mut self) -> Vec<Change> {
+        self.adding.clear();
+        std::mem::take(&mut self.list)
+    }
+
+    pub fn clear(&mut self) {
+        self.take();
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.list.is_empty()
+    }
+}
+
 /// What the Rust functions given to Lua share with the workflow.
 pub(crate) struct Shared {
     root: PathBuf,
@@ -74,7 +110,7 @@ pub(crate) struct Shared {
     lease: RefCell<Option<String>>,
     /// The current phase: where `ctx.add_task` puts its tasks.
     phase: RefCell<String>,
-    changes: RefCell<Vec<Change>>,
+    changes: RefCell<Queued>,
     log: RefCell<Vec<String>>,
     /// Modules `require` read from disk, with their text: edits reload the workflow.
     modules: RefCell<Vec<(PathBuf, String)>>,
@@ -178,7 +214,7 @@ impl Workflow {
             name: RefCell::new(String::new()),
             lease: RefCell::new(None),
             phase: RefCell::new(String::new()),
-            changes: RefCell::new(Vec::new()),
+            changes: RefCell::default(),
             log: RefCell::new(Vec::new()),
             modules: RefCell::new(Vec::new()),
         });
@@ -418,7 +454,7 @@ impl Workflow {
 
     /// Apply what scripts queued through `ctx`; problems go to `errors`.
     fn apply_changes(&self, scheduler: &mut Scheduler, errors: &mut Vec<String>) {
-        let changes = std::mem::take(&mut *self.shared.changes.borrow_mut());
+        let changes = self.shared.changes.borrow_mut().take();
         for change in changes {
             let result = match change {
                 Change::Add(specs, phase) => {
@@ -472,19 +508,25 @@ impl Workflow {
     }
 
     /// `previous` for `split`: earlier phases by name, `tasks`, `last`. Owned
-    /// views: a split may park in `ctx.run` and read them after.
+    /// views: a split may park in `ctx.run` and read them after. Only the
+    /// earlier phases' tasks are walked, from the scheduler's phase index.
     fn previous(&self, scheduler: &Scheduler) -> mlua::Result<Table> {
         let previous = self.lua.create_table()?;
-        let all = scheduler.tasks_in_order();
         let accepted = self.lua.create_table()?;
         let mut n = 0;
         for (i, phase) in self.phases[..self.current].iter().enumerate() {
-            let tasks: Vec<&Task> = all.iter().copied().filter(|t| t.phase.as_deref() == Some(&phase.name)).collect();
-            for t in tasks.iter().filter(|t| t.state == TaskState::Accepted) {
-                n += 1;
-                accepted.raw_set(n, views::task(&self.lua, t)?)?;
+            let view = views::phase(&self.lua, scheduler, &phase.name)?;
+            let tasks = scheduler.select(Some(&phase.name), None);
+            let list = self.lua.create_table_with_capacity(tasks.len(), 0)?;
+            for (i, t) in tasks.into_iter().enumerate() {
+                let task = views::task(&self.lua, t)?;
+                if t.state == TaskState::Accepted {
+                    n += 1;
+                    accepted.raw_set(n, &task)?;
+                }
+                list.raw_set(i + 1, task)?;
             }
-            let view = views::phase(&self.lua, &phase.name, &tasks, |t| views::task(&self.lua, t))?;
+            view.set("tasks", list)?;
             if i + 1 == self.current {
                 previous.set("last", &view)?;
             }
@@ -494,21 +536,41 @@ impl Workflow {
         Ok(previous)
     }
 
+    /// Whether the current phase is complete: by its `complete`, or when
+    /// every task of it is accepted or cancelled (counted by the scheduler's
+    /// phase index: asked on every batch, it must not walk the tasks).
     fn is_complete(&self, scheduler: &Scheduler) -> Result<bool, String> {
         let phase = &self.phases[self.current];
-        let ours = |t: &&Task| t.phase.as_deref() == Some(phase.name.as_str());
         let Some(complete) = &phase.complete else {
-            // Stops at the first open task: cheap while a phase runs.
-            return Ok(scheduler
-                .tasks()
-                .filter(ours)
-                .all(|t| matches!(t.state, TaskState::Accepted | TaskState::Cancelled)));
+            let count = |state| scheduler.phase_count(&phase.name, state);
+            let open = TaskState::ALL
+                .into_iter()
+                .filter(|s| !matches!(s, TaskState::Accepted | TaskState::Cancelled))
+                .map(count)
+                .sum::<usize>();
+            return Ok(open == 0);
         };
-        let mut tasks: Vec<&Task> = scheduler.tasks().filter(ours).collect();
-        tasks.sort_by_key(|t| t.seq);
+        let name = phase.name.as_str();
         self.call(scheduler, self.current, "complete", |scope| {
-            let view =
-                views::phase(&self.lua, &phase.name, &tasks, |t| scope.create_userdata_ref(t).map(Value::UserData))?;
+            let view = views::phase(&self.lua, scheduler, name)?;
+            // `complete` is asked on every batch and most read only the
+            // counts: `phase.tasks` (views of the tasks themselves, no
+            // copies) is made when first read.
+            let tasks = scope.create_function(move |lua, (view, key): (Table, Value)| {
+                if key.as_string().is_none_or(|k| k != "tasks") {
+                    return Ok(Value::Nil);
+                }
+                let tasks = scheduler.select(Some(name), None);
+                let list = lua.create_table_with_capacity(tasks.len(), 0)?;
+                for (i, t) in tasks.into_iter().enumerate() {
+                    list.raw_set(i + 1, scope.create_userdata_ref(t)?)?;
+                }
+                view.raw_set("tasks", &list)?;
+                Ok(Value::Table(list))
+            })?;
+            let lazy = self.lua.create_table()?;
+            lazy.set("__index", tasks)?;
+            view.set_metatable(Some(lazy))?;
             let done: Value = complete.call((view, self.ctx.clone()))?;
             Ok(!matches!(done, Value::Nil | Value::Boolean(false)))
         })
@@ -522,7 +584,7 @@ impl Workflow {
                     return;
                 }
                 let name = self.phases[self.current].name.clone();
-                let has_tasks = scheduler.tasks().any(|t| t.phase.as_deref() == Some(name.as_str()));
+                let has_tasks = !scheduler.select(Some(&name), None).is_empty();
                 if !has_tasks {
                     if self.splitting[self.current] {
                         return;
@@ -563,6 +625,11 @@ impl Workflow {
 impl Policy for Workflow {
     fn name(&self) -> String {
         self.name.clone()
+    }
+
+    fn choices(&self) -> usize {
+        // Without an `assign` hook the first ready task goes: gather no more.
+        if self.phases.iter().any(|p| p.assign.is_some()) { 64 } else { 1 }
     }
 
     fn assign(
@@ -725,7 +792,7 @@ impl Policy for Workflow {
             && self.phases[self.current].complete.is_none();
         let phases_done = self.current >= self.phases.len() || (last && self.is_complete(scheduler).unwrap_or(false));
         // Work still open (a task a hook or a coordinator added) keeps workers on.
-        phases_done && !scheduler.tasks().any(|t| !t.state.is_terminal())
+        phases_done && (scheduler.is_empty() || scheduler.all_terminal())
     }
 
     fn state(&mut self) -> Vec<(&'static str, String)> {

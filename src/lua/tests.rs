@@ -562,3 +562,102 @@ end } } }"#,
     });
     assert!(!f.dir.path().join("late").exists(), "the background job died with its group");
 }
+
+#[test]
+fn phase_views_and_ctx_tasks_list_a_phase_in_creation_order_from_the_indexes() {
+    let mut f = Fixture::new();
+    let mut w = f
+        .load(
+            r#"local function ids(list)
+  local out = {}
+  for _, t in ipairs(list) do out[#out + 1] = t.id end
+  return table.concat(out, ",")
+end
+local function same(got, want) assert(got == want, "got " .. got .. ", want " .. want) end
+return { name = "order", phases = {
+  { name = "one", tasks = { { id = "a", description = "a" }, { id = "b", description = "b" }, { id = "c", description = "c" } } },
+  { name = "two", split = function(ctx, previous)
+      same(ids(previous.one.tasks), "a,b,c")
+      same(ids(previous.tasks), "a,c")
+      same(ids(ctx.tasks { phase = "one" }), "a,b,c")
+      same(ids(ctx.tasks { phase = "one", state = "accepted" }), "a,c")
+      same(ids(ctx.tasks { state = "cancelled" }), "b")
+      same(ids(ctx.tasks { state = "ready" }), "x")
+      same(ids(ctx.tasks { phase = "two" }), "")
+      same(ids(ctx.tasks()), "a,b,c,x")
+      return { { id = "d", description = "d" } }
+    end },
+} }"#,
+        )
+        .unwrap();
+    let now = Instant::now();
+    // A task outside any phase neither shows in a phase nor holds one open.
+    f.scheduler.add_tasks(vec![crate::task::TaskSpec::new("x", "x")], None, now).unwrap();
+    for id in ["c", "a"] {
+        assert!(f.scheduler.grant(id, "w", now));
+        f.scheduler.submit("w", id, Report::completed(id, "w", vec![]), now).unwrap();
+        f.scheduler.judge(id, Verdict::Accept, now).unwrap();
+        w.step(&mut f.scheduler).unwrap();
+        assert_eq!(f.ids(), ["a", "b", "c", "x"], "phase one is open while b is");
+    }
+    f.scheduler.cancel("b").unwrap();
+    w.step(&mut f.scheduler).unwrap();
+    assert_eq!(f.ids(), ["a", "b", "c", "x", "d"]);
+    assert_eq!(f.scheduler.task("d").unwrap().phase.as_deref(), Some("two"));
+    assert!(!w.finished(&f.scheduler), "x and d are open");
+}
+
+#[test]
+fn complete_reads_counts_and_the_phase_tasks_made_when_first_read() {
+    let mut f = Fixture::new();
+    let mut w = f
+        .load(
+            r#"return { name = "lazy", phases = {
+  { name = "one", tasks = { { id = "a", description = "a" }, { id = "b", description = "b" } },
+    complete = function(phase, ctx)
+      local tasks = phase.tasks
+      assert(rawequal(tasks, phase.tasks), "made once per call")
+      assert(phase.name == "one" and phase.counts.ready + phase.counts.accepted == 2 and phase.failed == 0)
+      return #tasks == 2 and tasks[1].id == "a" and tasks[2].state == "accepted"
+        and phase.counts.accepted == 1 and not phase.all_accepted and phase.nothing == nil
+    end },
+  { name = "two", tasks = { { id = "c", description = "c" } } },
+} }"#,
+        )
+        .unwrap();
+    let now = Instant::now();
+    f.scheduler.add_tasks(vec![crate::task::TaskSpec::new("x", "x")], None, now).unwrap();
+    assert_eq!(f.ids(), ["a", "b", "x"]);
+    assert!(f.scheduler.grant("b", "w", now));
+    f.scheduler.submit("w", "b", Report::completed("b", "w", vec![]), now).unwrap();
+    f.scheduler.judge("b", Verdict::Accept, now).unwrap();
+    w.step(&mut f.scheduler).unwrap();
+    assert_eq!(f.ids(), ["a", "b", "x", "c"]);
+}
+
+#[test]
+fn added_tasks_are_checked_against_the_hub_the_queued_ones_and_their_own_batch() {
+    let mut f = Fixture::new();
+    let mut w = f
+        .load(
+            r#"local function refused(f, arg, want)
+  local ok, e = pcall(f, arg)
+  assert(not ok and tostring(e):find(want, 1, true), tostring(e))
+end
+return { name = "adds", phases = { { name = "p", tasks = { { id = "a", description = "a" } },
+  on = { worker_joined = function(worker, ctx)
+    ctx.add_task { id = "n1", description = "n1", after = { "a" } }
+    ctx.add_tasks { { id = "n2", description = "n2", after = { "n1", "n4" } }, { id = "n3", description = "n3" },
+      { id = "n4", description = "n4" } }
+    refused(ctx.add_task, { id = "a", description = "again" }, "task `a` already exists")
+    refused(ctx.add_task, { id = "n3", description = "again" }, "task `n3` already exists")
+    refused(ctx.add_tasks, { { id = "d", description = "d" }, { id = "d", description = "d" } }, "task `d` already exists")
+    refused(ctx.add_task, { id = "e", description = "e", after = { "nope" } }, "depends on unknown task `nope`")
+  end } } } }"#,
+        )
+        .unwrap();
+    f.scheduler.see_worker("w1", Instant::now());
+    w.step(&mut f.scheduler).unwrap();
+    assert_eq!(f.ids(), ["a", "n1", "n2", "n3", "n4"]);
+    assert_eq!(f.scheduler.task("n2").unwrap().spec.dependencies, ["n1", "n4"]);
+}

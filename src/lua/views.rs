@@ -62,32 +62,23 @@ pub fn task(lua: &Lua, task: &Task) -> mlua::Result<Value> {
     lua.create_userdata(task.clone()).map(Value::UserData)
 }
 
-/// The phase view given to `complete` and in `previous`; `make` builds each
-/// task view (a scoped reference during a call: no copies).
-pub fn phase<'t>(
-    lua: &Lua,
-    name: &str,
-    tasks: &[&'t Task],
-    make: impl Fn(&'t Task) -> mlua::Result<Value>,
-) -> mlua::Result<Table> {
+/// The phase view given to `complete` and in `previous`, but its `tasks`:
+/// `name`, `counts` (by state), `all_accepted`, `failed`, from the
+/// scheduler's phase counts, so it costs the same however many tasks the
+/// phase or the hub holds. The caller adds `tasks`.
+pub fn phase(lua: &Lua, scheduler: &Scheduler, name: &str) -> mlua::Result<Table> {
     let view = lua.create_table()?;
     view.set("name", name)?;
-    let list = lua.create_table_with_capacity(tasks.len(), 0)?;
     let counts = lua.create_table()?;
-    let mut tally = [0usize; TaskState::ALL.len()];
-    for (i, t) in tasks.iter().enumerate() {
-        list.raw_set(i + 1, make(t)?)?;
-        tally[TaskState::ALL.iter().position(|s| *s == t.state).expect("a known state")] += 1;
-    }
-    for (state, n) in TaskState::ALL.iter().zip(tally) {
+    let mut total = 0;
+    for state in TaskState::ALL {
+        let n = scheduler.phase_count(name, state);
+        total += n;
         counts.set(state.name(), n)?;
     }
-    let accepted = tally[TaskState::ALL.iter().position(|s| *s == TaskState::Accepted).expect("listed")];
-    let failed = tally[TaskState::ALL.iter().position(|s| *s == TaskState::Failed).expect("listed")];
-    view.set("tasks", list)?;
-    view.set("all_accepted", accepted == tasks.len())?;
+    view.set("all_accepted", scheduler.phase_count(name, TaskState::Accepted) == total)?;
     view.set("counts", counts)?;
-    view.set("failed", failed)?;
+    view.set("failed", scheduler.phase_count(name, TaskState::Failed))?;
     Ok(view)
 }
 

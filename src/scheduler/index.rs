@@ -1,6 +1,9 @@
 //! The scheduler's incremental indexes, kept by its one `transition`: tasks
-//! by state in grant order, and ready tasks grouped by the set of files they
-//! write, so finding a grantable task never walks the queue.
+//! by state in grant order, the tasks of each workflow phase by state, and
+//! ready tasks grouped by the set of files they write, so finding a
+//! grantable task never walks the queue, and neither does listing a phase's
+//! tasks or every task in creation order (a merge of the ordered sets: no
+//! sort, no copy).
 //!
 //! Ready tasks that write exactly the same files form one group. A group is
 //! blocked while any in-flight task writes a file overlapping one of its
@@ -12,10 +15,10 @@
 //! transition and O(limit × log n) per offer.
 
 use std::cmp::Reverse;
-use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap, btree_set};
 use std::path::PathBuf;
 
-use super::{Reservation, TaskId, TaskState, any_overlap};
+use super::{Reservation, Task, TaskId, TaskState, any_overlap};
 
 /// Ready tasks writing one set of files.
 #[derive(Debug, Default)]
@@ -46,10 +49,18 @@ pub(super) struct Index {
     grantable: BTreeSet<(u64, usize)>,
     /// In-flight tasks and their group.
     flying: HashMap<TaskId, usize>,
-    by_state: [BTreeSet<(u64, TaskId)>; TaskState::ALL.len()],
+    by_state: ByState,
+    /// Workflow phase name -> its slot in `phases`.
+    phase_ids: HashMap<String, usize>,
+    /// The tasks of each named phase by state; tasks outside any phase are
+    /// only in `by_state`.
+    phases: Vec<ByState>,
     /// `grantable` gained a head since the last `take_grantable_grew`.
     grew: bool,
 }
+
+/// Task ids by state, each set in creation (`seq`) order.
+type ByState = [BTreeSet<(u64, TaskId)>; TaskState::ALL.len()];
 
 /// The group of tasks that write nothing: never blocked, blocks nothing.
 const NO_OUTPUTS: usize = 0;
@@ -66,6 +77,8 @@ impl Default for Index {
             grantable: BTreeSet::new(),
             flying: HashMap::new(),
             by_state: Default::default(),
+            phase_ids: HashMap::new(),
+            phases: Vec::new(),
             grew: false,
         }
     }
@@ -95,9 +108,25 @@ impl Index {
         id
     }
 
+    /// The slot of the tasks of workflow phase `name`, made on first use;
+    /// none for tasks outside any phase.
+    pub(super) fn phase_for(&mut self, name: Option<&str>) -> Option<usize> {
+        let name = name?;
+        if let Some(id) = self.phase_ids.get(name) {
+            return Some(*id);
+        }
+        let id = self.phases.len();
+        self.phase_ids.insert(name.to_owned(), id);
+        self.phases.push(ByState::default());
+        Some(id)
+    }
+
     /// A task enters `state`.
-    pub(super) fn enter(&mut self, id: &str, seq: u64, group: usize, state: TaskState) {
+    pub(super) fn enter(&mut self, id: &str, seq: u64, group: usize, phase: Option<usize>, state: TaskState) {
         self.by_state[slot(state)].insert((seq, id.to_owned()));
+        if let Some(p) = phase {
+            self.phases[p][slot(state)].insert((seq, id.to_owned()));
+        }
         if state == TaskState::Ready {
             let before = self.groups[group].head();
             self.groups[group].ready.insert((seq, id.to_owned()));
@@ -109,11 +138,23 @@ impl Index {
     }
 
     /// A task leaves `state` (for `next`, which tells whether it stays in flight).
-    pub(super) fn leave(&mut self, id: &str, seq: u64, group: usize, state: TaskState, next: TaskState) {
-        self.by_state[slot(state)].remove(&(seq, id.to_owned()));
+    pub(super) fn leave(
+        &mut self,
+        id: &str,
+        seq: u64,
+        group: usize,
+        phase: Option<usize>,
+        state: TaskState,
+        next: TaskState,
+    ) {
+        let key = (seq, id.to_owned());
+        self.by_state[slot(state)].remove(&key);
+        if let Some(p) = phase {
+            self.phases[p][slot(state)].remove(&key);
+        }
         if state == TaskState::Ready {
             let before = self.groups[group].head();
-            self.groups[group].ready.remove(&(seq, id.to_owned()));
+            self.groups[group].ready.remove(&key);
             self.rehead(group, before);
         }
         if state.in_flight() && !next.in_flight() && self.flying.remove(id).is_some() {
@@ -222,6 +263,31 @@ impl Index {
         self.by_state[slot(state)].iter().map(|(_, id)| id)
     }
 
+    /// Tasks oldest first: those in `state` (any when `None`) of the phase
+    /// named `phase` (of any phase or none when `None`).
+    pub(super) fn select(&self, phase: Option<&str>, state: Option<TaskState>) -> Merged<'_> {
+        let sets = match phase {
+            None => Some(&self.by_state),
+            Some(name) => self.phase_ids.get(name).map(|p| &self.phases[*p]),
+        };
+        let lanes = sets
+            .into_iter()
+            .flat_map(|sets| {
+                TaskState::ALL
+                    .iter()
+                    .zip(sets)
+                    .filter(|(s, set)| !set.is_empty() && state.is_none_or(|wanted| wanted == **s))
+                    .map(|(_, set)| set.iter().peekable())
+            })
+            .collect();
+        Merged { lanes }
+    }
+
+    /// How many tasks of phase `name` are in `state`.
+    pub(super) fn phase_count(&self, name: &str, state: TaskState) -> usize {
+        self.phase_ids.get(name).map_or(0, |p| self.phases[*p][slot(state)].len())
+    }
+
     /// The oldest ready group that is blocked, with the in-flight tasks blocking it.
     pub(super) fn first_blocked(&self) -> Option<(&[Reservation], Vec<&TaskId>)> {
         let (_, group) = self.heads.iter().find(|(_, g)| self.groups[*g].blocked_by > 0)?;
@@ -241,3 +307,96 @@ impl Index {
         std::mem::take(&mut self.grew)
     }
 }
+
+/// Ids from a few sets ordered by `seq`, merged into one walk in `seq`
+/// order; each step looks at the head of every set (at most one per state).
+#[derive(Debug, Clone)]
+pub(super) struct Merged<'a> {
+    lanes: Vec<std::iter::Peekable<btree_set::Iter<'a, (u64, TaskId)>>>,
+}
+
+impl<'a> Iterator for Merged<'a> {
+    type Item = &'a TaskId;
+
+    fn next(&mut self) -> Option<&'a TaskId> {
+        let (lane, _) = self
+            .lanes
+            .iter_mut()
+            .enumerate()
+            .filter_map(|(i, lane)| lane.peek().map(|(seq, _)| (i, *seq)))
+            .min_by_key(|(_, seq)| *seq)?;
+        self.lanes[lane].next().map(|(_, id)| id)
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        let left = self.lanes.iter().map(ExactSizeIterator::len).sum();
+        (left, Some(left))
+    }
+}
+
+impl ExactSizeIterator for Merged<'_> {}
+
+/// Tasks oldest first, from [`super::Scheduler::tasks_in_order`] or
+/// [`super::Scheduler::select`]: a walk over the indexes used like a list
+/// (`for t in list`, `list.iter()`, `list.len()`), made without a sort or a
+/// copy, so it costs what is read of it.
+#[derive(Debug, Clone)]
+pub struct InOrder<'a> {
+    ids: Merged<'a>,
+    tasks: &'a HashMap<TaskId, Task>,
+}
+
+impl<'a> InOrder<'a> {
+    pub(super) fn new(ids: Merged<'a>, tasks: &'a HashMap<TaskId, Task>) -> Self {
+        Self { ids, tasks }
+    }
+
+    pub fn iter(&self) -> InOrderIter<'a> {
+        InOrderIter(self.clone())
+    }
+
+    pub fn len(&self) -> usize {
+        self.ids.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl<'a> IntoIterator for InOrder<'a> {
+    type Item = &'a Task;
+    type IntoIter = InOrderIter<'a>;
+
+    fn into_iter(self) -> InOrderIter<'a> {
+        InOrderIter(self)
+    }
+}
+
+impl<'a> IntoIterator for &InOrder<'a> {
+    type Item = &'a Task;
+    type IntoIter = InOrderIter<'a>;
+
+    fn into_iter(self) -> InOrderIter<'a> {
+        self.iter()
+    }
+}
+
+/// The walk over an [`InOrder`].
+#[derive(Debug, Clone)]
+pub struct InOrderIter<'a>(InOrder<'a>);
+
+impl<'a> Iterator for InOrderIter<'a> {
+    type Item = &'a Task;
+
+    fn next(&mut self) -> Option<&'a Task> {
+        let tasks = self.0.tasks;
+        self.0.ids.next().map(|id| &tasks[id])
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        self.0.ids.size_hint()
+    }
+}
+
+impl ExactSizeIterator for InOrderIter<'_> {}

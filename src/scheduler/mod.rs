@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
+pub use index::{InOrder, InOrderIter};
 pub use reservation::{Reservation, any_overlap};
 
 use crate::task::{Report, TaskSpec, now_rfc3339};
@@ -140,6 +141,9 @@ pub struct Task {
     /// Its group in the scheduler's index: the tasks writing the same files.
     #[serde(skip)]
     group: usize,
+    /// Its phase's slot in the scheduler's index.
+    #[serde(skip)]
+    phase_slot: Option<usize>,
 }
 
 /// A report applied for one attempt, and what came of it.
@@ -422,7 +426,8 @@ impl Scheduler {
             self.dependents.entry(dep.clone()).or_default().push(task.spec.id.clone());
         }
         task.group = self.index.group_for(&task.spec.context.output_files);
-        self.index.enter(&task.spec.id, task.seq, task.group, task.state);
+        task.phase_slot = self.index.phase_for(task.phase.as_deref());
+        self.index.enter(&task.spec.id, task.seq, task.group, task.phase_slot, task.state);
         if let (TaskState::Assigned, Some(holder)) = (task.state, &task.holder) {
             self.holding.insert(holder.clone(), task.spec.id.clone());
         }
@@ -447,11 +452,20 @@ impl Scheduler {
         self.tasks.values()
     }
 
-    /// Tasks in creation order.
-    pub fn tasks_in_order(&self) -> Vec<&Task> {
-        let mut all: Vec<&Task> = self.tasks.values().collect();
-        all.sort_by_key(|t| t.seq);
-        all
+    /// Tasks in creation order, walked from the indexes (no sort).
+    pub fn tasks_in_order(&self) -> InOrder<'_> {
+        self.select(None, None)
+    }
+
+    /// Tasks in creation order of the workflow phase `phase` (of any phase
+    /// or none when `None`) in `state` (any when `None`): costs what it lists.
+    pub fn select(&self, phase: Option<&str>, state: Option<TaskState>) -> InOrder<'_> {
+        InOrder::new(self.index.select(phase, state), &self.tasks)
+    }
+
+    /// How many tasks of the workflow phase `phase` are in `state`.
+    pub fn phase_count(&self, phase: &str, state: TaskState) -> usize {
+        self.index.phase_count(phase, state)
     }
 
     pub fn worker(&self, name: &str) -> Option<&Worker> {
@@ -607,9 +621,10 @@ impl Scheduler {
                 spent: 0,
                 applied: BTreeMap::new(),
                 group: self.index.group_for(&spec.context.output_files),
+                phase_slot: self.index.phase_for(phase),
                 spec,
             };
-            self.index.enter(&id, task.seq, task.group, TaskState::Waiting);
+            self.index.enter(&id, task.seq, task.group, task.phase_slot, TaskState::Waiting);
             self.next_seq += 1;
             self.tasks.insert(id.clone(), task);
             self.touch_task(&id);
@@ -636,14 +651,14 @@ impl Scheduler {
     /// index, the reservations and the lease follow from it.
     fn transition(&mut self, id: &str, state: TaskState) {
         let task = self.tasks.get_mut(id).expect("known task");
-        self.index.leave(id, task.seq, task.group, task.state, state);
+        self.index.leave(id, task.seq, task.group, task.phase_slot, task.state, state);
         if task.state == TaskState::Assigned
             && let Some(holder) = &task.holder
         {
             self.holding.remove(holder);
         }
         task.state = state;
-        self.index.enter(id, task.seq, task.group, state);
+        self.index.enter(id, task.seq, task.group, task.phase_slot, state);
         // A grant can answer its holder's wait; a finished task can finish the run.
         if state == TaskState::Assigned || state.is_terminal() || self.index.take_grantable_grew() {
             self.work_changed = true;

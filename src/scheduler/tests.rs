@@ -294,6 +294,35 @@ fn check_indexes(s: &Scheduler, step: usize) {
         let held = s.tasks().find(|t| t.state == TaskState::Assigned && t.holder.as_deref() == Some(&w.name));
         assert_eq!(s.held_by(&w.name).map(|t| &t.spec.id), held.map(|t| &t.spec.id), "held_by after step {step}");
     }
+    check_order(s, step);
+}
+
+/// The ordered walks (every task, by phase, by state) against a sort of every task.
+fn check_order(s: &Scheduler, step: usize) {
+    let brute = |phase: Option<&str>, state: Option<TaskState>| {
+        let mut chosen: Vec<&Task> = s
+            .tasks()
+            .filter(|t| phase.is_none_or(|p| t.phase.as_deref() == Some(p)) && state.is_none_or(|w| t.state == w))
+            .collect();
+        chosen.sort_by_key(|t| t.seq);
+        chosen.into_iter().map(|t| t.spec.id.clone()).collect::<Vec<_>>()
+    };
+    let ids = |list: InOrder| list.into_iter().map(|t| t.spec.id.clone()).collect::<Vec<_>>();
+    let all = s.tasks_in_order();
+    assert_eq!(all.len(), s.tasks().count(), "len of every task after step {step}");
+    assert_eq!(ids(all.clone()), brute(None, None), "every task in order after step {step}");
+    assert_eq!(all.iter().map(|t| t.spec.id.clone()).collect::<Vec<_>>(), ids(all), "a second walk");
+    for phase in [None, Some("one"), Some("two"), Some("never")] {
+        for state in TaskState::ALL.into_iter().map(Some).chain([None]) {
+            let list = s.select(phase, state);
+            let want = brute(phase, state);
+            assert_eq!(list.len(), want.len(), "len of {phase:?} {state:?} after step {step}");
+            assert_eq!(ids(list), want, "{phase:?} {state:?} after step {step}");
+            if let (Some(p), Some(st)) = (phase, state) {
+                assert_eq!(s.phase_count(p, st), want.len(), "count of {p} {st} after step {step}");
+            }
+        }
+    }
 }
 
 /// A small deterministic generator: the same walk on every run.
@@ -333,7 +362,8 @@ fn the_indexes_agree_with_a_walk_over_every_task_after_random_transitions() {
                         }
                         batch.push(spec);
                     }
-                    s.add_tasks(batch, None, now).unwrap();
+                    let phase = [None, Some("one"), Some("two")][walk.pick(3)];
+                    s.add_tasks(batch, phase, now).unwrap();
                 }
                 2 | 3 => {
                     let _ =
@@ -371,8 +401,10 @@ fn the_indexes_agree_with_a_walk_over_every_task_after_random_transitions() {
             }
             check_indexes(&s, step);
         }
-        // A restored scheduler rebuilds the same indexes.
-        let tasks: Vec<Task> = s.tasks_in_order().into_iter().cloned().collect();
+        // A restored scheduler rebuilds the same indexes, whatever order the
+        // store reads the tasks in.
+        let mut tasks: Vec<Task> = s.tasks_in_order().into_iter().cloned().collect();
+        tasks.reverse();
         let workers: Vec<Worker> = s.workers().cloned().collect();
         let restored = Scheduler::restore(s.settings.clone(), tasks, workers);
         check_indexes(&restored, usize::MAX);
