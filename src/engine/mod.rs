@@ -151,7 +151,7 @@ pub fn set_max_tasks(max: usize) {
 /// Whether `adding` more tasks fit the store; the error names the limit and the flag.
 pub fn room_for(scheduler: &Scheduler, adding: usize) -> Result<(), String> {
     let max = MAX_TASKS.load(std::sync::atomic::Ordering::Relaxed);
-    let held = scheduler.tasks().count();
+    let held = scheduler.task_count();
     if held + adding <= max {
         return Ok(());
     }

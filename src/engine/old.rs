@@ -129,7 +129,9 @@ impl Engine {
                 workers.push(WorkerStatus { worker_id: name.clone(), busy: current.is_some(), current_task: current });
             }
         }
-        for task in self.scheduler.tasks().filter(|t| t.state.in_flight()) {
+        // Held by workers not connected now: from the index of held tasks, not a scan of all.
+        let held = [TaskState::Assigned, TaskState::Submitted].into_iter().flat_map(|s| self.scheduler.ids_in_state(s));
+        for task in held.filter_map(|id| self.scheduler.task(id)) {
             let Some(holder) = &task.holder else { continue };
             if !workers.iter().any(|w| &w.worker_id == holder) {
                 workers.push(WorkerStatus {

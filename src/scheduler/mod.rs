@@ -448,6 +448,11 @@ impl Scheduler {
         self.tasks.get(id)
     }
 
+    /// How many tasks the scheduler holds, in any state.
+    pub fn task_count(&self) -> usize {
+        self.tasks.len()
+    }
+
     pub fn tasks(&self) -> impl Iterator<Item = &Task> {
         self.tasks.values()
     }
