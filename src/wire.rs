@@ -355,6 +355,31 @@ impl ServerMsg {
 
 /// Why a frame could not become a [`ClientMsg`]: the text of the `error`.
 pub fn parse(text: &str) -> Result<ClientMsg, String> {
+    let (kind, external) = externally_tagged(text)?;
+    // Most frames are good: read them straight, and only for a bad one
+    // again with its path tracked, to name the field that is wrong.
+    if let Ok(msg) = serde_json::from_value(external) {
+        return Ok(msg);
+    }
+    let (_, external) = externally_tagged(text)?;
+    match serde_path_to_error::deserialize::<_, ClientMsg>(external) {
+        Ok(msg) => Ok(msg),
+        Err(e) => {
+            let path = e.path().to_string();
+            let path = path.strip_prefix(&kind).map_or(path.clone(), |p| p.trim_start_matches('.').to_owned());
+            let inner = e.into_inner();
+            if path.is_empty() {
+                Err(format!("Bad `{kind}` message: {inner}"))
+            } else {
+                Err(format!("Bad `{kind}` message: field `{path}`: {inner}"))
+            }
+        }
+    }
+}
+
+/// `{"type": "next", ...fields}` as `{"next": {...fields}}`, the shape the
+/// derived [`ClientMsg`] reads, with its type.
+fn externally_tagged(text: &str) -> Result<(String, Value), String> {
     let value: Value = serde_json::from_str(text).map_err(|_| "Invalid JSON message".to_owned())?;
     // The original's texts: old clients match on them.
     let Some(kind) = value.get("type").and_then(Value::as_str) else {
@@ -367,16 +392,7 @@ pub fn parse(text: &str) -> Result<ClientMsg, String> {
     let Value::Object(mut fields) = value else { unreachable!("has a type field, so it is an object") };
     fields.remove("type");
     let external = Value::Object(std::iter::once((kind.clone(), Value::Object(fields))).collect());
-    serde_path_to_error::deserialize(external).map_err(|e| {
-        let path = e.path().to_string();
-        let path = path.strip_prefix(&kind).map_or(path.clone(), |p| p.trim_start_matches('.').to_owned());
-        let inner = e.into_inner();
-        if path.is_empty() {
-            format!("Bad `{kind}` message: {inner}")
-        } else {
-            format!("Bad `{kind}` message: field `{path}`: {inner}")
-        }
-    })
+    Ok((kind, external))
 }
 
 #[cfg(test)]
