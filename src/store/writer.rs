@@ -152,3 +152,69 @@ fn run<D>(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::mpsc::channel;
+    use std::time::{Duration, Instant};
+
+    use super::*;
+    use crate::scheduler::{Scheduler, Settings};
+    use crate::task::TaskSpec;
+
+    fn scheduler_with(ids: &[&str]) -> Scheduler {
+        let mut s = Scheduler::new(Settings { lease: Duration::from_mins(10), max_attempts: 3 });
+        s.add_tasks(ids.iter().map(|id| TaskSpec::new(*id, "x")).collect(), None, Instant::now()).unwrap();
+        s
+    }
+
+    #[test]
+    fn answers_are_delivered_in_order_after_their_rows_are_written_and_a_read_sees_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let clock = store.clock();
+        let (delivered, deliveries) = channel();
+        let mut writer = Writer::start(store, move |d: Vec<u32>| delivered.send(d).unwrap(), |_| {});
+        let mut s = scheduler_with(&["a"]);
+        for i in 0..50u32 {
+            if i == 10 {
+                s.add_tasks(vec![TaskSpec::new("b", "y")], None, Instant::now()).unwrap();
+            }
+            let changes = s.take_changes();
+            let meta = [("round", i.to_string())];
+            writer.commit(Rows::gather(clock, &s, &changes, &meta), vec![i]).unwrap();
+        }
+        // A read waits for every commit queued before it.
+        assert_eq!(writer.meta("round").unwrap().as_deref(), Some("49"));
+        writer.finish().unwrap();
+        let order: Vec<u32> = deliveries.iter().flatten().collect();
+        assert_eq!(order, (0..50).collect::<Vec<_>>());
+        let (tasks, _) = Store::open(dir.path()).unwrap().load().unwrap();
+        assert_eq!(tasks.iter().map(|t| t.spec.id.as_str()).collect::<Vec<_>>(), ["a", "b"]);
+    }
+
+    #[test]
+    fn a_commit_that_fails_delivers_nothing_and_the_next_commit_returns_its_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let clock = store.clock();
+        // Another connection holds the write lock: the writer's commit fails once its busy timeout passes.
+        let other = rusqlite::Connection::open(dir.path().join("state.db")).unwrap();
+        other.execute_batch("BEGIN IMMEDIATE").unwrap();
+        let (delivered, deliveries) = channel();
+        let (told, failures) = channel();
+        let mut writer = Writer::start(
+            store,
+            move |d: Vec<u32>| delivered.send(d).unwrap(),
+            move |e: &StoreError| told.send(e.to_string()).unwrap(),
+        );
+        let mut s = scheduler_with(&["a"]);
+        let changes = s.take_changes();
+        writer.commit(Rows::gather(clock, &s, &changes, &[]), vec![1]).unwrap();
+        let failure = failures.recv().expect("the writer says its commit failed");
+        assert!(failure.contains("locked"), "{failure}");
+        let again = writer.commit(None, vec![2]).expect_err("the writer has stopped");
+        assert!(again.to_string().contains("locked"), "{again}");
+        assert!(deliveries.try_iter().next().is_none(), "nothing may be delivered for a failed commit");
+    }
+}
