@@ -473,12 +473,7 @@ impl Store {
                 }
                 for (id, lease) in &rows.leases {
                     put_lease
-                        .execute(params![
-                            id,
-                            lease.map(|l| l.left),
-                            lease.map(|l| l.on_clock),
-                            lease.map(|l| l.wall)
-                        ])
+                        .execute(params![id, lease.map(|l| l.left), lease.map(|l| l.on_clock), lease.map(|l| l.wall)])
                         .map_err(sql)?;
                 }
                 for (name, body) in &rows.workers {
