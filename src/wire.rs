@@ -338,12 +338,12 @@ pub enum ServerMsg {
 /// subscriber, and the engine that makes it should not build (or copy) a
 /// `Value` per subscriber. On the wire it is the value itself.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RawJson(std::sync::Arc<str>);
+pub struct RawJson(std::sync::Arc<String>);
 
 impl RawJson {
     /// `text` must be one JSON value; [`RawJson`]'s serializer checks it.
     pub fn new(text: String) -> Self {
-        Self(text.into())
+        Self(std::sync::Arc::new(text))
     }
 
     pub fn get(&self) -> &str {

@@ -7,7 +7,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::Path;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -333,7 +333,7 @@ impl Page {
 /// Deltas are pushed at most this often: what batches change in between is
 /// folded into one, so progress costs the engine the same at 10 or 10,000
 /// batches a second. A finished run is pushed at once.
-pub const DELTA_EVERY: std::time::Duration = std::time::Duration::from_millis(100);
+pub const DELTA_EVERY: Duration = Duration::from_millis(100);
 /// Events one delta carries at most; more are counted in `eventsLeftOut`.
 const EVENTS_PER_DELTA: usize = 1000;
 
@@ -392,6 +392,53 @@ pub struct Progress {
     /// A batch came since the last delta (presence, problems or the log may have changed).
     batch_since: bool,
     last_delta: Option<Instant>,
+    /// Set when the hub runs with `MCC_PROGRESS_CPU` in its environment.
+    meter: Option<Meter>,
+}
+
+/// The engine thread's CPU time in [`Engine::publish`], for the
+/// `progress_cost` bench (docs/benchmarks.md): with `MCC_PROGRESS_CPU` set,
+/// the hub writes `.mcc/progress-cpu` at most every [`DELTA_EVERY`] as
+/// `key=value` lines. Measured in-process, it is not blurred by whatever
+/// else the shared machine runs, as two runs compared would be.
+#[derive(Debug)]
+struct Meter {
+    spent: Duration,
+    calls: u64,
+    /// What reading the clock costs (twice per call, counted in `spent`).
+    clock: Duration,
+    written: Option<Instant>,
+}
+
+fn thread_cpu() -> Duration {
+    let t = rustix::time::clock_gettime(rustix::time::ClockId::ThreadCPUTime);
+    Duration::new(u64::try_from(t.tv_sec).unwrap_or(0), u32::try_from(t.tv_nsec).unwrap_or(0))
+}
+
+impl Meter {
+    fn new() -> Self {
+        let start = thread_cpu();
+        for _ in 0..1000 {
+            std::hint::black_box(thread_cpu());
+        }
+        Self { spent: Duration::ZERO, calls: 0, clock: thread_cpu().saturating_sub(start) / 1001, written: None }
+    }
+
+    fn add(&mut self, spent: Duration, file: &Path) {
+        self.spent += spent;
+        self.calls += 1;
+        if self.written.is_none_or(|at| at.elapsed() >= DELTA_EVERY) {
+            self.written = Some(Instant::now());
+            let text = format!(
+                "publish_ns={}\ncalls={}\nclock_ns={}\n",
+                self.spent.as_nanos(),
+                self.calls,
+                self.clock.as_nanos()
+            );
+            // A bench aid: a failed write only leaves the figure out.
+            let _ = std::fs::write(file, text);
+        }
+    }
 }
 
 fn slot(state: TaskState) -> usize {
@@ -404,6 +451,9 @@ impl Progress {
             return;
         }
         self.built = true;
+        if std::env::var_os("MCC_PROGRESS_CPU").is_some() {
+            self.meter = Some(Meter::new());
+        }
         for t in scheduler.tasks() {
             self.count(t);
         }
@@ -810,6 +860,18 @@ impl Engine {
     /// watches its id listed once per delta and each event written once;
     /// nothing when nobody ever subscribed.
     pub(super) fn publish(&mut self, changes: &Changes, finished: bool) {
+        let Some(started) = self.progress.meter.as_ref().map(|_| thread_cpu()) else {
+            return self.publish_changes(changes, finished);
+        };
+        self.publish_changes(changes, finished);
+        let spent = thread_cpu().saturating_sub(started);
+        let file = self.config.root.join(".mcc/progress-cpu");
+        if let Some(meter) = &mut self.progress.meter {
+            meter.add(spent, &file);
+        }
+    }
+
+    fn publish_changes(&mut self, changes: &Changes, finished: bool) {
         if !self.progress.built {
             return;
         }
@@ -904,7 +966,7 @@ impl Engine {
                 self.scheduler.worker(name).map(|worker| self.worker_view(worker, now, (*c, *w), &submitted))
             })
             .collect();
-        tasks.sort_unstable_by(|a, b| a.1.cmp(&b.1));
+        tasks.sort_unstable_by_key(|(seq, _)| *seq);
         let mut task_json = Vec::with_capacity(tasks.len() * 256);
         for t in tasks.iter().filter_map(|(_, id)| self.scheduler.task(id)) {
             if !task_json.is_empty() {
@@ -968,9 +1030,9 @@ mod tests {
     fn a_delta_written_from_parts_is_the_delta_serialized() {
         let now = Instant::now();
         let mut s = scheduler::Scheduler::default();
-        let mut long = TaskSpec::new("b", "é".repeat(150));
-        long.dependencies = vec!["a".into()];
-        s.add_tasks(vec![TaskSpec::new("a", "do a"), long], Some("build"), now).unwrap();
+        let mut described = TaskSpec::new("b", "é".repeat(150));
+        described.dependencies = vec!["a".into()];
+        s.add_tasks(vec![TaskSpec::new("a", "do a"), described], Some("build"), now).unwrap();
         let events = s.take_changes().events;
         let tasks: Vec<&scheduler::Task> = ["a", "b"].iter().map(|id| s.task(id).unwrap()).collect();
         assert_eq!(events.len(), 2, "{events:?}");
