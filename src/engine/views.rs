@@ -405,7 +405,7 @@ pub struct Progress {
 struct Meter {
     spent: Duration,
     calls: u64,
-    /// What reading the clock costs (twice per call, counted in `spent`).
+    /// What one reading of the clock costs (about one falls inside each call's `spent`).
     clock: Duration,
     written: Option<Instant>,
 }
