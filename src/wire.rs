@@ -326,12 +326,43 @@ pub enum ServerMsg {
     },
     /// What one committed batch changed, pushed to subscribers (`engine::views::Delta`).
     Delta {
-        delta: Value,
+        delta: RawJson,
     },
     /// The answer to `tasks_page` (`engine::views::Page`).
     TasksPage {
         page: Value,
     },
+}
+
+/// A JSON value written once and sent as it is: a delta goes to every
+/// subscriber, and the engine that makes it should not build (or copy) a
+/// `Value` per subscriber. On the wire it is the value itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RawJson(std::sync::Arc<String>);
+
+impl RawJson {
+    /// `text` must be one JSON value; [`RawJson`]'s serializer checks it.
+    pub fn new(text: String) -> Self {
+        Self(std::sync::Arc::new(text))
+    }
+
+    pub fn get(&self) -> &str {
+        &self.0
+    }
+}
+
+impl Serialize for RawJson {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let raw: &serde_json::value::RawValue = serde_json::from_str(&self.0).map_err(serde::ser::Error::custom)?;
+        raw.serialize(serializer)
+    }
+}
+
+impl<'de> Deserialize<'de> for RawJson {
+    // Through a `Value`: a `RawValue` cannot be read inside a message tagged by `type`.
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        Ok(Self::new(Value::deserialize(deserializer)?.to_string()))
+    }
 }
 
 impl ServerMsg {

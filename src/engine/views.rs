@@ -7,14 +7,14 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::Path;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use super::{ConnId, Engine, Outgoing, Role};
 use crate::scheduler::{self, Changes, TaskId, TaskState};
-use crate::wire::{ClientMsg, ServerMsg};
+use crate::wire::{ClientMsg, RawJson, ServerMsg};
 
 /// Everything `mcc status` shows; `snapshot` on the wire.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -296,8 +296,8 @@ pub struct Delta {
 }
 
 impl Delta {
-    pub fn from_wire(value: &Value) -> Result<Self, String> {
-        serde_json::from_value(value.clone()).map_err(|e| format!("the hub sent a delta this mcc cannot read ({e})"))
+    pub fn from_wire(value: &RawJson) -> Result<Self, String> {
+        serde_json::from_str(value.get()).map_err(|e| format!("the hub sent a delta this mcc cannot read ({e})"))
     }
 }
 
@@ -333,7 +333,7 @@ impl Page {
 /// Deltas are pushed at most this often: what batches change in between is
 /// folded into one, so progress costs the engine the same at 10 or 10,000
 /// batches a second. A finished run is pushed at once.
-pub const DELTA_EVERY: std::time::Duration = std::time::Duration::from_millis(100);
+pub const DELTA_EVERY: Duration = Duration::from_millis(100);
 /// Events one delta carries at most; more are counted in `eventsLeftOut`.
 const EVENTS_PER_DELTA: usize = 1000;
 
@@ -342,28 +342,36 @@ const DESCRIPTION_IN_DELTA: usize = 200;
 /// The most tasks one `tasks_page` returns.
 pub const MAX_PAGE: usize = 1000;
 const DEFAULT_PAGE: usize = 50;
+/// Questions a summary carries at most.
+const QUESTIONS_IN_SUMMARY: usize = 100;
 
-#[derive(Debug, Clone)]
+/// What the index last counted of one task, found by its creation number.
+#[derive(Debug, Clone, Copy, Default)]
 struct Entry {
-    seq: u64,
-    state: TaskState,
-    phase: Option<String>,
-    holder: Option<String>,
+    /// `None`: not counted yet.
+    state: Option<TaskState>,
+    phase: u32,
+    /// Listed in `pending_tasks`.
+    pending: bool,
 }
 
-/// An index of every task's state, phase and holder, in creation order,
-/// kept up to date from each batch's [`Changes`]: counts, pages and who
-/// holds what without a walk over the store. Built on first use (the first
-/// `subscribe` or `tasks_page`), so a hub nobody watches pays nothing.
+/// What subscribers need beyond the scheduler's own indexes (which give
+/// tasks by state in creation order, their counts and each worker's task):
+/// counts per phase, kept from each batch's [`Changes`] through a table by
+/// the scheduler's creation number, and what changed since the last delta.
+/// Built on the first `subscribe`, so a hub nobody watched pays nothing; a
+/// change costs a look-up and a compare when nobody watches now.
 #[derive(Debug, Default)]
 #[allow(clippy::struct_excessive_bools, reason = "independent flags of one index, not a state machine")]
 pub struct Progress {
     built: bool,
-    entries: HashMap<TaskId, Entry>,
-    by_state: BTreeMap<TaskState, BTreeSet<(u64, TaskId)>>,
-    all: BTreeSet<(u64, TaskId)>,
-    phases: BTreeMap<String, BTreeMap<TaskState, u64>>,
-    holders: BTreeMap<String, TaskId>,
+    /// By task `seq` (the scheduler numbers tasks 0, 1, 2, ... as they come).
+    entries: Vec<Entry>,
+    /// Phase names (`-` for no phase) and their numbers in `entries`.
+    phase_names: Vec<String>,
+    phase_ids: HashMap<String, u32>,
+    /// Per phase number, tasks per state (indexed as `TaskState::ALL`).
+    phase_counts: Vec<[u64; TaskState::ALL.len()]>,
     subscribers: Vec<ConnId>,
     /// What subscribers were last told, to send only what changed.
     sent_problems: Vec<String>,
@@ -371,15 +379,70 @@ pub struct Progress {
     sent_presence: Vec<(String, bool, bool)>,
     sent_finished: bool,
     stuck: Vec<Stuck>,
-    /// Changed since the last delta, waiting for the next one.
-    pending_tasks: BTreeSet<TaskId>,
+    /// Tasks changed since the last delta, with their `seq`: ids only, the
+    /// views are made when the delta is.
+    pending_tasks: Vec<(u64, TaskId)>,
     pending_workers: BTreeSet<String>,
-    pending_events: Vec<EventView>,
+    /// The events of the interval, already JSON and comma-separated: each is
+    /// written once, from the scheduler's own, instead of copied.
+    pending_events: Vec<u8>,
+    pending_event_count: usize,
     events_left_out: u64,
     stuck_changed: bool,
     /// A batch came since the last delta (presence, problems or the log may have changed).
     batch_since: bool,
     last_delta: Option<Instant>,
+    /// Set when the hub runs with `MCC_PROGRESS_CPU` in its environment.
+    meter: Option<Meter>,
+}
+
+/// The engine thread's CPU time in [`Engine::publish`], for the
+/// `progress_cost` bench (docs/benchmarks.md): with `MCC_PROGRESS_CPU` set,
+/// the hub writes `.mcc/progress-cpu` at most every [`DELTA_EVERY`] as
+/// `key=value` lines. Measured in-process, it is not blurred by whatever
+/// else the shared machine runs, as two runs compared would be.
+#[derive(Debug)]
+struct Meter {
+    spent: Duration,
+    calls: u64,
+    /// What one reading of the clock costs (about one falls inside each call's `spent`).
+    clock: Duration,
+    written: Option<Instant>,
+}
+
+fn thread_cpu() -> Duration {
+    let t = rustix::time::clock_gettime(rustix::time::ClockId::ThreadCPUTime);
+    Duration::new(u64::try_from(t.tv_sec).unwrap_or(0), u32::try_from(t.tv_nsec).unwrap_or(0))
+}
+
+impl Meter {
+    fn new() -> Self {
+        let start = thread_cpu();
+        for _ in 0..1000 {
+            std::hint::black_box(thread_cpu());
+        }
+        Self { spent: Duration::ZERO, calls: 0, clock: thread_cpu().saturating_sub(start) / 1001, written: None }
+    }
+
+    fn add(&mut self, spent: Duration, file: &Path) {
+        self.spent += spent;
+        self.calls += 1;
+        if self.written.is_none_or(|at| at.elapsed() >= DELTA_EVERY) {
+            self.written = Some(Instant::now());
+            let text = format!(
+                "publish_ns={}\ncalls={}\nclock_ns={}\n",
+                self.spent.as_nanos(),
+                self.calls,
+                self.clock.as_nanos()
+            );
+            // A bench aid: a failed write only leaves the figure out.
+            let _ = std::fs::write(file, text);
+        }
+    }
+}
+
+fn slot(state: TaskState) -> usize {
+    state as usize
 }
 
 impl Progress {
@@ -388,58 +451,115 @@ impl Progress {
             return;
         }
         self.built = true;
+        if std::env::var_os("MCC_PROGRESS_CPU").is_some() {
+            self.meter = Some(Meter::new());
+        }
         for t in scheduler.tasks() {
-            self.index(&t.spec.id, Some(t));
+            self.count(t);
         }
-        self.stuck = stuck_of(scheduler);
+        self.stuck_changed = true;
     }
 
-    /// Bring one task's entry up to date (`None`: it is gone).
-    fn index(&mut self, id: &str, task: Option<&scheduler::Task>) {
-        if let Some(old) = self.entries.remove(id) {
-            let key = (old.seq, id.to_owned());
-            self.by_state.entry(old.state).or_default().remove(&key);
-            self.all.remove(&key);
-            let phase = old.phase.unwrap_or_else(|| "-".into());
-            if let Some(counts) = self.phases.get_mut(&phase)
-                && let Some(n) = counts.get_mut(&old.state)
-            {
+    /// Count `t` where it is now. Returns `None` if that is where it was,
+    /// else `Some` of where it was (`None` when new to the index).
+    #[allow(clippy::option_option, reason = "unmoved, or moved from a state or from nowhere")]
+    fn count(&mut self, t: &scheduler::Task) -> Option<Option<TaskState>> {
+        // Numbers are dense (one per task, from 0), so the table is as long as the store.
+        let at = usize::try_from(t.seq).expect("a task number fits in memory");
+        if at >= self.entries.len() {
+            self.entries.resize(at + 1, Entry::default());
+        }
+        let old = self.entries[at].state;
+        if old == Some(t.state) {
+            return None;
+        }
+        let phase = match old {
+            Some(state) => {
+                let phase = self.entries[at].phase;
+                let n = &mut self.phase_counts[phase as usize][slot(state)];
                 *n = n.saturating_sub(1);
+                phase
             }
-            if let Some(h) = old.holder
-                && self.holders.get(&h).map(String::as_str) == Some(id)
-            {
-                self.holders.remove(&h);
-            }
-        }
-        let Some(t) = task else { return };
-        let key = (t.seq, id.to_owned());
-        self.by_state.entry(t.state).or_default().insert(key.clone());
-        self.all.insert(key);
-        *self.phases.entry(t.phase.clone().unwrap_or_else(|| "-".into())).or_default().entry(t.state).or_default() += 1;
-        let holder = t.holder.clone().filter(|_| t.state.in_flight());
-        if let Some(h) = &holder {
-            self.holders.insert(h.clone(), id.to_owned());
-        }
-        self.entries.insert(id.to_owned(), Entry { seq: t.seq, state: t.state, phase: t.phase.clone(), holder });
+            None => self.phase_id(t.phase.as_deref().unwrap_or("-")),
+        };
+        self.phase_counts[phase as usize][slot(t.state)] += 1;
+        self.entries[at] = Entry { state: Some(t.state), phase, pending: self.entries[at].pending };
+        Some(old)
     }
 
-    fn counts(&self) -> BTreeMap<String, u64> {
-        TaskState::ALL
-            .iter()
-            .map(|s| (s.name().to_owned(), self.by_state.get(s).map_or(0, |set| set.len() as u64)))
-            .collect()
+    fn phase_id(&mut self, name: &str) -> u32 {
+        if let Some(id) = self.phase_ids.get(name) {
+            return *id;
+        }
+        let id = u32::try_from(self.phase_names.len()).expect("fewer than 4 billion phases");
+        self.phase_names.push(name.to_owned());
+        self.phase_ids.insert(name.to_owned(), id);
+        self.phase_counts.push([0; TaskState::ALL.len()]);
+        id
     }
 
     fn phase_counts(&self) -> BTreeMap<String, BTreeMap<String, u64>> {
-        self.phases
+        self.phase_names
             .iter()
+            .zip(&self.phase_counts)
             .map(|(phase, counts)| {
-                let present = counts.iter().filter(|(_, n)| **n > 0).map(|(s, n)| (s.name().to_owned(), *n)).collect();
+                let present = TaskState::ALL
+                    .iter()
+                    .filter(|s| counts[slot(**s)] > 0)
+                    .map(|s| (s.name().to_owned(), counts[slot(*s)]))
+                    .collect();
                 (phase.clone(), present)
             })
             .filter(|(_, counts): &(String, BTreeMap<String, u64>)| !counts.is_empty())
             .collect()
+    }
+
+    /// List a task for the next delta, once per interval.
+    fn mark(&mut self, seq: u64, id: &TaskId) {
+        if let Some(entry) = usize::try_from(seq).ok().and_then(|at| self.entries.get_mut(at))
+            && !entry.pending
+        {
+            entry.pending = true;
+            self.pending_tasks.push((seq, id.clone()));
+        }
+    }
+
+    fn take_pending_tasks(&mut self) -> Vec<(u64, TaskId)> {
+        let pending = std::mem::take(&mut self.pending_tasks);
+        for (seq, _) in &pending {
+            if let Some(entry) = usize::try_from(*seq).ok().and_then(|at| self.entries.get_mut(at)) {
+                entry.pending = false;
+            }
+        }
+        pending
+    }
+
+    fn touch_worker(&mut self, name: &str) {
+        if !self.pending_workers.contains(name) {
+            self.pending_workers.insert(name.to_owned());
+        }
+    }
+
+    fn add_event(&mut self, e: &scheduler::Event) {
+        if self.pending_event_count >= EVENTS_PER_DELTA {
+            self.events_left_out += 1;
+            return;
+        }
+        if self.pending_event_count > 0 {
+            self.pending_events.push(b',');
+        }
+        let view = EventOut { kind: e.kind, task: &e.task, worker: &e.worker, attempt: e.attempt, detail: &e.detail };
+        serde_json::to_writer(&mut self.pending_events, &view).expect("an event serializes");
+        self.pending_event_count += 1;
+    }
+
+    /// Nobody watches: what was pending is told to no one.
+    fn drop_pending(&mut self) {
+        self.take_pending_tasks();
+        self.pending_workers.clear();
+        self.pending_events.clear();
+        self.pending_event_count = 0;
+        self.events_left_out = 0;
     }
 
     /// When the engine must wake to push what is pending, if anything is.
@@ -447,38 +567,125 @@ impl Progress {
         let pending = self.batch_since
             || !self.pending_tasks.is_empty()
             || !self.pending_workers.is_empty()
-            || !self.pending_events.is_empty();
+            || self.pending_event_count > 0;
         (pending && !self.subscribers.is_empty())
             .then(|| self.last_delta.map_or_else(Instant::now, |at| at + DELTA_EVERY))
     }
-
-    fn ids(&self, state: TaskState, limit: usize) -> Vec<TaskId> {
-        self.by_state.get(&state).into_iter().flatten().take(limit).map(|(_, id)| id.clone()).collect()
-    }
 }
 
-fn stuck_of(scheduler: &scheduler::Scheduler) -> Vec<Stuck> {
-    scheduler.stuck().into_iter().map(|(task, dependency)| Stuck { task, dependency }).collect()
+/// An [`EventView`] as written, borrowed from the scheduler's event.
+#[derive(Serialize)]
+struct EventOut<'a> {
+    kind: &'a str,
+    task: &'a Option<String>,
+    worker: &'a Option<String>,
+    attempt: Option<u32>,
+    detail: &'a Value,
 }
 
-fn short(mut summary: TaskSummary) -> TaskSummary {
-    if summary.description.len() > DESCRIPTION_IN_DELTA {
-        let mut end = DESCRIPTION_IN_DELTA;
-        while !summary.description.is_char_boundary(end) {
-            end -= 1;
+/// A [`TaskSummary`] as a delta writes it (description shortened), borrowed
+/// from the task.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct SummaryOut<'a> {
+    id: &'a str,
+    description: std::borrow::Cow<'a, str>,
+    state: &'a str,
+    holder: &'a Option<String>,
+    attempt: u32,
+    phase: &'a Option<String>,
+    lease_left_ms: Option<u64>,
+    dependencies: &'a [String],
+    reasons: &'a [String],
+    question: &'a Option<String>,
+}
+
+impl<'a> SummaryOut<'a> {
+    fn of(t: &'a scheduler::Task, now: Instant) -> Self {
+        Self {
+            id: &t.spec.id,
+            description: shortened(&t.spec.description),
+            state: t.state.name(),
+            holder: &t.holder,
+            attempt: t.attempt,
+            phase: &t.phase,
+            lease_left_ms: t.lease_left(now).map(|d| d.as_millis() as u64),
+            dependencies: &t.spec.dependencies,
+            reasons: &t.reasons,
+            question: &t.question,
         }
-        summary.description.truncate(end);
-        summary.description.push('…');
     }
-    summary
+}
+
+fn shortened(text: &str) -> std::borrow::Cow<'_, str> {
+    if text.len() <= DESCRIPTION_IN_DELTA {
+        return text.into();
+    }
+    let mut end = DESCRIPTION_IN_DELTA;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &text[..end]).into()
+}
+
+/// The parts of one delta; [`DeltaParts::to_json`] writes them as
+/// `serde_json` writes a [`Delta`], with the many tasks and events spliced
+/// in as already written rather than built into a `Value` and copied per
+/// subscriber.
+struct DeltaParts<'a> {
+    counts: BTreeMap<String, u64>,
+    phases: BTreeMap<String, BTreeMap<String, u64>>,
+    finished: bool,
+    workflow: Option<String>,
+    /// Comma-separated task summaries.
+    tasks: &'a [u8],
+    workers: Vec<WorkerView>,
+    /// Comma-separated events.
+    events: &'a [u8],
+    events_left_out: u64,
+    problems: Option<&'a [String]>,
+    log: Option<&'a [String]>,
+    stuck: Option<&'a [Stuck]>,
+}
+
+impl DeltaParts<'_> {
+    fn to_json(&self) -> String {
+        fn field<T: Serialize + ?Sized>(out: &mut Vec<u8>, name: &str, value: &T) {
+            out.push(if out.is_empty() { b'{' } else { b',' });
+            serde_json::to_writer(&mut *out, name).expect("a name serializes");
+            out.push(b':');
+            serde_json::to_writer(&mut *out, value).expect("a delta's part serializes");
+        }
+        fn spliced(out: &mut Vec<u8>, name: &str, items: &[u8]) {
+            out.push(b',');
+            serde_json::to_writer(&mut *out, name).expect("a name serializes");
+            out.extend_from_slice(b":[");
+            out.extend_from_slice(items);
+            out.push(b']');
+        }
+        let mut out = Vec::with_capacity(self.tasks.len() + self.events.len() + 4096);
+        field(&mut out, "counts", &self.counts);
+        field(&mut out, "phases", &self.phases);
+        field(&mut out, "finished", &self.finished);
+        field(&mut out, "workflow", &self.workflow);
+        spliced(&mut out, "tasks", self.tasks);
+        field(&mut out, "workers", &self.workers);
+        spliced(&mut out, "events", self.events);
+        field(&mut out, "eventsLeftOut", &self.events_left_out);
+        field(&mut out, "problems", &self.problems);
+        field(&mut out, "log", &self.log);
+        field(&mut out, "stuck", &self.stuck);
+        out.push(b'}');
+        String::from_utf8(out).expect("serde_json writes UTF-8")
+    }
 }
 
 impl Engine {
     /// `subscribe` and `tasks_page`.
     pub(super) fn view_request(&mut self, conn: ConnId, msg: ClientMsg, now: Instant) {
-        self.progress.build(&self.scheduler);
         match msg {
             ClientMsg::Subscribe {} => {
+                self.progress.build(&self.scheduler);
                 let summary = serde_json::to_value(self.summary(now)).expect("a summary serializes");
                 if !self.progress.subscribers.contains(&conn) {
                     self.progress.subscribers.push(conn);
@@ -496,8 +703,27 @@ impl Engine {
         }
     }
 
-    fn worker_view(&self, w: &scheduler::Worker, now: Instant, connected: bool, waiting: bool) -> WorkerView {
-        let holding = self.progress.holders.get(&w.name).and_then(|id| self.scheduler.task(id));
+    /// The submitted tasks' holders, each with its newest such task: a
+    /// worker's task is the one it holds (assigned), else this.
+    fn submitted_by(&self) -> HashMap<&str, &TaskId> {
+        self.scheduler
+            .ids_in_state(TaskState::Submitted)
+            .filter_map(|id| self.scheduler.task(id).and_then(|t| t.holder.as_deref()).map(|h| (h, id)))
+            .collect()
+    }
+
+    fn worker_view(
+        &self,
+        w: &scheduler::Worker,
+        now: Instant,
+        (connected, waiting): (bool, bool),
+        submitted: &HashMap<&str, &TaskId>,
+    ) -> WorkerView {
+        let holding = self
+            .scheduler
+            .held_by(&w.name)
+            .filter(|t| t.state == TaskState::Assigned)
+            .or_else(|| submitted.get(w.name.as_str()).and_then(|id| self.scheduler.task(id)));
         WorkerView {
             name: w.name.clone(),
             holding: holding.map(|t| t.spec.id.clone()),
@@ -526,20 +752,44 @@ impl Engine {
             .collect()
     }
 
+    fn counts(&self) -> BTreeMap<String, u64> {
+        TaskState::ALL.iter().map(|s| (s.name().to_owned(), self.scheduler.count(*s) as u64)).collect()
+    }
+
+    /// The stuck list, found anew if a task that can make or end one moved.
+    fn refresh_stuck(&mut self) -> bool {
+        if std::mem::take(&mut self.progress.stuck_changed) {
+            let stuck = stuck_of(&self.scheduler);
+            let changed = stuck.len() != self.progress.stuck.len()
+                || stuck
+                    .iter()
+                    .zip(&self.progress.stuck)
+                    .any(|(a, b)| a.task != b.task || a.dependency != b.dependency);
+            self.progress.stuck = stuck;
+            return changed;
+        }
+        false
+    }
+
     fn summary(&mut self, now: Instant) -> Summary {
+        self.refresh_stuck();
         let presence = self.presence();
+        let submitted = self.submitted_by();
         let workers = presence
             .iter()
-            .filter_map(|(name, c, w)| self.scheduler.worker(name).map(|worker| self.worker_view(worker, now, *c, *w)))
+            .filter_map(|(name, c, w)| {
+                self.scheduler.worker(name).map(|worker| self.worker_view(worker, now, (*c, *w), &submitted))
+            })
             .collect();
         let task = |id: &TaskId| self.scheduler.task(id).map(|t| short(task_summary(t, now)));
         let in_flight = TaskState::ALL
             .iter()
             .filter(|s| s.in_flight())
-            .flat_map(|s| self.progress.ids(*s, usize::MAX))
-            .filter_map(|id| task(&id))
+            .flat_map(|s| self.scheduler.ids_in_state(*s))
+            .filter_map(task)
             .collect();
-        let questions = self.progress.ids(TaskState::Blocked, 100).iter().filter_map(task).collect();
+        let questions =
+            self.scheduler.ids_in_state(TaskState::Blocked).take(QUESTIONS_IN_SUMMARY).filter_map(task).collect();
         let summary = Summary {
             root: self.config.root.display().to_string(),
             workflow: self.workflow_path.as_ref().map(|p| p.display().to_string()),
@@ -547,7 +797,7 @@ impl Engine {
             finished: self.all_done(),
             hub_running: true,
             coordinator: self.coordinator.is_some(),
-            counts: self.progress.counts(),
+            counts: self.counts(),
             phases: self.progress.phase_counts(),
             workers,
             in_flight,
@@ -560,6 +810,8 @@ impl Engine {
         summary
     }
 
+    /// A page of tasks of one state (or all) in creation order, from the
+    /// scheduler's index of tasks by state.
     fn page(
         &self,
         state: Option<String>,
@@ -567,83 +819,99 @@ impl Engine {
         after: Option<&str>,
         now: Instant,
     ) -> Result<Page, String> {
-        let set = match &state {
+        let states: Vec<TaskState> = match &state {
             Some(name) => {
                 let Some(state) = TaskState::ALL.iter().find(|s| s.name() == name) else {
                     let names: Vec<&str> = TaskState::ALL.iter().map(|s| s.name()).collect();
                     return Err(format!("`tasks_page`: state `{name}` is not one of {}", names.join(", ")));
                 };
-                self.progress.by_state.get(state)
+                vec![*state]
             }
-            None => Some(&self.progress.all),
+            None => TaskState::ALL.to_vec(),
         };
-        let empty = BTreeSet::new();
-        let set = set.unwrap_or(&empty);
         let limit = limit.unwrap_or(DEFAULT_PAGE).clamp(1, MAX_PAGE);
         let from = match after {
             Some(id) => {
-                let Some(entry) = self.progress.entries.get(id) else {
+                let Some(task) = self.scheduler.task(id) else {
                     return Err(format!("`tasks_page`: `after` names task `{id}`, which this hub does not have"));
                 };
-                std::ops::Bound::Excluded((entry.seq, id.to_owned()))
+                task.seq + 1
             }
-            None => std::ops::Bound::Unbounded,
+            None => 0,
         };
-        let mut keys = set.range((from, std::ops::Bound::Unbounded));
+        // The first `limit + 1` of each state from there, merged by creation number.
+        let mut keys: Vec<(u64, &TaskId)> =
+            states.iter().flat_map(|s| self.scheduler.ids_in_state_from(*s, from).take(limit + 1)).collect();
+        keys.sort_unstable_by_key(|(seq, _)| *seq);
+        let more = keys.len() > limit;
         let tasks: Vec<TaskSummary> = keys
-            .by_ref()
+            .iter()
             .take(limit)
             .filter_map(|(_, id)| self.scheduler.task(id).map(|t| task_summary(t, now)))
             .collect();
-        let next_after = keys.next().and(tasks.last().map(|t| t.id.clone()));
-        Ok(Page { state, tasks, total: set.len() as u64, next_after })
+        let next_after = tasks.last().filter(|_| more).map(|t| t.id.clone());
+        let total = states.iter().map(|s| self.scheduler.count(*s)).sum::<usize>() as u64;
+        Ok(Page { state, tasks, total, next_after })
     }
 
-    /// After a commit: bring the index up to date with the batch's changes
-    /// and, at most every [`DELTA_EVERY`], push what changed to every
-    /// subscriber. Costs what the batch changed (plus, per push, one look at
-    /// the workers' presence), nothing when the index was never asked for.
+    /// After a commit: count the batch's changes and, at most every
+    /// [`DELTA_EVERY`], push what changed to every subscriber. Costs what the
+    /// batch changed: per task a look-up and a compare, and while someone
+    /// watches its id listed once per delta and each event written once;
+    /// nothing when nobody ever subscribed.
     pub(super) fn publish(&mut self, changes: &Changes, finished: bool) {
+        let Some(started) = self.progress.meter.as_ref().map(|_| thread_cpu()) else {
+            return self.publish_changes(changes, finished);
+        };
+        self.publish_changes(changes, finished);
+        let spent = thread_cpu().saturating_sub(started);
+        let file = self.config.root.join(".mcc/progress-cpu");
+        if let Some(meter) = &mut self.progress.meter {
+            meter.add(spent, &file);
+        }
+    }
+
+    fn publish_changes(&mut self, changes: &Changes, finished: bool) {
         if !self.progress.built {
             return;
         }
         let now = Instant::now();
-        for id in &changes.tasks {
-            let old_holder = self.progress.entries.get(id).and_then(|e| e.holder.clone());
-            let task = self.scheduler.task(id);
-            if let Some(t) = task {
-                self.progress.stuck_changed |=
-                    matches!(t.state, TaskState::Failed | TaskState::Cancelled | TaskState::Waiting);
-                self.progress.pending_workers.extend(t.holder.clone());
-            }
-            self.progress.pending_workers.extend(old_holder);
-            self.progress.index(id, task);
-        }
         self.progress.subscribers.retain(|c| self.conns.contains_key(c));
-        if self.progress.subscribers.is_empty() {
-            self.progress.pending_tasks.clear();
-            self.progress.pending_workers.clear();
-            self.progress.pending_events.clear();
-            if self.progress.stuck_changed {
-                self.progress.stuck = stuck_of(&self.scheduler);
-                self.progress.stuck_changed = false;
+        let watched = !self.progress.subscribers.is_empty();
+        let progress = &mut self.progress;
+        for id in &changes.tasks {
+            let Some(t) = self.scheduler.task(id) else { continue };
+            let moved = progress.count(t);
+            if let Some(old) = moved {
+                progress.stuck_changed |= [old, Some(t.state)]
+                    .into_iter()
+                    .flatten()
+                    .any(|s| matches!(s, TaskState::Failed | TaskState::Cancelled | TaskState::Waiting));
             }
+            if !watched {
+                continue;
+            }
+            progress.mark(t.seq, id);
+            if let Some(h) = &t.holder {
+                progress.touch_worker(h);
+            }
+            // Out of flight, its holder became `last_holder` and holds it no more.
+            if let (Some(Some(old)), Some(h)) = (moved, &t.last_holder)
+                && old.in_flight()
+                && !t.state.in_flight()
+            {
+                progress.touch_worker(h);
+            }
+        }
+        if !watched {
+            self.progress.drop_pending();
             return;
         }
-        self.progress.pending_tasks.extend(changes.tasks.iter().cloned());
-        self.progress.pending_workers.extend(changes.workers.iter().cloned());
+        for w in &changes.workers {
+            self.progress.touch_worker(w);
+        }
         for e in &changes.events {
-            if self.progress.pending_events.len() < EVENTS_PER_DELTA {
-                self.progress.pending_events.push(EventView {
-                    kind: e.kind.to_owned(),
-                    task: e.task.clone(),
-                    worker: e.worker.clone(),
-                    attempt: e.attempt,
-                    detail: e.detail.clone(),
-                });
-            } else {
-                self.progress.events_left_out += 1;
-            }
+            self.progress.add_event(e);
         }
         let due = self.progress.last_delta.is_none_or(|at| now >= at + DELTA_EVERY);
         if !due && finished == self.progress.sent_finished {
@@ -656,15 +924,13 @@ impl Engine {
     fn push_delta(&mut self, now: Instant, finished: bool) {
         self.progress.batch_since = false;
         let mut touched_workers = std::mem::take(&mut self.progress.pending_workers);
-        let stuck = if self.progress.stuck_changed {
-            self.progress.stuck_changed = false;
-            self.progress.stuck = stuck_of(&self.scheduler);
-            Some(self.progress.stuck.clone())
+        let stuck_changed = if self.progress.stuck_changed {
+            self.refresh_stuck()
         } else {
-            let entries = &self.progress.entries;
+            let scheduler = &self.scheduler;
             let before = self.progress.stuck.len();
-            self.progress.stuck.retain(|s| entries.get(&s.task).is_some_and(|e| e.state == TaskState::Waiting));
-            (self.progress.stuck.len() != before).then(|| self.progress.stuck.clone())
+            self.progress.stuck.retain(|s| scheduler.task(&s.task).is_some_and(|t| t.state == TaskState::Waiting));
+            self.progress.stuck.len() != before
         };
         let presence = self.presence();
         for p in &presence {
@@ -672,53 +938,165 @@ impl Engine {
                 touched_workers.insert(p.0.clone());
             }
         }
-        let problems = (self.problems != self.progress.sent_problems).then(|| self.problems.clone());
-        let log = (self.log != self.progress.sent_log).then(|| self.log.clone());
-        let tasks = std::mem::take(&mut self.progress.pending_tasks);
+        let problems_changed = self.problems != self.progress.sent_problems;
+        let log_changed = self.log != self.progress.sent_log;
+        let mut tasks = self.progress.take_pending_tasks();
         let events = std::mem::take(&mut self.progress.pending_events);
+        let event_count = std::mem::take(&mut self.progress.pending_event_count);
         let nothing = tasks.is_empty()
             && touched_workers.is_empty()
-            && events.is_empty()
-            && problems.is_none()
-            && log.is_none()
-            && stuck.is_none()
+            && event_count == 0
+            && !problems_changed
+            && !log_changed
+            && !stuck_changed
             && finished == self.progress.sent_finished;
         self.progress.sent_presence = presence;
         if nothing {
+            self.progress.pending_events = events;
+            self.progress.pending_events.clear();
             return;
         }
+        let submitted = self.submitted_by();
         let workers = self
             .progress
             .sent_presence
             .iter()
             .filter(|(name, ..)| touched_workers.contains(name))
-            .filter_map(|(name, c, w)| self.scheduler.worker(name).map(|worker| self.worker_view(worker, now, *c, *w)))
+            .filter_map(|(name, c, w)| {
+                self.scheduler.worker(name).map(|worker| self.worker_view(worker, now, (*c, *w), &submitted))
+            })
             .collect();
-        let delta = Delta {
-            counts: self.progress.counts(),
+        tasks.sort_unstable_by_key(|(seq, _)| *seq);
+        let mut task_json = Vec::with_capacity(tasks.len() * 256);
+        for t in tasks.iter().filter_map(|(_, id)| self.scheduler.task(id)) {
+            if !task_json.is_empty() {
+                task_json.push(b',');
+            }
+            serde_json::to_writer(&mut task_json, &SummaryOut::of(t, now)).expect("a task summary serializes");
+        }
+        let delta = DeltaParts {
+            counts: self.counts(),
             phases: self.progress.phase_counts(),
             finished,
             workflow: self.workflow_path.as_ref().map(|p| p.display().to_string()),
-            tasks: tasks.iter().filter_map(|id| self.scheduler.task(id).map(|t| short(task_summary(t, now)))).collect(),
+            tasks: &task_json,
             workers,
-            events,
+            events: &events,
             events_left_out: std::mem::take(&mut self.progress.events_left_out),
-            stuck,
-            problems,
-            log,
-        };
-        if let Some(p) = &delta.problems {
-            self.progress.sent_problems.clone_from(p);
+            problems: problems_changed.then_some(self.problems.as_slice()),
+            log: log_changed.then_some(self.log.as_slice()),
+            stuck: stuck_changed.then_some(self.progress.stuck.as_slice()),
         }
-        if let Some(l) = &delta.log {
-            self.progress.sent_log.clone_from(l);
+        .to_json();
+        if problems_changed {
+            self.progress.sent_problems.clone_from(&self.problems);
+        }
+        if log_changed {
+            self.progress.sent_log.clone_from(&self.log);
         }
         self.progress.sent_finished = finished;
         self.progress.last_delta = Some(now);
-        let delta = serde_json::to_value(delta).expect("a delta serializes");
-        // Sent as any answer is: a subscriber that reads nothing is cut off as any slow reader is.
+        // Kept for the next interval: its capacity is the size one interval needs.
+        self.progress.pending_events = events;
+        self.progress.pending_events.clear();
+        // Written once, shared by every subscriber. Sent as any answer is: a
+        // subscriber that reads nothing is cut off as any slow reader is.
+        let delta = RawJson::new(delta);
         for &conn in &self.progress.subscribers {
             self.outgoing.push((conn, Outgoing::Msg(ServerMsg::Delta { delta: delta.clone() })));
         }
+    }
+}
+
+fn stuck_of(scheduler: &scheduler::Scheduler) -> Vec<Stuck> {
+    scheduler.stuck().into_iter().map(|(task, dependency)| Stuck { task, dependency }).collect()
+}
+
+fn short(mut summary: TaskSummary) -> TaskSummary {
+    if let std::borrow::Cow::Owned(text) = shortened(&summary.description) {
+        summary.description = text;
+    }
+    summary
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::task::TaskSpec;
+
+    /// A delta written from parts is what `serde_json` makes of a [`Delta`]:
+    /// subscribers read the same bytes as when the engine built a `Value`.
+    #[test]
+    fn a_delta_written_from_parts_is_the_delta_serialized() {
+        let now = Instant::now();
+        let mut s = scheduler::Scheduler::default();
+        let mut described = TaskSpec::new("b", "é".repeat(150));
+        described.dependencies = vec!["a".into()];
+        s.add_tasks(vec![TaskSpec::new("a", "do a"), described], Some("build"), now).unwrap();
+        let events = s.take_changes().events;
+        let tasks: Vec<&scheduler::Task> = ["a", "b"].iter().map(|id| s.task(id).unwrap()).collect();
+        assert_eq!(events.len(), 2, "{events:?}");
+        let written = |items: Vec<Vec<u8>>| items.join(&b',');
+        let task_json = written(tasks.iter().map(|t| serde_json::to_vec(&SummaryOut::of(t, now)).unwrap()).collect());
+        let event_json = written(
+            events
+                .iter()
+                .map(|e| {
+                    let out = EventOut {
+                        kind: e.kind,
+                        task: &e.task,
+                        worker: &e.worker,
+                        attempt: e.attempt,
+                        detail: &e.detail,
+                    };
+                    serde_json::to_vec(&out).unwrap()
+                })
+                .collect(),
+        );
+        let worker =
+            WorkerView { name: "w1".into(), holding: Some("a".into()), waiting: true, ..WorkerView::default() };
+        let counts: BTreeMap<String, u64> = [("ready".to_owned(), 1), ("waiting".to_owned(), 1)].into();
+        let phases: BTreeMap<String, BTreeMap<String, u64>> = [("build".to_owned(), counts.clone())].into();
+        let stuck = vec![Stuck { task: "b".into(), dependency: "a".into() }];
+        let log = vec!["one".to_owned()];
+        let parts = DeltaParts {
+            counts: counts.clone(),
+            phases: phases.clone(),
+            finished: false,
+            workflow: Some("flow.lua".into()),
+            tasks: &task_json,
+            workers: vec![worker.clone()],
+            events: &event_json,
+            events_left_out: 3,
+            problems: None,
+            log: Some(&log),
+            stuck: Some(&stuck),
+        };
+        let typed = Delta {
+            counts,
+            phases,
+            finished: false,
+            workflow: Some("flow.lua".into()),
+            tasks: tasks.iter().map(|t| short(task_summary(t, now))).collect(),
+            workers: vec![worker],
+            events: events
+                .iter()
+                .map(|e| EventView {
+                    kind: e.kind.to_owned(),
+                    task: e.task.clone(),
+                    worker: e.worker.clone(),
+                    attempt: e.attempt,
+                    detail: e.detail.clone(),
+                })
+                .collect(),
+            events_left_out: 3,
+            problems: None,
+            log: Some(log.clone()),
+            stuck: Some(stuck.clone()),
+        };
+        let expected = serde_json::to_string(&serde_json::to_value(&typed).unwrap()).unwrap();
+        assert_eq!(parts.to_json(), expected);
+        let read = Delta::from_wire(&RawJson::new(parts.to_json())).unwrap();
+        assert!(read.tasks[1].description.ends_with('…') && read.tasks[1].description.len() <= 203, "{read:?}");
     }
 }

@@ -288,6 +288,11 @@ impl Index {
         self.phase_ids.get(name).map_or(0, |p| self.phases[*p][slot(state)].len())
     }
 
+    /// Tasks in `state` from creation number `seq` on, oldest first, with their number.
+    pub(super) fn in_state_from(&self, state: TaskState, seq: u64) -> impl Iterator<Item = (u64, &TaskId)> {
+        self.by_state[slot(state)].range((seq, TaskId::new())..).map(|(seq, id)| (*seq, id))
+    }
+
     /// The oldest ready group that is blocked, with the in-flight tasks blocking it.
     pub(super) fn first_blocked(&self) -> Option<(&[Reservation], Vec<&TaskId>)> {
         let (_, group) = self.heads.iter().find(|(_, g)| self.groups[*g].blocked_by > 0)?;

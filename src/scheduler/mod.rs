@@ -490,6 +490,12 @@ impl Scheduler {
         self.index.in_state(state)
     }
 
+    /// Ids of the tasks in `state` created at `seq` or later, oldest first,
+    /// with their creation number: a page of one state without a walk.
+    pub fn ids_in_state_from(&self, state: TaskState, seq: u64) -> impl Iterator<Item = (u64, &TaskId)> {
+        self.index.in_state_from(state, seq)
+    }
+
     pub fn is_empty(&self) -> bool {
         self.tasks.is_empty()
     }
