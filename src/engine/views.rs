@@ -335,7 +335,10 @@ impl Page {
 /// batches a second. A finished run is pushed at once.
 pub const DELTA_EVERY: Duration = Duration::from_millis(100);
 /// Events one delta carries at most; more are counted in `eventsLeftOut`.
-const EVENTS_PER_DELTA: usize = 1000;
+/// A thousand a second is past what anyone reads as it goes (the page only
+/// takes them as a sign to redraw its timeline); the event log has them all,
+/// and at full speed each event written costs the engine time.
+const EVENTS_PER_DELTA: usize = 100;
 
 /// The longest description a delta carries; `mcc tasks show` has it whole.
 const DESCRIPTION_IN_DELTA: usize = 200;
