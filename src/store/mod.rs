@@ -75,44 +75,18 @@ CREATE TABLE IF NOT EXISTS meta (
 ) WITHOUT ROWID;
 ";
 
-/// Schema 1 to 2, in one transaction: the same rows in the new tables.
-/// Leases are carried as they are (older schema-1 stores gain the lease
-/// columns first, see [`Store::open`]).
-const MIGRATE_1_TO_2: &str = "
+/// Schema 1 to 2, in one transaction: the schema-1 tables step aside,
+/// [`SCHEMA`] makes the new ones, the rows move over. Leases are carried as
+/// they are (older schema-1 stores gain the lease columns first, see
+/// [`migrate_from_1`]).
+const SET_1_ASIDE: &str = "
 ALTER TABLE tasks RENAME TO tasks_v1;
 ALTER TABLE workers RENAME TO workers_v1;
 ALTER TABLE events RENAME TO events_v1;
 ALTER TABLE meta RENAME TO meta_v1;
 DROP INDEX IF EXISTS events_task;
-CREATE TABLE tasks (
-    id TEXT PRIMARY KEY NOT NULL,
-    seq INTEGER NOT NULL,
-    state TEXT NOT NULL,
-    holder TEXT,
-    attempt INTEGER NOT NULL,
-    lease_deadline_ms INTEGER,
-    phase TEXT,
-    body TEXT NOT NULL,
-    lease_left_ms INTEGER,
-    lease_clock_ms INTEGER
-) WITHOUT ROWID;
-CREATE TABLE workers (
-    name TEXT PRIMARY KEY NOT NULL,
-    body TEXT NOT NULL
-) WITHOUT ROWID;
-CREATE TABLE events (
-    id INTEGER PRIMARY KEY,
-    at_ms INTEGER NOT NULL,
-    kind TEXT NOT NULL,
-    task_id TEXT,
-    worker TEXT,
-    attempt INTEGER,
-    detail TEXT
-);
-CREATE TABLE meta (
-    key TEXT PRIMARY KEY NOT NULL,
-    value TEXT NOT NULL
-) WITHOUT ROWID;
+";
+const MOVE_1_TO_2: &str = "
 INSERT INTO tasks SELECT id, seq, state, holder, attempt, lease_deadline_ms, phase, body, lease_left_ms, lease_clock_ms FROM tasks_v1;
 INSERT INTO workers SELECT name, body FROM workers_v1;
 INSERT INTO events SELECT id, at_ms, kind, task_id, worker, attempt, detail FROM events_v1;
@@ -562,7 +536,9 @@ fn migrate_from_1(conn: &Connection) -> rusqlite::Result<()> {
                 conn.execute_batch(&format!("ALTER TABLE tasks ADD COLUMN {column} INTEGER"))?;
             }
         }
-        conn.execute_batch(MIGRATE_1_TO_2)?;
+        conn.execute_batch(SET_1_ASIDE)?;
+        conn.execute_batch(SCHEMA)?;
+        conn.execute_batch(MOVE_1_TO_2)?;
         conn.execute(
             "INSERT INTO meta (key, value) VALUES ('schema_version', ?1) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
             [SCHEMA_VERSION.to_string()],
