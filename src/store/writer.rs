@@ -33,6 +33,8 @@ enum Job<D> {
 pub struct Writer<D: Send + 'static> {
     tx: Option<SyncSender<Job<D>>>,
     thread: Option<JoinHandle<Result<(), StoreError>>>,
+    /// Why the thread stopped, once that was read from it: every later call returns it again.
+    stopped: Option<String>,
 }
 
 impl<D: Send + 'static> Writer<D> {
@@ -49,7 +51,7 @@ impl<D: Send + 'static> Writer<D> {
             .name("mcc-store".into())
             .spawn(move || run(store, &rx, deliver, failed))
             .expect("spawn the store writer thread");
-        Self { tx: Some(tx), thread: Some(thread) }
+        Self { tx: Some(tx), thread: Some(thread), stopped: None }
     }
 
     /// Queue `rows` for the next transaction and `deliveries` to be handed
@@ -72,13 +74,14 @@ impl<D: Send + 'static> Writer<D> {
         }
     }
 
-    /// Write and deliver everything queued, then stop the thread.
+    /// Write and deliver everything queued, then stop the thread; the error
+    /// it stopped on, if it did.
     pub fn finish(mut self) -> Result<(), StoreError> {
         self.tx = None;
         match self.thread.take().map(JoinHandle::join) {
             Some(Ok(result)) => result,
-            Some(Err(_)) => Err(StoreError::Crashed("the store writer thread panicked; see the message above".into())),
-            None => Ok(()),
+            Some(Err(_)) => Err(panicked()),
+            None => self.stopped.take().map_or(Ok(()), |why| Err(StoreError::Crashed(why))),
         }
     }
 
@@ -87,15 +90,26 @@ impl<D: Send + 'static> Writer<D> {
         if sent { Ok(()) } else { Err(self.stopped()) }
     }
 
-    /// Why the writer thread is gone.
+    /// Why the writer thread is gone (joined here the first time).
     fn stopped(&mut self) -> StoreError {
         self.tx = None;
-        match self.thread.take().map(JoinHandle::join) {
+        let why = match self.thread.take().map(JoinHandle::join) {
             Some(Ok(Err(e))) => e,
-            Some(Err(_)) => StoreError::Crashed("the store writer thread panicked; see the message above".into()),
-            _ => StoreError::Crashed("the store writer has stopped".into()),
-        }
+            Some(Err(_)) => panicked(),
+            // It stops without an error only once told to, in `finish`.
+            Some(Ok(Ok(()))) | None => {
+                return StoreError::Crashed(
+                    self.stopped.clone().unwrap_or_else(|| "the store writer has stopped".into()),
+                );
+            }
+        };
+        self.stopped = Some(why.to_string());
+        why
     }
+}
+
+fn panicked() -> StoreError {
+    StoreError::Crashed("the store writer thread panicked; see the message above".into())
 }
 
 impl<D: Send + 'static> Drop for Writer<D> {
@@ -213,8 +227,14 @@ mod tests {
         writer.commit(Rows::gather(clock, &s, &changes, &[]), vec![1]).unwrap();
         let failure = failures.recv().expect("the writer says its commit failed");
         assert!(failure.contains("locked"), "{failure}");
-        let again = writer.commit(None, vec![2]).expect_err("the writer has stopped");
-        assert!(again.to_string().contains("locked"), "{again}");
+        // A commit queued after the failure may still be taken into the
+        // channel before the thread is gone: it is never written nor delivered.
+        let _ = writer.commit(None, vec![2]);
+        let stopped = writer.commit(None, vec![3]).and_then(|()| writer.meta("schema_version").map(drop));
+        let err = stopped.expect_err("the writer has stopped");
+        assert!(err.to_string().contains("locked"), "{err}");
+        let err = writer.finish().expect_err("finish says why it stopped");
+        assert!(err.to_string().contains("locked"), "{err}");
         assert!(deliveries.try_iter().next().is_none(), "nothing may be delivered for a failed commit");
     }
 }
