@@ -893,9 +893,9 @@ impl Scheduler {
                 let task = self.tasks.get_mut(id).expect("known");
                 task.completed_at = Some(now_rfc3339());
                 task.reasons.clear();
+                // Its stored row does not change: `accepted` is rebuilt from the tasks at restart.
                 if let Some(w) = self.workers.get_mut(&worker) {
                     w.accepted.push(id.to_owned());
-                    self.changes.workers.insert(worker.clone());
                 }
                 self.event("accepted", Some(id), Some(&worker), Some(attempt), Value::Null);
                 self.release_dependents(id);
