@@ -113,9 +113,8 @@ pub struct StoredEvent {
 pub struct Store {
     conn: Connection,
     path: PathBuf,
-    /// The hub clock (ms) when this store was opened, and the instant then.
-    clock_base_ms: i64,
-    opened: Instant,
+    /// The hub clock leases are measured on, from when this store was opened.
+    clock: Clock,
 }
 
 const HUB_CLOCK: &str = "hub_clock_ms";
@@ -272,8 +271,8 @@ impl Store {
             Some(1) => migrate_from_1(&conn).map_err(sql)?,
             Some(_) => {}
         }
-        let clock_base_ms = read_clock(&conn).map_err(sql)?;
-        let store = Self { conn, path, clock_base_ms, opened: Instant::now() };
+        let clock = Clock { base_ms: read_clock(&conn).map_err(sql)?, opened: Instant::now() };
+        let store = Self { conn, path, clock };
         Ok(store)
     }
 
@@ -284,8 +283,8 @@ impl Store {
         let flags = rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX;
         let conn = Connection::open_with_flags(&path, flags)
             .map_err(|source| StoreError::Sqlite { path: path.clone(), source })?;
-        let clock_base_ms = read_clock(&conn).unwrap_or(0);
-        Ok(Self { conn, path, clock_base_ms, opened: Instant::now() })
+        let clock = Clock { base_ms: read_clock(&conn).unwrap_or(0), opened: Instant::now() };
+        Ok(Self { conn, path, clock })
     }
 
     pub fn path(&self) -> &Path {
@@ -363,7 +362,7 @@ impl Store {
         let mut task: Task = serde_json::from_str(&body).map_err(|e| self.corrupt(e))?;
         // Older stores have the time left when written, or only the wall-clock deadline.
         let left = on_clock
-            .map(|until| until - self.clock_base_ms)
+            .map(|until| until - self.clock.base_ms)
             .or(left)
             .or_else(|| deadline.map(|d| d.saturating_sub(wall)));
         task.lease_until = left.map(|l| now + Duration::from_millis(l.max(0) as u64));
@@ -386,7 +385,7 @@ impl Store {
 
     /// The hub clock this store measures leases on.
     pub fn clock(&self) -> Clock {
-        Clock { base_ms: self.clock_base_ms, opened: self.opened }
+        self.clock
     }
 
     /// Write gathered batches of rows in one transaction, in order (a later
