@@ -119,6 +119,10 @@ pub struct Store {
 
 const HUB_CLOCK: &str = "hub_clock_ms";
 
+/// Set one `meta` value, keeping its row.
+const PUT_META: &str =
+    "INSERT INTO meta (key, value) VALUES (?1, ?2) ON CONFLICT(key) DO UPDATE SET value = excluded.value";
+
 /// The hub clock: its value (ms) when the store was opened, and the instant then.
 #[derive(Debug, Clone, Copy)]
 pub struct Clock {
@@ -259,11 +263,7 @@ impl Store {
         match version {
             None => {
                 conn.execute_batch(SCHEMA).map_err(sql)?;
-                conn.execute(
-                    "INSERT INTO meta (key, value) VALUES ('schema_version', ?1)",
-                    [SCHEMA_VERSION.to_string()],
-                )
-                .map_err(sql)?;
+                conn.execute(PUT_META, params!["schema_version", SCHEMA_VERSION.to_string()]).map_err(sql)?;
             }
             Some(found) if found > SCHEMA_VERSION => {
                 return Err(StoreError::TooNew { path, found, known: SCHEMA_VERSION });
@@ -423,11 +423,7 @@ impl Store {
                     "INSERT INTO events (at_ms, kind, task_id, worker, attempt, detail) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
                 )
                 .map_err(sql)?;
-            let mut put_meta = tx
-                .prepare_cached(
-                    "INSERT INTO meta (key, value) VALUES (?1, ?2) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
-                )
-                .map_err(sql)?;
+            let mut put_meta = tx.prepare_cached(PUT_META).map_err(sql)?;
             for rows in batches {
                 for t in &rows.tasks {
                     let lease = t.lease;
@@ -474,13 +470,6 @@ impl Store {
         self.conn
             .query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0))
             .optional()
-            .map_err(|e| self.sql(e))
-    }
-
-    pub fn set_meta(&self, key: &str, value: &str) -> Result<(), StoreError> {
-        self.conn
-            .execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?1, ?2)", params![key, value])
-            .map(|_| ())
             .map_err(|e| self.sql(e))
     }
 
@@ -538,10 +527,7 @@ fn migrate_from_1(conn: &Connection) -> rusqlite::Result<()> {
         conn.execute_batch(SET_1_ASIDE)?;
         conn.execute_batch(SCHEMA)?;
         conn.execute_batch(MOVE_1_TO_2)?;
-        conn.execute(
-            "INSERT INTO meta (key, value) VALUES ('schema_version', ?1) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
-            [SCHEMA_VERSION.to_string()],
-        )?;
+        conn.execute(PUT_META, params!["schema_version", SCHEMA_VERSION.to_string()])?;
         Ok(())
     })();
     match migrated {
