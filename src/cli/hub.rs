@@ -74,7 +74,7 @@ impl HubArgs {
 
 pub fn run(args: HubArgs) -> u8 {
     crate::engine::set_max_tasks(args.max_tasks);
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("start the tokio runtime");
+    let runtime = hub::runtime().expect("start the tokio runtime");
     match runtime.block_on(hub::serve(args.options())) {
         Ok(()) => exit::OK,
         Err(e) => {

@@ -109,7 +109,8 @@ fn run_inner(args: &RunArgs) -> Result<u8, String> {
     if args.fresh {
         forget(&root)?;
     }
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(|e| e.to_string())?;
+    // It may run the hub: the hub's runtime.
+    let runtime = hub::runtime().map_err(|e| e.to_string())?;
     let (target, own_hub) = if let Some(target) = attach(&root) {
         let mut conn = Connection::open(&target).map_err(|e| e.to_string())?;
         if let Some(running) = running_workflow(&target, &root)

@@ -13,7 +13,7 @@ pub mod views;
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::path::{Path, PathBuf};
-use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender as Sender};
+use std::sync::mpsc::{Receiver, SyncSender as Sender};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -24,6 +24,7 @@ pub use policy::{DefaultPolicy, HeldPolicy, Policy, PolicyError};
 pub use submit::{Source, Submission};
 
 use crate::command::Outcome;
+use crate::handoff::{self, Received};
 use crate::scheduler::{Refusal, Scheduler, Settings, TaskId, TaskState};
 use crate::store::writer::Writer;
 use crate::store::{Clock, Rows, Store, StoreError};
@@ -397,17 +398,10 @@ impl Engine {
 
     fn run(mut self, rx: &Receiver<Input>) -> Result<(), StoreError> {
         loop {
-            let timeout = self.next_wakeup().map(|at| at.saturating_duration_since(Instant::now()));
-            let first = match timeout {
-                Some(t) => match rx.recv_timeout(t) {
-                    Ok(input) => Some(input),
-                    Err(RecvTimeoutError::Timeout) => None,
-                    Err(RecvTimeoutError::Disconnected) => break,
-                },
-                None => match rx.recv() {
-                    Ok(input) => Some(input),
-                    Err(_) => break,
-                },
+            let first = match handoff::receive(rx, self.next_wakeup()) {
+                Received::Input(input) => Some(input),
+                Received::TimedOut => None,
+                Received::Closed => break,
             };
             let mut batch: Vec<Input> = first.into_iter().collect();
             while batch.len() < MAX_BATCH {

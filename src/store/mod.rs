@@ -458,8 +458,11 @@ impl Store {
                 for (key, value) in &rows.meta {
                     put_meta.execute(params![key, value]).map_err(sql)?;
                 }
-                // The clock moves with every commit: the leases written are measured on it.
-                put_meta.execute(params![HUB_CLOCK, rows.clock_ms.to_string()]).map_err(sql)?;
+            }
+            // The clock moves with every commit: the leases written are
+            // measured on it, and the last batch's reading is the latest.
+            if let Some(last) = batches.last() {
+                put_meta.execute(params![HUB_CLOCK, last.clock_ms.to_string()]).map_err(sql)?;
             }
         }
         tx.commit().map_err(sql)

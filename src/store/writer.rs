@@ -11,6 +11,7 @@ use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use std::thread::JoinHandle;
 
 use super::{Rows, Store, StoreError};
+use crate::handoff;
 
 /// Commits queued at most: an engine further ahead waits (backpressure).
 const QUEUE: usize = 256;
@@ -161,7 +162,7 @@ fn run<D>(
                 next = rx.recv().ok();
             }
             Some(commit @ Job::Commit { .. }) => next = Some(commit),
-            None => next = rx.recv().ok(),
+            None => next = handoff::receive(rx, None).into_input(),
         }
     }
     Ok(())
