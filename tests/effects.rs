@@ -417,6 +417,50 @@ fn a_cancelled_task_kills_the_command_its_accept_waits_on_and_is_judged_anew_on_
     assert!(snap["problems"].as_array().is_none_or(Vec::is_empty), "{snap}");
 }
 
+#[test]
+fn a_worker_waiting_on_done_hears_at_once_when_a_hook_cancels_its_task() {
+    let project = Project::new();
+    // `slow`'s accept waits on a command; a question on `asker` makes the
+    // workflow's own hook cancel `slow` meanwhile and add a task instead.
+    let wf = project.write(
+        "wf.lua",
+        r#"return { name = "hook-cancels", phases = { { name = "p",
+  tasks = { { id = "slow", description = "slow" }, { id = "asker", description = "asker" } },
+  accept = function(task, report, ctx)
+    if task.id == "slow" then ctx.run("sleep 1000", { timeout = "300s" }) end
+    return true
+  end,
+  on = { task_blocked = function(task, ctx)
+    ctx.cancel("slow")
+    ctx.add_task { id = "instead", description = "instead of slow" }
+  end },
+} } }"#,
+    );
+    let hub = Hub::start(project.root(), &["--workflow", &wf.display().to_string()]);
+    let mut w1 = hub.connect();
+    let slow = offer(&mut w1, "w1");
+    assert_eq!(slow["task"]["id"], "slow", "{slow}");
+    // It waits for its verdict far longer than the test does.
+    w1.send(done_msg("w1", &slow, 600_000));
+    eventually("the accept of slow waits on its command", || {
+        let mut ws = hub.connect();
+        snapshot(&mut ws)["tasks"].as_array().unwrap().iter().any(|t| t["id"] == "slow" && t["state"] == "submitted")
+    });
+    let mut w2 = hub.connect();
+    let asker = offer(&mut w2, "w2");
+    let blocked = w2.ask(json!({"type":"block","worker":"w2","taskId":"asker","attempt":asker["attempt"],"question":"which?","waitMs":0}));
+    assert_eq!(blocked["type"], "ack", "{blocked}");
+    let told = w1.recv_within(crate::support::DEADLINE).unwrap_or_else(|| {
+        let snap = snapshot(&mut hub.connect());
+        panic!("w1 heard nothing; tasks {}\nproblems {}\n{}", snap["tasks"], snap["problems"], hub.log_text())
+    });
+    assert_eq!(told["type"], "ack", "{told}");
+    let message = told["message"].as_str().unwrap_or_default();
+    assert!(message.contains("task slow was cancelled"), "{told}\n{}", hub.log_text());
+    // As any answer to a waiting `done`, it comes with the next task.
+    assert_eq!(told["next"]["task"]["id"], "instead", "{told}");
+}
+
 /// Start `mcc worker run` on a task whose command never ends, kill the
 /// worker with SIGKILL; the hub and the command's process group, still alive.
 fn sigkilled_worker_run(project: &Project) -> (Hub, String) {

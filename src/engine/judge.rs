@@ -63,11 +63,13 @@ impl Engine {
         }
     }
 
-    /// Kill what judges a grant that has ended: the task is no longer
-    /// submitted at that attempt (cancelled, retried, judged by other means).
-    /// Its validation dies with its group, and so does the command a parked
-    /// `accept` waits on; that call is dropped, never resumed.
-    pub(super) fn end_stale_validations(&mut self) {
+    /// End what judges a grant that has ended: the task is no longer
+    /// submitted at that attempt (cancelled or retried by the engineer or a
+    /// workflow hook, judged by other means). Its validation dies with its
+    /// group, and so does the command a parked `accept` waits on; that call
+    /// is dropped, never resumed. A worker waiting on its `done` hears now
+    /// what became of the task, not "pending" at the end of its wait.
+    pub(super) fn end_stale_judgements(&mut self, now: Instant) {
         let scheduler = &self.scheduler;
         let current = |id: &str, attempt: u32| {
             scheduler.task(id).is_some_and(|t| t.state == TaskState::Submitted && t.attempt == attempt)
@@ -86,6 +88,30 @@ impl Engine {
         }
         // A task judged again at a later attempt is still pending; the others are not.
         self.accept_pending.retain(|id| scheduler.task(id).is_some_and(|t| t.state == TaskState::Submitted));
+        let ended: Vec<TaskId> = self
+            .judging
+            .keys()
+            .filter(|id| scheduler.task(id).is_none_or(|t| t.state != TaskState::Submitted))
+            .cloned()
+            .collect();
+        for id in ended {
+            let j = self.judging.remove(&id).expect("listed");
+            let Some(conn) = j.conn else { continue };
+            if j.old_protocol {
+                self.offer_old(conn, &j.worker, now);
+                continue;
+            }
+            let message = match self.scheduler.task(&id).map(|t| t.state) {
+                Some(TaskState::Cancelled) => format!("task {id} was cancelled; nothing more to do on it"),
+                Some(state) => format!(
+                    "task {id} is {} again: its attempt ended before it was judged (retried by the engineer or the workflow); nothing more to do on this attempt",
+                    state.name()
+                ),
+                None => format!("task {id} is gone; nothing more to do on it"),
+            };
+            let reply = Reply::Ack { what: "done", message, task: id };
+            self.offer(conn, &j.worker, j.wait, reply, now);
+        }
     }
 
     /// Ask the policy for a verdict and apply it, or leave it pending.

@@ -472,7 +472,7 @@ impl Engine {
         }
         self.workflow_verdicts();
         self.start_workflow_commands();
-        self.end_stale_validations();
+        self.end_stale_judgements(now);
         self.verdicts_overdue(now);
         for line in self.policy.take_log() {
             eprintln!("mcc workflow: {line}");
@@ -740,20 +740,8 @@ impl Engine {
             },
             ClientMsg::Cancel { task_id } => match self.scheduler.cancel(&task_id) {
                 Ok(()) => {
+                    // Whoever waits for its verdict hears in `settle` (`end_stale_judgements`).
                     self.unjudged.remove(&task_id);
-                    // Whoever waits for its verdict hears now, not at its own timeout.
-                    if let Some(j) = self.judging.remove(&task_id)
-                        && let Some(c) = j.conn
-                    {
-                        if j.old_protocol {
-                            self.offer_old(c, &j.worker, now);
-                        } else {
-                            let message =
-                                format!("task {task_id} was cancelled by the engineer; nothing more to do on it");
-                            let reply = Reply::Ack { what: "done", message, task: task_id.clone() };
-                            self.offer(c, &j.worker, j.wait, reply, now);
-                        }
-                    }
                     let message = format!("task {task_id} cancelled");
                     self.send(
                         conn,
