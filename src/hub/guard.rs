@@ -113,16 +113,20 @@ impl Guard {
             )));
         }
         let query = request.uri().query();
-        for name in ["token", "view"] {
-            if query_values(query, name).nth(1).is_some() {
-                return Err(Refusal::bad_request(format!("the address has more than one `{name}=`")));
-            }
+        // An address is written to logs, shell history and browser history:
+        // the token never travels in one, right or wrong.
+        if query_values(query, "token").next().is_some() {
+            return Err(Refusal::bad_request(format!(
+                "the access token was sent in the address, where logs keep it; {TOKEN_HELP}, and make a new token (delete .mcc/token and restart the hub) if that address was shared"
+            )));
+        }
+        if query_values(query, "view").nth(1).is_some() {
+            return Err(Refusal::bad_request("the address has more than one `view=`"));
         }
         if let Some(view) = query_values(query, "view").next() {
-            return self.check_view(headers, view, query_values(query, "token").next().is_some());
+            return self.check_view(headers, view);
         }
-        let given = bearer(headers).or_else(|| query_values(query, "token").next());
-        let access = match given {
+        let access = match bearer(headers) {
             Some(given) if bool::from(given.as_bytes().ct_eq(self.token.as_bytes())) => Access::Token,
             Some(_) => return Err(Refusal::forbidden(format!("the access token is wrong; {TOKEN_HELP}"))),
             None if self.remote => {
@@ -154,8 +158,8 @@ impl Guard {
 
     /// The live page's handshake: the right capability, from exactly the
     /// page's own origin, with no token beside it.
-    fn check_view(&self, headers: &HeaderMap, view: &str, query_token: bool) -> Result<Access, Refusal> {
-        if query_token || header(headers, "authorization").is_some() {
+    fn check_view(&self, headers: &HeaderMap, view: &str) -> Result<Access, Refusal> {
+        if header(headers, "authorization").is_some() {
             return Err(Refusal::bad_request("send either the token or the view capability, not both"));
         }
         let expected = view_capability(&self.token);
@@ -382,6 +386,18 @@ mod tests {
         );
         let wrong = local().check(&request(&[("host", b"localhost:3100"), ("authorization", b"Bearer nope")]));
         assert_eq!(wrong.unwrap_err().status, StatusCode::FORBIDDEN);
+    }
+
+    #[test]
+    fn a_token_in_the_address_is_refused_even_when_it_is_right() {
+        let loopback: &[(&str, &[u8])] = &[("host", b"localhost:3100")];
+        for uri in ["/?token=s3cret", "/?token=nope", "/?x=1&token=s3cret"] {
+            let refusal = local().check(&with_uri(uri, loopback)).expect_err(uri);
+            assert_eq!(refusal.status, StatusCode::BAD_REQUEST, "{uri}");
+            assert!(refusal.reason.contains("Authorization: Bearer"), "{uri}: {}", refusal.reason);
+        }
+        let remote = Guard { remote: true, ..local() };
+        assert!(remote.check(&with_uri("/?token=s3cret", &[("host", b"10.0.0.5:3100")])).is_err());
     }
 
     #[test]
