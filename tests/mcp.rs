@@ -135,6 +135,39 @@ fn over_mcp_a_long_task_fits_a_screen_and_a_task_without_output_files_is_done_as
     });
 }
 
+/// A status too long for a model's screen keeps its head, whole lines, and
+/// says where the rest is.
+#[test]
+fn over_mcp_a_long_status_fits_a_screen_and_says_where_the_rest_is() {
+    let project = Project::new();
+    let hub = Hub::start(project.root(), &[]);
+    add(&hub, (0..80).map(|i| old_task(&format!("held-by-a-worker-with-a-long-name-{i:02}"), &[], &[])).collect());
+    // 80 workers each hold a task: `mcc status` lists them all.
+    let mut ws = hub.connect();
+    for i in 0..80 {
+        let reply = ws.ask(json!({"type":"next","worker":format!("worker-number-{i:02}"),"waitMs":0}));
+        assert_eq!(reply["type"], "offer", "{reply}");
+    }
+    let whole = project.mcc().args(["status"]).run();
+    assert!(whole.stdout.len() > 4000, "the status to fit is long: {} characters", whole.stdout.len());
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let client = connect(&project, mcc_bin(), &["mcp", "--as", "reader"]).await;
+        let status = call(&client, "status", json!({})).await;
+        let shown = text(&status);
+        assert_ne!(status.is_error, Some(true), "{shown}");
+        assert!(shown.len() <= 2000, "{} characters: {shown}", shown.len());
+        let first_line = whole.stdout.lines().next().unwrap();
+        assert!(shown.starts_with(first_line), "the head is kept: {shown}");
+        let last = shown.lines().last().unwrap();
+        assert!(last.contains("more lines left out") && last.contains("mcc status"), "{shown}");
+        for line in shown.lines().filter(|l| !l.contains("more lines left out")) {
+            assert!(whole.stdout.lines().any(|w| w == line), "only whole lines: `{line}`");
+        }
+        client.cancel().await.unwrap();
+    });
+}
+
 /// A `done` command too long to print is taken from the task's file.
 #[test]
 fn over_mcp_a_task_with_many_output_files_still_names_its_done_call() {

@@ -185,7 +185,7 @@ pub struct RunArgs {
 /// The most an answer may take beyond the requested wait.
 const SLACK: Duration = Duration::from_secs(30);
 /// What a printed answer should stay under, for agents that keep little.
-const PRINT_BUDGET: usize = 2000;
+pub(crate) const PRINT_BUDGET: usize = 2000;
 
 pub fn run(cmd: WorkerCmd) -> u8 {
     let (who, result) = match cmd {

@@ -22,6 +22,7 @@ use rmcp::{ErrorData, RoleServer, ServerHandler, ServiceExt};
 use serde_json::{Map, Value, json};
 
 use crate::cli::exit;
+use crate::cli::worker::PRINT_BUDGET;
 
 /// The longest `next` may wait: MCP clients give up on a call after 60 s.
 pub const MAX_WAIT: Duration = Duration::from_secs(50);
@@ -262,6 +263,30 @@ impl WorkerTools {
     }
 }
 
+/// A status that fits what a model is shown: whole lines up to the budget
+/// every worker answer keeps, and where the rest is.
+fn fitted_status(text: String) -> String {
+    if text.len() <= PRINT_BUDGET {
+        return text;
+    }
+    let lines: Vec<&str> = text.lines().collect();
+    let mut kept = String::new();
+    let mut shown = 0;
+    for line in &lines {
+        if kept.len() + line.len() + 1 > PRINT_BUDGET - 200 {
+            break;
+        }
+        kept.push_str(line);
+        kept.push('\n');
+        shown += 1;
+    }
+    kept.push_str(&format!(
+        "... {} more lines left out to fit; the whole status: `mcc status` in a terminal, or `mcc tasks list --state STATE --limit 50`",
+        lines.len() - shown
+    ));
+    kept
+}
+
 /// A command's output as a tool result, ending with the next call to make.
 fn result(tool: &str, code: u8, stdout: &str, stderr: &str) -> CallToolResult {
     let (next_call, why) = match code {
@@ -284,6 +309,9 @@ fn result(tool: &str, code: u8, stdout: &str, stderr: &str) -> CallToolResult {
         }
     };
     let mut text = stdout.trim_end().to_owned();
+    if tool == "status" {
+        text = fitted_status(text);
+    }
     match &next_call {
         Some(call) => {
             let args = serde_json::to_string(&call["arguments"]).expect("serializes");
