@@ -245,7 +245,7 @@ fn throughput(bin: &Path, table: &mut Table) {
         let dir = tempfile::tempdir().unwrap();
         let hub = Hub::start(bin, dir.path());
         let tasks: Vec<Value> = (0..n).map(|i| wire::task(&format!("t{i}"), &[], &[])).collect();
-        add_tasks(&mut connect(&hub.url), &tasks);
+        add_tasks(&mut hub.connect(), &tasks);
         let cpu_before = hub.cpu_by_thread();
         let start = Instant::now();
         let handles: Vec<JoinHandle<Vec<Duration>>> = (0..workers)
@@ -372,7 +372,7 @@ fn queue(bin: &Path, table: &mut Table, bulk: Bulk) {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path();
     let hub = Hub::start(bin, root);
-    let mut ws = connect(&hub.url);
+    let mut ws = hub.connect();
 
     // The gatekeeper holds the task everything else waits on (or the one
     // whose file every other task writes).
@@ -381,7 +381,7 @@ fn queue(bin: &Path, table: &mut Table, bulk: Bulk) {
         Bulk::SameFile => wire::task("shared0", &["shared.md"], &[]),
     };
     add_tasks(&mut ws, &[gate]);
-    let mut gatekeeper = connect(&hub.url);
+    let mut gatekeeper = hub.connect();
     assert!(wire::offered(&ask(&mut gatekeeper, &wire::next("gatekeeper", 0))).is_some());
 
     // The measured worker's lane: tasks that all write lane.md, so while it
@@ -460,7 +460,7 @@ fn queue(bin: &Path, table: &mut Table, bulk: Bulk) {
         table.row(format!("{label}: tasks the waiters were handed"), taken.to_string());
         let start = Instant::now();
         let hub = Hub::start(bin, root);
-        let mut ws = connect(&hub.url);
+        let mut ws = hub.connect();
         let reply = ask(&mut ws, &wire::show_task("b1"));
         let answered = start.elapsed();
         assert_eq!(reply["type"], "task_info", "{reply}");
@@ -490,10 +490,10 @@ fn report_file(bin: &Path, table: &mut Table) {
     let dir = tempfile::tempdir().unwrap();
     let hub = Hub::start(bin, dir.path());
     let reports = dir.path().join(".mcc/reports");
-    let mut admin = connect(&hub.url);
+    let mut admin = hub.connect();
     let lane: Vec<Value> = (0..=rounds).map(|i| wire::task(&format!("r{i}"), &["r.md"], &[])).collect();
     add_tasks(&mut admin, &lane);
-    let mut sockets = [connect(&hub.url), connect(&hub.url)];
+    let mut sockets = [hub.connect(), hub.connect()];
     let names = ["A", "B"];
     let mut held = wire::offered(&ask(&mut sockets[0], &wire::next(names[0], 0))).expect("a task");
     let mut holder = 0;
@@ -565,7 +565,7 @@ fn workflow_drain(bin: &Path, backlog: usize, work: usize, complete: Option<&str
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("bench.lua"), workflow_source(backlog, work, complete)).unwrap();
     let hub = Hub::start(bin, dir.path());
-    let mut ws = connect(&hub.url);
+    let mut ws = hub.connect();
     let start = Instant::now();
     let loaded = ask(&mut ws, &wire::load_workflow("bench.lua"));
     let load = start.elapsed();
@@ -576,7 +576,7 @@ fn workflow_drain(bin: &Path, backlog: usize, work: usize, complete: Option<&str
     let start = Instant::now();
     let workers: Vec<JoinHandle<usize>> = (0..4)
         .map(|k| {
-            let mut ws = connect(&hub.url);
+            let mut ws = hub.connect();
             std::thread::spawn(move || {
                 let name = format!("w{k}");
                 let mut taken = 0;

@@ -18,7 +18,7 @@ use serde_json::{Value, json};
 use tungstenite::Message;
 
 mod support;
-use support::{Hub, ask, binary, connect, percentile, recv};
+use support::{Hub, ask, binary, connect, connect_with_token, percentile, recv};
 
 fn task(id: &str) -> Value {
     json!({"id": id, "type": "bench", "description": "nothing", "context": {"targetFiles": [], "outputFiles": [], "requirements": []}, "acceptance": {"criteria": []}})
@@ -27,7 +27,7 @@ fn task(id: &str) -> Value {
 fn add_tasks(url: &str, root: &Path, n: usize, prefix: &str) {
     // Adding tasks needs the project's token (docs/security.md).
     let token = std::fs::read_to_string(root.join(".mcc/token")).expect("the hub wrote its token");
-    let mut ws = connect(&format!("{url}/?token={}", token.trim()));
+    let mut ws = connect_with_token(url, Some(token.trim()));
     for chunk in (0..n).collect::<Vec<_>>().chunks(1000) {
         let tasks: Vec<Value> = chunk.iter().map(|i| task(&format!("{prefix}{i}"))).collect();
         let reply = ask(&mut ws, &json!({"type": "add_tasks", "tasks": tasks}));

@@ -81,6 +81,31 @@ fn a_workflow_runs_its_phases_in_order_and_then_tells_workers_all_done() {
     assert_eq!(review["phase"], "review");
 }
 
+/// `previous`'s task lists are made when first read: a split that reads
+/// them only after waiting on a command still gets them whole.
+#[test]
+fn a_split_reads_the_earlier_phase_after_waiting_on_a_command() {
+    let project = Project::new();
+    let hub = hub_with(
+        &project,
+        "wf.lua",
+        r#"return { name = "after-wait", phases = {
+  { name = "draft", tasks = { { id = "a", description = "a" }, { id = "b", description = "b" } } },
+  { name = "review", split = function(ctx, previous)
+      local r = ctx.run("echo waited")
+      local ids = {}
+      for _, t in ipairs(previous.draft.tasks) do ids[#ids + 1] = t.id .. "=" .. t.state end
+      return { { id = "review", description = table.concat(ids, ",") .. " " .. #previous.tasks .. " " .. r.stdout } }
+    end },
+} }"#,
+    );
+    let mut ws = hub.connect();
+    let ids = work_through(&mut ws, "w1");
+    assert_eq!(ids, ["a", "b", "review"], "{}", hub.log_text());
+    let review = ws.ask(json!({"type":"show_task","taskId":"review"}));
+    assert_eq!(review["task"]["description"], "a=accepted,b=accepted 2 waited\n", "{review}");
+}
+
 #[test]
 fn accept_rejects_with_reasons_that_reach_the_worker() {
     let project = Project::new();

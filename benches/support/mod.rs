@@ -32,6 +32,7 @@ pub fn binary() -> PathBuf {
 pub struct Hub {
     child: Child,
     pub url: String,
+    token: String,
     /// Spawn -> "listening on" printed.
     pub listening_after: Duration,
 }
@@ -55,10 +56,15 @@ impl Hub {
         };
         let listening_after = start.elapsed();
         std::thread::spawn(move || lines.for_each(drop));
-        // The project's token goes with every bench connection: loading tasks needs it.
-        let token = std::fs::read_to_string(root.join(".mcc").join("token")).unwrap_or_default();
-        let url = format!("{}/?token={}", url.trim_end_matches('/'), token.trim());
-        Self { child, url, listening_after }
+        // Loading tasks needs the project's token: `Hub::connect` sends it.
+        let token = std::fs::read_to_string(root.join(".mcc").join("token")).unwrap_or_default().trim().to_owned();
+        Self { child, url, token, listening_after }
+    }
+
+    /// A connection that presents the project's token (in its header: an
+    /// address that carries it is refused).
+    pub fn connect(&self) -> Socket {
+        connect_with_token(&self.url, Some(&self.token))
     }
 
     /// CPU time (user + system) the hub's threads have used so far, by
@@ -109,8 +115,18 @@ impl Drop for Hub {
     }
 }
 
+/// A connection without the token: enough to work tasks on loopback.
 pub fn connect(url: &str) -> Socket {
-    let (mut ws, _) = tungstenite::connect(url).expect("connect");
+    connect_with_token(url, None)
+}
+
+pub fn connect_with_token(url: &str, token: Option<&str>) -> Socket {
+    use tungstenite::client::IntoClientRequest;
+    let mut request = url.into_client_request().expect("a ws:// address");
+    if let Some(token) = token {
+        request.headers_mut().insert("Authorization", format!("Bearer {token}").parse().expect("a header value"));
+    }
+    let (mut ws, _) = tungstenite::connect(request).expect("connect");
     recv(&mut ws).expect("the hub greets");
     ws
 }

@@ -507,33 +507,57 @@ impl Workflow {
         Ok(true)
     }
 
-    /// `previous` for `split`: earlier phases by name, `tasks`, `last`. Owned
-    /// views: a split may park in `ctx.run` and read them after. Only the
-    /// earlier phases' tasks are walked, from the scheduler's phase index.
+    /// `previous` for `split`: earlier phases by name, `tasks`, `last`.
+    /// Counts are read now; a task list is built the first time it is read
+    /// (one walk of that phase's index, owned copies kept after), so a split
+    /// that reads only counts costs nothing per task: 100,000 tasks in an
+    /// earlier phase were ~425 MiB of copies. A split that parks in
+    /// `ctx.run` and reads a list after sees the tasks as they are then;
+    /// earlier phases are over, so only an engineer's retry changes them.
     fn previous(&self, scheduler: &Scheduler) -> mlua::Result<Table> {
         let previous = self.lua.create_table()?;
-        let accepted = self.lua.create_table()?;
-        let mut n = 0;
-        for (i, phase) in self.phases[..self.current].iter().enumerate() {
-            let view = views::phase(&self.lua, scheduler, &phase.name)?;
-            let tasks = scheduler.select(Some(&phase.name), None);
-            let list = self.lua.create_table_with_capacity(tasks.len(), 0)?;
-            for (i, t) in tasks.into_iter().enumerate() {
-                let task = views::task(&self.lua, t)?;
-                if t.state == TaskState::Accepted {
-                    n += 1;
-                    accepted.raw_set(n, &task)?;
-                }
-                list.raw_set(i + 1, task)?;
-            }
-            view.set("tasks", list)?;
+        let earlier: Vec<String> = self.phases[..self.current].iter().map(|p| p.name.clone()).collect();
+        for (i, name) in earlier.iter().enumerate() {
+            let view = views::phase(&self.lua, scheduler, name)?;
+            let phase = name.clone();
+            self.list_when_read(&view, move |sched| sched.select(Some(&phase), None).into_iter().collect())?;
             if i + 1 == self.current {
                 previous.set("last", &view)?;
             }
-            previous.set(phase.name.as_str(), view)?;
+            previous.set(name.as_str(), view)?;
         }
-        previous.set("tasks", accepted)?;
+        // Accepted tasks of every earlier phase, phase by phase.
+        self.list_when_read(&previous, move |sched| {
+            earlier.iter().flat_map(|phase| sched.select(Some(phase), Some(TaskState::Accepted))).collect()
+        })?;
         Ok(previous)
+    }
+
+    /// Give `table` a `tasks` field made when first read: owned views of
+    /// the tasks `pick` chooses from the scheduler as it is then.
+    fn list_when_read(
+        &self,
+        table: &Table,
+        pick: impl for<'s> Fn(&'s Scheduler) -> Vec<&'s crate::scheduler::Task> + 'static,
+    ) -> mlua::Result<()> {
+        let index = self.lua.create_function(move |lua, (table, key): (Table, Value)| {
+            if key.as_string().is_none_or(|k| k != "tasks") {
+                return Ok(Value::Nil);
+            }
+            let list = views::with_scheduler(lua, |sched| {
+                let tasks = pick(sched);
+                let list = lua.create_table_with_capacity(tasks.len(), 0)?;
+                for (i, t) in tasks.into_iter().enumerate() {
+                    list.raw_set(i + 1, views::task(lua, t)?)?;
+                }
+                Ok(list)
+            })?;
+            table.raw_set("tasks", &list)?;
+            Ok(Value::Table(list))
+        })?;
+        let meta = self.lua.create_table()?;
+        meta.set("__index", index)?;
+        table.set_metatable(Some(meta))
     }
 
     /// Whether the current phase is complete: by its `complete`, or when
