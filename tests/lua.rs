@@ -100,8 +100,14 @@ fn a_split_reads_the_earlier_phase_after_waiting_on_a_command() {
 } }"#,
     );
     let mut ws = hub.connect();
-    let ids = work_through(&mut ws, "w1");
-    assert_eq!(ids, ["a", "b", "review"], "{}", hub.log_text());
+    for id in ["a", "b"] {
+        let offer = next(&mut ws, "w1");
+        assert_eq!(offer["task"]["id"], id, "{offer}");
+        assert_eq!(done(&mut ws, "w1", &offer, &[])["accepted"], true);
+    }
+    // The split waits on its command: ask with a wait, as a worker would.
+    let review = ws.ask(json!({"type":"next","worker":"w1","waitMs":20_000}));
+    assert_eq!(review["offer"]["task"]["id"], "review", "{review}\n{}", hub.log_text());
     let review = ws.ask(json!({"type":"show_task","taskId":"review"}));
     assert_eq!(review["task"]["description"], "a=accepted,b=accepted 2 waited\n", "{review}");
 }
