@@ -231,6 +231,77 @@ fn a_run_killed_mid_phase_resumes_without_splitting_again_or_losing_work() {
     assert_eq!(accepted, ["a", "b", "c", "d"], "each task accepted exactly once");
 }
 
+/// An `mcc run` killed (its hub with it) if the test fails before it ends.
+struct Running(std::process::Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn mcc_run_shows_a_workers_question_with_the_command_that_answers_it_and_goes_on_once_answered() {
+    use std::io::{BufRead, BufReader};
+    let project = Project::new();
+    project.write(
+        "workflows/ask.lua",
+        r#"return workflow {
+  name = "ask",
+  phases = { phase "only" { split = function(ctx) return { task { id = "a", description = "a" } } end } },
+}
+"#,
+    );
+    let mut run = Running(
+        Command::new(mcc_bin())
+            .args(["run", "workflows/ask.lua", "--port", "0"])
+            .current_dir(project.root())
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let (tx, rx) = std::sync::mpsc::channel();
+    let stdout = run.0.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    let mut printed = Vec::new();
+    let mut wait_for = |text: &str| {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while let Some(left) = deadline.checked_duration_since(std::time::Instant::now()) {
+            match rx.recv_timeout(left) {
+                Ok(line) if line.contains(text) => return,
+                Ok(line) => printed.push(line),
+                Err(_) => break,
+            }
+        }
+        panic!("`mcc run` never printed {text:?}; printed {printed:?}");
+    };
+    wait_for("1 ready");
+    let worker = |args: &[&str]| project.mcc().args(["worker"]).args(args).args(["--as", "w1", "--wait", "0s"]).run();
+    let next = worker(&["next"]);
+    assert_eq!(next.code, 0, "{next:?}");
+    let blocked = worker(&["block", "a", "--question", "tabs or spaces?"]);
+    assert!(blocked.stdout.contains("task a waits for the engineer"), "{blocked:?}");
+    wait_for("blocked a: tabs or spaces? → mcc answer a \"...\"");
+    let answered = project.mcc().args(["answer", "a", "spaces"]).run();
+    assert_eq!(answered.code, 0, "{answered:?}");
+    // The answer hands the task back to w1, which asks for it again.
+    let next = worker(&["next"]);
+    assert!(next.stdout.contains("spaces"), "{next:?}");
+    let done = worker(&["done", "a"]);
+    assert_eq!(done.code, 4, "all done: {done:?}");
+    wait_for("1 accepted");
+    assert!(run.0.wait().unwrap().success(), "the run finished");
+}
+
 #[test]
 fn new_starts_a_workflow_from_a_recipe_and_recipes_lists_them() {
     let project = Project::new();
