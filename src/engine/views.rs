@@ -2,8 +2,9 @@
 //! as typed structs shared with the CLI (which reads them back from the
 //! wire, or from the store when no hub runs); and the subscription
 //! (`subscribe`, `tasks_page`): a [`Summary`], then a [`Delta`] per committed
-//! batch, built from the batch's changes and an index kept by them
-//! ([`Progress`]), so that their cost follows the batch, not the store.
+//! batch in the view the subscriber asked for ([`SubscriptionView`]), built
+//! from the batch's changes and an index kept by them ([`Progress`]), so
+//! that their cost follows the batch, not the store.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::Path;
