@@ -2,14 +2,12 @@
 //! each committed batch changed; `tasks_page` pages the store; `mcc status
 //! --watch` redraws on the changes the hub pushes.
 
-use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
-use std::sync::mpsc;
 use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::support::{Hub, Project, mcc_bin, old_task};
+use crate::support::{Hub, Printed, Project, mcc_bin, old_task};
 
 /// Deltas until one satisfies `check`; panics with what came if none does.
 fn delta_until(ws: &mut crate::support::Ws, what: &str, check: impl Fn(&Value) -> bool) -> Value {
@@ -196,34 +194,14 @@ fn status_watch_redraws_when_the_hub_pushes_a_change() {
         .stderr(Stdio::null())
         .spawn()
         .expect("spawn mcc status --watch");
-    let (tx, rx) = mpsc::channel();
-    let stdout = watch.stdout.take().unwrap();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                return;
-            }
-        }
-    });
-    let wait_for = |text: &str| {
-        let deadline = std::time::Instant::now() + Duration::from_secs(30);
-        let mut seen = Vec::new();
-        while let Some(left) = deadline.checked_duration_since(std::time::Instant::now()) {
-            match rx.recv_timeout(left) {
-                Ok(line) if line.contains(text) => return,
-                Ok(line) => seen.push(line),
-                Err(_) => break,
-            }
-        }
-        panic!("`mcc status --watch` never printed {text:?}; printed {seen:?}");
-    };
-    wait_for("tasks: none");
+    let mut printed = Printed::of(&mut watch);
+    printed.wait_for("tasks: none");
     let mut ws = hub.connect();
     ws.ask(json!({"type":"add_tasks","tasks":[old_task("a", &[], &[])]}));
-    wait_for("tasks: 1 ready");
+    printed.wait_for("tasks: 1 ready");
     let next = project.mcc().args(["worker", "next", "--as", "w1", "--wait", "0s"]).run();
     assert_eq!(next.code, 0, "{next:?}");
-    wait_for("worker w1: on a");
+    printed.wait_for("worker w1: on a");
     let _ = watch.kill();
     let _ = watch.wait();
 }

@@ -3,7 +3,7 @@
 use std::path::Path;
 use std::process::{Command, Stdio};
 
-use crate::support::{Hub, Project, eventually, mcc_bin};
+use crate::support::{Hub, Printed, Project, eventually, mcc_bin};
 
 /// A project holding a copy of one of the repository's workflows.
 fn project_with(workflow: &str) -> Project {
@@ -243,7 +243,6 @@ impl Drop for Running {
 
 #[test]
 fn mcc_run_shows_a_workers_question_with_the_command_that_answers_it_and_goes_on_once_answered() {
-    use std::io::{BufRead, BufReader};
     let project = Project::new();
     project.write(
         "workflows/ask.lua",
@@ -263,34 +262,14 @@ fn mcc_run_shows_a_workers_question_with_the_command_that_answers_it_and_goes_on
             .spawn()
             .unwrap(),
     );
-    let (tx, rx) = std::sync::mpsc::channel();
-    let stdout = run.0.stdout.take().unwrap();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                return;
-            }
-        }
-    });
-    let mut printed = Vec::new();
-    let mut wait_for = |text: &str| {
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-        while let Some(left) = deadline.checked_duration_since(std::time::Instant::now()) {
-            match rx.recv_timeout(left) {
-                Ok(line) if line.contains(text) => return,
-                Ok(line) => printed.push(line),
-                Err(_) => break,
-            }
-        }
-        panic!("`mcc run` never printed {text:?}; printed {printed:?}");
-    };
-    wait_for("1 ready");
+    let mut printed = Printed::of(&mut run.0);
+    printed.wait_for("1 ready");
     let worker = |args: &[&str]| project.mcc().args(["worker"]).args(args).args(["--as", "w1", "--wait", "0s"]).run();
     let next = worker(&["next"]);
     assert_eq!(next.code, 0, "{next:?}");
     let blocked = worker(&["block", "a", "--question", "tabs or spaces?"]);
     assert!(blocked.stdout.contains("task a waits for the engineer"), "{blocked:?}");
-    wait_for("blocked a: tabs or spaces? → mcc answer a \"...\"");
+    printed.wait_for("blocked a: tabs or spaces? → mcc answer a \"...\"");
     let answered = project.mcc().args(["answer", "a", "spaces"]).run();
     assert_eq!(answered.code, 0, "{answered:?}");
     // The answer hands the task back to w1, which asks for it again.
@@ -298,7 +277,7 @@ fn mcc_run_shows_a_workers_question_with_the_command_that_answers_it_and_goes_on
     assert!(next.stdout.contains("spaces"), "{next:?}");
     let done = worker(&["done", "a"]);
     assert_eq!(done.code, 4, "all done: {done:?}");
-    wait_for("1 accepted");
+    printed.wait_for("1 accepted");
     assert!(run.0.wait().unwrap().success(), "the run finished");
 }
 

@@ -905,8 +905,8 @@ impl Engine {
         let now = Instant::now();
         self.progress.subscribers.retain(|(c, _)| self.conns.contains_key(c));
         let watched = !self.progress.subscribers.is_empty();
-        let full = self.progress.watched_in(SubscriptionView::Full);
-        let questions = self.progress.watched_in(SubscriptionView::Progress);
+        let full_watched = self.progress.watched_in(SubscriptionView::Full);
+        let progress_watched = self.progress.watched_in(SubscriptionView::Progress);
         let progress = &mut self.progress;
         for id in &changes.tasks {
             let Some(t) = self.scheduler.task(id) else { continue };
@@ -922,17 +922,17 @@ impl Engine {
             }
             if let Some(old) = moved {
                 progress.moved_since = true;
-                if questions && (old == Some(TaskState::Blocked)) != (t.state == TaskState::Blocked) {
+                if progress_watched && (old == Some(TaskState::Blocked)) != (t.state == TaskState::Blocked) {
                     progress.pending_questions.push((t.seq, id.clone()));
                 }
             }
-            if full {
+            if full_watched {
                 progress.mark(t.seq, id);
             }
             // A progress subscriber's worker shows what it holds, which only
             // a move changes; a full one shows its lease too.
             if let Some(h) = &t.holder
-                && (full || moved.is_some())
+                && (full_watched || moved.is_some())
             {
                 progress.touch_worker(h);
             }
@@ -951,7 +951,7 @@ impl Engine {
         for w in &changes.workers {
             progress.touch_worker(w);
         }
-        if full {
+        if full_watched {
             for e in &changes.events {
                 progress.add_event(e);
             }
@@ -1036,8 +1036,8 @@ impl Engine {
             RawJson::new(DeltaParts { tasks: &tasks, ..parts }.to_json())
         });
         let progress_delta = self.progress.watched_in(SubscriptionView::Progress).then(|| {
-            questions.sort_unstable();
-            questions.dedup();
+            questions.sort_unstable_by_key(|(seq, _)| *seq);
+            questions.dedup_by_key(|(seq, _)| *seq);
             let tasks = self.summaries_json(&questions, now);
             RawJson::new(DeltaParts { tasks: &tasks, events: &[], events_left_out: 0, ..parts }.to_json())
         });
