@@ -91,8 +91,13 @@ pub enum ClientMsg {
     },
     // --- mcc's own: progress pushed, not polled (docs/protocol.md, "Subscription") ---
     /// Answered by one `summary`, then a `delta` after every committed batch
-    /// that changed something, until the connection closes.
-    Subscribe {},
+    /// that changed something, until the connection closes. `view` says what
+    /// the subscriber draws (absent: [`SubscriptionView::Full`], as before
+    /// the field existed).
+    Subscribe {
+        #[serde(default)]
+        view: SubscriptionView,
+    },
     /// One page of tasks in creation order: of one state if `state` is set,
     /// at most `limit` (default 50, at most 1000), those after task `after`.
     TasksPage {
@@ -139,6 +144,21 @@ impl ClientMsg {
         "subscribe",
         "tasks_page",
     ];
+}
+
+/// What a subscriber follows, `subscribe`'s `view`: a progress line needs
+/// no task that merely moves, and building what nobody reads costs the
+/// engine per task (docs/protocol.md, "Subscription").
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SubscriptionView {
+    /// Every changed task and every event (`mcc status --watch`, the live page).
+    #[default]
+    Full,
+    /// What `mcc run` draws: counts, phases, workers, questions, problems,
+    /// log, stuck. Deltas carry only the tasks that became or stopped being
+    /// a question, and no events; the summary no tasks in flight.
+    Progress,
 }
 
 /// One worker in the old `status_response`.

@@ -2,26 +2,33 @@
 //! each committed batch changed; `tasks_page` pages the store; `mcc status
 //! --watch` redraws on the changes the hub pushes.
 
-use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
-use std::sync::mpsc;
 use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::support::{Hub, Project, mcc_bin, old_task};
+use crate::support::{Hub, Printed, Project, mcc_bin, old_task};
 
 /// Deltas until one satisfies `check`; panics with what came if none does.
 fn delta_until(ws: &mut crate::support::Ws, what: &str, check: impl Fn(&Value) -> bool) -> Value {
+    deltas_until(ws, what, check).pop().expect("the one that satisfied `check`")
+}
+
+/// Every delta up to and including the first that satisfies `check`.
+fn deltas_until(ws: &mut crate::support::Ws, what: &str, check: impl Fn(&Value) -> bool) -> Vec<Value> {
     let mut seen = Vec::new();
     for _ in 0..50 {
         let (delta, _) = ws.until("delta");
+        seen.push(delta["delta"].clone());
         if check(&delta["delta"]) {
-            return delta["delta"].clone();
+            return seen;
         }
-        seen.push(delta);
     }
     panic!("no delta with {what}; got {seen:?}")
+}
+
+fn task_ids(delta: &Value) -> Vec<&str> {
+    delta["tasks"].as_array().unwrap().iter().filter_map(|t| t["id"].as_str()).collect()
 }
 
 #[test]
@@ -67,6 +74,88 @@ fn a_subscriber_gets_a_summary_then_each_task_and_worker_change_as_it_is_committ
 }
 
 #[test]
+fn a_progress_subscriber_gets_counts_and_questions_but_no_moving_tasks_while_a_full_one_beside_it_gets_all() {
+    let project = Project::new();
+    let hub = Hub::start(project.root(), &[]);
+    // As `mcc run` subscribes: what its progress lines draw, and no more.
+    let mut run = hub.connect_anonymous();
+    let summary = run.ask(json!({"type":"subscribe","view":"progress"}));
+    assert_eq!(summary["type"], "summary", "{summary}");
+    let mut seen_by_run = Vec::new();
+
+    // Alone, it is still told of counts that move with no question in them.
+    let mut ws = hub.connect();
+    ws.ask(json!({"type":"add_tasks","tasks":[old_task("a", &[], &[]), old_task("b", &[], &["a"])]}));
+    seen_by_run.extend(deltas_until(&mut run, "two new tasks", |d| d["counts"]["ready"] == 1));
+    let next = ws.ask(json!({"type":"next","worker":"w1","waitMs":0}));
+    assert_eq!(next["offer"]["task"]["id"], "a", "{next}");
+    seen_by_run.extend(deltas_until(&mut run, "a assigned", |d| d["counts"]["assigned"] == 1));
+    let w1 = seen_by_run.last().unwrap()["workers"].as_array().unwrap().iter().find(|w| w["name"] == "w1").cloned();
+    assert_eq!(w1.map(|w| w["holding"].clone()), Some(json!("a")), "{seen_by_run:?}");
+
+    // As `mcc status --watch` and the live page subscribe, at the same time.
+    let mut watch = hub.connect_anonymous();
+    let summary = watch.ask(json!({"type":"subscribe"}));
+    assert_eq!(task_ids(&json!({"tasks": summary["summary"]["inFlight"]})), ["a"], "{summary}");
+
+    ws.ask(json!({"type":"block","worker":"w1","taskId":"a","attempt":1,"question":"tabs or spaces?","waitMs":0}));
+    let asked = deltas_until(&mut run, "a question", |d| d["counts"]["blocked"] == 1);
+    let question = asked.last().unwrap()["tasks"].as_array().unwrap().iter().find(|t| t["id"] == "a").cloned();
+    assert_eq!(
+        question.map(|t| (t["state"].clone(), t["question"].clone())),
+        Some((json!("blocked"), json!("tabs or spaces?"))),
+        "{asked:?}"
+    );
+    seen_by_run.extend(asked);
+    let full = delta_until(&mut watch, "a question", |d| d["counts"]["blocked"] == 1);
+    assert_eq!(task_ids(&full), ["a"], "{full}");
+    assert!(!full["events"].as_array().unwrap().is_empty(), "{full}");
+
+    // The answer hands a back to w1 at once: it leaves the questions.
+    ws.ask(json!({"type":"answer","taskId":"a","text":"spaces"}));
+    let answered = deltas_until(&mut run, "the answer", |d| d["counts"]["blocked"] == 0);
+    let a = answered.last().unwrap()["tasks"].as_array().unwrap().iter().find(|t| t["id"] == "a").cloned();
+    assert_eq!(a.map(|a| a["state"].clone()), Some(json!("assigned")), "{answered:?}");
+    seen_by_run.extend(answered);
+    delta_until(&mut watch, "the answer", |d| d["counts"]["blocked"] == 0);
+
+    let verdict = ws.ask(json!({"type":"done","worker":"w1","taskId":"a","attempt":2,"waitMs":0}));
+    assert_eq!(verdict["next"]["task"]["id"], "b", "{verdict}");
+    let full = delta_until(&mut watch, "a accepted, b assigned", |d| d["counts"]["accepted"] == 1);
+    assert_eq!(task_ids(&full), ["a", "b"], "{full}");
+    assert!(full["events"].as_array().unwrap().iter().any(|e| e["kind"] == "accepted"), "{full}");
+    let done = deltas_until(&mut run, "a accepted, b assigned", |d| d["counts"]["accepted"] == 1);
+    let w1 = done.last().unwrap()["workers"].as_array().unwrap().iter().find(|w| w["name"] == "w1").cloned();
+    assert_eq!(w1.map(|w| (w["holding"].clone(), w["accepted"].clone())), Some((json!("b"), json!(1))), "{done:?}");
+    seen_by_run.extend(done);
+
+    for delta in &seen_by_run {
+        assert_eq!((delta["events"].clone(), delta["eventsLeftOut"].clone()), (json!([]), json!(0)), "{delta}");
+    }
+    let with_tasks: Vec<Vec<&str>> = seen_by_run.iter().map(task_ids).filter(|ids| !ids.is_empty()).collect();
+    assert_eq!(with_tasks, [["a"], ["a"]], "a became a question, then stopped being one: {seen_by_run:?}");
+}
+
+#[test]
+fn a_subscription_to_a_view_the_hub_does_not_have_is_refused_with_the_views_it_has() {
+    let project = Project::new();
+    let hub = Hub::start(project.root(), &[]);
+    let mut ws = hub.connect_anonymous();
+    let refused = ws.ask(json!({"type":"subscribe","view":"everything"}));
+    assert_eq!(refused["type"], "error", "{refused}");
+    let error = refused["error"].as_str().unwrap();
+    assert!(
+        error.contains("`view`")
+            && error.contains("everything")
+            && error.contains("`full`")
+            && error.contains("`progress`"),
+        "{error}"
+    );
+    let summary = ws.ask(json!({"type":"subscribe","view":"full"}));
+    assert_eq!(summary["type"], "summary", "the connection goes on: {summary}");
+}
+
+#[test]
 fn tasks_are_paged_by_state_in_creation_order() {
     let project = Project::new();
     let hub = Hub::start(project.root(), &[]);
@@ -105,45 +194,26 @@ fn status_watch_redraws_when_the_hub_pushes_a_change() {
         .stderr(Stdio::null())
         .spawn()
         .expect("spawn mcc status --watch");
-    let (tx, rx) = mpsc::channel();
-    let stdout = watch.stdout.take().unwrap();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                return;
-            }
-        }
-    });
-    let wait_for = |text: &str| {
-        let deadline = std::time::Instant::now() + Duration::from_secs(30);
-        let mut seen = Vec::new();
-        while let Some(left) = deadline.checked_duration_since(std::time::Instant::now()) {
-            match rx.recv_timeout(left) {
-                Ok(line) if line.contains(text) => return,
-                Ok(line) => seen.push(line),
-                Err(_) => break,
-            }
-        }
-        panic!("`mcc status --watch` never printed {text:?}; printed {seen:?}");
-    };
-    wait_for("tasks: none");
+    let mut printed = Printed::of(&mut watch);
+    printed.wait_for("tasks: none");
     let mut ws = hub.connect();
     ws.ask(json!({"type":"add_tasks","tasks":[old_task("a", &[], &[])]}));
-    wait_for("tasks: 1 ready");
+    printed.wait_for("tasks: 1 ready");
     let next = project.mcc().args(["worker", "next", "--as", "w1", "--wait", "0s"]).run();
     assert_eq!(next.code, 0, "{next:?}");
-    wait_for("worker w1: on a");
+    printed.wait_for("worker w1: on a");
     let _ = watch.kill();
     let _ = watch.wait();
 }
 
 /// Drain `work` ready tasks with 4 workers on persistent connections while
 /// `queue` tasks wait behind a held gate and `subscribers` connections
-/// follow every change: tasks per second, CPU seconds the engine thread
-/// spent on the drain (from `/proc`, in clock ticks), and, when the bench
-/// runs with `MCC_PROGRESS_CPU` set, the seconds of that in progress as the
-/// hub measured them.
-fn drain_rate(queue: usize, work: usize, subscribers: usize) -> (f64, f64, Option<f64>) {
+/// follow every change in `view` (`progress` as `mcc run`, `full` as
+/// `mcc status --watch` and the live page): tasks per second, CPU seconds
+/// the engine thread spent on the drain (from `/proc`, in clock ticks), and,
+/// when the bench runs with `MCC_PROGRESS_CPU` set, the seconds of that in
+/// progress as the hub measured them.
+fn drain_rate(queue: usize, work: usize, subscribers: usize, view: &str) -> (f64, f64, Option<f64>) {
     use std::sync::Arc;
     use std::sync::atomic::{AtomicBool, Ordering};
     let project = Project::new();
@@ -163,7 +233,7 @@ fn drain_rate(queue: usize, work: usize, subscribers: usize) -> (f64, f64, Optio
     let followers: Vec<_> = (0..subscribers)
         .map(|_| {
             let mut s = hub.connect_anonymous();
-            assert_eq!(s.ask(json!({"type":"subscribe"}))["type"], "summary");
+            assert_eq!(s.ask(json!({"type":"subscribe","view":view}))["type"], "summary");
             let stop = stop.clone();
             std::thread::spawn(move || {
                 let mut deltas = 0u64;
@@ -237,32 +307,45 @@ fn progress_cost_figures() {
     let work = env("MCC_PROGRESS_WORK", 4000);
     // The machine is shared: one pair of runs says little, the median of several more.
     let rounds = env("MCC_PROGRESS_ROUNDS", 2);
+    // As `mcc run` follows (the goal's figure), then as `mcc status --watch` and the page do.
+    let views = [("progress", "2 as `mcc run`"), ("full", "2 full (status --watch, page)")];
     for queue in [0, 10_000, 100_000] {
-        let mut added = Vec::new();
-        let mut share = Vec::new();
+        let mut added = vec![Vec::new(); views.len()];
+        let mut share = vec![Vec::new(); views.len()];
         for round in 0..rounds {
-            let (plain, plain_cpu, _) = drain_rate(queue, work, 0);
-            let (followed, followed_cpu, in_progress) = drain_rate(queue, work, 2);
-            added.push((followed_cpu / plain_cpu - 1.0) * 100.0);
-            let measured = in_progress.map_or(String::new(), |p| {
-                share.push(p / followed_cpu * 100.0);
-                format!("; in progress {:.2} us/task, {:.1}% of engine time", p / work as f64 * 1e6, share[round])
-            });
+            let (plain, plain_cpu, _) = drain_rate(queue, work, 0, "full");
             eprintln!(
-                "queue {queue:>6}, round {round}: unwatched {plain:>5.0} tasks/s, engine {:>5.1} us/task; 2 subscribers {followed:>5.0} tasks/s, engine {:>5.1} us/task ({:+.1}% engine time){measured}",
-                plain_cpu / work as f64 * 1e6,
-                followed_cpu / work as f64 * 1e6,
-                added[round]
+                "queue {queue:>6}, round {round}: unwatched {plain:>5.0} tasks/s, engine {:>5.1} us/task",
+                plain_cpu / work as f64 * 1e6
+            );
+            for (k, (view, who)) in views.iter().enumerate() {
+                let (followed, followed_cpu, in_progress) = drain_rate(queue, work, 2, view);
+                added[k].push((followed_cpu / plain_cpu - 1.0) * 100.0);
+                let measured = in_progress.map_or(String::new(), |p| {
+                    share[k].push(p / followed_cpu * 100.0);
+                    format!(
+                        "; in progress {:.2} us/task, {:.1}% of engine time",
+                        p / work as f64 * 1e6,
+                        share[k][round]
+                    )
+                });
+                eprintln!(
+                    "queue {queue:>6}, round {round}: {who}: {followed:>5.0} tasks/s, engine {:>5.1} us/task ({:+.1}% engine time){measured}",
+                    followed_cpu / work as f64 * 1e6,
+                    added[k][round]
+                );
+            }
+        }
+        for (k, (_, who)) in views.iter().enumerate() {
+            added[k].sort_by(f64::total_cmp);
+            share[k].sort_by(f64::total_cmp);
+            let measured =
+                share[k].get(rounds / 2).map_or(String::new(), |s| format!("; in progress (hub's own figure) {s:.1}%"));
+            eprintln!(
+                "queue {queue:>6}: {who}: median over {rounds} rounds: engine time added {:+.1}%{measured}",
+                added[k][rounds / 2]
             );
         }
-        added.sort_by(f64::total_cmp);
-        share.sort_by(f64::total_cmp);
-        let measured =
-            share.get(rounds / 2).map_or(String::new(), |s| format!("; in progress (hub's own figure) {s:.1}%"));
-        eprintln!(
-            "queue {queue:>6}: median over {rounds} rounds: engine time added {:+.1}%{measured}",
-            added[rounds / 2]
-        );
     }
 }
 

@@ -3,7 +3,7 @@
 use std::path::Path;
 use std::process::{Command, Stdio};
 
-use crate::support::{Hub, Project, eventually, mcc_bin};
+use crate::support::{Hub, Printed, Project, eventually, mcc_bin};
 
 /// A project holding a copy of one of the repository's workflows.
 fn project_with(workflow: &str) -> Project {
@@ -229,6 +229,56 @@ fn a_run_killed_mid_phase_resumes_without_splitting_again_or_losing_work() {
         .map(Result::unwrap)
         .collect();
     assert_eq!(accepted, ["a", "b", "c", "d"], "each task accepted exactly once");
+}
+
+/// An `mcc run` killed (its hub with it) if the test fails before it ends.
+struct Running(std::process::Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn mcc_run_shows_a_workers_question_with_the_command_that_answers_it_and_goes_on_once_answered() {
+    let project = Project::new();
+    project.write(
+        "workflows/ask.lua",
+        r#"return workflow {
+  name = "ask",
+  phases = { phase "only" { split = function(ctx) return { task { id = "a", description = "a" } } end } },
+}
+"#,
+    );
+    let mut run = Running(
+        Command::new(mcc_bin())
+            .args(["run", "workflows/ask.lua", "--port", "0"])
+            .current_dir(project.root())
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let mut printed = Printed::of(&mut run.0);
+    printed.wait_for("1 ready");
+    let worker = |args: &[&str]| project.mcc().args(["worker"]).args(args).args(["--as", "w1", "--wait", "0s"]).run();
+    let next = worker(&["next"]);
+    assert_eq!(next.code, 0, "{next:?}");
+    let blocked = worker(&["block", "a", "--question", "tabs or spaces?"]);
+    assert!(blocked.stdout.contains("task a waits for the engineer"), "{blocked:?}");
+    printed.wait_for("blocked a: tabs or spaces? → mcc answer a \"...\"");
+    let answered = project.mcc().args(["answer", "a", "spaces"]).run();
+    assert_eq!(answered.code, 0, "{answered:?}");
+    // The answer hands the task back to w1, which asks for it again.
+    let next = worker(&["next"]);
+    assert!(next.stdout.contains("spaces"), "{next:?}");
+    let done = worker(&["done", "a"]);
+    assert_eq!(done.code, 4, "all done: {done:?}");
+    printed.wait_for("1 accepted");
+    assert!(run.0.wait().unwrap().success(), "the run finished");
 }
 
 #[test]

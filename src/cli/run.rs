@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 use super::exit;
 use crate::client::{self, ClientError, Connection, Target};
 use crate::engine::views::{Delta, Summary};
-use crate::hub::protocol::{ClientMsg, ServerMsg};
+use crate::hub::protocol::{ClientMsg, ServerMsg, SubscriptionView};
 use crate::hub::{self, HubError, HubFile, HubOptions};
 use crate::scheduler::{Settings, TaskState};
 
@@ -74,6 +74,11 @@ const RUN_ENDED: &str = "The workflow run ended";
 /// How long one wait for the subscription's first answer lasts before the
 /// hub is checked for life.
 const SNAPSHOT_WAIT: Duration = Duration::from_secs(10);
+
+/// The view `mcc run` follows carries what [`render`], [`cannot_go_on`] and
+/// [`summarize`] read and no more (no tasks in flight, no events): the hub
+/// then spends on a task that merely moves no more than counting it.
+const SUBSCRIBE: ClientMsg = ClientMsg::Subscribe { view: SubscriptionView::Progress };
 
 /// Whether the hub is alive: it greets a new connection from its own task,
 /// without the engine, so a busy workflow still answers this.
@@ -163,7 +168,7 @@ fn run_inner(args: &RunArgs) -> Result<u8, String> {
 /// gets first (small at any queue size), on a connection of its own.
 fn running_workflow(target: &Target, root: &Path) -> Option<PathBuf> {
     let mut conn = Connection::open(target).ok()?;
-    match conn.request(&ClientMsg::Subscribe {}, Duration::from_secs(10)) {
+    match conn.request(&SUBSCRIBE, Duration::from_secs(10)) {
         Ok(ServerMsg::Summary { summary }) => summary["workflow"].as_str().map(|p| resolved(root, p)),
         _ => None,
     }
@@ -350,7 +355,7 @@ async fn watch(args: &RunArgs, target: &Target, root: &Path, file: &Path, starte
 /// connection without its engine, so while it does, the answer is awaited.
 fn subscribe(target: &Target) -> Result<(Connection, Summary), String> {
     let mut conn = Connection::open(target).map_err(|e| e.to_string())?;
-    let mut answer = conn.request(&ClientMsg::Subscribe {}, SNAPSHOT_WAIT);
+    let mut answer = conn.request(&SUBSCRIBE, SNAPSHOT_WAIT);
     loop {
         match answer {
             Ok(ServerMsg::Summary { summary }) => return Summary::from_wire(&summary).map(|s| (conn, s)),

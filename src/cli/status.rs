@@ -12,7 +12,7 @@ use super::exit;
 use crate::client::{self, ClientError, Connection};
 use crate::engine::views::{Delta, Page, Snapshot, Summary};
 use crate::scheduler::TaskState;
-use crate::wire::{ClientMsg, ServerMsg};
+use crate::wire::{ClientMsg, ServerMsg, SubscriptionView};
 
 /// Show tasks by state, workers and what each holds, questions waiting for you, problems.
 #[derive(Debug, Args)]
@@ -31,6 +31,8 @@ pub struct StatusArgs {
     pub hub: Option<String>,
 }
 
+/// Status draws the tasks in flight, and `--watch` follows them as they move.
+const SUBSCRIBE: ClientMsg = ClientMsg::Subscribe { view: SubscriptionView::Full };
 /// Tasks `--json` lists; `mcc tasks list` pages through the rest.
 const JSON_PAGE: usize = 50;
 /// The fastest a watching terminal is redrawn: changes in between are folded in.
@@ -41,7 +43,7 @@ pub fn run(args: StatusArgs) -> u8 {
         return watch(&args);
     }
     let limit = Duration::from_secs(10);
-    let (summary, url, page) = match client::ask_once(args.hub.as_deref(), &ClientMsg::Subscribe {}, limit) {
+    let (summary, url, page) = match client::ask_once(args.hub.as_deref(), &SUBSCRIBE, limit) {
         Ok((ServerMsg::Summary { summary }, target)) => match Summary::from_wire(&summary) {
             Ok(s) => (s, target.url, target.root.as_deref().and_then(crate::hub::page::url_of)),
             Err(e) => {
@@ -101,7 +103,7 @@ fn watch(args: &StatusArgs) -> u8 {
             return exit::ERROR;
         }
     };
-    let mut summary = match conn.request(&ClientMsg::Subscribe {}, Duration::from_secs(10)) {
+    let mut summary = match conn.request(&SUBSCRIBE, Duration::from_secs(10)) {
         Ok(ServerMsg::Summary { summary }) => match Summary::from_wire(&summary) {
             Ok(s) => s,
             Err(e) => {

@@ -776,7 +776,7 @@ impl Engine {
                 }
                 None => self.refuse(conn, &Refusal::UnknownTask(task_id)),
             },
-            msg @ (ClientMsg::Subscribe {} | ClientMsg::TasksPage { .. }) => self.view_request(conn, msg, now),
+            msg @ (ClientMsg::Subscribe { .. } | ClientMsg::TasksPage { .. }) => self.view_request(conn, msg, now),
             ClientMsg::LoadWorkflow { path } => {
                 let path = self.config.root.join(path);
                 self.load_workflow(Some(conn), path);

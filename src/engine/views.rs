@@ -2,8 +2,9 @@
 //! as typed structs shared with the CLI (which reads them back from the
 //! wire, or from the store when no hub runs); and the subscription
 //! (`subscribe`, `tasks_page`): a [`Summary`], then a [`Delta`] per committed
-//! batch, built from the batch's changes and an index kept by them
-//! ([`Progress`]), so that their cost follows the batch, not the store.
+//! batch in the view the subscriber asked for ([`SubscriptionView`]), built
+//! from the batch's changes and an index kept by them ([`Progress`]), so
+//! that their cost follows the batch, not the store.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::Path;
@@ -14,7 +15,7 @@ use serde_json::{Value, json};
 
 use super::{ConnId, Engine, Outgoing, Role};
 use crate::scheduler::{self, Changes, TaskId, TaskState};
-use crate::wire::{ClientMsg, RawJson, ServerMsg};
+use crate::wire::{ClientMsg, RawJson, ServerMsg, SubscriptionView};
 
 /// Everything `mcc status` shows; `snapshot` on the wire.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -201,6 +202,9 @@ pub fn stored_finished(root: &Path) -> bool {
 }
 
 /// What a subscriber is told first: everything but the task list.
+/// A [`SubscriptionView::Progress`] subscriber is not told `in_flight`: its
+/// summary has none, and its deltas carry only the tasks that became or
+/// stopped being questions.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", default)]
 pub struct Summary {
@@ -375,7 +379,8 @@ pub struct Progress {
     phase_ids: HashMap<String, u32>,
     /// Per phase number, tasks per state (indexed as `TaskState::ALL`).
     phase_counts: Vec<[u64; TaskState::ALL.len()]>,
-    subscribers: Vec<ConnId>,
+    /// Each with the view it asked for.
+    subscribers: Vec<(ConnId, SubscriptionView)>,
     /// What subscribers were last told, to send only what changed.
     sent_problems: Vec<String>,
     sent_log: Vec<String>,
@@ -383,8 +388,13 @@ pub struct Progress {
     sent_finished: bool,
     stuck: Vec<Stuck>,
     /// Tasks changed since the last delta, with their `seq`: ids only, the
-    /// views are made when the delta is.
+    /// views are made when the delta is. Listed only for full subscribers.
     pending_tasks: Vec<(u64, TaskId)>,
+    /// Tasks that became or stopped being blocked since the last delta (maybe
+    /// twice): what a progress subscriber needs to keep its questions.
+    pending_questions: Vec<(u64, TaskId)>,
+    /// A task moved since the last delta: counts and phases changed.
+    moved_since: bool,
     pending_workers: BTreeSet<String>,
     /// The events of the interval, already JSON and comma-separated: each is
     /// written once, from the scheduler's own, instead of copied.
@@ -556,9 +566,16 @@ impl Progress {
         self.pending_event_count += 1;
     }
 
+    /// Whether a subscriber of that view is connected.
+    fn watched_in(&self, view: SubscriptionView) -> bool {
+        self.subscribers.iter().any(|(_, v)| *v == view)
+    }
+
     /// Nobody watches: what was pending is told to no one.
     fn drop_pending(&mut self) {
         self.take_pending_tasks();
+        self.pending_questions.clear();
+        self.moved_since = false;
         self.pending_workers.clear();
         self.pending_events.clear();
         self.pending_event_count = 0;
@@ -568,7 +585,9 @@ impl Progress {
     /// When the engine must wake to push what is pending, if anything is.
     pub fn next_push(&self) -> Option<Instant> {
         let pending = self.batch_since
+            || self.moved_since
             || !self.pending_tasks.is_empty()
+            || !self.pending_questions.is_empty()
             || !self.pending_workers.is_empty()
             || self.pending_event_count > 0;
         (pending && !self.subscribers.is_empty())
@@ -636,13 +655,13 @@ fn shortened(text: &str) -> std::borrow::Cow<'_, str> {
 /// in as already written rather than built into a `Value` and copied per
 /// subscriber.
 struct DeltaParts<'a> {
-    counts: BTreeMap<String, u64>,
-    phases: BTreeMap<String, BTreeMap<String, u64>>,
+    counts: &'a BTreeMap<String, u64>,
+    phases: &'a BTreeMap<String, BTreeMap<String, u64>>,
     finished: bool,
-    workflow: Option<String>,
+    workflow: Option<&'a str>,
     /// Comma-separated task summaries.
     tasks: &'a [u8],
-    workers: Vec<WorkerView>,
+    workers: &'a [WorkerView],
     /// Comma-separated events.
     events: &'a [u8],
     events_left_out: u64,
@@ -687,12 +706,12 @@ impl Engine {
     /// `subscribe` and `tasks_page`.
     pub(super) fn view_request(&mut self, conn: ConnId, msg: ClientMsg, now: Instant) {
         match msg {
-            ClientMsg::Subscribe {} => {
+            ClientMsg::Subscribe { view } => {
                 self.progress.build(&self.scheduler);
-                let summary = serde_json::to_value(self.summary(now)).expect("a summary serializes");
-                if !self.progress.subscribers.contains(&conn) {
-                    self.progress.subscribers.push(conn);
-                }
+                let summary = serde_json::to_value(self.summary(now, view)).expect("a summary serializes");
+                // Subscribing again on one connection changes its view.
+                self.progress.subscribers.retain(|(c, _)| *c != conn);
+                self.progress.subscribers.push((conn, view));
                 self.send(conn, ServerMsg::Summary { summary });
             }
             ClientMsg::TasksPage { state, limit, after } => match self.page(state, limit, after.as_deref(), now) {
@@ -774,7 +793,7 @@ impl Engine {
         false
     }
 
-    fn summary(&mut self, now: Instant) -> Summary {
+    fn summary(&mut self, now: Instant, view: SubscriptionView) -> Summary {
         self.refresh_stuck();
         let presence = self.presence();
         let submitted = self.submitted_by();
@@ -785,12 +804,15 @@ impl Engine {
             })
             .collect();
         let task = |id: &TaskId| self.scheduler.task(id).map(|t| short(task_summary(t, now)));
-        let in_flight = TaskState::ALL
-            .iter()
-            .filter(|s| s.in_flight())
-            .flat_map(|s| self.scheduler.ids_in_state(*s))
-            .filter_map(task)
-            .collect();
+        let in_flight = match view {
+            SubscriptionView::Full => TaskState::ALL
+                .iter()
+                .filter(|s| s.in_flight())
+                .flat_map(|s| self.scheduler.ids_in_state(*s))
+                .filter_map(task)
+                .collect(),
+            SubscriptionView::Progress => Vec::new(),
+        };
         let questions =
             self.scheduler.ids_in_state(TaskState::Blocked).take(QUESTIONS_IN_SUMMARY).filter_map(task).collect();
         let summary = Summary {
@@ -859,9 +881,11 @@ impl Engine {
 
     /// After a commit: count the batch's changes and, at most every
     /// [`DELTA_EVERY`], push what changed to every subscriber. Costs what the
-    /// batch changed: per task a look-up and a compare, and while someone
-    /// watches its id listed once per delta and each event written once;
-    /// nothing when nobody ever subscribed.
+    /// batch changed: per task a look-up and a compare; while a full
+    /// subscriber watches, its id listed once per delta and each event
+    /// written once; while only progress subscribers do, a check of whether
+    /// it became or stopped being a question; nothing when nobody ever
+    /// subscribed.
     pub(super) fn publish(&mut self, changes: &Changes, finished: bool) {
         let Some(started) = self.progress.meter.as_ref().map(|_| thread_cpu()) else {
             return self.publish_changes(changes, finished);
@@ -879,8 +903,10 @@ impl Engine {
             return;
         }
         let now = Instant::now();
-        self.progress.subscribers.retain(|c| self.conns.contains_key(c));
+        self.progress.subscribers.retain(|(c, _)| self.conns.contains_key(c));
         let watched = !self.progress.subscribers.is_empty();
+        let full_watched = self.progress.watched_in(SubscriptionView::Full);
+        let progress_watched = self.progress.watched_in(SubscriptionView::Progress);
         let progress = &mut self.progress;
         for id in &changes.tasks {
             let Some(t) = self.scheduler.task(id) else { continue };
@@ -894,8 +920,20 @@ impl Engine {
             if !watched {
                 continue;
             }
-            progress.mark(t.seq, id);
-            if let Some(h) = &t.holder {
+            if let Some(old) = moved {
+                progress.moved_since = true;
+                if progress_watched && (old == Some(TaskState::Blocked)) != (t.state == TaskState::Blocked) {
+                    progress.pending_questions.push((t.seq, id.clone()));
+                }
+            }
+            if full_watched {
+                progress.mark(t.seq, id);
+            }
+            // A progress subscriber's worker shows what it holds, which only
+            // a move changes; a full one shows its lease too.
+            if let Some(h) = &t.holder
+                && (full_watched || moved.is_some())
+            {
                 progress.touch_worker(h);
             }
             // Out of flight, its holder became `last_holder` and holds it no more.
@@ -907,18 +945,20 @@ impl Engine {
             }
         }
         if !watched {
-            self.progress.drop_pending();
+            progress.drop_pending();
             return;
         }
         for w in &changes.workers {
-            self.progress.touch_worker(w);
+            progress.touch_worker(w);
         }
-        for e in &changes.events {
-            self.progress.add_event(e);
+        if full_watched {
+            for e in &changes.events {
+                progress.add_event(e);
+            }
         }
-        let due = self.progress.last_delta.is_none_or(|at| now >= at + DELTA_EVERY);
-        if !due && finished == self.progress.sent_finished {
-            self.progress.batch_since = true;
+        let due = progress.last_delta.is_none_or(|at| now >= at + DELTA_EVERY);
+        if !due && finished == progress.sent_finished {
+            progress.batch_since = true;
             return;
         }
         self.push_delta(now, finished);
@@ -943,10 +983,14 @@ impl Engine {
         }
         let problems_changed = self.problems != self.progress.sent_problems;
         let log_changed = self.log != self.progress.sent_log;
-        let mut tasks = self.progress.take_pending_tasks();
+        let moved = std::mem::take(&mut self.progress.moved_since);
+        let tasks = self.progress.take_pending_tasks();
+        let mut questions = std::mem::take(&mut self.progress.pending_questions);
         let events = std::mem::take(&mut self.progress.pending_events);
         let event_count = std::mem::take(&mut self.progress.pending_event_count);
-        let nothing = tasks.is_empty()
+        let nothing = !moved
+            && tasks.is_empty()
+            && questions.is_empty()
             && touched_workers.is_empty()
             && event_count == 0
             && !problems_changed
@@ -960,7 +1004,7 @@ impl Engine {
             return;
         }
         let submitted = self.submitted_by();
-        let workers = self
+        let workers: Vec<WorkerView> = self
             .progress
             .sent_presence
             .iter()
@@ -969,28 +1013,34 @@ impl Engine {
                 self.scheduler.worker(name).map(|worker| self.worker_view(worker, now, (*c, *w), &submitted))
             })
             .collect();
-        tasks.sort_unstable_by_key(|(seq, _)| *seq);
-        let mut task_json = Vec::with_capacity(tasks.len() * 256);
-        for t in tasks.iter().filter_map(|(_, id)| self.scheduler.task(id)) {
-            if !task_json.is_empty() {
-                task_json.push(b',');
-            }
-            serde_json::to_writer(&mut task_json, &SummaryOut::of(t, now)).expect("a task summary serializes");
-        }
-        let delta = DeltaParts {
-            counts: self.counts(),
-            phases: self.progress.phase_counts(),
+        let counts = self.counts();
+        let phases = self.progress.phase_counts();
+        let workflow = self.workflow_path.as_ref().map(|p| p.display().to_string());
+        let parts = DeltaParts {
+            counts: &counts,
+            phases: &phases,
             finished,
-            workflow: self.workflow_path.as_ref().map(|p| p.display().to_string()),
-            tasks: &task_json,
-            workers,
+            workflow: workflow.as_deref(),
+            tasks: &[],
+            workers: &workers,
             events: &events,
             events_left_out: std::mem::take(&mut self.progress.events_left_out),
             problems: problems_changed.then_some(self.problems.as_slice()),
             log: log_changed.then_some(self.log.as_slice()),
             stuck: stuck_changed.then_some(self.progress.stuck.as_slice()),
-        }
-        .to_json();
+        };
+        // Each view's delta is written once, if someone of it watches, and
+        // shared by all of them.
+        let full_delta = self.progress.watched_in(SubscriptionView::Full).then(|| {
+            let tasks = self.summaries_json(&tasks, now);
+            RawJson::new(DeltaParts { tasks: &tasks, ..parts }.to_json())
+        });
+        let progress_delta = self.progress.watched_in(SubscriptionView::Progress).then(|| {
+            questions.sort_unstable_by_key(|(seq, _)| *seq);
+            questions.dedup_by_key(|(seq, _)| *seq);
+            let tasks = self.summaries_json(&questions, now);
+            RawJson::new(DeltaParts { tasks: &tasks, events: &[], events_left_out: 0, ..parts }.to_json())
+        });
         if problems_changed {
             self.progress.sent_problems.clone_from(&self.problems);
         }
@@ -1002,12 +1052,30 @@ impl Engine {
         // Kept for the next interval: its capacity is the size one interval needs.
         self.progress.pending_events = events;
         self.progress.pending_events.clear();
-        // Written once, shared by every subscriber. Sent as any answer is: a
-        // subscriber that reads nothing is cut off as any slow reader is.
-        let delta = RawJson::new(delta);
-        for &conn in &self.progress.subscribers {
-            self.outgoing.push((conn, Outgoing::Msg(ServerMsg::Delta { delta: delta.clone() })));
+        // Sent as any answer is: a subscriber that reads nothing is cut off
+        // as any slow reader is.
+        for &(conn, view) in &self.progress.subscribers {
+            let delta = match view {
+                SubscriptionView::Full => full_delta.clone(),
+                SubscriptionView::Progress => progress_delta.clone(),
+            };
+            let delta = delta.expect("written for every view watched");
+            self.outgoing.push((conn, Outgoing::Msg(ServerMsg::Delta { delta })));
         }
+    }
+
+    /// The tasks' summaries as a delta writes them, comma-separated, in creation order.
+    fn summaries_json(&self, tasks: &[(u64, TaskId)], now: Instant) -> Vec<u8> {
+        let mut tasks: Vec<&scheduler::Task> = tasks.iter().filter_map(|(_, id)| self.scheduler.task(id)).collect();
+        tasks.sort_unstable_by_key(|t| t.seq);
+        let mut out = Vec::with_capacity(tasks.len() * 256);
+        for t in tasks {
+            if !out.is_empty() {
+                out.push(b',');
+            }
+            serde_json::to_writer(&mut out, &SummaryOut::of(t, now)).expect("a task summary serializes");
+        }
+        out
     }
 }
 
@@ -1062,13 +1130,14 @@ mod tests {
         let phases: BTreeMap<String, BTreeMap<String, u64>> = [("build".to_owned(), counts.clone())].into();
         let stuck = vec![Stuck { task: "b".into(), dependency: "a".into() }];
         let log = vec!["one".to_owned()];
+        let workers = vec![worker.clone()];
         let parts = DeltaParts {
-            counts: counts.clone(),
-            phases: phases.clone(),
+            counts: &counts,
+            phases: &phases,
             finished: false,
-            workflow: Some("flow.lua".into()),
+            workflow: Some("flow.lua"),
             tasks: &task_json,
-            workers: vec![worker.clone()],
+            workers: &workers,
             events: &event_json,
             events_left_out: 3,
             problems: None,
@@ -1076,8 +1145,8 @@ mod tests {
             stuck: Some(&stuck),
         };
         let typed = Delta {
-            counts,
-            phases,
+            counts: counts.clone(),
+            phases: phases.clone(),
             finished: false,
             workflow: Some("flow.lua".into()),
             tasks: tasks.iter().map(|t| short(task_summary(t, now))).collect(),

@@ -219,7 +219,7 @@ impl Access {
         }
         if self == Access::ReadOnly {
             return match msg {
-                ClientMsg::Subscribe {}
+                ClientMsg::Subscribe { .. }
                 | ClientMsg::TasksPage { .. }
                 | ClientMsg::Snapshot {}
                 | ClientMsg::ShowTask { .. }

@@ -564,7 +564,7 @@ async fn serve_connection(stream: TcpStream, edge: &Edge, handshake: OwnedSemaph
                     .and_then(|msg| access.permits(&msg, edge.limits.max_tasks_per_message).map(|()| msg));
                 match checked {
                     Ok(msg) => {
-                        registered |= matches!(msg, ClientMsg::Register { .. } | ClientMsg::Subscribe {});
+                        registered |= matches!(msg, ClientMsg::Register { .. } | ClientMsg::Subscribe { .. });
                         outstanding = true;
                         let create = matches!(msg, ClientMsg::CreateTasks { .. });
                         if create {

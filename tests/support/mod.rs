@@ -325,3 +325,40 @@ pub fn eventually(what: &str, mut check: impl FnMut() -> bool) {
     }
     panic!("{what}: not true within {DEADLINE:?}");
 }
+
+/// What a long-running `mcc` command prints, line by line as it comes (read
+/// on a thread of its own), for tests that wait for a line.
+pub struct Printed {
+    lines: mpsc::Receiver<String>,
+    before: Vec<String>,
+}
+
+impl Printed {
+    /// Takes the child's piped stdout.
+    pub fn of(child: &mut Child) -> Self {
+        let stdout = child.stdout.take().expect("stdout piped");
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    return;
+                }
+            }
+        });
+        Self { lines, before: Vec::new() }
+    }
+
+    /// Read lines until one contains `text`; panics with all printed before
+    /// if none does within [`DEADLINE`].
+    pub fn wait_for(&mut self, text: &str) {
+        let deadline = Instant::now() + DEADLINE;
+        while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+            match self.lines.recv_timeout(left) {
+                Ok(line) if line.contains(text) => return,
+                Ok(line) => self.before.push(line),
+                Err(_) => break,
+            }
+        }
+        panic!("never printed {text:?}; printed {:?}", self.before);
+    }
+}
