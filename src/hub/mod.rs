@@ -169,7 +169,6 @@ pub fn state_dir(root: &Path) -> Result<PathBuf, HubError> {
     Ok(dir)
 }
 
-/// Start listening and serving; returns once the hub accepts connections.
 /// The tokio runtime a hub serves its connections on, with one worker
 /// thread: connections only read, parse and write (the engine and the
 /// store writer have threads of their own), and one thread hands each
@@ -181,6 +180,7 @@ pub fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build()
 }
 
+/// Start listening and serving; returns once the hub accepts connections.
 pub async fn start(options: HubOptions) -> Result<RunningHub, HubError> {
     let root = fs::canonicalize(&options.root).map_err(|source| HubError::Io { path: options.root.clone(), source })?;
     let state_dir = state_dir(&root)?;
