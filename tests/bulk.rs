@@ -47,3 +47,19 @@ fn twenty_thousand_tasks_go_in_through_one_tasks_add_and_list_shows_a_page() {
         page.stdout
     );
 }
+
+/// Small tasks: many more fit a frame than a hub takes in one message; the
+/// CLI sends pieces the hub accepts.
+#[test]
+fn thirty_thousand_small_tasks_go_in_through_one_tasks_add() {
+    let project = Project::new();
+    let hub = Hub::start(project.root(), &[]);
+    let n = 30_000;
+    let tasks: Vec<Value> = (0..n).map(|i| json!({"id": format!("s{i}"), "description": "d"})).collect();
+    project.write("tasks.json", &serde_json::to_string(&tasks).unwrap());
+    let added = project.mcc().args(["tasks", "add", "tasks.json"]).run();
+    assert_eq!(added.code, 0, "{added:?}");
+    assert!(added.stdout.contains("added 30000 tasks"), "{}", added.stdout);
+    let snapshot = hub.connect().ask(json!({"type": "snapshot"}));
+    assert_eq!(snapshot["snapshot"]["counts"]["ready"], n, "{}", snapshot["snapshot"]["counts"]);
+}

@@ -248,6 +248,10 @@ fn add(a: AddArgs) -> u8 {
 
 /// The most JSON sent in one `add_tasks`: well under the hub's frame limit.
 const PIECE_BYTES: usize = crate::hub::MAX_FRAME * 3 / 4;
+/// The most tasks sent in one `add_tasks`: a tenth of what a hub takes by
+/// default (`--max-tasks-per-message`), and small enough that each piece is
+/// one short commit, so workers are answered between pieces.
+const PIECE_TASKS: usize = 1_000;
 
 /// The tasks in their order, except that a task comes after every task of
 /// the file it depends on: then each piece only depends on earlier ones.
@@ -295,13 +299,14 @@ fn dependencies_first(tasks: Vec<Value>) -> Vec<Value> {
     order.into_iter().filter_map(|i| slots[i].take()).collect()
 }
 
-/// Consecutive pieces of at most `budget` bytes of JSON (a bigger task goes alone).
+/// Consecutive pieces of at most `budget` bytes of JSON (a bigger task goes
+/// alone) and [`PIECE_TASKS`] tasks.
 fn pieces(tasks: Vec<Value>, budget: usize) -> Vec<Vec<Value>> {
     let mut out: Vec<Vec<Value>> = Vec::new();
     let mut size = 0;
     for task in tasks {
         let len = task.to_string().len() + 1;
-        if out.is_empty() || size + len > budget {
+        if out.last().is_none_or(|piece| size + len > budget || piece.len() >= PIECE_TASKS) {
             out.push(Vec::new());
             size = 0;
         }
