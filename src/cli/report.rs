@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 
 use super::exit;
 use crate::scheduler::TaskState;
-use crate::store::Store;
+use crate::store::{Store, StoredEvent};
 
 /// Attempts, rejections, automation rate, time per task, worker and phase.
 #[derive(Debug, Args)]
@@ -100,48 +100,25 @@ fn covered(mut spans: Vec<(i64, i64)>) -> i64 {
     total
 }
 
-/// Everything measured from the store of the project at `root`: every
-/// figure comes from the event log, and says in its `measuredFrom` how.
-pub fn metrics(root: &Path) -> Result<Value, String> {
-    let store = Store::open(&root.join(".mcc")).map_err(|e| e.to_string())?;
-    let (tasks, _) = store.load().map_err(|e| e.to_string())?;
-    let events = store.events().map_err(|e| e.to_string())?;
-    let phase_of: BTreeMap<&str, &str> =
-        tasks.iter().map(|t| (t.spec.id.as_str(), t.phase.as_deref().unwrap_or("-"))).collect();
+/// Every attempt the events show, in the order they were granted: from
+/// `assigned` to what ended it, coloured by the last word on it. An ending
+/// whose `assigned` is not among `events` is left out.
+fn attempts_of(events: &[StoredEvent]) -> Vec<Attempt> {
     let mut attempts: Vec<Attempt> = Vec::new();
     let mut open: BTreeMap<(String, u32), usize> = BTreeMap::new();
-    let mut engineer: BTreeMap<&str, u64> = BTreeMap::new();
-    let mut scores: Vec<u64> = Vec::new();
-    let mut joined: BTreeSet<String> = BTreeSet::new();
-    let (mut rejections, mut expiries) = (0u64, 0u64);
-    let (mut first, mut last) = (i64::MAX, i64::MIN);
-    for e in &events {
-        first = first.min(e.at_ms);
-        last = last.max(e.at_ms);
+    for e in events {
         let task = e.task.as_deref().unwrap_or("");
         let key = (task.to_owned(), e.attempt.unwrap_or(0));
-        match e.kind.as_str() {
-            "assigned" => {
-                let worker = e.worker.clone().unwrap_or_default();
-                joined.insert(worker.clone());
-                open.insert(key.clone(), attempts.len());
-                attempts.push(Attempt {
-                    task: task.to_owned(),
-                    number: e.attempt.unwrap_or(0),
-                    worker,
-                    from_ms: e.at_ms,
-                    to_ms: None,
-                    verdict: "running",
-                });
-            }
-            "worker_joined" => {
-                joined.extend(e.worker.clone());
-            }
-            "rejected" => rejections += 1,
-            "expired" => expiries += 1,
-            "answered" | "retried" | "cancelled" => *engineer.entry(task).or_default() += 1,
-            "score" => scores.extend(e.detail["score"].as_u64()),
-            _ => {}
+        if e.kind == "assigned" {
+            open.insert(key.clone(), attempts.len());
+            attempts.push(Attempt {
+                task: task.to_owned(),
+                number: e.attempt.unwrap_or(0),
+                worker: e.worker.clone().unwrap_or_default(),
+                from_ms: e.at_ms,
+                to_ms: None,
+                verdict: "running",
+            });
         }
         if let Some(verdict) = ending(&e.kind) {
             // The attempt's time ends at the report (or expiry); its colour is the last word on it.
@@ -156,6 +133,84 @@ pub fn metrics(root: &Path) -> Result<Value, String> {
                     open.remove(&key);
                 }
             }
+        }
+    }
+    attempts
+}
+
+/// Events the live page's timeline reads at most: its cost stays the same
+/// however long the log grows (`mcc report --html` draws every attempt).
+const RECENT_EVENTS: usize = 20_000;
+/// Attempts the live page draws at most, the latest.
+const RECENT_ATTEMPTS: usize = 1_000;
+
+/// The live page's timeline, an HTML fragment: the latest attempts (at
+/// most [`RECENT_ATTEMPTS`], among the last [`RECENT_EVENTS`] events),
+/// drawn as [`timeline_svg`] draws a report's, with time from the first
+/// drawn, and a line saying so when earlier ones are left out.
+pub fn recent_timeline_svg(root: &Path) -> Result<String, String> {
+    let store = Store::open_read_only(&root.join(".mcc")).map_err(|e| e.to_string())?;
+    let events = store.recent_events(RECENT_EVENTS).map_err(|e| e.to_string())?;
+    Ok(recent_timeline(&events, RECENT_ATTEMPTS))
+}
+
+fn recent_timeline(events: &[StoredEvent], most: usize) -> String {
+    let attempts = attempts_of(events);
+    let left_out = attempts.len().saturating_sub(most);
+    let drawn = &attempts[left_out..];
+    let now_ms = events.last().map_or(0, |e| e.at_ms);
+    let start = drawn.iter().map(|a| a.from_ms).min().unwrap_or(now_ms);
+    let mut workers: BTreeMap<&str, usize> = BTreeMap::new();
+    for a in drawn {
+        *workers.entry(a.worker.as_str()).or_default() += 1;
+    }
+    let timeline: Vec<Value> = drawn
+        .iter()
+        .map(|a| {
+            json!({"task": a.task, "attempt": a.number, "worker": a.worker,
+                   "fromMs": a.from_ms - start, "toMs": a.to_ms.unwrap_or(now_ms) - start, "verdict": a.verdict})
+        })
+        .collect();
+    let workers: Vec<Value> = workers.iter().map(|(name, n)| json!({"name": name, "attempts": n})).collect();
+    let svg = timeline_svg(&json!({"timeline": timeline, "workers": workers}));
+    if left_out == 0 && events.len() < RECENT_EVENTS {
+        return svg;
+    }
+    let shown = if drawn.is_empty() {
+        format!("no attempt among the latest {} events", events.len())
+    } else {
+        format!("the latest {} attempts", drawn.len())
+    };
+    format!("<p class=\"muted\">{shown}; every attempt: <code>mcc report --html FILE</code></p>\n{svg}")
+}
+
+/// Everything measured from the store of the project at `root`: every
+/// figure comes from the event log, and says in its `measuredFrom` how.
+pub fn metrics(root: &Path) -> Result<Value, String> {
+    let store = Store::open(&root.join(".mcc")).map_err(|e| e.to_string())?;
+    let (tasks, _) = store.load().map_err(|e| e.to_string())?;
+    let events = store.events().map_err(|e| e.to_string())?;
+    let phase_of: BTreeMap<&str, &str> =
+        tasks.iter().map(|t| (t.spec.id.as_str(), t.phase.as_deref().unwrap_or("-"))).collect();
+    let attempts = attempts_of(&events);
+    let mut engineer: BTreeMap<&str, u64> = BTreeMap::new();
+    let mut scores: Vec<u64> = Vec::new();
+    let mut joined: BTreeSet<String> = attempts.iter().map(|a| a.worker.clone()).collect();
+    let (mut rejections, mut expiries) = (0u64, 0u64);
+    let (mut first, mut last) = (i64::MAX, i64::MIN);
+    for e in &events {
+        first = first.min(e.at_ms);
+        last = last.max(e.at_ms);
+        let task = e.task.as_deref().unwrap_or("");
+        match e.kind.as_str() {
+            "worker_joined" => {
+                joined.extend(e.worker.clone());
+            }
+            "rejected" => rejections += 1,
+            "expired" => expiries += 1,
+            "answered" | "retried" | "cancelled" => *engineer.entry(task).or_default() += 1,
+            "score" => scores.extend(e.detail["score"].as_u64()),
+            _ => {}
         }
     }
     let now_ms = last.max(first);
@@ -473,4 +528,49 @@ pub fn timeline_svg(m: &Value) -> String {
         end_ms as f64 / 1000.0
     ));
     svg
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(id: i64, kind: &str, task: &str, attempt: u32) -> StoredEvent {
+        StoredEvent {
+            id,
+            at_ms: id * 10,
+            kind: kind.to_owned(),
+            task: Some(task.to_owned()),
+            worker: Some(format!("w{}", id % 3)),
+            attempt: Some(attempt),
+            detail: Value::Null,
+        }
+    }
+
+    /// `n` tasks, each assigned then accepted.
+    fn log(n: i64) -> Vec<StoredEvent> {
+        (0..n)
+            .flat_map(|i| {
+                [event(2 * i, "assigned", &format!("t{i}"), 1), event(2 * i + 1, "accepted", &format!("t{i}"), 1)]
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_live_timeline_draws_the_latest_attempts_and_says_the_rest_are_in_the_report() {
+        let svg = recent_timeline(&log(3_000), 1_000);
+        assert_eq!(svg.matches("<rect class=\"attempt accepted\"").count(), 1_000);
+        assert!(svg.contains("<title>t2999 attempt 1"), "the latest is drawn");
+        assert!(!svg.contains("<title>t1999 attempt 1"), "an earlier one is not");
+        assert!(svg.starts_with("<p class=\"muted\">the latest 1000 attempts"), "{}", &svg[..200]);
+    }
+
+    #[test]
+    fn a_short_log_is_drawn_whole_and_an_ending_without_its_grant_is_left_out() {
+        let mut events = log(3);
+        // The window began after t-old was assigned: its ending draws nothing.
+        events.insert(0, event(-1, "accepted", "t-old", 1));
+        let svg = recent_timeline(&events, 1_000);
+        assert_eq!(svg.matches("<rect class=\"attempt").count(), 3);
+        assert!(!svg.contains("t-old") && !svg.contains("the latest"), "{svg}");
+    }
 }

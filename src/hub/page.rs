@@ -147,12 +147,9 @@ async fn answer(
         },
         "/timeline" => {
             let root = page.root.clone();
-            let svg = tokio::task::spawn_blocking(move || {
-                crate::cli::report::metrics(&root).map(|m| crate::cli::report::timeline_svg(&m))
-            })
-            .await;
+            let svg = tokio::task::spawn_blocking(move || crate::cli::report::recent_timeline_svg(&root)).await;
             match svg {
-                Ok(Ok(svg)) => Answer { status: "200 OK", content_type: "image/svg+xml", body: svg },
+                Ok(Ok(svg)) => Answer { status: "200 OK", content_type: "text/html; charset=utf-8", body: svg },
                 Ok(Err(e)) => Answer::text("503 Service Unavailable", format!("cannot read the event log: {e}\n")),
                 Err(_) => Answer::text("500 Internal Server Error", "the timeline could not be drawn\n"),
             }

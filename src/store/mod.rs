@@ -478,12 +478,25 @@ impl Store {
 
     /// The event log in order, for metrics.
     pub fn events(&self) -> Result<Vec<StoredEvent>, StoreError> {
+        self.events_where("ORDER BY id", [])
+    }
+
+    /// The last `limit` events, oldest first: what a view of recent work
+    /// reads, at a cost that does not grow with the log.
+    pub fn recent_events(&self, limit: usize) -> Result<Vec<StoredEvent>, StoreError> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let mut events = self.events_where("ORDER BY id DESC LIMIT ?1", [limit])?;
+        events.reverse();
+        Ok(events)
+    }
+
+    fn events_where(&self, tail: &str, params: impl rusqlite::Params) -> Result<Vec<StoredEvent>, StoreError> {
         let mut stmt = self
             .conn
-            .prepare("SELECT id, at_ms, kind, task_id, worker, attempt, detail FROM events ORDER BY id")
+            .prepare(&format!("SELECT id, at_ms, kind, task_id, worker, attempt, detail FROM events {tail}"))
             .map_err(|e| self.sql(e))?;
         let rows = stmt
-            .query_map([], |r| {
+            .query_map(params, |r| {
                 Ok(StoredEvent {
                     id: r.get(0)?,
                     at_ms: r.get(1)?,
