@@ -227,7 +227,7 @@ fn add(a: AddArgs) -> u8 {
         return fail(
             &a.hub,
             &format!(
-                "{error}; {} of {total} tasks were added before this (pieces of at most {PIECE_BYTES} bytes), the rest from `{first}` on were not: fix that and add the rest",
+                "{error}; {} of {total} tasks were added before this (pieces of at most {PIECE_TASKS} tasks and {PIECE_BYTES} bytes), the rest from `{first}` on were not: fix that and add the rest",
                 added.len()
             ),
         );
