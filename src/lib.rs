@@ -13,6 +13,7 @@ pub mod handoff;
 pub mod hub;
 pub mod lua;
 pub mod mcp;
+pub mod report;
 pub mod scheduler;
 pub mod store;
 pub mod task;

@@ -549,7 +549,7 @@ fn plain_changes<'a>(last: &'a [String], lines: &'a [String]) -> impl Iterator<I
 
 /// The run's metrics, with whether the workflow finished.
 fn summarize(root: &Path, snapshot: &Value, wall: Duration) -> Result<Value, String> {
-    let mut summary = super::report::metrics(root)?;
+    let mut summary = crate::report::metrics(root)?;
     summary["finished"] = snapshot["finished"].clone();
     summary["workflow"] = snapshot["workflow"].clone();
     summary["problems"] = snapshot["problems"].clone();
@@ -568,7 +568,7 @@ fn print_summary(args: &RunArgs, s: &Value) {
         println!("this workflow had already {verdict} in an earlier run; add --fresh to start it over");
     }
     println!("workflow {verdict}:");
-    print!("{}", super::report::render(s));
+    print!("{}", crate::report::render(s));
     if s["finished"] != true {
         println!(
             "next: `mcc status` to see what is stuck, `mcc tasks retry TASK` to try again, then run the same command"

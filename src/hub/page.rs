@@ -147,7 +147,7 @@ async fn answer(
         },
         "/timeline" => {
             let root = page.root.clone();
-            let svg = tokio::task::spawn_blocking(move || crate::cli::report::recent_timeline_svg(&root)).await;
+            let svg = tokio::task::spawn_blocking(move || crate::report::recent_timeline_svg(&root)).await;
             match svg {
                 Ok(Ok(svg)) => Answer { status: "200 OK", content_type: "text/html; charset=utf-8", body: svg },
                 Ok(Err(e)) => Answer::text("503 Service Unavailable", format!("cannot read the event log: {e}\n")),
@@ -176,8 +176,8 @@ async fn respond(stream: &mut TcpStream, answer: &Answer, hub_port: u16) -> std:
 fn html(hub_port: u16, capability: &str) -> String {
     PAGE.replace("__HUB_PORT__", &hub_port.to_string())
         .replace("__VIEW__", capability)
-        .replace("__TIMELINE_CSS__", crate::cli::report::TIMELINE_CSS)
-        .replace("__LEGEND__", &crate::cli::report::legend_html())
+        .replace("__TIMELINE_CSS__", crate::report::TIMELINE_CSS)
+        .replace("__LEGEND__", &crate::report::legend_html())
 }
 
 const PAGE: &str = include_str!("page.html");
