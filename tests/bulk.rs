@@ -63,3 +63,17 @@ fn thirty_thousand_small_tasks_go_in_through_one_tasks_add() {
     let snapshot = hub.connect().ask(json!({"type": "snapshot"}));
     assert_eq!(snapshot["snapshot"]["counts"]["ready"], n, "{}", snapshot["snapshot"]["counts"]);
 }
+
+/// A hub that takes fewer tasks per message than the CLI's pieces: the CLI
+/// reads the hub's limit from `.mcc/hub.json` and sends smaller pieces.
+#[test]
+fn tasks_add_keeps_to_a_hubs_smaller_limit_per_message() {
+    let project = Project::new();
+    let hub = Hub::start(project.root(), &["--max-tasks-per-message", "300"]);
+    let tasks: Vec<Value> = (0..2_000).map(|i| json!({"id": format!("p{i}"), "description": "d"})).collect();
+    project.write("tasks.json", &serde_json::to_string(&tasks).unwrap());
+    let added = project.mcc().args(["tasks", "add", "tasks.json"]).run();
+    assert_eq!(added.code, 0, "{added:?}");
+    let snapshot = hub.connect().ask(json!({"type": "snapshot"}));
+    assert_eq!(snapshot["snapshot"]["counts"]["ready"], 2_000, "{}", snapshot["snapshot"]["counts"]);
+}

@@ -206,7 +206,8 @@ fn add(a: AddArgs) -> u8 {
             return fail(&a.hub, "give a JSON file (or - for stdin), or --id and --description for one task");
         }
     };
-    let pieces = pieces(dependencies_first(tasks), PIECE_BYTES);
+    let most = piece_tasks(&a.hub);
+    let pieces = pieces(dependencies_first(tasks), PIECE_BYTES, most);
     let total: usize = pieces.iter().map(Vec::len).sum();
     let mut added: Vec<String> = Vec::new();
     for (n, piece) in pieces.into_iter().enumerate() {
@@ -227,7 +228,7 @@ fn add(a: AddArgs) -> u8 {
         return fail(
             &a.hub,
             &format!(
-                "{error}; {} of {total} tasks were added before this (pieces of at most {PIECE_TASKS} tasks and {PIECE_BYTES} bytes), the rest from `{first}` on were not: fix that and add the rest",
+                "{error}; {} of {total} tasks were added before this (pieces of at most {most} tasks and {PIECE_BYTES} bytes), the rest from `{first}` on were not: fix that and add the rest",
                 added.len()
             ),
         );
@@ -299,14 +300,28 @@ fn dependencies_first(tasks: Vec<Value>) -> Vec<Value> {
     order.into_iter().filter_map(|i| slots[i].take()).collect()
 }
 
+/// Tasks a piece may carry: [`PIECE_TASKS`], or fewer if the project's
+/// hub takes fewer in one message (its `hub.json` says).
+fn piece_tasks(hub: &HubArg) -> usize {
+    let cwd = std::env::current_dir().unwrap_or_else(|_| ".".into());
+    let limit = hub
+        .hub
+        .is_none()
+        .then(|| client::find_root(&cwd))
+        .flatten()
+        .and_then(|root| crate::hub::HubFile::read(&root.join(".mcc")))
+        .and_then(|file| file.max_tasks_per_message);
+    limit.map_or(PIECE_TASKS, |most| most.clamp(1, PIECE_TASKS))
+}
+
 /// Consecutive pieces of at most `budget` bytes of JSON (a bigger task goes
-/// alone) and [`PIECE_TASKS`] tasks.
-fn pieces(tasks: Vec<Value>, budget: usize) -> Vec<Vec<Value>> {
+/// alone) and `most` tasks.
+fn pieces(tasks: Vec<Value>, budget: usize, most: usize) -> Vec<Vec<Value>> {
     let mut out: Vec<Vec<Value>> = Vec::new();
     let mut size = 0;
     for task in tasks {
         let len = task.to_string().len() + 1;
-        if out.last().is_none_or(|piece| size + len > budget || piece.len() >= PIECE_TASKS) {
+        if out.last().is_none_or(|piece| size + len > budget || piece.len() >= most) {
             out.push(Vec::new());
             size = 0;
         }
@@ -408,8 +423,10 @@ mod tests {
         assert_eq!(ids, ["b", "c", "a", "d2", "d"]);
         let many: Vec<Value> = (0..100).map(|i| t(&format!("t{i:02}"), &[])).collect();
         let one = many[0].to_string().len() + 1;
-        let split = pieces(many, one * 30);
+        let split = pieces(many.clone(), one * 30, PIECE_TASKS);
         assert_eq!(split.iter().map(Vec::len).collect::<Vec<_>>(), [30, 30, 30, 10]);
+        let split = pieces(many, one * 30, 25);
+        assert_eq!(split.iter().map(Vec::len).collect::<Vec<_>>(), [25, 25, 25, 25]);
     }
 
     #[test]

@@ -103,6 +103,10 @@ pub struct HubFile {
     /// The live page's port on loopback (`page::url` gives its address).
     #[serde(default)]
     pub page_port: Option<u16>,
+    /// The most tasks one `add_tasks` may carry (`--max-tasks-per-message`):
+    /// `mcc tasks add` sends smaller pieces.
+    #[serde(default)]
+    pub max_tasks_per_message: Option<usize>,
 }
 
 impl HubFile {
@@ -247,6 +251,7 @@ pub async fn start(options: HubOptions) -> Result<RunningHub, HubError> {
         token_required: remote,
         root: root.display().to_string(),
         page_port: Some(page_port),
+        max_tasks_per_message: Some(options.limits.max_tasks_per_message),
     };
     write_atomically(&HubFile::path(&state_dir), &serde_json::to_vec_pretty(&hub_file).expect("serializes"))?;
     if !options.quiet {
