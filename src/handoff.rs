@@ -62,3 +62,28 @@ pub fn receive<T>(rx: &Receiver<T>, deadline: Option<Instant>) -> Received<T> {
         None => rx.recv().map_or(Received::Closed, Received::Input),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::mpsc::sync_channel;
+
+    use super::*;
+
+    #[test]
+    fn it_returns_an_input_a_timeout_or_the_end_of_the_senders() {
+        let (tx, rx) = sync_channel(4);
+        tx.send(1).unwrap();
+        assert!(matches!(receive(&rx, None), Received::Input(1)));
+        // Nothing comes: the deadline ends the wait, past the looking too.
+        let deadline = Instant::now() + Duration::from_millis(5);
+        assert!(matches!(receive(&rx, Some(deadline)), Received::TimedOut));
+        assert!(Instant::now() >= deadline);
+        // An input from another thread, whenever it comes, is received.
+        let sender = tx.clone();
+        let thread = std::thread::spawn(move || sender.send(2).unwrap());
+        assert!(matches!(receive(&rx, None), Received::Input(2)));
+        thread.join().unwrap();
+        drop(tx);
+        assert!(matches!(receive(&rx, None), Received::Closed));
+    }
+}
