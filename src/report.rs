@@ -23,6 +23,15 @@ struct Attempt {
     verdict: &'static str,
 }
 
+impl Attempt {
+    /// The attempt as one bar of a timeline ([`timeline_svg`] reads it):
+    /// `span` in ms, drawn from `origin`.
+    fn bar(&self, origin: i64, span: (i64, i64), phase: Option<&str>) -> Value {
+        json!({"task": self.task, "attempt": self.number, "worker": self.worker, "phase": phase,
+               "fromMs": span.0 - origin, "toMs": span.1 - origin, "verdict": self.verdict})
+    }
+}
+
 /// What ends an attempt, as the timeline colours it.
 fn ending(kind: &str) -> Option<&'static str> {
     Some(match kind {
@@ -115,13 +124,8 @@ fn recent_timeline(events: &[StoredEvent], most: usize) -> String {
     for a in drawn {
         *workers.entry(a.worker.as_str()).or_default() += 1;
     }
-    let timeline: Vec<Value> = drawn
-        .iter()
-        .map(|a| {
-            json!({"task": a.task, "attempt": a.number, "worker": a.worker,
-                   "fromMs": a.from_ms - start, "toMs": a.to_ms.unwrap_or(now_ms) - start, "verdict": a.verdict})
-        })
-        .collect();
+    let timeline: Vec<Value> =
+        drawn.iter().map(|a| a.bar(start, (a.from_ms, a.to_ms.unwrap_or(now_ms)), None)).collect();
     let workers: Vec<Value> = workers.iter().map(|(name, n)| json!({"name": name, "attempts": n})).collect();
     let svg = timeline_svg(&json!({"timeline": timeline, "workers": workers}));
     if left_out == 0 && events.len() < RECENT_EVENTS {
@@ -225,10 +229,7 @@ pub fn metrics(root: &Path) -> Result<Value, String> {
     let timeline: Vec<Value> = attempts
         .iter()
         .zip(&spans)
-        .map(|(a, (from, to))| {
-            json!({"task": a.task, "attempt": a.number, "worker": a.worker, "phase": phase_of.get(a.task.as_str()),
-                   "fromMs": from - first, "toMs": to - first, "verdict": a.verdict})
-        })
+        .map(|(a, span)| a.bar(first, *span, phase_of.get(a.task.as_str()).copied()))
         .collect();
     let per_task = |n: f64| (!tasks.is_empty()).then(|| n / tasks.len() as f64);
     Ok(json!({
