@@ -352,8 +352,7 @@ impl Workflow {
         then: calls::Then,
     ) -> Result<calls::Ran, String> {
         let thread = self.lua.create_thread(f.clone()).map_err(|e| e.to_string())?;
-        let parked =
-            calls::Parked { thread, then, phase, what: what.to_owned(), command: String::new(), since: Instant::now() };
+        let parked = calls::Parked { thread, then, phase, what: what.to_owned() };
         self.drive(scheduler, calls::next_id(), parked, args)
     }
 
@@ -362,7 +361,7 @@ impl Workflow {
         &self,
         scheduler: &Scheduler,
         id: u64,
-        mut parked: calls::Parked,
+        parked: calls::Parked,
         args: MultiValue,
     ) -> Result<calls::Ran, String> {
         self.budget.reset();
@@ -392,8 +391,6 @@ impl Workflow {
         let (command, job) = calls::job_of(values.collect()).map_err(|e| format!("{}: in {what}: {e}", self.file))?;
         // Status and `mcc run` show what the workflow waits on.
         self.shared.log.borrow_mut().push(format!("{}: {what} waits on `{command}`", self.name));
-        parked.command = command;
-        parked.since = Instant::now();
         let mut calls = self.calls.borrow_mut();
         calls.commands.push((id, job));
         calls.parked.insert(id, parked);
@@ -770,21 +767,6 @@ impl Policy for Workflow {
 
     fn take_verdicts(&mut self) -> Vec<(TaskId, u32, Result<Verdict, PolicyError>)> {
         std::mem::take(&mut self.calls.borrow_mut().verdicts)
-    }
-
-    fn busy(&self) -> Vec<String> {
-        let calls = self.calls.borrow();
-        let mut lines: Vec<(Instant, String)> = calls
-            .parked
-            .values()
-            .map(|p| {
-                let name = &self.phases[p.phase].name;
-                let secs = p.since.elapsed().as_secs();
-                (p.since, format!("{} of phase \"{name}\" runs `{}` ({secs}s so far)", p.what, p.command))
-            })
-            .collect();
-        lines.sort();
-        lines.into_iter().map(|(_, l)| l).collect()
     }
 
     fn step(&mut self, scheduler: &mut Scheduler) -> Result<(), PolicyError> {

@@ -319,6 +319,9 @@ pub enum Offer {
     Nothing,
     /// Its context score is too low; it should hand over to a fresh chat.
     HandOver,
+    /// `assign` chose a task that is not ready or whose files are reserved:
+    /// nothing was granted.
+    NotGrantable(TaskId),
 }
 
 /// Why nothing is grantable, most telling first.
@@ -756,27 +759,32 @@ impl Scheduler {
         if busy.is_empty() { Idle::NoWork } else { Idle::InProgress { tasks: busy } }
     }
 
-    /// What `worker` gets: its held task, a new one chosen by `choose` from
-    /// the candidates, nothing, or an order to hand over.
-    pub fn offer(
+    /// What `worker` gets: its held task, a new one chosen by `assign` (the
+    /// workflow's decision) from at most `choices` grantable tasks in FIFO
+    /// order, nothing, or an order to hand over. The engine grants through
+    /// here and nowhere else. An `assign` error changes nothing but the
+    /// worker's lease and last sight.
+    pub fn offer<E>(
         &mut self,
         worker: &str,
         now: Instant,
-        choose: impl FnOnce(&Worker, &[&Task]) -> Option<TaskId>,
-    ) -> Offer {
+        choices: usize,
+        assign: impl FnOnce(&Worker, &[&Task], &Scheduler) -> Result<Option<TaskId>, E>,
+    ) -> Result<Offer, E> {
         self.touch(worker, now);
         if let Some(held) = self.held_by(worker) {
-            return Offer::Held(held.spec.id.clone());
+            return Ok(Offer::Held(held.spec.id.clone()));
         }
-        if self.workers[worker].must_hand_over() {
-            return Offer::HandOver;
+        let Some(me) = self.workers.get(worker) else { return Ok(Offer::Nothing) };
+        if me.must_hand_over() {
+            return Ok(Offer::HandOver);
         }
-        let candidates = self.candidates(64);
+        let candidates = self.candidates(choices);
         if candidates.is_empty() {
-            return Offer::Nothing;
+            return Ok(Offer::Nothing);
         }
-        let Some(id) = choose(&self.workers[worker], &candidates) else { return Offer::Nothing };
-        if self.grant(&id, worker, now) { Offer::Granted(id) } else { Offer::Nothing }
+        let Some(id) = assign(me, &candidates, self)? else { return Ok(Offer::Nothing) };
+        Ok(if self.grant(&id, worker, now) { Offer::Granted(id) } else { Offer::NotGrantable(id) })
     }
 
     /// Hand a ready, unreserved task to a worker under a new lease and

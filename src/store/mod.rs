@@ -570,8 +570,14 @@ fn read_clock(conn: &Connection) -> rusqlite::Result<i64> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::scheduler::{Offer, Settings, TaskState};
+    use crate::scheduler::{Offer, Settings, Task, TaskId, TaskState, Worker};
     use crate::task::TaskSpec;
+
+    /// The oldest grantable task, as the default policy chooses.
+    #[allow(clippy::unnecessary_wraps, reason = "the shape of `Scheduler::offer`'s assign")]
+    fn first(_: &Worker, ready: &[&Task], _: &Scheduler) -> Result<Option<TaskId>, std::convert::Infallible> {
+        Ok(ready.first().map(|t| t.spec.id.clone()))
+    }
 
     #[test]
     fn what_was_committed_comes_back_after_reopening_with_its_lease() {
@@ -579,8 +585,8 @@ mod tests {
         let now = Instant::now();
         let mut s = Scheduler::new(Settings { lease: Duration::from_mins(10), max_attempts: 3 });
         s.add_tasks(vec![TaskSpec::new("a", "first"), TaskSpec::new("b", "second")], None, now).unwrap();
-        let offer = s.offer("w", now, |_, ready| ready.first().map(|t| t.spec.id.clone()));
-        assert_eq!(offer, Offer::Granted("a".into()));
+        let offer = s.offer("w", now, 1, first);
+        assert_eq!(offer, Ok(Offer::Granted("a".into())));
         let mut store = Store::open(dir.path()).unwrap();
         let changes = s.take_changes();
         store.commit(&s, &changes, &[("phase", "one".into())]).unwrap();
@@ -607,7 +613,7 @@ mod tests {
         let specs: Vec<TaskSpec> = (0..50).map(|i| TaskSpec::new(format!("t{i}"), "x")).collect();
         s.add_tasks(specs, None, now).unwrap();
         for i in 0..50 {
-            s.offer(&format!("w{i}"), now, |_, ready| ready.first().map(|t| t.spec.id.clone()));
+            s.offer(&format!("w{i}"), now, 1, first).unwrap();
         }
         let mut store = Store::open(dir.path()).unwrap();
         let changes = s.take_changes();
@@ -657,7 +663,7 @@ mod tests {
         let now = Instant::now();
         let mut s = Scheduler::new(Settings { lease: Duration::from_mins(10), max_attempts: 3 });
         s.add_tasks(vec![TaskSpec::new("a", "first"), TaskSpec::new("b", "second")], None, now).unwrap();
-        s.offer("w", now, |_, ready| ready.first().map(|t| t.spec.id.clone()));
+        s.offer("w", now, 1, first).unwrap();
         {
             let conn = Connection::open(dir.path().join("state.db")).unwrap();
             conn.execute_batch(SCHEMA_1).unwrap();
