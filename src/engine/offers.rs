@@ -168,16 +168,16 @@ impl Engine {
         Offer::Task {
             worker: worker.to_owned(),
             task: task.to_wire(),
-            attempt: task.attempt,
+            attempt: task.attempt(),
             attempts_used: task.attempts_used(),
             max_attempts: self.scheduler.settings.max_attempts,
-            lease_ms: task.lease_ms,
+            lease_ms: task.lease_ms(),
             held,
-            returning: task.last_holder.as_deref() == Some(worker),
-            reasons: task.reasons.clone(),
-            question: task.answer.as_ref().and(task.question.clone()),
-            answer: task.answer.clone(),
-            phase: task.phase.clone(),
+            returning: task.last_holder() == Some(worker),
+            reasons: task.reasons().to_vec(),
+            question: task.answer().and(task.question().map(str::to_owned)),
+            answer: task.answer().map(str::to_owned),
+            phase: task.phase().map(str::to_owned),
         }
     }
 

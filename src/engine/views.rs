@@ -96,7 +96,7 @@ pub struct Stuck {
 fn counts_of(tasks: &[&scheduler::Task]) -> BTreeMap<String, u64> {
     TaskState::ALL
         .iter()
-        .map(|s| (s.name().to_owned(), tasks.iter().filter(|t| t.state == *s).count() as u64))
+        .map(|s| (s.name().to_owned(), tasks.iter().filter(|t| t.state() == *s).count() as u64))
         .collect()
 }
 
@@ -113,17 +113,17 @@ impl Engine {
             .scheduler
             .workers()
             .map(|w| {
-                let holding = self.scheduler.held_by(&w.name).filter(|t| t.state == TaskState::Assigned);
+                let holding = self.scheduler.held_by(w.name()).filter(|t| t.state() == TaskState::Assigned);
                 WorkerView {
-                    name: w.name.clone(),
+                    name: w.name().to_owned(),
                     holding: holding.map(|t| t.spec.id.clone()),
                     lease_left_ms: holding.and_then(|t| t.lease_left(now)).map(|d| d.as_millis() as u64),
-                    score: w.score,
-                    accepted: w.accepted.len(),
-                    last_seen_ms_ago: w.last_seen.map(|s| now.saturating_duration_since(s).as_millis() as u64),
-                    connected: connected.contains(&w.name.as_str()),
-                    waiting: waiting.contains(&w.name.as_str()),
-                    waiting_on: waiting.contains(&w.name.as_str()).then(|| self.waiting(&w.name).text),
+                    score: w.score(),
+                    accepted: w.accepted().len(),
+                    last_seen_ms_ago: w.last_seen().map(|s| now.saturating_duration_since(s).as_millis() as u64),
+                    connected: connected.contains(&w.name()),
+                    waiting: waiting.contains(&w.name()),
+                    waiting_on: waiting.contains(&w.name()).then(|| self.waiting(w.name()).text),
                     hand_over: w.must_hand_over(),
                 }
             })
@@ -149,14 +149,14 @@ pub(super) fn task_summary(t: &scheduler::Task, now: Instant) -> TaskSummary {
     TaskSummary {
         id: t.spec.id.clone(),
         description: t.spec.description.clone(),
-        state: t.state.name().to_owned(),
-        holder: t.holder.clone(),
-        attempt: t.attempt,
-        phase: t.phase.clone(),
+        state: t.state().name().to_owned(),
+        holder: t.holder().map(str::to_owned),
+        attempt: t.attempt(),
+        phase: t.phase().map(str::to_owned),
         lease_left_ms: t.lease_left(now).map(|d| d.as_millis() as u64),
         dependencies: t.spec.dependencies.clone(),
-        reasons: t.reasons.clone(),
-        question: t.question.clone(),
+        reasons: t.reasons().to_vec(),
+        question: t.question().map(str::to_owned),
     }
 }
 
@@ -164,11 +164,11 @@ pub(super) fn task_json(t: &scheduler::Task, now: Instant) -> Value {
     let mut v = serde_json::to_value(task_summary(t, now)).expect("serializes");
     let map = v.as_object_mut().expect("object");
     map.insert("task".into(), t.to_wire());
-    map.insert("answer".into(), json!(t.answer));
-    map.insert("report".into(), serde_json::to_value(&t.report).expect("serializes"));
-    map.insert("rejections".into(), json!(t.rejections));
-    map.insert("createdAt".into(), json!(t.created_at));
-    map.insert("completedAt".into(), json!(t.completed_at));
+    map.insert("answer".into(), json!(t.answer()));
+    map.insert("report".into(), serde_json::to_value(t.report()).expect("serializes"));
+    map.insert("rejections".into(), json!(t.rejections()));
+    map.insert("createdAt".into(), json!(t.created_at()));
+    map.insert("completedAt".into(), json!(t.completed_at()));
     v
 }
 
@@ -478,12 +478,12 @@ impl Progress {
     #[allow(clippy::option_option, reason = "unmoved, or moved from a state or from nowhere")]
     fn count(&mut self, t: &scheduler::Task) -> Option<Option<TaskState>> {
         // Numbers are dense (one per task, from 0), so the table is as long as the store.
-        let at = usize::try_from(t.seq).expect("a task number fits in memory");
+        let at = usize::try_from(t.seq()).expect("a task number fits in memory");
         if at >= self.entries.len() {
             self.entries.resize(at + 1, Entry::default());
         }
         let old = self.entries[at].state;
-        if old == Some(t.state) {
+        if old == Some(t.state()) {
             return None;
         }
         let phase = match old {
@@ -493,10 +493,10 @@ impl Progress {
                 *n = n.saturating_sub(1);
                 phase
             }
-            None => self.phase_id(t.phase.as_deref().unwrap_or("-")),
+            None => self.phase_id(t.phase().unwrap_or("-")),
         };
-        self.phase_counts[phase as usize][slot(t.state)] += 1;
-        self.entries[at] = Entry { state: Some(t.state), phase, pending: self.entries[at].pending };
+        self.phase_counts[phase as usize][slot(t.state())] += 1;
+        self.entries[at] = Entry { state: Some(t.state()), phase, pending: self.entries[at].pending };
         Some(old)
     }
 
@@ -613,13 +613,13 @@ struct SummaryOut<'a> {
     id: &'a str,
     description: std::borrow::Cow<'a, str>,
     state: &'a str,
-    holder: &'a Option<String>,
+    holder: Option<&'a str>,
     attempt: u32,
-    phase: &'a Option<String>,
+    phase: Option<&'a str>,
     lease_left_ms: Option<u64>,
     dependencies: &'a [String],
     reasons: &'a [String],
-    question: &'a Option<String>,
+    question: Option<&'a str>,
 }
 
 impl<'a> SummaryOut<'a> {
@@ -627,14 +627,14 @@ impl<'a> SummaryOut<'a> {
         Self {
             id: &t.spec.id,
             description: shortened(&t.spec.description),
-            state: t.state.name(),
-            holder: &t.holder,
-            attempt: t.attempt,
-            phase: &t.phase,
+            state: t.state().name(),
+            holder: t.holder(),
+            attempt: t.attempt(),
+            phase: t.phase(),
             lease_left_ms: t.lease_left(now).map(|d| d.as_millis() as u64),
             dependencies: &t.spec.dependencies,
-            reasons: &t.reasons,
-            question: &t.question,
+            reasons: t.reasons(),
+            question: t.question(),
         }
     }
 }
@@ -730,7 +730,7 @@ impl Engine {
     fn submitted_by(&self) -> HashMap<&str, &TaskId> {
         self.scheduler
             .ids_in_state(TaskState::Submitted)
-            .filter_map(|id| self.scheduler.task(id).and_then(|t| t.holder.as_deref()).map(|h| (h, id)))
+            .filter_map(|id| self.scheduler.task(id).and_then(|t| t.holder()).map(|h| (h, id)))
             .collect()
     }
 
@@ -743,19 +743,19 @@ impl Engine {
     ) -> WorkerView {
         let holding = self
             .scheduler
-            .held_by(&w.name)
-            .filter(|t| t.state == TaskState::Assigned)
-            .or_else(|| submitted.get(w.name.as_str()).and_then(|id| self.scheduler.task(id)));
+            .held_by(w.name())
+            .filter(|t| t.state() == TaskState::Assigned)
+            .or_else(|| submitted.get(w.name()).and_then(|id| self.scheduler.task(id)));
         WorkerView {
-            name: w.name.clone(),
+            name: w.name().to_owned(),
             holding: holding.map(|t| t.spec.id.clone()),
             lease_left_ms: holding.and_then(|t| t.lease_left(now)).map(|d| d.as_millis() as u64),
-            score: w.score,
-            accepted: w.accepted.len(),
-            last_seen_ms_ago: w.last_seen.map(|s| now.saturating_duration_since(s).as_millis() as u64),
+            score: w.score(),
+            accepted: w.accepted().len(),
+            last_seen_ms_ago: w.last_seen().map(|s| now.saturating_duration_since(s).as_millis() as u64),
             connected,
             waiting,
-            waiting_on: waiting.then(|| self.waiting(&w.name).text),
+            waiting_on: waiting.then(|| self.waiting(w.name()).text),
             hand_over: w.must_hand_over(),
         }
     }
@@ -770,7 +770,7 @@ impl Engine {
         let waiting: BTreeSet<&str> = self.waiters.iter().map(|w| w.worker.as_str()).collect();
         self.scheduler
             .workers()
-            .map(|w| (w.name.clone(), connected.contains(w.name.as_str()), waiting.contains(w.name.as_str())))
+            .map(|w| (w.name().to_owned(), connected.contains(w.name()), waiting.contains(w.name())))
             .collect()
     }
 
@@ -860,7 +860,7 @@ impl Engine {
                 let Some(task) = self.scheduler.task(id) else {
                     return Err(format!("`tasks_page`: `after` names task `{id}`, which this hub does not have"));
                 };
-                task.seq + 1
+                task.seq() + 1
             }
             None => 0,
         };
@@ -912,7 +912,7 @@ impl Engine {
             let Some(t) = self.scheduler.task(id) else { continue };
             let moved = progress.count(t);
             if let Some(old) = moved {
-                progress.stuck_changed |= [old, Some(t.state)]
+                progress.stuck_changed |= [old, Some(t.state())]
                     .into_iter()
                     .flatten()
                     .any(|s| matches!(s, TaskState::Failed | TaskState::Cancelled | TaskState::Waiting));
@@ -922,24 +922,24 @@ impl Engine {
             }
             if let Some(old) = moved {
                 progress.moved_since = true;
-                if progress_watched && (old == Some(TaskState::Blocked)) != (t.state == TaskState::Blocked) {
-                    progress.pending_questions.push((t.seq, id.clone()));
+                if progress_watched && (old == Some(TaskState::Blocked)) != (t.state() == TaskState::Blocked) {
+                    progress.pending_questions.push((t.seq(), id.clone()));
                 }
             }
             if full_watched {
-                progress.mark(t.seq, id);
+                progress.mark(t.seq(), id);
             }
             // A progress subscriber's worker shows what it holds, which only
             // a move changes; a full one shows its lease too.
-            if let Some(h) = &t.holder
+            if let Some(h) = t.holder()
                 && (full_watched || moved.is_some())
             {
                 progress.touch_worker(h);
             }
             // Out of flight, its holder became `last_holder` and holds it no more.
-            if let (Some(Some(old)), Some(h)) = (moved, &t.last_holder)
+            if let (Some(Some(old)), Some(h)) = (moved, t.last_holder())
                 && old.in_flight()
-                && !t.state.in_flight()
+                && !t.state().in_flight()
             {
                 progress.touch_worker(h);
             }
@@ -972,7 +972,7 @@ impl Engine {
         } else {
             let scheduler = &self.scheduler;
             let before = self.progress.stuck.len();
-            self.progress.stuck.retain(|s| scheduler.task(&s.task).is_some_and(|t| t.state == TaskState::Waiting));
+            self.progress.stuck.retain(|s| scheduler.task(&s.task).is_some_and(|t| t.state() == TaskState::Waiting));
             self.progress.stuck.len() != before
         };
         let presence = self.presence();
@@ -1067,7 +1067,7 @@ impl Engine {
     /// The tasks' summaries as a delta writes them, comma-separated, in creation order.
     fn summaries_json(&self, tasks: &[(u64, TaskId)], now: Instant) -> Vec<u8> {
         let mut tasks: Vec<&scheduler::Task> = tasks.iter().filter_map(|(_, id)| self.scheduler.task(id)).collect();
-        tasks.sort_unstable_by_key(|t| t.seq);
+        tasks.sort_unstable_by_key(|t| t.seq());
         let mut out = Vec::with_capacity(tasks.len() * 256);
         for t in tasks {
             if !out.is_empty() {

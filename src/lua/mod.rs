@@ -659,7 +659,7 @@ impl Policy for Workflow {
         ready: &[&Task],
         scheduler: &Scheduler,
     ) -> Result<Option<TaskId>, PolicyError> {
-        let phase = self.index(ready.first().and_then(|t| t.phase.as_deref()));
+        let phase = self.index(ready.first().and_then(|t| t.phase()));
         let Some(assign) = &self.phases[phase].assign else {
             return Ok(ready.first().map(|t| t.spec.id.clone()));
         };
@@ -690,7 +690,7 @@ impl Policy for Workflow {
         validation: Option<&Outcome>,
         scheduler: &Scheduler,
     ) -> Result<Option<Verdict>, PolicyError> {
-        let phase = self.index(task.phase.as_deref());
+        let phase = self.index(task.phase());
         let Some(accept) = &self.phases[phase].accept else {
             return Ok(Some(DefaultPolicy::verdict(task, validation)));
         };
@@ -700,7 +700,7 @@ impl Policy for Workflow {
                 (t, views::report(&self.lua, report, validation)?, self.ctx.clone()).into_lua_multi(&self.lua)
             })
             .map_err(|e| PolicyError(errors::describe(&e, &self.file, &what)))?;
-        let then = calls::Then::Accept { task: task.spec.id.clone(), attempt: task.attempt };
+        let then = calls::Then::Accept { task: task.spec.id.clone(), attempt: task.attempt() };
         // Changes asked for in `accept` are applied by the next step.
         match self.start_call(scheduler, phase, "accept", accept, args, then).map_err(PolicyError)? {
             calls::Ran::Done(out) => {

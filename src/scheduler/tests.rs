@@ -1,6 +1,7 @@
 use std::convert::Infallible;
 
 use super::*;
+use crate::task::{Report, TaskSpec};
 
 /// The default policy's choice: the oldest grantable task.
 #[allow(clippy::unnecessary_wraps, reason = "the shape of `Scheduler::offer`'s assign")]
@@ -37,7 +38,7 @@ fn tasks_go_out_first_in_first_out_and_a_worker_keeps_what_it_holds() {
     assert_eq!(s.offer("w1", now, 64, fifo).unwrap(), Offer::Held("a".into()));
     assert_eq!(s.offer("w2", now, 64, fifo).unwrap(), Offer::Granted("b".into()));
     assert_eq!(s.offer("w3", now, 64, fifo).unwrap(), Offer::Nothing);
-    assert_eq!(s.task("a").unwrap().attempt, 1);
+    assert_eq!(s.task("a").unwrap().attempt(), 1);
 }
 
 #[test]
@@ -48,10 +49,10 @@ fn an_expired_lease_returns_the_task_with_a_new_attempt_and_fences_the_old_holde
     s.offer("old", now, 64, fifo).unwrap();
     assert!(s.expire(now + Duration::from_secs(59)).is_empty());
     assert_eq!(s.expire(now + Duration::from_secs(61)), vec!["a".to_owned()]);
-    assert_eq!(s.task("a").unwrap().state, TaskState::Ready);
+    assert_eq!(s.task("a").unwrap().state(), TaskState::Ready);
     let later = now + Duration::from_secs(62);
     assert_eq!(s.offer("new", later, 64, fifo).unwrap(), Offer::Granted("a".into()));
-    assert_eq!(s.task("a").unwrap().attempt, 2);
+    assert_eq!(s.task("a").unwrap().attempt(), 2);
     let mut late = done("a", "old");
     late.attempt = Some(1);
     let err = s.submit("old", "a", late, later).unwrap_err();
@@ -89,16 +90,16 @@ fn a_task_waits_until_every_dependency_is_accepted() {
     let now = Instant::now();
     let mut s = Scheduler::default();
     s.add_tasks(vec![task("a"), task("b"), after("c", &["a", "b"])], None, now).unwrap();
-    assert_eq!(s.task("c").unwrap().state, TaskState::Waiting);
+    assert_eq!(s.task("c").unwrap().state(), TaskState::Waiting);
     for (w, id) in [("w1", "a"), ("w2", "b")] {
         assert_eq!(s.offer(w, now, 64, fifo).unwrap(), Offer::Granted(id.into()));
         s.submit(w, id, done(id, w), now).unwrap();
     }
-    assert_eq!(s.task("c").unwrap().state, TaskState::Waiting, "submitted is not accepted");
+    assert_eq!(s.task("c").unwrap().state(), TaskState::Waiting, "submitted is not accepted");
     s.judge("a", Verdict::Accept, now).unwrap();
-    assert_eq!(s.task("c").unwrap().state, TaskState::Waiting);
+    assert_eq!(s.task("c").unwrap().state(), TaskState::Waiting);
     s.judge("b", Verdict::Accept, now).unwrap();
-    assert_eq!(s.task("c").unwrap().state, TaskState::Ready);
+    assert_eq!(s.task("c").unwrap().state(), TaskState::Ready);
 }
 
 #[test]
@@ -159,8 +160,8 @@ fn a_choice_that_is_reserved_or_unknown_grants_nothing() {
         assert_eq!(offer, Ok(Offer::NotGrantable(chosen.to_owned())));
     }
     assert!(s.held_by("w2").is_none());
-    assert_eq!(s.task("b").unwrap().state, TaskState::Ready);
-    assert_eq!(s.task("a").unwrap().holder.as_deref(), Some("w1"));
+    assert_eq!(s.task("b").unwrap().state(), TaskState::Ready);
+    assert_eq!(s.task("a").unwrap().holder(), Some("w1"));
 }
 
 #[test]
@@ -171,7 +172,7 @@ fn an_assign_that_fails_grants_nothing_and_says_why() {
     s.take_changes();
     assert_eq!(s.offer("w", now, 64, |_, _, _| Err("assign: boom")), Err("assign: boom"));
     assert!(s.held_by("w").is_none());
-    assert_eq!(s.task("a").unwrap().state, TaskState::Ready);
+    assert_eq!(s.task("a").unwrap().state(), TaskState::Ready);
     assert!(s.pending_events().iter().all(|e| e.kind != "assigned"));
 }
 
@@ -199,15 +200,15 @@ fn a_rejected_result_goes_back_to_the_same_worker_with_the_reasons() {
     let judged = s.judge("a", Verdict::Reject(vec!["only 20 words".into()]), now).unwrap();
     assert_eq!(judged, Judged::Rejected { reasons: vec!["only 20 words".into()] });
     let t = s.task("a").unwrap();
-    assert_eq!((t.state, t.holder.as_deref(), t.attempt), (TaskState::Assigned, Some("w"), 2));
+    assert_eq!((t.state(), t.holder(), t.attempt()), (TaskState::Assigned, Some("w"), 2));
     assert_eq!(t.reasons, vec!["only 20 words".to_owned()]);
     s.submit("w", "a", done("a", "w"), now).unwrap();
     let judged = s.judge("a", Verdict::Reject(vec!["still short".into()]), now).unwrap();
     assert!(matches!(judged, Judged::Failed { .. }), "attempts exhausted");
-    assert_eq!(s.task("a").unwrap().state, TaskState::Failed);
+    assert_eq!(s.task("a").unwrap().state(), TaskState::Failed);
     s.retry("a").unwrap();
     assert_eq!(s.offer("w", now, 64, fifo).unwrap(), Offer::Granted("a".into()));
-    assert_eq!(s.task("a").unwrap().attempt, 3, "attempts keep rising after a retry");
+    assert_eq!(s.task("a").unwrap().attempt(), 3, "attempts keep rising after a retry");
 }
 
 #[test]
@@ -270,7 +271,7 @@ fn a_rejection_never_gives_a_worker_a_second_task_to_hold() {
     assert_eq!(s.offer("w", now, 64, fifo).unwrap(), Offer::Granted("b".into()), "free while a is judged");
     s.judge("a", Verdict::Reject(vec!["redo".into()]), now).unwrap();
     assert_eq!(s.held_by("w").unwrap().spec.id, "b");
-    assert_eq!(s.task("a").unwrap().state, TaskState::Ready);
+    assert_eq!(s.task("a").unwrap().state(), TaskState::Ready);
     assert_eq!(s.offer("w2", now, 64, fifo).unwrap(), Offer::Granted("a".into()));
     assert_eq!(s.next_deadline(), Some(now + Settings::default().lease));
 }
@@ -287,7 +288,7 @@ fn only_grants_that_ended_cost_an_attempt() {
     s.block("w", "a", Some(2), "which?", now).unwrap();
     s.answer("a", "this one").unwrap();
     s.offer("w", now, 64, fifo).unwrap();
-    assert_eq!((s.task("a").unwrap().attempt, s.task("a").unwrap().attempts_used()), (3, 0));
+    assert_eq!((s.task("a").unwrap().attempt(), s.task("a").unwrap().attempts_used()), (3, 0));
     // An expired lease and a failure do; the second ends the task.
     s.expire(now + Duration::from_mins(2));
     assert_eq!(s.task("a").unwrap().attempts_used(), 1);
@@ -296,7 +297,7 @@ fn only_grants_that_ended_cost_an_attempt() {
     // A retry starts the count again; the attempt (the fencing token) keeps rising.
     s.retry("a").unwrap();
     assert_eq!(s.offer("v", now, 64, fifo).unwrap(), Offer::Granted("a".into()));
-    assert_eq!((s.task("a").unwrap().attempt, s.task("a").unwrap().attempts_used()), (5, 0));
+    assert_eq!((s.task("a").unwrap().attempt(), s.task("a").unwrap().attempts_used()), (5, 0));
 }
 
 #[test]
@@ -309,19 +310,19 @@ fn a_verdict_is_recorded_with_the_report_applied_for_its_attempt() {
         Applied { worker: "w".into(), status: crate::task::ReportStatus::Completed, file: None, verdict: None };
     s.record_applied("a", 1, applied);
     s.submit("w", "a", done("a", "w"), now).unwrap();
-    assert_eq!(s.task("a").unwrap().holder.as_deref(), Some("w"), "a submitted task keeps its holder");
+    assert_eq!(s.task("a").unwrap().holder(), Some("w"), "a submitted task keeps its holder");
     s.judge("a", Verdict::Reject(vec!["redo".into()]), now).unwrap();
     let verdict = s.task("a").unwrap().applied[&1].verdict.clone().unwrap();
     assert_eq!((verdict.accepted, verdict.failed, verdict.reasons), (false, false, vec!["redo".to_owned()]));
     let back = s.task("a").unwrap();
-    assert_eq!((back.attempt, back.holder.as_deref(), back.last_holder.as_deref()), (2, Some("w"), Some("w")));
+    assert_eq!((back.attempt(), back.holder(), back.last_holder()), (2, Some("w"), Some("w")));
 }
 
 /// What the indexes must agree with: a walk over every task.
 fn brute_candidates(s: &Scheduler) -> Vec<TaskId> {
-    let reserved: Vec<Reservation> = s.tasks().filter(|t| t.state.in_flight()).flat_map(Task::outputs).collect();
-    let mut ready: Vec<&Task> = s.tasks().filter(|t| t.state == TaskState::Ready).collect();
-    ready.sort_by_key(|t| t.seq);
+    let reserved: Vec<Reservation> = s.tasks().filter(|t| t.state().in_flight()).flat_map(Task::outputs).collect();
+    let mut ready: Vec<&Task> = s.tasks().filter(|t| t.state() == TaskState::Ready).collect();
+    ready.sort_by_key(|t| t.seq());
     ready.into_iter().filter(|t| !any_overlap(&t.outputs(), &reserved)).map(|t| t.spec.id.clone()).collect()
 }
 
@@ -332,14 +333,14 @@ fn check_indexes(s: &Scheduler, step: usize) {
     let first: Vec<TaskId> = s.candidates(3).iter().map(|t| t.spec.id.clone()).collect();
     assert_eq!(first, all.iter().take(3).cloned().collect::<Vec<_>>(), "first 3 after step {step}");
     for state in TaskState::ALL {
-        let mut ids: Vec<&Task> = s.tasks().filter(|t| t.state == state).collect();
-        ids.sort_by_key(|t| t.seq);
+        let mut ids: Vec<&Task> = s.tasks().filter(|t| t.state() == state).collect();
+        ids.sort_by_key(|t| t.seq());
         let ids: Vec<&TaskId> = ids.into_iter().map(|t| &t.spec.id).collect();
         assert_eq!(s.ids_in_state(state).collect::<Vec<_>>(), ids, "{state} after step {step}");
         assert_eq!(s.count(state), ids.len());
     }
     for w in s.workers() {
-        let held = s.tasks().find(|t| t.state == TaskState::Assigned && t.holder.as_deref() == Some(&w.name));
+        let held = s.tasks().find(|t| t.state() == TaskState::Assigned && t.holder() == Some(&w.name));
         assert_eq!(s.held_by(&w.name).map(|t| &t.spec.id), held.map(|t| &t.spec.id), "held_by after step {step}");
     }
     check_order(s, step);
@@ -350,9 +351,9 @@ fn check_order(s: &Scheduler, step: usize) {
     let brute = |phase: Option<&str>, state: Option<TaskState>| {
         let mut chosen: Vec<&Task> = s
             .tasks()
-            .filter(|t| phase.is_none_or(|p| t.phase.as_deref() == Some(p)) && state.is_none_or(|w| t.state == w))
+            .filter(|t| phase.is_none_or(|p| t.phase() == Some(p)) && state.is_none_or(|w| t.state() == w))
             .collect();
-        chosen.sort_by_key(|t| t.seq);
+        chosen.sort_by_key(|t| t.seq());
         chosen.into_iter().map(|t| t.spec.id.clone()).collect::<Vec<_>>()
     };
     let ids = |list: InOrder| list.into_iter().map(|t| t.spec.id.clone()).collect::<Vec<_>>();
