@@ -218,6 +218,30 @@ fn over_mcp_nothing_yet_says_call_again_and_a_refusal_is_a_tool_error_saying_wha
     });
 }
 
+/// `progress` names the `done` call shown with the task, its files included.
+#[test]
+fn over_mcp_progress_names_the_done_call_the_task_came_with() {
+    let project = Project::new();
+    let hub = Hub::start(project.root(), &[]);
+    add(&hub, vec![old_task("p-1", &["out/p 1.md", "out/p-2.md"], &[])]);
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let client = connect(&project, mcc_bin(), &["mcp", "--as", "P", "--wait", "1s"]).await;
+        let first = call(&client, "next", json!({})).await;
+        let done = next_call(&first, "done");
+        assert_eq!(done["deliverables"], json!(["out/p 1.md", "out/p-2.md"]), "{}", text(&first));
+        let noted = call(&client, "progress", json!({"task": "p-1", "note": "half way"})).await;
+        assert_ne!(noted.is_error, Some(true), "{}", text(&noted));
+        assert_eq!(next_call(&noted, "done"), done, "{}", text(&noted));
+        assert!(
+            text(&noted).contains("when done: mcc worker done p-1 --as P --attempt 1 --deliverable 'out/p 1.md'"),
+            "{}",
+            text(&noted)
+        );
+        client.cancel().await.unwrap();
+    });
+}
+
 /// The processes whose parent is `pid`, from `/proc/*/stat`.
 fn children_of(pid: u32) -> Vec<String> {
     let mut found = Vec::new();

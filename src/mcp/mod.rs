@@ -25,7 +25,8 @@ use rmcp::model::{
 use rmcp::service::RequestContext;
 use rmcp::{ErrorData, RoleServer, ServerHandler, ServiceExt, tool, tool_handler, tool_router};
 use schemars::JsonSchema;
-use serde::Deserialize;
+use serde::de::Error as _;
+use serde::{Deserialize, Deserializer};
 use serde_json::{Map, Value, json};
 
 use crate::client::exit;
@@ -86,16 +87,54 @@ pub fn run(args: McpArgs) -> u8 {
 }
 
 /// An optional argument is one to leave out, as the schema's `required`
-/// list says: its type is the value's alone (`integer`, not `[integer, null]`).
+/// list says: its type is the value's alone (`integer`, not `[integer, null]`)
+/// and it has no `null` default.
 fn optional_not_null(schema: &mut schemars::Schema) {
     let Some(Value::Object(properties)) = schema.get_mut("properties") else { return };
     for property in properties.values_mut() {
+        if let Some(fields) = property.as_object_mut()
+            && fields.get("default") == Some(&Value::Null)
+        {
+            fields.remove("default");
+        }
         if let Some(Value::Array(types)) = property.get_mut("type") {
             types.retain(|t| t != "null");
             if let [only] = types.as_slice() {
                 property["type"] = only.clone();
             }
         }
+    }
+}
+
+/// A whole number, also when a client sends it as a string of digits (`"5"`).
+fn whole_number<'de, D: Deserializer<'de>, T: TryFrom<u64>>(given: D) -> Result<Option<T>, D::Error> {
+    let value = Option::<Value>::deserialize(given)?;
+    let number = match &value {
+        None | Some(Value::Null) => return Ok(None),
+        Some(Value::Number(n)) => n.as_u64(),
+        Some(Value::String(s)) => s.trim().parse().ok(),
+        Some(_) => None,
+    };
+    let shown = value.map(|v| v.to_string()).unwrap_or_default();
+    number
+        .and_then(|n| T::try_from(n).ok())
+        .map(Some)
+        .ok_or_else(|| D::Error::custom(format!("expected a whole number, not {shown}")))
+}
+
+/// A list of paths, also when a client sends one path as a string.
+fn one_or_more_paths<'de, D: Deserializer<'de>>(given: D) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Paths {
+        One(String),
+        Many(Vec<String>),
+    }
+    match Option::<Paths>::deserialize(given) {
+        Ok(None) => Ok(Vec::new()),
+        Ok(Some(Paths::One(path))) => Ok(vec![path]),
+        Ok(Some(Paths::Many(paths))) => Ok(paths),
+        Err(_) => Err(D::Error::custom("expected a list of paths")),
     }
 }
 
@@ -106,14 +145,16 @@ pub struct DoneArgs {
     /// The task id, as printed with the task
     pub task: String,
     /// Files you wrote, relative to the project root
-    #[serde(default)]
+    #[serde(default, deserialize_with = "one_or_more_paths")]
     pub deliverables: Vec<String>,
     /// Your context efficiency, 1-5 (5 fresh; 2 or less: hand over)
+    #[serde(default, deserialize_with = "whole_number")]
     #[schemars(range(min = 1, max = 5))]
     pub score: Option<u8>,
     /// A note for the engineer
     pub notes: Option<String>,
     /// The attempt, as printed with the task
+    #[serde(default, deserialize_with = "whole_number")]
     #[schemars(range(min = 1))]
     pub attempt: Option<u32>,
 }
@@ -126,6 +167,7 @@ pub struct BlockArgs {
     pub task: String,
     pub question: String,
     /// The attempt, as printed with the task
+    #[serde(default, deserialize_with = "whole_number")]
     #[schemars(range(min = 1))]
     pub attempt: Option<u32>,
 }
@@ -138,6 +180,7 @@ pub struct FailArgs {
     pub task: String,
     pub reason: String,
     /// The attempt, as printed with the task
+    #[serde(default, deserialize_with = "whole_number")]
     #[schemars(range(min = 1))]
     pub attempt: Option<u32>,
 }
@@ -150,6 +193,7 @@ pub struct ProgressArgs {
     pub task: String,
     pub note: String,
     /// The attempt, as printed with the task
+    #[serde(default, deserialize_with = "whole_number")]
     #[schemars(range(min = 1))]
     pub attempt: Option<u32>,
 }
@@ -206,6 +250,9 @@ impl WorkerTools {
     async fn done(&self, Parameters(a): Parameters<DoneArgs>) -> CallToolResult {
         if let Err(refused) = required("done", "task", &a.task) {
             return refused;
+        }
+        if a.score.is_some_and(|score| !(1..=5).contains(&score)) {
+            return arg_error("done", "`score` is 1 to 5");
         }
         let done = verbs::Done {
             task: a.task,
@@ -408,6 +455,45 @@ impl ServerHandler for WorkerTools {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Agents have these tools configured: each keeps its argument names,
+    /// types and required list as they were written by hand before.
+    #[test]
+    fn the_tools_keep_their_arguments_types_and_required_lists() {
+        let shape = |tool: &rmcp::model::Tool| {
+            let schema = &tool.input_schema;
+            let types: Map<String, Value> = schema
+                .get("properties")
+                .and_then(Value::as_object)
+                .map(|p| p.iter().map(|(name, property)| (name.clone(), property["type"].clone())).collect())
+                .unwrap_or_default();
+            json!({"name": tool.name, "types": types, "required": schema.get("required").cloned().unwrap_or(json!([]))})
+        };
+        let tools: Vec<Value> = WorkerTools::tool_router().list_all().iter().map(shape).collect();
+        let attempt_task = |other: &str| json!({"task": "string", other: "string", "attempt": "integer"});
+        let expected = vec![
+            json!({"name": "block", "types": attempt_task("question"), "required": ["task", "question"]}),
+            json!({"name": "done", "types": {"task": "string", "deliverables": "array", "score": "integer", "notes": "string", "attempt": "integer"}, "required": ["task"]}),
+            json!({"name": "fail", "types": attempt_task("reason"), "required": ["task", "reason"]}),
+            json!({"name": "leave", "types": {}, "required": []}),
+            json!({"name": "next", "types": {}, "required": []}),
+            json!({"name": "progress", "types": attempt_task("note"), "required": ["task", "note"]}),
+            json!({"name": "status", "types": {}, "required": []}),
+        ];
+        assert_eq!(tools, expected);
+    }
+
+    #[test]
+    fn a_number_sent_as_text_and_one_path_sent_as_a_string_are_taken() {
+        let args: DoneArgs =
+            serde_json::from_value(json!({"task": "t", "deliverables": "out/a.md", "score": "5", "attempt": 2}))
+                .unwrap();
+        assert_eq!((args.deliverables, args.score, args.attempt), (vec!["out/a.md".to_owned()], Some(5), Some(2)));
+        let bare: DoneArgs = serde_json::from_value(json!({"task": "t"})).unwrap();
+        assert_eq!((bare.deliverables.len(), bare.score, bare.attempt), (0, None, None));
+        let wrong = serde_json::from_value::<DoneArgs>(json!({"task": "t", "score": "high"})).unwrap_err();
+        assert!(wrong.to_string().contains("expected a whole number, not \"high\""), "{wrong}");
+    }
 
     #[test]
     fn a_done_call_names_its_arguments_in_the_order_of_the_printed_command() {
