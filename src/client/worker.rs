@@ -15,7 +15,7 @@ use std::time::Duration;
 use super::{ClientError, Target, exit};
 use crate::wire::{ClientMsg, ServerMsg};
 
-pub use text::{DONE_IN_FILE, PRINT_BUDGET, human, safe_file_name, strings};
+pub use text::{PRINT_BUDGET, human, safe_file_name, strings};
 
 /// The most an answer may take beyond the requested wait.
 const SLACK: Duration = Duration::from_secs(30);

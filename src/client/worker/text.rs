@@ -269,7 +269,7 @@ fn clip(text: &str, max: usize) -> String {
 
 /// How an answer starts the line naming the file that holds a `done`
 /// command too long to print.
-pub const DONE_IN_FILE: &str = "when done: run the command under \"When done\" in ";
+const DONE_IN_FILE: &str = "when done: run the command under \"When done\" in ";
 
 /// A description short enough to follow the task line itself.
 const INLINE_DESCRIPTION: usize = 300;
