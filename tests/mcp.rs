@@ -275,30 +275,33 @@ fn an_mcp_tool_call_starts_no_process_and_a_waiting_next_holds_up_no_other_call(
         let mut samples = 0;
         let mut answered_meanwhile = None;
         let waited = {
-        let waiting = call(&client, "next", json!({}));
-        tokio::pin!(waiting);
-        loop {
-            tokio::select! {
-                result = &mut waiting => break result,
-                () = tokio::time::sleep(std::time::Duration::from_millis(20)) => {
-                    let children = children_of(server);
-                    assert!(children.is_empty(), "a tool call started {children:?}");
-                    samples += 1;
-                    if answered_meanwhile.is_none() {
-                        let refused = call(&client, "progress", json!({"task": "nobody-holds-this", "note": "n"})).await;
-                        assert_eq!(refused.is_error, Some(true), "{}", text(&refused));
-                        answered_meanwhile = Some(started.elapsed());
+            let waiting = call(&client, "next", json!({}));
+            tokio::pin!(waiting);
+            loop {
+                tokio::select! {
+                    result = &mut waiting => break result,
+                    () = tokio::time::sleep(std::time::Duration::from_millis(20)) => {
+                        let children = children_of(server);
+                        assert!(children.is_empty(), "a tool call started {children:?}");
+                        samples += 1;
+                        if answered_meanwhile.is_none() {
+                            let refused = call(&client, "progress", json!({"task": "nobody-holds-this", "note": "n"})).await;
+                            assert_eq!(refused.is_error, Some(true), "{}", text(&refused));
+                            answered_meanwhile = Some(started.elapsed());
+                        }
                     }
                 }
             }
-        }
         };
         let took = started.elapsed();
         assert!(text(&waited).contains("nothing yet, call again"), "{}", text(&waited));
         assert!(took >= std::time::Duration::from_secs(2), "next waited on the hub: {took:?}");
         assert!(samples >= 20, "the server was looked at while next waited: {samples} samples in {took:?}");
         let meanwhile = answered_meanwhile.expect("a call made while next waited");
-        assert!(meanwhile < took, "progress was answered at {meanwhile:?}, before next at {took:?}");
+        assert!(
+            meanwhile + std::time::Duration::from_secs(1) < took,
+            "progress was answered at {meanwhile:?}, well before next at {took:?}"
+        );
         client.cancel().await.unwrap();
     });
 }
