@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 
 pub use changes::Changes;
-pub use index::{InOrder, InOrderIter};
+pub use index::InOrder;
 pub use leases::{Judged, Verdict};
 pub use model::{Applied, Judgement, Task, TaskState, Worker};
 pub use offers::{Idle, Offer};
@@ -115,12 +115,6 @@ pub struct Scheduler {
 impl Scheduler {
     pub fn new(settings: Settings) -> Self {
         Self { settings, ..Self::default() }
-    }
-
-    /// Rebuild from stored tasks and workers.
-    pub fn restore(settings: Settings, tasks: Vec<Task>, workers: Vec<Worker>) -> Self {
-        let count = tasks.len();
-        Self::restore_from(settings, count, tasks, workers)
     }
 
     /// Rebuild from stored tasks as they are read, `count` of them expected:

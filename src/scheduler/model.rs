@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::{Reservation, Scheduler, TaskId};
+use super::{Scheduler, TaskId};
 use crate::task::{Report, TaskSpec};
 
 /// Where a task is in its life.
@@ -254,10 +254,6 @@ impl Task {
             &self.created_at,
             self.completed_at.as_deref(),
         )
-    }
-
-    pub fn outputs(&self) -> Vec<Reservation> {
-        self.spec.context.output_files.iter().map(|p| Reservation::new(p)).collect()
     }
 
     /// Time left on the lease, if held.
