@@ -256,7 +256,7 @@ pub fn run(cmd: WorkerCmd) -> u8 {
 fn run_finished() -> bool {
     let Ok(cwd) = std::env::current_dir() else { return false };
     client::find_root(&cwd).is_some_and(|root| {
-        crate::engine::views::stored_finished(&root)
+        crate::store::read::finished(&root)
             && client::files::hub_gone_within(&root.join(".mcc"), Duration::from_secs(3))
     })
 }

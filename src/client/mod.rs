@@ -5,6 +5,7 @@
 //! ([`files`]); [`Transport`] says which way, and [`ask`] picks it.
 
 pub mod files;
+pub mod status;
 
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};

@@ -20,6 +20,7 @@ use serde_json::Value;
 use crate::scheduler::{Changes, Scheduler, Settings, Task, Worker};
 use crate::task::now_ms;
 
+pub mod read;
 pub mod writer;
 
 /// The store failed; the hub cannot go on safely.
