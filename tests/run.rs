@@ -286,6 +286,46 @@ fn mcc_run_shows_a_workers_question_with_the_command_that_answers_it_and_goes_on
 }
 
 #[test]
+fn an_attached_mcc_run_says_the_run_stopped_when_the_terminal_owning_the_hub_is_interrupted() {
+    let project = Project::new();
+    project.write(
+        "workflows/wait.lua",
+        r#"return workflow {
+  name = "wait",
+  phases = { phase "only" { split = function(ctx) return { task { id = "a", description = "a" } } end } },
+}
+"#,
+    );
+    let spawn = || {
+        Running(
+            Command::new(mcc_bin())
+                .args(["run", "workflows/wait.lua", "--port", "0"])
+                .current_dir(project.root())
+                .stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap(),
+        )
+    };
+    let mut owner = spawn();
+    let mut owner_printed = Printed::of(&mut owner.0);
+    owner_printed.wait_for("1 ready");
+    let mut attached = spawn();
+    let mut printed = Printed::of(&mut attached.0);
+    printed.wait_for("attached to the running hub");
+    printed.wait_for("1 ready");
+    // Ctrl-C in the owner's terminal: it stops the hub with its usual words,
+    // but no task was done, and the attached terminal says so.
+    Command::new("kill").args(["-INT", &owner.0.id().to_string()]).status().unwrap();
+    printed.wait_for("the hub stopped before the workflow ended");
+    printed.wait_for("workflow stopped before the end");
+    assert_eq!(attached.0.wait().unwrap().code(), Some(1), "not finished");
+    owner_printed.wait_for("stopped: resume with `");
+    assert_eq!(owner.0.wait().unwrap().code(), Some(1));
+}
+
+#[test]
 fn new_starts_a_workflow_from_a_recipe_and_recipes_lists_them() {
     let project = Project::new();
     let list = project.mcc().args(["recipes"]).run();
