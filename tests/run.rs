@@ -33,7 +33,7 @@ fn the_demo_runs_with_a_rejection_a_retry_and_a_second_phase() {
     assert!(out.stdout.contains("phase notes") && out.stdout.contains("phase index"), "{}", out.stdout);
     // Once `index`, the second phase, finished, the run still names it: the
     // phase comes in the workflow's order, not the last of them by name.
-    let last_progress = out.stdout.lines().filter(|l| l.contains("s · phase ")).last().unwrap_or_default();
+    let last_progress = out.stdout.lines().rfind(|l| l.contains("s · phase ")).unwrap_or_default();
     assert!(last_progress.contains(" · phase index · 7 accepted"), "{last_progress}\n{}", out.stdout);
     let index = project.read("demo-out/INDEX.md");
     assert_eq!(index.lines().filter(|l| l.starts_with("- [")).count(), 6, "{index}");

@@ -2,8 +2,8 @@
 //! [`crate::wire::views`]: a subscriber's first [`Summary`], a [`Page`] of
 //! tasks, a task in full ([`TaskInfo`]) and the old whole-store
 //! [`Snapshot`]. Each worker is shown by one rule ([`Engine::worker_view`]),
-//! whichever message carries it. What follows a subscription, the progress
-//! index and its deltas, is in [`progress`].
+//! whichever message carries it. What follows a subscription is in [`progress`]
+//! (the index and when to push) and [`delta`] (how a delta is written).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::Instant;
@@ -15,6 +15,7 @@ use crate::wire::{
     ClientMsg, Page, ServerMsg, Snapshot, Stuck, SubscriptionView, Summary, TaskInfo, TaskSummary, WorkerView,
 };
 
+mod delta;
 mod progress;
 
 pub use progress::{DELTA_EVERY, Progress};
@@ -262,7 +263,7 @@ fn stuck_of(scheduler: &scheduler::Scheduler) -> Vec<Stuck> {
 
 /// A summary as summaries and deltas carry it: its description shortened.
 fn short(mut summary: TaskSummary) -> TaskSummary {
-    if let std::borrow::Cow::Owned(text) = progress::shortened(&summary.description) {
+    if let std::borrow::Cow::Owned(text) = delta::shortened(&summary.description) {
         summary.description = text;
     }
     summary
