@@ -238,6 +238,34 @@ fn a_run_killed_mid_phase_resumes_without_splitting_again_or_losing_work() {
 /// An `mcc run` killed (its hub with it) if the test fails before it ends.
 struct Running(std::process::Child);
 
+/// A project whose one workflow, `workflows/one.lua`, has one phase of one task `a`.
+fn project_with_one_task() -> Project {
+    let project = Project::new();
+    project.write(
+        "workflows/one.lua",
+        r#"return workflow {
+  name = "one",
+  phases = { phase "only" { split = function(ctx) return { task { id = "a", description = "a" } } end } },
+}
+"#,
+    );
+    project
+}
+
+/// `mcc run workflows/one.lua` in the background, its stdout piped.
+fn run_in_background(project: &Project) -> Running {
+    Running(
+        Command::new(mcc_bin())
+            .args(["run", "workflows/one.lua", "--port", "0"])
+            .current_dir(project.root())
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    )
+}
+
 impl Drop for Running {
     fn drop(&mut self) {
         let _ = self.0.kill();
@@ -247,25 +275,8 @@ impl Drop for Running {
 
 #[test]
 fn mcc_run_shows_a_workers_question_with_the_command_that_answers_it_and_goes_on_once_answered() {
-    let project = Project::new();
-    project.write(
-        "workflows/ask.lua",
-        r#"return workflow {
-  name = "ask",
-  phases = { phase "only" { split = function(ctx) return { task { id = "a", description = "a" } } end } },
-}
-"#,
-    );
-    let mut run = Running(
-        Command::new(mcc_bin())
-            .args(["run", "workflows/ask.lua", "--port", "0"])
-            .current_dir(project.root())
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
+    let project = project_with_one_task();
+    let mut run = run_in_background(&project);
     let mut printed = Printed::of(&mut run.0);
     printed.wait_for("1 ready");
     let worker = |args: &[&str]| project.mcc().args(["worker"]).args(args).args(["--as", "w1", "--wait", "0s"]).run();
@@ -287,31 +298,11 @@ fn mcc_run_shows_a_workers_question_with_the_command_that_answers_it_and_goes_on
 
 #[test]
 fn an_attached_mcc_run_says_the_run_stopped_when_the_terminal_owning_the_hub_is_interrupted() {
-    let project = Project::new();
-    project.write(
-        "workflows/wait.lua",
-        r#"return workflow {
-  name = "wait",
-  phases = { phase "only" { split = function(ctx) return { task { id = "a", description = "a" } } end } },
-}
-"#,
-    );
-    let spawn = || {
-        Running(
-            Command::new(mcc_bin())
-                .args(["run", "workflows/wait.lua", "--port", "0"])
-                .current_dir(project.root())
-                .stdin(Stdio::null())
-                .stdout(Stdio::piped())
-                .stderr(Stdio::null())
-                .spawn()
-                .unwrap(),
-        )
-    };
-    let mut owner = spawn();
+    let project = project_with_one_task();
+    let mut owner = run_in_background(&project);
     let mut owner_printed = Printed::of(&mut owner.0);
     owner_printed.wait_for("1 ready");
-    let mut attached = spawn();
+    let mut attached = run_in_background(&project);
     let mut printed = Printed::of(&mut attached.0);
     printed.wait_for("attached to the running hub");
     printed.wait_for("1 ready");
