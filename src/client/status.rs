@@ -231,3 +231,59 @@ pub fn render(s: &Summary, url: &str) -> String {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::WorkerView;
+
+    fn task(id: &str, state: &str) -> TaskSummary {
+        TaskSummary { id: id.into(), state: state.into(), ..TaskSummary::default() }
+    }
+
+    #[test]
+    fn a_delta_folded_in_moves_tasks_between_in_flight_and_questions_and_keeps_the_rest() {
+        let mut summary = Summary { log: vec!["kept".into()], ..Summary::default() };
+        let delta = Delta {
+            counts: [("assigned".to_owned(), 1)].into(),
+            tasks: vec![task("a", "assigned"), task("b", "blocked")],
+            workers: vec![WorkerView { name: "w1".into(), holding: Some("a".into()), ..WorkerView::default() }],
+            phase_order: Some(vec!["draft".into()]),
+            ..Delta::default()
+        };
+        fold(&mut summary, &delta);
+        assert_eq!((summary.in_flight.len(), summary.questions.len(), summary.count("assigned")), (1, 1, 1));
+        assert_eq!(
+            (summary.log.as_slice(), summary.phase_order.as_slice()),
+            (&["kept".to_owned()][..], &["draft".to_owned()][..])
+        );
+        let delta = Delta {
+            tasks: vec![task("a", "submitted"), task("b", "ready")],
+            workers: vec![WorkerView { name: "w1".into(), ..WorkerView::default() }],
+            ..Delta::default()
+        };
+        fold(&mut summary, &delta);
+        assert_eq!(summary.in_flight[0].state, "submitted", "still in flight, in its latest form");
+        assert!(summary.questions.is_empty(), "answered: no longer a question");
+        assert_eq!(
+            (summary.workers.len(), summary.workers[0].holding.as_deref()),
+            (1, None),
+            "a worker replaced, not added"
+        );
+        assert_eq!(summary.phase_order, ["draft"], "a delta without the order keeps it");
+    }
+
+    #[test]
+    fn status_json_is_the_summary_then_the_first_page_then_the_live_page() {
+        let keys = |status: &Status| {
+            let value: serde_json::Value = serde_json::from_str(&status.json()).unwrap();
+            value.as_object().unwrap().keys().cloned().collect::<Vec<_>>()
+        };
+        let page = Page { tasks: vec![task("a", "ready")], total: 1, ..Page::default() };
+        let hub = |tasks| Status::Hub { summary: Box::default(), url: "ws://x".into(), page_url: None, tasks };
+        let summary_keys: Vec<String> = keys(&hub(None)).into_iter().take_while(|k| k != "pageUrl").collect();
+        assert_eq!(summary_keys.first().map(String::as_str), Some("root"));
+        assert_eq!(keys(&hub(Some(page)))[summary_keys.len()..], ["tasks", "nextAfter", "pageUrl"]);
+        assert_eq!(keys(&hub(None))[summary_keys.len()..], ["pageUrl"], "no page: the summary alone");
+    }
+}
