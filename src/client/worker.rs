@@ -238,8 +238,7 @@ fn exchange(
 pub fn run_finished() -> bool {
     let Ok(cwd) = std::env::current_dir() else { return false };
     super::find_root(&cwd).is_some_and(|root| {
-        crate::store::read::finished(&root)
-            && super::files::hub_gone_within(&root.join(".mcc"), Duration::from_secs(3))
+        crate::store::read::finished(&root) && super::files::hub_gone_within(&root.join(".mcc"), Duration::from_secs(3))
     })
 }
 
