@@ -467,7 +467,7 @@ impl Engine {
     fn settle(&mut self) {
         let now = Instant::now();
         self.scheduler.expire(now);
-        if let Err(e) = self.policy.step(&mut self.scheduler) {
+        if let Err(e) = self.policy.step(&mut self.scheduler, now) {
             self.problem(format!("workflow: {e}"));
         }
         self.workflow_verdicts();
@@ -590,7 +590,7 @@ impl Engine {
                 // A new workflow decides anew who gets what: look at every waiting worker.
                 self.scheduler.mark_work_changed();
                 // Start its phase now: requests later in this batch already see its tasks.
-                if let Err(e) = self.policy.step(&mut self.scheduler) {
+                if let Err(e) = self.policy.step(&mut self.scheduler, Instant::now()) {
                     self.problem(format!("workflow: {e}"));
                 }
                 if self.workflow_path.as_ref() != Some(&path) {
