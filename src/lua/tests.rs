@@ -558,18 +558,22 @@ fn a_ctx_run_past_its_timeout_loses_everything_it_started() {
     let mut f = Fixture::new();
     f.load(
         r#"return { name = "slow", phases = { { name = "p", split = function(ctx)
-  local r = ctx.run("echo $$; (sleep 4; echo late > late) & sleep 600", { timeout = "200ms" })
+  local r = ctx.run("echo $$; sleep 600 & echo $!; sleep 600", { timeout = "200ms" })
   assert(r.timed_out and r.code == nil, r.stderr)
   ctx.write("pgid", r.stdout)
   return {}
 end } } }"#,
     )
     .unwrap();
-    let pgid: i32 = std::fs::read_to_string(f.dir.path().join("pgid")).unwrap().trim().parse().unwrap();
+    let printed = std::fs::read_to_string(f.dir.path().join("pgid")).unwrap();
+    let pids: Vec<i32> = printed.split_whitespace().map(|p| p.parse().unwrap()).collect();
+    let [pgid, background] = pids[..] else { panic!("the shell's and the background job's pids: {printed}") };
     crate::command::tests::eventually("the command's group is gone", || {
         crate::command::tests::live_members(pgid).is_empty()
     });
-    assert!(!f.dir.path().join("late").exists(), "the background job died with its group");
+    // Checked by its pid: a file it would write later could not show it lived on.
+    let alive = std::fs::read_to_string(format!("/proc/{background}/stat")).is_ok_and(|s| !s.contains(") Z "));
+    assert!(!alive, "the background job died with its group");
 }
 
 #[test]
