@@ -17,6 +17,7 @@ pub mod report;
 pub mod scheduler;
 pub mod store;
 pub mod task;
+pub mod text;
 pub mod watch;
 pub mod wire;
 

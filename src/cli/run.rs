@@ -191,11 +191,7 @@ fn resume_command() -> String {
 
 /// `word` as a POSIX shell reads it back.
 fn quoted(word: &str) -> String {
-    let plain = !word.is_empty()
-        && word
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '/' | ':' | '=' | ',' | '@'));
-    if plain { word.to_owned() } else { format!("'{}'", word.replace('\'', "'\\''")) }
+    crate::text::quoted(word).into_owned()
 }
 
 /// `--fresh`: remove the store, so the workflow starts from its first phase.

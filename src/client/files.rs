@@ -99,14 +99,6 @@ pub fn new_id() -> String {
     })
 }
 
-/// Write `bytes` to `path` so that a reader sees all of it or nothing.
-pub fn write_whole(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    let tmp = path.with_file_name(format!(".{name}.tmp"));
-    fs::write(&tmp, bytes)?;
-    fs::rename(&tmp, path)
-}
-
 /// Send one message through files and wait at most `limit` for its answer.
 pub fn ask(state_dir: &Path, msg: &ClientMsg, limit: Duration) -> Result<ServerMsg, ClientError> {
     if !allowed(msg) {
@@ -136,7 +128,7 @@ pub fn ask(state_dir: &Path, msg: &ClientMsg, limit: Duration) -> Result<ServerM
     .and_then(|mut w| w.watch(&answers, RecursiveMode::NonRecursive).map(|()| w));
     let message: serde_json::Value = serde_json::from_str(&msg.to_json()).expect("a frame is JSON");
     let body = serde_json::to_vec(&RequestFile { id: id.clone(), message }).expect("serializes");
-    write_whole(&request, &body).map_err(|e| io(&request, e))?;
+    crate::text::write_atomic(&request, &body).map_err(|e| io(&request, e))?;
 
     let deadline = Instant::now() + limit;
     loop {

@@ -112,14 +112,10 @@ impl Record {
             return Self(None);
         };
         let path = folder.join(leader.to_string());
-        let partial = folder.join(format!(".{leader}"));
-        let written =
-            fs::write(&partial, format!("{group_start} {me} {hub_start}\n")).and_then(|()| fs::rename(&partial, &path));
-        if written.is_ok() {
-            Self(Some(path))
-        } else {
-            let _ = fs::remove_file(&partial);
-            Self(None)
+        // Written under a dot name and renamed: a reader of the folder passes over dot names.
+        match crate::text::write_atomic(&path, format!("{group_start} {me} {hub_start}\n").as_bytes()) {
+            Ok(()) => Self(Some(path)),
+            Err(_) => Self(None),
         }
     }
 }

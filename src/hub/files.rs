@@ -20,7 +20,7 @@ use notify::{RecursiveMode, Watcher};
 use tokio::sync::{mpsc, oneshot};
 
 use super::protocol::{self, ServerMsg};
-use crate::client::files::{RequestFile, STALE, allowed, answers_dir, requests_dir, write_whole};
+use crate::client::files::{RequestFile, STALE, allowed, answers_dir, requests_dir};
 use crate::engine::{EngineHandle, Input, Outgoing};
 
 /// How often files left behind are looked for.
@@ -158,7 +158,7 @@ impl Desk {
     }
 }
 
-/// The ID of a request file, `ID.json`; temporary files (`.NAME.tmp`) and
+/// The ID of a request file, `ID.json`; temporary files (dot names) and
 /// anything else are not requests.
 fn request_id(path: &Path) -> Option<String> {
     let name = path.file_name()?.to_str()?;
@@ -199,7 +199,7 @@ impl Request {
     /// Write the answer whole, then drop the request: a hub killed between
     /// the two finds the answer at its next start and does not act twice.
     fn answer(&self, msg: &ServerMsg) {
-        if let Err(e) = write_whole(&self.answer, msg.to_json().as_bytes()) {
+        if let Err(e) = crate::text::write_atomic(&self.answer, msg.to_json().as_bytes()) {
             eprintln!("mcc hub: cannot answer request {}: {e}", self.id);
             return;
         }

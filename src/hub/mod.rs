@@ -429,10 +429,7 @@ fn raise_descriptor_limit() {
 }
 
 fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), HubError> {
-    let tmp = path.with_extension("tmp");
-    let io = |source| HubError::Io { path: path.to_owned(), source };
-    fs::write(&tmp, bytes).map_err(io)?;
-    fs::rename(&tmp, path).map_err(io)
+    crate::text::write_atomic(path, bytes).map_err(|source| HubError::Io { path: path.to_owned(), source })
 }
 
 /// What every connection task shares.

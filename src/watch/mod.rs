@@ -189,8 +189,7 @@ pub fn move_aside(path: &Path, error: &str) -> String {
     // The explanation is whole before anyone can see it, and before the
     // report itself shows up in `rejected/`: a reader never finds half a reason.
     let why = aside.join(format!("{name}.error.txt"));
-    let partial = aside.join(format!(".{name}.error.txt.tmp"));
-    let _ = fs::write(&partial, format!("{error}\n")).and_then(|()| fs::rename(&partial, &why));
+    let _ = crate::text::write_atomic(&why, format!("{error}\n").as_bytes());
     let _ = fs::rename(path, &target);
     target.display().to_string()
 }
