@@ -11,6 +11,7 @@ pub mod command;
 pub mod engine;
 pub mod handoff;
 pub mod hub;
+pub mod layout;
 pub mod lua;
 pub mod mcp;
 pub mod report;

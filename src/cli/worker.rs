@@ -12,6 +12,7 @@ use serde_json::{Value, json};
 
 use super::exit;
 use crate::client::{self, ClientError, Target};
+use crate::layout::Layout;
 use crate::wire::{ClientMsg, Offer, ServerMsg};
 
 const WORKER_HELP: &str = "\
@@ -257,7 +258,7 @@ fn run_finished() -> bool {
     let Ok(cwd) = std::env::current_dir() else { return false };
     client::find_root(&cwd).is_some_and(|root| {
         crate::engine::views::stored_finished(&root)
-            && client::files::hub_gone_within(&root.join(".mcc"), Duration::from_secs(3))
+            && client::files::hub_gone_within(&Layout::of_root(&root), Duration::from_secs(3))
     })
 }
 
@@ -266,7 +267,7 @@ fn run_finished() -> bool {
 fn grant_file(worker: &str) -> Option<PathBuf> {
     let cwd = std::env::current_dir().ok()?;
     let root = client::find_root(&cwd)?;
-    Some(root.join(".mcc").join("grants").join(safe_file_name(worker)))
+    Some(Layout::of_root(&root).grant(worker))
 }
 
 /// The attempt last shown to `worker` for `task`, if it was this task.
@@ -513,7 +514,7 @@ impl Answer {
             return (whole, exit::OK, Some(done_cmd));
         }
 
-        let file = root.join(".mcc").join("tasks").join(format!("{}.md", safe_file_name(&view.id)));
+        let file = Layout::of_root(&root).task_file(&view.id, "md");
         let md = view.markdown(&format!("{status}; worker {w}."), &done_cmd, &stuck, &notes, &root);
         let saved = std::fs::create_dir_all(file.parent().expect("has a parent"))
             .and_then(|()| crate::text::write_atomic(&file, md.as_bytes()));
@@ -569,10 +570,6 @@ impl Answer {
             Offer::HandOver { message, .. } => (format!("{head}{message}\n"), exit::HAND_OVER, None),
         }
     }
-}
-
-fn safe_file_name(id: &str) -> String {
-    id.chars().map(|c| if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') { c } else { '_' }).collect()
 }
 
 fn human(d: Duration) -> String {
@@ -789,16 +786,16 @@ fn kill_commands_on_signal() {
 /// there: a killed worker cannot kill its command itself. Without a project
 /// folder (`--hub` only) nothing is recorded.
 fn record_command_groups(root: Option<&Path>) {
-    let Some(state_dir) = root.map(|r| r.join(".mcc")).filter(|d| d.is_dir()) else { return };
-    match crate::command::record_groups_in(&state_dir) {
+    let Some(layout) = root.map(Layout::of_root).filter(|l| l.dir().is_dir()) else { return };
+    match crate::command::record_groups_in(layout.dir()) {
         Ok(0) => {}
         Ok(n) => eprintln!(
             "mcc worker run: killed {n} command group(s) that a stopped worker or hub had left running (records in {})",
-            state_dir.join("commands").display()
+            layout.commands().display()
         ),
         Err(e) => eprintln!(
             "mcc worker run: warning: cannot keep records in {}: {e}; a worker killed with SIGKILL would leave its command running",
-            state_dir.join("commands").display()
+            layout.commands().display()
         ),
     }
 }
@@ -969,8 +966,7 @@ impl Headless {
 
     /// Run the command for one task, extending the lease while it runs.
     fn execute(&self, task: &Value, id: &str, attempt: u32, lease_ms: u64, reasons: &[String]) -> Outcome {
-        let dir = self.root.join(".mcc").join("tasks");
-        let file = dir.join(format!("{}.json", safe_file_name(id)));
+        let (dir, file) = (Layout::of_root(&self.root).tasks(), Layout::of_root(&self.root).task_file(id, "json"));
         let body = serde_json::to_string_pretty(task).expect("serializes");
         if let Err(e) = std::fs::create_dir_all(&dir).and_then(|()| std::fs::write(&file, &body)) {
             return Outcome::Failed(format!("cannot write {}: {e}", file.display()));

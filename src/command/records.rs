@@ -26,7 +26,7 @@ static FOLDER: Mutex<Option<PathBuf>> = Mutex::new(None);
 /// still the recorded one, and clear those records. Returns how many groups
 /// were killed.
 pub fn record_groups_in(state_dir: &Path) -> std::io::Result<usize> {
-    let folder = state_dir.join("commands");
+    let folder = crate::layout::Layout::at(state_dir).commands();
     fs::create_dir_all(&folder)?;
     let mut killed = 0;
     for entry in fs::read_dir(&folder)? {
