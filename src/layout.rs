@@ -308,6 +308,60 @@ mod tests {
     }
 
     #[test]
+    fn a_refused_report_goes_to_rejected_with_its_reason_beside_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let layout = Layout::of_root(dir.path());
+        layout.create().unwrap();
+        let report = layout.reports().join("t-report.json");
+        std::fs::write(&report, "{").unwrap();
+        let moved = move_aside(&report, "not valid JSON");
+        let rejected = Layout::rejected(&layout.reports());
+        assert_eq!(Path::new(&moved), rejected.join("t-report.json"));
+        assert!(!report.exists());
+        assert_eq!(std::fs::read_to_string(rejected.join("t-report.json.error.txt")).unwrap(), "not valid JSON\n");
+        let mut names: Vec<_> =
+            std::fs::read_dir(&rejected).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+        names.sort();
+        assert_eq!(names, ["t-report.json", "t-report.json.error.txt"], "no temporary file is left");
+    }
+
+    /// The client and the hub meet in this module and the wire types, and
+    /// the engine hands refused reports aside here: none reaches up into the
+    /// other. Read from the sources, so a new `use` that breaks it fails here.
+    #[test]
+    fn the_client_the_hub_and_the_engine_meet_only_below_them() {
+        let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+        let forbidden = [
+            ("client", ["crate::hub", "crate::engine", "crate::watch"].as_slice()),
+            ("hub", ["crate::client", "crate::cli", "crate::mcp"].as_slice()),
+            ("engine", ["crate::watch", "crate::hub", "crate::client"].as_slice()),
+            ("layout.rs", ["crate::client", "crate::hub", "crate::engine", "crate::watch", "crate::store"].as_slice()),
+            ("text.rs", ["crate::"].as_slice()),
+        ];
+        let mut found = Vec::new();
+        for (part, above) in forbidden {
+            let files: Vec<PathBuf> = if src.join(part).is_file() {
+                vec![src.join(part)]
+            } else {
+                std::fs::read_dir(src.join(part)).unwrap().map(|e| e.unwrap().path()).collect()
+            };
+            assert!(!files.is_empty(), "no sources under {part}");
+            for file in files.iter().filter(|f| f.extension().is_some_and(|x| x == "rs")) {
+                let text = std::fs::read_to_string(file).unwrap();
+                // Tests may reach anywhere (this one names what it looks for).
+                let code = text.split("#[cfg(test)]").next().unwrap_or_default();
+                for (n, line) in code.lines().enumerate() {
+                    let code = line.split("//").next().unwrap_or_default();
+                    if let Some(name) = above.iter().find(|name| code.contains(*name)) {
+                        found.push(format!("{}:{}: uses {name}", file.display(), n + 1));
+                    }
+                }
+            }
+        }
+        assert!(found.is_empty(), "imports that point up:\n{}", found.join("\n"));
+    }
+
+    #[test]
     fn only_request_files_have_a_request_id() {
         assert_eq!(request_id(Path::new("/r/ab-12.json")).as_deref(), Some("ab-12"));
         assert_eq!(request_id(Path::new("/r/.tmpXYZ")), None);
