@@ -336,7 +336,7 @@ mod tests {
             ("hub", ["crate::client", "crate::cli", "crate::mcp"].as_slice()),
             ("engine", ["crate::watch", "crate::hub", "crate::client"].as_slice()),
             ("layout.rs", ["crate::client", "crate::hub", "crate::engine", "crate::watch", "crate::store"].as_slice()),
-            ("text.rs", ["crate::"].as_slice()),
+            ("text.rs", ["crate"].as_slice()),
         ];
         let mut found = Vec::new();
         for (part, above) in forbidden {
@@ -352,7 +352,13 @@ mod tests {
                 let code = text.split("#[cfg(test)]").next().unwrap_or_default();
                 for (n, line) in code.lines().enumerate() {
                     let code = line.split("//").next().unwrap_or_default();
-                    if let Some(name) = above.iter().find(|name| code.contains(*name)) {
+                    // `crate::cli` names the module, not `crate::client`.
+                    let names = |name: &str| {
+                        code.match_indices(name).any(|(at, _)| {
+                            !code[at + name.len()..].starts_with(|c: char| c.is_alphanumeric() || c == '_')
+                        })
+                    };
+                    if let Some(name) = above.iter().find(|name| names(name)) {
                         found.push(format!("{}:{}: uses {name}", file.display(), n + 1));
                     }
                 }
