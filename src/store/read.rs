@@ -10,6 +10,7 @@ use std::path::Path;
 use std::time::Instant;
 
 use super::Store;
+use crate::layout::Layout;
 use crate::scheduler::{Task, TaskState};
 use crate::wire::{Summary, TaskSummary};
 
@@ -29,11 +30,11 @@ const RUN_FINISHED: &str = "run_finished";
 /// The views of the store under `root` (read-only); `None` when the project
 /// has no store or it cannot be read.
 pub fn stored(root: &Path) -> Option<Stored> {
-    let dir = root.join(".mcc");
-    if !dir.join("state.db").is_file() {
+    let layout = Layout::of_root(root);
+    if !layout.state_db().is_file() {
         return None;
     }
-    let store = Store::open_read_only(&dir).ok()?;
+    let store = Store::open_read_only(layout.dir()).ok()?;
     let (tasks, _workers) = store.load().ok()?;
     let now = Instant::now();
     let tasks: Vec<TaskSummary> = tasks.iter().map(|t| task_summary(t, now)).collect();
@@ -54,9 +55,10 @@ pub fn stored(root: &Path) -> Option<Stored> {
 
 /// Whether the store under `root` says the run finished (read-only).
 pub fn finished(root: &Path) -> bool {
-    let dir = root.join(".mcc");
-    dir.join("state.db").is_file()
-        && Store::open_read_only(&dir).ok().and_then(|s| s.meta(RUN_FINISHED).ok().flatten()).as_deref() == Some("true")
+    let layout = Layout::of_root(root);
+    layout.state_db().is_file()
+        && Store::open_read_only(layout.dir()).ok().and_then(|s| s.meta(RUN_FINISHED).ok().flatten()).as_deref()
+            == Some("true")
 }
 
 /// A task as views show it, its lease measured at `now`.

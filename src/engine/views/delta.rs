@@ -61,14 +61,7 @@ impl<'a> SummaryOut<'a> {
 }
 
 pub(super) fn shortened(text: &str) -> std::borrow::Cow<'_, str> {
-    if text.len() <= DESCRIPTION_IN_DELTA {
-        return text.into();
-    }
-    let mut end = DESCRIPTION_IN_DELTA;
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    format!("{}…", &text[..end]).into()
+    crate::text::clip(text, DESCRIPTION_IN_DELTA)
 }
 
 /// The parts of one delta; [`DeltaParts::to_json`] writes them as

@@ -281,7 +281,7 @@ impl Engine {
         };
         self.publish_changes(changes, finished);
         let spent = thread_cpu().saturating_sub(started);
-        let file = self.config.root.join(".mcc/progress-cpu");
+        let file = crate::layout::Layout::of_root(&self.config.root).progress_cpu();
         if let Some(meter) = &mut self.progress.meter {
             meter.add(spent, &file);
         }
