@@ -25,5 +25,6 @@ mod reports;
 mod run;
 mod scheduling;
 mod security;
+mod validate;
 mod waiting;
 mod worker;
