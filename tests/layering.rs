@@ -132,7 +132,7 @@ fn no_module_imports_one_above_it() {
                     upward.push(format!(
                         "{}:{n}: {module} (floor {own}) uses {used} (floor {theirs})",
                         file.strip_prefix(&src).expect("under src/").display()
-                    ))
+                    ));
                 }
                 Some(_) => {}
                 None => unplaced.push(used),
