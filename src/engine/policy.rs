@@ -26,6 +26,12 @@ pub trait Policy {
     /// A name for status lines.
     fn name(&self) -> String;
 
+    /// The workflow's phases in the order it declares them, for progress
+    /// lines (`mcc run` names the current one); none without phases.
+    fn phases(&self) -> Vec<String> {
+        Vec::new()
+    }
+
     /// Which of `ready` (FIFO order, reservations honoured) `worker` gets.
     fn assign(
         &mut self,
@@ -79,8 +85,8 @@ pub trait Policy {
     }
 
     /// Called after every batch of changes: advance phases, fire hooks, add
-    /// tasks. Errors are shown; the hub goes on.
-    fn step(&mut self, scheduler: &mut Scheduler) -> Result<(), PolicyError>;
+    /// tasks; timers are measured against `now`. Errors are shown; the hub goes on.
+    fn step(&mut self, scheduler: &mut Scheduler, now: Instant) -> Result<(), PolicyError>;
 
     /// The workflow has finished: workers are told "all done".
     fn finished(&self, scheduler: &Scheduler) -> bool;
@@ -150,7 +156,7 @@ impl Policy for DefaultPolicy {
         Ok(Some(Self::verdict(task, validation)))
     }
 
-    fn step(&mut self, _: &mut Scheduler) -> Result<(), PolicyError> {
+    fn step(&mut self, _: &mut Scheduler, _: Instant) -> Result<(), PolicyError> {
         Ok(())
     }
 
@@ -186,7 +192,7 @@ impl Policy for HeldPolicy {
         Err(PolicyError(format!("nothing is judged until the workflow loads: {}", self.error)))
     }
 
-    fn step(&mut self, _: &mut Scheduler) -> Result<(), PolicyError> {
+    fn step(&mut self, _: &mut Scheduler, _: Instant) -> Result<(), PolicyError> {
         Ok(())
     }
 
