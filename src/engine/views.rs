@@ -561,7 +561,8 @@ impl Progress {
         if self.pending_event_count > 0 {
             self.pending_events.push(b',');
         }
-        let view = EventOut { kind: e.kind, task: &e.task, worker: &e.worker, attempt: e.attempt, detail: &e.detail };
+        let view =
+            EventOut { kind: e.kind.name(), task: &e.task, worker: &e.worker, attempt: e.attempt, detail: &e.detail };
         serde_json::to_writer(&mut self.pending_events, &view).expect("an event serializes");
         self.pending_event_count += 1;
     }
@@ -1114,7 +1115,7 @@ mod tests {
                 .iter()
                 .map(|e| {
                     let out = EventOut {
-                        kind: e.kind,
+                        kind: e.kind.name(),
                         task: &e.task,
                         worker: &e.worker,
                         attempt: e.attempt,
@@ -1154,7 +1155,7 @@ mod tests {
             events: events
                 .iter()
                 .map(|e| EventView {
-                    kind: e.kind.to_owned(),
+                    kind: e.kind.name().to_owned(),
                     task: e.task.clone(),
                     worker: e.worker.clone(),
                     attempt: e.attempt,
