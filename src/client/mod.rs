@@ -4,7 +4,9 @@
 //! Where no socket can be opened, worker commands go through files instead
 //! ([`files`]); [`Transport`] says which way, and [`ask`] picks it.
 
+pub mod exit;
 pub mod files;
+pub mod worker;
 
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
