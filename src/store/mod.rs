@@ -576,6 +576,11 @@ mod tests {
     use crate::scheduler::{Offer, Settings, TaskState};
     use crate::task::TaskSpec;
 
+    /// The one text column `sql` selects, row by row.
+    fn texts(store: &Store, sql: &str) -> Vec<String> {
+        store.conn.prepare(sql).unwrap().query_map([], |r| r.get(0)).unwrap().map(Result::unwrap).collect()
+    }
+
     #[test]
     fn what_was_committed_comes_back_after_reopening_with_its_lease() {
         let dir = tempfile::tempdir().unwrap();
@@ -601,14 +606,7 @@ mod tests {
         let kinds: Vec<EventKind> = store.events().unwrap().into_iter().map(|e| e.kind).collect();
         assert_eq!(kinds, [EventKind::Created, EventKind::Created, EventKind::WorkerJoined, EventKind::Assigned]);
         // On disk each kind is the string it always was.
-        let stored: Vec<String> = store
-            .conn
-            .prepare("SELECT kind FROM events ORDER BY id")
-            .unwrap()
-            .query_map([], |r| r.get(0))
-            .unwrap()
-            .map(Result::unwrap)
-            .collect();
+        let stored = texts(&store, "SELECT kind FROM events ORDER BY id");
         assert_eq!(stored, ["created", "created", "worker_joined", "assigned"]);
     }
 
@@ -718,14 +716,7 @@ mod tests {
         let events: Vec<(i64, EventKind)> = store.events().unwrap().into_iter().map(|e| (e.id, e.kind)).collect();
         assert_eq!(events, [(1, EventKind::Created), (2, EventKind::Created), (3, EventKind::Assigned)]);
         // The new tables: no rowid b-tree beside the key, no sequence table, no unused index.
-        let sql: Vec<String> = store
-            .conn
-            .prepare("SELECT sql FROM sqlite_master WHERE sql IS NOT NULL ORDER BY name")
-            .unwrap()
-            .query_map([], |r| r.get(0))
-            .unwrap()
-            .map(Result::unwrap)
-            .collect();
+        let sql = texts(&store, "SELECT sql FROM sqlite_master WHERE sql IS NOT NULL ORDER BY name");
         assert_eq!(sql.iter().filter(|t| t.contains("WITHOUT ROWID")).count(), 3, "{sql:?}");
         assert!(
             !sql.iter().any(|t| t.contains("AUTOINCREMENT") || t.contains("events_task") || t.contains("_v1")),
