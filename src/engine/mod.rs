@@ -469,7 +469,7 @@ impl Engine {
     fn settle(&mut self) {
         let now = Instant::now();
         self.scheduler.expire(now);
-        if let Err(e) = self.policy.step(&mut self.scheduler) {
+        if let Err(e) = self.policy.step(&mut self.scheduler, now) {
             self.workflow_failed(&e);
         }
         self.workflow_verdicts();
@@ -600,7 +600,7 @@ impl Engine {
                 // A new workflow decides anew who gets what: look at every waiting worker.
                 self.scheduler.mark_work_changed();
                 // Start its phase now: requests later in this batch already see its tasks.
-                if let Err(e) = self.policy.step(&mut self.scheduler) {
+                if let Err(e) = self.policy.step(&mut self.scheduler, Instant::now()) {
                     self.workflow_failed(&e);
                 }
                 if self.workflow_path.as_ref() != Some(&path) {
@@ -798,25 +798,9 @@ impl Engine {
     fn add_tasks(&mut self, raw: &[Value]) -> Result<Vec<TaskId>, ServerMsg> {
         let mut specs = Vec::with_capacity(raw.len());
         for (i, value) in raw.iter().enumerate() {
-            let spec: TaskSpec = serde_path_to_error::deserialize(value).map_err(|e| {
-                let path = e.path().to_string();
-                let id = value.get("id").and_then(Value::as_str).map_or_else(String::new, |id| format!(" (`{id}`)"));
-                ServerMsg::error_code(format!("tasks[{i}]{id}: field `{path}`: {}", e.into_inner()), "bad_task")
-            })?;
-            if spec.id.trim().is_empty() {
-                return Err(ServerMsg::error_code(
-                    format!("tasks[{i}]: `id` is empty; give every task an id"),
-                    "bad_task",
-                ));
-            }
-            if let Some(lease) = &spec.lease
-                && humantime::parse_duration(lease).is_err()
-            {
-                return Err(ServerMsg::error_code(
-                    format!("tasks[{i}] (`{}`): lease `{lease}` is not a duration such as \"30m\" or \"90s\"", spec.id),
-                    "bad_task",
-                ));
-            }
+            // The one reading of a task: `mcc validate` runs it too.
+            let spec =
+                TaskSpec::from_json(value).map_err(|p| ServerMsg::error_code(p.refusal(i, value), "bad_task"))?;
             specs.push(spec);
         }
         room_for(&self.scheduler, specs.len()).map_err(|e| ServerMsg::error_code(e, "too_many_tasks"))?;
