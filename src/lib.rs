@@ -12,12 +12,14 @@ pub mod engine;
 pub mod event;
 pub mod handoff;
 pub mod hub;
+pub mod layout;
 pub mod lua;
 pub mod mcp;
 pub mod report;
 pub mod scheduler;
 pub mod store;
 pub mod task;
+pub mod text;
 pub mod watch;
 pub mod wire;
 

@@ -708,7 +708,7 @@ impl Engine {
                 match self.scheduler.progress(&worker, &task_id, attempt, &note, now) {
                     Ok(()) => {
                         let left = self.scheduler.task(&task_id).and_then(|t| t.lease_left(now)).unwrap_or_default();
-                        let message = format!("noted; lease of {task_id} extended to {}", human(left));
+                        let message = format!("noted; lease of {task_id} extended to {}", crate::text::duration(left));
                         self.send(
                             conn,
                             ServerMsg::Ack { what: "progress".into(), message, task_id: Some(task_id), next: None },
@@ -848,11 +848,6 @@ fn bad_name(name: &str) -> Option<ServerMsg> {
             "bad_worker_name",
         )
     })
-}
-
-fn human(d: Duration) -> String {
-    let secs = d.as_secs();
-    if secs >= 120 { format!("{}m", secs / 60) } else { format!("{secs}s") }
 }
 
 #[cfg(test)]
