@@ -1,8 +1,13 @@
 //! Every wire message, as serde enums tagged by `type`: the old protocol's
-//! messages unchanged, and mcc's own beside them (docs/protocol.md).
+//! messages unchanged, and mcc's own beside them (docs/protocol.md). The
+//! views of the hub's state they carry are in [`views`].
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+
+pub mod views;
+
+pub use views::{Delta, EventView, Page, Snapshot, Stuck, Summary, TaskInfo, TaskSummary, WorkerView};
 
 /// A message a client sends.
 ///
@@ -354,24 +359,26 @@ pub enum ServerMsg {
     TasksAdded {
         ids: Vec<String>,
     },
+    /// The answer to `snapshot` (old scripts): the summary and every task.
     Snapshot {
-        snapshot: Value,
+        snapshot: Box<Snapshot>,
     },
+    /// The answer to `show_task`.
     TaskInfo {
-        task: Value,
+        task: Box<TaskInfo>,
     },
-    /// The first answer to `subscribe`: counts, workers, questions, problems
-    /// (`engine::views::Summary`).
+    /// The first answer to `subscribe`: counts, workers, questions, problems.
     Summary {
-        summary: Value,
+        summary: Box<Summary>,
     },
-    /// What one committed batch changed, pushed to subscribers (`engine::views::Delta`).
+    /// What one committed batch changed, pushed to subscribers: a [`Delta`]
+    /// written once for all of them ([`Delta::from_wire`] reads it).
     Delta {
         delta: RawJson,
     },
-    /// The answer to `tasks_page` (`engine::views::Page`).
+    /// The answer to `tasks_page`.
     TasksPage {
-        page: Value,
+        page: Page,
     },
 }
 

@@ -775,18 +775,10 @@ impl Engine {
                 }
                 Err(r) => self.refuse(conn, &r),
             },
-            ClientMsg::Snapshot {} => {
-                let snapshot = self.snapshot(now).to_wire();
-                self.send(conn, ServerMsg::Snapshot { snapshot });
-            }
-            ClientMsg::ShowTask { task_id } => match self.scheduler.task(&task_id) {
-                Some(task) => {
-                    let task = views::task_json(task, now);
-                    self.send(conn, ServerMsg::TaskInfo { task });
-                }
-                None => self.refuse(conn, &Refusal::UnknownTask(task_id)),
-            },
-            msg @ (ClientMsg::Subscribe { .. } | ClientMsg::TasksPage { .. }) => self.view_request(conn, msg, now),
+            msg @ (ClientMsg::Subscribe { .. }
+            | ClientMsg::TasksPage { .. }
+            | ClientMsg::ShowTask { .. }
+            | ClientMsg::Snapshot {}) => self.view_request(conn, msg, now),
             ClientMsg::LoadWorkflow { path } => {
                 let path = self.config.root.join(path);
                 self.load_workflow(Some(conn), path);

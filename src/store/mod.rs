@@ -21,6 +21,7 @@ use crate::event::EventKind;
 use crate::scheduler::{Changes, Scheduler, Settings, Task, Worker};
 use crate::task::now_ms;
 
+pub mod read;
 pub mod writer;
 
 /// The store failed; the hub cannot go on safely.
