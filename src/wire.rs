@@ -227,8 +227,7 @@ pub enum Offer {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct Waiting {
-    /// `reservations`, `answer`, `dependencies`, `in_progress`, `phase` or `workflow`.
-    pub kind: String,
+    pub kind: WaitingFor,
     /// One line saying it, for people and models.
     pub text: String,
     /// The tasks in the way: holding the files, waiting for an answer, depended on.
@@ -240,6 +239,28 @@ pub struct Waiting {
     /// The files reserved by them.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub files: Vec<String>,
+}
+
+/// What a worker offered nothing waits for, sent as `reservations`,
+/// `answer`, `dependencies`, `in_progress`, `phase` or `workflow`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WaitingFor {
+    /// Ready tasks write files that tasks in progress hold.
+    Reservations,
+    /// Tasks wait for the engineer's answer.
+    Answer,
+    /// Tasks wait on dependencies not accepted yet.
+    Dependencies,
+    /// The tasks left are all held by workers.
+    InProgress,
+    /// No task is left: the workflow's next phase or new tasks will bring some.
+    Phase,
+    /// Tasks are ready, but the workflow hands none to this worker.
+    Workflow,
+    /// A reason a newer hub gives, kept as it was sent.
+    #[serde(untagged)]
+    Other(String),
 }
 
 /// A message the hub sends.
@@ -497,5 +518,22 @@ mod tests {
         assert_eq!(v["workers"][0]["currentTask"], "t");
         let v: Value = serde_json::from_str(&ServerMsg::TaskCompleteAck { task_id: "t".into() }.to_json()).unwrap();
         assert_eq!(v, serde_json::json!({"type":"task_complete_ack","taskId":"t"}));
+    }
+
+    #[test]
+    fn what_a_worker_waits_for_is_sent_as_it_always_was_and_a_newer_reason_is_kept() {
+        let kinds = [
+            (WaitingFor::Reservations, "reservations"),
+            (WaitingFor::Answer, "answer"),
+            (WaitingFor::Dependencies, "dependencies"),
+            (WaitingFor::InProgress, "in_progress"),
+            (WaitingFor::Phase, "phase"),
+            (WaitingFor::Workflow, "workflow"),
+            (WaitingFor::Other("a_later_reason".into()), "a_later_reason"),
+        ];
+        for (kind, name) in kinds {
+            assert_eq!(serde_json::to_value(&kind).unwrap(), Value::from(name));
+            assert_eq!(serde_json::from_value::<WaitingFor>(Value::from(name)).unwrap(), kind);
+        }
     }
 }

@@ -8,6 +8,7 @@ use std::time::Instant;
 use serde_json::Value;
 
 use super::{Refusal, Scheduler, TaskId, TaskState};
+use crate::event::EventKind;
 use crate::task::{TaskSpec, now_rfc3339};
 
 impl Scheduler {
@@ -43,7 +44,7 @@ impl Scheduler {
             }
             let id = self.create(spec, phase, &created_at);
             self.touch_task(&id);
-            self.event("created", Some(&id), None, None, Value::Null);
+            self.event(EventKind::Created, Some(&id), None, None, Value::Null);
             ids.push(id);
         }
         for id in &ids {

@@ -7,6 +7,7 @@ use std::time::Instant;
 use serde_json::{Value, json};
 
 use super::{Judgement, Refusal, Scheduler, Task, TaskId, TaskState};
+use crate::event::EventKind;
 use crate::task::{Report, now_rfc3339};
 
 /// The verdict on a submitted task.
@@ -88,7 +89,13 @@ impl Scheduler {
         let deliverables = report.deliverables.clone();
         task.report = Some(report);
         self.transition(id, TaskState::Submitted);
-        self.event("submitted", Some(id), Some(worker), Some(attempt), json!({ "deliverables": deliverables }));
+        self.event(
+            EventKind::Submitted,
+            Some(id),
+            Some(worker),
+            Some(attempt),
+            json!({ "deliverables": deliverables }),
+        );
         Ok(())
     }
 
@@ -128,7 +135,7 @@ impl Scheduler {
                 if let Some(w) = self.workers.get_mut(&worker) {
                     w.accepted.push(id.to_owned());
                 }
-                self.event("accepted", Some(id), Some(&worker), Some(attempt), Value::Null);
+                self.event(EventKind::Accepted, Some(id), Some(&worker), Some(attempt), Value::Null);
                 self.release_dependents(id);
                 Judged::Accepted
             }
@@ -138,11 +145,11 @@ impl Scheduler {
                 task.spent += 1;
                 task.reasons.clone_from(&reasons);
                 let used = task.attempts_used();
-                self.event("rejected", Some(id), Some(&worker), Some(attempt), json!({ "reasons": reasons }));
+                self.event(EventKind::Rejected, Some(id), Some(&worker), Some(attempt), json!({ "reasons": reasons }));
                 if used >= self.settings.max_attempts {
                     self.transition(id, TaskState::Failed);
                     self.event(
-                        "failed",
+                        EventKind::Failed,
                         Some(id),
                         Some(&worker),
                         Some(attempt),
@@ -181,7 +188,7 @@ impl Scheduler {
             if task.attempts_used() >= self.settings.max_attempts { TaskState::Failed } else { TaskState::Ready };
         self.transition(id, state);
         self.event(
-            "failed_attempt",
+            EventKind::FailedAttempt,
             Some(id),
             Some(worker),
             Some(attempt),
@@ -205,7 +212,7 @@ impl Scheduler {
         task.question = Some(question.to_owned());
         let attempt = task.attempt();
         self.transition(id, TaskState::Blocked);
-        self.event("blocked", Some(id), Some(worker), Some(attempt), json!({ "question": question }));
+        self.event(EventKind::Blocked, Some(id), Some(worker), Some(attempt), json!({ "question": question }));
         Ok(())
     }
 
@@ -221,7 +228,7 @@ impl Scheduler {
         }
         task.answer = Some(text.to_owned());
         self.transition(id, TaskState::Ready);
-        self.event("answered", Some(id), None, None, json!({ "answer": text }));
+        self.event(EventKind::Answered, Some(id), None, None, json!({ "answer": text }));
         Ok(())
     }
 
@@ -237,7 +244,7 @@ impl Scheduler {
         self.check_holder(worker, id, attempt)?;
         self.touch(worker, now);
         let attempt = self.tasks[id].attempt();
-        self.event("progress", Some(id), Some(worker), Some(attempt), json!({ "note": note }));
+        self.event(EventKind::Progress, Some(id), Some(worker), Some(attempt), json!({ "note": note }));
         Ok(())
     }
 
@@ -247,7 +254,7 @@ impl Scheduler {
         for id in &held {
             let attempt = self.tasks[id].attempt();
             self.transition(id, TaskState::Ready);
-            self.event("released", Some(id), Some(worker), Some(attempt), Value::Null);
+            self.event(EventKind::Released, Some(id), Some(worker), Some(attempt), Value::Null);
         }
         held
     }
@@ -273,7 +280,7 @@ impl Scheduler {
                 self.tasks.get_mut(id).expect("known").reasons = vec!["lease expired on the last attempt".to_owned()];
             }
             self.transition(id, state);
-            self.event("expired", Some(id), holder.as_deref(), Some(attempt), json!({ "now": state.name() }));
+            self.event(EventKind::Expired, Some(id), holder.as_deref(), Some(attempt), json!({ "now": state.name() }));
         }
         expired
     }
@@ -295,7 +302,7 @@ impl Scheduler {
         }
         let holder = task.holder().map(str::to_owned);
         self.transition(id, TaskState::Cancelled);
-        self.event("cancelled", Some(id), holder.as_deref(), None, Value::Null);
+        self.event(EventKind::Cancelled, Some(id), holder.as_deref(), None, Value::Null);
         Ok(())
     }
 
@@ -313,7 +320,7 @@ impl Scheduler {
         let attempt = task.attempt();
         let next = if self.deps_met(id) { TaskState::Ready } else { TaskState::Waiting };
         self.transition(id, next);
-        self.event("retried", Some(id), None, Some(attempt), Value::Null);
+        self.event(EventKind::Retried, Some(id), None, Some(attempt), Value::Null);
         Ok(())
     }
 }

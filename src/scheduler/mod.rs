@@ -26,6 +26,7 @@ pub use model::{Applied, Judgement, Task, TaskState, Worker};
 pub use offers::{Idle, Offer};
 pub use reservation::{Reservation, any_overlap};
 
+use crate::event::EventKind;
 use crate::task::now_rfc3339;
 
 pub type TaskId = String;
@@ -33,7 +34,7 @@ pub type TaskId = String;
 /// One line of the append-only event log.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Event {
-    pub kind: &'static str,
+    pub kind: EventKind,
     pub task: Option<TaskId>,
     pub worker: Option<String>,
     pub attempt: Option<u32>,
@@ -219,7 +220,7 @@ impl Scheduler {
 
     fn event(
         &mut self,
-        kind: &'static str,
+        kind: EventKind,
         task: Option<&str>,
         worker: Option<&str>,
         attempt: Option<u32>,
@@ -247,7 +248,7 @@ impl Scheduler {
         worker.last_seen = Some(now);
         if !known {
             self.changes.workers.insert(name.to_owned());
-            self.event("worker_joined", None, Some(name), None, Value::Null);
+            self.event(EventKind::WorkerJoined, None, Some(name), None, Value::Null);
         }
         !known
     }
@@ -260,7 +261,7 @@ impl Scheduler {
             worker.score = Some(score);
             self.changes.workers.insert(name.to_owned());
             self.work_changed = true;
-            self.event("score", None, Some(name), None, json!({ "score": score }));
+            self.event(EventKind::Score, None, Some(name), None, json!({ "score": score }));
         }
     }
 }

@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::{Scheduler, TaskId};
+use crate::event::EventKind;
 use crate::task::{Report, TaskSpec};
 
 /// Where a task is in its life.
@@ -428,6 +429,6 @@ impl Scheduler {
         task.lease_until = Some(now + Duration::from_millis(task.lease_ms));
         let attempt = task.attempt;
         self.holding.insert(worker.to_owned(), id.to_owned());
-        self.event("assigned", Some(id), Some(worker), Some(attempt), Value::Null);
+        self.event(EventKind::Assigned, Some(id), Some(worker), Some(attempt), Value::Null);
     }
 }

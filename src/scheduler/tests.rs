@@ -173,7 +173,7 @@ fn an_assign_that_fails_grants_nothing_and_says_why() {
     assert_eq!(s.offer("w", now, 64, |_, _, _| Err("assign: boom")), Err("assign: boom"));
     assert!(s.held_by("w").is_none());
     assert_eq!(s.task("a").unwrap().state(), TaskState::Ready);
-    assert!(s.pending_events().iter().all(|e| e.kind != "assigned"));
+    assert!(s.pending_events().iter().all(|e| e.kind != EventKind::Assigned));
 }
 
 #[test]
@@ -256,7 +256,7 @@ fn every_change_is_recorded_for_the_store() {
     let changes = s.take_changes();
     assert!(changes.tasks.contains("a"));
     assert!(changes.workers.contains("w"));
-    let kinds: Vec<_> = changes.events.iter().map(|e| e.kind).collect();
+    let kinds: Vec<_> = changes.events.iter().map(|e| e.kind.name()).collect();
     assert_eq!(kinds, vec!["created", "worker_joined", "assigned"]);
     assert!(s.take_changes().is_empty());
 }

@@ -149,7 +149,7 @@ mod tests {
                 .iter()
                 .map(|e| {
                     let out = EventOut {
-                        kind: e.kind,
+                        kind: e.kind.name(),
                         task: &e.task,
                         worker: &e.worker,
                         attempt: e.attempt,
@@ -191,7 +191,7 @@ mod tests {
             events: events
                 .iter()
                 .map(|e| EventView {
-                    kind: e.kind.to_owned(),
+                    kind: e.kind.name().to_owned(),
                     task: e.task.clone(),
                     worker: e.worker.clone(),
                     attempt: e.attempt,

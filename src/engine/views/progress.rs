@@ -233,7 +233,8 @@ impl Progress {
         if self.pending_event_count > 0 {
             self.pending_events.push(b',');
         }
-        let view = EventOut { kind: e.kind, task: &e.task, worker: &e.worker, attempt: e.attempt, detail: &e.detail };
+        let view =
+            EventOut { kind: e.kind.name(), task: &e.task, worker: &e.worker, attempt: e.attempt, detail: &e.detail };
         serde_json::to_writer(&mut self.pending_events, &view).expect("an event serializes");
         self.pending_event_count += 1;
     }
