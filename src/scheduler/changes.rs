@@ -4,7 +4,20 @@
 
 use std::collections::BTreeSet;
 
-use super::{Applied, Event, Scheduler, TaskId};
+use serde_json::Value;
+
+use super::{Applied, Scheduler, TaskId};
+use crate::event::EventKind;
+
+/// One line of the append-only event log.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Event {
+    pub kind: EventKind,
+    pub task: Option<TaskId>,
+    pub worker: Option<String>,
+    pub attempt: Option<u32>,
+    pub detail: Value,
+}
 
 /// What changed since the store last committed.
 #[derive(Debug, Default)]
@@ -30,6 +43,24 @@ impl Changes {
 }
 
 impl Scheduler {
+    /// Record one line of the event log.
+    pub(super) fn event(
+        &mut self,
+        kind: EventKind,
+        task: Option<&str>,
+        worker: Option<&str>,
+        attempt: Option<u32>,
+        detail: Value,
+    ) {
+        self.changes.events.push(Event {
+            kind,
+            task: task.map(str::to_owned),
+            worker: worker.map(str::to_owned),
+            attempt,
+            detail,
+        });
+    }
+
     /// Take what changed, for the store to commit.
     pub fn take_changes(&mut self) -> Changes {
         std::mem::take(&mut self.changes)

@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-pub use changes::Changes;
+pub use changes::{Changes, Event};
 pub use index::InOrder;
 pub use leases::{Judged, Verdict};
 pub use model::{Applied, Judgement, Task, TaskState, Worker};
@@ -30,16 +30,6 @@ use crate::event::EventKind;
 use crate::task::now_rfc3339;
 
 pub type TaskId = String;
-
-/// One line of the append-only event log.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Event {
-    pub kind: EventKind,
-    pub task: Option<TaskId>,
-    pub worker: Option<String>,
-    pub attempt: Option<u32>,
-    pub detail: Value,
-}
 
 /// Hub-wide scheduling settings.
 #[derive(Debug, Clone)]
@@ -216,23 +206,6 @@ impl Scheduler {
     /// The task a worker holds now, if any.
     pub fn held_by(&self, worker: &str) -> Option<&Task> {
         self.holding.get(worker).and_then(|id| self.tasks.get(id))
-    }
-
-    fn event(
-        &mut self,
-        kind: EventKind,
-        task: Option<&str>,
-        worker: Option<&str>,
-        attempt: Option<u32>,
-        detail: Value,
-    ) {
-        self.changes.events.push(Event {
-            kind,
-            task: task.map(str::to_owned),
-            worker: worker.map(str::to_owned),
-            attempt,
-            detail,
-        });
     }
 
     /// Note a worker's existence; returns true when it is new.
