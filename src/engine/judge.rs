@@ -21,11 +21,13 @@ use crate::scheduler::{Judged, TaskId, TaskState, Verdict};
 /// The least a `done` waits for its verdict, even one that asked to wait
 /// for nothing: most validations end well within it. Past the worker's wait
 /// (or this), it hears the verdict is pending; the client allows 30 s more.
-const VERDICT_WAIT_FLOOR: Duration = Duration::from_secs(10);
+/// The default of [`Timing::verdict_wait_floor`](super::Timing).
+pub(super) const VERDICT_WAIT_FLOOR: Duration = Duration::from_secs(10);
 
-/// When a `done` received now with `wait` is told its verdict is pending.
-pub(super) fn verdict_deadline(now: Instant, wait: Duration) -> Instant {
-    now + wait.max(VERDICT_WAIT_FLOOR)
+/// When a `done` received at `now` with `wait` is told its verdict is
+/// pending: past `wait`, and never before `floor`.
+pub(super) fn verdict_deadline(now: Instant, wait: Duration, floor: Duration) -> Instant {
+    now + wait.max(floor)
 }
 
 /// A validation command running for one attempt of a task.

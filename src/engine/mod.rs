@@ -120,6 +120,23 @@ pub struct Config {
     pub loader: Option<Loader>,
     /// Time limit of a task's validation command.
     pub validation_limit: Duration,
+    pub timing: Timing,
+}
+
+/// How long the hub waits on the clock where a user rarely wants to choose:
+/// the defaults are today's values; tests set small ones rather than wait.
+#[derive(Debug, Clone)]
+pub struct Timing {
+    /// The least a `done` waits for its verdict before it hears it is pending.
+    pub verdict_wait_floor: Duration,
+    /// How long a store write waits for another connection's lock on `state.db`.
+    pub busy_timeout: Duration,
+}
+
+impl Default for Timing {
+    fn default() -> Self {
+        Self { verdict_wait_floor: judge::VERDICT_WAIT_FLOOR, busy_timeout: crate::store::BUSY_TIMEOUT }
+    }
 }
 
 /// The longest a worker may wait in one command.
@@ -137,21 +154,11 @@ pub const ENGINE_QUEUE: usize = 16_384;
 pub const OUTBOX: usize = 4096;
 /// How many inputs share one commit at most.
 const MAX_BATCH: usize = 1024;
-/// Tasks a store holds at most unless `--max-tasks` says otherwise: far past
-/// any real project, well short of what would sink the hub (707k tasks took
-/// 6.7 GB).
-pub const DEFAULT_MAX_TASKS: usize = 200_000;
-static MAX_TASKS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(DEFAULT_MAX_TASKS);
-
-/// Set the most tasks the store of this process's hub may hold
-/// (`mcc hub --max-tasks`, `mcc run --max-tasks`).
-pub fn set_max_tasks(max: usize) {
-    MAX_TASKS.store(max.max(1), std::sync::atomic::Ordering::Relaxed);
-}
+pub use crate::scheduler::DEFAULT_MAX_TASKS;
 
 /// Whether `adding` more tasks fit the store; the error names the limit and the flag.
 pub fn room_for(scheduler: &Scheduler, adding: usize) -> Result<(), String> {
-    let max = MAX_TASKS.load(std::sync::atomic::Ordering::Relaxed);
+    let max = scheduler.settings.max_tasks;
     let held = scheduler.task_count();
     if held + adding <= max {
         return Ok(());
@@ -327,6 +334,7 @@ impl Engine {
         config: Config,
     ) -> Result<(EngineHandle, std::thread::JoinHandle<Result<(), StoreError>>), StoreError> {
         let store = Store::open(&config.state_dir)?;
+        store.set_busy_timeout(config.timing.busy_timeout)?;
         let scheduler = store.restore(config.settings.clone())?;
         let workflow_path = store.meta("workflow_path")?.map(PathBuf::from);
         let (tx, rx) = std::sync::mpsc::sync_channel(ENGINE_QUEUE);

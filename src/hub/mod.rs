@@ -149,6 +149,7 @@ pub struct HubOptions {
     /// Print nothing but errors.
     pub quiet: bool,
     pub limits: Limits,
+    pub timing: crate::engine::Timing,
 }
 
 /// A started hub.
@@ -218,6 +219,7 @@ pub async fn start(options: HubOptions) -> Result<RunningHub, HubError> {
         settings: options.settings.clone(),
         loader: options.loader,
         validation_limit: Duration::from_mins(10),
+        timing: options.timing.clone(),
     })?;
     if let Some(workflow) = options.workflow.clone() {
         engine.send(Input::LoadWorkflow { conn: None, path: workflow });
