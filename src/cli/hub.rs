@@ -49,6 +49,10 @@ pub struct HubArgs {
     /// Close a connection that has asked nothing for this long, such as 10m.
     #[arg(long, default_value = "10m", value_parser = humantime::parse_duration)]
     pub idle_timeout: Duration,
+    /// How long a stopped command (a validation, a workflow's ctx.run) has
+    /// between SIGTERM and SIGKILL, such as 2s.
+    #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
+    pub command_grace: Duration,
     /// The least a `done` waits for its verdict before it is told the
     /// verdict is pending (a test tunable: tests need not wait 10 s).
     #[arg(long, hide = true, default_value = "10s", value_parser = humantime::parse_duration)]
@@ -76,7 +80,11 @@ impl HubArgs {
                 idle_timeout: self.idle_timeout,
                 ..hub::Limits::default()
             },
-            timing: crate::engine::Timing { verdict_wait_floor: self.verdict_wait_floor, ..Default::default() },
+            timing: crate::engine::Timing {
+                verdict_wait_floor: self.verdict_wait_floor,
+                command_grace: self.command_grace,
+                ..Default::default()
+            },
         }
     }
 }

@@ -3,7 +3,7 @@
 //! task.
 //!
 //! Nothing here waits. A validation command starts through the supervised
-//! runner ([`Supervisor::start`]) and its outcome comes back as an
+//! runner ([`Supervisor::start`](crate::command::Supervisor::start)) and its outcome comes back as an
 //! [`Input::Validated`]; its [`Handle`] is kept per (task, attempt) and
 //! cancelled (the whole process group killed) as soon as that grant ends
 //! by cancel, retry or anything else that moves the task on. A workflow's
@@ -15,7 +15,7 @@
 use std::time::{Duration, Instant};
 
 use super::{Engine, Input, Judging, PolicyError, Reply};
-use crate::command::{Handle, Job, Outcome, Supervisor};
+use crate::command::{Handle, Job, Outcome};
 use crate::scheduler::{Judged, TaskId, TaskState, Verdict};
 
 /// The least a `done` waits for its verdict, even one that asked to wait
@@ -45,7 +45,7 @@ impl Engine {
                 let attempt = task.attempt;
                 let job = Job::shell(&script, &self.config.root, self.config.validation_limit);
                 let (tx, task_id) = (self.tx.clone(), id.to_owned());
-                let handle = Supervisor::global().start(job, move |outcome| {
+                let handle = self.config.runners.validations.start(job, move |outcome| {
                     let _ = tx.send(Input::Validated { task: task_id, attempt, outcome });
                 });
                 let running = Validation { handle, script, since: Instant::now() };
@@ -145,7 +145,7 @@ impl Engine {
     pub(super) fn start_workflow_commands(&mut self) {
         for (call, job) in self.policy.take_commands() {
             let tx = self.tx.clone();
-            let handle = Supervisor::workflows().start(job, move |outcome| {
+            let handle = self.config.runners.workflows.start(job, move |outcome| {
                 let _ = tx.send(Input::WorkflowCommand { call, outcome });
             });
             self.workflow_calls.insert(call, handle);

@@ -121,6 +121,8 @@ pub struct Config {
     /// Time limit of a task's validation command.
     pub validation_limit: Duration,
     pub timing: Timing,
+    /// Where validation and workflow commands run; the hub stops them when it stops.
+    pub runners: crate::command::Runners,
 }
 
 /// How long the hub waits on the clock where a user rarely wants to choose:
@@ -131,11 +133,17 @@ pub struct Timing {
     pub verdict_wait_floor: Duration,
     /// How long a store write waits for another connection's lock on `state.db`.
     pub busy_timeout: Duration,
+    /// How long a stopped command has between SIGTERM and SIGKILL.
+    pub command_grace: Duration,
 }
 
 impl Default for Timing {
     fn default() -> Self {
-        Self { verdict_wait_floor: judge::VERDICT_WAIT_FLOOR, busy_timeout: crate::store::BUSY_TIMEOUT }
+        Self {
+            verdict_wait_floor: judge::VERDICT_WAIT_FLOOR,
+            busy_timeout: crate::store::BUSY_TIMEOUT,
+            command_grace: crate::command::DEFAULT_GRACE,
+        }
     }
 }
 

@@ -163,6 +163,8 @@ pub struct RunningHub {
     slots: Arc<Semaphore>,
     max_connections: usize,
     state_dir: PathBuf,
+    /// What its commands run under: stopped with the hub.
+    runners: crate::command::Runners,
     _lock: fs::File,
     _watcher: ReportWatcher,
 }
@@ -211,7 +213,7 @@ pub async fn start(options: HubOptions) -> Result<RunningHub, HubError> {
     // The address actually bound: `--bind ::1` is `[::1]`, not 127.0.0.1.
     let host = SocketAddr::new(options.bind.unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST)), port).to_string();
     let url = format!("ws://{host}");
-    crate::command::Supervisor::global().set_max_running(options.limits.max_commands);
+    let runners = crate::command::Runners::new(options.limits.max_commands, options.timing.command_grace);
 
     let (engine, engine_thread) = Engine::start(Config {
         root: root.clone(),
@@ -220,6 +222,7 @@ pub async fn start(options: HubOptions) -> Result<RunningHub, HubError> {
         loader: options.loader,
         validation_limit: Duration::from_mins(10),
         timing: options.timing.clone(),
+        runners: runners.clone(),
     })?;
     if let Some(workflow) = options.workflow.clone() {
         engine.send(Input::LoadWorkflow { conn: None, path: workflow });
@@ -267,7 +270,18 @@ pub async fn start(options: HubOptions) -> Result<RunningHub, HubError> {
         let _ = done_tx.send(result);
     });
     let max_connections = options.limits.max_connections;
-    Ok(RunningHub { engine, url, port, engine_done, slots, max_connections, state_dir, _lock: lock, _watcher: watcher })
+    Ok(RunningHub {
+        engine,
+        url,
+        port,
+        engine_done,
+        slots,
+        max_connections,
+        state_dir,
+        runners,
+        _lock: lock,
+        _watcher: watcher,
+    })
 }
 
 impl RunningHub {
@@ -275,8 +289,9 @@ impl RunningHub {
     pub async fn stop(mut self, message: &str) -> Result<(), HubError> {
         self.engine.send(Input::Shutdown { message: message.to_owned() });
         let result = (&mut self.engine_done).await;
-        // No command the hub started outlives it.
-        crate::command::Supervisor::kill_everything();
+        // No command the hub started outlives it (each gets its grace after SIGTERM).
+        let runners = self.runners.clone();
+        let _ = tokio::task::spawn_blocking(move || runners.kill_all()).await;
         // Let connections flush `server_shutdown` and close, for a bounded time.
         let all = u32::try_from(self.max_connections).expect("a small number");
         let _ = tokio::time::timeout(Duration::from_secs(2), self.slots.acquire_many(all)).await;
@@ -306,7 +321,8 @@ pub async fn serve(options: HubOptions) -> Result<(), HubError> {
     tokio::select! {
         () = signals.recv() => hub.stop(SHUTDOWN_TEXT).await,
         e = hub.failed() => {
-            crate::command::Supervisor::kill_everything();
+            let runners = hub.runners.clone();
+            let _ = tokio::task::spawn_blocking(move || runners.kill_all()).await;
             let _ = fs::remove_file(HubFile::path(&hub.state_dir));
             Err(e)
         }
