@@ -36,7 +36,6 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 mod records;
-pub use records::record_groups_in;
 
 /// How a command ended.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -220,6 +219,8 @@ struct State {
     max: usize,
     /// Between SIGTERM and SIGKILL when a command is stopped.
     grace: Duration,
+    /// Where running groups are recorded (see `records`); `None` records nothing.
+    records: Option<PathBuf>,
     queue: VecDeque<Queued>,
     live: HashMap<u64, Arc<Control>>,
     closed: bool,
@@ -244,6 +245,16 @@ impl Runners {
         runners.validations.set_grace(grace);
         runners.workflows.set_grace(grace);
         runners
+    }
+
+    /// Record both runners' groups under `state_dir/commands`, first
+    /// killing what a killed hub or worker left there (see
+    /// [`Supervisor::record_groups_in`]).
+    pub fn record_groups_in(&self, state_dir: &Path) -> std::io::Result<usize> {
+        let (folder, killed) = records::sweep(state_dir)?;
+        self.validations.lock().records = Some(folder.clone());
+        self.workflows.lock().records = Some(folder);
+        Ok(killed)
     }
 
     /// Stop everything both run (the hub stops); returns once every group
@@ -279,6 +290,16 @@ impl Supervisor {
         let mut state = self.lock();
         state.max = max.max(1);
         self.pump(&mut state);
+    }
+
+    /// Record the groups of the commands this runner starts from now on
+    /// under `state_dir/commands`, so a later hub or worker can kill them if
+    /// this process is killed first. Before that, kill what a hub or worker
+    /// that no longer runs left recorded there; returns how many groups.
+    pub fn record_groups_in(&self, state_dir: &Path) -> std::io::Result<usize> {
+        let (folder, killed) = records::sweep(state_dir)?;
+        self.lock().records = Some(folder);
+        Ok(killed)
     }
 
     /// How long a stopped command has between SIGTERM and SIGKILL (from
@@ -387,11 +408,14 @@ impl Supervisor {
         while let Some(q) = next {
             let id = self.ids.fetch_add(1, Ordering::Relaxed);
             self.lock().live.insert(id, q.control.clone());
-            let grace = self.lock().grace;
+            let (grace, records) = {
+                let state = self.lock();
+                (state.grace, state.records.clone())
+            };
             let outcome = if q.control.cancelled.load(Ordering::SeqCst) {
                 Outcome::not_run("mcc: the command was cancelled before it started".into())
             } else {
-                match execute(&q.job, &q.control, grace) {
+                match execute(&q.job, &q.control, grace, records.as_deref()) {
                     Ok(o) => o,
                     Err(e) => {
                         let why = format!("mcc: could not start `{}`: {e}", q.job.name());
@@ -416,7 +440,7 @@ impl Supervisor {
 /// Spawn `job` in a new process group, wait for it, its limit or a cancel.
 /// A command stopped by its limit or a cancel gets SIGTERM, then SIGKILL
 /// once `grace` has passed (at once if its whole group has ended by then).
-fn execute(job: &Job, control: &Control, grace: Duration) -> std::io::Result<Outcome> {
+fn execute(job: &Job, control: &Control, grace: Duration, records: Option<&Path>) -> std::io::Result<Outcome> {
     use std::os::unix::process::CommandExt;
     let mut command = Command::new(&job.program);
     command
@@ -431,7 +455,7 @@ fn execute(job: &Job, control: &Control, grace: Duration) -> std::io::Result<Out
     let mut child = command.spawn()?;
     let pgid = rustix::process::Pid::from_child(&child);
     // Lets the next hub kill this group if this hub is killed before it ends.
-    let record = records::Record::write(pgid);
+    let record = records::Record::write(pgid, records);
     let (events, inbox) = mpsc::channel();
     *control.group.lock().expect("not poisoned") = Some((pgid, events.clone()));
     if control.cancelled.load(Ordering::SeqCst) {

@@ -204,8 +204,8 @@ pub async fn start(options: HubOptions) -> Result<RunningHub, HubError> {
     }
 
     // Commands a killed hub left running on this folder die before this hub serves.
-    crate::command::record_groups_in(&state_dir)
-        .map_err(|source| HubError::Io { path: state_dir.join("commands"), source })?;
+    let runners = crate::command::Runners::new(options.limits.max_commands, options.timing.command_grace);
+    runners.record_groups_in(&state_dir).map_err(|source| HubError::Io { path: state_dir.join("commands"), source })?;
     raise_descriptor_limit();
     let (listeners, port) = bind(options.bind, options.port).await?;
     let token = load_or_create_token(&state_dir)?;
@@ -213,7 +213,6 @@ pub async fn start(options: HubOptions) -> Result<RunningHub, HubError> {
     // The address actually bound: `--bind ::1` is `[::1]`, not 127.0.0.1.
     let host = SocketAddr::new(options.bind.unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST)), port).to_string();
     let url = format!("ws://{host}");
-    let runners = crate::command::Runners::new(options.limits.max_commands, options.timing.command_grace);
 
     let (engine, engine_thread) = Engine::start(Config {
         root: root.clone(),
