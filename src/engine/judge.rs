@@ -46,7 +46,7 @@ impl Engine {
                 let job = Job::shell(&script, &self.config.root, self.config.validation_limit);
                 let (tx, task_id) = (self.tx.clone(), id.to_owned());
                 let handle = self.config.runners.validations.start(job, move |outcome| {
-                    let _ = tx.send(Input::Validated { task: task_id, attempt, outcome });
+                    let _ = tx.blocking_send(Input::Validated { task: task_id, attempt, outcome });
                 });
                 let running = Validation { handle, script, since: Instant::now() };
                 if let Some(old) = self.validations.insert((id.to_owned(), attempt), running) {
@@ -146,7 +146,7 @@ impl Engine {
         for (call, job) in self.policy.take_commands() {
             let tx = self.tx.clone();
             let handle = self.config.runners.workflows.start(job, move |outcome| {
-                let _ = tx.send(Input::WorkflowCommand { call, outcome });
+                let _ = tx.blocking_send(Input::WorkflowCommand { call, outcome });
             });
             self.workflow_calls.insert(call, handle);
         }

@@ -13,18 +13,18 @@ pub mod views;
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::path::{Path, PathBuf};
-use std::sync::mpsc::{Receiver, SyncSender as Sender};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use tokio::sync::mpsc::Sender as Outbox;
+use tokio::sync::mpsc::Sender;
 use tokio::sync::mpsc::error::TrySendError;
 
 pub use policy::{DefaultPolicy, HeldPolicy, Policy, PolicyError};
 pub use submit::{Source, Submission};
 
 use crate::command::Outcome;
-use crate::handoff::{self, Received};
+use crate::handoff::{self, Inbox as _, Received};
 use crate::scheduler::{Refusal, Scheduler, Settings, TaskId, TaskState};
 use crate::store::writer::Writer;
 use crate::store::{Clock, Rows, Store, StoreError};
@@ -261,9 +261,8 @@ impl Postman {
             }
         }
         // Never wait on the engine here: it may be waiting on this thread.
-        self.untold.retain(|&conn| {
-            matches!(self.engine.try_send(Input::Disconnected { conn }), Err(std::sync::mpsc::TrySendError::Full(_)))
-        });
+        self.untold
+            .retain(|&conn| matches!(self.engine.try_send(Input::Disconnected { conn }), Err(TrySendError::Full(_))));
     }
 }
 
@@ -281,10 +280,18 @@ impl From<Sender<Input>> for EngineHandle {
 }
 
 impl EngineHandle {
-    /// Send an input, waiting while the engine's queue is full; false when
-    /// the engine has stopped.
+    /// Send an input from a thread of its own (a watcher, a command's
+    /// runner, a test), waiting while the engine's queue is full; false when
+    /// the engine has stopped. Never from a tokio task: it would block its
+    /// runtime's thread (tokio panics rather than allow it); use [`Self::send_async`].
     pub fn send(&self, input: Input) -> bool {
-        self.tx.send(input).is_ok()
+        self.tx.blocking_send(input).is_ok()
+    }
+
+    /// Send an input from a tokio task (a connection), awaiting room while
+    /// the engine's queue is full; false when the engine has stopped.
+    pub async fn send_async(&self, input: Input) -> bool {
+        self.tx.send(input).await.is_ok()
     }
 }
 
@@ -345,7 +352,9 @@ impl Engine {
         store.set_busy_timeout(config.timing.busy_timeout)?;
         let scheduler = store.restore(config.settings.clone())?;
         let workflow_path = store.meta("workflow_path")?.map(PathBuf::from);
-        let (tx, rx) = std::sync::mpsc::sync_channel(ENGINE_QUEUE);
+        let (tx, rx) = tokio::sync::mpsc::channel(ENGINE_QUEUE);
+        let mut inbox = handoff::TokioInbox::new(rx)
+            .map_err(|e| StoreError::Crashed(format!("cannot start the engine's timer: {e}")))?;
         let engine_tx = tx.clone();
         let clock = store.clock();
         let mut postman = Postman { engine: tx.clone(), cut: HashSet::new(), untold: Vec::new() };
@@ -392,7 +401,7 @@ impl Engine {
                     progress: views::Progress::default(),
                 };
                 engine.resume(workflow_path);
-                engine.run(&rx)
+                engine.run(&mut inbox)
             })
             .expect("spawn the engine thread");
         Ok((EngineHandle { tx }, handle))
@@ -412,18 +421,18 @@ impl Engine {
         }
     }
 
-    fn run(mut self, rx: &Receiver<Input>) -> Result<(), StoreError> {
+    fn run(mut self, inbox: &mut handoff::TokioInbox<Input>) -> Result<(), StoreError> {
         loop {
-            let first = match handoff::receive(rx, self.next_wakeup()) {
+            let first = match handoff::receive(inbox, self.next_wakeup()) {
                 Received::Input(input) => Some(input),
                 Received::TimedOut => None,
                 Received::Closed => break,
             };
             let mut batch: Vec<Input> = first.into_iter().collect();
             while batch.len() < MAX_BATCH {
-                match rx.try_recv() {
-                    Ok(input) => batch.push(input),
-                    Err(_) => break,
+                match inbox.look() {
+                    Received::Input(input) => batch.push(input),
+                    Received::TimedOut | Received::Closed => break,
                 }
             }
             // Before the inputs: a status asked now sees the fixed workflow.

@@ -178,7 +178,9 @@ impl Request {
     /// Hand the message to the engine as a connection of its own and write its first answer.
     async fn serve(self, conn: u64, msg: protocol::ClientMsg, engine: EngineHandle, withdrawn: oneshot::Receiver<()>) {
         let (outbox, mut inbox) = mpsc::channel(crate::engine::OUTBOX);
-        if !engine.send(Input::Connected { conn, outbox }) || !engine.send(Input::Message { conn, msg }) {
+        if !engine.send_async(Input::Connected { conn, outbox }).await
+            || !engine.send_async(Input::Message { conn, msg }).await
+        {
             return;
         }
         let answer = tokio::select! {
@@ -188,7 +190,7 @@ impl Request {
             },
             _ = withdrawn => None,
         };
-        engine.send(Input::Disconnected { conn });
+        engine.send_async(Input::Disconnected { conn }).await;
         match answer {
             // A request its client withdrew gets no answer.
             Some(msg) if self.path.exists() => self.answer(&msg),

@@ -224,7 +224,7 @@ pub async fn start(options: HubOptions) -> Result<RunningHub, HubError> {
         runners: runners.clone(),
     })?;
     if let Some(workflow) = options.workflow.clone() {
-        engine.send(Input::LoadWorkflow { conn: None, path: workflow });
+        engine.send_async(Input::LoadWorkflow { conn: None, path: workflow }).await;
     }
     let watcher = ReportWatcher::start(&root, &state_dir, engine.clone()).map_err(HubError::Watch)?;
 
@@ -286,7 +286,7 @@ pub async fn start(options: HubOptions) -> Result<RunningHub, HubError> {
 impl RunningHub {
     /// Tell every client, commit, and stop.
     pub async fn stop(mut self, message: &str) -> Result<(), HubError> {
-        self.engine.send(Input::Shutdown { message: message.to_owned() });
+        self.engine.send_async(Input::Shutdown { message: message.to_owned() }).await;
         let result = (&mut self.engine_done).await;
         // No command the hub started outlives it (each gets its grace after SIGTERM).
         let runners = self.runners.clone();
@@ -546,12 +546,12 @@ async fn serve_connection(stream: TcpStream, edge: &Edge, handshake: OwnedSemaph
     let conn = edge.ids.fetch_add(1, Ordering::Relaxed);
     let (mut sink, mut source) = socket.split();
     let (outbox, mut inbox) = tokio::sync::mpsc::channel(crate::engine::OUTBOX);
-    if !engine.send(Input::Connected { conn, outbox }) {
+    if !engine.send_async(Input::Connected { conn, outbox }).await {
         return;
     }
     let hello = ServerMsg::Connected { client_id: format!("client-{conn}"), message: CONNECTED_TEXT.to_owned() };
     if sink.send(Message::text(hello.to_json())).await.is_err() {
-        engine.send(Input::Disconnected { conn });
+        engine.send_async(Input::Disconnected { conn }).await;
         return;
     }
     // Idle means: no request of this connection is waiting for its answer,
@@ -565,8 +565,9 @@ async fn serve_connection(stream: TcpStream, edge: &Edge, handshake: OwnedSemaph
     let mut creates = edge.creates_unwritten.subscribe();
     // A frame that does not parse is answered through the engine too, so its
     // error comes after the answers to the frames before it, as in the original.
-    let answer_bad =
-        |error: String| engine.send(Input::Relay { conn, outgoing: Outgoing::Msg(ServerMsg::error(error)) });
+    let answer_bad = async |error: String| {
+        engine.send_async(Input::Relay { conn, outgoing: Outgoing::Msg(ServerMsg::error(error)) }).await
+    };
     loop {
         let idle_at = last_activity + edge.limits.idle_timeout;
         tokio::select! {
@@ -576,7 +577,7 @@ async fn serve_connection(stream: TcpStream, edge: &Edge, handshake: OwnedSemaph
                     Some(Ok(Message::Text(text))) => text,
                     Some(Ok(Message::Binary(bytes))) => if let Ok(text) = String::from_utf8(bytes.to_vec()) { text.into() } else {
                         outstanding = true;
-                        if !answer_bad("Invalid JSON message".to_owned()) { break; }
+                        if !answer_bad("Invalid JSON message".to_owned()).await { break; }
                         continue;
                     },
                     Some(Ok(Message::Close(_)) | Err(_)) | None => break,
@@ -593,12 +594,12 @@ async fn serve_connection(stream: TcpStream, edge: &Edge, handshake: OwnedSemaph
                             my_creates += 1;
                             edge.creates_unwritten.send_modify(|n| *n += 1);
                         }
-                        if !engine.send(Input::Message { conn, msg }) { break; }
-                        if create && !engine.send(Input::Relay { conn, outgoing: Outgoing::Mark(CREATE_ANSWERED) }) { break; }
+                        if !engine.send_async(Input::Message { conn, msg }).await { break; }
+                        if create && !engine.send_async(Input::Relay { conn, outgoing: Outgoing::Mark(CREATE_ANSWERED) }).await { break; }
                     }
                     Err(error) => {
                         outstanding = true;
-                        if !answer_bad(error) { break; }
+                        if !answer_bad(error).await { break; }
                     }
                 }
             }
@@ -656,5 +657,5 @@ async fn serve_connection(stream: TcpStream, edge: &Edge, handshake: OwnedSemaph
     if my_creates > 0 {
         edge.creates_unwritten.send_modify(|n| *n -= my_creates);
     }
-    engine.send(Input::Disconnected { conn });
+    engine.send_async(Input::Disconnected { conn }).await;
 }

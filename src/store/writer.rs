@@ -50,7 +50,10 @@ impl<D: Send + 'static> Writer<D> {
         let (tx, rx) = sync_channel(QUEUE);
         let thread = std::thread::Builder::new()
             .name("mcc-store".into())
-            .spawn(move || run(store, &rx, deliver, failed))
+            .spawn(move || {
+                let mut rx = rx;
+                run(store, &mut rx, deliver, failed)
+            })
             .expect("spawn the store writer thread");
         Self { tx: Some(tx), thread: Some(thread), stopped: None }
     }
@@ -124,7 +127,7 @@ impl<D: Send + 'static> Drop for Writer<D> {
 
 fn run<D>(
     mut store: Store,
-    rx: &Receiver<Job<D>>,
+    rx: &mut Receiver<Job<D>>,
     mut deliver: impl FnMut(Vec<D>),
     failed: impl FnOnce(&StoreError),
 ) -> Result<(), StoreError> {
