@@ -253,7 +253,7 @@ impl Postman {
             }
             if let Err(TrySendError::Full(_)) = outbox.try_send(out) {
                 // Its outbox ends once the engine drops it, after what is queued is written.
-                eprintln!(
+                tracing::warn!(
                     "mcc hub: closing connection {conn}: {OUTBOX} answers wait for a reader that does not read them"
                 );
                 self.cut.insert(conn);
@@ -363,7 +363,7 @@ impl Engine {
             store,
             move |deliveries| postman.deliver(deliveries),
             move |e| {
-                eprintln!("mcc hub: {e}");
+                tracing::error!("mcc hub: {e}");
                 // If the engine's queue is full it finds the writer gone at its next commit.
                 let _ = told.try_send(Input::StoreFailed);
             },
@@ -500,7 +500,7 @@ impl Engine {
         self.end_stale_judgements(now);
         self.verdicts_overdue(now);
         for line in self.policy.take_log() {
-            eprintln!("mcc workflow: {line}");
+            tracing::info!("mcc workflow: {line}");
             self.log.push(line);
         }
         if self.log.len() > 100 {
@@ -555,7 +555,7 @@ impl Engine {
         if self.problems.contains(&text) {
             return;
         }
-        eprintln!("mcc hub: {text}");
+        tracing::warn!("mcc hub: {text}");
         self.problems.push(text);
         if self.problems.len() > 50 {
             self.problems.remove(0);

@@ -202,7 +202,7 @@ impl Request {
     /// the two finds the answer at its next start and does not act twice.
     fn answer(&self, msg: &ServerMsg) {
         if let Err(e) = write_whole(&self.answer, msg.to_json().as_bytes()) {
-            eprintln!("mcc hub: cannot answer request {}: {e}", self.id);
+            tracing::warn!("mcc hub: cannot answer request {}: {e}", self.id);
             return;
         }
         let _ = fs::remove_file(&self.path);

@@ -259,7 +259,7 @@ pub async fn start(options: HubOptions) -> Result<RunningHub, HubError> {
     };
     write_atomically(&HubFile::path(&state_dir), &serde_json::to_vec_pretty(&hub_file).expect("serializes"))?;
     if !options.quiet {
-        eprintln!("mcc hub: listening on {url} for {}", root.display());
+        tracing::info!("mcc hub: listening on {url} for {}", root.display());
     }
     let (done_tx, engine_done) = tokio::sync::oneshot::channel();
     std::thread::spawn(move || {
@@ -309,6 +309,26 @@ impl RunningHub {
             _ => HubError::Store(crate::store::StoreError::Crashed("the engine stopped unexpectedly".into())),
         }
     }
+}
+
+/// Print the hub's diagnostics (`tracing` events) to stderr as bare lines,
+/// exactly as they were printed before they were events: no time, level or
+/// module. `MCC_LOG` (else `RUST_LOG`) sets the filter, such as `warn` or
+/// `mcc=debug`; by default everything at `info` and above is printed.
+pub fn print_diagnostics() {
+    let filter = std::env::var("MCC_LOG")
+        .or_else(|_| std::env::var("RUST_LOG"))
+        .ok()
+        .and_then(|spec| tracing_subscriber::EnvFilter::try_new(spec).ok())
+        .unwrap_or_else(|| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .without_time()
+        .with_level(false)
+        .with_target(false)
+        .with_ansi(false)
+        .try_init();
 }
 
 /// Run a hub until Ctrl-C or SIGTERM.
