@@ -134,7 +134,7 @@ fn main() {
     let start = Instant::now();
     let mut workflow = mcc::lua::Workflow::load(&file, dir.path()).expect("load");
     let mut scheduler = Scheduler::new(Settings::default());
-    workflow.step(&mut scheduler).expect("split");
+    workflow.step(&mut scheduler, Instant::now()).expect("split");
     let in_memory = start.elapsed();
     assert_eq!(scheduler.tasks().count(), 10_000);
 

@@ -109,7 +109,7 @@ const RECENT_ATTEMPTS: usize = 1_000;
 /// drawn as [`timeline_svg`] draws a report's, with time from the first
 /// drawn, and a line saying so when earlier ones are left out.
 pub fn recent_timeline_svg(root: &Path) -> Result<String, String> {
-    let store = Store::open_read_only(&root.join(".mcc")).map_err(|e| e.to_string())?;
+    let store = Store::open_read_only(crate::layout::Layout::of_root(root).dir()).map_err(|e| e.to_string())?;
     let events = store.recent_events(RECENT_EVENTS).map_err(|e| e.to_string())?;
     Ok(recent_timeline(&events, RECENT_ATTEMPTS))
 }
@@ -142,7 +142,7 @@ fn recent_timeline(events: &[StoredEvent], most: usize) -> String {
 /// Everything measured from the store of the project at `root`: every
 /// figure comes from the event log, and says in its `measuredFrom` how.
 pub fn metrics(root: &Path) -> Result<Value, String> {
-    let store = Store::open(&root.join(".mcc")).map_err(|e| e.to_string())?;
+    let store = Store::open(crate::layout::Layout::of_root(root).dir()).map_err(|e| e.to_string())?;
     let (tasks, _) = store.load().map_err(|e| e.to_string())?;
     let events = store.events().map_err(|e| e.to_string())?;
     let phase_of: BTreeMap<&str, &str> =

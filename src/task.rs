@@ -1,6 +1,10 @@
 //! Tasks and reports as they travel on the wire: the old protocol's JSON,
-//! typed, with every field a client sent kept and echoed back.
+//! typed, with every field a client sent kept and echoed back. These types
+//! are the one description of both file formats: the hub reads tasks with
+//! [`TaskSpec::from_json`], `mcc validate` runs the same function, and
+//! `schemas/*.json` are generated from them (`schemas/README.md`).
 
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
@@ -9,9 +13,11 @@ use serde_json::{Map, Value};
 /// Unknown fields (`status`, `createdAt`, anything a client adds) land in
 /// `extra` and are sent back unchanged, so the old protocol's "the whole task
 /// as the coordinator sent it" holds.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
+#[schemars(title = "mcc task (the old coordination protocol's Task)")]
 pub struct TaskSpec {
+    /// Unique among the hub's tasks; not empty.
     pub id: String,
     #[serde(rename = "type", default = "default_kind")]
     pub kind: String,
@@ -29,12 +35,63 @@ pub struct TaskSpec {
     pub extra: Map<String, Value>,
 }
 
+/// Why a task's JSON is not a task the hub takes: the first problem
+/// [`TaskSpec::from_json`] meets, as serde stops at the first wrong field.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TaskProblem {
+    /// A field that does not parse: its JSON path (`.` for the task itself)
+    /// and serde's reason.
+    Field {
+        path: String,
+        reason: String,
+    },
+    EmptyId,
+    BadLease {
+        id: String,
+        lease: String,
+    },
+}
+
+impl TaskProblem {
+    /// The JSON path of the field at fault within the task; `.` for the task itself.
+    pub fn path(&self) -> &str {
+        match self {
+            Self::Field { path, .. } => path,
+            Self::EmptyId => "id",
+            Self::BadLease { .. } => "lease",
+        }
+    }
+
+    /// What is wrong with the field at [`Self::path`].
+    pub fn reason(&self) -> String {
+        match self {
+            Self::Field { reason, .. } => reason.clone(),
+            Self::EmptyId => "is empty; give every task an id".to_owned(),
+            Self::BadLease { lease, .. } => format!("`{lease}` is not a duration such as \"30m\" or \"90s\""),
+        }
+    }
+
+    /// The hub's refusal of `add_tasks` when `value`, its `i`th task, has this problem.
+    pub fn refusal(&self, i: usize, value: &Value) -> String {
+        match self {
+            Self::Field { path, reason } => {
+                let id = value.get("id").and_then(Value::as_str).map_or_else(String::new, |id| format!(" (`{id}`)"));
+                format!("tasks[{i}]{id}: field `{path}`: {reason}")
+            }
+            Self::EmptyId => format!("tasks[{i}]: `id` is empty; give every task an id"),
+            Self::BadLease { id, lease } => {
+                format!("tasks[{i}] (`{id}`): lease `{lease}` is not a duration such as \"30m\" or \"90s\"")
+            }
+        }
+    }
+}
+
 fn default_kind() -> String {
     "task".to_owned()
 }
 
 /// What the worker reads and writes.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct TaskContext {
     #[serde(default)]
@@ -50,7 +107,7 @@ pub struct TaskContext {
 }
 
 /// How a result is judged.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Acceptance {
     #[serde(default)]
@@ -63,6 +120,21 @@ pub struct Acceptance {
 }
 
 impl TaskSpec {
+    /// Read one task as the hub does for `add_tasks` (and so `mcc tasks add`).
+    pub fn from_json(value: &Value) -> Result<Self, TaskProblem> {
+        let spec: Self = serde_path_to_error::deserialize(value)
+            .map_err(|e| TaskProblem::Field { path: e.path().to_string(), reason: e.into_inner().to_string() })?;
+        if spec.id.trim().is_empty() {
+            return Err(TaskProblem::EmptyId);
+        }
+        if let Some(lease) = &spec.lease
+            && humantime::parse_duration(lease).is_err()
+        {
+            return Err(TaskProblem::BadLease { id: spec.id, lease: lease.clone() });
+        }
+        Ok(spec)
+    }
+
     /// A minimal task, for tests and workflows.
     pub fn new(id: impl Into<String>, description: impl Into<String>) -> Self {
         Self {
@@ -97,7 +169,7 @@ impl TaskSpec {
 }
 
 /// How a worker's report says it ended.
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum ReportStatus {
     Completed,
@@ -106,16 +178,22 @@ pub enum ReportStatus {
 }
 
 /// A worker's report on a task (PROTOCOL.md "Report").
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+///
+/// The report watcher also requires `workerId`, and `attempt` outside the
+/// old clients' folder: together they fence a report to one grant.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
+#[schemars(title = "mcc report (the old coordination protocol's Report)")]
 pub struct Report {
     pub task_id: String,
+    /// The worker that did the task, as in `--as NAME`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub worker_id: Option<String>,
     pub status: ReportStatus,
     #[serde(default)]
     pub deliverables: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 5))]
     pub context_efficiency_score: Option<u8>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub notes: Option<String>,

@@ -227,12 +227,20 @@ fn progress_into_a_file_prints_a_line_only_when_something_changed() {
     let status =
         |l: &str| l.contains("s · phase ").then(|| l.split(" · ").skip(1).take(2).collect::<Vec<_>>().join(" · "));
     let mut last: Option<String> = None;
+    let mut seen = Vec::new();
     for (i, line) in lines.iter().enumerate() {
         let Some(now) = status(line) else { continue };
         let brings_news = lines.get(i + 1).is_some_and(|next| status(next).is_none());
         assert!(last.as_ref() != Some(&now) || brings_news, "a line repeated with nothing changed:\n{}", out.stdout);
-        last = Some(now);
+        last = Some(now.clone());
+        seen.push(now);
     }
+    // The check above holds of no lines at all: the status lines must be
+    // there, from the task waiting to it accepted, for it to mean anything.
+    assert!(seen.len() >= 2, "no status lines recognised (has their wording changed?):\n{}", out.stdout);
+    let first = seen.first().map(String::as_str);
+    assert!(matches!(first, Some("phase p · 1 ready" | "phase p · 1 assigned")), "{}", out.stdout);
+    assert_eq!(seen.last().map(String::as_str), Some("phase p · 1 accepted"), "{}", out.stdout);
 }
 
 #[test]

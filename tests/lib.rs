@@ -24,5 +24,6 @@ mod reports;
 mod run;
 mod scheduling;
 mod security;
+mod validate;
 mod waiting;
 mod worker;

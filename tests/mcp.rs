@@ -210,7 +210,98 @@ fn over_mcp_nothing_yet_says_call_again_and_a_refusal_is_a_tool_error_saying_wha
 
         let missing = call(&client, "block", json!({"task": "held"})).await;
         assert_eq!(missing.is_error, Some(true), "{}", text(&missing));
-        assert!(text(&missing).contains("`question` is required"), "{}", text(&missing));
+        assert!(text(&missing).contains("missing field `question`"), "{}", text(&missing));
+        let blank = call(&client, "block", json!({"task": "held", "question": "  "})).await;
+        assert_eq!(blank.is_error, Some(true), "{}", text(&blank));
+        assert!(text(&blank).contains("`question` is required"), "{}", text(&blank));
+        client.cancel().await.unwrap();
+    });
+}
+
+/// `progress` names the `done` call shown with the task, its files included.
+#[test]
+fn over_mcp_progress_names_the_done_call_the_task_came_with() {
+    let project = Project::new();
+    let hub = Hub::start(project.root(), &[]);
+    add(&hub, vec![old_task("p-1", &["out/p 1.md", "out/p-2.md"], &[])]);
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let client = connect(&project, mcc_bin(), &["mcp", "--as", "P", "--wait", "1s"]).await;
+        let first = call(&client, "next", json!({})).await;
+        let done = next_call(&first, "done");
+        assert_eq!(done["deliverables"], json!(["out/p 1.md", "out/p-2.md"]), "{}", text(&first));
+        let noted = call(&client, "progress", json!({"task": "p-1", "note": "half way"})).await;
+        assert_ne!(noted.is_error, Some(true), "{}", text(&noted));
+        assert_eq!(next_call(&noted, "done"), done, "{}", text(&noted));
+        assert!(
+            text(&noted).contains("when done: mcc worker done p-1 --as P --attempt 1 --deliverable 'out/p 1.md'"),
+            "{}",
+            text(&noted)
+        );
+        client.cancel().await.unwrap();
+    });
+}
+
+/// The processes whose parent is `pid`, from `/proc/*/stat`.
+fn children_of(pid: u32) -> Vec<String> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else { continue };
+        // `PID (COMM) STATE PPID ...`: COMM may hold spaces and parentheses.
+        let Some((head, rest)) = stat.rsplit_once(')') else { continue };
+        if rest.split_whitespace().nth(1) == Some(pid.to_string().as_str()) {
+            found.push(head.to_owned() + ")");
+        }
+    }
+    found
+}
+
+/// A waiting `next` runs inside the server: no process is started for it,
+/// and the server answers other calls while it waits.
+#[test]
+fn an_mcp_tool_call_starts_no_process_and_a_waiting_next_holds_up_no_other_call() {
+    let project = Project::new();
+    let _hub = Hub::start(project.root(), &[]);
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let mut command = tokio::process::Command::new(mcc_bin());
+        command.args(["mcp", "--as", "waiter", "--wait", "3s"]).current_dir(project.root()).env_remove("MCC_HUB");
+        let transport = TokioChildProcess::new(command).expect("spawn mcc mcp");
+        let server = transport.id().expect("the server's pid");
+        let client: Client = ().serve(transport).await.expect("the MCP handshake");
+        assert!(children_of(server).is_empty(), "a fresh server has no children: {:?}", children_of(server));
+
+        let started = std::time::Instant::now();
+        let mut samples = 0;
+        let mut answered_meanwhile = None;
+        let waited = {
+            let waiting = call(&client, "next", json!({}));
+            tokio::pin!(waiting);
+            loop {
+                tokio::select! {
+                    result = &mut waiting => break result,
+                    () = tokio::time::sleep(std::time::Duration::from_millis(20)) => {
+                        let children = children_of(server);
+                        assert!(children.is_empty(), "a tool call started {children:?}");
+                        samples += 1;
+                        if answered_meanwhile.is_none() {
+                            let refused = call(&client, "progress", json!({"task": "nobody-holds-this", "note": "n"})).await;
+                            assert_eq!(refused.is_error, Some(true), "{}", text(&refused));
+                            answered_meanwhile = Some(started.elapsed());
+                        }
+                    }
+                }
+            }
+        };
+        let took = started.elapsed();
+        assert!(text(&waited).contains("nothing yet, call again"), "{}", text(&waited));
+        assert!(took >= std::time::Duration::from_secs(2), "next waited on the hub: {took:?}");
+        assert!(samples >= 20, "the server was looked at while next waited: {samples} samples in {took:?}");
+        let meanwhile = answered_meanwhile.expect("a call made while next waited");
+        assert!(
+            meanwhile + std::time::Duration::from_secs(1) < took,
+            "progress was answered at {meanwhile:?}, well before next at {took:?}"
+        );
         client.cancel().await.unwrap();
     });
 }

@@ -199,7 +199,8 @@ fn stopping_the_hub_kills_a_running_validation_and_all_it_started() {
     let project = Project::new();
     let hub = Hub::start(project.root(), &[]);
     let mut task = old_task("checked", &[], &[]);
-    task["acceptance"]["validation"] = json!("echo $$ > pgid; (sleep 4; touch late) & sleep 600");
+    // A background job of its own; its pid is written before the group's.
+    task["acceptance"]["validation"] = json!("sleep 600 & echo $! > background; echo $$ > pgid; sleep 600");
     let mut engineer = hub.connect();
     assert_eq!(engineer.ask(json!({"type":"add_tasks","tasks":[task]}))["type"], "tasks_added");
     let mut worker = hub.connect_anonymous();
@@ -210,10 +211,17 @@ fn stopping_the_hub_kills_a_running_validation_and_all_it_started() {
         std::fs::read_to_string(project.path("pgid")).is_ok_and(|p| p.ends_with('\n'))
     });
     let pgid: i32 = project.read("pgid").trim().parse().unwrap();
+    let background = project.read("background").trim().to_owned();
     assert!(live_members(pgid) > 0);
+    assert!(alive(&background), "the background job runs");
     assert_eq!(hub.terminate(), Some(0));
     crate::support::eventually("the validation's whole group is gone", || live_members(pgid) == 0);
-    assert!(!project.path("late").exists(), "the background job died with its group");
+    assert!(!alive(&background), "the background job died with its group");
+}
+
+/// Whether process `pid` runs (a zombie has ended).
+fn alive(pid: &str) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| !s.contains(") Z "))
 }
 
 #[test]

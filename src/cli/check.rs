@@ -57,7 +57,7 @@ pub fn run(args: CheckArgs) -> u8 {
     let file = std::path::absolute(&args.file).unwrap_or_else(|_| args.file.clone());
     let mut scheduler = Scheduler::new(Settings::default());
     let loaded = Workflow::load(&file, &root).and_then(|mut w| {
-        w.step_waiting(&mut scheduler)?;
+        w.step_waiting(&mut scheduler, std::time::Instant::now())?;
         Ok(w)
     });
     match loaded {

@@ -16,20 +16,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 /// Exit codes every command shares; `--help` lists them.
-pub mod exit {
-    /// Success; for `mcc worker`: you got a task.
-    pub const OK: u8 = 0;
-    /// Something is wrong; the message says what to run instead.
-    pub const ERROR: u8 = 1;
-    /// Bad arguments (clap's own code).
-    pub const USAGE: u8 = 2;
-    /// Nothing ready yet: run the same command again.
-    pub const NOTHING_YET: u8 = 3;
-    /// All work is done: stop.
-    pub const ALL_DONE: u8 = 4;
-    /// Your context is spent: hand over to a fresh chat and stop.
-    pub const HAND_OVER: u8 = 5;
-}
+pub use crate::client::exit;
 
 const EXIT_CODES: &str = "\
 Exit codes:

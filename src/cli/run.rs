@@ -14,7 +14,7 @@ use super::exit;
 use crate::client::{self, ClientError, Connection, Target};
 use crate::engine::views::{Delta, Summary};
 use crate::hub::protocol::{ClientMsg, ServerMsg, SubscriptionView};
-use crate::hub::{self, HubError, HubFile, HubOptions};
+use crate::hub::{self, HubError, HubOptions};
 use crate::scheduler::{Settings, TaskState};
 
 /// Run a workflow to the end: start the hub, load the workflow, show progress, print a summary.
@@ -192,11 +192,7 @@ fn resume_command() -> String {
 
 /// `word` as a POSIX shell reads it back.
 fn quoted(word: &str) -> String {
-    let plain = !word.is_empty()
-        && word
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '/' | ':' | '=' | ',' | '@'));
-    if plain { word.to_owned() } else { format!("'{}'", word.replace('\'', "'\\''")) }
+    crate::text::quoted(word).into_owned()
 }
 
 /// `--fresh`: remove the store, so the workflow starts from its first phase.
@@ -204,7 +200,7 @@ fn forget(root: &Path) -> Result<(), String> {
     if attach(root).is_some() {
         return Err("a hub is running for this project; stop it before starting fresh".to_owned());
     }
-    let dir = root.join(".mcc");
+    let dir = crate::layout::Layout::of_root(root).dir().to_owned();
     for name in ["state.db", "state.db-wal", "state.db-shm"] {
         match std::fs::remove_file(dir.join(name)) {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
@@ -228,7 +224,7 @@ fn shown(root: &Path, file: &Path) -> String {
 
 /// The project's running hub, if `.mcc/hub.json` names one that answers.
 fn attach(root: &Path) -> Option<Target> {
-    HubFile::read(&root.join(".mcc"))?;
+    crate::layout::Layout::of_root(root).read_hub_file()?;
     let target = client::locate(None, root).ok()?;
     Connection::open(&target).ok().map(|c| {
         c.close();
@@ -266,7 +262,7 @@ fn spawn_workers(args: &RunArgs, root: &Path, url: &str) -> Result<Vec<Child>, S
         return Ok(Vec::new());
     }
     let exe = std::env::current_exe().map_err(|e| format!("cannot find the mcc binary: {e}"))?;
-    let logs = root.join(".mcc").join("logs");
+    let logs = crate::layout::Layout::of_root(root).logs();
     std::fs::create_dir_all(&logs).map_err(|e| format!("{}: {e}", logs.display()))?;
     let mut children = Vec::with_capacity(args.spawn);
     for k in 1..=args.spawn {

@@ -309,7 +309,7 @@ fn piece_tasks(hub: &HubArg) -> usize {
         .is_none()
         .then(|| client::find_root(&cwd))
         .flatten()
-        .and_then(|root| crate::hub::HubFile::read(&root.join(".mcc")))
+        .and_then(|root| crate::layout::Layout::of_root(&root).read_hub_file())
         .and_then(|file| file.max_tasks_per_message);
     limit.map_or(PIECE_TASKS, |most| most.clamp(1, PIECE_TASKS))
 }

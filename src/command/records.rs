@@ -23,7 +23,7 @@ use rustix::process::{Pid, Signal};
 /// on, see [`Supervisor::record_groups_in`](super::Supervisor::record_groups_in))
 /// and how many groups were killed.
 pub(super) fn sweep(state_dir: &Path) -> std::io::Result<(PathBuf, usize)> {
-    let folder = state_dir.join("commands");
+    let folder = crate::layout::Layout::at(state_dir).commands();
     fs::create_dir_all(&folder)?;
     let mut killed = 0;
     for entry in fs::read_dir(&folder)? {
@@ -109,14 +109,10 @@ impl Record {
             return Self(None);
         };
         let path = folder.join(leader.to_string());
-        let partial = folder.join(format!(".{leader}"));
-        let written =
-            fs::write(&partial, format!("{group_start} {me} {hub_start}\n")).and_then(|()| fs::rename(&partial, &path));
-        if written.is_ok() {
-            Self(Some(path))
-        } else {
-            let _ = fs::remove_file(&partial);
-            Self(None)
+        // Written under a dot name and renamed: a reader of the folder passes over dot names.
+        match crate::text::write_atomic(&path, format!("{group_start} {me} {hub_start}\n").as_bytes()) {
+            Ok(()) => Self(Some(path)),
+            Err(_) => Self(None),
         }
     }
 }

@@ -492,7 +492,7 @@ impl Engine {
     fn settle(&mut self) {
         let now = Instant::now();
         self.scheduler.expire(now);
-        if let Err(e) = self.policy.step(&mut self.scheduler) {
+        if let Err(e) = self.policy.step(&mut self.scheduler, now) {
             self.problem(format!("workflow: {e}"));
         }
         self.workflow_verdicts();
@@ -615,7 +615,7 @@ impl Engine {
                 // A new workflow decides anew who gets what: look at every waiting worker.
                 self.scheduler.mark_work_changed();
                 // Start its phase now: requests later in this batch already see its tasks.
-                if let Err(e) = self.policy.step(&mut self.scheduler) {
+                if let Err(e) = self.policy.step(&mut self.scheduler, Instant::now()) {
                     self.problem(format!("workflow: {e}"));
                 }
                 if self.workflow_path.as_ref() != Some(&path) {
@@ -723,7 +723,7 @@ impl Engine {
                 match self.scheduler.progress(&worker, &task_id, attempt, &note, now) {
                     Ok(()) => {
                         let left = self.scheduler.task(&task_id).and_then(|t| t.lease_left(now)).unwrap_or_default();
-                        let message = format!("noted; lease of {task_id} extended to {}", human(left));
+                        let message = format!("noted; lease of {task_id} extended to {}", crate::text::duration(left));
                         self.send(
                             conn,
                             ServerMsg::Ack { what: "progress".into(), message, task_id: Some(task_id), next: None },
@@ -813,25 +813,9 @@ impl Engine {
     fn add_tasks(&mut self, raw: &[Value]) -> Result<Vec<TaskId>, ServerMsg> {
         let mut specs = Vec::with_capacity(raw.len());
         for (i, value) in raw.iter().enumerate() {
-            let spec: TaskSpec = serde_path_to_error::deserialize(value).map_err(|e| {
-                let path = e.path().to_string();
-                let id = value.get("id").and_then(Value::as_str).map_or_else(String::new, |id| format!(" (`{id}`)"));
-                ServerMsg::error_code(format!("tasks[{i}]{id}: field `{path}`: {}", e.into_inner()), "bad_task")
-            })?;
-            if spec.id.trim().is_empty() {
-                return Err(ServerMsg::error_code(
-                    format!("tasks[{i}]: `id` is empty; give every task an id"),
-                    "bad_task",
-                ));
-            }
-            if let Some(lease) = &spec.lease
-                && humantime::parse_duration(lease).is_err()
-            {
-                return Err(ServerMsg::error_code(
-                    format!("tasks[{i}] (`{}`): lease `{lease}` is not a duration such as \"30m\" or \"90s\"", spec.id),
-                    "bad_task",
-                ));
-            }
+            // The one reading of a task: `mcc validate` runs it too.
+            let spec =
+                TaskSpec::from_json(value).map_err(|p| ServerMsg::error_code(p.refusal(i, value), "bad_task"))?;
             specs.push(spec);
         }
         room_for(&self.scheduler, specs.len()).map_err(|e| ServerMsg::error_code(e, "too_many_tasks"))?;
@@ -879,11 +863,6 @@ fn bad_name(name: &str) -> Option<ServerMsg> {
             "bad_worker_name",
         )
     })
-}
-
-fn human(d: Duration) -> String {
-    let secs = d.as_secs();
-    if secs >= 120 { format!("{}m", secs / 60) } else { format!("{secs}s") }
 }
 
 #[cfg(test)]

@@ -84,8 +84,8 @@ pub trait Policy {
     }
 
     /// Called after every batch of changes: advance phases, fire hooks, add
-    /// tasks. Errors are shown; the hub goes on.
-    fn step(&mut self, scheduler: &mut Scheduler) -> Result<(), PolicyError>;
+    /// tasks; timers are measured against `now`. Errors are shown; the hub goes on.
+    fn step(&mut self, scheduler: &mut Scheduler, now: Instant) -> Result<(), PolicyError>;
 
     /// The workflow has finished: workers are told "all done".
     fn finished(&self, scheduler: &Scheduler) -> bool;
@@ -155,7 +155,7 @@ impl Policy for DefaultPolicy {
         Ok(Some(Self::verdict(task, validation)))
     }
 
-    fn step(&mut self, _: &mut Scheduler) -> Result<(), PolicyError> {
+    fn step(&mut self, _: &mut Scheduler, _: Instant) -> Result<(), PolicyError> {
         Ok(())
     }
 
@@ -191,7 +191,7 @@ impl Policy for HeldPolicy {
         Err(PolicyError(format!("nothing is judged until the workflow loads: {}", self.error)))
     }
 
-    fn step(&mut self, _: &mut Scheduler) -> Result<(), PolicyError> {
+    fn step(&mut self, _: &mut Scheduler, _: Instant) -> Result<(), PolicyError> {
         Ok(())
     }
 

@@ -46,7 +46,7 @@ impl Engine {
     pub(super) fn report_file(&mut self, shown: String, full: PathBuf, report: Report, rescan: bool) {
         let Some(worker) = report.worker_id.clone() else {
             let text = "the report names no `workerId`; write it, as printed with the task";
-            let moved = crate::watch::move_aside(&full, text);
+            let moved = crate::layout::move_aside(&full, text);
             self.problem(format!("report file {shown} refused: {text}; moved to {moved}"));
             return;
         };
@@ -65,7 +65,7 @@ impl Engine {
             let held = self.scheduler.held_by(&worker).filter(|t| t.spec.id == task).map(|t| t.attempt);
             let Some(attempt) = held.or_else(|| self.scheduler.task(&task).map(|t| t.attempt)) else {
                 let text = format!("unknown task `{task}`: run `mcc tasks list` to see the tasks");
-                let moved = crate::watch::move_aside(&full, &text);
+                let moved = crate::layout::move_aside(&full, &text);
                 self.problem(format!("report file {shown} refused: {text}; moved to {moved}"));
                 return;
             };
@@ -278,7 +278,7 @@ impl Engine {
                 self.send(*conn, msg);
             }
             Source::File { shown, full, .. } => {
-                let moved = crate::watch::move_aside(full, text);
+                let moved = crate::layout::move_aside(full, text);
                 self.problem(format!("report file {shown} refused: {text}; moved to {moved}"));
             }
         }

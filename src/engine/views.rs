@@ -176,11 +176,11 @@ pub(super) fn task_json(t: &scheduler::Task, now: Instant) -> Value {
 /// (read-only): tasks, counts and whether the run finished. `None` when the
 /// project has no store.
 pub fn stored_snapshot(root: &Path) -> Option<Snapshot> {
-    let dir = root.join(".mcc");
-    if !dir.join("state.db").is_file() {
+    let layout = crate::layout::Layout::of_root(root);
+    if !layout.state_db().is_file() {
         return None;
     }
-    let store = crate::store::Store::open_read_only(&dir).ok()?;
+    let store = crate::store::Store::open_read_only(layout.dir()).ok()?;
     let (tasks, _workers) = store.load().ok()?;
     let now = Instant::now();
     Some(Snapshot {
@@ -195,9 +195,12 @@ pub fn stored_snapshot(root: &Path) -> Option<Snapshot> {
 
 /// Whether the store under `root` says the run finished (read-only).
 pub fn stored_finished(root: &Path) -> bool {
-    let dir = root.join(".mcc");
-    dir.join("state.db").is_file()
-        && crate::store::Store::open_read_only(&dir).ok().and_then(|s| s.meta("run_finished").ok().flatten()).as_deref()
+    let layout = crate::layout::Layout::of_root(root);
+    layout.state_db().is_file()
+        && crate::store::Store::open_read_only(layout.dir())
+            .ok()
+            .and_then(|s| s.meta("run_finished").ok().flatten())
+            .as_deref()
             == Some("true")
 }
 
@@ -640,14 +643,7 @@ impl<'a> SummaryOut<'a> {
 }
 
 fn shortened(text: &str) -> std::borrow::Cow<'_, str> {
-    if text.len() <= DESCRIPTION_IN_DELTA {
-        return text.into();
-    }
-    let mut end = DESCRIPTION_IN_DELTA;
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    format!("{}…", &text[..end]).into()
+    crate::text::clip(text, DESCRIPTION_IN_DELTA)
 }
 
 /// The parts of one delta; [`DeltaParts::to_json`] writes them as
@@ -892,7 +888,7 @@ impl Engine {
         };
         self.publish_changes(changes, finished);
         let spent = thread_cpu().saturating_sub(started);
-        let file = self.config.root.join(".mcc/progress-cpu");
+        let file = crate::layout::Layout::of_root(&self.config.root).progress_cpu();
         if let Some(meter) = &mut self.progress.meter {
             meter.add(spent, &file);
         }

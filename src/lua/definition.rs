@@ -159,9 +159,7 @@ impl Workflow {
         if !errors.is_empty() {
             return Err(errors.join("\n"));
         }
-        self.started = vec![false; self.phases.len()];
-        self.split_failed = vec![false; self.phases.len()];
-        self.splitting = vec![false; self.phases.len()];
+        self.phase_states = vec![super::phases::PhaseState::Waiting; self.phases.len()];
         Ok(())
     }
 

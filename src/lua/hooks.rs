@@ -77,9 +77,8 @@ impl Workflow {
         }
     }
 
-    /// Timers, quiet workers and changed files of the current phase.
-    pub(super) fn time_hooks(&mut self, scheduler: &mut Scheduler, errors: &mut Vec<String>) {
-        let now = Instant::now();
+    /// Timers, quiet workers and changed files of the current phase, at `now` (the engine's clock).
+    pub(super) fn time_hooks(&mut self, scheduler: &mut Scheduler, now: Instant, errors: &mut Vec<String>) {
         let Some(phase) = self.phases.get(self.current) else {
             self.timer_next = None;
             self.quiet_next = None;

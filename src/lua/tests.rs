@@ -1,18 +1,25 @@
 //! The workflow runtime driven directly, with a real scheduler and files.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
+
+use std::path::PathBuf;
 
 use super::*;
-use crate::scheduler::Settings;
+use crate::command::Outcome;
+use crate::engine::PolicyError;
+use crate::scheduler::{Scheduler, Settings, TaskState, Verdict};
+use crate::task::Report;
 
 struct Fixture {
     dir: tempfile::TempDir,
     scheduler: Scheduler,
+    /// The engine's clock as the workflow is told it: tests move it, nobody waits.
+    now: Instant,
 }
 
 impl Fixture {
     fn new() -> Self {
-        Self { dir: tempfile::tempdir().unwrap(), scheduler: Scheduler::new(Settings::default()) }
+        Self { dir: tempfile::tempdir().unwrap(), scheduler: Scheduler::new(Settings::default()), now: Instant::now() }
     }
 
     fn write(&self, rel: &str, text: &str) -> PathBuf {
@@ -25,7 +32,7 @@ impl Fixture {
     fn load(&mut self, source: &str) -> Result<Workflow, String> {
         let path = self.write("wf.lua", source);
         let mut w = Workflow::load(&path, self.dir.path())?;
-        w.step_waiting(&mut self.scheduler)?;
+        w.step_waiting(&mut self.scheduler, self.now)?;
         Ok(w)
     }
 
@@ -75,7 +82,7 @@ fn a_blocked_task_fires_its_hook_which_adds_a_task() {
     let now = Instant::now();
     assert!(f.scheduler.grant("t", "w1", now));
     f.scheduler.block("w1", "t", None, "which format?", now).unwrap();
-    w.step(&mut f.scheduler).unwrap();
+    w.step(&mut f.scheduler, f.now).unwrap();
     assert_eq!(f.ids(), ["t", "unblock-t"]);
     assert_eq!(f.scheduler.task("unblock-t").unwrap().phase.as_deref(), Some("p"));
 }
@@ -229,14 +236,14 @@ fn phases_follow_each_other_and_previous_describes_the_earlier_ones() {
         f.scheduler.judge(id, Verdict::Accept, now).unwrap();
         assert!(!w.finished(&f.scheduler));
     }
-    w.step(&mut f.scheduler).unwrap();
+    w.step(&mut f.scheduler, f.now).unwrap();
     assert_eq!(f.ids(), ["a", "b", "c"]);
     assert_eq!(f.scheduler.task("c").unwrap().state, TaskState::Ready);
     assert!(f.scheduler.grant("c", "w", now));
     f.scheduler.submit("w", "c", Report::completed("c", "w", vec![]), now).unwrap();
     f.scheduler.judge("c", Verdict::Accept, now).unwrap();
     assert!(w.finished(&f.scheduler), "the last phase is complete as soon as its last task is accepted");
-    w.step(&mut f.scheduler).unwrap();
+    w.step(&mut f.scheduler, f.now).unwrap();
     let state = w.state();
     assert_eq!(state[0].1, r#"{"workflow":"chain","phase":"","started":["one","two"]}"#);
 }
@@ -258,7 +265,7 @@ fn a_failed_task_keeps_its_phase_open_and_fires_task_failed() {
     assert!(f.scheduler.grant("a", "w", now));
     f.scheduler.fail("w", "a", None, "disk full", now).unwrap();
     assert_eq!(f.scheduler.task("a").unwrap().state, TaskState::Failed);
-    w.step(&mut f.scheduler).unwrap();
+    w.step(&mut f.scheduler, f.now).unwrap();
     assert_eq!(w.take_log(), ["fail: failed a: disk full"]);
     assert_eq!(f.scheduler.task("a").unwrap().state, TaskState::Ready, "the hook retried it");
     assert_eq!(f.ids(), ["a"], "phase two waits");
@@ -313,19 +320,21 @@ fn a_timer_fires_when_due_and_asks_the_engine_to_wake_up() {
         .load(
             r#"local n = 0
 return { name = "tick", phases = { { name = "p", tasks = { { id = "a", description = "a" } },
-  on = { timer = { every = "20ms", run = function(ctx)
+  on = { timer = { every = "10m", run = function(ctx)
     n = n + 1
     ctx.add_task { id = "tick-" .. n, description = "tick" }
   end } } } } }"#,
         )
         .unwrap();
     let wake = w.next_wakeup().expect("a wakeup for the timer");
-    while Instant::now() < wake {
-        std::thread::sleep(wake - Instant::now());
-    }
-    w.step(&mut f.scheduler).unwrap();
+    assert_eq!(wake, f.now + Duration::from_mins(10), "measured from the clock the engine passed in");
+    w.step(&mut f.scheduler, wake.checked_sub(Duration::from_millis(1)).unwrap()).unwrap();
+    assert_eq!(f.ids(), ["a"], "not due yet");
+    w.step(&mut f.scheduler, wake).unwrap();
     assert_eq!(f.ids(), ["a", "tick-1"]);
-    assert!(w.next_wakeup().unwrap() > Instant::now());
+    assert_eq!(w.next_wakeup(), Some(wake + Duration::from_mins(10)));
+    w.step(&mut f.scheduler, wake + Duration::from_mins(20)).unwrap();
+    assert_eq!(f.ids(), ["a", "tick-1", "tick-2"]);
 }
 
 #[test]
@@ -340,7 +349,7 @@ fn changed_files_matching_the_glob_reach_the_files_hook() {
         )
         .unwrap();
     w.files_changed(vec!["src/a.rs".into(), "README.md".into(), "src/deep/b.rs".into(), "src/a.rs".into()]);
-    w.step(&mut f.scheduler).unwrap();
+    w.step(&mut f.scheduler, f.now).unwrap();
     assert_eq!(f.ids(), ["a", "check src/a.rs", "check src/deep/b.rs"]);
 }
 
@@ -360,7 +369,7 @@ fn a_new_worker_fires_worker_joined_and_views_show_hub_state() {
         )
         .unwrap();
     f.scheduler.see_worker("w1", Instant::now());
-    w.step(&mut f.scheduler).unwrap();
+    w.step(&mut f.scheduler, f.now).unwrap();
     assert_eq!(f.ids(), ["a", "welcome-w1"]);
 }
 
@@ -377,7 +386,7 @@ fn a_restored_workflow_does_not_split_a_started_phase_again() {
     let mut second = Workflow::load(&path, f.dir.path()).unwrap();
     let (tx, _rx) = tokio::sync::mpsc::channel(1);
     second.restore(Some(state), tx.into());
-    second.step(&mut f.scheduler).unwrap();
+    second.step(&mut f.scheduler, f.now).unwrap();
     assert!(second.take_log().is_empty());
     assert_eq!(f.ids(), ["a"]);
 }
@@ -387,20 +396,20 @@ fn a_worker_silent_for_quiet_after_fires_worker_quiet_once() {
     let mut f = Fixture::new();
     let mut w = f
         .load(
-            r#"return { name = "quiet", quiet_after = "30ms", phases = { { name = "p", tasks = { { id = "a", description = "a" } },
+            r#"return { name = "quiet", quiet_after = "10m", phases = { { name = "p", tasks = { { id = "a", description = "a" } },
   on = { worker_quiet = function(worker, ctx) ctx.log(worker.name .. " quiet, holding " .. tostring(worker.holding)) end } } } }"#,
         )
         .unwrap();
-    assert!(f.scheduler.grant("a", "w1", Instant::now()));
-    w.step(&mut f.scheduler).unwrap();
+    assert!(f.scheduler.grant("a", "w1", f.now));
+    w.step(&mut f.scheduler, f.now).unwrap();
     assert!(w.take_log().is_empty());
     let wake = w.next_wakeup().expect("a wakeup for the quiet check");
-    while Instant::now() < wake {
-        std::thread::sleep(wake - Instant::now());
-    }
-    w.step(&mut f.scheduler).unwrap();
+    assert_eq!(wake, f.now + Duration::from_mins(10), "quiet_after after the worker was last seen");
+    w.step(&mut f.scheduler, wake.checked_sub(Duration::from_millis(1)).unwrap()).unwrap();
+    assert!(w.take_log().is_empty(), "not quiet long enough yet");
+    w.step(&mut f.scheduler, wake).unwrap();
     assert_eq!(w.take_log(), ["quiet: w1 quiet, holding a"]);
-    w.step(&mut f.scheduler).unwrap();
+    w.step(&mut f.scheduler, wake + Duration::from_mins(1)).unwrap();
     assert!(w.take_log().is_empty(), "once per silence");
 }
 
@@ -410,7 +419,7 @@ fn open_work_outside_the_phases_keeps_the_workflow_from_finishing() {
     let mut w = f.load(r#"return { name = "open", phases = { { name = "p", tasks = {} } } }"#).unwrap();
     assert!(w.finished(&f.scheduler));
     f.scheduler.add_tasks(vec![TaskSpec::new("by-hand", "added by a coordinator")], None, Instant::now()).unwrap();
-    w.step(&mut f.scheduler).unwrap();
+    w.step(&mut f.scheduler, f.now).unwrap();
     assert!(!w.finished(&f.scheduler));
 }
 
@@ -424,7 +433,7 @@ fn a_phase_with_a_failed_task_is_shown_as_stuck() {
     let now = Instant::now();
     assert!(f.scheduler.grant("a", "w", now));
     f.scheduler.fail("w", "a", None, "disk full", now).unwrap();
-    let err = w.step(&mut f.scheduler).unwrap_err();
+    let err = w.step(&mut f.scheduler, f.now).unwrap_err();
     assert_eq!(
         err.0,
         "wf.lua: phase \"p\" is stuck: task `a` failed (disk full); retry it (`mcc tasks retry a`) or cancel it"
@@ -549,18 +558,22 @@ fn a_ctx_run_past_its_timeout_loses_everything_it_started() {
     let mut f = Fixture::new();
     f.load(
         r#"return { name = "slow", phases = { { name = "p", split = function(ctx)
-  local r = ctx.run("echo $$; (sleep 4; echo late > late) & sleep 600", { timeout = "200ms" })
+  local r = ctx.run("echo $$; sleep 600 & echo $!; sleep 600", { timeout = "200ms" })
   assert(r.timed_out and r.code == nil, r.stderr)
   ctx.write("pgid", r.stdout)
   return {}
 end } } }"#,
     )
     .unwrap();
-    let pgid: i32 = std::fs::read_to_string(f.dir.path().join("pgid")).unwrap().trim().parse().unwrap();
+    let printed = std::fs::read_to_string(f.dir.path().join("pgid")).unwrap();
+    let pids: Vec<i32> = printed.split_whitespace().map(|p| p.parse().unwrap()).collect();
+    let [pgid, background] = pids[..] else { panic!("the shell's and the background job's pids: {printed}") };
     crate::command::tests::eventually("the command's group is gone", || {
         crate::command::tests::live_members(pgid).is_empty()
     });
-    assert!(!f.dir.path().join("late").exists(), "the background job died with its group");
+    // Checked by its pid: a file it would write later could not show it lived on.
+    let alive = std::fs::read_to_string(format!("/proc/{background}/stat")).is_ok_and(|s| !s.contains(") Z "));
+    assert!(!alive, "the background job died with its group");
 }
 
 #[test]
@@ -597,11 +610,11 @@ return { name = "order", phases = {
         assert!(f.scheduler.grant(id, "w", now));
         f.scheduler.submit("w", id, Report::completed(id, "w", vec![]), now).unwrap();
         f.scheduler.judge(id, Verdict::Accept, now).unwrap();
-        w.step(&mut f.scheduler).unwrap();
+        w.step(&mut f.scheduler, f.now).unwrap();
         assert_eq!(f.ids(), ["a", "b", "c", "x"], "phase one is open while b is");
     }
     f.scheduler.cancel("b").unwrap();
-    w.step(&mut f.scheduler).unwrap();
+    w.step(&mut f.scheduler, f.now).unwrap();
     assert_eq!(f.ids(), ["a", "b", "c", "x", "d"]);
     assert_eq!(f.scheduler.task("d").unwrap().phase.as_deref(), Some("two"));
     assert!(!w.finished(&f.scheduler), "x and d are open");
@@ -631,7 +644,7 @@ fn complete_reads_counts_and_the_phase_tasks_made_when_first_read() {
     assert!(f.scheduler.grant("b", "w", now));
     f.scheduler.submit("w", "b", Report::completed("b", "w", vec![]), now).unwrap();
     f.scheduler.judge("b", Verdict::Accept, now).unwrap();
-    w.step(&mut f.scheduler).unwrap();
+    w.step(&mut f.scheduler, f.now).unwrap();
     assert_eq!(f.ids(), ["a", "b", "x", "c"]);
 }
 
@@ -657,7 +670,7 @@ return { name = "adds", phases = { { name = "p", tasks = { { id = "a", descripti
         )
         .unwrap();
     f.scheduler.see_worker("w1", Instant::now());
-    w.step(&mut f.scheduler).unwrap();
+    w.step(&mut f.scheduler, f.now).unwrap();
     assert_eq!(f.ids(), ["a", "n1", "n2", "n3", "n4"]);
     assert_eq!(f.scheduler.task("n2").unwrap().spec.dependencies, ["n1", "n4"]);
 }

@@ -1,28 +1,36 @@
 //! `mcc mcp`: one worker's verbs as MCP tools over stdio, for agents that
 //! prefer tools to shell commands or are configured through `.mcp.json`.
 //!
-//! Each tool call runs the matching `mcc worker ...` command of this same
-//! binary and returns what it printed, so a tool result is exactly what a
-//! shell user reads (the same answers, limits and transports, sockets or
-//! files in a sandbox), followed by the next call to make. Refusals (exit
-//! 1) are tool errors carrying the command's own "what to do" message.
+//! Each tool call runs the matching verb of [`crate::client::worker`] in
+//! this process (on a blocking thread, so a `next` that waits holds up no
+//! other request) and returns its answer's text, so a tool result is exactly
+//! what a shell user reads (the same answers, limits and transports, sockets
+//! or files in a sandbox), followed by the next call to make. Refusals
+//! (exit code 1) are tool errors carrying the verb's own "what to do"
+//! message. Input schemas are derived from the argument types below.
 
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::sync::Arc;
 use std::time::Duration;
 
-use clap::{Args, ValueEnum};
+use clap::Args;
+use rmcp::handler::server::router::tool::ToolRouter;
+use rmcp::handler::server::tool::ToolCallContext;
+use rmcp::handler::server::wrapper::Parameters;
 use rmcp::model::{
     CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, Implementation, ListToolsResult,
-    PaginatedRequestParams, ServerCapabilities, ServerConfig, Tool,
+    PaginatedRequestParams, ServerCapabilities, ServerConfig,
 };
 use rmcp::service::RequestContext;
-use rmcp::{ErrorData, RoleServer, ServerHandler, ServiceExt};
+use rmcp::{ErrorData, RoleServer, ServerHandler, ServiceExt, tool, tool_handler, tool_router};
+use schemars::JsonSchema;
+use serde::de::Error as _;
+use serde::{Deserialize, Deserializer};
 use serde_json::{Map, Value, json};
 
-use crate::cli::exit;
-use crate::cli::worker::PRINT_BUDGET;
+use crate::client::exit;
+use crate::client::worker::{self as verbs, Answer, NextCall, PRINT_BUDGET};
 
 /// The longest `next` may wait: MCP clients give up on a call after 60 s.
 pub const MAX_WAIT: Duration = Duration::from_secs(50);
@@ -57,14 +65,14 @@ pub fn run(args: McpArgs) -> u8 {
         let id = crate::client::files::new_id();
         format!("mcp-{}", &id[..4])
     });
-    let server = WorkerTools {
-        worker: Arc::from(worker.as_str()),
-        hub: args.hub,
-        wait: args.wait.min(MAX_WAIT),
-        exe,
-        transport: crate::client::transport(),
+    let server = WorkerTools::new(worker, args.hub, args.wait.min(MAX_WAIT), exe);
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("mcc mcp: cannot start the async runtime: {e}");
+            return exit::ERROR;
+        }
     };
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("start the tokio runtime");
     let outcome = runtime.block_on(async move {
         let service = server.serve(rmcp::transport::stdio()).await.map_err(|e| e.to_string())?;
         service.waiting().await.map_err(|e| e.to_string())
@@ -78,188 +86,247 @@ pub fn run(args: McpArgs) -> u8 {
     }
 }
 
+/// An optional argument is one to leave out, as the schema's `required`
+/// list says: its type is the value's alone (`integer`, not `[integer, null]`)
+/// and it has no `null` default.
+fn optional_not_null(schema: &mut schemars::Schema) {
+    let Some(Value::Object(properties)) = schema.get_mut("properties") else { return };
+    for property in properties.values_mut() {
+        if let Some(fields) = property.as_object_mut()
+            && fields.get("default") == Some(&Value::Null)
+        {
+            fields.remove("default");
+        }
+        if let Some(Value::Array(types)) = property.get_mut("type") {
+            types.retain(|t| t != "null");
+            if let [only] = types.as_slice() {
+                property["type"] = only.clone();
+            }
+        }
+    }
+}
+
+/// A whole number, also when a client sends it as a string of digits (`"5"`).
+fn whole_number<'de, D: Deserializer<'de>, T: TryFrom<u64>>(given: D) -> Result<Option<T>, D::Error> {
+    let value = Option::<Value>::deserialize(given)?;
+    let number = match &value {
+        None | Some(Value::Null) => return Ok(None),
+        Some(Value::Number(n)) => n.as_u64(),
+        Some(Value::String(s)) => s.trim().parse().ok(),
+        Some(_) => None,
+    };
+    let shown = value.map(|v| v.to_string()).unwrap_or_default();
+    number
+        .and_then(|n| T::try_from(n).ok())
+        .map(Some)
+        .ok_or_else(|| D::Error::custom(format!("expected a whole number, not {shown}")))
+}
+
+/// A list of paths, also when a client sends one path as a string.
+fn one_or_more_paths<'de, D: Deserializer<'de>>(given: D) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Paths {
+        One(String),
+        Many(Vec<String>),
+    }
+    match Option::<Paths>::deserialize(given) {
+        Ok(None) => Ok(Vec::new()),
+        Ok(Some(Paths::One(path))) => Ok(vec![path]),
+        Ok(Some(Paths::Many(paths))) => Ok(paths),
+        Err(_) => Err(D::Error::custom("expected a list of paths")),
+    }
+}
+
+/// `done`'s arguments.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[schemars(transform = optional_not_null)]
+pub struct DoneArgs {
+    /// The task id, as printed with the task
+    pub task: String,
+    /// Files you wrote, relative to the project root
+    #[serde(default, deserialize_with = "one_or_more_paths")]
+    pub deliverables: Vec<String>,
+    /// Your context efficiency, 1-5 (5 fresh; 2 or less: hand over)
+    #[serde(default, deserialize_with = "whole_number")]
+    #[schemars(range(min = 1, max = 5))]
+    pub score: Option<u8>,
+    /// A note for the engineer
+    pub notes: Option<String>,
+    /// The attempt, as printed with the task
+    #[serde(default, deserialize_with = "whole_number")]
+    #[schemars(range(min = 1))]
+    pub attempt: Option<u32>,
+}
+
+/// `block`'s arguments.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[schemars(transform = optional_not_null)]
+pub struct BlockArgs {
+    /// The task id, as printed with the task
+    pub task: String,
+    pub question: String,
+    /// The attempt, as printed with the task
+    #[serde(default, deserialize_with = "whole_number")]
+    #[schemars(range(min = 1))]
+    pub attempt: Option<u32>,
+}
+
+/// `fail`'s arguments.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[schemars(transform = optional_not_null)]
+pub struct FailArgs {
+    /// The task id, as printed with the task
+    pub task: String,
+    pub reason: String,
+    /// The attempt, as printed with the task
+    #[serde(default, deserialize_with = "whole_number")]
+    #[schemars(range(min = 1))]
+    pub attempt: Option<u32>,
+}
+
+/// `progress`'s arguments.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[schemars(transform = optional_not_null)]
+pub struct ProgressArgs {
+    /// The task id, as printed with the task
+    pub task: String,
+    pub note: String,
+    /// The attempt, as printed with the task
+    #[serde(default, deserialize_with = "whole_number")]
+    #[schemars(range(min = 1))]
+    pub attempt: Option<u32>,
+}
+
 /// The MCP server of one worker.
 #[derive(Clone)]
 pub struct WorkerTools {
     worker: Arc<str>,
     hub: Option<String>,
     wait: Duration,
+    /// This binary, for `status` until the status text is rendered below the CLI.
     exe: PathBuf,
-    transport: crate::client::Transport,
-}
-
-fn schema(properties: &Value, required: &[&str]) -> Arc<Map<String, Value>> {
-    let value = json!({"type": "object", "properties": properties, "required": required});
-    let Value::Object(map) = value else { unreachable!("an object literal") };
-    Arc::new(map)
-}
-
-/// The tools, with their input schemas.
-pub fn tools() -> Vec<Tool> {
-    let task = json!({"type": "string", "description": "The task id, as printed with the task"});
-    let attempt = json!({"type": "integer", "minimum": 1, "description": "The attempt, as printed with the task"});
-    vec![
-        Tool::new(
-            "next",
-            "Get the task you hold, or a new one. Waits up to ~45 s; \"nothing yet\" means call `next` again. The result ends with the next call to make.",
-            schema(&json!({}), &[]),
-        ),
-        Tool::new(
-            "done",
-            "Report a task done with the files you wrote; returns the verdict and your next task.",
-            schema(
-                &json!({
-                    "task": task,
-                    "deliverables": {"type": "array", "items": {"type": "string"}, "description": "Files you wrote, relative to the project root"},
-                    "score": {"type": "integer", "minimum": 1, "maximum": 5, "description": "Your context efficiency, 1-5 (5 fresh; 2 or less: hand over)"},
-                    "notes": {"type": "string", "description": "A note for the engineer"},
-                    "attempt": attempt,
-                }),
-                &["task"],
-            ),
-        ),
-        Tool::new(
-            "block",
-            "Hand a question to the engineer; the task waits for the answer and you get other work.",
-            schema(&json!({"task": task, "question": {"type": "string"}, "attempt": attempt}), &["task", "question"]),
-        ),
-        Tool::new(
-            "fail",
-            "Give up on a task with the reason; it goes back to the queue.",
-            schema(&json!({"task": task, "reason": {"type": "string"}, "attempt": attempt}), &["task", "reason"]),
-        ),
-        Tool::new(
-            "progress",
-            "Note progress on a task you hold; extends its lease.",
-            schema(&json!({"task": task, "note": {"type": "string"}, "attempt": attempt}), &["task", "note"]),
-        ),
-        Tool::new("leave", "Leave: what you hold goes back to the queue at once.", schema(&json!({}), &[])),
-        Tool::new(
-            "status",
-            "Read-only: the project's tasks and workers, as `mcc status` prints them.",
-            schema(&json!({}), &[]),
-        ),
-    ]
+    tool_router: ToolRouter<Self>,
 }
 
 /// Why a call's arguments cannot become a command.
-fn arg_error(tool: &str, what: &str) -> String {
-    format!("{tool}: {what}; see the tool's input schema (tools/list)")
+fn arg_error(tool: &str, what: &str) -> CallToolResult {
+    CallToolResult::error(vec![ContentBlock::text(format!("{tool}: {what}; see the tool's input schema (tools/list)"))])
 }
 
+/// `value`, or a tool error saying `key` is required when it is blank.
+fn required<'a>(tool: &str, key: &str, value: &'a str) -> Result<&'a str, CallToolResult> {
+    if value.trim().is_empty() { Err(arg_error(tool, &format!("`{key}` is required"))) } else { Ok(value) }
+}
+
+#[tool_router]
 impl WorkerTools {
-    /// The `mcc` command line for one tool call.
-    fn command_line(&self, tool: &str, args: &Map<String, Value>) -> Result<Vec<String>, String> {
-        let text = |key: &str| -> Result<Option<String>, String> {
-            match args.get(key) {
-                None | Some(Value::Null) => Ok(None),
-                Some(Value::String(s)) => Ok(Some(s.clone())),
-                Some(other) => Err(arg_error(tool, &format!("`{key}` must be a string, not {other}"))),
-            }
-        };
-        let number = |key: &str| -> Result<Option<String>, String> {
-            match args.get(key) {
-                None | Some(Value::Null) => Ok(None),
-                Some(Value::Number(n)) if n.as_u64().is_some() => Ok(Some(n.to_string())),
-                Some(Value::String(s)) if s.parse::<u64>().is_ok() => Ok(Some(s.clone())),
-                Some(other) => Err(arg_error(tool, &format!("`{key}` must be a whole number, not {other}"))),
-            }
-        };
-        let required = |key: &str| -> Result<String, String> {
-            text(key)?.filter(|s| !s.trim().is_empty()).ok_or_else(|| arg_error(tool, &format!("`{key}` is required")))
-        };
-        let mut line: Vec<String> = Vec::new();
-        let flag = |line: &mut Vec<String>, name: &str, value: Option<String>| {
-            if let Some(value) = value {
-                line.push(format!("--{name}"));
-                line.push(value);
-            }
-        };
-        if tool == "status" {
-            line.push("status".into());
-        } else {
-            line.extend(["worker".into(), tool.to_owned()]);
-        }
-        match tool {
-            "next" | "leave" | "status" => {}
-            "done" => {
-                line.push(required("task")?);
-                match args.get("deliverables") {
-                    None | Some(Value::Null) => {}
-                    Some(Value::Array(items)) => {
-                        for item in items {
-                            let Value::String(path) = item else {
-                                return Err(arg_error(tool, "`deliverables` must be a list of paths"));
-                            };
-                            flag(&mut line, "deliverable", Some(path.clone()));
-                        }
-                    }
-                    Some(Value::String(path)) => flag(&mut line, "deliverable", Some(path.clone())),
-                    Some(_) => return Err(arg_error(tool, "`deliverables` must be a list of paths")),
-                }
-                flag(&mut line, "score", number("score")?);
-                flag(&mut line, "notes", text("notes")?);
-            }
-            "block" => {
-                line.push(required("task")?);
-                flag(&mut line, "question", Some(required("question")?));
-            }
-            "fail" => {
-                line.push(required("task")?);
-                flag(&mut line, "reason", Some(required("reason")?));
-            }
-            "progress" => {
-                line.push(required("task")?);
-                flag(&mut line, "note", Some(required("note")?));
-            }
-            _ => {
-                return Err(format!(
-                    "no tool `{tool}`: the tools are next, done, block, fail, progress, leave, status"
-                ));
-            }
-        }
-        if matches!(tool, "done" | "block" | "fail" | "progress") {
-            flag(&mut line, "attempt", number("attempt")?);
-        }
-        if tool != "status" {
-            flag(&mut line, "as", Some(self.worker.to_string()));
-        }
-        if matches!(tool, "next" | "done" | "block" | "fail") {
-            flag(&mut line, "wait", Some(format!("{}s", self.wait.as_secs())));
-        }
-        flag(&mut line, "hub", self.hub.clone());
-        let transport = self.transport.to_possible_value().expect("every transport has a name");
-        flag(&mut line, "transport", Some(transport.get_name().to_owned()));
-        Ok(line)
+    fn new(worker: String, hub: Option<String>, wait: Duration, exe: PathBuf) -> Self {
+        Self { worker: Arc::from(worker.as_str()), hub, wait, exe, tool_router: Self::tool_router() }
     }
 
-    async fn call(&self, tool: &str, args: &Map<String, Value>) -> CallToolResult {
-        let line = match self.command_line(tool, args) {
-            Ok(line) => line,
-            Err(message) => return CallToolResult::error(vec![ContentBlock::text(message)]),
+    fn who(&self) -> verbs::Worker {
+        verbs::Worker { name: Some(self.worker.to_string()), hub: self.hub.clone() }
+    }
+
+    /// Run a verb on a blocking thread (it may wait ~50 s on the hub) and
+    /// turn its answer into the tool result.
+    async fn answer(tool: &str, verb: impl FnOnce() -> Answer + Send + 'static) -> CallToolResult {
+        match tokio::task::spawn_blocking(verb).await {
+            Ok(answer) => result(&answer),
+            Err(e) => CallToolResult::error(vec![ContentBlock::text(format!("{tool}: the call stopped: {e}"))]),
+        }
+    }
+
+    #[tool(
+        description = "Get the task you hold, or a new one. Waits up to ~45 s; \"nothing yet\" means call `next` again. The result ends with the next call to make."
+    )]
+    async fn next(&self) -> CallToolResult {
+        let (who, wait) = (self.who(), self.wait);
+        Self::answer("next", move || verbs::next(&who, wait)).await
+    }
+
+    #[tool(description = "Report a task done with the files you wrote; returns the verdict and your next task.")]
+    async fn done(&self, Parameters(a): Parameters<DoneArgs>) -> CallToolResult {
+        if let Err(refused) = required("done", "task", &a.task) {
+            return refused;
+        }
+        if a.score.is_some_and(|score| !(1..=5).contains(&score)) {
+            return arg_error("done", "`score` is 1 to 5");
+        }
+        let done = verbs::Done {
+            task: a.task,
+            deliverables: a.deliverables,
+            score: a.score,
+            notes: a.notes,
+            attempt: a.attempt,
+            wait: self.wait,
         };
-        let output = tokio::process::Command::new(&self.exe)
-            .args(&line)
-            .env_remove("MCC_WORKER")
-            .env_remove("MCC_WAIT")
-            .stdin(Stdio::null())
-            // A call the client cancels stops its command; what it held comes back with the next `next`.
-            .kill_on_drop(true)
-            .output()
-            .await;
-        let output = match output {
+        let who = self.who();
+        Self::answer("done", move || verbs::done(&who, &done)).await
+    }
+
+    #[tool(description = "Hand a question to the engineer; the task waits for the answer and you get other work.")]
+    async fn block(&self, Parameters(a): Parameters<BlockArgs>) -> CallToolResult {
+        if let Err(refused) = required("block", "task", &a.task).and(required("block", "question", &a.question)) {
+            return refused;
+        }
+        let block = verbs::Block { task: a.task, question: a.question, attempt: a.attempt, wait: self.wait };
+        let who = self.who();
+        Self::answer("block", move || verbs::block(&who, &block)).await
+    }
+
+    #[tool(description = "Give up on a task with the reason; it goes back to the queue.")]
+    async fn fail(&self, Parameters(a): Parameters<FailArgs>) -> CallToolResult {
+        if let Err(refused) = required("fail", "task", &a.task).and(required("fail", "reason", &a.reason)) {
+            return refused;
+        }
+        let fail = verbs::Fail { task: a.task, reason: a.reason, attempt: a.attempt, wait: self.wait };
+        let who = self.who();
+        Self::answer("fail", move || verbs::fail(&who, &fail)).await
+    }
+
+    #[tool(description = "Note progress on a task you hold; extends its lease.")]
+    async fn progress(&self, Parameters(a): Parameters<ProgressArgs>) -> CallToolResult {
+        if let Err(refused) = required("progress", "task", &a.task).and(required("progress", "note", &a.note)) {
+            return refused;
+        }
+        let progress = verbs::Progress { task: a.task, note: a.note, attempt: a.attempt };
+        let who = self.who();
+        Self::answer("progress", move || verbs::progress(&who, &progress)).await
+    }
+
+    #[tool(description = "Leave: what you hold goes back to the queue at once.")]
+    async fn leave(&self) -> CallToolResult {
+        let who = self.who();
+        Self::answer("leave", move || verbs::leave(&who)).await
+    }
+
+    #[tool(description = "Read-only: the project's tasks and workers, as `mcc status` prints them.")]
+    async fn status(&self) -> CallToolResult {
+        // `mcc status` renders its text in the CLI, which this layer may not
+        // import: it runs as a command until the client renders it.
+        let mut command = tokio::process::Command::new(&self.exe);
+        command.arg("status").stdin(Stdio::null()).kill_on_drop(true);
+        if let Some(hub) = &self.hub {
+            command.args(["--hub", hub]);
+        }
+        let output = match command.output().await {
             Ok(output) => output,
             Err(e) => {
-                return CallToolResult::error(vec![ContentBlock::text(format!(
-                    "cannot run {}: {e}",
-                    self.exe.display()
-                ))]);
+                let text = format!("cannot run {} status: {e}", self.exe.display());
+                return CallToolResult::error(vec![ContentBlock::text(text)]);
             }
         };
         let code = output.status.code().and_then(|c| u8::try_from(c).ok()).unwrap_or(exit::ERROR);
-        let stdout = String::from_utf8_lossy(&output.stdout);
-        let stderr = String::from_utf8_lossy(&output.stderr);
-        result(tool, code, &stdout, &stderr)
+        if code != exit::OK {
+            let stderr = String::from_utf8_lossy(&output.stderr);
+            return refusal(stderr.trim().trim_start_matches("error: "), code);
+        }
+        let text = fitted_status(String::from_utf8_lossy(&output.stdout).trim_end().to_owned());
+        let mut shown = CallToolResult::success(vec![ContentBlock::text(text)]);
+        shown.structured_content = Some(json!({"exitCode": code, "nextCall": null}));
+        shown
     }
 }
 
@@ -287,107 +354,71 @@ fn fitted_status(text: String) -> String {
     kept
 }
 
-/// A command's output as a tool result, ending with the next call to make.
-fn result(tool: &str, code: u8, stdout: &str, stderr: &str) -> CallToolResult {
-    let (next_call, why) = match code {
-        exit::OK if tool == "status" => (None, String::new()),
-        exit::OK => match printed_next_command(stdout) {
-            Some(call) => (Some(call), String::new()),
-            None => (None, "none: you can stop".to_owned()),
+/// A refused call: a tool error with the "what to do" message.
+fn refusal(message: &str, code: u8) -> CallToolResult {
+    let text = format!(
+        "{message}\n(in MCP, a printed `mcc worker VERB ...` is this server's VERB tool, with the same options as arguments)"
+    );
+    let mut refused = CallToolResult::error(vec![ContentBlock::text(text)]);
+    refused.structured_content = Some(json!({"exitCode": code, "error": message}));
+    refused
+}
+
+/// A verb's answer as a tool result, ending with the next call to make.
+fn result(answer: &Answer) -> CallToolResult {
+    let (next_call, why) = match answer.code {
+        exit::OK => match &answer.next {
+            Some(call) => (Some(tool_call(call)), ""),
+            None => (None, "none: you can stop"),
         },
-        exit::NOTHING_YET => (Some(json!({"tool": "next", "arguments": {}})), "nothing yet, call again".to_owned()),
-        exit::ALL_DONE => (None, "none: all work is done, stop".to_owned()),
-        exit::HAND_OVER => (None, "none: your context is spent; stop, a fresh chat takes over".to_owned()),
-        _ => {
-            let message = stderr.trim().trim_start_matches("error: ");
-            let text = format!(
-                "{message}\n(in MCP, a printed `mcc worker VERB ...` is this server's VERB tool, with the same options as arguments)"
-            );
-            let mut refused = CallToolResult::error(vec![ContentBlock::text(text)]);
-            refused.structured_content = Some(json!({"exitCode": code, "error": message}));
-            return refused;
-        }
+        exit::NOTHING_YET => (Some(tool_call(&NextCall::Next)), "nothing yet, call again"),
+        exit::ALL_DONE => (None, "none: all work is done, stop"),
+        exit::HAND_OVER => (None, "none: your context is spent; stop, a fresh chat takes over"),
+        code => return refusal(&answer.text, code),
     };
-    let mut text = stdout.trim_end().to_owned();
-    if tool == "status" {
-        text = fitted_status(text);
-    }
+    let mut text = answer.text.trim_end().to_owned();
     match &next_call {
         Some(call) => {
             let args = serde_json::to_string(&call["arguments"]).expect("serializes");
             let tail = if why.is_empty() { String::new() } else { format!(" ({why})") };
             text.push_str(&format!("\nnext call: {} {args}{tail}", call["tool"].as_str().unwrap_or_default()));
         }
-        None if !why.is_empty() => text.push_str(&format!("\nnext call: {why}")),
-        None => {}
+        None => text.push_str(&format!("\nnext call: {why}")),
     }
     let mut done = CallToolResult::success(vec![ContentBlock::text(text)]);
-    done.structured_content = Some(json!({"exitCode": code, "nextCall": next_call}));
+    done.structured_content = Some(json!({"exitCode": answer.code, "nextCall": next_call}));
     done
 }
 
-/// The command an answer says to run next (`when done: ...` or `next: ...`),
-/// as a tool call: `{"tool": "done", "arguments": {...}}`.
-fn printed_next_command(stdout: &str) -> Option<Value> {
-    stdout
-        .lines()
-        .find_map(|line| {
-            let command = line.strip_prefix("when done: ").or_else(|| line.strip_prefix("next: "))?;
-            as_tool_call(command)
-        })
-        .or_else(|| done_command_in_task_file(stdout))
-}
-
-/// A `done` command too long to print (a task with many output files) is
-/// under "When done" in the task's file, which the answer names.
-fn done_command_in_task_file(stdout: &str) -> Option<Value> {
-    let line = stdout.lines().find(|l| l.starts_with(crate::cli::worker::DONE_IN_FILE))?;
-    let path = line.strip_prefix(crate::cli::worker::DONE_IN_FILE)?.rsplit_once(" (it names ")?.0;
-    let task = std::fs::read_to_string(path).ok()?;
-    let command = task.split_once("## When done\n\n")?.1.lines().next()?.trim();
-    as_tool_call(command)
-}
-
-/// `mcc worker done t1 --as w --deliverable a.md --score 5` as
-/// `{"tool": "done", "arguments": {"task": "t1", "deliverables": ["a.md"], "score": 5}}`.
-pub fn as_tool_call(command: &str) -> Option<Value> {
-    let words = shlex::split(command)?;
-    let at = words.iter().position(|w| w == "worker")?;
-    let tool = words.get(at + 1)?.clone();
-    let mut args = Map::new();
-    let mut rest = words[at + 2..].iter();
-    while let Some(word) = rest.next() {
-        match word.strip_prefix("--") {
-            None => {
-                args.entry("task").or_insert_with(|| json!(word));
+/// A next call as this server's tool call: `{"tool": "done", "arguments": {...}}`,
+/// the arguments in the order the shell command gives them.
+pub fn tool_call(call: &NextCall) -> Value {
+    match call {
+        NextCall::Next => json!({"tool": "next", "arguments": {}}),
+        NextCall::Done { task, attempt, deliverables, score } => {
+            let mut args = Map::new();
+            args.insert("task".into(), json!(task));
+            if let Some(attempt) = attempt {
+                args.insert("attempt".into(), json!(attempt));
             }
-            Some("json") => {}
-            Some("as" | "hub" | "wait" | "transport") => {
-                rest.next();
+            if !deliverables.is_empty() {
+                args.insert("deliverables".into(), json!(deliverables));
             }
-            Some("deliverable") => {
-                let path = rest.next()?;
-                let list = args.entry("deliverables").or_insert_with(|| json!([]));
-                list.as_array_mut()?.push(json!(path));
-            }
-            Some(name) => {
-                let value = rest.next()?;
-                let value = match value.parse::<u64>() {
-                    Ok(n) if matches!(name, "score" | "attempt") => json!(n),
-                    _ => json!(value),
-                };
-                args.insert(name.to_owned(), value);
-            }
+            args.insert("score".into(), json!(score));
+            json!({"tool": "done", "arguments": args})
         }
     }
-    Some(json!({"tool": tool, "arguments": args}))
 }
+
+/// The tools, in the order of a worker's loop.
+const TOOLS: [&str; 7] = ["next", "done", "block", "fail", "progress", "leave", "status"];
 
 const INSTRUCTIONS: &str = "You are a worker on a shared project. Call `next` to get a task, do it, then make the call \
 each result names on its last line (`next call: TOOL {arguments}`). \"nothing yet\" means call `next` again; \
 \"all work is done\" means stop. Task texts name shell commands (`mcc worker VERB TASK --option VALUE`): each is \
 this server's VERB tool with the options as arguments (--deliverable goes into `deliverables`).";
 
+#[tool_handler(router = self.tool_router)]
 impl ServerHandler for WorkerTools {
     fn get_info(&self) -> ServerConfig {
         ServerConfig::new(ServerCapabilities::builder().enable_tools().build())
@@ -395,21 +426,29 @@ impl ServerHandler for WorkerTools {
             .with_instructions(format!("{INSTRUCTIONS} Your worker name is {}.", self.worker))
     }
 
+    /// The tools in the order of a worker's loop, as before they were declared with macros.
     async fn list_tools(
         &self,
         _request: Option<PaginatedRequestParams>,
         _context: RequestContext<RoleServer>,
     ) -> Result<ListToolsResult, ErrorData> {
-        Ok(ListToolsResult { tools: tools(), ..Default::default() })
+        let mut tools = self.tool_router.list_all();
+        tools.sort_by_key(|tool| TOOLS.iter().position(|name| *name == tool.name));
+        Ok(ListToolsResult { tools, ..Default::default() })
     }
 
+    /// An unknown tool is a tool error naming the tools, which a model can
+    /// correct (arguments that do not fit a schema are already one: rmcp's).
     async fn call_tool(
         &self,
         request: CallToolRequestParams,
-        _context: RequestContext<RoleServer>,
+        context: RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, ErrorData> {
-        let args = request.arguments.unwrap_or_default();
-        Ok(self.call(&request.name, &args).await.into())
+        if !self.tool_router.has_route(&request.name) {
+            let what = format!("no tool `{}`: the tools are {}", request.name, TOOLS.join(", "));
+            return Ok(CallToolResult::error(vec![ContentBlock::text(what)]).into());
+        }
+        self.tool_router.call(ToolCallContext::new(self, request, context)).await
     }
 }
 
@@ -417,16 +456,61 @@ impl ServerHandler for WorkerTools {
 mod tests {
     use super::*;
 
+    /// Agents have these tools configured: each keeps its argument names,
+    /// types and required list as they were written by hand before.
     #[test]
-    fn a_printed_command_becomes_the_matching_tool_call() {
-        let call = as_tool_call(
-            "mcc worker done t-1 --as w --deliverable out/a.md --deliverable 'b c.md' --score 5 --attempt 2",
-        )
-        .unwrap();
+    fn the_tools_keep_their_arguments_types_and_required_lists() {
+        let shape = |tool: &rmcp::model::Tool| {
+            let schema = &tool.input_schema;
+            let types: Map<String, Value> = schema
+                .get("properties")
+                .and_then(Value::as_object)
+                .map(|p| p.iter().map(|(name, property)| (name.clone(), property["type"].clone())).collect())
+                .unwrap_or_default();
+            json!({"name": tool.name, "types": types, "required": schema.get("required").cloned().unwrap_or(json!([]))})
+        };
+        let tools: Vec<Value> = WorkerTools::tool_router().list_all().iter().map(shape).collect();
+        let attempt_task = |other: &str| json!({"task": "string", other: "string", "attempt": "integer"});
+        let expected = vec![
+            json!({"name": "block", "types": attempt_task("question"), "required": ["task", "question"]}),
+            json!({"name": "done", "types": {"task": "string", "deliverables": "array", "score": "integer", "notes": "string", "attempt": "integer"}, "required": ["task"]}),
+            json!({"name": "fail", "types": attempt_task("reason"), "required": ["task", "reason"]}),
+            json!({"name": "leave", "types": {}, "required": []}),
+            json!({"name": "next", "types": {}, "required": []}),
+            json!({"name": "progress", "types": attempt_task("note"), "required": ["task", "note"]}),
+            json!({"name": "status", "types": {}, "required": []}),
+        ];
+        assert_eq!(tools, expected);
+    }
+
+    #[test]
+    fn a_number_sent_as_text_and_one_path_sent_as_a_string_are_taken() {
+        let args: DoneArgs =
+            serde_json::from_value(json!({"task": "t", "deliverables": "out/a.md", "score": "5", "attempt": 2}))
+                .unwrap();
+        assert_eq!((args.deliverables, args.score, args.attempt), (vec!["out/a.md".to_owned()], Some(5), Some(2)));
+        let bare: DoneArgs = serde_json::from_value(json!({"task": "t"})).unwrap();
+        assert_eq!((bare.deliverables.len(), bare.score, bare.attempt), (0, None, None));
+        let wrong = serde_json::from_value::<DoneArgs>(json!({"task": "t", "score": "high"})).unwrap_err();
+        assert!(wrong.to_string().contains("expected a whole number, not \"high\""), "{wrong}");
+    }
+
+    #[test]
+    fn a_done_call_names_its_arguments_in_the_order_of_the_printed_command() {
+        let call = NextCall::Done {
+            task: "t-1".into(),
+            attempt: Some(2),
+            deliverables: vec!["out/a.md".into(), "b c.md".into()],
+            score: 5,
+        };
         assert_eq!(
-            call,
-            json!({"tool": "done", "arguments": {"task": "t-1", "deliverables": ["out/a.md", "b c.md"], "score": 5, "attempt": 2}})
+            serde_json::to_string(&tool_call(&call)).unwrap(),
+            r#"{"tool":"done","arguments":{"task":"t-1","attempt":2,"deliverables":["out/a.md","b c.md"],"score":5}}"#
         );
-        assert_eq!(as_tool_call("mcc worker next --as w").unwrap(), json!({"tool": "next", "arguments": {}}));
+        assert_eq!(
+            call.command("w"),
+            "mcc worker done t-1 --as w --attempt 2 --deliverable out/a.md --deliverable 'b c.md' --score 5"
+        );
+        assert_eq!(tool_call(&NextCall::Next), json!({"tool": "next", "arguments": {}}));
     }
 }

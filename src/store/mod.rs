@@ -262,7 +262,7 @@ impl Store {
 
     /// Open (or create) `state.db` in `dir`.
     pub fn open(dir: &Path) -> Result<Self, StoreError> {
-        let path = dir.join("state.db");
+        let path = crate::layout::Layout::at(dir).state_db();
         let sql = |source| StoreError::Sqlite { path: path.clone(), source };
         let conn = Connection::open(&path).map_err(sql)?;
         conn.pragma_update(None, "journal_mode", "WAL").map_err(sql)?;
@@ -288,7 +288,7 @@ impl Store {
     /// Open `state.db` in `dir` for reading only, when no hub runs: the
     /// file is not created and nothing is written.
     pub fn open_read_only(dir: &Path) -> Result<Self, StoreError> {
-        let path = dir.join("state.db");
+        let path = crate::layout::Layout::at(dir).state_db();
         let flags = rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX;
         let conn = Connection::open_with_flags(&path, flags)
             .map_err(|source| StoreError::Sqlite { path: path.clone(), source })?;

@@ -1,0 +1,223 @@
+//! The arguments of `mcc worker ...` (clap), and what each verb's become
+//! for [`crate::client::worker`].
+
+use std::time::Duration;
+
+use clap::{Args, Subcommand};
+
+use crate::client::worker as verbs;
+
+const WORKER_HELP: &str = "\
+Exit codes:
+  0  you have a task (or the command succeeded): do it, then run the printed command
+  1  error: the message says what to run instead
+  3  nothing ready yet: run the same command again
+  4  all work is done: stop
+  5  hand over: your context is spent; stop, a fresh chat takes over
+
+Example turn:
+  mcc worker next --as worker-A
+  ...do the task...
+  mcc worker done task-001 --as worker-A --attempt 1 --deliverable out/a.md --score 5";
+
+/// Commands a worker chat (or script) runs to go from task to task.
+#[derive(Debug, Subcommand)]
+pub enum WorkerCmd {
+    /// Get the task you hold, or a new one; waits a bounded time when none is ready.
+    #[command(after_help = WORKER_HELP)]
+    Next(NextArgs),
+    /// Report a task done; prints the verdict and your next task in the same command.
+    #[command(after_help = WORKER_HELP)]
+    Done(DoneArgs),
+    /// Hand a question to the engineer; the task waits for `mcc answer`, you get other work.
+    #[command(after_help = WORKER_HELP)]
+    Block(BlockArgs),
+    /// Give up on a task; it goes back to the queue (or fails when its attempts are used up).
+    #[command(after_help = WORKER_HELP)]
+    Fail(FailArgs),
+    /// Note progress on a held task; extends its lease.
+    #[command(after_help = WORKER_HELP)]
+    Progress(ProgressArgs),
+    /// Leave: what you hold goes back to the queue at once.
+    #[command(after_help = WORKER_HELP)]
+    Leave(LeaveArgs),
+    /// Headless worker: run COMMAND once per task until all work is done.
+    #[command(after_help = RUN_HELP)]
+    Run(RunArgs),
+}
+
+/// Options every worker command takes.
+#[derive(Debug, Args, Clone)]
+pub struct Who {
+    /// Your worker name, such as worker-A (or set `MCC_WORKER`).
+    #[arg(long = "as", env = "MCC_WORKER", value_name = "NAME")]
+    pub name: Option<String>,
+    /// Hub address, such as `ws://127.0.0.1:3100` (default: found through the nearest .mcc/).
+    #[arg(long, env = "MCC_HUB")]
+    pub hub: Option<String>,
+    /// Print one JSON object instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// How long to wait for work.
+#[derive(Debug, Args, Clone)]
+pub struct Wait {
+    /// Wait this long for work when none is ready (max 5m), such as 25s.
+    #[arg(long, env = "MCC_WAIT", default_value = "25s", value_parser = humantime::parse_duration)]
+    pub wait: Duration,
+}
+
+#[derive(Debug, Args)]
+pub struct NextArgs {
+    #[command(flatten)]
+    pub who: Who,
+    #[command(flatten)]
+    pub wait: Wait,
+}
+
+#[derive(Debug, Args)]
+pub struct DoneArgs {
+    /// The task you finished.
+    pub task: String,
+    /// A file you wrote (repeat for several).
+    #[arg(long = "deliverable", value_name = "PATH")]
+    pub deliverables: Vec<String>,
+    /// Your context efficiency, 1-5 (5 = fresh; 2 or less = hand over).
+    #[arg(long, value_parser = clap::value_parser!(u8).range(1..=5))]
+    pub score: Option<u8>,
+    /// A note for the engineer.
+    #[arg(long)]
+    pub notes: Option<String>,
+    /// The attempt you worked on, as printed with the task (default: the
+    /// last one this machine was shown for the task).
+    #[arg(long)]
+    pub attempt: Option<u32>,
+    #[command(flatten)]
+    pub who: Who,
+    #[command(flatten)]
+    pub wait: Wait,
+}
+
+#[derive(Debug, Args)]
+pub struct BlockArgs {
+    pub task: String,
+    /// The question for the engineer.
+    #[arg(long)]
+    pub question: String,
+    #[arg(long)]
+    pub attempt: Option<u32>,
+    #[command(flatten)]
+    pub who: Who,
+    #[command(flatten)]
+    pub wait: Wait,
+}
+
+#[derive(Debug, Args)]
+pub struct FailArgs {
+    pub task: String,
+    /// Why you cannot finish it.
+    #[arg(long)]
+    pub reason: String,
+    #[arg(long)]
+    pub attempt: Option<u32>,
+    #[command(flatten)]
+    pub who: Who,
+    #[command(flatten)]
+    pub wait: Wait,
+}
+
+#[derive(Debug, Args)]
+pub struct ProgressArgs {
+    pub task: String,
+    /// What you have done so far.
+    #[arg(long)]
+    pub note: String,
+    #[arg(long)]
+    pub attempt: Option<u32>,
+    #[command(flatten)]
+    pub who: Who,
+}
+
+#[derive(Debug, Args)]
+pub struct LeaveArgs {
+    #[command(flatten)]
+    pub who: Who,
+}
+
+const RUN_HELP: &str = "\
+For each task, COMMAND runs in the project root with the task as JSON on stdin and in
+the file MCC_TASK_FILE, and MCC_TASK_ID, MCC_ATTEMPT, MCC_WORKER, MCC_HUB, MCC_REASONS
+(why the last result was rejected) in its environment.
+  exit 0      done: deliverables are the task's output files that exist, or the
+              `deliverables` of a JSON object printed as the last stdout line
+              (`\"is_error\": true` in it means failure, as `claude -p` reports)
+  exit non-0  failed: the tail of stderr is the reason
+The lease is extended while COMMAND runs; one that runs past the lease is killed.
+
+Exit codes: 0 --max-tasks reached, 1 error, 4 all work is done, 5 hand over.
+
+Example:
+  mcc worker run --as bot --parallel 3 -- sh scripts/do-task.sh";
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub who: Who,
+    /// Run N workers at once, named NAME-1 .. NAME-N.
+    #[arg(long, default_value_t = 1)]
+    pub parallel: usize,
+    /// Stop after this many tasks.
+    #[arg(long)]
+    pub max_tasks: Option<usize>,
+    /// The command to run per task, after `--`.
+    #[arg(last = true, required = true)]
+    pub command: Vec<String>,
+}
+
+impl Who {
+    pub fn worker(&self) -> verbs::Worker {
+        verbs::Worker { name: self.name.clone(), hub: self.hub.clone() }
+    }
+}
+
+impl DoneArgs {
+    pub fn verb(&self) -> verbs::Done {
+        verbs::Done {
+            task: self.task.clone(),
+            deliverables: self.deliverables.clone(),
+            score: self.score,
+            notes: self.notes.clone(),
+            attempt: self.attempt,
+            wait: self.wait.wait,
+        }
+    }
+}
+
+impl BlockArgs {
+    pub fn verb(&self) -> verbs::Block {
+        verbs::Block {
+            task: self.task.clone(),
+            question: self.question.clone(),
+            attempt: self.attempt,
+            wait: self.wait.wait,
+        }
+    }
+}
+
+impl FailArgs {
+    pub fn verb(&self) -> verbs::Fail {
+        verbs::Fail {
+            task: self.task.clone(),
+            reason: self.reason.clone(),
+            attempt: self.attempt,
+            wait: self.wait.wait,
+        }
+    }
+}
+
+impl ProgressArgs {
+    pub fn verb(&self) -> verbs::Progress {
+        verbs::Progress { task: self.task.clone(), note: self.note.clone(), attempt: self.attempt }
+    }
+}

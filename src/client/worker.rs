@@ -1,0 +1,329 @@
+//! A worker's verbs (`next`, `done`, `block`, `fail`, `progress`, `leave`)
+//! as functions: typed arguments in, a typed [`Answer`] out (the text a
+//! shell user reads, the exit code, the next call to make). `mcc worker`
+//! prints the answer; `mcc mcp` turns it into a tool result, in-process.
+//!
+//! Also kept here: the grant last shown to a worker on this machine
+//! (`.mcc/grants/NAME`), so a command given without `--attempt` still
+//! carries its fencing token.
+
+mod text;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use super::{ClientError, Target, exit};
+use crate::layout::Layout;
+use crate::wire::{ClientMsg, ServerMsg};
+
+pub use text::{PRINT_BUDGET, human, strings};
+
+/// The most an answer may take beyond the requested wait.
+const SLACK: Duration = Duration::from_secs(30);
+
+/// Who asks, and where the hub is.
+#[derive(Debug, Clone, Default)]
+pub struct Worker {
+    /// The worker's name (`--as` / `MCC_WORKER`); asked for when missing.
+    pub name: Option<String>,
+    /// The hub's address (`--hub` / `MCC_HUB`); default: found through the nearest `.mcc/`.
+    pub hub: Option<String>,
+}
+
+/// `done`: a task finished, with the files written.
+#[derive(Debug, Clone, Default)]
+pub struct Done {
+    pub task: String,
+    pub deliverables: Vec<String>,
+    pub score: Option<u8>,
+    pub notes: Option<String>,
+    /// The attempt worked on; default: the last one this machine was shown for the task.
+    pub attempt: Option<u32>,
+    /// How long to wait for the next task.
+    pub wait: Duration,
+}
+
+/// `block`: a question for the engineer.
+#[derive(Debug, Clone, Default)]
+pub struct Block {
+    pub task: String,
+    pub question: String,
+    pub attempt: Option<u32>,
+    pub wait: Duration,
+}
+
+/// `fail`: giving a task up.
+#[derive(Debug, Clone, Default)]
+pub struct Fail {
+    pub task: String,
+    pub reason: String,
+    pub attempt: Option<u32>,
+    pub wait: Duration,
+}
+
+/// `progress`: a note on a held task, extending its lease.
+#[derive(Debug, Clone, Default)]
+pub struct Progress {
+    pub task: String,
+    pub note: String,
+    pub attempt: Option<u32>,
+}
+
+/// The call an answer says to make next, as data: the CLI prints it as an
+/// `mcc worker ...` line, `mcc mcp` as a tool call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NextCall {
+    /// `mcc worker next`.
+    Next,
+    /// `mcc worker done TASK --attempt N --deliverable PATH... --score 5`.
+    Done { task: String, attempt: Option<u32>, deliverables: Vec<String>, score: u8 },
+}
+
+impl NextCall {
+    /// The shell command, runnable as printed by `worker`.
+    pub fn command(&self, worker: &str) -> String {
+        use std::fmt::Write as _;
+        match self {
+            Self::Next => format!("mcc worker next --as {}", text::quoted(worker)),
+            Self::Done { task, attempt, deliverables, score } => {
+                let mut cmd = format!("mcc worker done {} --as {}", text::quoted(task), text::quoted(worker));
+                if let Some(attempt) = attempt {
+                    let _ = write!(cmd, " --attempt {attempt}");
+                }
+                for path in deliverables {
+                    let _ = write!(cmd, " --deliverable {}", text::quoted(path));
+                }
+                let _ = write!(cmd, " --score {score}");
+                cmd
+            }
+        }
+    }
+}
+
+/// Where an answer came from.
+#[derive(Debug, Clone)]
+pub enum Source {
+    /// The hub's own answer (what `--json` prints, with the exit code and next command).
+    Hub(ServerMsg),
+    /// No hub answered because the run finished and its hub stopped: not a crash.
+    RunFinished,
+    /// No answer: the worker name, the hub or a deliverable was missing, or the hub out of reach.
+    Unreached,
+}
+
+/// What one verb came to.
+#[derive(Debug, Clone)]
+pub struct Answer {
+    /// The worker who asked (empty when no name was given).
+    pub worker: String,
+    /// What a shell user reads: printed as is, lines ending in `\n`, except
+    /// for [`exit::ERROR`], where it is the message alone (the CLI prints
+    /// it as `error: MESSAGE` on stderr).
+    pub text: String,
+    /// The exit code (`exit::OK`: a task, `NOTHING_YET`, `ALL_DONE`, `HAND_OVER`, `ERROR`).
+    pub code: u8,
+    /// What to call next, when the answer names a call.
+    pub next: Option<NextCall>,
+    pub source: Source,
+}
+
+impl Answer {
+    fn unreached(worker: String, message: String) -> Self {
+        Self { worker, text: message, code: exit::ERROR, next: None, source: Source::Unreached }
+    }
+
+    fn run_finished(worker: String) -> Self {
+        Self {
+            worker,
+            text: "all work is done: the run finished and its hub has stopped; you can stop\n".to_owned(),
+            code: exit::ALL_DONE,
+            next: None,
+            source: Source::RunFinished,
+        }
+    }
+
+    /// The next call as the shell command it prints as.
+    pub fn next_command(&self) -> Option<String> {
+        self.next.as_ref().map(|call| call.command(&self.worker))
+    }
+}
+
+/// Get the task held, or a new one, waiting up to `wait` when none is ready.
+pub fn next(worker: &Worker, wait: Duration) -> Answer {
+    exchange(worker, wait, |name, _| Ok(ClientMsg::Next { worker: name.to_owned(), wait_ms: Some(ms(wait)) }))
+}
+
+/// Report a task done; the answer is the verdict and the next task.
+pub fn done(worker: &Worker, a: &Done) -> Answer {
+    exchange(worker, a.wait, |name, target| {
+        let deliverables =
+            a.deliverables.iter().map(|d| project_path(d, target.root.as_deref())).collect::<Result<Vec<_>, _>>()?;
+        Ok(ClientMsg::Done {
+            worker: name.to_owned(),
+            task_id: a.task.clone(),
+            attempt: a.attempt.or_else(|| last_grant(name, &a.task)),
+            deliverables,
+            score: a.score,
+            notes: a.notes.clone(),
+            wait_ms: Some(ms(a.wait)),
+        })
+    })
+}
+
+/// Hand a question to the engineer; the answer is other work.
+pub fn block(worker: &Worker, a: &Block) -> Answer {
+    exchange(worker, a.wait, |name, _| {
+        Ok(ClientMsg::Block {
+            attempt: a.attempt.or_else(|| last_grant(name, &a.task)),
+            worker: name.to_owned(),
+            task_id: a.task.clone(),
+            question: a.question.clone(),
+            wait_ms: Some(ms(a.wait)),
+        })
+    })
+}
+
+/// Give a task up; the answer is other work.
+pub fn fail(worker: &Worker, a: &Fail) -> Answer {
+    exchange(worker, a.wait, |name, _| {
+        Ok(ClientMsg::Fail {
+            attempt: a.attempt.or_else(|| last_grant(name, &a.task)),
+            worker: name.to_owned(),
+            task_id: a.task.clone(),
+            reason: a.reason.clone(),
+            wait_ms: Some(ms(a.wait)),
+        })
+    })
+}
+
+/// Note progress on a held task.
+pub fn progress(worker: &Worker, a: &Progress) -> Answer {
+    exchange(worker, Duration::ZERO, |name, _| {
+        Ok(ClientMsg::Progress {
+            attempt: a.attempt.or_else(|| last_grant(name, &a.task)),
+            worker: name.to_owned(),
+            task_id: a.task.clone(),
+            note: a.note.clone(),
+        })
+    })
+}
+
+/// Leave: what the worker holds goes back to the queue at once.
+pub fn leave(worker: &Worker) -> Answer {
+    exchange(worker, Duration::ZERO, |name, _| Ok(ClientMsg::Leave { worker: name.to_owned() }))
+}
+
+/// Name the worker, find the hub, build the message, ask, and render the answer.
+fn exchange(
+    worker: &Worker,
+    wait: Duration,
+    message: impl FnOnce(&str, &Target) -> Result<ClientMsg, String>,
+) -> Answer {
+    let name = worker.name.clone().unwrap_or_default();
+    let asked = name_of(worker).and_then(|name| {
+        let target = target(worker.hub.as_deref())?;
+        let msg = message(&name, &target)?;
+        let reply = ask(&target, &msg, wait).map_err(|e| e.to_string())?;
+        Ok((name, reply, target.root))
+    });
+    match asked {
+        Ok((name, reply, root)) => text::render(name, reply, root.as_deref()),
+        Err(_) if run_finished() => Answer::run_finished(name),
+        Err(message) => Answer::unreached(name, message),
+    }
+}
+
+/// The store under the nearest `.mcc/` says the run finished and no hub
+/// serves the project any more (one that is alive but out of reach is not
+/// "stopped": that is an error to report).
+pub fn run_finished() -> bool {
+    let Ok(cwd) = std::env::current_dir() else { return false };
+    super::find_root(&cwd).is_some_and(|root| {
+        crate::engine::views::stored_finished(&root)
+            && super::files::hub_gone_within(&Layout::of_root(&root), Duration::from_secs(3))
+    })
+}
+
+/// The worker's name, or an error saying how to give one.
+pub fn name_of(worker: &Worker) -> Result<String, String> {
+    worker.name.clone().filter(|n| !n.trim().is_empty()).ok_or_else(|| {
+        "no worker name: pass --as NAME (for example `mcc worker next --as worker-A`) or set MCC_WORKER=worker-A"
+            .to_owned()
+    })
+}
+
+/// The hub: `hub` when given, else the one the nearest `.mcc/` names.
+pub fn target(hub: Option<&str>) -> Result<Target, String> {
+    let cwd = std::env::current_dir().map_err(|e| format!("cannot read the current folder: {e}"))?;
+    super::locate(hub, &cwd).map_err(|e| e.to_string())
+}
+
+/// One exchange, allowing the hub `wait` plus some slack to answer.
+pub fn ask(target: &Target, msg: &ClientMsg, wait: Duration) -> Result<ServerMsg, ClientError> {
+    super::ask(target, msg, wait + SLACK)
+}
+
+pub fn ms(d: Duration) -> u64 {
+    d.as_millis() as u64
+}
+
+/// A deliverable as the hub sees it: relative to the project root. It must
+/// exist. A relative path is the project root's, as printed commands give
+/// it, so they run as printed from any folder; one that is only found from
+/// the current folder is taken from there.
+fn project_path(given: &str, root: Option<&Path>) -> Result<String, String> {
+    let cwd = std::env::current_dir().map_err(|e| e.to_string())?;
+    let candidates: Vec<PathBuf> = root.map(|r| r.join(given)).into_iter().chain([cwd.join(given)]).collect();
+    let Some(full) = candidates.iter().find(|p| p.exists()).cloned() else {
+        let looked = candidates.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(" and ");
+        return Err(format!(
+            "deliverable `{given}` does not exist (looked at {looked}); write it first, or pass the path you wrote"
+        ));
+    };
+    let Some(root) = root else { return Ok(given.to_owned()) };
+    let full = std::fs::canonicalize(&full).map_err(|e| e.to_string())?;
+    let root = std::fs::canonicalize(root).map_err(|e| e.to_string())?;
+    full.strip_prefix(&root).map(|p| p.display().to_string()).map_err(|_| {
+        format!("deliverable `{given}` is outside the project {}; write it inside the project", root.display())
+    })
+}
+
+/// Where the last grant shown to `worker` on this machine is kept.
+fn grant_file(worker: &str) -> Option<PathBuf> {
+    let cwd = std::env::current_dir().ok()?;
+    let root = super::find_root(&cwd)?;
+    Some(Layout::of_root(&root).grant(worker))
+}
+
+/// The attempt last shown to `worker` for `task`, if it was this task.
+fn last_grant(worker: &str, task: &str) -> Option<u32> {
+    let text = std::fs::read_to_string(grant_file(worker)?).ok()?;
+    let (id, attempt) = text.lines().next()?.trim().rsplit_once(' ')?;
+    (id == task).then(|| attempt.parse().ok()).flatten()
+}
+
+/// The `done` call shown with the last grant of `task` to `worker` (what
+/// `progress` names again).
+fn remembered_done(worker: &str, task: &str) -> Option<NextCall> {
+    let attempt = last_grant(worker, task)?;
+    let text = std::fs::read_to_string(grant_file(worker)?).ok()?;
+    let mut lines = text.lines().skip(1);
+    lines.next().filter(|l| l.starts_with("mcc worker done "))?;
+    // A file written before the deliverables were kept has no third line.
+    let deliverables = lines.next().and_then(|l| serde_json::from_str(l).ok()).unwrap_or_default();
+    Some(NextCall::Done { task: task.to_owned(), attempt: Some(attempt), deliverables, score: 5 })
+}
+
+/// The file holds `TASK ATTEMPT` on its first line, the printed `done`
+/// command on its second (as older versions wrote and read it) and the
+/// command's deliverables as a JSON list on its third.
+fn remember_grant(worker: &str, done: &NextCall) {
+    let NextCall::Done { task, attempt: Some(attempt), deliverables, .. } = done else { return };
+    if let Some(file) = grant_file(worker)
+        && let Some(dir) = file.parent()
+    {
+        let listed = serde_json::to_string(deliverables).unwrap_or_else(|_| "[]".to_owned());
+        let body = format!("{task} {attempt}\n{}\n{listed}\n", done.command(worker));
+        let _ = std::fs::create_dir_all(dir).and_then(|()| crate::text::write_atomic(&file, body.as_bytes()));
+    }
+}
