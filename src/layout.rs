@@ -325,48 +325,6 @@ mod tests {
         assert_eq!(names, ["t-report.json", "t-report.json.error.txt"], "no temporary file is left");
     }
 
-    /// The client and the hub meet in this module and the wire types, and
-    /// the engine hands refused reports aside here: none reaches up into the
-    /// other. Read from the sources, so a new `use` that breaks it fails here.
-    #[test]
-    fn the_client_the_hub_and_the_engine_meet_only_below_them() {
-        let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
-        let forbidden = [
-            ("client", ["crate::hub", "crate::cli", "crate::mcp"].as_slice()),
-            ("hub", ["crate::client", "crate::cli", "crate::mcp"].as_slice()),
-            ("engine", ["crate::watch", "crate::hub", "crate::client"].as_slice()),
-            ("layout.rs", ["crate::client", "crate::hub", "crate::engine", "crate::watch", "crate::store"].as_slice()),
-            ("text.rs", ["crate"].as_slice()),
-        ];
-        let mut found = Vec::new();
-        for (part, above) in forbidden {
-            let files: Vec<PathBuf> = if src.join(part).is_file() {
-                vec![src.join(part)]
-            } else {
-                walkdir::WalkDir::new(src.join(part)).into_iter().map(|e| e.unwrap().into_path()).collect()
-            };
-            assert!(!files.is_empty(), "no sources under {part}");
-            for file in files.iter().filter(|f| f.extension().is_some_and(|x| x == "rs")) {
-                let text = std::fs::read_to_string(file).unwrap();
-                // Tests may reach anywhere (this one names what it looks for).
-                let code = text.split("#[cfg(test)]").next().unwrap_or_default();
-                for (n, line) in code.lines().enumerate() {
-                    let code = line.split("//").next().unwrap_or_default();
-                    // `crate::cli` names the module, not `crate::client`.
-                    let names = |name: &str| {
-                        code.match_indices(name).any(|(at, _)| {
-                            !code[at + name.len()..].starts_with(|c: char| c.is_alphanumeric() || c == '_')
-                        })
-                    };
-                    if let Some(name) = above.iter().find(|name| names(name)) {
-                        found.push(format!("{}:{}: uses {name}", file.display(), n + 1));
-                    }
-                }
-            }
-        }
-        assert!(found.is_empty(), "imports that point up:\n{}", found.join("\n"));
-    }
-
     #[test]
     fn only_request_files_have_a_request_id() {
         assert_eq!(request_id(Path::new("/r/ab-12.json")).as_deref(), Some("ab-12"));
