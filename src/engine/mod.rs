@@ -79,6 +79,11 @@ pub enum Input {
         path: String,
         error: String,
     },
+    /// Something the hub refused outside a connection (a request file that
+    /// is a link, a FIFO, too large); shown in status.
+    Problem {
+        text: String,
+    },
     /// A validation command finished.
     Validated {
         task: TaskId,
@@ -558,6 +563,7 @@ impl Engine {
             Input::Relay { conn, outgoing } => self.outgoing.push((conn, outgoing)),
             Input::ReportFile { path, full, report, rescan } => self.report_file(path, full, report, rescan),
             Input::ReportFileRejected { path, error } => self.problem(format!("report file {path}: {error}")),
+            Input::Problem { text } => self.problem(text),
             Input::Validated { task, attempt, outcome } => self.validated(&task, attempt, &outcome),
             Input::WorkflowCommand { call, outcome } => self.workflow_command_done(call, outcome),
             Input::LoadWorkflow { conn, path } => self.load_workflow(conn, path),
