@@ -47,12 +47,11 @@ fn run_within(root: &Path, args: &[&str], limit: Duration) -> Option<Output> {
     std::thread::spawn(move || {
         let _ = tx.send(child.wait_with_output());
     });
-    match rx.recv_timeout(limit) {
-        Ok(out) => Some(out.unwrap()),
-        Err(_) => {
-            let _ = Command::new("kill").args(["-KILL", &pid]).status();
-            None
-        }
+    if let Ok(out) = rx.recv_timeout(limit) {
+        Some(out.unwrap())
+    } else {
+        let _ = Command::new("kill").args(["-KILL", &pid]).status();
+        None
     }
 }
 

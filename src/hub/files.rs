@@ -102,7 +102,8 @@ impl Desk {
         match self.state.folder(name) {
             Ok(folder) => Some(folder),
             Err(refused) => {
-                self.engine.send(Input::Problem { text: format!("file transport: {refused}") });
+                let about = self.state.shown(name).display().to_string();
+                self.engine.send(Input::Problem { about, text: format!("file transport: {refused}") });
                 None
             }
         }
@@ -139,12 +140,13 @@ impl Desk {
                     Ok(moved) => format!("{reason}; moved to {}", moved.display()),
                     Err(e) => format!("{reason}; left in place: {e}"),
                 };
-                self.engine.send(Input::Problem { text: reason.clone() });
+                self.engine.send(Input::Problem { about: path.display().to_string(), text: reason.clone() });
                 Err(reason)
             }
             Err(refused) => {
                 // A link, a FIFO, a device: never read, never moved, named.
-                self.engine.send(Input::Problem { text: format!("request file refused and left in place: {refused}") });
+                let text = format!("request file refused and left in place: {refused}");
+                self.engine.send(Input::Problem { about: path.display().to_string(), text });
                 return;
             }
         };
