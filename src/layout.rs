@@ -29,6 +29,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::wire::ClientMsg;
 
+/// The most read of a file mcc writes itself in `.mcc/` (the token, hub.json,
+/// a grant, a command record): each is a line or two.
+pub const SMALL_FILE: u64 = 64 * 1024;
+
 /// The state folder's name under a project root.
 pub const DIR: &str = ".mcc";
 
@@ -127,15 +131,16 @@ impl Layout {
 
     /// The token in `token`, if readable and not blank.
     pub fn read_token(&self) -> Option<String> {
-        let token = std::fs::read_to_string(self.token()).ok()?;
+        let token = self.open().ok()?.read_bounded("token", SMALL_FILE).ok()?;
+        let token = String::from_utf8(token).ok()?;
         let token = token.trim();
         (!token.is_empty()).then(|| token.to_owned())
     }
 
     /// What `hub.json` says, if a hub wrote one that parses.
     pub fn read_hub_file(&self) -> Option<HubFile> {
-        let text = std::fs::read_to_string(self.hub_file()).ok()?;
-        serde_json::from_str(&text).ok()
+        let text = self.open().ok()?.read_bounded("hub.json", SMALL_FILE).ok()?;
+        serde_json::from_slice(&text).ok()
     }
 
     pub fn reports(&self) -> PathBuf {

@@ -71,6 +71,17 @@ impl fmt::Display for Refused {
 
 impl std::error::Error for Refused {}
 
+impl From<Refused> for std::io::Error {
+    fn from(refused: Refused) -> Self {
+        let kind = match &refused {
+            Refused::Io { error, .. } => error.kind(),
+            Refused::Missing(_) => std::io::ErrorKind::NotFound,
+            _ => std::io::ErrorKind::InvalidData,
+        };
+        Self::new(kind, refused.to_string())
+    }
+}
+
 /// A handle on one real folder (never a link to one); every entry is named
 /// relative to it. Cheap to clone: clones share the descriptor.
 #[derive(Debug, Clone)]
