@@ -192,3 +192,20 @@ fn a_fifo_named_as_a_deliverable_fails_word_count_at_once() {
     let reason = verdict["reasons"].to_string();
     assert!(reason.contains("ctx.word_count(\\\"essay.md\\\")") && reason.contains("FIFO"), "{reason}");
 }
+
+#[test]
+fn a_message_over_the_frame_limit_is_told_the_limit_its_size_and_the_flag() {
+    let project = Project::new();
+    let hub = Hub::start(project.root(), &[]);
+    let mut ws = hub.connect();
+    let big = json!({"type": "add_tasks", "tasks": [{"id": "t", "description": "d".repeat(2 << 20)}]});
+    let answer = ws.ask(big.clone());
+    let error = answer["error"].as_str().unwrap_or_else(|| panic!("{answer}"));
+    assert!(error.contains("over the hub's frame limit of 1048576 bytes"), "{error}");
+    assert!(error.contains("--max-frame-bytes"), "{error}");
+    // The flag raises it.
+    let project = Project::new();
+    let hub = Hub::start(project.root(), &["--max-frame-bytes", "4000000"]);
+    let answer = hub.connect().ask(big);
+    assert!(!answer.to_string().contains("frame limit"), "{answer}");
+}

@@ -537,6 +537,16 @@ async fn serve_connection(stream: TcpStream, edge: &Edge, handshake: OwnedSemaph
                         if !answer_bad("Invalid JSON message".to_owned()) { break; }
                         continue;
                     },
+                    Some(Err(tokio_tungstenite::tungstenite::Error::Capacity(
+                        tokio_tungstenite::tungstenite::error::CapacityError::MessageTooLong { size, max_size },
+                    ))) => {
+                        // The stream cannot go on past a frame it did not read; say why before closing.
+                        let error = format!(
+                            "the message is {size} bytes, over the hub's frame limit of {max_size} bytes; send less in one message, or raise the limit with `mcc hub --max-frame-bytes`"
+                        );
+                        let _ = sink.send(Message::text(ServerMsg::error(error).to_json())).await;
+                        break;
+                    }
                     Some(Ok(Message::Close(_)) | Err(_)) | None => break,
                     Some(Ok(_)) => continue,
                 };
