@@ -12,7 +12,6 @@
 //! link, and an answer is read only if it is a regular file within
 //! [`MAX_ANSWER`].
 
-use std::fs;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
@@ -33,7 +32,7 @@ pub const MAX_ANSWER: u64 = 64 << 20;
 /// Whether a hub holds `.mcc/hub.lock` (it takes the lock exclusively for
 /// its whole life). A file lock works where sockets are forbidden.
 pub fn hub_alive(layout: &Layout) -> bool {
-    let Ok(lock) = fs::File::open(layout.hub_lock()) else { return false };
+    let Ok(lock) = layout.open().and_then(|state| state.open_file("hub.lock")) else { return false };
     match lock.try_lock_shared() {
         Ok(()) => {
             let _ = lock.unlock();
@@ -47,7 +46,7 @@ pub fn hub_alive(layout: &Layout) -> bool {
 /// stopping lets go of it as its process ends, so a client that found the
 /// socket closed a moment earlier can tell "stopped" from "out of reach".
 pub fn hub_gone_within(layout: &Layout, limit: Duration) -> bool {
-    let Ok(lock) = fs::File::open(layout.hub_lock()) else { return true };
+    let Ok(lock) = layout.open().and_then(|state| state.open_file("hub.lock")) else { return true };
     let (tx, rx) = mpsc::channel();
     // Blocks until the hub lets go; the shared lock ends with the thread.
     std::thread::spawn(move || {

@@ -175,6 +175,21 @@ impl StateDir {
         read_open(fd, path, limit)
     }
 
+    /// Open regular file `name` to read (to lock it, say), never following
+    /// a link and never blocking on a FIFO.
+    pub fn open_file(&self, name: &str) -> Result<std::fs::File, Refused> {
+        let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::NOCTTY | OFlags::CLOEXEC;
+        let path = self.shown(name);
+        let fd = match rustix::fs::openat(&*self.fd, name, flags, Mode::empty()) {
+            Ok(fd) => fd,
+            Err(Errno::LOOP) => return Err(Refused::Link(path)),
+            Err(e) => return Err(io_refusal(path, e)),
+        };
+        let stat = rustix::fs::fstat(&fd).map_err(|e| io_refusal(path.clone(), e))?;
+        regular(path, FileType::from_raw_mode(stat.st_mode))?;
+        Ok(std::fs::File::from(fd))
+    }
+
     /// Write `bytes` to `name` so a reader sees all of it or nothing: a
     /// fresh temporary file (a dot name, created with `O_EXCL`, so nothing
     /// planted under its name is written through), renamed over `name`
