@@ -479,6 +479,25 @@ async fn accept_loop(listener: TcpListener, edge: Arc<Edge>) {
     }
 }
 
+/// Read and drop what is left of a frame the hub refused (at most `size`
+/// bytes, for at most 2 s, until the client pauses) before closing: a socket closed with unread
+/// bytes is reset, and the reset could take the refusal with it.
+async fn discard_unread(stream: &mut TcpStream, size: usize) {
+    use tokio::io::AsyncReadExt as _;
+    let drain = async {
+        let mut buffer = [0u8; 8192];
+        let mut left = size;
+        while left > 0 {
+            // A pause means the client sent all it meant to (part of the frame was read already).
+            match tokio::time::timeout(Duration::from_millis(200), stream.read(&mut buffer)).await {
+                Ok(Ok(0) | Err(_)) | Err(_) => break,
+                Ok(Ok(n)) => left = left.saturating_sub(n),
+            }
+        }
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(2), drain).await;
+}
+
 async fn serve_connection(stream: TcpStream, edge: &Edge, handshake: OwnedSemaphorePermit) {
     let engine = &edge.engine;
     let mut admitted = None;
@@ -545,6 +564,9 @@ async fn serve_connection(stream: TcpStream, edge: &Edge, handshake: OwnedSemaph
                             "the message is {size} bytes, over the hub's frame limit of {max_size} bytes; send less in one message, or raise the limit with `mcc hub --max-frame-bytes`"
                         );
                         let _ = sink.send(Message::text(ServerMsg::error(error).to_json())).await;
+                        if let Ok(mut whole) = source.reunite(sink) {
+                            discard_unread(whole.get_mut(), size).await;
+                        }
                         break;
                     }
                     Some(Ok(Message::Close(_)) | Err(_)) | None => break,
