@@ -209,3 +209,19 @@ fn a_message_over_the_frame_limit_is_told_the_limit_its_size_and_the_flag() {
     let answer = hub.connect().ask(big);
     assert!(!answer.to_string().contains("frame limit"), "{answer}");
 }
+
+#[test]
+fn a_2_mb_request_file_is_answered_with_the_limit_and_moved_to_rejected_unread() {
+    let project = Project::new();
+    let hub = Hub::start(project.root(), &[]);
+    let request = json!({"id": "b16", "message": {"type": "progress", "worker": "w", "taskId": "t", "note": "n".repeat(2 << 20)}});
+    project.write(".mcc/requests/.b16.part", &request.to_string());
+    std::fs::rename(project.path(".mcc/requests/.b16.part"), project.path(".mcc/requests/b16.json")).unwrap();
+    let answer = project.path(".mcc/answers/b16.json");
+    eventually("the request is answered", || answer.is_file());
+    let answer = std::fs::read_to_string(answer).unwrap();
+    assert!(answer.contains("over the limit of 1048576 bytes") && answer.contains("--max-frame-bytes"), "{answer}");
+    assert!(project.path(".mcc/requests/rejected/b16.json").is_file(), "moved aside whole");
+    assert!(!project.path(".mcc/requests/b16.json").exists());
+    drop(hub);
+}
