@@ -216,6 +216,9 @@ fn oversized_frames_are_refused_and_the_hub_goes_on() {
     // The hub may close the socket while the frame is still being written.
     let sent = big.try_send_text(&format!("{{\"type\":\"status\",\"pad\":\"{}\"}}", "x".repeat(2 << 20)));
     if sent.is_ok() {
+        // Told why, then closed.
+        let refusal = big.recv_within(crate::support::DEADLINE).expect("the refusal");
+        assert!(refusal["error"].as_str().is_some_and(|e| e.contains("--max-frame-bytes")), "{refusal}");
         assert!(big.recv_within(crate::support::DEADLINE).is_none(), "the oversized connection is closed");
     }
     let mut fine = hub.connect();

@@ -46,6 +46,9 @@ pub struct HubArgs {
     /// Connections open at once; a quarter is kept for clients with the token.
     #[arg(long, default_value_t = hub::MAX_CONNECTIONS)]
     pub max_connections: usize,
+    /// The largest message, request file or report file the hub reads, in bytes; larger ones are refused unread.
+    #[arg(long, default_value_t = hub::MAX_FRAME)]
+    pub max_frame_bytes: usize,
     /// Close a connection that has asked nothing for this long, such as 10m.
     #[arg(long, default_value = "10m", value_parser = humantime::parse_duration)]
     pub idle_timeout: Duration,
@@ -78,6 +81,7 @@ impl HubArgs {
                 max_commands: self.max_commands.max(1),
                 max_connections: self.max_connections.max(4),
                 idle_timeout: self.idle_timeout,
+                max_frame_bytes: self.max_frame_bytes.max(1024),
                 ..hub::Limits::default()
             },
             timing: crate::engine::Timing {

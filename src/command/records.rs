@@ -59,7 +59,15 @@ fn stale_group(path: &Path) -> Stale {
     else {
         return Stale::Gone;
     };
-    let text = fs::read_to_string(path).unwrap_or_default();
+    // Through a handle that follows no link, without blocking on a FIFO.
+    let text = path
+        .parent()
+        .zip(path.file_name().and_then(|n| n.to_str()))
+        .and_then(|(folder, name)| {
+            crate::layout::StateDir::open(folder).and_then(|dir| dir.read_bounded(name, crate::layout::SMALL_FILE)).ok()
+        })
+        .map(|bytes| String::from_utf8_lossy(&bytes).into_owned())
+        .unwrap_or_default();
     let fields: Vec<u64> = text.split_whitespace().filter_map(|w| w.parse().ok()).collect();
     let &[group_start, hub_pid, hub_start] = fields.as_slice() else {
         // Not a record this version wrote: nothing is known to kill.

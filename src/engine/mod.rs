@@ -81,6 +81,13 @@ pub enum Input {
         path: String,
         error: String,
     },
+    /// Something the hub refused outside a connection (a request file that
+    /// is a link, a FIFO, too large); shown in status.
+    Problem {
+        /// The file or folder it is about (each is said once).
+        about: String,
+        text: String,
+    },
     /// A validation command finished.
     Validated {
         task: TaskId,
@@ -588,6 +595,7 @@ impl Engine {
             Input::ReportFileRejected { path, error } => {
                 self.problem(ProblemKind::ReportFileRefused, &path, format!("report file {path}: {error}"));
             }
+            Input::Problem { about, text } => self.problem(ProblemKind::StateFileRefused, &about, text),
             Input::Validated { task, attempt, outcome } => self.validated(&task, attempt, &outcome),
             Input::WorkflowCommand { call, outcome } => self.workflow_command_done(call, outcome),
             Input::LoadWorkflow { conn, path } => self.load_workflow(conn, path),

@@ -68,6 +68,8 @@ pub struct Limits {
     pub max_tasks_per_message: usize,
     /// Validation commands running at once; more wait (`ctx.run` has its own runner).
     pub max_commands: usize,
+    /// The largest frame, request file and report file the hub reads (`--max-frame-bytes`).
+    pub max_frame_bytes: usize,
 }
 
 impl Default for Limits {
@@ -79,6 +81,7 @@ impl Default for Limits {
             idle_timeout: Duration::from_mins(10),
             max_tasks_per_message: 10_000,
             max_commands: std::thread::available_parallelism().map_or(2, usize::from).max(2),
+            max_frame_bytes: MAX_FRAME,
         }
     }
 }
@@ -103,6 +106,8 @@ pub enum HubError {
     Store(#[from] crate::store::StoreError),
     #[error("cannot watch the reports folder: {0}")]
     Watch(String),
+    #[error("refusing to serve: {0}")]
+    Unsafe(crate::layout::Refused),
 }
 
 /// How to run a hub.
@@ -142,6 +147,8 @@ pub struct RunningHub {
 /// The state folder of a project root, created if missing.
 pub fn state_folder(root: &Path) -> Result<Layout, HubError> {
     let layout = Layout::of_root(root);
+    // Before anything is made or written: a link here would take the hub's writes outside the project.
+    layout.refuse_links().map_err(HubError::Unsafe)?;
     layout.create().map_err(|source| HubError::Io { path: layout.dir().to_owned(), source })?;
     Ok(layout)
 }
@@ -196,12 +203,13 @@ pub async fn start(options: HubOptions) -> Result<RunningHub, HubError> {
     if let Some(workflow) = options.workflow.clone() {
         engine.send_async(Input::LoadWorkflow { conn: None, path: workflow }).await;
     }
-    let watcher = ReportWatcher::start(&layout, engine.clone()).map_err(HubError::Watch)?;
+    let watcher =
+        ReportWatcher::start(&layout, engine.clone(), options.limits.max_frame_bytes).map_err(HubError::Watch)?;
 
     let page_port =
         page::start(root.clone(), port, &token).await.map_err(|source| HubError::Io { path: root.clone(), source })?;
     let ids = Arc::new(AtomicU64::new(1));
-    files::start(&layout, engine.clone(), ids.clone()).map_err(HubError::Watch)?;
+    files::start(&layout, engine.clone(), ids.clone(), options.limits.max_frame_bytes).map_err(HubError::Watch)?;
     let limits = options.limits.clone();
     let slots = Arc::new(Semaphore::new(limits.max_connections));
     let edge = Arc::new(Edge {
@@ -508,6 +516,25 @@ async fn accept_loop(listener: TcpListener, edge: Arc<Edge>) {
     }
 }
 
+/// Read and drop what is left of a frame the hub refused (at most `size`
+/// bytes, for at most 2 s, until the client pauses) before closing: a socket closed with unread
+/// bytes is reset, and the reset could take the refusal with it.
+async fn discard_unread(stream: &mut TcpStream, size: usize) {
+    use tokio::io::AsyncReadExt as _;
+    let drain = async {
+        let mut buffer = [0u8; 8192];
+        let mut left = size;
+        while left > 0 {
+            // A pause means the client sent all it meant to (part of the frame was read already).
+            match tokio::time::timeout(Duration::from_millis(200), stream.read(&mut buffer)).await {
+                Ok(Ok(0) | Err(_)) | Err(_) => break,
+                Ok(Ok(n)) => left = left.saturating_sub(n),
+            }
+        }
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(2), drain).await;
+}
+
 async fn serve_connection(stream: TcpStream, edge: &Edge, handshake: OwnedSemaphorePermit) {
     let engine = &edge.engine;
     let mut admitted = None;
@@ -520,8 +547,8 @@ async fn serve_connection(stream: TcpStream, edge: &Edge, handshake: OwnedSemaph
     };
     // An 8 KiB read buffer: tungstenite zero-fills the whole buffer on each read (128 KiB by default).
     let config = WebSocketConfig::default()
-        .max_message_size(Some(MAX_FRAME))
-        .max_frame_size(Some(MAX_FRAME))
+        .max_message_size(Some(edge.limits.max_frame_bytes))
+        .max_frame_size(Some(edge.limits.max_frame_bytes))
         .read_buffer_size(8 * 1024);
     let handshake_done = tokio::time::timeout(
         edge.limits.handshake_timeout,
@@ -567,6 +594,19 @@ async fn serve_connection(stream: TcpStream, edge: &Edge, handshake: OwnedSemaph
                         if !answer_bad("Invalid JSON message".to_owned()).await { break; }
                         continue;
                     },
+                    Some(Err(tokio_tungstenite::tungstenite::Error::Capacity(
+                        tokio_tungstenite::tungstenite::error::CapacityError::MessageTooLong { size, max_size },
+                    ))) => {
+                        // The stream cannot go on past a frame it did not read; say why before closing.
+                        let error = format!(
+                            "the message is {size} bytes, over the hub's frame limit of {max_size} bytes; send less in one message, or raise the limit with `mcc hub --max-frame-bytes`"
+                        );
+                        let _ = sink.send(Message::text(ServerMsg::error(error).to_json())).await;
+                        if let Ok(mut whole) = source.reunite(sink) {
+                            discard_unread(whole.get_mut(), size).await;
+                        }
+                        break;
+                    }
                     Some(Ok(Message::Close(_)) | Err(_)) | None => break,
                     Some(Ok(_)) => continue,
                 };

@@ -120,8 +120,9 @@ impl Meter {
                 self.calls,
                 self.clock.as_nanos()
             );
-            // A bench aid: a failed write only leaves the figure out.
-            let _ = std::fs::write(file, text);
+            // A bench aid: a failed write only leaves the figure out. Written
+            // whole, never through a link planted in its place.
+            let _ = crate::text::write_atomic(file, text.as_bytes());
         }
     }
 }
