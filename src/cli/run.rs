@@ -356,7 +356,7 @@ fn subscribe(target: &Target) -> Result<(Connection, Summary), String> {
         match answer {
             Ok(ServerMsg::Summary { summary }) => return Summary::from_wire(&summary).map(|s| (conn, s)),
             Ok(other) => return Err(format!("unexpected answer to subscribe: {}", other.to_json())),
-            Err(ClientError::Timeout(_)) if hub_answers(target) => answer = conn.receive(SNAPSHOT_WAIT),
+            Err(ClientError::Timeout { .. }) if hub_answers(target) => answer = conn.receive(SNAPSHOT_WAIT),
             Err(e) => return Err(e.to_string()),
         }
     }
@@ -390,7 +390,7 @@ fn follow(target: &Target, tx: &tokio::sync::mpsc::UnboundedSender<Result<Value,
                     return;
                 }
             },
-            Ok(_) | Err(ClientError::Timeout(_)) => {}
+            Ok(_) | Err(ClientError::Timeout { .. }) => {}
             Err(e) => {
                 if pending.is_some() {
                     let _ = tx.send(Ok(value(&summary)));

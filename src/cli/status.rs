@@ -42,8 +42,9 @@ pub fn run(args: StatusArgs) -> u8 {
     if args.watch {
         return watch(&args);
     }
-    let limit = Duration::from_secs(10);
-    let (summary, url, page) = match client::ask_once(args.hub.as_deref(), &SUBSCRIBE, limit) {
+    // The hub answers at once: each request has the client's deadline alone.
+    let limit = Duration::ZERO;
+    let (summary, url, page) = match client::ask_here(args.hub.as_deref(), &SUBSCRIBE, limit) {
         Ok((ServerMsg::Summary { summary }, target)) => match Summary::from_wire(&summary) {
             Ok(s) => (s, target.url, target.root.as_deref().and_then(crate::hub::page::url_of)),
             Err(e) => {
@@ -53,6 +54,11 @@ pub fn run(args: StatusArgs) -> u8 {
         },
         Ok((other, _)) => {
             eprintln!("error: unexpected answer from the hub: {}", other.to_json());
+            return exit::ERROR;
+        }
+        // A hub that holds the project but does not answer is not "no hub running".
+        Err(e @ ClientError::Timeout { .. }) => {
+            eprintln!("error: {e}");
             return exit::ERROR;
         }
         Err(e) => {
@@ -103,7 +109,7 @@ fn watch(args: &StatusArgs) -> u8 {
             return exit::ERROR;
         }
     };
-    let mut summary = match conn.request(&SUBSCRIBE, Duration::from_secs(10)) {
+    let mut summary = match conn.request(&SUBSCRIBE, client::timeout()) {
         Ok(ServerMsg::Summary { summary }) => match Summary::from_wire(&summary) {
             Ok(s) => s,
             Err(e) => {
@@ -155,7 +161,7 @@ fn watch(args: &StatusArgs) -> u8 {
                     return exit::ERROR;
                 }
             },
-            Ok(_) | Err(ClientError::Timeout(_)) => {}
+            Ok(_) | Err(ClientError::Timeout { .. }) => {}
             Err(ClientError::Shutdown(message)) => {
                 println!("the hub stopped: {message}");
                 return exit::OK;

@@ -24,6 +24,11 @@ use crate::wire::{ClientMsg, ServerMsg};
 /// a safety net for file systems where change events are not delivered.
 const LOOK_AGAIN: Duration = Duration::from_millis(100);
 
+/// What [`allowed`] lets through files, as the refusal names it.
+/// `mcc status` subscribes, which a file cannot: it is not among them.
+pub const ALLOWED: &str =
+    "the worker commands (next, done, block, fail, progress, leave), `mcc tasks show` and the `snapshot` message";
+
 /// Whether a hub holds `.mcc/hub.lock` (it takes the lock exclusively for
 /// its whole life). A file lock works where sockets are forbidden.
 pub fn hub_alive(layout: &Layout) -> bool {
@@ -66,7 +71,7 @@ pub fn ask(layout: &Layout, msg: &ClientMsg, limit: Duration) -> Result<ServerMs
     if !allowed(msg) {
         return Err(ClientError::Refused {
             url: layout.requests().display().to_string(),
-            reason: "only worker commands (next, done, block, fail, progress, leave) and status go through files; run this one where the hub's socket can be reached".into(),
+            reason: format!("only {ALLOWED} go through files; run this one where the hub's socket can be reached"),
         });
     }
     if !hub_alive(layout) {
@@ -110,7 +115,7 @@ pub fn ask(layout: &Layout, msg: &ClientMsg, limit: Duration) -> Result<ServerMs
         if left.is_zero() {
             // Withdraw it: a hub that comes back later must not act for a client that gave up.
             let _ = fs::remove_file(&request);
-            return Err(ClientError::Timeout(limit));
+            return Err(ClientError::Timeout { url: layout.requests().display().to_string(), limit });
         }
         let nap = left.min(LOOK_AGAIN);
         if watcher.is_ok() {

@@ -307,7 +307,8 @@ impl WorkerTools {
         // `mcc status` renders its text in the CLI, which this layer may not
         // import: it runs as a command until the client renders it.
         let mut command = tokio::process::Command::new(&self.exe);
-        command.arg("status").stdin(Stdio::null()).kill_on_drop(true);
+        let deadline = humantime::format_duration(crate::client::timeout()).to_string();
+        command.args(["status", "--timeout", &deadline]).stdin(Stdio::null()).kill_on_drop(true);
         if let Some(hub) = &self.hub {
             command.args(["--hub", hub]);
         }
