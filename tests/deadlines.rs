@@ -3,6 +3,8 @@
 //! connections into the kernel's backlog and never answers. Each client
 //! gives up within `--timeout`, exits with the error code and names the
 //! address it waited on; the MCP server answers the tool call with an error.
+//! And a client that is refused says why: a message over the hub's frame
+//! limit, or a command the file transport does not carry.
 
 use std::process::{Command, Stdio};
 use std::sync::mpsc;
@@ -125,4 +127,30 @@ fn a_stopped_hub_makes_an_mcp_tool_call_a_tool_error_naming_its_address() {
         }
         client.cancel().await.unwrap();
     });
+}
+
+#[test]
+fn a_task_over_the_frame_limit_is_refused_naming_the_limit_its_size_and_the_flag() {
+    let project = Project::new();
+    let _hub = Hub::start(project.root(), &[]);
+    let task = serde_json::json!([{"id": "huge", "description": "x".repeat(9_000_000)}]);
+    project.write("huge.json", &task.to_string());
+    let added = mcc_within(&project, &["tasks", "add", "huge.json"]);
+    assert_eq!(added.code, 1, "{added:?}");
+    let size = task.to_string().len();
+    assert!(added.stderr.contains("a message of 90000"), "the size: {}", added.stderr);
+    assert!(size > 9_000_000);
+    assert!(added.stderr.contains("at most 1048576 bytes"), "the limit: {}", added.stderr);
+    assert!(added.stderr.contains("mcc hub --max-frame-bytes"), "the flag: {}", added.stderr);
+}
+
+#[test]
+fn the_file_transport_refuses_a_command_naming_only_those_it_carries() {
+    let project = Project::new();
+    let _hub = Hub::start(project.root(), &[]);
+    let listed = mcc_within(&project, &["tasks", "cancel", "t-1", "--transport", "file"]);
+    assert_eq!(listed.code, 1, "{listed:?}");
+    assert!(listed.stderr.contains("next, done, block, fail, progress, leave"), "{listed:?}");
+    // `mcc status` subscribes, which a file cannot carry.
+    assert!(!listed.stderr.contains("status"), "{listed:?}");
 }

@@ -58,6 +58,11 @@ pub enum ClientError {
         humantime::format_duration(*limit)
     )]
     Timeout { url: String, limit: Duration },
+    #[error(
+        "the hub at {url} closed the connection on a message of {size} bytes: a hub reads messages of at most {limit} bytes (1 MiB) unless started with a larger `mcc hub --max-frame-bytes`; send less in one message (a task's long text can go in a file the task reads)",
+        limit = HUB_FRAME_LIMIT
+    )]
+    TooLarge { url: String, size: usize },
     #[error("the hub is shutting down: {0}")]
     Shutdown(String),
 }
@@ -195,10 +200,17 @@ impl Connection {
         }
     }
 
-    /// Send one message and wait for its answer.
+    /// Send one message and wait for its answer. A hub drops the connection
+    /// of a message over its frame limit without a word (it stops reading),
+    /// so a broken connection after a message that large is named for it.
     pub fn request(&mut self, msg: &ClientMsg, limit: Duration) -> Result<ServerMsg, ClientError> {
-        self.send(msg)?;
-        self.receive(limit)
+        let size = msg.to_json().len();
+        match self.send(msg).and_then(|()| self.receive(limit)) {
+            Err(ClientError::Broken(_)) if size > HUB_FRAME_LIMIT => {
+                Err(ClientError::TooLarge { url: self.url.clone(), size })
+            }
+            answer => answer,
+        }
     }
 
     /// Close politely.
@@ -244,6 +256,10 @@ fn connect_within(
 fn timed_out_io(e: &std::io::Error) -> bool {
     matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut)
 }
+
+/// The largest message a hub reads unless started with `--max-frame-bytes`
+/// (the hub's `MAX_FRAME`, which the client may not import).
+pub const HUB_FRAME_LIMIT: usize = 1 << 20;
 
 /// The deadline of each step of a client call when none is given.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -346,4 +362,12 @@ pub fn ask_here(hub: Option<&str>, msg: &ClientMsg, wait: Duration) -> Result<(S
     let target = locate(hub, &cwd)?;
     let answer = ask(&target, msg, wait)?;
     Ok((answer, target))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_client_knows_the_hubs_default_frame_limit() {
+        assert_eq!(super::HUB_FRAME_LIMIT, crate::hub::MAX_FRAME);
+    }
 }
