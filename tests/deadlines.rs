@@ -17,7 +17,7 @@ use rmcp::transport::TokioChildProcess;
 use crate::support::{Hub, Project, Run, mcc_bin};
 
 /// Longer than any deadline below plus its wait: past it, the client hung.
-const HUNG: Duration = Duration::from_secs(60);
+const HUNG: Duration = Duration::from_mins(1);
 
 /// The hub's process stopped from here to the end of the test (SIGCONT on drop,
 /// so the hub can then be stopped politely).
@@ -55,19 +55,15 @@ fn mcc_within(project: &Project, args: &[&str]) -> Run {
     std::thread::spawn(move || {
         let _ = tx.send(child.wait_with_output());
     });
-    match rx.recv_timeout(HUNG) {
-        Ok(out) => {
-            let out = out.expect("mcc ran");
-            Run {
-                code: out.status.code().unwrap_or(-1),
-                stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-                stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-            }
-        }
-        Err(_) => {
-            let _ = Command::new("kill").args(["-KILL", &pid.to_string()]).status();
-            panic!("`mcc {}` still waited on a stopped hub after {HUNG:?}", args.join(" "));
-        }
+    let Ok(out) = rx.recv_timeout(HUNG) else {
+        let _ = Command::new("kill").args(["-KILL", &pid.to_string()]).status();
+        panic!("`mcc {}` still waited on a stopped hub after {HUNG:?}", args.join(" "));
+    };
+    let out = out.expect("mcc ran");
+    Run {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
     }
 }
 

@@ -26,7 +26,14 @@ pub const MAX_LINE: usize = rmcp::transport::async_rw::DEFAULT_MAX_LINE_LENGTH;
 
 /// The methods a client may call on a server, by the MCP version rmcp speaks.
 const KNOWN: [&str; 21] = {
-    use rmcp::model::*;
+    use rmcp::model::{
+        CallToolRequestMethod, CancelTaskMethod, CompleteRequestMethod, DiscoverRequestMethod, GetPromptRequestMethod,
+        GetSkillRequestMethod, GetTaskMethod, InitializeResultMethod, ListPromptsRequestMethod,
+        ListResourceTemplatesRequestMethod, ListResourcesRequestMethod, ListSkillsRequestMethod,
+        ListToolsRequestMethod, PingRequestMethod, ReadResourceDirectoryRequestMethod, ReadResourceRequestMethod,
+        SetLevelRequestMethod, SubscribeRequestMethod, SubscriptionsListenRequestMethod, UnsubscribeRequestMethod,
+        UpdateTaskMethod,
+    };
     [
         PingRequestMethod::VALUE,
         InitializeResultMethod::VALUE,
