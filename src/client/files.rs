@@ -27,7 +27,7 @@ const LOOK_AGAIN: Duration = Duration::from_millis(100);
 /// What [`allowed`] lets through files, as the refusal names it.
 /// `mcc status` subscribes, which a file cannot: it is not among them.
 pub const ALLOWED: &str =
-    "the worker commands (next, done, block, fail, progress, leave), `mcc tasks show` and the `snapshot` message";
+    "worker commands (next, done, block, fail, progress, leave), `mcc tasks show` and the `snapshot` message";
 
 /// Whether a hub holds `.mcc/hub.lock` (it takes the lock exclusively for
 /// its whole life). A file lock works where sockets are forbidden.
