@@ -9,6 +9,7 @@ pub mod cli;
 pub mod client;
 pub mod command;
 pub mod engine;
+pub mod event;
 pub mod handoff;
 pub mod hub;
 pub mod layout;

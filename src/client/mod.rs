@@ -13,6 +13,7 @@
 
 pub mod exit;
 pub mod files;
+pub mod status;
 pub mod worker;
 
 use std::net::{TcpStream, ToSocketAddrs};

@@ -241,7 +241,7 @@ fn exchange(
 pub fn run_finished() -> bool {
     let Ok(cwd) = std::env::current_dir() else { return false };
     super::find_root(&cwd).is_some_and(|root| {
-        crate::engine::views::stored_finished(&root)
+        crate::store::read::finished(&root)
             && super::files::hub_gone_within(&Layout::of_root(&root), Duration::from_secs(3))
     })
 }

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use super::{ConnId, Engine, Judging, Reply};
+use super::{ConnId, Engine, Judging, ProblemKind, Reply};
 use crate::scheduler::{Applied, TaskId, TaskState};
 use crate::task::{Report, ReportStatus};
 use crate::wire::ServerMsg;
@@ -47,7 +47,11 @@ impl Engine {
         let Some(worker) = report.worker_id.clone() else {
             let text = "the report names no `workerId`; write it, as printed with the task";
             let moved = crate::layout::move_aside(&full, text);
-            self.problem(format!("report file {shown} refused: {text}; moved to {moved}"));
+            self.problem(
+                ProblemKind::ReportFileRefused,
+                &shown,
+                format!("report file {shown} refused: {text}; moved to {moved}"),
+            );
             return;
         };
         let task = report.task_id.clone();
@@ -66,7 +70,11 @@ impl Engine {
             let Some(attempt) = held.or_else(|| self.scheduler.task(&task).map(|t| t.attempt)) else {
                 let text = format!("unknown task `{task}`: run `mcc tasks list` to see the tasks");
                 let moved = crate::layout::move_aside(&full, &text);
-                self.problem(format!("report file {shown} refused: {text}; moved to {moved}"));
+                self.problem(
+                    ProblemKind::ReportFileRefused,
+                    &shown,
+                    format!("report file {shown} refused: {text}; moved to {moved}"),
+                );
                 return;
             };
             attempt
@@ -274,7 +282,11 @@ impl Engine {
             }
             Source::File { shown, full, .. } => {
                 let moved = crate::layout::move_aside(full, text);
-                self.problem(format!("report file {shown} refused: {text}; moved to {moved}"));
+                self.problem(
+                    ProblemKind::ReportFileRefused,
+                    shown,
+                    format!("report file {shown} refused: {text}; moved to {moved}"),
+                );
             }
         }
     }
