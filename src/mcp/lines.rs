@@ -155,7 +155,7 @@ where
         let mut line = Vec::new();
         loop {
             line.clear();
-            match read_line(&mut input, &mut line).await {
+            match read_line(&mut input, &mut line, MAX_LINE).await {
                 Ok(Read::End) | Err(_) => break,
                 Ok(Read::Over(size)) => {
                     let what = format!(
@@ -210,12 +210,12 @@ where
 enum Read {
     Line,
     End,
-    /// A line longer than [`MAX_LINE`], read past and dropped; at least this many bytes.
+    /// A line over the limit, read past and dropped: this many bytes.
     Over(usize),
 }
 
-/// One line into `line` (without its newline), never holding more than [`MAX_LINE`] bytes.
-async fn read_line<R: AsyncBufReadExt + Unpin>(input: &mut R, line: &mut Vec<u8>) -> std::io::Result<Read> {
+/// One line into `line` (without its newline), never holding more than `max` bytes.
+async fn read_line<R: AsyncBufReadExt + Unpin>(input: &mut R, line: &mut Vec<u8>, max: usize) -> std::io::Result<Read> {
     let mut over = 0usize;
     loop {
         let buf = input.fill_buf().await?;
@@ -232,7 +232,7 @@ async fn read_line<R: AsyncBufReadExt + Unpin>(input: &mut R, line: &mut Vec<u8>
             Some(at) => (at, true),
             None => (buf.len(), false),
         };
-        if over > 0 || line.len() + take > MAX_LINE {
+        if over > 0 || line.len() + take > max {
             over = over.max(line.len()) + take;
             line.clear();
         } else {
@@ -254,6 +254,23 @@ mod tests {
             Verdict::Answer(text) => serde_json::from_str(&text).unwrap(),
             other => panic!("{line}: {other:?}"),
         }
+    }
+
+    #[test]
+    fn a_line_over_the_limit_is_read_past_and_the_next_line_is_whole() {
+        let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        runtime.block_on(async {
+            let text = format!("{}\nshort\n", "x".repeat(100));
+            // A small buffer, so the long line arrives in pieces.
+            let mut input = BufReader::with_capacity(16, text.as_bytes());
+            let mut line = Vec::new();
+            assert!(matches!(read_line(&mut input, &mut line, 40).await.unwrap(), Read::Over(100)));
+            line.clear();
+            assert!(matches!(read_line(&mut input, &mut line, 40).await.unwrap(), Read::Line));
+            assert_eq!(line, b"short");
+            line.clear();
+            assert!(matches!(read_line(&mut input, &mut line, 40).await.unwrap(), Read::End));
+        });
     }
 
     #[test]
