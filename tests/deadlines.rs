@@ -83,6 +83,15 @@ fn a_stopped_hub_makes_status_and_worker_next_give_up_and_name_its_address() {
     assert_eq!(next.code, 1, "{next:?}");
     assert!(next.stderr.contains(&format!("the hub at {} did not answer within", hub.url)), "{next:?}");
 
+    // The file transport has the same deadline; its address is the requests folder.
+    let filed = mcc_within(
+        &project,
+        &["worker", "next", "--as", "w", "--wait", "1s", "--timeout", "2s", "--transport", "file"],
+    );
+    assert_eq!(filed.code, 1, "{filed:?}");
+    let requests = project.path(".mcc/requests");
+    assert!(filed.stderr.contains(&format!("the hub at {} did not answer within 3s", requests.display())), "{filed:?}");
+
     // The deadline also comes from the environment.
     let from_env = Command::new(mcc_bin())
         .args(["status"])
