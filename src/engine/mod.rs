@@ -387,12 +387,12 @@ impl Engine {
     /// After a restart: reload the workflow, judge again what was submitted.
     fn resume(&mut self, workflow_path: Option<PathBuf>) {
         let resubmit: Vec<TaskId> =
-            self.scheduler.tasks().filter(|t| t.state == TaskState::Submitted).map(|t| t.spec.id.clone()).collect();
+            self.scheduler.tasks().filter(|t| t.state() == TaskState::Submitted).map(|t| t.spec.id.clone()).collect();
         if let Some(path) = workflow_path {
             self.load_workflow(None, path);
         }
         for id in resubmit {
-            let worker = self.scheduler.task(&id).and_then(|t| t.holder.clone()).unwrap_or_default();
+            let worker = self.scheduler.task(&id).and_then(|t| t.holder().map(str::to_owned)).unwrap_or_default();
             self.judging.insert(id.clone(), Judging::nobody(worker));
             self.start_judging(&id);
         }
@@ -734,7 +734,7 @@ impl Engine {
             ClientMsg::Answer { task_id, text } => match self.scheduler.answer(&task_id, &text) {
                 Ok(()) => {
                     // The worker who asked gets it back first, with question and answer.
-                    let asker = self.scheduler.task(&task_id).and_then(|t| t.last_holder.clone());
+                    let asker = self.scheduler.task(&task_id).and_then(|t| t.last_holder().map(str::to_owned));
                     let back =
                         asker.filter(|a| self.scheduler.held_by(a).is_none() && self.scheduler.grant(&task_id, a, now));
                     let message = match back {
