@@ -18,7 +18,7 @@ use crate::wire::{ClientMsg, ServerMsg};
 
 pub use text::{PRINT_BUDGET, human, strings};
 
-/// The least the hub waits for a `done`'s verdict (its `VERDICT_WAIT_FLOOR`),
+/// The least a hub waits for a `done`'s verdict by default (`VERDICT_WAIT_FLOOR`),
 /// even when the worker asked to wait for nothing.
 const VERDICT_WAIT: Duration = Duration::from_secs(10);
 

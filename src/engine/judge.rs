@@ -3,7 +3,7 @@
 //! task.
 //!
 //! Nothing here waits. A validation command starts through the supervised
-//! runner ([`Supervisor::start`]) and its outcome comes back as an
+//! runner ([`Supervisor::start`](crate::command::Supervisor::start)) and its outcome comes back as an
 //! [`Input::Validated`]; its [`Handle`] is kept per (task, attempt) and
 //! cancelled (the whole process group killed) as soon as that grant ends
 //! by cancel, retry or anything else that moves the task on. A workflow's
@@ -15,17 +15,19 @@
 use std::time::{Duration, Instant};
 
 use super::{Engine, Input, Judging, PolicyError, ProblemKind, Reply};
-use crate::command::{Handle, Job, Outcome, Supervisor};
+use crate::command::{Handle, Job, Outcome};
 use crate::scheduler::{Judged, Task, TaskId, TaskState, Verdict};
 
 /// The least a `done` waits for its verdict, even one that asked to wait
 /// for nothing: most validations end well within it. Past the worker's wait
 /// (or this), it hears the verdict is pending; the client allows 30 s more.
-const VERDICT_WAIT_FLOOR: Duration = Duration::from_secs(10);
+/// The default of [`Timing::verdict_wait_floor`](super::Timing).
+pub(super) const VERDICT_WAIT_FLOOR: Duration = Duration::from_secs(10);
 
-/// When a `done` received now with `wait` is told its verdict is pending.
-pub(super) fn verdict_deadline(now: Instant, wait: Duration) -> Instant {
-    now + wait.max(VERDICT_WAIT_FLOOR)
+/// When a `done` received at `now` with `wait` is told its verdict is
+/// pending: past `wait`, and never before `floor`.
+pub(super) fn verdict_deadline(now: Instant, wait: Duration, floor: Duration) -> Instant {
+    now + wait.max(floor)
 }
 
 /// A validation command running for one attempt of a task.
@@ -43,8 +45,8 @@ impl Engine {
                 let attempt = task.attempt();
                 let job = Job::shell(&script, &self.config.root, self.config.validation_limit);
                 let (tx, task_id) = (self.tx.clone(), id.to_owned());
-                let handle = Supervisor::global().start(job, move |outcome| {
-                    let _ = tx.send(Input::Validated { task: task_id, attempt, outcome });
+                let handle = self.config.runners.validations.start(job, move |outcome| {
+                    let _ = tx.blocking_send(Input::Validated { task: task_id, attempt, outcome });
                 });
                 let running = Validation { handle, script, since: Instant::now() };
                 if let Some(old) = self.validations.insert((id.to_owned(), attempt), running) {
@@ -144,8 +146,8 @@ impl Engine {
     pub(super) fn start_workflow_commands(&mut self) {
         for (call, job) in self.policy.take_commands() {
             let tx = self.tx.clone();
-            let handle = Supervisor::workflows().start(job, move |outcome| {
-                let _ = tx.send(Input::WorkflowCommand { call, outcome });
+            let handle = self.config.runners.workflows.start(job, move |outcome| {
+                let _ = tx.blocking_send(Input::WorkflowCommand { call, outcome });
             });
             self.workflow_calls.insert(call, handle);
         }

@@ -149,7 +149,11 @@ impl Engine {
                         worker,
                         wait,
                         old_protocol: false,
-                        deadline: Some(super::judge::verdict_deadline(now, wait)),
+                        deadline: Some(super::judge::verdict_deadline(
+                            now,
+                            wait,
+                            self.config.timing.verdict_wait_floor,
+                        )),
                     },
                     Source::Old { conn, .. } => {
                         Judging { conn: Some(conn), worker, wait: Duration::ZERO, old_protocol: true, deadline: None }
@@ -233,7 +237,8 @@ impl Engine {
                     let j = self.judging.get_mut(id).expect("checked");
                     j.conn = Some(*conn);
                     j.wait = *wait;
-                    j.deadline = Some(super::judge::verdict_deadline(now, *wait));
+                    j.deadline =
+                        Some(super::judge::verdict_deadline(now, *wait, self.config.timing.verdict_wait_floor));
                 }
                 _ => {
                     let message = format!("attempt {} of task {id} was already {outcome}", sub.attempt);

@@ -168,7 +168,9 @@ impl Request {
     /// Hand the message to the engine as a connection of its own and write its first answer.
     async fn serve(self, conn: u64, msg: protocol::ClientMsg, engine: EngineHandle, withdrawn: oneshot::Receiver<()>) {
         let (outbox, mut inbox) = mpsc::channel(crate::engine::OUTBOX);
-        if !engine.send(Input::Connected { conn, outbox }) || !engine.send(Input::Message { conn, msg }) {
+        if !engine.send_async(Input::Connected { conn, outbox }).await
+            || !engine.send_async(Input::Message { conn, msg }).await
+        {
             return;
         }
         let answer = tokio::select! {
@@ -178,7 +180,7 @@ impl Request {
             },
             _ = withdrawn => None,
         };
-        engine.send(Input::Disconnected { conn });
+        engine.send_async(Input::Disconnected { conn }).await;
         match answer {
             // A request its client withdrew gets no answer.
             Some(msg) if self.path.exists() => self.answer(&msg),
@@ -190,7 +192,7 @@ impl Request {
     /// the two finds the answer at its next start and does not act twice.
     fn answer(&self, msg: &ServerMsg) {
         if let Err(e) = crate::text::write_atomic(&self.answer, msg.to_json().as_bytes()) {
-            eprintln!("mcc hub: cannot answer request {}: {e}", self.id);
+            tracing::warn!("mcc hub: cannot answer request {}: {e}", self.id);
             return;
         }
         let _ = fs::remove_file(&self.path);

@@ -23,7 +23,8 @@ impl Workflow {
                 return Ok(());
             }
             for (call, job) in commands {
-                let outcome = crate::command::Supervisor::workflows()
+                // No engine and one call at a time: a runner of its own.
+                let outcome = crate::command::Supervisor::new(1)
                     .run(job)
                     .map_err(|e| format!("{}: ctx.run: could not start `sh`: {e}", self.file))?;
                 self.command_done(call, outcome, scheduler).map_err(|e| e.0)?;

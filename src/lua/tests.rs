@@ -386,7 +386,7 @@ fn a_restored_workflow_does_not_split_a_started_phase_again() {
     let state = first.state().remove(0).1;
     let path = f.dir.path().join("wf.lua");
     let mut second = Workflow::load(&path, f.dir.path()).unwrap();
-    let (tx, _rx) = std::sync::mpsc::sync_channel(1);
+    let (tx, _rx) = tokio::sync::mpsc::channel(1);
     second.restore(Some(state), tx.into());
     second.step(&mut f.scheduler, f.now).unwrap();
     assert!(second.take_log().is_empty());

@@ -37,11 +37,18 @@ pub struct Settings {
     pub lease: Duration,
     /// After this many grants a task that is not accepted fails.
     pub max_attempts: u32,
+    /// The most tasks the store may hold (`--max-tasks`).
+    pub max_tasks: usize,
 }
+
+/// Tasks a store holds at most unless `--max-tasks` says otherwise: far past
+/// any real project, well short of what would sink the hub (707k tasks took
+/// 6.7 GB).
+pub const DEFAULT_MAX_TASKS: usize = 200_000;
 
 impl Default for Settings {
     fn default() -> Self {
-        Self { lease: Duration::from_mins(30), max_attempts: 5 }
+        Self { lease: Duration::from_mins(30), max_attempts: 5, max_tasks: DEFAULT_MAX_TASKS }
     }
 }
 

@@ -44,7 +44,7 @@ fn tasks_go_out_first_in_first_out_and_a_worker_keeps_what_it_holds() {
 #[test]
 fn an_expired_lease_returns_the_task_with_a_new_attempt_and_fences_the_old_holder() {
     let now = Instant::now();
-    let mut s = Scheduler::new(Settings { lease: Duration::from_mins(1), max_attempts: 5 });
+    let mut s = Scheduler::new(Settings { lease: Duration::from_mins(1), max_attempts: 5, ..Settings::default() });
     s.add_tasks(vec![task("a")], None, now).unwrap();
     s.offer("old", now, 64, fifo).unwrap();
     assert!(s.expire(now + Duration::from_secs(59)).is_empty());
@@ -77,7 +77,7 @@ fn a_report_for_an_old_attempt_of_a_held_task_is_stale() {
 #[test]
 fn any_message_of_the_holder_extends_its_lease() {
     let now = Instant::now();
-    let mut s = Scheduler::new(Settings { lease: Duration::from_mins(1), max_attempts: 5 });
+    let mut s = Scheduler::new(Settings { lease: Duration::from_mins(1), max_attempts: 5, ..Settings::default() });
     s.add_tasks(vec![task("a")], None, now).unwrap();
     s.offer("w", now, 64, fifo).unwrap();
     s.progress("w", "a", None, "half way", now + Duration::from_secs(50)).unwrap();
@@ -193,7 +193,7 @@ fn a_worker_with_a_low_context_score_is_told_to_hand_over() {
 #[test]
 fn a_rejected_result_goes_back_to_the_same_worker_with_the_reasons() {
     let now = Instant::now();
-    let mut s = Scheduler::new(Settings { lease: Duration::from_mins(1), max_attempts: 2 });
+    let mut s = Scheduler::new(Settings { lease: Duration::from_mins(1), max_attempts: 2, ..Settings::default() });
     s.add_tasks(vec![task("a")], None, now).unwrap();
     s.offer("w", now, 64, fifo).unwrap();
     s.submit("w", "a", done("a", "w"), now).unwrap();
@@ -240,7 +240,7 @@ fn a_worker_that_leaves_gives_its_task_back_at_once() {
 #[test]
 fn a_dependency_that_failed_shows_its_dependents_as_stuck() {
     let now = Instant::now();
-    let mut s = Scheduler::new(Settings { lease: Duration::from_mins(1), max_attempts: 1 });
+    let mut s = Scheduler::new(Settings { lease: Duration::from_mins(1), max_attempts: 1, ..Settings::default() });
     s.add_tasks(vec![task("a"), after("b", &["a"])], None, now).unwrap();
     s.offer("w", now, 64, fifo).unwrap();
     assert_eq!(s.fail("w", "a", None, "cannot", now).unwrap(), TaskState::Failed);
@@ -279,7 +279,7 @@ fn a_rejection_never_gives_a_worker_a_second_task_to_hold() {
 #[test]
 fn only_grants_that_ended_cost_an_attempt() {
     let now = Instant::now();
-    let mut s = Scheduler::new(Settings { lease: Duration::from_mins(1), max_attempts: 2 });
+    let mut s = Scheduler::new(Settings { lease: Duration::from_mins(1), max_attempts: 2, ..Settings::default() });
     s.add_tasks(vec![task("a")], None, now).unwrap();
     // Leaving, blocking and answering cost nothing.
     s.offer("w", now, 64, fifo).unwrap();
@@ -397,7 +397,7 @@ fn the_indexes_agree_with_a_walk_over_every_task_after_random_transitions() {
     for seed in 1..=20u64 {
         let mut walk = Walk(seed);
         let now = Instant::now();
-        let mut s = Scheduler::new(Settings { lease: Duration::from_mins(1), max_attempts: 3 });
+        let mut s = Scheduler::new(Settings { lease: Duration::from_mins(1), max_attempts: 3, ..Settings::default() });
         let mut made = 0usize;
         for step in 0..300 {
             let ids: Vec<TaskId> = s.tasks().map(|t| t.spec.id.clone()).collect();
@@ -471,7 +471,7 @@ fn the_indexes_agree_with_a_walk_over_every_task_after_random_transitions() {
 #[test]
 fn a_group_blocked_by_a_held_file_frees_when_its_holder_is_accepted_expires_or_is_cancelled() {
     let now = Instant::now();
-    let mut s = Scheduler::new(Settings { lease: Duration::from_mins(1), max_attempts: 5 });
+    let mut s = Scheduler::new(Settings { lease: Duration::from_mins(1), max_attempts: 5, ..Settings::default() });
     s.add_tasks(vec![writing("a", &["out"]), writing("b", &["out/x.md"]), writing("c", &["other"])], None, now)
         .unwrap();
     assert_eq!(s.offer("w1", now, 64, fifo).unwrap(), Offer::Granted("a".into()));

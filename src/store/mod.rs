@@ -254,7 +254,16 @@ fn task_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<TaskRow> {
     Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?))
 }
 
+/// How long a write waits for another connection's lock on `state.db`
+/// before it fails, unless the hub's options say otherwise.
+pub const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
 impl Store {
+    /// How long a write waits for another connection's lock on `state.db`.
+    pub fn set_busy_timeout(&self, limit: Duration) -> Result<(), StoreError> {
+        self.conn.busy_timeout(limit).map_err(|source| StoreError::Sqlite { path: self.path.clone(), source })
+    }
+
     /// Open (or create) `state.db` in `dir`.
     pub fn open(dir: &Path) -> Result<Self, StoreError> {
         let path = crate::layout::Layout::at(dir).state_db();
@@ -262,7 +271,7 @@ impl Store {
         let conn = Connection::open(&path).map_err(sql)?;
         conn.pragma_update(None, "journal_mode", "WAL").map_err(sql)?;
         conn.pragma_update(None, "synchronous", "FULL").map_err(sql)?;
-        conn.pragma_update(None, "busy_timeout", 5000).map_err(sql)?;
+        conn.busy_timeout(BUSY_TIMEOUT).map_err(sql)?;
         let version = stored_version(&conn).map_err(sql)?;
         match version {
             None => {
@@ -592,7 +601,7 @@ mod tests {
     fn what_was_committed_comes_back_after_reopening_with_its_lease() {
         let dir = tempfile::tempdir().unwrap();
         let now = Instant::now();
-        let mut s = Scheduler::new(Settings { lease: Duration::from_mins(10), max_attempts: 3 });
+        let mut s = Scheduler::new(Settings { lease: Duration::from_mins(10), max_attempts: 3, ..Settings::default() });
         s.add_tasks(vec![TaskSpec::new("a", "first"), TaskSpec::new("b", "second")], None, now).unwrap();
         let offer = s.offer("w", now, 1, first);
         assert_eq!(offer, Ok(Offer::Granted("a".into())));
@@ -635,7 +644,7 @@ mod tests {
     fn a_clock_tick_writes_one_row_and_a_restart_keeps_each_leases_time_left() {
         let dir = tempfile::tempdir().unwrap();
         let now = Instant::now();
-        let mut s = Scheduler::new(Settings { lease: Duration::from_mins(10), max_attempts: 3 });
+        let mut s = Scheduler::new(Settings { lease: Duration::from_mins(10), max_attempts: 3, ..Settings::default() });
         let specs: Vec<TaskSpec> = (0..50).map(|i| TaskSpec::new(format!("t{i}"), "x")).collect();
         s.add_tasks(specs, None, now).unwrap();
         for i in 0..50 {
@@ -687,7 +696,7 @@ mod tests {
     fn a_schema_1_store_is_migrated_with_every_row_and_its_leases() {
         let dir = tempfile::tempdir().unwrap();
         let now = Instant::now();
-        let mut s = Scheduler::new(Settings { lease: Duration::from_mins(10), max_attempts: 3 });
+        let mut s = Scheduler::new(Settings { lease: Duration::from_mins(10), max_attempts: 3, ..Settings::default() });
         s.add_tasks(vec![TaskSpec::new("a", "first"), TaskSpec::new("b", "second")], None, now).unwrap();
         s.offer("w", now, 1, first).unwrap();
         {

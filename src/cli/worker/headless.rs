@@ -45,7 +45,7 @@ fn kill_commands_on_signal() {
 /// folder (`--hub` only) nothing is recorded.
 fn record_command_groups(root: Option<&Path>) {
     let Some(layout) = root.map(Layout::of_root).filter(|l| l.dir().is_dir()) else { return };
-    match crate::command::record_groups_in(layout.dir()) {
+    match headless_runner().record_groups_in(layout.dir()) {
         Ok(0) => {}
         Ok(n) => eprintln!(
             "mcc worker run: killed {n} command group(s) that a stopped worker or hub had left running (records in {})",
