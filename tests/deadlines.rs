@@ -143,8 +143,7 @@ fn a_task_over_the_frame_limit_is_refused_naming_the_limit_its_size_and_the_flag
     let added = mcc_within(&project, &["tasks", "add", "huge.json"]);
     assert_eq!(added.code, 1, "{added:?}");
     // The hub names the size it was sent (the frame: the task and its envelope).
-    let numbers: Vec<u64> =
-        added.stderr.split(|c: char| !c.is_ascii_digit()).filter_map(|n| n.parse().ok()).collect();
+    let numbers: Vec<u64> = added.stderr.split(|c: char| !c.is_ascii_digit()).filter_map(|n| n.parse().ok()).collect();
     assert!(numbers.iter().any(|&n| n > 9_000_000 && n < 9_100_000), "the size: {}", added.stderr);
     assert!(added.stderr.contains("1048576 bytes"), "the limit: {}", added.stderr);
     assert!(added.stderr.contains("mcc hub --max-frame-bytes"), "the flag: {}", added.stderr);
