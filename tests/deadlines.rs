@@ -73,36 +73,39 @@ fn a_stopped_hub_makes_status_and_worker_next_give_up_and_name_its_address() {
     let hub = Hub::start(project.root(), &[]);
     let _stopped = Stopped::stop(&hub);
 
-    let status = mcc_within(&project, &["status", "--timeout", "2s"]);
+    let status = mcc_within(&project, &["status", "--timeout", "500ms"]);
     assert_eq!(status.code, 1, "the documented error code: {status:?}");
-    assert!(status.stderr.contains(&format!("the hub at {} did not answer within 2s", hub.url)), "{status:?}");
+    assert!(status.stderr.contains(&format!("the hub at {} did not answer within 500ms", hub.url)), "{status:?}");
     assert!(status.stderr.contains("`mcc status`") && status.stderr.contains("--timeout"), "{status:?}");
     assert!(!status.stdout.contains("no hub running"), "a stopped hub is not a missing one: {status:?}");
 
-    let next = mcc_within(&project, &["worker", "next", "--as", "w", "--wait", "1s", "--timeout", "2s"]);
+    let next = mcc_within(&project, &["worker", "next", "--as", "w", "--wait", "100ms", "--timeout", "500ms"]);
     assert_eq!(next.code, 1, "{next:?}");
     assert!(next.stderr.contains(&format!("the hub at {} did not answer within", hub.url)), "{next:?}");
 
-    // The file transport has the same deadline; its address is the requests folder.
+    // The file transport has the same deadline (the wait plus --timeout); its address is the requests folder.
     let filed = mcc_within(
         &project,
-        &["worker", "next", "--as", "w", "--wait", "1s", "--timeout", "2s", "--transport", "file"],
+        &["worker", "next", "--as", "w", "--wait", "100ms", "--timeout", "500ms", "--transport", "file"],
     );
     assert_eq!(filed.code, 1, "{filed:?}");
     let requests = project.path(".mcc/requests");
-    assert!(filed.stderr.contains(&format!("the hub at {} did not answer within 3s", requests.display())), "{filed:?}");
+    assert!(
+        filed.stderr.contains(&format!("the hub at {} did not answer within 600ms", requests.display())),
+        "{filed:?}"
+    );
 
     // The deadline also comes from the environment.
     let from_env = Command::new(mcc_bin())
         .args(["status"])
         .current_dir(project.root())
-        .env("MCC_TIMEOUT", "1s")
+        .env("MCC_TIMEOUT", "500ms")
         .stdin(Stdio::null())
         .output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&from_env.stderr);
     assert_eq!(from_env.status.code(), Some(1), "{stderr}");
-    assert!(stderr.contains("did not answer within 1s"), "{stderr}");
+    assert!(stderr.contains("did not answer within 500ms"), "{stderr}");
 }
 
 #[test]
@@ -114,7 +117,7 @@ fn a_stopped_hub_makes_an_mcp_tool_call_a_tool_error_naming_its_address() {
     runtime.block_on(async {
         let mut command = tokio::process::Command::new(mcc_bin());
         command
-            .args(["mcp", "--as", "w", "--wait", "1s", "--timeout", "2s"])
+            .args(["mcp", "--as", "w", "--wait", "100ms", "--timeout", "500ms"])
             .current_dir(project.root())
             .env_remove("MCC_WORKER")
             .env_remove("MCC_HUB")
