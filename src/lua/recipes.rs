@@ -23,6 +23,7 @@ pub fn user_folder() -> Option<PathBuf> {
 pub(crate) fn install(lua: &Lua, shared: &Rc<Shared>) -> mlua::Result<()> {
     let shared = shared.clone();
     let require = lua.create_function(move |lua, name: String| {
+        let _nested = super::limits::Nested::enter(&format!("require(\"{name}\")"))?;
         let loaded: Table = lua.named_registry_value("mcc.loaded")?;
         if let Some(v) = loaded.get::<Option<Value>>(name.as_str())? {
             return Ok(v);

@@ -87,10 +87,12 @@ impl Workflow {
             limits::install(lua, &budget)?;
             recipes::install(lua, &shared)?;
             let check = lua.create_function(|lua, t: Value| {
+                let _nested = limits::Nested::enter("task {...}")?;
                 spec::to_spec(lua, t, None).map(|_| ()).map_err(|e| mlua::Error::runtime(format!("task {{...}}: {e}")))
             })?;
             lua.globals().set("__mcc_check_task", check)?;
             lua.load(PRELUDE).set_name("@mcc").exec()?;
+            limits::install_guards(lua, &budget)?;
             let ctx = ctx::install(lua, &shared)?;
             let current = lua.create_function(|lua, ()| lua.named_registry_value::<Value>(CURRENT))?;
             let marker: Table =
@@ -98,7 +100,8 @@ impl Workflow {
             Ok((ctx, marker))
         };
         let (ctx, run_marker) = setup(&lua).map_err(|e| format!("{file}: cannot set up Lua: {e}"))?;
-        budget.reset();
+        // Running the file and reading what it returned (metamethods may run) is one call.
+        budget.start();
         let returned: Value = lua
             .load(source.as_str())
             .set_name(format!("@{file}"))
@@ -130,8 +133,9 @@ impl Workflow {
             watcher: None,
             skip_events: false,
         };
-        workflow.read_table(returned)?;
-        Ok(workflow)
+        let read = workflow.read_table(returned);
+        workflow.budget.stop();
+        read.map(|()| workflow)
     }
 
     /// Call into Lua with the scheduler visible to `ctx`, the budget reset,
@@ -143,13 +147,17 @@ impl Workflow {
         what: &str,
         f: impl for<'s> FnOnce(&'s Scope<'s, 'env>) -> mlua::Result<R>,
     ) -> Result<R, String> {
-        self.budget.reset();
+        // Clears what a metamethod run between calls may have spent.
+        self.budget.stop();
         let name = &self.phases[phase].name;
         self.enter_phase(phase)?;
         let result = self.lua.scope(|scope| {
             let session = scope.create_any_userdata_ref(scheduler)?;
             self.lua.set_named_registry_value(SESSION, session)?;
-            f(scope)
+            self.budget.start();
+            let result = f(scope);
+            self.budget.stop();
+            result
         });
         let _ = self.lua.unset_named_registry_value(SESSION);
         result.map_err(|e| errors::describe(&e, &self.file, &format!("{what} of phase \"{name}\"")))
@@ -189,7 +197,7 @@ impl Workflow {
         mut parked: calls::Parked,
         args: MultiValue,
     ) -> Result<calls::Ran, String> {
-        self.budget.reset();
+        self.budget.stop();
         let what = format!("{} of phase \"{}\"", parked.what, self.phases[parked.phase].name);
         self.enter_phase(parked.phase)?;
         let thread = parked.thread.clone();
@@ -197,7 +205,10 @@ impl Workflow {
             let session = scope.create_any_userdata_ref(scheduler)?;
             self.lua.set_named_registry_value(SESSION, session)?;
             self.lua.set_named_registry_value(CURRENT, &thread)?;
-            thread.resume::<MultiValue>(args)
+            self.budget.start();
+            let result = thread.resume::<MultiValue>(args);
+            self.budget.stop();
+            result
         });
         let _ = self.lua.unset_named_registry_value(SESSION);
         let _ = self.lua.unset_named_registry_value(CURRENT);
