@@ -57,6 +57,10 @@ fn find(shared: &Shared, name: &str) -> mlua::Result<(String, String)> {
     folders.extend(user_folder());
     for folder in folders {
         let path = folder.join(&rel);
+        if let Some((_, source)) = shared.pinned.iter().find(|(p, _)| *p == path) {
+            shared.modules.borrow_mut().push((path.clone(), source.clone()));
+            return Ok((shown(&shared.root, &path), source.clone()));
+        }
         if path.exists() {
             let resolved = std::fs::canonicalize(&path).ok();
             let home = std::fs::canonicalize(&folder).ok();

@@ -65,10 +65,26 @@ end
 impl Workflow {
     /// Read, run and check a workflow file.
     pub fn load(path: &Path, root: &Path) -> Result<Self, String> {
-        let file = recipes::shown(root, path);
-        let source = std::fs::read_to_string(path).map_err(|e| {
+        Self::load_text(path, root, Self::read_source(path, root)?, Vec::new())
+    }
+
+    /// The text of the workflow file at `path`.
+    pub(super) fn read_source(path: &Path, root: &Path) -> Result<String, String> {
+        std::fs::read_to_string(path).map_err(|e| {
+            let file = recipes::shown(root, path);
             format!("{file}: cannot read the workflow: {e}; check the path (relative to the project root)")
-        })?;
+        })
+    }
+
+    /// Run and check `source` as the workflow file at `path`; `require`
+    /// takes a module in `pinned` (path, text) as it is there, not from disk.
+    pub(super) fn load_text(
+        path: &Path,
+        root: &Path,
+        source: String,
+        pinned: Vec<(std::path::PathBuf, String)>,
+    ) -> Result<Self, String> {
+        let file = recipes::shown(root, path);
         let shared = Rc::new(Shared {
             root: root.to_owned(),
             dir: path.parent().map_or_else(|| root.to_owned(), Path::to_owned),
@@ -78,6 +94,7 @@ impl Workflow {
             changes: RefCell::default(),
             log: RefCell::new(Vec::new()),
             modules: RefCell::new(Vec::new()),
+            pinned,
         });
         // Only what a workflow needs: no os, io, debug or package (see docs/security.md).
         let libs = StdLib::STRING | StdLib::TABLE | StdLib::MATH | StdLib::UTF8 | StdLib::COROUTINE;
@@ -132,6 +149,7 @@ impl Workflow {
             files: Vec::new(),
             watcher: None,
             skip_events: false,
+            records: None,
         };
         let read = workflow.read_table(returned);
         workflow.budget.stop();

@@ -810,3 +810,45 @@ fn a_module_that_requires_itself_ends_in_an_error_not_a_stack_overflow() {
     );
     assert!(err.contains("ctx.tasks: calls nested too deep"), "{err}");
 }
+
+#[test]
+fn a_hub_that_died_loading_a_workflow_runs_the_last_version_that_loaded_and_says_so() {
+    let mut f = Fixture::new();
+    std::fs::create_dir(f.dir.path().join(".mcc")).unwrap();
+    let version = |n: u32| {
+        format!(
+            "local helper = require('helper')\nreturn {{ name = 'v{n}' .. helper, phases = {{ {{ name = 'p', tasks = {{}} }} }} }}\n"
+        )
+    };
+    f.write("helper.lua", "return '-helper-1'");
+    let path = f.write("wf.lua", &version(1));
+    let mut first = super::load(&path, f.dir.path()).unwrap();
+    first.step(&mut f.scheduler, f.now).unwrap();
+
+    // Version 2 killed the hub while it loaded: its record of loading is left behind.
+    f.write("wf.lua", &version(2));
+    f.write("helper.lua", "return '-helper-2'");
+    loading::Records::at(f.dir.path()).unwrap().loading(&path, &version(2)).unwrap();
+    let mut again = super::load(&path, f.dir.path()).unwrap();
+    assert_eq!(again.name(), "v1-helper-1", "the last version that loaded, with its module as it was");
+    let log = again.take_log().join("\n");
+    assert!(
+        log.contains("the hub stopped while loading wf.lua last time (a crash, or killed); that text is not run again: edit the file to try it; running the last version that loaded"),
+        "{log}"
+    );
+    // And at every start after, until the file changes: no loop.
+    assert_eq!(super::load(&path, f.dir.path()).unwrap().name(), "v1-helper-1");
+    f.write("wf.lua", &version(3));
+    assert_eq!(super::load(&path, f.dir.path()).unwrap().name(), "v3-helper-2");
+}
+
+#[test]
+fn a_hub_that_died_loading_a_first_workflow_holds_it_with_a_reason() {
+    let f = Fixture::new();
+    std::fs::create_dir(f.dir.path().join(".mcc")).unwrap();
+    let source = "return { name = 'x', phases = { { name = 'p', tasks = {} } } }";
+    let path = f.write("wf.lua", source);
+    loading::Records::at(f.dir.path()).unwrap().loading(&path, source).unwrap();
+    let err = super::load(&path, f.dir.path()).err().unwrap();
+    assert!(err.ends_with("edit the file to try it (no earlier version of it loaded)"), "{err}");
+}

@@ -1,0 +1,87 @@
+//! A hub that died while loading a workflow must not die again at every
+//! start. Before a workflow runs, `.mcc/workflow-loading.json` names the
+//! file and a SHA-256 of its text; once it has loaded and taken its first
+//! step, the text and the modules it required go to
+//! `.mcc/workflow-loaded.json` and the first record goes. A record left
+//! behind names text the hub died on (a crash, or a kill mid-load): that
+//! text is not run again. The hub runs the last version that loaded
+//! instead, says so, and tries the file again once it is edited.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+const LOADING: &str = "workflow-loading.json";
+const LOADED: &str = "workflow-loaded.json";
+
+#[derive(Serialize, Deserialize, PartialEq)]
+struct Loading {
+    path: String,
+    sha256: String,
+}
+
+/// The last version of a workflow that loaded: its text and its modules'.
+#[derive(Serialize, Deserialize)]
+pub struct Loaded {
+    path: String,
+    pub source: String,
+    pub modules: Vec<(PathBuf, String)>,
+}
+
+/// The records of one project, in its `.mcc/` folder.
+pub struct Records {
+    dir: PathBuf,
+}
+
+impl Records {
+    /// The records of the project at `root`; `None` when it has no `.mcc/`
+    /// folder (a workflow checked by `mcc check`, a test without a hub).
+    pub fn at(root: &Path) -> Option<Self> {
+        let dir = root.join(".mcc");
+        dir.is_dir().then_some(Self { dir })
+    }
+
+    /// Whether the hub died while loading exactly this text of `path`.
+    pub fn died_on(&self, path: &Path, source: &str) -> bool {
+        let Ok(text) = std::fs::read_to_string(self.dir.join(LOADING)) else { return false };
+        serde_json::from_str::<Loading>(&text).is_ok_and(|was| was == loading(path, source))
+    }
+
+    /// Record that `path` with this text is about to load.
+    pub fn loading(&self, path: &Path, source: &str) -> Result<(), String> {
+        self.write(LOADING, &loading(path, source))
+    }
+
+    /// The load ended without running the workflow (an error): nothing to remember.
+    pub fn not_loaded(&self) {
+        let _ = std::fs::remove_file(self.dir.join(LOADING));
+    }
+
+    /// The workflow loaded and took its first step: keep its text, drop the record of loading.
+    pub fn loaded(&self, path: &Path, source: &str, modules: &[(PathBuf, String)]) -> Result<(), String> {
+        let loaded = Loaded { path: path.display().to_string(), source: source.to_owned(), modules: modules.to_vec() };
+        self.write(LOADED, &loaded)?;
+        std::fs::remove_file(self.dir.join(LOADING)).map_err(|e| format!("cannot remove .mcc/{LOADING}: {e}"))
+    }
+
+    /// The last version of `path` that loaded, if one did.
+    pub fn last_loaded(&self, path: &Path) -> Option<Loaded> {
+        let text = std::fs::read_to_string(self.dir.join(LOADED)).ok()?;
+        serde_json::from_str::<Loaded>(&text).ok().filter(|l| l.path == path.display().to_string())
+    }
+
+    /// Write `name` whole or not at all: to a temporary name, then renamed.
+    fn write(&self, name: &str, value: &impl Serialize) -> Result<(), String> {
+        let text = serde_json::to_string(value).map_err(|e| format!("cannot record .mcc/{name}: {e}"))?;
+        let temp = self.dir.join(format!("{name}.tmp"));
+        std::fs::write(&temp, text)
+            .and_then(|()| std::fs::rename(&temp, self.dir.join(name)))
+            .map_err(|e| format!("cannot record .mcc/{name}: {e}"))
+    }
+}
+
+fn loading(path: &Path, source: &str) -> Loading {
+    let digest = Sha256::digest(source.as_bytes());
+    Loading { path: path.display().to_string(), sha256: digest.iter().map(|b| format!("{b:02x}")).collect() }
+}
