@@ -80,7 +80,7 @@ impl Budget {
     }
 
     /// What the hook decides on `event`: the error to raise, if any.
-    fn check(&self, event: &DebugEvent, place: impl FnOnce() -> String) -> Option<String> {
+    fn check(&self, event: DebugEvent, place: impl FnOnce() -> String) -> Option<String> {
         let mut state = self.0.borrow_mut();
         if let Some(spent) = &state.spent {
             return Some(spent.clone());
@@ -90,7 +90,7 @@ impl Budget {
         }
         let why = if state.used > INSTRUCTIONS {
             format!("runaway script stopped after {INSTRUCTIONS} instructions (an endless loop?)")
-        } else if let Some(spent) = state.started.and_then(|started| over_time(started)) {
+        } else if let Some(spent) = state.started.and_then(over_time) {
             format!("runaway script stopped after {spent} (the time one call may take; a slow pattern or a huge sort?)")
         } else {
             return None;
@@ -132,7 +132,7 @@ pub fn install(lua: &Lua, budget: &Budget) -> mlua::Result<()> {
             };
             at(debug).or_else(|| (1..4).find_map(|level| lua.inspect_stack(level, at).flatten())).unwrap_or_default()
         };
-        match budget.check(&debug.event(), place) {
+        match budget.check(debug.event(), place) {
             Some(message) => Err(mlua::Error::runtime(message)),
             None => Ok(VmState::Continue),
         }

@@ -82,6 +82,10 @@ impl Records {
 }
 
 fn loading(path: &Path, source: &str) -> Loading {
-    let digest = Sha256::digest(source.as_bytes());
-    Loading { path: path.display().to_string(), sha256: digest.iter().map(|b| format!("{b:02x}")).collect() }
+    use std::fmt::Write;
+    let mut sha256 = String::with_capacity(64);
+    for b in Sha256::digest(source.as_bytes()) {
+        let _ = write!(sha256, "{b:02x}");
+    }
+    Loading { path: path.display().to_string(), sha256 }
 }

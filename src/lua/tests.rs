@@ -731,7 +731,8 @@ fn time_in_c_functions_counts_against_the_budget() {
         &mut f,
         "local notes = 'x' .. string.rep(' ', 16000) .. 'x'\nwhile true do notes:match('^%s*(.-)%s*$') end\n",
     );
-    assert!(err.starts_with("wf.lua:2: in the workflow file: runaway script stopped after 5 s"), "{err}");
+    // 5 s of CPU, or 30 s of wall time on a machine too busy to give it 5 s.
+    assert!(err.starts_with("wf.lua:2: in the workflow file: runaway script stopped after "), "{err}");
     assert!(took < limits::WALL_TIME + Duration::from_secs(1), "{took:?}");
 }
 
