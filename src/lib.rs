@@ -9,14 +9,17 @@ pub mod cli;
 pub mod client;
 pub mod command;
 pub mod engine;
+pub mod event;
 pub mod handoff;
 pub mod hub;
+pub mod layout;
 pub mod lua;
 pub mod mcp;
 pub mod report;
 pub mod scheduler;
 pub mod store;
 pub mod task;
+pub mod text;
 pub mod watch;
 pub mod wire;
 

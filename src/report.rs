@@ -9,7 +9,8 @@ use std::path::Path;
 
 use serde_json::{Value, json};
 
-use crate::scheduler::TaskState;
+use crate::event::EventKind;
+use crate::scheduler::{Task, TaskState};
 use crate::store::{Store, StoredEvent};
 
 /// One grant of a task to a worker, from `assigned` to what ended it.
@@ -19,8 +20,8 @@ struct Attempt {
     worker: String,
     from_ms: i64,
     to_ms: Option<i64>,
-    /// accepted, rejected, submitted (no verdict yet), blocked, expired, released, failed; running while open.
-    verdict: &'static str,
+    /// The last word on it; running while open.
+    verdict: Verdict,
 }
 
 impl Attempt {
@@ -28,23 +29,101 @@ impl Attempt {
     /// `span` in ms, drawn from `origin`.
     fn bar(&self, origin: i64, span: (i64, i64), phase: Option<&str>) -> Value {
         json!({"task": self.task, "attempt": self.number, "worker": self.worker, "phase": phase,
-               "fromMs": span.0 - origin, "toMs": span.1 - origin, "verdict": self.verdict})
+               "fromMs": span.0 - origin, "toMs": span.1 - origin, "verdict": self.verdict.name()})
     }
 }
 
-/// What ends an attempt, as the timeline colours it.
-fn ending(kind: &str) -> Option<&'static str> {
-    Some(match kind {
-        "accepted" => "accepted",
-        "rejected" => "rejected",
-        "submitted" => "submitted",
-        "blocked" => "blocked",
-        "expired" => "expired",
-        "released" => "released",
-        "failed" => "failed",
-        "cancelled" => "cancelled",
-        _ => return None,
-    })
+/// How an attempt ended, as the timeline names and colours it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Verdict {
+    Accepted,
+    Rejected,
+    /// Given up by its worker, or the task failed for good.
+    Failed,
+    Expired,
+    Blocked,
+    Released,
+    Cancelled,
+    /// Reported, no verdict yet.
+    Submitted,
+    Running,
+}
+
+impl Verdict {
+    /// In the legend's order.
+    const ALL: [Verdict; 9] = [
+        Self::Accepted,
+        Self::Rejected,
+        Self::Failed,
+        Self::Expired,
+        Self::Blocked,
+        Self::Released,
+        Self::Cancelled,
+        Self::Submitted,
+        Self::Running,
+    ];
+
+    fn name(self) -> &'static str {
+        match self {
+            Self::Accepted => "accepted",
+            Self::Rejected => "rejected",
+            Self::Failed => "failed",
+            Self::Expired => "expired",
+            Self::Blocked => "blocked",
+            Self::Released => "released",
+            Self::Cancelled => "cancelled",
+            Self::Submitted => "submitted",
+            Self::Running => "running",
+        }
+    }
+
+    /// The colour of its bar.
+    fn colour(self) -> &'static str {
+        match self {
+            Self::Accepted => "#2e9d4f",
+            Self::Rejected => "#d9822b",
+            Self::Failed => "#c23030",
+            Self::Expired => "#8f398f",
+            Self::Blocked => "#d1b100",
+            Self::Released => "#8a9ba8",
+            Self::Cancelled => "#5c7080",
+            Self::Submitted => "#4a90d9",
+            Self::Running => "#a7c7e7",
+        }
+    }
+}
+
+/// What an event does to an attempt of its task.
+enum Step {
+    /// A new attempt begins.
+    Begins,
+    /// The attempt ends (or, already ended, gets its last word).
+    Ends(Verdict),
+    /// Nothing: the event is not about an attempt's time.
+    Nothing,
+}
+
+/// What an event of `kind` does to an attempt. Every kind is named: a
+/// kind the report does not place cannot compile, so none is left running.
+fn step(kind: &EventKind) -> Step {
+    match kind {
+        EventKind::Assigned => Step::Begins,
+        EventKind::Accepted => Step::Ends(Verdict::Accepted),
+        EventKind::Rejected => Step::Ends(Verdict::Rejected),
+        EventKind::Submitted => Step::Ends(Verdict::Submitted),
+        EventKind::Blocked => Step::Ends(Verdict::Blocked),
+        EventKind::Expired => Step::Ends(Verdict::Expired),
+        EventKind::Released => Step::Ends(Verdict::Released),
+        EventKind::Failed | EventKind::FailedAttempt => Step::Ends(Verdict::Failed),
+        EventKind::Cancelled => Step::Ends(Verdict::Cancelled),
+        EventKind::WorkerJoined
+        | EventKind::Score
+        | EventKind::Created
+        | EventKind::Answered
+        | EventKind::Progress
+        | EventKind::Retried
+        | EventKind::Other(_) => Step::Nothing,
+    }
 }
 
 /// Total length of the union of `[from, to)` spans: time with at least one attempt running.
@@ -69,30 +148,38 @@ fn attempts_of(events: &[StoredEvent]) -> Vec<Attempt> {
     for e in events {
         let task = e.task.as_deref().unwrap_or("");
         let key = (task.to_owned(), e.attempt.unwrap_or(0));
-        if e.kind == "assigned" {
-            open.insert(key.clone(), attempts.len());
-            attempts.push(Attempt {
-                task: task.to_owned(),
-                number: e.attempt.unwrap_or(0),
-                worker: e.worker.clone().unwrap_or_default(),
-                from_ms: e.at_ms,
-                to_ms: None,
-                verdict: "running",
-            });
-        }
-        if let Some(verdict) = ending(&e.kind) {
-            // The attempt's time ends at the report (or expiry); its colour is the last word on it.
-            let found = open.get(&key).copied().or_else(|| {
-                attempts.iter().rposition(|a| a.task == task && (e.attempt.is_none() || Some(a.number) == e.attempt))
-            });
-            if let Some(i) = found {
-                let a = &mut attempts[i];
-                a.to_ms.get_or_insert(e.at_ms);
-                a.verdict = verdict;
-                if verdict != "submitted" {
-                    open.remove(&key);
+        match step(&e.kind) {
+            Step::Begins => {
+                open.insert(key, attempts.len());
+                attempts.push(Attempt {
+                    task: task.to_owned(),
+                    number: e.attempt.unwrap_or(0),
+                    worker: e.worker.clone().unwrap_or_default(),
+                    from_ms: e.at_ms,
+                    to_ms: None,
+                    verdict: Verdict::Running,
+                });
+            }
+            Step::Ends(verdict) => {
+                // The attempt's time ends at the report (or expiry); its colour is the last word on it.
+                let found = match e.attempt {
+                    Some(number) => open
+                        .get(&key)
+                        .copied()
+                        .or_else(|| attempts.iter().rposition(|a| a.task == task && a.number == number)),
+                    // A cancel names no attempt: it ends the one running, if any.
+                    None => open.range((task.to_owned(), 0)..=(task.to_owned(), u32::MAX)).next_back().map(|(_, i)| *i),
+                };
+                if let Some(i) = found {
+                    let a = &mut attempts[i];
+                    a.to_ms.get_or_insert(e.at_ms);
+                    a.verdict = verdict;
+                    if verdict != Verdict::Submitted {
+                        open.remove(&(a.task.clone(), a.number));
+                    }
                 }
             }
+            Step::Nothing => {}
         }
     }
     attempts
@@ -109,7 +196,7 @@ const RECENT_ATTEMPTS: usize = 1_000;
 /// drawn as [`timeline_svg`] draws a report's, with time from the first
 /// drawn, and a line saying so when earlier ones are left out.
 pub fn recent_timeline_svg(root: &Path) -> Result<String, String> {
-    let store = Store::open_read_only(&root.join(".mcc")).map_err(|e| e.to_string())?;
+    let store = Store::open_read_only(crate::layout::Layout::of_root(root).dir()).map_err(|e| e.to_string())?;
     let events = store.recent_events(RECENT_EVENTS).map_err(|e| e.to_string())?;
     Ok(recent_timeline(&events, RECENT_ATTEMPTS))
 }
@@ -142,30 +229,45 @@ fn recent_timeline(events: &[StoredEvent], most: usize) -> String {
 /// Everything measured from the store of the project at `root`: every
 /// figure comes from the event log, and says in its `measuredFrom` how.
 pub fn metrics(root: &Path) -> Result<Value, String> {
-    let store = Store::open(&root.join(".mcc")).map_err(|e| e.to_string())?;
+    let store = Store::open(crate::layout::Layout::of_root(root).dir()).map_err(|e| e.to_string())?;
     let (tasks, _) = store.load().map_err(|e| e.to_string())?;
     let events = store.events().map_err(|e| e.to_string())?;
+    Ok(measure(&tasks, &events))
+}
+
+/// The figures of [`metrics`] from the tasks as they stand and the event log, oldest first.
+fn measure(tasks: &[Task], events: &[StoredEvent]) -> Value {
     let phase_of: BTreeMap<&str, &str> =
         tasks.iter().map(|t| (t.spec.id.as_str(), t.phase.as_deref().unwrap_or("-"))).collect();
-    let attempts = attempts_of(&events);
+    let attempts = attempts_of(events);
     let mut engineer: BTreeMap<&str, u64> = BTreeMap::new();
     let mut scores: Vec<u64> = Vec::new();
     let mut joined: BTreeSet<String> = attempts.iter().map(|a| a.worker.clone()).collect();
     let (mut rejections, mut expiries) = (0u64, 0u64);
     let (mut first, mut last) = (i64::MAX, i64::MIN);
-    for e in &events {
+    for e in events {
         first = first.min(e.at_ms);
         last = last.max(e.at_ms);
         let task = e.task.as_deref().unwrap_or("");
-        match e.kind.as_str() {
-            "worker_joined" => {
-                joined.extend(e.worker.clone());
+        match &e.kind {
+            EventKind::WorkerJoined => joined.extend(e.worker.clone()),
+            EventKind::Rejected => rejections += 1,
+            EventKind::Expired => expiries += 1,
+            EventKind::Answered | EventKind::Retried | EventKind::Cancelled => {
+                *engineer.entry(task).or_default() += 1;
             }
-            "rejected" => rejections += 1,
-            "expired" => expiries += 1,
-            "answered" | "retried" | "cancelled" => *engineer.entry(task).or_default() += 1,
-            "score" => scores.extend(e.detail["score"].as_u64()),
-            _ => {}
+            EventKind::Score => scores.extend(e.detail["score"].as_u64()),
+            // Counted as attempts (see `step`), or by no figure.
+            EventKind::Created
+            | EventKind::Assigned
+            | EventKind::Submitted
+            | EventKind::Accepted
+            | EventKind::Failed
+            | EventKind::FailedAttempt
+            | EventKind::Blocked
+            | EventKind::Progress
+            | EventKind::Released
+            | EventKind::Other(_) => {}
         }
     }
     let now_ms = last.max(first);
@@ -176,7 +278,7 @@ pub fn metrics(root: &Path) -> Result<Value, String> {
 
     let mut phases: Vec<Value> = Vec::new();
     let mut seen: BTreeSet<&str> = BTreeSet::new();
-    for t in &tasks {
+    for t in tasks {
         let name = t.phase.as_deref().unwrap_or("-");
         if !seen.insert(name) {
             continue;
@@ -220,8 +322,8 @@ pub fn metrics(root: &Path) -> Result<Value, String> {
             json!({
                 "name": name,
                 "attempts": mine.len(),
-                "accepted": mine.iter().filter(|(a, _)| a.verdict == "accepted").count(),
-                "rejections": mine.iter().filter(|(a, _)| a.verdict == "rejected").count(),
+                "accepted": mine.iter().filter(|(a, _)| a.verdict == Verdict::Accepted).count(),
+                "rejections": mine.iter().filter(|(a, _)| a.verdict == Verdict::Rejected).count(),
                 "busySeconds": mine.iter().map(|(_, (f, t))| t - f).sum::<i64>() as f64 / 1000.0,
             })
         })
@@ -232,7 +334,7 @@ pub fn metrics(root: &Path) -> Result<Value, String> {
         .map(|(a, span)| a.bar(first, *span, phase_of.get(a.task.as_str()).copied()))
         .collect();
     let per_task = |n: f64| (!tasks.is_empty()).then(|| n / tasks.len() as f64);
-    Ok(json!({
+    json!({
         "tasks": tasks.len(),
         "byState": by_state,
         "attempts": attempts.len(),
@@ -262,7 +364,7 @@ pub fn metrics(root: &Path) -> Result<Value, String> {
             "busySeconds": "sum of the worker's attempt times, assigned to report",
             "contextEfficiency": "scores the workers reported",
         },
-    }))
+    })
 }
 
 fn plural(n: &Value, word: &str) -> String {
@@ -360,19 +462,6 @@ fn escape(text: &str) -> String {
     text.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
 }
 
-/// Colour of an attempt's bar by how it ended.
-const VERDICT_COLOURS: [(&str, &str); 9] = [
-    ("accepted", "#2e9d4f"),
-    ("rejected", "#d9822b"),
-    ("failed", "#c23030"),
-    ("expired", "#8f398f"),
-    ("blocked", "#d1b100"),
-    ("released", "#8a9ba8"),
-    ("cancelled", "#5c7080"),
-    ("submitted", "#4a90d9"),
-    ("running", "#a7c7e7"),
-];
-
 /// The report as one HTML page: no script, no stylesheet or font fetched
 /// from anywhere, so it opens offline and can be mailed or archived.
 pub fn html(m: &Value) -> String {
@@ -420,9 +509,9 @@ pub const TIMELINE_CSS: &str = "svg text { font: 12px system-ui, sans-serif; }
 
 /// What each bar colour means.
 pub fn legend_html() -> String {
-    VERDICT_COLOURS
+    Verdict::ALL
         .iter()
-        .map(|(v, c)| format!("<span><i style=\"background:{c}\"></i>{v}</span>"))
+        .map(|v| format!("<span><i style=\"background:{}\"></i>{}</span>", v.colour(), v.name()))
         .collect::<Vec<_>>()
         .join(" ")
 }
@@ -457,7 +546,7 @@ pub fn timeline_svg(m: &Value) -> String {
             let from = a["fromMs"].as_i64().unwrap_or(0) as f64;
             let to = a["toMs"].as_i64().unwrap_or(0) as f64;
             let verdict = a["verdict"].as_str().unwrap_or("running");
-            let colour = VERDICT_COLOURS.iter().find(|(v, _)| *v == verdict).map_or("#999", |(_, c)| c);
+            let colour = Verdict::ALL.iter().find(|v| v.name() == verdict).map_or("#999", |v| v.colour());
             svg.push_str(&format!(
                 "  <rect class=\"attempt {verdict}\" x=\"{:.1}\" y=\"{:.1}\" width=\"{:.1}\" height=\"{:.1}\" fill=\"{colour}\"><title>{} attempt {} by {}: {verdict}, {:.1}s</title></rect>\n",
                 label + from * scale,
@@ -490,7 +579,7 @@ mod tests {
         StoredEvent {
             id,
             at_ms: id * 10,
-            kind: kind.to_owned(),
+            kind: EventKind::from_name(kind),
             task: Some(task.to_owned()),
             worker: Some(format!("w{}", id % 3)),
             attempt: Some(attempt),
@@ -505,6 +594,99 @@ mod tests {
                 [event(2 * i, "assigned", &format!("t{i}"), 1), event(2 * i + 1, "accepted", &format!("t{i}"), 1)]
             })
             .collect()
+    }
+
+    /// An event of worker `w1` on task `a` at `at_ms`.
+    fn at(at_ms: i64, kind: &str, attempt: Option<u32>) -> StoredEvent {
+        StoredEvent {
+            id: at_ms,
+            at_ms,
+            kind: EventKind::from_name(kind),
+            task: Some("a".to_owned()),
+            worker: Some("w1".to_owned()),
+            attempt,
+            detail: Value::Null,
+        }
+    }
+
+    #[test]
+    fn a_failed_attempt_ends_when_the_worker_gives_up_and_one_worker_gets_no_speedup() {
+        // One worker: `next` (attempt 1, 2.05 s), `fail`, `next` (attempt 2, 1 s), `done`, accepted.
+        let events = [
+            at(0, "worker_joined", None),
+            at(0, "created", None),
+            at(1_000, "assigned", Some(1)),
+            at(3_050, "failed_attempt", Some(1)),
+            at(3_060, "assigned", Some(2)),
+            at(4_060, "submitted", Some(2)),
+            at(4_100, "accepted", Some(2)),
+        ];
+        let m = measure(&[], &events);
+        let bars: Vec<(u64, &str, i64, i64)> = m["timeline"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|b| {
+                let verdict = b["verdict"].as_str().unwrap();
+                (b["attempt"].as_u64().unwrap(), verdict, b["fromMs"].as_i64().unwrap(), b["toMs"].as_i64().unwrap())
+            })
+            .collect();
+        assert_eq!(bars, [(1, "failed", 1_000, 3_050), (2, "accepted", 3_060, 4_060)], "{m}");
+        assert_eq!(m["workers"][0]["busySeconds"], 3.05, "2.05 s and 1 s of attempts: {m}");
+        assert_eq!(m["serialSeconds"], 3.05, "{m}");
+        assert_eq!(m["parallelSeconds"], 3.05, "{m}");
+        assert_eq!(m["parallelSpeedup"], 1.0, "one worker ran nothing in parallel: {m}");
+    }
+
+    /// Each attempt's (number, verdict, from, to) on the report's timeline.
+    fn bars(events: &[StoredEvent]) -> Vec<(u32, &'static str, i64, Option<i64>)> {
+        attempts_of(events).iter().map(|a| (a.number, a.verdict.name(), a.from_ms, a.to_ms)).collect()
+    }
+
+    #[test]
+    fn every_way_an_attempt_ends_stops_its_time_there() {
+        for (kind, attempt, verdict) in [
+            ("submitted", Some(1), "submitted"),
+            ("accepted", Some(1), "accepted"),
+            ("rejected", Some(1), "rejected"),
+            ("failed_attempt", Some(1), "failed"),
+            ("blocked", Some(1), "blocked"),
+            ("expired", Some(1), "expired"),
+            ("released", Some(1), "released"),
+            // A cancel names no attempt: the running one ends.
+            ("cancelled", None, "cancelled"),
+        ] {
+            let events = [at(1_000, "assigned", Some(1)), at(2_000, kind, attempt), at(9_000, "progress", Some(1))];
+            assert_eq!(bars(&events), [(1, verdict, 1_000, Some(2_000))], "{kind}");
+        }
+    }
+
+    #[test]
+    fn what_does_not_end_an_attempt_leaves_it_running() {
+        for kind in ["progress", "answered", "retried", "score", "created", "worker_joined", "handed_over"] {
+            let events = [at(1_000, "assigned", Some(1)), at(2_000, kind, Some(1))];
+            assert_eq!(bars(&events), [(1, "running", 1_000, None)], "{kind}");
+        }
+    }
+
+    #[test]
+    fn the_last_word_on_an_ended_attempt_is_its_own_not_a_later_cancel() {
+        // Rejected on its last attempt: `failed` follows for the same attempt and colours it.
+        let exhausted = [at(1_000, "assigned", Some(1)), at(2_000, "rejected", Some(1)), at(2_000, "failed", Some(1))];
+        assert_eq!(bars(&exhausted), [(1, "failed", 1_000, Some(2_000))]);
+        // Given up, then cancelled in the queue: the attempt ended as given up.
+        let cancelled =
+            [at(1_000, "assigned", Some(1)), at(2_000, "failed_attempt", Some(1)), at(3_000, "cancelled", None)];
+        assert_eq!(bars(&cancelled), [(1, "failed", 1_000, Some(2_000))]);
+    }
+
+    #[test]
+    fn an_event_kind_from_another_version_counts_for_no_figure() {
+        let events =
+            [at(1_000, "assigned", Some(1)), at(1_500, "handed_over", Some(1)), at(2_000, "accepted", Some(1))];
+        let m = measure(&[], &events);
+        assert_eq!((m["attempts"].as_u64(), m["serialSeconds"].as_f64()), (Some(1), Some(1.0)), "{m}");
+        assert_eq!(m["timeline"][0]["verdict"], "accepted", "{m}");
     }
 
     #[test]

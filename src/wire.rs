@@ -1,8 +1,13 @@
 //! Every wire message, as serde enums tagged by `type`: the old protocol's
-//! messages unchanged, and mcc's own beside them (docs/protocol.md).
+//! messages unchanged, and mcc's own beside them (docs/protocol.md). The
+//! views of the hub's state they carry are in [`views`].
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+
+pub mod views;
+
+pub use views::{Delta, EventView, Page, Snapshot, Stuck, Summary, TaskInfo, TaskSummary, WorkerView};
 
 /// A message a client sends.
 ///
@@ -222,8 +227,7 @@ pub enum Offer {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct Waiting {
-    /// `reservations`, `answer`, `dependencies`, `in_progress`, `phase` or `workflow`.
-    pub kind: String,
+    pub kind: WaitingFor,
     /// One line saying it, for people and models.
     pub text: String,
     /// The tasks in the way: holding the files, waiting for an answer, depended on.
@@ -235,6 +239,28 @@ pub struct Waiting {
     /// The files reserved by them.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub files: Vec<String>,
+}
+
+/// What a worker offered nothing waits for, sent as `reservations`,
+/// `answer`, `dependencies`, `in_progress`, `phase` or `workflow`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WaitingFor {
+    /// Ready tasks write files that tasks in progress hold.
+    Reservations,
+    /// Tasks wait for the engineer's answer.
+    Answer,
+    /// Tasks wait on dependencies not accepted yet.
+    Dependencies,
+    /// The tasks left are all held by workers.
+    InProgress,
+    /// No task is left: the workflow's next phase or new tasks will bring some.
+    Phase,
+    /// Tasks are ready, but the workflow hands none to this worker.
+    Workflow,
+    /// A reason a newer hub gives, kept as it was sent.
+    #[serde(untagged)]
+    Other(String),
 }
 
 /// A message the hub sends.
@@ -333,24 +359,26 @@ pub enum ServerMsg {
     TasksAdded {
         ids: Vec<String>,
     },
+    /// The answer to `snapshot` (old scripts): the summary and every task.
     Snapshot {
-        snapshot: Value,
+        snapshot: Box<Snapshot>,
     },
+    /// The answer to `show_task`.
     TaskInfo {
-        task: Value,
+        task: Box<TaskInfo>,
     },
-    /// The first answer to `subscribe`: counts, workers, questions, problems
-    /// (`engine::views::Summary`).
+    /// The first answer to `subscribe`: counts, workers, questions, problems.
     Summary {
-        summary: Value,
+        summary: Box<Summary>,
     },
-    /// What one committed batch changed, pushed to subscribers (`engine::views::Delta`).
+    /// What one committed batch changed, pushed to subscribers: a [`Delta`]
+    /// written once for all of them ([`Delta::from_wire`] reads it).
     Delta {
         delta: RawJson,
     },
-    /// The answer to `tasks_page` (`engine::views::Page`).
+    /// The answer to `tasks_page`.
     TasksPage {
-        page: Value,
+        page: Page,
     },
 }
 
@@ -490,5 +518,22 @@ mod tests {
         assert_eq!(v["workers"][0]["currentTask"], "t");
         let v: Value = serde_json::from_str(&ServerMsg::TaskCompleteAck { task_id: "t".into() }.to_json()).unwrap();
         assert_eq!(v, serde_json::json!({"type":"task_complete_ack","taskId":"t"}));
+    }
+
+    #[test]
+    fn what_a_worker_waits_for_is_sent_as_it_always_was_and_a_newer_reason_is_kept() {
+        let kinds = [
+            (WaitingFor::Reservations, "reservations"),
+            (WaitingFor::Answer, "answer"),
+            (WaitingFor::Dependencies, "dependencies"),
+            (WaitingFor::InProgress, "in_progress"),
+            (WaitingFor::Phase, "phase"),
+            (WaitingFor::Workflow, "workflow"),
+            (WaitingFor::Other("a_later_reason".into()), "a_later_reason"),
+        ];
+        for (kind, name) in kinds {
+            assert_eq!(serde_json::to_value(&kind).unwrap(), Value::from(name));
+            assert_eq!(serde_json::from_value::<WaitingFor>(Value::from(name)).unwrap(), kind);
+        }
     }
 }

@@ -2,7 +2,9 @@
 //! only what is true, each figure with what it is measured from, and
 //! `mcc report --html` writes one page that needs nothing from elsewhere.
 
-use crate::support::{Hub, Project};
+use serde_json::json;
+
+use crate::support::{Hub, Project, eventually, old_task};
 
 /// A project with `tasks` independent tasks whose work takes `sleep` seconds.
 fn fan_out(tasks: usize, sleep: &str) -> Project {
@@ -106,4 +108,32 @@ fn report_html_is_one_page_with_a_row_per_worker_and_a_bar_per_attempt() {
     for fetch in ["src=", "href=", "url(", "@import", "<script", "<link"] {
         assert!(!html.contains(fetch), "the page fetches something: {fetch}");
     }
+}
+
+#[test]
+fn a_worker_that_fails_once_then_finishes_is_busy_only_while_it_held_the_task() {
+    let project = Project::new();
+    let hub = Hub::start(project.root(), &[]);
+    let reply = hub.connect().ask(json!({"type":"add_tasks","tasks":[old_task("a", &[], &[])]}));
+    assert_eq!(reply["type"], "tasks_added", "{reply}");
+    let worker = |args: &[&str], code: i32| {
+        let out = project.mcc().args(["worker"]).args(args).args(["--as", "w"]).run();
+        assert_eq!(out.code, code, "{args:?}: {out:?}");
+    };
+    worker(&["next"], 0);
+    worker(&["fail", "a", "--reason", "stuck", "--wait", "0s"], 0);
+    worker(&["next"], 0);
+    // 4: accepted, and all work is done.
+    worker(&["done", "a"], 4);
+    let mut report = json!(null);
+    eventually("the report shows the accepted attempt", || {
+        report = project.mcc().args(["report", "--json"]).run().json();
+        report["timeline"][1]["verdict"] == "accepted"
+    });
+    let bars = report["timeline"].as_array().unwrap();
+    assert_eq!(bars.len(), 2, "{report}");
+    assert_eq!((bars[0]["attempt"].as_u64(), bars[0]["verdict"].as_str()), (Some(1), Some("failed")), "{report}");
+    assert!(bars[0]["toMs"].as_i64() <= bars[1]["fromMs"].as_i64(), "attempt 1 ended at the fail: {report}");
+    assert_eq!(report["workers"][0]["busySeconds"], report["parallelSeconds"], "busy only while it held it: {report}");
+    assert_eq!(report["parallelSpeedup"], 1.0, "one worker ran nothing in parallel: {report}");
 }

@@ -316,9 +316,13 @@ fn a_done_whose_verdict_waits_on_validation_is_told_it_is_pending() {
     let message = answer["message"].as_str().unwrap();
     assert!(message.contains("the verdict on task v (attempt 1) is pending"), "{message}");
     assert!(message.contains("mcc tasks show v"), "{message}");
-    // Status agrees with what `done` says: nobody holds a submitted task.
+    // Every view shows w1 on the task it awaits a verdict for, with no
+    // lease left to run out; no other worker can report it.
     let snap = snapshot(&mut ws);
-    assert_eq!(snap["workers"][0]["holding"], Value::Null, "{snap}");
+    assert_eq!(snap["workers"][0]["holding"], "v", "{snap}");
+    assert_eq!(snap["workers"][0]["leaseLeftMs"], Value::Null, "{snap}");
+    let summary = hub.connect().ask(json!({"type":"subscribe"}));
+    assert_eq!(summary["summary"]["workers"][0]["holding"], "v", "one rule in every view: {summary}");
     let other = ws.ask(done_msg("w2", &o, 0));
     assert!(other["error"].as_str().unwrap().contains("nobody holds it"), "{other}");
     std::fs::write(project.path("go"), "").unwrap();

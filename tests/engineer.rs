@@ -187,3 +187,49 @@ fn rules_install_leaves_an_unreadable_agents_file_untouched() {
     assert!(run.stderr.contains("AGENTS.md") && run.stderr.contains("untouched"), "{}", run.stderr);
     assert_eq!(std::fs::read(&agents).unwrap(), b"notes \xff\xfe not utf-8\n");
 }
+
+#[test]
+fn with_the_hub_stopped_status_and_tasks_list_read_what_the_store_holds() {
+    let project = Project::new();
+    let hub = Hub::start(project.root(), &[]);
+    let mut ws = hub.connect();
+    ws.ask(json!({"type":"add_tasks","tasks":[old_task("a", &[], &[]), old_task("b", &[], &["a"])]}));
+    ws.ask(json!({"type":"next","worker":"asker"}));
+    ws.ask(json!({"type":"block","worker":"asker","taskId":"a","attempt":1,"question":"tabs or spaces?"}));
+    drop(ws);
+    hub.terminate();
+
+    let status = project.mcc().args(["status"]).run();
+    assert_eq!(status.code, 0, "{status:?}");
+    let (first, rest) = status.stdout.split_once('\n').unwrap_or_default();
+    assert!(first.starts_with("hub (no hub running; read from .mcc/state.db) · "), "{}", status.stdout);
+    assert!(first.ends_with(" · workflow none (running)"), "{}", status.stdout);
+    assert_eq!(rest, "tasks: 1 waiting, 1 blocked\nquestion on a: tabs or spaces?\n  answer: mcc answer a \"...\"\n");
+
+    // `--json` is the old snapshot's shape, every task in it.
+    let json = project.mcc().args(["status", "--json"]).run().json();
+    let keys: Vec<&str> = json.as_object().unwrap().keys().map(String::as_str).collect();
+    let snapshot = [
+        "root",
+        "workflow",
+        "policy",
+        "finished",
+        "hubRunning",
+        "coordinator",
+        "counts",
+        "workers",
+        "tasks",
+        "stuck",
+        "problems",
+        "log",
+    ];
+    assert_eq!(keys, snapshot, "{json}");
+    assert_eq!((json["hubRunning"].clone(), json["counts"]["blocked"].clone()), (json!(false), json!(1)), "{json}");
+    assert_eq!(json["tasks"][0]["question"], "tabs or spaces?", "{json}");
+    assert_eq!(json["tasks"][1]["state"], "waiting", "{json}");
+
+    let list = project.mcc().args(["tasks", "list", "--state", "blocked"]).run();
+    let lines: Vec<&str> = list.stdout.lines().collect();
+    assert_eq!(lines.len(), 1, "{}", list.stdout);
+    assert!(lines[0].starts_with('a') && lines[0].contains("blocked"), "{}", list.stdout);
+}

@@ -16,6 +16,7 @@ mod fencing;
 mod file_transport;
 mod fuzz;
 mod hub;
+mod layering;
 mod live;
 mod lua;
 mod mcp;

@@ -389,3 +389,25 @@ fn status_figures() {
         json.stdout.len()
     );
 }
+
+#[test]
+fn a_subscriber_is_told_the_workflows_phases_in_declared_order_and_again_when_another_loads() {
+    let project = Project::new();
+    let phases = |names: [&str; 2]| {
+        format!(
+            "return workflow {{ name = \"w\", phases = {{ phase \"{}\" {{ tasks = {{}} }}, phase \"{}\" {{ tasks = {{}} }} }} }}\n",
+            names[0], names[1]
+        )
+    };
+    project.write("workflows/first.lua", &phases(["zeta", "alpha"]));
+    project.write("workflows/second.lua", &phases(["one", "two"]));
+    let hub = Hub::start(project.root(), &["--workflow", &project.path("workflows/first.lua").display().to_string()]);
+    let mut watcher = hub.connect_anonymous();
+    let summary = watcher.ask(json!({"type":"subscribe","view":"progress"}));
+    assert_eq!(summary["summary"]["phaseOrder"], json!(["zeta", "alpha"]), "{summary}");
+
+    let loaded = hub.connect().ask(json!({"type":"load_workflow","path":"workflows/second.lua"}));
+    assert_eq!(loaded["type"], "ack", "{loaded}");
+    let delta = delta_until(&mut watcher, "the new workflow's phases", |d| d.get("phaseOrder").is_some());
+    assert_eq!(delta["phaseOrder"], json!(["one", "two"]), "{delta}");
+}

@@ -31,6 +31,10 @@ fn the_demo_runs_with_a_rejection_a_retry_and_a_second_phase() {
     assert!(out.stdout.contains("workflow finished"), "{}", out.stdout);
     assert!(out.stdout.contains("7 tasks, 8 attempts, 1 rejections"), "{}", out.stdout);
     assert!(out.stdout.contains("phase notes") && out.stdout.contains("phase index"), "{}", out.stdout);
+    // Once `index`, the second phase, finished, the run still names it: the
+    // phase comes in the workflow's order, not the last of them by name.
+    let last_progress = out.stdout.lines().rfind(|l| l.contains("s · phase ")).unwrap_or_default();
+    assert!(last_progress.contains(" · phase index · 7 accepted"), "{last_progress}\n{}", out.stdout);
     let index = project.read("demo-out/INDEX.md");
     assert_eq!(index.lines().filter(|l| l.starts_with("- [")).count(), 6, "{index}");
     assert!(project.read("demo-out/notes/attempts.md").contains("attempt 2"));
@@ -234,6 +238,34 @@ fn a_run_killed_mid_phase_resumes_without_splitting_again_or_losing_work() {
 /// An `mcc run` killed (its hub with it) if the test fails before it ends.
 struct Running(std::process::Child);
 
+/// A project whose one workflow, `workflows/one.lua`, has one phase of one task `a`.
+fn project_with_one_task() -> Project {
+    let project = Project::new();
+    project.write(
+        "workflows/one.lua",
+        r#"return workflow {
+  name = "one",
+  phases = { phase "only" { split = function(ctx) return { task { id = "a", description = "a" } } end } },
+}
+"#,
+    );
+    project
+}
+
+/// `mcc run workflows/one.lua` in the background, its stdout piped.
+fn run_in_background(project: &Project) -> Running {
+    Running(
+        Command::new(mcc_bin())
+            .args(["run", "workflows/one.lua", "--port", "0"])
+            .current_dir(project.root())
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    )
+}
+
 impl Drop for Running {
     fn drop(&mut self) {
         let _ = self.0.kill();
@@ -243,25 +275,8 @@ impl Drop for Running {
 
 #[test]
 fn mcc_run_shows_a_workers_question_with_the_command_that_answers_it_and_goes_on_once_answered() {
-    let project = Project::new();
-    project.write(
-        "workflows/ask.lua",
-        r#"return workflow {
-  name = "ask",
-  phases = { phase "only" { split = function(ctx) return { task { id = "a", description = "a" } } end } },
-}
-"#,
-    );
-    let mut run = Running(
-        Command::new(mcc_bin())
-            .args(["run", "workflows/ask.lua", "--port", "0"])
-            .current_dir(project.root())
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
+    let project = project_with_one_task();
+    let mut run = run_in_background(&project);
     let mut printed = Printed::of(&mut run.0);
     printed.wait_for("1 ready");
     let worker = |args: &[&str]| project.mcc().args(["worker"]).args(args).args(["--as", "w1", "--wait", "0s"]).run();
@@ -279,6 +294,26 @@ fn mcc_run_shows_a_workers_question_with_the_command_that_answers_it_and_goes_on
     assert_eq!(done.code, 4, "all done: {done:?}");
     printed.wait_for("1 accepted");
     assert!(run.0.wait().unwrap().success(), "the run finished");
+}
+
+#[test]
+fn an_attached_mcc_run_says_the_run_stopped_when_the_terminal_owning_the_hub_is_interrupted() {
+    let project = project_with_one_task();
+    let mut owner = run_in_background(&project);
+    let mut owner_printed = Printed::of(&mut owner.0);
+    owner_printed.wait_for("1 ready");
+    let mut attached = run_in_background(&project);
+    let mut printed = Printed::of(&mut attached.0);
+    printed.wait_for("attached to the running hub");
+    printed.wait_for("1 ready");
+    // Ctrl-C in the owner's terminal: it stops the hub with its usual words,
+    // but no task was done, and the attached terminal says so.
+    Command::new("kill").args(["-INT", &owner.0.id().to_string()]).status().unwrap();
+    printed.wait_for("the hub stopped before the workflow ended");
+    printed.wait_for("workflow stopped before the end");
+    assert_eq!(attached.0.wait().unwrap().code(), Some(1), "not finished");
+    owner_printed.wait_for("stopped: resume with `");
+    assert_eq!(owner.0.wait().unwrap().code(), Some(1));
 }
 
 #[test]

@@ -93,3 +93,18 @@ fn with_nothing_left_nothing_yet_says_the_rest_is_in_progress() {
     assert_eq!(busy["reason"]["kind"], "in_progress", "{busy}");
     assert!(busy["message"].as_str().unwrap().contains("only (a)"), "{busy}");
 }
+
+#[test]
+fn an_assign_error_that_reads_like_a_load_failure_is_not_taken_for_one() {
+    let project = Project::new();
+    let workflow = project.write(
+        "wf.lua",
+        "return { name = \"bad\", phases = { { name = \"p\", tasks = { { id = \"t\", description = \"d\" } }, assign = function(w, ready) error(\"the model did not load: out of memory\") end } } }\n",
+    );
+    let hub = Hub::start(project.root(), &["--workflow", workflow.to_str().unwrap()]);
+    let offer = next(&mut hub.connect(), "w1");
+    assert_eq!(offer["reason"]["kind"], "workflow", "{offer}");
+    let message = offer["message"].as_str().unwrap_or_default();
+    assert!(message.contains("the workflow's `assign` gave none to w1"), "the workflow did load: {offer}");
+    assert!(!message.contains("until the workflow loads"), "{offer}");
+}

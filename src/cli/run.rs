@@ -11,10 +11,10 @@ use clap::Args;
 use serde_json::{Value, json};
 
 use super::exit;
+use crate::client::status::fold;
 use crate::client::{self, ClientError, Connection, Target};
-use crate::engine::views::{Delta, Summary};
-use crate::hub::protocol::{ClientMsg, ServerMsg, SubscriptionView};
-use crate::hub::{self, HubError, HubFile, HubOptions};
+use crate::hub::protocol::{ClientMsg, Delta, ServerMsg, SubscriptionView, Summary};
+use crate::hub::{self, HubError, HubOptions};
 use crate::scheduler::{Settings, TaskState};
 
 /// Run a workflow to the end: start the hub, load the workflow, show progress, print a summary.
@@ -67,8 +67,9 @@ pub struct RunArgs {
     pub command: Vec<String>,
 }
 
-/// Why the hub that `mcc run` started stops; a terminal attached to it reads
-/// this as "finished", not as a broken connection.
+/// Why the hub that `mcc run` started stops, as its `server_shutdown` says.
+/// A terminal attached to it has seen how the run ended in the summaries
+/// before it (`finished`, or nothing left that can move), not in this text.
 const RUN_ENDED: &str = "The workflow run ended";
 
 /// How long one wait for the subscription's first answer lasts before the
@@ -154,14 +155,14 @@ fn run_inner(args: &RunArgs) -> Result<u8, String> {
     for worker in &mut workers {
         stop_worker(worker);
     }
-    let summary = outcome.and_then(|snapshot| summarize(&root, &snapshot, started.elapsed()));
+    let summary = outcome.and_then(|end| summarize(&root, &end, started.elapsed()).map(|metrics| (metrics, end)));
     if let Some(hub) = own_hub {
         // Stopped whatever happened: its commands die with it and .mcc/hub.json goes.
         runtime.block_on(hub.stop(RUN_ENDED)).map_err(|e| e.to_string())?;
     }
-    let summary = summary?;
-    print_summary(args, &summary);
-    Ok(if summary["finished"] == true { exit::OK } else { exit::ERROR })
+    let (metrics, end) = summary?;
+    print_summary(args, &metrics, &end);
+    Ok(if end.summary.finished { exit::OK } else { exit::ERROR })
 }
 
 /// The workflow file the hub runs now, if any: from the summary a subscriber
@@ -169,7 +170,7 @@ fn run_inner(args: &RunArgs) -> Result<u8, String> {
 fn running_workflow(target: &Target, root: &Path) -> Option<PathBuf> {
     let mut conn = Connection::open(target).ok()?;
     match conn.request(&SUBSCRIBE, Duration::from_secs(10)) {
-        Ok(ServerMsg::Summary { summary }) => summary["workflow"].as_str().map(|p| resolved(root, p)),
+        Ok(ServerMsg::Summary { summary }) => summary.workflow.as_deref().map(|p| resolved(root, p)),
         _ => None,
     }
 }
@@ -191,11 +192,7 @@ fn resume_command() -> String {
 
 /// `word` as a POSIX shell reads it back.
 fn quoted(word: &str) -> String {
-    let plain = !word.is_empty()
-        && word
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '/' | ':' | '=' | ',' | '@'));
-    if plain { word.to_owned() } else { format!("'{}'", word.replace('\'', "'\\''")) }
+    crate::text::quoted(word).into_owned()
 }
 
 /// `--fresh`: remove the store, so the workflow starts from its first phase.
@@ -203,7 +200,7 @@ fn forget(root: &Path) -> Result<(), String> {
     if attach(root).is_some() {
         return Err("a hub is running for this project; stop it before starting fresh".to_owned());
     }
-    let dir = root.join(".mcc");
+    let dir = crate::layout::Layout::of_root(root).dir().to_owned();
     for name in ["state.db", "state.db-wal", "state.db-shm"] {
         match std::fs::remove_file(dir.join(name)) {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
@@ -227,7 +224,7 @@ fn shown(root: &Path, file: &Path) -> String {
 
 /// The project's running hub, if `.mcc/hub.json` names one that answers.
 fn attach(root: &Path) -> Option<Target> {
-    HubFile::read(&root.join(".mcc"))?;
+    crate::layout::Layout::of_root(root).read_hub_file()?;
     let target = client::locate(None, root).ok()?;
     Connection::open(&target).ok().map(|c| {
         c.close();
@@ -261,7 +258,7 @@ fn spawn_workers(args: &RunArgs, root: &Path, url: &str) -> Result<Vec<Child>, S
         return Ok(Vec::new());
     }
     let exe = std::env::current_exe().map_err(|e| format!("cannot find the mcc binary: {e}"))?;
-    let logs = root.join(".mcc").join("logs");
+    let logs = crate::layout::Layout::of_root(root).logs();
     std::fs::create_dir_all(&logs).map_err(|e| format!("{}: {e}", logs.display()))?;
     let mut children = Vec::with_capacity(args.spawn);
     for k in 1..=args.spawn {
@@ -291,8 +288,25 @@ fn stop_worker(child: &mut Child) {
     let _ = child.wait();
 }
 
-/// Poll the hub until the workflow finishes, cannot go on, or Ctrl-C.
-async fn watch(args: &RunArgs, target: &Target, root: &Path, file: &Path, started: Instant) -> Result<Value, String> {
+/// How the run's watch ended: the last summary seen, and whether the
+/// workflow had ended before this command first looked.
+struct Ending {
+    summary: Summary,
+    already_done: bool,
+}
+
+/// What the subscription's thread tells the run.
+enum Followed {
+    /// The summary with every change so far folded in.
+    Progress(Box<Summary>),
+    /// The hub said it stops (`server_shutdown`), with its message.
+    HubStopped(String),
+    /// The subscription failed: the line to show.
+    Lost(String),
+}
+
+/// Follow the hub until the workflow finishes, cannot go on, or Ctrl-C.
+async fn watch(args: &RunArgs, target: &Target, root: &Path, file: &Path, started: Instant) -> Result<Ending, String> {
     let mut following = file.to_owned();
     let target = target.clone();
     let mut screen = Screen::new(!args.quiet && !args.json);
@@ -300,7 +314,7 @@ async fn watch(args: &RunArgs, target: &Target, root: &Path, file: &Path, starte
     // One blocking subscription for the whole run, on its own thread: the
     // hub pushes a summary, then what each batch changed.
     std::thread::spawn(move || follow(&target, &tx));
-    let mut last: Option<Value> = None;
+    let mut last: Option<Summary> = None;
     // Tasks accepted in an earlier run do not count toward this run's rate.
     let mut accepted_before: Option<u64> = None;
     loop {
@@ -308,21 +322,26 @@ async fn watch(args: &RunArgs, target: &Target, root: &Path, file: &Path, starte
             () = hub::shutdown_signal() => {
                 screen.clear();
                 say(args, &format!("stopped: resume with `{}`", resume_command()));
-                return last.ok_or_else(|| "stopped before the first progress report".to_owned());
+                let summary = last.ok_or_else(|| "stopped before the first progress report".to_owned())?;
+                return Ok(Ending { summary, already_done: false });
             }
-            snapshot = rx.recv() => {
-                let snapshot = match snapshot.ok_or("lost the progress reader")? {
-                    Ok(snapshot) => snapshot,
-                    // The terminal that owns the hub saw the end first and stopped it.
-                    Err(e) if e.contains(RUN_ENDED) && last.is_some() => {
-                        let mut snapshot = last.take().expect("checked");
-                        snapshot["finished"] = json!(true);
+            followed = rx.recv() => {
+                let summary = match followed.ok_or("lost the progress reader")? {
+                    Followed::Progress(summary) => *summary,
+                    // How the run ended was in the summaries before this
+                    // (each is pushed before the hub stops): a hub that stops
+                    // now stopped before the end, whoever stopped it.
+                    Followed::HubStopped(message) => {
+                        let Some(summary) = last.take() else {
+                            return Err(ClientError::Shutdown(message).to_string());
+                        };
                         screen.clear();
-                        return Ok(snapshot);
+                        say(args, &format!("the hub stopped before the workflow ended: {message}"));
+                        return Ok(Ending { summary, already_done: false });
                     }
-                    Err(e) => return Err(e),
+                    Followed::Lost(e) => return Err(e),
                 };
-                if let Some(now) = snapshot["workflow"].as_str().map(|p| resolved(root, p))
+                if let Some(now) = summary.workflow.as_deref().map(|p| resolved(root, p))
                     && now != following
                 {
                     // Another `mcc run --switch` replaced the workflow: say so
@@ -335,17 +354,12 @@ async fn watch(args: &RunArgs, target: &Target, root: &Path, file: &Path, starte
                         shown(root, file)
                     ));
                 }
-                let before = *accepted_before.get_or_insert_with(|| count(&snapshot, TaskState::Accepted));
-                screen.draw(&render(&snapshot, started.elapsed(), before));
-                let done = snapshot["finished"] == true || cannot_go_on(&snapshot);
-                let mut snapshot = snapshot;
-                if done && last.is_none() {
-                    snapshot["alreadyDone"] = json!(true);
+                let before = *accepted_before.get_or_insert_with(|| summary.count(TaskState::Accepted.name()));
+                screen.draw(&render(&summary, started.elapsed(), before));
+                if summary.finished || cannot_go_on(&summary) {
+                    return Ok(Ending { summary, already_done: last.is_none() });
                 }
-                last = Some(snapshot);
-                if done {
-                    return Ok(last.expect("just set"));
-                }
+                last = Some(summary);
             }
         }
     }
@@ -358,7 +372,7 @@ fn subscribe(target: &Target) -> Result<(Connection, Summary), String> {
     let mut answer = conn.request(&SUBSCRIBE, SNAPSHOT_WAIT);
     loop {
         match answer {
-            Ok(ServerMsg::Summary { summary }) => return Summary::from_wire(&summary).map(|s| (conn, s)),
+            Ok(ServerMsg::Summary { summary }) => return Ok((conn, *summary)),
             Ok(other) => return Err(format!("unexpected answer to subscribe: {}", other.to_json())),
             Err(ClientError::Timeout(_)) if hub_answers(target) => answer = conn.receive(SNAPSHOT_WAIT),
             Err(e) => return Err(e.to_string()),
@@ -368,16 +382,16 @@ fn subscribe(target: &Target) -> Result<(Connection, Summary), String> {
 
 /// Send the summary, then the summary with each change folded in, to `tx`
 /// until the hub stops or the receiver is gone.
-fn follow(target: &Target, tx: &tokio::sync::mpsc::UnboundedSender<Result<Value, String>>) {
+fn follow(target: &Target, tx: &tokio::sync::mpsc::UnboundedSender<Followed>) {
     let (mut conn, mut summary) = match subscribe(target) {
         Ok(subscribed) => subscribed,
         Err(e) => {
-            let _ = tx.send(Err(e));
+            let _ = tx.send(Followed::Lost(e));
             return;
         }
     };
-    let value = |s: &Summary| serde_json::to_value(s).expect("a summary serializes");
-    if tx.send(Ok(value(&summary))).is_err() {
+    let progress = |s: &Summary| Followed::Progress(Box::new(s.clone()));
+    if tx.send(progress(&summary)).is_err() {
         return;
     }
     let mut pending: Option<Instant> = None;
@@ -386,57 +400,56 @@ fn follow(target: &Target, tx: &tokio::sync::mpsc::UnboundedSender<Result<Value,
         match conn.receive(wait.max(Duration::from_millis(1))) {
             Ok(ServerMsg::Delta { delta }) => match Delta::from_wire(&delta) {
                 Ok(d) => {
-                    summary.apply(&d);
+                    fold(&mut summary, &d);
                     pending.get_or_insert_with(Instant::now);
                 }
                 Err(e) => {
-                    let _ = tx.send(Err(e));
+                    let _ = tx.send(Followed::Lost(e));
                     return;
                 }
             },
             Ok(_) | Err(ClientError::Timeout(_)) => {}
             Err(e) => {
                 if pending.is_some() {
-                    let _ = tx.send(Ok(value(&summary)));
+                    let _ = tx.send(progress(&summary));
                 }
-                let _ = tx.send(Err(e.to_string()));
+                let _ = tx.send(match e {
+                    ClientError::Shutdown(message) => Followed::HubStopped(message),
+                    e => Followed::Lost(e.to_string()),
+                });
                 return;
             }
         }
         // A finished run is told at once; other changes are folded.
         if pending.is_some_and(|since| summary.finished || since.elapsed() >= FOLD) {
             pending = None;
-            if tx.send(Ok(value(&summary))).is_err() {
+            if tx.send(progress(&summary)).is_err() {
                 return;
             }
         }
     }
 }
 
-fn count(snapshot: &Value, state: TaskState) -> u64 {
-    snapshot["counts"][state.name()].as_u64().unwrap_or(0)
-}
-
 /// Tasks failed and nothing left can move without the engineer retrying.
-fn cannot_go_on(snapshot: &Value) -> bool {
+fn cannot_go_on(summary: &Summary) -> bool {
+    let count = |state: TaskState| summary.count(state.name());
     let moving = [TaskState::Ready, TaskState::Assigned, TaskState::Submitted, TaskState::Blocked]
-        .iter()
-        .map(|s| count(snapshot, *s))
+        .into_iter()
+        .map(count)
         .sum::<u64>();
-    let waiting = count(snapshot, TaskState::Waiting);
-    let stuck = snapshot["stuck"].as_array().map_or(0, Vec::len) as u64;
-    count(snapshot, TaskState::Failed) > 0 && moving == 0 && waiting <= stuck
+    let stuck = summary.stuck.len() as u64;
+    count(TaskState::Failed) > 0 && moving == 0 && count(TaskState::Waiting) <= stuck
 }
 
-/// The progress lines for one snapshot.
-fn render(snapshot: &Value, elapsed: Duration, accepted_before: u64) -> Vec<String> {
-    let phase = current_phase(snapshot);
+/// The progress lines for one summary.
+fn render(summary: &Summary, elapsed: Duration, accepted_before: u64) -> Vec<String> {
+    let phase = current_phase(summary);
     let counts: Vec<String> = TaskState::ALL
         .iter()
-        .filter(|s| count(snapshot, **s) > 0)
-        .map(|s| format!("{} {}", count(snapshot, *s), s.name()))
+        .filter(|s| summary.count(s.name()) > 0)
+        .map(|s| format!("{} {}", summary.count(s.name()), s.name()))
         .collect();
-    let accepted = count(snapshot, TaskState::Accepted);
+    let accepted = summary.count(TaskState::Accepted.name());
     let secs = elapsed.as_secs_f64().max(0.001);
     let mut lines = vec![format!(
         "{:>5.1}s · phase {phase} · {} · {:.1} tasks/s",
@@ -444,41 +457,49 @@ fn render(snapshot: &Value, elapsed: Duration, accepted_before: u64) -> Vec<Stri
         if counts.is_empty() { "no tasks yet".to_owned() } else { counts.join(", ") },
         accepted.saturating_sub(accepted_before) as f64 / secs
     )];
-    for w in snapshot["workers"].as_array().into_iter().flatten() {
-        let holding = w["holding"].as_str().map_or_else(|| "idle".to_owned(), |t| format!("on {t}"));
-        lines.push(format!("  {:<12} {holding} · {} accepted", w["name"].as_str().unwrap_or("?"), w["accepted"]));
+    for w in &summary.workers {
+        let holding = w.holding.as_deref().map_or_else(|| "idle".to_owned(), |t| format!("on {t}"));
+        lines.push(format!("  {:<12} {holding} · {} accepted", w.name, w.accepted));
     }
-    for t in snapshot["questions"].as_array().into_iter().flatten() {
+    for t in &summary.questions {
         lines.push(format!(
             "  blocked {}: {} → mcc answer {} \"...\"",
-            t["id"].as_str().unwrap_or("?"),
-            t["question"].as_str().unwrap_or(""),
-            t["id"].as_str().unwrap_or("?")
+            t.id,
+            t.question.as_deref().unwrap_or(""),
+            t.id
         ));
     }
-    for p in snapshot["problems"].as_array().into_iter().flatten() {
-        lines.push(format!("  problem: {}", p.as_str().unwrap_or("")));
+    for p in &summary.problems {
+        lines.push(format!("  problem: {p}"));
     }
-    let log = snapshot["log"].as_array().map(Vec::as_slice).unwrap_or_default();
+    let log = &summary.log;
     for l in &log[log.len().saturating_sub(3)..] {
-        lines.push(format!("  log: {}", l.as_str().unwrap_or("")));
+        lines.push(format!("  log: {l}"));
     }
     lines
 }
 
-/// The phases with work still open, or, when none has, the last phase by name.
-fn current_phase(summary: &Value) -> String {
-    let Some(phases) = summary["phases"].as_object() else { return "-".to_owned() };
+/// The phases with work still open, in the order the workflow declares
+/// them; when none has, the last of them with tasks. Phases the workflow
+/// does not declare (`-` for tasks of none, or every phase of a hub that
+/// sends no order) come after, by name.
+fn current_phase(summary: &Summary) -> String {
+    let declared = |name: &str| summary.phase_order.iter().position(|p| p == name).unwrap_or(usize::MAX);
+    let mut phases: Vec<(&String, &crate::wire::views::Counts)> = summary.phases.iter().collect();
+    // Stable: undeclared phases keep their name order.
+    phases.sort_by_key(|(name, _)| declared(name));
     let open: Vec<&str> = phases
         .iter()
         .filter(|(_, counts)| {
-            counts.as_object().is_some_and(|c| {
-                c.keys().any(|state| TaskState::ALL.iter().any(|s| s.name() == state && !s.is_terminal()))
-            })
+            counts.keys().any(|state| TaskState::ALL.iter().any(|s| s.name() == state && !s.is_terminal()))
         })
         .map(|(name, _)| name.as_str())
         .collect();
-    if open.is_empty() { phases.keys().next_back().cloned().unwrap_or_else(|| "-".to_owned()) } else { open.join(", ") }
+    match (open.is_empty(), phases.last()) {
+        (false, _) => open.join(", "),
+        (true, Some((last, _))) => (*last).clone(),
+        (true, None) => "-".to_owned(),
+    }
 }
 
 /// Live progress: redrawn in place on a terminal, changed lines only otherwise.
@@ -547,29 +568,30 @@ fn plain_changes<'a>(last: &'a [String], lines: &'a [String]) -> impl Iterator<I
     lines.iter().enumerate().filter(move |(i, l)| changed && (*i == 0 || !last.contains(l))).map(|(_, l)| l)
 }
 
-/// The run's metrics, with whether the workflow finished.
-fn summarize(root: &Path, snapshot: &Value, wall: Duration) -> Result<Value, String> {
-    let mut summary = crate::report::metrics(root)?;
-    summary["finished"] = snapshot["finished"].clone();
-    summary["workflow"] = snapshot["workflow"].clone();
-    summary["problems"] = snapshot["problems"].clone();
-    summary["runSeconds"] = json!(wall.as_secs_f64());
-    summary["alreadyDone"] = json!(snapshot["alreadyDone"] == true);
-    Ok(summary)
+/// The run's metrics (`mcc report`'s), with how the workflow ended.
+fn summarize(root: &Path, end: &Ending, wall: Duration) -> Result<Value, String> {
+    let mut metrics = crate::report::metrics(root)?;
+    metrics["finished"] = json!(end.summary.finished);
+    metrics["workflow"] = json!(end.summary.workflow);
+    metrics["problems"] = json!(end.summary.problems);
+    metrics["runSeconds"] = json!(wall.as_secs_f64());
+    metrics["alreadyDone"] = json!(end.already_done);
+    Ok(metrics)
 }
 
-fn print_summary(args: &RunArgs, s: &Value) {
+fn print_summary(args: &RunArgs, metrics: &Value, end: &Ending) {
     if args.json {
-        println!("{s}");
+        println!("{metrics}");
         return;
     }
-    let verdict = if s["finished"] == true { "finished" } else { "stopped before the end" };
-    if s["alreadyDone"] == true {
+    let finished = end.summary.finished;
+    let verdict = if finished { "finished" } else { "stopped before the end" };
+    if end.already_done {
         println!("this workflow had already {verdict} in an earlier run; add --fresh to start it over");
     }
     println!("workflow {verdict}:");
-    print!("{}", crate::report::render(s));
-    if s["finished"] != true {
+    print!("{}", crate::report::render(metrics));
+    if !finished {
         println!(
             "next: `mcc status` to see what is stuck, `mcc tasks retry TASK` to try again, then run the same command"
         );

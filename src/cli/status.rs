@@ -1,6 +1,7 @@
-//! `mcc status`: what the hub holds, for a person or a model. One exchange
-//! (`subscribe`: a summary whose cost does not grow with the queue, then a
-//! page of tasks for `--json`); `--watch` keeps the subscription open and
+//! `mcc status`: what the hub holds, for a person or a model. A printer of
+//! [`crate::client::status`], which fetches the views (`subscribe`: a
+//! summary whose cost does not grow with the queue, then a page of tasks for
+//! `--json`) and renders them; `--watch` keeps the subscription open and
 //! redraws on every change the hub pushes.
 
 use std::io::{IsTerminal, Write as _};
@@ -9,10 +10,9 @@ use std::time::{Duration, Instant};
 use clap::Args;
 
 use super::exit;
+use crate::client::status::{SUBSCRIBE, fold, render};
 use crate::client::{self, ClientError, Connection};
-use crate::engine::views::{Delta, Page, Snapshot, Summary};
-use crate::scheduler::TaskState;
-use crate::wire::{ClientMsg, ServerMsg, SubscriptionView};
+use crate::wire::{Delta, ServerMsg};
 
 /// Show tasks by state, workers and what each holds, questions waiting for you, problems.
 #[derive(Debug, Args)]
@@ -31,10 +31,6 @@ pub struct StatusArgs {
     pub hub: Option<String>,
 }
 
-/// Status draws the tasks in flight, and `--watch` follows them as they move.
-const SUBSCRIBE: ClientMsg = ClientMsg::Subscribe { view: SubscriptionView::Full };
-/// Tasks `--json` lists; `mcc tasks list` pages through the rest.
-const JSON_PAGE: usize = 50;
 /// The fastest a watching terminal is redrawn: changes in between are folded in.
 const REDRAW: Duration = Duration::from_millis(250);
 
@@ -42,51 +38,20 @@ pub fn run(args: StatusArgs) -> u8 {
     if args.watch {
         return watch(&args);
     }
-    let limit = Duration::from_secs(10);
-    let (summary, url, page) = match client::ask_once(args.hub.as_deref(), &SUBSCRIBE, limit) {
-        Ok((ServerMsg::Summary { summary }, target)) => match Summary::from_wire(&summary) {
-            Ok(s) => (s, target.url, target.root.as_deref().and_then(crate::hub::page::url_of)),
-            Err(e) => {
-                eprintln!("error: {e}");
-                return exit::ERROR;
+    match client::status::fetch(args.hub.as_deref(), args.json, crate::hub::page::url_of) {
+        Ok(status) => {
+            if args.json {
+                println!("{}", status.json());
+            } else {
+                print!("{}", status.text());
             }
-        },
-        Ok((other, _)) => {
-            eprintln!("error: unexpected answer from the hub: {}", other.to_json());
-            return exit::ERROR;
+            exit::OK
         }
         Err(e) => {
-            // No hub: the store still says what happened, read-only.
-            let Some(snapshot) = stored() else {
-                eprintln!("error: {e}");
-                return exit::ERROR;
-            };
-            if args.json {
-                println!("{}", snapshot.to_wire());
-            } else {
-                print!("{}", render(&summary_of(&snapshot), "(no hub running; read from .mcc/state.db)"));
-            }
-            return exit::OK;
-        }
-    };
-    if args.json {
-        let mut value = serde_json::to_value(&summary).expect("serializes");
-        let page = ClientMsg::TasksPage { state: None, limit: Some(JSON_PAGE), after: None };
-        if let Ok((ServerMsg::TasksPage { page }, _)) = client::ask_once(args.hub.as_deref(), &page, limit)
-            && let Ok(page) = Page::from_wire(&page)
-        {
-            value["tasks"] = serde_json::to_value(&page.tasks).expect("serializes");
-            value["nextAfter"] = serde_json::json!(page.next_after);
-        }
-        value["pageUrl"] = serde_json::json!(page);
-        println!("{value}");
-    } else {
-        print!("{}", render(&summary, &url));
-        if let Some(page) = page {
-            println!("live page (read-only): {page}");
+            eprintln!("error: {e}");
+            exit::ERROR
         }
     }
-    exit::OK
 }
 
 /// Subscribe and redraw on every pushed change until the hub stops.
@@ -104,13 +69,7 @@ fn watch(args: &StatusArgs) -> u8 {
         }
     };
     let mut summary = match conn.request(&SUBSCRIBE, Duration::from_secs(10)) {
-        Ok(ServerMsg::Summary { summary }) => match Summary::from_wire(&summary) {
-            Ok(s) => s,
-            Err(e) => {
-                eprintln!("error: {e}");
-                return exit::ERROR;
-            }
-        },
+        Ok(ServerMsg::Summary { summary }) => summary,
         Ok(other) => {
             eprintln!("error: unexpected answer from the hub: {}", other.to_json());
             return exit::ERROR;
@@ -126,7 +85,7 @@ fn watch(args: &StatusArgs) -> u8 {
     loop {
         if changed && Instant::now() >= next_draw {
             let text = if args.json {
-                format!("{}\n", serde_json::to_value(&summary).expect("serializes"))
+                format!("{}\n", serde_json::to_string(&*summary).unwrap_or_default())
             } else {
                 render(&summary, &url)
             };
@@ -147,7 +106,7 @@ fn watch(args: &StatusArgs) -> u8 {
         match conn.receive(wait.max(Duration::from_millis(1))) {
             Ok(ServerMsg::Delta { delta }) => match Delta::from_wire(&delta) {
                 Ok(d) => {
-                    summary.apply(&d);
+                    fold(&mut summary, &d);
                     changed = true;
                 }
                 Err(e) => {
@@ -166,78 +125,4 @@ fn watch(args: &StatusArgs) -> u8 {
             }
         }
     }
-}
-
-/// The snapshot stored under the nearest `.mcc/`, when no hub answers.
-pub fn stored() -> Option<Snapshot> {
-    let cwd = std::env::current_dir().ok()?;
-    crate::engine::views::stored_snapshot(&client::find_root(&cwd)?)
-}
-
-/// A stored snapshot as a summary, to be shown the same way.
-fn summary_of(s: &Snapshot) -> Summary {
-    Summary {
-        root: s.root.clone(),
-        workflow: s.workflow.clone(),
-        finished: s.finished,
-        counts: s.counts.clone(),
-        questions: s.tasks.iter().filter(|t| t.state == TaskState::Blocked.name()).cloned().collect(),
-        stuck: s.stuck.clone(),
-        problems: s.problems.clone(),
-        log: s.log.clone(),
-        ..Summary::default()
-    }
-}
-
-/// The status text of one summary.
-pub fn render(s: &Summary, url: &str) -> String {
-    let mut out = String::new();
-    let mut line = |l: String| {
-        out.push_str(&l);
-        out.push('\n');
-    };
-    let workflow = s.workflow.as_deref().unwrap_or("none");
-    let state = if s.finished { "finished" } else { "running" };
-    line(format!("hub {url} · {} · workflow {workflow} ({state})", s.root));
-    let counts: Vec<String> = TaskState::ALL
-        .iter()
-        .filter_map(|st| {
-            let n = s.count(*st);
-            (n > 0).then(|| format!("{n} {}", st.name()))
-        })
-        .collect();
-    line(format!("tasks: {}", if counts.is_empty() { "none".to_owned() } else { counts.join(", ") }));
-    for w in &s.workers {
-        let holding = match (&w.holding, w.lease_left_ms) {
-            (Some(t), Some(ms)) => format!("on {t} (lease {}s left)", ms / 1000),
-            (Some(t), None) => format!("on {t}"),
-            _ if w.waiting => match &w.waiting_on {
-                Some(why) => format!("waiting for work: {why}"),
-                None => "waiting for work".to_owned(),
-            },
-            _ => "idle".to_owned(),
-        };
-        let score = w.score.map(|n| format!(", score {n}")).unwrap_or_default();
-        let hand_over = if w.hand_over { ", told to hand over" } else { "" };
-        let seen = w.last_seen_ms_ago.map(|ms| format!(", seen {}s ago", ms / 1000)).unwrap_or_default();
-        line(format!("worker {}: {holding}, {} accepted{score}{seen}{hand_over}", w.name, w.accepted));
-    }
-    for t in &s.questions {
-        line(format!("question on {}: {}", t.id, t.question.as_deref().unwrap_or("")));
-        line(format!("  answer: mcc answer {} \"...\"", t.id));
-    }
-    for st in &s.stuck {
-        line(format!(
-            "stuck: {} waits on {}, which failed; `mcc tasks retry {}` to try again",
-            st.task, st.dependency, st.dependency
-        ));
-    }
-    for p in &s.problems {
-        line(format!("problem: {p}"));
-    }
-    // The workflow's own `ctx.log` lines, the last few.
-    for l in &s.log[s.log.len().saturating_sub(5)..] {
-        line(format!("log: {l}"));
-    }
-    out
 }

@@ -13,8 +13,7 @@ use serde_json::{Value, json};
 
 use super::exit;
 use crate::client;
-use crate::engine::views::{Page, TaskSummary};
-use crate::wire::{ClientMsg, ServerMsg};
+use crate::wire::{ClientMsg, ServerMsg, TaskSummary};
 
 #[derive(Debug, Subcommand)]
 pub enum TasksCmd {
@@ -153,12 +152,15 @@ pub fn run(cmd: TasksCmd) -> u8 {
         TasksCmd::Show(a) => {
             match client::ask_once(a.hub.hub.as_deref(), &ClientMsg::ShowTask { task_id: a.task }, LIMIT) {
                 Ok((ServerMsg::TaskInfo { task }, _)) => {
-                    if a.hub.json {
-                        println!("{task}");
-                    } else {
-                        println!("{}", serde_json::to_string_pretty(&task).expect("serializes"));
+                    let written =
+                        if a.hub.json { serde_json::to_string(&task) } else { serde_json::to_string_pretty(&task) };
+                    match written {
+                        Ok(text) => {
+                            println!("{text}");
+                            exit::OK
+                        }
+                        Err(e) => fail(&a.hub, &format!("task {} cannot be written as JSON: {e}", task.summary.id)),
                     }
-                    exit::OK
                 }
                 Ok((ServerMsg::Error { error, .. }, _)) => fail(&a.hub, &error),
                 Ok((other, _)) => fail(&a.hub, &format!("unexpected answer from the hub: {}", other.to_json())),
@@ -309,7 +311,7 @@ fn piece_tasks(hub: &HubArg) -> usize {
         .is_none()
         .then(|| client::find_root(&cwd))
         .flatten()
-        .and_then(|root| crate::hub::HubFile::read(&root.join(".mcc")))
+        .and_then(|root| crate::layout::Layout::of_root(&root).read_hub_file())
         .and_then(|file| file.max_tasks_per_message);
     limit.map_or(PIECE_TASKS, |most| most.clamp(1, PIECE_TASKS))
 }
@@ -341,10 +343,7 @@ fn from_hub(a: &ListArgs, limit: usize) -> Result<Result<(Vec<TaskSummary>, bool
         let want = (limit - tasks.len()).min(MAX_PAGE);
         let msg = ClientMsg::TasksPage { state: a.state.clone(), limit: Some(want), after: after.clone() };
         let page = match client::ask_once(a.hub.hub.as_deref(), &msg, LIMIT) {
-            Ok((ServerMsg::TasksPage { page }, _)) => match Page::from_wire(&page) {
-                Ok(page) => page,
-                Err(e) => return Ok(Err(e)),
-            },
+            Ok((ServerMsg::TasksPage { page }, _)) => page,
             Ok((ServerMsg::Error { error, .. }, _)) => return Ok(Err(error)),
             Ok((other, _)) => return Ok(Err(format!("unexpected answer from the hub: {}", other.to_json()))),
             Err(e) if tasks.is_empty() => return Err(e),
@@ -366,8 +365,8 @@ fn list(a: &ListArgs) -> u8 {
         Ok(Err(e)) => return fail(&a.hub, &e),
         // No hub: the store still says what is there, read-only.
         Err(e) => {
-            let Some(snapshot) = super::status::stored() else { return fail(&a.hub, &e) };
-            let matching = snapshot.tasks.into_iter().filter(|t| a.state.as_deref().is_none_or(|s| t.state == s));
+            let Some(stored) = client::status::stored_here() else { return fail(&a.hub, &e) };
+            let matching = stored.tasks.into_iter().filter(|t| a.state.as_deref().is_none_or(|s| t.state == s));
             let mut from: Vec<TaskSummary> = match &a.after {
                 Some(after) => matching.skip_while(|t| t.id != *after).skip(1).collect(),
                 None => matching.collect(),

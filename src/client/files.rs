@@ -6,66 +6,28 @@
 //! random and is the request's identity: the hub acts on each ID once.
 //!
 //! The client removes both files once it has read the answer; the hub
-//! removes what a killed client left behind after [`STALE`].
+//! removes what a killed client left behind after [`STALE`](crate::layout::STALE). The paths and
+//! the request file's format are [`crate::layout`]'s, shared with the hub.
 
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use notify::{RecursiveMode, Watcher};
-use serde::{Deserialize, Serialize};
 
 use super::ClientError;
-use crate::hub::protocol::{ClientMsg, ServerMsg};
-
-/// Files older than this are left over by a killed client or hub: the
-/// longest wait (5 minutes) plus its slack, with room to spare.
-pub const STALE: Duration = Duration::from_mins(10);
+use crate::layout::{Layout, RequestFile, allowed};
+use crate::wire::{ClientMsg, ServerMsg};
 
 /// How often the client looks for its answer even without a file event:
 /// a safety net for file systems where change events are not delivered.
 const LOOK_AGAIN: Duration = Duration::from_millis(100);
 
-/// What a request file holds.
-#[derive(Debug, Serialize, Deserialize)]
-pub struct RequestFile {
-    /// The request's identity, also its file name.
-    pub id: String,
-    /// The protocol frame, as it would go over the socket.
-    pub message: serde_json::Value,
-}
-
-/// The folders both sides use under a state folder (`.mcc/`).
-pub fn requests_dir(state_dir: &Path) -> PathBuf {
-    state_dir.join("requests")
-}
-
-pub fn answers_dir(state_dir: &Path) -> PathBuf {
-    state_dir.join("answers")
-}
-
-/// True for the messages a file may carry: a worker's verbs and the
-/// read-only views. Anything that changes the plan goes over the socket,
-/// where the hub checks who sends it.
-pub fn allowed(msg: &ClientMsg) -> bool {
-    matches!(
-        msg,
-        ClientMsg::Next { .. }
-            | ClientMsg::Done { .. }
-            | ClientMsg::Block { .. }
-            | ClientMsg::Fail { .. }
-            | ClientMsg::Progress { .. }
-            | ClientMsg::Leave { .. }
-            | ClientMsg::Snapshot {}
-            | ClientMsg::ShowTask { .. }
-    )
-}
-
 /// Whether a hub holds `.mcc/hub.lock` (it takes the lock exclusively for
 /// its whole life). A file lock works where sockets are forbidden.
-pub fn hub_alive(state_dir: &Path) -> bool {
-    let Ok(lock) = fs::File::open(state_dir.join("hub.lock")) else { return false };
+pub fn hub_alive(layout: &Layout) -> bool {
+    let Ok(lock) = fs::File::open(layout.hub_lock()) else { return false };
     match lock.try_lock_shared() {
         Ok(()) => {
             let _ = lock.unlock();
@@ -78,8 +40,8 @@ pub fn hub_alive(state_dir: &Path) -> bool {
 /// Whether no hub holds `.mcc/hub.lock` within `limit`: a hub that is
 /// stopping lets go of it as its process ends, so a client that found the
 /// socket closed a moment earlier can tell "stopped" from "out of reach".
-pub fn hub_gone_within(state_dir: &Path, limit: Duration) -> bool {
-    let Ok(lock) = fs::File::open(state_dir.join("hub.lock")) else { return true };
+pub fn hub_gone_within(layout: &Layout, limit: Duration) -> bool {
+    let Ok(lock) = fs::File::open(layout.hub_lock()) else { return true };
     let (tx, rx) = mpsc::channel();
     // Blocks until the hub lets go; the shared lock ends with the thread.
     std::thread::spawn(move || {
@@ -99,35 +61,25 @@ pub fn new_id() -> String {
     })
 }
 
-/// Write `bytes` to `path` so that a reader sees all of it or nothing.
-pub fn write_whole(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    let tmp = path.with_file_name(format!(".{name}.tmp"));
-    fs::write(&tmp, bytes)?;
-    fs::rename(&tmp, path)
-}
-
 /// Send one message through files and wait at most `limit` for its answer.
-pub fn ask(state_dir: &Path, msg: &ClientMsg, limit: Duration) -> Result<ServerMsg, ClientError> {
+pub fn ask(layout: &Layout, msg: &ClientMsg, limit: Duration) -> Result<ServerMsg, ClientError> {
     if !allowed(msg) {
         return Err(ClientError::Refused {
-            url: state_dir.join("requests").display().to_string(),
+            url: layout.requests().display().to_string(),
             reason: "only worker commands (next, done, block, fail, progress, leave) and status go through files; run this one where the hub's socket can be reached".into(),
         });
     }
-    if !hub_alive(state_dir) {
-        let root = state_dir.parent().unwrap_or(state_dir);
-        return Err(ClientError::NotAlive { root: root.display().to_string() });
+    if !hub_alive(layout) {
+        return Err(ClientError::NotAlive { root: layout.root().display().to_string() });
     }
-    let (requests, answers) = (requests_dir(state_dir), answers_dir(state_dir));
+    let (requests, answers) = (layout.requests(), layout.answers());
     let io =
         |path: &Path, e: std::io::Error| ClientError::Files { path: path.display().to_string(), reason: e.to_string() };
     fs::create_dir_all(&requests).map_err(|e| io(&requests, e))?;
     fs::create_dir_all(&answers).map_err(|e| io(&answers, e))?;
 
     let id = new_id();
-    let request = requests.join(format!("{id}.json"));
-    let answer = answers.join(format!("{id}.json"));
+    let (request, answer) = (layout.request(&id), layout.answer(&id));
     // Watch before writing, so an answer that comes at once is not missed.
     let (tx, rx) = mpsc::channel();
     let watcher = notify::recommended_watcher(move |_event| {
@@ -136,7 +88,7 @@ pub fn ask(state_dir: &Path, msg: &ClientMsg, limit: Duration) -> Result<ServerM
     .and_then(|mut w| w.watch(&answers, RecursiveMode::NonRecursive).map(|()| w));
     let message: serde_json::Value = serde_json::from_str(&msg.to_json()).expect("a frame is JSON");
     let body = serde_json::to_vec(&RequestFile { id: id.clone(), message }).expect("serializes");
-    write_whole(&request, &body).map_err(|e| io(&request, e))?;
+    crate::text::write_atomic(&request, &body).map_err(|e| io(&request, e))?;
 
     let deadline = Instant::now() + limit;
     loop {

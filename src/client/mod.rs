@@ -6,6 +6,7 @@
 
 pub mod exit;
 pub mod files;
+pub mod status;
 pub mod worker;
 
 use std::net::TcpStream;
@@ -17,8 +18,9 @@ use tungstenite::client::IntoClientRequest;
 use tungstenite::stream::MaybeTlsStream;
 use tungstenite::{Message, WebSocket};
 
-use crate::hub::HubFile;
-use crate::hub::protocol::{ClientMsg, ServerMsg};
+use crate::layout::Layout;
+pub use crate::layout::find_root;
+use crate::wire::{ClientMsg, ServerMsg};
 
 /// Why a client command could not reach or understand the hub.
 #[derive(Debug, thiserror::Error)]
@@ -60,35 +62,26 @@ pub struct Target {
     pub root: Option<PathBuf>,
 }
 
-/// The nearest folder at or above `start` holding `.mcc/`.
-pub fn find_root(start: &Path) -> Option<PathBuf> {
-    start.ancestors().find(|dir| dir.join(".mcc").is_dir()).map(Path::to_path_buf)
-}
-
 /// Find the hub: `--hub` / `MCC_HUB` when given, else the nearest `.mcc/hub.json`.
 ///
 /// The project's token goes with the target only when the address is the one
 /// its `hub.json` names: a `--hub` pointing elsewhere never receives it.
 pub fn locate(hub: Option<&str>, cwd: &Path) -> Result<Target, ClientError> {
     let root = find_root(cwd);
-    let file = root.as_ref().and_then(|r| HubFile::read(&r.join(".mcc")));
+    let layout = root.as_deref().map(Layout::of_root);
+    let file = layout.as_ref().and_then(Layout::read_hub_file);
     if let Some(url) = hub {
-        let token = match (&root, &file) {
-            (Some(root), Some(file)) if same_address(&file.url, url) => read_token(root),
+        let token = match (&layout, &file) {
+            (Some(layout), Some(file)) if same_address(&file.url, url) => layout.read_token(),
             _ => None,
         };
         return Ok(Target { url: url.to_owned(), token, root });
     }
-    let root = root.ok_or_else(|| ClientError::NoProject(cwd.display().to_string()))?;
+    let (Some(root), Some(layout)) = (root, layout) else {
+        return Err(ClientError::NoProject(cwd.display().to_string()));
+    };
     let file = file.ok_or_else(|| ClientError::NotRunning { root: root.display().to_string() })?;
-    Ok(Target { url: file.url, token: read_token(&root), root: Some(root) })
-}
-
-/// The token in `ROOT/.mcc/token`, if readable.
-pub fn read_token(root: &Path) -> Option<String> {
-    let token = std::fs::read_to_string(root.join(".mcc").join("token")).ok()?;
-    let token = token.trim();
-    (!token.is_empty()).then(|| token.to_owned())
+    Ok(Target { url: file.url, token: layout.read_token(), root: Some(root) })
 }
 
 /// Two hub addresses are the same when they are spelled the same (a final `/` aside).
@@ -226,23 +219,23 @@ fn transport_for(target: &Target) -> Transport {
 /// One exchange: send one message, read one answer. Over the socket that is
 /// one short connection; through files, one request file and its answer.
 pub fn ask(target: &Target, msg: &ClientMsg, limit: Duration) -> Result<ServerMsg, ClientError> {
-    let state_dir = target.root.as_ref().map(|r| r.join(".mcc"));
-    match (transport_for(target), state_dir) {
-        (Transport::File, Some(dir)) => files::ask(&dir, msg, limit),
+    let layout = target.root.as_deref().map(Layout::of_root);
+    match (transport_for(target), layout) {
+        (Transport::File, Some(layout)) => files::ask(&layout, msg, limit),
         (Transport::File, None) => Err(ClientError::NoProject(
             "the file transport needs the project's .mcc/ folder; run the command inside the project, without --hub"
                 .into(),
         )),
         (Transport::Socket, _) => ask_socket(target, msg, limit),
-        (Transport::Auto, dir) => match Connection::open(target) {
-            Ok(conn) => exchange(conn, msg, limit),
+        (Transport::Auto, layout) => match (Connection::open(target), layout) {
+            (Ok(conn), _) => exchange(conn, msg, limit),
             // No socket, but a live hub: the sandbox forbids sockets, so use files.
-            Err(ClientError::Unreachable { .. })
-                if dir.as_deref().is_some_and(files::hub_alive) && files::allowed(msg) =>
+            (Err(ClientError::Unreachable { .. }), Some(layout))
+                if files::hub_alive(&layout) && crate::layout::allowed(msg) =>
             {
-                files::ask(&dir.expect("checked"), msg, limit)
+                files::ask(&layout, msg, limit)
             }
-            Err(e) => Err(e),
+            (Err(e), _) => Err(e),
         },
     }
 }

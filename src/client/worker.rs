@@ -13,9 +13,10 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::{ClientError, Target, exit};
+use crate::layout::Layout;
 use crate::wire::{ClientMsg, ServerMsg};
 
-pub use text::{PRINT_BUDGET, human, safe_file_name, strings};
+pub use text::{PRINT_BUDGET, human, strings};
 
 /// The most an answer may take beyond the requested wait.
 const SLACK: Duration = Duration::from_secs(30);
@@ -238,8 +239,8 @@ fn exchange(
 pub fn run_finished() -> bool {
     let Ok(cwd) = std::env::current_dir() else { return false };
     super::find_root(&cwd).is_some_and(|root| {
-        crate::engine::views::stored_finished(&root)
-            && super::files::hub_gone_within(&root.join(".mcc"), Duration::from_secs(3))
+        crate::store::read::finished(&root)
+            && super::files::hub_gone_within(&Layout::of_root(&root), Duration::from_secs(3))
     })
 }
 
@@ -291,7 +292,7 @@ fn project_path(given: &str, root: Option<&Path>) -> Result<String, String> {
 fn grant_file(worker: &str) -> Option<PathBuf> {
     let cwd = std::env::current_dir().ok()?;
     let root = super::find_root(&cwd)?;
-    Some(root.join(".mcc").join("grants").join(safe_file_name(worker)))
+    Some(Layout::of_root(&root).grant(worker))
 }
 
 /// The attempt last shown to `worker` for `task`, if it was this task.
@@ -323,6 +324,6 @@ fn remember_grant(worker: &str, done: &NextCall) {
     {
         let listed = serde_json::to_string(deliverables).unwrap_or_else(|_| "[]".to_owned());
         let body = format!("{task} {attempt}\n{}\n{listed}\n", done.command(worker));
-        let _ = std::fs::create_dir_all(dir).and_then(|()| super::files::write_whole(&file, body.as_bytes()));
+        let _ = std::fs::create_dir_all(dir).and_then(|()| crate::text::write_atomic(&file, body.as_bytes()));
     }
 }

@@ -70,12 +70,7 @@ impl Outcome {
 
 /// The last `max` bytes of `text`, trimmed, cut at a character boundary.
 pub fn tail(text: &str, max: usize) -> String {
-    let text = text.trim();
-    let mut start = text.len().saturating_sub(max);
-    while !text.is_char_boundary(start) {
-        start += 1;
-    }
-    text[start..].to_owned()
+    crate::text::tail(text, max)
 }
 
 /// Run `script` with `sh -c` in `cwd` under the shared [`Supervisor`];

@@ -26,7 +26,7 @@ static FOLDER: Mutex<Option<PathBuf>> = Mutex::new(None);
 /// still the recorded one, and clear those records. Returns how many groups
 /// were killed.
 pub fn record_groups_in(state_dir: &Path) -> std::io::Result<usize> {
-    let folder = state_dir.join("commands");
+    let folder = crate::layout::Layout::at(state_dir).commands();
     fs::create_dir_all(&folder)?;
     let mut killed = 0;
     for entry in fs::read_dir(&folder)? {
@@ -112,14 +112,10 @@ impl Record {
             return Self(None);
         };
         let path = folder.join(leader.to_string());
-        let partial = folder.join(format!(".{leader}"));
-        let written =
-            fs::write(&partial, format!("{group_start} {me} {hub_start}\n")).and_then(|()| fs::rename(&partial, &path));
-        if written.is_ok() {
-            Self(Some(path))
-        } else {
-            let _ = fs::remove_file(&partial);
-            Self(None)
+        // Written under a dot name and renamed: a reader of the folder passes over dot names.
+        match crate::text::write_atomic(&path, format!("{group_start} {me} {hub_start}\n").as_bytes()) {
+            Ok(()) => Self(Some(path)),
+            Err(_) => Self(None),
         }
     }
 }

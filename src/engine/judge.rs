@@ -14,7 +14,7 @@
 
 use std::time::{Duration, Instant};
 
-use super::{Engine, Input, Judging, PolicyError, Reply};
+use super::{Engine, Input, Judging, PolicyError, ProblemKind, Reply};
 use crate::command::{Handle, Job, Outcome, Supervisor};
 use crate::scheduler::{Judged, TaskId, TaskState, Verdict};
 
@@ -157,7 +157,7 @@ impl Engine {
             return;
         }
         if let Err(e) = self.policy.command_done(call, outcome, &mut self.scheduler) {
-            self.problem(format!("workflow: {e}"));
+            self.workflow_failed(&e);
         }
         self.workflow_verdicts();
     }
@@ -181,7 +181,7 @@ impl Engine {
             Ok(v) => v,
             Err(e) => {
                 // A broken `accept` rejects nothing: the task waits for the engineer.
-                self.problem(format!(
+                self.problem(ProblemKind::AcceptFailed, id, format!(
                     "workflow accept for task {id}: {e}; the task waits (fix the workflow: it is judged again when the fixed one loads, or `mcc tasks retry {id}`)"
                 ));
                 self.unjudged.insert(id.to_owned());
@@ -197,8 +197,7 @@ impl Engine {
             }
         };
         let judged = self.scheduler.judge(id, verdict, now).expect("the task is submitted");
-        let failed_before = format!("workflow accept for task {id}: ");
-        self.problems.retain(|p| !p.starts_with(&failed_before));
+        self.problems.retract(ProblemKind::AcceptFailed, id);
         let (accepted, failed, reasons) = match judged {
             Judged::Accepted => (true, false, Vec::new()),
             Judged::Rejected { reasons } => (false, false, reasons),

@@ -8,6 +8,7 @@ mod judge;
 mod offers;
 mod old;
 mod policy;
+mod problems;
 mod submit;
 pub mod views;
 
@@ -21,6 +22,7 @@ use tokio::sync::mpsc::Sender as Outbox;
 use tokio::sync::mpsc::error::TrySendError;
 
 pub use policy::{DefaultPolicy, HeldPolicy, Policy, PolicyError};
+use problems::{ProblemKind, Problems};
 pub use submit::{Source, Submission};
 
 use crate::command::Outcome;
@@ -301,7 +303,7 @@ pub struct Engine {
     /// Answers held until the batch is committed.
     outgoing: Vec<(ConnId, Outgoing)>,
     /// Problems shown in status: bad report files, workflow errors.
-    problems: Vec<String>,
+    problems: Problems,
     /// The workflow's `ctx.log` lines, newest last.
     log: Vec<String>,
     /// A workflow that failed to load, the stamp of its sources then, and
@@ -364,7 +366,7 @@ impl Engine {
                     workflow_calls: HashMap::new(),
                     accept_pending: BTreeSet::new(),
                     outgoing: Vec::new(),
-                    problems: Vec::new(),
+                    problems: Problems::default(),
                     log: Vec::new(),
                     failed_load: None,
                     workflow_loaded: false,
@@ -468,7 +470,7 @@ impl Engine {
         let now = Instant::now();
         self.scheduler.expire(now);
         if let Err(e) = self.policy.step(&mut self.scheduler, now) {
-            self.problem(format!("workflow: {e}"));
+            self.workflow_failed(&e);
         }
         self.workflow_verdicts();
         self.start_workflow_commands();
@@ -525,16 +527,17 @@ impl Engine {
         }
     }
 
-    fn problem(&mut self, text: String) {
-        // A broken decision fails on every dispatch: say it once, not on every batch.
-        if self.problems.contains(&text) {
-            return;
+    /// Show `text` for the problem `(kind, subject)` in status, once.
+    fn problem(&mut self, kind: ProblemKind, subject: &str, text: String) {
+        if self.problems.set(kind, subject, text.clone()) {
+            eprintln!("mcc hub: {text}");
         }
-        eprintln!("mcc hub: {text}");
-        self.problems.push(text);
-        if self.problems.len() > 50 {
-            self.problems.remove(0);
-        }
+    }
+
+    /// A workflow step, hook or continuation raised.
+    fn workflow_failed(&mut self, e: &PolicyError) {
+        let error = e.to_string();
+        self.problem(ProblemKind::WorkflowFailed, &error, format!("workflow: {error}"));
     }
 
     fn handle(&mut self, input: Input) {
@@ -557,7 +560,9 @@ impl Engine {
             Input::Message { conn, msg } => self.message(conn, msg),
             Input::Relay { conn, outgoing } => self.outgoing.push((conn, outgoing)),
             Input::ReportFile { path, full, report, rescan } => self.report_file(path, full, report, rescan),
-            Input::ReportFileRejected { path, error } => self.problem(format!("report file {path}: {error}")),
+            Input::ReportFileRejected { path, error } => {
+                self.problem(ProblemKind::ReportFileRefused, &path, format!("report file {path}: {error}"));
+            }
             Input::Validated { task, attempt, outcome } => self.validated(&task, attempt, &outcome),
             Input::WorkflowCommand { call, outcome } => self.workflow_command_done(call, outcome),
             Input::LoadWorkflow { conn, path } => self.load_workflow(conn, path),
@@ -578,10 +583,15 @@ impl Engine {
             Ok(mut policy) => {
                 self.failed_load = None;
                 self.workflow_loaded = true;
-                self.problems.retain(|p| !p.starts_with("workflow ") || !p.contains(" did not load: "));
+                self.problems.retract_all(ProblemKind::WorkflowNotLoaded);
                 let name = policy.name();
                 let state = self.store.meta("workflow_state").unwrap_or_else(|e| {
-                    self.problem(format!("cannot read the workflow state: {e}"));
+                    let error = e.to_string();
+                    self.problem(
+                        ProblemKind::WorkflowStateUnreadable,
+                        &error,
+                        format!("cannot read the workflow state: {error}"),
+                    );
                     None
                 });
                 policy.restore(state, EngineHandle { tx: self.tx.clone() });
@@ -591,7 +601,7 @@ impl Engine {
                 self.scheduler.mark_work_changed();
                 // Start its phase now: requests later in this batch already see its tasks.
                 if let Err(e) = self.policy.step(&mut self.scheduler, Instant::now()) {
-                    self.problem(format!("workflow: {e}"));
+                    self.workflow_failed(&e);
                 }
                 if self.workflow_path.as_ref() != Some(&path) {
                     self.workflow_path = Some(path.clone());
@@ -618,7 +628,7 @@ impl Engine {
                     // Never "accept everything": hand out and judge nothing until it loads.
                     self.policy = Box::new(HeldPolicy { error: text.clone() });
                 }
-                self.problem(text);
+                self.problem(ProblemKind::WorkflowNotLoaded, &path.to_string_lossy(), text);
             }
         }
     }
@@ -698,7 +708,7 @@ impl Engine {
                 match self.scheduler.progress(&worker, &task_id, attempt, &note, now) {
                     Ok(()) => {
                         let left = self.scheduler.task(&task_id).and_then(|t| t.lease_left(now)).unwrap_or_default();
-                        let message = format!("noted; lease of {task_id} extended to {}", human(left));
+                        let message = format!("noted; lease of {task_id} extended to {}", crate::text::duration(left));
                         self.send(
                             conn,
                             ServerMsg::Ack { what: "progress".into(), message, task_id: Some(task_id), next: None },
@@ -765,18 +775,10 @@ impl Engine {
                 }
                 Err(r) => self.refuse(conn, &r),
             },
-            ClientMsg::Snapshot {} => {
-                let snapshot = self.snapshot(now).to_wire();
-                self.send(conn, ServerMsg::Snapshot { snapshot });
-            }
-            ClientMsg::ShowTask { task_id } => match self.scheduler.task(&task_id) {
-                Some(task) => {
-                    let task = views::task_json(task, now);
-                    self.send(conn, ServerMsg::TaskInfo { task });
-                }
-                None => self.refuse(conn, &Refusal::UnknownTask(task_id)),
-            },
-            msg @ (ClientMsg::Subscribe { .. } | ClientMsg::TasksPage { .. }) => self.view_request(conn, msg, now),
+            msg @ (ClientMsg::Subscribe { .. }
+            | ClientMsg::TasksPage { .. }
+            | ClientMsg::ShowTask { .. }
+            | ClientMsg::Snapshot {}) => self.view_request(conn, msg, now),
             ClientMsg::LoadWorkflow { path } => {
                 let path = self.config.root.join(path);
                 self.load_workflow(Some(conn), path);
@@ -838,11 +840,6 @@ fn bad_name(name: &str) -> Option<ServerMsg> {
             "bad_worker_name",
         )
     })
-}
-
-fn human(d: Duration) -> String {
-    let secs = d.as_secs();
-    if secs >= 120 { format!("{}m", secs / 60) } else { format!("{secs}s") }
 }
 
 #[cfg(test)]

@@ -11,9 +11,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 use std::time::{Duration, Instant};
 
-use super::{ConnId, Engine, MAX_WAITERS, Reply, Waiter};
+use super::{ConnId, Engine, MAX_WAITERS, ProblemKind, Reply, Waiter};
 use crate::scheduler::{self, Idle};
-use crate::wire::{Offer, ServerMsg, Waiting};
+use crate::wire::{Offer, ServerMsg, Waiting, WaitingFor};
 
 /// Workers waiting for work, in the order they started waiting, with their
 /// deadlines indexed.
@@ -157,9 +157,11 @@ impl Engine {
                 Some(self.task_offer(worker, &id, false))
             }
             Ok(Some(id)) => {
-                self.problem(format!(
-                    "workflow assign chose `{id}`, which is not among the ready tasks; {worker} got nothing"
-                ));
+                self.problem(
+                    ProblemKind::AssignChoseUnready,
+                    &id,
+                    format!("workflow assign chose `{id}`, which is not among the ready tasks; {worker} got nothing"),
+                );
                 None
             }
             Ok(None) if self.all_done() => {
@@ -167,7 +169,8 @@ impl Engine {
             }
             Ok(None) => None,
             Err(e) => {
-                self.problem(format!("workflow assign: {e}"));
+                let error = e.to_string();
+                self.problem(ProblemKind::AssignFailed, &error, format!("workflow assign: {error}"));
                 None
             }
         }
@@ -278,12 +281,12 @@ impl Engine {
         let ready = self.scheduler.count(scheduler::TaskState::Ready);
         if !self.scheduler.candidates(1).is_empty() {
             // Something is grantable, yet the workflow gave this worker none.
-            let text = if self.problems.iter().any(|p| p.contains(" did not load: ")) {
+            let text = if self.problems.any(ProblemKind::WorkflowNotLoaded) {
                 format!("{ready} ready, but nothing is handed out until the workflow loads (see `mcc status`)")
             } else {
                 format!("{ready} ready, but the workflow's `assign` gave none to {worker}; ask again later")
             };
-            return Waiting::new("workflow", text);
+            return Waiting::new(WaitingFor::Workflow, text);
         }
         match self.scheduler.idle() {
             Idle::Reserved { ready, files, holders } => {
@@ -301,7 +304,7 @@ impl Engine {
                 );
                 let (tasks, workers) = holders.into_iter().unzip::<_, _, Vec<_>, Vec<_>>();
                 Waiting {
-                    kind: "reservations".into(),
+                    kind: WaitingFor::Reservations,
                     text,
                     tasks,
                     workers: workers.into_iter().flatten().collect(),
@@ -314,7 +317,7 @@ impl Engine {
                     plural(blocked, "task waits", "tasks wait"),
                     list(&tasks)
                 );
-                Waiting { tasks, ..Waiting::new("answer", text) }
+                Waiting { tasks, ..Waiting::new(WaitingFor::Answer, text) }
             }
             Idle::Dependencies { waiting, task, on } => {
                 let deps: Vec<String> = on
@@ -331,7 +334,7 @@ impl Engine {
                 );
                 let workers = on.iter().filter_map(|(_, _, by)| by.clone()).collect();
                 let tasks = on.into_iter().map(|(d, _, _)| d).collect();
-                Waiting { tasks, workers, ..Waiting::new("dependencies", text) }
+                Waiting { tasks, workers, ..Waiting::new(WaitingFor::Dependencies, text) }
             }
             Idle::InProgress { tasks } => {
                 let shown: Vec<String> =
@@ -343,10 +346,14 @@ impl Engine {
                     list(&shown)
                 );
                 let (tasks, workers) = tasks.into_iter().unzip::<_, _, Vec<_>, Vec<_>>();
-                Waiting { tasks, workers: workers.into_iter().flatten().collect(), ..Waiting::new("in_progress", text) }
+                Waiting {
+                    tasks,
+                    workers: workers.into_iter().flatten().collect(),
+                    ..Waiting::new(WaitingFor::InProgress, text)
+                }
             }
             Idle::NoWork => Waiting::new(
-                "phase",
+                WaitingFor::Phase,
                 "no task is left to do yet: waiting for the workflow's next phase or new tasks".to_owned(),
             ),
         }
@@ -354,8 +361,8 @@ impl Engine {
 }
 
 impl Waiting {
-    fn new(kind: &str, text: String) -> Self {
-        Self { kind: kind.to_owned(), text, tasks: Vec::new(), workers: Vec::new(), files: Vec::new() }
+    fn new(kind: WaitingFor, text: String) -> Self {
+        Self { kind, text, tasks: Vec::new(), workers: Vec::new(), files: Vec::new() }
     }
 }
 

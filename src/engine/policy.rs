@@ -26,6 +26,12 @@ pub trait Policy {
     /// A name for status lines.
     fn name(&self) -> String;
 
+    /// The workflow's phases in the order it declares them, for progress
+    /// lines (`mcc run` names the current one); none without phases.
+    fn phases(&self) -> Vec<String> {
+        Vec::new()
+    }
+
     /// Which of `ready` (FIFO order, reservations honoured) `worker` gets.
     fn assign(
         &mut self,

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use super::{ConnId, Engine, Judging, Reply};
+use super::{ConnId, Engine, Judging, ProblemKind, Reply};
 use crate::scheduler::{Applied, TaskId, TaskState};
 use crate::task::{Report, ReportStatus};
 use crate::wire::ServerMsg;
@@ -46,8 +46,12 @@ impl Engine {
     pub(super) fn report_file(&mut self, shown: String, full: PathBuf, report: Report, rescan: bool) {
         let Some(worker) = report.worker_id.clone() else {
             let text = "the report names no `workerId`; write it, as printed with the task";
-            let moved = crate::watch::move_aside(&full, text);
-            self.problem(format!("report file {shown} refused: {text}; moved to {moved}"));
+            let moved = crate::layout::move_aside(&full, text);
+            self.problem(
+                ProblemKind::ReportFileRefused,
+                &shown,
+                format!("report file {shown} refused: {text}; moved to {moved}"),
+            );
             return;
         };
         let task = report.task_id.clone();
@@ -65,8 +69,12 @@ impl Engine {
             let held = self.scheduler.held_by(&worker).filter(|t| t.spec.id == task).map(|t| t.attempt);
             let Some(attempt) = held.or_else(|| self.scheduler.task(&task).map(|t| t.attempt)) else {
                 let text = format!("unknown task `{task}`: run `mcc tasks list` to see the tasks");
-                let moved = crate::watch::move_aside(&full, &text);
-                self.problem(format!("report file {shown} refused: {text}; moved to {moved}"));
+                let moved = crate::layout::move_aside(&full, &text);
+                self.problem(
+                    ProblemKind::ReportFileRefused,
+                    &shown,
+                    format!("report file {shown} refused: {text}; moved to {moved}"),
+                );
                 return;
             };
             attempt
@@ -273,8 +281,12 @@ impl Engine {
                 self.send(*conn, msg);
             }
             Source::File { shown, full, .. } => {
-                let moved = crate::watch::move_aside(full, text);
-                self.problem(format!("report file {shown} refused: {text}; moved to {moved}"));
+                let moved = crate::layout::move_aside(full, text);
+                self.problem(
+                    ProblemKind::ReportFileRefused,
+                    shown,
+                    format!("report file {shown} refused: {text}; moved to {moved}"),
+                );
             }
         }
     }

@@ -1,5 +1,5 @@
-//! The hub half of the file transport (the client half and the file layout
-//! are in [`crate::client::files`]): watches `.mcc/requests/`, feeds each
+//! The hub half of the file transport (the client half is `client::files`,
+//! the paths and the request format [`crate::layout`]'s): watches `.mcc/requests/`, feeds each
 //! request to the engine as a short connection of its own, exactly as a
 //! socket connection would (`Connected`, one `Message`, `Disconnected`), and
 //! writes the engine's first answer to `.mcc/answers/ID.json`.
@@ -20,15 +20,15 @@ use notify::{RecursiveMode, Watcher};
 use tokio::sync::{mpsc, oneshot};
 
 use super::protocol::{self, ServerMsg};
-use crate::client::files::{RequestFile, STALE, allowed, answers_dir, requests_dir, write_whole};
 use crate::engine::{EngineHandle, Input, Outgoing};
+use crate::layout::{Layout, RequestFile, STALE, allowed, request_id};
 
 /// How often files left behind are looked for.
 const SWEEP: Duration = Duration::from_mins(1);
 
 /// Start serving request files; the transport lives as long as the tokio runtime.
-pub fn start(state_dir: &Path, engine: EngineHandle, ids: Arc<AtomicU64>) -> Result<(), String> {
-    let (requests, answers) = (requests_dir(state_dir), answers_dir(state_dir));
+pub fn start(layout: &Layout, engine: EngineHandle, ids: Arc<AtomicU64>) -> Result<(), String> {
+    let (requests, answers) = (layout.requests(), layout.answers());
     for dir in [&requests, &answers] {
         fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     }
@@ -42,15 +42,14 @@ pub fn start(state_dir: &Path, engine: EngineHandle, ids: Arc<AtomicU64>) -> Res
     })
     .map_err(|e| e.to_string())?;
     watcher.watch(&requests, RecursiveMode::NonRecursive).map_err(|e| format!("{}: {e}", requests.display()))?;
-    let desk = Desk { requests, answers, engine, ids, taken: HashMap::new() };
+    let desk = Desk { layout: layout.clone(), engine, ids, taken: HashMap::new() };
     tokio::spawn(desk.serve(rx, watcher));
     Ok(())
 }
 
 /// The loop that takes request files in.
 struct Desk {
-    requests: PathBuf,
-    answers: PathBuf,
+    layout: Layout,
     engine: EngineHandle,
     ids: Arc<AtomicU64>,
     /// IDs taken in this run, with a way to withdraw each while it waits.
@@ -82,7 +81,7 @@ impl Desk {
     /// Take every request in the folder not taken yet: written while no hub
     /// ran, or whose file event was missed.
     fn take_waiting(&mut self) {
-        let Ok(entries) = fs::read_dir(&self.requests) else { return };
+        let Ok(entries) = fs::read_dir(self.layout.requests()) else { return };
         let mut waiting: Vec<PathBuf> = entries.flatten().map(|e| e.path()).collect();
         waiting.sort();
         for path in waiting {
@@ -96,7 +95,7 @@ impl Desk {
         if let Some((_, withdraw)) = self.taken.get(&id) {
             // The client gave up and removed its request: stop waiting for it.
             if !path.exists()
-                && !self.answers.join(format!("{id}.json")).exists()
+                && !self.layout.answer(&id).exists()
                 && !withdraw.is_closed()
                 && let Some((_, withdraw)) = self.taken.remove(&id)
             {
@@ -104,7 +103,7 @@ impl Desk {
             }
             return;
         }
-        let answer = self.answers.join(format!("{id}.json"));
+        let answer = self.layout.answer(&id);
         if answer.exists() {
             // Answered before a restart; the client has not collected it yet.
             return;
@@ -146,7 +145,7 @@ impl Desk {
                 .and_then(|m| m.modified())
                 .is_ok_and(|t| SystemTime::now().duration_since(t).unwrap_or_default() > STALE)
         };
-        for dir in [&self.requests, &self.answers] {
+        for dir in [self.layout.requests(), self.layout.answers()] {
             let Ok(entries) = fs::read_dir(dir) else { continue };
             for path in entries.flatten().map(|e| e.path()) {
                 let waited_on = request_id(&path).is_some_and(|id| self.taken.contains_key(&id));
@@ -156,15 +155,6 @@ impl Desk {
             }
         }
     }
-}
-
-/// The ID of a request file, `ID.json`; temporary files (`.NAME.tmp`) and
-/// anything else are not requests.
-fn request_id(path: &Path) -> Option<String> {
-    let name = path.file_name()?.to_str()?;
-    let id = name.strip_suffix(".json")?;
-    let plausible = !id.is_empty() && id.len() <= 64 && id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-');
-    plausible.then(|| id.to_owned())
 }
 
 /// One request being served.
@@ -199,7 +189,7 @@ impl Request {
     /// Write the answer whole, then drop the request: a hub killed between
     /// the two finds the answer at its next start and does not act twice.
     fn answer(&self, msg: &ServerMsg) {
-        if let Err(e) = write_whole(&self.answer, msg.to_json().as_bytes()) {
+        if let Err(e) = crate::text::write_atomic(&self.answer, msg.to_json().as_bytes()) {
             eprintln!("mcc hub: cannot answer request {}: {e}", self.id);
             return;
         }

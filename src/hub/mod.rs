@@ -23,7 +23,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
-use serde::{Deserialize, Serialize};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_tungstenite::tungstenite::Message;
@@ -31,6 +30,8 @@ use tokio_tungstenite::tungstenite::handshake::server::{Request, Response};
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
 use crate::engine::{Config, Engine, EngineHandle, Input, Loader, Outgoing};
+pub use crate::layout::HubFile;
+use crate::layout::Layout;
 use crate::scheduler::Settings;
 use crate::watch::ReportWatcher;
 use guard::{Access, Guard, Refusal};
@@ -89,37 +90,6 @@ impl Limits {
     }
 }
 
-/// What `.mcc/hub.json` says: where the running hub listens.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct HubFile {
-    pub url: String,
-    pub port: u16,
-    pub pid: u32,
-    /// True when every connection must send the token in `.mcc/token` (the
-    /// hub listens beyond loopback); on loopback it is needed to change the work.
-    pub token_required: bool,
-    pub root: String,
-    /// The live page's port on loopback (`page::url` gives its address).
-    #[serde(default)]
-    pub page_port: Option<u16>,
-    /// The most tasks one `add_tasks` may carry (`--max-tasks-per-message`):
-    /// `mcc tasks add` sends smaller pieces.
-    #[serde(default)]
-    pub max_tasks_per_message: Option<usize>,
-}
-
-impl HubFile {
-    pub fn path(state_dir: &Path) -> PathBuf {
-        state_dir.join("hub.json")
-    }
-
-    pub fn read(state_dir: &Path) -> Option<Self> {
-        let text = fs::read_to_string(Self::path(state_dir)).ok()?;
-        serde_json::from_str(&text).ok()
-    }
-}
-
 /// A hub that could not start or had to stop.
 #[derive(Debug, thiserror::Error)]
 pub enum HubError {
@@ -161,16 +131,16 @@ pub struct RunningHub {
     /// One permit per open connection; all back means every socket closed.
     slots: Arc<Semaphore>,
     max_connections: usize,
-    state_dir: PathBuf,
+    layout: Layout,
     _lock: fs::File,
     _watcher: ReportWatcher,
 }
 
 /// The state folder of a project root, created if missing.
-pub fn state_dir(root: &Path) -> Result<PathBuf, HubError> {
-    let dir = root.join(".mcc");
-    fs::create_dir_all(dir.join("reports")).map_err(|source| HubError::Io { path: dir.clone(), source })?;
-    Ok(dir)
+pub fn state_folder(root: &Path) -> Result<Layout, HubError> {
+    let layout = Layout::of_root(root);
+    layout.create().map_err(|source| HubError::Io { path: layout.dir().to_owned(), source })?;
+    Ok(layout)
 }
 
 /// The tokio runtime a hub serves its connections on, with one worker
@@ -187,8 +157,8 @@ pub fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
 /// Start listening and serving; returns once the hub accepts connections.
 pub async fn start(options: HubOptions) -> Result<RunningHub, HubError> {
     let root = fs::canonicalize(&options.root).map_err(|source| HubError::Io { path: options.root.clone(), source })?;
-    let state_dir = state_dir(&root)?;
-    let lock_path = state_dir.join("hub.lock");
+    let layout = state_folder(&root)?;
+    let lock_path = layout.hub_lock();
     let lock = fs::OpenOptions::new()
         .create(true)
         .truncate(false)
@@ -196,16 +166,16 @@ pub async fn start(options: HubOptions) -> Result<RunningHub, HubError> {
         .open(&lock_path)
         .map_err(|source| HubError::Io { path: lock_path.clone(), source })?;
     if lock.try_lock().is_err() {
-        let url = HubFile::read(&state_dir).map_or_else(|| "unknown address".to_owned(), |h| h.url);
+        let url = layout.read_hub_file().map_or_else(|| "unknown address".to_owned(), |h| h.url);
         return Err(HubError::AlreadyRunning { root: root.display().to_string(), url });
     }
 
     // Commands a killed hub left running on this folder die before this hub serves.
-    crate::command::record_groups_in(&state_dir)
-        .map_err(|source| HubError::Io { path: state_dir.join("commands"), source })?;
+    crate::command::record_groups_in(layout.dir())
+        .map_err(|source| HubError::Io { path: layout.commands(), source })?;
     raise_descriptor_limit();
     let (listeners, port) = bind(options.bind, options.port).await?;
-    let token = load_or_create_token(&state_dir)?;
+    let token = load_or_create_token(&layout)?;
     let remote = options.bind.is_some_and(|ip| !ip.is_loopback());
     // The address actually bound: `--bind ::1` is `[::1]`, not 127.0.0.1.
     let host = SocketAddr::new(options.bind.unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST)), port).to_string();
@@ -214,7 +184,7 @@ pub async fn start(options: HubOptions) -> Result<RunningHub, HubError> {
 
     let (engine, engine_thread) = Engine::start(Config {
         root: root.clone(),
-        state_dir: state_dir.clone(),
+        state_dir: layout.dir().to_owned(),
         settings: options.settings.clone(),
         loader: options.loader,
         validation_limit: Duration::from_mins(10),
@@ -222,12 +192,12 @@ pub async fn start(options: HubOptions) -> Result<RunningHub, HubError> {
     if let Some(workflow) = options.workflow.clone() {
         engine.send(Input::LoadWorkflow { conn: None, path: workflow });
     }
-    let watcher = ReportWatcher::start(&root, &state_dir, engine.clone()).map_err(HubError::Watch)?;
+    let watcher = ReportWatcher::start(&layout, engine.clone()).map_err(HubError::Watch)?;
 
     let page_port =
         page::start(root.clone(), port, &token).await.map_err(|source| HubError::Io { path: root.clone(), source })?;
     let ids = Arc::new(AtomicU64::new(1));
-    files::start(&state_dir, engine.clone(), ids.clone()).map_err(HubError::Watch)?;
+    files::start(&layout, engine.clone(), ids.clone()).map_err(HubError::Watch)?;
     let limits = options.limits.clone();
     let slots = Arc::new(Semaphore::new(limits.max_connections));
     let edge = Arc::new(Edge {
@@ -253,7 +223,7 @@ pub async fn start(options: HubOptions) -> Result<RunningHub, HubError> {
         page_port: Some(page_port),
         max_tasks_per_message: Some(options.limits.max_tasks_per_message),
     };
-    write_atomically(&HubFile::path(&state_dir), &serde_json::to_vec_pretty(&hub_file).expect("serializes"))?;
+    write_atomically(&layout.hub_file(), &serde_json::to_vec_pretty(&hub_file).expect("serializes"))?;
     if !options.quiet {
         eprintln!("mcc hub: listening on {url} for {}", root.display());
     }
@@ -265,7 +235,7 @@ pub async fn start(options: HubOptions) -> Result<RunningHub, HubError> {
         let _ = done_tx.send(result);
     });
     let max_connections = options.limits.max_connections;
-    Ok(RunningHub { engine, url, port, engine_done, slots, max_connections, state_dir, _lock: lock, _watcher: watcher })
+    Ok(RunningHub { engine, url, port, engine_done, slots, max_connections, layout, _lock: lock, _watcher: watcher })
 }
 
 impl RunningHub {
@@ -278,7 +248,7 @@ impl RunningHub {
         // Let connections flush `server_shutdown` and close, for a bounded time.
         let all = u32::try_from(self.max_connections).expect("a small number");
         let _ = tokio::time::timeout(Duration::from_secs(2), self.slots.acquire_many(all)).await;
-        let _ = fs::remove_file(HubFile::path(&self.state_dir));
+        let _ = fs::remove_file(self.layout.hub_file());
         match result {
             Ok(Ok(())) | Err(_) => Ok(()),
             Ok(Err(e)) => Err(e.into()),
@@ -305,7 +275,7 @@ pub async fn serve(options: HubOptions) -> Result<(), HubError> {
         () = signals.recv() => hub.stop(SHUTDOWN_TEXT).await,
         e = hub.failed() => {
             crate::command::Supervisor::kill_everything();
-            let _ = fs::remove_file(HubFile::path(&hub.state_dir));
+            let _ = fs::remove_file(hub.layout.hub_file());
             Err(e)
         }
     }
@@ -370,8 +340,8 @@ async fn bind(ip: Option<IpAddr>, port: u16) -> Result<(Vec<TcpListener>, u16), 
 
 /// The project's token: read and checked, or made. Its mode is fixed to
 /// 0600 at every start, whoever changed it since.
-fn load_or_create_token(state_dir: &Path) -> Result<String, HubError> {
-    let path = state_dir.join("token");
+fn load_or_create_token(layout: &Layout) -> Result<String, HubError> {
+    let path = layout.token();
     let io = |source| HubError::Io { path: path.clone(), source };
     match fs::symlink_metadata(&path) {
         Ok(meta) if !meta.file_type().is_file() => {
@@ -429,10 +399,7 @@ fn raise_descriptor_limit() {
 }
 
 fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), HubError> {
-    let tmp = path.with_extension("tmp");
-    let io = |source| HubError::Io { path: path.to_owned(), source };
-    fs::write(&tmp, bytes).map_err(io)?;
-    fs::rename(&tmp, path).map_err(io)
+    crate::text::write_atomic(path, bytes).map_err(|source| HubError::Io { path: path.to_owned(), source })
 }
 
 /// What every connection task shares.

@@ -45,8 +45,8 @@ pub fn url(page_port: u16, token: &str) -> String {
 /// The live page of the hub serving the project at `root`, read from its
 /// `.mcc/hub.json` and `.mcc/token`; `None` when no hub serves one.
 pub fn url_of(root: &std::path::Path) -> Option<String> {
-    let port = super::HubFile::read(&root.join(".mcc"))?.page_port?;
-    Some(url(port, &crate::client::read_token(root)?))
+    let layout = crate::layout::Layout::of_root(root);
+    Some(url(layout.read_hub_file()?.page_port?, &layout.read_token()?))
 }
 
 /// Listen on a free loopback port and serve the page; returns the port.

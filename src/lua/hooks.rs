@@ -5,7 +5,42 @@ use std::collections::HashSet;
 use std::time::Instant;
 
 use super::Workflow;
+use crate::event::EventKind;
 use crate::scheduler::{Scheduler, TaskState};
+
+/// The hook an event may fire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum EventHook {
+    /// `on.worker_joined`, in the current phase.
+    WorkerJoined,
+    /// `on.task_blocked` of the task's phase, when the task is still blocked.
+    TaskBlocked,
+    /// `on.task_failed` of the task's phase, when the task failed for good.
+    TaskFailed,
+}
+
+/// Which hook an event of `kind` may fire: every kind is named, so a new
+/// one must be placed here to compile.
+fn hook_of(kind: &EventKind) -> Option<EventHook> {
+    match kind {
+        EventKind::WorkerJoined => Some(EventHook::WorkerJoined),
+        EventKind::Blocked => Some(EventHook::TaskBlocked),
+        // An attempt given up or timed out fails the task when it was the last.
+        EventKind::Failed | EventKind::FailedAttempt | EventKind::Expired => Some(EventHook::TaskFailed),
+        EventKind::Score
+        | EventKind::Created
+        | EventKind::Assigned
+        | EventKind::Submitted
+        | EventKind::Accepted
+        | EventKind::Rejected
+        | EventKind::Answered
+        | EventKind::Progress
+        | EventKind::Released
+        | EventKind::Cancelled
+        | EventKind::Retried
+        | EventKind::Other(_) => None,
+    }
+}
 
 impl Workflow {
     /// Hooks on what happened in this batch: workers joining, tasks blocked or failed.
@@ -16,36 +51,42 @@ impl Workflow {
         if !self.phases.iter().any(any) {
             return;
         }
-        let events: Vec<(&'static str, Option<String>, Option<String>)> =
-            scheduler.pending_events().iter().map(|e| (e.kind, e.task.clone(), e.worker.clone())).collect();
+        let events: Vec<(EventHook, Option<String>, Option<String>)> = scheduler
+            .pending_events()
+            .iter()
+            .filter_map(|e| Some((hook_of(&e.kind)?, e.task.clone(), e.worker.clone())))
+            .collect();
         let mut failed_seen = HashSet::new();
-        for (kind, task, worker) in events {
-            let result = if kind == "worker_joined" {
-                let current = self.current.min(self.phases.len() - 1);
-                let Some(f) = &self.phases[current].on.worker_joined else { continue };
-                let Some(w) = worker.as_deref().and_then(|w| scheduler.worker(w)) else { continue };
-                match self.lua.create_userdata(w.clone()) {
-                    Ok(w) => self.hook(scheduler, current, "on.worker_joined", f, (w, self.ctx.clone())),
-                    Err(e) => Err(e.to_string()),
+        for (hook, task, worker) in events {
+            let result = match hook {
+                EventHook::WorkerJoined => {
+                    let current = self.current.min(self.phases.len() - 1);
+                    let Some(f) = &self.phases[current].on.worker_joined else { continue };
+                    let Some(w) = worker.as_deref().and_then(|w| scheduler.worker(w)) else { continue };
+                    match self.lua.create_userdata(w.clone()) {
+                        Ok(w) => self.hook(scheduler, current, "on.worker_joined", f, (w, self.ctx.clone())),
+                        Err(e) => Err(e.to_string()),
+                    }
                 }
-            } else {
-                let (wanted, what) = match kind {
-                    "blocked" => (TaskState::Blocked, "on.task_blocked"),
-                    "failed" | "failed_attempt" | "expired" => (TaskState::Failed, "on.task_failed"),
-                    _ => continue,
-                };
-                let Some(t) = task.as_deref().and_then(|id| scheduler.task(id)) else { continue };
-                if t.state != wanted || (wanted == TaskState::Failed && !failed_seen.insert(t.spec.id.clone())) {
-                    continue;
-                }
-                // A task's hooks are those of its own phase.
-                let phase = self.index(t.phase.as_deref());
-                let on = &self.phases[phase].on;
-                let hook = if wanted == TaskState::Blocked { &on.task_blocked } else { &on.task_failed };
-                let Some(f) = hook else { continue };
-                match super::views::task(&self.lua, t) {
-                    Ok(t) => self.hook(scheduler, phase, what, f, (t, self.ctx.clone())),
-                    Err(e) => Err(e.to_string()),
+                EventHook::TaskBlocked | EventHook::TaskFailed => {
+                    let (wanted, what) = if hook == EventHook::TaskBlocked {
+                        (TaskState::Blocked, "on.task_blocked")
+                    } else {
+                        (TaskState::Failed, "on.task_failed")
+                    };
+                    let Some(t) = task.as_deref().and_then(|id| scheduler.task(id)) else { continue };
+                    if t.state != wanted || (wanted == TaskState::Failed && !failed_seen.insert(t.spec.id.clone())) {
+                        continue;
+                    }
+                    // A task's hooks are those of its own phase.
+                    let phase = self.index(t.phase.as_deref());
+                    let on = &self.phases[phase].on;
+                    let hook = if wanted == TaskState::Blocked { &on.task_blocked } else { &on.task_failed };
+                    let Some(f) = hook else { continue };
+                    match super::views::task(&self.lua, t) {
+                        Ok(t) => self.hook(scheduler, phase, what, f, (t, self.ctx.clone())),
+                        Err(e) => Err(e.to_string()),
+                    }
                 }
             };
             if let Err(e) = result {
@@ -58,7 +99,7 @@ impl Workflow {
     /// A failed task keeps its phase from completing by default: say so.
     pub(super) fn stuck_phases(&self, scheduler: &Scheduler, errors: &mut Vec<String>) {
         for event in scheduler.pending_events() {
-            if !matches!(event.kind, "failed" | "failed_attempt" | "expired") {
+            if hook_of(&event.kind) != Some(EventHook::TaskFailed) {
                 continue;
             }
             let Some(t) = event.task.as_deref().and_then(|id| scheduler.task(id)) else { continue };

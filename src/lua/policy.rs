@@ -59,6 +59,10 @@ impl Policy for Workflow {
         self.name.clone()
     }
 
+    fn phases(&self) -> Vec<String> {
+        self.phase_names()
+    }
+
     fn choices(&self) -> usize {
         // Without an `assign` hook the first ready task goes: gather no more.
         if self.phases.iter().any(|p| p.assign.is_some()) { 64 } else { 1 }

@@ -7,10 +7,9 @@
 //! what a shell user reads (the same answers, limits and transports, sockets
 //! or files in a sandbox), followed by the next call to make. Refusals
 //! (exit code 1) are tool errors carrying the verb's own "what to do"
-//! message. Input schemas are derived from the argument types below.
+//! message. `status` is [`crate::client::status`]'s text, rendered here
+//! too. Input schemas are derived from the argument types below.
 
-use std::path::PathBuf;
-use std::process::Stdio;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -54,18 +53,11 @@ pub struct McpArgs {
 
 /// `mcc mcp`: serve until the client closes stdin.
 pub fn run(args: McpArgs) -> u8 {
-    let exe = match std::env::current_exe() {
-        Ok(exe) => exe,
-        Err(e) => {
-            eprintln!("mcc mcp: cannot find the mcc binary itself: {e}");
-            return exit::ERROR;
-        }
-    };
     let worker = args.name.filter(|n| !n.trim().is_empty()).unwrap_or_else(|| {
         let id = crate::client::files::new_id();
         format!("mcp-{}", &id[..4])
     });
-    let server = WorkerTools::new(worker, args.hub, args.wait.min(MAX_WAIT), exe);
+    let server = WorkerTools::new(worker, args.hub, args.wait.min(MAX_WAIT));
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,
         Err(e) => {
@@ -204,8 +196,6 @@ pub struct WorkerTools {
     worker: Arc<str>,
     hub: Option<String>,
     wait: Duration,
-    /// This binary, for `status` until the status text is rendered below the CLI.
-    exe: PathBuf,
     tool_router: ToolRouter<Self>,
 }
 
@@ -221,8 +211,8 @@ fn required<'a>(tool: &str, key: &str, value: &'a str) -> Result<&'a str, CallTo
 
 #[tool_router]
 impl WorkerTools {
-    fn new(worker: String, hub: Option<String>, wait: Duration, exe: PathBuf) -> Self {
-        Self { worker: Arc::from(worker.as_str()), hub, wait, exe, tool_router: Self::tool_router() }
+    fn new(worker: String, hub: Option<String>, wait: Duration) -> Self {
+        Self { worker: Arc::from(worker.as_str()), hub, wait, tool_router: Self::tool_router() }
     }
 
     fn who(&self) -> verbs::Worker {
@@ -304,28 +294,20 @@ impl WorkerTools {
 
     #[tool(description = "Read-only: the project's tasks and workers, as `mcc status` prints them.")]
     async fn status(&self) -> CallToolResult {
-        // `mcc status` renders its text in the CLI, which this layer may not
-        // import: it runs as a command until the client renders it.
-        let mut command = tokio::process::Command::new(&self.exe);
-        command.arg("status").stdin(Stdio::null()).kill_on_drop(true);
-        if let Some(hub) = &self.hub {
-            command.args(["--hub", hub]);
-        }
-        let output = match command.output().await {
-            Ok(output) => output,
-            Err(e) => {
-                let text = format!("cannot run {} status: {e}", self.exe.display());
-                return CallToolResult::error(vec![ContentBlock::text(text)]);
-            }
+        // The text `mcc status` prints, fetched and rendered in this process.
+        let hub = self.hub.clone();
+        let fetched = tokio::task::spawn_blocking(move || {
+            crate::client::status::fetch(hub.as_deref(), false, crate::hub::page::url_of).map(|s| s.text())
+        })
+        .await;
+        let text = match fetched {
+            Ok(Ok(text)) => text,
+            Ok(Err(e)) => return refusal(&e, exit::ERROR),
+            Err(e) => return CallToolResult::error(vec![ContentBlock::text(format!("status: the call stopped: {e}"))]),
         };
-        let code = output.status.code().and_then(|c| u8::try_from(c).ok()).unwrap_or(exit::ERROR);
-        if code != exit::OK {
-            let stderr = String::from_utf8_lossy(&output.stderr);
-            return refusal(stderr.trim().trim_start_matches("error: "), code);
-        }
-        let text = fitted_status(String::from_utf8_lossy(&output.stdout).trim_end().to_owned());
+        let text = fitted_status(text.trim_end().to_owned());
         let mut shown = CallToolResult::success(vec![ContentBlock::text(text)]);
-        shown.structured_content = Some(json!({"exitCode": code, "nextCall": null}));
+        shown.structured_content = Some(json!({"exitCode": exit::OK, "nextCall": null}));
         shown
     }
 }

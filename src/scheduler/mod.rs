@@ -18,6 +18,7 @@ use serde_json::{Value, json};
 pub use index::{InOrder, InOrderIter};
 pub use reservation::{Reservation, any_overlap};
 
+use crate::event::EventKind;
 use crate::task::{Report, TaskSpec, now_rfc3339};
 
 pub type TaskId = String;
@@ -223,7 +224,7 @@ impl Worker {
 /// One line of the append-only event log.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Event {
-    pub kind: &'static str,
+    pub kind: EventKind,
     pub task: Option<TaskId>,
     pub worker: Option<String>,
     pub attempt: Option<u32>,
@@ -513,7 +514,7 @@ impl Scheduler {
 
     fn event(
         &mut self,
-        kind: &'static str,
+        kind: EventKind,
         task: Option<&str>,
         worker: Option<&str>,
         attempt: Option<u32>,
@@ -545,7 +546,7 @@ impl Scheduler {
         worker.last_seen = Some(now);
         if !known {
             self.changes.workers.insert(name.to_owned());
-            self.event("worker_joined", None, Some(name), None, Value::Null);
+            self.event(EventKind::WorkerJoined, None, Some(name), None, Value::Null);
         }
         !known
     }
@@ -558,7 +559,7 @@ impl Scheduler {
             worker.score = Some(score);
             self.changes.workers.insert(name.to_owned());
             self.work_changed = true;
-            self.event("score", None, Some(name), None, json!({ "score": score }));
+            self.event(EventKind::Score, None, Some(name), None, json!({ "score": score }));
         }
     }
 
@@ -639,7 +640,7 @@ impl Scheduler {
             self.next_seq += 1;
             self.tasks.insert(id.clone(), task);
             self.touch_task(&id);
-            self.event("created", Some(&id), None, None, Value::Null);
+            self.event(EventKind::Created, Some(&id), None, None, Value::Null);
             ids.push(id);
         }
         for id in &ids {
@@ -806,7 +807,7 @@ impl Scheduler {
         task.lease_until = Some(now + Duration::from_millis(task.lease_ms));
         let attempt = task.attempt;
         self.holding.insert(worker.to_owned(), id.to_owned());
-        self.event("assigned", Some(id), Some(worker), Some(attempt), Value::Null);
+        self.event(EventKind::Assigned, Some(id), Some(worker), Some(attempt), Value::Null);
     }
 
     /// Check that `worker` holds `id` at `attempt` (when given).
@@ -857,7 +858,13 @@ impl Scheduler {
         let deliverables = report.deliverables.clone();
         task.report = Some(report);
         self.transition(id, TaskState::Submitted);
-        self.event("submitted", Some(id), Some(worker), Some(attempt), json!({ "deliverables": deliverables }));
+        self.event(
+            EventKind::Submitted,
+            Some(id),
+            Some(worker),
+            Some(attempt),
+            json!({ "deliverables": deliverables }),
+        );
         Ok(())
     }
 
@@ -897,7 +904,7 @@ impl Scheduler {
                 if let Some(w) = self.workers.get_mut(&worker) {
                     w.accepted.push(id.to_owned());
                 }
-                self.event("accepted", Some(id), Some(&worker), Some(attempt), Value::Null);
+                self.event(EventKind::Accepted, Some(id), Some(&worker), Some(attempt), Value::Null);
                 self.release_dependents(id);
                 Judged::Accepted
             }
@@ -907,11 +914,11 @@ impl Scheduler {
                 task.spent += 1;
                 task.reasons.clone_from(&reasons);
                 let used = task.attempts_used();
-                self.event("rejected", Some(id), Some(&worker), Some(attempt), json!({ "reasons": reasons }));
+                self.event(EventKind::Rejected, Some(id), Some(&worker), Some(attempt), json!({ "reasons": reasons }));
                 if used >= self.settings.max_attempts {
                     self.transition(id, TaskState::Failed);
                     self.event(
-                        "failed",
+                        EventKind::Failed,
                         Some(id),
                         Some(&worker),
                         Some(attempt),
@@ -959,7 +966,7 @@ impl Scheduler {
             if task.attempts_used() >= self.settings.max_attempts { TaskState::Failed } else { TaskState::Ready };
         self.transition(id, state);
         self.event(
-            "failed_attempt",
+            EventKind::FailedAttempt,
             Some(id),
             Some(worker),
             Some(attempt),
@@ -983,7 +990,7 @@ impl Scheduler {
         task.question = Some(question.to_owned());
         let attempt = task.attempt;
         self.transition(id, TaskState::Blocked);
-        self.event("blocked", Some(id), Some(worker), Some(attempt), json!({ "question": question }));
+        self.event(EventKind::Blocked, Some(id), Some(worker), Some(attempt), json!({ "question": question }));
         Ok(())
     }
 
@@ -999,7 +1006,7 @@ impl Scheduler {
         }
         task.answer = Some(text.to_owned());
         self.transition(id, TaskState::Ready);
-        self.event("answered", Some(id), None, None, json!({ "answer": text }));
+        self.event(EventKind::Answered, Some(id), None, None, json!({ "answer": text }));
         Ok(())
     }
 
@@ -1015,7 +1022,7 @@ impl Scheduler {
         self.check_holder(worker, id, attempt)?;
         self.touch(worker, now);
         let attempt = self.tasks[id].attempt;
-        self.event("progress", Some(id), Some(worker), Some(attempt), json!({ "note": note }));
+        self.event(EventKind::Progress, Some(id), Some(worker), Some(attempt), json!({ "note": note }));
         Ok(())
     }
 
@@ -1025,7 +1032,7 @@ impl Scheduler {
         for id in &held {
             let attempt = self.tasks[id].attempt;
             self.transition(id, TaskState::Ready);
-            self.event("released", Some(id), Some(worker), Some(attempt), Value::Null);
+            self.event(EventKind::Released, Some(id), Some(worker), Some(attempt), Value::Null);
         }
         held
     }
@@ -1047,7 +1054,7 @@ impl Scheduler {
                 self.tasks.get_mut(id).expect("known").reasons = vec!["lease expired on the last attempt".to_owned()];
             }
             self.transition(id, state);
-            self.event("expired", Some(id), holder.as_deref(), Some(attempt), json!({ "now": state.name() }));
+            self.event(EventKind::Expired, Some(id), holder.as_deref(), Some(attempt), json!({ "now": state.name() }));
         }
         expired
     }
@@ -1065,7 +1072,7 @@ impl Scheduler {
         }
         let holder = task.holder.clone();
         self.transition(id, TaskState::Cancelled);
-        self.event("cancelled", Some(id), holder.as_deref(), None, Value::Null);
+        self.event(EventKind::Cancelled, Some(id), holder.as_deref(), None, Value::Null);
         Ok(())
     }
 
@@ -1085,7 +1092,7 @@ impl Scheduler {
         let attempt = task.attempt;
         let next = if self.deps_met(id) { TaskState::Ready } else { TaskState::Waiting };
         self.transition(id, next);
-        self.event("retried", Some(id), None, Some(attempt), Value::Null);
+        self.event(EventKind::Retried, Some(id), None, Some(attempt), Value::Null);
         Ok(())
     }
 

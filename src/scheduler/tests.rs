@@ -207,7 +207,7 @@ fn every_change_is_recorded_for_the_store() {
     let changes = s.take_changes();
     assert!(changes.tasks.contains("a"));
     assert!(changes.workers.contains("w"));
-    let kinds: Vec<_> = changes.events.iter().map(|e| e.kind).collect();
+    let kinds: Vec<_> = changes.events.iter().map(|e| e.kind.name()).collect();
     assert_eq!(kinds, vec!["created", "worker_joined", "assigned"]);
     assert!(s.take_changes().is_empty());
 }

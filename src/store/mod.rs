@@ -17,9 +17,11 @@ use std::time::{Duration, Instant};
 use rusqlite::{Connection, OptionalExtension, params};
 use serde_json::Value;
 
+use crate::event::EventKind;
 use crate::scheduler::{Changes, Scheduler, Settings, Task, Worker};
 use crate::task::now_ms;
 
+pub mod read;
 pub mod writer;
 
 /// The store failed; the hub cannot go on safely.
@@ -102,7 +104,9 @@ DROP TABLE meta_v1;
 pub struct StoredEvent {
     pub id: i64,
     pub at_ms: i64,
-    pub kind: String,
+    /// A kind this mcc does not know (the store was written by another
+    /// version) is kept as [`EventKind::Other`], not refused.
+    pub kind: EventKind,
     pub task: Option<String>,
     pub worker: Option<String>,
     pub attempt: Option<u32>,
@@ -162,7 +166,7 @@ struct TaskRecord {
 
 #[derive(Debug)]
 struct EventRecord {
-    kind: &'static str,
+    kind: EventKind,
     task: Option<String>,
     worker: Option<String>,
     attempt: Option<u32>,
@@ -229,7 +233,7 @@ impl Rows {
             .events
             .iter()
             .map(|e| EventRecord {
-                kind: e.kind,
+                kind: e.kind.clone(),
                 task: e.task.clone(),
                 worker: e.worker.clone(),
                 attempt: e.attempt,
@@ -253,7 +257,7 @@ fn task_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<TaskRow> {
 impl Store {
     /// Open (or create) `state.db` in `dir`.
     pub fn open(dir: &Path) -> Result<Self, StoreError> {
-        let path = dir.join("state.db");
+        let path = crate::layout::Layout::at(dir).state_db();
         let sql = |source| StoreError::Sqlite { path: path.clone(), source };
         let conn = Connection::open(&path).map_err(sql)?;
         conn.pragma_update(None, "journal_mode", "WAL").map_err(sql)?;
@@ -279,7 +283,7 @@ impl Store {
     /// Open `state.db` in `dir` for reading only, when no hub runs: the
     /// file is not created and nothing is written.
     pub fn open_read_only(dir: &Path) -> Result<Self, StoreError> {
-        let path = dir.join("state.db");
+        let path = crate::layout::Layout::at(dir).state_db();
         let flags = rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX;
         let conn = Connection::open_with_flags(&path, flags)
             .map_err(|source| StoreError::Sqlite { path: path.clone(), source })?;
@@ -452,7 +456,7 @@ impl Store {
                 }
                 for e in &rows.events {
                     put_event
-                        .execute(params![rows.wall_ms, e.kind, e.task, e.worker, e.attempt, e.detail])
+                        .execute(params![rows.wall_ms, e.kind.name(), e.task, e.worker, e.attempt, e.detail])
                         .map_err(sql)?;
                 }
                 for (key, value) in &rows.meta {
@@ -500,7 +504,7 @@ impl Store {
                 Ok(StoredEvent {
                     id: r.get(0)?,
                     at_ms: r.get(1)?,
-                    kind: r.get(2)?,
+                    kind: EventKind::from_name(&r.get::<_, String>(2)?),
                     task: r.get(3)?,
                     worker: r.get(4)?,
                     attempt: r.get(5)?,
@@ -573,6 +577,11 @@ mod tests {
     use crate::scheduler::{Offer, Settings, TaskState};
     use crate::task::TaskSpec;
 
+    /// The one text column `sql` selects, row by row.
+    fn texts(store: &Store, sql: &str) -> Vec<String> {
+        store.conn.prepare(sql).unwrap().query_map([], |r| r.get(0)).unwrap().map(Result::unwrap).collect()
+    }
+
     #[test]
     fn what_was_committed_comes_back_after_reopening_with_its_lease() {
         let dir = tempfile::tempdir().unwrap();
@@ -595,8 +604,25 @@ mod tests {
         assert!(left > Duration::from_secs(590) && left <= Duration::from_mins(10), "{left:?}");
         assert_eq!(workers[0].name, "w");
         assert_eq!(store.meta("phase").unwrap().as_deref(), Some("one"));
-        let kinds: Vec<String> = store.events().unwrap().into_iter().map(|e| e.kind).collect();
-        assert_eq!(kinds, ["created", "created", "worker_joined", "assigned"]);
+        let kinds: Vec<EventKind> = store.events().unwrap().into_iter().map(|e| e.kind).collect();
+        assert_eq!(kinds, [EventKind::Created, EventKind::Created, EventKind::WorkerJoined, EventKind::Assigned]);
+        // On disk each kind is the string it always was.
+        let stored = texts(&store, "SELECT kind FROM events ORDER BY id");
+        assert_eq!(stored, ["created", "created", "worker_joined", "assigned"]);
+    }
+
+    #[test]
+    fn an_event_kind_written_by_another_mcc_is_read_back_as_written() {
+        let dir = tempfile::tempdir().unwrap();
+        drop(Store::open(dir.path()).unwrap());
+        let conn = Connection::open(dir.path().join("state.db")).unwrap();
+        for kind in ["created", "handed_over"] {
+            conn.execute("INSERT INTO events (at_ms, kind, task_id) VALUES (1, ?1, 'a')", [kind]).unwrap();
+        }
+        drop(conn);
+        let store = Store::open(dir.path()).unwrap();
+        let kinds: Vec<EventKind> = store.events().unwrap().into_iter().map(|e| e.kind).collect();
+        assert_eq!(kinds, [EventKind::Created, EventKind::Other("handed_over".into())]);
     }
 
     #[test]
@@ -688,17 +714,10 @@ mod tests {
         let left = tasks[0].lease_left(Instant::now()).unwrap();
         assert!(left > Duration::from_secs(290) && left <= Duration::from_mins(5), "{left:?}");
         assert_eq!(workers[0].name, "w");
-        let events: Vec<(i64, String)> = store.events().unwrap().into_iter().map(|e| (e.id, e.kind)).collect();
-        assert_eq!(events, [(1, "created".into()), (2, "created".into()), (3, "assigned".into())]);
+        let events: Vec<(i64, EventKind)> = store.events().unwrap().into_iter().map(|e| (e.id, e.kind)).collect();
+        assert_eq!(events, [(1, EventKind::Created), (2, EventKind::Created), (3, EventKind::Assigned)]);
         // The new tables: no rowid b-tree beside the key, no sequence table, no unused index.
-        let sql: Vec<String> = store
-            .conn
-            .prepare("SELECT sql FROM sqlite_master WHERE sql IS NOT NULL ORDER BY name")
-            .unwrap()
-            .query_map([], |r| r.get(0))
-            .unwrap()
-            .map(Result::unwrap)
-            .collect();
+        let sql = texts(&store, "SELECT sql FROM sqlite_master WHERE sql IS NOT NULL ORDER BY name");
         assert_eq!(sql.iter().filter(|t| t.contains("WITHOUT ROWID")).count(), 3, "{sql:?}");
         assert!(
             !sql.iter().any(|t| t.contains("AUTOINCREMENT") || t.contains("events_task") || t.contains("_v1")),

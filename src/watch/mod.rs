@@ -19,6 +19,7 @@ use notify::event::{ModifyKind, RenameMode};
 use notify::{EventKind, RecursiveMode, Watcher};
 
 use crate::engine::{EngineHandle, Input};
+use crate::layout::{Layout, move_aside};
 use crate::task::Report;
 
 /// How long a file must stay unchanged before it is read.
@@ -30,8 +31,8 @@ pub struct ReportWatcher {
 }
 
 impl ReportWatcher {
-    pub fn start(root: &Path, state_dir: &Path, engine: EngineHandle) -> Result<Self, String> {
-        let folders = [state_dir.join("reports"), root.join("tmp").join("coordination").join("reports")];
+    pub fn start(layout: &Layout, engine: EngineHandle) -> Result<Self, String> {
+        let folders = [layout.reports(), layout.old_reports()];
         for folder in &folders {
             fs::create_dir_all(folder).map_err(|e| format!("{}: {e}", folder.display()))?;
         }
@@ -69,7 +70,7 @@ impl ReportWatcher {
                 initial.extend(entries.flatten().map(|e| e.path()));
             }
         }
-        let root = root.to_owned();
+        let root = layout.root().to_owned();
         let old_folder = folders[1].clone();
         std::thread::Builder::new()
             .name("mcc-reports".into())
@@ -176,23 +177,6 @@ pub fn parse_report_from(bytes: &[u8], old_client: bool) -> Result<Report, Strin
         return Err(format!("field `contextEfficiencyScore`: {score} is outside 1-5"));
     }
     Ok(report)
-}
-
-/// Move a report file to `rejected/` next to it with a `.error.txt` saying
-/// why; returns where it went.
-pub fn move_aside(path: &Path, error: &str) -> String {
-    let Some(folder) = path.parent() else { return path.display().to_string() };
-    let aside = folder.join("rejected");
-    let _ = fs::create_dir_all(&aside);
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    let target = aside.join(&name);
-    // The explanation is whole before anyone can see it, and before the
-    // report itself shows up in `rejected/`: a reader never finds half a reason.
-    let why = aside.join(format!("{name}.error.txt"));
-    let partial = aside.join(format!(".{name}.error.txt.tmp"));
-    let _ = fs::write(&partial, format!("{error}\n")).and_then(|()| fs::rename(&partial, &why));
-    let _ = fs::rename(path, &target);
-    target.display().to_string()
 }
 
 #[cfg(test)]

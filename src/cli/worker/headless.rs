@@ -7,8 +7,9 @@ use std::time::Duration;
 use serde_json::Value;
 
 use super::args::RunArgs;
-use crate::client::worker::{ask, human, ms, name_of, run_finished, safe_file_name, strings, target};
+use crate::client::worker::{ask, human, ms, name_of, run_finished, strings, target};
 use crate::client::{ClientError, Target, exit};
+use crate::layout::Layout;
 use crate::wire::{ClientMsg, Offer, ServerMsg};
 
 /// The runner of headless workers' commands: one slot per worker, so none
@@ -43,16 +44,16 @@ fn kill_commands_on_signal() {
 /// there: a killed worker cannot kill its command itself. Without a project
 /// folder (`--hub` only) nothing is recorded.
 fn record_command_groups(root: Option<&Path>) {
-    let Some(state_dir) = root.map(|r| r.join(".mcc")).filter(|d| d.is_dir()) else { return };
-    match crate::command::record_groups_in(&state_dir) {
+    let Some(layout) = root.map(Layout::of_root).filter(|l| l.dir().is_dir()) else { return };
+    match crate::command::record_groups_in(layout.dir()) {
         Ok(0) => {}
         Ok(n) => eprintln!(
             "mcc worker run: killed {n} command group(s) that a stopped worker or hub had left running (records in {})",
-            state_dir.join("commands").display()
+            layout.commands().display()
         ),
         Err(e) => eprintln!(
             "mcc worker run: warning: cannot keep records in {}: {e}; a worker killed with SIGKILL would leave its command running",
-            state_dir.join("commands").display()
+            layout.commands().display()
         ),
     }
 }
@@ -223,8 +224,7 @@ impl Headless {
 
     /// Run the command for one task, extending the lease while it runs.
     fn execute(&self, task: &Value, id: &str, attempt: u32, lease_ms: u64, reasons: &[String]) -> Outcome {
-        let dir = self.root.join(".mcc").join("tasks");
-        let file = dir.join(format!("{}.json", safe_file_name(id)));
+        let (dir, file) = (Layout::of_root(&self.root).tasks(), Layout::of_root(&self.root).task_file(id, "json"));
         let body = serde_json::to_string_pretty(task).expect("serializes");
         if let Err(e) = std::fs::create_dir_all(&dir).and_then(|()| std::fs::write(&file, &body)) {
             return Outcome::Failed(format!("cannot write {}: {e}", file.display()));

@@ -159,10 +159,10 @@ impl Reading<'_> {
             return (whole, exit::OK, Some(done));
         }
 
-        let file = root.join(".mcc").join("tasks").join(format!("{}.md", safe_file_name(&view.id)));
+        let file = crate::layout::Layout::of_root(&root).task_file(&view.id, "md");
         let md = view.markdown(&format!("{status}; worker {w}."), &done_cmd, &stuck, &notes, &root);
         let saved = std::fs::create_dir_all(file.parent().expect("has a parent"))
-            .and_then(|()| crate::client::files::write_whole(&file, md.as_bytes()));
+            .and_then(|()| crate::text::write_atomic(&file, md.as_bytes()));
         let mut text = clip(&head, 400);
         if !text.is_empty() && !text.ends_with('\n') {
             text.push('\n');
@@ -216,21 +216,9 @@ impl Reading<'_> {
     }
 }
 
-/// An id as a file name: what is not a letter, digit, `-`, `_` or `.` becomes `_`.
-pub fn safe_file_name(id: &str) -> String {
-    id.chars().map(|c| if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') { c } else { '_' }).collect()
-}
-
 /// A lease or limit as people write it: `2h`, `30m`, `45s`.
 pub fn human(d: Duration) -> String {
-    let s = d.as_secs();
-    if s >= 3600 && s.is_multiple_of(3600) {
-        format!("{}h", s / 3600)
-    } else if s >= 60 {
-        format!("{}m", s / 60)
-    } else {
-        format!("{s}s")
-    }
+    crate::text::duration(d)
 }
 
 /// The parts of a task a worker reads, from its wire JSON.
@@ -252,19 +240,12 @@ pub fn strings(v: &Value) -> Vec<String> {
 
 /// A word of a printed command, quoted for the shell when it needs it.
 pub(super) fn quoted(word: &str) -> String {
-    shlex::try_quote(word).map_or_else(|_| word.to_owned(), std::borrow::Cow::into_owned)
+    crate::text::quoted(word).into_owned()
 }
 
 /// The first `max` bytes of `text` (at a character boundary) and `…` when cut.
 fn clip(text: &str, max: usize) -> String {
-    if text.len() <= max {
-        return text.to_owned();
-    }
-    let mut end = max;
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    format!("{}…", text[..end].trim_end())
+    crate::text::clip(text, max).into_owned()
 }
 
 /// How an answer starts the line naming the file that holds a `done`

@@ -1,0 +1,289 @@
+//! What `mcc status` shows, below the CLI: [`fetch`] gets the typed views
+//! (a `subscribe` summary whose cost does not grow with the queue, and for
+//! `--json` a first page of tasks; the store, read-only, when no hub
+//! answers), and [`Status::text`] / [`Status::json`] give the exact lines
+//! and object `mcc status` prints. The CLI prints them; MCP returns them.
+//! [`fold`] is what a subscriber does with each delta.
+
+use std::path::Path;
+use std::time::Duration;
+
+use serde::Serialize;
+
+use super::ask_once;
+use crate::scheduler::TaskState;
+use crate::store::read::Stored;
+use crate::wire::{ClientMsg, Delta, Page, ServerMsg, Snapshot, SubscriptionView, Summary, TaskSummary};
+
+/// Status draws the tasks in flight, and `--watch` follows them as they move.
+pub const SUBSCRIBE: ClientMsg = ClientMsg::Subscribe { view: SubscriptionView::Full };
+/// Tasks `--json` lists; `mcc tasks list` pages through the rest.
+const JSON_PAGE: usize = 50;
+/// How long the hub has to answer each request.
+const LIMIT: Duration = Duration::from_secs(10);
+/// Where a status read from the store says it comes from, in place of the hub's address.
+const FROM_STORE: &str = "(no hub running; read from .mcc/state.db)";
+
+/// What `mcc status` shows, from the hub or from the store.
+#[derive(Debug, Clone)]
+pub enum Status {
+    /// The running hub's summary.
+    Hub {
+        summary: Box<Summary>,
+        /// The hub's address.
+        url: String,
+        /// The live page's address, when the hub serves one.
+        page_url: Option<String>,
+        /// The first page of tasks, when asked for and the hub gave it.
+        tasks: Option<Page>,
+    },
+    /// No hub answered: the project's store, read-only.
+    Stored(Box<Stored>),
+}
+
+/// Ask the hub named by `hub` (or found through the nearest `.mcc/`) for its
+/// summary, and with `with_tasks` a first page of tasks; when no hub
+/// answers, read the nearest store. `page_url` gives the live page's
+/// address of a project root (the hub's code knows it, this layer does not).
+/// `Err` is the line to show: no hub and no store, or an answer this mcc
+/// cannot use.
+pub fn fetch(
+    hub: Option<&str>,
+    with_tasks: bool,
+    page_url: impl Fn(&Path) -> Option<String>,
+) -> Result<Status, String> {
+    let (summary, target) = match ask_once(hub, &SUBSCRIBE, LIMIT) {
+        Ok((ServerMsg::Summary { summary }, target)) => (summary, target),
+        Ok((other, _)) => return Err(format!("unexpected answer from the hub: {}", other.to_json())),
+        // No hub: the store still says what happened.
+        Err(e) => return stored_here().map(|s| Status::Stored(Box::new(s))).ok_or(e),
+    };
+    let tasks = with_tasks
+        .then(|| {
+            let page = ClientMsg::TasksPage { state: None, limit: Some(JSON_PAGE), after: None };
+            match ask_once(hub, &page, LIMIT) {
+                Ok((ServerMsg::TasksPage { page }, _)) => Some(page),
+                _ => None,
+            }
+        })
+        .flatten();
+    let page_url = target.root.as_deref().and_then(page_url);
+    Ok(Status::Hub { summary, url: target.url, page_url, tasks })
+}
+
+/// The store under the nearest `.mcc/`, read-only (for when no hub answers).
+pub fn stored_here() -> Option<Stored> {
+    let cwd = std::env::current_dir().ok()?;
+    crate::store::read::stored(&super::find_root(&cwd)?)
+}
+
+/// `mcc status --json` of a hub: the summary with the first page of tasks.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct HubJson<'a> {
+    #[serde(flatten)]
+    summary: &'a Summary,
+    #[serde(flatten)]
+    tasks: Option<FirstPage<'a>>,
+    page_url: Option<&'a str>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct FirstPage<'a> {
+    tasks: &'a [TaskSummary],
+    next_after: Option<&'a str>,
+}
+
+impl Status {
+    /// The lines `mcc status` prints, each ending in a newline.
+    pub fn text(&self) -> String {
+        match self {
+            Self::Hub { summary, url, page_url, .. } => {
+                let mut text = render(summary, url);
+                if let Some(page) = page_url {
+                    text.push_str(&format!("live page (read-only): {page}\n"));
+                }
+                text
+            }
+            Self::Stored(stored) => render(&stored.summary, FROM_STORE),
+        }
+    }
+
+    /// The one JSON object `mcc status --json` prints: the summary, the
+    /// first page of tasks and the live page's address; from the store, a
+    /// snapshot of every task.
+    pub fn json(&self) -> String {
+        let written = match self {
+            Self::Hub { summary, page_url, tasks, .. } => serde_json::to_string(&HubJson {
+                summary,
+                tasks: tasks.as_ref().map(|p| FirstPage { tasks: &p.tasks, next_after: p.next_after.as_deref() }),
+                page_url: page_url.as_deref(),
+            }),
+            Self::Stored(stored) => serde_json::to_string(&Snapshot::of(stored.summary.clone(), stored.tasks.clone())),
+        };
+        written.unwrap_or_else(|e| {
+            serde_json::json!({"type": "error", "error": format!("status cannot be written as JSON: {e}")}).to_string()
+        })
+    }
+
+    /// The summary shown.
+    pub fn summary(&self) -> &Summary {
+        match self {
+            Self::Hub { summary, .. } => summary,
+            Self::Stored(stored) => &stored.summary,
+        }
+    }
+}
+
+/// Fold a delta into the summary it follows: what a subscriber does with each one.
+pub fn fold(summary: &mut Summary, delta: &Delta) {
+    summary.counts.clone_from(&delta.counts);
+    summary.phases.clone_from(&delta.phases);
+    summary.finished = delta.finished;
+    summary.workflow.clone_from(&delta.workflow);
+    for w in &delta.workers {
+        match summary.workers.iter_mut().find(|have| have.name == w.name) {
+            Some(have) => *have = w.clone(),
+            None => summary.workers.push(w.clone()),
+        }
+    }
+    for t in &delta.tasks {
+        let held = TaskState::ALL.iter().any(|s| s.in_flight() && s.name() == t.state);
+        upsert(&mut summary.in_flight, t, held);
+        upsert(&mut summary.questions, t, t.state == TaskState::Blocked.name());
+    }
+    if let Some(p) = &delta.problems {
+        summary.problems.clone_from(p);
+    }
+    if let Some(l) = &delta.log {
+        summary.log.clone_from(l);
+    }
+    if let Some(s) = &delta.stuck {
+        summary.stuck.clone_from(s);
+    }
+    if let Some(order) = &delta.phase_order {
+        summary.phase_order.clone_from(order);
+    }
+}
+
+fn upsert(list: &mut Vec<TaskSummary>, task: &TaskSummary, belongs: bool) {
+    let at = list.iter().position(|t| t.id == task.id);
+    match (at, belongs) {
+        (Some(i), true) => list[i] = task.clone(),
+        (Some(i), false) => {
+            list.remove(i);
+        }
+        (None, true) => list.push(task.clone()),
+        (None, false) => {}
+    }
+}
+
+/// The status text of one summary, `url` naming where it comes from.
+pub fn render(s: &Summary, url: &str) -> String {
+    let mut out = String::new();
+    let mut line = |l: String| {
+        out.push_str(&l);
+        out.push('\n');
+    };
+    let workflow = s.workflow.as_deref().unwrap_or("none");
+    let state = if s.finished { "finished" } else { "running" };
+    line(format!("hub {url} · {} · workflow {workflow} ({state})", s.root));
+    let counts: Vec<String> = TaskState::ALL
+        .iter()
+        .filter_map(|st| {
+            let n = s.count(st.name());
+            (n > 0).then(|| format!("{n} {}", st.name()))
+        })
+        .collect();
+    line(format!("tasks: {}", if counts.is_empty() { "none".to_owned() } else { counts.join(", ") }));
+    for w in &s.workers {
+        let holding = match (&w.holding, w.lease_left_ms) {
+            (Some(t), Some(ms)) => format!("on {t} (lease {}s left)", ms / 1000),
+            (Some(t), None) => format!("on {t}"),
+            _ if w.waiting => match &w.waiting_on {
+                Some(why) => format!("waiting for work: {why}"),
+                None => "waiting for work".to_owned(),
+            },
+            _ => "idle".to_owned(),
+        };
+        let score = w.score.map(|n| format!(", score {n}")).unwrap_or_default();
+        let hand_over = if w.hand_over { ", told to hand over" } else { "" };
+        let seen = w.last_seen_ms_ago.map(|ms| format!(", seen {}s ago", ms / 1000)).unwrap_or_default();
+        line(format!("worker {}: {holding}, {} accepted{score}{seen}{hand_over}", w.name, w.accepted));
+    }
+    for t in &s.questions {
+        line(format!("question on {}: {}", t.id, t.question.as_deref().unwrap_or("")));
+        line(format!("  answer: mcc answer {} \"...\"", t.id));
+    }
+    for st in &s.stuck {
+        line(format!(
+            "stuck: {} waits on {}, which failed; `mcc tasks retry {}` to try again",
+            st.task, st.dependency, st.dependency
+        ));
+    }
+    for p in &s.problems {
+        line(format!("problem: {p}"));
+    }
+    // The workflow's own `ctx.log` lines, the last few.
+    for l in &s.log[s.log.len().saturating_sub(5)..] {
+        line(format!("log: {l}"));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::WorkerView;
+
+    fn task(id: &str, state: &str) -> TaskSummary {
+        TaskSummary { id: id.into(), state: state.into(), ..TaskSummary::default() }
+    }
+
+    #[test]
+    fn a_delta_folded_in_moves_tasks_between_in_flight_and_questions_and_keeps_the_rest() {
+        let mut summary = Summary { log: vec!["kept".into()], ..Summary::default() };
+        let delta = Delta {
+            counts: [("assigned".to_owned(), 1)].into(),
+            tasks: vec![task("a", "assigned"), task("b", "blocked")],
+            workers: vec![WorkerView { name: "w1".into(), holding: Some("a".into()), ..WorkerView::default() }],
+            phase_order: Some(vec!["draft".into()]),
+            ..Delta::default()
+        };
+        fold(&mut summary, &delta);
+        assert_eq!((summary.in_flight.len(), summary.questions.len(), summary.count("assigned")), (1, 1, 1));
+        assert_eq!(
+            (summary.log.as_slice(), summary.phase_order.as_slice()),
+            (&["kept".to_owned()][..], &["draft".to_owned()][..])
+        );
+        let delta = Delta {
+            tasks: vec![task("a", "submitted"), task("b", "ready")],
+            workers: vec![WorkerView { name: "w1".into(), ..WorkerView::default() }],
+            ..Delta::default()
+        };
+        fold(&mut summary, &delta);
+        assert_eq!(summary.in_flight[0].state, "submitted", "still in flight, in its latest form");
+        assert!(summary.questions.is_empty(), "answered: no longer a question");
+        assert_eq!(
+            (summary.workers.len(), summary.workers[0].holding.as_deref()),
+            (1, None),
+            "a worker replaced, not added"
+        );
+        assert_eq!(summary.phase_order, ["draft"], "a delta without the order keeps it");
+    }
+
+    #[test]
+    fn status_json_is_the_summary_then_the_first_page_then_the_live_page() {
+        let keys = |status: &Status| {
+            let value: serde_json::Value = serde_json::from_str(&status.json()).unwrap();
+            value.as_object().unwrap().keys().cloned().collect::<Vec<_>>()
+        };
+        let page = Page { tasks: vec![task("a", "ready")], total: 1, ..Page::default() };
+        let hub = |tasks| Status::Hub { summary: Box::default(), url: "ws://x".into(), page_url: None, tasks };
+        let summary_keys: Vec<String> = keys(&hub(None)).into_iter().take_while(|k| k != "pageUrl").collect();
+        assert_eq!(summary_keys.first().map(String::as_str), Some("root"));
+        assert_eq!(keys(&hub(Some(page)))[summary_keys.len()..], ["tasks", "nextAfter", "pageUrl"]);
+        assert_eq!(keys(&hub(None))[summary_keys.len()..], ["pageUrl"], "no page: the summary alone");
+    }
+}

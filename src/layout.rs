@@ -1,0 +1,336 @@
+//! The project's `.mcc/` folder: every path in it, the format of the hub's
+//! discovery file (`hub.json`) and of the file transport's request files.
+//! The hub, the client commands, the store and the command records all
+//! name their files through [`Layout`], so the two sides of a file agree
+//! by construction.
+//!
+//! ```text
+//! ROOT/.mcc/state.db            the store (with SQLite's -wal and -shm)
+//!           hub.json            where the running hub listens (HubFile)
+//!           hub.lock            held by the running hub for its whole life
+//!           token               the project's access token (0600)
+//!           reports/            report files; rejected/ beside each folder
+//!           requests/ answers/  the file transport (ID.json each)
+//!           grants/WORKER       the last grant shown to a worker
+//!           tasks/TASK.md|json  task bodies too long to print; a runner's task
+//!           commands/PGID       records of running command groups
+//!           logs/NAME.log       workers spawned by `mcc run --spawn`
+//!           progress-cpu        the progress meter's figures
+//! ROOT/tmp/coordination/reports/  old clients' report folder
+//! ```
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::wire::ClientMsg;
+
+/// The state folder's name under a project root.
+pub const DIR: &str = ".mcc";
+
+/// The paths of one project's `.mcc/` folder.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Layout {
+    dir: PathBuf,
+}
+
+impl Layout {
+    /// The state folder of the project at `root` (`ROOT/.mcc`).
+    pub fn of_root(root: &Path) -> Self {
+        Self { dir: root.join(DIR) }
+    }
+
+    /// A state folder given as it is (the store and the command records
+    /// are handed their folder).
+    pub fn at(dir: &Path) -> Self {
+        Self { dir: dir.to_owned() }
+    }
+
+    /// Make the state folder and its reports folder if missing.
+    pub fn create(&self) -> std::io::Result<()> {
+        std::fs::create_dir_all(self.reports())
+    }
+
+    /// The state folder itself.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The project root the folder belongs to.
+    pub fn root(&self) -> &Path {
+        self.dir.parent().unwrap_or(&self.dir)
+    }
+
+    pub fn state_db(&self) -> PathBuf {
+        self.dir.join("state.db")
+    }
+
+    pub fn hub_file(&self) -> PathBuf {
+        self.dir.join("hub.json")
+    }
+
+    pub fn hub_lock(&self) -> PathBuf {
+        self.dir.join("hub.lock")
+    }
+
+    pub fn token(&self) -> PathBuf {
+        self.dir.join("token")
+    }
+
+    /// The token in `token`, if readable and not blank.
+    pub fn read_token(&self) -> Option<String> {
+        let token = std::fs::read_to_string(self.token()).ok()?;
+        let token = token.trim();
+        (!token.is_empty()).then(|| token.to_owned())
+    }
+
+    /// What `hub.json` says, if a hub wrote one that parses.
+    pub fn read_hub_file(&self) -> Option<HubFile> {
+        let text = std::fs::read_to_string(self.hub_file()).ok()?;
+        serde_json::from_str(&text).ok()
+    }
+
+    pub fn reports(&self) -> PathBuf {
+        self.dir.join("reports")
+    }
+
+    /// Old clients' report folder, under the root rather than `.mcc/`.
+    pub fn old_reports(&self) -> PathBuf {
+        self.root().join("tmp").join("coordination").join("reports")
+    }
+
+    /// Where a report refused in `folder` is moved, with a `.error.txt` beside it.
+    pub fn rejected(folder: &Path) -> PathBuf {
+        folder.join("rejected")
+    }
+
+    pub fn requests(&self) -> PathBuf {
+        self.dir.join("requests")
+    }
+
+    pub fn answers(&self) -> PathBuf {
+        self.dir.join("answers")
+    }
+
+    /// The request file of request `id`.
+    pub fn request(&self, id: &str) -> PathBuf {
+        self.requests().join(format!("{id}.json"))
+    }
+
+    /// The answer file of request `id`.
+    pub fn answer(&self, id: &str) -> PathBuf {
+        self.answers().join(format!("{id}.json"))
+    }
+
+    /// The file keeping the last grant shown to `worker`.
+    pub fn grant(&self, worker: &str) -> PathBuf {
+        self.dir.join("grants").join(safe_file_name(worker))
+    }
+
+    pub fn tasks(&self) -> PathBuf {
+        self.dir.join("tasks")
+    }
+
+    /// The file holding task `id`'s body, with extension `ext` (`md` for a
+    /// chat to read, `json` for a runner's command).
+    pub fn task_file(&self, id: &str, ext: &str) -> PathBuf {
+        self.tasks().join(format!("{}.{ext}", safe_file_name(id)))
+    }
+
+    pub fn commands(&self) -> PathBuf {
+        self.dir.join("commands")
+    }
+
+    pub fn logs(&self) -> PathBuf {
+        self.dir.join("logs")
+    }
+
+    pub fn progress_cpu(&self) -> PathBuf {
+        self.dir.join("progress-cpu")
+    }
+}
+
+/// The project root at or above `start`: the nearest folder holding
+/// `.mcc/` (as git finds `.git`).
+pub fn find_root(start: &Path) -> Option<PathBuf> {
+    start.ancestors().find(|dir| dir.join(DIR).is_dir()).map(Path::to_path_buf)
+}
+
+/// Move a refused report file to `rejected/` next to it with a
+/// `.error.txt` saying why; returns where it went.
+pub fn move_aside(path: &Path, error: &str) -> String {
+    let Some(folder) = path.parent() else { return path.display().to_string() };
+    let aside = Layout::rejected(folder);
+    let _ = std::fs::create_dir_all(&aside);
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let target = aside.join(&name);
+    // The explanation is whole before anyone can see it, and before the
+    // report itself shows up in `rejected/`: a reader never finds half a reason.
+    let _ = crate::text::write_atomic(&aside.join(format!("{name}.error.txt")), format!("{error}\n").as_bytes());
+    let _ = std::fs::rename(path, &target);
+    target.display().to_string()
+}
+
+/// A task or worker name as a file name: anything but letters, digits,
+/// `-`, `_` and `.` becomes `_`.
+pub fn safe_file_name(id: &str) -> String {
+    id.chars().map(|c| if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') { c } else { '_' }).collect()
+}
+
+/// What `.mcc/hub.json` says: where the running hub listens.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HubFile {
+    pub url: String,
+    pub port: u16,
+    pub pid: u32,
+    /// True when every connection must send the token in `.mcc/token` (the
+    /// hub listens beyond loopback); on loopback it is needed to change the work.
+    pub token_required: bool,
+    pub root: String,
+    /// The live page's port on loopback (`page::url` gives its address).
+    #[serde(default)]
+    pub page_port: Option<u16>,
+    /// The most tasks one `add_tasks` may carry (`--max-tasks-per-message`):
+    /// `mcc tasks add` sends smaller pieces.
+    #[serde(default)]
+    pub max_tasks_per_message: Option<usize>,
+}
+
+/// Request and answer files older than this were left by a killed client
+/// or hub: the longest wait (5 minutes) plus its slack, with room to spare.
+pub const STALE: Duration = Duration::from_mins(10);
+
+/// What a request file of the file transport holds (written whole to
+/// `requests/ID.json`; the hub answers in `answers/ID.json`).
+#[derive(Debug, Serialize, Deserialize)]
+pub struct RequestFile {
+    /// The request's identity, also its file name.
+    pub id: String,
+    /// The protocol frame, as it would go over the socket.
+    pub message: serde_json::Value,
+}
+
+/// The ID of a request or answer file, `ID.json`; temporary files (dot
+/// names) and anything else are not requests.
+pub fn request_id(path: &Path) -> Option<String> {
+    let name = path.file_name()?.to_str()?;
+    let id = name.strip_suffix(".json")?;
+    let plausible = !id.is_empty() && id.len() <= 64 && id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-');
+    plausible.then(|| id.to_owned())
+}
+
+/// True for the messages a file may carry: a worker's verbs and the
+/// read-only views. Anything that changes the plan goes over the socket,
+/// where the hub checks who sends it.
+pub fn allowed(msg: &ClientMsg) -> bool {
+    matches!(
+        msg,
+        ClientMsg::Next { .. }
+            | ClientMsg::Done { .. }
+            | ClientMsg::Block { .. }
+            | ClientMsg::Fail { .. }
+            | ClientMsg::Progress { .. }
+            | ClientMsg::Leave { .. }
+            | ClientMsg::Snapshot {}
+            | ClientMsg::ShowTask { .. }
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_path_sits_in_the_projects_state_folder() {
+        let layout = Layout::of_root(Path::new("/p"));
+        assert_eq!(layout.dir(), Path::new("/p/.mcc"));
+        assert_eq!(layout.root(), Path::new("/p"));
+        assert_eq!(layout.state_db(), Path::new("/p/.mcc/state.db"));
+        assert_eq!(layout.hub_file(), Path::new("/p/.mcc/hub.json"));
+        assert_eq!(layout.hub_lock(), Path::new("/p/.mcc/hub.lock"));
+        assert_eq!(layout.token(), Path::new("/p/.mcc/token"));
+        assert_eq!(layout.reports(), Path::new("/p/.mcc/reports"));
+        assert_eq!(layout.old_reports(), Path::new("/p/tmp/coordination/reports"));
+        assert_eq!(Layout::rejected(&layout.reports()), Path::new("/p/.mcc/reports/rejected"));
+        assert_eq!(layout.request("ab12"), Path::new("/p/.mcc/requests/ab12.json"));
+        assert_eq!(layout.answer("ab12"), Path::new("/p/.mcc/answers/ab12.json"));
+        assert_eq!(layout.grant("worker A/1"), Path::new("/p/.mcc/grants/worker_A_1"));
+        assert_eq!(layout.task_file("t:1", "md"), Path::new("/p/.mcc/tasks/t_1.md"));
+        assert_eq!(layout.commands(), Path::new("/p/.mcc/commands"));
+        assert_eq!(layout.logs(), Path::new("/p/.mcc/logs"));
+        assert_eq!(layout.progress_cpu(), Path::new("/p/.mcc/progress-cpu"));
+        assert_eq!(Layout::at(Path::new("/p/.mcc")), layout);
+    }
+
+    #[test]
+    fn the_root_is_the_nearest_folder_above_that_holds_a_state_folder() {
+        let dir = tempfile::tempdir().unwrap();
+        let deep = dir.path().join("a/b");
+        std::fs::create_dir_all(&deep).unwrap();
+        assert_eq!(find_root(&deep), None);
+        Layout::of_root(dir.path()).create().unwrap();
+        assert_eq!(find_root(&deep).as_deref(), Some(dir.path()));
+        assert!(Layout::of_root(dir.path()).reports().is_dir());
+    }
+
+    #[test]
+    fn a_blank_token_file_is_no_token() {
+        let dir = tempfile::tempdir().unwrap();
+        let layout = Layout::of_root(dir.path());
+        layout.create().unwrap();
+        assert_eq!(layout.read_token(), None);
+        std::fs::write(layout.token(), " \n").unwrap();
+        assert_eq!(layout.read_token(), None);
+        std::fs::write(layout.token(), "abc\n").unwrap();
+        assert_eq!(layout.read_token().as_deref(), Some("abc"));
+    }
+
+    #[test]
+    fn the_discovery_file_reads_as_older_hubs_wrote_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let layout = Layout::of_root(dir.path());
+        layout.create().unwrap();
+        // Written before pagePort and maxTasksPerMessage existed.
+        std::fs::write(
+            layout.hub_file(),
+            r#"{"url":"ws://127.0.0.1:3100","port":3100,"pid":7,"tokenRequired":false,"root":"/p"}"#,
+        )
+        .unwrap();
+        let file = layout.read_hub_file().unwrap();
+        assert_eq!(
+            (file.url.as_str(), file.page_port, file.max_tasks_per_message),
+            ("ws://127.0.0.1:3100", None, None)
+        );
+        let written = serde_json::to_value(&file).unwrap();
+        assert_eq!(written["tokenRequired"], false, "{written}");
+    }
+
+    #[test]
+    fn a_refused_report_goes_to_rejected_with_its_reason_beside_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let layout = Layout::of_root(dir.path());
+        layout.create().unwrap();
+        let report = layout.reports().join("t-report.json");
+        std::fs::write(&report, "{").unwrap();
+        let moved = move_aside(&report, "not valid JSON");
+        let rejected = Layout::rejected(&layout.reports());
+        assert_eq!(Path::new(&moved), rejected.join("t-report.json"));
+        assert!(!report.exists());
+        assert_eq!(std::fs::read_to_string(rejected.join("t-report.json.error.txt")).unwrap(), "not valid JSON\n");
+        let mut names: Vec<_> =
+            std::fs::read_dir(&rejected).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+        names.sort();
+        assert_eq!(names, ["t-report.json", "t-report.json.error.txt"], "no temporary file is left");
+    }
+
+    #[test]
+    fn only_request_files_have_a_request_id() {
+        assert_eq!(request_id(Path::new("/r/ab-12.json")).as_deref(), Some("ab-12"));
+        assert_eq!(request_id(Path::new("/r/.tmpXYZ")), None);
+        assert_eq!(request_id(Path::new("/r/.ab.json.tmp")), None);
+        assert_eq!(request_id(Path::new("/r/a b.json")), None);
+        assert_eq!(request_id(Path::new("/r/.json")), None);
+    }
+}

@@ -1,0 +1,78 @@
+//! Reading a project's store while no hub runs (`mcc status`, `mcc tasks
+//! list`, `mcc worker` after the end): the same typed views a hub sends,
+//! built from the store opened read-only. What only a running hub knows
+//! (workers connected, problems, the workflow's log) is empty.
+//!
+//! [`task_summary`] is the one place a task becomes its view: the engine's
+//! builders use it too.
+
+use std::path::Path;
+use std::time::Instant;
+
+use super::Store;
+use crate::layout::Layout;
+use crate::scheduler::{Task, TaskState};
+use crate::wire::{Summary, TaskSummary};
+
+/// What the store of a project says, with no hub running.
+#[derive(Debug, Clone, Default)]
+pub struct Stored {
+    /// As a hub's summary reads, with `hub_running` false; `questions` holds
+    /// every blocked task.
+    pub summary: Summary,
+    /// Every task, in creation order.
+    pub tasks: Vec<TaskSummary>,
+}
+
+/// Meta key the engine sets when the workflow finished.
+const RUN_FINISHED: &str = "run_finished";
+
+/// The views of the store under `root` (read-only); `None` when the project
+/// has no store or it cannot be read.
+pub fn stored(root: &Path) -> Option<Stored> {
+    let layout = Layout::of_root(root);
+    if !layout.state_db().is_file() {
+        return None;
+    }
+    let store = Store::open_read_only(layout.dir()).ok()?;
+    let (tasks, _workers) = store.load().ok()?;
+    let now = Instant::now();
+    let tasks: Vec<TaskSummary> = tasks.iter().map(|t| task_summary(t, now)).collect();
+    let counts = TaskState::ALL
+        .iter()
+        .map(|s| (s.name().to_owned(), tasks.iter().filter(|t| t.state == s.name()).count() as u64))
+        .collect();
+    let summary = Summary {
+        root: root.display().to_string(),
+        workflow: store.meta("workflow_path").ok().flatten(),
+        finished: store.meta(RUN_FINISHED).ok().flatten().as_deref() == Some("true"),
+        counts,
+        questions: tasks.iter().filter(|t| t.state == TaskState::Blocked.name()).cloned().collect(),
+        ..Summary::default()
+    };
+    Some(Stored { summary, tasks })
+}
+
+/// Whether the store under `root` says the run finished (read-only).
+pub fn finished(root: &Path) -> bool {
+    let layout = Layout::of_root(root);
+    layout.state_db().is_file()
+        && Store::open_read_only(layout.dir()).ok().and_then(|s| s.meta(RUN_FINISHED).ok().flatten()).as_deref()
+            == Some("true")
+}
+
+/// A task as views show it, its lease measured at `now`.
+pub fn task_summary(t: &Task, now: Instant) -> TaskSummary {
+    TaskSummary {
+        id: t.spec.id.clone(),
+        description: t.spec.description.clone(),
+        state: t.state.name().to_owned(),
+        holder: t.holder.clone(),
+        attempt: t.attempt,
+        phase: t.phase.clone(),
+        lease_left_ms: t.lease_left(now).map(|d| d.as_millis() as u64),
+        dependencies: t.spec.dependencies.clone(),
+        reasons: t.reasons.clone(),
+        question: t.question.clone(),
+    }
+}

@@ -1,0 +1,220 @@
+//! The views a hub sends of its state, as typed messages read by the CLI,
+//! the live page and MCP alike (docs/protocol.md, "Subscription"): a
+//! [`Summary`] then a [`Delta`] per committed batch to a subscriber, a
+//! [`Page`] of tasks, a task in full ([`TaskInfo`]), and the whole-store
+//! [`Snapshot`] old scripts still ask for.
+//!
+//! A task's state travels as its name (`"ready"`, ...): this layer sits
+//! below the scheduler that owns `TaskState`, and the names are what the
+//! wire carries anyway. Field order is the wire's order (`serde_json` keeps it).
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use super::RawJson;
+use crate::task::Report;
+
+/// One task as views show it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct TaskSummary {
+    pub id: String,
+    pub description: String,
+    /// The state's name.
+    pub state: String,
+    /// Who holds it: its worker while assigned, and while submitted (awaiting a verdict).
+    pub holder: Option<String>,
+    pub attempt: u32,
+    pub phase: Option<String>,
+    pub lease_left_ms: Option<u64>,
+    pub dependencies: Vec<String>,
+    pub reasons: Vec<String>,
+    pub question: Option<String>,
+}
+
+/// One worker as views show it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct WorkerView {
+    pub name: String,
+    /// The task it is assigned, else the newest it submitted that awaits a verdict.
+    pub holding: Option<String>,
+    pub lease_left_ms: Option<u64>,
+    pub score: Option<u8>,
+    pub accepted: usize,
+    pub last_seen_ms_ago: Option<u64>,
+    pub connected: bool,
+    pub waiting: bool,
+    /// Why a waiting worker gets nothing now (the reason its `next` names).
+    pub waiting_on: Option<String>,
+    pub hand_over: bool,
+}
+
+/// A task waiting on a dependency that failed or was cancelled.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Stuck {
+    pub task: String,
+    pub dependency: String,
+}
+
+/// Tasks per state name.
+pub type Counts = BTreeMap<String, u64>;
+
+/// What a subscriber is told first: everything but the task list.
+/// A `progress` subscriber is not told `in_flight`: its summary has none,
+/// and its deltas carry only the tasks that became or stopped being
+/// questions.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct Summary {
+    pub root: String,
+    pub workflow: Option<String>,
+    pub policy: Option<String>,
+    pub finished: bool,
+    /// False when read from the store with no hub running.
+    pub hub_running: bool,
+    pub coordinator: bool,
+    /// Tasks per state name, every state present.
+    pub counts: Counts,
+    /// Per phase (`-` for tasks of no phase), tasks per state name present.
+    pub phases: BTreeMap<String, Counts>,
+    /// The workflow's phases in the order it declares them (empty without
+    /// a workflow); hubs before it sent none.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub phase_order: Vec<String>,
+    pub workers: Vec<WorkerView>,
+    /// Tasks held now (assigned or submitted), with their lease and attempt.
+    pub in_flight: Vec<TaskSummary>,
+    /// Blocked tasks with their question, waiting for `mcc answer` (the first 100).
+    pub questions: Vec<TaskSummary>,
+    pub stuck: Vec<Stuck>,
+    pub problems: Vec<String>,
+    pub log: Vec<String>,
+}
+
+impl Summary {
+    /// Tasks in the state of that name.
+    pub fn count(&self, state: &str) -> u64 {
+        self.counts.get(state).copied().unwrap_or(0)
+    }
+}
+
+/// What one committed batch changed, pushed to every subscriber. Counts are
+/// whole (a subscriber needs no task list to keep them); tasks, workers and
+/// events are only those the batch touched; problems, log, stuck and the
+/// phase order come only when they changed.
+///
+/// The engine writes it once for every subscriber (as [`RawJson`]);
+/// [`Delta::from_wire`] reads it back.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct Delta {
+    pub counts: Counts,
+    pub phases: BTreeMap<String, Counts>,
+    pub finished: bool,
+    pub workflow: Option<String>,
+    pub tasks: Vec<TaskSummary>,
+    pub workers: Vec<WorkerView>,
+    pub events: Vec<EventView>,
+    /// Events of this interval beyond what one delta carries (the event log has them all).
+    pub events_left_out: u64,
+    pub problems: Option<Vec<String>>,
+    pub log: Option<Vec<String>>,
+    pub stuck: Option<Vec<Stuck>>,
+    /// The workflow's phases in declared order, when they changed (a
+    /// workflow loaded or replaced); absent otherwise, and from older hubs.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub phase_order: Option<Vec<String>>,
+}
+
+impl Delta {
+    /// Read a `delta` message's payload.
+    pub fn from_wire(value: &RawJson) -> Result<Self, String> {
+        serde_json::from_str(value.get()).map_err(|e| format!("the hub sent a delta this mcc cannot read ({e})"))
+    }
+}
+
+/// One event of the log as a subscriber sees it (`assigned`, `accepted`, ...).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct EventView {
+    pub kind: String,
+    pub task: Option<String>,
+    pub worker: Option<String>,
+    pub attempt: Option<u32>,
+    pub detail: Value,
+}
+
+/// One page of tasks, the answer to `tasks_page`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct Page {
+    pub state: Option<String>,
+    pub tasks: Vec<TaskSummary>,
+    /// Tasks of that state (or all) in the store.
+    pub total: u64,
+    /// Pass as `after` for the next page; `None` on the last.
+    pub next_after: Option<String>,
+}
+
+/// A task in full, the answer to `show_task`: its summary, the task as sent
+/// to workers, and what became of it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TaskInfo {
+    #[serde(flatten)]
+    pub summary: TaskSummary,
+    /// The task in the old protocol's shape, every field it was sent with.
+    pub task: Value,
+    pub answer: Option<String>,
+    pub report: Option<Report>,
+    pub rejections: u32,
+    pub created_at: String,
+    pub completed_at: Option<String>,
+}
+
+/// The answer to `snapshot`: the summary's parts and every task in one
+/// message. Kept for old scripts (docs/protocol.md); its size grows with the
+/// store, so mcc's own commands subscribe and page instead. `mcc status
+/// --json` prints one when no hub runs (read from the store).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct Snapshot {
+    pub root: String,
+    pub workflow: Option<String>,
+    pub policy: Option<String>,
+    pub finished: bool,
+    pub hub_running: bool,
+    pub coordinator: bool,
+    /// Tasks per state name, every state present.
+    pub counts: Counts,
+    pub workers: Vec<WorkerView>,
+    pub tasks: Vec<TaskSummary>,
+    pub stuck: Vec<Stuck>,
+    pub problems: Vec<String>,
+    pub log: Vec<String>,
+}
+
+impl Snapshot {
+    /// A summary's parts with every task: one worker view, one rule for
+    /// what a worker holds, whichever message carries it.
+    pub fn of(summary: Summary, tasks: Vec<TaskSummary>) -> Self {
+        Self {
+            root: summary.root,
+            workflow: summary.workflow,
+            policy: summary.policy,
+            finished: summary.finished,
+            hub_running: summary.hub_running,
+            coordinator: summary.coordinator,
+            counts: summary.counts,
+            workers: summary.workers,
+            tasks,
+            stuck: summary.stuck,
+            problems: summary.problems,
+            log: summary.log,
+        }
+    }
+}
