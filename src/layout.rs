@@ -16,6 +16,8 @@
 //!           commands/PGID       records of running command groups
 //!           logs/NAME.log       workers spawned by `mcc run --spawn`
 //!           progress-cpu        the progress meter's figures
+//!           workflow-loading.json  the workflow text being loaded (a crash leaves it)
+//!           workflow-loaded.json   the workflow text that last loaded, with its modules
 //! ROOT/tmp/coordination/reports/  old clients' report folder
 //! ```
 
@@ -89,6 +91,16 @@ impl Layout {
     pub fn read_hub_file(&self) -> Option<HubFile> {
         let text = std::fs::read_to_string(self.hub_file()).ok()?;
         serde_json::from_str(&text).ok()
+    }
+
+    /// The workflow file and text being loaded, until it has taken its first step.
+    pub fn workflow_loading(&self) -> PathBuf {
+        self.dir.join("workflow-loading.json")
+    }
+
+    /// The workflow text (and its modules') that last loaded.
+    pub fn workflow_loaded(&self) -> PathBuf {
+        self.dir.join("workflow-loaded.json")
     }
 
     pub fn reports(&self) -> PathBuf {

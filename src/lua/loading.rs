@@ -12,8 +12,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-const LOADING: &str = "workflow-loading.json";
-const LOADED: &str = "workflow-loaded.json";
+use crate::layout::Layout;
 
 #[derive(Serialize, Deserialize, PartialEq)]
 struct Loading {
@@ -31,53 +30,53 @@ pub struct Loaded {
 
 /// The records of one project, in its `.mcc/` folder.
 pub struct Records {
-    dir: PathBuf,
+    layout: Layout,
 }
 
 impl Records {
     /// The records of the project at `root`; `None` when it has no `.mcc/`
     /// folder (a workflow checked by `mcc check`, a test without a hub).
     pub fn at(root: &Path) -> Option<Self> {
-        let dir = root.join(".mcc");
-        dir.is_dir().then_some(Self { dir })
+        let layout = Layout::of_root(root);
+        layout.dir().is_dir().then_some(Self { layout })
     }
 
     /// Whether the hub died while loading exactly this text of `path`.
     pub fn died_on(&self, path: &Path, source: &str) -> bool {
-        let Ok(text) = std::fs::read_to_string(self.dir.join(LOADING)) else { return false };
+        let Ok(text) = std::fs::read_to_string(self.layout.workflow_loading()) else { return false };
         serde_json::from_str::<Loading>(&text).is_ok_and(|was| was == loading(path, source))
     }
 
     /// Record that `path` with this text is about to load.
     pub fn loading(&self, path: &Path, source: &str) -> Result<(), String> {
-        self.write(LOADING, &loading(path, source))
+        self.write(&self.layout.workflow_loading(), &loading(path, source))
     }
 
     /// The load ended without running the workflow (an error): nothing to remember.
     pub fn not_loaded(&self) {
-        let _ = std::fs::remove_file(self.dir.join(LOADING));
+        let _ = std::fs::remove_file(self.layout.workflow_loading());
     }
 
     /// The workflow loaded and took its first step: keep its text, drop the record of loading.
     pub fn loaded(&self, path: &Path, source: &str, modules: &[(PathBuf, String)]) -> Result<(), String> {
         let loaded = Loaded { path: path.display().to_string(), source: source.to_owned(), modules: modules.to_vec() };
-        self.write(LOADED, &loaded)?;
-        std::fs::remove_file(self.dir.join(LOADING)).map_err(|e| format!("cannot remove .mcc/{LOADING}: {e}"))
+        self.write(&self.layout.workflow_loaded(), &loaded)?;
+        let loading = self.layout.workflow_loading();
+        std::fs::remove_file(&loading).map_err(|e| format!("cannot remove {}: {e}", loading.display()))
     }
 
     /// The last version of `path` that loaded, if one did.
     pub fn last_loaded(&self, path: &Path) -> Option<Loaded> {
-        let text = std::fs::read_to_string(self.dir.join(LOADED)).ok()?;
+        let text = std::fs::read_to_string(self.layout.workflow_loaded()).ok()?;
         serde_json::from_str::<Loaded>(&text).ok().filter(|l| l.path == path.display().to_string())
     }
 
-    /// Write `name` whole or not at all: to a temporary name, then renamed.
-    fn write(&self, name: &str, value: &impl Serialize) -> Result<(), String> {
-        let text = serde_json::to_string(value).map_err(|e| format!("cannot record .mcc/{name}: {e}"))?;
-        let temp = self.dir.join(format!("{name}.tmp"));
-        std::fs::write(&temp, text)
-            .and_then(|()| std::fs::rename(&temp, self.dir.join(name)))
-            .map_err(|e| format!("cannot record .mcc/{name}: {e}"))
+    /// Write `file` whole or not at all: to a temporary name, then renamed.
+    fn write(&self, file: &Path, value: &impl Serialize) -> Result<(), String> {
+        let fail = |e: &dyn std::fmt::Display| format!("cannot record {}: {e}", file.display());
+        let text = serde_json::to_string(value).map_err(|e| fail(&e))?;
+        let temp = file.with_extension("json.tmp");
+        std::fs::write(&temp, text).and_then(|()| std::fs::rename(&temp, file)).map_err(|e| fail(&e))
     }
 }
 
