@@ -604,8 +604,9 @@ fn a_hub_killed_while_loading_a_workflow_restarts_with_the_last_version_that_loa
     let hub = hub_with(&project, "wf.lua", good);
     let ws = hub.connect();
     eventually("the good version is recorded", || project.path(".mcc/workflow-loaded.json").exists());
-    // An edit whose loading never ends on its own (until its budget): the hub dies meanwhile.
-    project.write("wf.lua", "local x = 0\nwhile true do x = x + 1 end\n");
+    // An edit that loads for seconds (until its budget: 5 s of slow matches): the hub dies meanwhile.
+    project
+        .write("wf.lua", "local s = 'x' .. string.rep(' ', 16000) .. 'x'\nwhile true do s:match('^%s*(.-)%s*$') end\n");
     eventually("the edit is loading", || project.path(".mcc/workflow-loading.json").exists());
     ws.close();
     hub.kill9();

@@ -49,7 +49,7 @@ impl Records {
 
     /// Record that `path` with this text is about to load.
     pub fn loading(&self, path: &Path, source: &str) -> Result<(), String> {
-        self.write(&self.layout.workflow_loading(), &loading(path, source))
+        write(&self.layout.workflow_loading(), &loading(path, source))
     }
 
     /// The load ended without running the workflow (an error): nothing to remember.
@@ -60,7 +60,7 @@ impl Records {
     /// The workflow loaded and took its first step: keep its text, drop the record of loading.
     pub fn loaded(&self, path: &Path, source: &str, modules: &[(PathBuf, String)]) -> Result<(), String> {
         let loaded = Loaded { path: path.display().to_string(), source: source.to_owned(), modules: modules.to_vec() };
-        self.write(&self.layout.workflow_loaded(), &loaded)?;
+        write(&self.layout.workflow_loaded(), &loaded)?;
         let loading = self.layout.workflow_loading();
         std::fs::remove_file(&loading).map_err(|e| format!("cannot remove {}: {e}", loading.display()))
     }
@@ -70,14 +70,14 @@ impl Records {
         let text = std::fs::read_to_string(self.layout.workflow_loaded()).ok()?;
         serde_json::from_str::<Loaded>(&text).ok().filter(|l| l.path == path.display().to_string())
     }
+}
 
-    /// Write `file` whole or not at all: to a temporary name, then renamed.
-    fn write(&self, file: &Path, value: &impl Serialize) -> Result<(), String> {
-        let fail = |e: &dyn std::fmt::Display| format!("cannot record {}: {e}", file.display());
-        let text = serde_json::to_string(value).map_err(|e| fail(&e))?;
-        let temp = file.with_extension("json.tmp");
-        std::fs::write(&temp, text).and_then(|()| std::fs::rename(&temp, file)).map_err(|e| fail(&e))
-    }
+/// Write `file` whole or not at all: to a temporary name, then renamed.
+fn write(file: &Path, value: &impl Serialize) -> Result<(), String> {
+    let fail = |e: &dyn std::fmt::Display| format!("cannot record {}: {e}", file.display());
+    let text = serde_json::to_string(value).map_err(|e| fail(&e))?;
+    let temp = file.with_extension("json.tmp");
+    std::fs::write(&temp, text).and_then(|()| std::fs::rename(&temp, file)).map_err(|e| fail(&e))
 }
 
 fn loading(path: &Path, source: &str) -> Loading {

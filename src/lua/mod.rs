@@ -162,10 +162,14 @@ pub fn load(path: &Path, root: &Path) -> Result<Box<dyn Policy>, String> {
         w.shared.log.borrow_mut().push(format!("{why}; running the last version that loaded"));
         return Ok(boxed(w));
     }
-    records.loading(path, &source)?;
+    // Without its record the workflow still loads: the record only guards the next start.
+    let recorded = records.loading(path, &source);
     match Workflow::load_text(path, root, source, Vec::new()) {
         Ok(mut w) => {
-            w.records = Some(records);
+            match recorded {
+                Ok(()) => w.records = Some(records),
+                Err(e) => w.shared.log.borrow_mut().push(e),
+            }
             Ok(boxed(w))
         }
         Err(e) => {

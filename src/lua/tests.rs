@@ -853,3 +853,20 @@ fn a_hub_that_died_loading_a_first_workflow_holds_it_with_a_reason() {
     let err = super::load(&path, f.dir.path()).err().unwrap();
     assert!(err.ends_with("edit the file to try it (no earlier version of it loaded)"), "{err}");
 }
+
+#[test]
+fn deep_recursion_in_lua_or_through_its_c_functions_is_an_error_not_a_crash() {
+    for (body, expected) in [
+        ("local function f() return f() + 1 end\nf()", "stack overflow"),
+        (
+            "local t\nt = setmetatable({}, { __tostring = function() return tostring(t) end })\ntostring(t)",
+            "stack overflow",
+        ),
+        // The innermost pcall catches Lua's "C stack overflow": the script goes on.
+        ("local function f() return pcall(f) end\nf()\nerror('went on')", "went on"),
+    ] {
+        let mut f = Fixture::new();
+        let err = refusal(&mut f, body);
+        assert!(err.contains(expected), "{body}: {err}");
+    }
+}
