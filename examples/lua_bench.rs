@@ -26,6 +26,7 @@ fn options(root: &Path, workflow: Option<&Path>) -> HubOptions {
         workflow: workflow.map(Path::to_owned),
         quiet: true,
         limits: hub::Limits::default(),
+        timing: mcc::engine::Timing::default(),
     }
 }
 

@@ -24,9 +24,16 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+mod state_dir;
+pub use state_dir::{Refused, StateDir, read_regular};
+
 use serde::{Deserialize, Serialize};
 
 use crate::wire::ClientMsg;
+
+/// The most read of a file mcc writes itself in `.mcc/` (the token, hub.json,
+/// a grant, a command record): each is a line or two.
+pub const SMALL_FILE: u64 = 64 * 1024;
 
 /// The state folder's name under a project root.
 pub const DIR: &str = ".mcc";
@@ -52,6 +59,50 @@ impl Layout {
     /// Make the state folder and its reports folder if missing.
     pub fn create(&self) -> std::io::Result<()> {
         std::fs::create_dir_all(self.reports())
+    }
+
+    /// A handle on the state folder that follows no link (see [`StateDir`]).
+    pub fn open(&self) -> Result<StateDir, Refused> {
+        StateDir::open(&self.dir)
+    }
+
+    /// Refuse a state folder that is, or holds where its own folders and
+    /// files belong, a symbolic link: the hub would write, move or delete
+    /// through it, outside the project. Missing entries are fine (they are
+    /// made later, as real ones).
+    pub fn refuse_links(&self) -> Result<(), Refused> {
+        let state = match self.open() {
+            Err(e) if e.is_missing() => return Ok(()),
+            other => other?,
+        };
+        let names = [
+            "reports",
+            "reports/rejected",
+            "requests",
+            "requests/rejected",
+            "answers",
+            "grants",
+            "tasks",
+            "commands",
+            "logs",
+            "state.db",
+            "state.db-wal",
+            "state.db-shm",
+            "hub.json",
+            "hub.lock",
+            "token",
+            "progress-cpu",
+        ];
+        if let Some(link) = names.iter().find(|name| state.is_link(name)) {
+            return Err(Refused::Link(self.dir.join(link)));
+        }
+        let old = self.old_reports();
+        for folder in [old.clone(), Self::rejected(&old)] {
+            if folder.symlink_metadata().is_ok_and(|m| m.file_type().is_symlink()) {
+                return Err(Refused::Link(folder));
+            }
+        }
+        Ok(())
     }
 
     /// The state folder itself.
@@ -82,15 +133,16 @@ impl Layout {
 
     /// The token in `token`, if readable and not blank.
     pub fn read_token(&self) -> Option<String> {
-        let token = std::fs::read_to_string(self.token()).ok()?;
+        let token = self.open().ok()?.read_bounded("token", SMALL_FILE).ok()?;
+        let token = String::from_utf8(token).ok()?;
         let token = token.trim();
         (!token.is_empty()).then(|| token.to_owned())
     }
 
     /// What `hub.json` says, if a hub wrote one that parses.
     pub fn read_hub_file(&self) -> Option<HubFile> {
-        let text = std::fs::read_to_string(self.hub_file()).ok()?;
-        serde_json::from_str(&text).ok()
+        let text = self.open().ok()?.read_bounded("hub.json", SMALL_FILE).ok()?;
+        serde_json::from_slice(&text).ok()
     }
 
     /// The workflow file and text being loaded, until it has taken its first step.
@@ -170,18 +222,31 @@ pub fn find_root(start: &Path) -> Option<PathBuf> {
 }
 
 /// Move a refused report file to `rejected/` next to it with a
-/// `.error.txt` saying why; returns where it went.
+/// `.error.txt` saying why; returns where it went. Nothing is followed: when
+/// the folder or its `rejected/` is a link (or the file is not a regular
+/// file), the file is left in place and the answer says why.
 pub fn move_aside(path: &Path, error: &str) -> String {
-    let Some(folder) = path.parent() else { return path.display().to_string() };
-    let aside = Layout::rejected(folder);
-    let _ = std::fs::create_dir_all(&aside);
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    let target = aside.join(&name);
+    let (Some(folder), Some(name)) = (path.parent(), path.file_name().and_then(|n| n.to_str())) else {
+        return path.display().to_string();
+    };
+    match StateDir::open(folder).and_then(|dir| move_aside_in(&dir, name, error)) {
+        Ok(target) => target.display().to_string(),
+        Err(refused) => format!("nowhere: {refused}; the file is left in place"),
+    }
+}
+
+/// [`move_aside`] for entry `name` of an open folder; returns where it went.
+pub fn move_aside_in(dir: &StateDir, name: &str, error: &str) -> Result<PathBuf, Refused> {
+    // A link or a FIFO stays where it is: moving it would hide what was planted.
+    if let Err(refused @ (Refused::Link(_) | Refused::Special { .. })) = dir.check_file(name) {
+        return Err(refused);
+    }
+    let aside = dir.folder_or_create("rejected")?;
     // The explanation is whole before anyone can see it, and before the
     // report itself shows up in `rejected/`: a reader never finds half a reason.
-    let _ = crate::text::write_atomic(&aside.join(format!("{name}.error.txt")), format!("{error}\n").as_bytes());
-    let _ = std::fs::rename(path, &target);
-    target.display().to_string()
+    let _ = aside.write_atomic(&format!("{name}.error.txt"), format!("{error}\n").as_bytes());
+    dir.rename(name, &aside, name).map_err(|error| Refused::Io { path: dir.shown(name), error })?;
+    Ok(aside.shown(name))
 }
 
 /// A task or worker name as a file name: anything but letters, digits,

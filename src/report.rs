@@ -237,8 +237,7 @@ pub fn metrics(root: &Path) -> Result<Value, String> {
 
 /// The figures of [`metrics`] from the tasks as they stand and the event log, oldest first.
 fn measure(tasks: &[Task], events: &[StoredEvent]) -> Value {
-    let phase_of: BTreeMap<&str, &str> =
-        tasks.iter().map(|t| (t.spec.id.as_str(), t.phase.as_deref().unwrap_or("-"))).collect();
+    let phase_of: BTreeMap<&str, &str> = tasks.iter().map(|t| (t.spec.id.as_str(), t.phase().unwrap_or("-"))).collect();
     let attempts = attempts_of(events);
     let mut engineer: BTreeMap<&str, u64> = BTreeMap::new();
     let mut scores: Vec<u64> = Vec::new();
@@ -279,12 +278,12 @@ fn measure(tasks: &[Task], events: &[StoredEvent]) -> Value {
     let mut phases: Vec<Value> = Vec::new();
     let mut seen: BTreeSet<&str> = BTreeSet::new();
     for t in tasks {
-        let name = t.phase.as_deref().unwrap_or("-");
+        let name = t.phase().unwrap_or("-");
         if !seen.insert(name) {
             continue;
         }
-        let of_phase: Vec<_> = tasks.iter().filter(|x| x.phase.as_deref().unwrap_or("-") == name).collect();
-        let accepted = of_phase.iter().filter(|x| x.state == TaskState::Accepted).count();
+        let of_phase: Vec<_> = tasks.iter().filter(|x| x.phase().unwrap_or("-") == name).collect();
+        let accepted = of_phase.iter().filter(|x| x.state() == TaskState::Accepted).count();
         let mine: Vec<(i64, i64)> = attempts
             .iter()
             .zip(&spans)
@@ -304,11 +303,11 @@ fn measure(tasks: &[Task], events: &[StoredEvent]) -> Value {
     }
     let by_state: BTreeMap<&str, usize> = TaskState::ALL
         .iter()
-        .map(|s| (s.name(), tasks.iter().filter(|t| t.state == *s).count()))
+        .map(|s| (s.name(), tasks.iter().filter(|t| t.state() == *s).count()))
         .filter(|(_, n)| *n > 0)
         .collect();
     let accepted: Vec<&str> =
-        tasks.iter().filter(|t| t.state == TaskState::Accepted).map(|t| t.spec.id.as_str()).collect();
+        tasks.iter().filter(|t| t.state() == TaskState::Accepted).map(|t| t.spec.id.as_str()).collect();
     let untouched = accepted.iter().filter(|id| !engineer.contains_key(*id)).count();
     let automation = (!accepted.is_empty()).then(|| untouched as f64 / accepted.len() as f64);
     let prompts: u64 = engineer.values().sum();

@@ -4,7 +4,6 @@
 //! ([`quoted`]), and a file written whole or not at all ([`write_atomic`]).
 
 use std::borrow::Cow;
-use std::io::Write as _;
 use std::path::Path;
 use std::time::Duration;
 
@@ -57,22 +56,16 @@ pub fn quoted(word: &str) -> Cow<'_, str> {
 }
 
 /// Write `bytes` to `path` so that a reader sees all of it or nothing: a
-/// temporary file (a dot name, which folder readers pass over) in the same
-/// folder, renamed over `path`. The folder must exist. The file gets the
-/// mode `fs::write` would give it; nothing is synced to disk.
+/// temporary file (a dot name, which folder readers pass over, created with
+/// `O_EXCL`) in the same folder, renamed over `path`. The folder must exist
+/// and must not be a link (see [`StateDir`](crate::layout::StateDir)). The
+/// file gets the mode `fs::write` would give it; nothing is synced to disk.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let folder = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    let mut builder = tempfile::Builder::new();
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        // tempfile makes 0600 files; a plain write makes 0666 less the umask.
-        builder.permissions(std::fs::Permissions::from_mode(0o666));
-    }
-    let mut file = builder.tempfile_in(folder)?;
-    file.write_all(bytes)?;
-    file.persist(path).map_err(|e| e.error)?;
-    Ok(())
+    let name = path.file_name().and_then(|n| n.to_str()).ok_or_else(|| {
+        std::io::Error::new(std::io::ErrorKind::InvalidInput, format!("{} names no file", path.display()))
+    })?;
+    crate::layout::StateDir::open(folder).and_then(|dir| dir.write_atomic(name, bytes)).map_err(std::io::Error::from)
 }
 
 #[cfg(test)]

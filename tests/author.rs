@@ -215,8 +215,9 @@ fn the_resume_hint_after_ctrl_c_never_says_fresh() {
 fn progress_into_a_file_prints_a_line_only_when_something_changed() {
     let project = Project::new();
     project.write("workflows/slow.lua", &one_task_workflow("slow"));
-    // The task's work takes a while; nothing else happens meanwhile.
-    project.write("w.sh", "sleep 5\n");
+    // The task's work takes a while (past two of the hub's 1 s lease
+    // checkpoints and many of `mcc run`'s redraw folds); nothing else happens meanwhile.
+    project.write("w.sh", "sleep 2.5\n");
     let out =
         project.mcc().args(["run", "workflows/slow.lua", "--port", "0", "--spawn", "1", "--", "sh", "w.sh"]).run();
     assert_eq!(out.code, 0, "{out:?}");

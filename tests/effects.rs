@@ -89,12 +89,14 @@ fn workers_keep_completing_tasks_while_accept_waits_on_a_command() {
     assert_eq!(verdict["next"]["type"], "all_done", "{verdict}");
 }
 
-/// At least 8 s of workflow command while three workers work and `mcc run`
-/// follows; `cargo test` runs this one, the 60 s version is ignored and run
+/// At least 2 s of workflow command while three workers work and `mcc run`
+/// follows, told to wait 500 ms for the hub's first answer (the command
+/// outlasts that wait four times, as the 60 s version outlasts the default
+/// 10 s); `cargo test` runs this one, the 60 s version is ignored and run
 /// by name.
 #[test]
-fn an_eight_second_workflow_command_leaves_three_workers_working_and_mcc_run_attached() {
-    command_for(Duration::from_secs(8));
+fn a_workflow_command_four_times_mcc_runs_answer_wait_leaves_three_workers_working_and_mcc_run_attached() {
+    command_for(Duration::from_secs(2), &["--answer-wait", "500ms"]);
 }
 
 /// The "Done when" run: `cargo test --test lib -- --ignored a_sixty_second --nocapture`
@@ -102,7 +104,7 @@ fn an_eight_second_workflow_command_leaves_three_workers_working_and_mcc_run_att
 #[test]
 #[ignore = "runs for a minute; run by name to measure latency"]
 fn a_sixty_second_workflow_command_leaves_three_workers_working_and_mcc_run_attached() {
-    command_for(Duration::from_mins(1));
+    command_for(Duration::from_mins(1), &[]);
 }
 
 /// A real `mcc run` process, its output read as it comes; stopped with
@@ -178,7 +180,8 @@ fn accepted_while_one_submitted(output: &str) -> std::collections::BTreeSet<u64>
         .collect()
 }
 
-fn command_for(length: Duration) {
+/// `mcc_run_args`: more arguments for `mcc run`.
+fn command_for(length: Duration, mcc_run_args: &[&str]) {
     let project = Project::new();
     let secs = length.as_secs();
     // Enough tasks for the workers to keep going for the whole command.
@@ -187,7 +190,10 @@ fn command_for(length: Duration) {
     // once `mcc run` has shown progress during it.
     let wf = project.write("wf.lua", &slow_accept(tasks, "while [ ! -f go ]; do sleep 0.05; done; echo waited"));
     let root = project.root().display().to_string();
-    let mut run = McRun::start(project.root(), &[&wf.display().to_string(), "--port", "0", "--dir", &root]);
+    let wf = wf.display().to_string();
+    let mut args = vec![wf.as_str(), "--port", "0", "--dir", &root];
+    args.extend_from_slice(mcc_run_args);
+    let mut run = McRun::start(project.root(), &args);
     let url = run.hub_url();
     let token = project.read(".mcc/token");
     let connect = || Ws::connect_with_token(&url, token.trim());
@@ -305,7 +311,8 @@ fn a_cancelled_task_kills_its_running_validation_with_its_group() {
 #[test]
 fn a_done_whose_verdict_waits_on_validation_is_told_it_is_pending() {
     let project = Project::new();
-    let hub = Hub::start(project.root(), &[]);
+    // The hub would wait 10 s for the verdict before saying it is pending.
+    let hub = Hub::start(project.root(), &["--verdict-wait-floor", "200ms"]);
     let mut ws = hub.connect();
     ws.ask(json!({"type":"add_tasks","tasks":[{"id":"v","description":"v",
         "acceptance":{"validation":"while [ ! -f go ]; do sleep 0.05; done"}}]}));

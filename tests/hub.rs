@@ -216,6 +216,9 @@ fn oversized_frames_are_refused_and_the_hub_goes_on() {
     // The hub may close the socket while the frame is still being written.
     let sent = big.try_send_text(&format!("{{\"type\":\"status\",\"pad\":\"{}\"}}", "x".repeat(2 << 20)));
     if sent.is_ok() {
+        // Told why, then closed.
+        let refusal = big.recv_within(crate::support::DEADLINE).expect("the refusal");
+        assert!(refusal["error"].as_str().is_some_and(|e| e.contains("--max-frame-bytes")), "{refusal}");
         assert!(big.recv_within(crate::support::DEADLINE).is_none(), "the oversized connection is closed");
     }
     let mut fine = hub.connect();
@@ -248,4 +251,33 @@ fn a_newer_command_of_a_worker_ends_its_older_wait() {
     let old =
         cut_short.recv_within(std::time::Duration::from_mins(1)).expect("the old wait is answered, not left hanging");
     assert_eq!(old["offer"]["type"], "nothing_yet", "{old}");
+}
+
+/// Diagnostics are `tracing` events printed as the bare lines they always
+/// were; `MCC_LOG` picks the level, so `warn` leaves out the address line.
+#[test]
+fn the_hub_prints_where_it_listens_as_a_bare_line_and_mcc_log_warn_leaves_it_out() {
+    use std::process::{Command, Stdio};
+    let stderr_of = |log: Option<&str>| {
+        let project = Project::new();
+        let mut command = Command::new(crate::support::mcc_bin());
+        command.args(["hub", "--port", "0", "--dir"]).arg(project.root()).stdin(Stdio::null()).stderr(Stdio::piped());
+        command.env_remove("MCC_LOG").env_remove("RUST_LOG");
+        if let Some(level) = log {
+            command.env("MCC_LOG", level);
+        }
+        let child = command.spawn().unwrap();
+        crate::support::eventually("the hub writes its address file", || project.path(".mcc/hub.json").exists());
+        let pid = child.id().to_string();
+        Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+        let out = child.wait_with_output().unwrap();
+        let root = std::fs::canonicalize(project.root()).unwrap();
+        (String::from_utf8(out.stderr).unwrap(), root)
+    };
+    let (printed, root) = stderr_of(None);
+    let line = printed.lines().next().unwrap_or_default();
+    assert!(line.starts_with("mcc hub: listening on ws://127.0.0.1:"), "{printed:?}");
+    assert!(line.ends_with(&format!(" for {}", root.display())), "no level, time or module around it: {printed:?}");
+    let (quiet, _) = stderr_of(Some("warn"));
+    assert_eq!(quiet, "", "MCC_LOG=warn prints no info line");
 }

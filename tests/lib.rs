@@ -25,6 +25,7 @@ mod reports;
 mod run;
 mod scheduling;
 mod security;
+mod state_folder;
 mod validate;
 mod waiting;
 mod worker;

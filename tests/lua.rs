@@ -194,6 +194,33 @@ fn assign_chooses_which_ready_task_a_worker_gets() {
 }
 
 #[test]
+fn an_assign_that_picks_a_task_nobody_can_take_gives_nothing_and_says_so() {
+    let project = Project::new();
+    let hub = hub_with(
+        &project,
+        "wf.lua",
+        r#"return { name = "wrong", phases = { {
+  name = "p",
+  tasks = { { id = "one", description = "1" } },
+  assign = function(worker, ready, ctx)
+    if worker.name == "lost" then return "no-such-task" end
+    error("cannot choose")
+  end,
+} } }"#,
+    );
+    let mut ws = hub.connect();
+    assert_eq!(next(&mut ws, "lost")["type"], "nothing_yet");
+    assert!(
+        problems(&mut ws)
+            .contains("workflow assign chose `no-such-task`, which is not among the ready tasks; lost got nothing"),
+        "{}",
+        problems(&mut ws)
+    );
+    assert_eq!(next(&mut ws, "stuck")["type"], "nothing_yet");
+    assert!(problems(&mut ws).contains("cannot choose"), "{}", problems(&mut ws));
+}
+
+#[test]
 fn complete_decides_when_the_next_phase_starts() {
     let project = Project::new();
     let hub = hub_with(

@@ -64,7 +64,8 @@ pub fn run(args: CheckArgs) -> u8 {
         Ok(workflow) => {
             let phases = workflow.phase_names();
             let tasks = scheduler.tasks_in_order();
-            let first = tasks.iter().next().and_then(|t| t.phase.clone()).unwrap_or_else(|| phases[0].clone());
+            let first =
+                tasks.iter().next().and_then(|t| t.phase().map(str::to_owned)).unwrap_or_else(|| phases[0].clone());
             if args.json {
                 let list: Vec<_> = tasks.iter().map(Task::to_wire).collect();
                 let out = json!({"ok": true, "workflow": workflow.workflow_name(), "phases": phases, "phase": first, "tasks": list});

@@ -46,9 +46,20 @@ pub struct HubArgs {
     /// Connections open at once; a quarter is kept for clients with the token.
     #[arg(long, default_value_t = hub::MAX_CONNECTIONS)]
     pub max_connections: usize,
+    /// The largest message, request file or report file the hub reads, in bytes; larger ones are refused unread.
+    #[arg(long, default_value_t = hub::MAX_FRAME)]
+    pub max_frame_bytes: usize,
     /// Close a connection that has asked nothing for this long, such as 10m.
     #[arg(long, default_value = "10m", value_parser = humantime::parse_duration)]
     pub idle_timeout: Duration,
+    /// How long a stopped command (a validation, a workflow's ctx.run) has
+    /// between SIGTERM and SIGKILL, such as 2s.
+    #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
+    pub command_grace: Duration,
+    /// The least a `done` waits for its verdict before it is told the
+    /// verdict is pending (a test tunable: tests need not wait 10 s).
+    #[arg(long, hide = true, default_value = "10s", value_parser = humantime::parse_duration)]
+    pub verdict_wait_floor: Duration,
 }
 
 impl HubArgs {
@@ -57,7 +68,11 @@ impl HubArgs {
             root: self.dir.clone(),
             port: self.port,
             bind: self.bind,
-            settings: Settings { lease: self.lease, max_attempts: self.max_attempts.max(1) },
+            settings: Settings {
+                lease: self.lease,
+                max_attempts: self.max_attempts.max(1),
+                max_tasks: self.max_tasks.max(1),
+            },
             loader: Some(crate::lua::load),
             workflow: self.workflow.as_ref().map(|w| std::path::absolute(w).unwrap_or_else(|_| w.clone())),
             quiet: false,
@@ -66,14 +81,19 @@ impl HubArgs {
                 max_commands: self.max_commands.max(1),
                 max_connections: self.max_connections.max(4),
                 idle_timeout: self.idle_timeout,
+                max_frame_bytes: self.max_frame_bytes.max(1024),
                 ..hub::Limits::default()
+            },
+            timing: crate::engine::Timing {
+                verdict_wait_floor: self.verdict_wait_floor,
+                command_grace: self.command_grace,
+                ..Default::default()
             },
         }
     }
 }
 
 pub fn run(args: HubArgs) -> u8 {
-    crate::engine::set_max_tasks(args.max_tasks);
     let runtime = hub::runtime().expect("start the tokio runtime");
     match runtime.block_on(hub::serve(args.options())) {
         Ok(()) => exit::OK,

@@ -65,6 +65,7 @@ pub enum Command {
 /// Parse the command line, run it, and map the result to an exit code.
 pub fn main() -> ExitCode {
     quiet_on_closed_stdout();
+    crate::hub::print_diagnostics();
     let cli = Cli::parse();
     ExitCode::from(run(cli))
 }

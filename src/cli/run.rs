@@ -62,6 +62,11 @@ pub struct RunArgs {
     /// Replace the workflow the running hub runs with this one (refused without it).
     #[arg(long)]
     pub switch: bool,
+    /// How long one wait for the hub's first progress answer lasts before
+    /// the hub is checked for life (a test tunable, so a test need not
+    /// outlast 10 s to show that a slow engine does not detach `mcc run`).
+    #[arg(long, hide = true, default_value = "10s", value_parser = humantime::parse_duration)]
+    pub answer_wait: Duration,
     /// The worker command for --spawn, after `--`.
     #[arg(last = true)]
     pub command: Vec<String>,
@@ -71,10 +76,6 @@ pub struct RunArgs {
 /// A terminal attached to it has seen how the run ended in the summaries
 /// before it (`finished`, or nothing left that can move), not in this text.
 const RUN_ENDED: &str = "The workflow run ended";
-
-/// How long one wait for the subscription's first answer lasts before the
-/// hub is checked for life.
-const SNAPSHOT_WAIT: Duration = Duration::from_secs(10);
 
 /// The view `mcc run` follows carries what [`render`], [`cannot_go_on`] and
 /// [`summarize`] read and no more (no tasks in flight, no events): the hub
@@ -233,16 +234,20 @@ fn attach(root: &Path) -> Option<Target> {
 }
 
 async fn start_hub(args: &RunArgs, root: &Path, file: &Path) -> Result<hub::RunningHub, String> {
-    crate::engine::set_max_tasks(args.max_tasks);
     let options = |port| HubOptions {
         root: root.to_owned(),
         port,
         bind: None,
-        settings: Settings { lease: args.lease, max_attempts: args.max_attempts.max(1) },
+        settings: Settings {
+            lease: args.lease,
+            max_attempts: args.max_attempts.max(1),
+            max_tasks: args.max_tasks.max(1),
+        },
         loader: Some(crate::lua::load),
         workflow: Some(file.to_owned()),
         quiet: true,
         limits: hub::Limits::default(),
+        timing: crate::engine::Timing::default(),
     };
     match hub::start(options(args.port)).await {
         // Another program holds the default port: any free one will do, clients read .mcc/hub.json.
@@ -313,7 +318,8 @@ async fn watch(args: &RunArgs, target: &Target, root: &Path, file: &Path, starte
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
     // One blocking subscription for the whole run, on its own thread: the
     // hub pushes a summary, then what each batch changed.
-    std::thread::spawn(move || follow(&target, &tx));
+    let answer_wait = args.answer_wait;
+    std::thread::spawn(move || follow(&target, answer_wait, &tx));
     let mut last: Option<Summary> = None;
     // Tasks accepted in an earlier run do not count toward this run's rate.
     let mut accepted_before: Option<u64> = None;
@@ -367,14 +373,14 @@ async fn watch(args: &RunArgs, target: &Target, root: &Path, file: &Path, starte
 
 /// Subscribe to the hub's progress. Slow is not dead: the hub greets a new
 /// connection without its engine, so while it does, the answer is awaited.
-fn subscribe(target: &Target) -> Result<(Connection, Summary), String> {
+fn subscribe(target: &Target, answer_wait: Duration) -> Result<(Connection, Summary), String> {
     let mut conn = Connection::open(target).map_err(|e| e.to_string())?;
-    let mut answer = conn.request(&SUBSCRIBE, SNAPSHOT_WAIT);
+    let mut answer = conn.request(&SUBSCRIBE, answer_wait);
     loop {
         match answer {
             Ok(ServerMsg::Summary { summary }) => return Ok((conn, *summary)),
             Ok(other) => return Err(format!("unexpected answer to subscribe: {}", other.to_json())),
-            Err(ClientError::Timeout(_)) if hub_answers(target) => answer = conn.receive(SNAPSHOT_WAIT),
+            Err(ClientError::Timeout(_)) if hub_answers(target) => answer = conn.receive(answer_wait),
             Err(e) => return Err(e.to_string()),
         }
     }
@@ -382,8 +388,8 @@ fn subscribe(target: &Target) -> Result<(Connection, Summary), String> {
 
 /// Send the summary, then the summary with each change folded in, to `tx`
 /// until the hub stops or the receiver is gone.
-fn follow(target: &Target, tx: &tokio::sync::mpsc::UnboundedSender<Followed>) {
-    let (mut conn, mut summary) = match subscribe(target) {
+fn follow(target: &Target, answer_wait: Duration, tx: &tokio::sync::mpsc::UnboundedSender<Followed>) {
+    let (mut conn, mut summary) = match subscribe(target, answer_wait) {
         Ok(subscribed) => subscribed,
         Err(e) => {
             let _ = tx.send(Followed::Lost(e));

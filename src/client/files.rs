@@ -8,26 +8,31 @@
 //! The client removes both files once it has read the answer; the hub
 //! removes what a killed client left behind after [`STALE`](crate::layout::STALE). The paths and
 //! the request file's format are [`crate::layout`]'s, shared with the hub.
+//! Both folders are reached through [`StateDir`] handles that follow no
+//! link, and an answer is read only if it is a regular file within
+//! [`MAX_ANSWER`].
 
-use std::fs;
-use std::path::Path;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use notify::{RecursiveMode, Watcher};
 
 use super::ClientError;
-use crate::layout::{Layout, RequestFile, allowed};
+use crate::layout::{Layout, Refused, RequestFile, StateDir, allowed};
 use crate::wire::{ClientMsg, ServerMsg};
 
 /// How often the client looks for its answer even without a file event:
 /// a safety net for file systems where change events are not delivered.
 const LOOK_AGAIN: Duration = Duration::from_millis(100);
 
+/// The largest answer file read: what a socket client takes in one message
+/// (tungstenite's default), so no answer the socket carries is refused here.
+pub const MAX_ANSWER: u64 = 64 << 20;
+
 /// Whether a hub holds `.mcc/hub.lock` (it takes the lock exclusively for
 /// its whole life). A file lock works where sockets are forbidden.
 pub fn hub_alive(layout: &Layout) -> bool {
-    let Ok(lock) = fs::File::open(layout.hub_lock()) else { return false };
+    let Ok(lock) = layout.open().and_then(|state| state.open_file("hub.lock")) else { return false };
     match lock.try_lock_shared() {
         Ok(()) => {
             let _ = lock.unlock();
@@ -41,7 +46,7 @@ pub fn hub_alive(layout: &Layout) -> bool {
 /// stopping lets go of it as its process ends, so a client that found the
 /// socket closed a moment earlier can tell "stopped" from "out of reach".
 pub fn hub_gone_within(layout: &Layout, limit: Duration) -> bool {
-    let Ok(lock) = fs::File::open(layout.hub_lock()) else { return true };
+    let Ok(lock) = layout.open().and_then(|state| state.open_file("hub.lock")) else { return true };
     let (tx, rx) = mpsc::channel();
     // Blocks until the hub lets go; the shared lock ends with the thread.
     std::thread::spawn(move || {
@@ -72,14 +77,14 @@ pub fn ask(layout: &Layout, msg: &ClientMsg, limit: Duration) -> Result<ServerMs
     if !hub_alive(layout) {
         return Err(ClientError::NotAlive { root: layout.root().display().to_string() });
     }
-    let (requests, answers) = (layout.requests(), layout.answers());
-    let io =
-        |path: &Path, e: std::io::Error| ClientError::Files { path: path.display().to_string(), reason: e.to_string() };
-    fs::create_dir_all(&requests).map_err(|e| io(&requests, e))?;
-    fs::create_dir_all(&answers).map_err(|e| io(&answers, e))?;
+    let refused = |r: Refused| ClientError::Files { path: layout.dir().display().to_string(), reason: r.to_string() };
+    let state = StateDir::open(layout.dir()).map_err(refused)?;
+    let requests = state.folder_or_create("requests").map_err(refused)?;
+    let answers_dir = state.folder_or_create("answers").map_err(refused)?;
+    let answers = layout.answers();
 
     let id = new_id();
-    let (request, answer) = (layout.request(&id), layout.answer(&id));
+    let name = format!("{id}.json");
     // Watch before writing, so an answer that comes at once is not missed.
     let (tx, rx) = mpsc::channel();
     let watcher = notify::recommended_watcher(move |_event| {
@@ -88,28 +93,28 @@ pub fn ask(layout: &Layout, msg: &ClientMsg, limit: Duration) -> Result<ServerMs
     .and_then(|mut w| w.watch(&answers, RecursiveMode::NonRecursive).map(|()| w));
     let message: serde_json::Value = serde_json::from_str(&msg.to_json()).expect("a frame is JSON");
     let body = serde_json::to_vec(&RequestFile { id: id.clone(), message }).expect("serializes");
-    crate::text::write_atomic(&request, &body).map_err(|e| io(&request, e))?;
+    requests.write_atomic(&name, &body).map_err(refused)?;
 
     let deadline = Instant::now() + limit;
     loop {
-        match fs::read(&answer) {
+        match answers_dir.read_bounded(&name, MAX_ANSWER) {
             Ok(bytes) => {
                 // The request first: once it is gone, no restarted hub acts on it again.
-                let _ = fs::remove_file(&request);
-                let _ = fs::remove_file(&answer);
+                let _ = requests.remove(&name);
+                let _ = answers_dir.remove(&name);
                 let msg: ServerMsg = serde_json::from_slice(&bytes).map_err(|e| ClientError::Garbled(e.to_string()))?;
                 if let ServerMsg::ServerShutdown { message } = msg {
                     return Err(ClientError::Shutdown(message));
                 }
                 return Ok(msg);
             }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(io(&answer, e)),
+            Err(Refused::Missing(_)) => {}
+            Err(e) => return Err(refused(e)),
         }
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
             // Withdraw it: a hub that comes back later must not act for a client that gave up.
-            let _ = fs::remove_file(&request);
+            let _ = requests.remove(&name);
             return Err(ClientError::Timeout(limit));
         }
         let nap = left.min(LOOK_AGAIN);

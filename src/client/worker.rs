@@ -295,9 +295,18 @@ fn grant_file(worker: &str) -> Option<PathBuf> {
     Some(Layout::of_root(&root).grant(worker))
 }
 
+/// The grant file's text: a regular file of a few lines, read through a
+/// handle that follows no link.
+fn read_grant(worker: &str) -> Option<String> {
+    let file = grant_file(worker)?;
+    let dir = crate::layout::StateDir::open(file.parent()?).ok()?;
+    let bytes = dir.read_bounded(file.file_name()?.to_str()?, crate::layout::SMALL_FILE).ok()?;
+    String::from_utf8(bytes).ok()
+}
+
 /// The attempt last shown to `worker` for `task`, if it was this task.
 fn last_grant(worker: &str, task: &str) -> Option<u32> {
-    let text = std::fs::read_to_string(grant_file(worker)?).ok()?;
+    let text = read_grant(worker)?;
     let (id, attempt) = text.lines().next()?.trim().rsplit_once(' ')?;
     (id == task).then(|| attempt.parse().ok()).flatten()
 }
@@ -306,7 +315,7 @@ fn last_grant(worker: &str, task: &str) -> Option<u32> {
 /// `progress` names again).
 fn remembered_done(worker: &str, task: &str) -> Option<NextCall> {
     let attempt = last_grant(worker, task)?;
-    let text = std::fs::read_to_string(grant_file(worker)?).ok()?;
+    let text = read_grant(worker)?;
     let mut lines = text.lines().skip(1);
     lines.next().filter(|l| l.starts_with("mcc worker done "))?;
     // A file written before the deliverables were kept has no third line.

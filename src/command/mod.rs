@@ -3,7 +3,8 @@
 //!
 //! Each command runs in its own process group, so a time limit, a cancel (the
 //! engine's lease end) or the hub's shutdown kills the command *and* whatever
-//! it started, not just the `sh` in front. At most [`Supervisor::max_running`]
+//! it started, not just the `sh` in front: SIGTERM first, SIGKILL after a
+//! grace period ([`DEFAULT_GRACE`], [`Supervisor::set_grace`]). At most [`Supervisor::max_running`]
 //! commands run at once; more wait in a queue, in order. Output is captured up
 //! to a cap: the head and the tail are kept, and the text says what was cut.
 //!
@@ -18,7 +19,8 @@
 //!
 //! let job = Job::shell("cargo test", std::path::Path::new("."), Duration::from_mins(10));
 //! let (tx, rx) = std::sync::mpsc::channel();
-//! let handle = Supervisor::global().start(job, move |outcome| { let _ = tx.send(outcome); });
+//! let runner = Supervisor::new(2);
+//! let handle = runner.start(job, move |outcome| { let _ = tx.send(outcome); });
 //! // ... at lease end: handle.cancel();
 //! let outcome = rx.recv().unwrap();
 //! ```
@@ -30,11 +32,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 mod records;
-pub use records::record_groups_in;
 
 /// How a command ended.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -73,11 +74,10 @@ pub fn tail(text: &str, max: usize) -> String {
     crate::text::tail(text, max)
 }
 
-/// Run `script` with `sh -c` in `cwd` under the shared [`Supervisor`];
-/// its whole process group is killed after `limit`.
-pub fn run_shell(script: &str, cwd: &Path, limit: Duration) -> std::io::Result<Outcome> {
-    Supervisor::global().run(Job::shell(script, cwd, limit))
-}
+/// How long a stopped command has between SIGTERM and SIGKILL unless the
+/// hub's options say otherwise: enough to remove a temporary file or print
+/// a last line, short enough that a stop still feels immediate.
+pub const DEFAULT_GRACE: Duration = Duration::from_secs(2);
 
 /// Output kept per stream by default: the first and the last half of this.
 pub const OUTPUT_CAP: usize = 1 << 20;
@@ -166,12 +166,20 @@ struct Control {
 }
 
 impl Control {
+    /// Ask the command to stop: SIGTERM to its group now; the runner
+    /// thread sends SIGKILL once the grace has passed.
     fn cancel(&self) {
         self.cancelled.store(true, Ordering::SeqCst);
         if let Some((pgid, events)) = &*self.group.lock().expect("not poisoned") {
-            // Kill here as well as on the runner thread, so shutdown is done when this returns.
-            let _ = rustix::process::kill_process_group(*pgid, rustix::process::Signal::KILL);
+            let _ = rustix::process::kill_process_group(*pgid, rustix::process::Signal::TERM);
             let _ = events.send(Event::Cancel);
+        }
+    }
+
+    /// SIGKILL to the command's group if it still has one (the grace is over).
+    fn kill(&self) {
+        if let Some((pgid, _)) = &*self.group.lock().expect("not poisoned") {
+            let _ = rustix::process::kill_process_group(*pgid, rustix::process::Signal::KILL);
         }
     }
 }
@@ -204,9 +212,54 @@ struct Queued {
 struct State {
     running: usize,
     max: usize,
+    /// Between SIGTERM and SIGKILL when a command is stopped.
+    grace: Duration,
+    /// Where running groups are recorded (see `records`); `None` records nothing.
+    records: Option<PathBuf>,
     queue: VecDeque<Queued>,
     live: HashMap<u64, Arc<Control>>,
     closed: bool,
+}
+
+/// The runners one hub owns, made from its options and handed down (no
+/// runner is shared by the whole process): validation commands, bounded by
+/// `--max-commands`, and workflow commands (`ctx.run`), apart so that a
+/// workflow's call never waits in line behind validations; the engine makes
+/// one call at a time, so their bound is rarely met.
+#[derive(Clone)]
+pub struct Runners {
+    pub validations: Supervisor,
+    pub workflows: Supervisor,
+}
+
+impl Runners {
+    /// At most `max_validations` validations at once; a stopped command
+    /// has `grace` between SIGTERM and SIGKILL.
+    pub fn new(max_validations: usize, grace: Duration) -> Self {
+        let runners = Self { validations: Supervisor::new(max_validations), workflows: Supervisor::new(4) };
+        runners.validations.set_grace(grace);
+        runners.workflows.set_grace(grace);
+        runners
+    }
+
+    /// Record both runners' groups under `state_dir/commands`, first
+    /// killing what a killed hub or worker left there (see
+    /// [`Supervisor::record_groups_in`]).
+    pub fn record_groups_in(&self, state_dir: &Path) -> std::io::Result<usize> {
+        let (folder, killed) = records::sweep(state_dir)?;
+        self.validations.lock().records = Some(folder.clone());
+        self.workflows.lock().records = Some(folder);
+        Ok(killed)
+    }
+
+    /// Stop everything both run (the hub stops); returns once every group
+    /// has ended or been sent SIGKILL.
+    pub fn kill_all(&self) {
+        let workflows = self.workflows.clone();
+        let other = std::thread::spawn(move || workflows.kill_all());
+        self.validations.kill_all();
+        let _ = other.join();
+    }
 }
 
 /// Runs commands under a bound; see the module docs.
@@ -219,30 +272,8 @@ pub struct Supervisor {
 impl Supervisor {
     /// A runner with at most `max_running` commands at once (at least one).
     pub fn new(max_running: usize) -> Self {
-        let state = State { max: max_running.max(1), ..State::default() };
+        let state = State { max: max_running.max(1), grace: DEFAULT_GRACE, ..State::default() };
         Self { state: Arc::new(Mutex::new(state)), ids: Arc::new(AtomicU64::new(0)) }
-    }
-
-    /// The runner shared by the whole process, bounded by the machine's
-    /// cores until [`Supervisor::set_max_running`] says otherwise.
-    pub fn global() -> &'static Supervisor {
-        static GLOBAL: OnceLock<Supervisor> = OnceLock::new();
-        GLOBAL.get_or_init(|| Supervisor::new(std::thread::available_parallelism().map_or(2, usize::from).max(2)))
-    }
-
-    /// The runner of workflow commands (`ctx.run`). Apart from [`Supervisor::global`]
-    /// because a workflow calls it on the engine thread, which must never
-    /// wait in line behind validation commands; the engine makes one call at a
-    /// time, so its bound is rarely met.
-    pub fn workflows() -> &'static Supervisor {
-        static WORKFLOWS: OnceLock<Supervisor> = OnceLock::new();
-        WORKFLOWS.get_or_init(|| Supervisor::new(4))
-    }
-
-    /// Kill what every process-wide runner runs (the hub stops).
-    pub fn kill_everything() {
-        Self::global().kill_all();
-        Self::workflows().kill_all();
     }
 
     pub fn max_running(&self) -> usize {
@@ -254,6 +285,22 @@ impl Supervisor {
         let mut state = self.lock();
         state.max = max.max(1);
         self.pump(&mut state);
+    }
+
+    /// Record the groups of the commands this runner starts from now on
+    /// under `state_dir/commands`, so a later hub or worker can kill them if
+    /// this process is killed first. Before that, kill what a hub or worker
+    /// that no longer runs left recorded there; returns how many groups.
+    pub fn record_groups_in(&self, state_dir: &Path) -> std::io::Result<usize> {
+        let (folder, killed) = records::sweep(state_dir)?;
+        self.lock().records = Some(folder);
+        Ok(killed)
+    }
+
+    /// How long a stopped command has between SIGTERM and SIGKILL (from
+    /// the next command on).
+    pub fn set_grace(&self, grace: Duration) {
+        self.lock().grace = grace;
     }
 
     /// How many commands run now and how many wait.
@@ -282,26 +329,39 @@ impl Supervisor {
         self.enqueue(job, Box::new(done), None)
     }
 
-    /// Kill every running command's group and every queued one; refuse new
-    /// ones. Done when it returns: the kill signals are sent.
+    /// Stop every running command's group and every queued one; refuse new
+    /// ones. Done when it returns: every group has ended or been sent SIGKILL.
     pub fn shutdown(&self) {
         self.lock().closed = true;
         self.kill_all();
     }
 
-    /// Kill every running command's group and drop every queued one (each
-    /// still reports its outcome); new commands are taken as before.
+    /// Stop every running command's group (SIGTERM, SIGKILL after the
+    /// grace) and drop every queued one (each still reports its outcome);
+    /// new commands are taken as before. Returns once every group has ended
+    /// or been sent SIGKILL, so nothing outlives a hub that stops after it.
     pub fn kill_all(&self) {
-        let (live, queued) = {
+        let (live, queued, grace) = {
             let mut state = self.lock();
             let live: Vec<Arc<Control>> = state.live.values().cloned().collect();
-            (live, std::mem::take(&mut state.queue))
+            (live, std::mem::take(&mut state.queue), state.grace)
         };
-        for control in live {
+        for control in &live {
             control.cancel();
         }
         for q in queued {
             (q.done)(Outcome::not_run("mcc: the command was not started: the hub is shutting down".into()));
+        }
+        // Each runner thread sends SIGKILL at the end of the grace; this
+        // process may exit before then, so send it from here too.
+        let until = Instant::now() + grace;
+        let mut pause = Duration::from_millis(1);
+        while live.iter().any(|c| c.group.lock().expect("not poisoned").is_some()) && Instant::now() < until {
+            std::thread::sleep(pause);
+            pause = (pause * 2).min(Duration::from_millis(20));
+        }
+        for control in &live {
+            control.kill();
         }
     }
 
@@ -343,10 +403,14 @@ impl Supervisor {
         while let Some(q) = next {
             let id = self.ids.fetch_add(1, Ordering::Relaxed);
             self.lock().live.insert(id, q.control.clone());
+            let (grace, records) = {
+                let state = self.lock();
+                (state.grace, state.records.clone())
+            };
             let outcome = if q.control.cancelled.load(Ordering::SeqCst) {
                 Outcome::not_run("mcc: the command was cancelled before it started".into())
             } else {
-                match execute(&q.job, &q.control) {
+                match execute(&q.job, &q.control, grace, records.as_deref()) {
                     Ok(o) => o,
                     Err(e) => {
                         let why = format!("mcc: could not start `{}`: {e}", q.job.name());
@@ -369,7 +433,9 @@ impl Supervisor {
 }
 
 /// Spawn `job` in a new process group, wait for it, its limit or a cancel.
-fn execute(job: &Job, control: &Control) -> std::io::Result<Outcome> {
+/// A command stopped by its limit or a cancel gets SIGTERM, then SIGKILL
+/// once `grace` has passed (at once if its whole group has ended by then).
+fn execute(job: &Job, control: &Control, grace: Duration, records: Option<&Path>) -> std::io::Result<Outcome> {
     use std::os::unix::process::CommandExt;
     let mut command = Command::new(&job.program);
     command
@@ -384,11 +450,11 @@ fn execute(job: &Job, control: &Control) -> std::io::Result<Outcome> {
     let mut child = command.spawn()?;
     let pgid = rustix::process::Pid::from_child(&child);
     // Lets the next hub kill this group if this hub is killed before it ends.
-    let record = records::Record::write(pgid);
+    let record = records::Record::write(pgid, records);
     let (events, inbox) = mpsc::channel();
     *control.group.lock().expect("not poisoned") = Some((pgid, events.clone()));
     if control.cancelled.load(Ordering::SeqCst) {
-        let _ = rustix::process::kill_process_group(pgid, rustix::process::Signal::KILL);
+        signal_group(pgid, rustix::process::Signal::TERM);
     }
     if let (Some(bytes), Some(mut pipe)) = (job.stdin.clone(), child.stdin.take()) {
         std::thread::spawn(move || drop(pipe.write_all(&bytes)));
@@ -400,27 +466,52 @@ fn execute(job: &Job, control: &Control) -> std::io::Result<Outcome> {
 
     let deadline = Instant::now() + job.limit;
     let mut stopped = None;
+    // When SIGTERM went to the group; SIGKILL follows `grace` later.
+    let mut termed: Option<Instant> = None;
+    let mut killed = false;
     let status = loop {
-        let wait = deadline.saturating_duration_since(Instant::now());
-        match inbox.recv_timeout(if stopped.is_some() { Duration::MAX } else { wait }) {
+        let wake = match termed {
+            None => deadline,
+            Some(_) if killed => Instant::now() + Duration::from_hours(1),
+            Some(at) => at + grace,
+        };
+        match inbox.recv_timeout(wake.saturating_duration_since(Instant::now())) {
             Ok(Event::Exited(status)) => break status,
             Ok(Event::Cancel) => {
-                kill_group(pgid);
                 stopped.get_or_insert(Stop::Cancelled);
+                if termed.is_none() {
+                    signal_group(pgid, rustix::process::Signal::TERM);
+                    termed = Some(Instant::now());
+                }
+            }
+            Err(RecvTimeoutError::Timeout) if termed.is_none() => {
+                stopped = Some(Stop::TimedOut);
+                signal_group(pgid, rustix::process::Signal::TERM);
+                termed = Some(Instant::now());
             }
             Err(RecvTimeoutError::Timeout) => {
-                kill_group(pgid);
-                stopped = Some(Stop::TimedOut);
+                signal_group(pgid, rustix::process::Signal::KILL);
+                killed = true;
             }
             Err(RecvTimeoutError::Disconnected) => unreachable!("the control keeps a sender"),
         }
     };
-    // A cancel from another thread kills the group directly; the exit may arrive first.
+    // A cancel from another thread signals the group directly; the exit may arrive first.
     if stopped.is_none() && control.cancelled.load(Ordering::SeqCst) {
         stopped = Some(Stop::Cancelled);
+        termed.get_or_insert_with(Instant::now);
     }
-    // Whatever the command left running in its group ends with it.
-    kill_group(pgid);
+    // What the command started and left in its group ends with it: at once
+    // when it ended on its own, after the rest of the grace when it was
+    // stopped (its children got SIGTERM too and may be cleaning up).
+    if let Some(at) = termed {
+        let mut pause = Duration::from_millis(1);
+        while !live_members(pgid.as_raw_nonzero().get()).is_empty() && at.elapsed() < grace {
+            std::thread::sleep(pause);
+            pause = (pause * 2).min(Duration::from_millis(20));
+        }
+    }
+    signal_group(pgid, rustix::process::Signal::KILL);
     drop(record);
     *control.group.lock().expect("not poisoned") = None;
     // Pipes close when the group is gone; a process that left the group may
@@ -455,9 +546,32 @@ fn execute(job: &Job, control: &Control) -> std::io::Result<Outcome> {
     })
 }
 
-fn kill_group(pgid: rustix::process::Pid) {
+fn signal_group(pgid: rustix::process::Pid, signal: rustix::process::Signal) {
     // ESRCH (the group is already gone) is the usual, fine answer.
-    let _ = rustix::process::kill_process_group(pgid, rustix::process::Signal::KILL);
+    let _ = rustix::process::kill_process_group(pgid, signal);
+}
+
+/// Processes of group `pgid` that are still alive. Zombies are dead: one
+/// whose parent left is reaped by init, which in a container may never do it.
+pub(crate) fn live_members(pgid: i32) -> Vec<i32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        // No /proc: ask the kernel whether anything has this group id.
+        let alive =
+            rustix::process::Pid::from_raw(pgid).is_some_and(|p| rustix::process::test_kill_process_group(p).is_ok());
+        return if alive { vec![pgid] } else { Vec::new() };
+    };
+    let mut found = Vec::new();
+    for entry in entries.flatten() {
+        let Ok(member) = entry.file_name().to_string_lossy().parse::<i32>() else { continue };
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else { continue };
+        // "pid (comm) state ppid pgrp ..."; comm may hold spaces, so split after the last ')'.
+        let Some((_, rest)) = stat.rsplit_once(')') else { continue };
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        if fields.len() > 2 && fields[2].parse() == Ok(pgid) && fields[0] != "Z" {
+            found.push(member);
+        }
+    }
+    found
 }
 
 /// The kept part of one output stream: the head, the tail, and the count.

@@ -14,18 +14,15 @@
 
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
 
 use rustix::process::{Pid, Signal};
 
-/// Where records go; `None` (mcc check) records nothing.
-static FOLDER: Mutex<Option<PathBuf>> = Mutex::new(None);
-
-/// Record running groups under `state_dir/commands` from now on. First kill
-/// every group a hub or worker that no longer runs recorded there, if it is
-/// still the recorded one, and clear those records. Returns how many groups
-/// were killed.
-pub fn record_groups_in(state_dir: &Path) -> std::io::Result<usize> {
+/// Kill every group a hub or worker that no longer runs recorded under
+/// `state_dir/commands`, if it is still the recorded one, and clear those
+/// records. Returns the folder (where a runner records its groups from now
+/// on, see [`Supervisor::record_groups_in`](super::Supervisor::record_groups_in))
+/// and how many groups were killed.
+pub(super) fn sweep(state_dir: &Path) -> std::io::Result<(PathBuf, usize)> {
     let folder = crate::layout::Layout::at(state_dir).commands();
     fs::create_dir_all(&folder)?;
     let mut killed = 0;
@@ -48,8 +45,7 @@ pub fn record_groups_in(state_dir: &Path) -> std::io::Result<usize> {
         }
         let _ = fs::remove_file(&path);
     }
-    *FOLDER.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(folder);
-    Ok(killed)
+    Ok((folder, killed))
 }
 
 enum Stale {
@@ -63,7 +59,15 @@ fn stale_group(path: &Path) -> Stale {
     else {
         return Stale::Gone;
     };
-    let text = fs::read_to_string(path).unwrap_or_default();
+    // Through a handle that follows no link, without blocking on a FIFO.
+    let text = path
+        .parent()
+        .zip(path.file_name().and_then(|n| n.to_str()))
+        .and_then(|(folder, name)| {
+            crate::layout::StateDir::open(folder).and_then(|dir| dir.read_bounded(name, crate::layout::SMALL_FILE)).ok()
+        })
+        .map(|bytes| String::from_utf8_lossy(&bytes).into_owned())
+        .unwrap_or_default();
     let fields: Vec<u64> = text.split_whitespace().filter_map(|w| w.parse().ok()).collect();
     let &[group_start, hub_pid, hub_start] = fields.as_slice() else {
         // Not a record this version wrote: nothing is known to kill.
@@ -100,10 +104,11 @@ fn start_time(pid: u64) -> Option<u64> {
 pub(super) struct Record(Option<PathBuf>);
 
 impl Record {
-    /// Record `pgid` if this process records groups. Not synced to disk: a
-    /// machine that loses its page cache has lost the group too.
-    pub(super) fn write(pgid: Pid) -> Self {
-        let Some(folder) = FOLDER.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone() else {
+    /// Record `pgid` in `folder`; with none (mcc check) nothing is
+    /// recorded. Not synced to disk: a machine that loses its page cache
+    /// has lost the group too.
+    pub(super) fn write(pgid: Pid, folder: Option<&Path>) -> Self {
+        let Some(folder) = folder else {
             return Self(None);
         };
         let leader = u64::from(pgid.as_raw_nonzero().get().unsigned_abs());

@@ -2,25 +2,11 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use super::*;
+// Lua's tests look for a command's live processes here.
+pub(crate) use super::live_members;
 
 /// How long any expected event may take before a test fails (not a timing assert).
 const DEADLINE: Duration = Duration::from_secs(20);
-
-/// Processes of group `pgid` that are still alive (zombies are dead).
-pub(crate) fn live_members(pgid: i32) -> Vec<i32> {
-    let mut found = Vec::new();
-    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(member) = entry.file_name().to_string_lossy().parse::<i32>() else { continue };
-        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else { continue };
-        // "pid (comm) state ppid pgrp ..."; comm may hold spaces, so split after the last ')'.
-        let Some((_, rest)) = stat.rsplit_once(')') else { continue };
-        let fields: Vec<&str> = rest.split_whitespace().collect();
-        if fields.len() > 2 && fields[2].parse() == Ok(pgid) && fields[0] != "Z" {
-            found.push(member);
-        }
-    }
-    found
-}
 
 pub(crate) fn eventually(what: &str, mut check: impl FnMut() -> bool) {
     let start = Instant::now();
@@ -40,7 +26,7 @@ fn pid_in(text: &str) -> i32 {
 #[test]
 fn a_command_reports_its_code_and_output_and_reads_its_stdin_and_env() {
     let dir = tempfile::tempdir().unwrap();
-    let ok = run_shell("echo hi; echo oops >&2; exit 3", dir.path(), Duration::from_secs(10)).unwrap();
+    let ok = Supervisor::new(1).run(Job::shell("echo hi; echo oops >&2; exit 3", dir.path(), DEADLINE)).unwrap();
     assert_eq!((ok.code, ok.stdout.trim(), ok.stderr.trim()), (Some(3), "hi", "oops"));
     assert_eq!(ok.summary(), "exited 3: oops");
     let job = Job::shell("cat; echo \" $GREETING\"", dir.path(), Duration::from_secs(10))
@@ -146,4 +132,50 @@ fn long_output_keeps_its_head_and_tail_and_says_what_was_cut() {
     assert!(out.stdout.trim_end().ends_with("last"));
     assert!(out.stdout.contains("bytes of output cut here; the command wrote 100012 bytes"), "{}", out.stdout);
     assert!(out.stdout.len() < 1200, "{}", out.stdout.len());
+}
+
+#[test]
+fn a_command_stopped_at_its_time_limit_gets_sigterm_and_its_trap_writes_a_file_before_it_ends() {
+    let dir = tempfile::tempdir().unwrap();
+    let runner = Supervisor::new(1);
+    runner.set_grace(DEADLINE);
+    let script = "trap 'echo cleaned > cleaned; exit 0' TERM; touch started; while :; do sleep 0.05; done";
+    let started = Instant::now();
+    let out = runner.run(Job::shell(script, dir.path(), Duration::from_millis(300))).unwrap();
+    assert!(out.timed_out, "{out:?}");
+    assert_eq!(std::fs::read_to_string(dir.path().join("cleaned")).unwrap(), "cleaned\n");
+    // It ended on SIGTERM: the SIGKILL due at the end of the grace never came.
+    assert!(started.elapsed() < DEADLINE, "waited for the grace: {:?}", started.elapsed());
+}
+
+#[test]
+fn a_cancelled_command_gets_sigterm_and_one_that_ignores_it_is_killed_after_the_grace() {
+    let dir = tempfile::tempdir().unwrap();
+    let runner = Supervisor::new(2);
+    let grace = Duration::from_millis(300);
+    runner.set_grace(grace);
+    let (tx, rx) = mpsc::channel();
+    let polite = "trap 'echo bye > polite.bye; exit 0' TERM; echo $$ > polite.pid; while :; do sleep 0.05; done";
+    let handle = runner.start(Job::shell(polite, dir.path(), DEADLINE), move |o| drop(tx.send(o)));
+    let pid_in_file =
+        |name: &str| std::fs::read_to_string(dir.path().join(name)).ok().and_then(|t| t.trim().parse::<i32>().ok());
+    eventually("the polite command runs", || pid_in_file("polite.pid").is_some());
+    handle.cancel();
+    let out = rx.recv_timeout(DEADLINE).unwrap();
+    assert_eq!(out.code, None, "{out:?}");
+    assert_eq!(std::fs::read_to_string(dir.path().join("polite.bye")).unwrap(), "bye\n");
+
+    // Ignoring SIGTERM (its children inherit that): only SIGKILL ends it, once
+    // the grace is over, and the hub's stop (`kill_all`) returns only then.
+    let stubborn = "trap '' TERM; echo $$ > stubborn.pid; while :; do sleep 0.05; done";
+    let (tx, rx) = mpsc::channel();
+    runner.start(Job::shell(stubborn, dir.path(), DEADLINE), move |o| drop(tx.send(o)));
+    eventually("the stubborn command runs", || pid_in_file("stubborn.pid").is_some());
+    let group = pid_in_file("stubborn.pid").unwrap();
+    let stopping = Instant::now();
+    runner.kill_all();
+    assert!(stopping.elapsed() >= grace, "SIGKILL came before the grace was over: {:?}", stopping.elapsed());
+    let out = rx.recv_timeout(DEADLINE).unwrap();
+    assert_eq!(out.code, None, "{out:?}");
+    eventually("every process of the stubborn group is gone", || live_members(group).is_empty());
 }

@@ -3,7 +3,7 @@
 //! task.
 //!
 //! Nothing here waits. A validation command starts through the supervised
-//! runner ([`Supervisor::start`]) and its outcome comes back as an
+//! runner ([`Supervisor::start`](crate::command::Supervisor::start)) and its outcome comes back as an
 //! [`Input::Validated`]; its [`Handle`] is kept per (task, attempt) and
 //! cancelled (the whole process group killed) as soon as that grant ends
 //! by cancel, retry or anything else that moves the task on. A workflow's
@@ -15,17 +15,19 @@
 use std::time::{Duration, Instant};
 
 use super::{Engine, Input, Judging, PolicyError, ProblemKind, Reply};
-use crate::command::{Handle, Job, Outcome, Supervisor};
-use crate::scheduler::{Judged, TaskId, TaskState, Verdict};
+use crate::command::{Handle, Job, Outcome};
+use crate::scheduler::{Judged, Task, TaskId, TaskState, Verdict};
 
 /// The least a `done` waits for its verdict, even one that asked to wait
 /// for nothing: most validations end well within it. Past the worker's wait
 /// (or this), it hears the verdict is pending; the client allows 30 s more.
-const VERDICT_WAIT_FLOOR: Duration = Duration::from_secs(10);
+/// The default of [`Timing::verdict_wait_floor`](super::Timing).
+pub(super) const VERDICT_WAIT_FLOOR: Duration = Duration::from_secs(10);
 
-/// When a `done` received now with `wait` is told its verdict is pending.
-pub(super) fn verdict_deadline(now: Instant, wait: Duration) -> Instant {
-    now + wait.max(VERDICT_WAIT_FLOOR)
+/// When a `done` received at `now` with `wait` is told its verdict is
+/// pending: past `wait`, and never before `floor`.
+pub(super) fn verdict_deadline(now: Instant, wait: Duration, floor: Duration) -> Instant {
+    now + wait.max(floor)
 }
 
 /// A validation command running for one attempt of a task.
@@ -40,11 +42,11 @@ impl Engine {
         let task = self.scheduler.task(id).expect("submitted task exists");
         match task.spec.acceptance.validation.clone() {
             Some(script) => {
-                let attempt = task.attempt;
+                let attempt = task.attempt();
                 let job = Job::shell(&script, &self.config.root, self.config.validation_limit);
                 let (tx, task_id) = (self.tx.clone(), id.to_owned());
-                let handle = Supervisor::global().start(job, move |outcome| {
-                    let _ = tx.send(Input::Validated { task: task_id, attempt, outcome });
+                let handle = self.config.runners.validations.start(job, move |outcome| {
+                    let _ = tx.blocking_send(Input::Validated { task: task_id, attempt, outcome });
                 });
                 let running = Validation { handle, script, since: Instant::now() };
                 if let Some(old) = self.validations.insert((id.to_owned(), attempt), running) {
@@ -57,7 +59,8 @@ impl Engine {
 
     pub(super) fn validated(&mut self, id: &str, attempt: u32, outcome: &Outcome) {
         self.validations.remove(&(id.to_owned(), attempt));
-        let current = self.scheduler.task(id).is_some_and(|t| t.state == TaskState::Submitted && t.attempt == attempt);
+        let current =
+            self.scheduler.task(id).is_some_and(|t| t.state() == TaskState::Submitted && t.attempt() == attempt);
         if current {
             self.decide(id, Some(outcome));
         }
@@ -72,7 +75,7 @@ impl Engine {
     pub(super) fn end_stale_judgements(&mut self, now: Instant) {
         let scheduler = &self.scheduler;
         let current = |id: &str, attempt: u32| {
-            scheduler.task(id).is_some_and(|t| t.state == TaskState::Submitted && t.attempt == attempt)
+            scheduler.task(id).is_some_and(|t| t.state() == TaskState::Submitted && t.attempt() == attempt)
         };
         self.validations.retain(|(id, attempt), v| {
             let current = current(id, *attempt);
@@ -87,11 +90,11 @@ impl Engine {
             }
         }
         // A task judged again at a later attempt is still pending; the others are not.
-        self.accept_pending.retain(|id| scheduler.task(id).is_some_and(|t| t.state == TaskState::Submitted));
+        self.accept_pending.retain(|id| scheduler.task(id).is_some_and(|t| t.state() == TaskState::Submitted));
         let ended: Vec<TaskId> = self
             .judging
             .keys()
-            .filter(|id| scheduler.task(id).is_none_or(|t| t.state != TaskState::Submitted))
+            .filter(|id| scheduler.task(id).is_none_or(|t| t.state() != TaskState::Submitted))
             .cloned()
             .collect();
         for id in ended {
@@ -101,7 +104,7 @@ impl Engine {
                 self.offer_old(conn, &j.worker, now);
                 continue;
             }
-            let message = match self.scheduler.task(&id).map(|t| t.state) {
+            let message = match self.scheduler.task(&id).map(Task::state) {
                 Some(TaskState::Cancelled) => format!("task {id} was cancelled; nothing more to do on it"),
                 Some(state) => format!(
                     "task {id} is {} again: its attempt ended before it was judged (retried by the engineer or the workflow); nothing more to do on this attempt",
@@ -117,7 +120,7 @@ impl Engine {
     /// Ask the policy for a verdict and apply it, or leave it pending.
     pub(super) fn decide(&mut self, id: &str, validation: Option<&Outcome>) {
         let task = self.scheduler.task(id).expect("judged task exists");
-        let report = task.report.clone().expect("a submitted task has a report");
+        let report = task.report().cloned().expect("a submitted task has a report");
         match self.policy.accept(task, &report, validation, &self.scheduler) {
             Ok(Some(verdict)) => self.conclude(id, Ok(verdict)),
             Ok(None) => {
@@ -132,7 +135,7 @@ impl Engine {
         for (id, attempt, verdict) in self.policy.take_verdicts() {
             self.accept_pending.remove(&id);
             let current =
-                self.scheduler.task(&id).is_some_and(|t| t.state == TaskState::Submitted && t.attempt == attempt);
+                self.scheduler.task(&id).is_some_and(|t| t.state() == TaskState::Submitted && t.attempt() == attempt);
             if current {
                 self.conclude(&id, verdict);
             }
@@ -143,8 +146,8 @@ impl Engine {
     pub(super) fn start_workflow_commands(&mut self) {
         for (call, job) in self.policy.take_commands() {
             let tx = self.tx.clone();
-            let handle = Supervisor::workflows().start(job, move |outcome| {
-                let _ = tx.send(Input::WorkflowCommand { call, outcome });
+            let handle = self.config.runners.workflows.start(job, move |outcome| {
+                let _ = tx.blocking_send(Input::WorkflowCommand { call, outcome });
             });
             self.workflow_calls.insert(call, handle);
         }
@@ -176,7 +179,7 @@ impl Engine {
     /// Apply a verdict (or a broken `accept`); answer whoever waits.
     fn conclude(&mut self, id: &str, verdict: Result<Verdict, PolicyError>) {
         let now = Instant::now();
-        let attempt = self.scheduler.task(id).expect("judged task exists").attempt;
+        let attempt = self.scheduler.task(id).expect("judged task exists").attempt();
         let verdict = match verdict {
             Ok(v) => v,
             Err(e) => {
@@ -226,7 +229,7 @@ impl Engine {
             let j = self.judging.get_mut(&id).expect("listed");
             let (conn, worker) = (j.conn.take().expect("filtered"), j.worker.clone());
             j.deadline = None;
-            let attempt = self.scheduler.task(&id).map_or(0, |t| t.attempt);
+            let attempt = self.scheduler.task(&id).map_or(0, Task::attempt);
             let running = match self.validations.get(&(id.clone(), attempt)) {
                 Some(v) => format!("its validation `{}` runs ({}s so far)", v.script, v.since.elapsed().as_secs()),
                 None => "the workflow's accept waits on a command".to_owned(),
@@ -242,8 +245,8 @@ impl Engine {
     /// Judge `id` again (after a fixed workflow loaded, or `mcc tasks retry`).
     pub(super) fn rejudge(&mut self, id: &str) {
         self.unjudged.remove(id);
-        if self.scheduler.task(id).is_some_and(|t| t.state == TaskState::Submitted) {
-            let worker = self.scheduler.task(id).and_then(|t| t.holder.clone()).unwrap_or_default();
+        if self.scheduler.task(id).is_some_and(|t| t.state() == TaskState::Submitted) {
+            let worker = self.scheduler.task(id).and_then(|t| t.holder().map(str::to_owned)).unwrap_or_default();
             self.judging.entry(id.to_owned()).or_insert(Judging::nobody(worker));
             self.start_judging(id);
         }

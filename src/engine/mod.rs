@@ -14,11 +14,11 @@ pub mod views;
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::path::{Path, PathBuf};
-use std::sync::mpsc::{Receiver, SyncSender as Sender};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use tokio::sync::mpsc::Sender as Outbox;
+use tokio::sync::mpsc::Sender;
 use tokio::sync::mpsc::error::TrySendError;
 
 pub use policy::{DefaultPolicy, HeldPolicy, Policy, PolicyError};
@@ -26,7 +26,7 @@ use problems::{ProblemKind, Problems};
 pub use submit::{Source, Submission};
 
 use crate::command::Outcome;
-use crate::handoff::{self, Received};
+use crate::handoff::{self, Inbox as _, Received};
 use crate::scheduler::{Refusal, Scheduler, Settings, TaskId, TaskState};
 use crate::store::writer::Writer;
 use crate::store::{Clock, Rows, Store, StoreError};
@@ -81,6 +81,13 @@ pub enum Input {
         path: String,
         error: String,
     },
+    /// Something the hub refused outside a connection (a request file that
+    /// is a link, a FIFO, too large); shown in status.
+    Problem {
+        /// The file or folder it is about (each is said once).
+        about: String,
+        text: String,
+    },
     /// A validation command finished.
     Validated {
         task: TaskId,
@@ -122,6 +129,31 @@ pub struct Config {
     pub loader: Option<Loader>,
     /// Time limit of a task's validation command.
     pub validation_limit: Duration,
+    pub timing: Timing,
+    /// Where validation and workflow commands run; the hub stops them when it stops.
+    pub runners: crate::command::Runners,
+}
+
+/// How long the hub waits on the clock where a user rarely wants to choose:
+/// the defaults are today's values; tests set small ones rather than wait.
+#[derive(Debug, Clone)]
+pub struct Timing {
+    /// The least a `done` waits for its verdict before it hears it is pending.
+    pub verdict_wait_floor: Duration,
+    /// How long a store write waits for another connection's lock on `state.db`.
+    pub busy_timeout: Duration,
+    /// How long a stopped command has between SIGTERM and SIGKILL.
+    pub command_grace: Duration,
+}
+
+impl Default for Timing {
+    fn default() -> Self {
+        Self {
+            verdict_wait_floor: judge::VERDICT_WAIT_FLOOR,
+            busy_timeout: crate::store::BUSY_TIMEOUT,
+            command_grace: crate::command::DEFAULT_GRACE,
+        }
+    }
 }
 
 /// The longest a worker may wait in one command.
@@ -139,21 +171,11 @@ pub const ENGINE_QUEUE: usize = 16_384;
 pub const OUTBOX: usize = 4096;
 /// How many inputs share one commit at most.
 const MAX_BATCH: usize = 1024;
-/// Tasks a store holds at most unless `--max-tasks` says otherwise: far past
-/// any real project, well short of what would sink the hub (707k tasks took
-/// 6.7 GB).
-pub const DEFAULT_MAX_TASKS: usize = 200_000;
-static MAX_TASKS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(DEFAULT_MAX_TASKS);
-
-/// Set the most tasks the store of this process's hub may hold
-/// (`mcc hub --max-tasks`, `mcc run --max-tasks`).
-pub fn set_max_tasks(max: usize) {
-    MAX_TASKS.store(max.max(1), std::sync::atomic::Ordering::Relaxed);
-}
+pub use crate::scheduler::DEFAULT_MAX_TASKS;
 
 /// Whether `adding` more tasks fit the store; the error names the limit and the flag.
 pub fn room_for(scheduler: &Scheduler, adding: usize) -> Result<(), String> {
-    let max = MAX_TASKS.load(std::sync::atomic::Ordering::Relaxed);
+    let max = scheduler.settings.max_tasks;
     let held = scheduler.task_count();
     if held + adding <= max {
         return Ok(());
@@ -240,7 +262,7 @@ impl Postman {
             }
             if let Err(TrySendError::Full(_)) = outbox.try_send(out) {
                 // Its outbox ends once the engine drops it, after what is queued is written.
-                eprintln!(
+                tracing::warn!(
                     "mcc hub: closing connection {conn}: {OUTBOX} answers wait for a reader that does not read them"
                 );
                 self.cut.insert(conn);
@@ -248,9 +270,8 @@ impl Postman {
             }
         }
         // Never wait on the engine here: it may be waiting on this thread.
-        self.untold.retain(|&conn| {
-            matches!(self.engine.try_send(Input::Disconnected { conn }), Err(std::sync::mpsc::TrySendError::Full(_)))
-        });
+        self.untold
+            .retain(|&conn| matches!(self.engine.try_send(Input::Disconnected { conn }), Err(TrySendError::Full(_))));
     }
 }
 
@@ -268,10 +289,18 @@ impl From<Sender<Input>> for EngineHandle {
 }
 
 impl EngineHandle {
-    /// Send an input, waiting while the engine's queue is full; false when
-    /// the engine has stopped.
+    /// Send an input from a thread of its own (a watcher, a command's
+    /// runner, a test), waiting while the engine's queue is full; false when
+    /// the engine has stopped. Never from a tokio task: it would block its
+    /// runtime's thread (tokio panics rather than allow it); use [`Self::send_async`].
     pub fn send(&self, input: Input) -> bool {
-        self.tx.send(input).is_ok()
+        self.tx.blocking_send(input).is_ok()
+    }
+
+    /// Send an input from a tokio task (a connection), awaiting room while
+    /// the engine's queue is full; false when the engine has stopped.
+    pub async fn send_async(&self, input: Input) -> bool {
+        self.tx.send(input).await.is_ok()
     }
 }
 
@@ -329,9 +358,12 @@ impl Engine {
         config: Config,
     ) -> Result<(EngineHandle, std::thread::JoinHandle<Result<(), StoreError>>), StoreError> {
         let store = Store::open(&config.state_dir)?;
+        store.set_busy_timeout(config.timing.busy_timeout)?;
         let scheduler = store.restore(config.settings.clone())?;
         let workflow_path = store.meta("workflow_path")?.map(PathBuf::from);
-        let (tx, rx) = std::sync::mpsc::sync_channel(ENGINE_QUEUE);
+        let (tx, rx) = tokio::sync::mpsc::channel(ENGINE_QUEUE);
+        let mut inbox = handoff::TokioInbox::new(rx)
+            .map_err(|e| StoreError::Crashed(format!("cannot start the engine's timer: {e}")))?;
         let engine_tx = tx.clone();
         let clock = store.clock();
         let mut postman = Postman { engine: tx.clone(), cut: HashSet::new(), untold: Vec::new() };
@@ -340,7 +372,7 @@ impl Engine {
             store,
             move |deliveries| postman.deliver(deliveries),
             move |e| {
-                eprintln!("mcc hub: {e}");
+                tracing::error!("mcc hub: {e}");
                 // If the engine's queue is full it finds the writer gone at its next commit.
                 let _ = told.try_send(Input::StoreFailed);
             },
@@ -378,7 +410,7 @@ impl Engine {
                     progress: views::Progress::default(),
                 };
                 engine.resume(workflow_path);
-                engine.run(&rx)
+                engine.run(&mut inbox)
             })
             .expect("spawn the engine thread");
         Ok((EngineHandle { tx }, handle))
@@ -387,29 +419,29 @@ impl Engine {
     /// After a restart: reload the workflow, judge again what was submitted.
     fn resume(&mut self, workflow_path: Option<PathBuf>) {
         let resubmit: Vec<TaskId> =
-            self.scheduler.tasks().filter(|t| t.state == TaskState::Submitted).map(|t| t.spec.id.clone()).collect();
+            self.scheduler.tasks().filter(|t| t.state() == TaskState::Submitted).map(|t| t.spec.id.clone()).collect();
         if let Some(path) = workflow_path {
             self.load_workflow(None, path);
         }
         for id in resubmit {
-            let worker = self.scheduler.task(&id).and_then(|t| t.holder.clone()).unwrap_or_default();
+            let worker = self.scheduler.task(&id).and_then(|t| t.holder().map(str::to_owned)).unwrap_or_default();
             self.judging.insert(id.clone(), Judging::nobody(worker));
             self.start_judging(&id);
         }
     }
 
-    fn run(mut self, rx: &Receiver<Input>) -> Result<(), StoreError> {
+    fn run(mut self, inbox: &mut handoff::TokioInbox<Input>) -> Result<(), StoreError> {
         loop {
-            let first = match handoff::receive(rx, self.next_wakeup()) {
+            let first = match handoff::receive(inbox, self.next_wakeup()) {
                 Received::Input(input) => Some(input),
                 Received::TimedOut => None,
                 Received::Closed => break,
             };
             let mut batch: Vec<Input> = first.into_iter().collect();
             while batch.len() < MAX_BATCH {
-                match rx.try_recv() {
-                    Ok(input) => batch.push(input),
-                    Err(_) => break,
+                match inbox.look() {
+                    Received::Input(input) => batch.push(input),
+                    Received::TimedOut | Received::Closed => break,
                 }
             }
             // Before the inputs: a status asked now sees the fixed workflow.
@@ -477,7 +509,7 @@ impl Engine {
         self.end_stale_judgements(now);
         self.verdicts_overdue(now);
         for line in self.policy.take_log() {
-            eprintln!("mcc workflow: {line}");
+            tracing::info!("mcc workflow: {line}");
             self.log.push(line);
         }
         if self.log.len() > 100 {
@@ -530,7 +562,7 @@ impl Engine {
     /// Show `text` for the problem `(kind, subject)` in status, once.
     fn problem(&mut self, kind: ProblemKind, subject: &str, text: String) {
         if self.problems.set(kind, subject, text.clone()) {
-            eprintln!("mcc hub: {text}");
+            tracing::warn!("mcc hub: {text}");
         }
     }
 
@@ -563,6 +595,7 @@ impl Engine {
             Input::ReportFileRejected { path, error } => {
                 self.problem(ProblemKind::ReportFileRefused, &path, format!("report file {path}: {error}"));
             }
+            Input::Problem { about, text } => self.problem(ProblemKind::StateFileRefused, &about, text),
             Input::Validated { task, attempt, outcome } => self.validated(&task, attempt, &outcome),
             Input::WorkflowCommand { call, outcome } => self.workflow_command_done(call, outcome),
             Input::LoadWorkflow { conn, path } => self.load_workflow(conn, path),
@@ -734,7 +767,7 @@ impl Engine {
             ClientMsg::Answer { task_id, text } => match self.scheduler.answer(&task_id, &text) {
                 Ok(()) => {
                     // The worker who asked gets it back first, with question and answer.
-                    let asker = self.scheduler.task(&task_id).and_then(|t| t.last_holder.clone());
+                    let asker = self.scheduler.task(&task_id).and_then(|t| t.last_holder().map(str::to_owned));
                     let back =
                         asker.filter(|a| self.scheduler.held_by(a).is_none() && self.scheduler.grant(&task_id, a, now));
                     let message = match back {

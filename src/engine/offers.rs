@@ -125,30 +125,20 @@ impl Engine {
         self.policy.finished(&self.scheduler)
     }
 
-    /// What the worker gets right now, or `None` if it should wait.
+    /// What the worker gets right now, or `None` if it should wait: the
+    /// scheduler's offer, with the workflow's `assign` deciding, in wire form.
     pub(super) fn try_offer(&mut self, worker: &str, now: Instant) -> Option<Offer> {
-        self.scheduler.touch(worker, now);
-        if let Some(held) = self.scheduler.held_by(worker) {
-            let id = held.spec.id.clone();
-            return Some(self.task_offer(worker, &id, true));
-        }
-        if self.scheduler.worker(worker).is_some_and(scheduler::Worker::must_hand_over) {
-            return Some(Offer::HandOver {
+        let policy = &mut self.policy;
+        let offer = self.scheduler.offer(worker, now, policy.choices(), |me, ready, s| policy.assign(me, ready, s));
+        match offer {
+            Ok(scheduler::Offer::Held(id)) => Some(self.task_offer(worker, &id, true)),
+            Ok(scheduler::Offer::HandOver) => Some(Offer::HandOver {
                 worker: worker.to_owned(),
                 message: format!(
                     "{worker} reported a context score of 2 or less: take no more work. Start a fresh chat and run `mcc worker next --as NEW-NAME` there"
                 ),
-            });
-        }
-        let candidates = self.scheduler.candidates(self.policy.choices());
-        let choice = if candidates.is_empty() {
-            Ok(None)
-        } else {
-            let me = self.scheduler.worker(worker).expect("touched above");
-            self.policy.assign(me, &candidates, &self.scheduler)
-        };
-        match choice {
-            Ok(Some(id)) if self.scheduler.grant(&id, worker, now) => {
+            }),
+            Ok(scheduler::Offer::Granted(id)) => {
                 self.to_coordinator(ServerMsg::TaskAssigned {
                     task: None,
                     task_id: Some(id.clone()),
@@ -156,7 +146,7 @@ impl Engine {
                 });
                 Some(self.task_offer(worker, &id, false))
             }
-            Ok(Some(id)) => {
+            Ok(scheduler::Offer::NotGrantable(id)) => {
                 self.problem(
                     ProblemKind::AssignChoseUnready,
                     &id,
@@ -164,10 +154,10 @@ impl Engine {
                 );
                 None
             }
-            Ok(None) if self.all_done() => {
+            Ok(scheduler::Offer::Nothing) if self.all_done() => {
                 Some(Offer::AllDone { worker: worker.to_owned(), message: "all work is done, you can stop".to_owned() })
             }
-            Ok(None) => None,
+            Ok(scheduler::Offer::Nothing) => None,
             Err(e) => {
                 let error = e.to_string();
                 self.problem(ProblemKind::AssignFailed, &error, format!("workflow assign: {error}"));
@@ -181,16 +171,16 @@ impl Engine {
         Offer::Task {
             worker: worker.to_owned(),
             task: task.to_wire(),
-            attempt: task.attempt,
+            attempt: task.attempt(),
             attempts_used: task.attempts_used(),
             max_attempts: self.scheduler.settings.max_attempts,
-            lease_ms: task.lease_ms,
+            lease_ms: task.lease_ms(),
             held,
-            returning: task.last_holder.as_deref() == Some(worker),
-            reasons: task.reasons.clone(),
-            question: task.answer.as_ref().and(task.question.clone()),
-            answer: task.answer.clone(),
-            phase: task.phase.clone(),
+            returning: task.last_holder() == Some(worker),
+            reasons: task.reasons().to_vec(),
+            question: task.answer().and(task.question().map(str::to_owned)),
+            answer: task.answer().map(str::to_owned),
+            phase: task.phase().map(str::to_owned),
         }
     }
 

@@ -8,7 +8,7 @@ use serde_json::Value;
 
 use super::submit::{Source, Submission};
 use super::{ConnId, Engine, Reply, Role, bad_name};
-use crate::scheduler::TaskState;
+use crate::scheduler::{Task, TaskState};
 use crate::task::{Report, ReportStatus};
 use crate::wire::{ServerMsg, WorkerStatus};
 
@@ -109,8 +109,8 @@ impl Engine {
         // Old clients know no attempts: the worker's current grant is meant.
         let attempt = report
             .attempt
-            .or_else(|| self.scheduler.held_by(&worker).filter(|t| t.spec.id == task_id).map(|t| t.attempt))
-            .or_else(|| self.scheduler.task(&task_id).map(|t| t.attempt))
+            .or_else(|| self.scheduler.held_by(&worker).filter(|t| t.spec.id == task_id).map(Task::attempt))
+            .or_else(|| self.scheduler.task(&task_id).map(Task::attempt))
             .unwrap_or(0);
         self.apply(Submission { source: Source::Old { conn, raw }, worker, task: task_id, attempt, report });
     }
@@ -132,10 +132,10 @@ impl Engine {
         // Held by workers not connected now: from the index of held tasks, not a scan of all.
         let held = [TaskState::Assigned, TaskState::Submitted].into_iter().flat_map(|s| self.scheduler.ids_in_state(s));
         for task in held.filter_map(|id| self.scheduler.task(id)) {
-            let Some(holder) = &task.holder else { continue };
-            if !workers.iter().any(|w| &w.worker_id == holder) {
+            let Some(holder) = task.holder() else { continue };
+            if !workers.iter().any(|w| w.worker_id == holder) {
                 workers.push(WorkerStatus {
-                    worker_id: holder.clone(),
+                    worker_id: holder.to_owned(),
                     busy: true,
                     current_task: Some(task.spec.id.clone()),
                 });

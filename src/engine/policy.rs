@@ -84,11 +84,6 @@ pub trait Policy {
         Vec::new()
     }
 
-    /// What the workflow is waiting on right now, one line each, for status.
-    fn busy(&self) -> Vec<String> {
-        Vec::new()
-    }
-
     /// Called after every batch of changes: advance phases, fire hooks, add
     /// tasks; timers are measured against `now`. Errors are shown; the hub goes on.
     fn step(&mut self, scheduler: &mut Scheduler, now: Instant) -> Result<(), PolicyError>;

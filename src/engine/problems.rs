@@ -29,6 +29,9 @@ pub enum ProblemKind {
     AssignChoseUnready,
     /// A report file was refused (subject: the file as shown).
     ReportFileRefused,
+    /// A file or folder in `.mcc/` was refused: a link, a FIFO, too large
+    /// (subject: its path).
+    StateFileRefused,
 }
 
 /// The problems now, oldest first. Reads as the list of their texts, which

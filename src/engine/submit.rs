@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use super::{ConnId, Engine, Judging, ProblemKind, Reply};
-use crate::scheduler::{Applied, TaskId, TaskState};
+use crate::scheduler::{Applied, Task, TaskId, TaskState};
 use crate::task::{Report, ReportStatus};
 use crate::wire::ServerMsg;
 
@@ -60,14 +60,14 @@ impl Engine {
         } else {
             // An old client's file (the watcher allows no other without one).
             let applied = self.scheduler.task(&task).is_some_and(|t| {
-                t.applied.values().any(|a| a.file.as_deref() == Some(shown.as_str()) && a.worker == worker)
+                t.applied().values().any(|a| a.file.as_deref() == Some(shown.as_str()) && a.worker == worker)
             });
             if rescan && applied {
                 // Applied before the restart; it cannot name its attempt, so it is not applied again.
                 return;
             }
-            let held = self.scheduler.held_by(&worker).filter(|t| t.spec.id == task).map(|t| t.attempt);
-            let Some(attempt) = held.or_else(|| self.scheduler.task(&task).map(|t| t.attempt)) else {
+            let held = self.scheduler.held_by(&worker).filter(|t| t.spec.id == task).map(Task::attempt);
+            let Some(attempt) = held.or_else(|| self.scheduler.task(&task).map(Task::attempt)) else {
                 let text = format!("unknown task `{task}`: run `mcc tasks list` to see the tasks");
                 let moved = crate::layout::move_aside(&full, &text);
                 self.problem(
@@ -88,7 +88,7 @@ impl Engine {
         let prior = self
             .scheduler
             .task(&sub.task)
-            .and_then(|t| t.applied.get(&sub.attempt))
+            .and_then(|t| t.applied().get(&sub.attempt))
             .filter(|a| a.worker == sub.worker)
             .cloned();
         if let Some(prior) = prior {
@@ -149,7 +149,11 @@ impl Engine {
                         worker,
                         wait,
                         old_protocol: false,
-                        deadline: Some(super::judge::verdict_deadline(now, wait)),
+                        deadline: Some(super::judge::verdict_deadline(
+                            now,
+                            wait,
+                            self.config.timing.verdict_wait_floor,
+                        )),
                     },
                     Source::Old { conn, .. } => {
                         Judging { conn: Some(conn), worker, wait: Duration::ZERO, old_protocol: true, deadline: None }
@@ -233,7 +237,8 @@ impl Engine {
                     let j = self.judging.get_mut(id).expect("checked");
                     j.conn = Some(*conn);
                     j.wait = *wait;
-                    j.deadline = Some(super::judge::verdict_deadline(now, *wait));
+                    j.deadline =
+                        Some(super::judge::verdict_deadline(now, *wait, self.config.timing.verdict_wait_floor));
                 }
                 _ => {
                     let message = format!("attempt {} of task {id} was already {outcome}", sub.attempt);
@@ -256,8 +261,8 @@ impl Engine {
                 let held = self
                     .scheduler
                     .task(id)
-                    .filter(|t| t.state == TaskState::Assigned && t.holder.as_deref() == Some(&sub.worker))
-                    .map(|t| t.attempt);
+                    .filter(|t| t.state() == TaskState::Assigned && t.holder() == Some(&sub.worker))
+                    .map(Task::attempt);
                 let then = match held {
                     Some(a) => format!("; you hold attempt {a} now: write the report again with \"attempt\": {a}"),
                     // The applied file itself, read once more: nothing new to say.
@@ -318,7 +323,7 @@ impl Engine {
             self.refuse(conn, &refusal);
             return;
         }
-        let held = self.scheduler.task(task).filter(|t| t.holder.as_deref() == Some(worker)).map(|t| t.attempt);
+        let held = self.scheduler.task(task).filter(|t| t.holder() == Some(worker)).map(Task::attempt);
         let hint = held.map_or_else(
             || format!("run `mcc worker next --as {worker}` to see what you hold"),
             |a| format!("you hold attempt {a}: send `\"attempt\": {a}` (`--attempt {a}`)"),

@@ -14,6 +14,8 @@ fn a_reader_that_does_not_read_is_cut_off_and_its_queue_stays_bounded() {
         settings: Settings::default(),
         loader: None,
         validation_limit: Duration::from_secs(10),
+        timing: Timing::default(),
+        runners: crate::command::Runners::new(2, crate::command::DEFAULT_GRACE),
     };
     std::fs::create_dir_all(&config.state_dir).unwrap();
     let (engine, thread) = Engine::start(config).unwrap();

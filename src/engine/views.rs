@@ -31,11 +31,11 @@ fn task_info(t: &scheduler::Task, now: Instant) -> TaskInfo {
     TaskInfo {
         summary: task_summary(t, now),
         task: t.to_wire(),
-        answer: t.answer.clone(),
-        report: t.report.clone(),
-        rejections: t.rejections,
-        created_at: t.created_at.clone(),
-        completed_at: t.completed_at.clone(),
+        answer: t.answer().map(str::to_owned),
+        report: t.report().cloned(),
+        rejections: t.rejections(),
+        created_at: t.created_at().to_owned(),
+        completed_at: t.completed_at().map(str::to_owned),
     }
 }
 
@@ -115,7 +115,7 @@ impl Engine {
     fn submitted_by(&self) -> HashMap<&str, &TaskId> {
         self.scheduler
             .ids_in_state(TaskState::Submitted)
-            .filter_map(|id| self.scheduler.task(id).and_then(|t| t.holder.as_deref()).map(|h| (h, id)))
+            .filter_map(|id| self.scheduler.task(id).and_then(|t| t.holder()).map(|h| (h, id)))
             .collect()
     }
 
@@ -131,19 +131,19 @@ impl Engine {
     ) -> WorkerView {
         let holding = self
             .scheduler
-            .held_by(&w.name)
-            .filter(|t| t.state == TaskState::Assigned)
-            .or_else(|| submitted.get(w.name.as_str()).and_then(|id| self.scheduler.task(id)));
+            .held_by(w.name())
+            .filter(|t| t.state() == TaskState::Assigned)
+            .or_else(|| submitted.get(w.name()).and_then(|id| self.scheduler.task(id)));
         WorkerView {
-            name: w.name.clone(),
+            name: w.name().to_owned(),
             holding: holding.map(|t| t.spec.id.clone()),
             lease_left_ms: holding.and_then(|t| t.lease_left(now)).map(|d| d.as_millis() as u64),
-            score: w.score,
-            accepted: w.accepted.len(),
-            last_seen_ms_ago: w.last_seen.map(|s| now.saturating_duration_since(s).as_millis() as u64),
+            score: w.score(),
+            accepted: w.accepted().len(),
+            last_seen_ms_ago: w.last_seen().map(|s| now.saturating_duration_since(s).as_millis() as u64),
             connected,
             waiting,
-            waiting_on: waiting.then(|| self.waiting(&w.name).text),
+            waiting_on: waiting.then(|| self.waiting(w.name()).text),
             hand_over: w.must_hand_over(),
         }
     }
@@ -158,7 +158,7 @@ impl Engine {
         let waiting: BTreeSet<&str> = self.waiters.iter().map(|w| w.worker.as_str()).collect();
         self.scheduler
             .workers()
-            .map(|w| (w.name.clone(), connected.contains(w.name.as_str()), waiting.contains(w.name.as_str())))
+            .map(|w| (w.name().to_owned(), connected.contains(w.name()), waiting.contains(w.name())))
             .collect()
     }
 
@@ -237,7 +237,7 @@ impl Engine {
                 let Some(task) = self.scheduler.task(id) else {
                     return Err(format!("`tasks_page`: `after` names task `{id}`, which this hub does not have"));
                 };
-                task.seq + 1
+                task.seq() + 1
             }
             None => 0,
         };

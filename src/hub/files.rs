@@ -8,9 +8,14 @@
 //! and a request whose answer file exists was answered before a restart.
 //! Requests written while no hub ran are found by a scan at start; files
 //! left by killed clients are removed once older than [`STALE`].
+//!
+//! Every file is reached through [`StateDir`] handles, which follow no link:
+//! a request that is a link, a FIFO or any other special file is refused
+//! with a problem (shown by `mcc status`) and left in place, and one larger
+//! than the frame limit (`--max-frame-bytes`) is moved to
+//! `requests/rejected/` unread, and answered with the reason.
 
 use std::collections::HashMap;
-use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -21,16 +26,18 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::protocol::{self, ServerMsg};
 use crate::engine::{EngineHandle, Input, Outgoing};
-use crate::layout::{Layout, RequestFile, STALE, allowed, request_id};
+use crate::layout::{Layout, Refused, RequestFile, STALE, StateDir, allowed, move_aside_in, request_id};
 
 /// How often files left behind are looked for.
 const SWEEP: Duration = Duration::from_mins(1);
 
 /// Start serving request files; the transport lives as long as the tokio runtime.
-pub fn start(layout: &Layout, engine: EngineHandle, ids: Arc<AtomicU64>) -> Result<(), String> {
-    let (requests, answers) = (layout.requests(), layout.answers());
-    for dir in [&requests, &answers] {
-        fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+/// Request files larger than `max_bytes` (the frame limit) are refused unread.
+pub fn start(layout: &Layout, engine: EngineHandle, ids: Arc<AtomicU64>, max_bytes: usize) -> Result<(), String> {
+    let requests = layout.requests();
+    let state = layout.open().map_err(|e| e.to_string())?;
+    for name in ["requests", "answers"] {
+        state.folder_or_create(name).map_err(|e| e.to_string())?;
     }
     let (tx, rx) = mpsc::unbounded_channel::<PathBuf>();
     let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
@@ -42,16 +49,18 @@ pub fn start(layout: &Layout, engine: EngineHandle, ids: Arc<AtomicU64>) -> Resu
     })
     .map_err(|e| e.to_string())?;
     watcher.watch(&requests, RecursiveMode::NonRecursive).map_err(|e| format!("{}: {e}", requests.display()))?;
-    let desk = Desk { layout: layout.clone(), engine, ids, taken: HashMap::new() };
+    let desk = Desk { state, engine, ids, max_bytes: max_bytes as u64, taken: HashMap::new() };
     tokio::spawn(desk.serve(rx, watcher));
     Ok(())
 }
 
 /// The loop that takes request files in.
 struct Desk {
-    layout: Layout,
+    /// `.mcc/`, opened at start: a link put in its place later is not followed.
+    state: StateDir,
     engine: EngineHandle,
     ids: Arc<AtomicU64>,
+    max_bytes: u64,
     /// IDs taken in this run, with a way to withdraw each while it waits.
     taken: HashMap<String, (Instant, oneshot::Sender<()>)>,
 }
@@ -60,19 +69,19 @@ impl Desk {
     async fn serve(mut self, mut events: mpsc::UnboundedReceiver<PathBuf>, watcher: notify::RecommendedWatcher) {
         let _watcher = watcher;
         // Left-overs first, so a request from a client long gone is not acted on.
-        self.sweep();
-        self.take_waiting();
+        self.sweep().await;
+        self.take_waiting().await;
         let mut sweep = tokio::time::interval_at(tokio::time::Instant::now() + SWEEP, SWEEP);
         loop {
             tokio::select! {
                 event = events.recv() => match event {
-                    Some(path) => self.consider(&path),
+                    Some(path) => self.consider(&path).await,
                     None => return,
                 },
                 _ = sweep.tick() => {
-                    self.sweep();
+                    self.sweep().await;
                     // A safety net where file events can be lost or coalesced.
-                    self.take_waiting();
+                    self.take_waiting().await;
                 }
             }
         }
@@ -80,22 +89,37 @@ impl Desk {
 
     /// Take every request in the folder not taken yet: written while no hub
     /// ran, or whose file event was missed.
-    fn take_waiting(&mut self) {
-        let Ok(entries) = fs::read_dir(self.layout.requests()) else { return };
-        let mut waiting: Vec<PathBuf> = entries.flatten().map(|e| e.path()).collect();
-        waiting.sort();
-        for path in waiting {
-            self.consider(&path);
+    async fn take_waiting(&mut self) {
+        let Some(requests) = self.folder("requests").await else { return };
+        let Ok(waiting) = requests.list() else { return };
+        for name in waiting {
+            self.consider(&requests.shown(&name)).await;
+        }
+    }
+
+    /// A folder of `.mcc/`, or a problem saying why it cannot be used.
+    async fn folder(&self, name: &str) -> Option<StateDir> {
+        match self.state.folder(name) {
+            Ok(folder) => Some(folder),
+            Err(refused) => {
+                let about = self.state.shown(name).display().to_string();
+                self.engine.send_async(Input::Problem { about, text: format!("file transport: {refused}") }).await;
+                None
+            }
         }
     }
 
     /// A file changed in the requests folder: take it if it is a new request.
-    fn consider(&mut self, path: &Path) {
+    async fn consider(&mut self, path: &Path) {
         let Some(id) = request_id(path) else { return };
+        let name = format!("{id}.json");
+        let (Some(requests), Some(answers)) = (self.folder("requests").await, self.folder("answers").await) else {
+            return;
+        };
         if let Some((_, withdraw)) = self.taken.get(&id) {
             // The client gave up and removed its request: stop waiting for it.
-            if !path.exists()
-                && !self.layout.answer(&id).exists()
+            if !requests.has(&name)
+                && !answers.has(&name)
                 && !withdraw.is_closed()
                 && let Some((_, withdraw)) = self.taken.remove(&id)
             {
@@ -103,13 +127,34 @@ impl Desk {
             }
             return;
         }
-        let answer = self.layout.answer(&id);
-        if answer.exists() {
+        if answers.has(&name) {
             // Answered before a restart; the client has not collected it yet.
             return;
         }
-        let Ok(bytes) = fs::read(path) else { return };
-        let message = match serde_json::from_slice::<RequestFile>(&bytes) {
+        let bytes = match requests.read_bounded(&name, self.max_bytes) {
+            Ok(bytes) => Ok(bytes),
+            Err(Refused::Missing(_)) => return,
+            Err(refused @ Refused::TooLarge { .. }) => {
+                let reason = format!(
+                    "request file refused: {refused} (the hub's frame limit; raise it with `mcc hub --max-frame-bytes`)"
+                );
+                let reason = match move_aside_in(&requests, &name, &reason) {
+                    Ok(moved) => format!("{reason}; moved to {}", moved.display()),
+                    Err(e) => format!("{reason}; left in place: {e}"),
+                };
+                self.engine
+                    .send_async(Input::Problem { about: path.display().to_string(), text: reason.clone() })
+                    .await;
+                Err(reason)
+            }
+            Err(refused) => {
+                // A link, a FIFO, a device: never read, never moved, named.
+                let text = format!("request file refused and left in place: {refused}");
+                self.engine.send_async(Input::Problem { about: path.display().to_string(), text }).await;
+                return;
+            }
+        };
+        let message = bytes.and_then(|bytes| match serde_json::from_slice::<RequestFile>(&bytes) {
             Err(e) => Err(format!(
                 "request file {} is not a request ({e}); write {{\"id\": ID, \"message\": FRAME}} whole, then rename it",
                 path.display()
@@ -124,10 +169,10 @@ impl Desk {
                     Err("only worker commands (next, done, block, fail, progress, leave) and status go through files; use the socket for this one".to_owned())
                 }
             }),
-        };
+        });
         let (withdraw, withdrawn) = oneshot::channel();
         self.taken.insert(id.clone(), (Instant::now(), withdraw));
-        let request = Request { id, path: path.to_owned(), answer };
+        let request = Request { id, name, requests, answers };
         match message {
             Ok(msg) => {
                 let conn = self.ids.fetch_add(1, Ordering::Relaxed);
@@ -137,20 +182,20 @@ impl Desk {
         }
     }
 
-    /// Remove files older than [`STALE`] that no one waits on, and forget old IDs.
-    fn sweep(&mut self) {
+    /// Remove files older than [`STALE`] that no one waits on, and forget
+    /// old IDs. Only regular files go: a link or a FIFO is left where it is.
+    async fn sweep(&mut self) {
         self.taken.retain(|_, (at, _)| at.elapsed() < STALE);
-        let old = |path: &Path| {
-            fs::metadata(path)
-                .and_then(|m| m.modified())
-                .is_ok_and(|t| SystemTime::now().duration_since(t).unwrap_or_default() > STALE)
+        let old = |dir: &StateDir, name: &str| {
+            dir.modified(name).is_some_and(|t| SystemTime::now().duration_since(t).unwrap_or_default() > STALE)
         };
-        for dir in [self.layout.requests(), self.layout.answers()] {
-            let Ok(entries) = fs::read_dir(dir) else { continue };
-            for path in entries.flatten().map(|e| e.path()) {
-                let waited_on = request_id(&path).is_some_and(|id| self.taken.contains_key(&id));
-                if !waited_on && old(&path) {
-                    let _ = fs::remove_file(&path);
+        for folder in ["requests", "answers"] {
+            let Some(dir) = self.folder(folder).await else { continue };
+            let Ok(names) = dir.list() else { continue };
+            for name in names {
+                let waited_on = request_id(Path::new(&name)).is_some_and(|id| self.taken.contains_key(&id));
+                if !waited_on && old(&dir, &name) {
+                    let _ = dir.remove(&name);
                 }
             }
         }
@@ -160,15 +205,19 @@ impl Desk {
 /// One request being served.
 struct Request {
     id: String,
-    path: PathBuf,
-    answer: PathBuf,
+    /// `ID.json`, in both folders.
+    name: String,
+    requests: StateDir,
+    answers: StateDir,
 }
 
 impl Request {
     /// Hand the message to the engine as a connection of its own and write its first answer.
     async fn serve(self, conn: u64, msg: protocol::ClientMsg, engine: EngineHandle, withdrawn: oneshot::Receiver<()>) {
         let (outbox, mut inbox) = mpsc::channel(crate::engine::OUTBOX);
-        if !engine.send(Input::Connected { conn, outbox }) || !engine.send(Input::Message { conn, msg }) {
+        if !engine.send_async(Input::Connected { conn, outbox }).await
+            || !engine.send_async(Input::Message { conn, msg }).await
+        {
             return;
         }
         let answer = tokio::select! {
@@ -178,10 +227,10 @@ impl Request {
             },
             _ = withdrawn => None,
         };
-        engine.send(Input::Disconnected { conn });
+        engine.send_async(Input::Disconnected { conn }).await;
         match answer {
             // A request its client withdrew gets no answer.
-            Some(msg) if self.path.exists() => self.answer(&msg),
+            Some(msg) if self.requests.has(&self.name) => self.answer(&msg),
             _ => {}
         }
     }
@@ -189,10 +238,10 @@ impl Request {
     /// Write the answer whole, then drop the request: a hub killed between
     /// the two finds the answer at its next start and does not act twice.
     fn answer(&self, msg: &ServerMsg) {
-        if let Err(e) = crate::text::write_atomic(&self.answer, msg.to_json().as_bytes()) {
-            eprintln!("mcc hub: cannot answer request {}: {e}", self.id);
+        if let Err(e) = self.answers.write_atomic(&self.name, msg.to_json().as_bytes()) {
+            tracing::warn!("mcc hub: cannot answer request {}: {e}", self.id);
             return;
         }
-        let _ = fs::remove_file(&self.path);
+        let _ = self.requests.remove(&self.name);
     }
 }

@@ -68,6 +68,8 @@ pub struct Limits {
     pub max_tasks_per_message: usize,
     /// Validation commands running at once; more wait (`ctx.run` has its own runner).
     pub max_commands: usize,
+    /// The largest frame, request file and report file the hub reads (`--max-frame-bytes`).
+    pub max_frame_bytes: usize,
 }
 
 impl Default for Limits {
@@ -79,6 +81,7 @@ impl Default for Limits {
             idle_timeout: Duration::from_mins(10),
             max_tasks_per_message: 10_000,
             max_commands: std::thread::available_parallelism().map_or(2, usize::from).max(2),
+            max_frame_bytes: MAX_FRAME,
         }
     }
 }
@@ -103,6 +106,8 @@ pub enum HubError {
     Store(#[from] crate::store::StoreError),
     #[error("cannot watch the reports folder: {0}")]
     Watch(String),
+    #[error("refusing to serve: {0}")]
+    Unsafe(crate::layout::Refused),
 }
 
 /// How to run a hub.
@@ -119,6 +124,7 @@ pub struct HubOptions {
     /// Print nothing but errors.
     pub quiet: bool,
     pub limits: Limits,
+    pub timing: crate::engine::Timing,
 }
 
 /// A started hub.
@@ -132,6 +138,8 @@ pub struct RunningHub {
     slots: Arc<Semaphore>,
     max_connections: usize,
     layout: Layout,
+    /// What its commands run under: stopped with the hub.
+    runners: crate::command::Runners,
     _lock: fs::File,
     _watcher: ReportWatcher,
 }
@@ -139,6 +147,8 @@ pub struct RunningHub {
 /// The state folder of a project root, created if missing.
 pub fn state_folder(root: &Path) -> Result<Layout, HubError> {
     let layout = Layout::of_root(root);
+    // Before anything is made or written: a link here would take the hub's writes outside the project.
+    layout.refuse_links().map_err(HubError::Unsafe)?;
     layout.create().map_err(|source| HubError::Io { path: layout.dir().to_owned(), source })?;
     Ok(layout)
 }
@@ -171,8 +181,8 @@ pub async fn start(options: HubOptions) -> Result<RunningHub, HubError> {
     }
 
     // Commands a killed hub left running on this folder die before this hub serves.
-    crate::command::record_groups_in(layout.dir())
-        .map_err(|source| HubError::Io { path: layout.commands(), source })?;
+    let runners = crate::command::Runners::new(options.limits.max_commands, options.timing.command_grace);
+    runners.record_groups_in(layout.dir()).map_err(|source| HubError::Io { path: layout.commands(), source })?;
     raise_descriptor_limit();
     let (listeners, port) = bind(options.bind, options.port).await?;
     let token = load_or_create_token(&layout)?;
@@ -180,7 +190,6 @@ pub async fn start(options: HubOptions) -> Result<RunningHub, HubError> {
     // The address actually bound: `--bind ::1` is `[::1]`, not 127.0.0.1.
     let host = SocketAddr::new(options.bind.unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST)), port).to_string();
     let url = format!("ws://{host}");
-    crate::command::Supervisor::global().set_max_running(options.limits.max_commands);
 
     let (engine, engine_thread) = Engine::start(Config {
         root: root.clone(),
@@ -188,16 +197,19 @@ pub async fn start(options: HubOptions) -> Result<RunningHub, HubError> {
         settings: options.settings.clone(),
         loader: options.loader,
         validation_limit: Duration::from_mins(10),
+        timing: options.timing.clone(),
+        runners: runners.clone(),
     })?;
     if let Some(workflow) = options.workflow.clone() {
-        engine.send(Input::LoadWorkflow { conn: None, path: workflow });
+        engine.send_async(Input::LoadWorkflow { conn: None, path: workflow }).await;
     }
-    let watcher = ReportWatcher::start(&layout, engine.clone()).map_err(HubError::Watch)?;
+    let watcher =
+        ReportWatcher::start(&layout, engine.clone(), options.limits.max_frame_bytes).map_err(HubError::Watch)?;
 
     let page_port =
         page::start(root.clone(), port, &token).await.map_err(|source| HubError::Io { path: root.clone(), source })?;
     let ids = Arc::new(AtomicU64::new(1));
-    files::start(&layout, engine.clone(), ids.clone()).map_err(HubError::Watch)?;
+    files::start(&layout, engine.clone(), ids.clone(), options.limits.max_frame_bytes).map_err(HubError::Watch)?;
     let limits = options.limits.clone();
     let slots = Arc::new(Semaphore::new(limits.max_connections));
     let edge = Arc::new(Edge {
@@ -225,7 +237,7 @@ pub async fn start(options: HubOptions) -> Result<RunningHub, HubError> {
     };
     write_atomically(&layout.hub_file(), &serde_json::to_vec_pretty(&hub_file).expect("serializes"))?;
     if !options.quiet {
-        eprintln!("mcc hub: listening on {url} for {}", root.display());
+        tracing::info!("mcc hub: listening on {url} for {}", root.display());
     }
     let (done_tx, engine_done) = tokio::sync::oneshot::channel();
     std::thread::spawn(move || {
@@ -235,16 +247,28 @@ pub async fn start(options: HubOptions) -> Result<RunningHub, HubError> {
         let _ = done_tx.send(result);
     });
     let max_connections = options.limits.max_connections;
-    Ok(RunningHub { engine, url, port, engine_done, slots, max_connections, layout, _lock: lock, _watcher: watcher })
+    Ok(RunningHub {
+        engine,
+        url,
+        port,
+        engine_done,
+        slots,
+        max_connections,
+        layout,
+        runners,
+        _lock: lock,
+        _watcher: watcher,
+    })
 }
 
 impl RunningHub {
     /// Tell every client, commit, and stop.
     pub async fn stop(mut self, message: &str) -> Result<(), HubError> {
-        self.engine.send(Input::Shutdown { message: message.to_owned() });
+        self.engine.send_async(Input::Shutdown { message: message.to_owned() }).await;
         let result = (&mut self.engine_done).await;
-        // No command the hub started outlives it.
-        crate::command::Supervisor::kill_everything();
+        // No command the hub started outlives it (each gets its grace after SIGTERM).
+        let runners = self.runners.clone();
+        let _ = tokio::task::spawn_blocking(move || runners.kill_all()).await;
         // Let connections flush `server_shutdown` and close, for a bounded time.
         let all = u32::try_from(self.max_connections).expect("a small number");
         let _ = tokio::time::timeout(Duration::from_secs(2), self.slots.acquire_many(all)).await;
@@ -265,6 +289,26 @@ impl RunningHub {
     }
 }
 
+/// Print the hub's diagnostics (`tracing` events) to stderr as bare lines,
+/// exactly as they were printed before they were events: no time, level or
+/// module. `MCC_LOG` (else `RUST_LOG`) sets the filter, such as `warn` or
+/// `mcc=debug`; by default everything at `info` and above is printed.
+pub fn print_diagnostics() {
+    let filter = std::env::var("MCC_LOG")
+        .or_else(|_| std::env::var("RUST_LOG"))
+        .ok()
+        .and_then(|spec| tracing_subscriber::EnvFilter::try_new(spec).ok())
+        .unwrap_or_else(|| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .without_time()
+        .with_level(false)
+        .with_target(false)
+        .with_ansi(false)
+        .try_init();
+}
+
 /// Run a hub until Ctrl-C or SIGTERM.
 pub async fn serve(options: HubOptions) -> Result<(), HubError> {
     // Listen for the signals before the hub says it listens: a SIGTERM sent
@@ -274,7 +318,8 @@ pub async fn serve(options: HubOptions) -> Result<(), HubError> {
     tokio::select! {
         () = signals.recv() => hub.stop(SHUTDOWN_TEXT).await,
         e = hub.failed() => {
-            crate::command::Supervisor::kill_everything();
+            let runners = hub.runners.clone();
+            let _ = tokio::task::spawn_blocking(move || runners.kill_all()).await;
             let _ = fs::remove_file(hub.layout.hub_file());
             Err(e)
         }
@@ -471,6 +516,25 @@ async fn accept_loop(listener: TcpListener, edge: Arc<Edge>) {
     }
 }
 
+/// Read and drop what is left of a frame the hub refused (at most `size`
+/// bytes, for at most 2 s, until the client pauses) before closing: a socket closed with unread
+/// bytes is reset, and the reset could take the refusal with it.
+async fn discard_unread(stream: &mut TcpStream, size: usize) {
+    use tokio::io::AsyncReadExt as _;
+    let drain = async {
+        let mut buffer = [0u8; 8192];
+        let mut left = size;
+        while left > 0 {
+            // A pause means the client sent all it meant to (part of the frame was read already).
+            match tokio::time::timeout(Duration::from_millis(200), stream.read(&mut buffer)).await {
+                Ok(Ok(0) | Err(_)) | Err(_) => break,
+                Ok(Ok(n)) => left = left.saturating_sub(n),
+            }
+        }
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(2), drain).await;
+}
+
 async fn serve_connection(stream: TcpStream, edge: &Edge, handshake: OwnedSemaphorePermit) {
     let engine = &edge.engine;
     let mut admitted = None;
@@ -483,8 +547,8 @@ async fn serve_connection(stream: TcpStream, edge: &Edge, handshake: OwnedSemaph
     };
     // An 8 KiB read buffer: tungstenite zero-fills the whole buffer on each read (128 KiB by default).
     let config = WebSocketConfig::default()
-        .max_message_size(Some(MAX_FRAME))
-        .max_frame_size(Some(MAX_FRAME))
+        .max_message_size(Some(edge.limits.max_frame_bytes))
+        .max_frame_size(Some(edge.limits.max_frame_bytes))
         .read_buffer_size(8 * 1024);
     let handshake_done = tokio::time::timeout(
         edge.limits.handshake_timeout,
@@ -496,12 +560,12 @@ async fn serve_connection(stream: TcpStream, edge: &Edge, handshake: OwnedSemaph
     let conn = edge.ids.fetch_add(1, Ordering::Relaxed);
     let (mut sink, mut source) = socket.split();
     let (outbox, mut inbox) = tokio::sync::mpsc::channel(crate::engine::OUTBOX);
-    if !engine.send(Input::Connected { conn, outbox }) {
+    if !engine.send_async(Input::Connected { conn, outbox }).await {
         return;
     }
     let hello = ServerMsg::Connected { client_id: format!("client-{conn}"), message: CONNECTED_TEXT.to_owned() };
     if sink.send(Message::text(hello.to_json())).await.is_err() {
-        engine.send(Input::Disconnected { conn });
+        engine.send_async(Input::Disconnected { conn }).await;
         return;
     }
     // Idle means: no request of this connection is waiting for its answer,
@@ -515,8 +579,9 @@ async fn serve_connection(stream: TcpStream, edge: &Edge, handshake: OwnedSemaph
     let mut creates = edge.creates_unwritten.subscribe();
     // A frame that does not parse is answered through the engine too, so its
     // error comes after the answers to the frames before it, as in the original.
-    let answer_bad =
-        |error: String| engine.send(Input::Relay { conn, outgoing: Outgoing::Msg(ServerMsg::error(error)) });
+    let answer_bad = async |error: String| {
+        engine.send_async(Input::Relay { conn, outgoing: Outgoing::Msg(ServerMsg::error(error)) }).await
+    };
     loop {
         let idle_at = last_activity + edge.limits.idle_timeout;
         tokio::select! {
@@ -526,9 +591,22 @@ async fn serve_connection(stream: TcpStream, edge: &Edge, handshake: OwnedSemaph
                     Some(Ok(Message::Text(text))) => text,
                     Some(Ok(Message::Binary(bytes))) => if let Ok(text) = String::from_utf8(bytes.to_vec()) { text.into() } else {
                         outstanding = true;
-                        if !answer_bad("Invalid JSON message".to_owned()) { break; }
+                        if !answer_bad("Invalid JSON message".to_owned()).await { break; }
                         continue;
                     },
+                    Some(Err(tokio_tungstenite::tungstenite::Error::Capacity(
+                        tokio_tungstenite::tungstenite::error::CapacityError::MessageTooLong { size, max_size },
+                    ))) => {
+                        // The stream cannot go on past a frame it did not read; say why before closing.
+                        let error = format!(
+                            "the message is {size} bytes, over the hub's frame limit of {max_size} bytes; send less in one message, or raise the limit with `mcc hub --max-frame-bytes`"
+                        );
+                        let _ = sink.send(Message::text(ServerMsg::error(error).to_json())).await;
+                        if let Ok(mut whole) = source.reunite(sink) {
+                            discard_unread(whole.get_mut(), size).await;
+                        }
+                        break;
+                    }
                     Some(Ok(Message::Close(_)) | Err(_)) | None => break,
                     Some(Ok(_)) => continue,
                 };
@@ -543,12 +621,12 @@ async fn serve_connection(stream: TcpStream, edge: &Edge, handshake: OwnedSemaph
                             my_creates += 1;
                             edge.creates_unwritten.send_modify(|n| *n += 1);
                         }
-                        if !engine.send(Input::Message { conn, msg }) { break; }
-                        if create && !engine.send(Input::Relay { conn, outgoing: Outgoing::Mark(CREATE_ANSWERED) }) { break; }
+                        if !engine.send_async(Input::Message { conn, msg }).await { break; }
+                        if create && !engine.send_async(Input::Relay { conn, outgoing: Outgoing::Mark(CREATE_ANSWERED) }).await { break; }
                     }
                     Err(error) => {
                         outstanding = true;
-                        if !answer_bad(error) { break; }
+                        if !answer_bad(error).await { break; }
                     }
                 }
             }
@@ -606,5 +684,5 @@ async fn serve_connection(stream: TcpStream, edge: &Edge, handshake: OwnedSemaph
     if my_creates > 0 {
         edge.creates_unwritten.send_modify(|n| *n -= my_creates);
     }
-    engine.send(Input::Disconnected { conn });
+    engine.send_async(Input::Disconnected { conn }).await;
 }

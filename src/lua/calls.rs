@@ -25,7 +25,7 @@
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use mlua::{MultiValue, Thread, ThreadStatus, Value};
 
@@ -58,8 +58,6 @@ pub(super) struct Parked {
     pub then: Then,
     pub phase: usize,
     pub what: String,
-    pub command: String,
-    pub since: Instant,
 }
 
 /// Every parked call of a workflow, the commands to start and the verdicts

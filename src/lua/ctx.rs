@@ -92,7 +92,7 @@ fn files(lua: &Lua, ctx: &Table, shared: &Rc<Shared>) -> mlua::Result<()> {
     ctx.set(
         "read",
         lua.create_function(move |_, path: String| {
-            std::fs::read_to_string(inside(&root, &path, "ctx.read")?)
+            read_text(&inside(&root, &path, "ctx.read")?)
                 .map_err(|e| mlua::Error::runtime(format!("ctx.read(\"{path}\"): {e}")))
         })?,
     )?;
@@ -154,7 +154,7 @@ fn text_of(root: &Path, what: &Value, function: &str) -> mlua::Result<String> {
     match what {
         Value::String(path) => {
             let path = path.to_str()?.to_owned();
-            std::fs::read_to_string(inside(root, &path, function)?).map_err(|e| {
+            read_text(&inside(root, &path, function)?).map_err(|e| {
                 mlua::Error::runtime(format!(
                     "{function}(\"{path}\"): {e}; to count the words of a text rather than a file, pass {{ text = ... }}"
                 ))
@@ -365,4 +365,22 @@ fn add_tasks(lua: &Lua, shared: &Shared, items: Vec<Value>) -> mlua::Result<Vec<
     let phase = shared.phase.borrow().clone();
     shared.changes.borrow_mut().push(Change::Add(specs, phase));
     Ok(ids)
+}
+
+/// The most a workflow reads of one file (`ctx.read`, `ctx.word_count`, `ctx.line_count`).
+pub const MAX_READ: u64 = 16 << 20;
+
+/// The text of a regular file of at most [`MAX_READ`] bytes: a FIFO or a
+/// device is refused at once rather than blocking or flooding the engine.
+fn read_text(path: &Path) -> Result<String, String> {
+    let bytes = crate::layout::read_regular(path, MAX_READ).map_err(|e| match e {
+        crate::layout::Refused::TooLarge { size, limit, .. } => {
+            format!("the file is {size} bytes, over the {limit}-byte limit of what a workflow reads")
+        }
+        crate::layout::Refused::Special { kind, .. } => {
+            format!("the file is {kind}; a workflow reads only regular files")
+        }
+        other => other.to_string(),
+    })?;
+    String::from_utf8(bytes).map_err(|_| "stream did not contain valid UTF-8".to_owned())
 }

@@ -75,11 +75,11 @@ impl Workflow {
                         (TaskState::Failed, "on.task_failed")
                     };
                     let Some(t) = task.as_deref().and_then(|id| scheduler.task(id)) else { continue };
-                    if t.state != wanted || (wanted == TaskState::Failed && !failed_seen.insert(t.spec.id.clone())) {
+                    if t.state() != wanted || (wanted == TaskState::Failed && !failed_seen.insert(t.spec.id.clone())) {
                         continue;
                     }
                     // A task's hooks are those of its own phase.
-                    let phase = self.index(t.phase.as_deref());
+                    let phase = self.index(t.phase());
                     let on = &self.phases[phase].on;
                     let hook = if wanted == TaskState::Blocked { &on.task_blocked } else { &on.task_failed };
                     let Some(f) = hook else { continue };
@@ -103,16 +103,16 @@ impl Workflow {
                 continue;
             }
             let Some(t) = event.task.as_deref().and_then(|id| scheduler.task(id)) else { continue };
-            let Some(phase) = self.phases.iter().find(|p| Some(p.name.as_str()) == t.phase.as_deref()) else {
+            let Some(phase) = self.phases.iter().find(|p| Some(p.name.as_str()) == t.phase()) else {
                 continue;
             };
-            if t.state == TaskState::Failed && phase.complete.is_none() {
+            if t.state() == TaskState::Failed && phase.complete.is_none() {
                 let id = &t.spec.id;
                 errors.push(format!(
                     "{}: phase \"{}\" is stuck: task `{id}` failed ({}); retry it (`mcc tasks retry {id}`) or cancel it",
                     self.file,
                     phase.name,
-                    t.reasons.join("; ")
+                    t.reasons().join("; ")
                 ));
             }
         }
@@ -145,13 +145,13 @@ impl Workflow {
         if let Some(hook) = &phase.on.worker_quiet {
             let mut fire = Vec::new();
             for w in scheduler.workers() {
-                let Some(seen) = w.last_seen else { continue };
+                let Some(seen) = w.last_seen() else { continue };
                 let due = seen + self.quiet_after;
                 if due > now {
-                    self.quiet.remove(&w.name);
+                    self.quiet.remove(w.name());
                     self.quiet_next = Some(self.quiet_next.map_or(due, |n| n.min(due)));
-                } else if self.quiet.insert(w.name.clone()) {
-                    fire.push(w.name.clone());
+                } else if self.quiet.insert(w.name().to_owned()) {
+                    fire.push(w.name().to_owned());
                 }
             }
             for name in fire {

@@ -23,7 +23,8 @@ impl Workflow {
                 return Ok(());
             }
             for (call, job) in commands {
-                let outcome = crate::command::Supervisor::workflows()
+                // No engine and one call at a time: a runner of its own.
+                let outcome = crate::command::Supervisor::new(1)
                     .run(job)
                     .map_err(|e| format!("{}: ctx.run: could not start `sh`: {e}", self.file))?;
                 self.command_done(call, outcome, scheduler).map_err(|e| e.0)?;
@@ -74,7 +75,7 @@ impl Policy for Workflow {
         ready: &[&Task],
         scheduler: &Scheduler,
     ) -> Result<Option<TaskId>, PolicyError> {
-        let phase = self.index(ready.first().and_then(|t| t.phase.as_deref()));
+        let phase = self.index(ready.first().and_then(|t| t.phase()));
         let Some(assign) = &self.phases[phase].assign else {
             return Ok(ready.first().map(|t| t.spec.id.clone()));
         };
@@ -105,7 +106,7 @@ impl Policy for Workflow {
         validation: Option<&Outcome>,
         scheduler: &Scheduler,
     ) -> Result<Option<Verdict>, PolicyError> {
-        let phase = self.index(task.phase.as_deref());
+        let phase = self.index(task.phase());
         let Some(accept) = &self.phases[phase].accept else {
             return Ok(Some(DefaultPolicy::verdict(task, validation)));
         };
@@ -115,7 +116,7 @@ impl Policy for Workflow {
                 (t, views::report(&self.lua, report, validation)?, self.ctx.clone()).into_lua_multi(&self.lua)
             })
             .map_err(|e| PolicyError(errors::describe(&e, &self.file, &what)))?;
-        let then = calls::Then::Accept { task: task.spec.id.clone(), attempt: task.attempt };
+        let then = calls::Then::Accept { task: task.spec.id.clone(), attempt: task.attempt() };
         // Changes asked for in `accept` are applied by the next step.
         match self.start_call(scheduler, phase, "accept", accept, args, then).map_err(PolicyError)? {
             calls::Ran::Done(out) => {
@@ -181,21 +182,6 @@ impl Policy for Workflow {
 
     fn take_verdicts(&mut self) -> Vec<(TaskId, u32, Result<Verdict, PolicyError>)> {
         std::mem::take(&mut self.calls.borrow_mut().verdicts)
-    }
-
-    fn busy(&self) -> Vec<String> {
-        let calls = self.calls.borrow();
-        let mut lines: Vec<(Instant, String)> = calls
-            .parked
-            .values()
-            .map(|p| {
-                let name = &self.phases[p.phase].name;
-                let secs = p.since.elapsed().as_secs();
-                (p.since, format!("{} of phase \"{name}\" runs `{}` ({secs}s so far)", p.what, p.command))
-            })
-            .collect();
-        lines.sort();
-        lines.into_iter().map(|(_, l)| l).collect()
     }
 
     fn step(&mut self, scheduler: &mut Scheduler, now: Instant) -> Result<(), PolicyError> {

@@ -6,7 +6,7 @@ use std::cell::RefCell;
 use std::collections::HashSet;
 use std::path::Path;
 use std::rc::Rc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use mlua::{Function, IntoLuaMulti, Lua, LuaOptions, MultiValue, Scope, StdLib, Table, Value};
 
@@ -202,8 +202,7 @@ impl Workflow {
         then: calls::Then,
     ) -> Result<calls::Ran, String> {
         let thread = self.lua.create_thread(f.clone()).map_err(|e| e.to_string())?;
-        let parked =
-            calls::Parked { thread, then, phase, what: what.to_owned(), command: String::new(), since: Instant::now() };
+        let parked = calls::Parked { thread, then, phase, what: what.to_owned() };
         self.drive(scheduler, calls::next_id(), parked, args)
     }
 
@@ -212,7 +211,7 @@ impl Workflow {
         &self,
         scheduler: &Scheduler,
         id: u64,
-        mut parked: calls::Parked,
+        parked: calls::Parked,
         args: MultiValue,
     ) -> Result<calls::Ran, String> {
         self.budget.stop();
@@ -245,8 +244,6 @@ impl Workflow {
         let (command, job) = calls::job_of(values.collect()).map_err(|e| format!("{}: in {what}: {e}", self.file))?;
         // Status and `mcc run` show what the workflow waits on.
         self.shared.log.borrow_mut().push(format!("{}: {what} waits on `{command}`", self.name));
-        parked.command = command;
-        parked.since = Instant::now();
         let mut calls = self.calls.borrow_mut();
         calls.commands.push((id, job));
         calls.parked.insert(id, parked);

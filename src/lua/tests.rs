@@ -84,7 +84,7 @@ fn a_blocked_task_fires_its_hook_which_adds_a_task() {
     f.scheduler.block("w1", "t", None, "which format?", now).unwrap();
     w.step(&mut f.scheduler, f.now).unwrap();
     assert_eq!(f.ids(), ["t", "unblock-t"]);
-    assert_eq!(f.scheduler.task("unblock-t").unwrap().phase.as_deref(), Some("p"));
+    assert_eq!(f.scheduler.task("unblock-t").unwrap().phase(), Some("p"));
 }
 
 #[test]
@@ -145,7 +145,7 @@ fn task_tables_take_short_and_old_protocol_names() {
     assert_eq!(long.spec.context.output_files, ["c.md"]);
     assert_eq!(long.spec.dependencies, ["short"]);
     assert_eq!(long.spec.lease.as_deref(), Some("5m"), "the workflow's lease is the default");
-    assert_eq!(long.state, TaskState::Waiting);
+    assert_eq!(long.state(), TaskState::Waiting);
 }
 
 #[test]
@@ -238,7 +238,7 @@ fn phases_follow_each_other_and_previous_describes_the_earlier_ones() {
     }
     w.step(&mut f.scheduler, f.now).unwrap();
     assert_eq!(f.ids(), ["a", "b", "c"]);
-    assert_eq!(f.scheduler.task("c").unwrap().state, TaskState::Ready);
+    assert_eq!(f.scheduler.task("c").unwrap().state(), TaskState::Ready);
     assert!(f.scheduler.grant("c", "w", now));
     f.scheduler.submit("w", "c", Report::completed("c", "w", vec![]), now).unwrap();
     f.scheduler.judge("c", Verdict::Accept, now).unwrap();
@@ -264,10 +264,10 @@ fn a_failed_task_keeps_its_phase_open_and_fires_task_failed() {
     let now = Instant::now();
     assert!(f.scheduler.grant("a", "w", now));
     f.scheduler.fail("w", "a", None, "disk full", now).unwrap();
-    assert_eq!(f.scheduler.task("a").unwrap().state, TaskState::Failed);
+    assert_eq!(f.scheduler.task("a").unwrap().state(), TaskState::Failed);
     w.step(&mut f.scheduler, f.now).unwrap();
     assert_eq!(w.take_log(), ["fail: failed a: disk full"]);
-    assert_eq!(f.scheduler.task("a").unwrap().state, TaskState::Ready, "the hook retried it");
+    assert_eq!(f.scheduler.task("a").unwrap().state(), TaskState::Ready, "the hook retried it");
     assert_eq!(f.ids(), ["a"], "phase two waits");
 }
 
@@ -306,9 +306,11 @@ fn accept_verdicts_and_the_default_that_follows_validation() {
     let err = judge(&mut w, &f, "other", None).unwrap_err();
     assert!(err.0.starts_with("wf.lua: in accept of phase \"custom\": accept must return true"), "{}", err.0);
 
-    let mut b = a.clone();
-    b.phase = Some("plain".into());
-    b.spec.acceptance.validation = Some("exit 1".into());
+    let mut spec = a.spec.clone();
+    spec.id = "b".into();
+    spec.acceptance.validation = Some("exit 1".into());
+    f.scheduler.add_tasks(vec![spec], Some("plain"), Instant::now()).unwrap();
+    let b = f.scheduler.task("b").unwrap().clone();
     let verdict = w.accept(&b, &Report::completed("b", "w", vec![]), Some(&failed), &f.scheduler).unwrap().unwrap();
     assert_eq!(verdict, Verdict::Reject(vec!["validation `exit 1` exited 1: bad".into()]));
 }
@@ -384,7 +386,7 @@ fn a_restored_workflow_does_not_split_a_started_phase_again() {
     let state = first.state().remove(0).1;
     let path = f.dir.path().join("wf.lua");
     let mut second = Workflow::load(&path, f.dir.path()).unwrap();
-    let (tx, _rx) = std::sync::mpsc::sync_channel(1);
+    let (tx, _rx) = tokio::sync::mpsc::channel(1);
     second.restore(Some(state), tx.into());
     second.step(&mut f.scheduler, f.now).unwrap();
     assert!(second.take_log().is_empty());
@@ -616,7 +618,7 @@ return { name = "order", phases = {
     f.scheduler.cancel("b").unwrap();
     w.step(&mut f.scheduler, f.now).unwrap();
     assert_eq!(f.ids(), ["a", "b", "c", "x", "d"]);
-    assert_eq!(f.scheduler.task("d").unwrap().phase.as_deref(), Some("two"));
+    assert_eq!(f.scheduler.task("d").unwrap().phase(), Some("two"));
     assert!(!w.finished(&f.scheduler), "x and d are open");
 }
 

@@ -13,10 +13,10 @@ impl UserData for Task {
         fields.add_field_method_get("id", |_, t| Ok(t.spec.id.clone()));
         fields.add_field_method_get("description", |_, t| Ok(t.spec.description.clone()));
         fields.add_field_method_get("type", |_, t| Ok(t.spec.kind.clone()));
-        fields.add_field_method_get("state", |_, t| Ok(t.state.name()));
-        fields.add_field_method_get("attempt", |_, t| Ok(t.attempt));
-        fields.add_field_method_get("holder", |_, t| Ok(t.holder.clone()));
-        fields.add_field_method_get("phase", |_, t| Ok(t.phase.clone()));
+        fields.add_field_method_get("state", |_, t| Ok(t.state().name()));
+        fields.add_field_method_get("attempt", |_, t| Ok(t.attempt()));
+        fields.add_field_method_get("holder", |_, t| Ok(t.holder().map(str::to_owned)));
+        fields.add_field_method_get("phase", |_, t| Ok(t.phase().map(str::to_owned)));
         fields.add_field_method_get("read", |_, t| Ok(t.spec.context.target_files.clone()));
         fields.add_field_method_get("write", |_, t| Ok(t.spec.context.output_files.clone()));
         fields.add_field_method_get("requirements", |_, t| Ok(t.spec.context.requirements.clone()));
@@ -24,10 +24,10 @@ impl UserData for Task {
         fields.add_field_method_get("criteria", |_, t| Ok(t.spec.acceptance.criteria.clone()));
         fields.add_field_method_get("validation", |_, t| Ok(t.spec.acceptance.validation.clone()));
         fields.add_field_method_get("dependencies", |_, t| Ok(t.spec.dependencies.clone()));
-        fields.add_field_method_get("reasons", |_, t| Ok(t.reasons.clone()));
-        fields.add_field_method_get("question", |_, t| Ok(t.question.clone()));
-        fields.add_field_method_get("answer", |_, t| Ok(t.answer.clone()));
-        fields.add_field_method_get("lease_ms", |_, t| Ok(t.lease_ms));
+        fields.add_field_method_get("reasons", |_, t| Ok(t.reasons().to_vec()));
+        fields.add_field_method_get("question", |_, t| Ok(t.question().map(str::to_owned)));
+        fields.add_field_method_get("answer", |_, t| Ok(t.answer().map(str::to_owned)));
+        fields.add_field_method_get("lease_ms", |_, t| Ok(t.lease_ms()));
         fields.add_field_method_get("data", |lua, t| match t.spec.extra.get("data") {
             Some(data) => lua.to_value(data),
             None => Ok(Value::Nil),
@@ -37,12 +37,12 @@ impl UserData for Task {
 
 impl UserData for Worker {
     fn add_fields<F: UserDataFields<Self>>(fields: &mut F) {
-        fields.add_field_method_get("name", |_, w| Ok(w.name.clone()));
-        fields.add_field_method_get("score", |_, w| Ok(w.score));
-        fields.add_field_method_get("accepted", |_, w| Ok(w.accepted.clone()));
-        fields.add_field_method_get("history", |_, w| Ok(w.accepted.clone()));
+        fields.add_field_method_get("name", |_, w| Ok(w.name().to_owned()));
+        fields.add_field_method_get("score", |_, w| Ok(w.score()));
+        fields.add_field_method_get("accepted", |_, w| Ok(w.accepted().to_vec()));
+        fields.add_field_method_get("history", |_, w| Ok(w.accepted().to_vec()));
         fields.add_field_method_get("holding", |lua, w| {
-            with_scheduler(lua, |s| Ok(s.held_by(&w.name).map(|t| t.spec.id.clone())))
+            with_scheduler(lua, |s| Ok(s.held_by(w.name()).map(|t| t.spec.id.clone())))
         });
     }
 }

@@ -198,7 +198,7 @@ impl Rows {
         let wall_ms = now_ms();
         let clock_ms = clock.at(now);
         let lease_of = |task: &Task| {
-            task.lease_until.map(|until| {
+            task.lease_until().map(|until| {
                 let left_ms = until.saturating_duration_since(now).as_millis() as i64;
                 StoredLease { left: left_ms, on_clock: clock_ms + left_ms, wall: wall_ms + left_ms }
             })
@@ -209,11 +209,11 @@ impl Rows {
             .filter_map(|id| scheduler.task(id))
             .map(|task| TaskRecord {
                 id: task.spec.id.clone(),
-                seq: task.seq as i64,
-                state: task.state.name(),
-                holder: task.holder.clone(),
-                attempt: task.attempt,
-                phase: task.phase.clone(),
+                seq: task.seq() as i64,
+                state: task.state().name(),
+                holder: task.holder().map(str::to_owned),
+                attempt: task.attempt(),
+                phase: task.phase().map(str::to_owned),
                 body: serde_json::to_string(task).expect("a task always serializes"),
                 lease: lease_of(task),
             })
@@ -227,7 +227,7 @@ impl Rows {
             .workers
             .iter()
             .filter_map(|name| scheduler.worker(name))
-            .map(|w| (w.name.clone(), serde_json::to_string(w).expect("a worker always serializes")))
+            .map(|w| (w.name().to_owned(), serde_json::to_string(w).expect("a worker always serializes")))
             .collect();
         let events = changes
             .events
@@ -254,7 +254,16 @@ fn task_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<TaskRow> {
     Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?))
 }
 
+/// How long a write waits for another connection's lock on `state.db`
+/// before it fails, unless the hub's options say otherwise.
+pub const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
 impl Store {
+    /// How long a write waits for another connection's lock on `state.db`.
+    pub fn set_busy_timeout(&self, limit: Duration) -> Result<(), StoreError> {
+        self.conn.busy_timeout(limit).map_err(|source| StoreError::Sqlite { path: self.path.clone(), source })
+    }
+
     /// Open (or create) `state.db` in `dir`.
     pub fn open(dir: &Path) -> Result<Self, StoreError> {
         let path = crate::layout::Layout::at(dir).state_db();
@@ -262,7 +271,7 @@ impl Store {
         let conn = Connection::open(&path).map_err(sql)?;
         conn.pragma_update(None, "journal_mode", "WAL").map_err(sql)?;
         conn.pragma_update(None, "synchronous", "FULL").map_err(sql)?;
-        conn.pragma_update(None, "busy_timeout", 5000).map_err(sql)?;
+        conn.busy_timeout(BUSY_TIMEOUT).map_err(sql)?;
         let version = stored_version(&conn).map_err(sql)?;
         match version {
             None => {
@@ -369,7 +378,7 @@ impl Store {
             .map(|until| until - self.clock.base_ms)
             .or(left)
             .or_else(|| deadline.map(|d| d.saturating_sub(wall)));
-        task.lease_until = left.map(|l| now + Duration::from_millis(l.max(0) as u64));
+        task.resume_lease(left.map(|l| now + Duration::from_millis(l.max(0) as u64)));
         Ok(task)
     }
 
@@ -574,8 +583,14 @@ fn read_clock(conn: &Connection) -> rusqlite::Result<i64> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::scheduler::{Offer, Settings, TaskState};
+    use crate::scheduler::{Offer, Settings, Task, TaskId, TaskState, Worker};
     use crate::task::TaskSpec;
+
+    /// The oldest grantable task, as the default policy chooses.
+    #[allow(clippy::unnecessary_wraps, reason = "the shape of `Scheduler::offer`'s assign")]
+    fn first(_: &Worker, ready: &[&Task], _: &Scheduler) -> Result<Option<TaskId>, std::convert::Infallible> {
+        Ok(ready.first().map(|t| t.spec.id.clone()))
+    }
 
     /// The one text column `sql` selects, row by row.
     fn texts(store: &Store, sql: &str) -> Vec<String> {
@@ -586,10 +601,10 @@ mod tests {
     fn what_was_committed_comes_back_after_reopening_with_its_lease() {
         let dir = tempfile::tempdir().unwrap();
         let now = Instant::now();
-        let mut s = Scheduler::new(Settings { lease: Duration::from_mins(10), max_attempts: 3 });
+        let mut s = Scheduler::new(Settings { lease: Duration::from_mins(10), max_attempts: 3, ..Settings::default() });
         s.add_tasks(vec![TaskSpec::new("a", "first"), TaskSpec::new("b", "second")], None, now).unwrap();
-        let offer = s.offer("w", now, |_, ready| ready.first().map(|t| t.spec.id.clone()));
-        assert_eq!(offer, Offer::Granted("a".into()));
+        let offer = s.offer("w", now, 1, first);
+        assert_eq!(offer, Ok(Offer::Granted("a".into())));
         let mut store = Store::open(dir.path()).unwrap();
         let changes = s.take_changes();
         store.commit(&s, &changes, &[("phase", "one".into())]).unwrap();
@@ -599,10 +614,10 @@ mod tests {
         let (tasks, workers) = store.load().unwrap();
         assert_eq!(tasks.len(), 2);
         let a = &tasks[0];
-        assert_eq!((a.state, a.attempt, a.holder.as_deref()), (TaskState::Assigned, 1, Some("w")));
+        assert_eq!((a.state(), a.attempt(), a.holder()), (TaskState::Assigned, 1, Some("w")));
         let left = a.lease_left(Instant::now()).unwrap();
         assert!(left > Duration::from_secs(590) && left <= Duration::from_mins(10), "{left:?}");
-        assert_eq!(workers[0].name, "w");
+        assert_eq!(workers[0].name(), "w");
         assert_eq!(store.meta("phase").unwrap().as_deref(), Some("one"));
         let kinds: Vec<EventKind> = store.events().unwrap().into_iter().map(|e| e.kind).collect();
         assert_eq!(kinds, [EventKind::Created, EventKind::Created, EventKind::WorkerJoined, EventKind::Assigned]);
@@ -629,11 +644,11 @@ mod tests {
     fn a_clock_tick_writes_one_row_and_a_restart_keeps_each_leases_time_left() {
         let dir = tempfile::tempdir().unwrap();
         let now = Instant::now();
-        let mut s = Scheduler::new(Settings { lease: Duration::from_mins(10), max_attempts: 3 });
+        let mut s = Scheduler::new(Settings { lease: Duration::from_mins(10), max_attempts: 3, ..Settings::default() });
         let specs: Vec<TaskSpec> = (0..50).map(|i| TaskSpec::new(format!("t{i}"), "x")).collect();
         s.add_tasks(specs, None, now).unwrap();
         for i in 0..50 {
-            s.offer(&format!("w{i}"), now, |_, ready| ready.first().map(|t| t.spec.id.clone()));
+            s.offer(&format!("w{i}"), now, 1, first).unwrap();
         }
         let mut store = Store::open(dir.path()).unwrap();
         let changes = s.take_changes();
@@ -681,19 +696,28 @@ mod tests {
     fn a_schema_1_store_is_migrated_with_every_row_and_its_leases() {
         let dir = tempfile::tempdir().unwrap();
         let now = Instant::now();
-        let mut s = Scheduler::new(Settings { lease: Duration::from_mins(10), max_attempts: 3 });
+        let mut s = Scheduler::new(Settings { lease: Duration::from_mins(10), max_attempts: 3, ..Settings::default() });
         s.add_tasks(vec![TaskSpec::new("a", "first"), TaskSpec::new("b", "second")], None, now).unwrap();
-        s.offer("w", now, |_, ready| ready.first().map(|t| t.spec.id.clone()));
+        s.offer("w", now, 1, first).unwrap();
         {
             let conn = Connection::open(dir.path().join("state.db")).unwrap();
             conn.execute_batch(SCHEMA_1).unwrap();
             let deadline = now_ms() + 300_000;
             for t in s.tasks() {
-                let lease = t.lease_until.map(|_| deadline);
+                let lease = t.lease_until().map(|_| deadline);
                 let body = serde_json::to_string(t).unwrap();
                 conn.execute(
                     "INSERT INTO tasks VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-                    params![t.spec.id, t.seq as i64, t.state.name(), t.holder, t.attempt, lease, t.phase, body],
+                    params![
+                        t.spec.id,
+                        t.seq() as i64,
+                        t.state().name(),
+                        t.holder(),
+                        t.attempt(),
+                        lease,
+                        t.phase(),
+                        body
+                    ],
                 )
                 .unwrap();
             }
@@ -709,11 +733,11 @@ mod tests {
         assert_eq!(store.meta("schema_version").unwrap().as_deref(), Some("2"));
         assert_eq!(store.meta("phase").unwrap().as_deref(), Some("one"));
         let (tasks, workers) = store.load().unwrap();
-        let states: Vec<(&str, TaskState)> = tasks.iter().map(|t| (t.spec.id.as_str(), t.state)).collect();
+        let states: Vec<(&str, TaskState)> = tasks.iter().map(|t| (t.spec.id.as_str(), t.state())).collect();
         assert_eq!(states, [("a", TaskState::Assigned), ("b", TaskState::Ready)]);
         let left = tasks[0].lease_left(Instant::now()).unwrap();
         assert!(left > Duration::from_secs(290) && left <= Duration::from_mins(5), "{left:?}");
-        assert_eq!(workers[0].name, "w");
+        assert_eq!(workers[0].name(), "w");
         let events: Vec<(i64, EventKind)> = store.events().unwrap().into_iter().map(|e| (e.id, e.kind)).collect();
         assert_eq!(events, [(1, EventKind::Created), (2, EventKind::Created), (3, EventKind::Assigned)]);
         // The new tables: no rowid b-tree beside the key, no sequence table, no unused index.

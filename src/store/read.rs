@@ -66,13 +66,13 @@ pub fn task_summary(t: &Task, now: Instant) -> TaskSummary {
     TaskSummary {
         id: t.spec.id.clone(),
         description: t.spec.description.clone(),
-        state: t.state.name().to_owned(),
-        holder: t.holder.clone(),
-        attempt: t.attempt,
-        phase: t.phase.clone(),
+        state: t.state().name().to_owned(),
+        holder: t.holder().map(str::to_owned),
+        attempt: t.attempt(),
+        phase: t.phase().map(str::to_owned),
         lease_left_ms: t.lease_left(now).map(|d| d.as_millis() as u64),
         dependencies: t.spec.dependencies.clone(),
-        reasons: t.reasons.clone(),
-        question: t.question.clone(),
+        reasons: t.reasons().to_vec(),
+        question: t.question().map(str::to_owned),
     }
 }

@@ -50,7 +50,10 @@ impl<D: Send + 'static> Writer<D> {
         let (tx, rx) = sync_channel(QUEUE);
         let thread = std::thread::Builder::new()
             .name("mcc-store".into())
-            .spawn(move || run(store, &rx, deliver, failed))
+            .spawn(move || {
+                let mut rx = rx;
+                run(store, &mut rx, deliver, failed)
+            })
             .expect("spawn the store writer thread");
         Self { tx: Some(tx), thread: Some(thread), stopped: None }
     }
@@ -124,7 +127,7 @@ impl<D: Send + 'static> Drop for Writer<D> {
 
 fn run<D>(
     mut store: Store,
-    rx: &Receiver<Job<D>>,
+    rx: &mut Receiver<Job<D>>,
     mut deliver: impl FnMut(Vec<D>),
     failed: impl FnOnce(&StoreError),
 ) -> Result<(), StoreError> {
@@ -178,7 +181,7 @@ mod tests {
     use crate::task::TaskSpec;
 
     fn scheduler_with(ids: &[&str]) -> Scheduler {
-        let mut s = Scheduler::new(Settings { lease: Duration::from_mins(10), max_attempts: 3 });
+        let mut s = Scheduler::new(Settings { lease: Duration::from_mins(10), max_attempts: 3, ..Settings::default() });
         s.add_tasks(ids.iter().map(|id| TaskSpec::new(*id, "x")).collect(), None, Instant::now()).unwrap();
         s
     }
@@ -212,6 +215,8 @@ mod tests {
     fn a_commit_that_fails_delivers_nothing_and_the_next_commit_returns_its_error() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
+        // Not the 5 s a hub waits: the lock below is never let go, so any wait ends the same way.
+        store.set_busy_timeout(Duration::from_millis(50)).unwrap();
         let clock = store.clock();
         // Another connection holds the write lock: the writer's commit fails once its busy timeout passes.
         let other = rusqlite::Connection::open(dir.path().join("state.db")).unwrap();

@@ -8,6 +8,11 @@
 //! A malformed one, or one without `workerId` or `attempt`, is moved aside to
 //! `rejected/` next to it, with a `.error.txt` saying why. Old clients, which
 //! know no attempts, may leave `attempt` out in their own folder only.
+//!
+//! Files are read through [`StateDir`] handles that follow no link, and
+//! only regular files within the frame limit (`--max-frame-bytes`): a link,
+//! a FIFO or a device is named in a problem and left in place; a larger
+//! file is moved to `rejected/` unread, with the limit and the flag.
 
 use std::collections::{HashMap, HashSet};
 use std::fs;
@@ -19,7 +24,7 @@ use notify::event::{ModifyKind, RenameMode};
 use notify::{EventKind, RecursiveMode, Watcher};
 
 use crate::engine::{EngineHandle, Input};
-use crate::layout::{Layout, move_aside};
+use crate::layout::{Layout, Refused, StateDir, move_aside_in};
 use crate::task::Report;
 
 /// How long a file must stay unchanged before it is read.
@@ -31,11 +36,13 @@ pub struct ReportWatcher {
 }
 
 impl ReportWatcher {
-    pub fn start(layout: &Layout, engine: EngineHandle) -> Result<Self, String> {
+    /// Watch the folders of `layout`; files over `max_bytes` are refused unread.
+    pub fn start(layout: &Layout, engine: EngineHandle, max_bytes: usize) -> Result<Self, String> {
         let folders = [layout.reports(), layout.old_reports()];
-        for folder in &folders {
-            fs::create_dir_all(folder).map_err(|e| format!("{}: {e}", folder.display()))?;
-        }
+        let state = layout.open().map_err(|e| e.to_string())?;
+        state.folder_or_create("reports").map_err(|e| e.to_string())?;
+        fs::create_dir_all(&folders[1]).map_err(|e| format!("{}: {e}", folders[1].display()))?;
+        StateDir::open(&folders[1]).map_err(|e| e.to_string())?;
         let (tx, rx) = mpsc::channel::<Seen>();
         let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
             let Ok(event) = event else { return };
@@ -70,11 +77,16 @@ impl ReportWatcher {
                 initial.extend(entries.flatten().map(|e| e.path()));
             }
         }
-        let root = layout.root().to_owned();
-        let old_folder = folders[1].clone();
+        let folders = Folders {
+            root: layout.root().to_owned(),
+            state,
+            reports: folders[0].clone(),
+            old: folders[1].clone(),
+            max_bytes: max_bytes as u64,
+        };
         std::thread::Builder::new()
             .name("mcc-reports".into())
-            .spawn(move || debounce(&rx, initial, &root, &old_folder, &engine))
+            .spawn(move || debounce(&rx, initial, &folders, &engine))
             .map_err(|e| e.to_string())?;
         Ok(Self { _watcher: watcher })
     }
@@ -86,11 +98,72 @@ struct Seen {
     whole: bool,
 }
 
-fn is_report(path: &Path) -> bool {
-    path.extension().is_some_and(|e| e == "json") && path.is_file()
+/// The folders a report may be in, and how each is opened.
+struct Folders {
+    root: PathBuf,
+    /// `.mcc/`, opened at start: a link put in its place later is not followed.
+    state: StateDir,
+    reports: PathBuf,
+    /// The old clients' folder, opened by its path (its last part not followed).
+    old: PathBuf,
+    max_bytes: u64,
 }
 
-fn debounce(rx: &mpsc::Receiver<Seen>, initial: Vec<PathBuf>, root: &Path, old_folder: &Path, engine: &EngineHandle) {
+impl Folders {
+    /// The open folder `path` is in, and its name there, if a report may be there.
+    fn locate(&self, path: &Path) -> Option<Result<(StateDir, String), Refused>> {
+        if path.extension().is_none_or(|e| e != "json") {
+            return None;
+        }
+        let name = path.file_name()?.to_str()?.to_owned();
+        let folder = path.parent()?;
+        let dir = if folder == self.reports {
+            self.state.folder("reports")
+        } else if folder == self.old {
+            StateDir::open(&self.old)
+        } else {
+            return None;
+        };
+        Some(dir.map(|dir| (dir, name)))
+    }
+}
+
+/// What became of a report file the watcher looked at.
+fn read_report(folders: &Folders, path: &Path, rescan: bool) -> Option<Input> {
+    let shown = path.strip_prefix(&folders.root).unwrap_or(path).display().to_string();
+    let rejected = |error: String| Some(Input::ReportFileRejected { path: shown.clone(), error });
+    let (dir, name) = match folders.locate(path)? {
+        Ok(found) => found,
+        Err(refused) => return rejected(format!("not read: {refused}")),
+    };
+    let bytes = match dir.read_bounded(&name, folders.max_bytes) {
+        Ok(bytes) => bytes,
+        // Gone already, or being renamed: nothing to read. A folder named
+        // *.json is not a report, and says nothing.
+        Err(Refused::Missing(_) | Refused::Io { .. } | Refused::Special { kind: "a folder", .. }) => return None,
+        Err(refused @ Refused::TooLarge { .. }) => {
+            let error =
+                format!("refused unread: {refused} (the hub's frame limit; raise it with `mcc hub --max-frame-bytes`)");
+            return rejected(moved(&dir, &name, error));
+        }
+        Err(refused) => return rejected(format!("{refused}; left in place")),
+    };
+    let old_client = path.parent() == Some(folders.old.as_path());
+    match parse_report_from(&bytes, old_client) {
+        Ok(report) => Some(Input::ReportFile { path: shown, rescan, full: path.to_owned(), report }),
+        Err(error) => rejected(moved(&dir, &name, error)),
+    }
+}
+
+/// `error`, moved to `rejected/` with it, and where it went.
+fn moved(dir: &StateDir, name: &str, error: String) -> String {
+    match move_aside_in(dir, name, &error) {
+        Ok(target) => format!("{error}; moved to {}", target.display()),
+        Err(refused) => format!("{error}; left in place: {refused}"),
+    }
+}
+
+fn debounce(rx: &mpsc::Receiver<Seen>, initial: Vec<PathBuf>, folders: &Folders, engine: &EngineHandle) {
     let mut pending: HashMap<PathBuf, Instant> = initial.iter().map(|p| (p.clone(), Instant::now())).collect();
     // Files present at start, until written again: a restart reads them once more.
     let mut rescan: HashSet<PathBuf> = initial.into_iter().collect();
@@ -118,19 +191,8 @@ fn debounce(rx: &mpsc::Receiver<Seen>, initial: Vec<PathBuf>, root: &Path, old_f
         let quiet: Vec<PathBuf> = pending.iter().filter(|(_, t)| now >= **t + QUIET).map(|(p, _)| p.clone()).collect();
         for path in quiet {
             pending.remove(&path);
-            if !is_report(&path) {
-                continue;
-            }
-            let Ok(bytes) = fs::read(&path) else { continue };
-            let shown = path.strip_prefix(root).unwrap_or(&path).display().to_string();
-            let old_client = path.parent() == Some(old_folder);
-            let input = match parse_report_from(&bytes, old_client) {
-                Ok(report) => Input::ReportFile { path: shown, rescan: rescan.remove(&path), full: path, report },
-                Err(error) => {
-                    let moved = move_aside(&path, &error);
-                    Input::ReportFileRejected { path: shown, error: format!("{error}; moved to {moved}") }
-                }
-            };
+            let again = rescan.remove(&path);
+            let Some(input) = read_report(folders, &path, again) else { continue };
             if !engine.send(input) {
                 return;
             }

@@ -45,7 +45,7 @@ fn kill_commands_on_signal() {
 /// folder (`--hub` only) nothing is recorded.
 fn record_command_groups(root: Option<&Path>) {
     let Some(layout) = root.map(Layout::of_root).filter(|l| l.dir().is_dir()) else { return };
-    match crate::command::record_groups_in(layout.dir()) {
+    match headless_runner().record_groups_in(layout.dir()) {
         Ok(0) => {}
         Ok(n) => eprintln!(
             "mcc worker run: killed {n} command group(s) that a stopped worker or hub had left running (records in {})",
@@ -226,7 +226,7 @@ impl Headless {
     fn execute(&self, task: &Value, id: &str, attempt: u32, lease_ms: u64, reasons: &[String]) -> Outcome {
         let (dir, file) = (Layout::of_root(&self.root).tasks(), Layout::of_root(&self.root).task_file(id, "json"));
         let body = serde_json::to_string_pretty(task).expect("serializes");
-        if let Err(e) = std::fs::create_dir_all(&dir).and_then(|()| std::fs::write(&file, &body)) {
+        if let Err(e) = std::fs::create_dir_all(&dir).and_then(|()| crate::text::write_atomic(&file, body.as_bytes())) {
             return Outcome::Failed(format!("cannot write {}: {e}", file.display()));
         }
         let Some((program, args)) = self.command.split_first() else {

@@ -34,13 +34,13 @@ pub(super) struct SummaryOut<'a> {
     id: &'a str,
     description: std::borrow::Cow<'a, str>,
     state: &'a str,
-    holder: &'a Option<String>,
+    holder: Option<&'a str>,
     attempt: u32,
-    phase: &'a Option<String>,
+    phase: Option<&'a str>,
     lease_left_ms: Option<u64>,
     dependencies: &'a [String],
     reasons: &'a [String],
-    question: &'a Option<String>,
+    question: Option<&'a str>,
 }
 
 impl<'a> SummaryOut<'a> {
@@ -48,14 +48,14 @@ impl<'a> SummaryOut<'a> {
         Self {
             id: &t.spec.id,
             description: shortened(&t.spec.description),
-            state: t.state.name(),
-            holder: &t.holder,
-            attempt: t.attempt,
-            phase: &t.phase,
+            state: t.state().name(),
+            holder: t.holder(),
+            attempt: t.attempt(),
+            phase: t.phase(),
             lease_left_ms: t.lease_left(now).map(|d| d.as_millis() as u64),
             dependencies: &t.spec.dependencies,
-            reasons: &t.reasons,
-            question: &t.question,
+            reasons: t.reasons(),
+            question: t.question(),
         }
     }
 }

@@ -120,8 +120,9 @@ impl Meter {
                 self.calls,
                 self.clock.as_nanos()
             );
-            // A bench aid: a failed write only leaves the figure out.
-            let _ = std::fs::write(file, text);
+            // A bench aid: a failed write only leaves the figure out. Written
+            // whole, never through a link planted in its place.
+            let _ = crate::text::write_atomic(file, text.as_bytes());
         }
     }
 }
@@ -150,12 +151,12 @@ impl Progress {
     #[allow(clippy::option_option, reason = "unmoved, or moved from a state or from nowhere")]
     fn count(&mut self, t: &scheduler::Task) -> Option<Option<TaskState>> {
         // Numbers are dense (one per task, from 0), so the table is as long as the store.
-        let at = usize::try_from(t.seq).expect("a task number fits in memory");
+        let at = usize::try_from(t.seq()).expect("a task number fits in memory");
         if at >= self.entries.len() {
             self.entries.resize(at + 1, Entry::default());
         }
         let old = self.entries[at].state;
-        if old == Some(t.state) {
+        if old == Some(t.state()) {
             return None;
         }
         let phase = match old {
@@ -165,10 +166,10 @@ impl Progress {
                 *n = n.saturating_sub(1);
                 phase
             }
-            None => self.phase_id(t.phase.as_deref().unwrap_or("-")),
+            None => self.phase_id(t.phase().unwrap_or("-")),
         };
-        self.phase_counts[phase as usize][slot(t.state)] += 1;
-        self.entries[at] = Entry { state: Some(t.state), phase, pending: self.entries[at].pending };
+        self.phase_counts[phase as usize][slot(t.state())] += 1;
+        self.entries[at] = Entry { state: Some(t.state()), phase, pending: self.entries[at].pending };
         Some(old)
     }
 
@@ -302,7 +303,7 @@ impl Engine {
             let Some(t) = self.scheduler.task(id) else { continue };
             let moved = progress.count(t);
             if let Some(old) = moved {
-                progress.stuck_changed |= [old, Some(t.state)]
+                progress.stuck_changed |= [old, Some(t.state())]
                     .into_iter()
                     .flatten()
                     .any(|s| matches!(s, TaskState::Failed | TaskState::Cancelled | TaskState::Waiting));
@@ -312,24 +313,24 @@ impl Engine {
             }
             if let Some(old) = moved {
                 progress.moved_since = true;
-                if progress_watched && (old == Some(TaskState::Blocked)) != (t.state == TaskState::Blocked) {
-                    progress.pending_questions.push((t.seq, id.clone()));
+                if progress_watched && (old == Some(TaskState::Blocked)) != (t.state() == TaskState::Blocked) {
+                    progress.pending_questions.push((t.seq(), id.clone()));
                 }
             }
             if full_watched {
-                progress.mark(t.seq, id);
+                progress.mark(t.seq(), id);
             }
             // A progress subscriber's worker shows what it holds, which only
             // a move changes; a full one shows its lease too.
-            if let Some(h) = &t.holder
+            if let Some(h) = t.holder()
                 && (full_watched || moved.is_some())
             {
                 progress.touch_worker(h);
             }
             // Out of flight, its holder became `last_holder` and holds it no more.
-            if let (Some(Some(old)), Some(h)) = (moved, &t.last_holder)
+            if let (Some(Some(old)), Some(h)) = (moved, t.last_holder())
                 && old.in_flight()
-                && !t.state.in_flight()
+                && !t.state().in_flight()
             {
                 progress.touch_worker(h);
             }
@@ -362,7 +363,7 @@ impl Engine {
         } else {
             let scheduler = &self.scheduler;
             let before = self.progress.stuck.len();
-            self.progress.stuck.retain(|s| scheduler.task(&s.task).is_some_and(|t| t.state == TaskState::Waiting));
+            self.progress.stuck.retain(|s| scheduler.task(&s.task).is_some_and(|t| t.state() == TaskState::Waiting));
             self.progress.stuck.len() != before
         };
         let presence = self.presence();
@@ -457,7 +458,7 @@ impl Engine {
     /// The tasks' summaries as a delta writes them, comma-separated, in creation order.
     fn summaries_json(&self, tasks: &[(u64, TaskId)], now: Instant) -> Vec<u8> {
         let mut tasks: Vec<&scheduler::Task> = tasks.iter().filter_map(|(_, id)| self.scheduler.task(id)).collect();
-        tasks.sort_unstable_by_key(|t| t.seq);
+        tasks.sort_unstable_by_key(|t| t.seq());
         let mut out = Vec::with_capacity(tasks.len() * 256);
         for t in tasks {
             if !out.is_empty() {
