@@ -37,6 +37,10 @@ pub const SMALL_FILE: u64 = 64 * 1024;
 
 /// The state folder's name under a project root.
 pub const DIR: &str = ".mcc";
+/// In the state folder: the workflow file and text being loaded, until it has taken its first step.
+pub const WORKFLOW_LOADING: &str = "workflow-loading.json";
+/// In the state folder: the workflow text (and its modules') that last loaded.
+pub const WORKFLOW_LOADED: &str = "workflow-loaded.json";
 
 /// The paths of one project's `.mcc/` folder.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -143,16 +147,6 @@ impl Layout {
     pub fn read_hub_file(&self) -> Option<HubFile> {
         let text = self.open().ok()?.read_bounded("hub.json", SMALL_FILE).ok()?;
         serde_json::from_slice(&text).ok()
-    }
-
-    /// The workflow file and text being loaded, until it has taken its first step.
-    pub fn workflow_loading(&self) -> PathBuf {
-        self.dir.join("workflow-loading.json")
-    }
-
-    /// The workflow text (and its modules') that last loaded.
-    pub fn workflow_loaded(&self) -> PathBuf {
-        self.dir.join("workflow-loaded.json")
     }
 
     pub fn reports(&self) -> PathBuf {

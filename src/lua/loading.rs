@@ -12,7 +12,10 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::layout::Layout;
+use crate::layout::{Layout, StateDir, WORKFLOW_LOADED, WORKFLOW_LOADING};
+
+/// The most of a record read back: a workflow and its modules are far smaller.
+const MOST: u64 = 16 << 20;
 
 #[derive(Serialize, Deserialize, PartialEq)]
 struct Loading {
@@ -28,56 +31,55 @@ pub struct Loaded {
     pub modules: Vec<(PathBuf, String)>,
 }
 
-/// The records of one project, in its `.mcc/` folder.
+/// The records of one project, in its `.mcc/` folder (opened, never followed).
 pub struct Records {
-    layout: Layout,
+    dir: StateDir,
 }
 
 impl Records {
     /// The records of the project at `root`; `None` when it has no `.mcc/`
-    /// folder (a workflow checked by `mcc check`, a test without a hub).
+    /// folder (a workflow checked by `mcc check`, a test without a hub) or
+    /// it cannot be opened as a real folder.
     pub fn at(root: &Path) -> Option<Self> {
-        let layout = Layout::of_root(root);
-        layout.dir().is_dir().then_some(Self { layout })
+        Layout::of_root(root).open().ok().map(|dir| Self { dir })
     }
 
     /// Whether the hub died while loading exactly this text of `path`.
     pub fn died_on(&self, path: &Path, source: &str) -> bool {
-        let Ok(text) = std::fs::read_to_string(self.layout.workflow_loading()) else { return false };
-        serde_json::from_str::<Loading>(&text).is_ok_and(|was| was == loading(path, source))
+        let Ok(bytes) = self.dir.read_bounded(WORKFLOW_LOADING, MOST) else { return false };
+        serde_json::from_slice::<Loading>(&bytes).is_ok_and(|was| was == loading(path, source))
     }
 
     /// Record that `path` with this text is about to load.
     pub fn loading(&self, path: &Path, source: &str) -> Result<(), String> {
-        write(&self.layout.workflow_loading(), &loading(path, source))
+        self.write(WORKFLOW_LOADING, &loading(path, source))
     }
 
     /// The load ended without running the workflow (an error): nothing to remember.
     pub fn not_loaded(&self) {
-        let _ = std::fs::remove_file(self.layout.workflow_loading());
+        let _ = self.dir.remove(WORKFLOW_LOADING);
     }
 
     /// The workflow loaded and took its first step: keep its text, drop the record of loading.
     pub fn loaded(&self, path: &Path, source: &str, modules: &[(PathBuf, String)]) -> Result<(), String> {
         let loaded = Loaded { path: path.display().to_string(), source: source.to_owned(), modules: modules.to_vec() };
-        write(&self.layout.workflow_loaded(), &loaded)?;
-        let loading = self.layout.workflow_loading();
-        std::fs::remove_file(&loading).map_err(|e| format!("cannot remove {}: {e}", loading.display()))
+        self.write(WORKFLOW_LOADED, &loaded)?;
+        self.dir
+            .remove(WORKFLOW_LOADING)
+            .map_err(|e| format!("cannot remove {}: {e}", self.dir.shown(WORKFLOW_LOADING).display()))
     }
 
     /// The last version of `path` that loaded, if one did.
     pub fn last_loaded(&self, path: &Path) -> Option<Loaded> {
-        let text = std::fs::read_to_string(self.layout.workflow_loaded()).ok()?;
-        serde_json::from_str::<Loaded>(&text).ok().filter(|l| l.path == path.display().to_string())
+        let bytes = self.dir.read_bounded(WORKFLOW_LOADED, MOST).ok()?;
+        serde_json::from_slice::<Loaded>(&bytes).ok().filter(|l| l.path == path.display().to_string())
     }
-}
 
-/// Write `file` whole or not at all: to a temporary name, then renamed.
-fn write(file: &Path, value: &impl Serialize) -> Result<(), String> {
-    let fail = |e: &dyn std::fmt::Display| format!("cannot record {}: {e}", file.display());
-    let text = serde_json::to_string(value).map_err(|e| fail(&e))?;
-    let temp = file.with_extension("json.tmp");
-    std::fs::write(&temp, text).and_then(|()| std::fs::rename(&temp, file)).map_err(|e| fail(&e))
+    /// Write `name` whole or not at all.
+    fn write(&self, name: &str, value: &impl Serialize) -> Result<(), String> {
+        let text = serde_json::to_vec(value).map_err(|e| format!("cannot record {name}: {e}"))?;
+        self.dir.write_atomic(name, &text).map_err(|e| format!("cannot record the workflow's loading: {e}"))
+    }
 }
 
 fn loading(path: &Path, source: &str) -> Loading {
