@@ -292,6 +292,11 @@ pub fn request_id(path: &Path) -> Option<String> {
     plausible.then(|| id.to_owned())
 }
 
+/// What [`allowed`] lets through files, as a refusal names it.
+/// `mcc status` subscribes, which a file cannot: it is not among them.
+pub const ALLOWED: &str =
+    "worker commands (next, done, block, fail, progress, leave), `mcc tasks show` and the `snapshot` message";
+
 /// True for the messages a file may carry: a worker's verbs and the
 /// read-only views. Anything that changes the plan goes over the socket,
 /// where the hub checks who sends it.

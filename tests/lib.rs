@@ -8,6 +8,7 @@ mod author;
 mod browser;
 mod bulk;
 mod cockpit;
+mod deadlines;
 mod durability;
 mod effects;
 mod engineer;

@@ -412,3 +412,109 @@ fn the_server_rules_install_registers_starts_and_serves_the_tools() {
         client.cancel().await.unwrap();
     });
 }
+
+/// Tool arguments are values, never flags: a note that starts with `-` is
+/// stored as written (when each call ran `mcc worker`, `--x` was refused).
+#[test]
+fn over_mcp_a_note_that_looks_like_a_flag_is_stored_as_written() {
+    let project = Project::new();
+    let hub = Hub::start(project.root(), &[]);
+    add(&hub, vec![old_task("dash", &[], &[])]);
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let client = connect(&project, mcc_bin(), &["mcp", "--as", "D", "--wait", "1s"]).await;
+        let first = call(&client, "next", json!({})).await;
+        assert_ne!(first.is_error, Some(true), "{}", text(&first));
+        let noted = call(&client, "progress", json!({"task": "dash", "note": "--x"})).await;
+        assert_ne!(noted.is_error, Some(true), "{}", text(&noted));
+        let done = call(&client, "done", json!({"task": "dash", "notes": "--x", "score": 5})).await;
+        assert_ne!(done.is_error, Some(true), "{}", text(&done));
+        client.cancel().await.unwrap();
+    });
+    let shown = hub.connect().ask(json!({"type": "show_task", "taskId": "dash"}));
+    assert_eq!(shown["task"]["report"]["notes"], "--x", "{shown}");
+}
+
+/// `mcc mcp` with raw JSON-RPC lines on its stdin, as a client would write them.
+struct Raw {
+    child: std::process::Child,
+    stdin: std::process::ChildStdin,
+    lines: std::sync::mpsc::Receiver<Value>,
+}
+
+impl Raw {
+    fn start(project: &Project) -> Self {
+        use std::io::BufRead;
+        let mut child = std::process::Command::new(mcc_bin())
+            .args(["mcp", "--as", "raw", "--wait", "1s"])
+            .current_dir(project.root())
+            .env_remove("MCC_WORKER")
+            .env_remove("MCC_HUB")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let (stdin, stdout) = (child.stdin.take().unwrap(), child.stdout.take().unwrap());
+        let (tx, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
+                let _ = tx.send(serde_json::from_str(&line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}")));
+            }
+        });
+        let mut raw = Self { child, stdin, lines };
+        raw.send(r#"{"jsonrpc":"2.0","id":0,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"raw","version":"1"}}}"#);
+        assert_eq!(raw.answer()["id"], 0);
+        raw.send(r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#);
+        raw
+    }
+
+    fn send(&mut self, line: &str) {
+        use std::io::Write;
+        writeln!(self.stdin, "{line}").unwrap();
+        self.stdin.flush().unwrap();
+    }
+
+    fn answer(&self) -> Value {
+        self.lines.recv_timeout(crate::support::DEADLINE).expect("an answer to every request")
+    }
+
+    /// Send `line`, then a ping: two answers come back (in either order:
+    /// rmcp answers requests concurrently), or `line` got none.
+    fn ask(&mut self, line: &str) -> Value {
+        self.send(line);
+        self.send(r#"{"jsonrpc":"2.0","id":"ping","method":"ping"}"#);
+        let (first, second) = (self.answer(), self.answer());
+        let (answer, ping) = if first["id"] == "ping" { (second, first) } else { (first, second) };
+        assert_eq!(ping["id"], "ping", "no answer to {line}: {answer}");
+        answer
+    }
+}
+
+impl Drop for Raw {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn over_mcp_every_request_gets_the_standard_json_rpc_answer() {
+    let project = Project::new();
+    let mut raw = Raw::start(&project);
+    let code = |answer: &Value| (answer["id"].clone(), answer["error"]["code"].clone());
+
+    let unknown = raw.ask(r#"{"jsonrpc":"2.0","id":1,"method":"no/such/method","params":{}}"#);
+    assert_eq!(code(&unknown), (json!(1), json!(-32601)), "{unknown}");
+    let listed = raw.ask(r#"{"jsonrpc":"2.0","id":2,"method":"tools/call","params":["next"]}"#);
+    assert_eq!(code(&listed), (json!(2), json!(-32602)), "{listed}");
+    let text = raw.ask(r#"{"jsonrpc":"2.0","id":3,"method":"tools/list","params":"all"}"#);
+    assert_eq!(code(&text), (json!(3), json!(-32602)), "{text}");
+    let unnamed = raw.ask(r#"{"jsonrpc":"2.0","id":4,"method":"tools/call","params":{"name":7}}"#);
+    assert_eq!(code(&unnamed), (json!(4), json!(-32602)), "{unnamed}");
+    // No id can be read from broken JSON: JSON-RPC 2.0 answers it with `"id": null`.
+    let broken = raw.ask(r#"{"jsonrpc":"2.0","id":5,"method":"tools/call","params":{"#);
+    assert_eq!(code(&broken), (Value::Null, json!(-32700)), "{broken}");
+    // And the server still serves.
+    let tools = raw.ask(r#"{"jsonrpc":"2.0","id":6,"method":"tools/list"}"#);
+    assert_eq!(tools["result"]["tools"][0]["name"], "next", "{tools}");
+}

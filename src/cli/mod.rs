@@ -36,6 +36,18 @@ pub struct Cli {
     /// How client commands reach the hub: auto (the socket, else files under .mcc/), socket, or file.
     #[arg(long, global = true, env = "MCC_TRANSPORT", value_enum, default_value_t = crate::client::Transport::Auto)]
     pub transport: crate::client::Transport,
+    /// How long client commands wait for the hub at each step (connect, handshake, each answer), beyond any --wait.
+    #[arg(long, global = true, env = "MCC_TIMEOUT", default_value = "10s", value_parser = deadline, value_name = "DURATION")]
+    pub timeout: std::time::Duration,
+}
+
+/// A deadline: a duration above zero, such as `10s` or `1m`.
+fn deadline(given: &str) -> Result<std::time::Duration, String> {
+    match humantime::parse_duration(given) {
+        Ok(limit) if limit.is_zero() => Err("the deadline must be above zero, such as 10s".to_owned()),
+        Ok(limit) => Ok(limit),
+        Err(e) => Err(format!("{e}; give a duration such as 10s or 1m")),
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -92,6 +104,7 @@ fn quiet_on_closed_stdout() {
 /// Run a parsed command line; returns the exit code.
 pub fn run(cli: Cli) -> u8 {
     crate::client::use_transport(cli.transport);
+    crate::client::use_timeout(cli.timeout);
     match cli.command {
         Command::Hub(args) => hub::run(args),
         Command::Run(args) => run::run(args),

@@ -380,7 +380,7 @@ fn subscribe(target: &Target, answer_wait: Duration) -> Result<(Connection, Summ
         match answer {
             Ok(ServerMsg::Summary { summary }) => return Ok((conn, *summary)),
             Ok(other) => return Err(format!("unexpected answer to subscribe: {}", other.to_json())),
-            Err(ClientError::Timeout(_)) if hub_answers(target) => answer = conn.receive(answer_wait),
+            Err(ClientError::Timeout { .. }) if hub_answers(target) => answer = conn.receive(answer_wait),
             Err(e) => return Err(e.to_string()),
         }
     }
@@ -414,7 +414,7 @@ fn follow(target: &Target, answer_wait: Duration, tx: &tokio::sync::mpsc::Unboun
                     return;
                 }
             },
-            Ok(_) | Err(ClientError::Timeout(_)) => {}
+            Ok(_) | Err(ClientError::Timeout { .. }) => {}
             Err(e) => {
                 if pending.is_some() {
                     let _ = tx.send(progress(&summary));

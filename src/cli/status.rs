@@ -68,7 +68,7 @@ fn watch(args: &StatusArgs) -> u8 {
             return exit::ERROR;
         }
     };
-    let mut summary = match conn.request(&SUBSCRIBE, Duration::from_secs(10)) {
+    let mut summary = match conn.request(&SUBSCRIBE, client::timeout()) {
         Ok(ServerMsg::Summary { summary }) => summary,
         Ok(other) => {
             eprintln!("error: unexpected answer from the hub: {}", other.to_json());
@@ -114,7 +114,7 @@ fn watch(args: &StatusArgs) -> u8 {
                     return exit::ERROR;
                 }
             },
-            Ok(_) | Err(ClientError::Timeout(_)) => {}
+            Ok(_) | Err(ClientError::Timeout { .. }) => {}
             Err(ClientError::Shutdown(message)) => {
                 println!("the hub stopped: {message}");
                 return exit::OK;

@@ -113,6 +113,8 @@ pub struct AnswerArgs {
     pub hub: HubArg,
 }
 
+/// What the hub may take beyond the client's deadline (`--timeout`): a piece of
+/// up to 1,000 tasks is one commit.
 const LIMIT: Duration = Duration::from_secs(30);
 
 fn fail(hub: &HubArg, message: &str) -> u8 {

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use notify::{RecursiveMode, Watcher};
 
 use super::ClientError;
-use crate::layout::{Layout, Refused, RequestFile, StateDir, allowed};
+use crate::layout::{ALLOWED, Layout, Refused, RequestFile, StateDir, allowed};
 use crate::wire::{ClientMsg, ServerMsg};
 
 /// How often the client looks for its answer even without a file event:
@@ -71,7 +71,7 @@ pub fn ask(layout: &Layout, msg: &ClientMsg, limit: Duration) -> Result<ServerMs
     if !allowed(msg) {
         return Err(ClientError::Refused {
             url: layout.requests().display().to_string(),
-            reason: "only worker commands (next, done, block, fail, progress, leave) and status go through files; run this one where the hub's socket can be reached".into(),
+            reason: format!("only {ALLOWED} go through files; run this one where the hub's socket can be reached"),
         });
     }
     if !hub_alive(layout) {
@@ -115,7 +115,7 @@ pub fn ask(layout: &Layout, msg: &ClientMsg, limit: Duration) -> Result<ServerMs
         if left.is_zero() {
             // Withdraw it: a hub that comes back later must not act for a client that gave up.
             let _ = requests.remove(&name);
-            return Err(ClientError::Timeout(limit));
+            return Err(ClientError::Timeout { url: layout.requests().display().to_string(), limit });
         }
         let nap = left.min(LOOK_AGAIN);
         if watcher.is_ok() {

@@ -3,13 +3,20 @@
 //! the hub listens, open one short WebSocket connection, exchange messages.
 //! Where no socket can be opened, worker commands go through files instead
 //! ([`files`]); [`Transport`] says which way, and [`ask`] picks it.
+//!
+//! Every step has a deadline ([`timeout`], `--timeout` / `MCC_TIMEOUT`):
+//! the TCP connect, the WebSocket handshake and each answer. A request the
+//! hub holds on purpose (`next --wait`, a `done` waiting for its verdict)
+//! gets its wait plus the deadline. A hub that is stopped (Ctrl-Z, SIGSTOP)
+//! or wedged still accepts connections into the kernel's backlog and never
+//! answers; without deadlines every client would wait for it forever.
 
 pub mod exit;
 pub mod files;
 pub mod status;
 pub mod worker;
 
-use std::net::TcpStream;
+use std::net::{TcpStream, ToSocketAddrs};
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 use std::time::Duration;
@@ -47,8 +54,16 @@ pub enum ClientError {
     Broken(String),
     #[error("the hub sent something this mcc does not understand ({0}); are the hub and client the same version?")]
     Garbled(String),
-    #[error("the hub did not answer within {0:?}; run the command again")]
-    Timeout(Duration),
+    #[error(
+        "the hub at {url} did not answer within {}: it may be stopped (Ctrl-Z, SIGSTOP) or overloaded. Check it with `mcc status`; if it is only slow, give it longer with --timeout (or MCC_TIMEOUT), such as --timeout 60s",
+        humantime::format_duration(*limit)
+    )]
+    Timeout { url: String, limit: Duration },
+    #[error(
+        "the hub at {url} closed the connection on a message of {size} bytes: a hub reads messages of at most {limit} bytes (1 MiB) unless started with a larger `mcc hub --max-frame-bytes`; send less in one message (a task's long text can go in a file the task reads)",
+        limit = HUB_FRAME_LIMIT
+    )]
+    TooLarge { url: String, size: usize },
     #[error("the hub is shutting down: {0}")]
     Shutdown(String),
 }
@@ -96,36 +111,51 @@ pub struct Connection {
 }
 
 impl Connection {
-    /// Connect and read the hub's `connected` greeting.
+    /// Connect and read the hub's `connected` greeting, each step within [`timeout`].
     pub fn open(target: &Target) -> Result<Self, ClientError> {
-        let mut request = target.url.as_str().into_client_request().map_err(|e| ClientError::Unreachable {
+        let limit = timeout();
+        let unreachable = |reason: String| ClientError::Unreachable {
             url: target.url.clone(),
-            reason: e.to_string(),
-            sandbox: "",
-        })?;
+            reason,
+            sandbox: if std::env::var_os("CODEX_SANDBOX_NETWORK_DISABLED").is_some() {
+                ". This looks like Codex's sandbox, which blocks even loopback: run worker commands with --transport file (or MCC_TRANSPORT=file), allow network access (sandbox_workspace_write.network_access = true), or write a report file into .mcc/reports/"
+            } else {
+                ""
+            },
+        };
+        let timed_out = || ClientError::Timeout { url: target.url.clone(), limit };
+        let mut request = target.url.as_str().into_client_request().map_err(|e| unreachable(e.to_string()))?;
         if let Some(token) = &target.token {
             let value = format!("Bearer {token}").parse().expect("a hex token is a valid header value");
             request.headers_mut().insert("authorization", value);
         }
+        let stream = connect_within(&request, limit).map_err(|e| match e {
+            ConnectError::TimedOut => timed_out(),
+            ConnectError::Failed(reason) => unreachable(reason),
+        })?;
+        // The handshake reads and writes under the same deadline; each answer sets its own.
+        let _ = stream.set_read_timeout(Some(limit));
+        let _ = stream.set_write_timeout(Some(limit));
+        let _ = stream.set_nodelay(true);
         // 8 KiB: tungstenite zero-fills its whole read buffer on each read (128 KiB by default).
         let config = tungstenite::protocol::WebSocketConfig::default().read_buffer_size(8 * 1024);
-        let (socket, _) = tungstenite::client::connect_with_config(request, Some(config), 3).map_err(|e| match e {
-            tungstenite::Error::Http(response) => {
-                let body = response.body().as_ref().map(|b| String::from_utf8_lossy(b).trim().to_owned()).unwrap_or_default();
-                ClientError::Refused { url: target.url.clone(), reason: format!("{} {body}", response.status()) }
-            }
-            other => ClientError::Unreachable {
-                url: target.url.clone(),
-                reason: other.to_string(),
-                sandbox: if std::env::var_os("CODEX_SANDBOX_NETWORK_DISABLED").is_some() {
-                    ". This looks like Codex's sandbox, which blocks even loopback: run worker commands with --transport file (or MCC_TRANSPORT=file), allow network access (sandbox_workspace_write.network_access = true), or write a report file into .mcc/reports/"
-                } else {
-                    ""
-                },
-            },
-        })?;
+        let (socket, _) = tungstenite::client::client_with_config(request, MaybeTlsStream::Plain(stream), Some(config))
+            .map_err(|e| match e {
+                tungstenite::HandshakeError::Failure(tungstenite::Error::Http(response)) => {
+                    let body = response
+                        .body()
+                        .as_ref()
+                        .map(|b| String::from_utf8_lossy(b).trim().to_owned())
+                        .unwrap_or_default();
+                    ClientError::Refused { url: target.url.clone(), reason: format!("{} {body}", response.status()) }
+                }
+                tungstenite::HandshakeError::Failure(tungstenite::Error::Io(e)) if timed_out_io(&e) => timed_out(),
+                // A blocking stream is never interrupted but by its read timeout.
+                tungstenite::HandshakeError::Interrupted(_) => timed_out(),
+                tungstenite::HandshakeError::Failure(other) => unreachable(other.to_string()),
+            })?;
         let mut conn = Self { socket, url: target.url.clone() };
-        match conn.receive(Duration::from_secs(10))? {
+        match conn.receive(limit)? {
             ServerMsg::Connected { .. } => Ok(conn),
             other => Err(ClientError::Garbled(format!("expected `connected`, got {}", other.to_json()))),
         }
@@ -135,8 +165,15 @@ impl Connection {
         &self.url
     }
 
+    /// Send one message; a hub that stops reading is given [`timeout`] to take it.
     pub fn send(&mut self, msg: &ClientMsg) -> Result<(), ClientError> {
-        self.socket.send(Message::text(msg.to_json())).map_err(|e| ClientError::Broken(e.to_string()))
+        match self.socket.send(Message::text(msg.to_json())) {
+            Ok(()) => Ok(()),
+            Err(tungstenite::Error::Io(e)) if timed_out_io(&e) => {
+                Err(ClientError::Timeout { url: self.url.clone(), limit: timeout() })
+            }
+            Err(e) => Err(ClientError::Broken(e.to_string())),
+        }
     }
 
     /// The next message from the hub, waiting at most `limit`.
@@ -156,20 +193,25 @@ impl Connection {
                 }
                 Ok(Message::Close(_)) => return Err(ClientError::Broken("the hub closed the connection".into())),
                 Ok(_) => {}
-                Err(tungstenite::Error::Io(e))
-                    if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) =>
-                {
-                    return Err(ClientError::Timeout(limit));
+                Err(tungstenite::Error::Io(e)) if timed_out_io(&e) => {
+                    return Err(ClientError::Timeout { url: self.url.clone(), limit });
                 }
                 Err(e) => return Err(ClientError::Broken(e.to_string())),
             }
         }
     }
 
-    /// Send one message and wait for its answer.
+    /// Send one message and wait for its answer. A hub drops the connection
+    /// of a message over its frame limit without a word (it stops reading),
+    /// so a broken connection after a message that large is named for it.
     pub fn request(&mut self, msg: &ClientMsg, limit: Duration) -> Result<ServerMsg, ClientError> {
-        self.send(msg)?;
-        self.receive(limit)
+        let size = msg.to_json().len();
+        match self.send(msg).and_then(|()| self.receive(limit)) {
+            Err(ClientError::Broken(_)) if size > HUB_FRAME_LIMIT => {
+                Err(ClientError::TooLarge { url: self.url.clone(), size })
+            }
+            answer => answer,
+        }
     }
 
     /// Close politely.
@@ -177,6 +219,62 @@ impl Connection {
         let _ = self.socket.close(None);
         let _ = self.socket.flush();
     }
+}
+
+/// Why no TCP connection was made.
+enum ConnectError {
+    TimedOut,
+    Failed(String),
+}
+
+/// A TCP connection to the request's host, each address tried within `limit`.
+fn connect_within(
+    request: &tungstenite::handshake::client::Request,
+    limit: Duration,
+) -> Result<TcpStream, ConnectError> {
+    let uri = request.uri();
+    if uri.scheme_str() != Some("ws") {
+        let scheme = uri.scheme_str().unwrap_or("none");
+        return Err(ConnectError::Failed(format!("the address must start with ws:// (not {scheme}://)")));
+    }
+    let host = uri.host().ok_or_else(|| ConnectError::Failed(format!("no host name in {uri}")))?;
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let port = uri.port_u16().unwrap_or(80);
+    let addrs =
+        (host, port).to_socket_addrs().map_err(|e| ConnectError::Failed(format!("cannot resolve {host}: {e}")))?;
+    let mut last = ConnectError::Failed(format!("{host} has no address"));
+    for addr in addrs {
+        match TcpStream::connect_timeout(&addr, limit) {
+            Ok(stream) => return Ok(stream),
+            Err(e) if timed_out_io(&e) => last = ConnectError::TimedOut,
+            Err(e) => last = ConnectError::Failed(format!("unable to connect to {uri}: {e}")),
+        }
+    }
+    Err(last)
+}
+
+/// Whether an I/O error is a read or write timeout (`WouldBlock` on Unix).
+fn timed_out_io(e: &std::io::Error) -> bool {
+    matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut)
+}
+
+/// The largest message a hub reads unless started with `--max-frame-bytes`
+/// (the hub's `MAX_FRAME`, which the client may not import).
+pub const HUB_FRAME_LIMIT: usize = 1 << 20;
+
+/// The deadline of each step of a client call when none is given.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
+
+static TIMEOUT: OnceLock<Duration> = OnceLock::new();
+
+/// Set the deadline for this process (from `--timeout` / `MCC_TIMEOUT`); the first call wins.
+pub fn use_timeout(limit: Duration) {
+    let _ = TIMEOUT.set(limit);
+}
+
+/// How long each step of a client call may take: connect, handshake, an answer beyond its wait.
+pub fn timeout() -> Duration {
+    TIMEOUT.get().copied().unwrap_or(DEFAULT_TIMEOUT)
 }
 
 /// How client commands reach the hub.
@@ -218,7 +316,10 @@ fn transport_for(target: &Target) -> Transport {
 
 /// One exchange: send one message, read one answer. Over the socket that is
 /// one short connection; through files, one request file and its answer.
-pub fn ask(target: &Target, msg: &ClientMsg, limit: Duration) -> Result<ServerMsg, ClientError> {
+/// The hub has `wait` (what the request asks it to wait, or may take on
+/// purpose) plus [`timeout`] to answer.
+pub fn ask(target: &Target, msg: &ClientMsg, wait: Duration) -> Result<ServerMsg, ClientError> {
+    let limit = wait + timeout();
     let layout = target.root.as_deref().map(Layout::of_root);
     match (transport_for(target), layout) {
         (Transport::File, Some(layout)) => files::ask(&layout, msg, limit),
@@ -251,9 +352,23 @@ fn exchange(mut conn: Connection, msg: &ClientMsg, limit: Duration) -> Result<Se
 }
 
 /// Find the hub from the current folder, then [`ask`].
-pub fn ask_once(hub: Option<&str>, msg: &ClientMsg, limit: Duration) -> Result<(ServerMsg, Target), String> {
-    let cwd = std::env::current_dir().map_err(|e| format!("cannot read the current folder: {e}"))?;
-    let target = locate(hub, &cwd).map_err(|e| e.to_string())?;
-    let answer = ask(&target, msg, limit).map_err(|e| e.to_string())?;
+pub fn ask_once(hub: Option<&str>, msg: &ClientMsg, wait: Duration) -> Result<(ServerMsg, Target), String> {
+    ask_here(hub, msg, wait).map_err(|e| e.to_string())
+}
+
+/// [`ask_once`], telling why it failed: a hub that did not answer is not one that is gone.
+pub fn ask_here(hub: Option<&str>, msg: &ClientMsg, wait: Duration) -> Result<(ServerMsg, Target), ClientError> {
+    let cwd = std::env::current_dir()
+        .map_err(|e| ClientError::NoProject(format!("the current folder (which cannot be read: {e})")))?;
+    let target = locate(hub, &cwd)?;
+    let answer = ask(&target, msg, wait)?;
     Ok((answer, target))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_client_knows_the_hubs_default_frame_limit() {
+        assert_eq!(super::HUB_FRAME_LIMIT, crate::hub::MAX_FRAME);
+    }
 }

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use super::ask_once;
+use super::{ClientError, ask_here};
 use crate::scheduler::TaskState;
 use crate::store::read::Stored;
 use crate::wire::{ClientMsg, Delta, Page, ServerMsg, Snapshot, SubscriptionView, Summary, TaskSummary};
@@ -20,7 +20,8 @@ pub const SUBSCRIBE: ClientMsg = ClientMsg::Subscribe { view: SubscriptionView::
 /// Tasks `--json` lists; `mcc tasks list` pages through the rest.
 const JSON_PAGE: usize = 50;
 /// How long the hub has to answer each request.
-const LIMIT: Duration = Duration::from_secs(10);
+/// The hub answers these at once: each has the client's deadline alone.
+const LIMIT: Duration = Duration::ZERO;
 /// Where a status read from the store says it comes from, in place of the hub's address.
 const FROM_STORE: &str = "(no hub running; read from .mcc/state.db)";
 
@@ -52,16 +53,18 @@ pub fn fetch(
     with_tasks: bool,
     page_url: impl Fn(&Path) -> Option<String>,
 ) -> Result<Status, String> {
-    let (summary, target) = match ask_once(hub, &SUBSCRIBE, LIMIT) {
+    let (summary, target) = match ask_here(hub, &SUBSCRIBE, LIMIT) {
         Ok((ServerMsg::Summary { summary }, target)) => (summary, target),
         Ok((other, _)) => return Err(format!("unexpected answer from the hub: {}", other.to_json())),
+        // A hub that holds the project but does not answer is not "no hub running".
+        Err(e @ ClientError::Timeout { .. }) => return Err(e.to_string()),
         // No hub: the store still says what happened.
-        Err(e) => return stored_here().map(|s| Status::Stored(Box::new(s))).ok_or(e),
+        Err(e) => return stored_here().map(|s| Status::Stored(Box::new(s))).ok_or_else(|| e.to_string()),
     };
     let tasks = with_tasks
         .then(|| {
             let page = ClientMsg::TasksPage { state: None, limit: Some(JSON_PAGE), after: None };
-            match ask_once(hub, &page, LIMIT) {
+            match ask_here(hub, &page, LIMIT) {
                 Ok((ServerMsg::TasksPage { page }, _)) => Some(page),
                 _ => None,
             }

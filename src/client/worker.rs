@@ -18,8 +18,9 @@ use crate::wire::{ClientMsg, ServerMsg};
 
 pub use text::{PRINT_BUDGET, human, strings};
 
-/// The most an answer may take beyond the requested wait.
-const SLACK: Duration = Duration::from_secs(30);
+/// The least a hub waits for a `done`'s verdict by default (`VERDICT_WAIT_FLOOR`),
+/// even when the worker asked to wait for nothing.
+const VERDICT_WAIT: Duration = Duration::from_secs(10);
 
 /// Who asks, and where the hub is.
 #[derive(Debug, Clone, Default)]
@@ -155,7 +156,8 @@ pub fn next(worker: &Worker, wait: Duration) -> Answer {
 
 /// Report a task done; the answer is the verdict and the next task.
 pub fn done(worker: &Worker, a: &Done) -> Answer {
-    exchange(worker, a.wait, |name, target| {
+    // The verdict first (at least its floor), then the next task.
+    exchange(worker, a.wait.max(VERDICT_WAIT) + a.wait, |name, target| {
         let deliverables =
             a.deliverables.iter().map(|d| project_path(d, target.root.as_deref())).collect::<Result<Vec<_>, _>>()?;
         Ok(ClientMsg::Done {
@@ -258,9 +260,9 @@ pub fn target(hub: Option<&str>) -> Result<Target, String> {
     super::locate(hub, &cwd).map_err(|e| e.to_string())
 }
 
-/// One exchange, allowing the hub `wait` plus some slack to answer.
+/// One exchange, allowing the hub `wait` plus the client's deadline to answer.
 pub fn ask(target: &Target, msg: &ClientMsg, wait: Duration) -> Result<ServerMsg, ClientError> {
-    super::ask(target, msg, wait + SLACK)
+    super::ask(target, msg, wait)
 }
 
 pub fn ms(d: Duration) -> u64 {

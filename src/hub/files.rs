@@ -26,7 +26,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::protocol::{self, ServerMsg};
 use crate::engine::{EngineHandle, Input, Outgoing};
-use crate::layout::{Layout, Refused, RequestFile, STALE, StateDir, allowed, move_aside_in, request_id};
+use crate::layout::{ALLOWED, Layout, Refused, RequestFile, STALE, StateDir, allowed, move_aside_in, request_id};
 
 /// How often files left behind are looked for.
 const SWEEP: Duration = Duration::from_mins(1);
@@ -166,7 +166,7 @@ impl Desk {
                 if allowed(&msg) {
                     Ok(msg)
                 } else {
-                    Err("only worker commands (next, done, block, fail, progress, leave) and status go through files; use the socket for this one".to_owned())
+                    Err(format!("only {ALLOWED} go through files; use the socket for this one"))
                 }
             }),
         });

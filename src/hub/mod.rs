@@ -602,6 +602,8 @@ async fn serve_connection(stream: TcpStream, edge: &Edge, handshake: OwnedSemaph
                             "the message is {size} bytes, over the hub's frame limit of {max_size} bytes; send less in one message, or raise the limit with `mcc hub --max-frame-bytes`"
                         );
                         let _ = sink.send(Message::text(ServerMsg::error(error).to_json())).await;
+                        // A close frame tells a client that reads it to stop at once, not after the drain's pause.
+                        let _ = sink.send(Message::Close(None)).await;
                         if let Ok(mut whole) = source.reunite(sink) {
                             discard_unread(whole.get_mut(), size).await;
                         }

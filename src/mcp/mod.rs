@@ -9,6 +9,9 @@
 //! (exit code 1) are tool errors carrying the verb's own "what to do"
 //! message. `status` is [`crate::client::status`]'s text, rendered here
 //! too. Input schemas are derived from the argument types below.
+//! [`lines`] stands between stdio and rmcp so every request gets its answer.
+
+mod lines;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -66,8 +69,14 @@ pub fn run(args: McpArgs) -> u8 {
         }
     };
     let outcome = runtime.block_on(async move {
-        let service = server.serve(rmcp::transport::stdio()).await.map_err(|e| e.to_string())?;
-        service.waiting().await.map_err(|e| e.to_string())
+        // Between stdio and rmcp: every request gets the response JSON-RPC prescribes.
+        let (ends, pump) = lines::pump(tokio::io::stdin(), tokio::io::stdout());
+        let pumped = tokio::spawn(pump);
+        let service = server.serve((ends.input, ends.output)).await.map_err(|e| e.to_string())?;
+        let ended = service.waiting().await.map_err(|e| e.to_string());
+        // rmcp's last answers are still on their way to stdout.
+        let _ = tokio::time::timeout(Duration::from_secs(2), pumped).await;
+        ended
     });
     match outcome {
         Ok(_) => exit::OK,

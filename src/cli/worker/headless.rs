@@ -149,7 +149,7 @@ impl Headless {
                     self.log(&format!("error: unexpected answer {}", other.to_json()));
                     return exit::ERROR;
                 }
-                Err(ClientError::Timeout(_) | ClientError::Broken(_)) => {
+                Err(ClientError::Timeout { .. } | ClientError::Broken(_)) => {
                     // A cut connection loses nothing: ask again for what we hold.
                     answer =
                         self.request(&ClientMsg::Next { worker: self.name.clone(), wait_ms: Some(ms(wait)) }, wait);
