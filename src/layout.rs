@@ -16,6 +16,8 @@
 //!           commands/PGID       records of running command groups
 //!           logs/NAME.log       workers spawned by `mcc run --spawn`
 //!           progress-cpu        the progress meter's figures
+//!           workflow-loading.json  the workflow text being loaded (a crash leaves it)
+//!           workflow-loaded.json   the workflow text that last loaded, with its modules
 //! ROOT/tmp/coordination/reports/  old clients' report folder
 //! ```
 
@@ -35,6 +37,10 @@ pub const SMALL_FILE: u64 = 64 * 1024;
 
 /// The state folder's name under a project root.
 pub const DIR: &str = ".mcc";
+/// In the state folder: the workflow file and text being loaded, until it has taken its first step.
+pub const WORKFLOW_LOADING: &str = "workflow-loading.json";
+/// In the state folder: the workflow text (and its modules') that last loaded.
+pub const WORKFLOW_LOADED: &str = "workflow-loaded.json";
 
 /// The paths of one project's `.mcc/` folder.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -323,7 +323,7 @@ fn a_runaway_accept_is_stopped_and_the_task_waits_for_the_engineer() {
     let offer = next(&mut ws, "w1");
     let reply = done(&mut ws, "w1", &offer, &[]);
     assert_eq!(reply["type"], "ack", "{reply}");
-    assert!(reply["message"].as_str().unwrap().contains("could not judge"), "{reply}");
+    assert!(reply.to_string().contains("could not judge"), "{reply}");
     let shown = problems(&mut ws);
     assert!(shown.contains("wf.lua:3: in accept of phase \\\"a\\\": runaway script stopped"), "{shown}");
     assert_eq!(snapshot(&mut ws)["counts"]["submitted"], 1);
@@ -565,4 +565,86 @@ fn check_runs_the_commands_a_split_waits_on_and_lists_its_tasks() {
     let run = project.mcc().args(["check", "wf.lua"]).run();
     assert_eq!(run.code, 0, "{run:?}");
     assert!(run.stdout.contains("would create 1 task") && run.stdout.contains("from-the-command"), "{run:?}");
+}
+
+#[test]
+fn trimming_100_kb_of_worker_notes_is_a_clear_error_at_once_and_the_hub_keeps_serving() {
+    let project = Project::new();
+    let hub = hub_with(
+        &project,
+        "wf.lua",
+        "return { name = \"trim\", phases = { { name = \"a\", tasks = { { id = \"t\", description = \"d\" }, { id = \"u\", description = \"e\" } },\n accept = function(task, report)\n  local notes = report.notes:match(\"^%s*(.-)%s*$\")\n  return true\n end } } }\n",
+    );
+    let mut ws = hub.connect();
+    let offer = next(&mut ws, "w1");
+    assert_eq!(offer["task"]["id"], "t", "{offer} {}", problems(&mut ws));
+    assert_eq!(next(&mut ws, "w2")["task"]["id"], "u");
+    let notes = format!("x{}x", " ".repeat(100_000));
+    let started = std::time::Instant::now();
+    let reply =
+        ws.ask(json!({"type":"done","worker":"w1","taskId":"t","attempt":offer["attempt"],"notes":notes,"waitMs":0}));
+    let took = started.elapsed();
+    assert!(reply.to_string().contains("could not judge"), "{reply}");
+    assert!(took < std::time::Duration::from_secs(5), "judging took {took:?}");
+    let shown = problems(&mut ws);
+    assert!(
+        shown.contains(
+            "wf.lua:3: in accept of phase \\\"a\\\": string.match: the text is 100002 bytes, over the 16384 bytes"
+        ),
+        "{shown}"
+    );
+    eprintln!("the trim was refused in {took:?}");
+    assert_eq!(next(&mut ws, "w3")["type"], "nothing_yet", "the hub still answers a worker's next");
+}
+
+#[test]
+fn a_pcall_loop_and_a_100000_deep_table_end_in_clear_errors_and_the_hub_keeps_serving() {
+    let project = Project::new();
+    let hub = hub_with(
+        &project,
+        "wf.lua",
+        "return { name = \"escape\", phases = { { name = \"a\", tasks = { { id = \"t\", description = \"d\" }, { id = \"u\", description = \"e\" } },\n accept = function(task, report, ctx)\n  if task.id == \"t\" then\n   while true do pcall(function() while true do end end) end\n  end\n  local deep = {}\n  for i = 1, 100000 do deep = { deep } end\n  return ctx.json.encode(deep)\n end } } }\n",
+    );
+    let mut ws = hub.connect();
+    let t = next(&mut ws, "w1");
+    let u = next(&mut ws, "w2");
+    assert_eq!(u["task"]["id"], "u", "{u}");
+    let started = std::time::Instant::now();
+    let reply = done(&mut ws, "w1", &t, &[]);
+    eprintln!("the pcall loop was stopped in {:?}", started.elapsed());
+    assert!(reply.to_string().contains("could not judge"), "{reply}");
+    let started = std::time::Instant::now();
+    let reply = done(&mut ws, "w2", &u, &[]);
+    eprintln!("the deep table was refused in {:?}", started.elapsed());
+    assert!(reply.to_string().contains("could not judge"), "{reply}");
+    let shown = problems(&mut ws);
+    assert!(shown.contains("in accept of phase \\\"a\\\": runaway script stopped after"), "{shown}");
+    assert!(shown.contains("the table is nested more than 128 levels deep"), "{shown}");
+    assert_eq!(next(&mut ws, "w3")["type"], "nothing_yet", "still serving");
+}
+
+#[test]
+fn a_hub_killed_while_loading_a_workflow_restarts_with_the_last_version_that_loaded() {
+    let project = Project::new();
+    let good =
+        "return { name = \"good\", phases = { { name = \"a\", tasks = { { id = \"t\", description = \"d\" } } } } }\n";
+    let hub = hub_with(&project, "wf.lua", good);
+    let ws = hub.connect();
+    eventually("the good version is recorded", || project.path(".mcc/workflow-loaded.json").exists());
+    // An edit that loads for seconds (until its budget: 5 s of slow matches): the hub dies meanwhile.
+    project
+        .write("wf.lua", "local s = 'x' .. string.rep(' ', 16000) .. 'x'\nwhile true do s:match('^%s*(.-)%s*$') end\n");
+    eventually("the edit is loading", || project.path(".mcc/workflow-loading.json").exists());
+    ws.close();
+    hub.kill9();
+
+    for _ in 0..2 {
+        let hub = Hub::start(project.root(), &[]);
+        let mut ws = hub.connect();
+        eventually("the last version that loaded runs", || snapshot(&mut ws)["policy"] == "good");
+        let log = snapshot(&mut ws)["log"].to_string();
+        assert!(log.contains("the hub stopped while loading wf.lua last time"), "{log}");
+        assert_eq!(next(&mut ws, "w1")["task"]["id"], "t");
+        ws.close();
+    }
 }

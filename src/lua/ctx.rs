@@ -13,6 +13,7 @@ use std::time::Duration;
 use globset::GlobBuilder;
 use mlua::{Lua, LuaSerdeExt, SerializeOptions, Table, Value};
 
+use super::limits::{self, Nested};
 use super::views::{self, with_scheduler};
 use super::{Change, Shared, spec};
 use crate::scheduler::TaskState;
@@ -113,13 +114,17 @@ fn files(lua: &Lua, ctx: &Table, shared: &Rc<Shared>) -> mlua::Result<()> {
     ctx.set(
         "word_count",
         lua.create_function(move |_, what: Value| {
+            let _nested = Nested::enter("ctx.word_count")?;
             Ok(text_of(&root, &what, "ctx.word_count")?.split_whitespace().count())
         })?,
     )?;
     let root = shared.root.clone();
     ctx.set(
         "line_count",
-        lua.create_function(move |_, what: Value| Ok(text_of(&root, &what, "ctx.line_count")?.lines().count()))?,
+        lua.create_function(move |_, what: Value| {
+            let _nested = Nested::enter("ctx.line_count")?;
+            Ok(text_of(&root, &what, "ctx.line_count")?.lines().count())
+        })?,
     )?;
     Ok(())
 }
@@ -171,6 +176,7 @@ fn text_of(root: &Path, what: &Value, function: &str) -> mlua::Result<String> {
 pub fn run_request(lua: &Lua, shared: &Rc<Shared>) -> mlua::Result<mlua::Function> {
     let root = shared.root.clone();
     lua.create_function(move |_, (cmd, opts): (String, Option<Table>)| {
+        let _nested = Nested::enter("ctx.run")?;
         let mut limit = Duration::from_secs(30);
         let mut cwd = root.clone();
         if let Some(opts) = opts {
@@ -193,6 +199,7 @@ fn commands(lua: &Lua, ctx: &Table, shared: &Rc<Shared>) -> mlua::Result<()> {
     ctx.set(
         "log",
         lua.create_function(move |_, msg: Value| {
+            let _nested = Nested::enter("ctx.log")?;
             let text = match msg {
                 Value::String(s) => s.to_string_lossy(),
                 other => other.to_string()?,
@@ -220,6 +227,8 @@ fn data(lua: &Lua, ctx: &Table) -> mlua::Result<()> {
     json.set(
         "encode",
         lua.create_function(|lua, v: Value| {
+            let _nested = Nested::enter("ctx.json.encode")?;
+            limits::check_shape(&v, "ctx.json.encode")?;
             let value: serde_json::Value =
                 lua.from_value(v).map_err(|e| mlua::Error::runtime(format!("ctx.json.encode: {e}")))?;
             Ok(value.to_string())
@@ -240,6 +249,7 @@ fn work(lua: &Lua, ctx: &Table, shared: &Rc<Shared>) -> mlua::Result<()> {
     ctx.set(
         "tasks",
         lua.create_function(|lua, filter: Option<Table>| {
+            let _nested = Nested::enter("ctx.tasks")?;
             let (state, phase) = match &filter {
                 Some(f) => (f.get::<Option<String>>("state")?, f.get::<Option<String>>("phase")?),
                 None => (None, None),
@@ -320,6 +330,7 @@ fn known(lua: &Lua, id: &str, what: &str) -> mlua::Result<()> {
 
 /// Check new tasks against the hub and what is already queued, then queue them.
 fn add_tasks(lua: &Lua, shared: &Shared, items: Vec<Value>) -> mlua::Result<Vec<String>> {
+    let _nested = Nested::enter("ctx.add_task")?;
     let lease = shared.lease.borrow().clone();
     let mut specs = Vec::with_capacity(items.len());
     for item in items {

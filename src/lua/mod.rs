@@ -20,6 +20,7 @@ mod definition;
 mod errors;
 mod hooks;
 mod limits;
+mod loading;
 mod phases;
 mod policy;
 pub mod recipes;
@@ -104,6 +105,9 @@ pub(crate) struct Shared {
     log: RefCell<Vec<String>>,
     /// Modules `require` read from disk, with their text: edits reload the workflow.
     modules: RefCell<Vec<(PathBuf, String)>>,
+    /// Modules as they were when the workflow last loaded, used instead of
+    /// the files (see [`loading`]).
+    pinned: Vec<(PathBuf, String)>,
 }
 
 /// A loaded workflow: the engine's [`Policy`].
@@ -138,10 +142,41 @@ pub struct Workflow {
     watcher: Option<watch::WorkflowWatcher>,
     /// Events of the batch that loaded the workflow happened before it: skip them once.
     skip_events: bool,
+    /// Where to record that the workflow loaded, after its first step (see [`loading`]).
+    records: Option<loading::Records>,
 }
-/// Load a workflow file: the engine's [`crate::engine::Loader`].
+/// Load a workflow file: the engine's [`crate::engine::Loader`]. Text the
+/// hub died while loading is not run again: the last version that loaded
+/// runs instead (see [`loading`]).
 pub fn load(path: &Path, root: &Path) -> Result<Box<dyn Policy>, String> {
-    Workflow::load(path, root).map(|w| Box::new(w) as Box<dyn Policy>)
+    let boxed = |w: Workflow| Box::new(w) as Box<dyn Policy>;
+    let Some(records) = loading::Records::at(root) else { return Workflow::load(path, root).map(boxed) };
+    let source = Workflow::read_source(path, root)?;
+    if records.died_on(path, &source) {
+        let file = recipes::shown(root, path);
+        let why = format!(
+            "the hub stopped while loading {file} last time (a crash, or killed); that text is not run again: edit the file to try it"
+        );
+        let last = records.last_loaded(path).ok_or_else(|| format!("{why} (no earlier version of it loaded)"))?;
+        let w = Workflow::load_text(path, root, last.source, last.modules)?;
+        w.shared.log.borrow_mut().push(format!("{why}; running the last version that loaded"));
+        return Ok(boxed(w));
+    }
+    // Without its record the workflow still loads: the record only guards the next start.
+    let recorded = records.loading(path, &source);
+    match Workflow::load_text(path, root, source, Vec::new()) {
+        Ok(mut w) => {
+            match recorded {
+                Ok(()) => w.records = Some(records),
+                Err(e) => w.shared.log.borrow_mut().push(e),
+            }
+            Ok(boxed(w))
+        }
+        Err(e) => {
+            records.not_loaded();
+            Err(e)
+        }
+    }
 }
 impl Workflow {
     /// The name of the workflow.

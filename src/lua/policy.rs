@@ -201,6 +201,12 @@ impl Policy for Workflow {
             self.advance(scheduler, &mut errors);
         }
         self.time_hooks(scheduler, now, &mut errors);
+        if let Some(records) = self.records.take() {
+            // Loaded and started: a crash from here on is not one of loading.
+            if let Err(e) = records.loaded(&self.path, &self.source, &self.shared.modules.borrow()) {
+                self.shared.log.borrow_mut().push(e);
+            }
+        }
         errors.retain(|e| self.shown.insert(e.clone()));
         if errors.is_empty() { Ok(()) } else { Err(PolicyError(errors.join("\n"))) }
     }

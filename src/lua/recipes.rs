@@ -23,6 +23,7 @@ pub fn user_folder() -> Option<PathBuf> {
 pub(crate) fn install(lua: &Lua, shared: &Rc<Shared>) -> mlua::Result<()> {
     let shared = shared.clone();
     let require = lua.create_function(move |lua, name: String| {
+        let _nested = super::limits::Nested::enter(&format!("require(\"{name}\")"))?;
         let loaded: Table = lua.named_registry_value("mcc.loaded")?;
         if let Some(v) = loaded.get::<Option<Value>>(name.as_str())? {
             return Ok(v);
@@ -56,6 +57,10 @@ fn find(shared: &Shared, name: &str) -> mlua::Result<(String, String)> {
     folders.extend(user_folder());
     for folder in folders {
         let path = folder.join(&rel);
+        if let Some((_, source)) = shared.pinned.iter().find(|(p, _)| *p == path) {
+            shared.modules.borrow_mut().push((path.clone(), source.clone()));
+            return Ok((shown(&shared.root, &path), source.clone()));
+        }
         if path.exists() {
             let resolved = std::fs::canonicalize(&path).ok();
             let home = std::fs::canonicalize(&folder).ok();

@@ -65,10 +65,26 @@ end
 impl Workflow {
     /// Read, run and check a workflow file.
     pub fn load(path: &Path, root: &Path) -> Result<Self, String> {
-        let file = recipes::shown(root, path);
-        let source = std::fs::read_to_string(path).map_err(|e| {
+        Self::load_text(path, root, Self::read_source(path, root)?, Vec::new())
+    }
+
+    /// The text of the workflow file at `path`.
+    pub(super) fn read_source(path: &Path, root: &Path) -> Result<String, String> {
+        std::fs::read_to_string(path).map_err(|e| {
+            let file = recipes::shown(root, path);
             format!("{file}: cannot read the workflow: {e}; check the path (relative to the project root)")
-        })?;
+        })
+    }
+
+    /// Run and check `source` as the workflow file at `path`; `require`
+    /// takes a module in `pinned` (path, text) as it is there, not from disk.
+    pub(super) fn load_text(
+        path: &Path,
+        root: &Path,
+        source: String,
+        pinned: Vec<(std::path::PathBuf, String)>,
+    ) -> Result<Self, String> {
+        let file = recipes::shown(root, path);
         let shared = Rc::new(Shared {
             root: root.to_owned(),
             dir: path.parent().map_or_else(|| root.to_owned(), Path::to_owned),
@@ -78,6 +94,7 @@ impl Workflow {
             changes: RefCell::default(),
             log: RefCell::new(Vec::new()),
             modules: RefCell::new(Vec::new()),
+            pinned,
         });
         // Only what a workflow needs: no os, io, debug or package (see docs/security.md).
         let libs = StdLib::STRING | StdLib::TABLE | StdLib::MATH | StdLib::UTF8 | StdLib::COROUTINE;
@@ -87,10 +104,12 @@ impl Workflow {
             limits::install(lua, &budget)?;
             recipes::install(lua, &shared)?;
             let check = lua.create_function(|lua, t: Value| {
+                let _nested = limits::Nested::enter("task {...}")?;
                 spec::to_spec(lua, t, None).map(|_| ()).map_err(|e| mlua::Error::runtime(format!("task {{...}}: {e}")))
             })?;
             lua.globals().set("__mcc_check_task", check)?;
             lua.load(PRELUDE).set_name("@mcc").exec()?;
+            limits::install_guards(lua, &budget)?;
             let ctx = ctx::install(lua, &shared)?;
             let current = lua.create_function(|lua, ()| lua.named_registry_value::<Value>(CURRENT))?;
             let marker: Table =
@@ -98,7 +117,8 @@ impl Workflow {
             Ok((ctx, marker))
         };
         let (ctx, run_marker) = setup(&lua).map_err(|e| format!("{file}: cannot set up Lua: {e}"))?;
-        budget.reset();
+        // Running the file and reading what it returned (metamethods may run) is one call.
+        budget.start();
         let returned: Value = lua
             .load(source.as_str())
             .set_name(format!("@{file}"))
@@ -129,9 +149,11 @@ impl Workflow {
             files: Vec::new(),
             watcher: None,
             skip_events: false,
+            records: None,
         };
-        workflow.read_table(returned)?;
-        Ok(workflow)
+        let read = workflow.read_table(returned);
+        workflow.budget.stop();
+        read.map(|()| workflow)
     }
 
     /// Call into Lua with the scheduler visible to `ctx`, the budget reset,
@@ -143,13 +165,17 @@ impl Workflow {
         what: &str,
         f: impl for<'s> FnOnce(&'s Scope<'s, 'env>) -> mlua::Result<R>,
     ) -> Result<R, String> {
-        self.budget.reset();
+        // Clears what a metamethod run between calls may have spent.
+        self.budget.stop();
         let name = &self.phases[phase].name;
         self.enter_phase(phase)?;
         let result = self.lua.scope(|scope| {
             let session = scope.create_any_userdata_ref(scheduler)?;
             self.lua.set_named_registry_value(SESSION, session)?;
-            f(scope)
+            self.budget.start();
+            let result = f(scope);
+            self.budget.stop();
+            result
         });
         let _ = self.lua.unset_named_registry_value(SESSION);
         result.map_err(|e| errors::describe(&e, &self.file, &format!("{what} of phase \"{name}\"")))
@@ -188,7 +214,7 @@ impl Workflow {
         parked: calls::Parked,
         args: MultiValue,
     ) -> Result<calls::Ran, String> {
-        self.budget.reset();
+        self.budget.stop();
         let what = format!("{} of phase \"{}\"", parked.what, self.phases[parked.phase].name);
         self.enter_phase(parked.phase)?;
         let thread = parked.thread.clone();
@@ -196,7 +222,10 @@ impl Workflow {
             let session = scope.create_any_userdata_ref(scheduler)?;
             self.lua.set_named_registry_value(SESSION, session)?;
             self.lua.set_named_registry_value(CURRENT, &thread)?;
-            thread.resume::<MultiValue>(args)
+            self.budget.start();
+            let result = thread.resume::<MultiValue>(args);
+            self.budget.stop();
+            result
         });
         let _ = self.lua.unset_named_registry_value(SESSION);
         let _ = self.lua.unset_named_registry_value(CURRENT);

@@ -6,7 +6,7 @@
 use mlua::{Lua, LuaSerdeExt, Value};
 use serde_json::{Map, Value as Json};
 
-use super::errors;
+use super::{errors, limits};
 use crate::task::TaskSpec;
 
 /// Short name → (object it lives in, old-protocol name).
@@ -89,6 +89,8 @@ pub fn checked(lua: &Lua, value: Value, default_lease: Option<&str>) -> Result<T
             value.type_name()
         )));
     };
+    // Bounded before serde walks it: its recursion would overflow the stack.
+    limits::check_shape(&value, "a task").map_err(|e| one(e.to_string()))?;
     let json: Json = lua.from_value(value).map_err(|e| one(format!("a task must hold plain values: {e}")))?;
     let Json::Object(mut map) = json else {
         return Err(one("a task must be a table with `id` and `description`, not a list".to_owned()));

@@ -676,3 +676,199 @@ return { name = "adds", phases = { { name = "p", tasks = { { id = "a", descripti
     assert_eq!(f.ids(), ["a", "n1", "n2", "n3", "n4"]);
     assert_eq!(f.scheduler.task("n2").unwrap().spec.dependencies, ["n1", "n4"]);
 }
+
+/// Load `source` as the workflow file; the error it stopped with, and how long that took.
+fn stopped(f: &mut Fixture, source: &str) -> (String, Duration) {
+    let start = Instant::now();
+    let err = f.load(source).err().unwrap_or_else(|| panic!("loaded: {source}"));
+    (err, start.elapsed())
+}
+
+#[test]
+fn trimming_100_kb_of_worker_notes_is_refused_at_once_not_after_a_minute() {
+    let mut f = Fixture::new();
+    // Whitespace in the middle is what makes `.-` then `%s*$` quadratic.
+    let (err, took) = stopped(
+        &mut f,
+        "local notes = 'x' .. string.rep(' ', 100000) .. 'x'\nlocal trimmed = notes:match('^%s*(.-)%s*$')\nreturn {}\n",
+    );
+    assert!(
+        err.starts_with("wf.lua:2: in the workflow file: string.match: the text is 100002 bytes, over the 16384 bytes"),
+        "{err}"
+    );
+    assert!(took < Duration::from_secs(1), "{took:?}");
+}
+
+#[test]
+fn long_text_with_a_pattern_that_cannot_backtrack_or_a_plain_find_still_works() {
+    let mut f = Fixture::new();
+    let (err, _) = stopped(
+        &mut f,
+        r#"local notes = string.rep("all good ", 20000) .. "PASS"
+assert(notes:find("PASS", 1, true) == #notes - 3)
+assert(notes:match("PASS$") == "PASS")
+assert(select(2, notes:gsub("good", "fine")) == 20000)
+local trimmed = notes:match("^%s*(.-)%s*$")
+return {}"#,
+    );
+    // Only the trim, on line 5, is refused.
+    assert!(err.starts_with("wf.lua:5: in the workflow file: string.match: the text is 180004 bytes"), "{err}");
+}
+
+#[test]
+fn a_pattern_backtracks_only_with_repetition_or_a_balance() {
+    for p in ["^%s*(.-)%s*$", "a*", "[%w_]+", "x?", "%bxy", "(%d+)", "[^]]*"] {
+        assert!(limits::can_backtrack(p.as_bytes()), "{p}");
+    }
+    for p in ["PASS", "^PASS$", "%-%-", "[*+?-]", "%f[%w]word", "(%d)(%a)", "-x", "[a-z]"] {
+        assert!(!limits::can_backtrack(p.as_bytes()), "{p}");
+    }
+}
+
+#[test]
+fn time_in_c_functions_counts_against_the_budget() {
+    let mut f = Fixture::new();
+    // Each match stays under the text limit but takes a while, in few instructions.
+    let (err, took) = stopped(
+        &mut f,
+        "local notes = 'x' .. string.rep(' ', 16000) .. 'x'\nwhile true do notes:match('^%s*(.-)%s*$') end\n",
+    );
+    // 5 s of CPU, or 30 s of wall time on a machine too busy to give it 5 s.
+    assert!(err.starts_with("wf.lua:2: in the workflow file: runaway script stopped after "), "{err}");
+    assert!(took < limits::WALL_TIME + Duration::from_secs(1), "{took:?}");
+}
+
+#[test]
+fn a_pcall_loop_cannot_catch_the_budget() {
+    for body in [
+        "while true do pcall(function() while true do end end) end",
+        "while true do pcall(pcall, function() while true do end end) end",
+        "while true do xpcall(function() while true do end end, function(e) return e end) end",
+        "while true do xpcall(error, function() while true do end end) end",
+        "while true do coroutine.resume(coroutine.create(function() while true do end end)) end",
+        "while true do pcall(string.rep, 'x', 1) end",
+    ] {
+        let mut f = Fixture::new();
+        let (err, took) = stopped(&mut f, &format!("local x = 1\n{body}\nreturn {{}}\n"));
+        assert!(err.contains("in the workflow file: runaway script stopped after"), "{body}: {err}");
+        assert!(took < limits::WALL_TIME + Duration::from_secs(1), "{body}: {took:?}");
+    }
+}
+
+#[test]
+fn a_finalizer_is_refused_as_it_would_run_outside_the_budget() {
+    let mut f = Fixture::new();
+    let err = refusal(&mut f, "setmetatable({}, { __gc = function() while true do end end })\ncollectgarbage()");
+    assert_eq!(
+        err,
+        "wf.lua:2: in the workflow file: setmetatable: __gc is not available to a workflow (a finalizer runs outside the budget)"
+    );
+}
+
+#[test]
+fn a_100000_deep_table_is_a_clear_error_not_a_crash() {
+    let mut f = Fixture::new();
+    let (err, took) = stopped(
+        &mut f,
+        r#"local deep = {}
+for i = 1, 100000 do deep = { deep } end
+return { name = "deep", phases = { { name = "p", tasks = { { id = "a", description = "d", data = deep } } } } }"#,
+    );
+    assert!(err.contains("a task: the table is nested more than 128 levels deep; flatten it"), "{err}");
+    assert!(took < Duration::from_secs(2), "{took:?}");
+    for call in ["ctx.json.encode(deep)", "ctx.add_task { id = 'x', description = 'x', data = deep }"] {
+        let mut f = Fixture::new();
+        let (err, _) = stopped(
+            &mut f,
+            &format!(
+                "return {{ name = 'deep', phases = {{ {{ name = 'p', split = function(ctx)\n  local deep = {{}}\n  for i = 1, 100000 do deep = {{ deep }} end\n  {call}\nend }} }} }}"
+            ),
+        );
+        assert!(err.contains("the table is nested more than 128 levels deep"), "{call}: {err}");
+    }
+}
+
+#[test]
+fn a_table_reached_twice_at_every_level_is_refused_before_it_expands() {
+    let mut f = Fixture::new();
+    let (err, took) = stopped(
+        &mut f,
+        "return { name = 'dag', phases = { { name = 'p', split = function(ctx)\n  local t = {}\n  for i = 1, 60 do t = { t, t } end\n  ctx.json.encode(t)\nend } } }",
+    );
+    assert!(err.contains("ctx.json.encode: the table holds more than 200000 values"), "{err}");
+    assert!(took < Duration::from_secs(2), "{took:?}");
+}
+
+#[test]
+fn a_module_that_requires_itself_ends_in_an_error_not_a_stack_overflow() {
+    let mut f = Fixture::new();
+    f.write("again.lua", "return require('again')\n");
+    let (err, _) = stopped(&mut f, "require('again')\nreturn {}\n");
+    assert!(err.contains("require(\"again\"): calls nested too deep (a module that requires itself"), "{err}");
+    // A metamethod that calls back into ctx, from a Rust function that reads it.
+    let mut f = Fixture::new();
+    let (err, _) = stopped(
+        &mut f,
+        "return { name = 'meta', phases = { { name = 'p', split = function(ctx)\n  local filter\n  filter = setmetatable({}, { __index = function() return ctx.tasks(filter) end })\n  ctx.tasks(filter)\nend } } }",
+    );
+    assert!(err.contains("ctx.tasks: calls nested too deep"), "{err}");
+}
+
+#[test]
+fn a_hub_that_died_loading_a_workflow_runs_the_last_version_that_loaded_and_says_so() {
+    let mut f = Fixture::new();
+    std::fs::create_dir(f.dir.path().join(".mcc")).unwrap();
+    let version = |n: u32| {
+        format!(
+            "local helper = require('helper')\nreturn {{ name = 'v{n}' .. helper, phases = {{ {{ name = 'p', tasks = {{}} }} }} }}\n"
+        )
+    };
+    f.write("helper.lua", "return '-helper-1'");
+    let path = f.write("wf.lua", &version(1));
+    let mut first = super::load(&path, f.dir.path()).unwrap();
+    first.step(&mut f.scheduler, f.now).unwrap();
+
+    // Version 2 killed the hub while it loaded: its record of loading is left behind.
+    f.write("wf.lua", &version(2));
+    f.write("helper.lua", "return '-helper-2'");
+    loading::Records::at(f.dir.path()).unwrap().loading(&path, &version(2)).unwrap();
+    let mut again = super::load(&path, f.dir.path()).unwrap();
+    assert_eq!(again.name(), "v1-helper-1", "the last version that loaded, with its module as it was");
+    let log = again.take_log().join("\n");
+    assert!(
+        log.contains("the hub stopped while loading wf.lua last time (a crash, or killed); that text is not run again: edit the file to try it; running the last version that loaded"),
+        "{log}"
+    );
+    // And at every start after, until the file changes: no loop.
+    assert_eq!(super::load(&path, f.dir.path()).unwrap().name(), "v1-helper-1");
+    f.write("wf.lua", &version(3));
+    assert_eq!(super::load(&path, f.dir.path()).unwrap().name(), "v3-helper-2");
+}
+
+#[test]
+fn a_hub_that_died_loading_a_first_workflow_holds_it_with_a_reason() {
+    let f = Fixture::new();
+    std::fs::create_dir(f.dir.path().join(".mcc")).unwrap();
+    let source = "return { name = 'x', phases = { { name = 'p', tasks = {} } } }";
+    let path = f.write("wf.lua", source);
+    loading::Records::at(f.dir.path()).unwrap().loading(&path, source).unwrap();
+    let err = super::load(&path, f.dir.path()).err().unwrap();
+    assert!(err.ends_with("edit the file to try it (no earlier version of it loaded)"), "{err}");
+}
+
+#[test]
+fn deep_recursion_in_lua_or_through_its_c_functions_is_an_error_not_a_crash() {
+    for (body, expected) in [
+        ("local function f() return f() + 1 end\nf()", "stack overflow"),
+        (
+            "local t\nt = setmetatable({}, { __tostring = function() return tostring(t) end })\ntostring(t)",
+            "stack overflow",
+        ),
+        // The innermost pcall catches Lua's "C stack overflow": the script goes on.
+        ("local function f() return pcall(f) end\nf()\nerror('went on')", "went on"),
+    ] {
+        let mut f = Fixture::new();
+        let err = refusal(&mut f, body);
+        assert!(err.contains(expected), "{body}: {err}");
+    }
+}
