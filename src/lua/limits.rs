@@ -42,6 +42,23 @@ pub const NESTED_STACK: usize = 1 << 20;
 /// The hook runs every this many instructions.
 const STRIDE: u32 = 10_000;
 
+/// What one call may spend. A hub gives every workflow [`Limits::default`]
+/// (the constants above); tests pass smaller ones rather than wait.
+#[derive(Clone, Copy, Debug)]
+pub struct Limits {
+    pub instructions: u64,
+    /// CPU time of the engine's thread.
+    pub time: Duration,
+    /// Wall time, however busy the machine.
+    pub wall_time: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self { instructions: INSTRUCTIONS, time: TIME, wall_time: WALL_TIME }
+    }
+}
+
 #[derive(Default)]
 struct State {
     used: u64,
@@ -59,9 +76,13 @@ fn thread_cpu() -> Duration {
 
 /// The budget of the current call: started before each call, stopped after.
 #[derive(Clone, Default)]
-pub struct Budget(Rc<RefCell<State>>);
+pub struct Budget(Rc<RefCell<State>>, Limits);
 
 impl Budget {
+    pub fn new(limits: Limits) -> Self {
+        Self(Rc::default(), limits)
+    }
+
     /// Start a call: a fresh count and deadline.
     pub fn start(&self) {
         *self.0.borrow_mut() = State { used: 0, started: Some((Instant::now(), thread_cpu())), spent: None };
@@ -88,9 +109,10 @@ impl Budget {
         if matches!(event, DebugEvent::Count) {
             state.used += u64::from(STRIDE);
         }
-        let why = if state.used > INSTRUCTIONS {
-            format!("runaway script stopped after {INSTRUCTIONS} instructions (an endless loop?)")
-        } else if let Some(spent) = state.started.and_then(over_time) {
+        let limits = self.1;
+        let why = if state.used > limits.instructions {
+            format!("runaway script stopped after {} instructions (an endless loop?)", limits.instructions)
+        } else if let Some(spent) = state.started.and_then(|started| over_time(started, limits)) {
             format!("runaway script stopped after {spent} (the time one call may take; a slow pattern or a huge sort?)")
         } else {
             return None;
@@ -103,16 +125,16 @@ impl Budget {
 
 /// What a call that started at `(wall, cpu)` has spent, once past a limit:
 /// the wall clock is cheap and read on every event; the CPU clock (a system
-/// call) only once the wall clock is past [`TIME`].
-fn over_time((wall, cpu): (Instant, Duration)) -> Option<String> {
+/// call) only once the wall clock is past the CPU limit.
+fn over_time((wall, cpu): (Instant, Duration), limits: Limits) -> Option<String> {
     let wall = wall.elapsed();
-    if wall <= TIME {
+    if wall <= limits.time {
         return None;
     }
-    if wall > WALL_TIME {
-        return Some(format!("{} s of wall time", WALL_TIME.as_secs()));
+    if wall > limits.wall_time {
+        return Some(format!("{} s of wall time", limits.wall_time.as_secs_f64()));
     }
-    (thread_cpu().saturating_sub(cpu) > TIME).then(|| format!("{} s", TIME.as_secs()))
+    (thread_cpu().saturating_sub(cpu) > limits.time).then(|| format!("{} s", limits.time.as_secs_f64()))
 }
 
 /// Set the memory limit and the budget's hook.

@@ -158,13 +158,13 @@ pub fn load(path: &Path, root: &Path) -> Result<Box<dyn Policy>, String> {
             "the hub stopped while loading {file} last time (a crash, or killed); that text is not run again: edit the file to try it"
         );
         let last = records.last_loaded(path).ok_or_else(|| format!("{why} (no earlier version of it loaded)"))?;
-        let w = Workflow::load_text(path, root, last.source, last.modules)?;
+        let w = Workflow::load_text(path, root, last.source, last.modules, limits::Limits::default())?;
         w.shared.log.borrow_mut().push(format!("{why}; running the last version that loaded"));
         return Ok(boxed(w));
     }
     // Without its record the workflow still loads: the record only guards the next start.
     let recorded = records.loading(path, &source);
-    match Workflow::load_text(path, root, source, Vec::new()) {
+    match Workflow::load_text(path, root, source, Vec::new(), limits::Limits::default()) {
         Ok(mut w) => {
             match recorded {
                 Ok(()) => w.records = Some(records),

@@ -65,7 +65,12 @@ end
 impl Workflow {
     /// Read, run and check a workflow file.
     pub fn load(path: &Path, root: &Path) -> Result<Self, String> {
-        Self::load_text(path, root, Self::read_source(path, root)?, Vec::new())
+        Self::load_limited(path, root, limits::Limits::default())
+    }
+
+    /// [`Workflow::load`] with what each call may spend.
+    pub fn load_limited(path: &Path, root: &Path, limits: limits::Limits) -> Result<Self, String> {
+        Self::load_text(path, root, Self::read_source(path, root)?, Vec::new(), limits)
     }
 
     /// The text of the workflow file at `path`.
@@ -83,6 +88,7 @@ impl Workflow {
         root: &Path,
         source: String,
         pinned: Vec<(std::path::PathBuf, String)>,
+        limits: limits::Limits,
     ) -> Result<Self, String> {
         let file = recipes::shown(root, path);
         let shared = Rc::new(Shared {
@@ -99,7 +105,7 @@ impl Workflow {
         // Only what a workflow needs: no os, io, debug or package (see docs/security.md).
         let libs = StdLib::STRING | StdLib::TABLE | StdLib::MATH | StdLib::UTF8 | StdLib::COROUTINE;
         let lua = Lua::new_with(libs, LuaOptions::default()).map_err(|e| format!("{file}: cannot set up Lua: {e}"))?;
-        let budget = limits::Budget::default();
+        let budget = limits::Budget::new(limits);
         let setup = |lua: &Lua| -> mlua::Result<(Table, Table)> {
             limits::install(lua, &budget)?;
             recipes::install(lua, &shared)?;
