@@ -8,9 +8,7 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use mcc::engine::Policy;
-use mcc::hub::{self, HubOptions};
-use mcc::scheduler::{Scheduler, Settings};
+use mcc::{HubLimits, HubOptions, Policy, Scheduler, Settings, Timing};
 use serde_json::{Value, json};
 
 const TASKS: usize = 2000;
@@ -22,11 +20,11 @@ fn options(root: &Path, workflow: Option<&Path>) -> HubOptions {
         port: 0,
         bind: None,
         settings: Settings::default(),
-        loader: Some(mcc::lua::load),
+        loader: Some(mcc::load_workflow),
         workflow: workflow.map(Path::to_owned),
         quiet: true,
-        limits: hub::Limits::default(),
-        timing: mcc::engine::Timing::default(),
+        limits: HubLimits::default(),
+        timing: Timing::default(),
     }
 }
 
@@ -107,7 +105,7 @@ fn main() {
 
     // Without a workflow: tasks added over the wire.
     let dir = tempfile::tempdir().expect("temp");
-    let running = runtime.block_on(hub::start(options(dir.path(), None))).expect("hub");
+    let running = runtime.block_on(mcc::start_hub(options(dir.path(), None))).expect("hub");
     let mut c = Client::connect(&with_token(&running.url, dir.path()));
     let tasks: Vec<Value> = (1..=TASKS).map(|i| json!({"id": format!("t{i}"), "description": "no-op"})).collect();
     assert_eq!(c.ask(&json!({"type":"add_tasks","tasks":tasks}))["type"], "tasks_added");
@@ -118,7 +116,7 @@ fn main() {
     let dir = tempfile::tempdir().expect("temp");
     let file = dir.path().join("bench.lua");
     std::fs::write(&file, split_source(TASKS, true)).expect("write");
-    let running = runtime.block_on(hub::start(options(dir.path(), Some(&file)))).expect("hub");
+    let running = runtime.block_on(mcc::start_hub(options(dir.path(), Some(&file)))).expect("hub");
     let lua = drain(&running.url);
     runtime.block_on(running.stop("done")).expect("stop");
 
@@ -132,13 +130,13 @@ fn main() {
     let file = dir.path().join("big.lua");
     std::fs::write(&file, split_source(10_000, false)).expect("write");
     let start = Instant::now();
-    let mut workflow = mcc::lua::Workflow::load(&file, dir.path()).expect("load");
+    let mut workflow = mcc::Workflow::load(&file, dir.path()).expect("load");
     let mut scheduler = Scheduler::new(Settings::default());
     workflow.step(&mut scheduler, Instant::now()).expect("split");
     let in_memory = start.elapsed();
     assert_eq!(scheduler.tasks().count(), 10_000);
 
-    let running = runtime.block_on(hub::start(options(dir.path(), None))).expect("hub");
+    let running = runtime.block_on(mcc::start_hub(options(dir.path(), None))).expect("hub");
     let mut c = Client::connect(&with_token(&running.url, dir.path()));
     let start = Instant::now();
     let reply = c.ask(&json!({"type":"load_workflow","path":"big.lua"}));

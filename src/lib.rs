@@ -5,22 +5,32 @@
 //! [`store`], the [`scheduler`]'s leases and reservations, report
 //! [`watch`]ing); a Lua workflow ([`lua`]) decides the policy.
 
-pub mod cli;
-pub mod client;
-pub mod command;
-pub mod engine;
-pub mod event;
-pub mod handoff;
-pub mod hub;
-pub mod layout;
-pub mod lua;
-pub mod mcp;
-pub mod report;
-pub mod scheduler;
-pub mod store;
-pub mod task;
-pub mod text;
-pub mod watch;
-pub mod wire;
+pub(crate) mod cli;
+pub(crate) mod client;
+pub(crate) mod command;
+pub(crate) mod engine;
+pub(crate) mod event;
+pub(crate) mod handoff;
+pub(crate) mod hub;
+pub(crate) mod layout;
+pub(crate) mod lua;
+pub(crate) mod mcp;
+pub(crate) mod report;
+pub(crate) mod scheduler;
+pub(crate) mod store;
+pub(crate) mod task;
+pub(crate) mod text;
+pub(crate) mod watch;
+pub(crate) mod wire;
 
 pub use cli::main;
+
+// What the integration tests and the Lua bench (examples/) drive in-process;
+// the rest of the crate is its own, so rustc names what nothing uses.
+pub use client::files::ask;
+pub use engine::{Policy, Timing};
+pub use hub::{HubOptions, Limits as HubLimits, start as start_hub};
+pub use layout::Layout;
+pub use lua::{Workflow, load as load_workflow};
+pub use scheduler::{Scheduler, Settings};
+pub use wire::ClientMsg;

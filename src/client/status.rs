@@ -129,14 +129,6 @@ impl Status {
             serde_json::json!({"type": "error", "error": format!("status cannot be written as JSON: {e}")}).to_string()
         })
     }
-
-    /// The summary shown.
-    pub fn summary(&self) -> &Summary {
-        match self {
-            Self::Hub { summary, .. } => summary,
-            Self::Stored(stored) => &stored.summary,
-        }
-    }
 }
 
 /// Fold a delta into the summary it follows: what a subscriber does with each one.

@@ -23,7 +23,6 @@ use tokio::sync::mpsc::error::TrySendError;
 
 pub use policy::{DefaultPolicy, HeldPolicy, Policy, PolicyError};
 use problems::{ProblemKind, Problems};
-pub use submit::{Source, Submission};
 
 use crate::command::Outcome;
 use crate::handoff::{self, Inbox as _, Received};

@@ -18,7 +18,7 @@ use crate::wire::{
 mod delta;
 mod progress;
 
-pub use progress::{DELTA_EVERY, Progress};
+pub use progress::Progress;
 
 /// The most tasks one `tasks_page` returns.
 pub const MAX_PAGE: usize = 1000;

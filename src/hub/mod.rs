@@ -12,7 +12,7 @@ pub mod files;
 pub mod guard;
 pub mod page;
 // The wire types live in `crate::wire`, so the engine does not depend on the hub.
-pub use crate::wire as protocol;
+pub(crate) use crate::wire as protocol;
 
 use std::fs;
 use std::io::Write;

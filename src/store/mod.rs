@@ -300,10 +300,6 @@ impl Store {
         Ok(Self { conn, path, clock })
     }
 
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
     fn sql(&self, source: rusqlite::Error) -> StoreError {
         StoreError::Sqlite { path: self.path.clone(), source }
     }
@@ -383,7 +379,9 @@ impl Store {
     }
 
     /// Write every changed task and worker and append the events, in one
-    /// transaction. Returns when the commit is durable.
+    /// transaction. Returns when the commit is durable. (The hub commits
+    /// through the writer thread; the store's own tests call this.)
+    #[cfg(test)]
     pub fn commit(
         &mut self,
         scheduler: &Scheduler,

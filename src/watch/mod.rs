@@ -201,13 +201,8 @@ fn debounce(rx: &mpsc::Receiver<Seen>, initial: Vec<PathBuf>, folders: &Folders,
 }
 
 /// Parse a report, naming the field that is wrong. `workerId` and
-/// `attempt` are required: they fence the report to one grant.
-pub fn parse_report(bytes: &[u8]) -> Result<Report, String> {
-    parse_report_from(bytes, false)
-}
-
-/// [`parse_report`]; `old_client` for a file in the old clients' folder,
-/// where `attempt` may be missing (the engine then takes the named worker's
+/// `attempt` are required: they fence the report to one grant, except with
+/// `old_client`, for a file in the old clients' folder, where `attempt` may be missing (the engine then takes the named worker's
 /// current grant, as for `task_complete`).
 pub fn parse_report_from(bytes: &[u8], old_client: bool) -> Result<Report, String> {
     let mut de = serde_json::Deserializer::from_slice(bytes);
@@ -247,16 +242,16 @@ mod tests {
 
     #[test]
     fn a_report_with_a_wrong_field_names_it() {
-        let err = parse_report(br#"{"taskId":"t","status":"done"}"#).unwrap_err();
+        let err = parse_report_from(br#"{"taskId":"t","status":"done"}"#, false).unwrap_err();
         assert!(err.contains("status"), "{err}");
-        let err = parse_report(br#"{"taskId":"t","status":"completed","deliverables":"x"}"#).unwrap_err();
+        let err = parse_report_from(br#"{"taskId":"t","status":"completed","deliverables":"x"}"#, false).unwrap_err();
         assert!(err.contains("deliverables"), "{err}");
-        let err = parse_report(br#"{"taskId":"t","sta"#).unwrap_err();
+        let err = parse_report_from(br#"{"taskId":"t","sta"#, false).unwrap_err();
         assert!(err.contains("not valid JSON"), "{err}");
-        let err = parse_report(br#"{"taskId":"t","status":"completed"}"#).unwrap_err();
+        let err = parse_report_from(br#"{"taskId":"t","status":"completed"}"#, false).unwrap_err();
         assert!(err.contains("workerId"), "{err}");
-        let err = parse_report(br#"{"taskId":"t","workerId":"w","status":"completed"}"#).unwrap_err();
+        let err = parse_report_from(br#"{"taskId":"t","workerId":"w","status":"completed"}"#, false).unwrap_err();
         assert!(err.contains("attempt"), "{err}");
-        assert!(parse_report(br#"{"taskId":"t","workerId":"w","attempt":1,"status":"completed"}"#).is_ok());
+        assert!(parse_report_from(br#"{"taskId":"t","workerId":"w","attempt":1,"status":"completed"}"#, false).is_ok());
     }
 }

@@ -127,8 +127,9 @@ mod tests {
     use super::*;
     use crate::store::read::task_summary;
     use crate::task::TaskSpec;
+    use crate::wire::Delta;
     use crate::wire::RawJson;
-    use crate::wire::{Delta, EventView};
+    use crate::wire::views::EventView;
 
     /// A delta written from parts is what `serde_json` makes of a [`Delta`]:
     /// subscribers read the same bytes as when the engine built a `Value`.
