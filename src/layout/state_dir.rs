@@ -164,27 +164,27 @@ impl StateDir {
     /// Read regular file `name` whole if it holds at most `limit` bytes;
     /// a larger one is refused after reading at most `limit + 1` bytes.
     pub fn read_bounded(&self, name: &str, limit: u64) -> Result<Vec<u8>, Refused> {
+        let (fd, path) = self.open_to_read(name)?;
+        read_open(fd, path, limit)
+    }
+
+    /// Open `name` to read, never following a link and never blocking on a
+    /// FIFO; what it is (a regular file or not) is for the caller to check.
+    fn open_to_read(&self, name: &str) -> Result<(OwnedFd, PathBuf), Refused> {
         let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::NOCTTY | OFlags::CLOEXEC;
         let path = self.shown(name);
-        let fd = match rustix::fs::openat(&*self.fd, name, flags, Mode::empty()) {
-            Ok(fd) => fd,
+        match rustix::fs::openat(&*self.fd, name, flags, Mode::empty()) {
+            Ok(fd) => Ok((fd, path)),
             // O_NOFOLLOW on a link fails with ELOOP: say what it is.
-            Err(Errno::LOOP) => return Err(Refused::Link(path)),
-            Err(e) => return Err(io_refusal(path, e)),
-        };
-        read_open(fd, path, limit)
+            Err(Errno::LOOP) => Err(Refused::Link(path)),
+            Err(e) => Err(io_refusal(path, e)),
+        }
     }
 
     /// Open regular file `name` to read (to lock it, say), never following
     /// a link and never blocking on a FIFO.
     pub fn open_file(&self, name: &str) -> Result<std::fs::File, Refused> {
-        let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::NOCTTY | OFlags::CLOEXEC;
-        let path = self.shown(name);
-        let fd = match rustix::fs::openat(&*self.fd, name, flags, Mode::empty()) {
-            Ok(fd) => fd,
-            Err(Errno::LOOP) => return Err(Refused::Link(path)),
-            Err(e) => return Err(io_refusal(path, e)),
-        };
+        let (fd, path) = self.open_to_read(name)?;
         let stat = rustix::fs::fstat(&fd).map_err(|e| io_refusal(path.clone(), e))?;
         regular(path, FileType::from_raw_mode(stat.st_mode))?;
         Ok(std::fs::File::from(fd))
