@@ -103,21 +103,20 @@ fn quiet_on_closed_stdout() {
 
 /// Run a parsed command line; returns the exit code.
 pub fn run(cli: Cli) -> u8 {
-    crate::client::use_transport(cli.transport);
-    crate::client::use_timeout(cli.timeout);
+    let options = crate::client::Options { transport: cli.transport, timeout: cli.timeout };
     match cli.command {
         Command::Hub(args) => hub::run(args),
-        Command::Run(args) => run::run(args),
-        Command::Status(args) => status::run(args),
+        Command::Run(args) => run::run(args, options),
+        Command::Status(args) => status::run(args, options),
         Command::New(args) => new::new(args),
         Command::Recipes(args) => new::recipes(args),
         Command::Report(args) => report::run(args),
-        Command::Tasks(cmd) => tasks::run(cmd),
-        Command::Answer(args) => tasks::answer(args),
+        Command::Tasks(cmd) => tasks::run(cmd, options),
+        Command::Answer(args) => tasks::answer(args, options),
         Command::Rules(cmd) => rules::run(cmd),
         Command::Validate(args) => validate::run(args),
-        Command::Worker(cmd) => worker::run(cmd),
+        Command::Worker(cmd) => worker::run(cmd, options),
         Command::Check(args) => check::run(args),
-        Command::Mcp(args) => crate::mcp::run(args),
+        Command::Mcp(args) => crate::mcp::run(args, options),
     }
 }

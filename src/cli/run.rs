@@ -92,8 +92,8 @@ fn hub_answers(target: &Target) -> bool {
 /// than this are folded into one redraw.
 const FOLD: Duration = Duration::from_millis(200);
 
-pub fn run(args: RunArgs) -> u8 {
-    match run_inner(&args) {
+pub fn run(args: RunArgs, options: client::Options) -> u8 {
+    match run_inner(&args, options) {
         Ok(code) => code,
         Err(message) => {
             eprintln!("mcc run: {message}");
@@ -102,7 +102,7 @@ pub fn run(args: RunArgs) -> u8 {
     }
 }
 
-fn run_inner(args: &RunArgs) -> Result<u8, String> {
+fn run_inner(args: &RunArgs, options: client::Options) -> Result<u8, String> {
     if let Some(dir) = &args.dir
         && !dir.is_dir()
     {
@@ -114,11 +114,11 @@ fn run_inner(args: &RunArgs) -> Result<u8, String> {
     // Fail fast, with file:line, before any hub is touched.
     crate::lua::Workflow::load(&file, &root)?;
     if args.fresh {
-        forget(&root)?;
+        forget(&root, options)?;
     }
     // It may run the hub: the hub's runtime.
     let runtime = hub::runtime().map_err(|e| e.to_string())?;
-    let (target, own_hub) = if let Some(target) = attach(&root) {
+    let (target, own_hub) = if let Some(target) = attach(&root, options) {
         let mut conn = Connection::open(&target).map_err(|e| e.to_string())?;
         if let Some(running) = running_workflow(&target, &root)
             && running != file
@@ -140,7 +140,7 @@ fn run_inner(args: &RunArgs) -> Result<u8, String> {
         (target, None)
     } else {
         let hub = runtime.block_on(start_hub(args, &root, &file))?;
-        let target = Target { url: hub.url.clone(), token: None, root: Some(root.clone()) };
+        let target = Target { url: hub.url.clone(), options, token: None, root: Some(root.clone()) };
         (target, Some(hub))
     };
     say(args, &format!("hub on {} · workflow {}", target.url, shown(&root, &file)));
@@ -197,8 +197,8 @@ fn quoted(word: &str) -> String {
 }
 
 /// `--fresh`: remove the store, so the workflow starts from its first phase.
-fn forget(root: &Path) -> Result<(), String> {
-    if attach(root).is_some() {
+fn forget(root: &Path, options: client::Options) -> Result<(), String> {
+    if attach(root, options).is_some() {
         return Err("a hub is running for this project; stop it before starting fresh".to_owned());
     }
     let dir = crate::layout::Layout::of_root(root).dir().to_owned();
@@ -224,9 +224,9 @@ fn shown(root: &Path, file: &Path) -> String {
 }
 
 /// The project's running hub, if `.mcc/hub.json` names one that answers.
-fn attach(root: &Path) -> Option<Target> {
+fn attach(root: &Path, options: client::Options) -> Option<Target> {
     crate::layout::Layout::of_root(root).read_hub_file()?;
-    let target = client::locate(None, root).ok()?;
+    let target = client::locate(None, root, options).ok()?;
     Connection::open(&target).ok().map(|c| {
         c.close();
         target

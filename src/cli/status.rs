@@ -34,11 +34,11 @@ pub struct StatusArgs {
 /// The fastest a watching terminal is redrawn: changes in between are folded in.
 const REDRAW: Duration = Duration::from_millis(250);
 
-pub fn run(args: StatusArgs) -> u8 {
+pub fn run(args: StatusArgs, options: client::Options) -> u8 {
     if args.watch {
-        return watch(&args);
+        return watch(&args, options);
     }
-    match client::status::fetch(args.hub.as_deref(), args.json, crate::hub::page::url_of) {
+    match client::status::fetch(args.hub.as_deref(), options, args.json, crate::hub::page::url_of) {
         Ok(status) => {
             if args.json {
                 println!("{}", status.json());
@@ -55,11 +55,11 @@ pub fn run(args: StatusArgs) -> u8 {
 }
 
 /// Subscribe and redraw on every pushed change until the hub stops.
-fn watch(args: &StatusArgs) -> u8 {
+fn watch(args: &StatusArgs, options: client::Options) -> u8 {
     let tty = std::io::stdout().is_terminal();
     let opened = std::env::current_dir()
         .map_err(|e| e.to_string())
-        .and_then(|cwd| client::locate(args.hub.as_deref(), &cwd).map_err(|e| e.to_string()))
+        .and_then(|cwd| client::locate(args.hub.as_deref(), &cwd, options).map_err(|e| e.to_string()))
         .and_then(|target| Connection::open(&target).map_err(|e| e.to_string()).map(|c| (c, target.url)));
     let (mut conn, url) = match opened {
         Ok(opened) => opened,
@@ -68,7 +68,7 @@ fn watch(args: &StatusArgs) -> u8 {
             return exit::ERROR;
         }
     };
-    let mut summary = match conn.request(&SUBSCRIBE, client::timeout()) {
+    let mut summary = match conn.request(&SUBSCRIBE, conn.timeout()) {
         Ok(ServerMsg::Summary { summary }) => summary,
         Ok(other) => {
             eprintln!("error: unexpected answer from the hub: {}", other.to_json());

@@ -126,8 +126,8 @@ fn fail(hub: &HubArg, message: &str) -> u8 {
 }
 
 /// Send one message; print the ack's message (or the error).
-fn simple(hub: &HubArg, msg: &ClientMsg, then: &str) -> u8 {
-    match client::ask_once(hub.hub.as_deref(), msg, LIMIT) {
+fn simple(hub: &HubArg, options: client::Options, msg: &ClientMsg, then: &str) -> u8 {
+    match client::ask_once(hub.hub.as_deref(), options, msg, LIMIT) {
         Ok((ServerMsg::Error { error, .. }, _)) => fail(hub, &error),
         Ok((answer, _)) if hub.json => {
             println!("{}", answer.to_json());
@@ -142,17 +142,17 @@ fn simple(hub: &HubArg, msg: &ClientMsg, then: &str) -> u8 {
     }
 }
 
-pub fn answer(args: AnswerArgs) -> u8 {
+pub fn answer(args: AnswerArgs, options: client::Options) -> u8 {
     let msg = ClientMsg::Answer { task_id: args.task.clone(), text: args.text };
-    simple(&args.hub, &msg, "next: `mcc status` to follow it")
+    simple(&args.hub, options, &msg, "next: `mcc status` to follow it")
 }
 
-pub fn run(cmd: TasksCmd) -> u8 {
+pub fn run(cmd: TasksCmd, options: client::Options) -> u8 {
     match cmd {
-        TasksCmd::Add(a) => add(a),
-        TasksCmd::List(a) => list(&a),
+        TasksCmd::Add(a) => add(a, options),
+        TasksCmd::List(a) => list(&a, options),
         TasksCmd::Show(a) => {
-            match client::ask_once(a.hub.hub.as_deref(), &ClientMsg::ShowTask { task_id: a.task }, LIMIT) {
+            match client::ask_once(a.hub.hub.as_deref(), options, &ClientMsg::ShowTask { task_id: a.task }, LIMIT) {
                 Ok((ServerMsg::TaskInfo { task }, _)) => {
                     let written =
                         if a.hub.json { serde_json::to_string(&task) } else { serde_json::to_string_pretty(&task) };
@@ -169,12 +169,14 @@ pub fn run(cmd: TasksCmd) -> u8 {
                 Err(e) => fail(&a.hub, &e),
             }
         }
-        TasksCmd::Retry(a) => simple(&a.hub, &ClientMsg::Retry { task_id: a.task }, "next: `mcc status` to follow it"),
-        TasksCmd::Cancel(a) => simple(&a.hub, &ClientMsg::Cancel { task_id: a.task }, "next: `mcc status`"),
+        TasksCmd::Retry(a) => {
+            simple(&a.hub, options, &ClientMsg::Retry { task_id: a.task }, "next: `mcc status` to follow it")
+        }
+        TasksCmd::Cancel(a) => simple(&a.hub, options, &ClientMsg::Cancel { task_id: a.task }, "next: `mcc status`"),
     }
 }
 
-fn add(a: AddArgs) -> u8 {
+fn add(a: AddArgs, options: client::Options) -> u8 {
     let tasks = match (&a.file, &a.id) {
         (Some(file), _) => {
             let mut text = String::new();
@@ -216,7 +218,8 @@ fn add(a: AddArgs) -> u8 {
     let mut added: Vec<String> = Vec::new();
     for (n, piece) in pieces.into_iter().enumerate() {
         let first = piece.first().and_then(|t| t.get("id")).and_then(Value::as_str).unwrap_or_default().to_owned();
-        let error = match client::ask_once(a.hub.hub.as_deref(), &ClientMsg::AddTasks { tasks: piece }, LIMIT) {
+        let error = match client::ask_once(a.hub.hub.as_deref(), options, &ClientMsg::AddTasks { tasks: piece }, LIMIT)
+        {
             Ok((ServerMsg::TasksAdded { ids }, _)) => {
                 added.extend(ids);
                 continue;
@@ -338,13 +341,17 @@ fn pieces(tasks: Vec<Value>, budget: usize, most: usize) -> Vec<Vec<Value>> {
 /// Up to `limit` tasks after `a.after` from the hub, a page at a time (never
 /// the whole store in one message), and whether more follow. `Err` when no
 /// hub answered; a refusal of the hub is printed and ends the command.
-fn from_hub(a: &ListArgs, limit: usize) -> Result<Result<(Vec<TaskSummary>, bool), String>, String> {
+fn from_hub(
+    a: &ListArgs,
+    options: client::Options,
+    limit: usize,
+) -> Result<Result<(Vec<TaskSummary>, bool), String>, String> {
     let mut tasks = Vec::new();
     let mut after = a.after.clone();
     while tasks.len() < limit {
         let want = (limit - tasks.len()).min(MAX_PAGE);
         let msg = ClientMsg::TasksPage { state: a.state.clone(), limit: Some(want), after: after.clone() };
-        let page = match client::ask_once(a.hub.hub.as_deref(), &msg, LIMIT) {
+        let page = match client::ask_once(a.hub.hub.as_deref(), options, &msg, LIMIT) {
             Ok((ServerMsg::TasksPage { page }, _)) => page,
             Ok((ServerMsg::Error { error, .. }, _)) => return Ok(Err(error)),
             Ok((other, _)) => return Ok(Err(format!("unexpected answer from the hub: {}", other.to_json()))),
@@ -360,9 +367,9 @@ fn from_hub(a: &ListArgs, limit: usize) -> Result<Result<(Vec<TaskSummary>, bool
     Ok(Ok((tasks, after.is_some())))
 }
 
-fn list(a: &ListArgs) -> u8 {
+fn list(a: &ListArgs, options: client::Options) -> u8 {
     let limit = a.limit.unwrap_or(if a.hub.json { usize::MAX } else { PAGE });
-    let (from, more) = match from_hub(a, limit) {
+    let (from, more) = match from_hub(a, options, limit) {
         Ok(Ok(listed)) => listed,
         Ok(Err(e)) => return fail(&a.hub, &e),
         // No hub: the store still says what is there, read-only.

@@ -14,15 +14,15 @@ use crate::client::exit;
 use crate::client::worker::{self as verbs, Answer, Source};
 pub use args::WorkerCmd;
 
-pub fn run(cmd: WorkerCmd) -> u8 {
+pub fn run(cmd: WorkerCmd, options: crate::client::Options) -> u8 {
     let (answer, as_json) = match cmd {
-        WorkerCmd::Next(a) => (verbs::next(&a.who.worker(), a.wait.wait), a.who.json),
-        WorkerCmd::Done(a) => (verbs::done(&a.who.worker(), &a.verb()), a.who.json),
-        WorkerCmd::Block(a) => (verbs::block(&a.who.worker(), &a.verb()), a.who.json),
-        WorkerCmd::Fail(a) => (verbs::fail(&a.who.worker(), &a.verb()), a.who.json),
-        WorkerCmd::Progress(a) => (verbs::progress(&a.who.worker(), &a.verb()), a.who.json),
-        WorkerCmd::Leave(a) => (verbs::leave(&a.who.worker()), a.who.json),
-        WorkerCmd::Run(a) => return headless::run(&a),
+        WorkerCmd::Next(a) => (verbs::next(&a.who.worker(options), a.wait.wait), a.who.json),
+        WorkerCmd::Done(a) => (verbs::done(&a.who.worker(options), &a.verb()), a.who.json),
+        WorkerCmd::Block(a) => (verbs::block(&a.who.worker(options), &a.verb()), a.who.json),
+        WorkerCmd::Fail(a) => (verbs::fail(&a.who.worker(options), &a.verb()), a.who.json),
+        WorkerCmd::Progress(a) => (verbs::progress(&a.who.worker(options), &a.verb()), a.who.json),
+        WorkerCmd::Leave(a) => (verbs::leave(&a.who.worker(options)), a.who.json),
+        WorkerCmd::Run(a) => return headless::run(&a, options),
     };
     if as_json {
         print_json(&answer);

@@ -4,7 +4,7 @@
 //! Where no socket can be opened, worker commands go through files instead
 //! ([`files`]); [`Transport`] says which way, and [`ask`] picks it.
 //!
-//! Every step has a deadline ([`timeout`], `--timeout` / `MCC_TIMEOUT`):
+//! Every step has a deadline ([`Options::timeout`], `--timeout` / `MCC_TIMEOUT`):
 //! the TCP connect, the WebSocket handshake and each answer. A request the
 //! hub holds on purpose (`next --wait`, a `done` waiting for its verdict)
 //! gets its wait plus the deadline. A hub that is stopped (Ctrl-Z, SIGSTOP)
@@ -18,7 +18,6 @@ pub mod worker;
 
 use std::net::{TcpStream, ToSocketAddrs};
 use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
 use std::time::Duration;
 
 use tungstenite::client::IntoClientRequest;
@@ -72,6 +71,8 @@ pub enum ClientError {
 #[derive(Debug, Clone)]
 pub struct Target {
     pub url: String,
+    /// How to reach it and how long each step may take.
+    pub options: Options,
     pub token: Option<String>,
     /// The project root, when found through `.mcc/`.
     pub root: Option<PathBuf>,
@@ -81,7 +82,7 @@ pub struct Target {
 ///
 /// The project's token goes with the target only when the address is the one
 /// its `hub.json` names: a `--hub` pointing elsewhere never receives it.
-pub fn locate(hub: Option<&str>, cwd: &Path) -> Result<Target, ClientError> {
+pub fn locate(hub: Option<&str>, cwd: &Path, options: Options) -> Result<Target, ClientError> {
     let root = find_root(cwd);
     let layout = root.as_deref().map(Layout::of_root);
     let file = layout.as_ref().and_then(Layout::read_hub_file);
@@ -90,13 +91,13 @@ pub fn locate(hub: Option<&str>, cwd: &Path) -> Result<Target, ClientError> {
             (Some(layout), Some(file)) if same_address(&file.url, url) => layout.read_token(),
             _ => None,
         };
-        return Ok(Target { url: url.to_owned(), token, root });
+        return Ok(Target { url: url.to_owned(), options, token, root });
     }
     let (Some(root), Some(layout)) = (root, layout) else {
         return Err(ClientError::NoProject(cwd.display().to_string()));
     };
     let file = file.ok_or_else(|| ClientError::NotRunning { root: root.display().to_string() })?;
-    Ok(Target { url: file.url, token: layout.read_token(), root: Some(root) })
+    Ok(Target { url: file.url, options, token: layout.read_token(), root: Some(root) })
 }
 
 /// Two hub addresses are the same when they are spelled the same (a final `/` aside).
@@ -108,12 +109,14 @@ fn same_address(a: &str, b: &str) -> bool {
 pub struct Connection {
     socket: WebSocket<MaybeTlsStream<TcpStream>>,
     url: String,
+    /// The deadline of each step (the target's `--timeout`).
+    timeout: Duration,
 }
 
 impl Connection {
-    /// Connect and read the hub's `connected` greeting, each step within [`timeout`].
+    /// Connect and read the hub's `connected` greeting, each step within the target's deadline.
     pub fn open(target: &Target) -> Result<Self, ClientError> {
-        let limit = timeout();
+        let limit = target.options.timeout;
         let unreachable = |reason: String| ClientError::Unreachable {
             url: target.url.clone(),
             reason,
@@ -154,19 +157,24 @@ impl Connection {
                 tungstenite::HandshakeError::Interrupted(_) => timed_out(),
                 tungstenite::HandshakeError::Failure(other) => unreachable(other.to_string()),
             })?;
-        let mut conn = Self { socket, url: target.url.clone() };
+        let mut conn = Self { socket, url: target.url.clone(), timeout: limit };
         match conn.receive(limit)? {
             ServerMsg::Connected { .. } => Ok(conn),
             other => Err(ClientError::Garbled(format!("expected `connected`, got {}", other.to_json()))),
         }
     }
 
-    /// Send one message; a hub that stops reading is given [`timeout`] to take it.
+    /// The deadline of each step of this connection's calls.
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
+    /// Send one message; a hub that stops reading is given the deadline to take it.
     pub fn send(&mut self, msg: &ClientMsg) -> Result<(), ClientError> {
         match self.socket.send(Message::text(msg.to_json())) {
             Ok(()) => Ok(()),
             Err(tungstenite::Error::Io(e)) if timed_out_io(&e) => {
-                Err(ClientError::Timeout { url: self.url.clone(), limit: timeout() })
+                Err(ClientError::Timeout { url: self.url.clone(), limit: self.timeout })
             }
             Err(e) => Err(ClientError::Broken(e.to_string())),
         }
@@ -261,16 +269,19 @@ pub const HUB_FRAME_LIMIT: usize = 1 << 20;
 /// The deadline of each step of a client call when none is given.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 
-static TIMEOUT: OnceLock<Duration> = OnceLock::new();
-
-/// Set the deadline for this process (from `--timeout` / `MCC_TIMEOUT`); the first call wins.
-pub fn use_timeout(limit: Duration) {
-    let _ = TIMEOUT.set(limit);
+/// How a client command reaches the hub (`--transport`, `--timeout`), handed
+/// to every call with its [`Target`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Options {
+    pub transport: Transport,
+    /// How long each step of a call may take: connect, handshake, an answer beyond its wait.
+    pub timeout: Duration,
 }
 
-/// How long each step of a client call may take: connect, handshake, an answer beyond its wait.
-pub fn timeout() -> Duration {
-    TIMEOUT.get().copied().unwrap_or(DEFAULT_TIMEOUT)
+impl Default for Options {
+    fn default() -> Self {
+        Self { transport: Transport::Auto, timeout: DEFAULT_TIMEOUT }
+    }
 }
 
 /// How client commands reach the hub.
@@ -285,22 +296,10 @@ pub enum Transport {
     File,
 }
 
-static TRANSPORT: OnceLock<Transport> = OnceLock::new();
-
-/// Set the transport for this process (from `--transport` / `MCC_TRANSPORT`); the first call wins.
-pub fn use_transport(transport: Transport) {
-    let _ = TRANSPORT.set(transport);
-}
-
-/// The transport this process was told to use.
-pub fn transport() -> Transport {
-    TRANSPORT.get().copied().unwrap_or_default()
-}
-
 /// The transport in force for `target`: what was chosen, or files in a
 /// sandbox that says it has no network (Codex sets this variable).
 fn transport_for(target: &Target) -> Transport {
-    let chosen = transport();
+    let chosen = target.options.transport;
     if chosen == Transport::Auto
         && target.root.is_some()
         && std::env::var_os("CODEX_SANDBOX_NETWORK_DISABLED").is_some_and(|v| v == "1")
@@ -313,9 +312,9 @@ fn transport_for(target: &Target) -> Transport {
 /// One exchange: send one message, read one answer. Over the socket that is
 /// one short connection; through files, one request file and its answer.
 /// The hub has `wait` (what the request asks it to wait, or may take on
-/// purpose) plus [`timeout`] to answer.
+/// purpose) plus the target's deadline to answer.
 pub fn ask(target: &Target, msg: &ClientMsg, wait: Duration) -> Result<ServerMsg, ClientError> {
-    let limit = wait + timeout();
+    let limit = wait + target.options.timeout;
     let layout = target.root.as_deref().map(Layout::of_root);
     match (transport_for(target), layout) {
         (Transport::File, Some(layout)) => files::ask(&layout, msg, limit),
@@ -348,15 +347,25 @@ fn exchange(mut conn: Connection, msg: &ClientMsg, limit: Duration) -> Result<Se
 }
 
 /// Find the hub from the current folder, then [`ask`].
-pub fn ask_once(hub: Option<&str>, msg: &ClientMsg, wait: Duration) -> Result<(ServerMsg, Target), String> {
-    ask_here(hub, msg, wait).map_err(|e| e.to_string())
+pub fn ask_once(
+    hub: Option<&str>,
+    options: Options,
+    msg: &ClientMsg,
+    wait: Duration,
+) -> Result<(ServerMsg, Target), String> {
+    ask_here(hub, options, msg, wait).map_err(|e| e.to_string())
 }
 
 /// [`ask_once`], telling why it failed: a hub that did not answer is not one that is gone.
-pub fn ask_here(hub: Option<&str>, msg: &ClientMsg, wait: Duration) -> Result<(ServerMsg, Target), ClientError> {
+pub fn ask_here(
+    hub: Option<&str>,
+    options: Options,
+    msg: &ClientMsg,
+    wait: Duration,
+) -> Result<(ServerMsg, Target), ClientError> {
     let cwd = std::env::current_dir()
         .map_err(|e| ClientError::NoProject(format!("the current folder (which cannot be read: {e})")))?;
-    let target = locate(hub, &cwd)?;
+    let target = locate(hub, &cwd, options)?;
     let answer = ask(&target, msg, wait)?;
     Ok((answer, target))
 }

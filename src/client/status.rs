@@ -50,10 +50,11 @@ pub enum Status {
 /// cannot use.
 pub fn fetch(
     hub: Option<&str>,
+    options: super::Options,
     with_tasks: bool,
     page_url: impl Fn(&Path) -> Option<String>,
 ) -> Result<Status, String> {
-    let (summary, target) = match ask_here(hub, &SUBSCRIBE, LIMIT) {
+    let (summary, target) = match ask_here(hub, options, &SUBSCRIBE, LIMIT) {
         Ok((ServerMsg::Summary { summary }, target)) => (summary, target),
         Ok((other, _)) => return Err(format!("unexpected answer from the hub: {}", other.to_json())),
         // A hub that holds the project but does not answer is not "no hub running".
@@ -64,7 +65,7 @@ pub fn fetch(
     let tasks = with_tasks
         .then(|| {
             let page = ClientMsg::TasksPage { state: None, limit: Some(JSON_PAGE), after: None };
-            match ask_here(hub, &page, LIMIT) {
+            match ask_here(hub, options, &page, LIMIT) {
                 Ok((ServerMsg::TasksPage { page }, _)) => Some(page),
                 _ => None,
             }

@@ -29,6 +29,8 @@ pub struct Worker {
     pub name: Option<String>,
     /// The hub's address (`--hub` / `MCC_HUB`); default: found through the nearest `.mcc/`.
     pub hub: Option<String>,
+    /// How to reach it (`--transport`, `--timeout`).
+    pub options: super::Options,
 }
 
 /// `done`: a task finished, with the files written.
@@ -223,7 +225,7 @@ fn exchange(
 ) -> Answer {
     let name = worker.name.clone().unwrap_or_default();
     let asked = name_of(worker).and_then(|name| {
-        let target = target(worker.hub.as_deref())?;
+        let target = target(worker.hub.as_deref(), worker.options)?;
         let msg = message(&name, &target)?;
         let reply = ask(&target, &msg, wait).map_err(|e| e.to_string())?;
         Ok((name, reply, target.root))
@@ -255,9 +257,9 @@ pub fn name_of(worker: &Worker) -> Result<String, String> {
 }
 
 /// The hub: `hub` when given, else the one the nearest `.mcc/` names.
-pub fn target(hub: Option<&str>) -> Result<Target, String> {
+pub fn target(hub: Option<&str>, options: super::Options) -> Result<Target, String> {
     let cwd = std::env::current_dir().map_err(|e| format!("cannot read the current folder: {e}"))?;
-    super::locate(hub, &cwd).map_err(|e| e.to_string())
+    super::locate(hub, &cwd, options).map_err(|e| e.to_string())
 }
 
 /// One exchange, allowing the hub `wait` plus the client's deadline to answer.

@@ -55,12 +55,12 @@ pub struct McpArgs {
 }
 
 /// `mcc mcp`: serve until the client closes stdin.
-pub fn run(args: McpArgs) -> u8 {
+pub fn run(args: McpArgs, options: crate::client::Options) -> u8 {
     let worker = args.name.filter(|n| !n.trim().is_empty()).unwrap_or_else(|| {
         let id = crate::client::files::new_id();
         format!("mcp-{}", &id[..4])
     });
-    let server = WorkerTools::new(worker, args.hub, args.wait.min(MAX_WAIT));
+    let server = WorkerTools::new(worker, args.hub, options, args.wait.min(MAX_WAIT));
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,
         Err(e) => {
@@ -204,6 +204,8 @@ pub struct ProgressArgs {
 pub struct WorkerTools {
     worker: Arc<str>,
     hub: Option<String>,
+    /// How the verbs reach the hub (`--transport`, `--timeout`).
+    options: crate::client::Options,
     wait: Duration,
     tool_router: ToolRouter<Self>,
 }
@@ -220,12 +222,12 @@ fn required<'a>(tool: &str, key: &str, value: &'a str) -> Result<&'a str, CallTo
 
 #[tool_router]
 impl WorkerTools {
-    fn new(worker: String, hub: Option<String>, wait: Duration) -> Self {
-        Self { worker: Arc::from(worker.as_str()), hub, wait, tool_router: Self::tool_router() }
+    fn new(worker: String, hub: Option<String>, options: crate::client::Options, wait: Duration) -> Self {
+        Self { worker: Arc::from(worker.as_str()), hub, options, wait, tool_router: Self::tool_router() }
     }
 
     fn who(&self) -> verbs::Worker {
-        verbs::Worker { name: Some(self.worker.to_string()), hub: self.hub.clone() }
+        verbs::Worker { name: Some(self.worker.to_string()), hub: self.hub.clone(), options: self.options }
     }
 
     /// Run a verb on a blocking thread (it may wait ~50 s on the hub) and
@@ -304,9 +306,9 @@ impl WorkerTools {
     #[tool(description = "Read-only: the project's tasks and workers, as `mcc status` prints them.")]
     async fn status(&self) -> CallToolResult {
         // The text `mcc status` prints, fetched and rendered in this process.
-        let hub = self.hub.clone();
+        let (hub, options) = (self.hub.clone(), self.options);
         let fetched = tokio::task::spawn_blocking(move || {
-            crate::client::status::fetch(hub.as_deref(), false, crate::hub::page::url_of).map(|s| s.text())
+            crate::client::status::fetch(hub.as_deref(), options, false, crate::hub::page::url_of).map(|s| s.text())
         })
         .await;
         let text = match fetched {

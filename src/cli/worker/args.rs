@@ -176,8 +176,8 @@ pub struct RunArgs {
 }
 
 impl Who {
-    pub fn worker(&self) -> verbs::Worker {
-        verbs::Worker { name: self.name.clone(), hub: self.hub.clone() }
+    pub fn worker(&self, options: crate::client::Options) -> verbs::Worker {
+        verbs::Worker { name: self.name.clone(), hub: self.hub.clone(), options }
     }
 }
 

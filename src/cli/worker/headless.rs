@@ -9,20 +9,18 @@ use serde_json::Value;
 use super::args::RunArgs;
 use crate::client::worker::{ask, human, ms, name_of, run_finished, strings, target};
 use crate::client::{ClientError, Target, exit};
+use crate::command::Supervisor;
 use crate::layout::Layout;
 use crate::wire::{ClientMsg, Offer, ServerMsg};
 
-/// The runner of headless workers' commands: one slot per worker, so none
-/// waits in line while its lease runs.
-fn headless_runner() -> &'static crate::command::Supervisor {
-    static RUNNER: std::sync::OnceLock<crate::command::Supervisor> = std::sync::OnceLock::new();
-    RUNNER.get_or_init(|| crate::command::Supervisor::new(64))
-}
+/// Slots of the runner of headless workers' commands: one per worker, so
+/// none waits in line while its lease runs.
+const RUNNER_SLOTS: usize = 64;
 
 /// On Ctrl-C or SIGTERM, kill every task command's whole process group
 /// before exiting: nothing keeps writing files another worker may get.
-fn kill_commands_on_signal() {
-    std::thread::spawn(|| {
+fn kill_commands_on_signal(runner: Supervisor) {
+    std::thread::spawn(move || {
         let Ok(runtime) = tokio::runtime::Builder::new_current_thread().enable_all().build() else { return };
         let code = runtime.block_on(async {
             let Ok(mut term) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) else {
@@ -33,7 +31,7 @@ fn kill_commands_on_signal() {
                 _ = term.recv() => 143,
             }
         });
-        headless_runner().shutdown();
+        runner.shutdown();
         eprintln!("mcc worker run: stopped; the task commands were killed with everything they started");
         std::process::exit(code);
     });
@@ -43,9 +41,9 @@ fn kill_commands_on_signal() {
 /// as a hub does, first killing what a worker or hub killed with SIGKILL left running
 /// there: a killed worker cannot kill its command itself. Without a project
 /// folder (`--hub` only) nothing is recorded.
-fn record_command_groups(root: Option<&Path>) {
+fn record_command_groups(runner: &Supervisor, root: Option<&Path>) {
     let Some(layout) = root.map(Layout::of_root).filter(|l| l.dir().is_dir()) else { return };
-    match headless_runner().record_groups_in(layout.dir()) {
+    match runner.record_groups_in(layout.dir()) {
         Ok(0) => {}
         Ok(n) => eprintln!(
             "mcc worker run: killed {n} command group(s) that a stopped worker or hub had left running (records in {})",
@@ -59,16 +57,17 @@ fn record_command_groups(root: Option<&Path>) {
 }
 
 /// `mcc worker run`: one or more headless workers.
-pub fn run(a: &RunArgs) -> u8 {
-    kill_commands_on_signal();
-    let base = match name_of(&a.who.worker()) {
+pub fn run(a: &RunArgs, options: crate::client::Options) -> u8 {
+    let runner = Supervisor::new(RUNNER_SLOTS);
+    kill_commands_on_signal(runner.clone());
+    let base = match name_of(&a.who.worker(options)) {
         Ok(n) => n,
         Err(e) => {
             eprintln!("error: {e}");
             return exit::ERROR;
         }
     };
-    let target = match target(a.who.hub.as_deref()) {
+    let target = match target(a.who.hub.as_deref(), options) {
         Ok(t) => t,
         Err(_) if run_finished() => {
             println!("all work is done: the run finished and its hub has stopped");
@@ -80,9 +79,9 @@ pub fn run(a: &RunArgs) -> u8 {
         }
     };
     let root = target.root.clone().or_else(|| std::env::current_dir().ok()).unwrap_or_else(|| PathBuf::from("."));
-    record_command_groups(target.root.as_deref());
+    record_command_groups(&runner, target.root.as_deref());
     if a.parallel <= 1 {
-        return Headless { name: base, target, root, command: a.command.clone(), max_tasks: a.max_tasks }.run();
+        return Headless { name: base, target, root, command: a.command.clone(), max_tasks: a.max_tasks, runner }.run();
     }
     let handles: Vec<_> = (1..=a.parallel)
         .map(|k| {
@@ -92,6 +91,7 @@ pub fn run(a: &RunArgs) -> u8 {
                 root: root.clone(),
                 command: a.command.clone(),
                 max_tasks: a.max_tasks,
+                runner: runner.clone(),
             };
             std::thread::spawn(move || worker.run())
         })
@@ -105,6 +105,8 @@ struct Headless {
     root: PathBuf,
     command: Vec<String>,
     max_tasks: Option<usize>,
+    /// Runs the task commands, shared by the workers of this process.
+    runner: Supervisor,
 }
 
 /// How a command run for a task ended.
@@ -245,7 +247,7 @@ impl Headless {
             .env("MCC_REASONS", reasons.join("\n"))
             .stdin(body.into_bytes());
         let (tx, rx) = std::sync::mpsc::channel();
-        let _handle = headless_runner().start(job, move |outcome| drop(tx.send(outcome)));
+        let _handle = self.runner.start(job, move |outcome| drop(tx.send(outcome)));
         let beat = (lease / 3).clamp(Duration::from_millis(200), Duration::from_mins(1));
         let ran = loop {
             match rx.recv_timeout(beat) {
