@@ -29,7 +29,7 @@ pub use cli::main;
 // the rest of the crate is its own, so rustc names what nothing uses.
 pub use client::files::ask;
 pub use engine::{Policy, Timing};
-pub use hub::{HubOptions, Limits as HubLimits, start as start_hub};
+pub use hub::{HubOptions, Limits as HubLimits, RunningHub, start as start_hub};
 pub use layout::Layout;
 pub use lua::{Workflow, load as load_workflow};
 pub use scheduler::{Scheduler, Settings};

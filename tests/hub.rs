@@ -281,3 +281,36 @@ fn the_hub_prints_where_it_listens_as_a_bare_line_and_mcc_log_warn_leaves_it_out
     let (quiet, _) = stderr_of(Some("warn"));
     assert_eq!(quiet, "", "MCC_LOG=warn prints no info line");
 }
+
+/// A hub started in the test's own process, as a program embedding mcc would.
+fn in_process(root: &std::path::Path, runtime: &tokio::runtime::Runtime) -> mcc::RunningHub {
+    let options = mcc::HubOptions {
+        root: root.to_owned(),
+        port: 0,
+        bind: None,
+        settings: mcc::Settings::default(),
+        loader: Some(mcc::load_workflow),
+        workflow: None,
+        quiet: true,
+        limits: mcc::HubLimits::default(),
+        timing: mcc::Timing::default(),
+    };
+    runtime.block_on(mcc::start_hub(options)).expect("the hub starts in this process")
+}
+
+#[test]
+fn a_hub_started_in_process_serves_the_real_client_and_keeps_a_grant_across_a_restart() {
+    let project = Project::new();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let running = in_process(project.root(), &runtime);
+    let added = project.mcc().args(["tasks", "add", "--id", "a", "--description", "write a"]).run();
+    assert_eq!(added.code, 0, "{added:?}");
+    let first = project.mcc().args(["worker", "next", "--as", "w"]).run();
+    assert!(first.stdout.starts_with("task a (new, attempt 1"), "{first:?}");
+    runtime.block_on(running.stop("the test stops it")).expect("a clean stop");
+
+    let again = in_process(project.root(), &runtime);
+    let held = project.mcc().args(["worker", "next", "--as", "w"]).run();
+    assert!(held.stdout.starts_with("task a (you already hold it, attempt 1"), "{held:?}");
+    runtime.block_on(again.stop("done")).expect("a clean stop");
+}
