@@ -135,6 +135,39 @@ fn unfinished_handshakes_do_not_lock_clients_out() {
     assert_eq!(run.code, 0, "{run:?}");
 }
 
+/// Raise this process's open-file limit to `wanted` (or to its hard limit); `false` when the
+/// hard limit is lower, so the caller can skip rather than fail for the machine's sake.
+fn allow_open_files(wanted: u64) -> bool {
+    use rustix::process::{Resource, getrlimit, setrlimit};
+    let mut limit = getrlimit(Resource::Nofile);
+    if limit.current.is_some_and(|current| current >= wanted) {
+        return true;
+    }
+    if limit.maximum.is_some_and(|maximum| maximum < wanted) {
+        return false;
+    }
+    limit.current = Some(wanted);
+    setrlimit(Resource::Nofile, limit).is_ok()
+}
+
+#[test]
+fn two_thousand_idle_sockets_do_not_keep_a_token_holder_out() {
+    // 2,000 sockets here plus the hub's; a hard limit below that is the machine's, not a bug.
+    if !allow_open_files(4_096) {
+        eprintln!("skipped: this process may not open 4,096 files (raise the hard RLIMIT_NOFILE)");
+        return;
+    }
+    let project = Project::new();
+    let hub = Hub::start(project.root(), &[]);
+    // Connected and silent: the hub has accepted each (or holds it in its backlog).
+    let _idle: Vec<TcpStream> =
+        (0..2_000).map(|_| TcpStream::connect(("127.0.0.1", hub.port)).expect("connect an idle socket")).collect();
+    let run = project.mcc().args(["status", "--json"]).run();
+    assert_eq!(run.code, 0, "the token holder gets in: {run:?}");
+    let mut ws = hub.connect();
+    assert_eq!(ws.ask(json!({"type":"status"}))["type"], "status_response");
+}
+
 #[test]
 fn beyond_loopback_the_token_is_checked_before_a_slot_is_taken() {
     let project = Project::new();

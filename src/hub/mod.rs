@@ -10,6 +10,7 @@
 
 pub mod files;
 pub mod guard;
+mod handshakes;
 pub mod page;
 // The wire types live in `crate::wire`, so the engine does not depend on the hub.
 pub(crate) use crate::wire as protocol;
@@ -58,7 +59,8 @@ const CREATE_ANSWERED: u64 = 1;
 pub struct Limits {
     /// Upgraded connections open at once; a quarter is kept for connections with the token.
     pub max_connections: usize,
-    /// Handshakes in progress at once (they do not hold a connection slot).
+    /// Handshakes in progress at once (they do not hold a connection slot);
+    /// past it the oldest is closed for the newcomer.
     pub max_handshakes: usize,
     /// How long a client may take to finish its handshake.
     pub handshake_timeout: Duration,
@@ -217,7 +219,7 @@ pub async fn start(options: HubOptions) -> Result<RunningHub, HubError> {
         guard: Guard { port, token, remote, page_port: Some(page_port) },
         slots: slots.clone(),
         anonymous: Arc::new(Semaphore::new(limits.anonymous_slots())),
-        handshakes: Arc::new(Semaphore::new(limits.max_handshakes)),
+        handshakes: handshakes::Handshakes::new(limits.max_handshakes),
         ids,
         limits,
         creates_unwritten: tokio::sync::watch::Sender::new(0),
@@ -370,17 +372,32 @@ impl Signals {
 
 async fn bind(ip: Option<IpAddr>, port: u16) -> Result<(Vec<TcpListener>, u16), HubError> {
     let first = SocketAddr::new(ip.unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST)), port);
-    let listener = TcpListener::bind(first).await.map_err(|source| HubError::Bind { addr: first, source })?;
+    let listener = listen(first).map_err(|source| HubError::Bind { addr: first, source })?;
     let port = listener.local_addr().map_err(|source| HubError::Bind { addr: first, source })?.port();
     let mut listeners = vec![listener];
     if ip.is_none() {
         // `localhost` may resolve to ::1; a machine without IPv6 just skips it.
         let v6 = SocketAddr::new(IpAddr::V6(Ipv6Addr::LOCALHOST), port);
-        if let Ok(l) = TcpListener::bind(v6).await {
+        if let Ok(l) = listen(v6) {
             listeners.push(l);
         }
     }
     Ok((listeners, port))
+}
+
+/// A listener with a long accept queue. The usual 128 overflows when a few
+/// hundred sockets arrive at once, and each connection the kernel then drops
+/// waits a second or more to try again: idle sockets arriving in a burst
+/// would delay a real client that way, even with a handshake place for it
+/// (the kernel caps the queue at `net.core.somaxconn`).
+fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    const ACCEPT_QUEUE: u32 = 4096;
+    let socket = if addr.is_ipv4() { tokio::net::TcpSocket::new_v4()? } else { tokio::net::TcpSocket::new_v6()? };
+    // As std's bind does: a hub restarted at once may reuse its port.
+    #[cfg(unix)]
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(ACCEPT_QUEUE)
 }
 
 /// The project's token: read and checked, or made. Its mode is fixed to
@@ -455,8 +472,8 @@ struct Edge {
     slots: Arc<Semaphore>,
     /// Connections without the token hold one of these as well: they cannot take every slot.
     anonymous: Arc<Semaphore>,
-    /// A connection holds one until its handshake is done.
-    handshakes: Arc<Semaphore>,
+    /// A connection holds a place here until its handshake is done.
+    handshakes: Arc<handshakes::Handshakes>,
     ids: Arc<AtomicU64>,
     limits: Limits,
     /// `create_tasks` frames whose answer no connection has written yet.
@@ -503,11 +520,8 @@ async fn accept_loop(listener: TcpListener, edge: Arc<Edge>) {
             continue;
         };
         pause = FIRST_PAUSE;
-        let Ok(handshake) = edge.handshakes.clone().try_acquire_owned() else {
-            // Too many unfinished handshakes: close at once rather than queue.
-            drop(stream);
-            continue;
-        };
+        // Too many unfinished handshakes: the oldest is closed, not this one.
+        let handshake = edge.handshakes.begin();
         let edge = edge.clone();
         tokio::spawn(async move {
             let _ = stream.set_nodelay(true);
@@ -535,7 +549,11 @@ async fn discard_unread(stream: &mut TcpStream, size: usize) {
     let _ = tokio::time::timeout(Duration::from_secs(2), drain).await;
 }
 
-async fn serve_connection(stream: TcpStream, edge: &Edge, handshake: OwnedSemaphorePermit) {
+async fn serve_connection(
+    stream: TcpStream,
+    edge: &Edge,
+    (place, evicted): (handshakes::Place, tokio::sync::oneshot::Receiver<()>),
+) {
     let engine = &edge.engine;
     let mut admitted = None;
     // The token is checked and the slot taken inside the handshake: a refused client never holds a slot.
@@ -554,8 +572,17 @@ async fn serve_connection(stream: TcpStream, edge: &Edge, handshake: OwnedSemaph
         edge.limits.handshake_timeout,
         tokio_tungstenite::accept_hdr_async_with_config(stream, callback, Some(config)),
     );
-    let Ok(Ok(socket)) = handshake_done.await else { return };
-    drop(handshake);
+    let socket = tokio::select! {
+        done = handshake_done => match done {
+            Ok(Ok(socket)) => socket,
+            _ => return,
+        },
+        // Pushed out by a newer handshake: this one was the oldest unfinished.
+        _ = evicted => return,
+    };
+    if !place.finish() {
+        return;
+    }
     let Some((access, _slots)) = admitted else { return };
     let conn = edge.ids.fetch_add(1, Ordering::Relaxed);
     let (mut sink, mut source) = socket.split();
