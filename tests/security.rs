@@ -159,9 +159,31 @@ fn two_thousand_idle_sockets_do_not_keep_a_token_holder_out() {
     }
     let project = Project::new();
     let hub = Hub::start(project.root(), &[]);
-    // Connected and silent: the hub has accepted each (or holds it in its backlog).
-    let _idle: Vec<TcpStream> =
-        (0..2_000).map(|_| TcpStream::connect(("127.0.0.1", hub.port)).expect("connect an idle socket")).collect();
+    // Connected and silent, from 20 threads at once, as a flood comes.
+    let (connected, count) = std::sync::mpsc::channel();
+    let _idle: Vec<TcpStream> = std::thread::scope(|scope| {
+        let threads: Vec<_> = (0..20)
+            .map(|_| {
+                let connected = connected.clone();
+                scope.spawn(move || {
+                    (0..100)
+                        .map(|_| {
+                            let socket = TcpStream::connect(("127.0.0.1", hub.port)).expect("connect an idle socket");
+                            let _ = connected.send(());
+                            socket
+                        })
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        // Mid-flood, past the 1,024 unfinished handshakes the hub holds at once: once refused here.
+        for _ in 0..1_100 {
+            count.recv().expect("the flood goes on");
+        }
+        let mut ws = hub.connect();
+        assert_eq!(ws.ask(json!({"type":"status"}))["type"], "status_response", "in during the flood");
+        threads.into_iter().flat_map(|thread| thread.join().expect("a connecting thread")).collect()
+    });
     let run = project.mcc().args(["status", "--json"]).run();
     assert_eq!(run.code, 0, "the token holder gets in: {run:?}");
     let mut ws = hub.connect();

@@ -186,7 +186,7 @@ pub async fn start(options: HubOptions) -> Result<RunningHub, HubError> {
     let runners = crate::command::Runners::new(options.limits.max_commands, options.timing.command_grace);
     runners.record_groups_in(layout.dir()).map_err(|source| HubError::Io { path: layout.commands(), source })?;
     raise_descriptor_limit();
-    let (listeners, port) = bind(options.bind, options.port).await?;
+    let (listeners, port) = bind(options.bind, options.port)?;
     let token = load_or_create_token(&layout)?;
     let remote = options.bind.is_some_and(|ip| !ip.is_loopback());
     // The address actually bound: `--bind ::1` is `[::1]`, not 127.0.0.1.
@@ -370,7 +370,7 @@ impl Signals {
     }
 }
 
-async fn bind(ip: Option<IpAddr>, port: u16) -> Result<(Vec<TcpListener>, u16), HubError> {
+fn bind(ip: Option<IpAddr>, port: u16) -> Result<(Vec<TcpListener>, u16), HubError> {
     let first = SocketAddr::new(ip.unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST)), port);
     let listener = listen(first).map_err(|source| HubError::Bind { addr: first, source })?;
     let port = listener.local_addr().map_err(|source| HubError::Bind { addr: first, source })?.port();
