@@ -25,6 +25,9 @@ pub(crate) mod wire;
 
 pub use cli::main;
 
+#[cfg(test)]
+mod fuzz;
+
 // What the integration tests and the Lua bench (examples/) drive in-process;
 // the rest of the crate is its own, so rustc names what nothing uses.
 pub use client::files::ask;

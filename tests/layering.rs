@@ -11,6 +11,8 @@ use std::path::{Path, PathBuf};
 /// floor and those below.
 const FLOORS: &[(&str, u8)] = &[
     ("cli", 7),
+    // Test-only (`#[cfg(test)] mod fuzz`): generated inputs for parsers of every floor.
+    ("fuzz", 7),
     ("mcp", 6),
     ("client", 6),
     ("hub", 5),
