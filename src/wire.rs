@@ -9,6 +9,10 @@ pub mod views;
 
 pub use views::{Delta, Page, Snapshot, Stuck, Summary, TaskInfo, TaskSummary, WorkerView};
 
+/// The largest frame a hub reads unless started with `--max-frame-bytes`;
+/// the client sizes what it sends by it too.
+pub const MAX_FRAME: usize = 1 << 20;
+
 /// A message a client sends.
 ///
 /// On the wire it is `{"type": "next", ...fields}`; in Rust it is derived as

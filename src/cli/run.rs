@@ -13,9 +13,9 @@ use serde_json::{Value, json};
 use super::exit;
 use crate::client::status::fold;
 use crate::client::{self, ClientError, Connection, Target};
-use crate::hub::protocol::{ClientMsg, Delta, ServerMsg, SubscriptionView, Summary};
 use crate::hub::{self, HubError, HubOptions};
 use crate::scheduler::{Settings, TaskState};
+use crate::wire::{ClientMsg, Delta, ServerMsg, SubscriptionView, Summary};
 
 /// Run a workflow to the end: start the hub, load the workflow, show progress, print a summary.
 #[derive(Debug, Args)]

@@ -60,7 +60,7 @@ pub enum ClientError {
     Timeout { url: String, limit: Duration },
     #[error(
         "the hub at {url} closed the connection on a message of {size} bytes: a hub reads messages of at most {limit} bytes (1 MiB) unless started with a larger `mcc hub --max-frame-bytes`; send less in one message (a task's long text can go in a file the task reads)",
-        limit = HUB_FRAME_LIMIT
+        limit = crate::wire::MAX_FRAME
     )]
     TooLarge { url: String, size: usize },
     #[error("the hub is shutting down: {0}")]
@@ -211,7 +211,7 @@ impl Connection {
     pub fn request(&mut self, msg: &ClientMsg, limit: Duration) -> Result<ServerMsg, ClientError> {
         let size = msg.to_json().len();
         match self.send(msg).and_then(|()| self.receive(limit)) {
-            Err(ClientError::Broken(_)) if size > HUB_FRAME_LIMIT => {
+            Err(ClientError::Broken(_)) if size > crate::wire::MAX_FRAME => {
                 Err(ClientError::TooLarge { url: self.url.clone(), size })
             }
             answer => answer,
@@ -261,10 +261,6 @@ fn connect_within(
 fn timed_out_io(e: &std::io::Error) -> bool {
     matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut)
 }
-
-/// The largest message a hub reads unless started with `--max-frame-bytes`
-/// (the hub's `MAX_FRAME`, which the client may not import).
-pub const HUB_FRAME_LIMIT: usize = 1 << 20;
 
 /// The deadline of each step of a client call when none is given.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -368,12 +364,4 @@ pub fn ask_here(
     let target = locate(hub, &cwd, options)?;
     let answer = ask(&target, msg, wait)?;
     Ok((answer, target))
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn the_client_knows_the_hubs_default_frame_limit() {
-        assert_eq!(super::HUB_FRAME_LIMIT, crate::hub::MAX_FRAME);
-    }
 }

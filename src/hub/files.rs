@@ -24,9 +24,9 @@ use std::time::{Duration, Instant, SystemTime};
 use notify::{RecursiveMode, Watcher};
 use tokio::sync::{mpsc, oneshot};
 
-use super::protocol::{self, ServerMsg};
 use crate::engine::{EngineHandle, Input, Outgoing};
 use crate::layout::{ALLOWED, Layout, Refused, RequestFile, STALE, StateDir, allowed, move_aside_in, request_id};
+use crate::wire::{self, ServerMsg};
 
 /// How often files left behind are looked for.
 const SWEEP: Duration = Duration::from_mins(1);
@@ -162,7 +162,7 @@ impl Desk {
             Ok(request) if request.id != id => {
                 Err(format!("request file {} says its id is {}; the file name must be ID.json", path.display(), request.id))
             }
-            Ok(request) => protocol::parse(&request.message.to_string()).and_then(|msg| {
+            Ok(request) => wire::parse(&request.message.to_string()).and_then(|msg| {
                 if allowed(&msg) {
                     Ok(msg)
                 } else {
@@ -213,7 +213,7 @@ struct Request {
 
 impl Request {
     /// Hand the message to the engine as a connection of its own and write its first answer.
-    async fn serve(self, conn: u64, msg: protocol::ClientMsg, engine: EngineHandle, withdrawn: oneshot::Receiver<()>) {
+    async fn serve(self, conn: u64, msg: wire::ClientMsg, engine: EngineHandle, withdrawn: oneshot::Receiver<()>) {
         let (outbox, mut inbox) = mpsc::channel(crate::engine::OUTBOX);
         if !engine.send_async(Input::Connected { conn, outbox }).await
             || !engine.send_async(Input::Message { conn, msg }).await

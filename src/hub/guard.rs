@@ -24,7 +24,7 @@ use subtle::ConstantTimeEq;
 use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request};
 use tokio_tungstenite::tungstenite::http::{HeaderMap, StatusCode};
 
-use super::protocol::ClientMsg;
+use crate::wire::ClientMsg;
 
 /// The rules of one hub.
 #[derive(Debug, Clone)]
@@ -343,7 +343,7 @@ mod tests {
         assert!(guard.check(&with_uri("/?view=s3cret", &page)).is_err(), "the token is not the capability");
         // The page's origin without the capability is any web page.
         assert!(guard.check(&request(&page)).is_err());
-        let parse = |v: serde_json::Value| super::super::protocol::parse(&v.to_string()).unwrap();
+        let parse = |v: serde_json::Value| crate::wire::parse(&v.to_string()).unwrap();
         assert!(Access::ReadOnly.permits(&parse(json!({"type":"subscribe"})), 100).is_ok());
         assert!(Access::ReadOnly.permits(&parse(json!({"type":"tasks_page","state":"ready"})), 100).is_ok());
         for msg in [
@@ -402,7 +402,7 @@ mod tests {
 
     #[test]
     fn without_the_token_a_connection_cannot_run_commands_or_change_the_work() {
-        let parse = |v: serde_json::Value| super::super::protocol::parse(&v.to_string()).unwrap();
+        let parse = |v: serde_json::Value| crate::wire::parse(&v.to_string()).unwrap();
         let plain = parse(json!({"type":"create_tasks","tasks":[{"id":"a","description":"d"}]}));
         let checked = parse(
             json!({"type":"create_tasks","tasks":[{"id":"b","description":"d","acceptance":{"validation":"rm -rf ~"}}]}),

@@ -12,8 +12,6 @@ pub mod files;
 pub mod guard;
 mod handshakes;
 pub mod page;
-// The wire types live in `crate::wire`, so the engine does not depend on the hub.
-pub(crate) use crate::wire as protocol;
 
 use std::fs;
 use std::io::Write;
@@ -35,13 +33,12 @@ pub use crate::layout::HubFile;
 use crate::layout::Layout;
 use crate::scheduler::Settings;
 use crate::watch::ReportWatcher;
+use crate::wire::{self, ClientMsg, ServerMsg};
 use guard::{Access, Guard, Refusal};
-use protocol::{ClientMsg, ServerMsg};
 
 /// The default port, as the old server had it.
 pub const DEFAULT_PORT: u16 = 3100;
-/// The largest frame a client may send.
-pub const MAX_FRAME: usize = 1 << 20;
+pub use crate::wire::MAX_FRAME;
 /// How many connections may be open at once, by default.
 pub const MAX_CONNECTIONS: usize = 512;
 /// The texts of the original server (old clients may show or match them).
@@ -639,7 +636,7 @@ async fn serve_connection(
                     Some(Ok(Message::Close(_)) | Err(_)) | None => break,
                     Some(Ok(_)) => continue,
                 };
-                let checked = protocol::parse(&text)
+                let checked = wire::parse(&text)
                     .and_then(|msg| access.permits(&msg, edge.limits.max_tasks_per_message).map(|()| msg));
                 match checked {
                     Ok(msg) => {
