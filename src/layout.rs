@@ -5,7 +5,8 @@
 //! by construction.
 //!
 //! ```text
-//! ROOT/.mcc/state.db            the store (with SQLite's -wal and -shm)
+//! ROOT/.mcc/.gitignore          `*`: nothing of the state folder goes into git
+//!           state.db            the store (with SQLite's -wal and -shm)
 //!           hub.json            where the running hub listens (HubFile)
 //!           hub.lock            held by the running hub for its whole life
 //!           token               the project's access token (0600)
@@ -37,6 +38,8 @@ pub const SMALL_FILE: u64 = 64 * 1024;
 
 /// The state folder's name under a project root.
 pub const DIR: &str = ".mcc";
+/// In the state folder: what keeps the whole folder out of git.
+pub const GITIGNORE: &str = ".gitignore";
 /// In the state folder: the workflow file and text being loaded, until it has taken its first step.
 pub const WORKFLOW_LOADING: &str = "workflow-loading.json";
 /// In the state folder: the workflow text (and its modules') that last loaded.
@@ -60,9 +63,17 @@ impl Layout {
         Self { dir: dir.to_owned() }
     }
 
-    /// Make the state folder and its reports folder if missing.
+    /// Make the state folder and its reports folder if missing, and keep
+    /// the folder out of git: `.gitignore` holding `*` (the token, the store
+    /// and the hub's address must never be committed). A folder made by an
+    /// older mcc gets the file too; one already there is left as it is.
     pub fn create(&self) -> std::io::Result<()> {
-        std::fs::create_dir_all(self.reports())
+        std::fs::create_dir_all(self.reports())?;
+        let state = self.open().map_err(std::io::Error::from)?;
+        if !state.has(GITIGNORE) {
+            state.write_atomic(GITIGNORE, b"*\n").map_err(std::io::Error::from)?;
+        }
+        Ok(())
     }
 
     /// A handle on the state folder that follows no link (see [`StateDir`]).
@@ -349,6 +360,21 @@ mod tests {
         Layout::of_root(dir.path()).create().unwrap();
         assert_eq!(find_root(&deep).as_deref(), Some(dir.path()));
         assert!(Layout::of_root(dir.path()).reports().is_dir());
+    }
+
+    #[test]
+    fn a_state_folder_keeps_itself_out_of_git_and_an_old_one_is_given_the_file_too() {
+        let dir = tempfile::tempdir().unwrap();
+        let layout = Layout::of_root(dir.path());
+        layout.create().unwrap();
+        let ignore = layout.dir().join(GITIGNORE);
+        assert_eq!(std::fs::read_to_string(&ignore).unwrap(), "*\n");
+        std::fs::remove_file(&ignore).unwrap();
+        layout.create().unwrap();
+        assert_eq!(std::fs::read_to_string(&ignore).unwrap(), "*\n", "an existing folder without the file gets it");
+        std::fs::write(&ignore, "*\n!keep.txt\n").unwrap();
+        layout.create().unwrap();
+        assert_eq!(std::fs::read_to_string(&ignore).unwrap(), "*\n!keep.txt\n", "the user's own is kept");
     }
 
     #[test]

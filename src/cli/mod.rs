@@ -23,7 +23,7 @@ Exit codes:
   0  success (mcc worker: you have a task)
   1  error: the message says what to run instead
   2  bad arguments
-  3  nothing ready yet: run the same command again
+  3  nothing ready yet, or (mcc worker) the hub is down for now: run the same command again
   4  all work is done: stop
   5  hand over: your context is spent, a fresh chat takes over";
 

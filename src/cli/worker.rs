@@ -59,6 +59,9 @@ fn print_json(answer: &Answer) {
         Source::RunFinished => {
             println!("{}", json!({"type": "all_done", "message": answer.text.trim_end(), "exit_code": code}));
         }
+        Source::HubDown => {
+            println!("{}", json!({"type": "hub_down", "message": answer.text.trim_end(), "exit_code": code}));
+        }
         Source::Unreached => {
             println!("{}", json!({"type": "error", "error": answer.text, "exit_code": code}));
             eprintln!("error: {}", answer.text);

@@ -67,6 +67,51 @@ pub enum ClientError {
     Shutdown(String),
 }
 
+impl ClientError {
+    /// The hub is down, stopped or not answering, which it may stop being:
+    /// the same command can succeed later. A worker told so waits and tries
+    /// again (exit 3) instead of failing.
+    pub fn hub_down(&self) -> bool {
+        matches!(
+            self,
+            Self::NotRunning { .. }
+                | Self::Unreachable { .. }
+                | Self::NotAlive { .. }
+                | Self::Timeout { .. }
+                | Self::Shutdown(_)
+                | Self::Broken(_)
+        )
+    }
+
+    /// The error as a worker chat reads it. Where the engineer is told how
+    /// to start a hub, a worker is not: starting one is the engineer's call,
+    /// and a chat that did so would run a second, empty project. A hub that
+    /// is down is said to be down, with the same command to run again later.
+    pub fn for_worker(&self) -> String {
+        let what = match self {
+            Self::NoProject(dir) => {
+                return format!(
+                    "no .mcc/ folder in {dir} or any folder above it: run worker commands inside the project the engineer named, or pass --hub ws://HOST:PORT"
+                );
+            }
+            Self::NotRunning { root } => format!("no hub is running for {root} (no .mcc/hub.json)"),
+            Self::NotAlive { root } => format!("no hub is running for {root} (nothing holds .mcc/hub.lock)"),
+            Self::Unreachable { url, reason, sandbox } => format!("cannot reach the hub at {url}: {reason}{sandbox}"),
+            Self::Timeout { url, limit } => format!(
+                "the hub at {url} did not answer within {}: it may be stopped or overloaded",
+                humantime::format_duration(*limit)
+            ),
+            Self::Shutdown(message) => format!("the hub is shutting down: {message}"),
+            Self::Broken(reason) => format!("the connection to the hub broke: {reason}"),
+            other => return other.to_string(),
+        };
+        format!("{what}\n{HUB_DOWN_ADVICE}\n")
+    }
+}
+
+/// What a worker facing a hub that is down is told to do (exit 3).
+pub const HUB_DOWN_ADVICE: &str = "the hub is down for now: run the same command again in a minute; if it keeps failing, tell the engineer";
+
 /// Where the hub is and how to get in.
 #[derive(Debug, Clone)]
 pub struct Target {

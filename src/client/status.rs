@@ -59,8 +59,12 @@ pub fn fetch(
         Ok((other, _)) => return Err(format!("unexpected answer from the hub: {}", other.to_json())),
         // A hub that holds the project but does not answer is not "no hub running".
         Err(e @ ClientError::Timeout { .. }) => return Err(e.to_string()),
-        // No hub: the store still says what happened.
-        Err(e) => return stored_here().map(|s| Status::Stored(Box::new(s))).ok_or_else(|| e.to_string()),
+        // No socket (a sandbox without network), but a live hub: it answers through files.
+        Err(e) => match through_files(hub, options, with_tasks, &page_url) {
+            Some(answered) => return answered,
+            // No hub: the store still says what happened.
+            None => return stored_here().map(|s| Status::Stored(Box::new(s))).ok_or_else(|| e.to_string()),
+        },
     };
     let tasks = with_tasks
         .then(|| {
@@ -73,6 +77,73 @@ pub fn fetch(
         .flatten();
     let page_url = target.root.as_deref().and_then(page_url);
     Ok(Status::Hub { summary, url: target.url, page_url, tasks })
+}
+
+/// The status of the hub that holds the project's `.mcc/hub.lock`, asked
+/// through the file transport (a subscription cannot go through files: a
+/// `snapshot` can). `None` when no hub is alive here or files may not be
+/// used (`--transport socket`, `--hub` elsewhere).
+fn through_files(
+    hub: Option<&str>,
+    options: super::Options,
+    with_tasks: bool,
+    page_url: &impl Fn(&Path) -> Option<String>,
+) -> Option<Result<Status, String>> {
+    let cwd = std::env::current_dir().ok()?;
+    let target = super::locate(hub, &cwd, options).ok()?;
+    let layout = crate::layout::Layout::of_root(target.root.as_deref()?);
+    if super::transport_for(&target) == super::Transport::Socket || !super::files::hub_alive(&layout) {
+        return None;
+    }
+    let answer = super::files::ask(&layout, &ClientMsg::Snapshot {}, LIMIT + options.timeout);
+    Some(match answer {
+        Ok(ServerMsg::Snapshot { snapshot }) => {
+            let (summary, tasks) = from_snapshot(*snapshot);
+            let tasks = with_tasks.then(|| first_page(tasks));
+            let url = format!("{} (answering through files in .mcc/: no socket here)", target.url);
+            Ok(Status::Hub { summary: Box::new(summary), url, page_url: page_url(layout.root()), tasks })
+        }
+        Ok(other) => Err(format!("unexpected answer from the hub: {}", other.to_json())),
+        Err(e) => Err(e.to_string()),
+    })
+}
+
+/// A snapshot as the summary a subscriber is first sent (what `status`
+/// draws), with every task.
+fn from_snapshot(snapshot: Snapshot) -> (Summary, Vec<TaskSummary>) {
+    let is = |t: &TaskSummary, state: TaskState| t.state == state.name();
+    let mut phases: std::collections::BTreeMap<String, crate::wire::views::Counts> = Default::default();
+    for t in &snapshot.tasks {
+        let phase = t.phase.clone().unwrap_or_else(|| "-".to_owned());
+        *phases.entry(phase).or_default().entry(t.state.clone()).or_default() += 1;
+    }
+    let in_flight = TaskState::ALL.iter().filter(|s| s.in_flight()).collect::<Vec<_>>();
+    let summary = Summary {
+        root: snapshot.root,
+        workflow: snapshot.workflow,
+        policy: snapshot.policy,
+        finished: snapshot.finished,
+        hub_running: snapshot.hub_running,
+        coordinator: snapshot.coordinator,
+        counts: snapshot.counts,
+        phases,
+        phase_order: Vec::new(),
+        workers: snapshot.workers,
+        in_flight: snapshot.tasks.iter().filter(|t| in_flight.iter().any(|s| is(t, **s))).cloned().collect(),
+        questions: snapshot.tasks.iter().filter(|t| is(t, TaskState::Blocked)).cloned().collect(),
+        stuck: snapshot.stuck,
+        problems: snapshot.problems,
+        log: snapshot.log,
+    };
+    (summary, snapshot.tasks)
+}
+
+/// The first page of tasks, as `tasks_page` would give it.
+fn first_page(mut tasks: Vec<TaskSummary>) -> Page {
+    let total = tasks.len();
+    let next_after = (total > JSON_PAGE).then(|| tasks[JSON_PAGE - 1].id.clone());
+    tasks.truncate(JSON_PAGE);
+    Page { tasks, total: total as u64, next_after, ..Page::default() }
 }
 
 /// The store under the nearest `.mcc/`, read-only (for when no hub answers).
@@ -183,8 +254,19 @@ pub fn render(s: &Summary, url: &str) -> String {
         out.push('\n');
     };
     let workflow = s.workflow.as_deref().unwrap_or("none");
-    let state = if s.finished { "finished" } else { "running" };
+    let state = match (s.finished, s.hub_running) {
+        (true, _) => "finished",
+        (false, true) => "running",
+        // Read from the store: nothing runs it now.
+        (false, false) => "stopped",
+    };
     line(format!("hub {url} · {} · workflow {workflow} ({state})", s.root));
+    if !s.finished
+        && !s.hub_running
+        && let Some(command) = resume_command(s)
+    {
+        line(format!("stopped: resume with `{command}`"));
+    }
     let counts: Vec<String> = TaskState::ALL
         .iter()
         .filter_map(|st| {
@@ -226,6 +308,22 @@ pub fn render(s: &Summary, url: &str) -> String {
         line(format!("log: {l}"));
     }
     out
+}
+
+/// The command that resumes a stopped run of the summary's workflow, run
+/// from the current folder: `mcc run` with the workflow's path as the
+/// project root names it, or absolute from anywhere else.
+fn resume_command(s: &Summary) -> Option<String> {
+    let workflow = Path::new(s.workflow.as_deref()?);
+    let root = Path::new(&s.root);
+    let here = std::env::current_dir().ok();
+    let same = |a: &Path, b: &Path| std::fs::canonicalize(a).ok() == std::fs::canonicalize(b).ok();
+    let path = match workflow.strip_prefix(root) {
+        Ok(relative) if here.as_deref().is_some_and(|h| same(h, root)) => relative.to_path_buf(),
+        _ if workflow.is_relative() => root.join(workflow),
+        _ => workflow.to_path_buf(),
+    };
+    Some(format!("mcc run {}", crate::text::quoted(&path.display().to_string())))
 }
 
 #[cfg(test)]

@@ -110,8 +110,12 @@ pub enum Source {
     Hub(ServerMsg),
     /// No hub answered because the run finished and its hub stopped: not a crash.
     RunFinished,
-    /// No answer: the worker name, the hub or a deliverable was missing, or the hub out of reach.
+    /// No answer: the worker name, the project or a deliverable was missing,
+    /// or the hub's answer could not be used.
     Unreached,
+    /// No answer because the hub is down or did not answer: run the same
+    /// command again later (exit 3), never start a hub.
+    HubDown,
 }
 
 /// What one verb came to.
@@ -123,7 +127,8 @@ pub struct Answer {
     /// for [`exit::ERROR`], where it is the message alone (the CLI prints
     /// it as `error: MESSAGE` on stderr).
     pub text: String,
-    /// The exit code (`exit::OK`: a task, `NOTHING_YET`, `ALL_DONE`, `HAND_OVER`, `ERROR`).
+    /// The exit code (`exit::OK`: a task, `NOTHING_YET` (also: the hub is
+    /// down, run the same command again), `ALL_DONE`, `HAND_OVER`, `ERROR`).
     pub code: u8,
     /// What to call next, when the answer names a call.
     pub next: Option<NextCall>,
@@ -133,6 +138,10 @@ pub struct Answer {
 impl Answer {
     fn unreached(worker: String, message: String) -> Self {
         Self { worker, text: message, code: exit::ERROR, next: None, source: Source::Unreached }
+    }
+
+    fn hub_down(worker: String, text: String) -> Self {
+        Self { worker, text, code: exit::NOTHING_YET, next: None, source: Source::HubDown }
     }
 
     fn run_finished(worker: String) -> Self {
@@ -217,6 +226,14 @@ pub fn leave(worker: &Worker) -> Answer {
     exchange(worker, Duration::ZERO, |name, _| Ok(ClientMsg::Leave { worker: name.to_owned() }))
 }
 
+/// Why a verb got no answer from a hub.
+enum Unanswered {
+    /// The call itself is wrong (no name, a missing deliverable): exit 1.
+    Refused(String),
+    /// The hub could not be found, reached or understood.
+    Client(ClientError),
+}
+
 /// Name the worker, find the hub, build the message, ask, and render the answer.
 fn exchange(
     worker: &Worker,
@@ -224,16 +241,20 @@ fn exchange(
     message: impl FnOnce(&str, &Target) -> Result<ClientMsg, String>,
 ) -> Answer {
     let name = worker.name.clone().unwrap_or_default();
-    let asked = name_of(worker).and_then(|name| {
-        let target = target(worker.hub.as_deref(), worker.options)?;
-        let msg = message(&name, &target)?;
-        let reply = ask(&target, &msg, wait).map_err(|e| e.to_string())?;
+    let asked = name_of(worker).map_err(Unanswered::Refused).and_then(|name| {
+        let cwd = std::env::current_dir()
+            .map_err(|e| Unanswered::Refused(format!("cannot read the current folder: {e}")))?;
+        let target = super::locate(worker.hub.as_deref(), &cwd, worker.options).map_err(Unanswered::Client)?;
+        let msg = message(&name, &target).map_err(Unanswered::Refused)?;
+        let reply = ask(&target, &msg, wait).map_err(Unanswered::Client)?;
         Ok((name, reply, target.root))
     });
     match asked {
         Ok((name, reply, root)) => text::render(name, reply, root.as_deref()),
-        Err(_) if run_finished() => Answer::run_finished(name),
-        Err(message) => Answer::unreached(name, message),
+        Err(Unanswered::Client(_)) if run_finished() => Answer::run_finished(name),
+        Err(Unanswered::Client(e)) if e.hub_down() => Answer::hub_down(name, e.for_worker()),
+        Err(Unanswered::Client(e)) => Answer::unreached(name, e.for_worker()),
+        Err(Unanswered::Refused(message)) => Answer::unreached(name, message),
     }
 }
 
@@ -256,10 +277,11 @@ pub fn name_of(worker: &Worker) -> Result<String, String> {
     })
 }
 
-/// The hub: `hub` when given, else the one the nearest `.mcc/` names.
+/// The hub: `hub` when given, else the one the nearest `.mcc/` names; the
+/// error as a worker reads it ([`ClientError::for_worker`]).
 pub fn target(hub: Option<&str>, options: super::Options) -> Result<Target, String> {
     let cwd = std::env::current_dir().map_err(|e| format!("cannot read the current folder: {e}"))?;
-    super::locate(hub, &cwd, options).map_err(|e| e.to_string())
+    super::locate(hub, &cwd, options).map_err(|e| e.for_worker())
 }
 
 /// One exchange, allowing the hub `wait` plus the client's deadline to answer.

@@ -32,7 +32,7 @@ use serde::{Deserialize, Deserializer};
 use serde_json::{Map, Value, json};
 
 use crate::client::exit;
-use crate::client::worker::{self as verbs, Answer, NextCall, PRINT_BUDGET};
+use crate::client::worker::{self as verbs, Answer, NextCall, PRINT_BUDGET, Source};
 
 /// The longest `next` may wait: MCP clients give up on a call after 60 s.
 pub const MAX_WAIT: Duration = Duration::from_secs(50);
@@ -364,6 +364,10 @@ fn result(answer: &Answer) -> CallToolResult {
             Some(call) => (Some(tool_call(call)), ""),
             None => (None, "none: you can stop"),
         },
+        // The hub is down: the same call again later, not `next`.
+        exit::NOTHING_YET if matches!(answer.source, Source::HubDown) => {
+            (None, "this same call again in a minute; if it keeps failing, tell the engineer")
+        }
         exit::NOTHING_YET => (Some(tool_call(&NextCall::Next)), "nothing yet, call again"),
         exit::ALL_DONE => (None, "none: all work is done, stop"),
         exit::HAND_OVER => (None, "none: your context is spent; stop, a fresh chat takes over"),

@@ -11,7 +11,8 @@ const WORKER_HELP: &str = "\
 Exit codes:
   0  you have a task (or the command succeeded): do it, then run the printed command
   1  error: the message says what to run instead
-  3  nothing ready yet: run the same command again
+  3  nothing ready yet, or the hub is down for now: run the same command again
+     (in a minute when the hub is down; tell the engineer if it stays down)
   4  all work is done: stop
   5  hand over: your context is spent; stop, a fresh chat takes over
 
@@ -155,7 +156,7 @@ the file MCC_TASK_FILE, and MCC_TASK_ID, MCC_ATTEMPT, MCC_WORKER, MCC_HUB, MCC_R
   exit non-0  failed: the tail of stderr is the reason
 The lease is extended while COMMAND runs; one that runs past the lease is killed.
 
-Exit codes: 0 --max-tasks reached, 1 error, 4 all work is done, 5 hand over.
+Exit codes: 0 --max-tasks reached, 1 error, 3 the hub is down (run it again later), 4 all work is done, 5 hand over.
 
 Example:
   mcc worker run --as bot --parallel 3 -- sh scripts/do-task.sh";

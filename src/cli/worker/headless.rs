@@ -163,8 +163,8 @@ impl Headless {
                     return exit::ALL_DONE;
                 }
                 Err(e) => {
-                    self.log(&format!("error: {e}"));
-                    return exit::ERROR;
+                    self.log(&format!("error: {}", e.for_worker().trim_end()));
+                    return if e.hub_down() { exit::NOTHING_YET } else { exit::ERROR };
                 }
             };
             match offer {
