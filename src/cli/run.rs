@@ -15,6 +15,8 @@ use crate::client::status::fold;
 use crate::client::{self, ClientError, Connection, Target};
 use crate::hub::{self, HubError, HubOptions};
 use crate::scheduler::{Settings, TaskState};
+use crate::event::EventKind;
+use crate::wire::views::EventView;
 use crate::wire::{ClientMsg, Delta, ServerMsg, SubscriptionView, Summary};
 
 /// Run a workflow to the end: start the hub, load the workflow, show progress, print a summary.
@@ -27,7 +29,8 @@ Examples:
 
 Run it again after a stop or crash: it resumes from the state in .mcc/.
 While one workflow runs, `mcc run` of another is refused; add --switch to replace it.
-Exit codes: 0 the workflow finished; 1 it cannot go on (tasks failed) or an error.")]
+Exit codes: 0 the workflow finished (or had finished in an earlier run); 1 it cannot go on
+(tasks failed) or an error; 130 stopped by Ctrl-C or SIGTERM (the printed command resumes it).")]
 pub struct RunArgs {
     /// The workflow file.
     pub file: PathBuf,
@@ -118,7 +121,18 @@ fn run_inner(args: &RunArgs, options: client::Options) -> Result<u8, String> {
     }
     // It may run the hub: the hub's runtime.
     let runtime = hub::runtime().map_err(|e| e.to_string())?;
-    let (target, own_hub) = if let Some(target) = attach(&root, options) {
+    let attached = attach(&root, options);
+    if attached.is_none()
+        && !args.fresh
+        && let Some(stored) = finished_before(&root, &file)
+    {
+        // Nothing to do: said before a hub starts or a worker is spawned.
+        let end = Ending { summary: stored, already_done: true };
+        let metrics = summarize(&root, &end, Duration::ZERO)?;
+        print_summary(args, &metrics, &end);
+        return Ok(exit::OK);
+    }
+    let (target, own_hub) = if let Some(target) = attached {
         let mut conn = Connection::open(&target).map_err(|e| e.to_string())?;
         if let Some(running) = running_workflow(&target, &root)
             && running != file
@@ -156,7 +170,17 @@ fn run_inner(args: &RunArgs, options: client::Options) -> Result<u8, String> {
     for worker in &mut workers {
         stop_worker(worker);
     }
-    let summary = outcome.and_then(|end| summarize(&root, &end, started.elapsed()).map(|metrics| (metrics, end)));
+    if matches!(outcome, Ok(Watched::Interrupted)) {
+        // The resume line was the whole of what to say: nothing is stuck, the engineer stopped it.
+        if let Some(hub) = own_hub {
+            runtime.block_on(hub.stop(RUN_ENDED)).map_err(|e| e.to_string())?;
+        }
+        return Ok(exit::INTERRUPTED);
+    }
+    let summary = outcome.and_then(|watched| match watched {
+        Watched::Ended(end) => summarize(&root, &end, started.elapsed()).map(|metrics| (metrics, end)),
+        Watched::Interrupted => Err("interrupted".to_owned()),
+    });
     if let Some(hub) = own_hub {
         // Stopped whatever happened: its commands die with it and .mcc/hub.json goes.
         runtime.block_on(hub.stop(RUN_ENDED)).map_err(|e| e.to_string())?;
@@ -164,6 +188,13 @@ fn run_inner(args: &RunArgs, options: client::Options) -> Result<u8, String> {
     let (metrics, end) = summary?;
     print_summary(args, &metrics, &end);
     Ok(if end.summary.finished { exit::OK } else { exit::ERROR })
+}
+
+/// The store's summary when it says the run of `file` finished (no hub runs it now).
+fn finished_before(root: &Path, file: &Path) -> Option<Summary> {
+    let stored = crate::store::read::stored(root)?;
+    let same = stored.summary.workflow.as_deref().is_some_and(|w| resolved(root, w) == file);
+    (stored.summary.finished && same).then_some(stored.summary)
 }
 
 /// The workflow file the hub runs now, if any: from the summary a subscriber
@@ -300,8 +331,17 @@ struct Ending {
     already_done: bool,
 }
 
+/// How watching ended: the workflow ended (or the hub stopped), or the
+/// engineer pressed Ctrl-C.
+enum Watched {
+    Ended(Ending),
+    Interrupted,
+}
+
 /// What the subscription's thread tells the run.
 enum Followed {
+    /// Rejections, failures and questions as they happened, one line each.
+    Seen(Vec<String>),
     /// The summary with every change so far folded in.
     Progress(Box<Summary>),
     /// The hub said it stops (`server_shutdown`), with its message.
@@ -311,7 +351,7 @@ enum Followed {
 }
 
 /// Follow the hub until the workflow finishes, cannot go on, or Ctrl-C.
-async fn watch(args: &RunArgs, target: &Target, root: &Path, file: &Path, started: Instant) -> Result<Ending, String> {
+async fn watch(args: &RunArgs, target: &Target, root: &Path, file: &Path, started: Instant) -> Result<Watched, String> {
     let mut following = file.to_owned();
     let target = target.clone();
     let mut screen = Screen::new(!args.quiet && !args.json);
@@ -327,13 +367,21 @@ async fn watch(args: &RunArgs, target: &Target, root: &Path, file: &Path, starte
         tokio::select! {
             () = hub::shutdown_signal() => {
                 screen.clear();
-                say(args, &format!("stopped: resume with `{}`", resume_command()));
-                let summary = last.ok_or_else(|| "stopped before the first progress report".to_owned())?;
-                return Ok(Ending { summary, already_done: false });
+                // Printed even with --quiet or --json: it is all there is to say.
+                println!("stopped: resume with `{}`", resume_command());
+                return Ok(Watched::Interrupted);
             }
             followed = rx.recv() => {
                 let summary = match followed.ok_or("lost the progress reader")? {
                     Followed::Progress(summary) => *summary,
+                    Followed::Seen(lines) => {
+                        screen.clear();
+                        for line in &lines {
+                            say(args, line);
+                        }
+                        screen.redraw();
+                        continue;
+                    }
                     // How the run ended was in the summaries before this
                     // (each is pushed before the hub stops): a hub that stops
                     // now stopped before the end, whoever stopped it.
@@ -343,7 +391,7 @@ async fn watch(args: &RunArgs, target: &Target, root: &Path, file: &Path, starte
                         };
                         screen.clear();
                         say(args, &format!("the hub stopped before the workflow ended: {message}"));
-                        return Ok(Ending { summary, already_done: false });
+                        return Ok(Watched::Ended(Ending { summary, already_done: false }));
                     }
                     Followed::Lost(e) => return Err(e),
                 };
@@ -363,7 +411,7 @@ async fn watch(args: &RunArgs, target: &Target, root: &Path, file: &Path, starte
                 let before = *accepted_before.get_or_insert_with(|| summary.count(TaskState::Accepted.name()));
                 screen.draw(&render(&summary, started.elapsed(), before));
                 if summary.finished || cannot_go_on(&summary) {
-                    return Ok(Ending { summary, already_done: last.is_none() });
+                    return Ok(Watched::Ended(Ending { summary, already_done: last.is_none() }));
                 }
                 last = Some(summary);
             }
@@ -406,6 +454,10 @@ fn follow(target: &Target, answer_wait: Duration, tx: &tokio::sync::mpsc::Unboun
         match conn.receive(wait.max(Duration::from_millis(1))) {
             Ok(ServerMsg::Delta { delta }) => match Delta::from_wire(&delta) {
                 Ok(d) => {
+                    let seen: Vec<String> = d.events.iter().filter_map(event_line).collect();
+                    if !seen.is_empty() && tx.send(Followed::Seen(seen)).is_err() {
+                        return;
+                    }
                     fold(&mut summary, &d);
                     pending.get_or_insert_with(Instant::now);
                 }
@@ -434,6 +486,40 @@ fn follow(target: &Target, answer_wait: Duration, tx: &tokio::sync::mpsc::Unboun
             }
         }
     }
+}
+
+/// The line `mcc run` prints for a rejection, a failure or a question as it
+/// happens: the task, the worker, the attempt and the first line of why.
+fn event_line(e: &EventView) -> Option<String> {
+    let first_line = |text: &str| text.lines().next().unwrap_or_default().to_owned();
+    let detail = |key: &str| e.detail.get(key).and_then(serde_json::Value::as_str).map(first_line);
+    let task = e.task.as_deref().unwrap_or("-");
+    let who = match (e.worker.as_deref(), e.attempt) {
+        (Some(w), Some(n)) => format!("{w}, attempt {n}"),
+        (Some(w), None) => w.to_owned(),
+        (None, Some(n)) => format!("attempt {n}"),
+        (None, None) => "-".to_owned(),
+    };
+    let line = match EventKind::from_name(&e.kind) {
+        EventKind::Rejected => {
+            let reason = e.detail.get("reasons").and_then(|r| r.get(0)).and_then(serde_json::Value::as_str);
+            format!("rejected {task} ({who}): {}", reason.map(first_line).unwrap_or_default())
+        }
+        EventKind::Failed => format!(
+            "failed {task} ({who}): {}; `mcc tasks retry {task}` to try again",
+            detail("reason").unwrap_or_default()
+        ),
+        EventKind::FailedAttempt => {
+            let left = if detail("now").as_deref() == Some("failed") { " (no attempts left)" } else { "" };
+            format!("given up {task} ({who}): {}{left}", detail("reason").unwrap_or_default())
+        }
+        EventKind::Blocked => format!(
+            "question on {task} ({who}): {} → mcc answer {task} \"...\"",
+            detail("question").unwrap_or_default()
+        ),
+        _ => return None,
+    };
+    Some(line)
 }
 
 /// Tasks failed and nothing left can move without the engineer retrying.
@@ -542,6 +628,14 @@ impl Screen {
         let _ = out.flush();
         if self.tty || plain_changes(&self.last, lines).next().is_some() {
             self.last = lines.to_vec();
+        }
+    }
+
+    /// Draw the last lines again below what was printed over them (a terminal only).
+    fn redraw(&mut self) {
+        if self.enabled && self.tty {
+            let last = std::mem::take(&mut self.last);
+            self.draw(&last);
         }
     }
 

@@ -6,6 +6,7 @@
 
 use super::super::{ConnId, Engine, Outgoing};
 use super::delta::{DeltaParts, EventOut, SummaryOut};
+use crate::event::EventKind;
 use crate::scheduler::{self, Changes, TaskId, TaskState};
 use crate::wire::{RawJson, ServerMsg, Stuck, SubscriptionView};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -73,6 +74,11 @@ pub struct Progress {
     pending_events: Vec<u8>,
     pending_event_count: usize,
     events_left_out: u64,
+    /// The interval's rejections, failures and questions, written as
+    /// `pending_events` are: a progress subscriber (`mcc run`) prints each
+    /// as it happens. Few, so the progress view stays cheap.
+    pending_notable: Vec<u8>,
+    pending_notable_count: usize,
     pub(super) stuck_changed: bool,
     /// A batch came since the last delta (presence, problems or the log may have changed).
     batch_since: bool,
@@ -125,6 +131,27 @@ impl Meter {
             let _ = crate::text::write_atomic(file, text.as_bytes());
         }
     }
+}
+
+/// Append event `e` to `out`, comma-separated, unless `count` reached
+/// [`EVENTS_PER_DELTA`]; returns whether it was written.
+fn write_event(out: &mut Vec<u8>, count: &mut usize, e: &scheduler::Event) -> bool {
+    if *count >= EVENTS_PER_DELTA {
+        return false;
+    }
+    if *count > 0 {
+        out.push(b',');
+    }
+    let view = EventOut { kind: e.kind.name(), task: &e.task, worker: &e.worker, attempt: e.attempt, detail: &e.detail };
+    serde_json::to_writer(&mut *out, &view).expect("an event serializes");
+    *count += 1;
+    true
+}
+
+/// What a progress subscriber is told of as it happens: a rejection, a
+/// task given up or failed, a question for the engineer.
+fn notable(kind: &EventKind) -> bool {
+    matches!(kind, EventKind::Rejected | EventKind::Failed | EventKind::FailedAttempt | EventKind::Blocked)
 }
 
 fn slot(state: TaskState) -> usize {
@@ -227,17 +254,16 @@ impl Progress {
     }
 
     fn add_event(&mut self, e: &scheduler::Event) {
-        if self.pending_event_count >= EVENTS_PER_DELTA {
+        if !write_event(&mut self.pending_events, &mut self.pending_event_count, e) {
             self.events_left_out += 1;
-            return;
         }
-        if self.pending_event_count > 0 {
-            self.pending_events.push(b',');
-        }
-        let view =
-            EventOut { kind: e.kind.name(), task: &e.task, worker: &e.worker, attempt: e.attempt, detail: &e.detail };
-        serde_json::to_writer(&mut self.pending_events, &view).expect("an event serializes");
-        self.pending_event_count += 1;
+    }
+
+    /// A rejection, failure or question, for progress subscribers; past
+    /// [`EVENTS_PER_DELTA`] in one interval the rest are left out (the page
+    /// and `mcc report` have them all).
+    fn add_notable(&mut self, e: &scheduler::Event) {
+        write_event(&mut self.pending_notable, &mut self.pending_notable_count, e);
     }
 
     /// Whether a subscriber of that view is connected.
@@ -254,6 +280,8 @@ impl Progress {
         self.pending_events.clear();
         self.pending_event_count = 0;
         self.events_left_out = 0;
+        self.pending_notable.clear();
+        self.pending_notable_count = 0;
     }
 
     /// When the engine must wake to push what is pending, if anything is.
@@ -263,7 +291,8 @@ impl Progress {
             || !self.pending_tasks.is_empty()
             || !self.pending_questions.is_empty()
             || !self.pending_workers.is_empty()
-            || self.pending_event_count > 0;
+            || self.pending_event_count > 0
+            || self.pending_notable_count > 0;
         (pending && !self.subscribers.is_empty())
             .then(|| self.last_delta.map_or_else(Instant::now, |at| at + DELTA_EVERY))
     }
@@ -347,6 +376,11 @@ impl Engine {
                 progress.add_event(e);
             }
         }
+        if progress_watched {
+            for e in changes.events.iter().filter(|e| notable(&e.kind)) {
+                progress.add_notable(e);
+            }
+        }
         let due = progress.last_delta.is_none_or(|at| now >= at + DELTA_EVERY);
         if !due && finished == progress.sent_finished {
             progress.batch_since = true;
@@ -381,11 +415,14 @@ impl Engine {
         let mut questions = std::mem::take(&mut self.progress.pending_questions);
         let events = std::mem::take(&mut self.progress.pending_events);
         let event_count = std::mem::take(&mut self.progress.pending_event_count);
+        let notable = std::mem::take(&mut self.progress.pending_notable);
+        let notable_count = std::mem::take(&mut self.progress.pending_notable_count);
         let nothing = !moved
             && tasks.is_empty()
             && questions.is_empty()
             && touched_workers.is_empty()
             && event_count == 0
+            && notable_count == 0
             && !problems_changed
             && !log_changed
             && !stuck_changed
@@ -427,7 +464,7 @@ impl Engine {
             questions.sort_unstable_by_key(|(seq, _)| *seq);
             questions.dedup_by_key(|(seq, _)| *seq);
             let tasks = self.summaries_json(&questions, now);
-            RawJson::new(DeltaParts { tasks: &tasks, events: &[], events_left_out: 0, ..parts }.to_json())
+            RawJson::new(DeltaParts { tasks: &tasks, events: &notable, events_left_out: 0, ..parts }.to_json())
         });
         if problems_changed {
             self.progress.sent_problems.clone_from(&self.problems);
@@ -443,6 +480,8 @@ impl Engine {
         // Kept for the next interval: its capacity is the size one interval needs.
         self.progress.pending_events = events;
         self.progress.pending_events.clear();
+        self.progress.pending_notable = notable;
+        self.progress.pending_notable.clear();
         // Sent as any answer is: a subscriber that reads nothing is cut off
         // as any slow reader is.
         for &(conn, view) in &self.progress.subscribers {
