@@ -5,15 +5,18 @@
 //! command that mcc printed (`mcc worker next`, then the `when done:` line),
 //! "thinks" for a few seconds (the work: writing the task's output file),
 //! and never holds a connection between turns. It stops on exit code 4
-//! ("all work is done"). Nobody answers anything: the engineer is absent.
+//! ("all work is done"); on 3 (nothing yet, or the hub is down for now) it
+//! runs `next` again, after a second when the hub is down, as a chat told
+//! "run the same command again in a minute" would. Nobody answers anything:
+//! the engineer is absent.
 //!
 //! Printed per worker count: the wall time of `mcc run` from start to
 //! summary, the speedup against the 1-chat wall time, and `mcc report`'s
 //! parallel speedup, automation rate and engineer prompts per task.
 //! Numbers are printed, never asserted; docs/benchmarks.md keeps them.
 //!
-//! `MCC_BENCH_TASKS` (default 15) and `MCC_BENCH_THINK` (seconds per task,
-//! default 2) change the shape.
+//! `MCC_BENCH_TASKS` (default 15), `MCC_BENCH_THINK` (seconds per task,
+//! default 2) and `MCC_BENCH_CHATS` (default `1,3,5`) change the shape.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -35,7 +38,10 @@ while :; do
       echo "Written by $name. $(printf '%s\n' "$out" | head -n 1)" > "$write"
       out=$(sh -c "$done_cmd" 2>&1); code=$?
       ;;
-    3) out=$(mcc worker next --as "$name" 2>&1); code=$? ;;
+    3)
+      case $out in *"the hub is down"*) sleep 1 ;; esac
+      out=$(mcc worker next --as "$name" 2>&1); code=$?
+      ;;
     4) exit 0 ;;
     *) printf '%s\n' "$out" >&2; exit 1 ;;
   esac
@@ -83,6 +89,12 @@ struct Measured {
     report: Value,
 }
 
+/// Whether `.mcc/hub.json` under `root` was written by process `pid`.
+fn hub_of(root: &Path, pid: u32) -> bool {
+    let Ok(text) = std::fs::read_to_string(root.join(".mcc/hub.json")) else { return false };
+    serde_json::from_str::<Value>(&text).is_ok_and(|file| file["pid"].as_u64() == Some(u64::from(pid)))
+}
+
 fn measure(bin: &Path, root: &Path, workers: usize, think: f64) -> Measured {
     let path = format!("{}:{}", bin.parent().expect("a folder").display(), std::env::var("PATH").unwrap_or_default());
     let started = Instant::now();
@@ -93,10 +105,13 @@ fn measure(bin: &Path, root: &Path, workers: usize, think: f64) -> Measured {
         .stdout(Stdio::null())
         .spawn()
         .expect("mcc run");
-    // The chats join once the hub answers (a chat told to join a hub that is not up would fail its first turn).
-    while !Command::new(bin).args(["status"]).current_dir(root).output().is_ok_and(|o| o.status.success()) {
-        assert!(started.elapsed() < Duration::from_secs(30), "the hub did not start");
-        std::thread::sleep(Duration::from_millis(50));
+    // The chats join once this run's hub is up: `.mcc/hub.json` names its
+    // process. (`mcc status` would answer from the previous run's store
+    // before the new hub is up.) A chat that finds no hub is told to try
+    // again (exit 3), so this wait is for a fair clock, not for correctness.
+    while !hub_of(root, run.id()) {
+        assert!(started.elapsed() < Duration::from_secs(30), "the hub of this run did not start");
+        std::thread::sleep(Duration::from_millis(20));
     }
     let chats: Vec<Child> = (1..=workers)
         .map(|k| {
@@ -122,6 +137,15 @@ fn measure(bin: &Path, root: &Path, workers: usize, think: f64) -> Measured {
     Measured { workers, wall, report }
 }
 
+/// `MCC_BENCH_CHATS` (such as `3`, or `1,3,5`, the default): the chat counts run.
+fn chat_counts() -> Vec<usize> {
+    std::env::var("MCC_BENCH_CHATS")
+        .ok()
+        .map(|v| v.split(',').filter_map(|n| n.trim().parse().ok()).collect::<Vec<usize>>())
+        .filter(|counts| !counts.is_empty())
+        .unwrap_or_else(|| vec![1, 3, 5])
+}
+
 fn main() {
     let tasks = env_number("MCC_BENCH_TASKS", 15.0) as usize;
     let think = env_number("MCC_BENCH_THINK", 2.0);
@@ -133,7 +157,7 @@ fn main() {
     println!("fan-out: {tasks} independent tasks, {think}s of thinking per task, turn-based chats");
     println!("workers   wall     vs 1 chat   report speedup   automation   prompts/task   attempts/task");
     let mut one: Option<Duration> = None;
-    for workers in [1, 3, 5] {
+    for workers in chat_counts() {
         let m = measure(&bin, dir.path(), workers, think);
         let base = *one.get_or_insert(m.wall);
         let f = |key: &str| m.report[key].as_f64().unwrap_or(f64::NAN);

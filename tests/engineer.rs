@@ -2,7 +2,7 @@
 
 use serde_json::json;
 
-use crate::support::{Hub, Project, old_task};
+use crate::support::{Hub, Project, eventually, mcc_bin, old_task};
 
 #[test]
 fn status_shows_who_holds_what_and_the_questions_waiting() {
@@ -232,4 +232,40 @@ fn with_the_hub_stopped_status_and_tasks_list_read_what_the_store_holds() {
     let lines: Vec<&str> = list.stdout.lines().collect();
     assert_eq!(lines.len(), 1, "{}", list.stdout);
     assert!(lines[0].starts_with('a') && lines[0].contains("blocked"), "{}", list.stdout);
+}
+
+#[test]
+fn mcc_hub_says_which_workflow_it_resumes_and_where_its_live_page_is() {
+    let project = Project::new();
+    project.write(
+        "workflows/one.lua",
+        r#"return workflow {
+  name = "one",
+  phases = { phase "only" { split = function(ctx) return { task { id = "a", description = "a" } } end } },
+}
+"#,
+    );
+    let workflow = project.path("workflows/one.lua").display().to_string();
+    let first = Hub::start(project.root(), &["--workflow", &workflow]);
+    eventually("the hub names its workflow and page", || {
+        let log = first.log_text();
+        log.contains("mcc hub: workflow workflows/one.lua") && log.contains("mcc hub: live page (read-only): http://")
+    });
+    assert_eq!(first.terminate(), Some(0));
+    // Started again without --workflow: it resumes the one the store names, and says so.
+    let again = Hub::start(project.root(), &[]);
+    eventually("the hub names the workflow it resumes", || {
+        again.log_text().contains("mcc hub: resumes workflow workflows/one.lua (from .mcc/state.db)")
+    });
+}
+
+#[test]
+fn rules_install_absolute_names_this_binary_in_every_mcp_config() {
+    let project = Project::new();
+    let installed = project.mcc().args(["rules", "install", "--absolute"]).run();
+    assert_eq!(installed.code, 0, "{installed:?}");
+    let binary = std::fs::canonicalize(mcc_bin()).unwrap().display().to_string();
+    let settings: serde_json::Value = serde_json::from_str(&project.read(".mcp.json")).unwrap();
+    assert_eq!(settings["mcpServers"]["mcc"]["command"], binary.as_str(), "{settings}");
+    assert!(project.read(".codex/config.toml").contains(&format!("command = \"{binary}\"")));
 }

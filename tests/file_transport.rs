@@ -74,8 +74,8 @@ fn chats_with_the_network_gone_drain_a_queue_through_files() {
         .current_dir(project.root())
         .output()
         .unwrap();
-    assert_eq!(socket_only.status.code(), Some(1), "{socket_only:?}");
-    assert!(String::from_utf8_lossy(&socket_only.stderr).contains("cannot reach the hub"), "{socket_only:?}");
+    assert_eq!(socket_only.status.code(), Some(3), "the hub is out of reach: try again later: {socket_only:?}");
+    assert!(String::from_utf8_lossy(&socket_only.stdout).contains("cannot reach the hub"), "{socket_only:?}");
 
     let chats: Vec<_> = ["chat-A", "chat-B"]
         .iter()
@@ -168,13 +168,13 @@ fn through_files_a_worker_sees_the_same_answers_and_exit_codes_as_over_the_socke
 }
 
 #[test]
-fn without_a_hub_the_file_transport_says_so_at_once() {
+fn without_a_hub_the_file_transport_says_so_at_once_and_to_try_again_later() {
     let project = Project::new();
     std::fs::create_dir_all(project.path(".mcc")).unwrap();
     let started = Instant::now();
     let run = project.mcc().args(["worker", "next", "--as", "w", "--transport", "file"]).run();
-    assert_eq!(run.code, 1, "{run:?}");
-    assert!(run.stderr.contains("no hub is running"), "{run:?}");
+    assert_eq!(run.code, 3, "nothing yet: run it again later: {run:?}");
+    assert!(run.stdout.contains("no hub is running"), "{run:?}");
     // Not a timing assert on speed: only that it did not sit out the 25 s wait.
     assert!(started.elapsed() < Duration::from_secs(20), "{run:?}");
 }
@@ -313,4 +313,44 @@ fn in_codexs_sandbox_worker_commands_go_through_files_without_trying_the_socket(
     let plan = sandboxed().args(["tasks", "add", "--id", "x", "--description", "d"]).run();
     assert_eq!(plan.code, 1, "{plan:?}");
     assert!(plan.stderr.contains("only worker commands"), "{plan:?}");
+}
+
+#[test]
+fn status_in_a_sandbox_without_network_names_the_hub_that_answers_it_through_files() {
+    if let Err(why) = can_unshare_network() {
+        println!("SKIPPED status_in_a_sandbox_without_network_names_the_hub_that_answers_it_through_files: {why}");
+        return;
+    }
+    let project = Project::new();
+    let hub = Hub::start(project.root(), &[]);
+    add(&hub, vec![old_task("a", &[], &[]), old_task("b", &[], &[])]);
+    let sandboxed = |args: &[&str]| {
+        let out = Command::new("unshare")
+            .args(["-n", mcc_bin()])
+            .args(args)
+            .current_dir(project.root())
+            .env_remove("MCC_HUB")
+            .env_remove("MCC_TRANSPORT")
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (code, next, _) = sandboxed(&["worker", "next", "--as", "boxed", "--wait", "0s"]);
+    assert_eq!(code, Some(0), "{next}");
+    let (code, status, err) = sandboxed(&["status"]);
+    assert_eq!(code, Some(0), "{status}{err}");
+    assert!(!status.contains("no hub running"), "{status}");
+    assert!(status.starts_with(&format!("hub {} (answering through files", hub.url)), "{status}");
+    assert!(status.contains("(running)"), "{status}");
+    assert!(status.contains("tasks: 1 ready, 1 assigned"), "{status}");
+    assert!(status.contains("worker boxed: on a"), "{status}");
+    let (code, json, _) = sandboxed(&["status", "--json"]);
+    assert_eq!(code, Some(0), "{json}");
+    let json: Value = serde_json::from_str(&json).unwrap();
+    assert_eq!((json["hubRunning"].as_bool(), json["tasks"].as_array().map(Vec::len)), (Some(true), Some(2)), "{json}");
+    assert!(files_in(&project.path(".mcc/requests")).is_empty(), "status took its answer and left nothing");
 }

@@ -35,9 +35,26 @@ fn the_demo_runs_with_a_rejection_a_retry_and_a_second_phase() {
     // phase comes in the workflow's order, not the last of them by name.
     let last_progress = out.stdout.lines().rfind(|l| l.contains("s · phase ")).unwrap_or_default();
     assert!(last_progress.contains(" · phase index · 7 accepted"), "{last_progress}\n{}", out.stdout);
+    // The rejection was seen as it happened: task, worker, attempt, why.
+    let rejected = out.stdout.lines().find(|l| l.starts_with("rejected note-2 (spawn-")).unwrap_or_default();
+    assert!(
+        rejected.contains(", attempt 1): demo-out/notes/attempts.md has only") && rejected.contains("write at least"),
+        "{rejected:?}\n{}",
+        out.stdout
+    );
     let index = project.read("demo-out/INDEX.md");
     assert_eq!(index.lines().filter(|l| l.starts_with("- [")).count(), 6, "{index}");
     assert!(project.read("demo-out/notes/attempts.md").contains("attempt 2"));
+
+    // Run again, finished: it says so before a hub starts or a worker is spawned.
+    let again = run(&project, "demo.lua", 3, "workflows/demo/worker.sh");
+    assert_eq!(again.code, 0, "{again:?}");
+    assert!(
+        again.stdout.starts_with("this workflow had already finished in an earlier run; add --fresh to start it over"),
+        "{again:?}"
+    );
+    assert!(!again.stdout.contains("hub on ") && !again.stdout.contains("spawned"), "{again:?}");
+    assert!(!project.path(".mcc/hub.json").exists(), "no hub was started");
 }
 
 #[test]
@@ -297,7 +314,8 @@ fn mcc_run_shows_a_workers_question_with_the_command_that_answers_it_and_goes_on
 }
 
 #[test]
-fn an_attached_mcc_run_says_the_run_stopped_when_the_terminal_owning_the_hub_is_interrupted() {
+fn an_attached_mcc_run_says_the_run_stopped_when_the_terminal_owning_the_hub_is_interrupted_and_status_says_how_to_resume()
+ {
     let project = project_with_one_task();
     let mut owner = run_in_background(&project);
     let mut owner_printed = Printed::of(&mut owner.0);
@@ -312,8 +330,17 @@ fn an_attached_mcc_run_says_the_run_stopped_when_the_terminal_owning_the_hub_is_
     printed.wait_for("the hub stopped before the workflow ended");
     printed.wait_for("workflow stopped before the end");
     assert_eq!(attached.0.wait().unwrap().code(), Some(1), "not finished");
-    owner_printed.wait_for("stopped: resume with `");
-    assert_eq!(owner.0.wait().unwrap().code(), Some(1));
+    owner_printed.wait_for("stopped: resume with `mcc run workflows/one.lua --port 0`");
+    assert_eq!(owner.0.wait().unwrap().code(), Some(130), "Ctrl-C, as shells number it");
+    // The resume line was all: no stuck-task advice when nothing was stuck.
+    let rest = owner_printed.rest();
+    assert!(rest.iter().all(|l| !l.contains("mcc tasks retry") && !l.contains("next:")), "{rest:?}");
+    // The store says the run stopped, with the command that resumes it.
+    let status = project.mcc().args(["status"]).run();
+    assert_eq!(status.code, 0, "{status:?}");
+    assert!(status.stdout.contains("workflow ") && status.stdout.contains(" (stopped)"), "{}", status.stdout);
+    assert!(!status.stdout.contains("(running)"), "{}", status.stdout);
+    assert!(status.stdout.contains("stopped: resume with `mcc run workflows/one.lua`"), "{}", status.stdout);
 }
 
 #[test]

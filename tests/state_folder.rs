@@ -226,3 +226,28 @@ fn a_2_mb_request_file_is_answered_with_the_limit_and_moved_to_rejected_unread()
     assert!(!project.path(".mcc/requests/b16.json").exists());
     drop(hub);
 }
+
+#[test]
+fn a_git_project_that_ran_a_hub_and_a_worker_stages_nothing_under_mcc() {
+    let project = Project::new();
+    let git = |args: &[&str]| {
+        let out = Command::new("git").args(args).current_dir(project.root()).output().unwrap();
+        assert!(out.status.success(), "git {args:?}: {out:?}");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    git(&["init", "-q"]);
+    project.write("README.md", "a project\n");
+    // A state folder an older mcc made, without the file: the hub adds it at start.
+    std::fs::create_dir_all(project.path(".mcc/reports")).unwrap();
+    let hub = Hub::start(project.root(), &[]);
+    let reply = hub.connect().ask(json!({"type": "add_tasks", "tasks": [old_task("a", &["a.md"], &[])]}));
+    assert_eq!(reply["type"], "tasks_added", "{reply}");
+    let next = project.mcc().args(["worker", "next", "--as", "w"]).run();
+    assert_eq!(next.code, 0, "{next:?}");
+    assert!(project.path(".mcc/token").is_file() && project.path(".mcc/state.db").is_file());
+    assert_eq!(project.read(".mcc/.gitignore"), "*\n");
+    git(&["add", "-A"]);
+    let staged = git(&["diff", "--cached", "--name-only"]);
+    assert_eq!(staged, "README.md\n", "nothing under .mcc/ is staged");
+    drop(hub);
+}

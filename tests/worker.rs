@@ -116,11 +116,15 @@ fn done_prints_the_verdict_and_the_next_task_and_a_rejection_comes_back_with_rea
 #[test]
 fn wrong_commands_get_clear_errors_and_change_nothing() {
     let project = Project::new();
-    // No hub yet: say how to start one, at once.
+    // No hub yet: say so at once, and to run the same command again later (exit 3).
     std::fs::create_dir_all(project.path(".mcc")).unwrap();
     let none = project.mcc().args(["worker", "next", "--as", "w"]).run();
-    assert_eq!(none.code, 1);
-    assert!(none.stderr.contains("no hub is running") && none.stderr.contains("mcc run"), "{}", none.stderr);
+    assert_eq!(none.code, 3, "{none:?}");
+    assert!(
+        none.stdout.contains("no hub is running") && none.stdout.contains("run the same command again"),
+        "{none:?}"
+    );
+    assert_no_advice_to_start_a_hub(&none);
 
     let hub = Hub::start(project.root(), &[]);
     add(&hub, vec![old_task("a", &["a.md"], &[])]);
@@ -255,4 +259,49 @@ fn in_a_sandbox_without_network_the_error_names_the_setting_and_the_file_route()
     assert_eq!(run.code, 1, "{run:?}");
     assert!(run.stderr.contains("network_access = true"), "{}", run.stderr);
     assert!(run.stderr.contains(".mcc/reports/"), "{}", run.stderr);
+}
+
+/// A worker chat is never told to start a hub: that is the engineer's call.
+fn assert_no_advice_to_start_a_hub(run: &Run) {
+    let said = format!("{}\n{}", run.stdout, run.stderr).to_lowercase();
+    for advice in ["mcc run", "mcc hub", "start"] {
+        assert!(!said.contains(advice), "a worker was told {advice:?}: {run:?}");
+    }
+}
+
+#[test]
+fn a_worker_facing_a_killed_hub_is_told_to_run_the_same_command_again_later_and_never_to_start_one() {
+    let project = Project::new();
+    let hub = Hub::start(project.root(), &[]);
+    add(&hub, vec![old_task("a", &["a.md"], &[]), old_task("b", &[], &[])]);
+    let got = project.mcc().args(["worker", "next", "--as", "w"]).run();
+    assert_eq!(got.code, 0, "{got:?}");
+    let done = printed_next(&got).unwrap();
+    // kill -9: hub.json stays behind, naming a port nobody listens on, and nothing holds the lock.
+    hub.kill9();
+    assert!(project.path(".mcc/hub.json").exists(), "a killed hub leaves its discovery file");
+    project.write("a.md", "x");
+    let facing = [
+        run_line(&project, &done),
+        project.mcc().args(["worker", "next", "--as", "w", "--wait", "0s"]).run(),
+        project.mcc().args(["worker", "progress", "a", "--as", "w", "--note", "half"]).run(),
+        project.mcc().args(["worker", "fail", "a", "--as", "w", "--reason", "r", "--transport", "file"]).run(),
+    ];
+    for run in &facing {
+        assert_eq!(run.code, 3, "the nothing-yet code, so an agent retries: {run:?}");
+        assert!(run.stdout.contains("the hub is down for now: run the same command again in a minute"), "{run:?}");
+        assert!(run.stdout.contains("tell the engineer"), "{run:?}");
+        assert_no_advice_to_start_a_hub(run);
+    }
+    let as_json = project.mcc().args(["worker", "next", "--as", "w", "--wait", "0s", "--json"]).run();
+    assert_eq!(
+        (as_json.code, as_json.json()["type"].as_str(), as_json.json()["exit_code"].as_u64()),
+        (3, Some("hub_down"), Some(3))
+    );
+    // Its discovery file gone too (a hub that stopped itself): the same answer.
+    std::fs::remove_file(project.path(".mcc/hub.json")).unwrap();
+    let gone = project.mcc().args(["worker", "next", "--as", "w", "--wait", "0s"]).run();
+    assert_eq!(gone.code, 3, "{gone:?}");
+    assert!(gone.stdout.contains("no hub is running"), "{gone:?}");
+    assert_no_advice_to_start_a_hub(&gone);
 }

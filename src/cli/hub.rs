@@ -1,7 +1,7 @@
 //! `mcc hub`: the hub alone, for coordinators speaking the protocol.
 
 use std::net::IpAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use clap::Args;
@@ -13,7 +13,7 @@ use crate::scheduler::Settings;
 /// Run the hub alone: coordinators and workers connect over WebSocket.
 #[derive(Debug, Args)]
 #[command(
-    after_help = "Example:\n  mcc hub --port 3100 --dir ~/projects/site\n\nState lives in DIR/.mcc/; clients find the hub through DIR/.mcc/hub.json."
+    after_help = "Example:\n  mcc hub --port 3100 --dir ~/projects/site\n\nState lives in DIR/.mcc/; clients find the hub through DIR/.mcc/hub.json.\nWithout --workflow it resumes the workflow the store names, if any.\nExit codes: 0 stopped by Ctrl-C or SIGTERM; 1 error (the message says what to fix)."
 )]
 pub struct HubArgs {
     /// Port to listen on (0 picks a free one).
@@ -95,11 +95,36 @@ impl HubArgs {
 
 pub fn run(args: HubArgs) -> u8 {
     let runtime = hub::runtime().expect("start the tokio runtime");
-    match runtime.block_on(hub::serve(args.options())) {
+    let options = args.options();
+    // Read before the hub opens the store: what it resumes when no workflow is given.
+    let root = std::fs::canonicalize(&options.root).unwrap_or_else(|_| options.root.clone());
+    let resumed = if options.workflow.is_none() {
+        crate::store::read::stored(&root).and_then(|s| s.summary.workflow)
+    } else {
+        None
+    };
+    let announce = || {
+        match (&options.workflow, &resumed) {
+            (Some(file), _) => tracing::info!("mcc hub: workflow {}", shown(&root, file)),
+            (None, Some(file)) => {
+                tracing::info!("mcc hub: resumes workflow {} (from .mcc/state.db)", shown(&root, Path::new(file)));
+            }
+            (None, None) => tracing::info!("mcc hub: no workflow; coordinators add tasks over the protocol"),
+        }
+        if let Some(page) = hub::page::url_of(&root) {
+            tracing::info!("mcc hub: live page (read-only): {page}");
+        }
+    };
+    match runtime.block_on(hub::serve(options.clone(), announce)) {
         Ok(()) => exit::OK,
         Err(e) => {
             eprintln!("mcc hub: {e}");
             exit::ERROR
         }
     }
+}
+
+/// A path as the engineer gave it: relative to the project root when under it.
+fn shown(root: &Path, file: &Path) -> String {
+    file.strip_prefix(root).unwrap_or(file).display().to_string()
 }

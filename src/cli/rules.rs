@@ -23,7 +23,7 @@ pub enum RulesCmd {
     /// Write the mcc section of AGENTS.md, the pointers CLAUDE.md, GEMINI.md, .cursor/rules/mcc.mdc,
     /// and the `mcc mcp` server in .mcp.json, .cursor/mcp.json, .gemini/settings.json, .codex/config.toml.
     #[command(
-        after_help = "Example:\n  mcc rules install\n\nRe-running replaces the mcc section and keeps everything else; other MCP servers are kept.\nExit codes: 0 written; 1 error."
+        after_help = "Examples:\n  mcc rules install\n  mcc rules install --absolute   (MCP configs name this binary's full path)\n\nRe-running replaces the mcc section and keeps everything else; other MCP servers are kept.\nExit codes: 0 written; 1 error."
     )]
     Install(InstallArgs),
 }
@@ -36,11 +36,29 @@ pub struct InstallArgs {
     /// Do not register the `mcc mcp` server in the agents' MCP settings.
     #[arg(long)]
     pub no_mcp: bool,
+    /// Write the absolute path of this mcc binary as the MCP server's command
+    /// (for editors whose PATH lacks ~/.cargo/bin); an mcc entry already there gets it too.
+    #[arg(long, conflicts_with = "no_mcp")]
+    pub absolute: bool,
 }
 
 pub fn run(cmd: RulesCmd) -> u8 {
     let RulesCmd::Install(args) = cmd;
-    match install(&args.dir, !args.no_mcp) {
+    let command = if args.absolute {
+        match std::env::current_exe().and_then(std::fs::canonicalize) {
+            Ok(path) => Some(path.display().to_string()),
+            Err(e) => {
+                eprintln!(
+                    "error: cannot tell where this mcc binary is ({e}); run `mcc rules install` without --absolute"
+                );
+                return exit::ERROR;
+            }
+        }
+    } else {
+        None
+    };
+    let mcp = (!args.no_mcp).then(|| command.unwrap_or_else(|| MCP_COMMAND.to_owned()));
+    match install(&args.dir, mcp.as_deref()) {
         Ok(written) => {
             for line in written {
                 println!("{line}");
@@ -78,12 +96,16 @@ fn read_or_empty(path: &Path) -> Result<String, String> {
     }
 }
 
-/// Write every file; returns one line per file touched. With `mcp`, every
+/// Write every file; returns one line per file touched. With `mcp` (the
+/// command that starts `mcc`: `mcc`, or this binary's absolute path), every
 /// MCP settings file is read and merged first, so one that cannot be read
 /// stops the install before anything is written.
-pub fn install(root: &Path, mcp: bool) -> Result<Vec<String>, String> {
+pub fn install(root: &Path, mcp: Option<&str>) -> Result<Vec<String>, String> {
     let io = |path: &Path, e: std::io::Error| format!("{}: {e}", path.display());
-    let servers = if mcp { mcp_settings(root)? } else { Vec::new() };
+    let servers = match mcp {
+        Some(command) => mcp_settings(root, command)?,
+        None => Vec::new(),
+    };
     let mut written = Vec::new();
     if section().len() >= AGENTS_LIMIT {
         return Err(format!(
@@ -145,18 +167,18 @@ struct McpChange {
 }
 
 /// Merge the `mcc` server into every agent's MCP settings, in memory.
-fn mcp_settings(root: &Path) -> Result<Vec<McpChange>, String> {
+fn mcp_settings(root: &Path, command: &str) -> Result<Vec<McpChange>, String> {
     let mut changes = Vec::new();
     for (rel, agent) in
         [(".mcp.json", "Claude Code"), (".cursor/mcp.json", "Cursor"), (".gemini/settings.json", "Gemini CLI")]
     {
         let path = root.join(rel);
-        let (text, said) = merge_json(&read_settings(&path)?).map_err(|e| refuse(&path, &e))?;
+        let (text, said) = merge_json(&read_settings(&path)?, command).map_err(|e| refuse(&path, &e))?;
         changes.push(McpChange { line: format!("{rel}: {said} ({agent})"), path, text });
     }
     let rel = ".codex/config.toml";
     let path = root.join(rel);
-    let (text, said) = merge_toml(&read_settings(&path)?).map_err(|e| refuse(&path, &e))?;
+    let (text, said) = merge_toml(&read_settings(&path)?, command).map_err(|e| refuse(&path, &e))?;
     changes.push(McpChange {
         line: format!("{rel}: {said} (Codex; it reads a project's .codex/ once you trust the project)"),
         path,
@@ -182,7 +204,7 @@ fn refuse(path: &Path, why: &str) -> String {
 }
 
 /// `{"mcpServers": {"mcc": {...}}}` merged into a JSON settings file.
-fn merge_json(old: &str) -> Result<(Option<String>, &'static str), String> {
+fn merge_json(old: &str, command: &str) -> Result<(Option<String>, &'static str), String> {
     let mut settings: serde_json::Value = if old.trim().is_empty() {
         serde_json::json!({})
     } else {
@@ -191,16 +213,25 @@ fn merge_json(old: &str) -> Result<(Option<String>, &'static str), String> {
     let root = settings.as_object_mut().ok_or("not a JSON object")?;
     let servers = root.entry("mcpServers").or_insert_with(|| serde_json::json!({}));
     let servers = servers.as_object_mut().ok_or("`mcpServers` is not an object")?;
-    if servers.contains_key("mcc") {
-        return Ok((None, "mcc MCP server already there, kept as is"));
-    }
-    servers.insert("mcc".into(), serde_json::json!({"command": MCP_COMMAND, "args": MCP_ARGS}));
+    let said = match servers.get_mut("mcc") {
+        // Only an absolute path is written over what is there: the user asked for it.
+        Some(mcc) if command != MCP_COMMAND && mcc.get("command").and_then(|c| c.as_str()) != Some(command) => {
+            let mcc = mcc.as_object_mut().ok_or("`mcpServers.mcc` is not an object")?;
+            mcc.insert("command".into(), serde_json::json!(command));
+            "mcc MCP server's command set to this binary's path"
+        }
+        Some(_) => return Ok((None, "mcc MCP server already there, kept as is")),
+        None => {
+            servers.insert("mcc".into(), serde_json::json!({"command": command, "args": MCP_ARGS}));
+            "mcc MCP server added"
+        }
+    };
     let text = serde_json::to_string_pretty(&settings).expect("serializes") + "\n";
-    Ok((Some(text), "mcc MCP server added"))
+    Ok((Some(text), said))
 }
 
 /// `[mcp_servers.mcc]` merged into Codex's TOML, keeping comments and layout.
-fn merge_toml(old: &str) -> Result<(Option<String>, &'static str), String> {
+fn merge_toml(old: &str, command: &str) -> Result<(Option<String>, &'static str), String> {
     let mut doc: toml_edit::DocumentMut = old.parse().map_err(|e| format!("not TOML: {e}"))?;
     let servers = doc.entry("mcp_servers").or_insert_with(|| {
         let mut table = toml_edit::Table::new();
@@ -208,11 +239,17 @@ fn merge_toml(old: &str) -> Result<(Option<String>, &'static str), String> {
         toml_edit::Item::Table(table)
     });
     let servers = servers.as_table_like_mut().ok_or("`mcp_servers` is not a table")?;
-    if servers.contains_key("mcc") {
-        return Ok((None, "mcc MCP server already there, kept as is"));
+    if let Some(mcc) = servers.get_mut("mcc") {
+        let there = mcc.get("command").and_then(|c| c.as_str()).map(str::to_owned);
+        if command == MCP_COMMAND || there.as_deref() == Some(command) {
+            return Ok((None, "mcc MCP server already there, kept as is"));
+        }
+        let mcc = mcc.as_table_like_mut().ok_or("`mcp_servers.mcc` is not a table")?;
+        mcc.insert("command", toml_edit::value(command));
+        return Ok((Some(doc.to_string()), "mcc MCP server's command set to this binary's path"));
     }
     let mut mcc = toml_edit::Table::new();
-    mcc.insert("command", toml_edit::value(MCP_COMMAND));
+    mcc.insert("command", toml_edit::value(command));
     mcc.insert("args", toml_edit::value(MCP_ARGS.iter().copied().collect::<toml_edit::Array>()));
     servers.insert("mcc", toml_edit::Item::Table(mcc));
     Ok((Some(doc.to_string()), "mcc MCP server added"))
@@ -232,9 +269,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("AGENTS.md"), "# Our project\n\nUse tabs.\n").unwrap();
         std::fs::write(dir.path().join("CLAUDE.md"), "Be terse.\n").unwrap();
-        install(dir.path(), true).unwrap();
+        install(dir.path(), Some(MCP_COMMAND)).unwrap();
         let once = std::fs::read_to_string(dir.path().join("AGENTS.md")).unwrap();
-        install(dir.path(), true).unwrap();
+        install(dir.path(), Some(MCP_COMMAND)).unwrap();
         let twice = std::fs::read_to_string(dir.path().join("AGENTS.md")).unwrap();
         assert_eq!(once, twice);
         assert!(twice.starts_with("# Our project\n\nUse tabs.\n") && twice.contains("mcc worker next --as NAME"));
@@ -244,5 +281,23 @@ mod tests {
         let mdc = std::fs::read_to_string(dir.path().join(".cursor/rules/mcc.mdc")).unwrap();
         assert!(mdc.contains("alwaysApply: true"));
         assert_eq!(std::fs::read_to_string(dir.path().join("GEMINI.md")).unwrap(), "@AGENTS.md\n");
+    }
+
+    #[test]
+    fn absolute_writes_the_binarys_path_into_every_mcp_config_even_over_an_earlier_mcc_entry() {
+        let dir = tempfile::tempdir().unwrap();
+        install(dir.path(), Some(MCP_COMMAND)).unwrap();
+        install(dir.path(), Some("/opt/bin/mcc")).unwrap();
+        for rel in [".mcp.json", ".cursor/mcp.json", ".gemini/settings.json"] {
+            let settings: serde_json::Value =
+                serde_json::from_str(&std::fs::read_to_string(dir.path().join(rel)).unwrap()).unwrap();
+            assert_eq!(settings["mcpServers"]["mcc"]["command"], "/opt/bin/mcc", "{rel}");
+            assert_eq!(settings["mcpServers"]["mcc"]["args"], serde_json::json!(["mcp"]), "{rel}");
+        }
+        let codex = std::fs::read_to_string(dir.path().join(".codex/config.toml")).unwrap();
+        assert!(codex.contains("command = \"/opt/bin/mcc\""), "{codex}");
+        // Without --absolute, a path the user chose is kept.
+        install(dir.path(), Some(MCP_COMMAND)).unwrap();
+        assert!(std::fs::read_to_string(dir.path().join(".mcp.json")).unwrap().contains("/opt/bin/mcc"));
     }
 }

@@ -13,9 +13,9 @@ use serde_json::{Value, json};
 use super::exit;
 use crate::client::status::fold;
 use crate::client::{self, ClientError, Connection, Target};
+use crate::event::EventKind;
 use crate::hub::{self, HubError, HubOptions};
 use crate::scheduler::{Settings, TaskState};
-use crate::event::EventKind;
 use crate::wire::views::EventView;
 use crate::wire::{ClientMsg, Delta, ServerMsg, SubscriptionView, Summary};
 

@@ -110,7 +110,8 @@ impl ClientError {
 }
 
 /// What a worker facing a hub that is down is told to do (exit 3).
-pub const HUB_DOWN_ADVICE: &str = "the hub is down for now: run the same command again in a minute; if it keeps failing, tell the engineer";
+pub const HUB_DOWN_ADVICE: &str =
+    "the hub is down for now: run the same command again in a minute; if it keeps failing, tell the engineer";
 
 /// Where the hub is and how to get in.
 #[derive(Debug, Clone)]

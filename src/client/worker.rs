@@ -242,8 +242,8 @@ fn exchange(
 ) -> Answer {
     let name = worker.name.clone().unwrap_or_default();
     let asked = name_of(worker).map_err(Unanswered::Refused).and_then(|name| {
-        let cwd = std::env::current_dir()
-            .map_err(|e| Unanswered::Refused(format!("cannot read the current folder: {e}")))?;
+        let cwd =
+            std::env::current_dir().map_err(|e| Unanswered::Refused(format!("cannot read the current folder: {e}")))?;
         let target = super::locate(worker.hub.as_deref(), &cwd, worker.options).map_err(Unanswered::Client)?;
         let msg = message(&name, &target).map_err(Unanswered::Refused)?;
         let reply = ask(&target, &msg, wait).map_err(Unanswered::Client)?;

@@ -309,11 +309,13 @@ pub fn print_diagnostics() {
 }
 
 /// Run a hub until Ctrl-C or SIGTERM.
-pub async fn serve(options: HubOptions) -> Result<(), HubError> {
+/// `started` runs once the hub listens (`mcc hub` says what it serves).
+pub async fn serve(options: HubOptions, started: impl FnOnce()) -> Result<(), HubError> {
     // Listen for the signals before the hub says it listens: a SIGTERM sent
     // right after "listening on" must stop it cleanly, not kill it.
     let mut signals = Signals::install();
     let mut hub = start(options).await?;
+    started();
     tokio::select! {
         () = signals.recv() => hub.stop(SHUTDOWN_TEXT).await,
         e = hub.failed() => {

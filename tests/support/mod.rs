@@ -361,4 +361,17 @@ impl Printed {
         }
         panic!("never printed {text:?}; printed {:?}", self.before);
     }
+
+    /// Every line still to come, until the command closes its output.
+    pub fn rest(&mut self) -> Vec<String> {
+        let deadline = Instant::now() + DEADLINE;
+        let mut rest = Vec::new();
+        while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+            match self.lines.recv_timeout(left) {
+                Ok(line) => rest.push(line),
+                Err(_) => break,
+            }
+        }
+        rest
+    }
 }

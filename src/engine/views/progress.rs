@@ -142,7 +142,8 @@ fn write_event(out: &mut Vec<u8>, count: &mut usize, e: &scheduler::Event) -> bo
     if *count > 0 {
         out.push(b',');
     }
-    let view = EventOut { kind: e.kind.name(), task: &e.task, worker: &e.worker, attempt: e.attempt, detail: &e.detail };
+    let view =
+        EventOut { kind: e.kind.name(), task: &e.task, worker: &e.worker, attempt: e.attempt, detail: &e.detail };
     serde_json::to_writer(&mut *out, &view).expect("an event serializes");
     *count += 1;
     true
