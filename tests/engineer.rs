@@ -203,7 +203,7 @@ fn with_the_hub_stopped_status_and_tasks_list_read_what_the_store_holds() {
     assert_eq!(status.code, 0, "{status:?}");
     let (first, rest) = status.stdout.split_once('\n').unwrap_or_default();
     assert!(first.starts_with("hub (no hub running; read from .mcc/state.db) · "), "{}", status.stdout);
-    assert!(first.ends_with(" · workflow none (running)"), "{}", status.stdout);
+    assert!(first.ends_with(" · workflow none (stopped)"), "no hub runs it: {}", status.stdout);
     assert_eq!(rest, "tasks: 1 waiting, 1 blocked\nquestion on a: tabs or spaces?\n  answer: mcc answer a \"...\"\n");
 
     // `--json` is the old snapshot's shape, every task in it.

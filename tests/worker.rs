@@ -256,9 +256,9 @@ fn in_a_sandbox_without_network_the_error_names_the_setting_and_the_file_route()
         .env("CODEX_SANDBOX_NETWORK_DISABLED", "1")
         .args(["worker", "next", "--as", "w", "--hub", &format!("ws://127.0.0.1:{closed}")])
         .run();
-    assert_eq!(run.code, 1, "{run:?}");
-    assert!(run.stderr.contains("network_access = true"), "{}", run.stderr);
-    assert!(run.stderr.contains(".mcc/reports/"), "{}", run.stderr);
+    assert_eq!(run.code, 3, "out of reach, maybe for now: {run:?}");
+    assert!(run.stdout.contains("network_access = true"), "{}", run.stdout);
+    assert!(run.stdout.contains(".mcc/reports/"), "{}", run.stdout);
 }
 
 /// A worker chat is never told to start a hub: that is the engineer's call.
