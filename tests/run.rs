@@ -301,6 +301,8 @@ fn mcc_run_shows_a_workers_question_with_the_command_that_answers_it_and_goes_on
     assert_eq!(next.code, 0, "{next:?}");
     let blocked = worker(&["block", "a", "--question", "tabs or spaces?"]);
     assert!(blocked.stdout.contains("task a waits for the engineer"), "{blocked:?}");
+    // Said once as it happens, then kept on the progress screen until answered.
+    printed.wait_for("question on a (w1, attempt 1): tabs or spaces? → mcc answer a \"...\"");
     printed.wait_for("blocked a: tabs or spaces? → mcc answer a \"...\"");
     let answered = project.mcc().args(["answer", "a", "spaces"]).run();
     assert_eq!(answered.code, 0, "{answered:?}");

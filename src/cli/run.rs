@@ -697,3 +697,39 @@ fn print_summary(args: &RunArgs, metrics: &Value, end: &Ending) {
         );
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn event(kind: &str, detail: Value) -> EventView {
+        EventView { kind: kind.into(), task: Some("t".into()), worker: Some("w".into()), attempt: Some(2), detail }
+    }
+
+    #[test]
+    fn each_rejection_failure_and_question_is_one_line_naming_task_worker_attempt_and_the_first_line_of_why() {
+        let line = |kind, detail| event_line(&event(kind, detail));
+        assert_eq!(
+            line("rejected", json!({"reasons": ["too short\nwhole output", "second"]})).as_deref(),
+            Some("rejected t (w, attempt 2): too short")
+        );
+        assert_eq!(
+            line("failed_attempt", json!({"reason": "quota", "now": "ready"})).as_deref(),
+            Some("given up t (w, attempt 2): quota")
+        );
+        assert_eq!(
+            line("failed_attempt", json!({"reason": "quota", "now": "failed"})).as_deref(),
+            Some("given up t (w, attempt 2): quota (no attempts left)")
+        );
+        assert_eq!(
+            line("failed", json!({"reason": "attempts exhausted"})).as_deref(),
+            Some("failed t (w, attempt 2): attempts exhausted; `mcc tasks retry t` to try again")
+        );
+        assert_eq!(
+            line("blocked", json!({"question": "tabs?"})).as_deref(),
+            Some("question on t (w, attempt 2): tabs? → mcc answer t \"...\"")
+        );
+        assert_eq!(line("accepted", Value::Null), None, "what goes well shows in the counts");
+    }
+}

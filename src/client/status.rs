@@ -112,7 +112,7 @@ fn through_files(
 /// draws), with every task.
 fn from_snapshot(snapshot: Snapshot) -> (Summary, Vec<TaskSummary>) {
     let is = |t: &TaskSummary, state: TaskState| t.state == state.name();
-    let mut phases: std::collections::BTreeMap<String, crate::wire::views::Counts> = Default::default();
+    let mut phases: std::collections::BTreeMap<String, crate::wire::views::Counts> = std::collections::BTreeMap::new();
     for t in &snapshot.tasks {
         let phase = t.phase.clone().unwrap_or_else(|| "-".to_owned());
         *phases.entry(phase).or_default().entry(t.state.clone()).or_default() += 1;
