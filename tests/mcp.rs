@@ -218,6 +218,30 @@ fn over_mcp_nothing_yet_says_call_again_and_a_refusal_is_a_tool_error_saying_wha
     });
 }
 
+/// A hub killed under an MCP worker: the tool says the hub is down and to
+/// make the same call again later (exit 3), never to start one.
+#[test]
+fn over_mcp_a_killed_hub_is_said_to_be_down_with_the_same_call_again_later() {
+    let project = Project::new();
+    let hub = Hub::start(project.root(), &[]);
+    add(&hub, vec![old_task("k", &["out/k.md"], &[])]);
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let client = connect(&project, mcc_bin(), &["mcp", "--as", "K", "--wait", "1s"]).await;
+        let first = call(&client, "next", json!({})).await;
+        let done = next_call(&first, "done");
+        hub.kill9();
+        project.write("out/k.md", "x");
+        let down = call(&client, "done", Value::Object(done)).await;
+        let said = text(&down);
+        assert_ne!(down.is_error, Some(true), "{said}");
+        assert_eq!(down.structured_content.as_ref().unwrap()["exitCode"], 3, "{said}");
+        assert!(said.contains("the hub is down for now") && said.contains("this same call again"), "{said}");
+        assert!(!said.to_lowercase().contains("start") && !said.contains("mcc run"), "{said}");
+        client.cancel().await.unwrap();
+    });
+}
+
 /// `progress` names the `done` call shown with the task, its files included.
 #[test]
 fn over_mcp_progress_names_the_done_call_the_task_came_with() {
