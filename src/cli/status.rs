@@ -17,7 +17,7 @@ use crate::wire::{Delta, ServerMsg};
 /// Show tasks by state, workers and what each holds, questions waiting for you, problems.
 #[derive(Debug, Args)]
 #[command(
-    after_help = "Examples:\n  mcc status\n  mcc status --watch\n  mcc status --json | jq .counts\n\nExit codes: 0 shown; 1 no hub (the message says how to start one)."
+    after_help = "Examples:\n  mcc status\n  mcc status --watch\n  mcc status --json | jq .counts\n\nWithout a hub it shows what the store holds, \"(stopped)\" with the command that resumes the run.\nIn a sandbox without network it asks the hub through files in .mcc/.\n\nExit codes: 0 shown; 1 no hub and no store here, or the hub did not answer (the message says what to do)."
 )]
 pub struct StatusArgs {
     /// Redraw whenever the hub reports a change, until Ctrl-C or the hub stops.
