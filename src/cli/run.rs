@@ -367,8 +367,13 @@ async fn watch(args: &RunArgs, target: &Target, root: &Path, file: &Path, starte
         tokio::select! {
             () = hub::shutdown_signal() => {
                 screen.clear();
-                // Printed even with --quiet or --json: it is all there is to say.
-                println!("stopped: resume with `{}`", resume_command());
+                // Printed even with --quiet or --json (on stderr, where no JSON is expected): it is all there is to say.
+                let line = format!("stopped: resume with `{}`", resume_command());
+                if args.json {
+                    eprintln!("{line}");
+                } else {
+                    println!("{line}");
+                }
                 return Ok(Watched::Interrupted);
             }
             followed = rx.recv() => {
