@@ -204,6 +204,11 @@ impl Engine {
     /// into the checkout, all or none. The error says what was wrong; the
     /// checkout is then as it was.
     pub(super) fn apply_uploads(&mut self, id: &str, attempt: u32, files: &[FileDigest]) -> Result<(), String> {
+        self.try_apply(id, attempt, files)
+            .map_err(|e| if e.ends_with("nothing was applied") { e } else { format!("{e}; nothing was applied") })
+    }
+
+    fn try_apply(&mut self, id: &str, attempt: u32, files: &[FileDigest]) -> Result<(), String> {
         let task = self.scheduler.task(id).cloned().ok_or_else(|| format!("unknown task `{id}`"))?;
         let bound = self.files_bound();
         let total: u64 = files.iter().map(|f| f.size).sum();
@@ -218,15 +223,12 @@ impl Engine {
         for file in files {
             checkout::check_path(&file.path)?;
             if !declared(&task).1.contains(&file.path) {
-                return Err(format!(
-                    "`{}` is not a declared write file of task {id} (context.outputFiles); nothing was applied",
-                    file.path
-                ));
+                return Err(format!("`{}` is not a declared write file of task {id} (context.outputFiles)", file.path));
             }
             let bytes = assemble(&staged, &file.path, bound)?;
             if bytes.len() as u64 != file.size || checkout::sha256_hex(&bytes) != file.sha256 {
                 return Err(format!(
-                    "the upload of `{}` is incomplete or changed ({} of {} bytes arrived, or their SHA-256 differs); run `done` again to send it whole; nothing was applied",
+                    "the upload of `{}` is incomplete or changed ({} of {} bytes arrived, or their SHA-256 differs); run `done` again to send it whole",
                     file.path,
                     bytes.len(),
                     file.size
@@ -257,7 +259,7 @@ impl Engine {
                     let _ = restore(&checkout, &dir, written, bound);
                 }
                 let _ = dir.remove(APPLIED);
-                return Err(format!("{e}; nothing was applied"));
+                return Err(e);
             }
         }
         Ok(())
