@@ -338,3 +338,56 @@ fn a_local_worker_sees_no_change() {
     assert_eq!(run.code, 0, "{run:?}");
     assert!(!run.stdout.contains("files from the hub") && !run.stdout.contains("note:"), "{run:?}");
 }
+
+#[test]
+fn a_cut_upload_applies_nothing_and_a_done_sent_twice_applies_once() {
+    let remote = Remote::new(&[("out/a.md", "the original\n")], &[]);
+    remote.add(vec![task("t-cut", &[], &["out/a.md"], "grep -q whole out/a.md")]);
+    let run = remote.mcc(&["worker", "next", "--as", "far-away"]);
+    let done = when_done(&run);
+    let attempt =
+        run.stdout.split("attempt ").nth(1).unwrap().split([',', ')']).next().unwrap().parse::<u64>().unwrap();
+
+    // The first half of a file goes up, then the connection is cut.
+    let whole = b"the whole file\n";
+    let mut ws = remote.hub.connect_anonymous();
+    let mut first = upload("far-away", "t-cut", attempt, "out/a.md", whole);
+    first["data"] = json!(base64(&whole[..7]));
+    assert_eq!(ws.ask(first)["type"], "ack");
+    ws.close();
+    assert_eq!(remote.hub_file("out/a.md").as_deref(), Some("the original\n"), "a staged part is not the checkout");
+    let mut ws = remote.hub.connect_anonymous();
+    let files = json!([{"path": "out/a.md", "size": whole.len(), "sha256": sha256(whole)}]);
+    let half_done = json!({"type": "done", "worker": "far-away", "taskId": "t-cut", "attempt": attempt,
+        "deliverables": [], "files": files, "waitMs": 0});
+    let err = error_of(&ws.ask(half_done));
+    assert!(err.contains("incomplete") && err.contains("7 of 15 bytes"), "{err}");
+    assert_eq!(remote.hub_file("out/a.md").as_deref(), Some("the original\n"));
+
+    // `done` run again sends the file whole and is judged once.
+    remote.clone_write("out/a.md", whole);
+    let run = remote.run_line(&done);
+    assert!(run.stdout.starts_with("accepted t-cut."), "{run:?}");
+    assert_eq!(remote.hub_file("out/a.md").as_deref(), Some("the whole file\n"));
+    // The engineer edits the accepted file; the same `done` again is a replay that writes nothing.
+    remote.project.write("out/a.md", "edited on the hub after acceptance\n");
+    let again = remote.run_line(&done);
+    assert!(again.stdout.contains("accepted"), "the same verdict again: {again:?}");
+    assert_eq!(remote.hub_file("out/a.md").as_deref(), Some("edited on the hub after acceptance\n"));
+}
+
+#[test]
+fn read_files_over_the_bound_are_not_sent_and_the_answer_names_the_file_and_the_bound() {
+    let remote = Remote::new(&[("docs/huge.txt", &"x".repeat(5000))], &["--max-task-files-bytes", "4096"]);
+    remote.add(vec![task("t-huge", &["docs/huge.txt"], &["out/h.md"], "true")]);
+    remote.project.write("docs/huge.txt", &"y".repeat(5000));
+    let run = remote.mcc(&["worker", "next", "--as", "far-away"]);
+    assert_eq!(run.code, 0, "the task is still granted: {run:?}");
+    assert!(
+        run.stdout.contains("could not be brought")
+            && run.stdout.contains("docs/huge.txt")
+            && run.stdout.contains("4096"),
+        "{run:?}"
+    );
+    assert_eq!(std::fs::read_to_string(remote.clone_path("docs/huge.txt")).unwrap(), "x".repeat(5000));
+}
