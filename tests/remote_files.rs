@@ -138,9 +138,10 @@ fn a_remote_worker_drains_twenty_tasks_its_read_files_arrive_and_its_deliverable
         let id = id_of(&done);
         let read = std::fs::read_to_string(remote.clone_path(&format!("docs/{id}.txt"))).unwrap();
         let number: usize = id[2..].parse().unwrap();
-        let expected = if number % 2 == 0 { format!("new text of {id}\n") } else { format!("old text of {id}\n") };
+        let expected =
+            if number.is_multiple_of(2) { format!("new text of {id}\n") } else { format!("old text of {id}\n") };
         assert_eq!(read, expected, "the read file of {id} in the clone is the hub's: {run:?}");
-        if number % 2 == 0 {
+        if number.is_multiple_of(2) {
             assert!(run.stdout.contains(&format!("files from the hub: docs/{id}.txt")), "{run:?}");
         } else {
             assert!(!run.stdout.contains("files from the hub"), "an unchanged file does not travel: {run:?}");
@@ -192,7 +193,7 @@ fn upload(worker: &str, task: &str, attempt: u64, path: &str, bytes: &[u8]) -> V
 
 fn sha256(bytes: &[u8]) -> String {
     use sha2::Digest;
-    sha2::Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
+    data_encoding::HEXLOWER.encode(&sha2::Sha256::digest(bytes))
 }
 
 fn base64(bytes: &[u8]) -> String {
