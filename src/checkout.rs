@@ -26,11 +26,7 @@ pub const DEFAULT_MAX_TASK_FILES_BYTES: u64 = 16 << 20;
 
 /// The SHA-256 of `bytes`, lowercase hex.
 pub fn sha256_hex(bytes: &[u8]) -> String {
-    Sha256::digest(bytes).iter().fold(String::with_capacity(64), |mut hex, b| {
-        use std::fmt::Write as _;
-        let _ = write!(hex, "{b:02x}");
-        hex
-    })
+    data_encoding::HEXLOWER.encode(&Sha256::digest(bytes))
 }
 
 /// The digest of `bytes` as the file `path`.
