@@ -304,7 +304,9 @@ fn staged_parts(dir: &StateDir, file: &str) -> Result<BTreeMap<u64, u64>, String
         else {
             continue;
         };
-        let len = dir.read_bounded(&name, checkout::PART as u64).map_err(|e| e.to_string())?.len() as u64;
+        // Its size, not its bytes: each part would otherwise read all those before it.
+        let file = dir.open_file(&name).map_err(|e| e.to_string())?;
+        let len = file.metadata().map_err(|e| format!("{}: {e}", dir.shown(&name).display()))?.len();
         parts.insert(offset, len);
     }
     Ok(parts)
