@@ -119,6 +119,8 @@ fn a_remote_worker_drains_twenty_tasks_its_read_files_arrive_and_its_deliverable
     for id in ids.iter().step_by(2) {
         remote.project.write(&format!("docs/{id}.txt"), &format!("new text of {id}\n"));
     }
+    // The clone's copy may even be larger than the hub's: it only differs.
+    remote.clone_write("docs/t-00.txt", b"the clone's own, longer, stale text of t-00\n");
     // The clone has files of its own that were never declared by any task.
     remote.clone_write("notes/private.txt", b"the clone's own notes\n");
     remote.clone_write("README.md", b"the clone's readme, changed\n");
