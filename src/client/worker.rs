@@ -179,6 +179,7 @@ pub fn done(worker: &Worker, a: &Done) -> Answer {
             score: a.score,
             notes: a.notes.clone(),
             wait_ms: Some(ms(a.wait)),
+            files: Vec::new(),
         })
     })
 }
@@ -232,6 +233,8 @@ enum Unanswered {
     Refused(String),
     /// The hub could not be found, reached or understood.
     Client(ClientError),
+    /// A remote clone's exchange failed (its errors are words already).
+    Remote(String),
 }
 
 /// Name the worker, find the hub, build the message, ask, and render the answer.
@@ -246,15 +249,27 @@ fn exchange(
             std::env::current_dir().map_err(|e| Unanswered::Refused(format!("cannot read the current folder: {e}")))?;
         let target = super::locate(worker.hub.as_deref(), &cwd, worker.options).map_err(Unanswered::Client)?;
         let msg = message(&name, &target).map_err(Unanswered::Refused)?;
+        if super::transfer::is_remote(&target) {
+            let (reply, travelled) = super::transfer::exchange(&target, &msg, wait).map_err(Unanswered::Remote)?;
+            return Ok((name, reply, target.root, travelled));
+        }
         let reply = ask(&target, &msg, wait).map_err(Unanswered::Client)?;
-        Ok((name, reply, target.root))
+        Ok((name, reply, target.root, Vec::new()))
     });
     match asked {
-        Ok((name, reply, root)) => text::render(name, reply, root.as_deref()),
-        Err(Unanswered::Client(_)) if run_finished() => Answer::run_finished(name),
+        Ok((name, reply, root, travelled)) => {
+            let mut answer = text::render(name, reply, root.as_deref());
+            // What travelled, after the task and its next command.
+            for line in travelled {
+                answer.text.push_str(&line);
+                answer.text.push('\n');
+            }
+            answer
+        }
+        Err(Unanswered::Client(_) | Unanswered::Remote(_)) if run_finished() => Answer::run_finished(name),
         Err(Unanswered::Client(e)) if e.hub_down() => Answer::hub_down(name, e.for_worker()),
         Err(Unanswered::Client(e)) => Answer::unreached(name, e.for_worker()),
-        Err(Unanswered::Refused(message)) => Answer::unreached(name, message),
+        Err(Unanswered::Refused(message) | Unanswered::Remote(message)) => Answer::unreached(name, message),
     }
 }
 
