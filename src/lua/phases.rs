@@ -51,7 +51,7 @@ impl Workflow {
                     .and_then(|i| self.task_place(&list, i, problem.field.as_deref(), split))
                     .unwrap_or_else(|| place.clone());
                 match lines.last_mut() {
-                    Some((last, texts)) if *last == at => texts.push(problem.text),
+                    Some((place_before, texts)) if *place_before == at => texts.push(problem.text),
                     _ => lines.push((at, vec![problem.text])),
                 }
             }

@@ -70,7 +70,7 @@ const TASK_PLACES: &str = "mcc.task_places";
 fn caller_place(lua: &Lua) -> Option<String> {
     (1..)
         .map_while(|level| {
-            lua.inspect_stack(level, |d| (d.source().short_src.map(|s| s.into_owned()), d.current_line()))
+            lua.inspect_stack(level, |d| (d.source().short_src.map(std::borrow::Cow::into_owned), d.current_line()))
         })
         .find_map(|frame| match frame {
             (Some(src), Some(line)) if src != "mcc" && src != "[C]" => Some(format!("{src}:{line}")),
