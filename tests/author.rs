@@ -1,7 +1,9 @@
 //! A workflow author is never surprised: typos and wrong types are errors
-//! with `file:line`, `mcc check` lists them all, every command finds the
-//! project from a subdirectory, and `mcc run` neither replaces a running
-//! workflow unasked nor wipes a run when told how to resume it.
+//! with `file:line` (the line that made the task), `mcc check` lists them
+//! all and is never silent about a phase that creates nothing, every command
+//! finds the project from a subdirectory (`mcc new` too), and `mcc run`
+//! neither replaces a running workflow unasked nor wipes a run when told how
+//! to resume it.
 
 use std::process::{Child, Command, Stdio};
 
