@@ -1,9 +1,11 @@
 //! Measures what a Lua workflow costs on the hot path (see docs/benchmarks.md):
 //! four headless workers take and finish no-op tasks through a real hub,
 //! without a workflow and with a Lua `assign` and `accept`; then a workflow
-//! whose split creates 10,000 tasks is loaded.
+//! whose split creates 10,000 tasks is loaded; then what one call of a
+//! pattern function costs in a workflow (mcc's matcher, under the budget's
+//! hook) against Lua's own C function in a plain Lua state.
 //!
-//! Run: `cargo run --release --example lua_bench`
+//! Run: `cargo run --release --example lua_bench` (`-- patterns` for the last part alone)
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -101,6 +103,10 @@ fn split_source(n: usize, decisions: bool) -> String {
 }
 
 fn main() {
+    if std::env::args().any(|a| a == "patterns") {
+        patterns();
+        return;
+    }
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
 
     // Without a workflow: tasks added over the wire.
@@ -148,6 +154,53 @@ fn main() {
         ms(in_memory),
         ms(through_hub)
     );
+    patterns();
+}
+
+/// Calls of each pattern function timed, and the loop they run in.
+const CALLS: usize = 1_000_000;
+const CALL_LOOP: &str = "local s, n = 'key=value', 0\nfor i = 1, N do if CALL then n = n + 1 end end\n";
+
+/// Nanoseconds per call of `call` (Lua, on the string `s`) in a workflow
+/// and in a plain Lua state with Lua's C functions: the loop's time with
+/// the call, less the same loop's with `true` in its place.
+fn per_call(dir: &Path, call: &str) -> (f64, f64) {
+    let source = |call: &str| CALL_LOOP.replace('N', &CALLS.to_string()).replace("CALL", call);
+    let in_workflow = |call: &str| {
+        let file = dir.join("calls.lua");
+        let text =
+            format!("{}return {{ name = \"calls\", phases = {{ {{ name = \"p\", tasks = {{}} }} }} }}", source(call));
+        std::fs::write(&file, text).expect("write");
+        let start = Instant::now();
+        mcc::Workflow::load(&file, dir).expect("load");
+        start.elapsed()
+    };
+    let in_plain_lua = |call: &str| {
+        let lua = mlua::Lua::new();
+        let start = Instant::now();
+        lua.load(source(call)).exec().expect("plain Lua");
+        start.elapsed()
+    };
+    let ns = |with: Duration, without: Duration| with.saturating_sub(without).as_nanos() as f64 / CALLS as f64;
+    (ns(in_workflow(call), in_workflow("true")), ns(in_plain_lua(call), in_plain_lua("true")))
+}
+
+fn patterns() {
+    let dir = tempfile::tempdir().expect("temp");
+    for call in [
+        "s:byte(1)",
+        "s:find('=', 1, true)",
+        "s:find('=')",
+        "s:match('(%w+)=(%w+)')",
+        "s:gsub('%w+', '<%0>')",
+        "s:gmatch('%w+')()",
+    ] {
+        let (workflow, plain) = per_call(dir.path(), call);
+        println!(
+            "{call}: {workflow:.0} ns per call in a workflow, {plain:.0} ns with Lua's C function ({:.1}x)",
+            workflow / plain
+        );
+    }
 }
 
 fn ms(d: Duration) -> u128 {
