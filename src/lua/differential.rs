@@ -1,8 +1,9 @@
 //! The same language: random patterns from Lua's grammar (and random bytes
 //! that are mostly not patterns at all) over random short subjects, through
 //! Lua's own C `string.find`, `match`, `gmatch` and `gsub` and through
-//! mcc's ([`super::strings`]); the results, or the error messages with
-//! their `file:line:`, must be equal. Bounded by proptest's case count
+//! mcc's ([`super::strings`]), now and then with an argument of the wrong
+//! kind; the results, or the error messages with their `file:line:`, must
+//! be equal. Bounded by proptest's case count
 //! (`PROPTEST_CASES` raises it).
 
 use mlua::{Function, Lua, Table};
@@ -15,7 +16,11 @@ use super::strings;
 /// and describes what came back (types and values) or the error. No call is
 /// a tail call, so an error's place is this chunk's line in both.
 const HARNESS: &str = r"
-return function(F, op, s, p, init, plain, repl, max)
+return function(F, op, s, p, init, plain, repl, max, odd)
+  -- Arguments of the wrong kind, which Lua turns or refuses.
+  if odd == 1 then s = 12.5 elseif odd == 2 then p = {} elseif odd == 3 then init = '2'
+  elseif odd == 4 then init = 1.5 elseif odd == 5 then init = 'x' elseif odd == 6 then repl = true
+  elseif odd == 7 then max = 2.5 elseif odd == 8 then s = 42 elseif odd == 9 then p = 7 end
   local function call()
     if op == 'find' then local r = table.pack(F.find(s, p, init, plain)); return r
     elseif op == 'match' then local r = table.pack(F.match(s, p, init)); return r
@@ -78,6 +83,7 @@ impl Both {
                     case.plain,
                     case.repl.clone(),
                     case.max,
+                    case.odd,
                 ))
                 .unwrap()
         };
@@ -94,6 +100,8 @@ struct Case {
     plain: Option<bool>,
     repl: String,
     max: Option<i64>,
+    /// Which argument is of an odd kind (a number for a string, a string for a number, ...), if 1 to 9.
+    odd: u8,
 }
 
 /// One single-character class.
@@ -150,8 +158,9 @@ fn case() -> impl Strategy<Value = Case> {
         proptest::option::of(any::<bool>()),
         prop_oneof!["[ab%0-3x]{0,4}", Just("TABLE".to_owned()), Just("FUNCTION".to_owned())],
         proptest::option::of(-1i64..4),
+        0u8..30,
     )
-        .prop_map(|(op, subject, pattern, init, plain, repl, max)| Case {
+        .prop_map(|(op, subject, pattern, init, plain, repl, max, odd)| Case {
             op,
             subject,
             pattern,
@@ -159,6 +168,7 @@ fn case() -> impl Strategy<Value = Case> {
             plain,
             repl,
             max,
+            odd,
         })
 }
 
@@ -201,6 +211,7 @@ fn the_pattern_idioms_of_the_manual_answer_as_lua_s_own() {
             plain: None,
             repl: repl.to_owned(),
             max: None,
+            odd: 0,
         };
         let (c, mcc) = both.both(&case);
         assert_eq!(c, mcc, "{case:?}");
