@@ -399,12 +399,11 @@ pub fn is_plain(pattern: &[u8]) -> bool {
     !pattern.iter().any(|b| b"^$*+?.([%-".contains(b))
 }
 
-/// Where `needle` first occurs in `hay`.
+/// Where `needle` first occurs in `hay`, in time linear in both: Lua's
+/// search compares the whole needle at each place its first byte matches,
+/// quadratic on repetitive text, with no step to count.
 pub fn find_plain(hay: &[u8], needle: &[u8]) -> Option<usize> {
-    if needle.is_empty() {
-        return Some(0);
-    }
-    hay.windows(needle.len()).position(|w| w == needle)
+    memchr::memmem::find(hay, needle)
 }
 
 /// Lua's rule for a start position (`init`): negative counts back from
@@ -490,6 +489,15 @@ mod tests {
     fn deep_patterns_stop_at_lua_s_bound_not_at_the_stack_s() {
         let deep = "a?".repeat(300);
         assert_eq!(first(&"a".repeat(300), &deep), Err(Stop::Pattern("pattern too complex".to_owned())));
+    }
+
+    #[test]
+    fn a_plain_search_finds_the_first_place_in_repetitive_text() {
+        let hay = format!("{}b{}", "a".repeat(100_000), "a".repeat(10));
+        let needle = format!("{}b", "a".repeat(50_000));
+        assert_eq!(find_plain(hay.as_bytes(), needle.as_bytes()), Some(50_000));
+        assert_eq!(find_plain(b"abc", b""), Some(0));
+        assert_eq!(find_plain(b"", b"a"), None);
     }
 
     #[test]

@@ -193,7 +193,7 @@ impl Half {
         let replacement = match &repl {
             Value::String(s) => Replacement::Text(s.clone()),
             Value::Integer(_) | Value::Number(_) => {
-                Replacement::Text(lua.coerce_string(repl.clone())?.ok_or_else(|| mlua::Error::runtime("a number"))?)
+                Replacement::Text(number_text(lua, repl.clone())?)
             }
             Value::Table(t) => Replacement::Table(t.clone()),
             Value::Function(f) => Replacement::Function(f.clone()),
@@ -300,7 +300,7 @@ impl Replacement {
                 Ok(true)
             }
             Value::Integer(_) | Value::Number(_) => {
-                let text = lua.coerce_string(value)?.ok_or_else(|| mlua::Error::runtime("a number"))?;
+                let text = number_text(lua, value)?;
                 out.extend_from_slice(&text.as_bytes());
                 Ok(true)
             }
@@ -414,12 +414,17 @@ fn type_name(v: &Value) -> String {
     }
 }
 
+/// A number as Lua writes it (`12`, `12.5`), where Lua takes a number for a string.
+fn number_text(lua: &Lua, number: Value) -> mlua::Result<mlua::String> {
+    lua.coerce_string(number)?.ok_or_else(|| mlua::Error::runtime("a number Lua could not write as text"))
+}
+
 /// Argument `n` (from 1) as a string; a number is turned into one, as Lua does.
 fn string_arg(lua: &Lua, args: &MultiValue, n: usize, name: &str) -> Result<mlua::String, Failure> {
     match args.get(n - 1) {
         Some(Value::String(s)) => Ok(s.clone()),
         Some(v @ (Value::Integer(_) | Value::Number(_))) => {
-            Ok(lua.coerce_string(v.clone())?.ok_or_else(|| mlua::Error::runtime("a number"))?)
+            Ok(number_text(lua, v.clone())?)
         }
         Some(v) => Err(argument_error(lua, n, name, &format!("string expected, got {}", type_name(v)))),
         None => Err(argument_error(lua, n, name, "string expected, got no value")),
