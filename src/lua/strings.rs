@@ -192,9 +192,7 @@ impl Half {
         let repl = args.get(2).cloned().unwrap_or(Value::Nil);
         let replacement = match &repl {
             Value::String(s) => Replacement::Text(s.clone()),
-            Value::Integer(_) | Value::Number(_) => {
-                Replacement::Text(number_text(lua, repl.clone())?)
-            }
+            Value::Integer(_) | Value::Number(_) => Replacement::Text(number_text(lua, repl.clone())?),
             Value::Table(t) => Replacement::Table(t.clone()),
             Value::Function(f) => Replacement::Function(f.clone()),
             other => {
@@ -423,9 +421,7 @@ fn number_text(lua: &Lua, number: Value) -> mlua::Result<mlua::String> {
 fn string_arg(lua: &Lua, args: &MultiValue, n: usize, name: &str) -> Result<mlua::String, Failure> {
     match args.get(n - 1) {
         Some(Value::String(s)) => Ok(s.clone()),
-        Some(v @ (Value::Integer(_) | Value::Number(_))) => {
-            Ok(number_text(lua, v.clone())?)
-        }
+        Some(v @ (Value::Integer(_) | Value::Number(_))) => Ok(number_text(lua, v.clone())?),
         Some(v) => Err(argument_error(lua, n, name, &format!("string expected, got {}", type_name(v)))),
         None => Err(argument_error(lua, n, name, "string expected, got no value")),
     }
