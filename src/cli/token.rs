@@ -158,9 +158,9 @@ fn add(a: AddArgs, options: client::Options) -> u8 {
                 }
                 println!("{printed}");
             } else {
-                let expires = token.expires_ms.map_or_else(|| "until revoked".to_owned(), |at| {
-                    format!("until {}", crate::hub::tokens::when(at))
-                });
+                let expires = token
+                    .expires_ms
+                    .map_or_else(|| "until revoked".to_owned(), |at| format!("until {}", crate::hub::tokens::when(at)));
                 println!("{secret}");
                 println!(
                     "token {} ({}, {expires}) is shown once: the hub keeps only its hash",

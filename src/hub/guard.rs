@@ -558,4 +558,48 @@ mod tests {
         let many = parse(json!({"type":"add_tasks","tasks":[{}, {}, {}]}));
         assert!(Scope::Engineer.permits(&many, 2).unwrap_err().contains("--max-tasks-per-message"));
     }
+
+    #[tokio::test]
+    async fn a_scoped_token_gets_its_scope_at_the_handshake_and_the_table_holds_it_to_it() {
+        use crate::wire::ServerMsg;
+        let guard = local();
+        let add = |scope, worker: Option<&str>| ClientMsg::TokenAdd {
+            scope,
+            worker: worker.map(str::to_owned),
+            expires_ms: None,
+        };
+        let Some(ServerMsg::TokenAdded { secret, token }) =
+            guard.tokens.answer(&add(TokenScope::Worker, Some("A"))).await
+        else {
+            panic!("no token")
+        };
+        let bearer = format!("Bearer {secret}");
+        let access =
+            guard.check(&request(&[("host", b"localhost:3100"), ("authorization", bearer.as_bytes())])).unwrap();
+        assert_eq!(access.scope, Scope::Worker("A".into()));
+        assert_eq!(access.grant.as_ref().map(|g| g.id.as_str()), Some(token.id.as_str()));
+        let parse = |v: serde_json::Value| crate::wire::parse(&v.to_string()).unwrap();
+        assert!(guard.permits(&access, &parse(json!({"type":"next","worker":"A"})), 100).is_ok());
+        let as_b = guard.permits(&access, &parse(json!({"type":"leave","worker":"B"})), 100).unwrap_err();
+        assert!(!as_b.close && as_b.error.contains("not as B"), "{as_b:?}");
+        for kind in ["status", "snapshot", "token_list"] {
+            let refused = guard.permits(&access, &parse(json!({"type": kind})), 100).unwrap_err();
+            assert!(refused.error.contains("acts only as worker A"), "{refused:?}");
+        }
+        assert!(Scope::Viewer.permits(&parse(json!({"type":"status"})), 100).is_ok());
+        assert!(
+            Scope::Viewer.permits(&parse(json!({"type":"next","worker":"A"})), 100).unwrap_err().contains("only reads")
+        );
+        // Revoked after its handshake: the next request is refused and closes the connection.
+        guard.tokens.answer(&ClientMsg::TokenRevoke { id: token.id }).await;
+        let cut = guard.permits(&access, &parse(json!({"type":"next","worker":"A"})), 100).unwrap_err();
+        assert!(cut.close && cut.error.contains("revoked"), "{cut:?}");
+        assert_eq!(
+            guard
+                .check(&request(&[("host", b"localhost:3100"), ("authorization", bearer.as_bytes())]))
+                .unwrap_err()
+                .status,
+            StatusCode::FORBIDDEN
+        );
+    }
 }

@@ -106,11 +106,7 @@ impl Tokens {
                 (row.hash, Live { info: row.info, written_ms })
             })
             .collect();
-        Ok(Arc::new(Self {
-            store: Mutex::new(store),
-            live: RwLock::new(live),
-            revocations: watch::Sender::new(0),
-        }))
+        Ok(Arc::new(Self { store: Mutex::new(store), live: RwLock::new(live), revocations: watch::Sender::new(0) }))
     }
 
     fn read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<String, Live>> {
@@ -192,7 +188,10 @@ impl Tokens {
         Some(match answer {
             Ok(Ok(answer)) => answer,
             Ok(Err(error)) => ServerMsg::error_code(error, "bad_token_request"),
-            Err(e) => ServerMsg::error_code(format!("the hub failed while changing its tokens ({e}); run the command again"), "hub_error"),
+            Err(e) => ServerMsg::error_code(
+                format!("the hub failed while changing its tokens ({e}); run the command again"),
+                "hub_error",
+            ),
         })
     }
 
@@ -208,7 +207,9 @@ impl Tokens {
         let worker = worker.map(|w| w.trim().to_owned()).filter(|w| !w.is_empty());
         match (scope, &worker) {
             (TokenScope::Worker, None) => {
-                return Err("a worker token acts as one worker: name it, as in `mcc token add --worker worker-A`".into());
+                return Err(
+                    "a worker token acts as one worker: name it, as in `mcc token add --worker worker-A`".into()
+                );
             }
             (TokenScope::Engineer | TokenScope::Viewer, Some(name)) => {
                 return Err(format!(
@@ -277,7 +278,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let tokens = Tokens::open(dir.path()).unwrap();
         let added = tokens
-            .answer(&ClientMsg::TokenAdd { scope: TokenScope::Worker, worker: Some("worker-A".into()), expires_ms: None })
+            .answer(&ClientMsg::TokenAdd {
+                scope: TokenScope::Worker,
+                worker: Some("worker-A".into()),
+                expires_ms: None,
+            })
             .await
             .unwrap();
         let ServerMsg::TokenAdded { secret, token } = added else { panic!("{added:?}") };
@@ -287,7 +292,7 @@ mod tests {
         assert_eq!(tokens.find(&secret).unwrap().worker.as_deref(), Some("worker-A"));
         let grant = Grant { id: token.id.clone(), expires_ms: None };
         assert!(tokens.still_valid(&grant).is_ok());
-        let mut revocations = tokens.revocations();
+        let revocations = tokens.revocations();
         let revoked = tokens.answer(&ClientMsg::TokenRevoke { id: token.id.clone() }).await.unwrap();
         assert!(matches!(revoked, ServerMsg::Ack { .. }), "{revoked:?}");
         assert!(revocations.has_changed().unwrap());

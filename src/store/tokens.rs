@@ -102,8 +102,11 @@ impl TokenStore {
     /// Store a new token; `false` if its id is taken already.
     pub fn insert(&self, row: &TokenRow) -> Result<bool, StoreError> {
         let info = &row.info;
-        let taken: Option<i64> =
-            self.conn.query_row("SELECT 1 FROM tokens WHERE id = ?1", [&info.id], |r| r.get(0)).optional().map_err(|e| self.sql(e))?;
+        let taken: Option<i64> = self
+            .conn
+            .query_row("SELECT 1 FROM tokens WHERE id = ?1", [&info.id], |r| r.get(0))
+            .optional()
+            .map_err(|e| self.sql(e))?;
         if taken.is_some() {
             return Ok(false);
         }
