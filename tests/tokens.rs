@@ -267,3 +267,17 @@ fn a_connection_without_a_token_cannot_make_or_list_tokens() {
         assert!(error_of(&reply).contains("needs the project's access token"), "{msg}: {reply}");
     }
 }
+
+#[test]
+fn worker_and_viewer_tokens_share_the_tokenless_slots_and_an_engineer_token_keeps_its_quarter() {
+    let project = Project::new();
+    let hub = Hub::start(project.root(), &["--max-connections", "4"]);
+    let (_, viewer) = add_token(&project, &["--viewer"]);
+    let (_, engineer) = add_token(&project, &["--engineer"]);
+    // Three of the four slots may go to connections that are not the engineer's.
+    let _held: Vec<Ws> = (0..3).map(|_| Ws::connect_with_token(&hub.url, &viewer)).collect();
+    let over = refusal(&hub.url, &viewer).expect("the share is used up");
+    assert!(over.starts_with("503"), "{over}");
+    let mut engineering = Ws::connect_with_token(&hub.url, &engineer);
+    assert_eq!(engineering.ask(json!({"type":"status"}))["type"], "status_response");
+}
