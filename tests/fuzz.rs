@@ -442,7 +442,7 @@ fn scope_allows(scope: &str, own_name: &str, msg: &Value) -> bool {
     match scope {
         "engineer" => true,
         "viewer" => reads.contains(&kind),
-        _ => works.contains(&kind) && msg["worker"] == own_name,
+        _ => kind == "show_task" || works.contains(&kind) && msg["worker"] == own_name,
     }
 }
 

@@ -58,7 +58,8 @@ fn a_worker_token_for_a_works_as_a_and_cannot_act_as_b_add_answer_cancel_or_load
     let project = Project::new();
     let hub = Hub::start(project.root(), &[]);
     let mut engineer = hub.connect();
-    let added = engineer.ask(json!({"type":"add_tasks","tasks":[old_task("t1", &[], &[])]}));
+    let added = engineer
+        .ask(json!({"type":"add_tasks","tasks":[old_task("t1", &["out/1"], &[]), old_task("t2", &["out/2"], &[])]}));
     assert_eq!(added["type"], "tasks_added", "{added}");
     let (_, secret) = add_token(&project, &["--worker", "worker-A"]);
     let clone = holder_of(&hub, &secret);
@@ -66,6 +67,14 @@ fn a_worker_token_for_a_works_as_a_and_cannot_act_as_b_add_answer_cancel_or_load
     let next = mcc_in(clone.path()).args(["worker", "next", "--as", "worker-A", "--wait", "0s"]).run();
     assert_eq!(next.code, 0, "worker-A gets its task: {next:?}");
     assert!(next.stdout.contains("t1"), "{next:?}");
+    // It reads the task its worker holds, and no other.
+    let own = mcc_in(clone.path()).args(["tasks", "show", "t1", "--json"]).run();
+    assert_eq!(own.code, 0, "{own:?}");
+    assert_eq!(own.json()["holder"], "worker-A", "{own:?}");
+    let other = mcc_in(clone.path()).args(["tasks", "show", "t2"]).run();
+    assert_eq!(other.code, 1, "{other:?}");
+    assert!(other.stderr.contains("task t2 is not held by worker worker-A"), "{other:?}");
+    assert!(!other.stderr.contains("do t2"), "nothing of t2 is shown: {other:?}");
     let as_b = mcc_in(clone.path()).args(["worker", "next", "--as", "worker-B", "--wait", "0s"]).run();
     assert_eq!(as_b.code, 1, "{as_b:?}");
     assert!(as_b.stderr.contains("acts only as worker worker-A, not as worker-B"), "{as_b:?}");
@@ -93,7 +102,7 @@ fn a_worker_token_for_a_works_as_a_and_cannot_act_as_b_add_answer_cancel_or_load
     let status = mcc_in(project.root()).args(["tasks", "list", "--json"]).run();
     assert_eq!(status.code, 0, "{status:?}");
     let tasks = status.json().as_array().cloned().unwrap_or_default();
-    assert_eq!(tasks.len(), 1, "{tasks:?}");
+    assert_eq!(tasks.len(), 2, "{tasks:?}");
     assert_eq!(tasks[0]["holder"], "worker-A", "{tasks:?}");
     let done = worker.ask(json!({"type":"done","worker":"worker-A","taskId":"t1","attempt":1}));
     assert_eq!(done["type"], "verdict", "worker-A reports its own task: {done}");

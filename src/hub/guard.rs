@@ -31,7 +31,7 @@ use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request};
 use tokio_tungstenite::tungstenite::http::{HeaderMap, StatusCode};
 
 use super::tokens::{Grant, Tokens};
-use crate::wire::{ClientMsg, TokenScope};
+use crate::wire::{ClientMsg, ServerMsg, TokenScope};
 
 /// The rules of one hub.
 #[derive(Debug, Clone)]
@@ -263,6 +263,8 @@ impl Guard {
 enum Need<'a> {
     /// Reads the hub's state.
     Read,
+    /// Reads one task: a worker token may, for a task its worker holds ([`Scope::screen`]).
+    ReadTask,
     /// A worker verb, acting as this worker.
     WorkAs(&'a str),
     /// The old protocol's registering, asking and reporting: the connection
@@ -282,7 +284,7 @@ fn need(msg: &ClientMsg) -> (&'static str, Need<'_>) {
     match msg {
         ClientMsg::Status {} => ("status", Need::Read),
         ClientMsg::Snapshot {} => ("snapshot", Need::Read),
-        ClientMsg::ShowTask { .. } => ("show_task", Need::Read),
+        ClientMsg::ShowTask { .. } => ("show_task", Need::ReadTask),
         ClientMsg::Subscribe { .. } => ("subscribe", Need::Read),
         ClientMsg::TasksPage { .. } => ("tasks_page", Need::Read),
         ClientMsg::Next { worker, .. } => ("next", Need::WorkAs(worker)),
@@ -339,14 +341,15 @@ impl Scope {
         let (kind, need) = need(msg);
         match (self, need) {
             (Self::Engineer, _)
-            | (Self::Anonymous, Need::Read | Need::WorkAs(_) | Need::OldProtocol)
-            | (Self::Viewer | Self::LivePage, Need::Read) => Ok(()),
+            | (Self::Anonymous, Need::Read | Need::ReadTask | Need::WorkAs(_) | Need::OldProtocol)
+            | (Self::Viewer | Self::LivePage, Need::Read | Need::ReadTask)
+            | (Self::Worker(_), Need::ReadTask) => Ok(()),
             (Self::Worker(name), Need::WorkAs(worker)) if worker == name => Ok(()),
             (Self::Worker(name), Need::WorkAs(worker)) => Err(format!(
                 "this token acts only as worker {name}, not as {worker}: run the command with --as {name}, or ask the engineer for a token of {worker} (`mcc token add --worker {worker}`)"
             )),
             (Self::Worker(name), Need::Read) => Err(format!(
-                "`{kind}` is not for this token: it acts only as worker {name}, with {WORKER_VERBS} (`next` shows the task it holds); a viewer token reads the hub's state (`mcc token add --viewer`, run by the engineer)"
+                "`{kind}` is not for this token: it acts only as worker {name}, with {WORKER_VERBS}, and reads the tasks it holds (`show_task`); a viewer token reads the hub's state (`mcc token add --viewer`, run by the engineer)"
             )),
             (Self::Worker(name), _) => Err(format!(
                 "`{kind}` is not for this token: it acts only as worker {name}, with {WORKER_VERBS}; it needs an engineer token (`mcc token add --engineer`, run by the engineer) or the project's .mcc/token"
@@ -374,6 +377,24 @@ impl Scope {
                 )))
             }
             (Self::Anonymous, Need::ChangeWork | Need::Tokens) => Err(anonymous_refusal(kind)),
+        }
+    }
+}
+
+impl Scope {
+    /// What the connection is sent in place of the engine's answer `msg`: a
+    /// worker token reads only the tasks its worker holds, and only the
+    /// engine knows who holds a task, so its answer is screened here.
+    pub fn screen(&self, msg: ServerMsg) -> ServerMsg {
+        let Self::Worker(name) = self else { return msg };
+        match &msg {
+            ServerMsg::TaskInfo { task } if task.summary.holder.as_deref() != Some(name.as_str()) => {
+                ServerMsg::error(format!(
+                    "task {} is not held by worker {name}: this token reads only the tasks its worker holds; a viewer token reads every task (`mcc token add --viewer`, run by the engineer)",
+                    task.summary.id
+                ))
+            }
+            _ => msg,
         }
     }
 }
@@ -561,7 +582,6 @@ mod tests {
 
     #[tokio::test]
     async fn a_scoped_token_gets_its_scope_at_the_handshake_and_the_table_holds_it_to_it() {
-        use crate::wire::ServerMsg;
         let guard = local();
         let add = |scope, worker: Option<&str>| ClientMsg::TokenAdd {
             scope,

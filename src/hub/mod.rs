@@ -686,6 +686,7 @@ async fn serve_connection(
                 while open {
                     match next {
                         Some(Outgoing::Msg(msg)) => {
+                            let msg = access.scope.screen(msg);
                             last_activity = tokio::time::Instant::now();
                             outstanding = false;
                             let old_push = matches!(msg, ServerMsg::TaskAssigned { task: Some(_), .. } | ServerMsg::NoTasks { .. });
