@@ -278,8 +278,9 @@ enum Need<'a> {
     Tokens,
 }
 
-/// Each request's wire name and what it needs. No catch-all: a new message
-/// does not compile until it is placed here.
+/// Each request's wire name and what it needs. No catch-all, here nor in
+/// [`Scope::permits`]: a new message does not compile until it is placed,
+/// nor a new need until each scope says yes or no to it.
 fn need(msg: &ClientMsg) -> (&'static str, Need<'_>) {
     match msg {
         ClientMsg::Status {} => ("status", Need::Read),
@@ -351,18 +352,16 @@ impl Scope {
             (Self::Worker(name), Need::Read) => Err(format!(
                 "`{kind}` is not for this token: it acts only as worker {name}, with {WORKER_VERBS}, and reads the tasks it holds (`show_task`); a viewer token reads the hub's state (`mcc token add --viewer`, run by the engineer)"
             )),
-            (Self::Worker(name), _) => Err(format!(
+            (Self::Worker(name), Need::OldProtocol | Need::OldCreate(_) | Need::ChangeWork | Need::Tokens) => Err(format!(
                 "`{kind}` is not for this token: it acts only as worker {name}, with {WORKER_VERBS}; it needs an engineer token (`mcc token add --engineer`, run by the engineer) or the project's .mcc/token"
             )),
-            (Self::Viewer, need) => {
-                let instead = if matches!(need, Need::WorkAs(_) | Need::OldProtocol) {
-                    "a worker token works tasks (`mcc token add --worker NAME`, run by the engineer)"
-                } else {
-                    "it needs an engineer token (`mcc token add --engineer`, run by the engineer) or the project's .mcc/token"
-                };
-                Err(format!("`{kind}` is not for this token: it only reads ({VIEWER_READS}); {instead}"))
-            }
-            (Self::LivePage, _) => Err(
+            (Self::Viewer, Need::WorkAs(_) | Need::OldProtocol) => Err(format!(
+                "`{kind}` is not for this token: it only reads ({VIEWER_READS}); a worker token works tasks (`mcc token add --worker NAME`, run by the engineer)"
+            )),
+            (Self::Viewer, Need::OldCreate(_) | Need::ChangeWork | Need::Tokens) => Err(format!(
+                "`{kind}` is not for this token: it only reads ({VIEWER_READS}); it needs an engineer token (`mcc token add --engineer`, run by the engineer) or the project's .mcc/token"
+            )),
+            (Self::LivePage, Need::WorkAs(_) | Need::OldProtocol | Need::OldCreate(_) | Need::ChangeWork | Need::Tokens) => Err(
                 "the live page's connection only reads (subscribe, tasks_page, snapshot, show_task, status); use `mcc` in the project to change the work"
                     .to_owned(),
             ),
@@ -379,9 +378,7 @@ impl Scope {
             (Self::Anonymous, Need::ChangeWork | Need::Tokens) => Err(anonymous_refusal(kind)),
         }
     }
-}
 
-impl Scope {
     /// What the connection is sent in place of the engine's answer `msg`: a
     /// worker token reads only the tasks its worker holds, and only the
     /// engine knows who holds a task, so its answer is screened here.
