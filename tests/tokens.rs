@@ -290,3 +290,37 @@ fn worker_and_viewer_tokens_share_the_tokenless_slots_and_an_engineer_token_keep
     let mut engineering = Ws::connect_with_token(&hub.url, &engineer);
     assert_eq!(engineering.ask(json!({"type":"status"}))["type"], "status_response");
 }
+
+/// `mcc mcp ARGS` started in `dir`, as an agent's MCP config starts it; the text of each tool call.
+async fn mcp_calls(dir: &Path, args: &[&str], calls: &[&str]) -> Vec<(bool, String)> {
+    use rmcp::ServiceExt;
+    let mut command = tokio::process::Command::new(crate::support::mcc_bin());
+    command.arg("mcp").args(args).current_dir(dir).env_remove("MCC_WORKER").env_remove("MCC_HUB");
+    let transport = rmcp::transport::TokioChildProcess::new(command).expect("spawn mcc mcp");
+    let client = ().serve(transport).await.expect("the MCP handshake");
+    let mut results = Vec::new();
+    for tool in calls {
+        let request =
+            rmcp::model::CallToolRequestParams::new((*tool).to_owned()).with_arguments(serde_json::Map::new());
+        let result = client.call_tool(request).await.expect("tools/call");
+        let text = result.content.iter().filter_map(|c| c.as_text().map(|t| t.text.clone())).collect::<Vec<_>>();
+        results.push((result.is_error == Some(true), text.join("\n")));
+    }
+    client.cancel().await.unwrap();
+    results
+}
+
+#[test]
+fn an_mcp_server_with_a_worker_token_works_as_its_worker_and_no_other() {
+    let project = Project::new();
+    let hub = Hub::start(project.root(), &[]);
+    hub.connect().ask(json!({"type":"add_tasks","tasks":[old_task("m1", &["out/m1"], &[])]}));
+    let (_, secret) = add_token(&project, &["--worker", "worker-A"]);
+    let clone = holder_of(&hub, &secret);
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let own = runtime.block_on(mcp_calls(clone.path(), &["--as", "worker-A", "--wait", "1s"], &["next", "status"]));
+    assert!(!own[0].0 && own[0].1.contains("m1"), "{own:?}");
+    assert!(own[1].0 && own[1].1.contains("acts only as worker worker-A"), "status is not a worker's: {own:?}");
+    let other = runtime.block_on(mcp_calls(clone.path(), &["--as", "worker-B", "--wait", "1s"], &["next"]));
+    assert!(other[0].0 && other[0].1.contains("not as worker-B"), "{other:?}");
+}
