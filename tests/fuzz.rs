@@ -419,6 +419,9 @@ fn one_of_each(worker: &str) -> Vec<Value> {
         json!({"type":"fail","worker":worker,"taskId":"nope","reason":"r"}),
         json!({"type":"progress","worker":worker,"taskId":"nope","note":"n"}),
         json!({"type":"leave","worker":worker}),
+        json!({"type":"task_files","worker":worker,"taskId":"nope"}),
+        json!({"type":"fetch_file","worker":worker,"taskId":"nope","path":"a"}),
+        json!({"type":"upload","worker":worker,"taskId":"nope","path":"a","offset":0,"size":1,"sha256":"00","data":"QQ=="}),
         json!({"type":"register","role":"worker","workerId":worker}),
         json!({"type":"register","role":"coordinator"}),
         json!({"type":"request_task"}),
@@ -438,7 +441,7 @@ fn one_of_each(worker: &str) -> Vec<Value> {
 fn scope_allows(scope: &str, own_name: &str, msg: &Value) -> bool {
     let kind = msg["type"].as_str().unwrap();
     let reads = ["status", "snapshot", "show_task", "subscribe", "tasks_page"];
-    let works = ["next", "done", "block", "fail", "progress", "leave"];
+    let works = ["next", "done", "block", "fail", "progress", "leave", "task_files", "fetch_file", "upload"];
     match scope {
         "engineer" => true,
         "viewer" => reads.contains(&kind),

@@ -294,6 +294,10 @@ fn need(msg: &ClientMsg) -> (&'static str, Need<'_>) {
         ClientMsg::Fail { worker, .. } => ("fail", Need::WorkAs(worker)),
         ClientMsg::Progress { worker, .. } => ("progress", Need::WorkAs(worker)),
         ClientMsg::Leave { worker } => ("leave", Need::WorkAs(worker)),
+        // A remote worker's files travel as its worker: the engine checks the grant.
+        ClientMsg::TaskFiles { worker, .. } => ("task_files", Need::WorkAs(worker)),
+        ClientMsg::FetchFile { worker, .. } => ("fetch_file", Need::WorkAs(worker)),
+        ClientMsg::Upload { worker, .. } => ("upload", Need::WorkAs(worker)),
         ClientMsg::Register { .. } => ("register", Need::OldProtocol),
         ClientMsg::RequestTask {} => ("request_task", Need::OldProtocol),
         ClientMsg::TaskComplete { .. } => ("task_complete", Need::OldProtocol),
@@ -310,7 +314,7 @@ fn need(msg: &ClientMsg) -> (&'static str, Need<'_>) {
 }
 
 /// What a worker token may do, as its refusals say it.
-const WORKER_VERBS: &str = "next, done, block, fail, progress and leave";
+const WORKER_VERBS: &str = "next, done, block, fail, progress and leave (and the task's files)";
 /// What a viewer token may do.
 const VIEWER_READS: &str = "status, the task list, task details and subscriptions";
 
