@@ -8,7 +8,10 @@
 //!
 //! The server has two routes (`/` and `/timeline`), both `GET`, both needing
 //! the capability and a loopback `Host` with this port (DNS rebinding); it is
-//! small enough that an HTTP framework would not earn its place.
+//! small enough that an HTTP framework would not earn its place. Sockets
+//! that say nothing cannot keep the page from a browser: requests being read
+//! are a bounded set that pushes out its oldest for a newcomer, as the hub's
+//! handshakes do ([`super::handshakes`]).
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -20,11 +23,14 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 
 use super::guard::view_capability;
+use super::handshakes::{Handshakes, Place};
 
 /// The largest request head read.
 const MAX_HEAD: usize = 16 * 1024;
-/// Requests served at once; more wait for a slot.
-const MAX_REQUESTS: usize = 32;
+/// Request heads read at once; past it the oldest unfinished one is closed.
+const MAX_READING: usize = 64;
+/// Requests answered at once; more wait for a slot, for at most [`READ_LIMIT`].
+const MAX_ANSWERING: usize = 32;
 /// How long a browser may take to send its request.
 const READ_LIMIT: Duration = Duration::from_secs(5);
 
@@ -54,18 +60,21 @@ pub async fn start(root: PathBuf, hub_port: u16, token: &str) -> std::io::Result
     let listener = TcpListener::bind(("127.0.0.1", 0)).await?;
     let port = listener.local_addr()?.port();
     let page = Arc::new(Page { root, hub_port, port, capability: view_capability(token) });
-    let slots = Arc::new(Semaphore::new(MAX_REQUESTS));
+    // The accept loop never waits for a slot: a socket that sends nothing
+    // would otherwise hold one for its whole read limit, and forty of them
+    // kept a browser out for five seconds.
+    let reading = Handshakes::new(MAX_READING);
+    let answering = Arc::new(Semaphore::new(MAX_ANSWERING));
     tokio::spawn(async move {
         loop {
             let Ok((stream, _)) = listener.accept().await else {
                 tokio::time::sleep(Duration::from_millis(50)).await;
                 continue;
             };
-            let Ok(slot) = slots.clone().acquire_owned().await else { return };
-            let page = page.clone();
+            let place = reading.begin();
+            let (page, answering) = (page.clone(), answering.clone());
             tokio::spawn(async move {
-                let _ = tokio::time::timeout(READ_LIMIT * 2, serve(stream, &page)).await;
-                drop(slot);
+                let _ = tokio::time::timeout(READ_LIMIT * 3, serve(stream, &page, place, &answering)).await;
             });
         }
     });
@@ -85,13 +94,44 @@ impl Answer {
     }
 }
 
-async fn serve(mut stream: TcpStream, page: &Page) -> std::io::Result<()> {
+async fn serve(
+    mut stream: TcpStream,
+    page: &Page,
+    (place, evicted): (Place, tokio::sync::oneshot::Receiver<()>),
+    answering: &Arc<Semaphore>,
+) -> std::io::Result<()> {
+    let request = tokio::select! {
+        read = tokio::time::timeout(READ_LIMIT, read_request(&mut stream)) => match read {
+            Ok(Ok(Some(request))) => request,
+            Ok(Ok(None)) => return respond(&mut stream, &Answer::text("400 Bad Request", "not a request this page reads\n"), page.hub_port).await,
+            Ok(Err(e)) => return Err(e),
+            Err(_) => return Ok(()),
+        },
+        // Pushed out by a newer request: this one was the oldest still unread.
+        _ = evicted => return Ok(()),
+    };
+    if !place.finish() {
+        return Ok(());
+    }
+    let Ok(Ok(_slot)) = tokio::time::timeout(READ_LIMIT, answering.acquire()).await else {
+        let busy = Answer::text("503 Service Unavailable", "the page is busy answering others; reload in a moment\n");
+        return respond(&mut stream, &busy, page.hub_port).await;
+    };
+    let answer = answer(page, request).await;
+    respond(&mut stream, &answer, page.hub_port).await
+}
+
+/// What a request asked: method, path, how many `Host` headers, the first.
+type Request = (Option<String>, Option<String>, usize, Option<Vec<u8>>);
+
+/// Read a request head; `None` when it is not one this page reads, or too long.
+async fn read_request(stream: &mut TcpStream) -> std::io::Result<Option<Request>> {
     let mut head = Vec::with_capacity(1024);
     let mut buf = [0u8; 2048];
-    let request = loop {
-        let n = tokio::time::timeout(READ_LIMIT, stream.read(&mut buf)).await.map_err(std::io::Error::other)??;
+    loop {
+        let n = stream.read(&mut buf).await?;
         if n == 0 {
-            return Ok(());
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
         }
         head.extend_from_slice(&buf[..n]);
         let mut headers = [httparse::EMPTY_HEADER; 32];
@@ -100,28 +140,20 @@ async fn serve(mut stream: TcpStream, page: &Page) -> std::io::Result<()> {
             Ok(httparse::Status::Complete(_)) => {
                 let host: Vec<&[u8]> =
                     req.headers.iter().filter(|h| h.name.eq_ignore_ascii_case("host")).map(|h| h.value).collect();
-                break (
+                return Ok(Some((
                     req.method.map(str::to_owned),
                     req.path.map(str::to_owned),
                     host.len(),
                     host.first().map(|h| h.to_vec()),
-                );
+                )));
             }
             Ok(httparse::Status::Partial) if head.len() < MAX_HEAD => {}
-            _ => {
-                let bad = Answer::text("400 Bad Request", "not a request this page reads\n");
-                return respond(&mut stream, &bad, page.hub_port).await;
-            }
+            _ => return Ok(None),
         }
-    };
-    let answer = answer(page, request).await;
-    respond(&mut stream, &answer, page.hub_port).await
+    }
 }
 
-async fn answer(
-    page: &Page,
-    (method, path, hosts, host): (Option<String>, Option<String>, usize, Option<Vec<u8>>),
-) -> Answer {
+async fn answer(page: &Page, (method, path, hosts, host): Request) -> Answer {
     let own_host = [format!("127.0.0.1:{}", page.port), format!("localhost:{}", page.port)];
     let host_ok =
         hosts == 1 && host.as_deref().is_some_and(|h| own_host.iter().any(|o| o.as_bytes().eq_ignore_ascii_case(h)));
