@@ -289,7 +289,9 @@ struct Question {
     worker: Option<String>,
     attempt: Option<u32>,
     at_ms: i64,
-    question: String,
+    /// What was asked.
+    #[serde(rename = "question")]
+    asked: String,
     answer: Option<String>,
 }
 
@@ -327,7 +329,7 @@ fn recent_of(events: &[StoredEvent]) -> Recent {
                 worker: e.worker.clone(),
                 attempt: e.attempt,
                 at_ms: e.at_ms,
-                question: detail().question,
+                asked: detail().question,
                 answer: None,
             }),
             EventKind::Answered => {
@@ -390,7 +392,7 @@ mod tests {
             [("b", &["no tests".to_owned(), "lint".to_owned()][..]), ("a", &["too short".to_owned()][..])]
         );
         let asked: Vec<(&str, Option<&str>)> =
-            recent.questions.iter().map(|q| (q.question.as_str(), q.answer.as_deref())).collect();
+            recent.questions.iter().map(|q| (q.asked.as_str(), q.answer.as_deref())).collect();
         assert_eq!(asked, [("how wide?", None), ("tabs or spaces?", Some("tabs"))]);
     }
 }
