@@ -183,6 +183,10 @@ fn the_live_page_shows_tasks_and_workers_and_follows_a_task_from_ready_to_accept
     // The timeline: a row per worker, b's attempt coloured as accepted.
     page.wait_for("the timeline's accepted bar", "document.querySelector('#timeline rect.attempt.accepted') !== null");
     page.wait_for(
+        "b's bar labelled with its task",
+        "document.querySelector('#timeline text.bar-label[data-task=\"b\"]')?.textContent === 'b'",
+    );
+    page.wait_for(
         "a timeline row for each worker",
         "['w1','w2'].every(w => document.querySelector(`#timeline g.worker[data-worker=\"${w}\"]`))",
     );
