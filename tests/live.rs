@@ -237,6 +237,30 @@ fn the_live_page_answers_a_browser_while_hundreds_of_silent_sockets_sit_on_its_p
 }
 
 #[test]
+fn a_restarted_hub_serves_the_page_on_its_old_port_or_says_why_not() {
+    let project = Project::new();
+    let hub = Hub::start(project.root(), &[]);
+    let (port, path) = page_address(&project);
+    assert_eq!(project.read(".mcc/page-port").trim(), port.to_string(), "the port is kept in .mcc/");
+    assert_eq!(hub.terminate(), Some(0));
+
+    let again = Hub::start(project.root(), &[]);
+    assert_eq!(page_address(&project), (port, path.clone()), "the same address after a restart");
+    assert_eq!(again.terminate(), Some(0));
+
+    // Another program took the port meanwhile: the page moves, and the hub says where.
+    let squatter = std::net::TcpListener::bind(("127.0.0.1", port)).expect("take the page's port");
+    let moved = Hub::start(project.root(), &[]);
+    let (new_port, _) = page_address(&project);
+    assert_ne!(new_port, port);
+    let said = format!("the live page's port {port} is taken");
+    assert!(moved.log_text().contains(&said), "{}", moved.log_text());
+    assert!(moved.log_text().contains(&format!("the page is on port {new_port} now")), "{}", moved.log_text());
+    assert!(get_within(new_port, &path, Duration::from_secs(10)).is_some_and(|a| a.starts_with("HTTP/1.1 200 OK")));
+    drop(squatter);
+}
+
+#[test]
 fn status_watch_redraws_when_the_hub_pushes_a_change() {
     let project = Project::new();
     let hub = Hub::start(project.root(), &[]);
