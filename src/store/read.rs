@@ -9,7 +9,7 @@
 use std::path::Path;
 use std::time::Instant;
 
-use super::Store;
+use super::{RUN_FINISHED, Store};
 use crate::layout::Layout;
 use crate::scheduler::{Task, TaskState};
 use crate::wire::{Summary, TaskSummary};
@@ -23,9 +23,6 @@ pub struct Stored {
     /// Every task, in creation order.
     pub tasks: Vec<TaskSummary>,
 }
-
-/// Meta key the engine sets when the workflow finished.
-const RUN_FINISHED: &str = "run_finished";
 
 /// The views of the store under `root` (read-only); `None` when the project
 /// has no store or it cannot be read.
