@@ -10,10 +10,8 @@ use std::time::Instant;
 
 use super::{ConnId, Engine, Role};
 use crate::scheduler::{self, Refusal, TaskId, TaskState};
-use crate::store::read::task_summary;
-use crate::wire::{
-    ClientMsg, Page, ServerMsg, Snapshot, Stuck, SubscriptionView, Summary, TaskInfo, TaskSummary, WorkerView,
-};
+use crate::store::read::{task_info, task_summary};
+use crate::wire::{ClientMsg, Page, ServerMsg, Snapshot, Stuck, SubscriptionView, Summary, TaskSummary, WorkerView};
 
 mod delta;
 mod progress;
@@ -25,19 +23,6 @@ pub const MAX_PAGE: usize = 1000;
 const DEFAULT_PAGE: usize = 50;
 /// Questions a summary carries at most.
 const QUESTIONS_IN_SUMMARY: usize = 100;
-
-/// A task in full, for `show_task`.
-fn task_info(t: &scheduler::Task, now: Instant) -> TaskInfo {
-    TaskInfo {
-        summary: task_summary(t, now),
-        task: t.to_wire(),
-        answer: t.answer().map(str::to_owned),
-        report: t.report().cloned(),
-        rejections: t.rejections(),
-        created_at: t.created_at().to_owned(),
-        completed_at: t.completed_at().map(str::to_owned),
-    }
-}
 
 impl Engine {
     /// `subscribe`, `tasks_page`, `show_task` and `snapshot`.

@@ -260,7 +260,8 @@ pub struct Rows {
 
 impl Rows {
     /// The rows `changes` touched, as they are in `scheduler` now; `None`
-    /// when there is nothing to write.
+    /// when there is nothing to write. (The engine passes [`Notes`] too.)
+    #[cfg(test)]
     pub fn gather(clock: Clock, scheduler: &Scheduler, changes: &Changes, meta: &[(&str, String)]) -> Option<Self> {
         Self::gather_with(clock, scheduler, changes, meta, Notes::default())
     }
