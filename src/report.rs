@@ -424,16 +424,16 @@ pub fn measure_runs(root: &Path, runs: Runs) -> Result<Vec<Metrics>, String> {
     let chosen: Vec<&StoredRun> = match runs {
         Runs::Latest => stored.last().into_iter().collect(),
         Runs::All => stored.iter().collect(),
-        Runs::One(id) => match stored.iter().find(|r| r.id == id) {
-            Some(run) => vec![run],
-            None => {
+        Runs::One(id) => {
+            let Some(run) = stored.iter().find(|r| r.id == id) else {
                 let known: Vec<String> = stored.iter().map(|r| r.id.to_string()).collect();
                 return Err(format!(
                     "no run {id} in this project's store; its runs: {} (`mcc report --all` shows each)",
                     if known.is_empty() { "none yet".to_owned() } else { known.join(", ") }
                 ));
-            }
-        },
+            };
+            vec![run]
+        }
     };
     if chosen.is_empty() {
         return Ok(vec![measure(&[], &[], &HashMap::new(), None)]);
@@ -462,9 +462,11 @@ fn rfc3339(ms: i64) -> String {
 }
 
 fn header(root: &Path, run: &StoredRun, of: usize, events: &[StoredEvent]) -> RunHeader {
+    let canonical = std::fs::canonicalize(root).unwrap_or_else(|_| root.to_owned());
     let workflow = run.workflow.as_deref().map(|w| {
         let path = Path::new(w);
-        path.strip_prefix(root).unwrap_or(path).display().to_string()
+        let relative = path.strip_prefix(root).or_else(|_| path.strip_prefix(&canonical));
+        relative.unwrap_or(path).display().to_string()
     });
     RunHeader {
         id: run.id,

@@ -215,7 +215,13 @@ fn at(ms: i64) -> String {
 
 /// `text` indented by `pad`, line by line.
 fn indented(text: &str, pad: &str) -> String {
-    text.lines().map(|l| format!("{pad}{l}\n")).collect()
+    let mut out = String::new();
+    for line in text.lines() {
+        out.push_str(pad);
+        out.push_str(line);
+        out.push('\n');
+    }
+    out
 }
 
 /// A task and its history as `mcc tasks show` prints them.
