@@ -229,3 +229,31 @@ fn a_store_written_before_runs_opens_and_reports_as_one_run() {
     let report = project.mcc().args(["report", "--json"]).run().json();
     assert_eq!((report["run"]["id"].as_i64(), report["accepted"].as_u64()), (Some(1), Some(2)), "{report}");
 }
+
+#[test]
+fn a_question_and_its_answer_stay_in_tasks_show_and_the_report_after_the_hub_stopped() {
+    let project = Project::new();
+    let hub = Hub::start(project.root(), &[]);
+    let added = hub.connect().ask(json!({"type":"add_tasks","tasks":[old_task("q", &[], &[])]}));
+    assert_eq!(added["type"], "tasks_added", "{added}");
+    let worker = |args: &[&str]| project.mcc().args(["worker"]).args(args).args(["--as", "w1"]).run();
+    assert_eq!(worker(&["next"]).code, 0);
+    let blocked = worker(&["block", "q", "--question", "tabs or spaces?", "--wait", "0s"]);
+    assert!(blocked.stdout.contains("task q waits for the engineer"), "{blocked:?}");
+    let answered = project.mcc().args(["answer", "q", "spaces, four"]).run();
+    assert_eq!(answered.code, 0, "{answered:?}");
+    assert_eq!(hub.terminate(), Some(0));
+
+    let text = project.mcc().args(["tasks", "show", "q"]).run().stdout;
+    assert!(text.lines().any(|l| l.starts_with("  1 by w1 ·") && l.ends_with("· blocked")), "{text}");
+    assert!(text.contains("question by w1 (attempt 1) at "), "{text}");
+    assert!(text.contains(": tabs or spaces?\n  answer at "), "{text}");
+    assert!(text.contains(": spaces, four\n"), "{text}");
+
+    let report = project.mcc().args(["report"]).run().stdout;
+    assert!(report.contains("questions:\n  q (w1): tabs or spaces? → answer: spaces, four\n"), "{report}");
+    let json = project.mcc().args(["report", "--json"]).run().json();
+    assert_eq!(json["questions"][0]["task"], "q", "{json}");
+    assert_eq!(json["questions"][0]["answer"], "spaces, four", "{json}");
+    assert_eq!(json["engineerPrompts"], 1, "{json}");
+}
