@@ -703,8 +703,10 @@ fn count(n: usize) -> u64 {
 /// The report's figures as text, each with what it is measured from: what
 /// `mcc run` prints at the end (it adds `runSeconds`); fields it lacks read as empty.
 pub fn render(m: &Value) -> String {
-    let metrics: Metrics = serde_json::from_value(m.clone()).unwrap_or_default();
-    metrics.figures_text()
+    match Metrics::deserialize(m) {
+        Ok(metrics) => metrics.figures_text(),
+        Err(e) => format!("the figures cannot be read back ({e}); `mcc report --json` prints them\n"),
+    }
 }
 
 /// The first line of `text`, at most `max` characters.
@@ -1186,5 +1188,64 @@ mod tests {
         let svg = recent_timeline(&events, 1_000);
         assert_eq!(svg.matches("<rect class=\"attempt").count(), 3);
         assert!(!svg.contains("t-old") && !svg.contains("the latest"), "{svg}");
+    }
+
+    /// An event of `worker` on task `task` with `detail`.
+    fn said(
+        at_ms: i64,
+        kind: &str,
+        task: &str,
+        worker: Option<&str>,
+        attempt: Option<u32>,
+        detail: Value,
+    ) -> StoredEvent {
+        StoredEvent {
+            id: at_ms,
+            at_ms,
+            kind: EventKind::from_name(kind),
+            task: Some(task.to_owned()),
+            worker: worker.map(str::to_owned),
+            attempt,
+            detail,
+            run: Some(1),
+        }
+    }
+
+    #[test]
+    fn the_report_names_each_rejections_reason_and_each_question_with_its_answer() {
+        let w = Some("w1");
+        let events = [
+            said(1_000, "assigned", "a", w, Some(1), Value::Null),
+            said(2_000, "submitted", "a", w, Some(1), serde_json::json!({"deliverables": ["a.md"]})),
+            said(2_100, "rejected", "a", w, Some(1), serde_json::json!({"reasons": ["a.md has 3 words\nwants 30"]})),
+            said(2_100, "assigned", "a", w, Some(2), Value::Null),
+            said(2_500, "blocked", "a", w, Some(2), serde_json::json!({"question": "tabs?"})),
+            said(3_000, "answered", "a", None, None, serde_json::json!({"answer": "spaces"})),
+        ];
+        let m = measure(&[], &events, &HashMap::new(), None);
+        let text = m.text();
+        assert!(text.starts_with("0 tasks, 2 attempts, 1 rejection, 0 lease expiries;"), "{text}");
+        assert!(text.contains("questions:\n  a (w1): tabs? → answer: spaces\n"), "{text}");
+        let attempts = attempts_of(&events);
+        let first = attempts[0].view(&HashMap::new());
+        assert_eq!((first.verdict.as_str(), first.files.clone()), ("rejected", vec!["a.md".to_owned()]));
+        assert_eq!(first.reasons, ["a.md has 3 words\nwants 30"]);
+        assert_eq!(attempts[1].view(&HashMap::new()).verdict, "blocked");
+    }
+
+    #[test]
+    fn what_mcc_run_adds_to_the_figures_does_not_change_how_they_read() {
+        let m = measure(&[], &log(3), &HashMap::new(), None);
+        let mut value = serde_json::to_value(&m).unwrap();
+        // As `mcc run`'s summary adds them.
+        value["finished"] = serde_json::json!(true);
+        value["workflow"] = serde_json::json!("/p/wf.lua");
+        value["problems"] = serde_json::json!([]);
+        value["alreadyDone"] = serde_json::json!(false);
+        value["runSeconds"] = serde_json::json!(1.5);
+        let text = render(&value);
+        assert!(text.starts_with("0 tasks, 3 attempts, 0 rejections, 0 lease expiries;"), "{text}");
+        assert!(text.contains("  this run took 1.5s\n"), "{text}");
+        assert_eq!(text.replace("  this run took 1.5s\n", ""), render(&serde_json::to_value(&m).unwrap()));
     }
 }
