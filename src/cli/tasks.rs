@@ -1,7 +1,9 @@
 //! `mcc tasks add | list | show | retry | cancel` and `mcc answer`: the
 //! engineer's hands on the queue. A big `add` goes in pieces the hub
 //! accepts (under its frame limit), dependencies first; `list` shows a page
-//! of tasks, one line each.
+//! of tasks, one line each; `show` prints one task with its history (every
+//! attempt, verdict, reason, validation output and question), read from the
+//! store, with the hub up or stopped.
 
 use std::collections::{HashMap, HashSet};
 use std::io::Read;

@@ -1,9 +1,9 @@
 //! Reading a project's store while no hub runs (`mcc status`, `mcc tasks
-//! list`, `mcc worker` after the end): the same typed views a hub sends,
+//! list | show`, `mcc worker` after the end): the same typed views a hub sends,
 //! built from the store opened read-only. What only a running hub knows
 //! (workers connected, problems, the workflow's log) is empty.
 //!
-//! [`task_summary`] is the one place a task becomes its view: the engine's
+//! [`task_summary`] and [`task_info`] are the one place a task becomes its view: the engine's
 //! builders use it too.
 
 use std::path::Path;
