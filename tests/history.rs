@@ -64,6 +64,10 @@ fn the_demos_rejection_shows_in_the_report_and_in_tasks_show_after_the_hub_stopp
     assert!(text.contains("      files submitted: demo-out/notes/attempts.md"), "{text}");
     assert!(text.lines().any(|l| l.starts_with("  2 by spawn-") && l.ends_with(" · accepted")), "{text}");
 
+    // The index task's validation ran on its attempt, and says so.
+    let index = project.mcc().args(["tasks", "show", "index"]).run().stdout;
+    assert!(index.contains("      validation `test -s demo-out/INDEX.md` exited 0\n"), "{index}");
+
     let html = project.mcc().args(["report", "--html", "report.html"]).run();
     assert_eq!(html.code, 0, "{html:?}");
     let page = project.read("report.html");
