@@ -482,11 +482,15 @@ fn header(root: &Path, run: &StoredRun, of: usize, events: &[StoredEvent]) -> Ru
 /// The history of task `id` from the store of the project at `root`, read
 /// only: `None` when the project has no store or the store no such task.
 pub fn task_history(root: &Path, id: &str) -> Result<Option<TaskHistory>, String> {
-    let layout = crate::layout::Layout::of_root(root);
-    if !layout.state_db().is_file() {
+    task_history_in(crate::layout::Layout::of_root(root).dir(), id)
+}
+
+/// [`task_history`] from the store in the state folder `dir` (a hub's `show_task`).
+pub fn task_history_in(dir: &Path, id: &str) -> Result<Option<TaskHistory>, String> {
+    if !crate::layout::Layout::at(dir).state_db().is_file() {
         return Ok(None);
     }
-    let store = Store::open_read_only(layout.dir()).map_err(|e| e.to_string())?;
+    let store = Store::open_read_only(dir).map_err(|e| e.to_string())?;
     let run = store.task_runs().map_err(|e| e.to_string())?.get(id).copied();
     let events = store.task_events(id).map_err(|e| e.to_string())?;
     if run.is_none() && events.is_empty() {

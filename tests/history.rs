@@ -93,6 +93,11 @@ fn a_failed_validation_keeps_the_tail_of_its_output_for_tasks_show_after_the_hub
     let done = worker(&["done", "count", "--deliverable", "note.md"]);
     assert!(done.stdout.contains("rejected count (attempt 1)"), "{done:?}");
     let with_hub = project.mcc().args(["tasks", "show", "count"]).run();
+    // The hub's own answer carries the history (what the live page draws).
+    let answer = hub.connect().ask(json!({"type":"show_task","taskId":"count"}));
+    let validation = &answer["task"]["history"]["attempts"][0]["validation"];
+    assert_eq!(validation["exitCode"], 1, "{answer}");
+    assert!(validation["stderrTail"].as_str().unwrap().contains("checked note.md"), "{answer}");
     assert_eq!(hub.terminate(), Some(0));
 
     let shown = project.mcc().args(["tasks", "show", "count"]).run();

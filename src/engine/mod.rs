@@ -316,6 +316,8 @@ pub struct Engine {
     pending_meta: Vec<(&'static str, String)>,
     /// The workflow loaded and the validations ended since the last commit, for the store.
     notes: Notes,
+    /// `show_task` history reads running (see `views.rs`).
+    history_reads: std::sync::Arc<std::sync::atomic::AtomicUsize>,
     /// The writer stopped on a failed commit.
     store_failed: bool,
     policy: Box<dyn Policy>,
@@ -389,6 +391,7 @@ impl Engine {
                     clock,
                     pending_meta: Vec::new(),
                     notes: Notes::default(),
+                    history_reads: std::sync::Arc::default(),
                     store_failed: false,
                     policy: Box::new(DefaultPolicy),
                     workflow_path: None,
