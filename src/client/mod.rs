@@ -14,6 +14,7 @@
 pub mod exit;
 pub mod files;
 pub mod status;
+pub mod transfer;
 pub mod worker;
 
 use std::net::{TcpStream, ToSocketAddrs};

@@ -69,6 +69,8 @@ pub struct Limits {
     pub max_commands: usize,
     /// The largest frame, request file and report file the hub reads (`--max-frame-bytes`).
     pub max_frame_bytes: usize,
+    /// What one task's files may weigh, each way, for a remote worker (`--max-task-files-bytes`).
+    pub max_task_files_bytes: u64,
 }
 
 impl Default for Limits {
@@ -81,6 +83,7 @@ impl Default for Limits {
             max_tasks_per_message: 10_000,
             max_commands: std::thread::available_parallelism().map_or(2, usize::from).max(2),
             max_frame_bytes: MAX_FRAME,
+            max_task_files_bytes: crate::checkout::DEFAULT_MAX_TASK_FILES_BYTES,
         }
     }
 }
@@ -198,6 +201,7 @@ pub async fn start(options: HubOptions) -> Result<RunningHub, HubError> {
         validation_limit: Duration::from_mins(10),
         timing: options.timing.clone(),
         runners: runners.clone(),
+        max_task_files_bytes: options.limits.max_task_files_bytes,
     })?;
     if let Some(workflow) = options.workflow.clone() {
         engine.send_async(Input::LoadWorkflow { conn: None, path: workflow }).await;
