@@ -37,4 +37,5 @@ pub use hub::{HubOptions, Limits as HubLimits, RunningHub, start as start_hub};
 pub use layout::Layout;
 pub use lua::{Workflow, load as load_workflow};
 pub use scheduler::{Scheduler, Settings};
+pub use text::duration;
 pub use wire::ClientMsg;

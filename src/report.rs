@@ -995,7 +995,8 @@ fn run_html(m: &Metrics, legend: &str) -> String {
 }
 
 /// The styles [`timeline_svg`] and [`legend_html`] expect (the report and the live page share them).
-pub const TIMELINE_CSS: &str = "svg text { font: 12px system-ui, sans-serif; }
+pub const TIMELINE_CSS: &str =
+    "svg text { font: 12px system-ui, sans-serif; } svg text.bar-label { font-size: 11px; fill: #182026; }
 .legend span { margin-right: 1em; }
 .legend i { display: inline-block; width: 12px; height: 12px; margin-right: 4px; vertical-align: middle; }";
 
@@ -1026,23 +1027,51 @@ fn timeline_svg(timeline: &[Bar], workers: &[&str]) -> String {
             escape(name),
             y + 17.0
         ));
-        for a in timeline.iter().filter(|a| a.worker == *name) {
+        let mut bars: Vec<&Bar> = timeline.iter().filter(|a| a.worker == *name).collect();
+        bars.sort_by_key(|a| a.from_ms);
+        let mut last_end = label;
+        for (k, a) in bars.iter().enumerate() {
             let from = a.from_ms as f64;
             let to = a.to_ms as f64;
             let verdict = a.verdict.as_str();
             let colour = Verdict::ALL.iter().find(|v| v.name() == verdict).map_or("#999", |v| v.colour());
+            let task = a.task.as_str();
+            let x = label + from * scale;
+            // A pixel's gap keeps back-to-back attempts apart; an attempt of no
+            // length still gets a bar wide enough to see.
+            let bar = ((to - from) * scale - 1.0).max(3.0);
             svg.push_str(&format!(
-                "  <rect class=\"attempt {verdict}\" x=\"{:.1}\" y=\"{:.1}\" width=\"{:.1}\" height=\"{:.1}\" fill=\"{colour}\"><title>{} attempt {} by {}: {verdict}, {:.1}s</title></rect>\n",
-                label + from * scale,
+                "  <rect class=\"attempt {verdict}\" x=\"{x:.1}\" y=\"{:.1}\" width=\"{bar:.1}\" height=\"{:.1}\" fill=\"{colour}\" data-task=\"{}\"><title>{} attempt {} by {}: {verdict}, {:.1}s</title></rect>\n",
                 y + 4.0,
-                // A pixel's gap keeps back-to-back attempts apart.
-                ((to - from) * scale - 1.0).max(1.5),
                 row - 8.0,
-                escape(&a.task),
+                escape(task),
+                escape(task),
                 a.attempt,
                 escape(name),
                 (to - from) / 1000.0
             ));
+            // The task's name inside its bar, else beside it where there is
+            // room (after it up to the next bar, or before it back to the
+            // last), cut to fit.
+            let chars = task.chars().count() as f64;
+            let next = bars.get(k + 1).map_or(label + width, |n| label + n.from_ms as f64 * scale);
+            let (after, before) = (next - x - bar - 4.0, x - last_end - 4.0);
+            let (text_x, anchor, room) = if bar >= 7.0 * chars + 6.0 {
+                (x + 3.0, "start", bar - 6.0)
+            } else if after >= 7.0 * chars || after >= before {
+                (x + bar + 2.0, "start", after)
+            } else {
+                (x - 2.0, "end", before)
+            };
+            if let Some(shown) = fit_label(task, room) {
+                svg.push_str(&format!(
+                    "  <text class=\"bar-label\" x=\"{text_x:.1}\" y=\"{:.1}\" text-anchor=\"{anchor}\" data-task=\"{}\">{}</text>\n",
+                    y + 16.0,
+                    escape(task),
+                    escape(&shown)
+                ));
+            }
+            last_end = x + bar;
         }
         svg.push_str("</g>\n");
     }
@@ -1053,6 +1082,19 @@ fn timeline_svg(timeline: &[Bar], workers: &[&str]) -> String {
         end_ms as f64 / 1000.0
     ));
     svg
+}
+
+/// `task` cut to what `room` pixels hold (about 7 a character), with an
+/// ellipsis when cut; `None` when not even one character and the ellipsis fit.
+fn fit_label(task: &str, room: f64) -> Option<String> {
+    let fits = (room / 7.0).floor().max(0.0) as usize;
+    if task.chars().count() <= fits {
+        Some(task.to_owned())
+    } else if fits >= 2 {
+        Some(task.chars().take(fits - 1).chain(['…']).collect())
+    } else {
+        None
+    }
 }
 
 #[cfg(test)]
@@ -1251,5 +1293,29 @@ mod tests {
         assert!(text.starts_with("0 tasks, 3 attempts, 0 rejections, 0 lease expiries;"), "{text}");
         assert!(text.contains("  this run took 1.5s\n"), "{text}");
         assert_eq!(text.replace("  this run took 1.5s\n", ""), render(&serde_json::to_value(&m).unwrap()));
+    }
+
+    #[test]
+    fn each_bar_is_labelled_with_its_task_and_an_attempt_of_no_length_is_drawn() {
+        // w1: `a` from 0 to 4 s, then at 10 s `b` granted and rejected in the same millisecond.
+        let events = [
+            at(0, "assigned", Some(1)),
+            at(4_000, "accepted", Some(1)),
+            StoredEvent { task: Some("b".to_owned()), ..at(10_000, "assigned", Some(1)) },
+            StoredEvent { task: Some("b".to_owned()), ..at(10_000, "rejected", Some(1)) },
+        ];
+        let svg = recent_timeline(&events, 1_000);
+        assert!(
+            svg.contains(
+                "<text class=\"bar-label\" x=\"143.0\" y=\"16.0\" text-anchor=\"start\" data-task=\"a\">a</text>"
+            ),
+            "{svg}"
+        );
+        let b = svg.lines().find(|l| l.contains("<rect") && l.contains("data-task=\"b\"")).expect("b's bar");
+        assert!(b.contains("width=\"3.0\""), "a bar of no length is drawn 3 px wide: {b}");
+        assert!(
+            svg.contains("text-anchor=\"end\" data-task=\"b\">b</text>"),
+            "and labelled before it, at the end: {svg}"
+        );
     }
 }
