@@ -1,17 +1,20 @@
 //! What a run's event log measures, and how it is drawn: the figures of
-//! `mcc report` (as text, or one HTML page with a timeline) and the recent
-//! timeline the live page shows. Everything is read from `.mcc/state.db`,
-//! with or without a running hub.
+//! `mcc report` per run (as text, JSON, or one HTML page with a timeline,
+//! a per-task table and the questions), a task's history for `mcc tasks
+//! show`, and the recent timeline the live page shows. Everything is read
+//! from `.mcc/state.db`, with or without a running hub.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt::Write as _;
 use std::path::Path;
 
-use serde_json::{Value, json};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
 
 use crate::event::EventKind;
 use crate::scheduler::{Task, TaskState};
-use crate::store::{Store, StoredEvent};
+use crate::store::{Store, StoredEvent, StoredRun, ValidationRecord};
+use crate::wire::views::{AttemptView, QuestionView, TaskHistory, ValidationView};
 
 /// One grant of a task to a worker, from `assigned` to what ended it.
 struct Attempt {
@@ -22,14 +25,45 @@ struct Attempt {
     to_ms: Option<i64>,
     /// The last word on it; running while open.
     verdict: Verdict,
+    /// Why it was rejected, given up, or failed.
+    reasons: Vec<String>,
+    /// The files its report named.
+    files: Vec<String>,
 }
 
 impl Attempt {
     /// The attempt as one bar of a timeline ([`timeline_svg`] reads it):
     /// `span` in ms, drawn from `origin`.
-    fn bar(&self, origin: i64, span: (i64, i64), phase: Option<&str>) -> Value {
-        json!({"task": self.task, "attempt": self.number, "worker": self.worker, "phase": phase,
-               "fromMs": span.0 - origin, "toMs": span.1 - origin, "verdict": self.verdict.name()})
+    fn bar(&self, origin: i64, span: (i64, i64), phase: Option<&str>) -> Bar {
+        Bar {
+            task: self.task.clone(),
+            attempt: self.number,
+            worker: self.worker.clone(),
+            phase: phase.map(str::to_owned),
+            from_ms: span.0 - origin,
+            to_ms: span.1 - origin,
+            verdict: self.verdict.name().to_owned(),
+        }
+    }
+
+    /// The attempt as `mcc tasks show` and the report's table show it, with its validation if one ran.
+    fn view(&self, validations: &HashMap<(String, u32), ValidationRecord>) -> AttemptView {
+        AttemptView {
+            attempt: self.number,
+            worker: self.worker.clone(),
+            started_ms: self.from_ms,
+            ended_ms: self.to_ms,
+            verdict: self.verdict.name().to_owned(),
+            reasons: self.reasons.clone(),
+            files: self.files.clone(),
+            validation: validations.get(&(self.task.clone(), self.number)).map(|v| ValidationView {
+                command: v.command.clone(),
+                exit_code: v.exit_code,
+                timed_out: v.timed_out,
+                stdout_tail: v.stdout_tail.clone(),
+                stderr_tail: v.stderr_tail.clone(),
+            }),
+        }
     }
 }
 
@@ -158,6 +192,8 @@ fn attempts_of(events: &[StoredEvent]) -> Vec<Attempt> {
                     from_ms: e.at_ms,
                     to_ms: None,
                     verdict: Verdict::Running,
+                    reasons: Vec::new(),
+                    files: Vec::new(),
                 });
             }
             Step::Ends(verdict) => {
@@ -174,6 +210,10 @@ fn attempts_of(events: &[StoredEvent]) -> Vec<Attempt> {
                     let a = &mut attempts[i];
                     a.to_ms.get_or_insert(e.at_ms);
                     a.verdict = verdict;
+                    a.reasons.extend(reasons_of(e));
+                    if let Some(files) = e.detail["deliverables"].as_array() {
+                        a.files = files.iter().filter_map(Value::as_str).map(str::to_owned).collect();
+                    }
                     if verdict != Verdict::Submitted {
                         open.remove(&(a.task.clone(), a.number));
                     }
@@ -183,6 +223,22 @@ fn attempts_of(events: &[StoredEvent]) -> Vec<Attempt> {
         }
     }
     attempts
+}
+
+/// What an ending event says of why: a rejection's reasons, a worker's
+/// reason for giving up, why a task failed, an expired lease.
+fn reasons_of(e: &StoredEvent) -> Vec<String> {
+    match e.kind {
+        EventKind::Rejected => e.detail["reasons"]
+            .as_array()
+            .map(|r| r.iter().filter_map(Value::as_str).map(str::to_owned).collect())
+            .unwrap_or_default(),
+        EventKind::FailedAttempt | EventKind::Failed => {
+            e.detail["reason"].as_str().map(str::to_owned).into_iter().collect()
+        }
+        EventKind::Expired => vec!["its lease ran out".to_owned()],
+        _ => Vec::new(),
+    }
 }
 
 /// Events the live page's timeline reads at most: its cost stays the same
@@ -207,14 +263,9 @@ fn recent_timeline(events: &[StoredEvent], most: usize) -> String {
     let drawn = &attempts[left_out..];
     let now_ms = events.last().map_or(0, |e| e.at_ms);
     let start = drawn.iter().map(|a| a.from_ms).min().unwrap_or(now_ms);
-    let mut workers: BTreeMap<&str, usize> = BTreeMap::new();
-    for a in drawn {
-        *workers.entry(a.worker.as_str()).or_default() += 1;
-    }
-    let timeline: Vec<Value> =
-        drawn.iter().map(|a| a.bar(start, (a.from_ms, a.to_ms.unwrap_or(now_ms)), None)).collect();
-    let workers: Vec<Value> = workers.iter().map(|(name, n)| json!({"name": name, "attempts": n})).collect();
-    let svg = timeline_svg(&json!({"timeline": timeline, "workers": workers}));
+    let workers: BTreeSet<&str> = drawn.iter().map(|a| a.worker.as_str()).collect();
+    let timeline: Vec<Bar> = drawn.iter().map(|a| a.bar(start, (a.from_ms, a.to_ms.unwrap_or(now_ms)), None)).collect();
+    let svg = timeline_svg(&timeline, &workers.into_iter().collect::<Vec<_>>());
     if left_out == 0 && events.len() < RECENT_EVENTS {
         return svg;
     }
@@ -226,17 +277,272 @@ fn recent_timeline(events: &[StoredEvent], most: usize) -> String {
     format!("<p class=\"muted\">{shown}; every attempt: <code>mcc report --html FILE</code></p>\n{svg}")
 }
 
-/// Everything measured from the store of the project at `root`: every
-/// figure comes from the event log, and says in its `measuredFrom` how.
-pub fn metrics(root: &Path) -> Result<Value, String> {
-    let store = Store::open(crate::layout::Layout::of_root(root).dir()).map_err(|e| e.to_string())?;
-    let (tasks, _) = store.load().map_err(|e| e.to_string())?;
-    let events = store.events().map_err(|e| e.to_string())?;
-    Ok(measure(&tasks, &events))
+/// Which runs a report covers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Runs {
+    /// The newest run (the default).
+    Latest,
+    /// One run by its id.
+    One(i64),
+    /// Every run, each measured on its own.
+    All,
 }
 
-/// The figures of [`metrics`] from the tasks as they stand and the event log, oldest first.
-fn measure(tasks: &[Task], events: &[StoredEvent]) -> Value {
+/// The run a report measures: the project, the workflow, start and end.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct RunHeader {
+    pub id: i64,
+    /// How many runs the store holds.
+    pub of: usize,
+    pub project: String,
+    /// The workflow file, relative to the project when under it; `None` for tasks added by hand.
+    pub workflow: Option<String>,
+    /// RFC 3339, UTC.
+    pub started_at: String,
+    /// When it finished or another workflow replaced it; `None` while it may go on.
+    pub ended_at: Option<String>,
+    /// The run's last event, RFC 3339.
+    pub last_event_at: Option<String>,
+}
+
+/// A phase's figures.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct PhaseFigures {
+    pub name: String,
+    pub tasks: usize,
+    pub accepted: usize,
+    pub attempts: usize,
+    pub seconds: f64,
+    pub span_seconds: f64,
+}
+
+/// A worker's figures.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct WorkerFigures {
+    pub name: String,
+    pub attempts: usize,
+    pub accepted: usize,
+    pub rejections: usize,
+    pub busy_seconds: f64,
+}
+
+/// The scores workers reported of their own context.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ContextEfficiency {
+    pub mean: Option<f64>,
+    pub min: Option<u64>,
+    pub reports: usize,
+}
+
+/// One bar of a timeline: an attempt, in ms from the timeline's origin.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct Bar {
+    pub task: String,
+    pub attempt: u32,
+    pub worker: String,
+    pub phase: Option<String>,
+    pub from_ms: i64,
+    pub to_ms: i64,
+    pub verdict: String,
+}
+
+/// A task of the run with every attempt: the report's per-task table.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct TaskRow {
+    pub id: String,
+    pub phase: Option<String>,
+    pub state: String,
+    pub attempts: Vec<AttemptView>,
+}
+
+/// A question of the run, with the task it was asked on.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct QuestionRow {
+    pub task: String,
+    #[serde(flatten)]
+    pub question: QuestionView,
+}
+
+/// Everything `mcc report` measures of one run; `--json` prints it.
+/// Field order is the JSON's.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct Metrics {
+    /// Which run this is; `None` when the store holds none yet.
+    pub run: Option<RunHeader>,
+    pub tasks: usize,
+    pub by_state: BTreeMap<String, usize>,
+    pub attempts: usize,
+    pub attempts_per_task: Option<f64>,
+    pub rejections: u64,
+    pub lease_expiries: u64,
+    pub seconds: f64,
+    pub phases: Vec<PhaseFigures>,
+    pub workers: Vec<WorkerFigures>,
+    pub workers_used: usize,
+    pub automation_rate: Option<f64>,
+    pub accepted: usize,
+    pub accepted_without_engineer: usize,
+    pub engineer_prompts: u64,
+    pub prompts_per_task: Option<f64>,
+    pub context_efficiency: ContextEfficiency,
+    pub serial_seconds: f64,
+    pub parallel_seconds: f64,
+    pub parallel_speedup: Option<f64>,
+    pub timeline: Vec<Bar>,
+    /// Every task of the run, attempt by attempt.
+    pub per_task: Vec<TaskRow>,
+    /// Every question asked in the run, with its answer.
+    pub questions: Vec<QuestionRow>,
+    pub measured_from: BTreeMap<String, String>,
+    /// Set by `mcc run` for its summary: the wall time it watched.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub run_seconds: Option<f64>,
+}
+
+/// The newest run's figures from the store of the project at `root`, as
+/// JSON (what `mcc run` prints and adds to).
+pub fn metrics(root: &Path) -> Result<Value, String> {
+    let measured = measure_runs(root, Runs::Latest)?;
+    let latest = measured.into_iter().next().unwrap_or_default();
+    serde_json::to_value(latest).map_err(|e| format!("the report cannot be written as JSON: {e}"))
+}
+
+/// Everything measured from the store of the project at `root`, per run
+/// asked for: every figure comes from that run's events, and says in its
+/// `measuredFrom` how. A store with no run yet gives one empty report.
+pub fn measure_runs(root: &Path, runs: Runs) -> Result<Vec<Metrics>, String> {
+    let store = Store::open(crate::layout::Layout::of_root(root).dir()).map_err(|e| e.to_string())?;
+    let stored = store.runs().map_err(|e| e.to_string())?;
+    let chosen: Vec<&StoredRun> = match runs {
+        Runs::Latest => stored.last().into_iter().collect(),
+        Runs::All => stored.iter().collect(),
+        Runs::One(id) => {
+            let Some(run) = stored.iter().find(|r| r.id == id) else {
+                let known: Vec<String> = stored.iter().map(|r| r.id.to_string()).collect();
+                return Err(format!(
+                    "no run {id} in this project's store; its runs: {} (`mcc report --all` shows each)",
+                    if known.is_empty() { "none yet".to_owned() } else { known.join(", ") }
+                ));
+            };
+            vec![run]
+        }
+    };
+    if chosen.is_empty() {
+        return Ok(vec![measure(&[], &[], &HashMap::new(), None)]);
+    }
+    let (tasks, _) = store.load().map_err(|e| e.to_string())?;
+    let task_runs = store.task_runs().map_err(|e| e.to_string())?;
+    let mut out = Vec::with_capacity(chosen.len());
+    for run in chosen {
+        let events = store.run_events(run.id).map_err(|e| e.to_string())?;
+        let mine: Vec<Task> = tasks.iter().filter(|t| task_runs.get(&t.spec.id) == Some(&run.id)).cloned().collect();
+        let mut validations = HashMap::new();
+        for t in &mine {
+            for v in store.validations(&t.spec.id).map_err(|e| e.to_string())? {
+                validations.insert((v.task.clone(), v.attempt), v);
+            }
+        }
+        let header = header(root, run, stored.len(), &events);
+        out.push(measure(&mine, &events, &validations, Some(header)));
+    }
+    Ok(out)
+}
+
+fn rfc3339(ms: i64) -> String {
+    let at = std::time::UNIX_EPOCH + std::time::Duration::from_millis(u64::try_from(ms).unwrap_or(0));
+    humantime::format_rfc3339_seconds(at).to_string()
+}
+
+fn header(root: &Path, run: &StoredRun, of: usize, events: &[StoredEvent]) -> RunHeader {
+    let canonical = std::fs::canonicalize(root).unwrap_or_else(|_| root.to_owned());
+    let workflow = run.workflow.as_deref().map(|w| {
+        let path = Path::new(w);
+        let relative = path.strip_prefix(root).or_else(|_| path.strip_prefix(&canonical));
+        relative.unwrap_or(path).display().to_string()
+    });
+    RunHeader {
+        id: run.id,
+        of,
+        project: root.display().to_string(),
+        workflow,
+        started_at: rfc3339(run.started_ms),
+        ended_at: run.ended_ms.map(rfc3339),
+        last_event_at: events.last().map(|e| rfc3339(e.at_ms)),
+    }
+}
+
+/// The history of task `id` from the store of the project at `root`, read
+/// only: `None` when the project has no store or the store no such task.
+pub fn task_history(root: &Path, id: &str) -> Result<Option<TaskHistory>, String> {
+    task_history_in(crate::layout::Layout::of_root(root).dir(), id)
+}
+
+/// [`task_history`] from the store in the state folder `dir` (a hub's `show_task`).
+pub fn task_history_in(dir: &Path, id: &str) -> Result<Option<TaskHistory>, String> {
+    if !crate::layout::Layout::at(dir).state_db().is_file() {
+        return Ok(None);
+    }
+    let store = Store::open_read_only(dir).map_err(|e| e.to_string())?;
+    let run = store.task_runs().map_err(|e| e.to_string())?.get(id).copied();
+    let events = store.task_events(id).map_err(|e| e.to_string())?;
+    if run.is_none() && events.is_empty() {
+        return Ok(None);
+    }
+    let validations: HashMap<(String, u32), ValidationRecord> = store
+        .validations(id)
+        .map_err(|e| e.to_string())?
+        .into_iter()
+        .map(|v| ((v.task.clone(), v.attempt), v))
+        .collect();
+    let attempts = attempts_of(&events).iter().map(|a| a.view(&validations)).collect();
+    let questions = questions_of(&events).into_iter().map(|q| q.question).collect();
+    Ok(Some(TaskHistory { run, attempts, questions }))
+}
+
+/// Every question the events show, with its answer once given.
+fn questions_of(events: &[StoredEvent]) -> Vec<QuestionRow> {
+    let mut out: Vec<QuestionRow> = Vec::new();
+    for e in events {
+        let task = e.task.clone().unwrap_or_default();
+        match e.kind {
+            EventKind::Blocked => out.push(QuestionRow {
+                task,
+                question: QuestionView {
+                    attempt: e.attempt,
+                    worker: e.worker.clone(),
+                    asked_ms: e.at_ms,
+                    question: e.detail["question"].as_str().unwrap_or_default().to_owned(),
+                    answer: None,
+                    answered_ms: None,
+                },
+            }),
+            EventKind::Answered => {
+                if let Some(q) = out.iter_mut().rev().find(|q| q.task == task && q.question.answer.is_none()) {
+                    q.question.answer = e.detail["answer"].as_str().map(str::to_owned);
+                    q.question.answered_ms = Some(e.at_ms);
+                }
+            }
+            _ => {}
+        }
+    }
+    out
+}
+
+/// The figures of [`measure_runs`] from a run's tasks as they stand and its event log, oldest first.
+fn measure(
+    tasks: &[Task],
+    events: &[StoredEvent],
+    validations: &HashMap<(String, u32), ValidationRecord>,
+    run: Option<RunHeader>,
+) -> Metrics {
     let phase_of: BTreeMap<&str, &str> = tasks.iter().map(|t| (t.spec.id.as_str(), t.phase().unwrap_or("-"))).collect();
     let attempts = attempts_of(events);
     let mut engineer: BTreeMap<&str, u64> = BTreeMap::new();
@@ -275,7 +581,7 @@ fn measure(tasks: &[Task], events: &[StoredEvent]) -> Value {
     let parallel_ms = covered(spans.clone());
     let span_ms = if last > first { last - first } else { 0 };
 
-    let mut phases: Vec<Value> = Vec::new();
+    let mut phases = Vec::new();
     let mut seen: BTreeSet<&str> = BTreeSet::new();
     for t in tasks {
         let name = t.phase().unwrap_or("-");
@@ -292,18 +598,18 @@ fn measure(tasks: &[Task], events: &[StoredEvent]) -> Value {
             .collect();
         let from = mine.iter().map(|s| s.0).min().unwrap_or(0);
         let to = mine.iter().map(|s| s.1).max().unwrap_or(0);
-        phases.push(json!({
-            "name": name,
-            "tasks": of_phase.len(),
-            "accepted": accepted,
-            "attempts": mine.len(),
-            "seconds": covered(mine) as f64 / 1000.0,
-            "spanSeconds": (to - from) as f64 / 1000.0,
-        }));
+        phases.push(PhaseFigures {
+            name: name.to_owned(),
+            tasks: of_phase.len(),
+            accepted,
+            attempts: mine.len(),
+            seconds: covered(mine) as f64 / 1000.0,
+            span_seconds: (to - from) as f64 / 1000.0,
+        });
     }
-    let by_state: BTreeMap<&str, usize> = TaskState::ALL
+    let by_state: BTreeMap<String, usize> = TaskState::ALL
         .iter()
-        .map(|s| (s.name(), tasks.iter().filter(|t| t.state() == *s).count()))
+        .map(|s| (s.name().to_owned(), tasks.iter().filter(|t| t.state() == *s).count()))
         .filter(|(_, n)| *n > 0)
         .collect();
     let accepted: Vec<&str> =
@@ -313,147 +619,251 @@ fn measure(tasks: &[Task], events: &[StoredEvent]) -> Value {
     let prompts: u64 = engineer.values().sum();
     let mean_score = (!scores.is_empty()).then(|| scores.iter().sum::<u64>() as f64 / scores.len() as f64);
     let workers_used: BTreeSet<&str> = attempts.iter().map(|a| a.worker.as_str()).collect();
-    let workers: Vec<Value> = joined
+    let workers = joined
         .iter()
         .map(|name| {
             let mine: Vec<(&Attempt, &(i64, i64))> =
                 attempts.iter().zip(&spans).filter(|(a, _)| &a.worker == name).collect();
-            json!({
-                "name": name,
-                "attempts": mine.len(),
-                "accepted": mine.iter().filter(|(a, _)| a.verdict == Verdict::Accepted).count(),
-                "rejections": mine.iter().filter(|(a, _)| a.verdict == Verdict::Rejected).count(),
-                "busySeconds": mine.iter().map(|(_, (f, t))| t - f).sum::<i64>() as f64 / 1000.0,
-            })
+            WorkerFigures {
+                name: name.clone(),
+                attempts: mine.len(),
+                accepted: mine.iter().filter(|(a, _)| a.verdict == Verdict::Accepted).count(),
+                rejections: mine.iter().filter(|(a, _)| a.verdict == Verdict::Rejected).count(),
+                busy_seconds: mine.iter().map(|(_, (f, t))| t - f).sum::<i64>() as f64 / 1000.0,
+            }
         })
         .collect();
-    let timeline: Vec<Value> = attempts
+    let timeline = attempts
         .iter()
         .zip(&spans)
         .map(|(a, span)| a.bar(first, *span, phase_of.get(a.task.as_str()).copied()))
         .collect();
-    let per_task = |n: f64| (!tasks.is_empty()).then(|| n / tasks.len() as f64);
-    json!({
-        "tasks": tasks.len(),
-        "byState": by_state,
-        "attempts": attempts.len(),
-        "attemptsPerTask": per_task(attempts.len() as f64),
-        "rejections": rejections,
-        "leaseExpiries": expiries,
-        "seconds": span_ms as f64 / 1000.0,
-        "phases": phases,
-        "workers": workers,
-        "workersUsed": workers_used.len(),
-        "automationRate": automation,
-        "accepted": accepted.len(),
-        "acceptedWithoutEngineer": untouched,
-        "engineerPrompts": prompts,
-        "promptsPerTask": per_task(prompts as f64),
-        "contextEfficiency": {"mean": mean_score, "min": scores.iter().min(), "reports": scores.len()},
-        "serialSeconds": serial_ms as f64 / 1000.0,
-        "parallelSeconds": parallel_ms as f64 / 1000.0,
-        "parallelSpeedup": (parallel_ms > 0).then(|| serial_ms as f64 / parallel_ms as f64),
-        "timeline": timeline,
-        "measuredFrom": {
-            "seconds": "first to last event in .mcc/state.db",
-            "phases.seconds": "time with at least one attempt of the phase running (a stopped hub does not count)",
-            "automationRate": "accepted tasks with no answer, retry or cancel by the engineer / accepted tasks",
-            "engineerPrompts": "answers, retries and cancels by the engineer",
-            "parallelSpeedup": "sum of attempt times (assigned to report), which one worker would need in a row / time with at least one attempt running",
-            "busySeconds": "sum of the worker's attempt times, assigned to report",
-            "contextEfficiency": "scores the workers reported",
-        },
-    })
-}
-
-fn plural(n: &Value, word: &str) -> String {
-    let k = n.as_u64().unwrap_or(0);
-    format!("{k} {word}{}", if k == 1 { "" } else { "s" })
-}
-
-/// The report as text: each figure with what it is measured from.
-pub fn render(m: &Value) -> String {
-    let f = |v: &Value| v.as_f64().unwrap_or(0.0);
-    let mut out = format!(
-        "{} tasks, {} attempts, {} rejections, {} lease expiries; the event log spans {:.1}s\n",
-        m["tasks"],
-        m["attempts"],
-        m["rejections"],
-        m["leaseExpiries"],
-        f(&m["seconds"])
-    );
-    if let Some(run) = m["runSeconds"].as_f64() {
-        out.push_str(&format!("  this run took {run:.1}s\n"));
-    }
-    let states: Vec<String> = m["byState"].as_object().into_iter().flatten().map(|(k, v)| format!("{v} {k}")).collect();
-    out.push_str(&format!("  tasks: {}\n", if states.is_empty() { "none yet".to_owned() } else { states.join(", ") }));
-    for p in m["phases"].as_array().into_iter().flatten() {
-        out.push_str(&format!(
-            "  phase {:<14} {}/{} accepted, {} in {:.1}s of work (first grant to last report {:.1}s)\n",
-            p["name"].as_str().unwrap_or("-"),
-            p["accepted"],
-            p["tasks"],
-            plural(&p["attempts"], "attempt"),
-            f(&p["seconds"]),
-            f(&p["spanSeconds"])
-        ));
-    }
-    for w in m["workers"].as_array().into_iter().flatten() {
-        let busy = if w["attempts"] == 0 {
-            "no attempt yet".to_owned()
-        } else {
-            format!("busy {:.1}s over {}", f(&w["busySeconds"]), plural(&w["attempts"], "attempt"))
-        };
-        out.push_str(&format!(
-            "  worker {:<13} {} accepted, {} rejected, {busy}\n",
-            w["name"].as_str().unwrap_or("-"),
-            w["accepted"],
-            w["rejections"],
-        ));
-    }
-    let automation = match m["automationRate"].as_f64() {
-        Some(rate) => format!(
-            "{:.0}% (target 80% or more): {} of {} accepted tasks needed no engineer",
-            rate * 100.0,
-            m["acceptedWithoutEngineer"],
-            m["accepted"]
+    let per_task = tasks
+        .iter()
+        .map(|t| TaskRow {
+            id: t.spec.id.clone(),
+            phase: t.phase().map(str::to_owned),
+            state: t.state().name().to_owned(),
+            attempts: attempts.iter().filter(|a| a.task == t.spec.id).map(|a| a.view(validations)).collect(),
+        })
+        .collect();
+    let per_task_of = |n: f64| (!tasks.is_empty()).then(|| n / tasks.len() as f64);
+    let measured_from = [
+        ("seconds", "first to last event of the run in .mcc/state.db"),
+        ("phases.seconds", "time with at least one attempt of the phase running (a stopped hub does not count)"),
+        ("automationRate", "accepted tasks with no answer, retry or cancel by the engineer / accepted tasks"),
+        ("engineerPrompts", "answers, retries and cancels by the engineer"),
+        (
+            "parallelSpeedup",
+            "sum of attempt times (assigned to report), which one worker would need in a row / time with at least one attempt running",
         ),
-        None => "n/a: no task accepted yet".to_owned(),
-    };
-    out.push_str(&format!("  automation rate {automation}\n"));
-    out.push_str(&format!(
-        "  engineer prompts {} ({} per task): answers, retries and cancels\n",
-        m["engineerPrompts"],
-        m["promptsPerTask"].as_f64().map_or_else(|| "n/a".to_owned(), |p| format!("{p:.2}"))
-    ));
-    if let Some(per) = m["attemptsPerTask"].as_f64() {
-        out.push_str(&format!("  attempts per task {per:.2}\n"));
+        ("busySeconds", "sum of the worker's attempt times, assigned to report"),
+        ("contextEfficiency", "scores the workers reported"),
+        ("perTask", "each task the run created, with every attempt, its verdict and reasons, from the event log"),
+    ];
+    Metrics {
+        run,
+        tasks: tasks.len(),
+        by_state,
+        attempts: attempts.len(),
+        attempts_per_task: per_task_of(attempts.len() as f64),
+        rejections,
+        lease_expiries: expiries,
+        seconds: span_ms as f64 / 1000.0,
+        phases,
+        workers,
+        workers_used: workers_used.len(),
+        automation_rate: automation,
+        accepted: accepted.len(),
+        accepted_without_engineer: untouched,
+        engineer_prompts: prompts,
+        prompts_per_task: per_task_of(prompts as f64),
+        context_efficiency: ContextEfficiency {
+            mean: mean_score,
+            min: scores.iter().min().copied(),
+            reports: scores.len(),
+        },
+        serial_seconds: serial_ms as f64 / 1000.0,
+        parallel_seconds: parallel_ms as f64 / 1000.0,
+        parallel_speedup: (parallel_ms > 0).then(|| serial_ms as f64 / parallel_ms as f64),
+        timeline,
+        per_task,
+        questions: questions_of(events),
+        measured_from: measured_from.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect(),
+        run_seconds: None,
     }
-    let context = &m["contextEfficiency"];
-    if context["reports"].as_u64().unwrap_or(0) == 0 {
-        out.push_str("  context efficiency n/a: no worker reported a score\n");
+}
+
+/// `n word`, with an `s` unless n is 1 (`plural(1, "rejection", "rejections")`).
+fn plural(n: impl Into<u64>, one: &str, many: &str) -> String {
+    let n = n.into();
+    format!("{n} {}", if n == 1 { one } else { many })
+}
+
+fn count(n: usize) -> u64 {
+    n as u64
+}
+
+/// The report's figures as text, each with what it is measured from: what
+/// `mcc run` prints at the end (it adds `runSeconds`); fields it lacks read as empty.
+pub fn render(m: &Value) -> String {
+    match Metrics::deserialize(m) {
+        Ok(metrics) => metrics.figures_text(),
+        Err(e) => format!("the figures cannot be read back ({e}); `mcc report --json` prints them\n"),
+    }
+}
+
+/// The first line of `text`, at most `max` characters.
+fn first_line(text: &str, max: usize) -> String {
+    let line = text.lines().find(|l| !l.trim().is_empty()).unwrap_or_default().trim();
+    if line.chars().count() > max {
+        format!("{}…", line.chars().take(max - 1).collect::<String>())
     } else {
-        out.push_str(&format!(
-            "  context efficiency mean {:.1} min {} over {} recorded scores (target 4 or more)\n",
-            f(&context["mean"]),
-            context["min"],
-            context["reports"]
-        ));
+        line.to_owned()
     }
-    let used = m["workersUsed"].as_u64().unwrap_or(0);
-    match m["parallelSpeedup"].as_f64() {
-        None => out.push_str("  parallel speedup n/a: no attempt was timed\n"),
-        Some(x) => {
-            let target = if used > 1 { " (target 2-3x)" } else { " (one worker: nothing ran in parallel)" };
-            out.push_str(&format!(
-                "  parallel speedup {x:.1}x{target}: {:.1}s of attempts done in {:.1}s by {used} worker{}\n",
-                f(&m["serialSeconds"]),
-                f(&m["parallelSeconds"]),
-                if used == 1 { "" } else { "s" }
-            ));
+}
+
+/// Per-task rows the text report prints at most (`--json` has every one).
+const TEXT_ROWS: usize = 200;
+
+impl Metrics {
+    /// The whole report as text: which run, the figures, the per-task
+    /// table, the questions (`mcc report`).
+    pub fn text(&self) -> String {
+        let mut out = String::new();
+        if let Some(run) = &self.run {
+            let workflow = run.workflow.as_deref().unwrap_or("no workflow (tasks added by hand)");
+            let _ = writeln!(out, "run {} of {} · project {} · workflow {workflow}", run.id, run.of, run.project);
+            let end = match (&run.ended_at, &run.last_event_at) {
+                (Some(end), _) => format!("ended {end}"),
+                (None, Some(last)) => format!("not ended; last event {last}"),
+                (None, None) => "not ended".to_owned(),
+            };
+            let _ = writeln!(out, "  started {} · {end}", run.started_at);
         }
+        out.push_str(&self.figures_text());
+        if !self.per_task.is_empty() {
+            out.push_str("tasks (attempt: worker, verdict, reasons):\n");
+        }
+        for row in self.per_task.iter().take(TEXT_ROWS) {
+            let phase = row.phase.as_deref().map(|p| format!(" (phase {p})")).unwrap_or_default();
+            let _ = writeln!(
+                out,
+                "  {}{phase}: {}, {}",
+                row.id,
+                row.state,
+                plural(count(row.attempts.len()), "attempt", "attempts")
+            );
+            for a in &row.attempts {
+                let reasons = if a.reasons.is_empty() {
+                    String::new()
+                } else {
+                    format!(": {}", a.reasons.iter().map(|r| first_line(r, 160)).collect::<Vec<_>>().join("; "))
+                };
+                let _ = writeln!(out, "    {}: {}, {}{reasons}", a.attempt, a.worker, a.verdict);
+            }
+        }
+        if self.per_task.len() > TEXT_ROWS {
+            let _ =
+                writeln!(out, "  … {} more tasks: `mcc report --json` has every one", self.per_task.len() - TEXT_ROWS);
+        }
+        if !self.questions.is_empty() {
+            out.push_str("questions:\n");
+        }
+        for q in &self.questions {
+            let by = q.question.worker.as_deref().map(|w| format!(" ({w})")).unwrap_or_default();
+            let answer = q
+                .question
+                .answer
+                .as_deref()
+                .map_or_else(|| format!("not answered: mcc answer {} \"...\"", q.task), |a| format!("answer: {a}"));
+            let _ = writeln!(out, "  {}{by}: {} → {answer}", q.task, q.question.question);
+        }
+        out
     }
-    out
+
+    /// The figures, each with what it is measured from.
+    fn figures_text(&self) -> String {
+        let mut out = format!(
+            "{}, {}, {}, {}; the event log spans {:.1}s\n",
+            plural(count(self.tasks), "task", "tasks"),
+            plural(count(self.attempts), "attempt", "attempts"),
+            plural(self.rejections, "rejection", "rejections"),
+            plural(self.lease_expiries, "lease expiry", "lease expiries"),
+            self.seconds
+        );
+        if let Some(run) = self.run_seconds {
+            let _ = writeln!(out, "  this run took {run:.1}s");
+        }
+        let states: Vec<String> = self.by_state.iter().map(|(k, v)| format!("{v} {k}")).collect();
+        let _ = writeln!(out, "  tasks: {}", if states.is_empty() { "none yet".to_owned() } else { states.join(", ") });
+        for p in &self.phases {
+            let _ = writeln!(
+                out,
+                "  phase {:<14} {}/{} accepted, {} in {:.1}s of work (first grant to last report {:.1}s)",
+                p.name,
+                p.accepted,
+                p.tasks,
+                plural(count(p.attempts), "attempt", "attempts"),
+                p.seconds,
+                p.span_seconds
+            );
+        }
+        for w in &self.workers {
+            let busy = if w.attempts == 0 {
+                "no attempt yet".to_owned()
+            } else {
+                format!("busy {:.1}s over {}", w.busy_seconds, plural(count(w.attempts), "attempt", "attempts"))
+            };
+            let _ = writeln!(out, "  worker {:<13} {} accepted, {} rejected, {busy}", w.name, w.accepted, w.rejections);
+        }
+        let automation = match self.automation_rate {
+            Some(rate) => format!(
+                "{:.0}% (target 80% or more): {} of {} accepted tasks needed no engineer",
+                rate * 100.0,
+                self.accepted_without_engineer,
+                self.accepted
+            ),
+            None => "n/a: no task accepted yet".to_owned(),
+        };
+        let _ = writeln!(out, "  automation rate {automation}");
+        let _ = writeln!(
+            out,
+            "  engineer prompts {} ({} per task): answers, retries and cancels",
+            self.engineer_prompts,
+            self.prompts_per_task.map_or_else(|| "n/a".to_owned(), |p| format!("{p:.2}"))
+        );
+        if let Some(per) = self.attempts_per_task {
+            let _ = writeln!(out, "  attempts per task {per:.2}");
+        }
+        let context = &self.context_efficiency;
+        if context.reports == 0 {
+            out.push_str("  context efficiency n/a: no worker reported a score\n");
+        } else {
+            let _ = writeln!(
+                out,
+                "  context efficiency mean {:.1} min {} over {} recorded scores (target 4 or more)",
+                context.mean.unwrap_or(0.0),
+                context.min.unwrap_or(0),
+                context.reports
+            );
+        }
+        let used = self.workers_used;
+        match self.parallel_speedup {
+            None => out.push_str("  parallel speedup n/a: no attempt was timed\n"),
+            Some(x) => {
+                let target = if used > 1 { " (target 2-3x)" } else { " (one worker: nothing ran in parallel)" };
+                let _ = writeln!(
+                    out,
+                    "  parallel speedup {x:.1}x{target}: {:.1}s of attempts done in {:.1}s by {used} worker{}",
+                    self.serial_seconds,
+                    self.parallel_seconds,
+                    if used == 1 { "" } else { "s" }
+                );
+            }
+        }
+        out
+    }
 }
 
 /// `text` safe inside HTML.
@@ -462,43 +872,126 @@ fn escape(text: &str) -> String {
 }
 
 /// The report as one HTML page: no script, no stylesheet or font fetched
-/// from anywhere, so it opens offline and can be mailed or archived.
-pub fn html(m: &Value) -> String {
-    let text = render(m);
-    let svg = timeline_svg(m);
+/// from anywhere, so it opens offline and can be mailed or archived. Each
+/// run asked for is one section: its header, timeline, figures, per-task
+/// table and questions.
+pub fn html(runs: &[Metrics]) -> String {
     let legend = legend_html();
-    let mut measured = String::new();
-    for (k, v) in m["measuredFrom"].as_object().into_iter().flatten() {
-        let _ = write!(measured, "<tr><th>{}</th><td>{}</td></tr>", escape(k), escape(v.as_str().unwrap_or("")));
+    let mut sections = String::new();
+    for m in runs {
+        let _ = write!(sections, "{}", run_html(m, &legend));
     }
+    let mut measured = String::new();
+    for (k, v) in runs.first().map(|m| &m.measured_from).into_iter().flatten() {
+        let _ = write!(measured, "<tr><th>{}</th><td>{}</td></tr>", escape(k), escape(v));
+    }
+    let title = match runs {
+        [one] => one.run.as_ref().map_or_else(
+            || "mcc report".to_owned(),
+            |r| format!("mcc report · {} · run {}", r.workflow.as_deref().unwrap_or("no workflow"), r.id),
+        ),
+        _ => format!("mcc report · {} runs", runs.len()),
+    };
     format!(
         r#"<!doctype html>
 <html lang="en">
 <head>
 <meta charset="utf-8">
-<title>mcc report</title>
+<title>{title}</title>
 <style>
 body {{ font: 14px/1.4 system-ui, sans-serif; margin: 2em; color: #182026; }}
-pre {{ background: #f5f8fa; padding: 1em; }}
+pre {{ background: #f5f8fa; padding: 1em; white-space: pre-wrap; }}
 {TIMELINE_CSS}
 table {{ border-collapse: collapse; }} th, td {{ text-align: left; padding: 2px 10px 2px 0; vertical-align: top; }}
+table.tasks td, table.tasks th {{ border-bottom: 1px solid #e1e8ed; }}
 </style>
 </head>
 <body>
-<h1>mcc report</h1>
-<h2>Timeline</h2>
-<p>One row per worker, one bar per attempt from its grant to its report, coloured by how it ended.</p>
-<p class="legend">{legend}</p>
-{svg}
-<h2>Metrics</h2>
-<pre id="metrics">{}</pre>
-<h2>How each figure is measured</h2>
+<h1>{title}</h1>
+{sections}<h2>How each figure is measured</h2>
 <table>{measured}</table>
 </body>
 </html>
 "#,
-        escape(&text)
+        title = escape(&title)
     )
+}
+
+/// One run's section of the HTML report.
+fn run_html(m: &Metrics, legend: &str) -> String {
+    let mut out = String::new();
+    match &m.run {
+        Some(run) => {
+            let _ = write!(
+                out,
+                "<section class=\"run\" data-run=\"{}\">\n<h2>Run {} of {}</h2>\n<table class=\"header\"><tr><th>project</th><td>{}</td></tr><tr><th>workflow</th><td>{}</td></tr><tr><th>started</th><td>{}</td></tr><tr><th>ended</th><td>{}</td></tr></table>\n",
+                run.id,
+                run.id,
+                run.of,
+                escape(&run.project),
+                escape(run.workflow.as_deref().unwrap_or("no workflow (tasks added by hand)")),
+                escape(&run.started_at),
+                escape(&run.ended_at.clone().unwrap_or_else(|| format!(
+                    "not ended; last event {}",
+                    run.last_event_at.as_deref().unwrap_or("none")
+                ))),
+            );
+        }
+        None => out.push_str("<section class=\"run\">\n<h2>No run yet</h2>\n"),
+    }
+    let workers: Vec<&str> = m.workers.iter().filter(|w| w.attempts > 0).map(|w| w.name.as_str()).collect();
+    let _ = write!(
+        out,
+        "<h3>Timeline</h3>\n<p>One row per worker, one bar per attempt from its grant to its report, coloured by how it ended.</p>\n<p class=\"legend\">{legend}</p>\n{}\n<h3>Metrics</h3>\n<pre class=\"metrics\">{}</pre>\n",
+        timeline_svg(&m.timeline, &workers),
+        escape(&m.figures_text())
+    );
+    if !m.per_task.is_empty() {
+        out.push_str("<h3>Tasks</h3>\n<table class=\"tasks\"><tr><th>task</th><th>phase</th><th>state</th><th>attempt</th><th>worker</th><th>verdict</th><th>reasons</th></tr>\n");
+        for row in &m.per_task {
+            let span = row.attempts.len().max(1);
+            let _ = write!(
+                out,
+                "<tr class=\"task\" data-task=\"{0}\"><td rowspan=\"{span}\">{0}</td><td rowspan=\"{span}\">{1}</td><td rowspan=\"{span}\">{2}</td>",
+                escape(&row.id),
+                escape(row.phase.as_deref().unwrap_or("-")),
+                escape(&row.state)
+            );
+            if row.attempts.is_empty() {
+                out.push_str("<td colspan=\"4\">no attempt</td></tr>\n");
+            }
+            for (i, a) in row.attempts.iter().enumerate() {
+                if i > 0 {
+                    out.push_str("<tr>");
+                }
+                let _ = writeln!(
+                    out,
+                    "<td>{}</td><td>{}</td><td class=\"verdict {2}\">{2}</td><td>{3}</td></tr>",
+                    a.attempt,
+                    escape(&a.worker),
+                    escape(&a.verdict),
+                    a.reasons.iter().map(|r| escape(r)).collect::<Vec<_>>().join("<br>")
+                );
+            }
+        }
+        out.push_str("</table>\n");
+    }
+    if !m.questions.is_empty() {
+        out.push_str("<h3>Questions</h3>\n<table class=\"questions\"><tr><th>task</th><th>worker</th><th>question</th><th>answer</th></tr>\n");
+        for q in &m.questions {
+            let _ = writeln!(
+                out,
+                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                escape(&q.task),
+                escape(q.question.worker.as_deref().unwrap_or("")),
+                escape(&q.question.question),
+                escape(q.question.answer.as_deref().unwrap_or("(not answered)"))
+            );
+        }
+        out.push_str("</table>\n");
+    }
+    out.push_str("</section>\n");
+    out
 }
 
 /// The styles [`timeline_svg`] and [`legend_html`] expect (the report and the live page share them).
@@ -516,18 +1009,10 @@ pub fn legend_html() -> String {
         .join(" ")
 }
 
-/// The timeline of [`metrics`]: one row per worker, one bar per attempt,
+/// A timeline: one row per worker of `workers`, one bar per attempt,
 /// coloured by verdict, as one inline SVG (the report and the live page).
-pub fn timeline_svg(m: &Value) -> String {
-    let timeline = m["timeline"].as_array().cloned().unwrap_or_default();
-    let workers: Vec<String> = m["workers"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter(|w| w["attempts"].as_u64().unwrap_or(0) > 0)
-        .filter_map(|w| w["name"].as_str().map(str::to_owned))
-        .collect();
-    let end_ms = timeline.iter().filter_map(|a| a["toMs"].as_i64()).max().unwrap_or(0).max(1);
+fn timeline_svg(timeline: &[Bar], workers: &[&str]) -> String {
+    let end_ms = timeline.iter().map(|a| a.to_ms).max().unwrap_or(0).max(1);
     let (label, width, row) = (140.0, 860.0, 26.0);
     let scale = width / end_ms as f64;
     let height = row * workers.len() as f64 + 30.0;
@@ -542,15 +1027,15 @@ pub fn timeline_svg(m: &Value) -> String {
             escape(name),
             y + 17.0
         ));
-        let mut bars: Vec<&Value> = timeline.iter().filter(|a| a["worker"].as_str() == Some(name)).collect();
-        bars.sort_by_key(|a| a["fromMs"].as_i64().unwrap_or(0));
+        let mut bars: Vec<&Bar> = timeline.iter().filter(|a| a.worker == *name).collect();
+        bars.sort_by_key(|a| a.from_ms);
         let mut last_end = label;
         for (k, a) in bars.iter().enumerate() {
-            let from = a["fromMs"].as_i64().unwrap_or(0) as f64;
-            let to = a["toMs"].as_i64().unwrap_or(0) as f64;
-            let verdict = a["verdict"].as_str().unwrap_or("running");
+            let from = a.from_ms as f64;
+            let to = a.to_ms as f64;
+            let verdict = a.verdict.as_str();
             let colour = Verdict::ALL.iter().find(|v| v.name() == verdict).map_or("#999", |v| v.colour());
-            let task = a["task"].as_str().unwrap_or("?");
+            let task = a.task.as_str();
             let x = label + from * scale;
             // A pixel's gap keeps back-to-back attempts apart; an attempt of no
             // length still gets a bar wide enough to see.
@@ -561,7 +1046,7 @@ pub fn timeline_svg(m: &Value) -> String {
                 row - 8.0,
                 escape(task),
                 escape(task),
-                a["attempt"],
+                a.attempt,
                 escape(name),
                 (to - from) / 1000.0
             ));
@@ -569,8 +1054,7 @@ pub fn timeline_svg(m: &Value) -> String {
             // room (after it up to the next bar, or before it back to the
             // last), cut to fit.
             let chars = task.chars().count() as f64;
-            let next =
-                bars.get(k + 1).map_or(label + width, |n| label + n["fromMs"].as_i64().unwrap_or(0) as f64 * scale);
+            let next = bars.get(k + 1).map_or(label + width, |n| label + n.from_ms as f64 * scale);
             let (after, before) = (next - x - bar - 4.0, x - last_end - 4.0);
             let (text_x, anchor, room) = if bar >= 7.0 * chars + 6.0 {
                 (x + 3.0, "start", bar - 6.0)
@@ -626,6 +1110,7 @@ mod tests {
             worker: Some(format!("w{}", id % 3)),
             attempt: Some(attempt),
             detail: Value::Null,
+            run: Some(1),
         }
     }
 
@@ -648,6 +1133,7 @@ mod tests {
             worker: Some("w1".to_owned()),
             attempt,
             detail: Value::Null,
+            run: Some(1),
         }
     }
 
@@ -663,7 +1149,7 @@ mod tests {
             at(4_060, "submitted", Some(2)),
             at(4_100, "accepted", Some(2)),
         ];
-        let m = measure(&[], &events);
+        let m = serde_json::to_value(measure(&[], &events, &HashMap::new(), None)).unwrap();
         let bars: Vec<(u64, &str, i64, i64)> = m["timeline"]
             .as_array()
             .unwrap()
@@ -726,7 +1212,7 @@ mod tests {
     fn an_event_kind_from_another_version_counts_for_no_figure() {
         let events =
             [at(1_000, "assigned", Some(1)), at(1_500, "handed_over", Some(1)), at(2_000, "accepted", Some(1))];
-        let m = measure(&[], &events);
+        let m = serde_json::to_value(measure(&[], &events, &HashMap::new(), None)).unwrap();
         assert_eq!((m["attempts"].as_u64(), m["serialSeconds"].as_f64()), (Some(1), Some(1.0)), "{m}");
         assert_eq!(m["timeline"][0]["verdict"], "accepted", "{m}");
     }
@@ -748,6 +1234,65 @@ mod tests {
         let svg = recent_timeline(&events, 1_000);
         assert_eq!(svg.matches("<rect class=\"attempt").count(), 3);
         assert!(!svg.contains("t-old") && !svg.contains("the latest"), "{svg}");
+    }
+
+    /// An event of `worker` on task `task` with `detail`.
+    fn said(
+        at_ms: i64,
+        kind: &str,
+        task: &str,
+        worker: Option<&str>,
+        attempt: Option<u32>,
+        detail: Value,
+    ) -> StoredEvent {
+        StoredEvent {
+            id: at_ms,
+            at_ms,
+            kind: EventKind::from_name(kind),
+            task: Some(task.to_owned()),
+            worker: worker.map(str::to_owned),
+            attempt,
+            detail,
+            run: Some(1),
+        }
+    }
+
+    #[test]
+    fn the_report_names_each_rejections_reason_and_each_question_with_its_answer() {
+        let w = Some("w1");
+        let events = [
+            said(1_000, "assigned", "a", w, Some(1), Value::Null),
+            said(2_000, "submitted", "a", w, Some(1), serde_json::json!({"deliverables": ["a.md"]})),
+            said(2_100, "rejected", "a", w, Some(1), serde_json::json!({"reasons": ["a.md has 3 words\nwants 30"]})),
+            said(2_100, "assigned", "a", w, Some(2), Value::Null),
+            said(2_500, "blocked", "a", w, Some(2), serde_json::json!({"question": "tabs?"})),
+            said(3_000, "answered", "a", None, None, serde_json::json!({"answer": "spaces"})),
+        ];
+        let m = measure(&[], &events, &HashMap::new(), None);
+        let text = m.text();
+        assert!(text.starts_with("0 tasks, 2 attempts, 1 rejection, 0 lease expiries;"), "{text}");
+        assert!(text.contains("questions:\n  a (w1): tabs? → answer: spaces\n"), "{text}");
+        let attempts = attempts_of(&events);
+        let first = attempts[0].view(&HashMap::new());
+        assert_eq!((first.verdict.as_str(), first.files.clone()), ("rejected", vec!["a.md".to_owned()]));
+        assert_eq!(first.reasons, ["a.md has 3 words\nwants 30"]);
+        assert_eq!(attempts[1].view(&HashMap::new()).verdict, "blocked");
+    }
+
+    #[test]
+    fn what_mcc_run_adds_to_the_figures_does_not_change_how_they_read() {
+        let m = measure(&[], &log(3), &HashMap::new(), None);
+        let mut value = serde_json::to_value(&m).unwrap();
+        // As `mcc run`'s summary adds them.
+        value["finished"] = serde_json::json!(true);
+        value["workflow"] = serde_json::json!("/p/wf.lua");
+        value["problems"] = serde_json::json!([]);
+        value["alreadyDone"] = serde_json::json!(false);
+        value["runSeconds"] = serde_json::json!(1.5);
+        let text = render(&value);
+        assert!(text.starts_with("0 tasks, 3 attempts, 0 rejections, 0 lease expiries;"), "{text}");
+        assert!(text.contains("  this run took 1.5s\n"), "{text}");
+        assert_eq!(text.replace("  this run took 1.5s\n", ""), render(&serde_json::to_value(&m).unwrap()));
     }
 
     #[test]

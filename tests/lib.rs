@@ -16,6 +16,7 @@ mod faults;
 mod fencing;
 mod file_transport;
 mod fuzz;
+mod history;
 mod hub;
 mod layering;
 mod live;

@@ -29,7 +29,7 @@ fn the_demo_runs_with_a_rejection_a_retry_and_a_second_phase() {
     let out = run(&project, "demo.lua", 3, "workflows/demo/worker.sh");
     assert_eq!(out.code, 0, "{out:?}");
     assert!(out.stdout.contains("workflow finished"), "{}", out.stdout);
-    assert!(out.stdout.contains("7 tasks, 8 attempts, 1 rejections"), "{}", out.stdout);
+    assert!(out.stdout.contains("7 tasks, 8 attempts, 1 rejection, "), "{}", out.stdout);
     assert!(out.stdout.contains("phase notes") && out.stdout.contains("phase index"), "{}", out.stdout);
     // Once `index`, the second phase, finished, the run still names it: the
     // phase comes in the workflow's order, not the last of them by name.
@@ -185,7 +185,7 @@ echo fixed > src/code.txt
     let out = run(&project, "fix-tests.lua", 1, "w.sh");
     assert_eq!(out.code, 0, "{out:?}");
     assert!(project.read("reasons.txt").contains("code is still broken"), "the rejection reached the worker");
-    assert!(out.stdout.contains("1 rejections"), "{}", out.stdout);
+    assert!(out.stdout.contains("1 rejection, "), "{}", out.stdout);
 }
 
 #[test]

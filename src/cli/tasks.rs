@@ -1,7 +1,9 @@
 //! `mcc tasks add | list | show | retry | cancel` and `mcc answer`: the
 //! engineer's hands on the queue. A big `add` goes in pieces the hub
 //! accepts (under its frame limit), dependencies first; `list` shows a page
-//! of tasks, one line each.
+//! of tasks, one line each; `show` prints one task with its history (every
+//! attempt, verdict, reason, validation output and question), read from the
+//! store, with the hub up or stopped.
 
 use std::collections::{HashMap, HashSet};
 use std::io::Read;
@@ -13,7 +15,7 @@ use serde_json::{Value, json};
 
 use super::exit;
 use crate::client;
-use crate::wire::{ClientMsg, ServerMsg, TaskSummary};
+use crate::wire::{ClientMsg, ServerMsg, TaskInfo, TaskSummary};
 
 #[derive(Debug, Subcommand)]
 pub enum TasksCmd {
@@ -27,8 +29,10 @@ pub enum TasksCmd {
         after_help = "Examples:\n  mcc tasks list --state blocked\n  mcc tasks list --state ready --limit 50 --after task-050"
     )]
     List(ListArgs),
-    /// Everything about one task.
-    #[command(after_help = "Example:\n  mcc tasks show task-001")]
+    /// Everything about one task: every attempt with its verdict, reasons and validation output, its questions.
+    #[command(
+        after_help = "Example:\n  mcc tasks show task-001\n\nWorks with the hub stopped too: read from .mcc/state.db."
+    )]
     Show(OneArgs),
     /// Put a failed or cancelled task back in the queue.
     #[command(after_help = "Example:\n  mcc tasks retry task-001")]
@@ -151,29 +155,159 @@ pub fn run(cmd: TasksCmd, options: client::Options) -> u8 {
     match cmd {
         TasksCmd::Add(a) => add(a, options),
         TasksCmd::List(a) => list(&a, options),
-        TasksCmd::Show(a) => {
-            match client::ask_once(a.hub.hub.as_deref(), options, &ClientMsg::ShowTask { task_id: a.task }, LIMIT) {
-                Ok((ServerMsg::TaskInfo { task }, _)) => {
-                    let written =
-                        if a.hub.json { serde_json::to_string(&task) } else { serde_json::to_string_pretty(&task) };
-                    match written {
-                        Ok(text) => {
-                            println!("{text}");
-                            exit::OK
-                        }
-                        Err(e) => fail(&a.hub, &format!("task {} cannot be written as JSON: {e}", task.summary.id)),
-                    }
-                }
-                Ok((ServerMsg::Error { error, .. }, _)) => fail(&a.hub, &error),
-                Ok((other, _)) => fail(&a.hub, &format!("unexpected answer from the hub: {}", other.to_json())),
-                Err(e) => fail(&a.hub, &e),
-            }
-        }
+        TasksCmd::Show(a) => show(&a, options),
         TasksCmd::Retry(a) => {
             simple(&a.hub, options, &ClientMsg::Retry { task_id: a.task }, "next: `mcc status` to follow it")
         }
         TasksCmd::Cancel(a) => simple(&a.hub, options, &ClientMsg::Cancel { task_id: a.task }, "next: `mcc status`"),
     }
+}
+
+/// `mcc tasks show`: the task from the hub, or from the store when no hub
+/// answers (read-only), with its history from the store either way: the
+/// same lines with the hub up or stopped.
+fn show(a: &OneArgs, options: client::Options) -> u8 {
+    let cwd = std::env::current_dir().unwrap_or_else(|_| ".".into());
+    // The store read is this project's: not when --hub names some hub.
+    let root = a.hub.hub.is_none().then(|| client::find_root(&cwd)).flatten();
+    let asked =
+        client::ask_once(a.hub.hub.as_deref(), options, &ClientMsg::ShowTask { task_id: a.task.clone() }, LIMIT);
+    let mut info = match asked {
+        Ok((ServerMsg::TaskInfo { task }, _)) => *task,
+        Ok((ServerMsg::Error { error, .. }, _)) => return fail(&a.hub, &error),
+        Ok((other, _)) => return fail(&a.hub, &format!("unexpected answer from the hub: {}", other.to_json())),
+        Err(e) => match root.as_deref().and_then(|r| crate::store::read::stored_task(r, &a.task)) {
+            Some(info) => info,
+            // No hub, and the store does not have it either (or there is no store).
+            None if root.as_deref().is_some_and(|r| crate::store::read::stored(r).is_some()) => {
+                return fail(
+                    &a.hub,
+                    &format!("unknown task `{}` in this project's store (no hub is running: {e})", a.task),
+                );
+            }
+            None => return fail(&a.hub, &e),
+        },
+    };
+    if info.history.is_none()
+        && let Some(root) = &root
+    {
+        match crate::report::task_history(root, &a.task) {
+            Ok(history) => info.history = history,
+            Err(e) => eprintln!("warning: the task's history cannot be read from the store: {e}"),
+        }
+    }
+    if a.hub.json {
+        return match serde_json::to_string(&info) {
+            Ok(text) => {
+                println!("{text}");
+                exit::OK
+            }
+            Err(e) => fail(&a.hub, &format!("task {} cannot be written as JSON: {e}", info.summary.id)),
+        };
+    }
+    print!("{}", shown(&info));
+    exit::OK
+}
+
+/// Wall-clock ms as a person reads it (UTC).
+fn at(ms: i64) -> String {
+    let time = std::time::UNIX_EPOCH + Duration::from_millis(u64::try_from(ms).unwrap_or(0));
+    humantime::format_rfc3339_seconds(time).to_string()
+}
+
+/// `text` indented by `pad`, line by line.
+fn indented(text: &str, pad: &str) -> String {
+    let mut out = String::new();
+    for line in text.lines() {
+        out.push_str(pad);
+        out.push_str(line);
+        out.push('\n');
+    }
+    out
+}
+
+/// A task and its history as `mcc tasks show` prints them.
+fn shown(info: &TaskInfo) -> String {
+    let t = &info.summary;
+    let mut out = String::new();
+    let phase = t.phase.as_deref().map(|p| format!(" · phase {p}")).unwrap_or_default();
+    let holder = t.holder.as_deref().map(|h| format!(" · held by {h}")).unwrap_or_default();
+    out.push_str(&format!("task {} · {} · attempt {}{phase}{holder}\n", t.id, t.state, t.attempt));
+    out.push_str(&indented(&t.description, "  "));
+    let spec = &info.task;
+    let list = |v: &Value| -> Vec<String> {
+        v.as_array().map(|a| a.iter().filter_map(Value::as_str).map(str::to_owned).collect()).unwrap_or_default()
+    };
+    for (label, files) in
+        [("reads", list(&spec["context"]["targetFiles"])), ("writes", list(&spec["context"]["outputFiles"]))]
+    {
+        if !files.is_empty() {
+            out.push_str(&format!("  {label}: {}\n", files.join(", ")));
+        }
+    }
+    if !t.dependencies.is_empty() {
+        out.push_str(&format!("  after: {}\n", t.dependencies.join(", ")));
+    }
+    if let Some(validation) = spec["acceptance"]["validation"].as_str() {
+        out.push_str(&format!("  validation: {validation}\n"));
+    }
+    let completed = info.completed_at.as_deref().map(|c| format!(", completed {c}")).unwrap_or_default();
+    out.push_str(&format!("  created {}{completed}\n", info.created_at));
+    if let Some(q) = &t.question {
+        out.push_str(&format!("  question: {q} → mcc answer {} \"...\"\n", t.id));
+    }
+    let Some(history) = &info.history else {
+        if !t.reasons.is_empty() {
+            out.push_str(&format!("  last reasons: {}\n", t.reasons.join("; ")));
+        }
+        out.push_str("  (no history: this project's store is not readable from here)\n");
+        return out;
+    };
+    if let Some(run) = history.run {
+        out.push_str(&format!("  run {run} (`mcc report --run {run}`)\n"));
+    }
+    if history.attempts.is_empty() {
+        out.push_str("attempts: none yet\n");
+    } else {
+        out.push_str("attempts:\n");
+    }
+    for a in &history.attempts {
+        let end = a.ended_ms.map_or_else(
+            || "running".to_owned(),
+            |end| format!("to {} ({:.1}s)", at(end), (end - a.started_ms) as f64 / 1000.0),
+        );
+        out.push_str(&format!("  {} by {} · {} {end} · {}\n", a.attempt, a.worker, at(a.started_ms), a.verdict));
+        for reason in &a.reasons {
+            out.push_str(&indented(reason, "      reason: ").replace("\n      reason: ", "\n              "));
+        }
+        if !a.files.is_empty() {
+            out.push_str(&format!("      files submitted: {}\n", a.files.join(", ")));
+        }
+        if let Some(v) = &a.validation {
+            let how = if v.timed_out {
+                "timed out".to_owned()
+            } else {
+                v.exit_code.map_or_else(|| "was killed".to_owned(), |c| format!("exited {c}"))
+            };
+            out.push_str(&format!("      validation `{}` {how}\n", v.command));
+            for (name, tail) in [("stdout", &v.stdout_tail), ("stderr", &v.stderr_tail)] {
+                if !tail.trim().is_empty() {
+                    out.push_str(&format!("        {name} (last {} bytes at most):\n", crate::store::OUTPUT_TAIL));
+                    out.push_str(&indented(tail, "          "));
+                }
+            }
+        }
+    }
+    for q in &history.questions {
+        let by = q.worker.as_deref().map(|w| format!(" by {w}")).unwrap_or_default();
+        let attempt = q.attempt.map(|n| format!(" (attempt {n})")).unwrap_or_default();
+        out.push_str(&format!("question{by}{attempt} at {}: {}\n", at(q.asked_ms), q.question));
+        match (&q.answer, q.answered_ms) {
+            (Some(answer), Some(when)) => out.push_str(&format!("  answer at {}: {answer}\n", at(when))),
+            _ => out.push_str(&format!("  not answered yet: mcc answer {} \"...\"\n", t.id)),
+        }
+    }
+    out
 }
 
 fn add(a: AddArgs, options: client::Options) -> u8 {

@@ -15,8 +15,9 @@
 use std::time::{Duration, Instant};
 
 use super::{Engine, Input, Judging, PolicyError, ProblemKind, Reply};
-use crate::command::{Handle, Job, Outcome};
+use crate::command::{Handle, Job, Outcome, tail};
 use crate::scheduler::{Judged, Task, TaskId, TaskState, Verdict};
+use crate::store::{OUTPUT_TAIL, ValidationRecord};
 
 /// The least a `done` waits for its verdict, even one that asked to wait
 /// for nothing: most validations end well within it. Past the worker's wait
@@ -35,6 +36,20 @@ pub(super) struct Validation {
     handle: Handle,
     script: String,
     since: Instant,
+}
+
+/// What the store keeps of a validation: its command, exit, and the last
+/// [`OUTPUT_TAIL`] bytes of each stream.
+fn validation_record(task: &str, attempt: u32, command: String, outcome: &Outcome) -> ValidationRecord {
+    ValidationRecord {
+        task: task.to_owned(),
+        attempt,
+        command,
+        exit_code: outcome.code,
+        timed_out: outcome.timed_out,
+        stdout_tail: tail(&outcome.stdout, OUTPUT_TAIL),
+        stderr_tail: tail(&outcome.stderr, OUTPUT_TAIL),
+    }
 }
 
 impl Engine {
@@ -58,10 +73,15 @@ impl Engine {
     }
 
     pub(super) fn validated(&mut self, id: &str, attempt: u32, outcome: &Outcome) {
-        self.validations.remove(&(id.to_owned(), attempt));
+        let ran = self.validations.remove(&(id.to_owned(), attempt));
         let current =
             self.scheduler.task(id).is_some_and(|t| t.state() == TaskState::Submitted && t.attempt() == attempt);
         if current {
+            // Kept with the attempt: the exit code alone does not say why (a
+            // word count, a failing test's name is in the output).
+            if let Some(ran) = ran {
+                self.notes.validations.push(validation_record(id, attempt, ran.script, outcome));
+            }
             self.decide(id, Some(outcome));
         }
     }

@@ -29,7 +29,7 @@ use crate::command::Outcome;
 use crate::handoff::{self, Inbox as _, Received};
 use crate::scheduler::{Refusal, Scheduler, Settings, TaskId, TaskState};
 use crate::store::writer::Writer;
-use crate::store::{Clock, Rows, Store, StoreError};
+use crate::store::{Clock, Notes, Rows, Store, StoreError};
 use crate::task::{Report, ReportStatus, TaskSpec};
 use crate::wire::{ClientMsg, ServerMsg};
 
@@ -317,6 +317,10 @@ pub struct Engine {
     clock: Clock,
     /// Values for the `meta` table, written with the next commit.
     pending_meta: Vec<(&'static str, String)>,
+    /// The workflow loaded and the validations ended since the last commit, for the store.
+    notes: Notes,
+    /// `show_task` history reads running (see `views.rs`).
+    history_reads: std::sync::Arc<std::sync::atomic::AtomicUsize>,
     /// The writer stopped on a failed commit.
     store_failed: bool,
     policy: Box<dyn Policy>,
@@ -389,6 +393,8 @@ impl Engine {
                     store,
                     clock,
                     pending_meta: Vec::new(),
+                    notes: Notes::default(),
+                    history_reads: std::sync::Arc::default(),
                     store_failed: false,
                     policy: Box::new(DefaultPolicy),
                     workflow_path: None,
@@ -532,7 +538,8 @@ impl Engine {
         meta.append(&mut self.pending_meta);
         // Progress goes out with the answers, once what it shows is durable.
         self.publish(&changes, finished);
-        let rows = Rows::gather(self.clock, &self.scheduler, &changes, &meta);
+        let notes = std::mem::take(&mut self.notes);
+        let rows = Rows::gather_with(self.clock, &self.scheduler, &changes, &meta, notes);
         let conns = &self.conns;
         let deliveries = self
             .outgoing
@@ -638,6 +645,8 @@ impl Engine {
                 if let Err(e) = self.policy.step(&mut self.scheduler, Instant::now()) {
                     self.workflow_failed(&e);
                 }
+                // The store starts a run when it is not the current run's workflow.
+                self.notes.workflow = Some(path.to_string_lossy().into_owned());
                 if self.workflow_path.as_ref() != Some(&path) {
                     self.workflow_path = Some(path.clone());
                     self.pending_meta.push(("workflow_path", path.to_string_lossy().into_owned()));

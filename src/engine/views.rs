@@ -6,11 +6,12 @@
 //! (the index and when to push) and [`delta`] (how a delta is written).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use super::{ConnId, Engine, Role};
 use crate::scheduler::{self, Refusal, TaskId, TaskState};
-use crate::store::read::task_summary;
+use crate::store::read::{task_info, task_summary};
 use crate::wire::{
     ClientMsg, Page, ServerMsg, Snapshot, Stuck, SubscriptionView, Summary, TaskInfo, TaskSummary, WorkerView,
 };
@@ -23,21 +24,10 @@ pub use progress::Progress;
 /// The most tasks one `tasks_page` returns.
 pub const MAX_PAGE: usize = 1000;
 const DEFAULT_PAGE: usize = 50;
+/// `show_task` history reads running at once at most; more are answered without history.
+const HISTORY_READS: usize = 4;
 /// Questions a summary carries at most.
 const QUESTIONS_IN_SUMMARY: usize = 100;
-
-/// A task in full, for `show_task`.
-fn task_info(t: &scheduler::Task, now: Instant) -> TaskInfo {
-    TaskInfo {
-        summary: task_summary(t, now),
-        task: t.to_wire(),
-        answer: t.answer().map(str::to_owned),
-        report: t.report().cloned(),
-        rejections: t.rejections(),
-        created_at: t.created_at().to_owned(),
-        completed_at: t.completed_at().map(str::to_owned),
-    }
-}
 
 impl Engine {
     /// `subscribe`, `tasks_page`, `show_task` and `snapshot`.
@@ -58,7 +48,7 @@ impl Engine {
             ClientMsg::ShowTask { task_id } => match self.scheduler.task(&task_id) {
                 Some(task) => {
                     let task = Box::new(task_info(task, now));
-                    self.send(conn, ServerMsg::TaskInfo { task });
+                    self.send_with_history(conn, task);
                 }
                 None => self.refuse(conn, &Refusal::UnknownTask(task_id)),
             },
@@ -67,6 +57,37 @@ impl Engine {
                 self.send(conn, ServerMsg::Snapshot { snapshot });
             }
             _ => {}
+        }
+    }
+
+    /// Answer `show_task` with the task's history (every attempt and
+    /// question) read from the store on a thread of its own: a scan of the
+    /// event log must not hold the engine. The answer comes back as a relay
+    /// and goes out with a later commit; it holds what was durable when
+    /// read. Past [`HISTORY_READS`] reads at once, it goes without.
+    fn send_with_history(&mut self, conn: ConnId, task: Box<TaskInfo>) {
+        let reads = self.history_reads.clone();
+        if reads.fetch_add(1, Ordering::SeqCst) >= HISTORY_READS {
+            reads.fetch_sub(1, Ordering::SeqCst);
+            self.send(conn, ServerMsg::TaskInfo { task });
+            return;
+        }
+        let (dir, tx) = (self.config.state_dir.clone(), self.tx.clone());
+        let mut read = task.clone();
+        let spawned = std::thread::Builder::new().name("mcc-history".into()).spawn(move || {
+            let id = read.summary.id.clone();
+            match crate::report::task_history_in(&dir, &id) {
+                Ok(history) => read.history = history,
+                Err(e) => tracing::warn!("mcc hub: the history of task {id} cannot be read: {e}"),
+            }
+            reads.fetch_sub(1, Ordering::SeqCst);
+            let msg = ServerMsg::TaskInfo { task: read };
+            let _ = tx.blocking_send(super::Input::Relay { conn, outgoing: super::Outgoing::Msg(msg) });
+        });
+        if let Err(e) = spawned {
+            self.history_reads.fetch_sub(1, Ordering::SeqCst);
+            tracing::warn!("mcc hub: no thread to read a task's history ({e}); answered without it");
+            self.send(conn, ServerMsg::TaskInfo { task });
         }
     }
 

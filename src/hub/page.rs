@@ -372,6 +372,7 @@ mod tests {
             worker: Some("w1".to_owned()),
             attempt,
             detail,
+            run: Some(1),
         }
     }
 

@@ -38,7 +38,7 @@ pub enum StoreError {
     TooNew { path: PathBuf, found: i64, known: i64 },
 }
 
-const SCHEMA_VERSION: i64 = 2;
+const SCHEMA_VERSION: i64 = 3;
 
 /// Schema 2. Every commit writes as few pages as it can, since the WAL
 /// frames it appends are what its fsync waits on: tasks, workers and meta
@@ -100,6 +100,33 @@ DROP TABLE events_v1;
 DROP TABLE meta_v1;
 ";
 
+/// Schema 2 to 3: runs kept apart, and what a validation printed. Each
+/// `mcc run` of another workflow is a run (`runs`); a task belongs to the
+/// run that created it, an event to the run it happened in. A validation's
+/// command and the tails of its output are kept per (task, attempt).
+/// Existing rows become run 1 (see [`migrate_from_2`]).
+const SCHEMA_3: &str = "
+CREATE TABLE IF NOT EXISTS runs (
+    id INTEGER PRIMARY KEY,
+    workflow TEXT,
+    started_ms INTEGER NOT NULL,
+    ended_ms INTEGER
+);
+ALTER TABLE tasks ADD COLUMN run_id INTEGER;
+ALTER TABLE events ADD COLUMN run_id INTEGER;
+CREATE TABLE IF NOT EXISTS validations (
+    task_id TEXT NOT NULL,
+    attempt INTEGER NOT NULL,
+    at_ms INTEGER NOT NULL,
+    command TEXT NOT NULL,
+    exit_code INTEGER,
+    timed_out INTEGER NOT NULL,
+    stdout_tail TEXT NOT NULL,
+    stderr_tail TEXT NOT NULL,
+    PRIMARY KEY (task_id, attempt)
+) WITHOUT ROWID;
+";
+
 /// One stored event, as read back for metrics.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct StoredEvent {
@@ -112,6 +139,44 @@ pub struct StoredEvent {
     pub worker: Option<String>,
     pub attempt: Option<u32>,
     pub detail: Value,
+    /// The run it happened in; `None` in a store older than runs (read-only).
+    pub run: Option<i64>,
+}
+
+/// One run of a workflow (or of hand-added tasks, with no workflow).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct StoredRun {
+    pub id: i64,
+    pub workflow: Option<String>,
+    pub started_ms: i64,
+    /// When it finished or another workflow replaced it; `None` while it may go on.
+    pub ended_ms: Option<i64>,
+}
+
+/// A validation's outcome for one attempt, kept for `mcc tasks show` and
+/// the report: the command and the last [`OUTPUT_TAIL`] bytes of each stream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ValidationRecord {
+    pub task: String,
+    pub attempt: u32,
+    pub command: String,
+    /// `None` when killed by a signal, the time limit or a cancel.
+    pub exit_code: Option<i32>,
+    pub timed_out: bool,
+    pub stdout_tail: String,
+    pub stderr_tail: String,
+}
+
+/// Bytes of a validation's stdout and of its stderr kept with its attempt:
+/// the end of the output, where a test runner or a word count says why.
+pub const OUTPUT_TAIL: usize = 2048;
+
+/// What a batch says beyond the scheduler's changes: a workflow loaded (a
+/// new run when it is not the current run's), validations that ended.
+#[derive(Debug, Default)]
+pub struct Notes {
+    pub workflow: Option<String>,
+    pub validations: Vec<ValidationRecord>,
 }
 
 /// The `SQLite` file under `.mcc/`.
@@ -120,6 +185,11 @@ pub struct Store {
     path: PathBuf,
     /// The hub clock leases are measured on, from when this store was opened.
     clock: Clock,
+    /// The schema of the file: older only when opened read-only.
+    version: i64,
+    /// The run rows are written to, once there is one (the writer's cache of
+    /// the newest `runs` row).
+    run: Option<StoredRun>,
 }
 
 const HUB_CLOCK: &str = "hub_clock_ms";
@@ -184,15 +254,28 @@ pub struct Rows {
     workers: Vec<(String, String)>,
     events: Vec<EventRecord>,
     meta: Vec<(String, String)>,
+    notes: Notes,
     clock_ms: i64,
     wall_ms: i64,
 }
 
 impl Rows {
     /// The rows `changes` touched, as they are in `scheduler` now; `None`
-    /// when there is nothing to write.
+    /// when there is nothing to write. (The engine passes [`Notes`] too.)
+    #[cfg(test)]
     pub fn gather(clock: Clock, scheduler: &Scheduler, changes: &Changes, meta: &[(&str, String)]) -> Option<Self> {
-        if changes.is_empty() && meta.is_empty() {
+        Self::gather_with(clock, scheduler, changes, meta, Notes::default())
+    }
+
+    /// [`Rows::gather`], with what the batch says of its run and validations.
+    pub fn gather_with(
+        clock: Clock,
+        scheduler: &Scheduler,
+        changes: &Changes,
+        meta: &[(&str, String)],
+        notes: Notes,
+    ) -> Option<Self> {
+        if changes.is_empty() && meta.is_empty() && notes.workflow.is_none() && notes.validations.is_empty() {
             return None;
         }
         let now = Instant::now();
@@ -242,7 +325,7 @@ impl Rows {
             })
             .collect();
         let meta = meta.iter().map(|(k, v)| ((*k).to_owned(), v.clone())).collect();
-        Some(Self { tasks, leases, workers, events, meta, clock_ms, wall_ms })
+        Some(Self { tasks, leases, workers, events, meta, notes, clock_ms, wall_ms })
     }
 }
 
@@ -274,19 +357,27 @@ impl Store {
         conn.pragma_update(None, "synchronous", "FULL").map_err(sql)?;
         conn.busy_timeout(BUSY_TIMEOUT).map_err(sql)?;
         let version = stored_version(&conn).map_err(sql)?;
+        // Each step is its own transaction: a crash between two leaves a
+        // store of the step before, which the next open takes on from there.
         match version {
             None => {
                 conn.execute_batch(SCHEMA).map_err(sql)?;
-                conn.execute(PUT_META, params!["schema_version", SCHEMA_VERSION.to_string()]).map_err(sql)?;
+                conn.execute(PUT_META, params!["schema_version", "2"]).map_err(sql)?;
+                migrate_from_2(&conn).map_err(sql)?;
             }
             Some(found) if found > SCHEMA_VERSION => {
                 return Err(StoreError::TooNew { path, found, known: SCHEMA_VERSION });
             }
-            Some(1) => migrate_from_1(&conn).map_err(sql)?,
+            Some(1) => {
+                migrate_from_1(&conn).map_err(sql)?;
+                migrate_from_2(&conn).map_err(sql)?;
+            }
+            Some(2) => migrate_from_2(&conn).map_err(sql)?,
             Some(_) => {}
         }
         let clock = Clock { base_ms: read_clock(&conn).map_err(sql)?, opened: Instant::now() };
-        let store = Self { conn, path, clock };
+        let run = newest_run(&conn).map_err(sql)?;
+        let store = Self { conn, path, clock, version: SCHEMA_VERSION, run };
         Ok(store)
     }
 
@@ -298,7 +389,10 @@ impl Store {
         let conn = Connection::open_with_flags(&path, flags)
             .map_err(|source| StoreError::Sqlite { path: path.clone(), source })?;
         let clock = Clock { base_ms: read_clock(&conn).unwrap_or(0), opened: Instant::now() };
-        Ok(Self { conn, path, clock })
+        // Not migrated here (nothing is written): an older store is read as it is.
+        let version = stored_version(&conn).ok().flatten().unwrap_or(SCHEMA_VERSION);
+        let run = if version >= 3 { newest_run(&conn).ok().flatten() } else { None };
+        Ok(Self { conn, path, clock, version, run })
     }
 
     fn sql(&self, source: rusqlite::Error) -> StoreError {
@@ -405,13 +499,15 @@ impl Store {
     pub fn write(&mut self, batches: &[Rows]) -> Result<(), StoreError> {
         let path = self.path.clone();
         let sql = |source| StoreError::Sqlite { path: path.clone(), source };
+        // Taken as the run after the commit only: a failed one changes nothing.
+        let mut run = self.run.clone();
         let tx = self.conn.transaction().map_err(sql)?;
         {
             // An upsert keeps the row where it is: no delete and re-insert, no index churn.
             let mut put_task = tx
                 .prepare_cached(
-                    "INSERT INTO tasks (id, seq, state, holder, attempt, lease_deadline_ms, phase, body, lease_left_ms, lease_clock_ms)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
+                    "INSERT INTO tasks (id, seq, state, holder, attempt, lease_deadline_ms, phase, body, lease_left_ms, lease_clock_ms, run_id)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)
                      ON CONFLICT(id) DO UPDATE SET state = excluded.state,
                          holder = excluded.holder, attempt = excluded.attempt,
                          lease_deadline_ms = excluded.lease_deadline_ms, phase = excluded.phase,
@@ -432,11 +528,19 @@ impl Store {
                 .map_err(sql)?;
             let mut put_event = tx
                 .prepare_cached(
-                    "INSERT INTO events (at_ms, kind, task_id, worker, attempt, detail) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                    "INSERT INTO events (at_ms, kind, task_id, worker, attempt, detail, run_id) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
                 )
                 .map_err(sql)?;
             let mut put_meta = tx.prepare_cached(PUT_META).map_err(sql)?;
+            let mut put_validation = tx
+                .prepare_cached(
+                    "INSERT OR REPLACE INTO validations (task_id, attempt, at_ms, command, exit_code, timed_out, stdout_tail, stderr_tail)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                )
+                .map_err(sql)?;
             for rows in batches {
+                enter_run(&tx, &mut run, rows).map_err(sql)?;
+                let run_id = run.as_ref().map(|r| r.id);
                 for t in &rows.tasks {
                     let lease = t.lease;
                     put_task
@@ -451,6 +555,7 @@ impl Store {
                             t.body,
                             lease.map(|l| l.left),
                             lease.map(|l| l.on_clock),
+                            run_id,
                         ])
                         .map_err(sql)?;
                 }
@@ -464,11 +569,28 @@ impl Store {
                 }
                 for e in &rows.events {
                     put_event
-                        .execute(params![rows.wall_ms, e.kind.name(), e.task, e.worker, e.attempt, e.detail])
+                        .execute(params![rows.wall_ms, e.kind.name(), e.task, e.worker, e.attempt, e.detail, run_id])
+                        .map_err(sql)?;
+                }
+                for v in &rows.notes.validations {
+                    put_validation
+                        .execute(params![
+                            v.task,
+                            v.attempt,
+                            rows.wall_ms,
+                            v.command,
+                            v.exit_code,
+                            v.timed_out,
+                            v.stdout_tail,
+                            v.stderr_tail
+                        ])
                         .map_err(sql)?;
                 }
                 for (key, value) in &rows.meta {
                     put_meta.execute(params![key, value]).map_err(sql)?;
+                    if key == RUN_FINISHED {
+                        end_run(&tx, run.as_mut(), value == "true", rows.wall_ms).map_err(sql)?;
+                    }
                 }
             }
             // The clock moves with every commit: the leases written are
@@ -477,7 +599,9 @@ impl Store {
                 put_meta.execute(params![HUB_CLOCK, last.clock_ms.to_string()]).map_err(sql)?;
             }
         }
-        tx.commit().map_err(sql)
+        tx.commit().map_err(sql)?;
+        self.run = run;
+        Ok(())
     }
 
     /// A stored setting or piece of workflow state.
@@ -493,6 +617,93 @@ impl Store {
         self.events_where("ORDER BY id", [])
     }
 
+    /// The events of one run in order; in a store older than runs, every event is run 1's.
+    pub fn run_events(&self, run: i64) -> Result<Vec<StoredEvent>, StoreError> {
+        if self.version < 3 {
+            return self.events();
+        }
+        self.events_where("WHERE run_id = ?1 ORDER BY id", [run])
+    }
+
+    /// The events of one task in order, whatever run they happened in.
+    pub fn task_events(&self, task: &str) -> Result<Vec<StoredEvent>, StoreError> {
+        self.events_where("WHERE task_id = ?1 ORDER BY id", [task])
+    }
+
+    /// Every run, oldest first. A store older than runs holds one, run 1,
+    /// when it holds anything: of the workflow it names, from its first event.
+    pub fn runs(&self) -> Result<Vec<StoredRun>, StoreError> {
+        if self.version >= 3 {
+            let mut stmt = self
+                .conn
+                .prepare("SELECT id, workflow, started_ms, ended_ms FROM runs ORDER BY id")
+                .map_err(|e| self.sql(e))?;
+            let rows = stmt.query_map([], run_row).map_err(|e| self.sql(e))?;
+            return rows.collect::<Result<_, _>>().map_err(|e| self.sql(e));
+        }
+        let (count, first, last): (i64, Option<i64>, Option<i64>) = self
+            .conn
+            .query_row("SELECT COUNT(*), MIN(at_ms), MAX(at_ms) FROM events", [], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+            })
+            .map_err(|e| self.sql(e))?;
+        if count == 0 {
+            return Ok(Vec::new());
+        }
+        let finished = self.meta(RUN_FINISHED)?.as_deref() == Some("true");
+        let started = first.unwrap_or_default();
+        Ok(vec![StoredRun {
+            id: 1,
+            workflow: self.meta("workflow_path")?,
+            started_ms: started,
+            ended_ms: finished.then_some(last.unwrap_or(started)),
+        }])
+    }
+
+    /// The run each task belongs to, by task id (run 1 for all in a store older than runs).
+    pub fn task_runs(&self) -> Result<std::collections::HashMap<String, i64>, StoreError> {
+        let sql = if self.version >= 3 { "SELECT id, run_id FROM tasks" } else { "SELECT id, 1 FROM tasks" };
+        let mut stmt = self.conn.prepare(sql).map_err(|e| self.sql(e))?;
+        let rows = stmt
+            .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, Option<i64>>(1)?)))
+            .map_err(|e| self.sql(e))?;
+        let mut runs = std::collections::HashMap::new();
+        for row in rows {
+            if let (id, Some(run)) = row.map_err(|e| self.sql(e))? {
+                runs.insert(id, run);
+            }
+        }
+        Ok(runs)
+    }
+
+    /// The validations kept for `task`, by attempt (none in a store older than runs).
+    pub fn validations(&self, task: &str) -> Result<Vec<ValidationRecord>, StoreError> {
+        if self.version < 3 {
+            return Ok(Vec::new());
+        }
+        let mut stmt = self
+            .conn
+            .prepare(
+                "SELECT task_id, attempt, command, exit_code, timed_out, stdout_tail, stderr_tail
+                 FROM validations WHERE task_id = ?1 ORDER BY attempt",
+            )
+            .map_err(|e| self.sql(e))?;
+        let rows = stmt
+            .query_map([task], |r| {
+                Ok(ValidationRecord {
+                    task: r.get(0)?,
+                    attempt: r.get(1)?,
+                    command: r.get(2)?,
+                    exit_code: r.get(3)?,
+                    timed_out: r.get(4)?,
+                    stdout_tail: r.get(5)?,
+                    stderr_tail: r.get(6)?,
+                })
+            })
+            .map_err(|e| self.sql(e))?;
+        rows.collect::<Result<_, _>>().map_err(|e| self.sql(e))
+    }
+
     /// The last `limit` events, oldest first: what a view of recent work
     /// reads, at a cost that does not grow with the log.
     pub fn recent_events(&self, limit: usize) -> Result<Vec<StoredEvent>, StoreError> {
@@ -503,9 +714,10 @@ impl Store {
     }
 
     fn events_where(&self, tail: &str, params: impl rusqlite::Params) -> Result<Vec<StoredEvent>, StoreError> {
+        let run = if self.version >= 3 { "run_id" } else { "NULL" };
         let mut stmt = self
             .conn
-            .prepare(&format!("SELECT id, at_ms, kind, task_id, worker, attempt, detail FROM events {tail}"))
+            .prepare(&format!("SELECT id, at_ms, kind, task_id, worker, attempt, detail, {run} FROM events {tail}"))
             .map_err(|e| self.sql(e))?;
         let rows = stmt
             .query_map(params, |r| {
@@ -520,6 +732,7 @@ impl Store {
                         .get::<_, Option<String>>(6)?
                         .and_then(|d| serde_json::from_str(&d).ok())
                         .unwrap_or(Value::Null),
+                    run: r.get(7)?,
                 })
             })
             .map_err(|e| self.sql(e))?;
@@ -541,11 +754,112 @@ fn stored_version(conn: &Connection) -> rusqlite::Result<Option<i64>> {
     Ok(Some(value.map_or(1, |v| v.parse().unwrap_or(i64::MAX))))
 }
 
+/// Meta key the engine sets to `true` when the workflow finished, `false` when it goes on.
+pub(crate) const RUN_FINISHED: &str = "run_finished";
+
+/// Run `step` in one transaction: all of it is written, or none.
+fn in_transaction(conn: &Connection, step: impl FnOnce() -> rusqlite::Result<()>) -> rusqlite::Result<()> {
+    conn.execute_batch("BEGIN IMMEDIATE")?;
+    match step() {
+        Ok(()) => conn.execute_batch("COMMIT"),
+        Err(e) => {
+            let _ = conn.execute_batch("ROLLBACK");
+            Err(e)
+        }
+    }
+}
+
+/// Bring a schema-2 store to schema 3 in one transaction. What it holds
+/// becomes run 1, of the workflow it names, from its first event to its last
+/// when it finished (else still open).
+fn migrate_from_2(conn: &Connection) -> rusqlite::Result<()> {
+    in_transaction(conn, || {
+        conn.execute_batch(SCHEMA_3)?;
+        let tasks: i64 = conn.query_row("SELECT COUNT(*) FROM tasks", [], |r| r.get(0))?;
+        let (events, first, last): (i64, Option<i64>, Option<i64>) =
+            conn.query_row("SELECT COUNT(*), MIN(at_ms), MAX(at_ms) FROM events", [], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+            })?;
+        if tasks + events > 0 {
+            let meta = |key: &str| -> rusqlite::Result<Option<String>> {
+                conn.query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0)).optional()
+            };
+            let finished = meta(RUN_FINISHED)?.as_deref() == Some("true");
+            let started = first.unwrap_or_else(now_ms);
+            conn.execute(
+                "INSERT INTO runs (id, workflow, started_ms, ended_ms) VALUES (1, ?1, ?2, ?3)",
+                params![meta("workflow_path")?, started, finished.then_some(last.unwrap_or(started))],
+            )?;
+            conn.execute_batch("UPDATE tasks SET run_id = 1; UPDATE events SET run_id = 1;")?;
+        }
+        conn.execute(PUT_META, params!["schema_version", "3"])?;
+        Ok(())
+    })
+}
+
+/// The newest run, the one a hub writes to.
+fn newest_run(conn: &Connection) -> rusqlite::Result<Option<StoredRun>> {
+    conn.query_row("SELECT id, workflow, started_ms, ended_ms FROM runs ORDER BY id DESC LIMIT 1", [], run_row)
+        .optional()
+}
+
+fn run_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<StoredRun> {
+    Ok(StoredRun { id: r.get(0)?, workflow: r.get(1)?, started_ms: r.get(2)?, ended_ms: r.get(3)? })
+}
+
+/// The run a batch's rows belong to. A workflow loaded that is not the
+/// current run's starts a new run (ending the current one), except that a
+/// run of no workflow and no task yet takes it on; the same workflow loaded
+/// again (a restart, a resume) goes on with its run. Rows with no run yet
+/// start one of no workflow (tasks added by hand).
+fn enter_run(tx: &Connection, run: &mut Option<StoredRun>, rows: &Rows) -> rusqlite::Result<()> {
+    let start = |workflow: Option<&String>| -> rusqlite::Result<StoredRun> {
+        tx.execute("INSERT INTO runs (workflow, started_ms) VALUES (?1, ?2)", params![workflow, rows.wall_ms])?;
+        Ok(StoredRun {
+            id: tx.last_insert_rowid(),
+            workflow: workflow.cloned(),
+            started_ms: rows.wall_ms,
+            ended_ms: None,
+        })
+    };
+    match (&rows.notes.workflow, run.as_mut()) {
+        (Some(_), Some(current)) if current.workflow == rows.notes.workflow => {}
+        (Some(workflow), Some(current)) => {
+            let has_tasks: bool =
+                tx.query_row("SELECT EXISTS (SELECT 1 FROM tasks WHERE run_id = ?1)", [current.id], |r| r.get(0))?;
+            if current.workflow.is_none() && !has_tasks {
+                tx.execute("UPDATE runs SET workflow = ?2 WHERE id = ?1", params![current.id, workflow])?;
+                current.workflow = Some(workflow.clone());
+            } else {
+                tx.execute(
+                    "UPDATE runs SET ended_ms = COALESCE(ended_ms, ?2) WHERE id = ?1",
+                    params![current.id, rows.wall_ms],
+                )?;
+                *run = Some(start(Some(workflow))?);
+            }
+        }
+        (Some(workflow), None) => *run = Some(start(Some(workflow))?),
+        (None, None) if !rows.tasks.is_empty() || !rows.events.is_empty() => *run = Some(start(None)?),
+        (None, _) => {}
+    }
+    Ok(())
+}
+
+/// The current run finished (`ended_ms` set, if not already) or goes on again.
+fn end_run(tx: &Connection, run: Option<&mut StoredRun>, finished: bool, wall_ms: i64) -> rusqlite::Result<()> {
+    let Some(run) = run else { return Ok(()) };
+    let ended = if finished { Some(run.ended_ms.unwrap_or(wall_ms)) } else { None };
+    if ended != run.ended_ms {
+        tx.execute("UPDATE runs SET ended_ms = ?2 WHERE id = ?1", params![run.id, ended])?;
+        run.ended_ms = ended;
+    }
+    Ok(())
+}
+
 /// Bring a schema-1 store to schema 2 in one transaction: a crash halfway
 /// leaves schema 1 as it was.
 fn migrate_from_1(conn: &Connection) -> rusqlite::Result<()> {
-    conn.execute_batch("BEGIN IMMEDIATE")?;
-    let migrated = (|| {
+    in_transaction(conn, || {
         // Stores from before leases were kept as time left.
         for column in ["lease_left_ms", "lease_clock_ms"] {
             if !has_column(conn, column)? {
@@ -555,16 +869,9 @@ fn migrate_from_1(conn: &Connection) -> rusqlite::Result<()> {
         conn.execute_batch(SET_1_ASIDE)?;
         conn.execute_batch(SCHEMA)?;
         conn.execute_batch(MOVE_1_TO_2)?;
-        conn.execute(PUT_META, params!["schema_version", SCHEMA_VERSION.to_string()])?;
+        conn.execute(PUT_META, params!["schema_version", "2"])?;
         Ok(())
-    })();
-    match migrated {
-        Ok(()) => conn.execute_batch("COMMIT"),
-        Err(e) => {
-            let _ = conn.execute_batch("ROLLBACK");
-            Err(e)
-        }
-    }
+    })
 }
 
 fn has_column(conn: &Connection, column: &str) -> rusqlite::Result<bool> {
@@ -729,7 +1036,7 @@ mod tests {
         }
 
         let store = Store::open(dir.path()).unwrap();
-        assert_eq!(store.meta("schema_version").unwrap().as_deref(), Some("2"));
+        assert_eq!(store.meta("schema_version").unwrap().as_deref(), Some("3"));
         assert_eq!(store.meta("phase").unwrap().as_deref(), Some("one"));
         let (tasks, workers) = store.load().unwrap();
         let states: Vec<(&str, TaskState)> = tasks.iter().map(|t| (t.spec.id.as_str(), t.state())).collect();
@@ -741,7 +1048,7 @@ mod tests {
         assert_eq!(events, [(1, EventKind::Created), (2, EventKind::Created), (3, EventKind::Assigned)]);
         // The new tables: no rowid b-tree beside the key, no sequence table, no unused index.
         let sql = texts(&store, "SELECT sql FROM sqlite_master WHERE sql IS NOT NULL ORDER BY name");
-        assert_eq!(sql.iter().filter(|t| t.contains("WITHOUT ROWID")).count(), 3, "{sql:?}");
+        assert_eq!(sql.iter().filter(|t| t.contains("WITHOUT ROWID")).count(), 4, "{sql:?}");
         assert!(
             !sql.iter().any(|t| t.contains("AUTOINCREMENT") || t.contains("events_task") || t.contains("_v1")),
             "{sql:?}"
@@ -757,14 +1064,103 @@ mod tests {
         assert!(ids.windows(2).all(|w| w[0] < w[1]), "{ids:?}");
     }
 
+    /// Write `changes` of `s` with `notes`, as the engine's commit does.
+    fn write(store: &mut Store, s: &mut Scheduler, meta: &[(&str, String)], notes: Notes) {
+        let changes = s.take_changes();
+        if let Some(rows) = Rows::gather_with(store.clock(), s, &changes, meta, notes) {
+            store.write(std::slice::from_ref(&rows)).unwrap();
+        }
+    }
+
+    fn loaded(workflow: &str) -> Notes {
+        Notes { workflow: Some(workflow.to_owned()), validations: Vec::new() }
+    }
+
+    #[test]
+    fn another_workflow_starts_a_run_and_the_same_one_loaded_again_goes_on_with_its_own() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::open(dir.path()).unwrap();
+        let mut s = Scheduler::new(Settings::default());
+        let now = Instant::now();
+        // Nothing written yet: no run.
+        write(&mut store, &mut s, &[(RUN_FINISHED, "false".into())], Notes::default());
+        assert_eq!(store.runs().unwrap(), []);
+        s.add_tasks(vec![TaskSpec::new("a1", "x")], None, now).unwrap();
+        write(&mut store, &mut s, &[], loaded("/p/a.lua"));
+        write(&mut store, &mut s, &[(RUN_FINISHED, "true".into())], Notes::default());
+        // A restart loads it again: the same run.
+        write(&mut store, &mut s, &[], loaded("/p/a.lua"));
+        s.add_tasks(vec![TaskSpec::new("b1", "y")], None, now).unwrap();
+        write(&mut store, &mut s, &[(RUN_FINISHED, "false".into())], loaded("/p/b.lua"));
+        drop(store);
+
+        let store = Store::open_read_only(dir.path()).unwrap();
+        let runs = store.runs().unwrap();
+        let shape: Vec<(i64, Option<&str>, bool)> =
+            runs.iter().map(|r| (r.id, r.workflow.as_deref(), r.ended_ms.is_some())).collect();
+        assert_eq!(shape, [(1, Some("/p/a.lua"), true), (2, Some("/p/b.lua"), false)]);
+        let task_runs = store.task_runs().unwrap();
+        assert_eq!((task_runs["a1"], task_runs["b1"]), (1, 2));
+        let created: Vec<(Option<String>, Option<i64>)> =
+            store.events().unwrap().into_iter().map(|e| (e.task, e.run)).collect();
+        assert_eq!(created, [(Some("a1".into()), Some(1)), (Some("b1".into()), Some(2))]);
+        assert_eq!(store.run_events(2).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn tasks_added_by_hand_are_a_run_of_no_workflow_and_a_workflow_takes_an_empty_one_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::open(dir.path()).unwrap();
+        let mut s = Scheduler::new(Settings::default());
+        let now = Instant::now();
+        s.add_tasks(vec![TaskSpec::new("hand", "x")], None, now).unwrap();
+        write(&mut store, &mut s, &[], Notes::default());
+        write(&mut store, &mut s, &[], loaded("/p/a.lua"));
+        let runs: Vec<Option<String>> = store.runs().unwrap().into_iter().map(|r| r.workflow).collect();
+        assert_eq!(runs, [None, Some("/p/a.lua".to_owned())], "a run with tasks keeps them");
+
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::open(dir.path()).unwrap();
+        let mut s = Scheduler::new(Settings::default());
+        s.see_worker("w", now);
+        write(&mut store, &mut s, &[], Notes::default());
+        write(&mut store, &mut s, &[], loaded("/p/a.lua"));
+        let runs: Vec<(i64, Option<String>)> = store.runs().unwrap().into_iter().map(|r| (r.id, r.workflow)).collect();
+        assert_eq!(runs, [(1, Some("/p/a.lua".to_owned()))], "a run of no task takes the workflow on");
+    }
+
+    #[test]
+    fn a_validations_output_is_kept_per_attempt() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::open(dir.path()).unwrap();
+        let mut s = Scheduler::new(Settings::default());
+        let record = |attempt: u32, out: &str| ValidationRecord {
+            task: "a".into(),
+            attempt,
+            command: "wc -w note.md".into(),
+            exit_code: Some(1),
+            timed_out: false,
+            stdout_tail: out.into(),
+            stderr_tail: String::new(),
+        };
+        let notes = |v| Notes { workflow: None, validations: vec![v] };
+        write(&mut store, &mut s, &[], notes(record(1, "3 words")));
+        write(&mut store, &mut s, &[], notes(record(2, "12 words")));
+        // Judged again at the same attempt (a fixed workflow): the later outcome stands.
+        write(&mut store, &mut s, &[], notes(record(2, "31 words")));
+        let kept: Vec<(u32, String)> =
+            store.validations("a").unwrap().into_iter().map(|v| (v.attempt, v.stdout_tail)).collect();
+        assert_eq!(kept, [(1, "3 words".to_owned()), (2, "31 words".to_owned())]);
+    }
+
     #[test]
     fn a_store_from_a_newer_mcc_is_refused_untouched() {
         let dir = tempfile::tempdir().unwrap();
         drop(Store::open(dir.path()).unwrap());
         let conn = Connection::open(dir.path().join("state.db")).unwrap();
-        conn.execute("UPDATE meta SET value = '3' WHERE key = 'schema_version'", []).unwrap();
+        conn.execute("UPDATE meta SET value = '4' WHERE key = 'schema_version'", []).unwrap();
         drop(conn);
         let err = Store::open(dir.path()).err().expect("refused").to_string();
-        assert!(err.contains("schema version 3") && err.contains("upgrade mcc"), "{err}");
+        assert!(err.contains("schema version 4") && err.contains("upgrade mcc"), "{err}");
     }
 }

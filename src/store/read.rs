@@ -1,18 +1,18 @@
 //! Reading a project's store while no hub runs (`mcc status`, `mcc tasks
-//! list`, `mcc worker` after the end): the same typed views a hub sends,
+//! list | show`, `mcc worker` after the end): the same typed views a hub sends,
 //! built from the store opened read-only. What only a running hub knows
 //! (workers connected, problems, the workflow's log) is empty.
 //!
-//! [`task_summary`] is the one place a task becomes its view: the engine's
+//! [`task_summary`] and [`task_info`] are the one place a task becomes its view: the engine's
 //! builders use it too.
 
 use std::path::Path;
 use std::time::Instant;
 
-use super::Store;
+use super::{RUN_FINISHED, Store};
 use crate::layout::Layout;
 use crate::scheduler::{Task, TaskState};
-use crate::wire::{Summary, TaskSummary};
+use crate::wire::{Summary, TaskInfo, TaskSummary};
 
 /// What the store of a project says, with no hub running.
 #[derive(Debug, Clone, Default)]
@@ -23,9 +23,6 @@ pub struct Stored {
     /// Every task, in creation order.
     pub tasks: Vec<TaskSummary>,
 }
-
-/// Meta key the engine sets when the workflow finished.
-const RUN_FINISHED: &str = "run_finished";
 
 /// The views of the store under `root` (read-only); `None` when the project
 /// has no store or it cannot be read.
@@ -59,6 +56,32 @@ pub fn finished(root: &Path) -> bool {
     layout.state_db().is_file()
         && Store::open_read_only(layout.dir()).ok().and_then(|s| s.meta(RUN_FINISHED).ok().flatten()).as_deref()
             == Some("true")
+}
+
+/// Task `id` in full from the store under `root` (read-only), as a hub's
+/// `show_task` answers; `None` when there is no store or no such task.
+pub fn stored_task(root: &Path, id: &str) -> Option<TaskInfo> {
+    let layout = Layout::of_root(root);
+    if !layout.state_db().is_file() {
+        return None;
+    }
+    let store = Store::open_read_only(layout.dir()).ok()?;
+    let (tasks, _workers) = store.load().ok()?;
+    tasks.iter().find(|t| t.spec.id == id).map(|t| task_info(t, Instant::now()))
+}
+
+/// A task in full, as `show_task` answers (its history is read apart, by the caller).
+pub fn task_info(t: &Task, now: Instant) -> TaskInfo {
+    TaskInfo {
+        summary: task_summary(t, now),
+        task: t.to_wire(),
+        answer: t.answer().map(str::to_owned),
+        report: t.report().cloned(),
+        rejections: t.rejections(),
+        created_at: t.created_at().to_owned(),
+        completed_at: t.completed_at().map(str::to_owned),
+        history: None,
+    }
 }
 
 /// A task as views show it, its lease measured at `now`.

@@ -1,7 +1,8 @@
 //! The views a hub sends of its state, as typed messages read by the CLI,
 //! the live page and MCP alike (docs/protocol.md, "Subscription"): a
 //! [`Summary`] then a [`Delta`] per committed batch to a subscriber, a
-//! [`Page`] of tasks, a task in full ([`TaskInfo`]), and the whole-store
+//! [`Page`] of tasks, a task in full ([`TaskInfo`]) with its past
+//! ([`TaskHistory`]), and the whole-store
 //! [`Snapshot`] old scripts still ask for.
 //!
 //! A task's state travels as its name (`"ready"`, ...): this layer sits
@@ -174,6 +175,67 @@ pub struct TaskInfo {
     pub rejections: u32,
     pub created_at: String,
     pub completed_at: Option<String>,
+    /// Every attempt and question, read from the store; absent from hubs
+    /// that do not send it (`mcc tasks show` reads it from the store then).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub history: Option<TaskHistory>,
+}
+
+/// What became of a task, attempt by attempt: the one view `mcc tasks
+/// show`, the live page and the report read of a task's past, built from
+/// the store's event log (`store::read::task_history`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct TaskHistory {
+    /// The run that created the task.
+    pub run: Option<i64>,
+    pub attempts: Vec<AttemptView>,
+    pub questions: Vec<QuestionView>,
+}
+
+/// One grant of a task to a worker, from `assigned` to what ended it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct AttemptView {
+    pub attempt: u32,
+    pub worker: String,
+    /// Wall clock, ms since the Unix epoch.
+    pub started_ms: i64,
+    /// When its worker reported, gave up, or lost it; `None` while running.
+    pub ended_ms: Option<i64>,
+    /// `accepted`, `rejected`, `failed`, `expired`, `blocked`, `released`,
+    /// `cancelled`, `submitted` (no verdict yet) or `running`.
+    pub verdict: String,
+    /// Why it was rejected or given up.
+    pub reasons: Vec<String>,
+    /// The files its report named.
+    pub files: Vec<String>,
+    pub validation: Option<ValidationView>,
+}
+
+/// A validation command's outcome for one attempt, with the end of its output.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct ValidationView {
+    pub command: String,
+    /// `None` when killed by a signal, the time limit or a cancel.
+    pub exit_code: Option<i32>,
+    pub timed_out: bool,
+    /// The last 2 KiB of what it printed on stdout, and on stderr.
+    pub stdout_tail: String,
+    pub stderr_tail: String,
+}
+
+/// A question a worker asked, and the engineer's answer once given.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct QuestionView {
+    pub attempt: Option<u32>,
+    pub worker: Option<String>,
+    pub asked_ms: i64,
+    pub question: String,
+    pub answer: Option<String>,
+    pub answered_ms: Option<i64>,
 }
 
 /// The answer to `snapshot`: the summary's parts and every task in one
