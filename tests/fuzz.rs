@@ -244,7 +244,7 @@ fn hostile_handshakes_are_refused_and_the_hub_serves_on() {
 #[test]
 fn beyond_loopback_every_handshake_without_the_right_token_is_refused() {
     let project = Project::new();
-    let mut hub = Hub::start(project.root(), &["--bind", "0.0.0.0"]);
+    let mut hub = Hub::start(project.root(), &["--bind", "0.0.0.0", "--behind-tls-proxy"]);
     let token = project.read(".mcc/token");
     let p = hub.port;
     let mut cases = Vec::new();

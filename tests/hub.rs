@@ -192,7 +192,7 @@ fn web_pages_and_foreign_hosts_are_refused_at_the_handshake() {
 #[test]
 fn a_hub_beyond_loopback_wants_its_token() {
     let project = Project::new();
-    let hub = Hub::start(project.root(), &["--bind", "0.0.0.0"]);
+    let hub = Hub::start(project.root(), &["--bind", "0.0.0.0", "--behind-tls-proxy"]);
     let token = project.read(".mcc/token");
     assert_eq!(token.len(), 64);
     #[cfg(unix)]

@@ -22,6 +22,7 @@ mod live;
 mod lua;
 mod mcp;
 mod old_protocol;
+mod remote;
 mod reports;
 mod run;
 mod scheduling;

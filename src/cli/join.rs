@@ -55,7 +55,9 @@ fn join(args: &JoinArgs, options: client::Options) -> Result<String, String> {
     check_address(&url)?;
     let token = args.token.trim();
     if token.is_empty() || !token.bytes().all(|b| b.is_ascii_graphic()) {
-        return Err("the token is empty or holds spaces or unusual characters; paste it exactly as it was printed".into());
+        return Err(
+            "the token is empty or holds spaces or unusual characters; paste it exactly as it was printed".into()
+        );
     }
     let (trust, pinned) = match (&args.fingerprint, &args.ca) {
         (Some(given), _) => {
@@ -74,9 +76,7 @@ fn join(args: &JoinArgs, options: client::Options) -> Result<String, String> {
     };
     // The handshake checks the certificate and the token: nothing is written unless both pass.
     let target = Target { url: url.clone(), options, token: Some(token.to_owned()), root: None };
-    Connection::open_trusting(&target, url.starts_with("wss://").then_some(&trust))
-        .map_err(|e| e.to_string())?
-        .close();
+    Connection::open_trusting(&target, url.starts_with("wss://").then_some(&trust)).map_err(|e| e.to_string())?.close();
 
     let layout = Layout::of_root(&root);
     layout.refuse_links().map_err(|e| format!("refusing to write the clone's .mcc/: {e}"))?;

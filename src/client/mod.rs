@@ -262,8 +262,8 @@ impl Connection {
         };
         // 8 KiB: tungstenite zero-fills its whole read buffer on each read (128 KiB by default).
         let config = tungstenite::protocol::WebSocketConfig::default().read_buffer_size(8 * 1024);
-        let (socket, _) = tungstenite::client::client_with_config(request, link, Some(config))
-            .map_err(|e| match e {
+        let (socket, _) =
+            tungstenite::client::client_with_config(request, link, Some(config)).map_err(|e| match e {
                 tungstenite::HandshakeError::Failure(tungstenite::Error::Http(response)) => {
                     let body = response
                         .body()
@@ -273,7 +273,9 @@ impl Connection {
                     ClientError::Refused { url: target.url.clone(), reason: format!("{} {body}", response.status()) }
                 }
                 tungstenite::HandshakeError::Failure(tungstenite::Error::Io(e)) if timed_out_io(&e) => timed_out(),
-                tungstenite::HandshakeError::Failure(tungstenite::Error::Io(e)) if refused_certificate(&e).is_some() => {
+                tungstenite::HandshakeError::Failure(tungstenite::Error::Io(e))
+                    if refused_certificate(&e).is_some() =>
+                {
                     refused_certificate(&e).unwrap_or_else(|| unreachable(e.to_string()))
                 }
                 // A blocking stream is never interrupted but by its read timeout.
@@ -487,7 +489,11 @@ fn resume(
             _ => false,
         };
         let left = until.saturating_duration_since(Instant::now());
-        if !retry || !crate::layout::allowed(msg) || matches!(msg, ClientMsg::Snapshot {} | ClientMsg::ShowTask { .. }) || left <= pause {
+        if !retry
+            || !crate::layout::allowed(msg)
+            || matches!(msg, ClientMsg::Snapshot {} | ClientMsg::ShowTask { .. })
+            || left <= pause
+        {
             return answer;
         }
         // Backing off, not synchronising: nothing to wait on but the hub's return.
