@@ -215,7 +215,7 @@ struct Cutter {
 }
 
 impl Cutter {
-    /// Listen on 127.0.0.1 at the port of a hub listening on [::1] only:
+    /// Listen on 127.0.0.1 at the port of a hub listening on `::1` only:
     /// the `Host` a client sends then names the hub's port, as the hub's
     /// loopback check wants.
     fn start(hub_port: u16) -> Self {
@@ -385,22 +385,22 @@ fn a_hub_pings_a_connection_that_waits_in_silence() {
 
 #[test]
 fn a_worker_in_its_own_network_namespace_joins_a_tls_hub_beyond_loopback_and_completes_a_task() {
-    let net = match Netns::create("rt") {
-        Ok(net) => net,
+    let namespace = match Netns::create("rt") {
+        Ok(namespace) => namespace,
         Err(why) => {
             eprintln!("skipped: {why}");
             return;
         }
     };
     let project = project_in_git();
-    let hub = Hub::start(project.root(), &["--bind", &net.host_ip, "--tls-self-signed"]);
-    assert!(hub.url.starts_with(&format!("wss://{}:", net.host_ip)), "{}", hub.url);
+    let hub = Hub::start(project.root(), &["--bind", &namespace.host_ip, "--tls-self-signed"]);
+    assert!(hub.url.starts_with(&format!("wss://{}:", namespace.host_ip)), "{}", hub.url);
     let added = project.mcc().args(["tasks", "add", "--id", "far-away", "--description", "d"]).run();
     assert_eq!(added.code, 0, "{added:?}");
     let (_dir, clone) = clone_of(&project);
     let token = project.read(".mcc/token");
     let inside = |args: &[&str]| -> Run {
-        let out = net.command(mcc_bin()).args(args).current_dir(&clone).stdin(Stdio::null()).output().unwrap();
+        let out = namespace.command(mcc_bin()).args(args).current_dir(&clone).stdin(Stdio::null()).output().unwrap();
         Run {
             code: out.status.code().unwrap_or(-1),
             stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
