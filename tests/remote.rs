@@ -16,6 +16,7 @@ use std::sync::{Arc, Mutex};
 use serde_json::{Value, json};
 
 use crate::support::netns::Netns;
+use crate::support::tls::TestCa;
 use crate::support::{DEADLINE, Hub, Mcc, Project, Run, eventually, mcc_bin};
 
 fn git(cwd: &Path, args: &[&str]) {
@@ -418,4 +419,29 @@ fn a_worker_in_its_own_network_namespace_joins_a_tls_hub_beyond_loopback_and_com
     let done = inside(&args);
     assert_eq!((done.code, done.stdout.lines().next()), (4, Some("accepted far-away.")), "{done:?}");
     assert_eq!(task(&status(&project), "far-away")["state"], "accepted");
+}
+
+#[test]
+fn a_hub_with_a_certificate_of_its_own_is_joined_with_the_ca_that_signed_it_and_no_other() {
+    let project = project_in_git();
+    let ours = TestCa::make(project.root(), "ours");
+    let theirs = TestCa::make(project.root(), "theirs");
+    let (cert, key) = (ours.cert.display().to_string(), ours.key.display().to_string());
+    let hub = Hub::start(project.root(), &["--tls-cert", &cert, "--tls-key", &key]);
+    assert!(hub.log_text().contains(&format!("TLS certificate {}", fingerprint(&project))), "{}", hub.log_text());
+    let (_dir, clone) = clone_of(&project);
+    let token = project.read(".mcc/token");
+    let join_with = |ca: &Path| {
+        let ca = ca.display().to_string();
+        Mcc::new(&clone).args(["join", &hub.url, "--token", token.trim(), "--ca", &ca]).run()
+    };
+    let refused = join_with(&theirs.ca);
+    assert_eq!(refused.code, 1, "{refused:?}");
+    assert!(refused.stderr.contains("does not trust"), "{refused:?}");
+    assert!(!clone.join(".mcc/remote.json").exists());
+    let joined = join_with(&ours.ca);
+    assert_eq!(joined.code, 0, "{joined:?}");
+    assert_eq!(project.mcc().args(["tasks", "add", "--id", "signed", "--description", "d"]).run().code, 0);
+    let next = Mcc::new(&clone).args(["worker", "next", "--as", "far"]).run();
+    assert!(next.code == 0 && next.stdout.starts_with("task signed ("), "{next:?}");
 }

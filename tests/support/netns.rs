@@ -63,24 +63,18 @@ impl Netns {
         Ok(())
     }
 
-    /// Delay every packet leaving either side by `ms` milliseconds (a round trip of twice that).
-    pub fn delay(&self, ms: u32) -> Result<(), String> {
-        let delay = format!("{ms}ms");
-        let tc = |args: &[&str]| -> Result<(), String> {
-            let out = Command::new(args[0]).args(&args[1..]).output().map_err(|e| format!("cannot run tc: {e}"))?;
-            if out.status.success() {
-                Ok(())
-            } else {
-                Err(format!("{}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr).trim()))
-            }
-        };
-        tc(&["tc", "qdisc", "add", "dev", &self.host_link, "root", "netem", "delay", &delay])?;
-        let inner = self.inner_link();
-        tc(&["ip", "netns", "exec", &self.name, "tc", "qdisc", "add", "dev", &inner, "root", "netem", "delay", &delay])
-    }
-
-    fn inner_link(&self) -> String {
-        format!("mn{}", &self.host_link[2..])
+    /// Delay every packet the host sends into the link by `ms` milliseconds
+    /// (`tc netem` on the host's end): a round trip of `ms` more.
+    pub fn delay_host_side(&self, ms: u32) -> Result<(), String> {
+        let out = Command::new("tc")
+            .args(["qdisc", "replace", "dev", &self.host_link, "root", "netem", "delay", &format!("{ms}ms")])
+            .output()
+            .map_err(|e| format!("cannot run tc: {e}"))?;
+        if out.status.success() {
+            Ok(())
+        } else {
+            Err(format!("tc netem: {}", String::from_utf8_lossy(&out.stderr).trim()))
+        }
     }
 
     /// A command that runs `program` inside the namespace.
