@@ -278,7 +278,7 @@ fn over_tls_the_same_hostile_handshakes_are_refused_and_bytes_that_are_not_tls_h
     assert_eq!((wrong_in, wrong_out), (0, 0), "{:#?}", &examples[..examples.len().min(20)]);
     // Plain WebSocket, random bytes, a cut ClientHello and a TLS record
     // claiming 16 KiB that never comes: each is dropped, none gets an upgrade.
-    let mut rng = Rng(0x7e57_0f_7151);
+    let mut rng = Rng(0x007e_570f_7151);
     let mut garbage: Vec<Vec<u8>> = vec![
         format!("GET / HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\n{KEY}\r\n", hub.port).into_bytes(),
         vec![0x16, 0x03, 0x01, 0x02, 0x00, 0x01, 0x00, 0x01, 0xfc, 0x03, 0x03],

@@ -16,7 +16,7 @@ pub struct TestCa {
 }
 
 impl TestCa {
-    /// A CA named `name`, and a certificate it signed for 127.0.0.1, ::1 and localhost.
+    /// A CA named `name`, and a certificate it signed for `127.0.0.1`, `::1` and `localhost`.
     pub fn make(dir: &Path, name: &str) -> Self {
         let ca_key = rcgen::KeyPair::generate().unwrap();
         let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
