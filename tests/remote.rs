@@ -133,6 +133,10 @@ fn a_worker_in_a_git_clone_joins_a_tls_hub_by_its_fingerprint_and_drains_twenty_
     }
     assert_eq!(done, 20);
     assert_eq!(status(&project)["counts"]["accepted"], 20);
+    // The rules go where the clone's agents read them, as in the project.
+    let rules = Mcc::new(&clone).args(["rules", "install"]).run();
+    assert_eq!(rules.code, 0, "{rules:?}");
+    assert!(std::fs::read_to_string(clone.join("AGENTS.md")).unwrap().contains("mcc worker next"));
     // What a joined clone prints is what the project prints.
     let here = project.mcc().args(["worker", "next", "--as", "near"]).run();
     let there = Mcc::new(&deep).args(["worker", "next", "--as", "near"]).run();

@@ -464,11 +464,12 @@ fn ask_socket(target: &Target, msg: &ClientMsg, limit: Duration) -> Result<Serve
     resume(target, msg, until, exchange(Connection::open(target)?, msg, limit))
 }
 
-/// A worker verb whose connection was cut (a link that dropped, a hub
-/// restarting) is sent again on a new connection, with what is left of its
-/// wait, until its deadline: it either never reached the hub, or the hub
+/// A worker verb (or a read) whose connection was cut (a link that dropped,
+/// a hub restarting) is sent again on a new connection, with what is left of
+/// its wait, until its deadline: it either never reached the hub, or the hub
 /// answers the replay as it answered the first (the (task, attempt) fence
-/// applies nothing twice). Anything else is answered as it came.
+/// applies nothing twice). What changes the plan is answered as it came:
+/// `tasks add` replayed could add twice.
 fn resume(
     target: &Target,
     msg: &ClientMsg,
@@ -489,11 +490,7 @@ fn resume(
             _ => false,
         };
         let left = until.saturating_duration_since(Instant::now());
-        if !retry
-            || !crate::layout::allowed(msg)
-            || matches!(msg, ClientMsg::Snapshot {} | ClientMsg::ShowTask { .. })
-            || left <= pause
-        {
+        if !retry || !crate::layout::allowed(msg) || left <= pause {
             return answer;
         }
         // Backing off, not synchronising: nothing to wait on but the hub's return.
