@@ -5,6 +5,7 @@
 //! [`store`], the [`scheduler`]'s leases and reservations, report
 //! [`watch`]ing); a Lua workflow ([`lua`]) decides the policy.
 
+pub(crate) mod checkout;
 pub(crate) mod cli;
 pub(crate) mod client;
 pub(crate) mod command;

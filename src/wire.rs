@@ -52,6 +52,11 @@ pub enum ClientMsg {
         score: Option<u8>,
         notes: Option<String>,
         wait_ms: Option<u64>,
+        /// A remote worker's declared write files, uploaded before with
+        /// `upload`: the hub writes them into its checkout after the fence
+        /// check, all or none (docs/remote.md, "What travels").
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        files: Vec<FileDigest>,
     },
     Block {
         worker: String,
@@ -114,6 +119,48 @@ pub enum ClientMsg {
         limit: Option<usize>,
         after: Option<String>,
     },
+    // --- mcc's own: a remote worker's files (docs/remote.md, "What travels") ---
+    /// The path and SHA-256 of each declared file of a granted task, as the
+    /// hub's checkout holds it; answered by `task_files`.
+    TaskFiles {
+        worker: String,
+        task_id: String,
+        attempt: Option<u32>,
+    },
+    /// Part of one declared file of a granted task from `offset`; answered by `file_part`.
+    FetchFile {
+        worker: String,
+        task_id: String,
+        attempt: Option<u32>,
+        path: String,
+        #[serde(default)]
+        offset: u64,
+    },
+    /// Part of one declared write file, staged under `.mcc/uploads/` until
+    /// the `done` that names it; answered by an `ack` of `upload`.
+    Upload {
+        worker: String,
+        task_id: String,
+        attempt: Option<u32>,
+        path: String,
+        /// Where this part starts: 0 begins the file anew.
+        offset: u64,
+        /// The whole file's size and SHA-256 (hex).
+        size: u64,
+        sha256: String,
+        /// This part, in standard base64.
+        data: String,
+    },
+}
+
+/// One file as it is somewhere: its path relative to the project root, its
+/// size and the SHA-256 of its bytes (lowercase hex).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct FileDigest {
+    pub path: String,
+    pub size: u64,
+    pub sha256: String,
 }
 
 impl ClientMsg {
@@ -152,6 +199,9 @@ impl ClientMsg {
         "load_workflow",
         "subscribe",
         "tasks_page",
+        "task_files",
+        "fetch_file",
+        "upload",
     ];
 }
 
@@ -383,6 +433,31 @@ pub enum ServerMsg {
     /// The answer to `tasks_page`.
     TasksPage {
         page: Page,
+    },
+    /// The answer to `task_files`: the task's declared files as the hub's
+    /// checkout holds them (a declared file it does not have is in
+    /// `missingRead` or `missingWrite`: a write file is often new), and the
+    /// commit its checkout is at, if it is a git work tree.
+    TaskFiles {
+        task_id: String,
+        attempt: u32,
+        read: Vec<FileDigest>,
+        write: Vec<FileDigest>,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        missing_read: Vec<String>,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        missing_write: Vec<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        commit: Option<String>,
+    },
+    /// The answer to `fetch_file`: `data` (standard base64) holds the bytes
+    /// from `offset` of the file, which is `size` bytes now (the client checks
+    /// the whole against the SHA-256 `task_files` gave).
+    FilePart {
+        path: String,
+        offset: u64,
+        size: u64,
+        data: String,
     },
 }
 

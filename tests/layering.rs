@@ -22,6 +22,7 @@ const FLOORS: &[(&str, u8)] = &[
     ("report", 3),
     ("store", 2),
     ("scheduler", 1),
+    ("checkout", 1),
     ("task", 0),
     ("wire", 0),
     ("event", 0),

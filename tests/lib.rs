@@ -23,6 +23,7 @@ mod lua;
 mod mcp;
 mod old_protocol;
 mod remote;
+mod remote_files;
 mod reports;
 mod run;
 mod scheduling;

@@ -51,6 +51,10 @@ pub struct HubArgs {
     /// The largest message, request file or report file the hub reads, in bytes; larger ones are refused unread.
     #[arg(long, default_value_t = hub::MAX_FRAME)]
     pub max_frame_bytes: usize,
+    /// What one task's files may weigh, each way, when a worker in a clone elsewhere
+    /// receives its read files and sends its write files, in bytes.
+    #[arg(long, default_value_t = crate::checkout::DEFAULT_MAX_TASK_FILES_BYTES)]
+    pub max_task_files_bytes: u64,
     /// Close a connection that has asked nothing for this long, such as 10m.
     #[arg(long, default_value = "10m", value_parser = humantime::parse_duration)]
     pub idle_timeout: Duration,
@@ -88,6 +92,7 @@ impl HubArgs {
                 idle_timeout: self.idle_timeout,
                 max_frame_bytes: self.max_frame_bytes.max(1024),
                 keepalive: self.keepalive.max(Duration::from_millis(10)),
+                max_task_files_bytes: self.max_task_files_bytes,
                 ..hub::Limits::default()
             },
             timing: crate::engine::Timing {

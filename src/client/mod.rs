@@ -20,6 +20,7 @@
 pub mod exit;
 pub mod files;
 pub mod status;
+pub mod transfer;
 pub mod worker;
 
 use std::io::{Read, Write};
@@ -119,6 +120,16 @@ pub fn locate(hub: Option<&str>, cwd: &Path, options: Options) -> Result<Target,
     }
     let file = file.ok_or_else(|| ClientError::NotRunning { root: root.display().to_string() })?;
     Ok(Target { url: file.url, options, token: layout.read_token(), root: Some(root) })
+}
+
+/// Whether `target` is the hub this clone joined (`.mcc/remote.json` names its address).
+pub fn joined(target: &Target) -> bool {
+    target
+        .root
+        .as_deref()
+        .map(Layout::of_root)
+        .and_then(|layout| layout.read_remote_file())
+        .is_some_and(|remote| same_address(&remote.url, &target.url))
 }
 
 /// How to trust the hub `target` names, when it is a `wss://` one (`None`
@@ -474,8 +485,22 @@ fn resume(
     target: &Target,
     msg: &ClientMsg,
     until: Instant,
-    mut answer: Result<ServerMsg, ClientError>,
+    answer: Result<ServerMsg, ClientError>,
 ) -> Result<ServerMsg, ClientError> {
+    resuming(target, msg, until, answer, |again, left| {
+        Connection::open(target).and_then(|conn| exchange(conn, again, left))
+    })
+}
+
+/// [`resume`] for any exchange: `again` is run with the message to send
+/// (its wait cut to what is left) and the time left, after each cut.
+pub(crate) fn resuming<T>(
+    target: &Target,
+    msg: &ClientMsg,
+    until: Instant,
+    mut answer: Result<T, ClientError>,
+    mut again: impl FnMut(&ClientMsg, Duration) -> Result<T, ClientError>,
+) -> Result<T, ClientError> {
     const FIRST_PAUSE: Duration = Duration::from_millis(50);
     let mut pause = FIRST_PAUSE;
     let mut cut = false;
@@ -497,8 +522,7 @@ fn resume(
         std::thread::sleep(pause);
         pause = (pause * 2).min(Duration::from_secs(1));
         let left = until.saturating_duration_since(Instant::now());
-        let again = with_wait(msg, left.saturating_sub(target.options.timeout));
-        answer = Connection::open(target).and_then(|conn| exchange(conn, &again, left));
+        answer = again(&with_wait(msg, left.saturating_sub(target.options.timeout)), left);
     }
 }
 

@@ -170,6 +170,7 @@ pub fn done(worker: &Worker, a: &Done) -> Answer {
             score: a.score,
             notes: a.notes.clone(),
             wait_ms: Some(ms(a.wait)),
+            files: Vec::new(),
         })
     })
 }
@@ -227,11 +228,23 @@ fn exchange(
     let asked = name_of(worker).and_then(|name| {
         let target = target(worker.hub.as_deref(), worker.options)?;
         let msg = message(&name, &target)?;
+        if super::transfer::is_remote(&target) {
+            let (reply, travelled) = super::transfer::exchange(&target, &msg, wait)?;
+            return Ok((name, reply, target.root, travelled));
+        }
         let reply = ask(&target, &msg, wait).map_err(|e| e.to_string())?;
-        Ok((name, reply, target.root))
+        Ok((name, reply, target.root, Vec::new()))
     });
     match asked {
-        Ok((name, reply, root)) => text::render(name, reply, root.as_deref()),
+        Ok((name, reply, root, travelled)) => {
+            let mut answer = text::render(name, reply, root.as_deref());
+            // What travelled, after the task and its next command.
+            for line in travelled {
+                answer.text.push_str(&line);
+                answer.text.push('\n');
+            }
+            answer
+        }
         Err(_) if run_finished() => Answer::run_finished(name),
         Err(message) => Answer::unreached(name, message),
     }

@@ -200,6 +200,8 @@ impl Engine {
             }
         };
         let judged = self.scheduler.judge(id, verdict, now).expect("the task is submitted");
+        // A rejected remote attempt leaves the hub's files as they were before it.
+        self.uploads_judged(id, attempt, matches!(judged, Judged::Accepted));
         self.problems.retract(ProblemKind::AcceptFailed, id);
         let (accepted, failed, reasons) = match judged {
             Judged::Accepted => (true, false, Vec::new()),

@@ -10,6 +10,7 @@ mod old;
 mod policy;
 mod problems;
 mod submit;
+mod uploads;
 pub mod views;
 
 use std::collections::{BTreeSet, HashMap, HashSet};
@@ -131,6 +132,8 @@ pub struct Config {
     pub timing: Timing,
     /// Where validation and workflow commands run; the hub stops them when it stops.
     pub runners: crate::command::Runners,
+    /// What one task's files may weigh, each way, for a remote worker (`--max-task-files-bytes`).
+    pub max_task_files_bytes: u64,
 }
 
 /// How long the hub waits on the clock where a user rarely wants to choose:
@@ -710,8 +713,10 @@ impl Engine {
                 }
                 self.offer(conn, &worker, Self::wait_of(wait_ms), Reply::Offer, now);
             }
-            ClientMsg::Done { worker, task_id, attempt, deliverables, score, notes, wait_ms } => {
-                if let Some(bad) = deliverables.iter().find(|d| !self.config.root.join(d).exists()) {
+            ClientMsg::Done { worker, task_id, attempt, deliverables, score, notes, wait_ms, files } => {
+                // A deliverable that travels with the `done` is in the checkout once it is applied.
+                let travels = |d: &String| files.iter().any(|f| &f.path == d);
+                if let Some(bad) = deliverables.iter().find(|d| !travels(d) && !self.config.root.join(d).exists()) {
                     let text = format!(
                         "deliverable `{bad}` does not exist under {}; write it first, or pass the path you wrote with --deliverable",
                         self.config.root.display()
@@ -722,19 +727,19 @@ impl Engine {
                 let mut report = Report::completed(&task_id, &worker, deliverables);
                 report.context_efficiency_score = score;
                 report.notes = notes;
-                self.socket_report(conn, "done", attempt, wait_ms, report);
+                self.socket_report(conn, "done", attempt, wait_ms, report, files);
             }
             ClientMsg::Block { worker, task_id, attempt, question, wait_ms } => {
                 let mut report = Report::completed(&task_id, &worker, Vec::new());
                 report.status = ReportStatus::Blocked;
                 report.requested_guidance = Some(question);
-                self.socket_report(conn, "block", attempt, wait_ms, report);
+                self.socket_report(conn, "block", attempt, wait_ms, report, Vec::new());
             }
             ClientMsg::Fail { worker, task_id, attempt, reason, wait_ms } => {
                 let mut report = Report::completed(&task_id, &worker, Vec::new());
                 report.status = ReportStatus::Failed;
                 report.notes = Some(reason);
-                self.socket_report(conn, "fail", attempt, wait_ms, report);
+                self.socket_report(conn, "fail", attempt, wait_ms, report, Vec::new());
             }
             ClientMsg::Progress { worker, task_id, attempt, note } => {
                 match self.scheduler.progress(&worker, &task_id, attempt, &note, now) {
@@ -814,6 +819,13 @@ impl Engine {
             ClientMsg::LoadWorkflow { path } => {
                 let path = self.config.root.join(path);
                 self.load_workflow(Some(conn), path);
+            }
+            ClientMsg::TaskFiles { worker, task_id, attempt } => self.task_files(conn, &worker, &task_id, attempt),
+            ClientMsg::FetchFile { worker, task_id, attempt, path, offset } => {
+                self.fetch_file(conn, &worker, &task_id, attempt, &path, offset);
+            }
+            ClientMsg::Upload { worker, task_id, attempt, path, offset, size, sha256: _, data } => {
+                self.upload(conn, &worker, &task_id, attempt, uploads::UploadPart { path, offset, size, data });
             }
         }
     }

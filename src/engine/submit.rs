@@ -15,13 +15,14 @@ use serde_json::Value;
 use super::{ConnId, Engine, Judging, ProblemKind, Reply};
 use crate::scheduler::{Applied, Task, TaskId, TaskState};
 use crate::task::{Report, ReportStatus};
-use crate::wire::ServerMsg;
+use crate::wire::{FileDigest, ServerMsg};
 
 /// Where a report came from; the answer goes back the same way.
 #[derive(Debug, Clone)]
 pub enum Source {
-    /// `done` / `fail` / `block` of an mcc worker, which waits up to `wait` for its next task.
-    Socket { conn: ConnId, wait: Duration },
+    /// `done` / `fail` / `block` of an mcc worker, which waits up to `wait`
+    /// for its next task; `files` are a remote worker's uploads to apply.
+    Socket { conn: ConnId, wait: Duration, files: Vec<FileDigest> },
     /// The old protocol's `task_complete`, with the report as it was sent (if any).
     Old { conn: ConnId, raw: Option<Value> },
     /// A report file; `shown` is relative to the root. `rescan` when read
@@ -99,6 +100,14 @@ impl Engine {
             self.refused(&sub, &refusal.to_string(), Some(refusal.code()));
             return;
         }
+        // The fence holds: now, and only now, a remote worker's files go into the checkout.
+        if let Source::Socket { files, .. } = &sub.source
+            && !files.is_empty()
+            && let Err(text) = self.apply_uploads(&sub.task, sub.attempt, files)
+        {
+            self.refused(&sub, &text, Some("upload_refused"));
+            return;
+        }
         let Submission { source, worker, task, attempt, report } = sub;
         if let Some(score) = report.context_efficiency_score {
             self.scheduler.set_score(&worker, score, now);
@@ -144,7 +153,7 @@ impl Engine {
                 self.scheduler.submit(&worker, &task, report, now).expect("the grant was checked above");
                 self.waiters.retain(|w| w.worker != worker || matches!(w.reply, Reply::Push));
                 let judging = match source {
-                    Source::Socket { conn, wait } => Judging {
+                    Source::Socket { conn, wait, .. } => Judging {
                         conn: Some(conn),
                         worker,
                         wait,
@@ -200,7 +209,7 @@ impl Engine {
         now: Instant,
     ) {
         match source {
-            Source::Socket { conn, wait } => {
+            Source::Socket { conn, wait, .. } => {
                 let reply = Reply::Ack { what, message, task: task.to_owned() };
                 self.offer(*conn, worker, *wait, reply, now);
             }
@@ -221,7 +230,7 @@ impl Engine {
             (ReportStatus::Blocked, _) => "reported blocked".to_owned(),
         };
         match &sub.source {
-            Source::Socket { conn, wait } => match (&prior.status, &prior.verdict) {
+            Source::Socket { conn, wait, .. } => match (&prior.status, &prior.verdict) {
                 (ReportStatus::Completed, Some(v)) => {
                     let reply = Reply::Verdict {
                         task: id.clone(),
@@ -304,6 +313,7 @@ impl Engine {
         attempt: Option<u32>,
         wait_ms: Option<u64>,
         mut report: Report,
+        files: Vec<FileDigest>,
     ) {
         let worker = report.worker_id.clone().unwrap_or_default();
         let task = report.task_id.clone();
@@ -312,7 +322,7 @@ impl Engine {
             return;
         };
         report.attempt = Some(attempt);
-        let source = Source::Socket { conn, wait: Self::wait_of(wait_ms) };
+        let source = Source::Socket { conn, wait: Self::wait_of(wait_ms), files };
         self.apply(Submission { source, worker, task, attempt, report });
     }
 

@@ -74,6 +74,8 @@ pub struct Limits {
     /// proxies on a real link drop a TCP connection that carries nothing
     /// (a worker's `next --wait` may wait minutes), and a dead link shows.
     pub keepalive: Duration,
+    /// What one task's files may weigh, each way, for a remote worker (`--max-task-files-bytes`).
+    pub max_task_files_bytes: u64,
 }
 
 impl Default for Limits {
@@ -87,6 +89,7 @@ impl Default for Limits {
             max_commands: std::thread::available_parallelism().map_or(2, usize::from).max(2),
             max_frame_bytes: MAX_FRAME,
             keepalive: Duration::from_secs(30),
+            max_task_files_bytes: crate::checkout::DEFAULT_MAX_TASK_FILES_BYTES,
         }
     }
 }
@@ -236,6 +239,7 @@ pub async fn start(options: HubOptions) -> Result<RunningHub, HubError> {
         validation_limit: Duration::from_mins(10),
         timing: options.timing.clone(),
         runners: runners.clone(),
+        max_task_files_bytes: options.limits.max_task_files_bytes,
     })?;
     if let Some(workflow) = options.workflow.clone() {
         engine.send_async(Input::LoadWorkflow { conn: None, path: workflow }).await;

@@ -230,6 +230,11 @@ impl StateDir {
         Ok(rustix::fs::unlinkat(&*self.fd, name, AtFlags::empty())?)
     }
 
+    /// Remove the empty folder `name` (a link is not a folder: refused).
+    pub fn remove_folder(&self, name: &str) -> std::io::Result<()> {
+        Ok(rustix::fs::unlinkat(&*self.fd, name, AtFlags::REMOVEDIR)?)
+    }
+
     /// The names in the folder, sorted (without `.` and `..`).
     pub fn list(&self) -> std::io::Result<Vec<String>> {
         let mut names = Vec::new();

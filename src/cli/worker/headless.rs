@@ -187,6 +187,7 @@ impl Headless {
                                 score: None,
                                 notes,
                                 wait_ms: Some(ms(wait)),
+                                files: Vec::new(),
                             },
                             wait,
                         ),
