@@ -1,7 +1,9 @@
 //! A workflow author is never surprised: typos and wrong types are errors
-//! with `file:line`, `mcc check` lists them all, every command finds the
-//! project from a subdirectory, and `mcc run` neither replaces a running
-//! workflow unasked nor wipes a run when told how to resume it.
+//! with `file:line` (the line that made the task), `mcc check` lists them
+//! all and is never silent about a phase that creates nothing, every command
+//! finds the project from a subdirectory (`mcc new` too), and `mcc run`
+//! neither replaces a running workflow unasked nor wipes a run when told how
+//! to resume it.
 
 use std::process::{Child, Command, Stdio};
 
@@ -252,4 +254,131 @@ fn new_names_the_workflow_after_itself() {
     assert!(text.contains("name = \"x\"") && !text.contains("name = \"phase2\""), "{text}");
     let checked = check(&project, "workflows/x.lua");
     assert!(checked.stdout.contains("workflow \"x\" loads"), "{checked:?}");
+}
+
+/// A workflow whose first phase globs `inbox/` (empty until a test writes
+/// there) and says what it found; the second phase makes one task with a
+/// validation command; the third lists its task in the file.
+const INBOX_WORKFLOW: &str = r#"return workflow {
+  name = "inbox",
+  phases = {
+    phase "write" {
+      split = function(ctx)
+        local tasks = {}
+        for _, f in ipairs(ctx.glob("inbox/*.md")) do
+          tasks[#tasks + 1] = task { id = "write-" .. #tasks, description = "Write up " .. f, read = f }
+        end
+        ctx.log("found " .. #tasks .. " files in inbox/")
+        return tasks
+      end,
+    },
+    phase "review" {
+      split = function(ctx, previous)
+        return { task { id = "review", description = "Review the write-ups", validation = "test -f review.md" } }
+      end,
+    },
+    phase "ship" {
+      tasks = { { id = "ship", description = "Ship it" } },
+    },
+  },
+}
+"#;
+
+#[test]
+fn check_of_a_workflow_whose_first_phase_creates_no_tasks_warns_shows_its_log_line_and_counts_every_phase() {
+    let project = Project::new();
+    project.write("workflows/inbox.lua", INBOX_WORKFLOW);
+    let out = check(&project, "workflows/inbox.lua");
+    // A warning, not a failure: see `mcc check --help` for why.
+    assert_eq!(out.code, 0, "{out:?}");
+    assert!(
+        out.stderr.contains(
+            "warning: the first phase, \"write\", creates no tasks: `mcc run` would go straight on to phase \"review\""
+        ),
+        "{out:?}"
+    );
+    for line in [
+        "phase \"write\" would create 0 tasks\n",
+        "phase \"review\" would create 1 task:\n",
+        "      validation: test -f review.md\n",
+        "phase \"ship\" lists 1 task: it starts when phase \"review\" is complete\n",
+        "log: inbox: found 0 files in inbox/\n",
+    ] {
+        assert!(out.stdout.contains(line), "missing {line:?} in\n{}", out.stdout);
+    }
+    let json = project.mcc().args(["check", "workflows/inbox.lua", "--json"]).run().json();
+    assert_eq!(json["created"][0], serde_json::json!({"phase": "write", "created": 0, "listed": null}), "{json}");
+    assert_eq!(json["created"][1]["created"], 1, "{json}");
+    assert_eq!(json["log"], serde_json::json!(["inbox: found 0 files in inbox/"]), "{json}");
+    assert_eq!(json["warnings"].as_array().map(Vec::len), Some(1), "{json}");
+
+    // With a file to write up, the first phase has its task and nothing is to be warned of.
+    project.write("inbox/a.md", "a\n");
+    let out = check(&project, "workflows/inbox.lua");
+    assert_eq!(out.code, 0, "{out:?}");
+    assert!(!out.stderr.contains("warning"), "{out:?}");
+    assert!(
+        out.stdout.contains("phase \"write\" would create 1 task:\n  write-0  Write up inbox/a.md\n"),
+        "{}",
+        out.stdout
+    );
+    assert!(out.stdout.contains("log: inbox: found 1 files in inbox/"), "{}", out.stdout);
+    assert!(out.stdout.contains("phase \"review\" splits when phase \"write\" is complete"), "{}", out.stdout);
+}
+
+#[test]
+fn a_broken_task_from_split_is_named_at_the_line_that_made_it_not_where_split_begins() {
+    let project = Project::new();
+    // Line 5 is where split begins; each broken task is made further down.
+    let workflow = |name: &str, made: &str| {
+        format!(
+            "return workflow {{\n  name = \"{name}\",\n  phases = {{\n    phase \"p\" {{\n      split = function(ctx)\n        local tasks = {{}}\n        tasks[#tasks + 1] = task {{ id = \"a\", description = \"A\" }}\n{made}        return tasks\n      end,\n    }},\n  }},\n}}\n"
+        )
+    };
+    let cases = [
+        (
+            "field",
+            "        tasks[#tasks + 1] = {\n          id = \"b\", description = \"B\",\n          reed = \"x.md\" }\n",
+            "field.lua:10: in split of phase \"p\": split must return a list of tasks: task 2: task `b`: unknown field `reed` (did you mean `read`?)",
+        ),
+        (
+            "after",
+            "\n        tasks[#tasks + 1] = task { id = \"c\", description = \"C\", after = \"zzz\" }\n",
+            "after.lua:9: in split of phase \"p\": task `c` depends on unknown task `zzz`",
+        ),
+        (
+            "twice",
+            "\n\n        tasks[#tasks + 1] = task { id = \"a\", description = \"again\" }\n",
+            "twice.lua:10: in split of phase \"p\": task `a` already exists",
+        ),
+    ];
+    for (name, made, expected) in cases {
+        project.write(&format!("workflows/{name}.lua"), &workflow(name, made));
+        let out = check(&project, &format!("workflows/{name}.lua"));
+        assert_eq!(out.code, 1, "{out:?}");
+        assert!(out.stderr.contains(&format!("workflows/{expected}")), "expected {expected}\nin {}", out.stderr);
+    }
+}
+
+#[test]
+fn new_run_from_a_subfolder_writes_the_workflow_under_the_project_root_and_says_where() {
+    let project = Project::new();
+    std::fs::create_dir(project.path(".git")).unwrap();
+    project.write("sub/deeper/notes.txt", "not the root\n");
+    let here = project.path("sub/deeper");
+    let made = Mcc::new(&here).args(["new", "x", "--recipe", "phase2"]).run();
+    assert_eq!(made.code, 0, "{made:?}");
+    assert!(project.path("workflows/x.lua").is_file(), "written under the root: {made:?}");
+    assert!(!here.join("workflows").exists(), "nothing under the subfolder");
+    let root = std::fs::canonicalize(project.root()).unwrap();
+    assert!(
+        made.stdout
+            .contains(&format!("wrote workflows/x.lua in the project root {} from recipe phase2", root.display())),
+        "{}",
+        made.stdout
+    );
+    // The next command runs as printed, from where the user is.
+    assert!(made.stdout.contains("`mcc check ../../workflows/x.lua`"), "{}", made.stdout);
+    let checked = Mcc::new(&here).args(["check", "../../workflows/x.lua"]).run();
+    assert!(checked.code == 0 && checked.stdout.contains("workflow \"x\" loads"), "{checked:?}");
 }

@@ -161,8 +161,11 @@ fn over_mcp_a_long_status_fits_a_screen_and_says_where_the_rest_is() {
         assert!(shown.starts_with(first_line), "the head is kept: {shown}");
         let last = shown.lines().last().unwrap();
         assert!(last.contains("more lines left out") && last.contains("mcc status"), "{shown}");
+        // Leases and last-seen ages tick between the two snapshots: lines are
+        // compared with their figures blanked, so a cut inside a line still fails.
+        let shape = |line: &str| line.replace(|c: char| c.is_ascii_digit(), "#");
         for line in shown.lines().filter(|l| !l.contains("more lines left out")) {
-            assert!(whole.stdout.lines().any(|w| w == line), "only whole lines: `{line}`");
+            assert!(whole.stdout.lines().any(|w| shape(w) == shape(line)), "only whole lines: `{line}`");
         }
         client.cancel().await.unwrap();
     });

@@ -29,9 +29,9 @@ pub struct NewArgs {
     /// A recipe name (built in, or in your recipes folder) or a path to a .lua file.
     #[arg(long)]
     pub recipe: String,
-    /// Project root (default: the current folder).
-    #[arg(long, default_value = ".")]
-    pub dir: PathBuf,
+    /// Project root (default: the nearest folder at or above this one holding .mcc or .git, as the other commands find it; else this folder).
+    #[arg(long)]
+    pub dir: Option<PathBuf>,
 }
 
 /// List the recipes `mcc new` can start from.
@@ -114,7 +114,12 @@ pub fn new(args: NewArgs) -> u8 {
         }
     };
     let rel = format!("workflows/{}.lua", args.name);
-    let target = args.dir.join(&rel);
+    let cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("."));
+    let root = match args.dir {
+        Some(dir) => dir,
+        None => crate::client::find_root(&cwd).or_else(|| super::check::git_root(&cwd)).unwrap_or_else(|| cwd.clone()),
+    };
+    let target = root.join(&rel);
     if target.exists() {
         eprintln!("error: {} exists already; choose another name or delete it first", target.display());
         return exit::ERROR;
@@ -126,9 +131,32 @@ pub fn new(args: NewArgs) -> u8 {
         eprintln!("error: cannot write {}: {e}", target.display());
         return exit::ERROR;
     }
-    println!("wrote {rel} from recipe {}", args.recipe);
-    println!("next: edit it, then `mcc check {rel}` and `mcc run {rel}`");
+    let here = from_here(&target, &cwd);
+    if here == Path::new(&rel) {
+        println!("wrote {rel} from recipe {}", args.recipe);
+    } else {
+        let root = std::fs::canonicalize(&root).unwrap_or(root);
+        println!("wrote {rel} in the project root {} from recipe {}", root.display(), args.recipe);
+    }
+    let here = here.display();
+    println!("next: edit it, then `mcc check {here}` and `mcc run {here}`");
     exit::OK
+}
+
+/// `target` as a path to type in `cwd`: relative when `cwd` is at or
+/// below the folder holding it (`../../workflows/x.lua`), else absolute.
+fn from_here(target: &Path, cwd: &Path) -> PathBuf {
+    let canonical = |p: &Path| std::fs::canonicalize(p).unwrap_or_else(|_| p.to_owned());
+    let (target, cwd) = (canonical(target), canonical(cwd));
+    let mut up = PathBuf::new();
+    // The filesystem's root is never a shared folder worth climbing to.
+    for folder in cwd.ancestors().take_while(|f| f.parent().is_some()) {
+        if let Ok(rest) = target.strip_prefix(folder) {
+            return up.join(rest);
+        }
+        up.push("..");
+    }
+    target
 }
 
 pub fn recipes(_: RecipesArgs) -> u8 {

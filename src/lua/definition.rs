@@ -38,6 +38,15 @@ fn keys(t: &Table) -> Vec<String> {
     t.pairs::<Value, Value>().filter_map(Result::ok).map(|(k, _)| k.to_string().unwrap_or_default()).collect()
 }
 
+/// Whether `line` assigns `key` (`key =`, not `other_key =` or `key ==`).
+pub(super) fn assigns(line: &str, key: &str) -> bool {
+    line.match_indices(key).any(|(at, _)| {
+        let before = line[..at].chars().next_back();
+        let after = line[at + key.len()..].trim_start();
+        !before.is_some_and(|c| c.is_alphanumeric() || c == '_') && after.starts_with('=') && !after.starts_with("==")
+    })
+}
+
 impl Workflow {
     /// `file:N` for the first line holding `needle`, else the `return` line.
     pub(super) fn place(&self, needle: &str) -> String {
@@ -61,16 +70,7 @@ impl Workflow {
 
     /// `file:N` of the first line assigning `key` (`key =`), else of the first line naming it.
     pub(super) fn place_key(&self, key: &str, near: &str) -> String {
-        let assigns = |line: &str| {
-            line.match_indices(key).any(|(at, _)| {
-                let before = line[..at].chars().next_back();
-                let after = line[at + key.len()..].trim_start();
-                !before.is_some_and(|c| c.is_alphanumeric() || c == '_')
-                    && after.starts_with('=')
-                    && !after.starts_with("==")
-            })
-        };
-        match self.source.lines().position(assigns) {
+        match self.source.lines().position(|line| assigns(line, key)) {
             Some(i) => format!("{}:{}", self.file, i + 1),
             None => self.place(near),
         }

@@ -110,6 +110,14 @@ pub(crate) struct Shared {
     pinned: Vec<(PathBuf, String)>,
 }
 
+/// One phase as `mcc check` shows it (see [`Workflow::phase_outline`]).
+pub struct PhaseOutline {
+    pub name: String,
+    pub started: bool,
+    /// The number of tasks a phase lists in the file; `None` when it splits.
+    pub listed: Option<usize>,
+}
+
 /// A loaded workflow: the engine's [`Policy`].
 pub struct Workflow {
     lua: Lua,
@@ -187,6 +195,21 @@ impl Workflow {
     /// Phase names in order.
     pub fn phase_names(&self) -> Vec<String> {
         self.phases.iter().map(|p| p.name.clone()).collect()
+    }
+
+    /// Each phase in order, whether it has started, and how many tasks its
+    /// `tasks` list holds (`None` for a `split`): what `mcc check` shows of
+    /// the phases it could not start without work being done.
+    pub fn phase_outline(&self) -> Vec<PhaseOutline> {
+        self.phases
+            .iter()
+            .zip(&self.phase_states)
+            .map(|(p, s)| PhaseOutline {
+                name: p.name.clone(),
+                started: *s == phases::PhaseState::Started,
+                listed: p.tasks.as_ref().map(Vec::len),
+            })
+            .collect()
     }
 
     fn index(&self, phase: Option<&str>) -> usize {

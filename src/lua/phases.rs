@@ -7,8 +7,9 @@ use std::time::Instant;
 use mlua::{IntoLuaMulti, Table, Value};
 use serde::{Deserialize, Serialize};
 
-use super::{Change, Workflow, calls, errors, spec, views};
-use crate::scheduler::{Scheduler, TaskState};
+use super::definition::assigns;
+use super::{Change, Workflow, calls, errors, runtime, spec, views};
+use crate::scheduler::{Refusal, Scheduler, TaskState};
 
 /// Where one phase stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -32,22 +33,73 @@ pub(super) struct Progress {
 }
 
 impl Workflow {
-    /// `split`'s returned value as tasks of the phase at `phase`, added.
+    /// `split`'s returned value as tasks of the phase at `phase`, added. An
+    /// error names the line that made the task that is wrong (see [`Self::task_place`]).
     pub(super) fn split_tasks(&self, scheduler: &mut Scheduler, phase: usize, value: Value) -> Result<(), String> {
         let p = &self.phases[phase];
         let split = p.split.as_ref().expect("a split phase");
         let place = self.place_of(split);
         let lease = self.shared.lease.borrow().clone();
-        let specs = spec::to_specs(&self.lua, value, lease.as_deref()).map_err(|e| {
+        let list = value.clone();
+        let specs = spec::checked_list(&self.lua, value, lease.as_deref()).map_err(|problems| {
             self.shared.changes.borrow_mut().clear();
-            format!("{place}: in split of phase \"{}\": split must return a list of tasks: {e}", p.name)
+            // One line per place, its problems joined as before.
+            let mut lines: Vec<(String, Vec<String>)> = Vec::new();
+            for problem in problems {
+                let at = problem
+                    .item
+                    .and_then(|i| self.task_place(&list, i, problem.field.as_deref(), split))
+                    .unwrap_or_else(|| place.clone());
+                match lines.last_mut() {
+                    Some((place_before, texts)) if *place_before == at => texts.push(problem.text),
+                    _ => lines.push((at, vec![problem.text])),
+                }
+            }
+            lines
+                .into_iter()
+                .map(|(at, texts)| {
+                    format!(
+                        "{at}: in split of phase \"{}\": split must return a list of tasks: {}",
+                        p.name,
+                        texts.join("; ")
+                    )
+                })
+                .collect::<Vec<_>>()
+                .join("\n")
         })?;
         crate::engine::room_for(scheduler, specs.len())
             .map_err(|e| format!("{place}: in split of phase \"{}\": {e}", p.name))?;
-        scheduler
-            .add_tasks(specs, Some(&p.name), Instant::now())
-            .map_err(|e| format!("{place}: in split of phase \"{}\": {e}", p.name))?;
+        scheduler.add_tasks(specs, Some(&p.name), Instant::now()).map_err(|e| {
+            let at = match &e {
+                Refusal::DuplicateTask(id) | Refusal::UnknownDependency { task: id, .. } => {
+                    position_of(&list, id).and_then(|i| self.task_place(&list, i, None, split))
+                }
+                _ => None,
+            };
+            format!("{}: in split of phase \"{}\": {e}", at.as_deref().unwrap_or(&place), p.name)
+        })?;
         Ok(())
+    }
+
+    /// Where task `index` (from 0) of `split`'s returned `list` was made: the
+    /// line of its `task {...}` call; else the line inside `split` assigning
+    /// `field`, the field that is wrong; else `None` (then `split`'s own line).
+    fn task_place(&self, list: &Value, index: usize, field: Option<&str>, split: &mlua::Function) -> Option<String> {
+        let Value::Table(list) = list else { return None };
+        if let Ok(Value::Table(item)) = list.raw_get::<Value>(index + 1)
+            && let Some(place) = runtime::place_made(&self.lua, &item)
+        {
+            return Some(place);
+        }
+        let field = field?;
+        let info = split.info();
+        if info.short_src.as_deref() != Some(self.file.as_str()) {
+            return None;
+        }
+        let (from, to) = (info.line_defined?, info.last_line_defined?);
+        let found =
+            self.source.lines().enumerate().take(to).skip(from.saturating_sub(1)).find(|(_, l)| assigns(l, field));
+        found.map(|(i, _)| format!("{}:{}", self.file, i + 1))
     }
 
     /// Apply what scripts queued through `ctx`; problems go to `errors`.
@@ -244,4 +296,18 @@ impl Workflow {
             }
         }
     }
+}
+
+/// The place (from 0) of the last task with id `id` in a list of task
+/// tables: the one a refusal of a repeated id is about.
+fn position_of(list: &Value, id: &str) -> Option<usize> {
+    let Value::Table(list) = list else { return None };
+    let ids: Vec<Option<String>> = list
+        .sequence_values::<Value>()
+        .map(|item| match item {
+            Ok(Value::Table(t)) => t.raw_get::<Option<String>>("id").ok().flatten(),
+            _ => None,
+        })
+        .collect();
+    ids.iter().rposition(|x| x.as_deref() == Some(id))
 }

@@ -62,6 +62,27 @@ load = function(chunk, name, mode, env)
   return text_load(chunk, name, 't', env)
 end
 ";
+/// Registry key of the table (weak keys) of where each `task {...}` was
+/// called: an error about a task `split` returned names that line.
+const TASK_PLACES: &str = "mcc.task_places";
+
+/// `file:N` of the innermost workflow code on the stack (not mcc's prelude, not C).
+fn caller_place(lua: &Lua) -> Option<String> {
+    (1..)
+        .map_while(|level| {
+            lua.inspect_stack(level, |d| (d.source().short_src.map(std::borrow::Cow::into_owned), d.current_line()))
+        })
+        .find_map(|frame| match frame {
+            (Some(src), Some(line)) if src != "mcc" && src != "[C]" => Some(format!("{src}:{line}")),
+            _ => None,
+        })
+}
+
+/// Where `task {...}` made table `t`, if it did.
+pub(super) fn place_made(lua: &Lua, t: &Table) -> Option<String> {
+    lua.named_registry_value::<Table>(TASK_PLACES).ok()?.raw_get::<Option<String>>(t).ok()?
+}
+
 impl Workflow {
     /// Read, run and check a workflow file.
     pub fn load(path: &Path, root: &Path) -> Result<Self, String> {
@@ -109,9 +130,18 @@ impl Workflow {
         let setup = |lua: &Lua| -> mlua::Result<(Table, Table)> {
             limits::install(lua, &budget)?;
             recipes::install(lua, &shared)?;
+            let places = lua.create_table()?;
+            let weak = lua.create_table()?;
+            weak.set("__mode", "k")?;
+            places.set_metatable(Some(weak))?;
+            lua.set_named_registry_value(TASK_PLACES, places)?;
             let check = lua.create_function(|lua, t: Value| {
                 let _nested = limits::Nested::enter("task {...}")?;
-                spec::to_spec(lua, t, None).map(|_| ()).map_err(|e| mlua::Error::runtime(format!("task {{...}}: {e}")))
+                spec::to_spec(lua, t.clone(), None).map_err(|e| mlua::Error::runtime(format!("task {{...}}: {e}")))?;
+                if let (Value::Table(t), Some(place)) = (t, caller_place(lua)) {
+                    lua.named_registry_value::<Table>(TASK_PLACES)?.raw_set(t, place)?;
+                }
+                Ok(())
             })?;
             lua.globals().set("__mcc_check_task", check)?;
             lua.load(PRELUDE).set_name("@mcc").exec()?;

@@ -62,11 +62,13 @@ const STRINGS: [&str; 3] = ["type", "lease", "validation"];
 pub struct Problem {
     pub field: Option<String>,
     pub text: String,
+    /// The task's place (from 0) in a list of tasks, when it came in one.
+    pub item: Option<usize>,
 }
 
 impl Problem {
     fn new(field: Option<&str>, text: String) -> Self {
-        Self { field: field.map(str::to_owned), text }
+        Self { field: field.map(str::to_owned), text, item: None }
     }
 }
 
@@ -234,13 +236,8 @@ fn as_list(v: Json) -> Json {
     }
 }
 
-/// Convert a list of task tables; the problems of every task, one per line
-/// in the error when the list came from a function (`split`, `ctx.add_tasks`).
-pub fn to_specs(lua: &Lua, value: Value, default_lease: Option<&str>) -> Result<Vec<TaskSpec>, String> {
-    checked_list(lua, value, default_lease).map_err(|problems| join(&problems, "; "))
-}
-
-/// Convert a list of task tables, each problem prefixed by `task N:`.
+/// Convert a list of task tables, each problem prefixed by `task N:` and
+/// knowing its task's place in the list (`split` names the line that made it).
 pub fn checked_list(lua: &Lua, value: Value, default_lease: Option<&str>) -> Result<Vec<TaskSpec>, Vec<Problem>> {
     let Value::Table(list) = value else {
         return Err(vec![Problem::new(None, format!("expected a list of tasks, got {}", value.type_name()))]);
@@ -251,9 +248,11 @@ pub fn checked_list(lua: &Lua, value: Value, default_lease: Option<&str>) -> Res
         let item = item.map_err(|e| vec![Problem::new(None, e.to_string())])?;
         match checked(lua, item, default_lease) {
             Ok(spec) => specs.push(spec),
-            Err(found) => problems.extend(
-                found.into_iter().map(|p| Problem { text: format!("task {}: {}", i + 1, p.text), field: p.field }),
-            ),
+            Err(found) => problems.extend(found.into_iter().map(|p| Problem {
+                text: format!("task {}: {}", i + 1, p.text),
+                field: p.field,
+                item: Some(i),
+            })),
         }
     }
     if !problems.is_empty() {

@@ -240,7 +240,7 @@ impl WorkerTools {
     }
 
     #[tool(
-        description = "Get the task you hold, or a new one. Waits up to ~45 s; \"nothing yet\" means call `next` again. The result ends with the next call to make."
+        description = "Get the task you hold, or a new one. Waits up to 45 s for one (the server's --wait, at most 50 s); \"nothing yet\" means call `next` again. The result ends with the next call to make."
     )]
     async fn next(&self) -> CallToolResult {
         let (who, wait) = (self.who(), self.wait);
