@@ -1,12 +1,14 @@
 //! What keeps a runaway script from stalling or sinking the hub: a budget
 //! per call (instructions and wall time, counted by a hook), a memory limit
-//! for the whole Lua state, a size limit on the text a backtracking pattern
-//! may scan, and a bound on how deep and how big a table Rust converts.
+//! for the whole Lua state, and a bound on how deep and how big a table
+//! Rust converts. Pattern functions run on mcc's own matcher, which asks the
+//! budget as it goes (see [`super::patterns`]).
 //!
 //! The budget cannot be caught: once spent, the hook fails again on every
 //! return and every instruction count, so a `pcall` (or `coroutine.resume`)
 //! that catches the error fails again the moment it returns, up to mcc.
-//! Time spent inside a C function is seen when that function returns.
+//! Time spent inside a C function is seen when that function returns; the
+//! pattern matcher, in Rust, asks [`Budget::overdue`] while it runs.
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashSet;
@@ -24,11 +26,6 @@ pub const TIME: Duration = Duration::from_secs(5);
 pub const WALL_TIME: Duration = Duration::from_secs(30);
 /// Memory the whole Lua state may hold.
 pub const MEMORY: usize = 256 << 20;
-/// Longest text a pattern that can backtrack (`*`, `+`, `-`, `?`, `%b`) may
-/// scan: the trim idiom `^%s*(.-)%s*$` takes quadratic time on a run of
-/// whitespace, 1.25 s of CPU on 16,000 bytes in a debug build (about 49 s
-/// on 100 KB); one such call may overrun the budget by that much at most.
-pub const PATTERN_TEXT: usize = 16 << 10;
 /// How deep a table may nest where Rust converts it (a task, `ctx.json`).
 pub const DEPTH: usize = 128;
 /// How many values such a table may hold, counting a table reached twice
@@ -100,6 +97,22 @@ impl Budget {
         self.0.borrow().spent.is_some()
     }
 
+    /// Asked by work that runs long inside Rust (the pattern matcher): the
+    /// error to raise once the call is past its time, made by `describe`
+    /// from what it spent ("5 s"), or the error already raised. The budget
+    /// is then spent, so a `pcall` that catches the error fails again as it
+    /// returns.
+    pub fn overdue(&self, describe: impl FnOnce(&str) -> String) -> Option<String> {
+        let mut state = self.0.borrow_mut();
+        if let Some(spent) = &state.spent {
+            return Some(spent.clone());
+        }
+        let spent = state.started.and_then(|started| over_time(started, self.1))?;
+        let message = describe(&spent);
+        state.spent = Some(message.clone());
+        Some(message)
+    }
+
     /// What the hook decides on `event`: the error to raise, if any.
     fn check(&self, event: DebugEvent, place: impl FnOnce() -> String) -> Option<String> {
         let mut state = self.0.borrow_mut();
@@ -147,13 +160,7 @@ pub fn install(lua: &Lua, budget: &Budget) -> mlua::Result<()> {
     let triggers = HookTriggers::new().every_nth_instruction(STRIDE).on_returns();
     lua.set_global_hook(triggers, move |lua, debug| {
         // The script's line: a C function returning (`string.match`) has none, its caller has.
-        let place = || {
-            let at = |d: &mlua::Debug| match (d.source().short_src, d.current_line()) {
-                (Some(src), Some(line)) if src != "[C]" && src != "mcc" => Some(format!("{src}:{line}: ")),
-                _ => None,
-            };
-            at(debug).or_else(|| (1..4).find_map(|level| lua.inspect_stack(level, at).flatten())).unwrap_or_default()
-        };
+        let place = || at(debug).unwrap_or_else(|| script_place(lua, 1));
         match budget.check(debug.event(), place) {
             Some(message) => Err(mlua::Error::runtime(message)),
             None => Ok(VmState::Continue),
@@ -161,13 +168,27 @@ pub fn install(lua: &Lua, budget: &Budget) -> mlua::Result<()> {
     })
 }
 
+/// `file:line: ` of a frame of the workflow's own code, if `d` is one.
+fn at(d: &mlua::Debug) -> Option<String> {
+    match (d.source().short_src, d.current_line()) {
+        (Some(src), Some(line)) if src != "[C]" && src != "mcc" => Some(format!("{src}:{line}: ")),
+        _ => None,
+    }
+}
+
+/// `file:line: ` of the nearest frame of the workflow's own code, looking
+/// from stack level `from` up past C functions and mcc's wrappers; empty if
+/// none is near.
+pub fn script_place(lua: &Lua, from: usize) -> String {
+    (from..from + 4).find_map(|level| lua.inspect_stack(level, at).flatten()).unwrap_or_default()
+}
+
 /// The Lua side of the limits, run once the state is set up: `xpcall` does
 /// not call its handler for a spent budget (a handler runs with the hook off,
 /// so a loop in it would never end); `setmetatable` refuses `__gc` (Lua runs
-/// finalizers with the hook off); pattern functions refuse long text when
-/// the pattern can backtrack.
+/// finalizers with the hook off).
 const GUARDS: &str = r"
-local spent, pattern_guard, limit = ...
+local spent = ...
 local raw_xpcall, raw_setmetatable, rawget, type = xpcall, setmetatable, rawget, type
 xpcall = function(f, handler, ...)
   return raw_xpcall(f, function(e)
@@ -181,89 +202,13 @@ setmetatable = function(t, mt)
   end
   return raw_setmetatable(t, mt)
 end
-for _, name in ipairs({ 'find', 'match', 'gmatch', 'gsub' }) do
-  local raw = string[name]
-  string[name] = function(s, p, ...)
-    if type(s) == 'string' and #s > limit then pattern_guard(name, s, p, ...) end
-    return raw(s, p, ...)
-  end
-end
 ";
 
 /// Install [`GUARDS`].
 pub fn install_guards(lua: &Lua, budget: &Budget) -> mlua::Result<()> {
     let budget = budget.clone();
     let spent = lua.create_function(move |_, ()| Ok(budget.spent()))?;
-    let pattern_guard =
-        lua.create_function(|_, (name, text, pattern, _init, plain): (String, mlua::String, Value, Value, Value)| {
-            let plain = name == "find" && plain.as_boolean().unwrap_or(false);
-            let backtracks = match &pattern {
-                Value::String(p) => can_backtrack(&p.as_bytes()),
-                _ => false,
-            };
-            if plain || !backtracks {
-                return Ok(());
-            }
-            Err(mlua::Error::runtime(format!(
-                "string.{name}: the text is {} bytes, over the {PATTERN_TEXT} bytes a pattern with repetition \
-                 (*, +, -, ? or %b) may scan (it can take minutes on long text); cut the text first \
-                 (s:sub(1, {PATTERN_TEXT})), or search for plain text with string.find(s, text, 1, true)",
-                text.as_bytes().len()
-            )))
-        })?;
-    lua.load(GUARDS).set_name("@mcc").call::<()>((spent, pattern_guard, PATTERN_TEXT))
-}
-
-/// Whether a Lua pattern has an item that can backtrack: a single-character
-/// class followed by `*`, `+`, `-` or `?`, or a balanced match `%b`. Such a
-/// pattern can take time polynomial in the text; one without is linear.
-pub fn can_backtrack(pattern: &[u8]) -> bool {
-    let mut i = usize::from(pattern.first() == Some(&b'^'));
-    while i < pattern.len() {
-        // One pattern item: where its single-character class ends.
-        let end = match pattern[i] {
-            b'(' | b')' => {
-                i += 1;
-                continue;
-            }
-            b'%' => match pattern.get(i + 1) {
-                Some(b'b') => return true,
-                Some(b'f') => {
-                    i = set_end(pattern, i + 2);
-                    continue;
-                }
-                Some(_) => i + 2,
-                None => return false,
-            },
-            b'[' => set_end(pattern, i),
-            _ => i + 1,
-        };
-        if matches!(pattern.get(end), Some(b'*' | b'+' | b'-' | b'?')) {
-            return true;
-        }
-        i = end;
-    }
-    false
-}
-
-/// Just past the set `[...]` starting at `start` (`%]` and a leading `]` or
-/// `^]` are part of it), or the end of the pattern.
-fn set_end(pattern: &[u8], start: usize) -> usize {
-    let mut i = start + 1;
-    if pattern.get(i) == Some(&b'^') {
-        i += 1;
-    }
-    if pattern.get(i) == Some(&b']') {
-        i += 1;
-    }
-    while i < pattern.len() {
-        match pattern[i] {
-            b'%' => i += 2,
-            b']' => return i + 1,
-            _ => i += 1,
-        }
-    }
-    pattern.len()
+    lua.load(GUARDS).set_name("@mcc").call::<()>(spent)
 }
 
 /// Refuse `value` before Rust converts it (serde recursion on a 100,000-deep

@@ -21,11 +21,13 @@ mod errors;
 mod hooks;
 mod limits;
 mod loading;
+mod patterns;
 mod phases;
 mod policy;
 pub mod recipes;
 mod runtime;
 mod spec;
+mod strings;
 mod views;
 mod watch;
 
@@ -219,5 +221,7 @@ impl Workflow {
     }
 }
 
+#[cfg(test)]
+mod differential;
 #[cfg(test)]
 mod tests;

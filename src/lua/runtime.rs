@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use mlua::{Function, IntoLuaMulti, Lua, LuaOptions, MultiValue, Scope, StdLib, Table, Value};
 
-use super::{CURRENT, SESSION, Shared, Workflow, calls, ctx, errors, limits, recipes, spec};
+use super::{CURRENT, SESSION, Shared, Workflow, calls, ctx, errors, limits, recipes, spec, strings};
 use crate::scheduler::Scheduler;
 
 /// `ctx.run`: check the arguments in Rust, then park the call (see [`calls`]).
@@ -146,6 +146,7 @@ impl Workflow {
             lua.globals().set("__mcc_check_task", check)?;
             lua.load(PRELUDE).set_name("@mcc").exec()?;
             limits::install_guards(lua, &budget)?;
+            strings::install(lua, &budget)?;
             let ctx = ctx::install(lua, &shared)?;
             let current = lua.create_function(|lua, ()| lua.named_registry_value::<Value>(CURRENT))?;
             let marker: Table =
