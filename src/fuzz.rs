@@ -3,12 +3,14 @@
 //! frame), a report file (`watch::parse_report_from`), a task in a task
 //! file or `add_tasks` (`TaskSpec::from_json`) and the discovery file
 //! (`layout::HubFile`). None may panic, whatever the bytes; a refusal says
-//! something. Bounded by proptest's case count, so `cargo test` runs it in
+//! something. And every frame that parses is held to each token scope
+//! (`hub::guard::Scope::permits`): what passes is what the scope allows. Bounded by proptest's case count, so `cargo test` runs it in
 //! CI in well under a second per parser (`PROPTEST_CASES` raises it).
 
 use proptest::prelude::*;
 use serde_json::{Map, Value};
 
+use crate::hub::guard::Scope;
 use crate::layout::{HubFile, RequestFile};
 use crate::task::TaskSpec;
 use crate::watch::parse_report_from;
@@ -45,8 +47,29 @@ const KEYS: &[&str] = &[
     "port",
     "pid",
     "root",
+    "scope",
+    "expiresMs",
     "x",
 ];
+
+/// Worker names near the one a worker token holds (`w`).
+const NAMES: &[&str] = &["w", "W", "w ", " w", "w\0", "", "v"];
+
+/// A frame aimed at the scope check: a known type, a worker name near `w`,
+/// and generated fields beside them.
+fn scoped_frame() -> impl Strategy<Value = Value> {
+    (
+        proptest::sample::select(ClientMsg::TYPES),
+        proptest::sample::select(NAMES),
+        proptest::collection::vec((proptest::sample::select(KEYS), json()), 0..6),
+    )
+        .prop_map(|(kind, worker, fields)| {
+            let mut frame: Map<String, Value> = fields.into_iter().map(|(k, v)| (k.to_owned(), v)).collect();
+            frame.insert("type".into(), kind.into());
+            frame.insert("worker".into(), worker.into());
+            Value::Object(frame)
+        })
+}
 
 fn json() -> impl Strategy<Value = Value> {
     let leaf = prop_oneof![
@@ -109,6 +132,21 @@ proptest! {
     fn no_task_panics_its_reader(value in json()) {
         if let Err(problem) = TaskSpec::from_json(&value) {
             prop_assert!(!problem.refusal(0, &value).is_empty());
+        }
+    }
+
+    #[test]
+    fn no_frame_gets_past_a_scope_it_is_not_for(frame in scoped_frame()) {
+        let Ok(msg) = parse(&frame.to_string()) else { return Ok(()) };
+        let kind = frame["type"].as_str().unwrap_or_default();
+        let works = ["next", "done", "block", "fail", "progress", "leave", "task_files", "fetch_file", "upload"].contains(&kind);
+        let reads = ["status", "snapshot", "show_task", "subscribe", "tasks_page"].contains(&kind);
+        let worker = Scope::Worker("w".into()).permits(&msg, 100);
+        prop_assert_eq!(worker.is_ok(), kind == "show_task" || works && frame["worker"] == "w", "{} {:?}", frame, worker);
+        let viewer = Scope::Viewer.permits(&msg, 100);
+        prop_assert_eq!(viewer.is_ok(), reads, "{} {:?}", frame, viewer);
+        for refused in [worker.err(), viewer.err()].into_iter().flatten() {
+            prop_assert!(refused.contains("mcc token add"), "a refusal names the command that gives the right token: {}", refused);
         }
     }
 

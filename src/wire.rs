@@ -119,6 +119,20 @@ pub enum ClientMsg {
         limit: Option<usize>,
         after: Option<String>,
     },
+    // --- mcc's own: scoped tokens, answered at the hub's edge (docs/security.md, "Token scopes") ---
+    /// Make a token of `scope` (`worker` names the one worker a worker token
+    /// acts as); it expires `expires_ms` from now when set.
+    TokenAdd {
+        scope: TokenScope,
+        worker: Option<String>,
+        expires_ms: Option<u64>,
+    },
+    /// Every token, never its secret.
+    TokenList {},
+    /// Revoke a token by id: refused from then on, its open connections cut.
+    TokenRevoke {
+        id: String,
+    },
     // --- mcc's own: a remote worker's files (docs/remote.md, "What travels") ---
     /// The path and SHA-256 of each declared file of a granted task, as the
     /// hub's checkout holds it; answered by `task_files`.
@@ -199,6 +213,9 @@ impl ClientMsg {
         "load_workflow",
         "subscribe",
         "tasks_page",
+        "token_add",
+        "token_list",
+        "token_revoke",
         "task_files",
         "fetch_file",
         "upload",
@@ -218,6 +235,45 @@ pub enum SubscriptionView {
     /// log, stuck. Deltas carry only the tasks that became or stopped being
     /// a question, and no events; the summary no tasks in flight.
     Progress,
+}
+
+/// What a token made by `mcc token add` may do (docs/security.md, "Token scopes").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TokenScope {
+    /// What the project's `.mcc/token` may do.
+    Engineer,
+    /// Only the worker verbs, only as one worker name.
+    Worker,
+    /// Only reading: status, task lists, subscriptions.
+    Viewer,
+}
+
+impl TokenScope {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Engineer => "engineer",
+            Self::Worker => "worker",
+            Self::Viewer => "viewer",
+        }
+    }
+}
+
+/// A token as the hub lists it: never its secret. Times are ms since the Unix epoch.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct TokenInfo {
+    pub id: String,
+    pub scope: TokenScope,
+    /// The worker name a worker token acts as.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub worker: Option<String>,
+    pub created_ms: i64,
+    /// When a connection last presented it (kept to the minute).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_used_ms: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_ms: Option<i64>,
 }
 
 /// One worker in the old `status_response`.
@@ -433,6 +489,15 @@ pub enum ServerMsg {
     /// The answer to `tasks_page`.
     TasksPage {
         page: Page,
+    },
+    /// The answer to `token_add`: the secret, sent this once and stored only as a hash.
+    TokenAdded {
+        secret: String,
+        token: TokenInfo,
+    },
+    /// The answer to `token_list`.
+    Tokens {
+        tokens: Vec<TokenInfo>,
     },
     /// The answer to `task_files`: the task's declared files as the hub's
     /// checkout holds them (a declared file it does not have is in

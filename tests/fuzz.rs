@@ -458,6 +458,131 @@ fn only_the_live_pages_own_origin_reads_with_its_capability_and_it_can_change_no
     still_serving(&mut hub);
 }
 
+/// A token made by `mcc token add ARGS --json` in `project`: (id, secret).
+fn scoped_token(project: &Project, args: &[&str]) -> (String, String) {
+    let added = project.mcc().args(["token", "add"]).args(args).args(["--json"]).run();
+    assert_eq!(added.code, 0, "{added:?}");
+    let printed = added.json();
+    (printed["id"].as_str().unwrap().to_owned(), printed["token"].as_str().unwrap().to_owned())
+}
+
+/// One request of each kind, acting as `worker` where a kind names one.
+fn one_of_each(worker: &str) -> Vec<Value> {
+    vec![
+        json!({"type":"status"}),
+        json!({"type":"snapshot"}),
+        json!({"type":"show_task","taskId":"t1"}),
+        json!({"type":"subscribe"}),
+        json!({"type":"tasks_page"}),
+        json!({"type":"next","worker":worker}),
+        json!({"type":"done","worker":worker,"taskId":"nope","attempt":1}),
+        json!({"type":"block","worker":worker,"taskId":"nope","question":"?"}),
+        json!({"type":"fail","worker":worker,"taskId":"nope","reason":"r"}),
+        json!({"type":"progress","worker":worker,"taskId":"nope","note":"n"}),
+        json!({"type":"leave","worker":worker}),
+        json!({"type":"task_files","worker":worker,"taskId":"nope"}),
+        json!({"type":"fetch_file","worker":worker,"taskId":"nope","path":"a"}),
+        json!({"type":"upload","worker":worker,"taskId":"nope","path":"a","offset":0,"size":1,"sha256":"00","data":"QQ=="}),
+        json!({"type":"register","role":"worker","workerId":worker}),
+        json!({"type":"register","role":"coordinator"}),
+        json!({"type":"request_task"}),
+        json!({"type":"task_complete","taskId":"nope","report":{}}),
+        json!({"type":"create_tasks","tasks":[{"id":"c1","description":"d"}]}),
+        json!({"type":"add_tasks","tasks":[]}),
+        json!({"type":"load_workflow","path":"workflows/none.lua"}),
+        json!({"type":"answer","taskId":"nope","text":"t"}),
+        json!({"type":"cancel","taskId":"nope"}),
+        json!({"type":"retry","taskId":"nope"}),
+        json!({"type":"token_list"}),
+        json!({"type":"token_revoke","id":"tok-none"}),
+    ]
+}
+
+/// The rules (docs/security.md, "Token scopes"), stated apart from the hub's table.
+fn scope_allows(scope: &str, own_name: &str, msg: &Value) -> bool {
+    let kind = msg["type"].as_str().unwrap();
+    let reads = ["status", "snapshot", "show_task", "subscribe", "tasks_page"];
+    let works = ["next", "done", "block", "fail", "progress", "leave", "task_files", "fetch_file", "upload"];
+    match scope {
+        "engineer" => true,
+        "viewer" => reads.contains(&kind),
+        _ => kind == "show_task" || works.contains(&kind) && msg["worker"] == own_name,
+    }
+}
+
+#[test]
+fn tokens_of_every_scope_pass_the_handshake_only_while_valid_and_each_request_is_held_to_its_scope() {
+    let project = Project::new();
+    let mut hub = Hub::start(project.root(), &[]);
+    let p = hub.port;
+    let live: Vec<(&str, String)> = vec![
+        ("worker", scoped_token(&project, &["--worker", "worker-A"]).1),
+        ("viewer", scoped_token(&project, &["--viewer"]).1),
+        ("engineer", scoped_token(&project, &["--engineer"]).1),
+    ];
+    let (revoked_id, revoked) = scoped_token(&project, &["--worker", "worker-A"]);
+    assert_eq!(project.mcc().args(["token", "revoke", &revoked_id]).run().code, 0);
+    let (_, expiring) = scoped_token(&project, &["--viewer", "--expires", "1s"]);
+    let made = std::time::Instant::now();
+
+    // Requests: every kind from every scope, the worker's under near-miss names too.
+    let mut rng = Rng(0x70_6b65_6e73);
+    let names = ["worker-A", "worker-a", "worker-A ", " worker-A", "worker-B", "", "worker-A\u{0}", "WORKER-A"];
+    let mut checked = 0;
+    for (scope, secret) in &live {
+        for round in 0..3 {
+            let name = if round == 0 { "worker-A" } else { *rng.pick(&names) };
+            for msg in one_of_each(name) {
+                let mut ws = crate::support::Ws::connect_with_token(&hub.url, secret);
+                let reply = ws.ask(msg.clone());
+                let error = reply["error"].as_str().unwrap_or_default();
+                let refused = error.contains("is not for this token") || error.contains("acts only as worker");
+                assert_eq!(!refused, scope_allows(scope, "worker-A", &msg), "{scope} token, {msg} -> {reply}");
+                checked += 1;
+            }
+        }
+    }
+
+    // Handshakes: each token, live, revoked, expired or made up, under good and bad names and origins.
+    let mut expected_live = live.iter().map(|(_, s)| (s.clone(), true)).collect::<Vec<_>>();
+    expected_live.extend([(revoked.clone(), false), ("0".repeat(64), false), (format!("{}0", live[0].1), false)]);
+    eventually_past(made, 1_500);
+    expected_live.push((expiring, false));
+    let mut cases = Vec::new();
+    for (secret, ok) in &expected_live {
+        for (host, host_ok) in
+            [(format!("localhost:{p}"), true), (format!("127.0.0.1:{p}"), true), ("evil.example".to_owned(), false)]
+        {
+            for (origin, origin_ok) in [
+                (None, true),
+                (Some(b"http://evil.example".to_vec()), false),
+                (Some(format!("http://localhost:{p}").into_bytes()), true),
+            ] {
+                let mut headers = vec![
+                    ("Host", host.clone().into_bytes()),
+                    ("Authorization", format!("Bearer {secret}").into_bytes()),
+                ];
+                if let Some(o) = origin {
+                    headers.push(("Origin", o));
+                }
+                cases.push(Case { path: "/".into(), headers, allowed: *ok && host_ok && origin_ok });
+            }
+        }
+    }
+    let (wrong_in, wrong_out, examples) = run_cases(p, &cases);
+    eprintln!(
+        "scoped tokens: {checked} requests held to their scope; {} handshakes: {wrong_in} wrongly accepted, {wrong_out} wrongly refused",
+        cases.len()
+    );
+    assert_eq!((wrong_in, wrong_out), (0, 0), "{examples:#?}");
+    still_serving(&mut hub);
+}
+
+/// Wait until `ms` have passed since `since`: the event is the clock passing a token's expiry.
+fn eventually_past(since: std::time::Instant, ms: u64) {
+    crate::support::eventually("the token's lifetime passes", || since.elapsed().as_millis() > u128::from(ms));
+}
+
 /// A client frame: masked unless told otherwise; `declared` overrides the length.
 fn frame(first: u8, masked: bool, payload: &[u8], declared: Option<u64>) -> Vec<u8> {
     let mut out = vec![first];

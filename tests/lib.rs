@@ -29,6 +29,7 @@ mod run;
 mod scheduling;
 mod security;
 mod state_folder;
+mod tokens;
 mod validate;
 mod waiting;
 mod worker;

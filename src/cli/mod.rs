@@ -9,6 +9,7 @@ mod rules;
 mod run;
 mod status;
 mod tasks;
+mod token;
 mod validate;
 pub(crate) mod worker;
 
@@ -63,6 +64,9 @@ pub enum Command {
     #[command(subcommand)]
     Tasks(tasks::TasksCmd),
     Answer(tasks::AnswerArgs),
+    /// Make, list or revoke the hub's scoped tokens (worker, viewer, engineer).
+    #[command(subcommand)]
+    Token(token::TokenCmd),
     /// Install the worker and coordinator rules where agents read them.
     #[command(subcommand)]
     Rules(rules::RulesCmd),
@@ -115,6 +119,7 @@ pub fn run(cli: Cli) -> u8 {
         Command::Report(args) => report::run(args),
         Command::Tasks(cmd) => tasks::run(cmd, options),
         Command::Answer(args) => tasks::answer(args, options),
+        Command::Token(cmd) => token::run(cmd, options),
         Command::Rules(cmd) => rules::run(cmd),
         Command::Validate(args) => validate::run(args),
         Command::Worker(cmd) => worker::run(cmd, options),

@@ -820,6 +820,8 @@ impl Engine {
                 let path = self.config.root.join(path);
                 self.load_workflow(Some(conn), path);
             }
+            // The hub's edge answers these itself (src/hub/tokens.rs): they never come here.
+            ClientMsg::TokenAdd { .. } | ClientMsg::TokenList {} | ClientMsg::TokenRevoke { .. } => {}
             ClientMsg::TaskFiles { worker, task_id, attempt } => self.task_files(conn, &worker, &task_id, attempt),
             ClientMsg::FetchFile { worker, task_id, attempt, path, offset } => {
                 self.fetch_file(conn, &worker, &task_id, attempt, &path, offset);

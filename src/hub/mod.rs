@@ -12,6 +12,7 @@ pub mod files;
 pub mod guard;
 mod handshakes;
 pub mod page;
+pub mod tokens;
 
 use std::fs;
 use std::io::Write;
@@ -35,7 +36,7 @@ use crate::layout::Layout;
 use crate::scheduler::Settings;
 use crate::watch::ReportWatcher;
 use crate::wire::{self, ClientMsg, ServerMsg};
-use guard::{Access, Guard, Refusal};
+use guard::{Access, Guard, Refusal, Scope};
 
 /// The default port, as the old server had it.
 pub const DEFAULT_PORT: u16 = 3100;
@@ -251,11 +252,12 @@ pub async fn start(options: HubOptions) -> Result<RunningHub, HubError> {
         page::start(root.clone(), port, &token).await.map_err(|source| HubError::Io { path: root.clone(), source })?;
     let ids = Arc::new(AtomicU64::new(1));
     files::start(&layout, engine.clone(), ids.clone(), options.limits.max_frame_bytes).map_err(HubError::Watch)?;
+    let tokens = tokens::Tokens::open(layout.dir())?;
     let limits = options.limits.clone();
     let slots = Arc::new(Semaphore::new(limits.max_connections));
     let edge = Arc::new(Edge {
         engine: engine.clone(),
-        guard: Guard { port, token, remote, page_port: Some(page_port) },
+        guard: Guard { port, token, remote, page_port: Some(page_port), tokens },
         slots: slots.clone(),
         anonymous: Arc::new(Semaphore::new(limits.anonymous_slots())),
         handshakes: handshakes::Handshakes::new(limits.max_handshakes),
@@ -550,13 +552,13 @@ struct Edge {
 
 impl Edge {
     /// The slot(s) an admitted connection holds while open.
-    fn admit(&self, access: Access) -> Result<Vec<OwnedSemaphorePermit>, Refusal> {
+    fn admit(&self, access: &Access) -> Result<Vec<OwnedSemaphorePermit>, Refusal> {
         let full = || Refusal {
             status: tokio_tungstenite::tungstenite::http::StatusCode::SERVICE_UNAVAILABLE,
             reason: format!(
                 "all {} connection slots are taken; try again shortly{}",
                 self.limits.max_connections,
-                if access == Access::Anonymous {
+                if access.scope == Scope::Anonymous {
                     " (connections with the project's token in .mcc/token have slots of their own)"
                 } else {
                     ""
@@ -564,7 +566,8 @@ impl Edge {
             ),
         };
         let mut permits = Vec::with_capacity(2);
-        if access != Access::Token {
+        // The kept quarter is the engineer's: tokens of other scopes share the rest.
+        if access.scope != Scope::Engineer {
             permits.push(self.anonymous.clone().try_acquire_owned().map_err(|_| full())?);
         }
         permits.push(self.slots.clone().try_acquire_owned().map_err(|_| full())?);
@@ -638,7 +641,7 @@ async fn serve_connection<S: AsyncRead + AsyncWrite + Unpin>(
     // The token is checked and the slot taken inside the handshake: a refused client never holds a slot.
     let callback = |request: &Request, response: Response| {
         let access = edge.guard.check(request).map_err(|r| r.response())?;
-        let permits = edge.admit(access).map_err(|r| r.response())?;
+        let permits = edge.admit(&access).map_err(|r| r.response())?;
         admitted = Some((access, permits));
         Ok(response)
     };
@@ -663,6 +666,11 @@ async fn serve_connection<S: AsyncRead + AsyncWrite + Unpin>(
         return;
     }
     let Some((access, _slots)) = admitted else { return };
+    let tokens = &edge.guard.tokens;
+    if let Some(grant) = &access.grant {
+        tokens.used(&grant.id);
+    }
+    let mut revocations = tokens.revocations();
     let conn = edge.ids.fetch_add(1, Ordering::Relaxed);
     let (mut sink, mut source) = socket.split();
     let (outbox, mut inbox) = tokio::sync::mpsc::channel(crate::engine::OUTBOX);
@@ -722,12 +730,19 @@ async fn serve_connection<S: AsyncRead + AsyncWrite + Unpin>(
                     // A pong (or a ping, answered by tungstenite) keeps the link alive, nothing more.
                     Some(Ok(_)) => continue,
                 };
-                let checked = wire::parse(&text)
-                    .and_then(|msg| access.permits(&msg, edge.limits.max_tasks_per_message).map(|()| msg));
+                let checked = wire::parse(&text).map_err(|error| guard::Denied { error, close: false }).and_then(|msg| {
+                    edge.guard.permits(&access, &msg, edge.limits.max_tasks_per_message).map(|()| msg)
+                });
                 match checked {
                     Ok(msg) => {
-                        registered |= matches!(msg, ClientMsg::Register { .. } | ClientMsg::Subscribe { .. });
                         outstanding = true;
+                        // Token verbs are the edge's own (the tokens are not the engine's); the
+                        // answer still goes through the engine, after those of earlier frames.
+                        if let Some(answer) = tokens.answer(&msg).await {
+                            if !engine.send_async(Input::Relay { conn, outgoing: Outgoing::Msg(answer) }).await { break; }
+                            continue;
+                        }
+                        registered |= matches!(msg, ClientMsg::Register { .. } | ClientMsg::Subscribe { .. });
                         let create = matches!(msg, ClientMsg::CreateTasks { .. });
                         if create {
                             my_creates += 1;
@@ -736,9 +751,14 @@ async fn serve_connection<S: AsyncRead + AsyncWrite + Unpin>(
                         if !engine.send_async(Input::Message { conn, msg }).await { break; }
                         if create && !engine.send_async(Input::Relay { conn, outgoing: Outgoing::Mark(CREATE_ANSWERED) }).await { break; }
                     }
-                    Err(error) => {
+                    Err(guard::Denied { error, close: false }) => {
                         outstanding = true;
                         if !answer_bad(error).await { break; }
+                    }
+                    Err(guard::Denied { error, close: true }) => {
+                        let _ = sink.send(Message::text(ServerMsg::error_code(error, "token_refused").to_json())).await;
+                        let _ = sink.close().await;
+                        break;
                     }
                 }
             }
@@ -752,6 +772,7 @@ async fn serve_connection<S: AsyncRead + AsyncWrite + Unpin>(
                 while open {
                     match next {
                         Some(Outgoing::Msg(msg)) => {
+                            let msg = access.scope.screen(msg);
                             last_activity = tokio::time::Instant::now();
                             last_heard = last_activity;
                             outstanding = false;
@@ -788,6 +809,14 @@ async fn serve_connection<S: AsyncRead + AsyncWrite + Unpin>(
             () = tokio::time::sleep_until(last_heard + edge.limits.keepalive) => {
                 last_heard = tokio::time::Instant::now();
                 if sink.send(Message::Ping(Vec::new().into())).await.is_err() { break; }
+            }
+            // A revoked token's connections are cut at once, not at their next request.
+            Ok(()) = revocations.changed(), if access.grant.is_some() => {
+                if let Some(Err(error)) = access.grant.as_ref().map(|grant| tokens.still_valid(grant)) {
+                    let _ = sink.send(Message::text(ServerMsg::error_code(error, "token_refused").to_json())).await;
+                    let _ = sink.close().await;
+                    break;
+                }
             }
             () = tokio::time::sleep_until(idle_at), if !outstanding && !registered => {
                 let idle = humantime::format_duration(edge.limits.idle_timeout);

@@ -22,6 +22,7 @@ use crate::scheduler::{Changes, Scheduler, Settings, Task, Worker};
 use crate::task::now_ms;
 
 pub mod read;
+pub mod tokens;
 pub mod writer;
 
 /// The store failed; the hub cannot go on safely.
