@@ -19,6 +19,7 @@
 //!           commands/PGID       records of running command groups
 //!           logs/NAME.log       workers spawned by `mcc run --spawn`
 //!           progress-cpu        the progress meter's figures
+//!           page-port           the live page's port, kept for the next start
 //!           workflow-loading.json  the workflow text being loaded (a crash leaves it)
 //!           workflow-loaded.json   the workflow text that last loaded, with its modules
 //! ROOT/tmp/coordination/reports/  old clients' report folder
@@ -49,6 +50,8 @@ pub const DIR: &str = ".mcc";
 pub const WORKFLOW_LOADING: &str = "workflow-loading.json";
 /// In the state folder: the workflow text (and its modules') that last loaded.
 pub const WORKFLOW_LOADED: &str = "workflow-loaded.json";
+/// In the state folder: the live page's port, taken again at the next start if free.
+pub const PAGE_PORT: &str = "page-port";
 
 /// The paths of one project's `.mcc/` folder.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -109,6 +112,7 @@ impl Layout {
             "tls/key.pem",
             "remote.json",
             "remote-token",
+            PAGE_PORT,
         ];
         if let Some(link) = names.iter().find(|name| state.is_link(name)) {
             return Err(Refused::Link(self.dir.join(link)));

@@ -38,4 +38,5 @@ pub use hub::{HubOptions, Limits as HubLimits, RunningHub, Security as HubSecuri
 pub use layout::Layout;
 pub use lua::{Workflow, load as load_workflow};
 pub use scheduler::{Scheduler, Settings};
+pub use text::duration;
 pub use wire::ClientMsg;

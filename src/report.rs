@@ -502,7 +502,8 @@ table {{ border-collapse: collapse; }} th, td {{ text-align: left; padding: 2px 
 }
 
 /// The styles [`timeline_svg`] and [`legend_html`] expect (the report and the live page share them).
-pub const TIMELINE_CSS: &str = "svg text { font: 12px system-ui, sans-serif; }
+pub const TIMELINE_CSS: &str =
+    "svg text { font: 12px system-ui, sans-serif; } svg text.bar-label { font-size: 11px; fill: #182026; }
 .legend span { margin-right: 1em; }
 .legend i { display: inline-block; width: 12px; height: 12px; margin-right: 4px; vertical-align: middle; }";
 
@@ -541,23 +542,52 @@ pub fn timeline_svg(m: &Value) -> String {
             escape(name),
             y + 17.0
         ));
-        for a in timeline.iter().filter(|a| a["worker"].as_str() == Some(name)) {
+        let mut bars: Vec<&Value> = timeline.iter().filter(|a| a["worker"].as_str() == Some(name)).collect();
+        bars.sort_by_key(|a| a["fromMs"].as_i64().unwrap_or(0));
+        let mut last_end = label;
+        for (k, a) in bars.iter().enumerate() {
             let from = a["fromMs"].as_i64().unwrap_or(0) as f64;
             let to = a["toMs"].as_i64().unwrap_or(0) as f64;
             let verdict = a["verdict"].as_str().unwrap_or("running");
             let colour = Verdict::ALL.iter().find(|v| v.name() == verdict).map_or("#999", |v| v.colour());
+            let task = a["task"].as_str().unwrap_or("?");
+            let x = label + from * scale;
+            // A pixel's gap keeps back-to-back attempts apart; an attempt of no
+            // length still gets a bar wide enough to see.
+            let bar = ((to - from) * scale - 1.0).max(3.0);
             svg.push_str(&format!(
-                "  <rect class=\"attempt {verdict}\" x=\"{:.1}\" y=\"{:.1}\" width=\"{:.1}\" height=\"{:.1}\" fill=\"{colour}\"><title>{} attempt {} by {}: {verdict}, {:.1}s</title></rect>\n",
-                label + from * scale,
+                "  <rect class=\"attempt {verdict}\" x=\"{x:.1}\" y=\"{:.1}\" width=\"{bar:.1}\" height=\"{:.1}\" fill=\"{colour}\" data-task=\"{}\"><title>{} attempt {} by {}: {verdict}, {:.1}s</title></rect>\n",
                 y + 4.0,
-                // A pixel's gap keeps back-to-back attempts apart.
-                ((to - from) * scale - 1.0).max(1.5),
                 row - 8.0,
-                escape(a["task"].as_str().unwrap_or("?")),
+                escape(task),
+                escape(task),
                 a["attempt"],
                 escape(name),
                 (to - from) / 1000.0
             ));
+            // The task's name inside its bar, else beside it where there is
+            // room (after it up to the next bar, or before it back to the
+            // last), cut to fit.
+            let chars = task.chars().count() as f64;
+            let next =
+                bars.get(k + 1).map_or(label + width, |n| label + n["fromMs"].as_i64().unwrap_or(0) as f64 * scale);
+            let (after, before) = (next - x - bar - 4.0, x - last_end - 4.0);
+            let (text_x, anchor, room) = if bar >= 7.0 * chars + 6.0 {
+                (x + 3.0, "start", bar - 6.0)
+            } else if after >= 7.0 * chars || after >= before {
+                (x + bar + 2.0, "start", after)
+            } else {
+                (x - 2.0, "end", before)
+            };
+            if let Some(shown) = fit_label(task, room) {
+                svg.push_str(&format!(
+                    "  <text class=\"bar-label\" x=\"{text_x:.1}\" y=\"{:.1}\" text-anchor=\"{anchor}\" data-task=\"{}\">{}</text>\n",
+                    y + 16.0,
+                    escape(task),
+                    escape(&shown)
+                ));
+            }
+            last_end = x + bar;
         }
         svg.push_str("</g>\n");
     }
@@ -568,6 +598,19 @@ pub fn timeline_svg(m: &Value) -> String {
         end_ms as f64 / 1000.0
     ));
     svg
+}
+
+/// `task` cut to what `room` pixels hold (about 7 a character), with an
+/// ellipsis when cut; `None` when not even one character and the ellipsis fit.
+fn fit_label(task: &str, room: f64) -> Option<String> {
+    let fits = (room / 7.0).floor().max(0.0) as usize;
+    if task.chars().count() <= fits {
+        Some(task.to_owned())
+    } else if fits >= 2 {
+        Some(task.chars().take(fits - 1).chain(['…']).collect())
+    } else {
+        None
+    }
 }
 
 #[cfg(test)]
@@ -705,5 +748,29 @@ mod tests {
         let svg = recent_timeline(&events, 1_000);
         assert_eq!(svg.matches("<rect class=\"attempt").count(), 3);
         assert!(!svg.contains("t-old") && !svg.contains("the latest"), "{svg}");
+    }
+
+    #[test]
+    fn each_bar_is_labelled_with_its_task_and_an_attempt_of_no_length_is_drawn() {
+        // w1: `a` from 0 to 4 s, then at 10 s `b` granted and rejected in the same millisecond.
+        let events = [
+            at(0, "assigned", Some(1)),
+            at(4_000, "accepted", Some(1)),
+            StoredEvent { task: Some("b".to_owned()), ..at(10_000, "assigned", Some(1)) },
+            StoredEvent { task: Some("b".to_owned()), ..at(10_000, "rejected", Some(1)) },
+        ];
+        let svg = recent_timeline(&events, 1_000);
+        assert!(
+            svg.contains(
+                "<text class=\"bar-label\" x=\"143.0\" y=\"16.0\" text-anchor=\"start\" data-task=\"a\">a</text>"
+            ),
+            "{svg}"
+        );
+        let b = svg.lines().find(|l| l.contains("<rect") && l.contains("data-task=\"b\"")).expect("b's bar");
+        assert!(b.contains("width=\"3.0\""), "a bar of no length is drawn 3 px wide: {b}");
+        assert!(
+            svg.contains("text-anchor=\"end\" data-task=\"b\">b</text>"),
+            "and labelled before it, at the end: {svg}"
+        );
     }
 }

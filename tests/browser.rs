@@ -183,6 +183,10 @@ fn the_live_page_shows_tasks_and_workers_and_follows_a_task_from_ready_to_accept
     // The timeline: a row per worker, b's attempt coloured as accepted.
     page.wait_for("the timeline's accepted bar", "document.querySelector('#timeline rect.attempt.accepted') !== null");
     page.wait_for(
+        "b's bar labelled with its task",
+        "document.querySelector('#timeline text.bar-label[data-task=\"b\"]')?.textContent === 'b'",
+    );
+    page.wait_for(
         "a timeline row for each worker",
         "['w1','w2'].every(w => document.querySelector(`#timeline g.worker[data-worker=\"${w}\"]`))",
     );
@@ -215,5 +219,121 @@ fn the_live_page_shows_questions_and_problems_as_they_come() {
     page.wait_for(
         "the bad report file as a problem",
         "document.getElementById('problems').textContent.includes('broken.json')",
+    );
+}
+
+#[test]
+#[ignore = "needs chromium; run by .ci/run: cargo test --test lib browser:: -- --ignored"]
+fn the_live_page_keeps_its_address_across_a_restart_and_the_open_tab_comes_back_live() {
+    let project = Project::new();
+    let hub = Hub::start(project.root(), &[]);
+    let url = page_url(&project);
+    let mut page = Browser::open(&url);
+    page.wait_for("the live connection", "document.getElementById('connection').textContent === 'live'");
+    assert_eq!(hub.terminate(), Some(0));
+    page.wait_for("the hub gone", "document.getElementById('connection').textContent !== 'live'");
+
+    // The hub comes back on another port of its own (--port 0); the page on the same one.
+    let again = Hub::start(project.root(), &[]);
+    assert_eq!(page_url(&project), url, "the page kept its address across the restart");
+    page.wait_for("the tab live again", "document.getElementById('connection').textContent === 'live'");
+    assert_eq!(page.eval("location.href"), json!(url), "the same tab, at the same address");
+    page.wait_for(
+        "the restarted hub's address in the page",
+        &format!("HUB === 'ws://127.0.0.1:{}/?view=' + {:?}", again.port, url.split_once("view=").unwrap().1),
+    );
+}
+
+#[test]
+#[ignore = "needs chromium; run by .ci/run: cargo test --test lib browser:: -- --ignored"]
+fn the_live_page_lists_phases_in_workflow_order_with_one_not_started_and_durations_as_mcc_prints_them() {
+    let project = Project::new();
+    project.write(
+        "workflows/ordered.lua",
+        r#"return workflow {
+  name = "ordered",
+  phases = {
+    phase "zeta" { split = function(ctx) return { task { id = "z1", description = "first" } } end },
+    phase "alpha" { split = function(ctx) return { task { id = "a1", description = "second" } } end },
+  },
+}
+"#,
+    );
+    let _hub =
+        Hub::start(project.root(), &["--workflow", &project.path("workflows/ordered.lua").display().to_string()]);
+    assert_eq!(project.mcc().args(["worker", "next", "--as", "w1", "--wait", "0s"]).run().code, 0);
+    let mut page = Browser::open(&page_url(&project));
+    page.wait_for("z1 assigned", &format!("{} === 'assigned'", state_of("z1")));
+    page.wait_for(
+        "zeta then alpha, as the workflow declares them",
+        "[...document.querySelectorAll('#phases tr[data-phase]')].map(r => r.dataset.phase).join() === 'zeta,alpha'",
+    );
+    page.wait_for(
+        "alpha not started",
+        "document.querySelector('[data-phase=\"alpha\"]').textContent.includes('not started')",
+    );
+    // A 30-minute lease reads as mcc prints it: 29m, never 1799s.
+    page.wait_for(
+        "w1's lease in minutes",
+        "/^(29|30)m$/.test(document.querySelector('[data-worker=\"w1\"]').children[3].textContent)",
+    );
+    // The page's rule is the CLI's, case by case.
+    for ms in
+        [0, 2_999, 45_000, 90_000, 119_000, 120_000, 1_773_000, 1_799_000, 1_800_000, 3_600_000, 5_400_000, 7_200_000]
+    {
+        let cli = mcc::duration(std::time::Duration::from_millis(ms));
+        assert_eq!(page.eval(&format!("duration({ms})")), json!(cli), "{ms} ms");
+    }
+}
+
+#[test]
+#[ignore = "needs chromium; run by .ci/run: cargo test --test lib browser:: -- --ignored"]
+fn the_live_page_keeps_an_answered_question_with_its_answer_and_lists_a_rejection_with_its_reason() {
+    let project = Project::new();
+    let hub = Hub::start(project.root(), &[]);
+    let mut checked = old_task("essay", &["essay.md"], &[]);
+    checked["acceptance"]["validation"] = json!("grep -q conclusion essay.md");
+    let added = hub.connect().ask(json!({"type":"add_tasks","tasks":[old_task("q", &[], &[]), checked]}));
+    assert_eq!(added["type"], "tasks_added", "{added}");
+    let mut page = Browser::open(&page_url(&project));
+    page.wait_for("q ready", &format!("{} === 'ready'", state_of("q")));
+
+    assert_eq!(project.mcc().args(["worker", "next", "--as", "w1", "--wait", "0s"]).run().code, 0);
+    let block = project
+        .mcc()
+        .args(["worker", "block", "q", "--as", "w1", "--question", "tabs or spaces?", "--wait", "0s"])
+        .run();
+    assert!(block.code == 0 || block.code == 3, "{block:?}");
+    page.wait_for(
+        "the question",
+        "document.querySelector('[data-question=\"q\"]')?.textContent.includes('mcc answer q')",
+    );
+    // Blocking on q handed w1 the essay.
+    assert!(block.stdout.contains("task essay (new, attempt 1"), "{block:?}");
+    let answered = project.mcc().args(["answer", "q", "tabs, always"]).run();
+    assert_eq!(answered.code, 0, "{answered:?}");
+    let kept = "document.querySelector('[data-question=\"q\"][data-answered]')?.textContent.includes('tabs or spaces? → answered: tabs, always')";
+    page.wait_for("the answered question, with its answer", kept);
+
+    project.write("essay.md", "an essay without an ending");
+    let done = project
+        .mcc()
+        .args(["worker", "done", "essay", "--as", "w1", "--deliverable", "essay.md", "--wait", "0s"])
+        .run();
+    assert!(done.stdout.starts_with("rejected essay"), "{done:?}");
+    let listed = "document.querySelector('[data-rejection=\"essay\"]')?.textContent.includes('attempt 1 by w1: validation `grep -q conclusion essay.md` exited 1')";
+    page.wait_for("the rejection with its reason", listed);
+
+    // Opened afresh, the page reads both back from the event log.
+    page.eval("location.reload()");
+    page.wait_for("the answered question after a reload", kept);
+    page.wait_for("the rejection after a reload", listed);
+
+    // A task's row opens its history, as `mcc tasks show` has it.
+    page.wait_for("essay's row", &format!("{} !== undefined", state_of("essay")));
+    page.eval("document.querySelector('[data-task=\"essay\"]').click()");
+    page.wait_for(
+        "essay's history with the reason",
+        "document.querySelector('#history [data-history=\"essay\"]')?.textContent.includes('exited 1')",
     );
 }

@@ -1,7 +1,10 @@
 //! Progress pushed, not polled: `subscribe` gives a summary and then what
 //! each committed batch changed; `tasks_page` pages the store; `mcc status
-//! --watch` redraws on the changes the hub pushes.
+//! --watch` redraws on the changes the hub pushes; the live page that shows
+//! it answers a browser whatever else sits on its port.
 
+use std::io::{Read, Write};
+use std::net::TcpStream;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
@@ -180,6 +183,81 @@ fn tasks_are_paged_by_state_in_creation_order() {
     assert!(bad["error"].as_str().unwrap().contains("`done` is not one of waiting, ready"), "{bad}");
     let unknown = ws.ask(json!({"type":"tasks_page","after":"zz"}));
     assert!(unknown["error"].as_str().unwrap().contains("task `zz`"), "{unknown}");
+}
+
+/// The live page's port and the path with its capability, from the address `mcc status` prints.
+fn page_address(project: &Project) -> (u16, String) {
+    let status = project.mcc().args(["status"]).run();
+    let url = status
+        .stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("live page (read-only): http://127.0.0.1:"))
+        .unwrap_or_else(|| panic!("mcc status names no live page: {status:?}"));
+    let (port, path) = url.split_once('/').expect("a port then a path");
+    (port.parse().expect("a port"), format!("/{path}"))
+}
+
+/// `GET path` on the page's port: the whole answer, or `None` if none came within `limit`.
+fn get_within(port: u16, path: &str, limit: Duration) -> Option<String> {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    stream.set_read_timeout(Some(limit)).unwrap();
+    write!(stream, "GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n").ok()?;
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).ok()?;
+    Some(answer)
+}
+
+#[test]
+fn the_live_page_answers_a_browser_while_hundreds_of_silent_sockets_sit_on_its_port() {
+    let project = Project::new();
+    let hub = Hub::start(project.root(), &[]);
+    let (port, path) = page_address(&project);
+    // Sockets that never send a byte. The page used to read 32 requests at
+    // a time, each for up to 5 s, and accept no other meanwhile: 40 such
+    // sockets kept a browser out for 5 s, these 160 for 25 s.
+    let silent: Vec<TcpStream> =
+        (0..160).map(|_| TcpStream::connect(("127.0.0.1", port)).expect("connect to the page")).collect();
+    // And 40 of the page's own WebSocket connections to the hub, open and quiet.
+    let view = path.split_once("view=").expect("the capability").1;
+    let quiet_views: Vec<_> = (0..40)
+        .map(|_| {
+            use tungstenite::client::IntoClientRequest;
+            let mut request = format!("{}/?view={view}", hub.url).into_client_request().unwrap();
+            request.headers_mut().insert("origin", format!("http://127.0.0.1:{port}").parse().unwrap());
+            tungstenite::connect(request).expect("the page's origin connects with the view capability").0
+        })
+        .collect();
+
+    let limit = Duration::from_secs(10);
+    let answer = get_within(port, &path, limit)
+        .unwrap_or_else(|| panic!("the page did not answer within {limit:?} while 160 silent sockets were held"));
+    assert!(answer.starts_with("HTTP/1.1 200 OK"), "{answer}");
+    assert!(answer.contains("<title>mcc live</title>"), "{answer}");
+    drop((silent, quiet_views));
+}
+
+#[test]
+fn a_restarted_hub_serves_the_page_on_its_old_port_or_says_why_not() {
+    let project = Project::new();
+    let hub = Hub::start(project.root(), &[]);
+    let (port, path) = page_address(&project);
+    assert_eq!(project.read(".mcc/page-port").trim(), port.to_string(), "the port is kept in .mcc/");
+    assert_eq!(hub.terminate(), Some(0));
+
+    let again = Hub::start(project.root(), &[]);
+    assert_eq!(page_address(&project), (port, path.clone()), "the same address after a restart");
+    assert_eq!(again.terminate(), Some(0));
+
+    // Another program took the port meanwhile: the page moves, and the hub says where.
+    let squatter = std::net::TcpListener::bind(("127.0.0.1", port)).expect("take the page's port");
+    let moved = Hub::start(project.root(), &[]);
+    let (new_port, _) = page_address(&project);
+    assert_ne!(new_port, port);
+    let said = format!("the live page's port {port} is taken");
+    assert!(moved.log_text().contains(&said), "{}", moved.log_text());
+    assert!(moved.log_text().contains(&format!("the page is on port {new_port} now")), "{}", moved.log_text());
+    assert!(get_within(new_port, &path, Duration::from_secs(10)).is_some_and(|a| a.starts_with("HTTP/1.1 200 OK")));
+    drop(squatter);
 }
 
 #[test]

@@ -3,7 +3,8 @@
 //! the newcomer refused: a real client sends its upgrade request at once and
 //! is through in a moment, while a socket that holds its place by saying
 //! nothing is always the oldest. So idle sockets, however many, cannot keep a
-//! token holder out; they only push each other out.
+//! token holder out; they only push each other out. The live page keeps
+//! the requests it is reading in a set of its own by the same rule.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
