@@ -27,6 +27,7 @@ fn options(root: &Path, workflow: Option<&Path>) -> HubOptions {
         quiet: true,
         limits: HubLimits::default(),
         timing: Timing::default(),
+        security: mcc::HubSecurity::default(),
     }
 }
 

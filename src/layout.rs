@@ -10,6 +10,9 @@
 //!           hub.json            where the running hub listens (HubFile)
 //!           hub.lock            held by the running hub for its whole life
 //!           token               the project's access token (0600)
+//!           tls/cert.pem key.pem  the hub's self-signed certificate and key (0600)
+//!           remote.json         in a clone: the hub it joined (RemoteFile)
+//!           remote-token        in a clone: the token it joined with (0600)
 //!           reports/            report files; rejected/ beside each folder
 //!           requests/ answers/  the file transport (ID.json each)
 //!           grants/WORKER       the last grant shown to a worker
@@ -36,6 +39,11 @@ use crate::wire::ClientMsg;
 /// The most read of a file mcc writes itself in `.mcc/` (the token, hub.json,
 /// a grant, a command record): each is a line or two.
 pub const SMALL_FILE: u64 = 64 * 1024;
+
+/// In the state folder of a joined clone: the hub it joined ([`RemoteFile`]).
+pub const REMOTE_FILE: &str = "remote.json";
+/// In the state folder of a joined clone: the token it joined with.
+pub const REMOTE_TOKEN: &str = "remote-token";
 
 /// The state folder's name under a project root.
 pub const DIR: &str = ".mcc";
@@ -110,6 +118,11 @@ impl Layout {
             "hub.lock",
             "token",
             "progress-cpu",
+            "tls",
+            "tls/cert.pem",
+            "tls/key.pem",
+            "remote.json",
+            "remote-token",
             PAGE_PORT,
         ];
         if let Some(link) = names.iter().find(|name| state.is_link(name)) {
@@ -153,6 +166,30 @@ impl Layout {
     /// The token in `token`, if readable and not blank.
     pub fn read_token(&self) -> Option<String> {
         let token = self.open().ok()?.read_bounded("token", SMALL_FILE).ok()?;
+        let token = String::from_utf8(token).ok()?;
+        let token = token.trim();
+        (!token.is_empty()).then(|| token.to_owned())
+    }
+
+    /// In a clone that joined a hub elsewhere (`mcc join`): where it is and how to trust it.
+    pub fn remote_file(&self) -> PathBuf {
+        self.dir.join(REMOTE_FILE)
+    }
+
+    /// In a joined clone: the token it presents to that hub (0600).
+    pub fn remote_token(&self) -> PathBuf {
+        self.dir.join(REMOTE_TOKEN)
+    }
+
+    /// What `remote.json` says, if `mcc join` wrote one that parses.
+    pub fn read_remote_file(&self) -> Option<RemoteFile> {
+        let text = self.open().ok()?.read_bounded(REMOTE_FILE, SMALL_FILE).ok()?;
+        serde_json::from_slice(&text).ok()
+    }
+
+    /// The token in `remote-token`, if readable and not blank.
+    pub fn read_remote_token(&self) -> Option<String> {
+        let token = self.open().ok()?.read_bounded(REMOTE_TOKEN, SMALL_FILE).ok()?;
         let token = String::from_utf8(token).ok()?;
         let token = token.trim();
         (!token.is_empty()).then(|| token.to_owned())
@@ -282,6 +319,27 @@ pub struct HubFile {
     /// `mcc tasks add` sends smaller pieces.
     #[serde(default)]
     pub max_tasks_per_message: Option<usize>,
+    /// `sha256:HEX` of the hub's TLS certificate when it serves `wss://`:
+    /// local clients pin it. Absent for a plain hub (its file reads as before).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_fingerprint: Option<String>,
+}
+
+/// What `.mcc/remote.json` says in a clone that joined a hub on another
+/// machine (`mcc join`): client commands there go to `url` with the token
+/// in `remote-token`, trusting the certificate as this says.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RemoteFile {
+    /// `wss://HOST:PORT` (or `ws://` to a hub behind a TLS proxy's plain side, on loopback).
+    pub url: String,
+    /// The pinned certificate, `sha256:HEX` (`--fingerprint`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_fingerprint: Option<String>,
+    /// A CA certificate file (PEM) the hub's chain must lead to (`--ca`);
+    /// neither this nor a fingerprint means the web's public roots.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca: Option<String>,
 }
 
 /// Request and answer files older than this were left by a killed client

@@ -21,6 +21,7 @@ pub(crate) mod scheduler;
 pub(crate) mod store;
 pub(crate) mod task;
 pub(crate) mod text;
+pub(crate) mod tls;
 pub(crate) mod watch;
 pub(crate) mod wire;
 
@@ -33,7 +34,7 @@ mod fuzz;
 // the rest of the crate is its own, so rustc names what nothing uses.
 pub use client::files::ask;
 pub use engine::{Policy, Timing};
-pub use hub::{HubOptions, Limits as HubLimits, RunningHub, start as start_hub};
+pub use hub::{HubOptions, Limits as HubLimits, RunningHub, Security as HubSecurity, start as start_hub};
 pub use layout::Layout;
 pub use lua::{Workflow, load as load_workflow};
 pub use scheduler::{Scheduler, Settings};

@@ -36,8 +36,13 @@ impl Rng {
 
 /// Send a handshake with these extra header lines; the response's status line.
 fn handshake(port: u16, path: &str, headers: &[(&str, Vec<u8>)]) -> (Option<TcpStream>, String) {
-    let Ok(mut stream) = TcpStream::connect(("127.0.0.1", port)) else { return (None, String::new()) };
+    let Ok(stream) = TcpStream::connect(("127.0.0.1", port)) else { return (None, String::new()) };
     stream.set_read_timeout(Some(DEADLINE)).unwrap();
+    upgrade(stream, path, headers)
+}
+
+/// The handshake over a stream already open (TCP, or TLS over it).
+fn upgrade<S: Read + Write>(mut stream: S, path: &str, headers: &[(&str, Vec<u8>)]) -> (Option<S>, String) {
     let mut request = format!("GET {path} HTTP/1.1\r\n").into_bytes();
     for (name, value) in headers {
         request.extend_from_slice(name.as_bytes());
@@ -195,6 +200,15 @@ fn handshake_cases(port: u16, token: &str) -> Vec<Case> {
 
 /// Run `cases` on four threads; (wrongly accepted, wrongly refused) with examples.
 fn run_cases(port: u16, cases: &[Case]) -> (usize, usize, Vec<String>) {
+    run_cases_over(port, cases, None)
+}
+
+/// [`run_cases`], each handshake inside TLS when a client config is given.
+fn run_cases_over(
+    port: u16,
+    cases: &[Case],
+    tls: Option<&std::sync::Arc<rustls::ClientConfig>>,
+) -> (usize, usize, Vec<String>) {
     let (wrong_in, wrong_out) = (AtomicUsize::new(0), AtomicUsize::new(0));
     let examples = std::sync::Mutex::new(Vec::new());
     std::thread::scope(|scope| {
@@ -202,7 +216,12 @@ fn run_cases(port: u16, cases: &[Case]) -> (usize, usize, Vec<String>) {
             let (wrong_in, wrong_out, examples) = (&wrong_in, &wrong_out, &examples);
             scope.spawn(move || {
                 for case in part {
-                    let (_stream, status) = handshake(port, &case.path, &case.headers);
+                    let status = match tls {
+                        None => handshake(port, &case.path, &case.headers).1,
+                        Some(config) => crate::support::tls::connect(port, config)
+                            .map(|stream| upgrade(stream, &case.path, &case.headers).1)
+                            .unwrap_or_default(),
+                    };
                     let accepted = status.starts_with("HTTP/1.1 101");
                     if accepted != case.allowed {
                         let counter = if accepted { wrong_in } else { wrong_out };
@@ -242,9 +261,51 @@ fn hostile_handshakes_are_refused_and_the_hub_serves_on() {
 }
 
 #[test]
+fn over_tls_the_same_hostile_handshakes_are_refused_and_bytes_that_are_not_tls_harm_nothing() {
+    let project = Project::new();
+    project.write(".mcc/token", &"5a".repeat(32));
+    let ca = crate::support::tls::TestCa::make(project.root(), "fuzz");
+    let (cert, key) = (ca.cert.display().to_string(), ca.key.display().to_string());
+    let mut hub = Hub::start(project.root(), &["--tls-cert", &cert, "--tls-key", &key]);
+    assert!(hub.url.starts_with("wss://"), "{}", hub.url);
+    let token = project.read(".mcc/token");
+    let cases = handshake_cases(hub.port, token.trim());
+    let (wrong_in, wrong_out, examples) = run_cases_over(hub.port, &cases, Some(&ca.client()));
+    eprintln!(
+        "TLS hub: {} handshakes inside TLS: {wrong_in} wrongly accepted, {wrong_out} wrongly refused",
+        cases.len()
+    );
+    assert_eq!((wrong_in, wrong_out), (0, 0), "{:#?}", &examples[..examples.len().min(20)]);
+    // Plain WebSocket, random bytes, a cut ClientHello and a TLS record
+    // claiming 16 KiB that never comes: each is dropped, none gets an upgrade.
+    let mut rng = Rng(0x007e_570f_7151);
+    let mut garbage: Vec<Vec<u8>> = vec![
+        format!("GET / HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\n{KEY}\r\n", hub.port).into_bytes(),
+        vec![0x16, 0x03, 0x01, 0x02, 0x00, 0x01, 0x00, 0x01, 0xfc, 0x03, 0x03],
+        vec![0x16, 0x03, 0x03, 0x40, 0x00],
+    ];
+    for _ in 0..200 {
+        let len = 1 + rng.below(512);
+        garbage.push((0..len).map(|_| rng.next() as u8).collect());
+    }
+    for bytes in &garbage {
+        let Ok(mut stream) = TcpStream::connect(("127.0.0.1", hub.port)) else { continue };
+        stream.set_read_timeout(Some(DEADLINE)).unwrap();
+        let _ = stream.write_all(bytes);
+        let mut answer = Vec::new();
+        let _ = stream.read_to_end(&mut answer);
+        assert!(!String::from_utf8_lossy(&answer).contains("101 Switching"), "{bytes:?} got an upgrade");
+    }
+    eprintln!("TLS hub: {} streams that are not TLS, each dropped", garbage.len());
+    assert!(hub.child.try_wait().unwrap().is_none(), "the hub is still running");
+    let run = project.mcc().args(["status", "--json"]).run();
+    assert_eq!(run.code, 0, "the project's own client still gets in over TLS: {run:?}");
+}
+
+#[test]
 fn beyond_loopback_every_handshake_without_the_right_token_is_refused() {
     let project = Project::new();
-    let mut hub = Hub::start(project.root(), &["--bind", "0.0.0.0"]);
+    let mut hub = Hub::start(project.root(), &["--bind", "0.0.0.0", "--behind-tls-proxy"]);
     let token = project.read(".mcc/token");
     let p = hub.port;
     let mut cases = Vec::new();

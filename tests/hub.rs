@@ -192,7 +192,7 @@ fn web_pages_and_foreign_hosts_are_refused_at_the_handshake() {
 #[test]
 fn a_hub_beyond_loopback_wants_its_token() {
     let project = Project::new();
-    let hub = Hub::start(project.root(), &["--bind", "0.0.0.0"]);
+    let hub = Hub::start(project.root(), &["--bind", "0.0.0.0", "--behind-tls-proxy"]);
     let token = project.read(".mcc/token");
     assert_eq!(token.len(), 64);
     #[cfg(unix)]
@@ -294,6 +294,7 @@ fn in_process(root: &std::path::Path, runtime: &tokio::runtime::Runtime) -> mcc:
         quiet: true,
         limits: mcc::HubLimits::default(),
         timing: mcc::Timing::default(),
+        security: mcc::HubSecurity::default(),
     };
     runtime.block_on(mcc::start_hub(options)).expect("the hub starts in this process")
 }

@@ -28,6 +28,7 @@ const FLOORS: &[(&str, u8)] = &[
     ("event", 0),
     ("layout", 0),
     ("text", 0),
+    ("tls", 0),
     ("command", 0),
     ("handoff", 0),
 ];

@@ -23,6 +23,7 @@ mod live;
 mod lua;
 mod mcp;
 mod old_protocol;
+mod remote;
 mod remote_files;
 mod reports;
 mod run;

@@ -193,7 +193,7 @@ fn two_thousand_idle_sockets_do_not_keep_a_token_holder_out() {
 #[test]
 fn beyond_loopback_the_token_is_checked_before_a_slot_is_taken() {
     let project = Project::new();
-    let hub = Hub::start(project.root(), &["--bind", "0.0.0.0", "--max-connections", "4"]);
+    let hub = Hub::start(project.root(), &["--bind", "0.0.0.0", "--behind-tls-proxy", "--max-connections", "4"]);
     let url = format!("ws://127.0.0.1:{}", hub.port);
     // Refused clients, many more than there are slots, hold none of them.
     for _ in 0..12 {

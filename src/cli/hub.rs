@@ -25,6 +25,8 @@ pub struct HubArgs {
     /// Listen on this address instead of loopback; clients then need the token in .mcc/token.
     #[arg(long)]
     pub bind: Option<IpAddr>,
+    #[command(flatten)]
+    pub tls: TlsArgs,
     /// Default lease of an assigned task, such as 30m or 90s.
     #[arg(long, default_value = "30m", value_parser = humantime::parse_duration)]
     pub lease: Duration,
@@ -60,6 +62,9 @@ pub struct HubArgs {
     /// between SIGTERM and SIGKILL, such as 2s.
     #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
     pub command_grace: Duration,
+    /// Send a WebSocket ping on a connection silent this long, such as 30s (keeps NATs and proxies from dropping it).
+    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+    pub keepalive: Duration,
     /// The least a `done` waits for its verdict before it is told the
     /// verdict is pending (a test tunable: tests need not wait 10 s).
     #[arg(long, hide = true, default_value = "10s", value_parser = humantime::parse_duration)]
@@ -86,6 +91,7 @@ impl HubArgs {
                 max_connections: self.max_connections.max(4),
                 idle_timeout: self.idle_timeout,
                 max_frame_bytes: self.max_frame_bytes.max(1024),
+                keepalive: self.keepalive.max(Duration::from_millis(10)),
                 max_task_files_bytes: self.max_task_files_bytes,
                 ..hub::Limits::default()
             },
@@ -94,6 +100,38 @@ impl HubArgs {
                 command_grace: self.command_grace,
                 ..Default::default()
             },
+            security: self.tls.security(),
+        }
+    }
+}
+
+/// How the hub protects its connections (`mcc hub` and `mcc run`).
+#[derive(Debug, Clone, Default, Args)]
+pub struct TlsArgs {
+    /// Serve wss:// with this certificate (PEM, the chain leaf first); needs --tls-key.
+    #[arg(long, value_name = "FILE", requires = "tls_key", conflicts_with_all = ["tls_self_signed", "behind_tls_proxy"])]
+    pub tls_cert: Option<PathBuf>,
+    /// The private key of --tls-cert (PEM).
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// Serve wss:// with a certificate made at first start and kept in .mcc/tls/; its fingerprint is printed and written to .mcc/hub.json.
+    #[arg(long, conflicts_with = "behind_tls_proxy")]
+    pub tls_self_signed: bool,
+    /// A proxy on this machine (nginx, caddy) terminates TLS: let the hub listen beyond loopback in plain ws:// (docs/remote.md).
+    #[arg(long)]
+    pub behind_tls_proxy: bool,
+}
+
+impl TlsArgs {
+    pub fn security(&self) -> hub::Security {
+        match (&self.tls_cert, &self.tls_key) {
+            (Some(cert), Some(key)) => hub::Security::Tls(crate::tls::Certificate::Files {
+                cert: std::path::absolute(cert).unwrap_or_else(|_| cert.clone()),
+                key: std::path::absolute(key).unwrap_or_else(|_| key.clone()),
+            }),
+            _ if self.tls_self_signed => hub::Security::Tls(crate::tls::Certificate::SelfSigned),
+            _ if self.behind_tls_proxy => hub::Security::BehindTlsProxy,
+            _ => hub::Security::Plain,
         }
     }
 }

@@ -2,6 +2,7 @@
 
 mod check;
 mod hub;
+mod join;
 mod new;
 pub(crate) mod report;
 mod rules;
@@ -74,6 +75,7 @@ pub enum Command {
     #[command(subcommand)]
     Worker(worker::WorkerCmd),
     Check(check::CheckArgs),
+    Join(join::JoinArgs),
     /// Serve one worker's commands as MCP tools over stdio (next, done, block, fail, progress, leave, status).
     Mcp(crate::mcp::McpArgs),
 }
@@ -123,5 +125,6 @@ pub fn run(cli: Cli) -> u8 {
         Command::Worker(cmd) => worker::run(cmd, options),
         Command::Check(args) => check::run(args),
         Command::Mcp(args) => crate::mcp::run(args, options),
+        Command::Join(args) => join::run(args, options),
     }
 }

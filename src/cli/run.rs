@@ -41,6 +41,8 @@ pub struct RunArgs {
     /// Port for the hub (0 picks a free one; a busy default port falls back to a free one).
     #[arg(long, env = "COORDINATION_PORT", default_value_t = hub::DEFAULT_PORT)]
     pub port: u16,
+    #[command(flatten)]
+    pub tls: super::hub::TlsArgs,
     /// Default lease of an assigned task.
     #[arg(long, default_value = "30m", value_parser = humantime::parse_duration)]
     pub lease: Duration,
@@ -279,6 +281,7 @@ async fn start_hub(args: &RunArgs, root: &Path, file: &Path) -> Result<hub::Runn
         quiet: true,
         limits: hub::Limits::default(),
         timing: crate::engine::Timing::default(),
+        security: args.tls.security(),
     };
     match hub::start(options(args.port)).await {
         // Another program holds the default port: any free one will do, clients read .mcc/hub.json.

@@ -10,6 +10,12 @@
 //! gets its wait plus the deadline. A hub that is stopped (Ctrl-Z, SIGSTOP)
 //! or wedged still accepts connections into the kernel's backlog and never
 //! answers; without deadlines every client would wait for it forever.
+//!
+//! A `wss://` hub is reached over TLS, trusted as the project says
+//! ([`trust_of`]): the fingerprint in `hub.json` for the local hub, what
+//! `mcc join` wrote in `remote.json` for a hub on another machine. A worker
+//! verb whose connection is cut is sent again on a new connection within
+//! its wait ([`ask`]): the hub's (task, attempt) fence makes the replay safe.
 
 pub mod exit;
 pub mod files;
@@ -17,16 +23,17 @@ pub mod status;
 pub mod transfer;
 pub mod worker;
 
+use std::io::{Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tungstenite::client::IntoClientRequest;
-use tungstenite::stream::MaybeTlsStream;
 use tungstenite::{Message, WebSocket};
 
 use crate::layout::Layout;
 pub use crate::layout::find_root;
+use crate::tls::Trust;
 use crate::wire::{ClientMsg, ServerMsg};
 
 /// Why a client command could not reach or understand the hub.
@@ -66,6 +73,14 @@ pub enum ClientError {
     TooLarge { url: String, size: usize },
     #[error("the hub is shutting down: {0}")]
     Shutdown(String),
+    #[error(
+        "the hub at {url} presented the certificate {presented}, not the pinned {expected}: this may not be your hub, so nothing was sent. If its certificate was made again on purpose, read the new one on the hub's machine (tlsFingerprint in its .mcc/hub.json) and run `mcc join` again with --fingerprint"
+    )]
+    WrongCertificate { url: String, expected: String, presented: String },
+    #[error(
+        "the hub at {url} presented a certificate this client does not trust ({reason}); give its CA with `mcc join --ca FILE`, or pin a self-signed hub's certificate with --fingerprint sha256:HEX"
+    )]
+    Untrusted { url: String, reason: String },
 }
 
 impl ClientError {
@@ -125,17 +140,20 @@ pub struct Target {
     pub root: Option<PathBuf>,
 }
 
-/// Find the hub: `--hub` / `MCC_HUB` when given, else the nearest `.mcc/hub.json`.
+/// Find the hub: `--hub` / `MCC_HUB` when given, else the hub a clone joined
+/// (`.mcc/remote.json`, written by `mcc join`), else the nearest `.mcc/hub.json`.
 ///
-/// The project's token goes with the target only when the address is the one
-/// its `hub.json` names: a `--hub` pointing elsewhere never receives it.
+/// A token goes with the target only when the address is the one its file
+/// names: a `--hub` pointing elsewhere never receives it.
 pub fn locate(hub: Option<&str>, cwd: &Path, options: Options) -> Result<Target, ClientError> {
     let root = find_root(cwd);
     let layout = root.as_deref().map(Layout::of_root);
     let file = layout.as_ref().and_then(Layout::read_hub_file);
+    let remote = layout.as_ref().and_then(Layout::read_remote_file);
     if let Some(url) = hub {
-        let token = match (&layout, &file) {
-            (Some(layout), Some(file)) if same_address(&file.url, url) => layout.read_token(),
+        let token = match (&layout, &file, &remote) {
+            (Some(layout), _, Some(remote)) if same_address(&remote.url, url) => layout.read_remote_token(),
+            (Some(layout), Some(file), _) if same_address(&file.url, url) => layout.read_token(),
             _ => None,
         };
         return Ok(Target { url: url.to_owned(), options, token, root });
@@ -143,8 +161,48 @@ pub fn locate(hub: Option<&str>, cwd: &Path, options: Options) -> Result<Target,
     let (Some(root), Some(layout)) = (root, layout) else {
         return Err(ClientError::NoProject(cwd.display().to_string()));
     };
+    if let Some(remote) = remote {
+        return Ok(Target { url: remote.url, options, token: layout.read_remote_token(), root: Some(root) });
+    }
     let file = file.ok_or_else(|| ClientError::NotRunning { root: root.display().to_string() })?;
     Ok(Target { url: file.url, options, token: layout.read_token(), root: Some(root) })
+}
+
+/// Whether `target` is the hub this clone joined (`.mcc/remote.json` names its address).
+pub fn joined(target: &Target) -> bool {
+    target
+        .root
+        .as_deref()
+        .map(Layout::of_root)
+        .and_then(|layout| layout.read_remote_file())
+        .is_some_and(|remote| same_address(&remote.url, &target.url))
+}
+
+/// How to trust the hub `target` names, when it is a `wss://` one (`None`
+/// for `ws://`): as the clone's `remote.json` says for the hub it joined,
+/// by the fingerprint in `hub.json` for the project's own hub, else by the
+/// web's public roots.
+pub fn trust_of(target: &Target) -> Option<Trust> {
+    if !target.url.starts_with("wss://") {
+        return None;
+    }
+    let layout = target.root.as_deref().map(Layout::of_root);
+    if let Some(remote) = layout.as_ref().and_then(Layout::read_remote_file)
+        && same_address(&remote.url, &target.url)
+    {
+        return Some(match (remote.tls_fingerprint, remote.ca) {
+            (Some(pin), _) => Trust::Pinned(pin),
+            (None, Some(ca)) => Trust::Ca(ca.into()),
+            (None, None) => Trust::WebRoots,
+        });
+    }
+    if let Some(file) = layout.as_ref().and_then(Layout::read_hub_file)
+        && same_address(&file.url, &target.url)
+        && let Some(pin) = file.tls_fingerprint
+    {
+        return Some(Trust::Pinned(pin));
+    }
+    Some(Trust::WebRoots)
 }
 
 /// Two hub addresses are the same when they are spelled the same (a final `/` aside).
@@ -152,17 +210,64 @@ fn same_address(a: &str, b: &str) -> bool {
     a.trim_end_matches('/') == b.trim_end_matches('/')
 }
 
+/// The byte stream under a connection: TCP, or TLS over TCP.
+pub enum Link {
+    Plain(TcpStream),
+    Tls(Box<rustls::StreamOwned<rustls::ClientConnection, TcpStream>>),
+}
+
+impl Link {
+    /// The TCP socket, where deadlines are set.
+    fn tcp(&self) -> &TcpStream {
+        match self {
+            Self::Plain(stream) => stream,
+            Self::Tls(tls) => &tls.sock,
+        }
+    }
+}
+
+impl Read for Link {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        match self {
+            Self::Plain(stream) => stream.read(buf),
+            Self::Tls(tls) => tls.read(buf),
+        }
+    }
+}
+
+impl Write for Link {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        match self {
+            Self::Plain(stream) => stream.write(buf),
+            Self::Tls(tls) => tls.write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        match self {
+            Self::Plain(stream) => stream.flush(),
+            Self::Tls(tls) => tls.flush(),
+        }
+    }
+}
+
 /// One open connection to the hub.
 pub struct Connection {
-    socket: WebSocket<MaybeTlsStream<TcpStream>>,
+    socket: WebSocket<Link>,
     url: String,
     /// The deadline of each step (the target's `--timeout`).
     timeout: Duration,
 }
 
 impl Connection {
-    /// Connect and read the hub's `connected` greeting, each step within the target's deadline.
+    /// Connect and read the hub's `connected` greeting, each step within the
+    /// target's deadline, trusting a `wss://` hub as [`trust_of`] says.
     pub fn open(target: &Target) -> Result<Self, ClientError> {
+        Self::open_trusting(target, trust_of(target).as_ref())
+    }
+
+    /// [`open`](Self::open) with the trust given (`mcc join`, before it is written down).
+    pub fn open_trusting(target: &Target, trust: Option<&Trust>) -> Result<Self, ClientError> {
         let limit = target.options.timeout;
         let unreachable = |reason: String| ClientError::Unreachable {
             url: target.url.clone(),
@@ -179,6 +284,7 @@ impl Connection {
             let value = format!("Bearer {token}").parse().expect("a hex token is a valid header value");
             request.headers_mut().insert("authorization", value);
         }
+        let secure = request.uri().scheme_str() == Some("wss");
         let stream = connect_within(&request, limit).map_err(|e| match e {
             ConnectError::TimedOut => timed_out(),
             ConnectError::Failed(reason) => unreachable(reason),
@@ -187,10 +293,34 @@ impl Connection {
         let _ = stream.set_read_timeout(Some(limit));
         let _ = stream.set_write_timeout(Some(limit));
         let _ = stream.set_nodelay(true);
+        let presented = crate::tls::Presented::default();
+        let link = match (secure, trust) {
+            (false, _) => Link::Plain(stream),
+            (true, trust) => {
+                let trust = trust.cloned().unwrap_or(Trust::WebRoots);
+                let config = crate::tls::client(&trust, &presented).map_err(|e| unreachable(e.to_string()))?;
+                let host = request.uri().host().unwrap_or_default().trim_start_matches('[').trim_end_matches(']');
+                let name = rustls::pki_types::ServerName::try_from(host.to_owned())
+                    .map_err(|e| unreachable(format!("{host} is not a name TLS can check: {e}")))?;
+                let tls = rustls::ClientConnection::new(config, name).map_err(|e| unreachable(e.to_string()))?;
+                Link::Tls(Box::new(rustls::StreamOwned::new(tls, stream)))
+            }
+        };
+        // A refused certificate surfaces as an I/O error of the handshake: name what was expected and presented.
+        let refused_certificate = |e: &std::io::Error| -> Option<ClientError> {
+            let tls_error = e.get_ref()?.downcast_ref::<rustls::Error>()?;
+            let presented = presented.fingerprint();
+            Some(match (trust, presented) {
+                (Some(Trust::Pinned(expected)), Some(presented)) if *expected != presented => {
+                    ClientError::WrongCertificate { url: target.url.clone(), expected: expected.clone(), presented }
+                }
+                _ => ClientError::Untrusted { url: target.url.clone(), reason: tls_error.to_string() },
+            })
+        };
         // 8 KiB: tungstenite zero-fills its whole read buffer on each read (128 KiB by default).
         let config = tungstenite::protocol::WebSocketConfig::default().read_buffer_size(8 * 1024);
-        let (socket, _) = tungstenite::client::client_with_config(request, MaybeTlsStream::Plain(stream), Some(config))
-            .map_err(|e| match e {
+        let (socket, _) =
+            tungstenite::client::client_with_config(request, link, Some(config)).map_err(|e| match e {
                 tungstenite::HandshakeError::Failure(tungstenite::Error::Http(response)) => {
                     let body = response
                         .body()
@@ -200,6 +330,11 @@ impl Connection {
                     ClientError::Refused { url: target.url.clone(), reason: format!("{} {body}", response.status()) }
                 }
                 tungstenite::HandshakeError::Failure(tungstenite::Error::Io(e)) if timed_out_io(&e) => timed_out(),
+                tungstenite::HandshakeError::Failure(tungstenite::Error::Io(e))
+                    if refused_certificate(&e).is_some() =>
+                {
+                    refused_certificate(&e).unwrap_or_else(|| unreachable(e.to_string()))
+                }
                 // A blocking stream is never interrupted but by its read timeout.
                 tungstenite::HandshakeError::Interrupted(_) => timed_out(),
                 tungstenite::HandshakeError::Failure(other) => unreachable(other.to_string()),
@@ -229,9 +364,7 @@ impl Connection {
 
     /// The next message from the hub, waiting at most `limit`.
     pub fn receive(&mut self, limit: Duration) -> Result<ServerMsg, ClientError> {
-        if let MaybeTlsStream::Plain(stream) = self.socket.get_mut() {
-            let _ = stream.set_read_timeout(Some(limit));
-        }
+        let _ = self.socket.get_ref().tcp().set_read_timeout(Some(limit));
         loop {
             match self.socket.read() {
                 Ok(Message::Text(text)) => {
@@ -284,13 +417,17 @@ fn connect_within(
     limit: Duration,
 ) -> Result<TcpStream, ConnectError> {
     let uri = request.uri();
-    if uri.scheme_str() != Some("ws") {
-        let scheme = uri.scheme_str().unwrap_or("none");
-        return Err(ConnectError::Failed(format!("the address must start with ws:// (not {scheme}://)")));
-    }
+    let default_port = match uri.scheme_str() {
+        Some("ws") => 80,
+        Some("wss") => 443,
+        other => {
+            let scheme = other.unwrap_or("none");
+            return Err(ConnectError::Failed(format!("the address must start with ws:// or wss:// (not {scheme}://)")));
+        }
+    };
     let host = uri.host().ok_or_else(|| ConnectError::Failed(format!("no host name in {uri}")))?;
     let host = host.trim_start_matches('[').trim_end_matches(']');
-    let port = uri.port_u16().unwrap_or(80);
+    let port = uri.port_u16().unwrap_or(default_port);
     let addrs =
         (host, port).to_socket_addrs().map_err(|e| ConnectError::Failed(format!("cannot resolve {host}: {e}")))?;
     let mut last = ConnectError::Failed(format!("{host} has no address"));
@@ -367,7 +504,7 @@ pub fn ask(target: &Target, msg: &ClientMsg, wait: Duration) -> Result<ServerMsg
         )),
         (Transport::Socket, _) => ask_socket(target, msg, limit),
         (Transport::Auto, layout) => match (Connection::open(target), layout) {
-            (Ok(conn), _) => exchange(conn, msg, limit),
+            (Ok(conn), _) => resume(target, msg, Instant::now() + limit, exchange(conn, msg, limit)),
             // No socket, but a live hub: the sandbox forbids sockets, so use files.
             (Err(ClientError::Unreachable { .. }), Some(layout))
                 if files::hub_alive(&layout) && crate::layout::allowed(msg) =>
@@ -380,7 +517,77 @@ pub fn ask(target: &Target, msg: &ClientMsg, wait: Duration) -> Result<ServerMsg
 }
 
 fn ask_socket(target: &Target, msg: &ClientMsg, limit: Duration) -> Result<ServerMsg, ClientError> {
-    exchange(Connection::open(target)?, msg, limit)
+    let until = Instant::now() + limit;
+    resume(target, msg, until, exchange(Connection::open(target)?, msg, limit))
+}
+
+/// A worker verb (or a read) whose connection was cut (a link that dropped,
+/// a hub restarting) is sent again on a new connection, with what is left of
+/// its wait, until its deadline: it either never reached the hub, or the hub
+/// answers the replay as it answered the first (the (task, attempt) fence
+/// applies nothing twice). What changes the plan is answered as it came:
+/// `tasks add` replayed could add twice.
+fn resume(
+    target: &Target,
+    msg: &ClientMsg,
+    until: Instant,
+    answer: Result<ServerMsg, ClientError>,
+) -> Result<ServerMsg, ClientError> {
+    resuming(target, msg, until, answer, |again, left| {
+        Connection::open(target).and_then(|conn| exchange(conn, again, left))
+    })
+}
+
+/// [`resume`] for any exchange: `again` is run with the message to send
+/// (its wait cut to what is left) and the time left, after each cut.
+pub(crate) fn resuming<T>(
+    target: &Target,
+    msg: &ClientMsg,
+    until: Instant,
+    mut answer: Result<T, ClientError>,
+    mut again: impl FnMut(&ClientMsg, Duration) -> Result<T, ClientError>,
+) -> Result<T, ClientError> {
+    const FIRST_PAUSE: Duration = Duration::from_millis(50);
+    let mut pause = FIRST_PAUSE;
+    let mut cut = false;
+    loop {
+        let retry = match &answer {
+            Err(ClientError::Broken(_)) => {
+                cut = true;
+                true
+            }
+            // The hub is gone for a moment after a cut (restarting, a link coming back).
+            Err(ClientError::Unreachable { .. } | ClientError::Timeout { .. }) => cut,
+            _ => false,
+        };
+        let left = until.saturating_duration_since(Instant::now());
+        if !retry || !crate::layout::allowed(msg) || left <= pause {
+            return answer;
+        }
+        // Backing off, not synchronising: nothing to wait on but the hub's return.
+        std::thread::sleep(pause);
+        pause = (pause * 2).min(Duration::from_secs(1));
+        let left = until.saturating_duration_since(Instant::now());
+        answer = again(&with_wait(msg, left.saturating_sub(target.options.timeout)), left);
+    }
+}
+
+/// `msg` asking the hub to hold it at most `left` (a `next --wait` resent after a cut waits what is left).
+fn with_wait(msg: &ClientMsg, left: Duration) -> ClientMsg {
+    let mut again = msg.clone();
+    let left_ms = u64::try_from(left.as_millis()).unwrap_or(u64::MAX);
+    match &mut again {
+        ClientMsg::Next { wait_ms, .. }
+        | ClientMsg::Done { wait_ms, .. }
+        | ClientMsg::Block { wait_ms, .. }
+        | ClientMsg::Fail { wait_ms, .. } => {
+            if let Some(wait) = wait_ms {
+                *wait = (*wait).min(left_ms);
+            }
+        }
+        _ => {}
+    }
+    again
 }
 
 fn exchange(mut conn: Connection, msg: &ClientMsg, limit: Duration) -> Result<ServerMsg, ClientError> {

@@ -19,10 +19,11 @@ use crate::checkout::{self, Checkout};
 use crate::wire::{ClientMsg, FileDigest, Offer, ServerMsg};
 
 /// Whether `target` is a hub elsewhere, reached from a clone: the one
-/// switch between a local worker and a remote one. `MCC_REMOTE_CLONE=1`
-/// says so until `mcc join` writes `.mcc/remote.json`, which will say it.
-pub fn is_remote(_target: &Target) -> bool {
-    std::env::var_os("MCC_REMOTE_CLONE").is_some_and(|v| v == "1")
+/// switch between a local worker and a remote one. A clone that joined the
+/// hub (`mcc join` wrote `.mcc/remote.json` naming the target's address)
+/// is; `MCC_REMOTE_CLONE=1` says so too.
+pub fn is_remote(target: &Target) -> bool {
+    std::env::var_os("MCC_REMOTE_CLONE").is_some_and(|v| v == "1") || super::joined(target)
 }
 
 /// The clone's root: the project root the target found, else the nearest
@@ -43,14 +44,39 @@ fn clone_root(target: &Target) -> Result<PathBuf, String> {
 /// One exchange from a clone: `done`'s files go up first, the message is
 /// sent, and the files of a task granted in the answer come down. The
 /// lines returned say what travelled, for the end of the printed answer.
+/// A worker verb whose connection is cut is run again from the start
+/// within its wait, as a local one is (`client::resuming`).
 pub fn exchange(target: &Target, msg: &ClientMsg, wait: Duration) -> Result<(ServerMsg, Vec<String>), String> {
-    let root = clone_root(target)?;
-    let clone = Checkout::open(&root)?;
-    let mut conn = Connection::open(target).map_err(|e| e.to_string())?;
+    let limit = wait + target.options.timeout;
+    let until = std::time::Instant::now() + limit;
+    let first = exchange_once(target, msg, limit);
+    super::resuming(target, msg, until, first, |again, left| exchange_once(target, again, left))
+        .map_err(|e| e.to_string())?
+}
+
+/// One connection's worth of [`exchange`]: a [`ClientError`] may be a cut
+/// (run again); what is said in a `String` is not.
+fn exchange_once(
+    target: &Target,
+    msg: &ClientMsg,
+    limit: Duration,
+) -> Result<Result<(ServerMsg, Vec<String>), String>, ClientError> {
+    let root = match clone_root(target) {
+        Ok(root) => root,
+        Err(e) => return Ok(Err(e)),
+    };
+    let clone = match Checkout::open(&root) {
+        Ok(clone) => clone,
+        Err(e) => return Ok(Err(e)),
+    };
+    let mut conn = Connection::open(target)?;
     let mut lines = Vec::new();
     let msg = match msg {
         ClientMsg::Done { worker, task_id, attempt, .. } => {
-            let files = upload(&mut conn, &clone, worker, task_id, *attempt)?;
+            let files = match upload(&mut conn, &clone, worker, task_id, *attempt) {
+                Ok(files) => files,
+                Err(e) => return Ok(Err(e)),
+            };
             if !files.is_empty() {
                 let paths: Vec<&str> = files.iter().map(|f| f.path.as_str()).collect();
                 lines.push(format!("files sent to the hub: {}", paths.join(", ")));
@@ -63,7 +89,8 @@ pub fn exchange(target: &Target, msg: &ClientMsg, wait: Duration) -> Result<(Ser
         }
         other => other.clone(),
     };
-    let reply = conn.request(&msg, wait + target.options.timeout).map_err(|e| e.to_string())?;
+    // A cut here is run again by `exchange`: the hub's fence makes the replay safe.
+    let reply = conn.request(&msg, limit)?;
     if let Some(Offer::Task { worker, task, attempt, held, returning, .. }) = offer_of(&reply) {
         let id = task.get("id").and_then(serde_json::Value::as_str).unwrap_or_default();
         // A returning worker's clone holds its own work on the write files: that is not overwritten.
@@ -76,7 +103,7 @@ pub fn exchange(target: &Target, msg: &ClientMsg, wait: Duration) -> Result<(Ser
         }
     }
     conn.close();
-    Ok((reply, lines))
+    Ok(Ok((reply, lines)))
 }
 
 /// The offer in an answer, wherever it sits.

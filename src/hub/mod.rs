@@ -23,7 +23,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpListener;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::handshake::server::{Request, Response};
@@ -70,6 +71,10 @@ pub struct Limits {
     pub max_commands: usize,
     /// The largest frame, request file and report file the hub reads (`--max-frame-bytes`).
     pub max_frame_bytes: usize,
+    /// A connection silent this long is sent a WebSocket ping: NATs and
+    /// proxies on a real link drop a TCP connection that carries nothing
+    /// (a worker's `next --wait` may wait minutes), and a dead link shows.
+    pub keepalive: Duration,
     /// What one task's files may weigh, each way, for a remote worker (`--max-task-files-bytes`).
     pub max_task_files_bytes: u64,
 }
@@ -84,6 +89,7 @@ impl Default for Limits {
             max_tasks_per_message: 10_000,
             max_commands: std::thread::available_parallelism().map_or(2, usize::from).max(2),
             max_frame_bytes: MAX_FRAME,
+            keepalive: Duration::from_secs(30),
             max_task_files_bytes: crate::checkout::DEFAULT_MAX_TASK_FILES_BYTES,
         }
     }
@@ -111,6 +117,25 @@ pub enum HubError {
     Watch(String),
     #[error("refusing to serve: {0}")]
     Unsafe(crate::layout::Refused),
+    #[error(
+        "refusing to listen on {0} without TLS: everything, the token too, would cross the network in plain text. Give --tls-self-signed (or --tls-cert FILE --tls-key FILE), or --behind-tls-proxy when a proxy on this machine terminates TLS (docs/remote.md)"
+    )]
+    Plaintext(IpAddr),
+    #[error(transparent)]
+    Tls(#[from] crate::tls::TlsError),
+}
+
+/// How the hub's connections are protected on the wire.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum Security {
+    /// Plain `ws://`: only on loopback.
+    #[default]
+    Plain,
+    /// `wss://` with this certificate, on the hub's own listener.
+    Tls(crate::tls::Certificate),
+    /// Plain `ws://`, with a proxy on this machine terminating TLS in front
+    /// (`--behind-tls-proxy`): the hub may then listen beyond loopback.
+    BehindTlsProxy,
 }
 
 /// How to run a hub.
@@ -128,6 +153,8 @@ pub struct HubOptions {
     pub quiet: bool,
     pub limits: Limits,
     pub timing: crate::engine::Timing,
+    /// TLS, or why none is needed.
+    pub security: Security,
 }
 
 /// A started hub.
@@ -135,6 +162,8 @@ pub struct RunningHub {
     pub engine: EngineHandle,
     pub url: String,
     pub port: u16,
+    /// `sha256:HEX` of the certificate when the hub serves TLS.
+    pub tls_fingerprint: Option<String>,
     /// Resolves when the engine thread ends, with its result.
     engine_done: tokio::sync::oneshot::Receiver<Result<(), crate::store::StoreError>>,
     /// One permit per open connection; all back means every socket closed.
@@ -169,6 +198,11 @@ pub fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
 
 /// Start listening and serving; returns once the hub accepts connections.
 pub async fn start(options: HubOptions) -> Result<RunningHub, HubError> {
+    if let Some(ip) = options.bind.filter(|ip| !ip.is_loopback())
+        && options.security == Security::Plain
+    {
+        return Err(HubError::Plaintext(ip));
+    }
     let root = fs::canonicalize(&options.root).map_err(|source| HubError::Io { path: options.root.clone(), source })?;
     let layout = state_folder(&root)?;
     let lock_path = layout.hub_lock();
@@ -190,9 +224,13 @@ pub async fn start(options: HubOptions) -> Result<RunningHub, HubError> {
     let (listeners, port) = bind(options.bind, options.port)?;
     let token = load_or_create_token(&layout)?;
     let remote = options.bind.is_some_and(|ip| !ip.is_loopback());
+    let tls = match &options.security {
+        Security::Tls(certificate) => Some(crate::tls::server(certificate, &layout, &certificate_names(options.bind))?),
+        Security::Plain | Security::BehindTlsProxy => None,
+    };
     // The address actually bound: `--bind ::1` is `[::1]`, not 127.0.0.1.
     let host = SocketAddr::new(options.bind.unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST)), port).to_string();
-    let url = format!("ws://{host}");
+    let url = format!("{}://{host}", if tls.is_some() { "wss" } else { "ws" });
 
     let (engine, engine_thread) = Engine::start(Config {
         root: root.clone(),
@@ -226,6 +264,7 @@ pub async fn start(options: HubOptions) -> Result<RunningHub, HubError> {
         ids,
         limits,
         creates_unwritten: tokio::sync::watch::Sender::new(0),
+        tls: tls.as_ref().map(|tls| tokio_rustls::TlsAcceptor::from(tls.config.clone())),
     });
     for listener in listeners {
         tokio::spawn(accept_loop(listener, edge.clone()));
@@ -239,9 +278,18 @@ pub async fn start(options: HubOptions) -> Result<RunningHub, HubError> {
         root: root.display().to_string(),
         page_port: Some(page_port),
         max_tasks_per_message: Some(options.limits.max_tasks_per_message),
+        tls_fingerprint: tls.as_ref().map(|tls| tls.fingerprint.clone()),
     };
     write_atomically(&layout.hub_file(), &serde_json::to_vec_pretty(&hub_file).expect("serializes"))?;
     if !options.quiet {
+        if let Some(tls) = &tls {
+            let origin = match (&options.security, tls.made) {
+                (Security::Tls(crate::tls::Certificate::Files { cert, .. }), _) => cert.display().to_string(),
+                (_, true) => "self-signed, made now and kept in .mcc/tls/".to_owned(),
+                (_, false) => "self-signed, kept in .mcc/tls/".to_owned(),
+            };
+            tracing::info!("mcc hub: TLS certificate {} ({origin})", tls.fingerprint);
+        }
         tracing::info!("mcc hub: listening on {url} for {}", root.display());
     }
     let (done_tx, engine_done) = tokio::sync::oneshot::channel();
@@ -256,6 +304,7 @@ pub async fn start(options: HubOptions) -> Result<RunningHub, HubError> {
         engine,
         url,
         port,
+        tls_fingerprint: tls.map(|tls| tls.fingerprint),
         engine_done,
         slots,
         max_connections,
@@ -375,6 +424,17 @@ impl Signals {
     }
 }
 
+/// The names a self-signed certificate is made for. A client that pins the
+/// fingerprint checks no name; these are for one that is told to trust the
+/// certificate as a CA (`mcc join --ca .mcc/tls/cert.pem`).
+fn certificate_names(bind: Option<IpAddr>) -> Vec<String> {
+    let mut names = vec!["localhost".to_owned(), "127.0.0.1".to_owned(), "::1".to_owned()];
+    if let Some(ip) = bind.filter(|ip| !ip.is_loopback() && !ip.is_unspecified()) {
+        names.push(ip.to_string());
+    }
+    names
+}
+
 fn bind(ip: Option<IpAddr>, port: u16) -> Result<(Vec<TcpListener>, u16), HubError> {
     let first = SocketAddr::new(ip.unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST)), port);
     let listener = listen(first).map_err(|source| HubError::Bind { addr: first, source })?;
@@ -488,6 +548,8 @@ struct Edge {
     /// other); here each connection writes on its own, so pushes to old
     /// workers wait for this to reach zero.
     creates_unwritten: tokio::sync::watch::Sender<usize>,
+    /// The TLS side of the listener, when the hub serves `wss://`.
+    tls: Option<tokio_rustls::TlsAcceptor>,
 }
 
 impl Edge {
@@ -531,7 +593,22 @@ async fn accept_loop(listener: TcpListener, edge: Arc<Edge>) {
         let edge = edge.clone();
         tokio::spawn(async move {
             let _ = stream.set_nodelay(true);
-            serve_connection(stream, &edge, handshake).await;
+            // The TLS and the WebSocket handshakes share one deadline and one place.
+            let deadline = tokio::time::Instant::now() + edge.limits.handshake_timeout;
+            match &edge.tls {
+                None => serve_connection(stream, &edge, handshake, deadline).await,
+                Some(acceptor) => {
+                    let (place, mut evicted) = handshake;
+                    let secured = tokio::select! {
+                        done = tokio::time::timeout_at(deadline, acceptor.accept(stream)) => match done {
+                            Ok(Ok(secured)) => secured,
+                            _ => return,
+                        },
+                        _ = &mut evicted => return,
+                    };
+                    serve_connection(secured, &edge, (place, evicted), deadline).await;
+                }
+            }
         });
     }
 }
@@ -539,7 +616,7 @@ async fn accept_loop(listener: TcpListener, edge: Arc<Edge>) {
 /// Read and drop what is left of a frame the hub refused (at most `size`
 /// bytes, for at most 2 s, until the client pauses) before closing: a socket closed with unread
 /// bytes is reset, and the reset could take the refusal with it.
-async fn discard_unread(stream: &mut TcpStream, size: usize) {
+async fn discard_unread<S: AsyncRead + Unpin>(stream: &mut S, size: usize) {
     use tokio::io::AsyncReadExt as _;
     let drain = async {
         let mut buffer = [0u8; 8192];
@@ -555,10 +632,11 @@ async fn discard_unread(stream: &mut TcpStream, size: usize) {
     let _ = tokio::time::timeout(Duration::from_secs(2), drain).await;
 }
 
-async fn serve_connection(
-    stream: TcpStream,
+async fn serve_connection<S: AsyncRead + AsyncWrite + Unpin>(
+    stream: S,
     edge: &Edge,
     (place, evicted): (handshakes::Place, tokio::sync::oneshot::Receiver<()>),
+    deadline: tokio::time::Instant,
 ) {
     let engine = &edge.engine;
     let mut admitted = None;
@@ -574,8 +652,8 @@ async fn serve_connection(
         .max_message_size(Some(edge.limits.max_frame_bytes))
         .max_frame_size(Some(edge.limits.max_frame_bytes))
         .read_buffer_size(8 * 1024);
-    let handshake_done = tokio::time::timeout(
-        edge.limits.handshake_timeout,
+    let handshake_done = tokio::time::timeout_at(
+        deadline,
         tokio_tungstenite::accept_hdr_async_with_config(stream, callback, Some(config)),
     );
     let socket = tokio::select! {
@@ -612,6 +690,8 @@ async fn serve_connection(
     let mut outstanding = false;
     let mut registered = false;
     let mut last_activity = tokio::time::Instant::now();
+    // The last frame either way: a connection silent for `keepalive` is pinged.
+    let mut last_heard = last_activity;
     // This connection's share of `creates_unwritten`, given back when it ends.
     let mut my_creates = 0usize;
     let mut creates = edge.creates_unwritten.subscribe();
@@ -625,6 +705,7 @@ async fn serve_connection(
         tokio::select! {
             frame = source.next() => {
                 last_activity = tokio::time::Instant::now();
+                last_heard = last_activity;
                 let text = match frame {
                     Some(Ok(Message::Text(text))) => text,
                     Some(Ok(Message::Binary(bytes))) => if let Ok(text) = String::from_utf8(bytes.to_vec()) { text.into() } else {
@@ -648,6 +729,7 @@ async fn serve_connection(
                         break;
                     }
                     Some(Ok(Message::Close(_)) | Err(_)) | None => break,
+                    // A pong (or a ping, answered by tungstenite) keeps the link alive, nothing more.
                     Some(Ok(_)) => continue,
                 };
                 let checked = wire::parse(&text).map_err(|error| guard::Denied { error, close: false }).and_then(|msg| {
@@ -694,6 +776,7 @@ async fn serve_connection(
                         Some(Outgoing::Msg(msg)) => {
                             let msg = access.scope.screen(msg);
                             last_activity = tokio::time::Instant::now();
+                            last_heard = last_activity;
                             outstanding = false;
                             let old_push = matches!(msg, ServerMsg::TaskAssigned { task: Some(_), .. } | ServerMsg::NoTasks { .. });
                             if old_push && my_creates == 0 && *creates.borrow() != 0 {
@@ -724,6 +807,10 @@ async fn serve_connection(
                     }
                 }
                 if !open || (unflushed && sink.flush().await.is_err()) { break; }
+            }
+            () = tokio::time::sleep_until(last_heard + edge.limits.keepalive) => {
+                last_heard = tokio::time::Instant::now();
+                if sink.send(Message::Ping(Vec::new().into())).await.is_err() { break; }
             }
             // A revoked token's connections are cut at once, not at their next request.
             Ok(()) = revocations.changed(), if access.grant.is_some() => {

@@ -195,9 +195,19 @@ impl StateDir {
     /// planted under its name is written through), renamed over `name`
     /// (which replaces a link there rather than following it).
     pub fn write_atomic(&self, name: &str, bytes: &[u8]) -> Result<(), Refused> {
+        self.write_atomic_mode(name, bytes, 0o666)
+    }
+
+    /// [`write_atomic`](Self::write_atomic) for a secret (a key, a token):
+    /// readable and writable by its owner only from the moment it exists.
+    pub fn write_private(&self, name: &str, bytes: &[u8]) -> Result<(), Refused> {
+        self.write_atomic_mode(name, bytes, 0o600)
+    }
+
+    fn write_atomic_mode(&self, name: &str, bytes: &[u8], mode: u32) -> Result<(), Refused> {
         let temp = format!(".{name}.{}.tmp", random_hex());
         let flags = OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC;
-        let fd = rustix::fs::openat(&*self.fd, temp.as_str(), flags, Mode::from_raw_mode(0o666))
+        let fd = rustix::fs::openat(&*self.fd, temp.as_str(), flags, Mode::from_raw_mode(mode))
             .map_err(|e| io_refusal(self.shown(&temp), e))?;
         let written =
             std::fs::File::from(fd).write_all(bytes).map_err(|error| Refused::Io { path: self.shown(&temp), error });

@@ -3,6 +3,9 @@
 
 #![allow(dead_code)]
 
+pub mod netns;
+pub mod tls;
+
 use std::io::{BufRead, BufReader};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};

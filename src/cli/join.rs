@@ -1,0 +1,137 @@
+//! `mcc join`: make a clone of the project on another machine a place
+//! where worker commands reach the project's hub. It checks the address,
+//! the certificate and the token by connecting once, then writes
+//! `.mcc/remote.json` (where the hub is, how to trust it) and
+//! `.mcc/remote-token` (0600), which client commands there read as a local
+//! one reads `hub.json` and `token` (see `client::locate`).
+
+use std::path::{Path, PathBuf};
+
+use clap::Args;
+
+use super::exit;
+use crate::client::{self, Connection, Target};
+use crate::layout::{Layout, REMOTE_FILE, REMOTE_TOKEN, RemoteFile};
+use crate::tls::Trust;
+
+/// Join a hub on another machine from this clone of its project.
+#[derive(Debug, Args)]
+#[command(after_help = "Example (the hub printed its fingerprint and the token came from `mcc token add`):
+  mcc join wss://hub.example.org:3100 --token TOKEN --fingerprint sha256:HEX
+
+Then, from any folder of this clone: mcc worker next --as NAME (see docs/remote.md).")]
+pub struct JoinArgs {
+    /// The hub's address, wss://HOST:PORT.
+    pub url: String,
+    /// The access token the hub's engineer gave you.
+    #[arg(long, env = "MCC_TOKEN", hide_env_values = true)]
+    pub token: String,
+    /// The hub's certificate fingerprint (sha256:HEX, printed by a hub started with --tls-self-signed): pinned.
+    #[arg(long, conflicts_with = "ca")]
+    pub fingerprint: Option<String>,
+    /// A CA certificate (PEM) the hub's certificate must chain to; without it or --fingerprint, the web's public roots.
+    #[arg(long, value_name = "FILE")]
+    pub ca: Option<PathBuf>,
+    /// The clone's root (default: the nearest folder above holding .mcc/ or .git/, else this one).
+    #[arg(long)]
+    pub dir: Option<PathBuf>,
+}
+
+pub fn run(args: JoinArgs, options: client::Options) -> u8 {
+    match join(&args, options) {
+        Ok(lines) => {
+            println!("{lines}");
+            exit::OK
+        }
+        Err(e) => {
+            eprintln!("mcc join: {e}");
+            exit::ERROR
+        }
+    }
+}
+
+fn join(args: &JoinArgs, options: client::Options) -> Result<String, String> {
+    let url = args.url.trim_end_matches('/').to_owned();
+    check_address(&url)?;
+    let token = args.token.trim();
+    if token.is_empty() || !token.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(
+            "the token is empty or holds spaces or unusual characters; paste it exactly as it was printed".into()
+        );
+    }
+    let (trust, pinned) = match (&args.fingerprint, &args.ca) {
+        (Some(given), _) => {
+            let pin = crate::tls::parse_fingerprint(given).map_err(|e| e.to_string())?;
+            (Trust::Pinned(pin.clone()), Some(pin))
+        }
+        (None, Some(ca)) => {
+            let ca = std::path::absolute(ca).map_err(|e| format!("cannot read the path {}: {e}", ca.display()))?;
+            (Trust::Ca(ca), None)
+        }
+        (None, None) => (Trust::WebRoots, None),
+    };
+    let root = match &args.dir {
+        Some(dir) => dir.clone(),
+        None => clone_root()?,
+    };
+    // The handshake checks the certificate and the token: nothing is written unless both pass.
+    let target = Target { url: url.clone(), options, token: Some(token.to_owned()), root: None };
+    Connection::open_trusting(&target, url.starts_with("wss://").then_some(&trust)).map_err(|e| e.to_string())?.close();
+
+    let layout = Layout::of_root(&root);
+    layout.refuse_links().map_err(|e| format!("refusing to write the clone's .mcc/: {e}"))?;
+    layout.create().map_err(|e| format!("cannot make {}: {e}", layout.dir().display()))?;
+    let remote = RemoteFile {
+        url: url.clone(),
+        tls_fingerprint: pinned.clone(),
+        ca: match &trust {
+            Trust::Ca(path) => Some(path.display().to_string()),
+            _ => None,
+        },
+    };
+    let state = layout.open().map_err(|e| e.to_string())?;
+    // The token first: a remote.json is never found without its token.
+    state.write_private(REMOTE_TOKEN, format!("{token}\n").as_bytes()).map_err(|e| e.to_string())?;
+    let json = serde_json::to_vec_pretty(&remote).map_err(|e| e.to_string())?;
+    state.write_atomic(REMOTE_FILE, &json).map_err(|e| e.to_string())?;
+
+    let trusted = match (&trust, url.starts_with("wss://")) {
+        (_, false) => "plain ws:// on loopback".to_owned(),
+        (Trust::Pinned(pin), true) => format!("certificate {pin} pinned"),
+        (Trust::Ca(path), true) => format!("certificate checked against {}", path.display()),
+        (Trust::WebRoots, true) => "certificate checked against the public roots".to_owned(),
+    };
+    Ok(format!(
+        "joined {url} ({trusted})\nwrote {} and {} (0600): worker commands from any folder of {} now go to that hub\nnext: mcc worker next --as NAME",
+        layout.remote_file().display(),
+        layout.remote_token().display(),
+        root.display()
+    ))
+}
+
+/// A hub elsewhere is reached over TLS; plain `ws://` only to this machine
+/// (a TLS proxy's plain side, a test).
+fn check_address(url: &str) -> Result<(), String> {
+    let uri: tungstenite::http::Uri =
+        url.parse().map_err(|e| format!("`{url}` is not an address ({e}); give it as wss://HOST:PORT"))?;
+    let host = uri.host().unwrap_or_default().trim_start_matches('[').trim_end_matches(']');
+    match uri.scheme_str() {
+        Some("wss") if !host.is_empty() => Ok(()),
+        Some("ws") if host == "localhost" || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback()) => {
+            Ok(())
+        }
+        Some("ws") => Err(format!(
+            "`{url}` is plain ws:// to another machine: the token would cross the network readable; use wss:// (start the hub with --tls-self-signed, or put it behind a TLS proxy)"
+        )),
+        _ => Err(format!("`{url}` is not a hub address; give it as wss://HOST:PORT")),
+    }
+}
+
+/// The clone's root: the nearest folder at or above this one holding `.mcc/` or `.git`.
+fn clone_root() -> Result<PathBuf, String> {
+    let cwd = std::env::current_dir().map_err(|e| format!("cannot read the current folder: {e}"))?;
+    Ok(cwd
+        .ancestors()
+        .find(|dir| dir.join(crate::layout::DIR).is_dir() || dir.join(".git").exists())
+        .map_or_else(|| cwd.clone(), Path::to_path_buf))
+}
