@@ -169,8 +169,11 @@ impl Control {
     /// Ask the command to stop: SIGTERM to its group now; the runner
     /// thread sends SIGKILL once the grace has passed.
     fn cancel(&self) {
+        // Under the group's lock, as the spawn is: once this returns, the
+        // command either got SIGTERM or will never start.
+        let group = self.group.lock().expect("not poisoned");
         self.cancelled.store(true, Ordering::SeqCst);
-        if let Some((pgid, events)) = &*self.group.lock().expect("not poisoned") {
+        if let Some((pgid, events)) = &*group {
             let _ = rustix::process::kill_process_group(*pgid, rustix::process::Signal::TERM);
             let _ = events.send(Event::Cancel);
         }
@@ -437,15 +440,22 @@ fn execute(job: &Job, control: &Control, grace: Duration, records: Option<&Path>
         .stderr(Stdio::piped())
         // Its own group: one kill reaches everything the command started.
         .process_group(0);
-    let mut child = command.spawn()?;
-    let pgid = rustix::process::Pid::from_child(&child);
+    // The spawn and the group's record happen under the lock `cancel` takes,
+    // so a stop (the hub's `kill_all`) never falls between them and returns
+    // while a just-started command is still unknown to it.
+    let (mut child, pgid, events, inbox) = {
+        let mut group = control.group.lock().expect("not poisoned");
+        if control.cancelled.load(Ordering::SeqCst) {
+            return Ok(Outcome::not_run("mcc: the command was cancelled before it started".into()));
+        }
+        let child = command.spawn()?;
+        let pgid = rustix::process::Pid::from_child(&child);
+        let (events, inbox) = mpsc::channel();
+        *group = Some((pgid, events.clone()));
+        (child, pgid, events, inbox)
+    };
     // Lets the next hub kill this group if this hub is killed before it ends.
     let record = records::Record::write(pgid, records);
-    let (events, inbox) = mpsc::channel();
-    *control.group.lock().expect("not poisoned") = Some((pgid, events.clone()));
-    if control.cancelled.load(Ordering::SeqCst) {
-        signal_group(pgid, rustix::process::Signal::TERM);
-    }
     if let (Some(bytes), Some(mut pipe)) = (job.stdin.clone(), child.stdin.take()) {
         std::thread::spawn(move || drop(pipe.write_all(&bytes)));
     }
