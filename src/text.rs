@@ -36,17 +36,20 @@ pub fn tail(text: &str, max: usize) -> String {
     text[start..].to_owned()
 }
 
-/// A lease or a limit as a person writes it: whole hours as `2h`, two
-/// minutes or more in whole minutes (`29m`), less in seconds (`90s`).
+/// A lease, a limit or a time left as a person writes it: under two minutes
+/// in seconds (`90s`), under an hour in minutes and seconds (`29m 33s`,
+/// `30m`), beyond in hours and minutes (`1h 30m`, `2h`); a unit that is zero
+/// at the end is left out, so round values read as they were set.
 pub fn duration(d: Duration) -> String {
     let s = d.as_secs();
-    if s >= 3600 && s.is_multiple_of(3600) {
-        format!("{}h", s / 3600)
-    } else if s >= 120 {
-        format!("{}m", s / 60)
+    let (big, small, units) = if s < 120 {
+        return format!("{s}s");
+    } else if s < 3600 {
+        (s / 60, s % 60, ("m", "s"))
     } else {
-        format!("{s}s")
-    }
+        (s / 3600, s % 3600 / 60, ("h", "m"))
+    };
+    if small == 0 { format!("{big}{}", units.0) } else { format!("{big}{} {small}{}", units.0, units.1) }
 }
 
 /// `word` as a POSIX shell reads it back, quoted only when it needs it.
@@ -99,10 +102,12 @@ mod tests {
         assert_eq!(duration(d(90)), "90s");
         assert_eq!(duration(d(119)), "119s");
         assert_eq!(duration(d(120)), "2m");
-        assert_eq!(duration(d(1799)), "29m");
+        assert_eq!(duration(d(1773)), "29m 33s");
+        assert_eq!(duration(d(1799)), "29m 59s");
         assert_eq!(duration(d(1800)), "30m");
         assert_eq!(duration(d(3600)), "1h");
-        assert_eq!(duration(d(5400)), "90m");
+        assert_eq!(duration(d(5400)), "1h 30m");
+        assert_eq!(duration(d(5459)), "1h 30m");
         assert_eq!(duration(d(7200)), "2h");
         assert_eq!(duration(Duration::from_millis(2999)), "2s");
     }

@@ -277,7 +277,7 @@ pub fn render(s: &Summary, url: &str) -> String {
     line(format!("tasks: {}", if counts.is_empty() { "none".to_owned() } else { counts.join(", ") }));
     for w in &s.workers {
         let holding = match (&w.holding, w.lease_left_ms) {
-            (Some(t), Some(ms)) => format!("on {t} (lease {}s left)", ms / 1000),
+            (Some(t), Some(ms)) => format!("on {t} (lease {} left)", crate::text::duration(Duration::from_millis(ms))),
             (Some(t), None) => format!("on {t}"),
             _ if w.waiting => match &w.waiting_on {
                 Some(why) => format!("waiting for work: {why}"),
