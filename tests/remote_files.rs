@@ -394,3 +394,30 @@ fn read_files_over_the_bound_are_not_sent_and_the_answer_names_the_file_and_the_
     );
     assert_eq!(std::fs::read_to_string(remote.clone_path("docs/huge.txt")).unwrap(), "x".repeat(5000));
 }
+
+/// A worker in a clone whose hub went away is told what a local one is: the
+/// hub is down, run the same command again later (exit 3), never to start one.
+#[test]
+fn a_remote_worker_facing_a_killed_hub_is_told_to_run_the_same_command_again_later() {
+    let remote = Remote::new(&[("docs/in.txt", "input\n")], &[]);
+    remote.add(vec![task("t-d", &["docs/in.txt"], &["out/d.md"], "true")]);
+    let run = remote.mcc(&["worker", "next", "--as", "far-away"]);
+    let done = when_done(&run);
+    remote.clone_write("out/d.md", b"done\n");
+    let Remote { project: _project, clone, hub } = remote;
+    let url = hub.url.clone();
+    hub.kill9();
+    for line in [done.as_str(), "mcc worker next --as far-away"] {
+        let words: Vec<&str> = line.split_whitespace().skip(1).collect();
+        let run = Mcc::new(clone.path())
+            .env("MCC_REMOTE_CLONE", "1")
+            .env("MCC_HUB", &url)
+            .env("MCC_WAIT", "1s")
+            .args(&words)
+            .run();
+        assert_eq!(run.code, 3, "{line}: {run:?}");
+        assert!(run.stdout.contains("the hub is down for now"), "{line}: {run:?}");
+        let said = format!("{}{}", run.stdout, run.stderr);
+        assert!(!said.contains("mcc hub") && !said.contains("mcc run"), "never told to start a hub: {said}");
+    }
+}

@@ -45,13 +45,18 @@ fn clone_root(target: &Target) -> Result<PathBuf, String> {
 /// sent, and the files of a task granted in the answer come down. The
 /// lines returned say what travelled, for the end of the printed answer.
 /// A worker verb whose connection is cut is run again from the start
-/// within its wait, as a local one is (`client::resuming`).
-pub fn exchange(target: &Target, msg: &ClientMsg, wait: Duration) -> Result<(ServerMsg, Vec<String>), String> {
+/// within its wait, as a local one is (`client::resuming`). The outer error
+/// is the connection's, kept typed so a hub that is down reads as down; the
+/// inner one is what the exchange itself refused.
+pub fn exchange(
+    target: &Target,
+    msg: &ClientMsg,
+    wait: Duration,
+) -> Result<Result<(ServerMsg, Vec<String>), String>, ClientError> {
     let limit = wait + target.options.timeout;
     let until = std::time::Instant::now() + limit;
     let first = exchange_once(target, msg, limit);
     super::resuming(target, msg, until, first, |again, left| exchange_once(target, again, left))
-        .map_err(|e| e.to_string())?
 }
 
 /// One connection's worth of [`exchange`]: a [`ClientError`] may be a cut

@@ -250,7 +250,9 @@ fn exchange(
         let target = super::locate(worker.hub.as_deref(), &cwd, worker.options).map_err(Unanswered::Client)?;
         let msg = message(&name, &target).map_err(Unanswered::Refused)?;
         if super::transfer::is_remote(&target) {
-            let (reply, travelled) = super::transfer::exchange(&target, &msg, wait).map_err(Unanswered::Remote)?;
+            let (reply, travelled) = super::transfer::exchange(&target, &msg, wait)
+                .map_err(Unanswered::Client)?
+                .map_err(Unanswered::Remote)?;
             return Ok((name, reply, target.root, travelled));
         }
         let reply = ask(&target, &msg, wait).map_err(Unanswered::Client)?;
