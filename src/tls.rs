@@ -193,15 +193,14 @@ pub fn client(trust: &Trust, presented: &Presented) -> Result<Arc<rustls::Client
     let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
         .map_err(|e| TlsError::Config(e.to_string()))?;
-    let config = match trust {
-        Trust::Pinned(expected) => builder
-            .dangerous()
-            .with_custom_certificate_verifier(Arc::new(PinnedVerifier {
-                expected: expected.clone(),
-                presented: presented.clone(),
-                algorithms: provider.signature_verification_algorithms,
-            }))
-            .with_no_client_auth(),
+    let chain = |roots: rustls::RootCertStore| {
+        rustls::client::WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider.clone())
+            .build()
+            .map(Check::Chain)
+            .map_err(|e| TlsError::Config(e.to_string()))
+    };
+    let check = match trust {
+        Trust::Pinned(expected) => Check::Pin(expected.clone()),
         Trust::Ca(path) => {
             let mut roots = rustls::RootCertStore::empty();
             for cert in read_chain(path)? {
@@ -211,55 +210,51 @@ pub fn client(trust: &Trust, presented: &Presented) -> Result<Arc<rustls::Client
                     reason: e.to_string(),
                 })?;
             }
-            verified_by(builder, roots, presented, &provider)?
+            chain(roots)?
         }
-        Trust::WebRoots => {
-            let roots = rustls::RootCertStore { roots: webpki_roots::TLS_SERVER_ROOTS.to_vec() };
-            verified_by(builder, roots, presented, &provider)?
-        }
+        Trust::WebRoots => chain(rustls::RootCertStore { roots: webpki_roots::TLS_SERVER_ROOTS.to_vec() })?,
     };
-    Ok(Arc::new(config))
+    let verifier =
+        Verifier { check, presented: presented.clone(), algorithms: provider.signature_verification_algorithms };
+    Ok(Arc::new(builder.dangerous().with_custom_certificate_verifier(Arc::new(verifier)).with_no_client_auth()))
 }
 
-fn verified_by(
-    builder: rustls::ConfigBuilder<rustls::ClientConfig, rustls::WantsVerifier>,
-    roots: rustls::RootCertStore,
-    presented: &Presented,
-    provider: &Arc<CryptoProvider>,
-) -> Result<rustls::ClientConfig, TlsError> {
-    let chain = rustls::client::WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider.clone())
-        .build()
-        .map_err(|e| TlsError::Config(e.to_string()))?;
-    Ok(builder
-        .dangerous()
-        .with_custom_certificate_verifier(Arc::new(Recording { inner: chain, presented: presented.clone() }))
-        .with_no_client_auth())
-}
-
-/// The pinned fingerprint check: the leaf certificate must hash to the pin;
-/// names and dates do not matter (the pin is stronger than both), but the
-/// handshake's signature must still be made by that certificate's key.
+/// How the hub's certificate is judged.
 #[derive(Debug)]
-struct PinnedVerifier {
-    expected: String,
+enum Check {
+    /// The leaf certificate must hash to the pin; names and dates do not
+    /// matter (the pin is stronger than both).
+    Pin(String),
+    /// The usual chain check up to the given roots.
+    Chain(Arc<rustls::client::WebPkiServerVerifier>),
+}
+
+/// The client's verifier: judges by its [`Check`] and records the presented
+/// leaf for messages. Either way the handshake's signature must be made by
+/// the presented certificate's key.
+#[derive(Debug)]
+struct Verifier {
+    check: Check,
     presented: Presented,
     algorithms: WebPkiSupportedAlgorithms,
 }
 
-impl ServerCertVerifier for PinnedVerifier {
+impl ServerCertVerifier for Verifier {
     fn verify_server_cert(
         &self,
         end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: UnixTime,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp_response: &[u8],
+        now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
         self.presented.record(end_entity);
-        if fingerprint(end_entity) == self.expected {
-            Ok(ServerCertVerified::assertion())
-        } else {
-            Err(rustls::Error::InvalidCertificate(rustls::CertificateError::ApplicationVerificationFailure))
+        match &self.check {
+            Check::Pin(expected) if fingerprint(end_entity) == *expected => Ok(ServerCertVerified::assertion()),
+            Check::Pin(_) => {
+                Err(rustls::Error::InvalidCertificate(rustls::CertificateError::ApplicationVerificationFailure))
+            }
+            Check::Chain(chain) => chain.verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now),
         }
     }
 
@@ -283,49 +278,6 @@ impl ServerCertVerifier for PinnedVerifier {
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
         self.algorithms.supported_schemes()
-    }
-}
-
-/// The usual chain check, recording the presented leaf for messages.
-#[derive(Debug)]
-struct Recording {
-    inner: Arc<rustls::client::WebPkiServerVerifier>,
-    presented: Presented,
-}
-
-impl ServerCertVerifier for Recording {
-    fn verify_server_cert(
-        &self,
-        end_entity: &CertificateDer<'_>,
-        intermediates: &[CertificateDer<'_>],
-        server_name: &ServerName<'_>,
-        ocsp_response: &[u8],
-        now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        self.presented.record(end_entity);
-        self.inner.verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now)
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.inner.verify_tls12_signature(message, cert, dss)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.inner.verify_tls13_signature(message, cert, dss)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.inner.supported_verify_schemes()
     }
 }
 
