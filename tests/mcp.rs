@@ -545,3 +545,76 @@ fn over_mcp_every_request_gets_the_standard_json_rpc_answer() {
     let tools = raw.ask(r#"{"jsonrpc":"2.0","id":6,"method":"tools/list"}"#);
     assert_eq!(tools["result"]["tools"][0]["name"], "next", "{tools}");
 }
+
+/// A git command in `cwd`, which must succeed.
+fn git(cwd: &std::path::Path, args: &[&str]) {
+    let out = std::process::Command::new("git")
+        .args(["-c", "user.email=t@example.org", "-c", "user.name=t", "-c", "init.defaultBranch=main"])
+        .args(args)
+        .current_dir(cwd)
+        .output()
+        .expect("run git");
+    assert!(out.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// An agent on another machine speaks MCP in a clone joined to a TLS hub:
+/// `next` brings the task's read file from the hub, `done` carries the
+/// deliverable back, and the hub's check passes on the hub's checkout.
+#[test]
+fn over_mcp_in_a_joined_clone_the_files_travel_both_ways_and_the_hub_accepts() {
+    let project = Project::new();
+    project.write(".gitignore", ".mcc/\n");
+    project.write("notes/in.md", "the committed text\n");
+    git(project.root(), &["init", "-q"]);
+    git(project.root(), &["add", "-A"]);
+    git(project.root(), &["commit", "-q", "-m", "start"]);
+    let hub = Hub::start(project.root(), &["--tls-self-signed"]);
+    // The hub's copy moves on after the clone: the task's read file must come from the hub.
+    let dir = tempfile::tempdir().unwrap();
+    git(dir.path(), &["clone", "-q", &project.root().display().to_string(), "clone"]);
+    let clone = dir.path().join("clone");
+    project.write("notes/in.md", "the hub's newer text\n");
+    let task = json!({
+        "id": "far-1",
+        "description": "copy notes/in.md into out/far.md",
+        "context": {"targetFiles": ["notes/in.md"], "outputFiles": ["out/far.md"], "requirements": []},
+        "acceptance": {"criteria": ["copied"], "validation": "grep -q newer out/far.md"},
+        "dependencies": [],
+    });
+    project.write("tasks.json", &serde_json::to_string(&[task]).unwrap());
+    let added = project.mcc().args(["tasks", "add", "tasks.json"]).run();
+    assert_eq!(added.code, 0, "{added:?}");
+
+    let hub_json: Value = serde_json::from_str(&project.read(".mcc/hub.json")).unwrap();
+    let pin = hub_json["tlsFingerprint"].as_str().expect("a TLS hub writes its fingerprint");
+    let token = project.read(".mcc/token");
+    let joined =
+        crate::support::Mcc::new(&clone).args(["join", &hub.url, "--token", token.trim(), "--fingerprint", pin]).run();
+    assert_eq!(joined.code, 0, "{joined:?}");
+
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let mut command = tokio::process::Command::new(mcc_bin());
+        command
+            .args(["mcp", "--as", "far", "--wait", "1s"])
+            .current_dir(&clone)
+            .env_remove("MCC_WORKER")
+            .env_remove("MCC_HUB")
+            .env_remove("MCC_TOKEN");
+        let client: Client =
+            ().serve(TokioChildProcess::new(command).expect("spawn mcc mcp")).await.expect("the MCP handshake");
+        let first = call(&client, "next", json!({})).await;
+        assert_ne!(first.is_error, Some(true), "{}", text(&first));
+        assert!(text(&first).starts_with("task far-1"), "{}", text(&first));
+        let brought = std::fs::read_to_string(clone.join("notes/in.md")).unwrap();
+        assert_eq!(brought, "the hub's newer text\n", "next brings the hub's copy of the read file");
+        let args = next_call(&first, "done");
+        std::fs::create_dir_all(clone.join("out")).unwrap();
+        std::fs::write(clone.join("out/far.md"), &brought).unwrap();
+        let verdict = call(&client, "done", Value::Object(args)).await;
+        assert!(text(&verdict).starts_with("accepted far-1."), "{}", text(&verdict));
+        client.cancel().await.unwrap();
+    });
+    assert_eq!(project.read("out/far.md"), "the hub's newer text\n", "the deliverable reached the hub");
+    drop(hub);
+}
