@@ -217,6 +217,8 @@ struct Cutter {
     port: u16,
     withhold: Arc<AtomicBool>,
     open: Arc<Mutex<Vec<TcpStream>>>,
+    /// Armed: the client's bytes the proxy forwards before it cuts that connection, once.
+    budget: Arc<Mutex<Option<usize>>>,
 }
 
 impl Cutter {
@@ -228,19 +230,31 @@ impl Cutter {
         let port = listener.local_addr().unwrap().port();
         let withhold = Arc::new(AtomicBool::new(false));
         let open: Arc<Mutex<Vec<TcpStream>>> = Arc::default();
-        let (hold, sockets) = (withhold.clone(), open.clone());
+        let budget: Arc<Mutex<Option<usize>>> = Arc::default();
+        let (hold, sockets, left) = (withhold.clone(), open.clone(), budget.clone());
         std::thread::spawn(move || {
             for client in listener.incoming() {
                 let Ok(client) = client else { return };
                 let Ok(hub) = TcpStream::connect(("::1", hub_port)) else { continue };
                 sockets.lock().unwrap().extend([client.try_clone().unwrap(), hub.try_clone().unwrap()]);
                 let (client_in, hub_out) = (client.try_clone().unwrap(), hub.try_clone().unwrap());
-                std::thread::spawn(move || pipe(client_in, hub_out, None));
+                let left = left.clone();
+                std::thread::spawn(move || pipe_until(client_in, hub_out, &left));
                 let hold = hold.clone();
                 std::thread::spawn(move || pipe(hub, client, Some(hold)));
             }
         });
-        Self { port, withhold, open }
+        Self { port, withhold, open, budget }
+    }
+
+    /// The connection that carries the client's next `bytes` is cut there; later ones are forwarded whole.
+    fn cut_after(&self, bytes: usize) {
+        *self.budget.lock().unwrap() = Some(bytes);
+    }
+
+    /// Whether an armed cut happened.
+    fn has_cut(&self) -> bool {
+        self.budget.lock().unwrap().is_none()
     }
 
     /// From now on the hub's bytes are read and dropped.
@@ -266,6 +280,34 @@ fn pipe(mut from: TcpStream, mut to: TcpStream, withhold: Option<Arc<AtomicBool>
         };
         if withhold.as_ref().is_some_and(|w| w.load(Ordering::SeqCst)) {
             continue;
+        }
+        if to.write_all(&buffer[..n]).is_err() {
+            break;
+        }
+    }
+    let _ = to.shutdown(Shutdown::Write);
+}
+
+/// The client's side of [`pipe`]: when `budget` is armed and runs out, both ends are shut.
+fn pipe_until(mut from: TcpStream, mut to: TcpStream, budget: &Mutex<Option<usize>>) {
+    let mut buffer = [0u8; 16 * 1024];
+    loop {
+        let n = match from.read(&mut buffer) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        {
+            let mut left = budget.lock().unwrap();
+            match *left {
+                Some(bytes) if n >= bytes => {
+                    *left = None;
+                    let _ = from.shutdown(Shutdown::Both);
+                    let _ = to.shutdown(Shutdown::Both);
+                    return;
+                }
+                Some(bytes) => *left = Some(bytes - n),
+                None => {}
+            }
         }
         if to.write_all(&buffer[..n]).is_err() {
             break;
@@ -448,4 +490,37 @@ fn a_hub_with_a_certificate_of_its_own_is_joined_with_the_ca_that_signed_it_and_
     assert_eq!(project.mcc().args(["tasks", "add", "--id", "signed", "--description", "d"]).run().code, 0);
     let next = Mcc::new(&clone).args(["worker", "next", "--as", "far"]).run();
     assert!(next.code == 0 && next.stdout.starts_with("task signed ("), "{next:?}");
+}
+
+#[test]
+fn a_connection_cut_between_the_parts_of_an_upload_is_run_again_by_itself_and_applied_once() {
+    let (project, _hub, cutter, _dir, clone) = joined_through_a_cutter();
+    const SIZE: usize = 1_500_000;
+    let big = json!({
+        "id": "big",
+        "description": "write out/big.bin",
+        "context": {"targetFiles": [], "outputFiles": ["out/big.bin"], "requirements": []},
+        "acceptance": {
+            "criteria": ["whole"],
+            "validation": format!("echo ran >> validations.log; test \"$(wc -c < out/big.bin)\" -eq {SIZE}"),
+        },
+        "dependencies": [],
+    });
+    project.write("tasks.json", &serde_json::to_string(&[big]).unwrap());
+    assert_eq!(project.mcc().args(["tasks", "add", "tasks.json"]).run().code, 0);
+    let next = Mcc::new(&clone).args(["worker", "next", "--as", "far"]).run();
+    assert_eq!(next.code, 0, "{next:?}");
+    // Three parts of 512 KiB (about 700 KB each as base64): the link goes in the second.
+    let bytes: Vec<u8> = (0..SIZE).map(|i| u8::try_from(i % 251).unwrap()).collect();
+    std::fs::create_dir_all(clone.join("out")).unwrap();
+    std::fs::write(clone.join("out/big.bin"), &bytes).unwrap();
+    cutter.cut_after(1_000_000);
+    let done = Mcc::new(&clone).args(done_command(&next)).run();
+    assert!(cutter.has_cut(), "the upload was cut");
+    // 4: accepted, and that was the last task.
+    assert_eq!(done.code, 4, "{done:?}");
+    assert!(done.stdout.starts_with("accepted big"), "{done:?}");
+    assert_eq!(std::fs::read(project.path("out/big.bin")).unwrap(), bytes, "the hub has the clone's file whole");
+    assert_eq!(project.read("validations.log"), "ran\n", "judged once");
+    assert_eq!(task(&status(&project), "big")["attempt"], 1);
 }

@@ -8,8 +8,10 @@
 //!
 //! Files travel in parts of [`checkout::PART`] bytes, one frame each, in
 //! both directions: below `wire::MAX_FRAME` whatever the file, and a cut
-//! connection costs one part; `done` run again sends its files again from
-//! the start (the hub keeps nothing of an upload until a `done` applies it).
+//! connection costs one part; a cut among an upload's parts runs the whole
+//! `done` again by itself within its wait, its files from the start (the hub
+//! keeps nothing of an upload until a `done` applies it, and its (task,
+//! attempt) fence judges a replayed `done` once).
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -78,7 +80,8 @@ fn exchange_once(
     let mut lines = Vec::new();
     let msg = match msg {
         ClientMsg::Done { worker, task_id, attempt, .. } => {
-            let files = match upload(&mut conn, &clone, worker, task_id, *attempt) {
+            // A cut among the parts is run again by `exchange`, the upload from its start.
+            let files = match upload(&mut conn, &clone, worker, task_id, *attempt)? {
                 Ok(files) => files,
                 Err(e) => return Ok(Err(e)),
             };
@@ -144,24 +147,31 @@ fn task_files(conn: &mut Connection, worker: &str, task: &str, attempt: Option<u
 /// The declared write files the clone changed, sent part by part; their
 /// digests, for the `done`. A hub that does not let this worker list the
 /// task's files gets the `done` alone, and answers it as it answers any.
+/// The outer error is the connection's (a cut: the caller runs the whole
+/// exchange again, and the upload restarts; the hub stages parts and
+/// applies nothing until a `done` names them); the inner one is a refusal.
 fn upload(
     conn: &mut Connection,
     clone: &Checkout,
     worker: &str,
     task: &str,
     attempt: Option<u32>,
-) -> Result<Vec<FileDigest>, String> {
+) -> Result<Result<Vec<FileDigest>, String>, ClientError> {
     let files = match task_files(conn, worker, task, attempt) {
         Ok(files) => files,
-        Err(ClientError::Refused { .. }) => return Ok(Vec::new()),
-        Err(e) => return Err(e.to_string()),
+        Err(ClientError::Refused { .. }) => return Ok(Ok(Vec::new())),
+        Err(e) => return Err(e),
     };
     let hub_writes = files.write;
     let declared = hub_writes.iter().map(|f| f.path.clone()).chain(files.missing_write);
     let mut sent = Vec::new();
     for path in declared {
         // The hub bounds what it takes; the clone reads no more than that could be.
-        let Some(bytes) = clone.read(&path, u64::MAX)? else { continue };
+        let bytes = match clone.read(&path, u64::MAX) {
+            Ok(Some(bytes)) => bytes,
+            Ok(None) => continue,
+            Err(e) => return Ok(Err(e)),
+        };
         let digest = checkout::digest_of(&path, &bytes);
         if hub_writes.contains(&digest) {
             continue;
@@ -179,10 +189,10 @@ fn upload(
                 sha256: digest.sha256.clone(),
                 data: data_encoding::BASE64.encode(&bytes[offset..end]),
             };
-            match conn.request(&part, conn.timeout()).map_err(|e| e.to_string())? {
+            match conn.request(&part, conn.timeout())? {
                 ServerMsg::Ack { .. } => {}
-                ServerMsg::Error { error, .. } => return Err(error),
-                other => return Err(format!("the hub answered an upload with {}", other.to_json())),
+                ServerMsg::Error { error, .. } => return Ok(Err(error)),
+                other => return Ok(Err(format!("the hub answered an upload with {}", other.to_json()))),
             }
             offset = end;
             if offset >= bytes.len() {
@@ -191,7 +201,7 @@ fn upload(
         }
         sent.push(digest);
     }
-    Ok(sent)
+    Ok(Ok(sent))
 }
 
 /// Bring the task's files that differ into the clone; the lines to print.
