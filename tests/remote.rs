@@ -494,8 +494,8 @@ fn a_hub_with_a_certificate_of_its_own_is_joined_with_the_ca_that_signed_it_and_
 
 #[test]
 fn a_connection_cut_between_the_parts_of_an_upload_is_run_again_by_itself_and_applied_once() {
-    let (project, _hub, cutter, _dir, clone) = joined_through_a_cutter();
     const SIZE: usize = 1_500_000;
+    let (project, _hub, cutter, _dir, clone) = joined_through_a_cutter();
     let big = json!({
         "id": "big",
         "description": "write out/big.bin",
