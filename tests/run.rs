@@ -54,6 +54,7 @@ fn the_demo_runs_with_a_rejection_a_retry_and_a_second_phase() {
         "{again:?}"
     );
     assert!(!again.stdout.contains("hub on ") && !again.stdout.contains("spawned"), "{again:?}");
+    assert!(!again.stdout.contains("this run took"), "a run that did nothing took no time: {again:?}");
     assert!(!project.path(".mcc/hub.json").exists(), "no hub was started");
 }
 

@@ -304,4 +304,10 @@ fn a_worker_facing_a_killed_hub_is_told_to_run_the_same_command_again_later_and_
     assert_eq!(gone.code, 3, "{gone:?}");
     assert!(gone.stdout.contains("no hub is running"), "{gone:?}");
     assert_no_advice_to_start_a_hub(&gone);
+    // A headless worker started now is told the same, before it runs anything.
+    let headless = project.mcc().args(["worker", "run", "--as", "h", "--", "touch", "ran"]).run();
+    assert_eq!(headless.code, 3, "{headless:?}");
+    assert!(headless.stdout.contains("the hub is down for now"), "{headless:?}");
+    assert_no_advice_to_start_a_hub(&headless);
+    assert!(!project.path("ran").exists(), "nothing ran without a task");
 }

@@ -682,7 +682,10 @@ fn summarize(root: &Path, end: &Ending, wall: Duration) -> Result<Value, String>
     metrics["finished"] = json!(end.summary.finished);
     metrics["workflow"] = json!(end.summary.workflow);
     metrics["problems"] = json!(end.summary.problems);
-    metrics["runSeconds"] = json!(wall.as_secs_f64());
+    // A run that had already ended took no time now: the earlier run's figures speak.
+    if !end.already_done {
+        metrics["runSeconds"] = json!(wall.as_secs_f64());
+    }
     metrics["alreadyDone"] = json!(end.already_done);
     Ok(metrics)
 }

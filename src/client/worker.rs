@@ -294,13 +294,6 @@ pub fn name_of(worker: &Worker) -> Result<String, String> {
     })
 }
 
-/// The hub: `hub` when given, else the one the nearest `.mcc/` names; the
-/// error as a worker reads it ([`ClientError::for_worker`]).
-pub fn target(hub: Option<&str>, options: super::Options) -> Result<Target, String> {
-    let cwd = std::env::current_dir().map_err(|e| format!("cannot read the current folder: {e}"))?;
-    super::locate(hub, &cwd, options).map_err(|e| e.for_worker())
-}
-
 /// One exchange, allowing the hub `wait` plus the client's deadline to answer.
 pub fn ask(target: &Target, msg: &ClientMsg, wait: Duration) -> Result<ServerMsg, ClientError> {
     super::ask(target, msg, wait)

@@ -248,8 +248,25 @@ pub async fn start(options: HubOptions) -> Result<RunningHub, HubError> {
     let watcher =
         ReportWatcher::start(&layout, engine.clone(), options.limits.max_frame_bytes).map_err(HubError::Watch)?;
 
+    // The page relays its browsers' WebSockets to this hub, as a client of
+    // its own listener: loopback when it listens everywhere, its own
+    // certificate pinned when it speaks TLS.
+    let relay_ip = match options.bind {
+        Some(IpAddr::V4(ip)) if ip.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
+        Some(IpAddr::V6(ip)) if ip.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
+        Some(ip) => ip,
+        None => IpAddr::V4(Ipv4Addr::LOCALHOST),
+    };
+    let relay_tls = match &tls {
+        Some(tls) => Some(
+            crate::tls::client(&crate::tls::Trust::Pinned(tls.fingerprint.clone()), &crate::tls::Presented::default())
+                .map_err(|e| HubError::Io { path: root.clone(), source: std::io::Error::other(e.to_string()) })?,
+        ),
+        None => None,
+    };
+    let link = page::HubLink { addr: SocketAddr::new(relay_ip, port), tls: relay_tls };
     let page_port =
-        page::start(root.clone(), port, &token).await.map_err(|source| HubError::Io { path: root.clone(), source })?;
+        page::start(root.clone(), link, &token).await.map_err(|source| HubError::Io { path: root.clone(), source })?;
     let ids = Arc::new(AtomicU64::new(1));
     files::start(&layout, engine.clone(), ids.clone(), options.limits.max_frame_bytes).map_err(HubError::Watch)?;
     let tokens = tokens::Tokens::open(layout.dir())?;

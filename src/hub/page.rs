@@ -2,19 +2,22 @@
 //! port of its own on loopback. One HTML document with its CSS and script
 //! inline (nothing fetched from elsewhere), and the timeline as inline SVG
 //! drawn by the same code as `mcc report --html`. The page's script opens a
-//! WebSocket to the hub with the view capability in its address (see
-//! [`super::guard::view_capability`]), subscribes, and redraws from each
-//! delta the hub pushes.
+//! WebSocket to its own origin (`/hub`) with the view capability in its
+//! address (see [`super::guard::view_capability`]), which this server relays
+//! to the hub's own listener, speaking TLS to it when the hub does: so the
+//! page works the same on a plain and a TLS hub, and the browser never meets
+//! the hub's certificate. It subscribes and redraws from each delta.
 //!
-//! The server has three routes (`/`, `/timeline`, and `/recent`: the latest
+//! The server has four routes (`/`, `/timeline`, `/recent`: the latest
 //! rejections and questions from the event log, so that a page opened late
-//! or reloaded shows them too), all `GET`, all needing
+//! or reloaded shows them too, and `/hub`, the relay), all `GET`, all needing
 //! the capability and a loopback `Host` with this port (DNS rebinding); it is
 //! small enough that an HTTP framework would not earn its place. Sockets
 //! that say nothing cannot keep the page from a browser: requests being read
 //! are a bounded set that pushes out its oldest for a newcomer, as the hub's
 //! handshakes do ([`super::handshakes`]).
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -39,13 +42,26 @@ const MAX_READING: usize = 64;
 const MAX_ANSWERING: usize = 32;
 /// How long a browser may take to send its request.
 const READ_LIMIT: Duration = Duration::from_secs(5);
+/// Page connections relayed to the hub at once (each open tab holds one);
+/// the hub's own connection bounds apply to them as well.
+const MAX_RELAYED: usize = 64;
+
+/// Where the page's relay reaches the hub: its listener's address (loopback
+/// when the hub listens on every address) and, for a TLS hub, the client
+/// config that pins the hub's own certificate.
+#[derive(Clone)]
+pub struct HubLink {
+    pub addr: SocketAddr,
+    pub tls: Option<Arc<rustls::ClientConfig>>,
+}
 
 /// What the page server needs to answer.
 struct Page {
     root: PathBuf,
-    hub_port: u16,
+    hub: HubLink,
     port: u16,
     capability: String,
+    relayed: Arc<Semaphore>,
 }
 
 /// The page's address, with the capability it needs; what `mcc run` and
@@ -64,14 +80,15 @@ pub fn url_of(root: &std::path::Path) -> Option<String> {
 /// Listen on loopback and serve the page; returns the port. The port is the
 /// one the page had at the last start when it is free, so an open tab
 /// survives a restart of the hub.
-pub async fn start(root: PathBuf, hub_port: u16, token: &str) -> std::io::Result<u16> {
+pub async fn start(root: PathBuf, hub: HubLink, token: &str) -> std::io::Result<u16> {
     let state = Layout::of_root(&root).open().map_err(std::io::Error::from)?;
     let listener = listen(&state).await?;
     let port = listener.local_addr()?.port();
     if let Err(e) = state.write_atomic(PAGE_PORT, format!("{port}\n").as_bytes()) {
         tracing::warn!("cannot keep the live page's port for the next start: {e}");
     }
-    let page = Arc::new(Page { root, hub_port, port, capability: view_capability(token) });
+    let relayed = Arc::new(Semaphore::new(MAX_RELAYED));
+    let page = Arc::new(Page { root, hub, port, capability: view_capability(token), relayed });
     // The accept loop never waits for a slot: a socket that sends nothing
     // would otherwise hold one for its whole read limit, and forty of them
     // kept a browser out for five seconds.
@@ -86,7 +103,11 @@ pub async fn start(root: PathBuf, hub_port: u16, token: &str) -> std::io::Result
             let place = reading.begin();
             let (page, answering) = (page.clone(), answering.clone());
             tokio::spawn(async move {
-                let _ = tokio::time::timeout(READ_LIMIT * 3, serve(stream, &page, place, &answering)).await;
+                let served = tokio::time::timeout(READ_LIMIT * 3, serve(stream, &page, place, &answering)).await;
+                // A relay lives as long as its tab: outside the request's time limit.
+                if let Ok(Ok(Some(relay))) = served {
+                    relay.run(&page.hub).await;
+                }
             });
         }
     });
@@ -137,35 +158,120 @@ impl Answer {
     }
 }
 
+/// Answer one request; a WebSocket upgrade to `/hub` that passes the
+/// page's checks comes back as a [`Relay`] to run.
 async fn serve(
     mut stream: TcpStream,
     page: &Page,
     (place, evicted): (Place, tokio::sync::oneshot::Receiver<()>),
     answering: &Arc<Semaphore>,
-) -> std::io::Result<()> {
+) -> std::io::Result<Option<Relay>> {
     let request = tokio::select! {
         read = tokio::time::timeout(READ_LIMIT, read_request(&mut stream)) => match read {
             Ok(Ok(Some(request))) => request,
-            Ok(Ok(None)) => return respond(&mut stream, &Answer::text("400 Bad Request", "not a request this page reads\n"), page.hub_port).await,
+            Ok(Ok(None)) => return respond(&mut stream, &Answer::text("400 Bad Request", "not a request this page reads\n")).await.map(|()| None),
             Ok(Err(e)) => return Err(e),
-            Err(_) => return Ok(()),
+            Err(_) => return Ok(None),
         },
         // Pushed out by a newer request: this one was the oldest still unread.
-        _ = evicted => return Ok(()),
+        _ = evicted => return Ok(None),
     };
     if !place.finish() {
-        return Ok(());
+        return Ok(None);
+    }
+    if request.route() == "/hub" {
+        let refused = refusal(page, &request).or_else(|| {
+            request.upgrade.is_none().then(|| Answer::text("400 Bad Request", "/hub takes a WebSocket upgrade only\n"))
+        });
+        let permit = page.relayed.clone().try_acquire_owned();
+        let query = request.query().to_owned();
+        return match (refused, request.upgrade, permit) {
+            (Some(answer), ..) => respond(&mut stream, &answer).await.map(|()| None),
+            (None, _, Err(_)) => {
+                let busy =
+                    Answer::text("503 Service Unavailable", "too many live pages are open; close one and reload\n");
+                respond(&mut stream, &busy).await.map(|()| None)
+            }
+            (None, Some(head), Ok(permit)) => Ok(Some(Relay { browser: stream, query, head, _permit: permit })),
+            (None, None, Ok(_)) => Ok(None),
+        };
     }
     let Ok(Ok(_slot)) = tokio::time::timeout(READ_LIMIT, answering.acquire()).await else {
         let busy = Answer::text("503 Service Unavailable", "the page is busy answering others; reload in a moment\n");
-        return respond(&mut stream, &busy, page.hub_port).await;
+        return respond(&mut stream, &busy).await.map(|()| None);
     };
     let answer = answer(page, request).await;
-    respond(&mut stream, &answer, page.hub_port).await
+    respond(&mut stream, &answer).await.map(|()| None)
 }
 
-/// What a request asked: method, path, how many `Host` headers, the first.
-type Request = (Option<String>, Option<String>, usize, Option<Vec<u8>>);
+/// What a request asked.
+struct Request {
+    method: Option<String>,
+    path: Option<String>,
+    /// How many `Host` headers, and the first.
+    hosts: usize,
+    host: Option<Vec<u8>>,
+    /// For a WebSocket upgrade: its header lines but `Host`, as the hub is to read them.
+    upgrade: Option<String>,
+}
+
+impl Request {
+    fn route(&self) -> &str {
+        let path = self.path.as_deref().unwrap_or_default();
+        path.split_once('?').map_or(path, |(route, _)| route)
+    }
+
+    fn query(&self) -> &str {
+        self.path.as_deref().and_then(|p| p.split_once('?')).map_or("", |(_, query)| query)
+    }
+}
+
+/// A browser's WebSocket to the hub, passed on byte for byte once the page
+/// has checked it; the hub then checks it again as any view connection.
+struct Relay {
+    browser: TcpStream,
+    /// The address's query: the view capability.
+    query: String,
+    /// The request's header lines but `Host`.
+    head: String,
+    _permit: tokio::sync::OwnedSemaphorePermit,
+}
+
+impl Relay {
+    async fn run(mut self, hub: &HubLink) {
+        let Ok(Ok(tcp)) = tokio::time::timeout(READ_LIMIT, TcpStream::connect(hub.addr)).await else {
+            let down = Answer::text("502 Bad Gateway", "the hub does not answer; reload in a moment\n");
+            let _ = respond(&mut self.browser, &down).await;
+            return;
+        };
+        let _ = tcp.set_nodelay(true);
+        // The hub's Host check wants its own address, and its path is `/`.
+        let request = format!("GET /?{} HTTP/1.1\r\nHost: {}\r\n{}\r\n", self.query, hub.addr, self.head);
+        match &hub.tls {
+            None => pass(self.browser, tcp, request).await,
+            Some(config) => {
+                let connector = tokio_rustls::TlsConnector::from(config.clone());
+                let name = rustls::pki_types::ServerName::IpAddress(hub.addr.ip().into());
+                if let Ok(Ok(secured)) = tokio::time::timeout(READ_LIMIT, connector.connect(name, tcp)).await {
+                    pass(self.browser, secured, request).await;
+                } else {
+                    tracing::warn!("the live page could not reach the hub over TLS at {}", hub.addr);
+                }
+            }
+        }
+    }
+}
+
+/// Send `request` to the hub, then copy both ways until either side ends.
+async fn pass<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
+    mut browser: TcpStream,
+    mut hub: S,
+    request: String,
+) {
+    if hub.write_all(request.as_bytes()).await.is_ok() {
+        let _ = tokio::io::copy_bidirectional(&mut browser, &mut hub).await;
+    }
+}
 
 /// Read a request head; `None` when it is not one this page reads, or too long.
 async fn read_request(stream: &mut TcpStream) -> std::io::Result<Option<Request>> {
@@ -183,12 +289,19 @@ async fn read_request(stream: &mut TcpStream) -> std::io::Result<Option<Request>
             Ok(httparse::Status::Complete(_)) => {
                 let host: Vec<&[u8]> =
                     req.headers.iter().filter(|h| h.name.eq_ignore_ascii_case("host")).map(|h| h.value).collect();
-                return Ok(Some((
-                    req.method.map(str::to_owned),
-                    req.path.map(str::to_owned),
-                    host.len(),
-                    host.first().map(|h| h.to_vec()),
-                )));
+                let upgrade = req
+                    .headers
+                    .iter()
+                    .any(|h| h.name.eq_ignore_ascii_case("upgrade") && h.value.eq_ignore_ascii_case(b"websocket"))
+                    .then(|| forwarded(req.headers))
+                    .flatten();
+                return Ok(Some(Request {
+                    method: req.method.map(str::to_owned),
+                    path: req.path.map(str::to_owned),
+                    hosts: host.len(),
+                    host: host.first().map(|h| h.to_vec()),
+                    upgrade,
+                }));
             }
             Ok(httparse::Status::Partial) if head.len() < MAX_HEAD => {}
             _ => return Ok(None),
@@ -196,30 +309,46 @@ async fn read_request(stream: &mut TcpStream) -> std::io::Result<Option<Request>
     }
 }
 
-async fn answer(page: &Page, (method, path, hosts, host): Request) -> Answer {
+/// The header lines of a WebSocket upgrade as the hub is to read them: all
+/// but `Host` (the relay names the hub's), in plain ASCII or not at all.
+fn forwarded(headers: &[httparse::Header<'_>]) -> Option<String> {
+    let mut lines = String::new();
+    for h in headers.iter().filter(|h| !h.name.eq_ignore_ascii_case("host")) {
+        let value = std::str::from_utf8(h.value).ok().filter(|v| v.bytes().all(|b| (0x20..0x7f).contains(&b)))?;
+        lines.push_str(&format!("{}: {value}\r\n", h.name));
+    }
+    Some(lines)
+}
+
+/// Why the page refuses a request before reading its route: a foreign
+/// `Host` (DNS rebinding), a method that is not `GET`, or a known route
+/// without the view capability.
+fn refusal(page: &Page, request: &Request) -> Option<Answer> {
     let own_host = [format!("127.0.0.1:{}", page.port), format!("localhost:{}", page.port)];
-    let host_ok =
-        hosts == 1 && host.as_deref().is_some_and(|h| own_host.iter().any(|o| o.as_bytes().eq_ignore_ascii_case(h)));
+    let host_ok = request.hosts == 1
+        && request.host.as_deref().is_some_and(|h| own_host.iter().any(|o| o.as_bytes().eq_ignore_ascii_case(h)));
     if !host_ok {
-        return Answer::text("403 Forbidden", "this page answers only to its loopback address\n");
+        return Some(Answer::text("403 Forbidden", "this page answers only to its loopback address\n"));
     }
-    if method.as_deref() != Some("GET") {
-        return Answer::text("405 Method Not Allowed", "the live page only reads: GET\n");
+    if request.method.as_deref() != Some("GET") {
+        return Some(Answer::text("405 Method Not Allowed", "the live page only reads: GET\n"));
     }
-    let path = path.unwrap_or_default();
-    let (route, query) = path.split_once('?').unwrap_or((&path, ""));
-    let views: Vec<&str> = query.split('&').filter_map(|p| p.strip_prefix("view=")).collect();
+    let views: Vec<&str> = request.query().split('&').filter_map(|p| p.strip_prefix("view=")).collect();
     let allowed = matches!(views.as_slice(), [one] if bool::from(one.as_bytes().ct_eq(page.capability.as_bytes())));
-    match route {
-        "/" | "/timeline" | "/recent" if !allowed => Answer::text(
+    (!allowed && matches!(request.route(), "/" | "/timeline" | "/recent" | "/hub")).then(|| {
+        Answer::text(
             "403 Forbidden",
             "the address needs the view capability: open the address `mcc status` prints in the project\n",
-        ),
-        "/" => Answer {
-            status: "200 OK",
-            content_type: "text/html; charset=utf-8",
-            body: html(page.hub_port, &page.capability),
-        },
+        )
+    })
+}
+
+async fn answer(page: &Page, request: Request) -> Answer {
+    if let Some(refused) = refusal(page, &request) {
+        return refused;
+    }
+    match request.route() {
+        "/" => Answer { status: "200 OK", content_type: "text/html; charset=utf-8", body: html(&page.capability) },
         "/timeline" => {
             let root = page.root.clone();
             let svg = tokio::task::spawn_blocking(move || crate::report::recent_timeline_svg(&root)).await;
@@ -241,11 +370,11 @@ async fn answer(page: &Page, (method, path, hosts, host): Request) -> Answer {
     }
 }
 
-async fn respond(stream: &mut TcpStream, answer: &Answer, hub_port: u16) -> std::io::Result<()> {
+async fn respond(stream: &mut TcpStream, answer: &Answer) -> std::io::Result<()> {
     // The address carries the capability: no referrer, no cache, no framing,
-    // and the script may talk to the hub and this page only.
+    // and the script may talk to this page (and through it, the hub) only.
     let head = format!(
-        "HTTP/1.1 {}\r\nContent-Type: {}\r\nContent-Length: {}\r\nConnection: close\r\nCache-Control: no-store\r\nReferrer-Policy: no-referrer\r\nX-Content-Type-Options: nosniff\r\nX-Frame-Options: DENY\r\nContent-Security-Policy: default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; connect-src 'self' ws://127.0.0.1:{hub_port}; img-src data:; frame-ancestors 'none'; base-uri 'none'; form-action 'none'\r\n\r\n",
+        "HTTP/1.1 {}\r\nContent-Type: {}\r\nContent-Length: {}\r\nConnection: close\r\nCache-Control: no-store\r\nReferrer-Policy: no-referrer\r\nX-Content-Type-Options: nosniff\r\nX-Frame-Options: DENY\r\nContent-Security-Policy: default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; connect-src 'self'; img-src data:; frame-ancestors 'none'; base-uri 'none'; form-action 'none'\r\n\r\n",
         answer.status,
         answer.content_type,
         answer.body.len()
@@ -349,9 +478,8 @@ fn recent_of(events: &[StoredEvent]) -> Recent {
 }
 
 /// The page, with the hub's port and the capability filled in.
-fn html(hub_port: u16, capability: &str) -> String {
-    PAGE.replace("__HUB_PORT__", &hub_port.to_string())
-        .replace("__VIEW__", capability)
+fn html(capability: &str) -> String {
+    PAGE.replace("__VIEW__", capability)
         .replace("__TIMELINE_CSS__", crate::report::TIMELINE_CSS)
         .replace("__LEGEND__", &crate::report::legend_html())
 }

@@ -7,7 +7,7 @@ use std::time::Duration;
 use serde_json::Value;
 
 use super::args::RunArgs;
-use crate::client::worker::{ask, human, ms, name_of, run_finished, strings, target};
+use crate::client::worker::{ask, human, ms, name_of, run_finished, strings};
 use crate::client::{ClientError, Target, exit};
 use crate::command::Supervisor;
 use crate::layout::Layout;
@@ -67,14 +67,20 @@ pub fn run(a: &RunArgs, options: crate::client::Options) -> u8 {
             return exit::ERROR;
         }
     };
-    let target = match target(a.who.hub.as_deref(), options) {
+    let cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("."));
+    let target = match crate::client::locate(a.who.hub.as_deref(), &cwd, options) {
         Ok(t) => t,
         Err(_) if run_finished() => {
             println!("all work is done: the run finished and its hub has stopped");
             return exit::ALL_DONE;
         }
+        // As every worker command: down is "nothing yet", so whoever started it tries again.
+        Err(e) if e.hub_down() => {
+            print!("{}", e.for_worker());
+            return exit::NOTHING_YET;
+        }
         Err(e) => {
-            eprintln!("error: {e}");
+            eprintln!("error: {}", e.for_worker());
             return exit::ERROR;
         }
     };
