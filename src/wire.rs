@@ -381,6 +381,10 @@ pub enum ServerMsg {
     Connected {
         client_id: String,
         message: String,
+        /// mcc extension: the git commit the hub's checkout is at, for
+        /// `mcc join` to compare with its clone's (absent outside git).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        commit: Option<String>,
     },
     Registered {
         role: String,

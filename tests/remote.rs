@@ -524,3 +524,34 @@ fn a_connection_cut_between_the_parts_of_an_upload_is_run_again_by_itself_and_ap
     assert_eq!(project.read("validations.log"), "ran\n", "judged once");
     assert_eq!(task(&status(&project), "big")["attempt"], 1);
 }
+
+/// `git rev-parse HEAD` in `cwd`.
+fn head_of(cwd: &Path) -> String {
+    let out = Command::new("git").args(["rev-parse", "HEAD"]).current_dir(cwd).output().expect("run git");
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+#[test]
+fn a_clone_behind_the_hubs_commit_is_told_in_one_line_at_join_and_still_joins() {
+    let project = project_in_git();
+    let hub = Hub::start(project.root(), &["--tls-self-signed"]);
+    let pin = fingerprint(&project);
+    let (_dir, clone) = clone_of(&project);
+    let same = join(&clone, &hub.url, &project, &pin);
+    assert_eq!(same.code, 0, "{same:?}");
+    assert!(!same.stdout.contains("note:"), "the same commit says nothing: {same:?}");
+
+    project.write("README.md", "the project, moved on\n");
+    git(project.root(), &["commit", "-q", "-am", "moved on"]);
+    let behind = join(&clone, &hub.url, &project, &pin);
+    assert_eq!(behind.code, 0, "not an error: {behind:?}");
+    let notes: Vec<&str> = behind.stdout.lines().filter(|l| l.starts_with("note:")).collect();
+    assert_eq!(notes.len(), 1, "{behind:?}");
+    let (here, there) = (head_of(&clone), head_of(project.root()));
+    assert!(
+        notes[0].contains(&format!("clone is at commit {}", &here[..12]))
+            && notes[0].contains(&format!("hub's checkout at {}", &there[..12])),
+        "{behind:?}"
+    );
+    assert!(clone.join(".mcc/remote.json").exists());
+}

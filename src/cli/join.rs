@@ -76,7 +76,10 @@ fn join(args: &JoinArgs, options: client::Options) -> Result<String, String> {
     };
     // The handshake checks the certificate and the token: nothing is written unless both pass.
     let target = Target { url: url.clone(), options, token: Some(token.to_owned()), root: None };
-    Connection::open_trusting(&target, url.starts_with("wss://").then_some(&trust)).map_err(|e| e.to_string())?.close();
+    let conn =
+        Connection::open_trusting(&target, url.starts_with("wss://").then_some(&trust)).map_err(|e| e.to_string())?;
+    let hub_commit = conn.hub_commit().map(str::to_owned);
+    conn.close();
 
     let layout = Layout::of_root(&root);
     layout.refuse_links().map_err(|e| format!("refusing to write the clone's .mcc/: {e}"))?;
@@ -101,12 +104,29 @@ fn join(args: &JoinArgs, options: client::Options) -> Result<String, String> {
         (Trust::Ca(path), true) => format!("certificate checked against {}", path.display()),
         (Trust::WebRoots, true) => "certificate checked against the public roots".to_owned(),
     };
-    Ok(format!(
-        "joined {url} ({trusted})\nwrote {} and {} (0600): worker commands from any folder of {} now go to that hub\nnext: mcc worker next --as NAME",
+    let mut lines = format!(
+        "joined {url} ({trusted})\nwrote {} and {} (0600): worker commands from any folder of {} now go to that hub",
         layout.remote_file().display(),
         layout.remote_token().display(),
         root.display()
-    ))
+    );
+    // Not an error: a task's declared files come from the hub whatever the clone's commit.
+    if let (Some(hub), Some(here)) = (hub_commit, crate::checkout::head_commit(&root))
+        && hub != here
+    {
+        lines.push_str(&format!(
+            "\nnote: this clone is at commit {} and the hub's checkout at {}; the tasks' declared files come from the hub, other files may differ (git pull to catch up)",
+            short(&here),
+            short(&hub)
+        ));
+    }
+    lines.push_str("\nnext: mcc worker next --as NAME");
+    Ok(lines)
+}
+
+/// A commit's first 12 hex digits, as git shows a short one.
+fn short(commit: &str) -> &str {
+    commit.get(..12).unwrap_or(commit)
 }
 
 /// A hub elsewhere is reached over TLS; plain `ws://` only to this machine

@@ -257,6 +257,8 @@ pub struct Connection {
     url: String,
     /// The deadline of each step (the target's `--timeout`).
     timeout: Duration,
+    /// The commit of the hub's checkout, as its greeting said.
+    hub_commit: Option<String>,
 }
 
 impl Connection {
@@ -339,11 +341,19 @@ impl Connection {
                 tungstenite::HandshakeError::Interrupted(_) => timed_out(),
                 tungstenite::HandshakeError::Failure(other) => unreachable(other.to_string()),
             })?;
-        let mut conn = Self { socket, url: target.url.clone(), timeout: limit };
+        let mut conn = Self { socket, url: target.url.clone(), timeout: limit, hub_commit: None };
         match conn.receive(limit)? {
-            ServerMsg::Connected { .. } => Ok(conn),
+            ServerMsg::Connected { commit, .. } => {
+                conn.hub_commit = commit;
+                Ok(conn)
+            }
             other => Err(ClientError::Garbled(format!("expected `connected`, got {}", other.to_json()))),
         }
+    }
+
+    /// The git commit the hub's checkout is at, when the hub said (a hub in a git work tree).
+    pub fn hub_commit(&self) -> Option<&str> {
+        self.hub_commit.as_deref()
     }
 
     /// The deadline of each step of this connection's calls.

@@ -280,6 +280,7 @@ pub async fn start(options: HubOptions) -> Result<RunningHub, HubError> {
         handshakes: handshakes::Handshakes::new(limits.max_handshakes),
         ids,
         limits,
+        root: root.clone(),
         creates_unwritten: tokio::sync::watch::Sender::new(0),
         tls: tls.as_ref().map(|tls| tokio_rustls::TlsAcceptor::from(tls.config.clone())),
     });
@@ -558,6 +559,8 @@ struct Edge {
     handshakes: Arc<handshakes::Handshakes>,
     ids: Arc<AtomicU64>,
     limits: Limits,
+    /// The project root: its git commit goes in each greeting.
+    root: PathBuf,
     /// `create_tasks` frames whose answer no connection has written yet.
     /// The original wrote every frame from one thread, so a coordinator
     /// read `tasks_created` before a worker read the task it brought, and
@@ -696,7 +699,11 @@ async fn serve_connection<S: AsyncRead + AsyncWrite + Unpin>(
     if !engine.send_async(Input::Connected { conn, outbox }).await {
         return;
     }
-    let hello = ServerMsg::Connected { client_id: format!("client-{conn}"), message: CONNECTED_TEXT.to_owned() };
+    let hello = ServerMsg::Connected {
+        client_id: format!("client-{conn}"),
+        message: CONNECTED_TEXT.to_owned(),
+        commit: crate::checkout::head_commit(&edge.root),
+    };
     if sink.send(Message::text(hello.to_json())).await.is_err() {
         engine.send_async(Input::Disconnected { conn }).await;
         return;
