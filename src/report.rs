@@ -508,7 +508,7 @@ pub fn task_history_in(dir: &Path, id: &str) -> Result<Option<TaskHistory>, Stri
 }
 
 /// Every question the events show, with its answer once given.
-fn questions_of(events: &[StoredEvent]) -> Vec<QuestionRow> {
+pub fn questions_of(events: &[StoredEvent]) -> Vec<QuestionRow> {
     let mut out: Vec<QuestionRow> = Vec::new();
     for e in events {
         let task = e.task.clone().unwrap_or_default();

@@ -10,6 +10,7 @@ use clap::{ArgGroup, Args, Subcommand};
 use serde_json::{Value, json};
 
 use super::exit;
+use super::tasks::HubArg;
 use crate::client;
 use crate::wire::{ClientMsg, ServerMsg, TokenInfo, TokenScope};
 
@@ -27,16 +28,6 @@ pub enum TokenCmd {
     /// Revoke a token: refused from now on, its open connections closed at once.
     #[command(after_help = "Example:\n  mcc token revoke tok-3f9a1c2b7d4e")]
     Revoke(RevokeArgs),
-}
-
-#[derive(Debug, Args, Clone)]
-pub struct HubArg {
-    /// Hub address (default: found through the nearest .mcc/).
-    #[arg(long, env = "MCC_HUB")]
-    pub hub: Option<String>,
-    /// Print one JSON object.
-    #[arg(long)]
-    pub json: bool,
 }
 
 #[derive(Debug, Args)]

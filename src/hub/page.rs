@@ -429,8 +429,6 @@ struct Question {
 #[serde(default)]
 struct Detail {
     reasons: Vec<String>,
-    question: String,
-    answer: String,
 }
 
 /// The latest rejections and questions of the project at `root`, as JSON.
@@ -442,34 +440,29 @@ fn recent(root: &std::path::Path) -> Result<String, String> {
 
 fn recent_of(events: &[StoredEvent]) -> Recent {
     let mut recent = Recent::default();
-    for e in events {
+    for e in events.iter().filter(|e| e.kind == EventKind::Rejected) {
         let Some(task) = &e.task else { continue };
-        let detail = || Detail::deserialize(&e.detail).unwrap_or_default();
-        match e.kind {
-            EventKind::Rejected => recent.rejections.push(Rejection {
-                task: task.clone(),
-                worker: e.worker.clone(),
-                attempt: e.attempt,
-                at_ms: e.at_ms,
-                reasons: detail().reasons,
-            }),
-            EventKind::Blocked => recent.questions.push(Question {
-                task: task.clone(),
-                worker: e.worker.clone(),
-                attempt: e.attempt,
-                at_ms: e.at_ms,
-                asked: detail().question,
-                answer: None,
-            }),
-            EventKind::Answered => {
-                // The answer goes to the task's last question; one asked before these events has none to go to.
-                if let Some(q) = recent.questions.iter_mut().rev().find(|q| &q.task == task) {
-                    q.answer.get_or_insert(detail().answer);
-                }
-            }
-            _ => {}
-        }
+        recent.rejections.push(Rejection {
+            task: task.clone(),
+            worker: e.worker.clone(),
+            attempt: e.attempt,
+            at_ms: e.at_ms,
+            reasons: Detail::deserialize(&e.detail).unwrap_or_default().reasons,
+        });
     }
+    // Questions and their answers are paired as the report pairs them; an
+    // answer to a question asked before these events has none to go to.
+    recent.questions = crate::report::questions_of(events)
+        .into_iter()
+        .map(|q| Question {
+            task: q.task,
+            worker: q.question.worker,
+            attempt: q.question.attempt,
+            at_ms: q.question.asked_ms,
+            asked: q.question.question,
+            answer: q.question.answer,
+        })
+        .collect();
     recent.rejections.reverse();
     recent.rejections.truncate(RECENT_REJECTIONS);
     recent.questions.reverse();
