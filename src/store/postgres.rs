@@ -116,7 +116,7 @@ pub const PROJECT_TABLES: [&str; 7] =
 const COMMIT_SEQ: &str = "commit_seq";
 
 /// How long a write keeps trying to reconnect before it fails with the error.
-const RECONNECT_FOR: Duration = Duration::from_secs(60);
+const RECONNECT_FOR: Duration = Duration::from_mins(1);
 
 /// The statements a write uses, prepared once per connection.
 struct Prepared {
@@ -228,7 +228,7 @@ fn broken(e: &postgres::Error) -> bool {
         let code = code.code();
         return code.starts_with("08") || code.starts_with("57P");
     }
-    std::error::Error::source(e).is_some_and(|source| source.is::<std::io::Error>())
+    std::error::Error::source(e).is_some_and(<dyn std::error::Error>::is::<std::io::Error>)
 }
 
 /// Create or migrate the schema, guarded by an advisory lock held to the
@@ -375,6 +375,12 @@ impl PostgresStore {
                 lease: None,
             }))
         })
+    }
+
+    /// The server process of this store's connection, for a test to cut it.
+    #[cfg(test)]
+    pub fn backend_pid(&mut self) -> i32 {
+        self.client().unwrap().query_one("SELECT pg_backend_pid()", &[]).unwrap().get(0)
     }
 
     fn pg(&self, source: postgres::Error) -> StoreError {
@@ -760,7 +766,7 @@ fn enter_run(
     rows: &Rows,
     unwritten_in: impl Fn(i64) -> bool,
 ) -> Result<(), postgres::Error> {
-    let mut start = |tx: &mut Transaction<'_>, workflow: Option<&String>| -> Result<StoredRun, postgres::Error> {
+    let start = |tx: &mut Transaction<'_>, workflow: Option<&String>| -> Result<StoredRun, postgres::Error> {
         let id: i64 = tx
             .query_one(
                 "INSERT INTO mcc_runs (project, id, workflow, started_ms)
