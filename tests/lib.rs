@@ -31,6 +31,7 @@ mod run;
 mod scheduling;
 mod security;
 mod state_folder;
+mod store_postgres;
 mod tokens;
 mod validate;
 mod waiting;

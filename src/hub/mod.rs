@@ -289,7 +289,7 @@ pub async fn start(options: HubOptions) -> Result<RunningHub, HubError> {
         page::start(root.clone(), link, &token).await.map_err(|source| HubError::Io { path: root.clone(), source })?;
     let ids = Arc::new(AtomicU64::new(1));
     files::start(&layout, engine.clone(), ids.clone(), options.limits.max_frame_bytes).map_err(HubError::Watch)?;
-    let tokens = tokens::Tokens::open(layout.dir())?;
+    let tokens = tokens::Tokens::open_at(&store, &token)?;
     let limits = options.limits.clone();
     let slots = Arc::new(Semaphore::new(limits.max_connections));
     let edge = Arc::new(Edge {

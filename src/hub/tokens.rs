@@ -16,7 +16,7 @@
 //! nothing of any secret.
 
 use std::collections::HashMap;
-use std::path::Path;
+
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 
 use sha2::{Digest, Sha256};
@@ -87,8 +87,31 @@ pub fn when(ms: i64) -> String {
 
 impl Tokens {
     /// The tokens stored under `dir` (the state folder).
-    pub fn open(dir: &Path) -> Result<Arc<Self>, StoreError> {
+    #[cfg(test)]
+    pub fn open(dir: &std::path::Path) -> Result<Arc<Self>, StoreError> {
         Self::of(TokenStore::open(dir)?)
+    }
+
+    /// The tokens of the project's store at `location`. Where every hub of
+    /// the project shares them (PostgreSQL), this checkout's `.mcc/token`
+    /// (`engineer`) is registered there first, by hash, so a client of
+    /// another hub of the project gets in with it.
+    pub fn open_at(location: &crate::store::Location, engineer: &str) -> Result<Arc<Self>, StoreError> {
+        let mut store = TokenStore::open_at(location)?;
+        if store.is_shared() {
+            let hash = hash(engineer);
+            let info = TokenInfo {
+                id: format!("checkout-{}", &hash[..12]),
+                scope: TokenScope::Engineer,
+                worker: None,
+                created_ms: now_ms(),
+                last_used_ms: None,
+                expires_ms: None,
+            };
+            // Registered already (the same checkout's hub started before): kept as it is.
+            store.insert(&TokenRow { info, hash })?;
+        }
+        Self::of(store)
     }
 
     /// No tokens yet, kept in memory, for tests of what asks.
@@ -97,7 +120,7 @@ impl Tokens {
         Self::of(TokenStore::in_memory()).expect("an empty table reads")
     }
 
-    fn of(store: TokenStore) -> Result<Arc<Self>, StoreError> {
+    fn of(mut store: TokenStore) -> Result<Arc<Self>, StoreError> {
         let live = store
             .all()?
             .into_iter()
@@ -224,7 +247,7 @@ impl Tokens {
         let created_ms = now_ms();
         let expires_ms = expires_ms.map(|ms| created_ms.saturating_add(i64::try_from(ms).unwrap_or(i64::MAX)));
         let secret = random_hex(32)?;
-        let store = self.store();
+        let mut store = self.store();
         for _ in 0..4 {
             let info = TokenInfo {
                 id: format!("tok-{}", random_hex(6)?),
@@ -245,7 +268,7 @@ impl Tokens {
 
     /// Delete a token and cut its open connections.
     fn revoke(&self, id: &str) -> Result<ServerMsg, String> {
-        let store = self.store();
+        let mut store = self.store();
         if !store.delete(id).map_err(|e| format!("cannot revoke token {id}: {e}"))? {
             return Err(format!("there is no token {id}; `mcc token list` shows the tokens there are"));
         }

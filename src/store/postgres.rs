@@ -1002,3 +1002,40 @@ impl Drop for PostgresStore {
         });
     }
 }
+
+/// A plain connection to a project's database for what is not the
+/// engine's (the tokens): each call and the drop of its client run off the
+/// hub's runtime, as the store's do.
+pub struct Connection {
+    client: Option<Client>,
+    /// As messages name the project (no password).
+    pub shown: String,
+}
+
+impl Connection {
+    pub fn open(url: &str, project: &str) -> Result<Self, StoreError> {
+        let shown = Location::Postgres { url: url.to_owned(), project: project.to_owned() }.to_string();
+        match off_runtime(|| connect(url)) {
+            Ok(client) => Ok(Self { client: Some(client), shown }),
+            Err(source) => Err(StoreError::Postgres { location: shown, source }),
+        }
+    }
+
+    /// `f` on the client, off the hub's runtime.
+    pub fn run<T: Send>(
+        &mut self,
+        f: impl FnOnce(&mut Client) -> Result<T, postgres::Error> + Send,
+    ) -> Result<T, StoreError> {
+        let Some(client) = self.client.as_mut() else {
+            return Err(StoreError::Crashed(format!("{}: the connection to the database is gone", self.shown)));
+        };
+        off_runtime(|| f(client)).map_err(|source| StoreError::Postgres { location: self.shown.clone(), source })
+    }
+}
+
+impl Drop for Connection {
+    fn drop(&mut self) {
+        let client = self.client.take();
+        off_runtime(move || drop(client));
+    }
+}
