@@ -197,6 +197,8 @@ pub struct PostgresStore {
     commit_seq: i64,
     /// The project's leader lease; `None` when opened read-only.
     lease: Option<Held>,
+    #[cfg(test)]
+    lose_next_answer: bool,
 }
 
 /// Run `f` where the blocking client may run its own runtime: on this
@@ -209,12 +211,24 @@ fn off_runtime<T: Send>(f: impl FnOnce() -> T + Send) -> T {
 }
 
 /// Connect to `url`, with durable commits asked for explicitly: a commit is
-/// acknowledged to workers only once it is on disk.
+/// acknowledged to workers only once it is on disk. TCP keepalives find a
+/// peer gone silent (a partition) instead of waiting on it for ever.
 fn connect(url: &str) -> Result<Client, postgres::Error> {
     let mut config: postgres::Config = url.parse()?;
-    config.application_name("mcc").connect_timeout(Duration::from_secs(10));
+    config.application_name("mcc").connect_timeout(Duration::from_secs(10)).keepalives_idle(Duration::from_secs(10));
     let mut client = config.connect(NoTls)?;
     client.batch_execute("SET synchronous_commit = on")?;
+    Ok(client)
+}
+
+/// The connection a serving store writes on: a transaction of it left open
+/// (its hub paused or cut off mid-write) is ended by the server once the
+/// lease could have passed, so the lease row it locked never keeps a
+/// standby from taking over.
+fn connect_to_serve(url: &str, lease: Duration) -> Result<Client, postgres::Error> {
+    let mut client = connect(url)?;
+    let limit = lease.as_millis().max(1);
+    client.batch_execute(&format!("SET idle_in_transaction_session_timeout = {limit}"))?;
     Ok(client)
 }
 
@@ -298,7 +312,7 @@ impl PostgresStore {
         let shown = location.to_string();
         let pg = |source| StoreError::Postgres { location: shown.clone(), source };
         off_runtime(|| {
-            let mut client = connect(url).map_err(pg)?;
+            let mut client = connect_to_serve(url, options.lease).map_err(pg)?;
             if let Err(found) = migrate(&mut client).map_err(pg)? {
                 return Err(StoreError::TooNewDatabase { location: shown.clone(), found, known: SCHEMA_VERSION });
             }
@@ -326,6 +340,8 @@ impl PostgresStore {
                 next_event: stored.next_event,
                 commit_seq: stored.commit_seq,
                 lease: Some(held),
+                #[cfg(test)]
+                lose_next_answer: false,
             })
         })
     }
@@ -373,6 +389,8 @@ impl PostgresStore {
                 next_event: stored.next_event,
                 commit_seq: stored.commit_seq,
                 lease: None,
+                #[cfg(test)]
+                lose_next_answer: false,
             }))
         })
     }
@@ -410,13 +428,14 @@ impl PostgresStore {
 
     /// Connect again after the connection broke, with backoff, until
     /// `since` + [`RECONNECT_FOR`]; then what the project's rows say now.
-    fn reconnect(&mut self, since: Instant, why: &postgres::Error) -> Result<Stored, StoreError> {
+    fn reconnect(&mut self, since: Instant, why: &dyn std::fmt::Display) -> Result<Stored, StoreError> {
         self.client = None;
         self.prepared = None;
         tracing::warn!("{}: the connection to the database broke ({why}); reconnecting", self.shown);
         let mut delay = Duration::from_millis(50);
         loop {
-            let attempt = connect(&self.url).and_then(|mut client| {
+            let lease = self.lease.as_ref().map_or(super::LEASE, |held| held.length);
+            let attempt = connect_to_serve(&self.url, lease).and_then(|mut client| {
                 let prepared = Prepared::on(&mut client)?;
                 let stored = read_stored(&mut client, &self.project)?;
                 Ok((client, prepared, stored))
@@ -457,15 +476,19 @@ impl PostgresStore {
             };
             let start = Pending { run: self.run.clone(), next_event: self.next_event };
             match write_transaction(client, prepared, &self.project, &held, batches, seq, start) {
-                Ok(Some(done)) => {
+                Ok(Some(done)) if !self.answer_lost() => {
                     self.run = done.run;
                     self.next_event = done.next_event;
                     self.commit_seq = seq;
                     return Ok(());
                 }
                 Ok(None) => return Err(self.fenced(&held)),
-                Err(e) if broken(&e) => {
-                    let stored = self.reconnect(since, &e)?;
+                Err(e) if !broken(&e) => return Err(self.pg(e)),
+                // The connection broke, maybe after the COMMIT was sent and before its answer came.
+                lost => {
+                    let why =
+                        lost.err().map_or_else(|| "the answer to a COMMIT was lost".to_owned(), |e| e.to_string());
+                    let stored = self.reconnect(since, &why)?;
                     self.run = stored.run;
                     self.next_event = stored.next_event;
                     // The lost COMMIT landed: written once, not again.
@@ -474,9 +497,27 @@ impl PostgresStore {
                         return Ok(());
                     }
                 }
-                Err(e) => return Err(self.pg(e)),
             }
         }
+    }
+
+    /// Whether the answer to the COMMIT that just landed is to be taken as
+    /// lost (a test's way to cut the connection between the two).
+    #[cfg(not(test))]
+    #[allow(clippy::unused_self, reason = "the test build's twin reads a field")]
+    fn answer_lost(&mut self) -> bool {
+        false
+    }
+
+    #[cfg(test)]
+    fn answer_lost(&mut self) -> bool {
+        std::mem::take(&mut self.lose_next_answer)
+    }
+
+    /// Take the answer to the next COMMIT as lost, though it landed.
+    #[cfg(test)]
+    pub fn lose_next_answer(&mut self) {
+        self.lose_next_answer = true;
     }
 
     fn keep_alive_now(&mut self) -> Result<(), StoreError> {

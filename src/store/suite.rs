@@ -432,4 +432,24 @@ mod postgres_only {
         let created = store.events().unwrap().iter().filter(|e| e.kind == EventKind::Created).count();
         assert_eq!(created, 2, "each event once");
     }
+
+    #[test]
+    fn a_commit_that_landed_while_its_answer_was_lost_is_not_written_again() {
+        let place = Place::postgres("answer-lost");
+        let Location::Postgres { url, project } = &place.location else { unreachable!() };
+        let mut store = super::super::postgres::PostgresStore::open(url, project, &Options::default()).unwrap();
+        let mut s = ten_minutes();
+        s.add_tasks(vec![TaskSpec::new("a", "x")], None, Instant::now()).unwrap();
+        write(&mut store, &mut s, &[], Notes::default());
+        store.lose_next_answer();
+        s.add_tasks(vec![TaskSpec::new("b", "y")], None, Instant::now()).unwrap();
+        write(&mut store, &mut s, &[], Notes::default());
+        s.add_tasks(vec![TaskSpec::new("c", "z")], None, Instant::now()).unwrap();
+        write(&mut store, &mut s, &[], Notes::default());
+        let events: Vec<(i64, Option<String>)> = store.events().unwrap().into_iter().map(|e| (e.id, e.task)).collect();
+        let expected: Vec<(i64, Option<String>)> =
+            ["a", "b", "c"].iter().zip(1..).map(|(t, id)| (id, Some((*t).to_owned()))).collect();
+        assert_eq!(events, expected, "each commit once, the log going on after it");
+        assert_eq!(store.meta("commit_seq").unwrap().as_deref(), Some("3"));
+    }
 }
