@@ -51,7 +51,7 @@ pub enum StoreError {
         "project {project}: another hub ({holder}) took over at epoch {epoch}; this hub stepped down and wrote nothing more"
     )]
     Fenced { project: String, epoch: i64, holder: String },
-    #[error("{location}: {source}; check that the database is up and that --store (or MCC_STORE) names it")]
+    #[error("{location}: {}; check that the database is up and that --store (or MCC_STORE) names it", with_causes(.source))]
     Postgres { location: String, source: ::postgres::Error },
     #[error("{location}: a stored row is unreadable ({source}); was it written by a newer mcc?")]
     CorruptRow { location: String, source: serde_json::Error },
@@ -64,6 +64,22 @@ pub enum StoreError {
         "{location}: another hub serves this project ({holder}; its lease runs {expires_in_ms} ms more unless it renews it); stop that hub first, or start this one as a standby to take over when it stops"
     )]
     Serving { location: String, holder: String, expires_in_ms: i64 },
+}
+
+/// An error with what caused it (`error connecting to server: Connection
+/// refused`): a database client's own message often names only its kind.
+fn with_causes(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut cause = error.source();
+    while let Some(e) = cause {
+        let more = e.to_string();
+        if !text.contains(&more) {
+            text.push_str(": ");
+            text.push_str(&more);
+        }
+        cause = e.source();
+    }
+    text
 }
 
 /// The schema version this mcc writes; a store with a newer one is refused.

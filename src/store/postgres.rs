@@ -455,9 +455,10 @@ impl PostgresStore {
                 }
                 Err(e) => {
                     return Err(StoreError::Crashed(format!(
-                        "{}: the database did not answer for {} s ({e}); start the hub again once it is up",
+                        "{}: the database did not answer for {} s ({}); start the hub again once it is up",
                         self.shown,
-                        RECONNECT_FOR.as_secs()
+                        RECONNECT_FOR.as_secs(),
+                        super::with_causes(&e)
                     )));
                 }
             }
