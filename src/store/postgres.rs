@@ -118,8 +118,57 @@ const COMMIT_SEQ: &str = "commit_seq";
 /// How long a write keeps trying to reconnect before it fails with the error.
 const RECONNECT_FOR: Duration = Duration::from_mins(1);
 
+/// A whole group in one statement (one round trip, its own transaction):
+/// the fence first, every table's rows gated on it, the fence's row count
+/// as the answer (0: fenced, nothing written).
+const GROUP: &str = "
+WITH fence AS (
+    UPDATE mcc_leaders SET expires_at = now() + $3::bigint * interval '1 millisecond'
+    WHERE project = $1 AND epoch = $2 AND owner = $4
+    RETURNING 1
+), put_tasks AS (
+    INSERT INTO mcc_tasks (project, id, seq, state, holder, attempt, lease_deadline_ms, phase, body,
+        lease_left_ms, lease_clock_ms, run_id)
+    SELECT $1, u.* FROM UNNEST($5::text[], $6::bigint[], $7::text[], $8::text[], $9::bigint[],
+        $10::bigint[], $11::text[], $12::text[], $13::bigint[], $14::bigint[], $15::bigint[]) AS u
+    WHERE EXISTS (SELECT 1 FROM fence)
+    ON CONFLICT (project, id) DO UPDATE SET state = excluded.state, holder = excluded.holder,
+        attempt = excluded.attempt, lease_deadline_ms = excluded.lease_deadline_ms,
+        phase = excluded.phase, body = excluded.body, lease_left_ms = excluded.lease_left_ms,
+        lease_clock_ms = excluded.lease_clock_ms
+), put_leases AS (
+    UPDATE mcc_tasks t SET lease_left_ms = u.l, lease_clock_ms = u.c, lease_deadline_ms = u.w
+    FROM UNNEST($16::text[], $17::bigint[], $18::bigint[], $19::bigint[]) AS u(id, l, c, w)
+    WHERE t.project = $1 AND t.id = u.id AND EXISTS (SELECT 1 FROM fence)
+), put_workers AS (
+    INSERT INTO mcc_workers (project, name, body)
+    SELECT $1, u.* FROM UNNEST($20::text[], $21::text[]) AS u WHERE EXISTS (SELECT 1 FROM fence)
+    ON CONFLICT (project, name) DO UPDATE SET body = excluded.body
+), put_events AS (
+    INSERT INTO mcc_events (project, id, at_ms, kind, task_id, worker, attempt, detail, run_id)
+    SELECT $1, u.* FROM UNNEST($22::bigint[], $23::bigint[], $24::text[], $25::text[], $26::text[],
+        $27::bigint[], $28::text[], $29::bigint[]) AS u
+    WHERE EXISTS (SELECT 1 FROM fence)
+), put_validations AS (
+    INSERT INTO mcc_validations (project, task_id, attempt, at_ms, command, exit_code, timed_out,
+        stdout_tail, stderr_tail)
+    SELECT $1, u.* FROM UNNEST($30::text[], $31::bigint[], $32::bigint[], $33::text[], $34::int4[],
+        $35::bool[], $36::text[], $37::text[]) AS u
+    WHERE EXISTS (SELECT 1 FROM fence)
+    ON CONFLICT (project, task_id, attempt) DO UPDATE SET at_ms = excluded.at_ms,
+        command = excluded.command, exit_code = excluded.exit_code, timed_out = excluded.timed_out,
+        stdout_tail = excluded.stdout_tail, stderr_tail = excluded.stderr_tail
+), put_meta AS (
+    INSERT INTO mcc_meta (project, key, value)
+    SELECT $1, u.* FROM UNNEST($38::text[], $39::text[]) AS u WHERE EXISTS (SELECT 1 FROM fence)
+    ON CONFLICT (project, key) DO UPDATE SET value = excluded.value
+)
+SELECT COUNT(*) FROM fence
+";
+
 /// The statements a write uses, prepared once per connection.
 struct Prepared {
+    group: Statement,
     fence: Statement,
     tasks: Statement,
     leases: Statement,
@@ -132,6 +181,7 @@ struct Prepared {
 impl Prepared {
     fn on(client: &mut Client) -> Result<Self, postgres::Error> {
         Ok(Self {
+            group: client.prepare(GROUP)?,
             fence: client.prepare(
                 "UPDATE mcc_leaders SET expires_at = now() + $3::bigint * interval '1 millisecond'
                  WHERE project = $1 AND epoch = $2 AND owner = $4",
@@ -632,26 +682,35 @@ struct TaskOut<'a> {
     run_id: Option<i64>,
 }
 
-/// Write `batches` in one transaction, the lease renewed first. `None`:
-/// fenced, nothing written.
-fn write_transaction(
-    client: &mut Client,
-    prepared: &Prepared,
-    project: &str,
-    held: &Held,
-    batches: &[Rows],
-    seq: i64,
-    mut pending: Pending,
-) -> Result<Option<Pending>, postgres::Error> {
-    let mut tx = client.transaction()?;
-    let length = i64::try_from(held.length.as_millis()).unwrap_or(i64::MAX);
-    if tx.execute(&prepared.fence, &[&project, &held.epoch, &length, &held.owner])? != 1 {
-        tx.rollback()?;
-        return Ok(None);
-    }
-    // One row per key for the group, in order (a later row for the same key
-    // wins): one statement may not change a row twice.
-    let mut tasks: Vec<TaskOut<'_>> = Vec::new();
+/// What a group does to its run, in order, while its rows are gathered.
+enum RunStep<'r> {
+    /// A batch's rows are about to be gathered: the run they belong to
+    /// (`unwritten_in`: whether the group holds rows of a run not yet written).
+    Enter(&'r Rows, &'r mut Option<StoredRun>, &'r dyn Fn(i64) -> bool),
+    /// `run_finished` was set: the run ended (or goes on again).
+    End(Option<&'r mut StoredRun>, bool, i64),
+}
+
+/// A group's rows as the columns its statements take: one row per key, in
+/// order (a later row for the same key wins), since one statement may not
+/// change a row twice.
+struct Group<'a> {
+    tasks: Vec<TaskOut<'a>>,
+    leases: Vec<(&'a str, Option<StoredLease>)>,
+    workers: (Vec<&'a str>, Vec<&'a str>),
+    events: EventColumns<'a>,
+    validations: Vec<(&'a ValidationRecord, i64)>,
+    meta: (Vec<&'a str>, Vec<&'a str>),
+}
+
+fn gather<'a>(
+    batches: &'a [Rows],
+    pending: &mut Pending,
+    clock: &'a str,
+    seq: &'a str,
+    mut run_step: impl FnMut(RunStep<'_>) -> Result<(), postgres::Error>,
+) -> Result<Group<'a>, postgres::Error> {
+    let mut tasks: Vec<TaskOut<'a>> = Vec::new();
     let mut task_at: HashMap<&str, usize> = HashMap::new();
     let mut leases: HashMap<&str, Option<StoredLease>> = HashMap::new();
     let mut workers: HashMap<&str, &str> = HashMap::new();
@@ -660,7 +719,7 @@ fn write_transaction(
     let mut meta: HashMap<&str, &str> = HashMap::new();
     for rows in batches {
         let unwritten_in = |run: i64| tasks.iter().any(|t| t.run_id == Some(run));
-        enter_run(&mut tx, project, &mut pending.run, rows, unwritten_in)?;
+        run_step(RunStep::Enter(rows, &mut pending.run, &unwritten_in))?;
         let run_id = pending.run.as_ref().map(|r| r.id);
         for t in &rows.tasks {
             leases.remove(t.id.as_str());
@@ -693,83 +752,223 @@ fn write_transaction(
         for (key, value) in &rows.meta {
             meta.insert(key, value);
             if key == RUN_FINISHED {
-                end_run(&mut tx, project, pending.run.as_mut(), value == "true", rows.wall_ms)?;
+                run_step(RunStep::End(pending.run.as_mut(), value == "true", rows.wall_ms))?;
             }
         }
     }
-    if !tasks.is_empty() {
-        let r = |f: fn(&TaskOut<'_>) -> Option<i64>| tasks.iter().map(f).collect::<Vec<_>>();
+    // The clock moves with every commit (the leases written are measured on
+    // it), and the sequence number says, after a lost answer, that it landed.
+    if !batches.is_empty() {
+        meta.insert(HUB_CLOCK, clock);
+    }
+    meta.insert(COMMIT_SEQ, seq);
+    Ok(Group {
+        tasks,
+        leases: leases.into_iter().collect(),
+        workers: workers.into_iter().unzip(),
+        events,
+        validations: validations.into_values().collect(),
+        meta: meta.into_iter().unzip(),
+    })
+}
+
+/// Whether a group touches no run (no workflow loaded, no run ended, a run
+/// already there for its tasks and events): then it is one statement.
+fn runs_untouched(batches: &[Rows], run: Option<&StoredRun>) -> bool {
+    batches.iter().all(|rows| {
+        rows.notes.workflow.is_none()
+            && !rows.meta.iter().any(|(key, _)| key == RUN_FINISHED)
+            && (run.is_some() || (rows.tasks.is_empty() && rows.events.is_empty()))
+    })
+}
+
+/// Write `batches` in one transaction, the lease renewed first. `None`:
+/// fenced, nothing written. A group that touches no run (nearly all of
+/// them) is one statement, one round trip: the fence and every table's
+/// rows in data-modifying `WITH` clauses, each gated on the fence.
+fn write_transaction(
+    client: &mut Client,
+    prepared: &Prepared,
+    project: &str,
+    held: &Held,
+    batches: &[Rows],
+    seq: i64,
+    mut pending: Pending,
+) -> Result<Option<Pending>, postgres::Error> {
+    let length = i64::try_from(held.length.as_millis()).unwrap_or(i64::MAX);
+    let clock = batches.last().map(|last| last.clock_ms.to_string()).unwrap_or_default();
+    let seq = seq.to_string();
+    if runs_untouched(batches, pending.run.as_ref()) {
+        let group = gather(batches, &mut pending, &clock, &seq, |_| Ok(()))?;
+        let c = Columns::of(&group);
+        let fenced: i64 = client
+            .query_one(
+                &prepared.group,
+                &[
+                    &project,
+                    &held.epoch,
+                    &length,
+                    &held.owner,
+                    &c.task_ids,
+                    &c.task_seqs,
+                    &c.task_states,
+                    &c.task_holders,
+                    &c.task_attempts,
+                    &c.task_walls,
+                    &c.task_phases,
+                    &c.task_bodies,
+                    &c.task_lefts,
+                    &c.task_clocks,
+                    &c.task_runs,
+                    &c.lease_ids,
+                    &c.lease_lefts,
+                    &c.lease_clocks,
+                    &c.lease_walls,
+                    &group.workers.0,
+                    &group.workers.1,
+                    &group.events.ids,
+                    &group.events.at_ms,
+                    &group.events.kinds,
+                    &group.events.tasks,
+                    &group.events.workers,
+                    &group.events.attempts,
+                    &group.events.details,
+                    &group.events.runs,
+                    &c.validation_tasks,
+                    &c.validation_attempts,
+                    &c.validation_at,
+                    &c.validation_commands,
+                    &c.validation_codes,
+                    &c.validation_timed_out,
+                    &c.validation_stdout,
+                    &c.validation_stderr,
+                    &group.meta.0,
+                    &group.meta.1,
+                ],
+            )?
+            .get(0);
+        return Ok((fenced == 1).then_some(pending));
+    }
+    let mut tx = client.transaction()?;
+    if tx.execute(&prepared.fence, &[&project, &held.epoch, &length, &held.owner])? != 1 {
+        tx.rollback()?;
+        return Ok(None);
+    }
+    let group = gather(batches, &mut pending, &clock, &seq, |step| match step {
+        RunStep::Enter(rows, run, unwritten_in) => enter_run(&mut tx, project, run, rows, unwritten_in),
+        RunStep::End(run, finished, wall_ms) => end_run(&mut tx, project, run, finished, wall_ms),
+    })?;
+    let c = Columns::of(&group);
+    if !group.tasks.is_empty() {
         tx.execute(
             &prepared.tasks,
             &[
                 &project,
-                &tasks.iter().map(|t| t.record.id.as_str()).collect::<Vec<_>>(),
-                &tasks.iter().map(|t| t.record.seq).collect::<Vec<_>>(),
-                &tasks.iter().map(|t| t.record.state).collect::<Vec<_>>(),
-                &tasks.iter().map(|t| t.record.holder.as_deref()).collect::<Vec<_>>(),
-                &tasks.iter().map(|t| i64::from(t.record.attempt)).collect::<Vec<_>>(),
-                &r(|t| t.lease.map(|l| l.wall)),
-                &tasks.iter().map(|t| t.record.phase.as_deref()).collect::<Vec<_>>(),
-                &tasks.iter().map(|t| t.record.body.as_str()).collect::<Vec<_>>(),
-                &r(|t| t.lease.map(|l| l.left)),
-                &r(|t| t.lease.map(|l| l.on_clock)),
-                &r(|t| t.run_id),
+                &c.task_ids,
+                &c.task_seqs,
+                &c.task_states,
+                &c.task_holders,
+                &c.task_attempts,
+                &c.task_walls,
+                &c.task_phases,
+                &c.task_bodies,
+                &c.task_lefts,
+                &c.task_clocks,
+                &c.task_runs,
             ],
         )?;
     }
-    if !leases.is_empty() {
-        let (ids, moved): (Vec<&str>, Vec<Option<StoredLease>>) = leases.into_iter().unzip();
-        tx.execute(
-            &prepared.leases,
-            &[
-                &project,
-                &ids,
-                &moved.iter().map(|l| l.map(|l| l.left)).collect::<Vec<_>>(),
-                &moved.iter().map(|l| l.map(|l| l.on_clock)).collect::<Vec<_>>(),
-                &moved.iter().map(|l| l.map(|l| l.wall)).collect::<Vec<_>>(),
-            ],
-        )?;
+    if !group.leases.is_empty() {
+        tx.execute(&prepared.leases, &[&project, &c.lease_ids, &c.lease_lefts, &c.lease_clocks, &c.lease_walls])?;
     }
-    if !workers.is_empty() {
-        let (names, bodies): (Vec<&str>, Vec<&str>) = workers.into_iter().unzip();
-        tx.execute(&prepared.workers, &[&project, &names, &bodies])?;
+    if !group.workers.0.is_empty() {
+        tx.execute(&prepared.workers, &[&project, &group.workers.0, &group.workers.1])?;
     }
-    if !events.ids.is_empty() {
-        let e = &events;
+    if !group.events.ids.is_empty() {
+        let e = &group.events;
         tx.execute(
             &prepared.events,
             &[&project, &e.ids, &e.at_ms, &e.kinds, &e.tasks, &e.workers, &e.attempts, &e.details, &e.runs],
         )?;
     }
-    if !validations.is_empty() {
-        let v: Vec<(&ValidationRecord, i64)> = validations.into_values().collect();
+    if !group.validations.is_empty() {
         tx.execute(
             &prepared.validations,
             &[
                 &project,
-                &v.iter().map(|(v, _)| v.task.as_str()).collect::<Vec<_>>(),
-                &v.iter().map(|(v, _)| i64::from(v.attempt)).collect::<Vec<_>>(),
-                &v.iter().map(|(_, at)| *at).collect::<Vec<_>>(),
-                &v.iter().map(|(v, _)| v.command.as_str()).collect::<Vec<_>>(),
-                &v.iter().map(|(v, _)| v.exit_code).collect::<Vec<_>>(),
-                &v.iter().map(|(v, _)| v.timed_out).collect::<Vec<_>>(),
-                &v.iter().map(|(v, _)| v.stdout_tail.as_str()).collect::<Vec<_>>(),
-                &v.iter().map(|(v, _)| v.stderr_tail.as_str()).collect::<Vec<_>>(),
+                &c.validation_tasks,
+                &c.validation_attempts,
+                &c.validation_at,
+                &c.validation_commands,
+                &c.validation_codes,
+                &c.validation_timed_out,
+                &c.validation_stdout,
+                &c.validation_stderr,
             ],
         )?;
     }
-    // The clock moves with every commit (the leases written are measured on
-    // it), and the sequence number says, after a lost answer, that it landed.
-    let clock = batches.last().map(|last| last.clock_ms.to_string());
-    let seq_text = seq.to_string();
-    if let Some(clock) = &clock {
-        meta.insert(HUB_CLOCK, clock);
-    }
-    meta.insert(COMMIT_SEQ, &seq_text);
-    let (keys, values): (Vec<&str>, Vec<&str>) = meta.into_iter().unzip();
-    tx.execute(&prepared.meta, &[&project, &keys, &values])?;
+    tx.execute(&prepared.meta, &[&project, &group.meta.0, &group.meta.1])?;
     tx.commit()?;
     Ok(Some(pending))
+}
+
+/// A group's tasks, moved leases and validations as the arrays the statements take.
+struct Columns<'a> {
+    task_ids: Vec<&'a str>,
+    task_seqs: Vec<i64>,
+    task_states: Vec<&'a str>,
+    task_holders: Vec<Option<&'a str>>,
+    task_attempts: Vec<i64>,
+    task_walls: Vec<Option<i64>>,
+    task_phases: Vec<Option<&'a str>>,
+    task_bodies: Vec<&'a str>,
+    task_lefts: Vec<Option<i64>>,
+    task_clocks: Vec<Option<i64>>,
+    task_runs: Vec<Option<i64>>,
+    lease_ids: Vec<&'a str>,
+    lease_lefts: Vec<Option<i64>>,
+    lease_clocks: Vec<Option<i64>>,
+    lease_walls: Vec<Option<i64>>,
+    validation_tasks: Vec<&'a str>,
+    validation_attempts: Vec<i64>,
+    validation_at: Vec<i64>,
+    validation_commands: Vec<&'a str>,
+    validation_codes: Vec<Option<i32>>,
+    validation_timed_out: Vec<bool>,
+    validation_stdout: Vec<&'a str>,
+    validation_stderr: Vec<&'a str>,
+}
+
+impl<'a> Columns<'a> {
+    fn of(group: &Group<'a>) -> Self {
+        let t = &group.tasks;
+        let (l, v) = (&group.leases, &group.validations);
+        Self {
+            task_ids: t.iter().map(|t| t.record.id.as_str()).collect(),
+            task_seqs: t.iter().map(|t| t.record.seq).collect(),
+            task_states: t.iter().map(|t| t.record.state).collect(),
+            task_holders: t.iter().map(|t| t.record.holder.as_deref()).collect(),
+            task_attempts: t.iter().map(|t| i64::from(t.record.attempt)).collect(),
+            task_walls: t.iter().map(|t| t.lease.map(|l| l.wall)).collect(),
+            task_phases: t.iter().map(|t| t.record.phase.as_deref()).collect(),
+            task_bodies: t.iter().map(|t| t.record.body.as_str()).collect(),
+            task_lefts: t.iter().map(|t| t.lease.map(|l| l.left)).collect(),
+            task_clocks: t.iter().map(|t| t.lease.map(|l| l.on_clock)).collect(),
+            task_runs: t.iter().map(|t| t.run_id).collect(),
+            lease_ids: l.iter().map(|(id, _)| *id).collect(),
+            lease_lefts: l.iter().map(|(_, l)| l.map(|l| l.left)).collect(),
+            lease_clocks: l.iter().map(|(_, l)| l.map(|l| l.on_clock)).collect(),
+            lease_walls: l.iter().map(|(_, l)| l.map(|l| l.wall)).collect(),
+            validation_tasks: v.iter().map(|(v, _)| v.task.as_str()).collect(),
+            validation_attempts: v.iter().map(|(v, _)| i64::from(v.attempt)).collect(),
+            validation_at: v.iter().map(|(_, at)| *at).collect(),
+            validation_commands: v.iter().map(|(v, _)| v.command.as_str()).collect(),
+            validation_codes: v.iter().map(|(v, _)| v.exit_code).collect(),
+            validation_timed_out: v.iter().map(|(v, _)| v.timed_out).collect(),
+            validation_stdout: v.iter().map(|(v, _)| v.stdout_tail.as_str()).collect(),
+            validation_stderr: v.iter().map(|(v, _)| v.stderr_tail.as_str()).collect(),
+        }
+    }
 }
 
 /// The events of a group as the columns one `UNNEST` insert takes.
