@@ -1,0 +1,238 @@
+//! A hub reachable at several addresses (a leader and its standby): `--hub`,
+//! `MCC_HUB` and `mcc join` take a comma-separated list, and a client passes
+//! over an address that refuses, or whose hub says it stepped down, to the
+//! next. With every address down it goes round them for the failover wait,
+//! then says the hub is down naming each.
+
+use std::net::TcpListener;
+use std::path::Path;
+use std::process::Command;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use tungstenite::Message;
+
+use crate::support::{Hub, Mcc, Project, Run, old_task};
+
+/// An address on loopback where nothing listens (the port was free a moment ago).
+fn closed_address() -> String {
+    let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    format!("ws://127.0.0.1:{port}")
+}
+
+fn add(hub: &Hub, tasks: Vec<Value>) {
+    let reply = hub.connect().ask(json!({"type": "add_tasks", "tasks": tasks}));
+    assert_eq!(reply["type"], "tasks_added", "{reply}");
+}
+
+/// The `mcc worker done ...` words a `next` printed.
+fn done_command(next: &Run) -> Vec<String> {
+    let line =
+        next.stdout.lines().find_map(|l| l.strip_prefix("when done: mcc ")).unwrap_or_else(|| panic!("{next:?}"));
+    shlex::split(line).expect("a shell line")
+}
+
+/// When the hub that stepped down says so.
+#[derive(Clone, Copy)]
+enum Says {
+    /// In place of the `connected` greeting.
+    AtTheHandshake,
+    /// After the greeting, as the answer to the first request.
+    ToTheFirstRequest,
+}
+
+/// A peer on loopback speaking the wire as a hub that lost its project's
+/// lease to another does: it answers with the `stepped_down` error code.
+/// No hub of this build can be fenced on SQLite; this one is a real socket
+/// and real frames, as a fenced hub sends them.
+struct SteppedDown {
+    url: String,
+    /// Connections it has taken.
+    reached: Arc<AtomicUsize>,
+    /// Requests it was sent (and answered with the error).
+    asked: Arc<AtomicUsize>,
+}
+
+impl SteppedDown {
+    fn start(says: Says) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("ws://{}", listener.local_addr().unwrap());
+        let (reached, asked) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+        let (seen, heard) = (reached.clone(), asked.clone());
+        std::thread::spawn(move || {
+            for stream in listener.incoming().map_while(Result::ok) {
+                seen.fetch_add(1, Ordering::SeqCst);
+                let heard = heard.clone();
+                std::thread::spawn(move || {
+                    let Ok(mut ws) = tungstenite::accept(stream) else { return };
+                    let error = json!({
+                        "type": "error",
+                        "error": "this hub stepped down: project p is served by another hub since epoch 3; ask the next address",
+                        "code": "stepped_down",
+                    });
+                    if let Says::ToTheFirstRequest = says {
+                        let hello = json!({"type": "connected", "clientId": "c-1", "message": "connected"});
+                        let _ = ws.send(Message::text(hello.to_string()));
+                        if !matches!(ws.read(), Ok(Message::Text(_))) {
+                            return;
+                        }
+                        heard.fetch_add(1, Ordering::SeqCst);
+                    }
+                    let _ = ws.send(Message::text(error.to_string()));
+                    // Until the client closes.
+                    while ws.read().is_ok() {}
+                });
+            }
+        });
+        Self { url, reached, asked }
+    }
+}
+
+#[test]
+fn a_worker_whose_first_hub_address_is_a_closed_port_gets_its_task_at_the_second_and_reports_it_there() {
+    let project = Project::new();
+    let hub = Hub::start(project.root(), &[]);
+    add(&hub, vec![old_task("a", &["a.md"], &[])]);
+    let list = format!("{}, {}", closed_address(), hub.url);
+    let next = project.mcc().env("MCC_HUB", &list).args(["worker", "next", "--as", "w", "--wait", "1s"]).run();
+    assert_eq!(next.code, 0, "{next:?}");
+    assert!(next.stdout.contains("task a"), "{next:?}");
+    project.write("a.md", "done");
+    let done = project.mcc().env("MCC_HUB", &list).env("MCC_WAIT", "1s").args(done_command(&next)).run();
+    assert_ne!(done.code, 1, "{done:?}");
+    assert!(done.stdout.starts_with("accepted a."), "{done:?}");
+}
+
+#[test]
+fn a_hub_that_answers_the_handshake_with_stepped_down_is_passed_over_for_the_next_address() {
+    let project = Project::new();
+    let hub = Hub::start(project.root(), &[]);
+    add(&hub, vec![old_task("a", &[], &[])]);
+    let fenced = SteppedDown::start(Says::AtTheHandshake);
+    let list = format!("{},{}", fenced.url, hub.url);
+    let next = project.mcc().args(["worker", "next", "--as", "w", "--wait", "1s", "--hub", &list]).run();
+    assert_eq!(next.code, 0, "{next:?}");
+    assert!(next.stdout.contains("task a"), "{next:?}");
+    assert_eq!(fenced.reached.load(Ordering::SeqCst), 1, "the first address was tried first");
+}
+
+#[test]
+fn a_request_a_stepped_down_hub_refused_is_sent_to_the_next_address_even_one_that_changes_the_plan() {
+    let project = Project::new();
+    let hub = Hub::start(project.root(), &[]);
+    let fenced = SteppedDown::start(Says::ToTheFirstRequest);
+    // A clone joined at both addresses: its commands carry the project's token to each.
+    let clone = tempfile::tempdir().unwrap();
+    let token = project.read(".mcc/token");
+    let list = format!("{},{}", fenced.url, hub.url);
+    let joined = Mcc::new(clone.path()).args(["join", &list, "--token", token.trim()]).run();
+    assert_eq!(joined.code, 0, "{joined:?}");
+    std::fs::write(clone.path().join("more.json"), json!([old_task("added", &[], &[])]).to_string()).unwrap();
+    // `tasks add` is never sent twice after a cut; a hub that stepped down did nothing with it.
+    let added = Mcc::new(clone.path()).args(["tasks", "add", "more.json"]).run();
+    assert_eq!(added.code, 0, "{added:?}");
+    assert_eq!(fenced.asked.load(Ordering::SeqCst), 1, "the stepped-down hub was asked first: {added:?}");
+    let shown = hub.connect().ask(json!({"type": "show_task", "taskId": "added"}));
+    assert_eq!(shown["task"]["id"], "added", "added at the hub that serves: {shown}");
+}
+
+#[test]
+fn with_every_address_down_a_worker_goes_round_them_for_the_failover_wait_then_exits_3_naming_each() {
+    let project = Project::new();
+    let (a, b) = (closed_address(), closed_address());
+    let started = Instant::now();
+    let run = project
+        .mcc()
+        .env("MCC_FAILOVER_WAIT", "1500ms")
+        .args(["worker", "next", "--as", "w", "--hub", &format!("{a},{b}")])
+        .run();
+    let took = started.elapsed();
+    assert_eq!(run.code, 3, "down for now: {run:?}");
+    assert!(run.stdout.contains(&a) && run.stdout.contains(&b), "each address is named: {run:?}");
+    assert!(run.stdout.contains("1s 500ms"), "the wait is said: {run:?}");
+    assert!(run.stdout.contains("run the same command again"), "{run:?}");
+    assert!(took >= Duration::from_millis(1500), "it went round the list for the whole wait: {took:?}");
+}
+
+#[test]
+fn one_address_down_is_said_at_once_as_it_always_was() {
+    let project = Project::new();
+    let a = closed_address();
+    let started = Instant::now();
+    let run = project.mcc().args(["worker", "next", "--as", "w", "--hub", &a]).run();
+    let took = started.elapsed();
+    assert_eq!(run.code, 3, "{run:?}");
+    assert!(run.stdout.starts_with(&format!("cannot reach the hub at {a}: ")), "today's words: {run:?}");
+    // Far below the 15 s a list of several would wait: no failover wait for one address.
+    assert!(took < Duration::from_secs(7), "{took:?}");
+}
+
+#[test]
+fn a_hub_list_with_an_empty_or_bad_element_is_refused_naming_it_and_where_it_came_from() {
+    let project = Project::new();
+    let empty =
+        project.mcc().args(["worker", "next", "--as", "w", "--hub", "ws://127.0.0.1:1,,ws://127.0.0.1:2"]).run();
+    assert_eq!(empty.code, 1, "{empty:?}");
+    assert!(empty.stderr.contains("address 2 is empty") && empty.stderr.contains("--hub (or MCC_HUB)"), "{empty:?}");
+    let bad = project.mcc().env("MCC_HUB", "ws://127.0.0.1:1, http://127.0.0.1:2").args(["tasks", "list"]).run();
+    assert_eq!(bad.code, 1, "{bad:?}");
+    assert!(bad.stderr.contains("`http://127.0.0.1:2` starts with http://, not ws:// or wss://"), "{bad:?}");
+}
+
+/// A project under git, with one commit, and a clone of it elsewhere.
+fn project_and_clone() -> (Project, tempfile::TempDir, std::path::PathBuf) {
+    let git = |cwd: &Path, args: &[&str]| {
+        let out = Command::new("git")
+            .args(["-c", "user.email=t@example.org", "-c", "user.name=t"])
+            .args(args)
+            .current_dir(cwd)
+            .output()
+            .expect("run git");
+        assert!(out.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    };
+    let project = Project::new();
+    project.write("README.md", "the project\n");
+    git(project.root(), &["init", "-q"]);
+    git(project.root(), &["add", "."]);
+    git(project.root(), &["commit", "-q", "-m", "start"]);
+    let dir = tempfile::tempdir().expect("temp dir");
+    git(dir.path(), &["clone", "-q", &project.root().display().to_string(), "clone"]);
+    let clone = dir.path().join("clone");
+    (project, dir, clone)
+}
+
+#[test]
+fn a_clone_joined_at_two_addresses_keeps_both_and_its_workers_reach_the_one_that_serves() {
+    let (project, _dir, clone) = project_and_clone();
+    let hub = Hub::start(project.root(), &[]);
+    add(&hub, vec![old_task("a", &[], &[])]);
+    let token = project.read(".mcc/token");
+    let list = format!("{},{}", closed_address(), hub.url);
+    let joined = Mcc::new(&clone).args(["join", &list, "--token", token.trim()]).run();
+    assert_eq!(joined.code, 0, "{joined:?}");
+    assert!(joined.stdout.contains(&format!("{} answered", hub.url)), "{joined:?}");
+    let remote: Value =
+        serde_json::from_str(&std::fs::read_to_string(clone.join(".mcc/remote.json")).unwrap()).unwrap();
+    assert_eq!(remote["url"], list, "both addresses, in order: {remote}");
+    let next = Mcc::new(&clone).args(["worker", "next", "--as", "w", "--wait", "1s"]).run();
+    assert_eq!(next.code, 0, "{next:?}");
+    assert!(next.stdout.contains("task a"), "{next:?}");
+}
+
+#[test]
+fn a_headless_workers_command_is_given_every_hub_address_the_serving_one_first() {
+    let project = Project::new();
+    let hub = Hub::start(project.root(), &[]);
+    add(&hub, vec![old_task("a", &[], &[])]);
+    let closed = closed_address();
+    let run = project
+        .mcc()
+        .args(["worker", "run", "--as", "bot", "--hub", &format!("{closed},{}", hub.url)])
+        .args(["--", "sh", "-c", "printf %s \"$MCC_HUB\" > hubs.txt"])
+        .run();
+    assert_eq!(run.code, 4, "the one task done, all work is: {run:?}");
+    assert!(run.stdout.contains("accepted a"), "{run:?}");
+    assert_eq!(project.read("hubs.txt"), format!("{},{closed}", hub.url));
+}
