@@ -5,7 +5,7 @@
 //! then says the hub is down naming each.
 
 use std::net::TcpListener;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -181,26 +181,39 @@ fn a_hub_list_with_an_empty_or_bad_element_is_refused_naming_it_and_where_it_cam
     assert!(bad.stderr.contains("`http://127.0.0.1:2` starts with http://, not ws:// or wss://"), "{bad:?}");
 }
 
+fn git(cwd: &Path, args: &[&str]) {
+    let out = Command::new("git")
+        .args(["-c", "user.email=t@example.org", "-c", "user.name=t"])
+        .args(args)
+        .current_dir(cwd)
+        .output()
+        .expect("run git");
+    assert!(out.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// A `git clone` of `root` in a folder of its own: another machine's checkout.
+fn clone_of(root: &Path) -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    git(dir.path(), &["clone", "-q", &root.display().to_string(), "clone"]);
+    let clone = dir.path().join("clone");
+    (dir, clone)
+}
+
 /// A project under git, with one commit, and a clone of it elsewhere.
-fn project_and_clone() -> (Project, tempfile::TempDir, std::path::PathBuf) {
-    let git = |cwd: &Path, args: &[&str]| {
-        let out = Command::new("git")
-            .args(["-c", "user.email=t@example.org", "-c", "user.name=t"])
-            .args(args)
-            .current_dir(cwd)
-            .output()
-            .expect("run git");
-        assert!(out.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-    };
+fn project_and_clone() -> (Project, tempfile::TempDir, PathBuf) {
     let project = Project::new();
     project.write("README.md", "the project\n");
     git(project.root(), &["init", "-q"]);
     git(project.root(), &["add", "."]);
     git(project.root(), &["commit", "-q", "-m", "start"]);
-    let dir = tempfile::tempdir().expect("temp dir");
-    git(dir.path(), &["clone", "-q", &project.root().display().to_string(), "clone"]);
-    let clone = dir.path().join("clone");
+    let (dir, clone) = clone_of(project.root());
     (project, dir, clone)
+}
+
+/// The fingerprint a TLS hub wrote to its project's `.mcc/hub.json`.
+fn fingerprint(root: &Path) -> String {
+    let file: Value = serde_json::from_str(&std::fs::read_to_string(root.join(".mcc/hub.json")).unwrap()).unwrap();
+    file["tlsFingerprint"].as_str().expect("a TLS hub writes its fingerprint").to_owned()
 }
 
 #[test]
@@ -235,4 +248,43 @@ fn a_headless_workers_command_is_given_every_hub_address_the_serving_one_first()
     assert_eq!(run.code, 4, "the one task done, all work is: {run:?}");
     assert!(run.stdout.contains("accepted a"), "{run:?}");
     assert_eq!(project.read("hubs.txt"), format!("{},{closed}", hub.url));
+}
+
+#[test]
+fn a_clone_joined_at_two_tls_hubs_pins_each_by_its_own_fingerprint_and_reaches_the_second_when_the_first_stops() {
+    let (project, _dir, clone) = project_and_clone();
+    let first = Hub::start(project.root(), &["--tls-self-signed"]);
+    // The second hub, on a checkout of its own with a certificate of its own, takes the same token.
+    let (_other_dir, other) = clone_of(project.root());
+    let token = project.read(".mcc/token");
+    std::fs::create_dir_all(other.join(".mcc")).unwrap();
+    std::fs::write(other.join(".mcc/token"), &token).unwrap();
+    let second = Hub::start(&other, &["--tls-self-signed"]);
+    let (pin_first, pin_second) = (fingerprint(project.root()), fingerprint(&other));
+    assert_ne!(pin_first, pin_second);
+    std::fs::write(other.join("more.json"), json!([{"id": "b", "description": "at the second hub"}]).to_string())
+        .unwrap();
+    let added = Mcc::new(&other).args(["tasks", "add", "more.json"]).run();
+    assert_eq!(added.code, 0, "{added:?}");
+
+    let list = format!("{},{}", first.url, second.url);
+    let join =
+        |pins: &str| Mcc::new(&clone).args(["join", &list, "--token", token.trim(), "--fingerprint", pins]).run();
+    // The pins in the wrong order: the first hub is not the one its pin names.
+    let swapped = join(&format!("{pin_second},{pin_first}"));
+    assert_eq!(swapped.code, 1, "{swapped:?}");
+    assert!(swapped.stderr.contains(&format!("not the pinned {pin_second}")), "{swapped:?}");
+    assert!(!clone.join(".mcc/remote.json").exists());
+
+    let joined = join(&format!("{pin_first}, {pin_second}"));
+    assert_eq!(joined.code, 0, "{joined:?}");
+    let remote: Value =
+        serde_json::from_str(&std::fs::read_to_string(clone.join(".mcc/remote.json")).unwrap()).unwrap();
+    assert_eq!(remote["tlsFingerprint"], format!("{pin_first},{pin_second}"), "{remote}");
+
+    first.terminate();
+    let next = Mcc::new(&clone).args(["worker", "next", "--as", "far-1", "--wait", "1s"]).run();
+    assert_eq!(next.code, 0, "the second hub, checked against its own pin: {next:?}");
+    assert!(next.stdout.contains("task b"), "{next:?}");
+    drop(second);
 }
