@@ -45,7 +45,7 @@ enum Says {
 
 /// A peer on loopback speaking the wire as a hub that lost its project's
 /// lease to another does: it answers with the `stepped_down` error code.
-/// No hub of this build can be fenced on SQLite; this one is a real socket
+/// No hub of this build can be fenced on `SQLite`; this one is a real socket
 /// and real frames, as a fenced hub sends them.
 struct SteppedDown {
     url: String,
