@@ -147,6 +147,17 @@ impl std::fmt::Display for Hubs {
     }
 }
 
+/// The pin of the address at `at` in a comma-separated list of pins: its
+/// own, or the only one for every address. A list too short pins nothing
+/// that a certificate could match, so the connection is refused.
+pub fn pin_at(pins: &str, at: usize) -> String {
+    let pins: Vec<&str> = pins.split(',').map(str::trim).collect();
+    match pins.as_slice() {
+        [only] => (*only).to_owned(),
+        many => many.get(at).copied().unwrap_or("sha256:none-given").to_owned(),
+    }
+}
+
 /// The address that answered last in this process, shared by every list
 /// holding it: `mcc mcp`'s calls and `mcc worker run`'s turns each find the
 /// hub again, and begin where the last one was served.
@@ -217,6 +228,13 @@ mod tests {
         assert!(Hubs::parse("wss://b:2/", "x").unwrap().within(&file));
         assert!(Hubs::parse("wss://b:2,wss://a:1", "x").unwrap().within(&file));
         assert!(!Hubs::parse("wss://b:2,wss://c:3", "x").unwrap().within(&file));
+    }
+
+    #[test]
+    fn each_address_has_its_own_pin_or_the_only_one() {
+        assert_eq!(pin_at("sha256:aa", 1), "sha256:aa");
+        assert_eq!(pin_at("sha256:aa, sha256:bb", 1), "sha256:bb");
+        assert_eq!(pin_at("sha256:aa,sha256:bb", 2), "sha256:none-given", "a list too short pins nothing real");
     }
 
     #[test]

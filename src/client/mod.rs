@@ -36,7 +36,7 @@ use std::time::{Duration, Instant};
 use tungstenite::client::IntoClientRequest;
 use tungstenite::{Message, WebSocket};
 
-pub use self::hubs::{BadAddress, Hubs};
+pub use self::hubs::{BadAddress, Hubs, pin_at};
 use crate::layout::Layout;
 pub use crate::layout::find_root;
 use crate::tls::Trust;
@@ -122,6 +122,8 @@ impl ClientError {
     /// Whether this says only that one address does not serve now (refused,
     /// silent, stepped down, going away), so another address may be tried.
     /// A refused token or certificate is no such thing: it is said at once.
+    /// An upgrade refused with 503 (Service Unavailable) is a hub that is up
+    /// but serves nothing now (a standby that listens).
     fn not_serving(&self) -> bool {
         matches!(
             self,
@@ -130,7 +132,7 @@ impl ClientError {
                 | Self::Shutdown(_)
                 | Self::Broken(_)
                 | Self::SteppedDown { .. }
-        )
+        ) || matches!(self, Self::Refused { reason, .. } if reason.starts_with("503"))
     }
 
     /// The error as a worker chat reads it. Where the engineer is told how
@@ -271,17 +273,6 @@ pub fn trust_of(target: &Target, url: &str) -> Option<Trust> {
         return Some(Trust::Pinned(pin_at(&pins, at)));
     }
     Some(Trust::WebRoots)
-}
-
-/// The pin of the address at `at` in a comma-separated list of pins: its
-/// own, or the only one for every address. A list too short pins nothing
-/// that a certificate could match, so the connection is refused.
-pub fn pin_at(pins: &str, at: usize) -> String {
-    let pins: Vec<&str> = pins.split(',').map(str::trim).collect();
-    match pins.as_slice() {
-        [only] => (*only).to_owned(),
-        many => many.get(at).copied().unwrap_or("sha256:none-given").to_owned(),
-    }
 }
 
 /// The byte stream under a connection: TCP, or TLS over TCP.
