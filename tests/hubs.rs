@@ -288,3 +288,37 @@ fn a_clone_joined_at_two_tls_hubs_pins_each_by_its_own_fingerprint_and_reaches_t
     assert!(next.stdout.contains("task b"), "{next:?}");
     drop(second);
 }
+
+/// An address that takes connections into the kernel's backlog and never
+/// answers, as a stopped (SIGSTOP) hub does; it counts the connections.
+fn silent_address() -> (String, Arc<AtomicUsize>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("ws://{}", listener.local_addr().unwrap());
+    let taken = Arc::new(AtomicUsize::new(0));
+    let counted = taken.clone();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for stream in listener.incoming().map_while(Result::ok) {
+            counted.fetch_add(1, Ordering::SeqCst);
+            // Kept open and unanswered: the client's deadline is what ends it.
+            held.push(stream);
+        }
+    });
+    (url, taken)
+}
+
+#[test]
+fn a_headless_worker_pays_for_a_silent_first_address_once_and_begins_every_later_turn_where_it_was_served() {
+    let project = Project::new();
+    let hub = Hub::start(project.root(), &[]);
+    add(&hub, (1..=3).map(|i| old_task(&format!("t{i}"), &[], &[])).collect());
+    let (silent, taken) = silent_address();
+    let run = project
+        .mcc()
+        .args(["--timeout", "2s", "worker", "run", "--as", "bot", "--hub", &format!("{silent},{}", hub.url)])
+        .args(["--", "true"])
+        .run();
+    assert_eq!(run.code, 4, "{run:?}");
+    assert_eq!(run.stdout.matches("accepted t").count(), 3, "{run:?}");
+    assert_eq!(taken.load(Ordering::SeqCst), 1, "only the first call tried the silent address: {run:?}");
+}
