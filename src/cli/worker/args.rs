@@ -148,8 +148,9 @@ pub struct LeaveArgs {
 
 const RUN_HELP: &str = "\
 For each task, COMMAND runs in the project root with the task as JSON on stdin and in
-the file MCC_TASK_FILE, and MCC_TASK_ID, MCC_ATTEMPT, MCC_WORKER, MCC_HUB, MCC_REASONS
-(why the last result was rejected) in its environment.
+the file MCC_TASK_FILE, and MCC_TASK_ID, MCC_ATTEMPT, MCC_WORKER, MCC_HUB (every hub
+address known, comma-separated, the serving one first), MCC_REASONS (why the last result
+was rejected) in its environment.
   exit 0      done: deliverables are the task's output files that exist, or the
               `deliverables` of a JSON object printed as the last stdout line
               (`\"is_error\": true` in it means failure, as `claude -p` reports)
