@@ -322,3 +322,13 @@ fn a_headless_worker_pays_for_a_silent_first_address_once_and_begins_every_later
     assert_eq!(run.stdout.matches("accepted t").count(), 3, "{run:?}");
     assert_eq!(taken.load(Ordering::SeqCst), 1, "only the first call tried the silent address: {run:?}");
 }
+
+#[test]
+fn status_names_the_address_that_answered_not_the_whole_list() {
+    let project = Project::new();
+    let hub = Hub::start(project.root(), &[]);
+    let closed = closed_address();
+    let run = project.mcc().args(["status", "--hub", &format!("{closed},{}", hub.url)]).run();
+    assert_eq!(run.code, 0, "{run:?}");
+    assert!(run.stdout.contains(&hub.url) && !run.stdout.contains(&closed), "{run:?}");
+}
