@@ -332,3 +332,76 @@ fn status_names_the_address_that_answered_not_the_whole_list() {
     assert_eq!(run.code, 0, "{run:?}");
     assert!(run.stdout.contains(&hub.url) && !run.stdout.contains(&closed), "{run:?}");
 }
+
+/// `mcc hub --port PORT --dir ROOT EXTRA...` once it listens, or what it
+/// said when it exited instead (a project whose lease another hub holds).
+fn try_hub(root: &Path, port: u16, extra: &[&str]) -> Result<Hub, String> {
+    use std::io::{BufRead, BufReader};
+    let mut child = Command::new(crate::support::mcc_bin())
+        .args(["hub", "--port", &port.to_string(), "--dir"])
+        .arg(root)
+        .args(extra)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn mcc hub");
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let mut said = Vec::new();
+    for line in lines.by_ref().map_while(Result::ok) {
+        if let Some(url) = line.split("listening on ").nth(1) {
+            let url = url.split_whitespace().next().unwrap_or_default().to_owned();
+            let log = Arc::new(std::sync::Mutex::new(said));
+            let sink = log.clone();
+            // The rest of its log, read so the hub never blocks on a full pipe.
+            std::thread::spawn(move || lines.map_while(Result::ok).for_each(|l| sink.lock().unwrap().push(l)));
+            return Ok(Hub { child, url, port, root: root.to_owned(), log });
+        }
+        said.push(line);
+    }
+    let _ = child.wait();
+    Err(said.join("\n"))
+}
+
+#[test]
+fn a_worker_mid_task_reports_done_across_a_failover_and_the_hub_that_took_over_accepts_it() {
+    let store = crate::support::postgres::url();
+    let name = crate::support::postgres::project_name("worker mid task across a failover");
+    let on_store = ["--store", store.as_str(), "--project", name.as_str()];
+    let (first_dir, second_dir, worker_dir) = (Project::new(), Project::new(), Project::new());
+    let free_port = || TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let first = try_hub(first_dir.root(), free_port(), &on_store).expect("the first hub serves");
+    add(&first, vec![old_task("a", &[], &[])]);
+    let second_port = free_port();
+    let list = format!("{},ws://127.0.0.1:{second_port}", first.url);
+
+    // The worker is in no project folder: only the list leads it to a hub.
+    let next = worker_dir.mcc().env("MCC_HUB", &list).args(["worker", "next", "--as", "w", "--wait", "1s"]).run();
+    assert_eq!(next.code, 0, "{next:?}");
+    assert!(next.stdout.contains("task a"), "{next:?}");
+
+    first.kill9();
+    // Reported while no hub serves: the worker goes round the list until one does.
+    let done = Command::new(crate::support::mcc_bin())
+        .current_dir(worker_dir.root())
+        .env("MCC_HUB", &list)
+        .env("MCC_FAILOVER_WAIT", "60s")
+        .env("MCC_WAIT", "1s")
+        .args(["worker", "done", "a", "--as", "w", "--attempt", "1"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn mcc worker done");
+    // The killed hub's lease runs out before another may take the project.
+    let mut second = None;
+    crate::support::eventually("a second hub takes the project over", || {
+        second = try_hub(second_dir.root(), second_port, &on_store).ok();
+        second.is_some()
+    });
+    let second = second.unwrap();
+    let done = done.wait_with_output().unwrap();
+    let (stdout, stderr) = (String::from_utf8_lossy(&done.stdout), String::from_utf8_lossy(&done.stderr));
+    assert!(stdout.starts_with("accepted a."), "the grant was in the store: {stdout}{stderr}");
+    let shown = second.connect().ask(json!({"type": "show_task", "taskId": "a"}));
+    assert_eq!(shown["task"]["state"], "accepted", "{shown}");
+}
