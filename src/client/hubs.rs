@@ -115,7 +115,7 @@ impl Hubs {
         }
     }
 
-    /// `url` stepped down (or broke mid-call): the next call begins with the address after it.
+    /// `url` stepped down: the next call begins with the address after it.
     pub fn passed_over(&self, url: &str) {
         if let Some(at) = self.position(url)
             && self.len() > 1
@@ -164,7 +164,7 @@ pub fn pin_at(pins: &str, at: usize) -> String {
 static LAST_ANSWERED: Mutex<Option<String>> = Mutex::new(None);
 
 /// Two hub addresses are the same when they are spelled the same (a final `/` aside).
-pub fn same_address(a: &str, b: &str) -> bool {
+fn same_address(a: &str, b: &str) -> bool {
     a.trim_end_matches('/') == b.trim_end_matches('/')
 }
 
