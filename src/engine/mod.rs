@@ -306,6 +306,26 @@ impl EngineHandle {
     }
 }
 
+/// What every connection is told when the engine stops on `e`, if anything:
+/// a hub another one took over from (fenced) says it stepped down, with the
+/// wire code `stepped_down`, so a client that knows several hubs tries the
+/// next. Other store failures close the connections without a word, as before.
+pub fn farewell(e: &StoreError) -> Option<ServerMsg> {
+    match e {
+        StoreError::Fenced { holder, .. } => Some(ServerMsg::error_code(
+            format!(
+                "{e}. Nothing more is granted or written here; connect to the hub that serves now ({holder}): \
+                 give several addresses (MCC_HUB=ws://a,ws://b) and clients move on by themselves"
+            ),
+            STEPPED_DOWN,
+        )),
+        _ => None,
+    }
+}
+
+/// The wire code of a hub that found another holding its project's leader lease.
+pub const STEPPED_DOWN: &str = "stepped_down";
+
 /// The engine's state; see the module docs.
 pub struct Engine {
     config: Config,
@@ -439,6 +459,23 @@ impl Engine {
     }
 
     fn run(mut self, inbox: &mut handoff::TokioInbox<Input>) -> Result<(), StoreError> {
+        let served = self.serve(inbox);
+        let conns = std::mem::take(&mut self.conns);
+        // Everything handed to the writer is written and delivered first.
+        let result = served.and(self.store.finish());
+        if let Err(e) = &result
+            && let Some(farewell) = farewell(e)
+        {
+            // Straight to the sockets, not through the writer: it acknowledges
+            // nothing, and the writer has stopped. Then the outboxes close.
+            for conn in conns.values() {
+                let _ = conn.outbox.try_send(Outgoing::Msg(farewell.clone()));
+            }
+        }
+        result
+    }
+
+    fn serve(&mut self, inbox: &mut handoff::TokioInbox<Input>) -> Result<(), StoreError> {
         loop {
             let first = match handoff::receive(inbox, self.next_wakeup()) {
                 Received::Input(input) => Some(input),
@@ -476,8 +513,7 @@ impl Engine {
                 break;
             }
         }
-        // Everything handed to the writer is written and delivered first.
-        self.store.finish()
+        Ok(())
     }
 
     fn next_wakeup(&self) -> Option<Instant> {

@@ -36,6 +36,11 @@ pub enum StoreError {
     Crashed(String),
     #[error("task store {path} has schema version {found}, this mcc knows up to {known}; upgrade mcc")]
     TooNew { path: PathBuf, found: i64, known: i64 },
+    /// Another hub holds the project's leader lease now: this one must stop serving.
+    #[error(
+        "project {project}: another hub ({holder}) took over at epoch {epoch}; this hub stepped down and wrote nothing more"
+    )]
+    Fenced { project: String, epoch: i64, holder: String },
 }
 
 const SCHEMA_VERSION: i64 = 3;
