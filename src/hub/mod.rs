@@ -12,6 +12,7 @@ pub mod files;
 pub mod guard;
 mod handshakes;
 pub mod page;
+pub mod standby;
 pub mod tokens;
 
 use std::fs;
