@@ -28,6 +28,7 @@ fn options(root: &Path, workflow: Option<&Path>) -> HubOptions {
         limits: HubLimits::default(),
         timing: Timing::default(),
         security: mcc::HubSecurity::default(),
+        store: mcc::StoreChoice::default(),
     }
 }
 

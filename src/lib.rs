@@ -34,7 +34,7 @@ mod fuzz;
 // the rest of the crate is its own, so rustc names what nothing uses.
 pub use client::files::ask;
 pub use engine::{Policy, Timing};
-pub use hub::{HubOptions, Limits as HubLimits, RunningHub, Security as HubSecurity, start as start_hub};
+pub use hub::{HubOptions, Limits as HubLimits, RunningHub, Security as HubSecurity, StoreChoice, start as start_hub};
 pub use layout::Layout;
 pub use lua::{Workflow, load as load_workflow};
 pub use scheduler::{Scheduler, Settings};

@@ -13,7 +13,7 @@ use serde_json::Value;
 
 use crate::event::EventKind;
 use crate::scheduler::{Task, TaskState};
-use crate::store::{Store, StoredEvent, StoredRun, ValidationRecord};
+use crate::store::{StoredEvent, StoredRun, ValidationRecord};
 use crate::wire::views::{AttemptView, QuestionView, TaskHistory, ValidationView};
 
 /// One grant of a task to a worker, from `assigned` to what ended it.
@@ -252,7 +252,9 @@ const RECENT_ATTEMPTS: usize = 1_000;
 /// drawn as [`timeline_svg`] draws a report's, with time from the first
 /// drawn, and a line saying so when earlier ones are left out.
 pub fn recent_timeline_svg(root: &Path) -> Result<String, String> {
-    let store = Store::open_read_only(crate::layout::Layout::of_root(root).dir()).map_err(|e| e.to_string())?;
+    let Some(mut store) = crate::store::read_project(root)? else {
+        return Ok(recent_timeline(&[], RECENT_ATTEMPTS));
+    };
     let events = store.recent_events(RECENT_EVENTS).map_err(|e| e.to_string())?;
     Ok(recent_timeline(&events, RECENT_ATTEMPTS))
 }
@@ -419,8 +421,11 @@ pub fn metrics(root: &Path) -> Result<Value, String> {
 /// asked for: every figure comes from that run's events, and says in its
 /// `measuredFrom` how. A store with no run yet gives one empty report.
 pub fn measure_runs(root: &Path, runs: Runs) -> Result<Vec<Metrics>, String> {
-    let store = Store::open(crate::layout::Layout::of_root(root).dir()).map_err(|e| e.to_string())?;
-    let stored = store.runs().map_err(|e| e.to_string())?;
+    let mut store = crate::store::read_project(root)?;
+    let stored = match store.as_mut() {
+        Some(store) => store.runs().map_err(|e| e.to_string())?,
+        None => Vec::new(),
+    };
     let chosen: Vec<&StoredRun> = match runs {
         Runs::Latest => stored.last().into_iter().collect(),
         Runs::All => stored.iter().collect(),
@@ -435,9 +440,9 @@ pub fn measure_runs(root: &Path, runs: Runs) -> Result<Vec<Metrics>, String> {
             vec![run]
         }
     };
-    if chosen.is_empty() {
+    let Some(store) = store.as_mut().filter(|_| !chosen.is_empty()) else {
         return Ok(vec![measure(&[], &[], &HashMap::new(), None)]);
-    }
+    };
     let (tasks, _) = store.load().map_err(|e| e.to_string())?;
     let task_runs = store.task_runs().map_err(|e| e.to_string())?;
     let mut out = Vec::with_capacity(chosen.len());
@@ -482,15 +487,14 @@ fn header(root: &Path, run: &StoredRun, of: usize, events: &[StoredEvent]) -> Ru
 /// The history of task `id` from the store of the project at `root`, read
 /// only: `None` when the project has no store or the store no such task.
 pub fn task_history(root: &Path, id: &str) -> Result<Option<TaskHistory>, String> {
-    task_history_in(crate::layout::Layout::of_root(root).dir(), id)
+    task_history_in(&crate::store::Location::of_root(root)?, id)
 }
 
-/// [`task_history`] from the store in the state folder `dir` (a hub's `show_task`).
-pub fn task_history_in(dir: &Path, id: &str) -> Result<Option<TaskHistory>, String> {
-    if !crate::layout::Layout::at(dir).state_db().is_file() {
+/// [`task_history`] from the store at `location` (a hub's `show_task`).
+pub fn task_history_in(location: &crate::store::Location, id: &str) -> Result<Option<TaskHistory>, String> {
+    let Some(mut store) = crate::store::open_read_only(location).map_err(|e| e.to_string())? else {
         return Ok(None);
-    }
-    let store = Store::open_read_only(dir).map_err(|e| e.to_string())?;
+    };
     let run = store.task_runs().map_err(|e| e.to_string())?.get(id).copied();
     let events = store.task_events(id).map_err(|e| e.to_string())?;
     if run.is_none() && events.is_empty() {

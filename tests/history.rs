@@ -211,7 +211,7 @@ fn a_store_written_before_runs_opens_and_reports_as_one_run() {
         .unwrap();
     }
 
-    // Read-only first (nothing is migrated), then opened by the report.
+    // Read-only, by `tasks show` and by the report: nothing is migrated until a hub opens it.
     let shown = project.mcc().args(["tasks", "show", "a"]).run();
     assert_eq!(shown.code, 0, "{shown:?}");
     assert!(
@@ -222,16 +222,19 @@ fn a_store_written_before_runs_opens_and_reports_as_one_run() {
     let report = project.mcc().args(["report", "--json"]).run().json();
     assert_eq!((report["run"]["id"].as_i64(), report["run"]["of"].as_i64()), (Some(1), Some(1)), "{report}");
     assert_eq!((report["tasks"].as_u64(), report["accepted"].as_u64()), (Some(2), Some(1)), "{report}");
+    let version = || -> String {
+        let db = rusqlite::Connection::open(project.path(".mcc/state.db")).unwrap();
+        db.query_row("SELECT value FROM meta WHERE key = 'schema_version'", [], |r| r.get(0)).unwrap()
+    };
+    assert_eq!(version(), "2", "a report writes nothing");
+
+    // A hub migrates the store and goes on with run 1.
+    let hub = Hub::start(project.root(), &[]);
+    assert_eq!(version(), "3", "migrated");
     let db = rusqlite::Connection::open(project.path(".mcc/state.db")).unwrap();
-    let version: String =
-        db.query_row("SELECT value FROM meta WHERE key = 'schema_version'", [], |r| r.get(0)).unwrap();
-    assert_eq!(version, "3", "migrated");
     let unassigned: i64 = db.query_row("SELECT COUNT(*) FROM events WHERE run_id IS NOT 1", [], |r| r.get(0)).unwrap();
     assert_eq!(unassigned, 0, "every event is run 1's");
     drop(db);
-
-    // A hub on the migrated store goes on with run 1.
-    let hub = Hub::start(project.root(), &[]);
     assert_eq!(worker(&["next"]).code, 0);
     assert_eq!(worker(&["done", "b"]).code, 4, "accepted, and all work is done");
     drop(hub);

@@ -295,6 +295,7 @@ fn in_process(root: &std::path::Path, runtime: &tokio::runtime::Runtime) -> mcc:
         limits: mcc::HubLimits::default(),
         timing: mcc::Timing::default(),
         security: mcc::HubSecurity::default(),
+        store: mcc::StoreChoice::default(),
     };
     runtime.block_on(mcc::start_hub(options)).expect("the hub starts in this process")
 }

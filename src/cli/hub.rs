@@ -27,6 +27,8 @@ pub struct HubArgs {
     pub bind: Option<IpAddr>,
     #[command(flatten)]
     pub tls: TlsArgs,
+    #[command(flatten)]
+    pub store: StoreArgs,
     /// Default lease of an assigned task, such as 30m or 90s.
     #[arg(long, default_value = "30m", value_parser = humantime::parse_duration)]
     pub lease: Duration,
@@ -101,7 +103,28 @@ impl HubArgs {
                 ..Default::default()
             },
             security: self.tls.security(),
+            store: self.store.choice(),
         }
+    }
+}
+
+/// Where the project's state is kept (`mcc hub` and `mcc run`).
+#[derive(Debug, Clone, Default, Args)]
+pub struct StoreArgs {
+    /// Keep the project's state in PostgreSQL (postgres://USER@HOST:PORT/DATABASE) instead of
+    /// .mcc/state.db; `sqlite` goes back to the file. The checkout remembers the choice in
+    /// .mcc/store.json, so later commands need not repeat it.
+    #[arg(long, env = "MCC_STORE", value_name = "URL")]
+    pub store: Option<String>,
+    /// The project's name inside that database (default: the project root folder's name):
+    /// one database serves many projects.
+    #[arg(long, env = "MCC_PROJECT", value_name = "NAME")]
+    pub project: Option<String>,
+}
+
+impl StoreArgs {
+    pub fn choice(&self) -> hub::StoreChoice {
+        hub::StoreChoice { url: self.store.clone(), project: self.project.clone() }
     }
 }
 

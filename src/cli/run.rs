@@ -43,6 +43,8 @@ pub struct RunArgs {
     pub port: u16,
     #[command(flatten)]
     pub tls: super::hub::TlsArgs,
+    #[command(flatten)]
+    pub store: super::hub::StoreArgs,
     /// Default lease of an assigned task.
     #[arg(long, default_value = "30m", value_parser = humantime::parse_duration)]
     pub lease: Duration,
@@ -282,6 +284,7 @@ async fn start_hub(args: &RunArgs, root: &Path, file: &Path) -> Result<hub::Runn
         limits: hub::Limits::default(),
         timing: crate::engine::Timing::default(),
         security: args.tls.security(),
+        store: args.store.choice(),
     };
     match hub::start(options(args.port)).await {
         // Another program holds the default port: any free one will do, clients read .mcc/hub.json.

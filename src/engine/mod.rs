@@ -29,7 +29,7 @@ use crate::command::Outcome;
 use crate::handoff::{self, Inbox as _, Received};
 use crate::scheduler::{Refusal, Scheduler, Settings, TaskId, TaskState};
 use crate::store::writer::Writer;
-use crate::store::{Clock, Notes, Rows, Store, StoreError};
+use crate::store::{self, Clock, Location, Notes, Rows, StoreError};
 use crate::task::{Report, ReportStatus, TaskSpec};
 use crate::wire::{ClientMsg, ServerMsg};
 
@@ -125,6 +125,8 @@ pub struct Config {
     pub root: PathBuf,
     /// `.mcc/` under the root.
     pub state_dir: PathBuf,
+    /// Where the project's state is kept.
+    pub store: Location,
     pub settings: Settings,
     pub loader: Option<Loader>,
     /// Time limit of a task's validation command.
@@ -152,7 +154,7 @@ impl Default for Timing {
     fn default() -> Self {
         Self {
             verdict_wait_floor: judge::VERDICT_WAIT_FLOOR,
-            busy_timeout: crate::store::BUSY_TIMEOUT,
+            busy_timeout: store::BUSY_TIMEOUT,
             command_grace: crate::command::DEFAULT_GRACE,
         }
     }
@@ -383,8 +385,8 @@ impl Engine {
     pub fn start(
         config: Config,
     ) -> Result<(EngineHandle, std::thread::JoinHandle<Result<(), StoreError>>), StoreError> {
-        let store = Store::open(&config.state_dir)?;
-        store.set_busy_timeout(config.timing.busy_timeout)?;
+        let options = store::Options { busy_timeout: config.timing.busy_timeout };
+        let mut store = store::open(&config.store, &options)?;
         let scheduler = store.restore(config.settings.clone())?;
         let workflow_path = store.meta("workflow_path")?.map(PathBuf::from);
         let (tx, rx) = tokio::sync::mpsc::channel(ENGINE_QUEUE);

@@ -11,6 +11,7 @@ fn a_reader_that_does_not_read_is_cut_off_and_its_queue_stays_bounded() {
     let config = Config {
         root: dir.path().to_owned(),
         state_dir: dir.path().join(".mcc"),
+        store: crate::store::Location::Sqlite(dir.path().join(".mcc")),
         settings: Settings::default(),
         loader: None,
         validation_limit: Duration::from_secs(10),

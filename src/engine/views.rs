@@ -72,11 +72,11 @@ impl Engine {
             self.send(conn, ServerMsg::TaskInfo { task });
             return;
         }
-        let (dir, tx) = (self.config.state_dir.clone(), self.tx.clone());
+        let (location, tx) = (self.config.store.clone(), self.tx.clone());
         let mut read = task.clone();
         let spawned = std::thread::Builder::new().name("mcc-history".into()).spawn(move || {
             let id = read.summary.id.clone();
-            match crate::report::task_history_in(&dir, &id) {
+            match crate::report::task_history_in(&location, &id) {
                 Ok(history) => read.history = history,
                 Err(e) => tracing::warn!("mcc hub: the history of task {id} cannot be read: {e}"),
             }

@@ -128,6 +128,8 @@ pub enum HubError {
     Plaintext(IpAddr),
     #[error(transparent)]
     Tls(#[from] crate::tls::TlsError),
+    #[error("{0}")]
+    StoreChoice(String),
 }
 
 /// How the hub's connections are protected on the wire.
@@ -160,6 +162,18 @@ pub struct HubOptions {
     pub timing: crate::engine::Timing,
     /// TLS, or why none is needed.
     pub security: Security,
+    /// Where the project's state is kept (`--store`, `--project`).
+    pub store: StoreChoice,
+}
+
+/// Where a hub is told to keep its project's state; nothing given is the
+/// store the checkout names (`.mcc/store.json`), else `.mcc/state.db`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StoreChoice {
+    /// `--store` / `MCC_STORE`: a `postgres://` URL, or `sqlite`.
+    pub url: Option<String>,
+    /// `--project` / `MCC_PROJECT`: the project's name inside that database.
+    pub project: Option<String>,
 }
 
 /// A started hub.
@@ -240,9 +254,13 @@ pub async fn start(options: HubOptions) -> Result<RunningHub, HubError> {
     let host = SocketAddr::new(options.bind.unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST)), port).to_string();
     let url = format!("{}://{host}", if tls.is_some() { "wss" } else { "ws" });
 
+    let store =
+        crate::store::Location::choose(options.store.url.as_deref(), options.store.project.as_deref(), layout.dir())
+            .map_err(HubError::StoreChoice)?;
     let (engine, engine_thread) = Engine::start(Config {
         root: root.clone(),
         state_dir: layout.dir().to_owned(),
+        store: store.clone(),
         settings: options.settings.clone(),
         loader: options.loader,
         validation_limit: Duration::from_mins(10),
@@ -250,6 +268,8 @@ pub async fn start(options: HubOptions) -> Result<RunningHub, HubError> {
         runners: runners.clone(),
         max_task_files_bytes: options.limits.max_task_files_bytes,
     })?;
+    // Once it opened: the checkout's commands read the same store with no hub running.
+    store.remember(layout.dir()).map_err(HubError::StoreChoice)?;
     if let Some(workflow) = options.workflow.clone() {
         engine.send_async(Input::LoadWorkflow { conn: None, path: workflow }).await;
     }

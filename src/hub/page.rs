@@ -31,7 +31,7 @@ use super::guard::view_capability;
 use super::handshakes::{Handshakes, Place};
 use crate::event::EventKind;
 use crate::layout::{Layout, PAGE_PORT, SMALL_FILE, StateDir};
-use crate::store::{Store, StoredEvent};
+use crate::store::StoredEvent;
 use serde::{Deserialize, Serialize};
 
 /// The largest request head read.
@@ -433,8 +433,10 @@ struct Detail {
 
 /// The latest rejections and questions of the project at `root`, as JSON.
 fn recent(root: &std::path::Path) -> Result<String, String> {
-    let store = Store::open_read_only(Layout::of_root(root).dir()).map_err(|e| e.to_string())?;
-    let events = store.recent_events(RECENT_EVENTS).map_err(|e| e.to_string())?;
+    let events = match crate::store::read_project(root)? {
+        Some(mut store) => store.recent_events(RECENT_EVENTS).map_err(|e| e.to_string())?,
+        None => Vec::new(),
+    };
     serde_json::to_string(&recent_of(&events)).map_err(|e| e.to_string())
 }
 

@@ -9,8 +9,7 @@
 use std::path::Path;
 use std::time::Instant;
 
-use super::{RUN_FINISHED, Store};
-use crate::layout::Layout;
+use super::RUN_FINISHED;
 use crate::scheduler::{Task, TaskState};
 use crate::wire::{Summary, TaskInfo, TaskSummary};
 
@@ -27,11 +26,7 @@ pub struct Stored {
 /// The views of the store under `root` (read-only); `None` when the project
 /// has no store or it cannot be read.
 pub fn stored(root: &Path) -> Option<Stored> {
-    let layout = Layout::of_root(root);
-    if !layout.state_db().is_file() {
-        return None;
-    }
-    let store = Store::open_read_only(layout.dir()).ok()?;
+    let mut store = super::read_project(root).ok()??;
     let (tasks, _workers) = store.load().ok()?;
     let now = Instant::now();
     let tasks: Vec<TaskSummary> = tasks.iter().map(|t| task_summary(t, now)).collect();
@@ -52,20 +47,14 @@ pub fn stored(root: &Path) -> Option<Stored> {
 
 /// Whether the store under `root` says the run finished (read-only).
 pub fn finished(root: &Path) -> bool {
-    let layout = Layout::of_root(root);
-    layout.state_db().is_file()
-        && Store::open_read_only(layout.dir()).ok().and_then(|s| s.meta(RUN_FINISHED).ok().flatten()).as_deref()
-            == Some("true")
+    super::read_project(root).ok().flatten().and_then(|mut s| s.meta(RUN_FINISHED).ok().flatten()).as_deref()
+        == Some("true")
 }
 
 /// Task `id` in full from the store under `root` (read-only), as a hub's
 /// `show_task` answers; `None` when there is no store or no such task.
 pub fn stored_task(root: &Path, id: &str) -> Option<TaskInfo> {
-    let layout = Layout::of_root(root);
-    if !layout.state_db().is_file() {
-        return None;
-    }
-    let store = Store::open_read_only(layout.dir()).ok()?;
+    let mut store = super::read_project(root).ok()??;
     let (tasks, _workers) = store.load().ok()?;
     tasks.iter().find(|t| t.spec.id == id).map(|t| task_info(t, Instant::now()))
 }

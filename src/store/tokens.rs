@@ -163,7 +163,7 @@ mod tests {
     #[test]
     fn a_token_is_stored_by_hash_and_read_back_after_reopening_beside_the_task_store() {
         let dir = tempfile::tempdir().unwrap();
-        let tasks = super::super::Store::open(dir.path()).unwrap();
+        let tasks = super::super::sqlite::SqliteStore::open(dir.path()).unwrap();
         let store = TokenStore::open(dir.path()).unwrap();
         assert!(store.insert(&row("tok-1", "ab")).unwrap());
         assert!(!store.insert(&row("tok-1", "cd")).unwrap(), "an id is never reused");
@@ -178,6 +178,6 @@ mod tests {
         assert!(!again.delete("tok-1").unwrap());
         assert!(again.all().unwrap().is_empty());
         // The task store still opens on a file with the tokens table in it.
-        super::super::Store::open(dir.path()).unwrap();
+        super::super::sqlite::SqliteStore::open(dir.path()).unwrap();
     }
 }

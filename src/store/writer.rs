@@ -10,6 +10,8 @@
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use std::thread::JoinHandle;
 
+use std::time::{Duration, Instant};
+
 use super::{Rows, Store, StoreError};
 use crate::handoff;
 
@@ -126,12 +128,22 @@ impl<D: Send + 'static> Drop for Writer<D> {
 }
 
 fn run<D>(
-    mut store: Store,
+    store: Store,
     rx: &mut Receiver<Job<D>>,
-    mut deliver: impl FnMut(Vec<D>),
+    deliver: impl FnMut(Vec<D>),
     failed: impl FnOnce(&StoreError),
 ) -> Result<(), StoreError> {
-    let mut next = rx.recv().ok();
+    let served = serve(store, rx, deliver);
+    if let Err(e) = &served {
+        failed(e);
+    }
+    served
+}
+
+/// Commit and deliver what comes until the engine lets go or a write fails.
+fn serve<D>(mut store: Store, rx: &mut Receiver<Job<D>>, mut deliver: impl FnMut(Vec<D>)) -> Result<(), StoreError> {
+    let every = store.keep_alive_every();
+    let mut next = idle(&mut store, rx, every)?;
     while let Some(first) = next.take() {
         let mut rows = Vec::new();
         let mut deliveries = Vec::new();
@@ -150,11 +162,8 @@ fn run<D>(
                 }
             }
         }
-        if !rows.is_empty()
-            && let Err(e) = store.write(&rows)
-        {
-            failed(&e);
-            return Err(e);
+        if !rows.is_empty() {
+            store.write(&rows)?;
         }
         if !deliveries.is_empty() {
             deliver(deliveries);
@@ -162,13 +171,28 @@ fn run<D>(
         match job {
             Some(Job::Meta { key, reply }) => {
                 let _ = reply.send(store.meta(&key));
-                next = rx.recv().ok();
+                next = idle(&mut store, rx, every)?;
             }
             Some(commit @ Job::Commit { .. }) => next = Some(commit),
-            None => next = handoff::receive(rx, None).into_input(),
+            None => next = idle(&mut store, rx, every)?,
         }
     }
     Ok(())
+}
+
+/// The next job, calling the store's [`Backend::keep_alive`] each `every`
+/// that passes with none; `None` once the engine let go of the writer.
+fn idle<D>(
+    store: &mut Store,
+    rx: &mut Receiver<Job<D>>,
+    every: Option<Duration>,
+) -> Result<Option<Job<D>>, StoreError> {
+    loop {
+        match handoff::receive(rx, every.map(|e| Instant::now() + e)) {
+            handoff::Received::TimedOut => store.keep_alive()?,
+            got => return Ok(got.into_input()),
+        }
+    }
 }
 
 #[cfg(test)]
@@ -178,6 +202,7 @@ mod tests {
 
     use super::*;
     use crate::scheduler::{Scheduler, Settings};
+    use crate::store::{Location, Options};
     use crate::task::TaskSpec;
 
     fn scheduler_with(ids: &[&str]) -> Scheduler {
@@ -189,7 +214,7 @@ mod tests {
     #[test]
     fn answers_are_delivered_in_order_after_their_rows_are_written_and_a_read_sees_them() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path()).unwrap();
+        let store = crate::store::open(&Location::Sqlite(dir.path().into()), &Options::default()).unwrap();
         let clock = store.clock();
         let (delivered, deliveries) = channel();
         let mut writer = Writer::start(store, move |d: Vec<u32>| delivered.send(d).unwrap(), |_| {});
@@ -207,16 +232,17 @@ mod tests {
         writer.finish().unwrap();
         let order: Vec<u32> = deliveries.iter().flatten().collect();
         assert_eq!(order, (0..50).collect::<Vec<_>>());
-        let (tasks, _) = Store::open(dir.path()).unwrap().load().unwrap();
+        let (tasks, _) =
+            crate::store::open(&Location::Sqlite(dir.path().into()), &Options::default()).unwrap().load().unwrap();
         assert_eq!(tasks.iter().map(|t| t.spec.id.as_str()).collect::<Vec<_>>(), ["a", "b"]);
     }
 
     #[test]
     fn a_commit_that_fails_delivers_nothing_and_the_next_commit_returns_its_error() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path()).unwrap();
         // Not the 5 s a hub waits: the lock below is never let go, so any wait ends the same way.
-        store.set_busy_timeout(Duration::from_millis(50)).unwrap();
+        let options = Options { busy_timeout: Duration::from_millis(50) };
+        let store = crate::store::open(&Location::Sqlite(dir.path().into()), &options).unwrap();
         let clock = store.clock();
         // Another connection holds the write lock: the writer's commit fails once its busy timeout passes.
         let other = rusqlite::Connection::open(dir.path().join("state.db")).unwrap();
