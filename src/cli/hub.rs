@@ -120,11 +120,27 @@ pub struct StoreArgs {
     /// one database serves many projects.
     #[arg(long, env = "MCC_PROJECT", value_name = "NAME")]
     pub project: Option<String>,
+    /// On a PostgreSQL store, a hub serves only while it holds the project's leader lease; a
+    /// lease not renewed for this long passes to a standby (`mcc hub --standby`).
+    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+    pub leader_lease: Duration,
+    /// How often the serving hub renews its leader lease, and a standby looks whether it is free.
+    #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
+    pub leader_renew: Duration,
 }
 
 impl StoreArgs {
     pub fn choice(&self) -> hub::StoreChoice {
-        hub::StoreChoice { url: self.store.clone(), project: self.project.clone() }
+        hub::StoreChoice {
+            url: self.store.clone(),
+            project: self.project.clone(),
+            leader: crate::store::Leader {
+                lease: self.leader_lease,
+                // A lease renewed less often than it lasts would pass to a standby while its holder serves.
+                renew: self.leader_renew.min(self.leader_lease / 2).max(Duration::from_millis(10)),
+                address: None,
+            },
+        }
     }
 }
 

@@ -136,6 +136,8 @@ pub struct Config {
     pub runners: crate::command::Runners,
     /// What one task's files may weigh, each way, for a remote worker (`--max-task-files-bytes`).
     pub max_task_files_bytes: u64,
+    /// The project's leader lease, when several hubs share the store.
+    pub leader: store::Leader,
 }
 
 /// How long the hub waits on the clock where a user rarely wants to choose:
@@ -385,7 +387,7 @@ impl Engine {
     pub fn start(
         config: Config,
     ) -> Result<(EngineHandle, std::thread::JoinHandle<Result<(), StoreError>>), StoreError> {
-        let options = store::Options { busy_timeout: config.timing.busy_timeout };
+        let options = store::Options { busy_timeout: config.timing.busy_timeout, leader: config.leader.clone() };
         let mut store = store::open(&config.store, &options)?;
         let scheduler = store.restore(config.settings.clone())?;
         let workflow_path = store.meta("workflow_path")?.map(PathBuf::from);

@@ -174,6 +174,8 @@ pub struct StoreChoice {
     pub url: Option<String>,
     /// `--project` / `MCC_PROJECT`: the project's name inside that database.
     pub project: Option<String>,
+    /// `--leader-lease`, `--leader-renew`: the lease this hub holds while it serves a shared store.
+    pub leader: crate::store::Leader,
 }
 
 /// A started hub.
@@ -267,6 +269,8 @@ pub async fn start(options: HubOptions) -> Result<RunningHub, HubError> {
         timing: options.timing.clone(),
         runners: runners.clone(),
         max_task_files_bytes: options.limits.max_task_files_bytes,
+        // The address clients reach this hub at goes with its lease: a standby names it.
+        leader: crate::store::Leader { address: Some(url.clone()), ..options.store.leader.clone() },
     })?;
     // Once it opened: the checkout's commands read the same store with no hub running.
     store.remember(layout.dir()).map_err(HubError::StoreChoice)?;
