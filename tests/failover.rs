@@ -188,7 +188,12 @@ fn work(url: &str, name: &str, accepted: &Mutex<Vec<String>>, grants: &Mutex<Vec
 
 type Shared<T> = Arc<Mutex<Vec<T>>>;
 
-fn workers(url: &str, prefix: &str, accepted: &Shared<String>, grants: &Shared<(String, u64)>) -> Vec<std::thread::JoinHandle<Ended>> {
+fn workers(
+    url: &str,
+    prefix: &str,
+    accepted: &Shared<String>,
+    grants: &Shared<(String, u64)>,
+) -> Vec<std::thread::JoinHandle<Ended>> {
     (0..4)
         .map(|k| {
             let (url, name, a, g) = (url.to_owned(), format!("{prefix}{k}"), accepted.clone(), grants.clone());
@@ -237,7 +242,10 @@ fn when_the_leader_is_killed_mid_drain_the_standby_serves_and_every_task_ends_ac
     let leader_url = leader.listening(DEADLINE);
     let mut standby = PgHub::spawn(standby_clone.root(), &store, &project, &["--standby"]);
     let waiting = standby.wait_for("waiting for", DEADLINE);
-    assert!(waiting.contains(&project) && waiting.contains("epoch"), "it says what it waits for and who holds it: {waiting}");
+    assert!(
+        waiting.contains(&project) && waiting.contains("epoch"),
+        "it says what it waits for and who holds it: {waiting}"
+    );
 
     let total = 300;
     let ids: Vec<String> = (0..total).map(|i| format!("t{i:03}")).collect();
@@ -331,9 +339,9 @@ fn a_leader_paused_past_its_lease_steps_down_when_it_wakes_and_writes_and_grants
     let log = leader.log_until_exit(Duration::ZERO);
     assert!(log.contains("stepped down") && log.contains(&project), "its log says it stepped down: {log}");
     assert_eq!(stored_rows(&project), rows, "the old leader wrote nothing after it woke");
-    let state = states(&standby.connect(&standby_url).ask(json!({"type":"snapshot"}))["snapshot"]);
-    assert_eq!(state[&id], "accepted");
-    assert_eq!(state.values().filter(|s| *s == "ready").count(), 2, "nothing else granted: {state:?}");
+    let in_standby = states(&standby.connect(&standby_url).ask(json!({"type":"snapshot"}))["snapshot"]);
+    assert_eq!(in_standby[&id], "accepted");
+    assert_eq!(in_standby.values().filter(|s| *s == "ready").count(), 2, "nothing else granted: {in_standby:?}");
 }
 
 #[test]
@@ -361,4 +369,45 @@ fn a_database_restarted_under_load_is_only_a_wait_for_the_workers() {
     let accepted = accepted.lock().unwrap().clone();
     assert_eq!(accepted.len(), total, "every acceptance was acknowledged once");
     accepted_once(&accepted, &grants.lock().unwrap(), total);
+}
+
+#[test]
+fn a_standby_says_which_hub_holds_the_lease_it_waits_for_and_does_not_serve_meanwhile() {
+    let (store, project) = (postgres::url(), postgres::project_name("standby waits"));
+    let mut client = postgres::client();
+    // The lease row a serving hub keeps, as the shared conventions have it (the engine makes the table).
+    client
+        .batch_execute(
+            "CREATE TABLE IF NOT EXISTS mcc_leaders (project TEXT PRIMARY KEY, owner TEXT, epoch BIGINT, \
+             expires_at TIMESTAMPTZ, address TEXT)",
+        )
+        .expect("the lease table");
+    client
+        .execute(
+            "INSERT INTO mcc_leaders (project, owner, epoch, expires_at, address) \
+             VALUES ($1, 'elsewhere-4242', 7, now() + interval '1 hour', 'ws://10.0.0.9:3100')",
+            &[&project],
+        )
+        .expect("a lease held by another hub");
+    let clone = Project::new();
+    let mut standby = PgHub::spawn(clone.root(), &store, &project, &["--standby"]);
+    let waiting = standby.wait_for("waiting for", DEADLINE);
+    for part in [project.as_str(), "elsewhere-4242", "ws://10.0.0.9:3100", "epoch 7"] {
+        assert!(waiting.contains(part), "the line names {part:?}: {waiting}");
+    }
+    // It looks again every --leader-renew and says nothing more while the holder stays.
+    let renewed = Instant::now();
+    client
+        .execute("UPDATE mcc_leaders SET epoch = 8, owner = 'elsewhere-5353' WHERE project = $1", &[&project])
+        .expect("another holder");
+    let again = standby.wait_for("elsewhere-5353", DEADLINE);
+    assert!(again.contains("epoch 8"), "{again}");
+    eprintln!("failover: the standby saw the new holder {:.2} s later", renewed.elapsed().as_secs_f64());
+    assert!(
+        !standby.seen.iter().any(|l| l.contains("listening on")),
+        "it serves nothing while the lease is held: {:?}",
+        standby.seen
+    );
+    assert!(standby.child.try_wait().expect("look at the standby").is_none(), "it is still waiting");
+    client.execute("DELETE FROM mcc_leaders WHERE project = $1", &[&project]).expect("clean up the lease");
 }

@@ -20,10 +20,10 @@ pub struct Holder {
 }
 
 impl Holder {
-    /// "hub OWNER at ADDRESS, epoch N, 3.2s left" for the standby's line.
+    /// "hub OWNER at ADDRESS, epoch N, 3s left" for the standby's line.
     pub fn describe(&self) -> String {
         let at = self.address.as_deref().map(|a| format!(" at {a}")).unwrap_or_default();
-        format!("hub {}{at}, epoch {}, {:.1}s left", self.owner, self.epoch, self.left.as_secs_f64())
+        format!("hub {}{at}, epoch {}, {} left", self.owner, self.epoch, crate::text::duration(self.left))
     }
 }
 
@@ -53,7 +53,7 @@ pub fn holder(url: &str, project: &str) -> Result<Option<Holder>, String> {
 /// Says in one line what it waits for and who holds the lease, and again
 /// only when the holder changes or the database cannot be reached.
 pub async fn wait_for_lease(url: &str, project: &str, every: Duration) -> Result<(), HubError> {
-    let shown_url = format!("project {project:?}");
+    let shown_url = crate::store::Location::Postgres { url: url.to_owned(), project: project.to_owned() }.to_string();
     let mut said: Option<(String, i64)> = None;
     let mut unreachable_said = false;
     loop {

@@ -317,6 +317,7 @@ pub struct Options {
     /// How long a write waits for another connection's lock (`SQLite`).
     pub busy_timeout: Duration,
     /// The project's leader lease, on a store several hubs share (PostgreSQL).
+    #[allow(dead_code)] // Read by the PostgreSQL engine, which lands beside this.
     pub leader: Leader,
 }
 
