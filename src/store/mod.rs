@@ -316,35 +316,11 @@ pub type Store = Box<dyn Backend>;
 pub struct Options {
     /// How long a write waits for another connection's lock (`SQLite`).
     pub busy_timeout: Duration,
-    /// The project's leader lease, on a store several hubs share (PostgreSQL).
-    #[allow(dead_code)] // Read by the PostgreSQL engine, which lands beside this.
-    pub leader: Leader,
 }
 
 impl Default for Options {
     fn default() -> Self {
-        Self { busy_timeout: BUSY_TIMEOUT, leader: Leader::default() }
-    }
-}
-
-/// The leader lease a hub holds on a store several hubs share: how long it
-/// lasts unrenewed, how often its holder renews it, and where the holder
-/// serves (what a standby and a fenced hub tell their clients). With the
-/// defaults a standby takes over within the lease and one look: about 6 s.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Leader {
-    pub lease: Duration,
-    pub renew: Duration,
-    pub address: Option<String>,
-}
-
-/// `--leader-lease` and `--leader-renew` by default.
-pub const LEADER_LEASE: Duration = Duration::from_secs(5);
-pub const LEADER_RENEW: Duration = Duration::from_secs(1);
-
-impl Default for Leader {
-    fn default() -> Self {
-        Self { lease: LEADER_LEASE, renew: LEADER_RENEW, address: None }
+        Self { busy_timeout: BUSY_TIMEOUT }
     }
 }
 
@@ -386,5 +362,27 @@ pub fn open_read_only(location: &Location) -> Result<Option<Store>, StoreError> 
             Ok(Some(Box::new(sqlite::SqliteStore::open_read_only(dir)?)))
         }
         Location::Postgres { .. } => Err(no_postgres_yet(location)),
+    }
+}
+
+/// The leader lease a hub holds on a store several hubs share: how long it
+/// lasts unrenewed, how often a standby looks whether it is free (the
+/// holder renews it more often than that), and where the holder serves
+/// (what a standby and a fenced hub tell their clients). With the defaults
+/// a standby takes over within the lease and one look: about 6 s.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Leader {
+    pub lease: Duration,
+    pub renew: Duration,
+    pub address: Option<String>,
+}
+
+/// `--leader-lease` and `--leader-renew` by default.
+pub const LEADER_LEASE: Duration = Duration::from_secs(5);
+pub const LEADER_RENEW: Duration = Duration::from_secs(1);
+
+impl Default for Leader {
+    fn default() -> Self {
+        Self { lease: LEADER_LEASE, renew: LEADER_RENEW, address: None }
     }
 }
