@@ -317,10 +317,10 @@ impl EngineHandle {
 /// next. Other store failures close the connections without a word, as before.
 pub fn farewell(e: &StoreError) -> Option<ServerMsg> {
     match e {
-        StoreError::Fenced { holder, .. } => Some(ServerMsg::error_code(
+        StoreError::Fenced { .. } => Some(ServerMsg::error_code(
             format!(
-                "{e}. Nothing more is granted or written here; connect to the hub that serves now ({holder}): \
-                 give several addresses (MCC_HUB=ws://a,ws://b) and clients move on by themselves"
+                "{e}. It grants nothing more: connect to the hub that serves the project now (named above); \
+                 a client given several addresses (MCC_HUB=ws://a,ws://b) moves on by itself"
             ),
             STEPPED_DOWN,
         )),
