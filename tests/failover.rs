@@ -23,8 +23,10 @@ fn the_test_database_started_by_scripts_test_answers() {
     assert_ne!(postgres::project_name("a b"), postgres::project_name("a b"), "each call names a new project");
 }
 
-/// Leader lease and renewal short enough for a test; the defaults are 5 s and 1 s.
+/// Leader lease and renewal short enough for a test that waits for a takeover
+/// it does not measure; the defaults are 5 s and 1 s.
 const LEADER: [&str; 4] = ["--leader-lease", "2s", "--leader-renew", "250ms"];
+const STANDBY: [&str; 5] = ["--leader-lease", "2s", "--leader-renew", "250ms", "--standby"];
 
 /// A `mcc hub` on a Postgres store, spawned without waiting for it to
 /// listen: a standby listens only once it holds the lease.
@@ -41,7 +43,6 @@ impl PgHub {
             .args(["hub", "--port", "0", "--dir"])
             .arg(root)
             .args(["--store", store, "--project", project, "--lease", "2s"])
-            .args(LEADER)
             .args(extra)
             .env("NO_COLOR", "1")
             .stdin(Stdio::null())
@@ -264,6 +265,7 @@ fn when_the_leader_is_killed_mid_drain_the_standby_serves_and_every_task_ends_ac
 
     let standby_url = standby.listening(DEADLINE);
     let takeover = killed.elapsed();
+    // With the default lease (5 s) and look (1 s): the issue asks for 10 s at most.
     eprintln!("failover: the standby served {:.2} s after kill -9 of the leader", takeover.as_secs_f64());
     let after = states(&standby.connect(&standby_url).ask(json!({"type":"snapshot"}))["snapshot"]);
     assert_eq!(after.len(), total, "every task is in the standby's state");
@@ -308,9 +310,9 @@ fn stored_rows(project: &str) -> Vec<String> {
 fn a_leader_paused_past_its_lease_steps_down_when_it_wakes_and_writes_and_grants_nothing() {
     let (store, project) = (postgres::url(), postgres::project_name("failover fence"));
     let (leader_clone, standby_clone) = (Project::new(), Project::new());
-    let mut leader = PgHub::spawn(leader_clone.root(), &store, &project, &[]);
+    let mut leader = PgHub::spawn(leader_clone.root(), &store, &project, &LEADER);
     let leader_url = leader.listening(DEADLINE);
-    let mut standby = PgHub::spawn(standby_clone.root(), &store, &project, &["--standby"]);
+    let mut standby = PgHub::spawn(standby_clone.root(), &store, &project, &STANDBY);
     standby.wait_for("waiting for", DEADLINE);
     let ids: Vec<String> = (0..3).map(|i| format!("t{i}")).collect();
     create(&mut leader.connect(&leader_url), &ids);
@@ -386,7 +388,7 @@ fn a_standby_says_which_hub_holds_the_lease_it_waits_for_and_does_not_serve_mean
         )
         .expect("a lease held by another hub");
     let clone = Project::new();
-    let mut standby = PgHub::spawn(clone.root(), &store, &project, &["--standby"]);
+    let mut standby = PgHub::spawn(clone.root(), &store, &project, &STANDBY);
     let waiting = standby.wait_for("waiting for", DEADLINE);
     for part in [project.as_str(), "elsewhere-4242", "ws://10.0.0.9:3100", "epoch 7"] {
         assert!(waiting.contains(part), "the line names {part:?}: {waiting}");
