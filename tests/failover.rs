@@ -409,3 +409,12 @@ fn a_standby_says_which_hub_holds_the_lease_it_waits_for_and_does_not_serve_mean
     assert!(standby.child.try_wait().expect("look at the standby").is_none(), "it is still waiting");
     client.execute("DELETE FROM mcc_leaders WHERE project = $1", &[&project]).expect("clean up the lease");
 }
+
+#[test]
+fn a_standby_on_the_checkouts_sqlite_file_is_refused_with_what_to_give_instead() {
+    let project = Project::new();
+    let run = project.mcc().args(["hub", "--standby", "--port", "0", "--dir", "."]).run();
+    assert_eq!(run.code, 1, "{run:?}");
+    assert!(run.stderr.contains("--standby needs") && run.stderr.contains("--store postgres://"), "{}", run.stderr);
+    assert!(!project.path(".mcc/hub.json").exists(), "it never served");
+}
