@@ -129,7 +129,8 @@ pub struct StoreArgs {
     /// lease not renewed for this long passes to a standby (`mcc hub --standby`).
     #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
     pub leader_lease: Duration,
-    /// How often the serving hub renews its leader lease, and a standby looks whether it is free.
+    /// How often a standby looks whether the leader lease is free (the serving hub renews its
+    /// own every fifth of --leader-lease).
     #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
     pub leader_renew: Duration,
 }
@@ -141,8 +142,7 @@ impl StoreArgs {
             project: self.project.clone(),
             leader: crate::store::Leader {
                 lease: self.leader_lease,
-                // A lease renewed less often than it lasts would pass to a standby while its holder serves.
-                renew: self.leader_renew.min(self.leader_lease / 2).max(Duration::from_millis(10)),
+                renew: self.leader_renew.max(Duration::from_millis(10)),
                 address: None,
             },
         }
@@ -233,16 +233,12 @@ pub fn run(args: HubArgs) -> u8 {
         match turn {
             Ok(Turn::Stopped) => return exit::OK,
             Ok(Turn::SteppedDown) => tracing::info!("mcc hub: standby again for project {project:?}"),
-            Err(e) => match standby::holder(&url, &project) {
-                // Another standby took the lease first: wait for it again.
-                Ok(Some(held)) if !held.left.is_zero() => {
-                    tracing::info!("mcc hub: could not take over ({e}); {} holds the lease", held.describe());
-                }
-                _ => {
-                    eprintln!("mcc hub: {e}");
-                    return exit::ERROR;
-                }
-            },
+            // Another standby took the lease first: wait for it again.
+            Err(HubError::Store(StoreError::Serving { .. })) => {}
+            Err(e) => {
+                eprintln!("mcc hub: {e}");
+                return exit::ERROR;
+            }
         }
     }
 }

@@ -137,7 +137,6 @@ pub struct Config {
     /// What one task's files may weigh, each way, for a remote worker (`--max-task-files-bytes`).
     pub max_task_files_bytes: u64,
     /// The project's leader lease, when several hubs share the store.
-    #[allow(dead_code)] // Handed to the PostgreSQL engine's options, which land beside this.
     pub leader: store::Leader,
 }
 
@@ -388,7 +387,12 @@ impl Engine {
     pub fn start(
         config: Config,
     ) -> Result<(EngineHandle, std::thread::JoinHandle<Result<(), StoreError>>), StoreError> {
-        let options = store::Options { busy_timeout: config.timing.busy_timeout, ..store::Options::default() };
+        let options = store::Options {
+            busy_timeout: config.timing.busy_timeout,
+            lease: config.leader.lease,
+            address: config.leader.address.clone(),
+            ..store::Options::default()
+        };
         let mut store = store::open(&config.store, &options)?;
         let scheduler = store.restore(config.settings.clone())?;
         let workflow_path = store.meta("workflow_path")?.map(PathBuf::from);

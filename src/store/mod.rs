@@ -389,10 +389,10 @@ pub fn open_read_only(location: &Location) -> Result<Option<Store>, StoreError> 
 }
 
 /// The leader lease a hub holds on a store several hubs share: how long it
-/// lasts unrenewed, how often a standby looks whether it is free (the
-/// holder renews it more often than that), and where the holder serves
-/// (what a standby and a fenced hub tell their clients). With the defaults
-/// a standby takes over within the lease and one look: about 6 s.
+/// lasts unrenewed ([`Options::lease`]), how often a standby looks whether
+/// it is free, and where the holder serves (what a standby and a fenced hub
+/// tell their clients). With the defaults a standby takes over within the
+/// lease and one look: about 6 s.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Leader {
     pub lease: Duration,
@@ -400,12 +400,8 @@ pub struct Leader {
     pub address: Option<String>,
 }
 
-/// `--leader-lease` and `--leader-renew` by default.
-pub const LEADER_LEASE: Duration = Duration::from_secs(5);
-pub const LEADER_RENEW: Duration = Duration::from_secs(1);
-
 impl Default for Leader {
     fn default() -> Self {
-        Self { lease: LEADER_LEASE, renew: LEADER_RENEW, address: None }
+        Self { lease: LEASE, renew: Duration::from_secs(1), address: None }
     }
 }
