@@ -335,6 +335,11 @@ fn a_leader_paused_past_its_lease_steps_down_when_it_wakes_and_writes_and_grants
     assert_eq!(told["type"], "error", "no grant from a fenced hub: {told}");
     assert_eq!(told["code"], "stepped_down", "{told}");
     assert!(told["error"].as_str().unwrap().contains(&project), "the message names the project: {told}");
+    // A client that comes now is told the same instead of being greeted.
+    let (mut late, _) = tungstenite::connect(&leader_url).expect("the old leader still listens for a moment");
+    let first = late.read().expect("a first message");
+    let first: Value = serde_json::from_str(first.to_text().expect("text")).expect("JSON");
+    assert_eq!(first["code"], "stepped_down", "{first}");
     assert_eq!(leader.exit_code(DEADLINE), Some(6), "a fenced hub exits 6 (stepped down)");
     let log = leader.log_until_exit(DEADLINE);
     assert!(log.contains("stepped down") && log.contains(&project), "its log says it stepped down: {log}");
