@@ -37,6 +37,8 @@ use tungstenite::client::IntoClientRequest;
 use tungstenite::{Message, WebSocket};
 
 pub use self::hubs::{BadAddress, Hubs, pin_at};
+// The wire error code of a hub that lost its project's lease to another: the next address may serve.
+use crate::engine::STEPPED_DOWN;
 use crate::layout::Layout;
 pub use crate::layout::find_root;
 use crate::tls::Trust;
@@ -525,10 +527,6 @@ impl Connection {
         let _ = self.socket.flush();
     }
 }
-
-/// The wire error code of a hub that lost its project's lease to another
-/// (its standby took over): it serves nothing more, the next address may.
-pub const STEPPED_DOWN: &str = "stepped_down";
 
 /// Why an address did not serve, in a few words for a list of them.
 fn why_not(e: &ClientError) -> String {
