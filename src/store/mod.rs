@@ -25,6 +25,7 @@ use crate::task::now_ms;
 
 pub mod location;
 pub mod read;
+pub mod restore;
 pub mod sqlite;
 pub mod tokens;
 pub mod writer;
@@ -118,6 +119,8 @@ pub enum FileKept {
     OverBound,
     /// Not kept: a symbolic link, a folder or another non-regular file (never followed).
     NotRegular,
+    /// Not kept: a regular file the hub could not read (its log says why).
+    Unreadable,
 }
 
 impl FileKept {
@@ -128,6 +131,7 @@ impl FileKept {
             Self::Deleted => "deleted",
             Self::OverBound => "over_bound",
             Self::NotRegular => "not_regular",
+            Self::Unreadable => "unreadable",
         }
     }
 
@@ -138,6 +142,7 @@ impl FileKept {
             ("deleted", _) => Self::Deleted,
             ("over_bound", _) => Self::OverBound,
             ("not_regular", _) => Self::NotRegular,
+            ("unreadable", _) => Self::Unreadable,
             _ => return None,
         })
     }
