@@ -12,6 +12,7 @@ mod deadlines;
 mod durability;
 mod effects;
 mod engineer;
+mod failover;
 mod faults;
 mod fencing;
 mod file_transport;

@@ -365,7 +365,7 @@ impl Engine {
     pub fn start(
         config: Config,
     ) -> Result<(EngineHandle, std::thread::JoinHandle<Result<(), StoreError>>), StoreError> {
-        let options = store::Options { busy_timeout: config.timing.busy_timeout };
+        let options = store::Options { busy_timeout: config.timing.busy_timeout, ..store::Options::default() };
         let mut store = store::open(&config.store, &options)?;
         let scheduler = store.restore(config.settings.clone())?;
         let workflow_path = store.meta("workflow_path")?.map(PathBuf::from);

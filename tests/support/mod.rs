@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod netns;
+pub mod postgres;
 pub mod tls;
 
 use std::io::{BufRead, BufReader};
