@@ -113,7 +113,17 @@ impl Engine {
         let Submission { source, worker, task, attempt, report } = sub;
         if report.status == ReportStatus::Completed {
             // Kept with the commit that records this `done`: durable when it is acknowledged.
+            let reading = Instant::now();
             let submitted = self.submitted_files(&task, attempt);
+            if !submitted.files.is_empty() {
+                // Read and hashed on the engine thread: what it costs shows with MCC_LOG=debug.
+                let bytes: usize = submitted.blobs.iter().map(|(_, b)| b.len()).sum();
+                tracing::debug!(
+                    "mcc hub: task {task} attempt {attempt}: {} files ({bytes} bytes) kept in {:?}",
+                    submitted.files.len(),
+                    reading.elapsed()
+                );
+            }
             self.notes.submitted.push(submitted);
         }
         if let Some(score) = report.context_efficiency_score {
