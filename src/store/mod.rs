@@ -484,3 +484,21 @@ pub fn open_read_only(location: &Location) -> Result<Option<Store>, StoreError> 
         }
     }
 }
+
+/// The leader lease a hub holds on a store several hubs share: how long it
+/// lasts unrenewed ([`Options::lease`]), how often a standby looks whether
+/// it is free, and where the holder serves (what a standby and a fenced hub
+/// tell their clients). With the defaults a standby takes over within the
+/// lease and one look: about 6 s.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Leader {
+    pub lease: Duration,
+    pub renew: Duration,
+    pub address: Option<String>,
+}
+
+impl Default for Leader {
+    fn default() -> Self {
+        Self { lease: LEASE, renew: Duration::from_secs(1), address: None }
+    }
+}
