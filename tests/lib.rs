@@ -32,6 +32,7 @@ mod run;
 mod scheduling;
 mod security;
 mod state_folder;
+mod submitted_files;
 mod tokens;
 mod validate;
 mod waiting;
