@@ -7,13 +7,14 @@ use std::time::Duration;
 use clap::Args;
 
 use super::exit;
-use crate::hub::{self, HubOptions};
+use crate::hub::{self, HubError, HubOptions, standby};
 use crate::scheduler::Settings;
+use crate::store::{Location, StoreError};
 
 /// Run the hub alone: coordinators and workers connect over WebSocket.
 #[derive(Debug, Args)]
 #[command(
-    after_help = "Example:\n  mcc hub --port 3100 --dir ~/projects/site\n\nState lives in DIR/.mcc/; clients find the hub through DIR/.mcc/hub.json.\nWithout --workflow it resumes the workflow the store names, if any.\nExit codes: 0 stopped by Ctrl-C or SIGTERM; 1 error (the message says what to fix)."
+    after_help = "Example:\n  mcc hub --port 3100 --dir ~/projects/site\n\nState lives in DIR/.mcc/; clients find the hub through DIR/.mcc/hub.json.\nWithout --workflow it resumes the workflow the store names, if any.\nExit codes: 0 stopped by Ctrl-C or SIGTERM; 1 error (the message says what to fix);\n6 stepped down: another hub took over the project's leader lease (PostgreSQL store; with --standby it waits again instead)."
 )]
 pub struct HubArgs {
     /// Port to listen on (0 picks a free one).
@@ -29,6 +30,10 @@ pub struct HubArgs {
     pub tls: TlsArgs,
     #[command(flatten)]
     pub store: StoreArgs,
+    /// Wait for the project's leader lease (needs --store postgres://...), then load the state
+    /// and serve; if another hub takes over later, wait again.
+    #[arg(long)]
+    pub standby: bool,
     /// Default lease of an assigned task, such as 30m or 90s.
     #[arg(long, default_value = "30m", value_parser = humantime::parse_duration)]
     pub lease: Duration,
@@ -120,11 +125,27 @@ pub struct StoreArgs {
     /// one database serves many projects.
     #[arg(long, env = "MCC_PROJECT", value_name = "NAME")]
     pub project: Option<String>,
+    /// On a PostgreSQL store, a hub serves only while it holds the project's leader lease; a
+    /// lease not renewed for this long passes to a standby (`mcc hub --standby`).
+    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+    pub leader_lease: Duration,
+    /// How often a standby looks whether the leader lease is free (the serving hub renews its
+    /// own every fifth of --leader-lease).
+    #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
+    pub leader_renew: Duration,
 }
 
 impl StoreArgs {
     pub fn choice(&self) -> hub::StoreChoice {
-        hub::StoreChoice { url: self.store.clone(), project: self.project.clone() }
+        hub::StoreChoice {
+            url: self.store.clone(),
+            project: self.project.clone(),
+            leader: crate::store::Leader {
+                lease: self.leader_lease,
+                renew: self.leader_renew.max(Duration::from_millis(10)),
+                address: None,
+            },
+        }
     }
 }
 
@@ -160,8 +181,78 @@ impl TlsArgs {
 }
 
 pub fn run(args: HubArgs) -> u8 {
-    let runtime = hub::runtime().expect("start the tokio runtime");
     let options = args.options();
+    if !args.standby {
+        let runtime = hub::runtime().expect("start the tokio runtime");
+        return match runtime.block_on(serve(&options)) {
+            Ok(()) => exit::OK,
+            // The store's writer logged why, naming the project, the epoch and who holds it now.
+            Err(HubError::Store(StoreError::Fenced { .. })) => exit::STEPPED_DOWN,
+            Err(e) => {
+                eprintln!("mcc hub: {e}");
+                exit::ERROR
+            }
+        };
+    }
+    let root = std::fs::canonicalize(&options.root).unwrap_or_else(|_| options.root.clone());
+    let store = options.store.url.as_deref().filter(|s| !s.trim().is_empty());
+    let location = crate::store::Location::choose(
+        store,
+        options.store.project.as_deref(),
+        crate::layout::Layout::of_root(&root).dir(),
+    );
+    let (url, project) = match location {
+        Ok(Location::Postgres { url, project }) => (url, project),
+        Ok(Location::Sqlite(_)) => {
+            eprintln!(
+                "mcc hub: --standby needs a store several hubs share: give --store postgres://USER@HOST:PORT/DATABASE (or MCC_STORE); with .mcc/state.db only this checkout's hub can serve"
+            );
+            return exit::ERROR;
+        }
+        Err(e) => {
+            eprintln!("mcc hub: {e}");
+            return exit::ERROR;
+        }
+    };
+    loop {
+        // One runtime per turn of serving: whatever a turn started (listeners,
+        // the live page, connections) ends with it, and the next turn starts clean.
+        let runtime = hub::runtime().expect("start the tokio runtime");
+        let turn = runtime.block_on(async {
+            tokio::select! {
+                waited = standby::wait_for_lease(&url, &project, options.store.leader.renew) => waited?,
+                () = hub::shutdown_signal() => return Ok(Turn::Stopped),
+            }
+            match serve(&options).await {
+                Ok(()) => Ok(Turn::Stopped),
+                Err(HubError::Store(StoreError::Fenced { .. })) => Ok(Turn::SteppedDown),
+                Err(e) => Err(e),
+            }
+        });
+        runtime.shutdown_timeout(Duration::from_secs(1));
+        match turn {
+            Ok(Turn::Stopped) => return exit::OK,
+            Ok(Turn::SteppedDown) => tracing::info!("mcc hub: standby again for project {project:?}"),
+            // Another standby took the lease first: wait for it again.
+            Err(HubError::Store(StoreError::Serving { .. })) => {}
+            Err(e) => {
+                eprintln!("mcc hub: {e}");
+                return exit::ERROR;
+            }
+        }
+    }
+}
+
+/// How one turn of a standby ended.
+enum Turn {
+    /// Ctrl-C or SIGTERM.
+    Stopped,
+    /// Another hub took the lease over: wait for it again.
+    SteppedDown,
+}
+
+/// Serve until stopped, or until the hub cannot go on.
+async fn serve(options: &HubOptions) -> Result<(), HubError> {
     // Read before the hub opens the store: what it resumes when no workflow is given.
     let root = std::fs::canonicalize(&options.root).unwrap_or_else(|_| options.root.clone());
     let resumed = if options.workflow.is_none() {
@@ -181,13 +272,7 @@ pub fn run(args: HubArgs) -> u8 {
             tracing::info!("mcc hub: live page (read-only): {page}");
         }
     };
-    match runtime.block_on(hub::serve(options.clone(), announce)) {
-        Ok(()) => exit::OK,
-        Err(e) => {
-            eprintln!("mcc hub: {e}");
-            exit::ERROR
-        }
-    }
+    hub::serve(options.clone(), announce).await
 }
 
 /// A path as the engineer gave it: relative to the project root when under it.

@@ -121,7 +121,7 @@ fn run_inner(args: &RunArgs, options: client::Options) -> Result<u8, String> {
     // Fail fast, with file:line, before any hub is touched.
     crate::lua::Workflow::load(&file, &root)?;
     if args.fresh {
-        forget(&root, options)?;
+        forget(&root, &args.store, options)?;
     }
     // It may run the hub: the hub's runtime.
     let runtime = hub::runtime().map_err(|e| e.to_string())?;
@@ -231,12 +231,18 @@ fn quoted(word: &str) -> String {
     crate::text::quoted(word).into_owned()
 }
 
-/// `--fresh`: remove the store, so the workflow starts from its first phase.
-fn forget(root: &Path, options: client::Options) -> Result<(), String> {
+/// `--fresh`: remove the store, so the workflow starts from its first
+/// phase. In PostgreSQL that is this project's rows, not other projects',
+/// refused while a hub of the project holds its lease.
+fn forget(root: &Path, store: &super::hub::StoreArgs, options: client::Options) -> Result<(), String> {
     if attach(root, options).is_some() {
         return Err("a hub is running for this project; stop it before starting fresh".to_owned());
     }
     let dir = crate::layout::Layout::of_root(root).dir().to_owned();
+    let location = crate::store::Location::choose(store.store.as_deref(), store.project.as_deref(), &dir)?;
+    if let crate::store::Location::Postgres { url, project } = &location {
+        return crate::store::postgres::PostgresStore::forget(url, project).map_err(|e| e.to_string());
+    }
     for name in ["state.db", "state.db-wal", "state.db-shm"] {
         match std::fs::remove_file(dir.join(name)) {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => {

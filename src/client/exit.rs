@@ -13,6 +13,9 @@ pub const NOTHING_YET: u8 = 3;
 pub const ALL_DONE: u8 = 4;
 /// Your context is spent: hand over to a fresh chat and stop.
 pub const HAND_OVER: u8 = 5;
+/// `mcc hub`: another hub took over the project (its leader lease on a
+/// PostgreSQL store): this one stepped down.
+pub const STEPPED_DOWN: u8 = 6;
 /// Stopped by Ctrl-C (SIGINT) or SIGTERM, as shells number it: `mcc run`
 /// printed the command that resumes it.
 pub const INTERRUPTED: u8 = 130;

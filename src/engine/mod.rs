@@ -136,6 +136,8 @@ pub struct Config {
     pub runners: crate::command::Runners,
     /// What one task's files may weigh, each way, for a remote worker (`--max-task-files-bytes`).
     pub max_task_files_bytes: u64,
+    /// The project's leader lease, when several hubs share the store.
+    pub leader: store::Leader,
 }
 
 /// How long the hub waits on the clock where a user rarely wants to choose:
@@ -308,6 +310,26 @@ impl EngineHandle {
     }
 }
 
+/// What every connection is told when the engine stops on `e`, if anything:
+/// a hub another one took over from (fenced) says it stepped down, with the
+/// wire code `stepped_down`, so a client that knows several hubs tries the
+/// next. Other store failures close the connections without a word, as before.
+pub fn farewell(e: &StoreError) -> Option<ServerMsg> {
+    match e {
+        StoreError::Fenced { .. } => Some(ServerMsg::error_code(
+            format!(
+                "{e}. It grants nothing more: connect to the hub that serves the project now (named above); \
+                 a client given several addresses (MCC_HUB=ws://a,ws://b) moves on by itself"
+            ),
+            STEPPED_DOWN,
+        )),
+        _ => None,
+    }
+}
+
+/// The wire code of a hub that found another holding its project's leader lease.
+pub const STEPPED_DOWN: &str = "stepped_down";
+
 /// The engine's state; see the module docs.
 pub struct Engine {
     config: Config,
@@ -365,7 +387,12 @@ impl Engine {
     pub fn start(
         config: Config,
     ) -> Result<(EngineHandle, std::thread::JoinHandle<Result<(), StoreError>>), StoreError> {
-        let options = store::Options { busy_timeout: config.timing.busy_timeout };
+        let options = store::Options {
+            busy_timeout: config.timing.busy_timeout,
+            lease: config.leader.lease,
+            address: config.leader.address.clone(),
+            ..store::Options::default()
+        };
         let mut store = store::open(&config.store, &options)?;
         let scheduler = store.restore(config.settings.clone())?;
         let workflow_path = store.meta("workflow_path")?.map(PathBuf::from);
@@ -441,6 +468,23 @@ impl Engine {
     }
 
     fn run(mut self, inbox: &mut handoff::TokioInbox<Input>) -> Result<(), StoreError> {
+        let served = self.serve(inbox);
+        let conns = std::mem::take(&mut self.conns);
+        // Everything handed to the writer is written and delivered first.
+        let result = served.and(self.store.finish());
+        if let Err(e) = &result
+            && let Some(farewell) = farewell(e)
+        {
+            // Straight to the sockets, not through the writer: it acknowledges
+            // nothing, and the writer has stopped. Then the outboxes close.
+            for conn in conns.values() {
+                let _ = conn.outbox.try_send(Outgoing::Msg(farewell.clone()));
+            }
+        }
+        result
+    }
+
+    fn serve(&mut self, inbox: &mut handoff::TokioInbox<Input>) -> Result<(), StoreError> {
         loop {
             let first = match handoff::receive(inbox, self.next_wakeup()) {
                 Received::Input(input) => Some(input),
@@ -478,8 +522,7 @@ impl Engine {
                 break;
             }
         }
-        // Everything handed to the writer is written and delivered first.
-        self.store.finish()
+        Ok(())
     }
 
     fn next_wakeup(&self) -> Option<Instant> {

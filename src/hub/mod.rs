@@ -12,6 +12,7 @@ pub mod files;
 pub mod guard;
 mod handshakes;
 pub mod page;
+pub mod standby;
 pub mod tokens;
 
 use std::fs;
@@ -41,6 +42,10 @@ use guard::{Access, Guard, Refusal, Scope};
 /// The default port, as the old server had it.
 pub const DEFAULT_PORT: u16 = 3100;
 pub use crate::wire::MAX_FRAME;
+/// How long a hub that stepped down goes on telling new clients so
+/// (`stepped_down`) before it closes its listener: long enough for the
+/// connected ones to read it and for a client that comes back at once.
+const STEPPED_DOWN_TOLD: Duration = Duration::from_secs(2);
 /// How many connections may be open at once, by default.
 pub const MAX_CONNECTIONS: usize = 512;
 /// The texts of the original server (old clients may show or match them).
@@ -169,6 +174,8 @@ pub struct StoreChoice {
     pub url: Option<String>,
     /// `--project` / `MCC_PROJECT`: the project's name inside that database.
     pub project: Option<String>,
+    /// `--leader-lease`, `--leader-renew`: the lease this hub holds while it serves a shared store.
+    pub leader: crate::store::Leader,
 }
 
 /// A started hub.
@@ -186,6 +193,9 @@ pub struct RunningHub {
     layout: Layout,
     /// What its commands run under: stopped with the hub.
     runners: crate::command::Runners,
+    /// What a connection is told instead of served once the engine stopped
+    /// for good (the hub stepped down); set by [`serve`].
+    farewell: tokio::sync::watch::Sender<Option<ServerMsg>>,
     _lock: fs::File,
     _watcher: ReportWatcher,
 }
@@ -259,6 +269,8 @@ pub async fn start(options: HubOptions) -> Result<RunningHub, HubError> {
         timing: options.timing.clone(),
         runners: runners.clone(),
         max_task_files_bytes: options.limits.max_task_files_bytes,
+        // The address clients reach this hub at goes with its lease: a standby names it.
+        leader: crate::store::Leader { address: Some(url.clone()), ..options.store.leader.clone() },
     })?;
     // Once it opened: the checkout's commands read the same store with no hub running.
     store.remember(layout.dir()).map_err(HubError::StoreChoice)?;
@@ -292,6 +304,7 @@ pub async fn start(options: HubOptions) -> Result<RunningHub, HubError> {
     let tokens = tokens::Tokens::open(layout.dir())?;
     let limits = options.limits.clone();
     let slots = Arc::new(Semaphore::new(limits.max_connections));
+    let farewell = tokio::sync::watch::Sender::new(None);
     let edge = Arc::new(Edge {
         engine: engine.clone(),
         guard: Guard { port, token, remote, page_port: Some(page_port), tokens },
@@ -303,6 +316,7 @@ pub async fn start(options: HubOptions) -> Result<RunningHub, HubError> {
         root: root.clone(),
         creates_unwritten: tokio::sync::watch::Sender::new(0),
         tls: tls.as_ref().map(|tls| tokio_rustls::TlsAcceptor::from(tls.config.clone())),
+        farewell: farewell.subscribe(),
     });
     for listener in listeners {
         tokio::spawn(accept_loop(listener, edge.clone()));
@@ -348,6 +362,7 @@ pub async fn start(options: HubOptions) -> Result<RunningHub, HubError> {
         max_connections,
         layout,
         runners,
+        farewell,
         _lock: lock,
         _watcher: watcher,
     })
@@ -412,6 +427,17 @@ pub async fn serve(options: HubOptions, started: impl FnOnce()) -> Result<(), Hu
     tokio::select! {
         () = signals.recv() => hub.stop(SHUTDOWN_TEXT).await,
         e = hub.failed() => {
+            if let HubError::Store(store_error) = &e
+                && let Some(farewell) = crate::engine::farewell(store_error)
+            {
+                // The engine told the connected clients (and logged why); new
+                // ones are told too, for a while, instead of finding nobody.
+                hub.farewell.send_replace(Some(farewell));
+                tokio::select! {
+                    () = tokio::time::sleep(STEPPED_DOWN_TOLD) => {}
+                    () = signals.recv() => {}
+                }
+            }
             let runners = hub.runners.clone();
             let _ = tokio::task::spawn_blocking(move || runners.kill_all()).await;
             let _ = fs::remove_file(hub.layout.hub_file());
@@ -590,6 +616,8 @@ struct Edge {
     creates_unwritten: tokio::sync::watch::Sender<usize>,
     /// The TLS side of the listener, when the hub serves `wss://`.
     tls: Option<tokio_rustls::TlsAcceptor>,
+    /// Set once the hub stepped down: what a new connection is told.
+    farewell: tokio::sync::watch::Receiver<Option<ServerMsg>>,
 }
 
 impl Edge {
@@ -717,6 +745,17 @@ async fn serve_connection<S: AsyncRead + AsyncWrite + Unpin>(
     let (mut sink, mut source) = socket.split();
     let (outbox, mut inbox) = tokio::sync::mpsc::channel(crate::engine::OUTBOX);
     if !engine.send_async(Input::Connected { conn, outbox }).await {
+        // The engine has stopped. If the hub stepped down it says so; the
+        // farewell is set a moment after the engine ends, so wait for it briefly.
+        let mut farewell = edge.farewell.clone();
+        let told = match tokio::time::timeout(Duration::from_secs(1), farewell.wait_for(Option::is_some)).await {
+            Ok(Ok(told)) => told.clone(),
+            _ => None,
+        };
+        if let Some(msg) = told {
+            let _ = sink.send(Message::text(msg.to_json())).await;
+            let _ = sink.close().await;
+        }
         return;
     }
     let hello = ServerMsg::Connected {

@@ -23,9 +23,13 @@ use crate::event::EventKind;
 use crate::scheduler::{Changes, Scheduler, Settings, Task, Worker};
 use crate::task::now_ms;
 
+pub mod lease;
 pub mod location;
+pub mod postgres;
 pub mod read;
 pub mod sqlite;
+#[cfg(test)]
+mod suite;
 pub mod tokens;
 pub mod writer;
 
@@ -47,6 +51,19 @@ pub enum StoreError {
         "project {project}: another hub ({holder}) took over at epoch {epoch}; this hub stepped down and wrote nothing more"
     )]
     Fenced { project: String, epoch: i64, holder: String },
+    #[error("{location}: {source}; check that the database is up and that --store (or MCC_STORE) names it")]
+    Postgres { location: String, source: ::postgres::Error },
+    #[error("{location}: a stored row is unreadable ({source}); was it written by a newer mcc?")]
+    CorruptRow { location: String, source: serde_json::Error },
+    #[error(
+        "{location}: the database has mcc schema version {found}, this mcc knows up to {known}; upgrade mcc (every hub and command that opens it)"
+    )]
+    TooNewDatabase { location: String, found: i64, known: i64 },
+    /// Another live hub holds the project's leader lease: this one may not serve it.
+    #[error(
+        "{location}: another hub serves this project ({holder}; its lease runs {expires_in_ms} ms more unless it renews it); stop that hub first, or start this one as a standby to take over when it stops"
+    )]
+    Serving { location: String, holder: String, expires_in_ms: i64 },
 }
 
 /// The schema version this mcc writes; a store with a newer one is refused.
@@ -316,11 +333,21 @@ pub type Store = Box<dyn Backend>;
 pub struct Options {
     /// How long a write waits for another connection's lock (`SQLite`).
     pub busy_timeout: Duration,
+    /// How long the project's leader lease lasts unrenewed (PostgreSQL):
+    /// a standby takes over this long after the leader died.
+    pub lease: Duration,
+    /// This hub's name as the lease's owner: host, pid and a random part.
+    pub owner: String,
+    /// Where this hub serves, written with the lease for whoever reads who holds it.
+    pub address: Option<String>,
 }
+
+/// How long a leader lease lasts unrenewed unless the hub's options say otherwise.
+pub const LEASE: Duration = Duration::from_secs(5);
 
 impl Default for Options {
     fn default() -> Self {
-        Self { busy_timeout: BUSY_TIMEOUT }
+        Self { busy_timeout: BUSY_TIMEOUT, lease: LEASE, owner: lease::owner_id(), address: None }
     }
 }
 
@@ -333,14 +360,8 @@ pub fn open(location: &Location, options: &Options) -> Result<Store, StoreError>
             store.set_busy_timeout(options.busy_timeout)?;
             Ok(Box::new(store))
         }
-        Location::Postgres { .. } => Err(no_postgres_yet(location)),
+        Location::Postgres { url, project } => Ok(Box::new(postgres::PostgresStore::open(url, project, options)?)),
     }
-}
-
-fn no_postgres_yet(location: &Location) -> StoreError {
-    StoreError::Crashed(format!(
-        "{location}: this mcc cannot open a PostgreSQL store yet; leave out --store (and MCC_STORE) to keep the project's state in .mcc/state.db"
-    ))
 }
 
 /// The store of the project at `root` opened for reading only, found as
@@ -361,6 +382,26 @@ pub fn open_read_only(location: &Location) -> Result<Option<Store>, StoreError> 
             }
             Ok(Some(Box::new(sqlite::SqliteStore::open_read_only(dir)?)))
         }
-        Location::Postgres { .. } => Err(no_postgres_yet(location)),
+        Location::Postgres { url, project } => {
+            Ok(postgres::PostgresStore::open_read_only(url, project)?.map(|store| Box::new(store) as Store))
+        }
+    }
+}
+
+/// The leader lease a hub holds on a store several hubs share: how long it
+/// lasts unrenewed ([`Options::lease`]), how often a standby looks whether
+/// it is free, and where the holder serves (what a standby and a fenced hub
+/// tell their clients). With the defaults a standby takes over within the
+/// lease and one look: about 6 s.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Leader {
+    pub lease: Duration,
+    pub renew: Duration,
+    pub address: Option<String>,
+}
+
+impl Default for Leader {
+    fn default() -> Self {
+        Self { lease: LEASE, renew: Duration::from_secs(1), address: None }
     }
 }

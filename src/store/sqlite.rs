@@ -663,7 +663,6 @@ mod tests {
     use super::SqliteStore as Store;
     use super::*;
     use crate::scheduler::{Offer, Settings, Task, TaskId, TaskState, Worker};
-    use crate::store::Notes;
     use crate::task::TaskSpec;
 
     /// The oldest grantable task, as the default policy chooses.
@@ -836,95 +835,6 @@ mod tests {
         let ids: Vec<i64> = store.events().unwrap().into_iter().map(|e| e.id).collect();
         assert_eq!(ids.len(), 3 + changes.events.len());
         assert!(ids.windows(2).all(|w| w[0] < w[1]), "{ids:?}");
-    }
-
-    /// Write `changes` of `s` with `notes`, as the engine's commit does.
-    fn write(store: &mut Store, s: &mut Scheduler, meta: &[(&str, String)], notes: Notes) {
-        let changes = s.take_changes();
-        if let Some(rows) = Rows::gather_with(store.clock(), s, &changes, meta, notes) {
-            store.write(std::slice::from_ref(&rows)).unwrap();
-        }
-    }
-
-    fn loaded(workflow: &str) -> Notes {
-        Notes { workflow: Some(workflow.to_owned()), validations: Vec::new() }
-    }
-
-    #[test]
-    fn another_workflow_starts_a_run_and_the_same_one_loaded_again_goes_on_with_its_own() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut store = Store::open(dir.path()).unwrap();
-        let mut s = Scheduler::new(Settings::default());
-        let now = Instant::now();
-        // Nothing written yet: no run.
-        write(&mut store, &mut s, &[(RUN_FINISHED, "false".into())], Notes::default());
-        assert_eq!(store.runs().unwrap(), []);
-        s.add_tasks(vec![TaskSpec::new("a1", "x")], None, now).unwrap();
-        write(&mut store, &mut s, &[], loaded("/p/a.lua"));
-        write(&mut store, &mut s, &[(RUN_FINISHED, "true".into())], Notes::default());
-        // A restart loads it again: the same run.
-        write(&mut store, &mut s, &[], loaded("/p/a.lua"));
-        s.add_tasks(vec![TaskSpec::new("b1", "y")], None, now).unwrap();
-        write(&mut store, &mut s, &[(RUN_FINISHED, "false".into())], loaded("/p/b.lua"));
-        drop(store);
-
-        let mut store = Store::open_read_only(dir.path()).unwrap();
-        let runs = store.runs().unwrap();
-        let shape: Vec<(i64, Option<&str>, bool)> =
-            runs.iter().map(|r| (r.id, r.workflow.as_deref(), r.ended_ms.is_some())).collect();
-        assert_eq!(shape, [(1, Some("/p/a.lua"), true), (2, Some("/p/b.lua"), false)]);
-        let task_runs = store.task_runs().unwrap();
-        assert_eq!((task_runs["a1"], task_runs["b1"]), (1, 2));
-        let created: Vec<(Option<String>, Option<i64>)> =
-            store.events().unwrap().into_iter().map(|e| (e.task, e.run)).collect();
-        assert_eq!(created, [(Some("a1".into()), Some(1)), (Some("b1".into()), Some(2))]);
-        assert_eq!(store.run_events(2).unwrap().len(), 1);
-    }
-
-    #[test]
-    fn tasks_added_by_hand_are_a_run_of_no_workflow_and_a_workflow_takes_an_empty_one_on() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut store = Store::open(dir.path()).unwrap();
-        let mut s = Scheduler::new(Settings::default());
-        let now = Instant::now();
-        s.add_tasks(vec![TaskSpec::new("hand", "x")], None, now).unwrap();
-        write(&mut store, &mut s, &[], Notes::default());
-        write(&mut store, &mut s, &[], loaded("/p/a.lua"));
-        let runs: Vec<Option<String>> = store.runs().unwrap().into_iter().map(|r| r.workflow).collect();
-        assert_eq!(runs, [None, Some("/p/a.lua".to_owned())], "a run with tasks keeps them");
-
-        let dir = tempfile::tempdir().unwrap();
-        let mut store = Store::open(dir.path()).unwrap();
-        let mut s = Scheduler::new(Settings::default());
-        s.see_worker("w", now);
-        write(&mut store, &mut s, &[], Notes::default());
-        write(&mut store, &mut s, &[], loaded("/p/a.lua"));
-        let runs: Vec<(i64, Option<String>)> = store.runs().unwrap().into_iter().map(|r| (r.id, r.workflow)).collect();
-        assert_eq!(runs, [(1, Some("/p/a.lua".to_owned()))], "a run of no task takes the workflow on");
-    }
-
-    #[test]
-    fn a_validations_output_is_kept_per_attempt() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut store = Store::open(dir.path()).unwrap();
-        let mut s = Scheduler::new(Settings::default());
-        let record = |attempt: u32, out: &str| ValidationRecord {
-            task: "a".into(),
-            attempt,
-            command: "wc -w note.md".into(),
-            exit_code: Some(1),
-            timed_out: false,
-            stdout_tail: out.into(),
-            stderr_tail: String::new(),
-        };
-        let notes = |v| Notes { workflow: None, validations: vec![v] };
-        write(&mut store, &mut s, &[], notes(record(1, "3 words")));
-        write(&mut store, &mut s, &[], notes(record(2, "12 words")));
-        // Judged again at the same attempt (a fixed workflow): the later outcome stands.
-        write(&mut store, &mut s, &[], notes(record(2, "31 words")));
-        let kept: Vec<(u32, String)> =
-            store.validations("a").unwrap().into_iter().map(|v| (v.attempt, v.stdout_tail)).collect();
-        assert_eq!(kept, [(1, "3 words".to_owned()), (2, "31 words".to_owned())]);
     }
 
     #[test]

@@ -241,7 +241,7 @@ mod tests {
     fn a_commit_that_fails_delivers_nothing_and_the_next_commit_returns_its_error() {
         let dir = tempfile::tempdir().unwrap();
         // Not the 5 s a hub waits: the lock below is never let go, so any wait ends the same way.
-        let options = Options { busy_timeout: Duration::from_millis(50) };
+        let options = Options { busy_timeout: Duration::from_millis(50), ..Options::default() };
         let store = crate::store::open(&Location::Sqlite(dir.path().into()), &options).unwrap();
         let clock = store.clock();
         // Another connection holds the write lock: the writer's commit fails once its busy timeout passes.

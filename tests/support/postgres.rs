@@ -31,12 +31,40 @@ pub fn client() -> postgres::Client {
         .unwrap_or_else(|e| panic!("connect to the test database {}: {e}", url()))
 }
 
-/// `pg_ctl restart -m fast` of the test database: every connection is cut,
-/// the server is back when this returns.
-pub fn restart() {
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/postgres");
-    let dir = std::env::var("MCC_TEST_POSTGRES_DIR")
-        .expect("MCC_TEST_POSTGRES_DIR is not set: restarting the database needs the server `scripts/test` started");
-    let status = Command::new(script).args(["restart", &dir]).status().expect("run scripts/postgres restart");
-    assert!(status.success(), "scripts/postgres restart {dir} failed: {status}");
+/// A PostgreSQL of one test's own (`scripts/postgres start`), for a test
+/// that restarts its database: the shared one serves other tests meanwhile.
+/// Stopped and removed when dropped.
+pub struct Server {
+    pub url: String,
+    dir: String,
+}
+
+const SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/postgres");
+
+impl Server {
+    pub fn start() -> Self {
+        let out = Command::new(SCRIPT).arg("start").output().expect("run scripts/postgres start");
+        let printed = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "scripts/postgres start failed: {}", String::from_utf8_lossy(&out.stderr));
+        let value = |name: &str| {
+            printed
+                .lines()
+                .find_map(|line| line.strip_prefix(&format!("export {name}=")))
+                .unwrap_or_else(|| panic!("scripts/postgres start printed no {name}: {printed}"))
+                .to_owned()
+        };
+        Self { url: value("MCC_TEST_POSTGRES"), dir: value("MCC_TEST_POSTGRES_DIR") }
+    }
+
+    /// `pg_ctl restart -m fast`: every connection is cut; the server is back when this returns.
+    pub fn restart(&self) {
+        let status = Command::new(SCRIPT).args(["restart", &self.dir]).status().expect("run scripts/postgres restart");
+        assert!(status.success(), "scripts/postgres restart {} failed: {status}", self.dir);
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = Command::new(SCRIPT).args(["stop", &self.dir]).status();
+    }
 }
