@@ -5,10 +5,13 @@
 //! task lost, none unexpected, no stale report applied, every second grant
 //! of a task explained by an expired lease.
 //!
-//! The short version runs in `cargo test`. The long one:
+//! The short version runs in `cargo test`, on each store engine: `SQLite`,
+//! and PostgreSQL, where each restarted hub waits for the killed one's
+//! leader lease to expire (`--standby`). The long one:
 //!
 //! ```text
 //! MCC_FAULT_KILLS=300 cargo test --test lib faults::long -- --ignored --nocapture
+//! MCC_FAULT_STORE=postgres scripts/test --test lib faults::long -- --ignored --nocapture
 //! ```
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -23,6 +26,31 @@ use tungstenite::stream::MaybeTlsStream;
 use tungstenite::{Message, WebSocket};
 
 use crate::support::{Hub, Project, old_task};
+
+/// The store engine a run keeps its state in.
+enum Engine {
+    Sqlite,
+    /// This project in the test database.
+    Postgres(String),
+}
+
+impl Engine {
+    fn postgres() -> Self {
+        Self::Postgres(crate::support::postgres::project_name("faults"))
+    }
+
+    /// The `mcc hub` arguments that choose it: on PostgreSQL a restarted hub
+    /// waits for the killed one's lease (short here) to expire, then serves.
+    fn args(&self) -> Vec<String> {
+        let mut args: Vec<String> = ["--lease", "2s", "--max-attempts", "1000"].map(str::to_owned).to_vec();
+        if let Self::Postgres(project) = self {
+            let store = crate::support::postgres::url();
+            args.extend(["--store", &store, "--project", project, "--standby"].map(str::to_owned));
+            args.extend(["--leader-lease", "1s", "--leader-renew", "250ms"].map(str::to_owned));
+        }
+        args
+    }
+}
 
 /// A tiny deterministic generator: the run is random, but repeatable by seed.
 struct Rng(u64);
@@ -257,10 +285,11 @@ struct Figures {
     seconds: u64,
 }
 
-fn run(tasks: usize, kills: usize, seed: u64) -> Figures {
+fn run(tasks: usize, kills: usize, seed: u64, engine: &Engine) -> Figures {
     let started = Instant::now();
     let project = Project::new();
-    let args = ["--lease", "2s", "--max-attempts", "1000"];
+    let args = engine.args();
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let mut hub = Hub::start(project.root(), &args);
     let ids: Vec<String> = (0..tasks).map(|i| format!("t{i:04}")).collect();
     for chunk in ids.chunks(100) {
@@ -316,13 +345,24 @@ fn run(tasks: usize, kills: usize, seed: u64) -> Figures {
     chaos.join().unwrap();
     let root = hub.root.clone();
     assert_eq!(hub.terminate(), Some(0));
-    let figures = check(&root, &ids, &shared.told.lock().unwrap(), kills);
+    let stored = match engine {
+        Engine::Sqlite => stored_in_sqlite(&root),
+        Engine::Postgres(project) => stored_in_postgres(project),
+    };
+    let figures = check(&stored, &ids, &shared.told.lock().unwrap(), kills);
     Figures { seconds: started.elapsed().as_secs(), ..figures }
 }
 
-/// The final store against what the workers were told.
-fn check(root: &Path, ids: &[String], told: &Told, kills: usize) -> Figures {
+/// What the store holds at the end: each task's body, and the attempts whose lease expired.
+struct Stored {
+    tasks: BTreeMap<String, Value>,
+    expired: BTreeSet<(String, u64)>,
+}
+
+fn stored_in_sqlite(root: &Path) -> Stored {
     let db = rusqlite::Connection::open(root.join(".mcc/state.db")).unwrap();
+    let integrity: String = db.query_row("PRAGMA integrity_check", [], |r| r.get(0)).unwrap();
+    assert_eq!(integrity, "ok");
     let tasks: BTreeMap<String, Value> = db
         .prepare("SELECT id, body FROM tasks")
         .unwrap()
@@ -343,12 +383,35 @@ fn check(root: &Path, ids: &[String], told: &Told, kills: usize) -> Figures {
             (t, a as u64)
         })
         .collect();
+    Stored { tasks, expired }
+}
+
+fn stored_in_postgres(project: &str) -> Stored {
+    let mut db = crate::support::postgres::client();
+    let tasks = db
+        .query("SELECT id, body FROM mcc_tasks WHERE project = $1", &[&project])
+        .unwrap()
+        .iter()
+        .map(|r| (r.get::<_, String>(0), serde_json::from_str(r.get::<_, &str>(1)).unwrap()))
+        .collect();
+    let expired = db
+        .query("SELECT task_id, attempt FROM mcc_events WHERE project = $1 AND kind = 'expired'", &[&project])
+        .unwrap()
+        .iter()
+        .map(|r| (r.get::<_, String>(0), r.get::<_, i64>(1) as u64))
+        .collect();
+    Stored { tasks, expired }
+}
+
+/// The final store against what the workers were told.
+fn check(stored: &Stored, ids: &[String], told: &Told, kills: usize) -> Figures {
+    let Stored { tasks, expired } = stored;
     let lost: Vec<&String> = ids.iter().filter(|id| tasks.get(*id).is_none_or(|t| t["state"] != "accepted")).collect();
     let unexpected: Vec<&String> = tasks.keys().filter(|id| !ids.contains(id)).collect();
     let mut stale_applied = Vec::new();
     let mut unexplained = Vec::new();
     let mut regrants = 0;
-    for (id, task) in &tasks {
+    for (id, task) in tasks {
         for (attempt, applied) in task["applied"].as_object().into_iter().flatten() {
             let attempt: u64 = attempt.parse().unwrap();
             let worker = applied["worker"].as_str().unwrap().to_owned();
@@ -378,8 +441,6 @@ fn check(root: &Path, ids: &[String], told: &Told, kills: usize) -> Figures {
     assert!(unexpected.is_empty(), "unexpected: {unexpected:?}");
     assert!(stale_applied.is_empty(), "stale applied: {stale_applied:?}");
     assert!(unexplained.is_empty(), "a task granted again without an expired lease: {unexplained:?}");
-    let integrity: String = db.query_row("PRAGMA integrity_check", [], |r| r.get(0)).unwrap();
-    assert_eq!(integrity, "ok");
     Figures {
         tasks: ids.len(),
         kills,
@@ -397,7 +458,16 @@ fn check(root: &Path, ids: &[String], told: &Told, kills: usize) -> Figures {
 
 #[test]
 fn kill_9_replays_and_stale_reports_change_nothing_they_should_not() {
-    let figures = run(60, 3, 0x9e37_79b9_7f4a_7c15);
+    short(&Engine::Sqlite);
+}
+
+#[test]
+fn on_postgresql_kill_9_replays_and_stale_reports_change_nothing_they_should_not() {
+    short(&Engine::postgres());
+}
+
+fn short(engine: &Engine) {
+    let figures = run(60, 3, 0x9e37_79b9_7f4a_7c15, engine);
     println!("{figures:#?}");
     assert!(figures.stale_sent > 0 && figures.grants >= figures.tasks && figures.kills == 3, "{figures:?}");
     let bad = figures.lost + figures.unexpected + figures.stale_applied + figures.unexplained_duplicates;
@@ -413,6 +483,10 @@ fn long() {
     let kills = std::env::var("MCC_FAULT_KILLS").ok().and_then(|v| v.parse().ok()).unwrap_or(300);
     let tasks = std::env::var("MCC_FAULT_TASKS").ok().and_then(|v| v.parse().ok()).unwrap_or(2000);
     let seed = std::env::var("MCC_FAULT_SEED").ok().and_then(|v| v.parse().ok()).unwrap_or(0x2545_f491_4f6c_dd1d);
-    let figures = run(tasks, kills, seed);
+    let engine = match std::env::var("MCC_FAULT_STORE").as_deref() {
+        Ok("postgres") => Engine::postgres(),
+        _ => Engine::Sqlite,
+    };
+    let figures = run(tasks, kills, seed, &engine);
     println!("{figures:#?}");
 }

@@ -19,6 +19,7 @@ mod file_transport;
 mod fuzz;
 mod history;
 mod hub;
+mod hubs;
 mod layering;
 mod live;
 mod lua;

@@ -41,6 +41,9 @@ pub struct Cli {
     /// How long client commands wait for the hub at each step (connect, handshake, each answer), beyond any --wait.
     #[arg(long, global = true, env = "MCC_TIMEOUT", default_value = "10s", value_parser = deadline, value_name = "DURATION")]
     pub timeout: std::time::Duration,
+    /// With several hub addresses (`--hub A,B` or `MCC_HUB=A,B`): how long to keep trying them in turn when none serves, such as while a standby takes over (default 15s; 0s with one address).
+    #[arg(long, global = true, env = "MCC_FAILOVER_WAIT", value_parser = humantime::parse_duration, value_name = "DURATION")]
+    pub failover_wait: Option<std::time::Duration>,
 }
 
 /// A deadline: a duration above zero, such as `10s` or `1m`.
@@ -109,7 +112,8 @@ fn quiet_on_closed_stdout() {
 
 /// Run a parsed command line; returns the exit code.
 pub fn run(cli: Cli) -> u8 {
-    let options = crate::client::Options { transport: cli.transport, timeout: cli.timeout };
+    let options =
+        crate::client::Options { transport: cli.transport, timeout: cli.timeout, failover_wait: cli.failover_wait };
     match cli.command {
         Command::Hub(args) => hub::run(args),
         Command::Run(args) => run::run(args, options),

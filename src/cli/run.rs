@@ -154,21 +154,22 @@ fn run_inner(args: &RunArgs, options: client::Options) -> Result<u8, String> {
         {
             return Err(error);
         }
-        say(args, &format!("attached to the running hub at {}", target.url));
+        say(args, &format!("attached to the running hub at {}", target.hubs));
         (target, None)
     } else {
         let hub = runtime.block_on(start_hub(args, &root, &file))?;
-        let target = Target { url: hub.url.clone(), options, token: None, root: Some(root.clone()) };
+        let target =
+            Target { hubs: client::Hubs::one(hub.url.clone()), options, token: None, root: Some(root.clone()) };
         (target, Some(hub))
     };
-    say(args, &format!("hub on {} · workflow {}", target.url, shown(&root, &file)));
+    say(args, &format!("hub on {} · workflow {}", target.hubs, shown(&root, &file)));
     if let Some(page) = hub::page::url_of(&root) {
         say(args, &format!("live page (read-only): {page}"));
     }
     if args.spawn == 0 {
         say(args, "workers join from a chat or terminal in this project: mcc worker next --as NAME (one name each)");
     }
-    let mut workers = spawn_workers(args, &root, &target.url)?;
+    let mut workers = spawn_workers(args, &root, &target.hubs.to_env())?;
     let started = Instant::now();
     let outcome = runtime.block_on(watch(args, &target, &root, &file, started));
     for worker in &mut workers {

@@ -26,7 +26,7 @@ pub struct StatusArgs {
     /// Print the hub's summary and the first page of tasks as one JSON object.
     #[arg(long)]
     pub json: bool,
-    /// Hub address (default: found through the nearest .mcc/).
+    /// Hub address, such as `ws://127.0.0.1:3100`; several separated by commas are tried in turn (a hub with a standby). Default: found through the nearest .mcc/.
     #[arg(long, env = "MCC_HUB")]
     pub hub: Option<String>,
 }
@@ -60,7 +60,11 @@ fn watch(args: &StatusArgs, options: client::Options) -> u8 {
     let opened = std::env::current_dir()
         .map_err(|e| e.to_string())
         .and_then(|cwd| client::locate(args.hub.as_deref(), &cwd, options).map_err(|e| e.to_string()))
-        .and_then(|target| Connection::open(&target).map_err(|e| e.to_string()).map(|c| (c, target.url)));
+        .and_then(|target| Connection::open(&target).map_err(|e| e.to_string()))
+        .map(|c| {
+            let url = c.url().to_owned();
+            (c, url)
+        });
     let (mut conn, url) = match opened {
         Ok(opened) => opened,
         Err(e) => {

@@ -44,7 +44,7 @@ pub enum TasksCmd {
 
 #[derive(Debug, Args, Clone)]
 pub struct HubArg {
-    /// Hub address (default: found through the nearest .mcc/).
+    /// Hub address, such as `ws://127.0.0.1:3100`; several separated by commas are tried in turn (a hub with a standby). Default: found through the nearest .mcc/.
     #[arg(long, env = "MCC_HUB")]
     pub hub: Option<String>,
     /// Print one JSON object.

@@ -16,9 +16,14 @@
 //! `mcc join` wrote in `remote.json` for a hub on another machine. A worker
 //! verb whose connection is cut is sent again on a new connection within
 //! its wait ([`ask`]): the hub's (task, attempt) fence makes the replay safe.
+//!
+//! The hub may be reachable at several addresses ([`Hubs`]: a leader and its
+//! standbys); [`Connection::open`] tries them in turn and passes over one that
+//! refuses, does not answer or says it stepped down.
 
 pub mod exit;
 pub mod files;
+pub mod hubs;
 pub mod status;
 pub mod transfer;
 pub mod worker;
@@ -31,6 +36,9 @@ use std::time::{Duration, Instant};
 use tungstenite::client::IntoClientRequest;
 use tungstenite::{Message, WebSocket};
 
+pub use self::hubs::{BadAddress, Hubs, pin_at};
+// The wire error code of a hub that lost its project's lease to another: the next address may serve.
+use crate::engine::STEPPED_DOWN;
 use crate::layout::Layout;
 pub use crate::layout::find_root;
 use crate::tls::Trust;
@@ -53,6 +61,18 @@ pub enum ClientError {
         "no hub is running for {root} (nothing holds .mcc/hub.lock): start one with `mcc run WORKFLOW.lua` or `mcc hub`"
     )]
     NotAlive { root: String },
+    #[error(
+        "cannot reach the hub at any of its addresses (went round them for {}): {}. Is it running? Start it with `mcc run WORKFLOW.lua` or `mcc hub`",
+        humantime::format_duration(*waited),
+        tried_list(tried)
+    )]
+    NoneServing { tried: Vec<(String, String)>, waited: Duration },
+    #[error(
+        "the hub at {url} stepped down and serves this project no more: {message}; its standby serves it now: give every hub address in --hub (or MCC_HUB), separated by commas"
+    )]
+    SteppedDown { url: String, message: String },
+    #[error(transparent)]
+    BadAddress(#[from] BadAddress),
     #[error("cannot use {path} for the file transport: {reason}; check that this folder may be written here")]
     Files { path: String, reason: String },
     #[error("the hub at {url} refused the connection: {reason}")]
@@ -96,7 +116,25 @@ impl ClientError {
                 | Self::Timeout { .. }
                 | Self::Shutdown(_)
                 | Self::Broken(_)
+                | Self::NoneServing { .. }
+                | Self::SteppedDown { .. }
         )
+    }
+
+    /// Whether this says only that one address does not serve now (refused,
+    /// silent, stepped down, going away), so another address may be tried.
+    /// A refused token or certificate is no such thing: it is said at once.
+    /// An upgrade refused with 503 (Service Unavailable) is a hub that is up
+    /// but serves nothing now (a standby that listens).
+    fn not_serving(&self) -> bool {
+        matches!(
+            self,
+            Self::Unreachable { .. }
+                | Self::Timeout { .. }
+                | Self::Shutdown(_)
+                | Self::Broken(_)
+                | Self::SteppedDown { .. }
+        ) || matches!(self, Self::Refused { reason, .. } if reason.starts_with("503"))
     }
 
     /// The error as a worker chat reads it. Where the engineer is told how
@@ -119,10 +157,21 @@ impl ClientError {
             ),
             Self::Shutdown(message) => format!("the hub is shutting down: {message}"),
             Self::Broken(reason) => format!("the connection to the hub broke: {reason}"),
+            Self::NoneServing { tried, waited } => format!(
+                "cannot reach the hub at any of its addresses (went round them for {}): {}",
+                humantime::format_duration(*waited),
+                tried_list(tried)
+            ),
+            Self::SteppedDown { url, message } => format!("the hub at {url} stepped down: {message}"),
             other => return other.to_string(),
         };
         format!("{what}\n{HUB_DOWN_ADVICE}\n")
     }
+}
+
+/// Each address tried with why it did not serve: `A (why); B (why)`.
+fn tried_list(tried: &[(String, String)]) -> String {
+    tried.iter().map(|(url, why)| format!("{url} ({why})")).collect::<Vec<_>>().join("; ")
 }
 
 /// What a worker facing a hub that is down is told to do (exit 3).
@@ -132,7 +181,8 @@ pub const HUB_DOWN_ADVICE: &str =
 /// Where the hub is and how to get in.
 #[derive(Debug, Clone)]
 pub struct Target {
-    pub url: String,
+    /// The addresses the hub may be reached at, tried in turn.
+    pub hubs: Hubs,
     /// How to reach it and how long each step may take.
     pub options: Options,
     pub token: Option<String>,
@@ -140,74 +190,91 @@ pub struct Target {
     pub root: Option<PathBuf>,
 }
 
+impl Target {
+    /// The address to try first now: the one that answered last (the only one, for one address).
+    pub fn serving(&self) -> &str {
+        self.hubs.in_order()[0]
+    }
+}
+
+/// Where `--hub` / `MCC_HUB` came from, as an error about it says.
+const GIVEN: &str = "--hub (or MCC_HUB)";
+
 /// Find the hub: `--hub` / `MCC_HUB` when given, else the hub a clone joined
 /// (`.mcc/remote.json`, written by `mcc join`), else the nearest `.mcc/hub.json`.
+/// Each is a list of addresses ([`Hubs`]), one or several separated by commas.
 ///
-/// A token goes with the target only when the address is the one its file
+/// A token goes with the target only when every address is one its file
 /// names: a `--hub` pointing elsewhere never receives it.
 pub fn locate(hub: Option<&str>, cwd: &Path, options: Options) -> Result<Target, ClientError> {
     let root = find_root(cwd);
     let layout = root.as_deref().map(Layout::of_root);
-    let file = layout.as_ref().and_then(Layout::read_hub_file);
-    let remote = layout.as_ref().and_then(Layout::read_remote_file);
-    if let Some(url) = hub {
-        let token = match (&layout, &file, &remote) {
-            (Some(layout), _, Some(remote)) if same_address(&remote.url, url) => layout.read_remote_token(),
-            (Some(layout), Some(file), _) if same_address(&file.url, url) => layout.read_token(),
+    let file = layout.as_ref().and_then(|l| l.read_hub_file().map(|f| (Hubs::parse(&f.url, &shown(&l.hub_file())), f)));
+    let remote =
+        layout.as_ref().and_then(|l| l.read_remote_file().map(|r| (Hubs::parse(&r.url, &shown(&l.remote_file())), r)));
+    if let Some(given) = hub {
+        let hubs = Hubs::parse(given, GIVEN)?;
+        let names = |listed: Option<&Result<Hubs, BadAddress>>| {
+            listed.and_then(|h| h.as_ref().ok()).is_some_and(|h| hubs.within(h))
+        };
+        let token = match &layout {
+            Some(layout) if names(remote.as_ref().map(|(h, _)| h)) => layout.read_remote_token(),
+            Some(layout) if names(file.as_ref().map(|(h, _)| h)) => layout.read_token(),
             _ => None,
         };
-        return Ok(Target { url: url.to_owned(), options, token, root });
+        return Ok(Target { hubs, options, token, root });
     }
     let (Some(root), Some(layout)) = (root, layout) else {
         return Err(ClientError::NoProject(cwd.display().to_string()));
     };
-    if let Some(remote) = remote {
-        return Ok(Target { url: remote.url, options, token: layout.read_remote_token(), root: Some(root) });
+    if let Some((hubs, _)) = remote {
+        return Ok(Target { hubs: hubs?, options, token: layout.read_remote_token(), root: Some(root) });
     }
-    let file = file.ok_or_else(|| ClientError::NotRunning { root: root.display().to_string() })?;
-    Ok(Target { url: file.url, options, token: layout.read_token(), root: Some(root) })
+    let (hubs, _) = file.ok_or_else(|| ClientError::NotRunning { root: root.display().to_string() })?;
+    Ok(Target { hubs: hubs?, options, token: layout.read_token(), root: Some(root) })
 }
 
-/// Whether `target` is the hub this clone joined (`.mcc/remote.json` names its address).
+fn shown(path: &Path) -> String {
+    path.display().to_string()
+}
+
+/// The hub addresses `.mcc/remote.json` names under `root`, if a clone joined one.
+fn remote_hubs(root: Option<&Path>) -> Option<(Hubs, crate::layout::RemoteFile)> {
+    let remote = Layout::of_root(root?).read_remote_file()?;
+    Some((Hubs::parse(&remote.url, "").ok()?, remote))
+}
+
+/// Whether `target` is the hub this clone joined (`.mcc/remote.json` names one of its addresses).
 pub fn joined(target: &Target) -> bool {
-    target
-        .root
-        .as_deref()
-        .map(Layout::of_root)
-        .and_then(|layout| layout.read_remote_file())
-        .is_some_and(|remote| same_address(&remote.url, &target.url))
+    remote_hubs(target.root.as_deref()).is_some_and(|(hubs, _)| target.hubs.urls().iter().any(|u| hubs.contains(u)))
 }
 
-/// How to trust the hub `target` names, when it is a `wss://` one (`None`
-/// for `ws://`): as the clone's `remote.json` says for the hub it joined,
-/// by the fingerprint in `hub.json` for the project's own hub, else by the
-/// web's public roots.
-pub fn trust_of(target: &Target) -> Option<Trust> {
-    if !target.url.starts_with("wss://") {
+/// How to trust the hub at `url`, one of `target`'s addresses, when it is a
+/// `wss://` one (`None` for `ws://`): as the clone's `remote.json` says for
+/// the hub it joined, by the fingerprint in `hub.json` for the project's
+/// own hub, else by the web's public roots. A file listing several
+/// addresses holds one fingerprint for all, or one for each in order.
+pub fn trust_of(target: &Target, url: &str) -> Option<Trust> {
+    if !url.starts_with("wss://") {
         return None;
     }
-    let layout = target.root.as_deref().map(Layout::of_root);
-    if let Some(remote) = layout.as_ref().and_then(Layout::read_remote_file)
-        && same_address(&remote.url, &target.url)
+    if let Some((hubs, remote)) = remote_hubs(target.root.as_deref())
+        && let Some(at) = hubs.position(url)
     {
         return Some(match (remote.tls_fingerprint, remote.ca) {
-            (Some(pin), _) => Trust::Pinned(pin),
+            (Some(pins), _) => Trust::Pinned(pin_at(&pins, at)),
             (None, Some(ca)) => Trust::Ca(ca.into()),
             (None, None) => Trust::WebRoots,
         });
     }
-    if let Some(file) = layout.as_ref().and_then(Layout::read_hub_file)
-        && same_address(&file.url, &target.url)
-        && let Some(pin) = file.tls_fingerprint
+    if let Some(file) = target.root.as_deref().map(Layout::of_root).and_then(|l| l.read_hub_file())
+        && let Ok(hubs) = Hubs::parse(&file.url, "")
+        && let Some(at) = hubs.position(url)
+        && let Some(pins) = file.tls_fingerprint
     {
-        return Some(Trust::Pinned(pin));
+        return Some(Trust::Pinned(pin_at(&pins, at)));
     }
     Some(Trust::WebRoots)
-}
-
-/// Two hub addresses are the same when they are spelled the same (a final `/` aside).
-fn same_address(a: &str, b: &str) -> bool {
-    a.trim_end_matches('/') == b.trim_end_matches('/')
 }
 
 /// The byte stream under a connection: TCP, or TLS over TCP.
@@ -262,17 +329,53 @@ pub struct Connection {
 }
 
 impl Connection {
-    /// Connect and read the hub's `connected` greeting, each step within the
-    /// target's deadline, trusting a `wss://` hub as [`trust_of`] says.
+    /// Connect to the first of the target's addresses that serves and read
+    /// its `connected` greeting, each step within the target's deadline,
+    /// trusting a `wss://` hub as [`trust_of`] says. When none serves, the
+    /// list is gone round again until the failover wait is over (none for
+    /// one address: its error is said at once, as it always was).
     pub fn open(target: &Target) -> Result<Self, ClientError> {
-        Self::open_trusting(target, trust_of(target).as_ref())
+        Self::open_trusting(target, |url| trust_of(target, url))
     }
 
-    /// [`open`](Self::open) with the trust given (`mcc join`, before it is written down).
-    pub fn open_trusting(target: &Target, trust: Option<&Trust>) -> Result<Self, ClientError> {
+    /// [`open`](Self::open) with the trust of each address given (`mcc join`, before it is written down).
+    pub fn open_trusting(target: &Target, trust: impl Fn(&str) -> Option<Trust>) -> Result<Self, ClientError> {
+        let waited = target.hubs.failover_wait(target.options.failover_wait);
+        let until = Instant::now() + waited;
+        let mut pause = Duration::from_millis(100);
+        loop {
+            let mut tried = Vec::new();
+            for url in target.hubs.in_order() {
+                match Self::open_at(target, url, trust(url).as_ref()) {
+                    Ok(conn) => {
+                        target.hubs.answered(url);
+                        return Ok(conn);
+                    }
+                    Err(e) if e.not_serving() => tried.push((url.to_owned(), e)),
+                    Err(e) => return Err(e),
+                }
+            }
+            let left = until.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(match tried.len() {
+                    1 => tried.remove(0).1,
+                    _ => ClientError::NoneServing {
+                        tried: tried.into_iter().map(|(url, e)| (url, why_not(&e))).collect(),
+                        waited,
+                    },
+                });
+            }
+            // Backing off, not synchronising: nothing to wait on but a hub taking over.
+            std::thread::sleep(pause.min(left));
+            pause = (pause * 2).min(Duration::from_secs(1));
+        }
+    }
+
+    /// [`open`](Self::open) at one address.
+    fn open_at(target: &Target, url: &str, trust: Option<&Trust>) -> Result<Self, ClientError> {
         let limit = target.options.timeout;
         let unreachable = |reason: String| ClientError::Unreachable {
-            url: target.url.clone(),
+            url: url.to_owned(),
             reason,
             sandbox: if std::env::var_os("CODEX_SANDBOX_NETWORK_DISABLED").is_some() {
                 ". This looks like Codex's sandbox, which blocks even loopback: run worker commands with --transport file (or MCC_TRANSPORT=file), allow network access (sandbox_workspace_write.network_access = true), or write a report file into .mcc/reports/"
@@ -280,8 +383,8 @@ impl Connection {
                 ""
             },
         };
-        let timed_out = || ClientError::Timeout { url: target.url.clone(), limit };
-        let mut request = target.url.as_str().into_client_request().map_err(|e| unreachable(e.to_string()))?;
+        let timed_out = || ClientError::Timeout { url: url.to_owned(), limit };
+        let mut request = url.into_client_request().map_err(|e| unreachable(e.to_string()))?;
         if let Some(token) = &target.token {
             let value = format!("Bearer {token}").parse().expect("a hex token is a valid header value");
             request.headers_mut().insert("authorization", value);
@@ -314,9 +417,9 @@ impl Connection {
             let presented = presented.fingerprint();
             Some(match (trust, presented) {
                 (Some(Trust::Pinned(expected)), Some(presented)) if *expected != presented => {
-                    ClientError::WrongCertificate { url: target.url.clone(), expected: expected.clone(), presented }
+                    ClientError::WrongCertificate { url: url.to_owned(), expected: expected.clone(), presented }
                 }
-                _ => ClientError::Untrusted { url: target.url.clone(), reason: tls_error.to_string() },
+                _ => ClientError::Untrusted { url: url.to_owned(), reason: tls_error.to_string() },
             })
         };
         // 8 KiB: tungstenite zero-fills its whole read buffer on each read (128 KiB by default).
@@ -329,7 +432,7 @@ impl Connection {
                         .as_ref()
                         .map(|b| String::from_utf8_lossy(b).trim().to_owned())
                         .unwrap_or_default();
-                    ClientError::Refused { url: target.url.clone(), reason: format!("{} {body}", response.status()) }
+                    ClientError::Refused { url: url.to_owned(), reason: format!("{} {body}", response.status()) }
                 }
                 tungstenite::HandshakeError::Failure(tungstenite::Error::Io(e)) if timed_out_io(&e) => timed_out(),
                 tungstenite::HandshakeError::Failure(tungstenite::Error::Io(e))
@@ -341,7 +444,7 @@ impl Connection {
                 tungstenite::HandshakeError::Interrupted(_) => timed_out(),
                 tungstenite::HandshakeError::Failure(other) => unreachable(other.to_string()),
             })?;
-        let mut conn = Self { socket, url: target.url.clone(), timeout: limit, hub_commit: None };
+        let mut conn = Self { socket, url: url.to_owned(), timeout: limit, hub_commit: None };
         match conn.receive(limit)? {
             ServerMsg::Connected { commit, .. } => {
                 conn.hub_commit = commit;
@@ -349,6 +452,11 @@ impl Connection {
             }
             other => Err(ClientError::Garbled(format!("expected `connected`, got {}", other.to_json()))),
         }
+    }
+
+    /// The address this connection reached.
+    pub fn url(&self) -> &str {
+        &self.url
     }
 
     /// The git commit the hub's checkout is at, when the hub said (a hub in a git work tree).
@@ -380,8 +488,13 @@ impl Connection {
                 Ok(Message::Text(text)) => {
                     let msg: ServerMsg =
                         serde_json::from_str(&text).map_err(|e| ClientError::Garbled(e.to_string()))?;
-                    if let ServerMsg::ServerShutdown { message } = msg {
-                        return Err(ClientError::Shutdown(message));
+                    match msg {
+                        ServerMsg::ServerShutdown { message } => return Err(ClientError::Shutdown(message)),
+                        // A hub that lost its lease to another: nothing was done here, ask the next address.
+                        ServerMsg::Error { code: Some(code), error, .. } if code == STEPPED_DOWN => {
+                            return Err(ClientError::SteppedDown { url: self.url.clone(), message: error });
+                        }
+                        _ => {}
                     }
                     return Ok(msg);
                 }
@@ -412,6 +525,17 @@ impl Connection {
     pub fn close(mut self) {
         let _ = self.socket.close(None);
         let _ = self.socket.flush();
+    }
+}
+
+/// Why an address did not serve, in a few words for a list of them.
+fn why_not(e: &ClientError) -> String {
+    match e {
+        ClientError::Unreachable { reason, .. } => reason.clone(),
+        ClientError::Timeout { limit, .. } => format!("no answer within {}", humantime::format_duration(*limit)),
+        ClientError::SteppedDown { .. } => "stepped down".to_owned(),
+        ClientError::Shutdown(_) => "shutting down".to_owned(),
+        other => other.to_string(),
     }
 }
 
@@ -466,11 +590,14 @@ pub struct Options {
     pub transport: Transport,
     /// How long each step of a call may take: connect, handshake, an answer beyond its wait.
     pub timeout: Duration,
+    /// How long to go round the hub's addresses when none serves
+    /// (`--failover-wait` / `MCC_FAILOVER_WAIT`); `None`: [`Hubs::failover_wait`]'s default.
+    pub failover_wait: Option<Duration>,
 }
 
 impl Default for Options {
     fn default() -> Self {
-        Self { transport: Transport::Auto, timeout: DEFAULT_TIMEOUT }
+        Self { transport: Transport::Auto, timeout: DEFAULT_TIMEOUT, failover_wait: None }
     }
 }
 
@@ -516,7 +643,7 @@ pub fn ask(target: &Target, msg: &ClientMsg, wait: Duration) -> Result<ServerMsg
         (Transport::Auto, layout) => match (Connection::open(target), layout) {
             (Ok(conn), _) => resume(target, msg, Instant::now() + limit, exchange(conn, msg, limit)),
             // No socket, but a live hub: the sandbox forbids sockets, so use files.
-            (Err(ClientError::Unreachable { .. }), Some(layout))
+            (Err(ClientError::Unreachable { .. } | ClientError::NoneServing { .. }), Some(layout))
                 if files::hub_alive(&layout) && crate::layout::allowed(msg) =>
             {
                 files::ask(&layout, msg, limit)
@@ -536,7 +663,8 @@ fn ask_socket(target: &Target, msg: &ClientMsg, limit: Duration) -> Result<Serve
 /// its wait, until its deadline: it either never reached the hub, or the hub
 /// answers the replay as it answered the first (the (task, attempt) fence
 /// applies nothing twice). What changes the plan is answered as it came:
-/// `tasks add` replayed could add twice.
+/// `tasks add` replayed could add twice. Any message a hub refused because it
+/// stepped down goes to the next address: that hub applied nothing.
 fn resume(
     target: &Target,
     msg: &ClientMsg,
@@ -566,12 +694,20 @@ pub(crate) fn resuming<T>(
                 cut = true;
                 true
             }
-            // The hub is gone for a moment after a cut (restarting, a link coming back).
-            Err(ClientError::Unreachable { .. } | ClientError::Timeout { .. }) => cut,
+            // The hub is gone for a moment after a cut (restarting, a link coming back, a standby taking over).
+            Err(ClientError::Unreachable { .. } | ClientError::Timeout { .. } | ClientError::NoneServing { .. }) => cut,
+            // Another address may serve what this one, fenced, did not do.
+            Err(ClientError::SteppedDown { url, .. }) if target.hubs.len() > 1 => {
+                target.hubs.passed_over(url);
+                true
+            }
             _ => false,
         };
+        // A cut message may have been applied: only one whose replay the hub
+        // answers as the first is sent again. A stepped-down hub applied nothing.
+        let safe = crate::layout::allowed(msg) || matches!(answer, Err(ClientError::SteppedDown { .. }));
         let left = until.saturating_duration_since(Instant::now());
-        if !retry || !crate::layout::allowed(msg) || left <= pause {
+        if !retry || !safe || left <= pause {
             return answer;
         }
         // Backing off, not synchronising: nothing to wait on but the hub's return.

@@ -76,7 +76,7 @@ pub fn fetch(
         })
         .flatten();
     let page_url = target.root.as_deref().and_then(page_url);
-    Ok(Status::Hub { summary, url: target.url, page_url, tasks })
+    Ok(Status::Hub { summary, url: target.serving().to_owned(), page_url, tasks })
 }
 
 /// The status of the hub that holds the project's `.mcc/hub.lock`, asked
@@ -100,7 +100,7 @@ fn through_files(
         Ok(ServerMsg::Snapshot { snapshot }) => {
             let (summary, tasks) = from_snapshot(*snapshot);
             let tasks = with_tasks.then(|| first_page(tasks));
-            let url = format!("{} (answering through files in .mcc/: no socket here)", target.url);
+            let url = format!("{} (answering through files in .mcc/: no socket here)", target.serving());
             Ok(Status::Hub { summary: Box::new(summary), url, page_url: page_url(layout.root()), tasks })
         }
         Ok(other) => Err(format!("unexpected answer from the hub: {}", other.to_json())),

@@ -46,7 +46,7 @@ pub struct McpArgs {
     /// The worker's name, such as worker-A (or set `MCC_WORKER`).
     #[arg(long = "as", env = "MCC_WORKER", value_name = "NAME")]
     pub name: Option<String>,
-    /// Hub address, such as `ws://127.0.0.1:3100` (default: found through the nearest .mcc/).
+    /// Hub address, such as `ws://127.0.0.1:3100`; several separated by commas are tried in turn (a hub with a standby). Default: found through the nearest .mcc/.
     #[arg(long, env = "MCC_HUB")]
     pub hub: Option<String>,
     /// How long `next` (and done, block, fail) wait for work before "nothing yet"; at most 50s.

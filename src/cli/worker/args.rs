@@ -53,7 +53,7 @@ pub struct Who {
     /// Your worker name, such as worker-A (or set `MCC_WORKER`).
     #[arg(long = "as", env = "MCC_WORKER", value_name = "NAME")]
     pub name: Option<String>,
-    /// Hub address, such as `ws://127.0.0.1:3100` (default: found through the nearest .mcc/).
+    /// Hub address, such as `ws://127.0.0.1:3100`; several separated by commas are tried in turn (a hub with a standby). Default: found through the nearest .mcc/.
     #[arg(long, env = "MCC_HUB")]
     pub hub: Option<String>,
     /// Print one JSON object instead of text.
@@ -148,8 +148,9 @@ pub struct LeaveArgs {
 
 const RUN_HELP: &str = "\
 For each task, COMMAND runs in the project root with the task as JSON on stdin and in
-the file MCC_TASK_FILE, and MCC_TASK_ID, MCC_ATTEMPT, MCC_WORKER, MCC_HUB, MCC_REASONS
-(why the last result was rejected) in its environment.
+the file MCC_TASK_FILE, and MCC_TASK_ID, MCC_ATTEMPT, MCC_WORKER, MCC_HUB (every hub
+address known, comma-separated, the serving one first), MCC_REASONS (why the last result
+was rejected) in its environment.
   exit 0      done: deliverables are the task's output files that exist, or the
               `deliverables` of a JSON object printed as the last stdout line
               (`\"is_error\": true` in it means failure, as `claude -p` reports)

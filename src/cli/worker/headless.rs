@@ -250,7 +250,7 @@ impl Headless {
             .env("MCC_TASK_ID", id)
             .env("MCC_ATTEMPT", attempt.to_string())
             .env("MCC_WORKER", &self.name)
-            .env("MCC_HUB", &self.target.url)
+            .env("MCC_HUB", self.target.hubs.to_env())
             .env("MCC_REASONS", reasons.join("\n"))
             .stdin(body.into_bytes());
         let (tx, rx) = std::sync::mpsc::channel();
