@@ -44,97 +44,8 @@ use serde_json::Value;
 use tungstenite::Message;
 
 mod support;
-use support::{Hub, Socket, ask, binary, connect, percentile, recv, send};
-
-/// The messages and files the bench sends, after docs/protocol.md.
-mod wire {
-    use serde_json::{Value, json};
-
-    /// A task writing `outputs`, waiting for `dependencies`.
-    pub fn task(id: &str, outputs: &[&str], dependencies: &[&str]) -> Value {
-        json!({
-            "id": id, "type": "bench", "description": "a bench task",
-            "context": {"targetFiles": [], "outputFiles": outputs, "requirements": []},
-            "acceptance": {"criteria": []},
-            "dependencies": dependencies,
-        })
-    }
-
-    pub fn add_tasks(tasks: &[Value]) -> Value {
-        json!({"type": "add_tasks", "tasks": tasks})
-    }
-
-    pub fn next(worker: &str, wait_ms: u64) -> Value {
-        json!({"type": "next", "worker": worker, "waitMs": wait_ms})
-    }
-
-    pub fn done(worker: &str, offered: &Offered, wait_ms: u64) -> Value {
-        json!({"type": "done", "worker": worker, "taskId": offered.id, "attempt": offered.attempt, "waitMs": wait_ms})
-    }
-
-    pub fn register_worker(worker: &str) -> Value {
-        json!({"type": "register", "role": "worker", "workerId": worker})
-    }
-
-    pub fn task_complete(id: &str) -> Value {
-        json!({"type": "task_complete", "taskId": id})
-    }
-
-    pub fn snapshot() -> Value {
-        json!({"type": "snapshot"})
-    }
-
-    pub fn load_workflow(path: &str) -> Value {
-        json!({"type": "load_workflow", "path": path})
-    }
-
-    pub fn show_task(id: &str) -> Value {
-        json!({"type": "show_task", "taskId": id})
-    }
-
-    /// The body of `.mcc/reports/TASK-report.json` (rules/worker.md).
-    pub fn report_file(offered: &Offered, worker: &str) -> Value {
-        json!({
-            "taskId": offered.id, "workerId": worker, "attempt": offered.attempt,
-            "status": "completed", "deliverables": [], "contextEfficiencyScore": 5,
-            "notes": "", "completedAt": "2026-01-01T00:00:00Z",
-        })
-    }
-
-    pub fn report_file_name(id: &str) -> String {
-        format!("{id}-report.json")
-    }
-
-    /// A task handed out: by `next` (`offer`), `done` (`verdict.next`),
-    /// `block`/`fail` (`ack.next`), the old protocol (`task_assigned`), or
-    /// the `--json` output of the same commands.
-    pub struct Offered {
-        pub id: String,
-        pub attempt: Value,
-    }
-
-    pub fn offered(reply: &Value) -> Option<Offered> {
-        let offer = match reply["type"].as_str()? {
-            "offer" => &reply["offer"],
-            "verdict" | "ack" => &reply["next"],
-            "task_assigned" => {
-                return Some(Offered { id: reply["task"]["id"].as_str()?.to_owned(), attempt: Value::Null });
-            }
-            _ => return None,
-        };
-        (offer["type"] == "task")
-            .then(|| Some(Offered { id: offer["task"]["id"].as_str()?.to_owned(), attempt: offer["attempt"].clone() }))
-            .flatten()
-    }
-
-    /// Workers of a snapshot with a pending `next`.
-    pub fn waiting(snapshot: &Value) -> usize {
-        snapshot["snapshot"]["workers"].as_array().map_or(0, |w| w.iter().filter(|w| w["waiting"] == true).count())
-    }
-}
-
-/// The largest `add_tasks` message, well under the hub's 1 MiB frame limit.
-const TASKS_PER_FRAME: usize = 1000;
+use support::drain::{TASKS_PER_FRAME, Table, add_tasks, cpu_per_task, mcc_worker, ms, spread};
+use support::{Hub, Socket, ask, binary, connect, recv, send, wire};
 
 fn env_usize(name: &str, quick: usize, full: usize) -> usize {
     std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(if quick_run() { quick } else { full })
@@ -148,68 +59,7 @@ fn section_wanted(name: &str) -> bool {
     std::env::var("MCC_SCALE_ONLY").map_or(true, |only| only.split(',').any(|s| s.trim() == name))
 }
 
-/// Add tasks in frames the hub accepts; returns the time it took.
-fn add_tasks(ws: &mut Socket, tasks: &[Value]) -> Duration {
-    let start = Instant::now();
-    for chunk in tasks.chunks(TASKS_PER_FRAME) {
-        let reply = ask(ws, &wire::add_tasks(chunk));
-        assert_eq!(reply["type"], "tasks_added", "{reply}");
-    }
-    start.elapsed()
-}
-
-fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1e3
-}
-
-/// "median X ms, p99 Y ms (n)".
-fn spread(mut times: Vec<Duration>) -> String {
-    times.sort();
-    format!(
-        "median {:.2} ms, p99 {:.2} ms ({} runs)",
-        ms(percentile(&times, 0.5)),
-        ms(percentile(&times, 0.99)),
-        times.len()
-    )
-}
-
-/// The result table, printed as it fills and again at the end.
-#[derive(Default)]
-struct Table {
-    rows: Vec<(String, String)>,
-}
-
-impl Table {
-    fn row(&mut self, what: impl Into<String>, value: impl Into<String>) {
-        let (what, value) = (what.into(), value.into());
-        println!("  {what:<58} {value}");
-        self.rows.push((what, value));
-    }
-
-    fn print(&self) {
-        println!("\n| measure | value |\n| --- | --- |");
-        for (what, value) in &self.rows {
-            println!("| {what} | {value} |");
-        }
-    }
-}
-
 // ---------------------------------------------------------------- throughput
-
-/// Drain with mcc `next`/`done`; returns each handoff (done sent -> next task).
-fn mcc_worker(url: &str, name: &str) -> Vec<Duration> {
-    let mut ws = connect(url);
-    let mut handoffs = Vec::new();
-    let mut current = wire::offered(&ask(&mut ws, &wire::next(name, 0)));
-    while let Some(task) = current {
-        let start = Instant::now();
-        current = wire::offered(&ask(&mut ws, &wire::done(name, &task, 0)));
-        if current.is_some() {
-            handoffs.push(start.elapsed());
-        }
-    }
-    handoffs
-}
 
 /// Drain with the old protocol; returns each handoff (complete sent -> assigned).
 fn old_worker(url: &str, name: &str) -> Vec<Duration> {
@@ -266,24 +116,6 @@ fn throughput(bin: &Path, table: &mut Table) {
             format!("{rate:.0} tasks/s; handoff {}; hub CPU per task {cpu}", spread(handoffs)),
         );
     }
-}
-
-/// Hub CPU per task between two readings, in all and by thread: it stays
-/// comparable on a shared machine where tasks/s does not.
-fn cpu_per_task(
-    before: &std::collections::BTreeMap<String, Duration>,
-    after: &std::collections::BTreeMap<String, Duration>,
-    tasks: usize,
-) -> String {
-    let per_task = |d: Duration| d.as_secs_f64() * 1e6 / tasks as f64;
-    let used: Vec<(String, f64)> = after
-        .iter()
-        .map(|(name, t)| (name.clone(), per_task(t.saturating_sub(before.get(name).copied().unwrap_or_default()))))
-        .filter(|(_, us)| *us > 0.0)
-        .collect();
-    let total: f64 = used.iter().map(|(_, us)| us).sum();
-    let parts: Vec<String> = used.iter().map(|(name, us)| format!("{name} {us:.0}")).collect();
-    format!("{total:.0} µs ({})", parts.join(", "))
 }
 
 // ---------------------------------------------------------------- big queues

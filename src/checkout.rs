@@ -59,6 +59,22 @@ pub fn check_path(path: &str) -> Result<Vec<&str>, String> {
     }
 }
 
+/// A declared file as the checkout holds it, for keeping in the store.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Found {
+    /// A regular file of at most the limit, read whole.
+    File(Vec<u8>),
+    /// Nothing at the path (or a folder on the way is missing).
+    Absent,
+    /// A regular file of this many bytes (at least), over the limit.
+    TooLarge(u64),
+    /// A symbolic link (at the path or on the way), a folder or another
+    /// non-regular file: never followed, never read.
+    NotRegular,
+    /// A regular file that could not be read; the text says why.
+    Unreadable(String),
+}
+
 /// A checkout's root, held open.
 pub struct Checkout {
     root: StateDir,
@@ -97,6 +113,31 @@ impl Checkout {
             Ok(bytes) => Ok(Some(bytes)),
             Err(Refused::Missing(_)) => Ok(None),
             Err(e) => Err(refusal(path, e)),
+        }
+    }
+
+    /// What is at `path`, read when it is a regular file of at most
+    /// `limit` bytes; never through a link. A path that may not travel at
+    /// all (`..`, `.git/`) is not a regular file of the project.
+    pub fn look(&self, path: &str, limit: u64) -> Found {
+        let Ok(parts) = check_path(path) else { return Found::NotRegular };
+        let (name, folders) = parts.split_last().expect("check_path gives at least one part");
+        let found = |refused: Refused| match refused {
+            Refused::Missing(_) => Found::Absent,
+            Refused::Link(_) | Refused::Special { .. } => Found::NotRegular,
+            Refused::TooLarge { size, .. } => Found::TooLarge(size),
+            e @ Refused::Io { .. } => Found::Unreadable(e.to_string()),
+        };
+        let mut dir = self.root.clone();
+        for folder in folders {
+            dir = match dir.folder(folder) {
+                Ok(next) => next,
+                Err(e) => return found(e),
+            };
+        }
+        match dir.read_bounded(name, limit) {
+            Ok(bytes) => Found::File(bytes),
+            Err(e) => found(e),
         }
     }
 
@@ -148,6 +189,74 @@ impl Checkout {
             Ok(()) | Err(Refused::Missing(_) | Refused::Link(_)) => Ok(()),
             Err(e) => Err(refusal(path, e)),
         }
+    }
+}
+
+/// What a checkout should hold at one path: the content with this SHA-256
+/// (`size` bytes), or no file (`sha256` is `None`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Wanted {
+    pub path: String,
+    pub sha256: Option<String>,
+    pub size: u64,
+}
+
+/// What [`Checkout::restore`] did, path by path.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Restored {
+    /// Written with the wanted content (it differed or was missing).
+    pub written: Vec<String>,
+    /// Removed: the wanted state is no file.
+    pub removed: Vec<String>,
+    /// Already as wanted.
+    pub unchanged: Vec<String>,
+    /// Left as they are, each with why (a link on the way, content missing).
+    pub refused: Vec<String>,
+}
+
+impl Restored {
+    /// Whether the checkout was changed at all.
+    pub fn changed(&self) -> bool {
+        !self.written.is_empty() || !self.removed.is_empty()
+    }
+}
+
+impl Checkout {
+    /// Bring each wanted path to its wanted state where it differs, never
+    /// through a link and never outside the root (see [`Checkout::write`]):
+    /// a file whose bytes differ is replaced whole with `content(sha256)`,
+    /// a file that should not be there is removed. A path that cannot be
+    /// brought there is left as it is and named in [`Restored::refused`].
+    pub fn restore(&self, wanted: &[Wanted], mut content: impl FnMut(&str) -> Result<Vec<u8>, String>) -> Restored {
+        let mut done = Restored::default();
+        for w in wanted {
+            let path = w.path.clone();
+            // Read up to the wanted size: a larger file differs without being read whole.
+            let found = self.look(&path, w.size);
+            let outcome = match (&w.sha256, found) {
+                (Some(sha256), Found::File(bytes)) if sha256_hex(&bytes) == *sha256 => Ok(&mut done.unchanged),
+                (None, Found::Absent) => Ok(&mut done.unchanged),
+                // Looked at with a limit of 0: any regular file is "too large", none is read.
+                (None, Found::File(_) | Found::TooLarge(_)) => self.remove(&path).map(|()| &mut done.removed),
+                (None, _) => Err("not a regular file; left as it is".to_owned()),
+                (Some(_), Found::Unreadable(why)) => Err(why),
+                (Some(sha256), _) => content(sha256)
+                    .and_then(|bytes| {
+                        if sha256_hex(&bytes) == *sha256 {
+                            Ok(bytes)
+                        } else {
+                            Err(format!("the content kept as {sha256} does not match its SHA-256"))
+                        }
+                    })
+                    .and_then(|bytes| self.write(&path, &bytes))
+                    .map(|()| &mut done.written),
+            };
+            match outcome {
+                Ok(list) => list.push(path),
+                Err(why) => done.refused.push(format!("{path}: {why}")),
+            }
+        }
+        done
     }
 }
 

@@ -32,11 +32,13 @@ mod fuzz;
 
 // What the integration tests and the Lua bench (examples/) drive in-process;
 // the rest of the crate is its own, so rustc names what nothing uses.
+pub use checkout::Restored;
 pub use client::files::ask;
 pub use engine::{Policy, Timing};
 pub use hub::{HubOptions, Limits as HubLimits, RunningHub, Security as HubSecurity, StoreChoice, start as start_hub};
 pub use layout::Layout;
 pub use lua::{Workflow, load as load_workflow};
 pub use scheduler::{Scheduler, Settings};
+pub use store::restore::restore_from_project as restore_checkout;
 pub use text::duration;
 pub use wire::ClientMsg;

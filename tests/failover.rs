@@ -423,3 +423,41 @@ fn a_standby_on_the_checkouts_sqlite_file_is_refused_with_what_to_give_instead()
     assert!(run.stderr.contains("--standby needs") && run.stderr.contains("--store postgres://"), "{}", run.stderr);
     assert!(!project.path(".mcc/hub.json").exists(), "it never served");
 }
+
+#[test]
+fn a_standby_that_stepped_down_waits_again_and_serves_when_the_new_leader_dies() {
+    let (store, project) = (postgres::url(), postgres::project_name("standby again"));
+    let (first_clone, second_clone) = (Project::new(), Project::new());
+    // Nobody holds the lease yet: the first standby serves at once.
+    let mut first = PgHub::spawn(first_clone.root(), &store, &project, &STANDBY);
+    let first_url = first.listening(DEADLINE);
+    let mut second = PgHub::spawn(second_clone.root(), &store, &project, &STANDBY);
+    second.wait_for("waiting for", DEADLINE);
+    create(&mut first.connect(&first_url), &["t0".to_owned(), "t1".to_owned()]);
+
+    // Connected before the pause: a handshake with a stopped hub would wait for it.
+    let mut stale = Ws::connect(&first_url);
+    first.signal("-STOP");
+    let second_url = second.listening(DEADLINE);
+    first.signal("-CONT");
+    stale.send(json!({"type":"next","worker":"stale","waitMs":2000}));
+    first.wait_for("stepped down", DEADLINE);
+    let again = first.wait_for("waiting for", DEADLINE);
+    assert!(again.contains(&second_url), "it waits, naming the hub that serves now: {again}");
+    assert!(first.child.try_wait().expect("look at the first hub").is_none(), "a standby does not exit when fenced");
+
+    // The new leader dies: the first takes over again, on a fresh listener, with the state as stored.
+    second.kill9();
+    first.seen.retain(|line| !line.contains("listening on "));
+    let back = first.listening(DEADLINE);
+    let tasks = states(&first.connect(&back).ask(json!({"type":"snapshot"}))["snapshot"]);
+    assert_eq!(tasks.len(), 2, "{tasks:?}");
+    let accepted: Shared<String> = Arc::default();
+    let grants: Shared<(String, u64)> = Arc::default();
+    assert_eq!(work(&back, "w", &accepted, &grants), Ended::AllDone);
+    assert_eq!(accepted.lock().unwrap().len(), 2);
+
+    // SIGTERM stops a standby, serving or waiting, with 0.
+    first.signal("-TERM");
+    assert_eq!(first.exit_code(DEADLINE), Some(0));
+}

@@ -230,7 +230,7 @@ fn a_store_written_before_runs_opens_and_reports_as_one_run() {
 
     // A hub migrates the store and goes on with run 1.
     let hub = Hub::start(project.root(), &[]);
-    assert_eq!(version(), "3", "migrated");
+    assert_eq!(version(), "4", "migrated");
     let db = rusqlite::Connection::open(project.path(".mcc/state.db")).unwrap();
     let unassigned: i64 = db.query_row("SELECT COUNT(*) FROM events WHERE run_id IS NOT 1", [], |r| r.get(0)).unwrap();
     assert_eq!(unassigned, 0, "every event is run 1's");

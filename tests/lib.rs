@@ -33,6 +33,7 @@ mod scheduling;
 mod security;
 mod state_folder;
 mod store_postgres;
+mod submitted_files;
 mod tokens;
 mod validate;
 mod waiting;

@@ -1,4 +1,4 @@
-//! What both benches share: the release binary, a hub on a free port, and
+//! What the benches share: the release binary, a hub on a free port, and
 //! blocking WebSocket calls to it.
 
 // Each bench uses a part of it.
@@ -13,6 +13,9 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use tungstenite::stream::MaybeTlsStream;
 use tungstenite::{Message, WebSocket};
+
+pub mod drain;
+pub mod wire;
 
 pub type Socket = WebSocket<MaybeTlsStream<TcpStream>>;
 
@@ -39,10 +42,22 @@ pub struct Hub {
 
 impl Hub {
     pub fn start(bin: &Path, root: &Path) -> Self {
+        Self::start_with(bin, root, &[])
+    }
+
+    /// The same with more arguments (`--store URL --project NAME`).
+    pub fn start_with(bin: &Path, root: &Path, more: &[&str]) -> Self {
+        Self::start_watching(bin, root, more, |_| {})
+    }
+
+    /// The same, showing `watch` each line the hub prints before it listens
+    /// (a standby says it waits for the lease).
+    pub fn start_watching(bin: &Path, root: &Path, more: &[&str], mut watch: impl FnMut(&str)) -> Self {
         let start = Instant::now();
         let mut child = Command::new(bin)
             .args(["hub", "--port", "0", "--dir"])
             .arg(root)
+            .args(more)
             .stderr(Stdio::piped())
             .stdout(Stdio::null())
             .spawn()
@@ -50,6 +65,7 @@ impl Hub {
         let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
         let url = loop {
             let line = lines.next().expect("hub output").expect("line");
+            watch(&line);
             if let Some(rest) = line.split("listening on ").nth(1) {
                 break rest.split_whitespace().next().unwrap().to_owned();
             }
@@ -65,6 +81,12 @@ impl Hub {
     /// address that carries it is refused).
     pub fn connect(&self) -> Socket {
         connect_with_token(&self.url, Some(&self.token))
+    }
+
+    /// SIGKILL, and wait until it is gone.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 
     /// CPU time (user + system) the hub's threads have used so far, by
@@ -110,8 +132,7 @@ impl Hub {
 
 impl Drop for Hub {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.kill();
     }
 }
 

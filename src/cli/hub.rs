@@ -255,8 +255,12 @@ enum Turn {
 async fn serve(options: &HubOptions) -> Result<(), HubError> {
     // Read before the hub opens the store: what it resumes when no workflow is given.
     let root = std::fs::canonicalize(&options.root).unwrap_or_else(|_| options.root.clone());
+    // One meta value, not the whole state: a standby taking over a large run loads it once, in the engine.
     let resumed = if options.workflow.is_none() {
-        crate::store::read::stored(&root).and_then(|s| s.summary.workflow)
+        crate::store::read_project(&root)
+            .ok()
+            .flatten()
+            .and_then(|mut store| store.meta("workflow_path").ok().flatten())
     } else {
         None
     };

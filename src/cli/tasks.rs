@@ -15,6 +15,8 @@ use serde_json::{Value, json};
 
 use super::exit;
 use crate::client;
+
+mod submitted;
 use crate::wire::{ClientMsg, ServerMsg, TaskInfo, TaskSummary};
 
 #[derive(Debug, Subcommand)]
@@ -29,11 +31,11 @@ pub enum TasksCmd {
         after_help = "Examples:\n  mcc tasks list --state blocked\n  mcc tasks list --state ready --limit 50 --after task-050"
     )]
     List(ListArgs),
-    /// Everything about one task: every attempt with its verdict, reasons and validation output, its questions.
+    /// Everything about one task: every attempt with its verdict, reasons and validation output, its questions; or the files one attempt submitted.
     #[command(
-        after_help = "Example:\n  mcc tasks show task-001\n\nWorks with the hub stopped too: read from .mcc/state.db."
+        after_help = "Examples:\n  mcc tasks show task-001\n  mcc tasks show task-001 --attempt 2\n  mcc tasks show task-001 --attempt 2 --file src/parse.rs > parse.rs\n\nWorks with the hub stopped too: read from .mcc/state.db. --attempt and --file read this project's store (the folder you are in), whatever --hub says.\n\nExit codes: 0 printed; 1 error (no such task, attempt or file in the store, or the file was not kept: the message says what there is and what to run)."
     )]
-    Show(OneArgs),
+    Show(ShowArgs),
     /// Put a failed or cancelled task back in the queue.
     #[command(after_help = "Example:\n  mcc tasks retry task-001")]
     Retry(OneArgs),
@@ -97,6 +99,19 @@ const PAGE: usize = 50;
 const MAX_PAGE: usize = 1000;
 /// The longest description printed in a list line.
 const LINE: usize = 80;
+
+#[derive(Debug, Args)]
+pub struct ShowArgs {
+    pub task: String,
+    /// List the files this attempt submitted at `done` (path, size, SHA-256, kept or why not).
+    #[arg(long)]
+    pub attempt: Option<u32>,
+    /// With --attempt: print exactly the bytes the attempt submitted for this path (with --json: one object, the bytes in base64).
+    #[arg(long, requires = "attempt")]
+    pub file: Option<String>,
+    #[command(flatten)]
+    pub hub: HubArg,
+}
 
 #[derive(Debug, Args)]
 pub struct OneArgs {
@@ -166,7 +181,10 @@ pub fn run(cmd: TasksCmd, options: client::Options) -> u8 {
 /// `mcc tasks show`: the task from the hub, or from the store when no hub
 /// answers (read-only), with its history from the store either way: the
 /// same lines with the hub up or stopped.
-fn show(a: &OneArgs, options: client::Options) -> u8 {
+fn show(a: &ShowArgs, options: client::Options) -> u8 {
+    if let Some(attempt) = a.attempt {
+        return submitted::show(a, attempt);
+    }
     let cwd = std::env::current_dir().unwrap_or_else(|_| ".".into());
     // The store read is this project's: not when --hub names some hub.
     let root = a.hub.hub.is_none().then(|| client::find_root(&cwd)).flatten();
@@ -205,7 +223,8 @@ fn show(a: &OneArgs, options: client::Options) -> u8 {
             Err(e) => fail(&a.hub, &format!("task {} cannot be written as JSON: {e}", info.summary.id)),
         };
     }
-    print!("{}", shown(&info));
+    let kept = root.as_deref().map(|r| submitted::kept_counts(r, &info)).unwrap_or_default();
+    print!("{}", shown(&info, &kept));
     exit::OK
 }
 
@@ -226,8 +245,9 @@ fn indented(text: &str, pad: &str) -> String {
     out
 }
 
-/// A task and its history as `mcc tasks show` prints them.
-fn shown(info: &TaskInfo) -> String {
+/// A task and its history as `mcc tasks show` prints them; `kept` is, by
+/// attempt, how many of its submitted files the store kept, of how many.
+fn shown(info: &TaskInfo, kept: &HashMap<u32, (usize, usize)>) -> String {
     let t = &info.summary;
     let mut out = String::new();
     let phase = t.phase.as_deref().map(|p| format!(" · phase {p}")).unwrap_or_default();
@@ -282,6 +302,12 @@ fn shown(info: &TaskInfo) -> String {
         }
         if !a.files.is_empty() {
             out.push_str(&format!("      files submitted: {}\n", a.files.join(", ")));
+        }
+        if let Some((kept, of)) = kept.get(&a.attempt) {
+            out.push_str(&format!(
+                "      files kept: {kept} of {of} (`mcc tasks show {} --attempt {}` lists them)\n",
+                t.id, a.attempt
+            ));
         }
         if let Some(v) = &a.validation {
             let how = if v.timed_out {

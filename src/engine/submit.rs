@@ -13,7 +13,9 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use super::{ConnId, Engine, Judging, ProblemKind, Reply};
+use crate::checkout::{Checkout, Found};
 use crate::scheduler::{Applied, Task, TaskId, TaskState};
+use crate::store::{AttemptFile, FileKept, SubmittedFiles};
 use crate::task::{Report, ReportStatus};
 use crate::wire::{FileDigest, ServerMsg};
 
@@ -109,6 +111,21 @@ impl Engine {
             return;
         }
         let Submission { source, worker, task, attempt, report } = sub;
+        if report.status == ReportStatus::Completed {
+            // Kept with the commit that records this `done`: durable when it is acknowledged.
+            let reading = Instant::now();
+            let submitted = self.submitted_files(&task, attempt);
+            if !submitted.files.is_empty() {
+                // Read and hashed on the engine thread: what it costs shows with MCC_LOG=debug.
+                let bytes: usize = submitted.blobs.iter().map(|(_, b)| b.len()).sum();
+                tracing::debug!(
+                    "mcc hub: task {task} attempt {attempt}: {} files ({bytes} bytes) kept in {:?}",
+                    submitted.files.len(),
+                    reading.elapsed()
+                );
+            }
+            self.notes.submitted.push(submitted);
+        }
         if let Some(score) = report.context_efficiency_score {
             self.scheduler.set_score(&worker, score, now);
         }
@@ -196,6 +213,57 @@ impl Engine {
                 self.answer_report(&source, &worker, "block", message, &task, now);
             }
         }
+    }
+
+    /// The task's declared write files as the checkout holds them at its
+    /// `done` (a remote worker's uploads are applied by now), within the
+    /// per-task bound: a file past it is recorded as not kept, never dropped
+    /// unsaid.
+    fn submitted_files(&self, id: &str, attempt: u32) -> SubmittedFiles {
+        let paths = self.scheduler.task(id).map(|t| t.spec.context.output_files.clone()).unwrap_or_default();
+        let mut submitted = SubmittedFiles::default();
+        if paths.is_empty() {
+            return submitted;
+        }
+        let checkout = match Checkout::open(&self.config.root) {
+            Ok(checkout) => Some(checkout),
+            Err(e) => {
+                tracing::warn!("mcc hub: task {id} attempt {attempt}: its files are not kept: {e}");
+                None
+            }
+        };
+        let mut left = self.config.max_task_files_bytes;
+        for path in paths {
+            let found = checkout.as_ref().map_or_else(|| Found::Unreadable(String::new()), |c| c.look(&path, left));
+            let (size, kept) = match found {
+                Found::File(bytes) => {
+                    let sha256 = crate::checkout::sha256_hex(&bytes);
+                    left -= bytes.len() as u64;
+                    let size = bytes.len() as u64;
+                    if !submitted.blobs.iter().any(|(sha, _)| *sha == sha256) {
+                        submitted.blobs.push((sha256.clone(), bytes));
+                    }
+                    (size, FileKept::Kept { sha256 })
+                }
+                Found::Absent => (0, FileKept::Deleted),
+                Found::TooLarge(size) => {
+                    tracing::warn!(
+                        "mcc hub: task {id} attempt {attempt}: {path} ({size} bytes) is not kept: the task's files pass --max-task-files-bytes ({} bytes)",
+                        self.config.max_task_files_bytes
+                    );
+                    (size, FileKept::OverBound)
+                }
+                Found::NotRegular => (0, FileKept::NotRegular),
+                Found::Unreadable(why) => {
+                    if !why.is_empty() {
+                        tracing::warn!("mcc hub: task {id} attempt {attempt}: {path} is not kept: {why}");
+                    }
+                    (0, FileKept::Unreadable)
+                }
+            };
+            submitted.files.push(AttemptFile { task: id.to_owned(), attempt, path, size, kept });
+        }
+        submitted
     }
 
     /// The answer to a `fail` or `block`: an ack with the next task.

@@ -27,6 +27,7 @@ pub mod lease;
 pub mod location;
 pub mod postgres;
 pub mod read;
+pub mod restore;
 pub mod sqlite;
 #[cfg(test)]
 mod suite;
@@ -83,7 +84,7 @@ fn with_causes(error: &dyn std::error::Error) -> String {
 }
 
 /// The schema version this mcc writes; a store with a newer one is refused.
-const SCHEMA_VERSION: i64 = 3;
+const SCHEMA_VERSION: i64 = 4;
 
 /// One stored event, as read back for metrics.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -135,6 +136,72 @@ pub const OUTPUT_TAIL: usize = 2048;
 pub struct Notes {
     pub workflow: Option<String>,
     pub validations: Vec<ValidationRecord>,
+    /// The files attempts submitted at `done`, kept with the commit that records the `done`.
+    pub submitted: Vec<SubmittedFiles>,
+}
+
+/// What became of one declared write file of an attempt at `done`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(tag = "kept", rename_all = "snake_case")]
+pub enum FileKept {
+    /// Its bytes are in the store under this SHA-256 (lowercase hex).
+    Kept { sha256: String },
+    /// There was no file at the path: the attempt deleted it (or never wrote it).
+    Deleted,
+    /// Not kept: the task's files passed `--max-task-files-bytes` at this file.
+    OverBound,
+    /// Not kept: a symbolic link, a folder or another non-regular file (never followed).
+    NotRegular,
+    /// Not kept: a regular file the hub could not read (its log says why).
+    Unreadable,
+}
+
+impl FileKept {
+    /// The word stored for it (the SHA-256 is a column of its own).
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::Kept { .. } => "kept",
+            Self::Deleted => "deleted",
+            Self::OverBound => "over_bound",
+            Self::NotRegular => "not_regular",
+            Self::Unreadable => "unreadable",
+        }
+    }
+
+    /// Read back from its stored word and SHA-256; `None` for a word this mcc does not know.
+    pub fn from_stored(name: &str, sha256: Option<String>) -> Option<Self> {
+        Some(match (name, sha256) {
+            ("kept", Some(sha256)) => Self::Kept { sha256 },
+            ("deleted", _) => Self::Deleted,
+            ("over_bound", _) => Self::OverBound,
+            ("not_regular", _) => Self::NotRegular,
+            ("unreadable", _) => Self::Unreadable,
+            _ => return None,
+        })
+    }
+}
+
+/// One declared write file of one attempt, as the store keeps it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct AttemptFile {
+    pub task: String,
+    pub attempt: u32,
+    /// The declared path, relative to the project root.
+    pub path: String,
+    /// Bytes of the file at `done` (0 when deleted or not regular).
+    pub size: u64,
+    #[serde(flatten)]
+    pub kept: FileKept,
+}
+
+/// What one attempt submitted: a row per declared write file, and the bytes
+/// of each kept one by SHA-256 (each blob is stored once, however many
+/// attempts submit the same bytes).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SubmittedFiles {
+    pub files: Vec<AttemptFile>,
+    /// `(sha256, bytes)` of the kept files.
+    pub blobs: Vec<(String, Vec<u8>)>,
 }
 
 /// The meta key of the hub clock.
@@ -217,7 +284,12 @@ impl Rows {
         meta: &[(&str, String)],
         notes: Notes,
     ) -> Option<Self> {
-        if changes.is_empty() && meta.is_empty() && notes.workflow.is_none() && notes.validations.is_empty() {
+        if changes.is_empty()
+            && meta.is_empty()
+            && notes.workflow.is_none()
+            && notes.validations.is_empty()
+            && notes.submitted.is_empty()
+        {
             return None;
         }
         let now = Instant::now();
@@ -339,6 +411,31 @@ pub trait Backend: Send {
     /// The last `limit` events, oldest first: what a view of recent work
     /// reads, at a cost that does not grow with the log.
     fn recent_events(&mut self, limit: usize) -> Result<Vec<StoredEvent>, StoreError>;
+    /// The declared write files `task`'s `attempt` submitted at `done`, by
+    /// path; none when it submitted nothing (or before the store kept files).
+    fn attempt_files(&mut self, task: &str, attempt: u32) -> Result<Vec<AttemptFile>, StoreError> {
+        let _ = (task, attempt);
+        Err(keeps_no_files())
+    }
+    /// The bytes kept under `sha256`, if any.
+    fn blob(&mut self, sha256: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        let _ = sha256;
+        Err(keeps_no_files())
+    }
+    /// For every path an accepted attempt submitted, that path as the last
+    /// accepted attempt (in the order of the verdicts) left it, by path: the
+    /// accepted state of the checkout.
+    fn accepted_files(&mut self) -> Result<Vec<AttemptFile>, StoreError> {
+        Err(keeps_no_files())
+    }
+}
+
+/// An engine that does not keep submitted files (yet) says so rather than answer nothing.
+fn keeps_no_files() -> StoreError {
+    StoreError::Crashed(
+        "this store engine does not keep the files attempts submitted; use the SQLite store (leave out --store) to read them"
+            .to_owned(),
+    )
 }
 
 /// An open store, whichever engine keeps it.

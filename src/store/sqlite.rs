@@ -10,8 +10,8 @@ use rusqlite::{Connection, OptionalExtension, params};
 use serde_json::Value;
 
 use super::{
-    BUSY_TIMEOUT, Backend, Clock, HUB_CLOCK, RUN_FINISHED, Rows, SCHEMA_VERSION, StoreError, StoredEvent, StoredRun,
-    TaskRow, ValidationRecord,
+    AttemptFile, BUSY_TIMEOUT, Backend, Clock, FileKept, HUB_CLOCK, RUN_FINISHED, Rows, SCHEMA_VERSION, StoreError,
+    StoredEvent, StoredRun, TaskRow, ValidationRecord,
 };
 use crate::event::EventKind;
 use crate::scheduler::{Scheduler, Settings, Task, Worker};
@@ -104,6 +104,27 @@ CREATE TABLE IF NOT EXISTS validations (
 ) WITHOUT ROWID;
 ";
 
+/// Schema 3 to 4: what each attempt submitted at `done`. A row per
+/// (task, attempt, declared write file) says whether its bytes were kept
+/// (and under which SHA-256), or why not; the bytes are in `blobs` once per
+/// content, however many attempts submitted them. `blobs` keeps its rowid:
+/// a row as large as a file does not belong in a key-ordered b-tree.
+const SCHEMA_4: &str = "
+CREATE TABLE IF NOT EXISTS blobs (
+    sha256 TEXT PRIMARY KEY NOT NULL,
+    bytes BLOB NOT NULL
+);
+CREATE TABLE IF NOT EXISTS attempt_files (
+    task_id TEXT NOT NULL,
+    attempt INTEGER NOT NULL,
+    path TEXT NOT NULL,
+    kept TEXT NOT NULL,
+    sha256 TEXT,
+    size INTEGER NOT NULL,
+    PRIMARY KEY (task_id, attempt, path)
+) WITHOUT ROWID;
+";
+
 /// The `SQLite` file under `.mcc/`.
 pub struct SqliteStore {
     conn: Connection,
@@ -149,6 +170,7 @@ impl SqliteStore {
                 conn.execute_batch(SCHEMA).map_err(sql)?;
                 conn.execute(PUT_META, params!["schema_version", "2"]).map_err(sql)?;
                 migrate_from_2(&conn).map_err(sql)?;
+                migrate_from_3(&conn).map_err(sql)?;
             }
             Some(found) if found > SCHEMA_VERSION => {
                 return Err(StoreError::TooNew { path, found, known: SCHEMA_VERSION });
@@ -156,8 +178,13 @@ impl SqliteStore {
             Some(1) => {
                 migrate_from_1(&conn).map_err(sql)?;
                 migrate_from_2(&conn).map_err(sql)?;
+                migrate_from_3(&conn).map_err(sql)?;
             }
-            Some(2) => migrate_from_2(&conn).map_err(sql)?,
+            Some(2) => {
+                migrate_from_2(&conn).map_err(sql)?;
+                migrate_from_3(&conn).map_err(sql)?;
+            }
+            Some(3) => migrate_from_3(&conn).map_err(sql)?,
             Some(_) => {}
         }
         let clock = Clock { base_ms: read_clock(&conn).map_err(sql)?, opened: Instant::now() };
@@ -333,6 +360,15 @@ impl Backend for SqliteStore {
                 )
                 .map_err(sql)?;
             let mut put_meta = tx.prepare_cached(PUT_META).map_err(sql)?;
+            // The same bytes submitted again are already there: one blob per content.
+            let mut put_blob =
+                tx.prepare_cached("INSERT OR IGNORE INTO blobs (sha256, bytes) VALUES (?1, ?2)").map_err(sql)?;
+            let mut put_file = tx
+                .prepare_cached(
+                    "INSERT OR REPLACE INTO attempt_files (task_id, attempt, path, kept, sha256, size)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                )
+                .map_err(sql)?;
             let mut put_validation = tx
                 .prepare_cached(
                     "INSERT OR REPLACE INTO validations (task_id, attempt, at_ms, command, exit_code, timed_out, stdout_tail, stderr_tail)
@@ -386,6 +422,21 @@ impl Backend for SqliteStore {
                             v.stderr_tail
                         ])
                         .map_err(sql)?;
+                }
+                for submitted in &rows.notes.submitted {
+                    for (sha256, bytes) in &submitted.blobs {
+                        put_blob.execute(params![sha256, bytes]).map_err(sql)?;
+                    }
+                    for f in &submitted.files {
+                        let sha256 = match &f.kept {
+                            FileKept::Kept { sha256 } => Some(sha256),
+                            _ => None,
+                        };
+                        let size = i64::try_from(f.size).unwrap_or(i64::MAX);
+                        put_file
+                            .execute(params![f.task, f.attempt, f.path, f.kept.name(), sha256, size])
+                            .map_err(sql)?;
+                    }
                 }
                 for (key, value) in &rows.meta {
                     put_meta.execute(params![key, value]).map_err(sql)?;
@@ -513,6 +564,76 @@ impl Backend for SqliteStore {
         events.reverse();
         Ok(events)
     }
+
+    /// The declared write files `task`'s `attempt` submitted, by path (none
+    /// in a store older than kept files).
+    fn attempt_files(&mut self, task: &str, attempt: u32) -> Result<Vec<AttemptFile>, StoreError> {
+        if self.version < 4 {
+            return Ok(Vec::new());
+        }
+        self.files_where("WHERE task_id = ?1 AND attempt = ?2 ORDER BY path", params![task, attempt])
+    }
+
+    /// The bytes kept under `sha256`, if any.
+    fn blob(&mut self, sha256: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        if self.version < 4 {
+            return Ok(None);
+        }
+        self.conn
+            .query_row("SELECT bytes FROM blobs WHERE sha256 = ?1", [sha256], |r| r.get(0))
+            .optional()
+            .map_err(|e| self.sql(e))
+    }
+
+    /// Each path as the last accepted attempt that submitted it left it.
+    fn accepted_files(&mut self) -> Result<Vec<AttemptFile>, StoreError> {
+        if self.version < 4 {
+            return Ok(Vec::new());
+        }
+        // The accepted events in the order of the verdicts, each joined to
+        // its attempt's files by their key: one pass over the log.
+        let accepted = self.files_where(
+            "JOIN (SELECT id, task_id AS t, attempt AS a FROM events WHERE kind = 'accepted') AS e
+                 ON attempt_files.task_id = e.t AND attempt_files.attempt = e.a
+             ORDER BY e.id",
+            [],
+        )?;
+        let mut last = std::collections::BTreeMap::new();
+        for file in accepted {
+            last.insert(file.path.clone(), file);
+        }
+        Ok(last.into_values().collect())
+    }
+}
+
+impl SqliteStore {
+    fn files_where(&self, tail: &str, params: impl rusqlite::Params) -> Result<Vec<AttemptFile>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare(&format!(
+                "SELECT attempt_files.task_id, attempt_files.attempt, path, kept, sha256, size FROM attempt_files {tail}"
+            ))
+            .map_err(|e| self.sql(e))?;
+        let rows = stmt
+            .query_map(params, |r| {
+                let kept: String = r.get(3)?;
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?, kept, r.get(4)?, r.get::<_, i64>(5)?))
+            })
+            .map_err(|e| self.sql(e))?;
+        let mut files = Vec::new();
+        for row in rows {
+            let (task, attempt, path, kept, sha256, size): (String, u32, String, String, Option<String>, i64) =
+                row.map_err(|e| self.sql(e))?;
+            let Some(kept) = FileKept::from_stored(&kept, sha256) else {
+                return Err(StoreError::Crashed(format!(
+                    "task store {}: attempt {attempt} of task {task} has file {path} kept as `{kept}`, which this mcc does not know; was it written by a newer mcc?",
+                    self.path.display()
+                )));
+            };
+            files.push(AttemptFile { task, attempt, path, size: u64::try_from(size).unwrap_or(0), kept });
+        }
+        Ok(files)
+    }
 }
 
 /// The schema version of an existing store; `None` for a new file. Stores
@@ -565,6 +686,16 @@ fn migrate_from_2(conn: &Connection) -> rusqlite::Result<()> {
             conn.execute_batch("UPDATE tasks SET run_id = 1; UPDATE events SET run_id = 1;")?;
         }
         conn.execute(PUT_META, params!["schema_version", "3"])?;
+        Ok(())
+    })
+}
+
+/// Bring a schema-3 store to schema 4 in one transaction: the tables of
+/// submitted files, empty (attempts before it kept none).
+fn migrate_from_3(conn: &Connection) -> rusqlite::Result<()> {
+    in_transaction(conn, || {
+        conn.execute_batch(SCHEMA_4)?;
+        conn.execute(PUT_META, params!["schema_version", "4"])?;
         Ok(())
     })
 }
@@ -809,7 +940,7 @@ mod tests {
         }
 
         let mut store = Store::open(dir.path()).unwrap();
-        assert_eq!(store.meta("schema_version").unwrap().as_deref(), Some("3"));
+        assert_eq!(store.meta("schema_version").unwrap().as_deref(), Some("4"));
         assert_eq!(store.meta("phase").unwrap().as_deref(), Some("one"));
         let (tasks, workers) = store.load().unwrap();
         let states: Vec<(&str, TaskState)> = tasks.iter().map(|t| (t.spec.id.as_str(), t.state())).collect();
@@ -821,7 +952,7 @@ mod tests {
         assert_eq!(events, [(1, EventKind::Created), (2, EventKind::Created), (3, EventKind::Assigned)]);
         // The new tables: no rowid b-tree beside the key, no sequence table, no unused index.
         let sql = texts(&store, "SELECT sql FROM sqlite_master WHERE sql IS NOT NULL ORDER BY name");
-        assert_eq!(sql.iter().filter(|t| t.contains("WITHOUT ROWID")).count(), 4, "{sql:?}");
+        assert_eq!(sql.iter().filter(|t| t.contains("WITHOUT ROWID")).count(), 5, "{sql:?}");
         assert!(
             !sql.iter().any(|t| t.contains("AUTOINCREMENT") || t.contains("events_task") || t.contains("_v1")),
             "{sql:?}"
@@ -842,9 +973,157 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         drop(Store::open(dir.path()).unwrap());
         let conn = Connection::open(dir.path().join("state.db")).unwrap();
-        conn.execute("UPDATE meta SET value = '4' WHERE key = 'schema_version'", []).unwrap();
+        conn.execute("UPDATE meta SET value = '5' WHERE key = 'schema_version'", []).unwrap();
         drop(conn);
         let err = Store::open(dir.path()).err().expect("refused").to_string();
-        assert!(err.contains("schema version 4") && err.contains("upgrade mcc"), "{err}");
+        assert!(err.contains("schema version 5") && err.contains("upgrade mcc"), "{err}");
+    }
+}
+
+/// The files attempts submitted: kept once per content, read back per
+/// attempt and as the run's accepted state.
+#[cfg(test)]
+mod files_tests {
+    use super::SqliteStore as Store;
+    use super::*;
+    use crate::checkout::sha256_hex;
+    use crate::scheduler::Settings;
+    use crate::store::{Notes, SubmittedFiles};
+    use crate::task::TaskSpec;
+
+    /// What `task`'s `attempt` submitted: each path with its bytes, or `None` for a deleted one.
+    fn submitted(task: &str, attempt: u32, files: &[(&str, Option<&[u8]>)]) -> SubmittedFiles {
+        let mut out = SubmittedFiles::default();
+        for (path, bytes) in files {
+            let (size, kept) = match bytes {
+                Some(bytes) => {
+                    let sha256 = sha256_hex(bytes);
+                    out.blobs.push((sha256.clone(), bytes.to_vec()));
+                    (bytes.len() as u64, FileKept::Kept { sha256 })
+                }
+                None => (0, FileKept::Deleted),
+            };
+            out.files.push(AttemptFile { task: task.into(), attempt, path: (*path).into(), size, kept });
+        }
+        out
+    }
+
+    fn keep(store: &mut Store, files: SubmittedFiles) {
+        let s = Scheduler::new(Settings::default());
+        let notes = Notes { submitted: vec![files], ..Notes::default() };
+        let rows = Rows::gather_with(store.clock(), &s, &crate::scheduler::Changes::default(), &[], notes)
+            .expect("submitted files are something to write");
+        store.write(std::slice::from_ref(&rows)).unwrap();
+    }
+
+    /// The verdict `kind` on `task`'s `attempt`, as the scheduler logs it.
+    fn verdict(store: &Store, kind: &str, task: &str, attempt: u32) {
+        store
+            .conn
+            .execute(
+                "INSERT INTO events (at_ms, kind, task_id, attempt) VALUES (1, ?1, ?2, ?3)",
+                params![kind, task, attempt],
+            )
+            .unwrap();
+    }
+
+    fn count(store: &Store, table: &str) -> i64 {
+        store.conn.query_row(&format!("SELECT COUNT(*) FROM {table}"), [], |r| r.get(0)).unwrap()
+    }
+
+    #[test]
+    fn two_attempts_submitting_the_same_bytes_keep_one_blob() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::open(dir.path()).unwrap();
+        let same: &[u8] = b"# notes\n\x00\xff binary safe\n";
+        keep(&mut store, submitted("a", 1, &[("out/a.md", Some(same)), ("out/old.md", None)]));
+        keep(&mut store, submitted("a", 2, &[("out/a.md", Some(same))]));
+        keep(&mut store, submitted("b", 1, &[("out/b.md", Some(same))]));
+        assert_eq!(count(&store, "blobs"), 1, "one blob for the same bytes, however many attempts");
+        assert_eq!(count(&store, "attempt_files"), 4);
+        drop(store);
+
+        let mut store = Store::open_read_only(dir.path()).unwrap();
+        let first = store.attempt_files("a", 1).unwrap();
+        let shape: Vec<(&str, &FileKept)> = first.iter().map(|f| (f.path.as_str(), &f.kept)).collect();
+        let sha256 = sha256_hex(same);
+        assert_eq!(
+            shape,
+            [("out/a.md", &FileKept::Kept { sha256: sha256.clone() }), ("out/old.md", &FileKept::Deleted)]
+        );
+        assert_eq!(first[0].size, same.len() as u64);
+        assert_eq!(store.blob(&sha256).unwrap().as_deref(), Some(same));
+        assert_eq!(store.blob(&sha256_hex(b"never submitted")).unwrap(), None);
+        assert_eq!(store.attempt_files("a", 3).unwrap(), []);
+    }
+
+    #[test]
+    fn the_accepted_state_is_each_paths_content_from_its_last_accepted_attempt() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::open(dir.path()).unwrap();
+        keep(&mut store, submitted("a", 1, &[("a.md", Some(b"rejected"))]));
+        verdict(&store, "rejected", "a", 1);
+        keep(&mut store, submitted("a", 2, &[("a.md", Some(b"first accepted")), ("gone.md", Some(b"here"))]));
+        verdict(&store, "accepted", "a", 2);
+        keep(&mut store, submitted("b", 1, &[("a.md", Some(b"accepted later")), ("gone.md", None)]));
+        verdict(&store, "accepted", "b", 1);
+        // Submitted, not judged yet: not part of the accepted state.
+        keep(&mut store, submitted("c", 1, &[("a.md", Some(b"pending"))]));
+
+        let accepted = store.accepted_files().unwrap();
+        let shape: Vec<(&str, &str, u32, &FileKept)> =
+            accepted.iter().map(|f| (f.path.as_str(), f.task.as_str(), f.attempt, &f.kept)).collect();
+        assert_eq!(
+            shape,
+            [
+                ("a.md", "b", 1, &FileKept::Kept { sha256: sha256_hex(b"accepted later") }),
+                ("gone.md", "b", 1, &FileKept::Deleted),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_schema_3_store_is_migrated_to_4_keeping_everything_it_held() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::open(dir.path()).unwrap();
+        let mut s = Scheduler::new(Settings::default());
+        s.add_tasks(vec![TaskSpec::new("a", "first")], None, Instant::now()).unwrap();
+        let record = ValidationRecord {
+            task: "a".into(),
+            attempt: 1,
+            command: "true".into(),
+            exit_code: Some(0),
+            timed_out: false,
+            stdout_tail: "ok".into(),
+            stderr_tail: String::new(),
+        };
+        let notes = Notes { workflow: Some("/p/a.lua".into()), validations: vec![record.clone()], ..Notes::default() };
+        let changes = s.take_changes();
+        let rows = Rows::gather_with(store.clock(), &s, &changes, &[("phase", "one".into())], notes).unwrap();
+        store.write(std::slice::from_ref(&rows)).unwrap();
+        // Back to schema 3 as mcc wrote it: no tables of submitted files.
+        store.conn.execute_batch("DROP TABLE blobs; DROP TABLE attempt_files;").unwrap();
+        store.conn.execute("UPDATE meta SET value = '3' WHERE key = 'schema_version'", []).unwrap();
+        drop(store);
+
+        // Read-only, not migrated: an older store answers "no files", not an error.
+        let mut old = Store::open_read_only(dir.path()).unwrap();
+        assert_eq!(old.attempt_files("a", 1).unwrap(), []);
+        assert_eq!(old.accepted_files().unwrap(), []);
+        drop(old);
+
+        let mut store = Store::open(dir.path()).unwrap();
+        assert_eq!(store.meta("schema_version").unwrap().as_deref(), Some("4"));
+        assert_eq!(store.meta("phase").unwrap().as_deref(), Some("one"));
+        let (tasks, _) = store.load().unwrap();
+        assert_eq!(tasks.iter().map(|t| t.spec.id.as_str()).collect::<Vec<_>>(), ["a"]);
+        assert_eq!(store.events().unwrap().len(), 1);
+        assert_eq!(
+            store.runs().unwrap().iter().map(|r| r.workflow.clone()).collect::<Vec<_>>(),
+            [Some("/p/a.lua".into())]
+        );
+        assert_eq!(store.validations("a").unwrap(), [record]);
+        keep(&mut store, submitted("a", 1, &[("a.md", Some(b"kept"))]));
+        assert_eq!(store.attempt_files("a", 1).unwrap().len(), 1);
     }
 }

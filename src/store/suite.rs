@@ -112,7 +112,7 @@ fn write(store: &mut dyn Backend, s: &mut Scheduler, meta: &[(&str, String)], no
 }
 
 fn loaded(workflow: &str) -> Notes {
-    Notes { workflow: Some(workflow.to_owned()), validations: Vec::new() }
+    Notes { workflow: Some(workflow.to_owned()), ..Notes::default() }
 }
 
 fn what_was_committed_comes_back_after_reopening_with_its_lease(place: &Place) {
@@ -264,7 +264,7 @@ fn a_validations_output_is_kept_per_attempt(place: &Place) {
         stdout_tail: out.into(),
         stderr_tail: String::new(),
     };
-    let notes = |v| Notes { workflow: None, validations: vec![v] };
+    let notes = |v| Notes { validations: vec![v], ..Notes::default() };
     write(&mut *store, &mut s, &[], notes(record(1, "3 words")));
     write(&mut *store, &mut s, &[], notes(record(2, "12 words")));
     // Judged again at the same attempt (a fixed workflow): the later outcome stands.
