@@ -28,15 +28,15 @@ use serde_json::Value;
 
 use super::lease::{self, Held};
 use super::{
-    Backend, Clock, HUB_CLOCK, Location, Options, RUN_FINISHED, Rows, StoreError, StoredEvent, StoredLease, StoredRun,
-    TaskRecord, TaskRow, ValidationRecord,
+    AttemptFile, Backend, Clock, FileKept, HUB_CLOCK, Location, Options, RUN_FINISHED, Rows, StoreError, StoredEvent,
+    StoredLease, StoredRun, TaskRecord, TaskRow, ValidationRecord,
 };
 use crate::event::EventKind;
 use crate::scheduler::{Scheduler, Settings, Task, Worker};
 use crate::task::now_ms;
 
 /// The version of the PostgreSQL schema this mcc writes; a database with a newer one is refused.
-pub const SCHEMA_VERSION: i64 = 1;
+pub const SCHEMA_VERSION: i64 = 2;
 
 /// Key of the advisory lock that keeps two hubs from migrating at once.
 const MIGRATION_LOCK: i64 = 0x6d63_635f_7363_6865; // "mcc_sche"
@@ -107,9 +107,41 @@ CREATE TABLE IF NOT EXISTS mcc_validations (
 );
 ";
 
+/// Schema 1 to 2: what each attempt submitted at `done`, as the `SQLite`
+/// engine's schema 4 keeps it: a row per (task, attempt, declared write
+/// file) says whether its bytes were kept (under which SHA-256) or why not;
+/// the bytes are in `mcc_blobs` once per content and project.
+const SCHEMA_2: &str = "
+CREATE TABLE IF NOT EXISTS mcc_blobs (
+    project TEXT NOT NULL,
+    sha256 TEXT NOT NULL,
+    bytes BYTEA NOT NULL,
+    PRIMARY KEY (project, sha256)
+);
+CREATE TABLE IF NOT EXISTS mcc_attempt_files (
+    project TEXT NOT NULL,
+    task_id TEXT NOT NULL,
+    attempt BIGINT NOT NULL,
+    path TEXT NOT NULL,
+    kept TEXT NOT NULL,
+    sha256 TEXT,
+    size BIGINT NOT NULL,
+    PRIMARY KEY (project, task_id, attempt, path)
+);
+";
+
 /// The tables of a project, in the order `mcc run --fresh` empties them.
-pub const PROJECT_TABLES: [&str; 7] =
-    ["mcc_tasks", "mcc_workers", "mcc_events", "mcc_meta", "mcc_runs", "mcc_validations", "mcc_tokens"];
+pub const PROJECT_TABLES: [&str; 9] = [
+    "mcc_tasks",
+    "mcc_workers",
+    "mcc_events",
+    "mcc_meta",
+    "mcc_runs",
+    "mcc_validations",
+    "mcc_tokens",
+    "mcc_attempt_files",
+    "mcc_blobs",
+];
 
 /// The meta key every write transaction sets to its sequence number: after
 /// a lost connection, it says whether the COMMIT that got no answer landed.
@@ -176,6 +208,8 @@ struct Prepared {
     events: Statement,
     validations: Statement,
     meta: Statement,
+    blobs: Statement,
+    files: Statement,
 }
 
 impl Prepared {
@@ -225,6 +259,17 @@ impl Prepared {
                 "INSERT INTO mcc_meta (project, key, value) SELECT $1, * FROM UNNEST($2::text[], $3::text[])
                  ON CONFLICT (project, key) DO UPDATE SET value = excluded.value",
             )?,
+            // The same bytes submitted again are already there: one blob per content.
+            blobs: client.prepare(
+                "INSERT INTO mcc_blobs (project, sha256, bytes) SELECT $1, * FROM UNNEST($2::text[], $3::bytea[])
+                 ON CONFLICT (project, sha256) DO NOTHING",
+            )?,
+            files: client.prepare(
+                "INSERT INTO mcc_attempt_files (project, task_id, attempt, path, kept, sha256, size)
+                 SELECT $1, * FROM UNNEST($2::text[], $3::bigint[], $4::text[], $5::text[], $6::text[], $7::bigint[])
+                 ON CONFLICT (project, task_id, attempt, path) DO UPDATE SET kept = excluded.kept,
+                     sha256 = excluded.sha256, size = excluded.size",
+            )?,
         })
     }
 }
@@ -247,6 +292,8 @@ pub struct PostgresStore {
     commit_seq: i64,
     /// The project's leader lease; `None` when opened read-only.
     lease: Option<Held>,
+    /// The database's schema: older only when opened read-only.
+    version: i64,
     #[cfg(test)]
     lose_next_answer: bool,
 }
@@ -311,9 +358,11 @@ fn migrate(client: &mut Client) -> Result<Result<(), i64>, postgres::Error> {
         Some(found) if found > SCHEMA_VERSION => return Ok(Err(found)),
         Some(SCHEMA_VERSION) => {}
         _ => {
+            // Each step is idempotent: a database at 1 gets only what 2 adds.
             tx.batch_execute(SCHEMA_1)?;
             tx.batch_execute(lease::TABLE)?;
             tx.batch_execute(super::tokens::POSTGRES_TABLE)?;
+            tx.batch_execute(SCHEMA_2)?;
             tx.execute(
                 "INSERT INTO mcc_schema (one, version) VALUES (true, $1) ON CONFLICT (one) DO UPDATE SET version = excluded.version",
                 &[&SCHEMA_VERSION],
@@ -390,6 +439,7 @@ impl PostgresStore {
                 next_event: stored.next_event,
                 commit_seq: stored.commit_seq,
                 lease: Some(held),
+                version: SCHEMA_VERSION,
                 #[cfg(test)]
                 lose_next_answer: false,
             })
@@ -439,6 +489,7 @@ impl PostgresStore {
                 next_event: stored.next_event,
                 commit_seq: stored.commit_seq,
                 lease: None,
+                version: found.unwrap_or(0),
                 #[cfg(test)]
                 lose_next_answer: false,
             }))
@@ -625,6 +676,38 @@ impl PostgresStore {
             .collect())
     }
 
+    /// The project's submitted files: `join` to other tables, `tail` after
+    /// the project's condition (`$1`), `params` from `$2` on.
+    fn files_where(
+        &mut self,
+        join: &str,
+        tail: &str,
+        params: &[&(dyn postgres::types::ToSql + Sync)],
+    ) -> Result<Vec<AttemptFile>, StoreError> {
+        let project = self.project.clone();
+        let mut all: Vec<&(dyn postgres::types::ToSql + Sync)> = vec![&project];
+        all.extend_from_slice(params);
+        let sql = format!(
+            "SELECT f.task_id, f.attempt, f.path, f.kept, f.sha256, f.size FROM mcc_attempt_files f {join}
+             WHERE f.project = $1 {tail}"
+        );
+        let rows = self.client()?.query(&sql, &all).map_err(|e| self.pg(e))?;
+        let mut files = Vec::with_capacity(rows.len());
+        for r in &rows {
+            let (task, attempt, path, kept): (String, i64, String, &str) = (r.get(0), r.get(1), r.get(2), r.get(3));
+            let Some(kept) = FileKept::from_stored(kept, r.get(4)) else {
+                return Err(StoreError::Crashed(format!(
+                    "{}: attempt {attempt} of task {task} has file {path} kept as `{kept}`, which this mcc does not know; was it written by a newer mcc?",
+                    self.shown
+                )));
+            };
+            let attempt = u32::try_from(attempt).unwrap_or(u32::MAX);
+            let size = u64::try_from(r.get::<_, i64>(5)).unwrap_or(0);
+            files.push(AttemptFile { task, attempt, path, size, kept });
+        }
+        Ok(files)
+    }
+
     /// The project's rows deleted (`mcc run --fresh`), other projects'
     /// untouched; refused while another hub holds the project's lease.
     pub fn forget(url: &str, project: &str) -> Result<(), StoreError> {
@@ -701,6 +784,9 @@ struct Group<'a> {
     events: EventColumns<'a>,
     validations: Vec<(&'a ValidationRecord, i64)>,
     meta: (Vec<&'a str>, Vec<&'a str>),
+    /// `(sha256, bytes)`, once per content.
+    blobs: (Vec<&'a str>, Vec<&'a [u8]>),
+    files: Vec<&'a AttemptFile>,
 }
 
 fn gather<'a>(
@@ -717,6 +803,8 @@ fn gather<'a>(
     let mut events = EventColumns::default();
     let mut validations: HashMap<(&str, u32), (&ValidationRecord, i64)> = HashMap::new();
     let mut meta: HashMap<&str, &str> = HashMap::new();
+    let mut blobs: HashMap<&str, &[u8]> = HashMap::new();
+    let mut files: HashMap<(&str, u32, &str), &AttemptFile> = HashMap::new();
     for rows in batches {
         let unwritten_in = |run: i64| tasks.iter().any(|t| t.run_id == Some(run));
         run_step(RunStep::Enter(rows, &mut pending.run, &unwritten_in))?;
@@ -749,6 +837,14 @@ fn gather<'a>(
         for v in &rows.notes.validations {
             validations.insert((&v.task, v.attempt), (v, rows.wall_ms));
         }
+        for submitted in &rows.notes.submitted {
+            for (sha256, bytes) in &submitted.blobs {
+                blobs.insert(sha256, bytes);
+            }
+            for f in &submitted.files {
+                files.insert((&f.task, f.attempt, &f.path), f);
+            }
+        }
         for (key, value) in &rows.meta {
             meta.insert(key, value);
             if key == RUN_FINISHED {
@@ -769,14 +865,18 @@ fn gather<'a>(
         events,
         validations: validations.into_values().collect(),
         meta: meta.into_iter().unzip(),
+        blobs: blobs.into_iter().unzip(),
+        files: files.into_values().collect(),
     })
 }
 
 /// Whether a group touches no run (no workflow loaded, no run ended, a run
-/// already there for its tasks and events): then it is one statement.
-fn runs_untouched(batches: &[Rows], run: Option<&StoredRun>) -> bool {
+/// already there for its tasks and events) and keeps no submitted files
+/// (rare, and as large as files): then it is one statement.
+fn one_statement(batches: &[Rows], run: Option<&StoredRun>) -> bool {
     batches.iter().all(|rows| {
         rows.notes.workflow.is_none()
+            && rows.notes.submitted.is_empty()
             && !rows.meta.iter().any(|(key, _)| key == RUN_FINISHED)
             && (run.is_some() || (rows.tasks.is_empty() && rows.events.is_empty()))
     })
@@ -798,7 +898,7 @@ fn write_transaction(
     let length = i64::try_from(held.length.as_millis()).unwrap_or(i64::MAX);
     let clock = batches.last().map(|last| last.clock_ms.to_string()).unwrap_or_default();
     let seq = seq.to_string();
-    if runs_untouched(batches, pending.run.as_ref()) {
+    if one_statement(batches, pending.run.as_ref()) {
         let group = gather(batches, &mut pending, &clock, &seq, |_| Ok(()))?;
         let c = Columns::of(&group);
         let fenced: i64 = client
@@ -906,6 +1006,25 @@ fn write_transaction(
                 &c.validation_stderr,
             ],
         )?;
+    }
+    if !group.blobs.0.is_empty() {
+        tx.execute(&prepared.blobs, &[&project, &group.blobs.0, &group.blobs.1])?;
+    }
+    if !group.files.is_empty() {
+        let f = &group.files;
+        let tasks: Vec<&str> = f.iter().map(|f| f.task.as_str()).collect();
+        let attempts: Vec<i64> = f.iter().map(|f| i64::from(f.attempt)).collect();
+        let paths: Vec<&str> = f.iter().map(|f| f.path.as_str()).collect();
+        let kept: Vec<&str> = f.iter().map(|f| f.kept.name()).collect();
+        let sha256s: Vec<Option<&str>> = f
+            .iter()
+            .map(|f| match &f.kept {
+                FileKept::Kept { sha256 } => Some(sha256.as_str()),
+                _ => None,
+            })
+            .collect();
+        let sizes: Vec<i64> = f.iter().map(|f| i64::try_from(f.size).unwrap_or(i64::MAX)).collect();
+        tx.execute(&prepared.files, &[&project, &tasks, &attempts, &paths, &kept, &sha256s, &sizes])?;
     }
     tx.execute(&prepared.meta, &[&project, &group.meta.0, &group.meta.1])?;
     tx.commit()?;
@@ -1223,6 +1342,55 @@ impl Backend for PostgresStore {
             events.reverse();
             Ok(events)
         })
+    }
+
+    /// The declared write files `task`'s `attempt` submitted, by path (none
+    /// in a database older than kept files).
+    fn attempt_files(&mut self, task: &str, attempt: u32) -> Result<Vec<AttemptFile>, StoreError> {
+        if self.version < 2 {
+            return Ok(Vec::new());
+        }
+        let attempt = i64::from(attempt);
+        off_runtime(|| {
+            self.files_where("", "AND f.task_id = $2 AND f.attempt = $3 ORDER BY f.path", &[&task, &attempt])
+        })
+    }
+
+    /// The bytes kept under `sha256`, if any.
+    fn blob(&mut self, sha256: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        if self.version < 2 {
+            return Ok(None);
+        }
+        off_runtime(|| {
+            let project = self.project.clone();
+            let row = self
+                .client()?
+                .query_opt("SELECT bytes FROM mcc_blobs WHERE project = $1 AND sha256 = $2", &[&project, &sha256])
+                .map_err(|e| self.pg(e))?;
+            Ok(row.map(|r| r.get(0)))
+        })
+    }
+
+    /// Each path as the last accepted attempt that submitted it left it.
+    fn accepted_files(&mut self) -> Result<Vec<AttemptFile>, StoreError> {
+        if self.version < 2 {
+            return Ok(Vec::new());
+        }
+        // The accepted events in the order of the verdicts, each joined to
+        // its attempt's files by their key: one pass over the log.
+        let accepted = off_runtime(|| {
+            self.files_where(
+                "JOIN mcc_events e ON e.project = f.project AND e.task_id = f.task_id AND e.attempt = f.attempt
+                     AND e.kind = 'accepted'",
+                "ORDER BY e.id",
+                &[],
+            )
+        })?;
+        let mut last = std::collections::BTreeMap::new();
+        for file in accepted {
+            last.insert(file.path.clone(), file);
+        }
+        Ok(last.into_values().collect())
     }
 }
 

@@ -980,107 +980,16 @@ mod tests {
     }
 }
 
-/// The files attempts submitted: kept once per content, read back per
-/// attempt and as the run's accepted state.
+/// The files attempts submitted, across the migration that made room for
+/// them (what both engines do with them is in the store's suite).
 #[cfg(test)]
 mod files_tests {
     use super::SqliteStore as Store;
     use super::*;
-    use crate::checkout::sha256_hex;
     use crate::scheduler::Settings;
-    use crate::store::{Notes, SubmittedFiles};
+    use crate::store::Notes;
+    use crate::store::suite::{keep, submitted};
     use crate::task::TaskSpec;
-
-    /// What `task`'s `attempt` submitted: each path with its bytes, or `None` for a deleted one.
-    fn submitted(task: &str, attempt: u32, files: &[(&str, Option<&[u8]>)]) -> SubmittedFiles {
-        let mut out = SubmittedFiles::default();
-        for (path, bytes) in files {
-            let (size, kept) = match bytes {
-                Some(bytes) => {
-                    let sha256 = sha256_hex(bytes);
-                    out.blobs.push((sha256.clone(), bytes.to_vec()));
-                    (bytes.len() as u64, FileKept::Kept { sha256 })
-                }
-                None => (0, FileKept::Deleted),
-            };
-            out.files.push(AttemptFile { task: task.into(), attempt, path: (*path).into(), size, kept });
-        }
-        out
-    }
-
-    fn keep(store: &mut Store, files: SubmittedFiles) {
-        let s = Scheduler::new(Settings::default());
-        let notes = Notes { submitted: vec![files], ..Notes::default() };
-        let rows = Rows::gather_with(store.clock(), &s, &crate::scheduler::Changes::default(), &[], notes)
-            .expect("submitted files are something to write");
-        store.write(std::slice::from_ref(&rows)).unwrap();
-    }
-
-    /// The verdict `kind` on `task`'s `attempt`, as the scheduler logs it.
-    fn verdict(store: &Store, kind: &str, task: &str, attempt: u32) {
-        store
-            .conn
-            .execute(
-                "INSERT INTO events (at_ms, kind, task_id, attempt) VALUES (1, ?1, ?2, ?3)",
-                params![kind, task, attempt],
-            )
-            .unwrap();
-    }
-
-    fn count(store: &Store, table: &str) -> i64 {
-        store.conn.query_row(&format!("SELECT COUNT(*) FROM {table}"), [], |r| r.get(0)).unwrap()
-    }
-
-    #[test]
-    fn two_attempts_submitting_the_same_bytes_keep_one_blob() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut store = Store::open(dir.path()).unwrap();
-        let same: &[u8] = b"# notes\n\x00\xff binary safe\n";
-        keep(&mut store, submitted("a", 1, &[("out/a.md", Some(same)), ("out/old.md", None)]));
-        keep(&mut store, submitted("a", 2, &[("out/a.md", Some(same))]));
-        keep(&mut store, submitted("b", 1, &[("out/b.md", Some(same))]));
-        assert_eq!(count(&store, "blobs"), 1, "one blob for the same bytes, however many attempts");
-        assert_eq!(count(&store, "attempt_files"), 4);
-        drop(store);
-
-        let mut store = Store::open_read_only(dir.path()).unwrap();
-        let first = store.attempt_files("a", 1).unwrap();
-        let shape: Vec<(&str, &FileKept)> = first.iter().map(|f| (f.path.as_str(), &f.kept)).collect();
-        let sha256 = sha256_hex(same);
-        assert_eq!(
-            shape,
-            [("out/a.md", &FileKept::Kept { sha256: sha256.clone() }), ("out/old.md", &FileKept::Deleted)]
-        );
-        assert_eq!(first[0].size, same.len() as u64);
-        assert_eq!(store.blob(&sha256).unwrap().as_deref(), Some(same));
-        assert_eq!(store.blob(&sha256_hex(b"never submitted")).unwrap(), None);
-        assert_eq!(store.attempt_files("a", 3).unwrap(), []);
-    }
-
-    #[test]
-    fn the_accepted_state_is_each_paths_content_from_its_last_accepted_attempt() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut store = Store::open(dir.path()).unwrap();
-        keep(&mut store, submitted("a", 1, &[("a.md", Some(b"rejected"))]));
-        verdict(&store, "rejected", "a", 1);
-        keep(&mut store, submitted("a", 2, &[("a.md", Some(b"first accepted")), ("gone.md", Some(b"here"))]));
-        verdict(&store, "accepted", "a", 2);
-        keep(&mut store, submitted("b", 1, &[("a.md", Some(b"accepted later")), ("gone.md", None)]));
-        verdict(&store, "accepted", "b", 1);
-        // Submitted, not judged yet: not part of the accepted state.
-        keep(&mut store, submitted("c", 1, &[("a.md", Some(b"pending"))]));
-
-        let accepted = store.accepted_files().unwrap();
-        let shape: Vec<(&str, &str, u32, &FileKept)> =
-            accepted.iter().map(|f| (f.path.as_str(), f.task.as_str(), f.attempt, &f.kept)).collect();
-        assert_eq!(
-            shape,
-            [
-                ("a.md", "b", 1, &FileKept::Kept { sha256: sha256_hex(b"accepted later") }),
-                ("gone.md", "b", 1, &FileKept::Deleted),
-            ]
-        );
-    }
 
     #[test]
     fn a_schema_3_store_is_migrated_to_4_keeping_everything_it_held() {

@@ -8,7 +8,11 @@
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-use super::{Backend, Location, Notes, Options, RUN_FINISHED, Rows, Store, StoreError, ValidationRecord};
+use super::{
+    AttemptFile, Backend, EventRecord, FileKept, Location, Notes, Options, RUN_FINISHED, Rows, Store, StoreError,
+    SubmittedFiles, ValidationRecord,
+};
+use crate::checkout::sha256_hex;
 use crate::event::EventKind;
 use crate::scheduler::{Offer, Scheduler, Settings, Task, TaskId, TaskState, Worker};
 use crate::task::TaskSpec;
@@ -91,6 +95,8 @@ on_both_engines!(
     recent_events_are_the_last_ones_oldest_first,
     a_project_with_nothing_stored_has_no_store_to_read,
     the_scheduler_is_restored_as_it_was_committed,
+    two_attempts_submitting_the_same_bytes_keep_one_blob,
+    the_accepted_state_is_each_paths_content_from_its_last_accepted_attempt,
 );
 
 /// The oldest grantable task, as the default policy chooses.
@@ -113,6 +119,67 @@ fn write(store: &mut dyn Backend, s: &mut Scheduler, meta: &[(&str, String)], no
 
 fn loaded(workflow: &str) -> Notes {
     Notes { workflow: Some(workflow.to_owned()), ..Notes::default() }
+}
+
+/// What `task`'s `attempt` submitted: each path with its bytes, or `None` for a deleted one.
+pub(crate) fn submitted(task: &str, attempt: u32, files: &[(&str, Option<&[u8]>)]) -> SubmittedFiles {
+    let mut out = SubmittedFiles::default();
+    for (path, bytes) in files {
+        let (size, kept) = match bytes {
+            Some(bytes) => {
+                let sha256 = sha256_hex(bytes);
+                out.blobs.push((sha256.clone(), bytes.to_vec()));
+                (bytes.len() as u64, FileKept::Kept { sha256 })
+            }
+            None => (0, FileKept::Deleted),
+        };
+        out.files.push(AttemptFile { task: task.into(), attempt, path: (*path).into(), size, kept });
+    }
+    out
+}
+
+/// Write what an attempt submitted at `done`, as the hub's commit does.
+pub(crate) fn keep(store: &mut dyn Backend, files: SubmittedFiles) {
+    let mut s = Scheduler::new(Settings::default());
+    let notes = Notes { submitted: vec![files], ..Notes::default() };
+    write(store, &mut s, &[], notes);
+}
+
+/// The verdict `kind` on `task`'s `attempt`, as the scheduler logs it.
+fn verdict(store: &mut dyn Backend, kind: &str, task: &str, attempt: u32) {
+    let event = EventRecord {
+        kind: EventKind::from_name(kind),
+        task: Some(task.into()),
+        worker: None,
+        attempt: Some(attempt),
+        detail: None,
+    };
+    let rows = Rows {
+        tasks: Vec::new(),
+        leases: Vec::new(),
+        workers: Vec::new(),
+        events: vec![event],
+        meta: Vec::new(),
+        notes: Notes::default(),
+        clock_ms: store.clock().at(Instant::now()),
+        wall_ms: crate::task::now_ms(),
+    };
+    store.write(std::slice::from_ref(&rows)).unwrap();
+}
+
+/// How many blobs the place's store holds, counted in its own tables.
+fn blobs_stored(place: &Place) -> i64 {
+    match &place.location {
+        Location::Sqlite(dir) => rusqlite::Connection::open(crate::layout::Layout::at(dir).state_db())
+            .unwrap()
+            .query_row("SELECT COUNT(*) FROM blobs", [], |r| r.get(0))
+            .unwrap(),
+        Location::Postgres { url, project } => ::postgres::Client::connect(url, ::postgres::NoTls)
+            .unwrap()
+            .query_one("SELECT COUNT(*) FROM mcc_blobs WHERE project = $1", &[project])
+            .unwrap()
+            .get(0),
+    }
 }
 
 fn what_was_committed_comes_back_after_reopening_with_its_lease(place: &Place) {
@@ -452,4 +519,49 @@ mod postgres_only {
         assert_eq!(events, expected, "each commit once, the log going on after it");
         assert_eq!(store.meta("commit_seq").unwrap().as_deref(), Some("3"));
     }
+}
+
+fn two_attempts_submitting_the_same_bytes_keep_one_blob(place: &Place) {
+    let mut store = place.open();
+    let same: &[u8] = b"# notes\n\x00\xff binary safe\n";
+    keep(&mut *store, submitted("a", 1, &[("out/a.md", Some(same)), ("out/old.md", None)]));
+    keep(&mut *store, submitted("a", 2, &[("out/a.md", Some(same))]));
+    keep(&mut *store, submitted("b", 1, &[("out/b.md", Some(same))]));
+    assert_eq!(blobs_stored(place), 1, "one blob for the same bytes, however many attempts");
+    drop(store);
+
+    let mut store = place.read_only();
+    let first = store.attempt_files("a", 1).unwrap();
+    let shape: Vec<(&str, &FileKept)> = first.iter().map(|f| (f.path.as_str(), &f.kept)).collect();
+    let sha256 = sha256_hex(same);
+    assert_eq!(shape, [("out/a.md", &FileKept::Kept { sha256: sha256.clone() }), ("out/old.md", &FileKept::Deleted)]);
+    assert_eq!(first[0].size, same.len() as u64);
+    assert_eq!(store.attempt_files("a", 2).unwrap().len(), 1);
+    assert_eq!(store.attempt_files("b", 1).unwrap()[0].path, "out/b.md");
+    assert_eq!(store.blob(&sha256).unwrap().as_deref(), Some(same));
+    assert_eq!(store.blob(&sha256_hex(b"never submitted")).unwrap(), None);
+    assert_eq!(store.attempt_files("a", 3).unwrap(), []);
+}
+
+fn the_accepted_state_is_each_paths_content_from_its_last_accepted_attempt(place: &Place) {
+    let mut store = place.open();
+    keep(&mut *store, submitted("a", 1, &[("a.md", Some(b"rejected"))]));
+    verdict(&mut *store, "rejected", "a", 1);
+    keep(&mut *store, submitted("a", 2, &[("a.md", Some(b"first accepted")), ("gone.md", Some(b"here"))]));
+    verdict(&mut *store, "accepted", "a", 2);
+    keep(&mut *store, submitted("b", 1, &[("a.md", Some(b"accepted later")), ("gone.md", None)]));
+    verdict(&mut *store, "accepted", "b", 1);
+    // Submitted, not judged yet: not part of the accepted state.
+    keep(&mut *store, submitted("c", 1, &[("a.md", Some(b"pending"))]));
+
+    let shape = |accepted: &[AttemptFile]| -> Vec<(String, String, u32, FileKept)> {
+        accepted.iter().map(|f| (f.path.clone(), f.task.clone(), f.attempt, f.kept.clone())).collect()
+    };
+    let expected = [
+        ("a.md".to_owned(), "b".to_owned(), 1, FileKept::Kept { sha256: sha256_hex(b"accepted later") }),
+        ("gone.md".to_owned(), "b".to_owned(), 1, FileKept::Deleted),
+    ];
+    assert_eq!(shape(&store.accepted_files().unwrap()), expected);
+    drop(store);
+    assert_eq!(shape(&place.read_only().accepted_files().unwrap()), expected, "read-only, as the CLI reads it");
 }
