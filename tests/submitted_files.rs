@@ -11,13 +11,13 @@ use serde_json::{Value, json};
 
 use crate::support::{Hub, Project, mcc_bin, old_task};
 
-fn add(hub: &Hub, tasks: Vec<Value>) {
+pub(crate) fn add(hub: &Hub, tasks: Vec<Value>) {
     let added = hub.connect().ask(json!({"type": "add_tasks", "tasks": tasks}));
     assert_eq!(added["type"], "tasks_added", "{added}");
 }
 
 /// `mcc ARGS` in `root`: its exit code and the exact bytes of its stdout.
-fn raw(root: &Path, args: &[&str]) -> (i32, Vec<u8>, String) {
+pub(crate) fn raw(root: &Path, args: &[&str]) -> (i32, Vec<u8>, String) {
     let out = Command::new(mcc_bin())
         .args(args)
         .current_dir(root)
@@ -29,7 +29,7 @@ fn raw(root: &Path, args: &[&str]) -> (i32, Vec<u8>, String) {
     (out.status.code().unwrap_or(-1), out.stdout, String::from_utf8_lossy(&out.stderr).into_owned())
 }
 
-fn worker(project: &Project, args: &[&str]) -> crate::support::Run {
+pub(crate) fn worker(project: &Project, args: &[&str]) -> crate::support::Run {
     project.mcc().args(["worker"]).args(args).args(["--as", "w1"]).run()
 }
 

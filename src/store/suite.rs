@@ -397,6 +397,25 @@ mod postgres_only {
     }
 
     #[test]
+    fn forgetting_a_project_deletes_its_submitted_files_and_keeps_another_projects() {
+        let (mine, other) = (Place::postgres("forget-files"), Place::postgres("forget-files-other"));
+        for place in [&mine, &other] {
+            let mut store = place.open();
+            keep(&mut *store, submitted("a", 1, &[("a.md", Some(b"large, one day"))]));
+        }
+        let Location::Postgres { url, project } = &mine.location else { unreachable!("a postgres place") };
+        super::super::postgres::PostgresStore::forget(url, project).unwrap();
+        assert_eq!((blobs_stored(&mine), blobs_stored(&other)), (0, 1));
+        let files: i64 = ::postgres::Client::connect(url, ::postgres::NoTls)
+            .unwrap()
+            .query_one("SELECT COUNT(*) FROM mcc_attempt_files WHERE project = $1", &[project])
+            .unwrap()
+            .get(0);
+        assert_eq!(files, 0, "the project's file rows go with its blobs");
+        assert_eq!(other.read_only().attempt_files("a", 1).unwrap().len(), 1);
+    }
+
+    #[test]
     fn two_projects_in_one_database_do_not_see_each_other() {
         let (left, right) = (Place::postgres("left"), Place::postgres("right"));
         let (mut a, mut b) = (left.open(), right.open());
