@@ -416,6 +416,41 @@ mod postgres_only {
     }
 
     #[test]
+    fn a_schema_1_database_is_migrated_to_2_keeping_everything_it_held() {
+        // A database of its own: the shared one's schema must stay this mcc's.
+        let name = project_name("schema-1").replace('-', "_");
+        let mut admin = ::postgres::Client::connect(&postgres_url(), ::postgres::NoTls).unwrap();
+        admin.batch_execute(&format!("CREATE DATABASE \"{name}\"")).unwrap();
+        let url = format!("{}/{name}", postgres_url().rsplit_once('/').unwrap().0);
+        let place = Place { location: Location::Postgres { url: url.clone(), project: "p".into() }, _dir: None };
+        let mut store = place.open();
+        write(&mut *store, &mut one_task("a"), &[("phase", "one".into())], loaded("/p/a.lua"));
+        drop(store);
+        // Back to schema 1 as mcc wrote it: no tables of submitted files.
+        let mut db = ::postgres::Client::connect(&url, ::postgres::NoTls).unwrap();
+        db.batch_execute("DROP TABLE mcc_blobs; DROP TABLE mcc_attempt_files; UPDATE mcc_schema SET version = 1")
+            .unwrap();
+
+        // Read-only, not migrated: an older database answers "no files", not an error.
+        let mut old = place.read_only();
+        assert_eq!(old.attempt_files("a", 1).unwrap(), []);
+        assert_eq!(old.accepted_files().unwrap(), []);
+        assert_eq!(old.blob(&sha256_hex(b"kept")).unwrap(), None);
+        drop(old);
+
+        let mut store = place.open();
+        let version: i64 = db.query_one("SELECT version FROM mcc_schema", &[]).unwrap().get(0);
+        assert_eq!(version, 2);
+        assert_eq!(store.meta("phase").unwrap().as_deref(), Some("one"));
+        assert_eq!(store.load().unwrap().0.iter().map(|t| t.spec.id.as_str()).collect::<Vec<_>>(), ["a"]);
+        assert_eq!(store.runs().unwrap().len(), 1);
+        keep(&mut *store, submitted("a", 1, &[("a.md", Some(b"kept"))]));
+        assert_eq!(store.attempt_files("a", 1).unwrap().len(), 1);
+        drop((store, db));
+        admin.batch_execute(&format!("DROP DATABASE \"{name}\"")).unwrap();
+    }
+
+    #[test]
     fn two_projects_in_one_database_do_not_see_each_other() {
         let (left, right) = (Place::postgres("left"), Place::postgres("right"));
         let (mut a, mut b) = (left.open(), right.open());
