@@ -138,6 +138,8 @@ pub struct Config {
     pub max_task_files_bytes: u64,
     /// The project's leader lease, when several hubs share the store.
     pub leader: store::Leader,
+    /// Bring the checkout at `root` to the run's accepted files before serving (a standby).
+    pub restore_checkout: bool,
 }
 
 /// How long the hub waits on the clock where a user rarely wants to choose:
@@ -382,6 +384,29 @@ pub struct Engine {
     progress: views::Progress,
 }
 
+/// Bring the checkout at `root` to the files the run's accepted attempts
+/// left, as the store kept them, once this hub holds the project and before
+/// it serves: validations and the next workers then see what was accepted.
+/// What cannot be restored is said, and the hub serves all the same.
+fn restore_checkout(root: &Path, store: &mut dyn store::Backend) {
+    match store::restore::restore_accepted(root, store) {
+        Ok(restored) => {
+            tracing::info!(
+                "mcc hub: checkout brought to the run's accepted files: {} written, {} removed, {} already so",
+                restored.written.len(),
+                restored.removed.len(),
+                restored.unchanged.len()
+            );
+            for why in &restored.refused {
+                tracing::warn!("mcc hub: not restored: {why}");
+            }
+        }
+        Err(e) => tracing::warn!(
+            "mcc hub: the checkout could not be brought to the run's accepted files ({e}); it serves with the files as they are"
+        ),
+    }
+}
+
 impl Engine {
     /// Open the store, restore state and start the engine thread.
     pub fn start(
@@ -394,6 +419,9 @@ impl Engine {
             ..store::Options::default()
         };
         let mut store = store::open(&config.store, &options)?;
+        if config.restore_checkout {
+            restore_checkout(&config.root, store.as_mut());
+        }
         let scheduler = store.restore(config.settings.clone())?;
         let workflow_path = store.meta("workflow_path")?.map(PathBuf::from);
         let (tx, rx) = tokio::sync::mpsc::channel(ENGINE_QUEUE);

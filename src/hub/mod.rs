@@ -176,6 +176,9 @@ pub struct StoreChoice {
     pub project: Option<String>,
     /// `--leader-lease`, `--leader-renew`: the lease this hub holds while it serves a shared store.
     pub leader: crate::store::Leader,
+    /// Bring the checkout to the run's accepted files from the store before
+    /// serving: a standby taking a project over in a clone of its own.
+    pub restore_checkout: bool,
 }
 
 /// A started hub.
@@ -271,6 +274,7 @@ pub async fn start(options: HubOptions) -> Result<RunningHub, HubError> {
         max_task_files_bytes: options.limits.max_task_files_bytes,
         // The address clients reach this hub at goes with its lease: a standby names it.
         leader: crate::store::Leader { address: Some(url.clone()), ..options.store.leader.clone() },
+        restore_checkout: options.store.restore_checkout,
     })?;
     // Once it opened: the checkout's commands read the same store with no hub running.
     store.remember(layout.dir()).map_err(HubError::StoreChoice)?;
