@@ -140,6 +140,10 @@ pub struct Config {
     pub leader: store::Leader,
     /// Bring the checkout at `root` to the run's accepted files before serving (a standby).
     pub restore_checkout: bool,
+    /// Set by the engine when it stops with a word for every client (it
+    /// stepped down), before it tells the connected ones: a connection that
+    /// comes after any client was told is told the same, never greeted.
+    pub farewell: std::sync::Arc<std::sync::OnceLock<ServerMsg>>,
 }
 
 /// How long the hub waits on the clock where a user rarely wants to choose:
@@ -505,6 +509,7 @@ impl Engine {
         {
             // Straight to the sockets, not through the writer: it acknowledges
             // nothing, and the writer has stopped. Then the outboxes close.
+            let _ = self.config.farewell.set(farewell.clone());
             for conn in conns.values() {
                 let _ = conn.outbox.try_send(Outgoing::Msg(farewell.clone()));
             }
