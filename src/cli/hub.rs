@@ -145,6 +145,7 @@ impl StoreArgs {
                 renew: self.leader_renew.max(Duration::from_millis(10)),
                 address: None,
             },
+            restore_checkout: false,
         }
     }
 }
@@ -181,7 +182,9 @@ impl TlsArgs {
 }
 
 pub fn run(args: HubArgs) -> u8 {
-    let options = args.options();
+    let mut options = args.options();
+    // A standby may be a clone elsewhere: it takes the run's accepted files from the store.
+    options.store.restore_checkout = args.standby;
     if !args.standby {
         let runtime = hub::runtime().expect("start the tokio runtime");
         return match runtime.block_on(serve(&options)) {
@@ -256,19 +259,27 @@ async fn serve(options: &HubOptions) -> Result<(), HubError> {
     // Read before the hub opens the store: what it resumes when no workflow is given.
     let root = std::fs::canonicalize(&options.root).unwrap_or_else(|_| options.root.clone());
     // One meta value, not the whole state: a standby taking over a large run loads it once, in the engine.
-    let resumed = if options.workflow.is_none() {
-        crate::store::read_project(&root)
+    let location = crate::store::Location::choose(
+        options.store.url.as_deref(),
+        options.store.project.as_deref(),
+        crate::layout::Layout::of_root(&root).dir(),
+    );
+    let resumed = match (&options.workflow, &location) {
+        (None, Ok(location)) => crate::store::open_read_only(location)
             .ok()
             .flatten()
-            .and_then(|mut store| store.meta("workflow_path").ok().flatten())
-    } else {
-        None
+            .and_then(|mut store| store.meta("workflow_path").ok().flatten()),
+        _ => None,
+    };
+    let from = match &location {
+        Ok(postgres @ Location::Postgres { .. }) => postgres.to_string(),
+        _ => ".mcc/state.db".to_owned(),
     };
     let announce = || {
         match (&options.workflow, &resumed) {
             (Some(file), _) => tracing::info!("mcc hub: workflow {}", shown(&root, file)),
             (None, Some(file)) => {
-                tracing::info!("mcc hub: resumes workflow {} (from .mcc/state.db)", shown(&root, Path::new(file)));
+                tracing::info!("mcc hub: resumes workflow {} (from {from})", shown(&root, Path::new(file)));
             }
             (None, None) => tracing::info!("mcc hub: no workflow; coordinators add tasks over the protocol"),
         }

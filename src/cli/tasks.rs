@@ -33,7 +33,7 @@ pub enum TasksCmd {
     List(ListArgs),
     /// Everything about one task: every attempt with its verdict, reasons and validation output, its questions; or the files one attempt submitted.
     #[command(
-        after_help = "Examples:\n  mcc tasks show task-001\n  mcc tasks show task-001 --attempt 2\n  mcc tasks show task-001 --attempt 2 --file src/parse.rs > parse.rs\n\nWorks with the hub stopped too: read from .mcc/state.db. --attempt and --file read this project's store (the folder you are in), whatever --hub says.\n\nExit codes: 0 printed; 1 error (no such task, attempt or file in the store, or the file was not kept: the message says what there is and what to run)."
+        after_help = "Examples:\n  mcc tasks show task-001\n  mcc tasks show task-001 --attempt 2\n  mcc tasks show task-001 --attempt 2 --file src/parse.rs > parse.rs\n\nWorks with the hub stopped too: read from the project's store (.mcc/state.db, or where .mcc/store.json says). --attempt and --file read this project's store (the folder you are in), whatever --hub says.\n\nExit codes: 0 printed; 1 error (no such task, attempt or file in the store, or the file was not kept: the message says what there is and what to run)."
     )]
     Show(ShowArgs),
     /// Put a failed or cancelled task back in the queue.

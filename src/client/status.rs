@@ -22,8 +22,6 @@ const JSON_PAGE: usize = 50;
 /// How long the hub has to answer each request.
 /// The hub answers these at once: each has the client's deadline alone.
 const LIMIT: Duration = Duration::ZERO;
-/// Where a status read from the store says it comes from, in place of the hub's address.
-const FROM_STORE: &str = "(no hub running; read from .mcc/state.db)";
 
 /// What `mcc status` shows, from the hub or from the store.
 #[derive(Debug, Clone)]
@@ -181,7 +179,7 @@ impl Status {
                 }
                 text
             }
-            Self::Stored(stored) => render(&stored.summary, FROM_STORE),
+            Self::Stored(stored) => render(&stored.summary, &format!("(no hub running; read from {})", stored.from)),
         }
     }
 

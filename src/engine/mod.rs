@@ -138,6 +138,12 @@ pub struct Config {
     pub max_task_files_bytes: u64,
     /// The project's leader lease, when several hubs share the store.
     pub leader: store::Leader,
+    /// Bring the checkout at `root` to the run's accepted files before serving (a standby).
+    pub restore_checkout: bool,
+    /// Set by the engine when it stops with a word for every client (it
+    /// stepped down), before it tells the connected ones: a connection that
+    /// comes after any client was told is told the same, never greeted.
+    pub farewell: std::sync::Arc<std::sync::OnceLock<ServerMsg>>,
 }
 
 /// How long the hub waits on the clock where a user rarely wants to choose:
@@ -382,6 +388,29 @@ pub struct Engine {
     progress: views::Progress,
 }
 
+/// Bring the checkout at `root` to the files the run's accepted attempts
+/// left, as the store kept them, once this hub holds the project and before
+/// it serves: validations and the next workers then see what was accepted.
+/// What cannot be restored is said, and the hub serves all the same.
+fn restore_checkout(root: &Path, store: &mut dyn store::Backend) {
+    match store::restore::restore_accepted(root, store) {
+        Ok(restored) => {
+            tracing::info!(
+                "mcc hub: checkout brought to the run's accepted files: {} written, {} removed, {} already so",
+                restored.written.len(),
+                restored.removed.len(),
+                restored.unchanged.len()
+            );
+            for why in &restored.refused {
+                tracing::warn!("mcc hub: not restored: {why}");
+            }
+        }
+        Err(e) => tracing::warn!(
+            "mcc hub: the checkout could not be brought to the run's accepted files ({e}); it serves with the files as they are"
+        ),
+    }
+}
+
 impl Engine {
     /// Open the store, restore state and start the engine thread.
     pub fn start(
@@ -394,6 +423,9 @@ impl Engine {
             ..store::Options::default()
         };
         let mut store = store::open(&config.store, &options)?;
+        if config.restore_checkout {
+            restore_checkout(&config.root, store.as_mut());
+        }
         let scheduler = store.restore(config.settings.clone())?;
         let workflow_path = store.meta("workflow_path")?.map(PathBuf::from);
         let (tx, rx) = tokio::sync::mpsc::channel(ENGINE_QUEUE);
@@ -477,6 +509,7 @@ impl Engine {
         {
             // Straight to the sockets, not through the writer: it acknowledges
             // nothing, and the writer has stopped. Then the outboxes close.
+            let _ = self.config.farewell.set(farewell.clone());
             for conn in conns.values() {
                 let _ = conn.outbox.try_send(Outgoing::Msg(farewell.clone()));
             }

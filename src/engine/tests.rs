@@ -19,6 +19,8 @@ fn a_reader_that_does_not_read_is_cut_off_and_its_queue_stays_bounded() {
         runners: crate::command::Runners::new(2, crate::command::DEFAULT_GRACE),
         max_task_files_bytes: crate::checkout::DEFAULT_MAX_TASK_FILES_BYTES,
         leader: crate::store::Leader::default(),
+        restore_checkout: false,
+        farewell: std::sync::Arc::default(),
     };
     std::fs::create_dir_all(&config.state_dir).unwrap();
     let (engine, thread) = Engine::start(config).unwrap();

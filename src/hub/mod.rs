@@ -176,6 +176,9 @@ pub struct StoreChoice {
     pub project: Option<String>,
     /// `--leader-lease`, `--leader-renew`: the lease this hub holds while it serves a shared store.
     pub leader: crate::store::Leader,
+    /// Bring the checkout to the run's accepted files from the store before
+    /// serving: a standby taking a project over in a clone of its own.
+    pub restore_checkout: bool,
 }
 
 /// A started hub.
@@ -195,7 +198,7 @@ pub struct RunningHub {
     runners: crate::command::Runners,
     /// What a connection is told instead of served once the engine stopped
     /// for good (the hub stepped down); set by [`serve`].
-    farewell: tokio::sync::watch::Sender<Option<ServerMsg>>,
+    farewell: Arc<std::sync::OnceLock<ServerMsg>>,
     _lock: fs::File,
     _watcher: ReportWatcher,
 }
@@ -259,6 +262,7 @@ pub async fn start(options: HubOptions) -> Result<RunningHub, HubError> {
     let store =
         crate::store::Location::choose(options.store.url.as_deref(), options.store.project.as_deref(), layout.dir())
             .map_err(HubError::StoreChoice)?;
+    let farewell = Arc::new(std::sync::OnceLock::new());
     let (engine, engine_thread) = Engine::start(Config {
         root: root.clone(),
         state_dir: layout.dir().to_owned(),
@@ -271,6 +275,8 @@ pub async fn start(options: HubOptions) -> Result<RunningHub, HubError> {
         max_task_files_bytes: options.limits.max_task_files_bytes,
         // The address clients reach this hub at goes with its lease: a standby names it.
         leader: crate::store::Leader { address: Some(url.clone()), ..options.store.leader.clone() },
+        restore_checkout: options.store.restore_checkout,
+        farewell: farewell.clone(),
     })?;
     // Once it opened: the checkout's commands read the same store with no hub running.
     store.remember(layout.dir()).map_err(HubError::StoreChoice)?;
@@ -304,7 +310,6 @@ pub async fn start(options: HubOptions) -> Result<RunningHub, HubError> {
     let tokens = tokens::Tokens::open_at(&store, &token)?;
     let limits = options.limits.clone();
     let slots = Arc::new(Semaphore::new(limits.max_connections));
-    let farewell = tokio::sync::watch::Sender::new(None);
     let edge = Arc::new(Edge {
         engine: engine.clone(),
         guard: Guard { port, token, remote, page_port: Some(page_port), tokens },
@@ -316,7 +321,7 @@ pub async fn start(options: HubOptions) -> Result<RunningHub, HubError> {
         root: root.clone(),
         creates_unwritten: tokio::sync::watch::Sender::new(0),
         tls: tls.as_ref().map(|tls| tokio_rustls::TlsAcceptor::from(tls.config.clone())),
-        farewell: farewell.subscribe(),
+        farewell: farewell.clone(),
     });
     for listener in listeners {
         tokio::spawn(accept_loop(listener, edge.clone()));
@@ -432,7 +437,7 @@ pub async fn serve(options: HubOptions, started: impl FnOnce()) -> Result<(), Hu
             {
                 // The engine told the connected clients (and logged why); new
                 // ones are told too, for a while, instead of finding nobody.
-                hub.farewell.send_replace(Some(farewell));
+                let _ = hub.farewell.set(farewell);
                 tokio::select! {
                     () = tokio::time::sleep(STEPPED_DOWN_TOLD) => {}
                     () = signals.recv() => {}
@@ -617,7 +622,7 @@ struct Edge {
     /// The TLS side of the listener, when the hub serves `wss://`.
     tls: Option<tokio_rustls::TlsAcceptor>,
     /// Set once the hub stepped down: what a new connection is told.
-    farewell: tokio::sync::watch::Receiver<Option<ServerMsg>>,
+    farewell: Arc<std::sync::OnceLock<ServerMsg>>,
 }
 
 impl Edge {
@@ -744,18 +749,15 @@ async fn serve_connection<S: AsyncRead + AsyncWrite + Unpin>(
     let conn = edge.ids.fetch_add(1, Ordering::Relaxed);
     let (mut sink, mut source) = socket.split();
     let (outbox, mut inbox) = tokio::sync::mpsc::channel(crate::engine::OUTBOX);
-    if !engine.send_async(Input::Connected { conn, outbox }).await {
-        // The engine has stopped. If the hub stepped down it says so; the
-        // farewell is set a moment after the engine ends, so wait for it briefly.
-        let mut farewell = edge.farewell.clone();
-        let told = match tokio::time::timeout(Duration::from_secs(1), farewell.wait_for(Option::is_some)).await {
-            Ok(Ok(told)) => told.clone(),
-            _ => None,
-        };
-        if let Some(msg) = told {
-            let _ = sink.send(Message::text(msg.to_json())).await;
-            let _ = sink.close().await;
-        }
+    let engine_took_it = engine.send_async(Input::Connected { conn, outbox }).await;
+    // Looked at after the engine had the connection: it sets its farewell before it tells any
+    // client, so one that comes after another was told is told the same, not greeted.
+    if let Some(msg) = edge.farewell.get() {
+        let _ = sink.send(Message::text(msg.to_json())).await;
+        let _ = sink.close().await;
+        return;
+    }
+    if !engine_took_it {
         return;
     }
     let hello = ServerMsg::Connected {

@@ -21,12 +21,19 @@ pub struct Stored {
     pub summary: Summary,
     /// Every task, in creation order.
     pub tasks: Vec<TaskSummary>,
+    /// Where it was read: `.mcc/state.db`, or the project in a PostgreSQL database.
+    pub from: String,
 }
 
 /// The views of the store under `root` (read-only); `None` when the project
 /// has no store or it cannot be read.
 pub fn stored(root: &Path) -> Option<Stored> {
-    let mut store = super::read_project(root).ok()??;
+    let location = super::Location::of_root(root).ok()?;
+    let mut store = super::open_read_only(&location).ok()??;
+    let from = match location {
+        super::Location::Sqlite(_) => ".mcc/state.db".to_owned(),
+        postgres @ super::Location::Postgres { .. } => postgres.to_string(),
+    };
     let (tasks, _workers) = store.load().ok()?;
     let now = Instant::now();
     let tasks: Vec<TaskSummary> = tasks.iter().map(|t| task_summary(t, now)).collect();
@@ -42,7 +49,7 @@ pub fn stored(root: &Path) -> Option<Stored> {
         questions: tasks.iter().filter(|t| t.state == TaskState::Blocked.name()).cloned().collect(),
         ..Summary::default()
     };
-    Some(Stored { summary, tasks })
+    Some(Stored { summary, tasks, from })
 }
 
 /// Whether the store under `root` says the run finished (read-only).
