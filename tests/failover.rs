@@ -461,3 +461,52 @@ fn a_standby_that_stepped_down_waits_again_and_serves_when_the_new_leader_dies()
     first.signal("-TERM");
     assert_eq!(first.exit_code(DEADLINE), Some(0));
 }
+
+fn git(root: &Path, args: &[&str]) {
+    let out = Command::new("git")
+        .args(["-c", "user.name=mcc", "-c", "user.email=mcc@example.invalid", "-c", "commit.gpgsign=false"])
+        .args(args)
+        .current_dir(root)
+        .output()
+        .expect("run git");
+    assert!(out.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+#[test]
+fn a_standby_in_a_clone_of_its_own_takes_over_with_the_runs_accepted_files_in_its_checkout() {
+    let (store, project) = (postgres::url(), postgres::project_name("standby restores"));
+    let leader_clone = Project::new();
+    leader_clone.write(".gitignore", ".mcc/\n");
+    leader_clone.write("docs/guide.md", "first version\n");
+    git(leader_clone.root(), &["init", "-q"]);
+    git(leader_clone.root(), &["add", "."]);
+    git(leader_clone.root(), &["commit", "-q", "-m", "start"]);
+    // The standby's machine: a clone at the starting commit, with nothing of the run.
+    let elsewhere = tempfile::tempdir().unwrap();
+    git(elsewhere.path(), &["clone", "-q", leader_clone.root().to_str().unwrap(), "repo"]);
+    let standby_root = elsewhere.path().join("repo");
+
+    let mut args = vec!["--store", store.as_str(), "--project", project.as_str()];
+    args.extend(LEADER);
+    let leader = crate::support::Hub::start(leader_clone.root(), &args);
+    let added = leader.connect().ask(json!({"type":"add_tasks","tasks":[old_task("guide", &["docs/guide.md"], &[])]}));
+    assert_eq!(added["type"], "tasks_added", "{added}");
+    let worker = |args: &[&str]| leader_clone.mcc().args(["worker"]).args(args).args(["--as", "w1"]).run();
+    assert_eq!(worker(&["next"]).code, 0);
+    leader_clone.write("docs/guide.md", "the accepted version\n");
+    let done = worker(&["done", "guide"]);
+    assert!(done.stdout.starts_with("accepted guide."), "{done:?}");
+
+    let mut standby = PgHub::spawn(&standby_root, &store, &project, &STANDBY);
+    standby.wait_for("waiting for", DEADLINE);
+    assert_eq!(std::fs::read_to_string(standby_root.join("docs/guide.md")).unwrap(), "first version\n");
+    leader.kill9();
+    standby.listening(DEADLINE);
+    let said = standby.wait_for("checkout brought to the run's accepted files", DEADLINE);
+    assert!(said.contains("1 written"), "{said}");
+    assert_eq!(
+        std::fs::read_to_string(standby_root.join("docs/guide.md")).unwrap(),
+        "the accepted version\n",
+        "the standby serves on the accepted files"
+    );
+}

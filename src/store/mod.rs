@@ -413,29 +413,13 @@ pub trait Backend: Send {
     fn recent_events(&mut self, limit: usize) -> Result<Vec<StoredEvent>, StoreError>;
     /// The declared write files `task`'s `attempt` submitted at `done`, by
     /// path; none when it submitted nothing (or before the store kept files).
-    fn attempt_files(&mut self, task: &str, attempt: u32) -> Result<Vec<AttemptFile>, StoreError> {
-        let _ = (task, attempt);
-        Err(keeps_no_files())
-    }
+    fn attempt_files(&mut self, task: &str, attempt: u32) -> Result<Vec<AttemptFile>, StoreError>;
     /// The bytes kept under `sha256`, if any.
-    fn blob(&mut self, sha256: &str) -> Result<Option<Vec<u8>>, StoreError> {
-        let _ = sha256;
-        Err(keeps_no_files())
-    }
+    fn blob(&mut self, sha256: &str) -> Result<Option<Vec<u8>>, StoreError>;
     /// For every path an accepted attempt submitted, that path as the last
     /// accepted attempt (in the order of the verdicts) left it, by path: the
     /// accepted state of the checkout.
-    fn accepted_files(&mut self) -> Result<Vec<AttemptFile>, StoreError> {
-        Err(keeps_no_files())
-    }
-}
-
-/// An engine that does not keep submitted files (yet) says so rather than answer nothing.
-fn keeps_no_files() -> StoreError {
-    StoreError::Crashed(
-        "this store engine does not keep the files attempts submitted; use the SQLite store (leave out --store) to read them"
-            .to_owned(),
-    )
+    fn accepted_files(&mut self) -> Result<Vec<AttemptFile>, StoreError>;
 }
 
 /// An open store, whichever engine keeps it.
