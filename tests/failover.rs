@@ -462,18 +462,9 @@ fn a_standby_that_stepped_down_waits_again_and_serves_when_the_new_leader_dies()
     assert_eq!(first.exit_code(DEADLINE), Some(0));
 }
 
-fn git(root: &Path, args: &[&str]) {
-    let out = Command::new("git")
-        .args(["-c", "user.name=mcc", "-c", "user.email=mcc@example.invalid", "-c", "commit.gpgsign=false"])
-        .args(args)
-        .current_dir(root)
-        .output()
-        .expect("run git");
-    assert!(out.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-}
-
 #[test]
 fn a_standby_in_a_clone_of_its_own_takes_over_with_the_runs_accepted_files_in_its_checkout() {
+    use crate::submitted_files::git;
     let (store, project) = (postgres::url(), postgres::project_name("standby restores"));
     let leader_clone = Project::new();
     leader_clone.write(".gitignore", ".mcc/\n");

@@ -5,7 +5,7 @@
 
 use std::path::Path;
 
-use crate::submitted_files::{add, raw, worker};
+use crate::submitted_files::{raw, submit_every_byte};
 use crate::support::{Hub, Project, Ws, old_task, postgres};
 
 /// A project holding the demo workflow and its worker script.
@@ -109,14 +109,7 @@ fn a_file_submitted_to_a_hub_kept_in_postgres_is_printed_exactly_after_the_hub_s
     let project = Project::new();
     let (url, name) = (postgres::url(), postgres::project_name("files-in-postgres"));
     let hub = Hub::start(project.root(), &["--store", &url, "--project", &name]);
-    add(&hub, vec![old_task("t", &["out/f.bin"], &[])]);
-    assert_eq!(worker(&project, &["next"]).code, 0);
-    // Not text: every byte value, a NUL and no newline at the end.
-    let bytes: Vec<u8> = (0..=255u8).rev().chain([0, 0, b'x']).collect();
-    std::fs::create_dir_all(project.path("out")).unwrap();
-    std::fs::write(project.path("out/f.bin"), &bytes).unwrap();
-    let done = worker(&project, &["done", "t", "--deliverable", "out/f.bin"]);
-    assert!(done.stdout.starts_with("accepted t."), "{done:?}");
+    let bytes = submit_every_byte(&project, &hub);
     assert_eq!(hub.terminate(), Some(0));
     assert_eq!((rows("mcc_attempt_files", &name), rows("mcc_blobs", &name)), (1, 1));
     assert!(!project.path(".mcc/state.db").exists(), "nothing of the run went to SQLite");

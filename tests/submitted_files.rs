@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 
 use crate::support::{Hub, Project, mcc_bin, old_task};
 
-pub(crate) fn add(hub: &Hub, tasks: Vec<Value>) {
+fn add(hub: &Hub, tasks: Vec<Value>) {
     let added = hub.connect().ask(json!({"type": "add_tasks", "tasks": tasks}));
     assert_eq!(added["type"], "tasks_added", "{added}");
 }
@@ -29,22 +29,28 @@ pub(crate) fn raw(root: &Path, args: &[&str]) -> (i32, Vec<u8>, String) {
     (out.status.code().unwrap_or(-1), out.stdout, String::from_utf8_lossy(&out.stderr).into_owned())
 }
 
-pub(crate) fn worker(project: &Project, args: &[&str]) -> crate::support::Run {
+fn worker(project: &Project, args: &[&str]) -> crate::support::Run {
     project.mcc().args(["worker"]).args(args).args(["--as", "w1"]).run()
+}
+
+/// Task `t` declares `out/f.bin`; a worker takes it, writes every byte value
+/// there (a NUL, no newline at the end) and is accepted. Returns the bytes.
+pub(crate) fn submit_every_byte(project: &Project, hub: &Hub) -> Vec<u8> {
+    add(hub, vec![old_task("t", &["out/f.bin"], &[])]);
+    assert_eq!(worker(project, &["next"]).code, 0);
+    let bytes: Vec<u8> = (0..=255u8).rev().chain([0, 0, b'x']).collect();
+    std::fs::create_dir_all(project.path("out")).unwrap();
+    std::fs::write(project.path("out/f.bin"), &bytes).unwrap();
+    let done = worker(project, &["done", "t", "--deliverable", "out/f.bin"]);
+    assert!(done.stdout.starts_with("accepted t."), "{done:?}");
+    bytes
 }
 
 #[test]
 fn a_submitted_file_is_printed_exactly_after_the_checkout_changed_and_after_the_hub_stopped() {
     let project = Project::new();
     let hub = Hub::start(project.root(), &[]);
-    add(&hub, vec![old_task("t", &["out/f.bin"], &[])]);
-    assert_eq!(worker(&project, &["next"]).code, 0);
-    // Not text: every byte value, a NUL and no newline at the end.
-    let bytes: Vec<u8> = (0..=255u8).rev().chain([0, 0, b'x']).collect();
-    std::fs::create_dir_all(project.path("out")).unwrap();
-    std::fs::write(project.path("out/f.bin"), &bytes).unwrap();
-    let done = worker(&project, &["done", "t", "--deliverable", "out/f.bin"]);
-    assert!(done.stdout.starts_with("accepted t."), "{done:?}");
+    let bytes = submit_every_byte(&project, &hub);
 
     let show_file = ["tasks", "show", "t", "--attempt", "1", "--file", "out/f.bin"];
     let (code, printed, err) = raw(project.root(), &show_file);
@@ -167,7 +173,8 @@ fn what_passes_the_per_task_bound_is_recorded_as_not_kept() {
     drop(hub);
 }
 
-fn git(root: &Path, args: &[&str]) {
+/// `git ARGS` in `root`, as a test's own repository (no user config needed).
+pub(crate) fn git(root: &Path, args: &[&str]) {
     let out = Command::new("git")
         .args(["-c", "user.name=mcc test", "-c", "user.email=test@example.invalid", "-c", "init.defaultBranch=main"])
         .args(args)
