@@ -905,46 +905,15 @@ fn write_transaction(
             .query_one(
                 &prepared.group,
                 &[
-                    &project,
-                    &held.epoch,
-                    &length,
-                    &held.owner,
-                    &c.task_ids,
-                    &c.task_seqs,
-                    &c.task_states,
-                    &c.task_holders,
-                    &c.task_attempts,
-                    &c.task_walls,
-                    &c.task_phases,
-                    &c.task_bodies,
-                    &c.task_lefts,
-                    &c.task_clocks,
-                    &c.task_runs,
-                    &c.lease_ids,
-                    &c.lease_lefts,
-                    &c.lease_clocks,
-                    &c.lease_walls,
-                    &group.workers.0,
-                    &group.workers.1,
-                    &group.events.ids,
-                    &group.events.at_ms,
-                    &group.events.kinds,
-                    &group.events.tasks,
-                    &group.events.workers,
-                    &group.events.attempts,
-                    &group.events.details,
-                    &group.events.runs,
-                    &c.validation_tasks,
-                    &c.validation_attempts,
-                    &c.validation_at,
-                    &c.validation_commands,
-                    &c.validation_codes,
-                    &c.validation_timed_out,
-                    &c.validation_stdout,
-                    &c.validation_stderr,
-                    &group.meta.0,
-                    &group.meta.1,
-                ],
+                    &[&project as Param<'_>, &held.epoch, &length, &held.owner][..],
+                    &c.tasks(),
+                    &c.leases(),
+                    &[&group.workers.0 as Param<'_>, &group.workers.1],
+                    &group.events.params(),
+                    &c.validations(),
+                    &[&group.meta.0 as Param<'_>, &group.meta.1],
+                ]
+                .concat(),
             )?
             .get(0);
         return Ok((fenced == 1).then_some(pending));
@@ -960,52 +929,19 @@ fn write_transaction(
     })?;
     let c = Columns::of(&group);
     if !group.tasks.is_empty() {
-        tx.execute(
-            &prepared.tasks,
-            &[
-                &project,
-                &c.task_ids,
-                &c.task_seqs,
-                &c.task_states,
-                &c.task_holders,
-                &c.task_attempts,
-                &c.task_walls,
-                &c.task_phases,
-                &c.task_bodies,
-                &c.task_lefts,
-                &c.task_clocks,
-                &c.task_runs,
-            ],
-        )?;
+        tx.execute(&prepared.tasks, &[&[&project as Param<'_>][..], &c.tasks()].concat())?;
     }
     if !group.leases.is_empty() {
-        tx.execute(&prepared.leases, &[&project, &c.lease_ids, &c.lease_lefts, &c.lease_clocks, &c.lease_walls])?;
+        tx.execute(&prepared.leases, &[&[&project as Param<'_>][..], &c.leases()].concat())?;
     }
     if !group.workers.0.is_empty() {
         tx.execute(&prepared.workers, &[&project, &group.workers.0, &group.workers.1])?;
     }
     if !group.events.ids.is_empty() {
-        let e = &group.events;
-        tx.execute(
-            &prepared.events,
-            &[&project, &e.ids, &e.at_ms, &e.kinds, &e.tasks, &e.workers, &e.attempts, &e.details, &e.runs],
-        )?;
+        tx.execute(&prepared.events, &[&[&project as Param<'_>][..], &group.events.params()].concat())?;
     }
     if !group.validations.is_empty() {
-        tx.execute(
-            &prepared.validations,
-            &[
-                &project,
-                &c.validation_tasks,
-                &c.validation_attempts,
-                &c.validation_at,
-                &c.validation_commands,
-                &c.validation_codes,
-                &c.validation_timed_out,
-                &c.validation_stdout,
-                &c.validation_stderr,
-            ],
-        )?;
+        tx.execute(&prepared.validations, &[&[&project as Param<'_>][..], &c.validations()].concat())?;
     }
     if !group.blobs.0.is_empty() {
         tx.execute(&prepared.blobs, &[&project, &group.blobs.0, &group.blobs.1])?;
@@ -1058,7 +994,46 @@ struct Columns<'a> {
     validation_stderr: Vec<&'a str>,
 }
 
+/// A statement's parameter.
+type Param<'p> = &'p (dyn postgres::types::ToSql + Sync);
+
 impl<'a> Columns<'a> {
+    /// The tasks' columns, in the order the statements take them.
+    fn tasks(&self) -> [Param<'_>; 11] {
+        [
+            &self.task_ids,
+            &self.task_seqs,
+            &self.task_states,
+            &self.task_holders,
+            &self.task_attempts,
+            &self.task_walls,
+            &self.task_phases,
+            &self.task_bodies,
+            &self.task_lefts,
+            &self.task_clocks,
+            &self.task_runs,
+        ]
+    }
+
+    /// The leases' columns, in the order the statements take them.
+    fn leases(&self) -> [Param<'_>; 4] {
+        [&self.lease_ids, &self.lease_lefts, &self.lease_clocks, &self.lease_walls]
+    }
+
+    /// The validations' columns, in the order the statements take them.
+    fn validations(&self) -> [Param<'_>; 8] {
+        [
+            &self.validation_tasks,
+            &self.validation_attempts,
+            &self.validation_at,
+            &self.validation_commands,
+            &self.validation_codes,
+            &self.validation_timed_out,
+            &self.validation_stdout,
+            &self.validation_stderr,
+        ]
+    }
+
     fn of(group: &Group<'a>) -> Self {
         let t = &group.tasks;
         let (l, v) = (&group.leases, &group.validations);
@@ -1104,6 +1079,11 @@ struct EventColumns<'a> {
 }
 
 impl<'a> EventColumns<'a> {
+    /// The columns, in the order the statements take them.
+    fn params(&self) -> [Param<'_>; 8] {
+        [&self.ids, &self.at_ms, &self.kinds, &self.tasks, &self.workers, &self.attempts, &self.details, &self.runs]
+    }
+
     fn push(&mut self, id: i64, at_ms: i64, e: &'a super::EventRecord, run: Option<i64>) {
         self.ids.push(id);
         self.at_ms.push(at_ms);
