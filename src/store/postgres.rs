@@ -107,6 +107,23 @@ CREATE TABLE IF NOT EXISTS mcc_validations (
 );
 ";
 
+/// The tokens of every project of a PostgreSQL database, made with the
+/// store's schema: one table, so every hub of a project accepts the same tokens.
+pub const TOKENS_TABLE: &str = "
+CREATE TABLE IF NOT EXISTS mcc_tokens (
+    project TEXT NOT NULL,
+    id TEXT NOT NULL,
+    hash TEXT NOT NULL,
+    scope TEXT NOT NULL,
+    worker TEXT,
+    created_ms BIGINT NOT NULL,
+    last_used_ms BIGINT,
+    expires_ms BIGINT,
+    PRIMARY KEY (project, id),
+    UNIQUE (project, hash)
+);
+";
+
 /// Schema 1 to 2: what each attempt submitted at `done`, as the `SQLite`
 /// engine's schema 4 keeps it: a row per (task, attempt, declared write
 /// file) says whether its bytes were kept (under which SHA-256) or why not;
@@ -361,7 +378,7 @@ fn migrate(client: &mut Client) -> Result<Result<(), i64>, postgres::Error> {
             // Each step is idempotent: a database at 1 gets only what 2 adds.
             tx.batch_execute(SCHEMA_1)?;
             tx.batch_execute(lease::TABLE)?;
-            tx.batch_execute(super::tokens::POSTGRES_TABLE)?;
+            tx.batch_execute(TOKENS_TABLE)?;
             tx.batch_execute(SCHEMA_2)?;
             tx.execute(
                 "INSERT INTO mcc_schema (one, version) VALUES (true, $1) ON CONFLICT (one) DO UPDATE SET version = excluded.version",

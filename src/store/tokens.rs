@@ -29,23 +29,6 @@ CREATE TABLE IF NOT EXISTS tokens (
 ) WITHOUT ROWID;
 ";
 
-/// The tokens of every project of a PostgreSQL database, made with the
-/// store's schema: one table, so every hub of a project accepts the same tokens.
-pub const POSTGRES_TABLE: &str = "
-CREATE TABLE IF NOT EXISTS mcc_tokens (
-    project TEXT NOT NULL,
-    id TEXT NOT NULL,
-    hash TEXT NOT NULL,
-    scope TEXT NOT NULL,
-    worker TEXT,
-    created_ms BIGINT NOT NULL,
-    last_used_ms BIGINT,
-    expires_ms BIGINT,
-    PRIMARY KEY (project, id),
-    UNIQUE (project, hash)
-);
-";
-
 /// A stored token: what is listed, and the hash its secret is found by.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TokenRow {
@@ -78,7 +61,7 @@ impl TokenStore {
                 conn.run(|c| {
                     let there: bool = c.query_one("SELECT to_regclass('mcc_tokens') IS NOT NULL", &[])?.get(0);
                     if !there {
-                        c.batch_execute(POSTGRES_TABLE)?;
+                        c.batch_execute(super::postgres::TOKENS_TABLE)?;
                     }
                     Ok(())
                 })?;
