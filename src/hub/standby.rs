@@ -13,12 +13,12 @@ use crate::store::lease::{self, Holder};
 /// The lease of `project` in the database at `url`; `None` when no hub ever
 /// led it (no row, or no lease table yet).
 pub fn holder(url: &str, project: &str) -> Result<Option<Holder>, String> {
-    let mut client = postgres::Client::connect(url, postgres::NoTls).map_err(|e| e.to_string())?;
+    let mut client = postgres::Client::connect(url, postgres::NoTls).map_err(|e| crate::store::with_causes(&e))?;
     match lease::holder(&mut client, project) {
         Ok(held) => Ok(held),
         // No hub ever made the lease table in this database.
         Err(e) if e.code() == Some(&postgres::error::SqlState::UNDEFINED_TABLE) => Ok(None),
-        Err(e) => Err(e.to_string()),
+        Err(e) => Err(crate::store::with_causes(&e)),
     }
 }
 

@@ -69,7 +69,7 @@ pub enum StoreError {
 
 /// An error with what caused it (`error connecting to server: Connection
 /// refused`): a database client's own message often names only its kind.
-fn with_causes(error: &dyn std::error::Error) -> String {
+pub fn with_causes(error: &dyn std::error::Error) -> String {
     let mut text = error.to_string();
     let mut cause = error.source();
     while let Some(e) = cause {
