@@ -464,7 +464,7 @@ fn a_standby_that_stepped_down_waits_again_and_serves_when_the_new_leader_dies()
 
 #[test]
 fn a_standby_in_a_clone_of_its_own_takes_over_with_the_runs_accepted_files_in_its_checkout() {
-    use crate::submitted_files::git;
+    use crate::support::git;
     let (store, project) = (postgres::url(), postgres::project_name("standby restores"));
     let leader_clone = Project::new();
     leader_clone.write(".gitignore", ".mcc/\n");

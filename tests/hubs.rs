@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 use tungstenite::Message;
 
+use crate::support::git;
 use crate::support::{Hub, Mcc, Project, Run, old_task};
 
 /// An address on loopback where nothing listens (the port was free a moment ago).
@@ -179,16 +180,6 @@ fn a_hub_list_with_an_empty_or_bad_element_is_refused_naming_it_and_where_it_cam
     let bad = project.mcc().env("MCC_HUB", "ws://127.0.0.1:1, http://127.0.0.1:2").args(["tasks", "list"]).run();
     assert_eq!(bad.code, 1, "{bad:?}");
     assert!(bad.stderr.contains("`http://127.0.0.1:2` starts with http://, not ws:// or wss://"), "{bad:?}");
-}
-
-fn git(cwd: &Path, args: &[&str]) {
-    let out = Command::new("git")
-        .args(["-c", "user.email=t@example.org", "-c", "user.name=t"])
-        .args(args)
-        .current_dir(cwd)
-        .output()
-        .expect("run git");
-    assert!(out.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&out.stderr));
 }
 
 /// A `git clone` of `root` in a folder of its own: another machine's checkout.

@@ -7,6 +7,7 @@ use rmcp::service::RunningService;
 use rmcp::transport::TokioChildProcess;
 use serde_json::{Map, Value, json};
 
+use crate::support::git;
 use crate::support::{Hub, Project, mcc_bin, old_task};
 
 type Client = RunningService<rmcp::RoleClient, ()>;
@@ -544,17 +545,6 @@ fn over_mcp_every_request_gets_the_standard_json_rpc_answer() {
     // And the server still serves.
     let tools = raw.ask(r#"{"jsonrpc":"2.0","id":6,"method":"tools/list"}"#);
     assert_eq!(tools["result"]["tools"][0]["name"], "next", "{tools}");
-}
-
-/// A git command in `cwd`, which must succeed.
-fn git(cwd: &std::path::Path, args: &[&str]) {
-    let out = std::process::Command::new("git")
-        .args(["-c", "user.email=t@example.org", "-c", "user.name=t", "-c", "init.defaultBranch=main"])
-        .args(args)
-        .current_dir(cwd)
-        .output()
-        .expect("run git");
-    assert!(out.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&out.stderr));
 }
 
 /// An agent on another machine speaks MCP in a clone joined to a TLS hub:

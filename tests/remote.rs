@@ -15,19 +15,10 @@ use std::sync::{Arc, Mutex};
 
 use serde_json::{Value, json};
 
+use crate::support::git;
 use crate::support::netns::Netns;
 use crate::support::tls::TestCa;
 use crate::support::{DEADLINE, Hub, Mcc, Project, Run, eventually, mcc_bin};
-
-fn git(cwd: &Path, args: &[&str]) {
-    let out = Command::new("git")
-        .args(["-c", "user.email=t@example.org", "-c", "user.name=t"])
-        .args(args)
-        .current_dir(cwd)
-        .output()
-        .expect("run git");
-    assert!(out.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-}
 
 /// A project under git, with one commit.
 fn project_in_git() -> Project {

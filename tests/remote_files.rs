@@ -10,6 +10,7 @@ use std::process::Command;
 
 use serde_json::{Value, json};
 
+use crate::support::git;
 use crate::support::{Hub, Mcc, Project, Run, eventually};
 
 /// The hub's project, its clone and its hub.
@@ -17,16 +18,6 @@ struct Remote {
     project: Project,
     clone: tempfile::TempDir,
     hub: Hub,
-}
-
-fn git(dir: &Path, args: &[&str]) {
-    let out = Command::new("git")
-        .args(["-c", "user.name=mcc test", "-c", "user.email=test@mcc.invalid", "-c", "init.defaultBranch=main"])
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .expect("run git");
-    assert!(out.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&out.stderr));
 }
 
 impl Remote {

@@ -9,6 +9,7 @@ use std::process::{Command, Stdio};
 
 use serde_json::{Value, json};
 
+use crate::support::git;
 use crate::support::{Hub, Project, mcc_bin, old_task};
 
 fn add(hub: &Hub, tasks: Vec<Value>) {
@@ -171,17 +172,6 @@ fn what_passes_the_per_task_bound_is_recorded_as_not_kept() {
         "{listed}"
     );
     drop(hub);
-}
-
-/// `git ARGS` in `root`, as a test's own repository (no user config needed).
-pub(crate) fn git(root: &Path, args: &[&str]) {
-    let out = Command::new("git")
-        .args(["-c", "user.name=mcc test", "-c", "user.email=test@example.invalid", "-c", "init.defaultBranch=main"])
-        .args(args)
-        .current_dir(root)
-        .output()
-        .expect("run git");
-    assert!(out.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&out.stderr));
 }
 
 #[test]

@@ -657,27 +657,23 @@ impl PostgresStore {
         }
     }
 
-    fn workers(&mut self) -> Result<Vec<Worker>, StoreError> {
+    /// The rows `sql` selects of this project: `$1` is the project, `params` are `$2` on.
+    fn project_rows(&mut self, sql: &str, params: &[Param<'_>]) -> Result<Vec<postgres::Row>, StoreError> {
         let project = self.project.clone();
-        let rows = self
-            .client()?
-            .query("SELECT body FROM mcc_workers WHERE project = $1 ORDER BY name", &[&project])
-            .map_err(|e| self.pg(e))?;
+        let all = [&[&project as Param<'_>][..], params].concat();
+        self.client()?.query(sql, &all).map_err(|e| self.pg(e))
+    }
+
+    fn workers(&mut self) -> Result<Vec<Worker>, StoreError> {
+        let rows = self.project_rows("SELECT body FROM mcc_workers WHERE project = $1 ORDER BY name", &[])?;
         rows.iter().map(|r| serde_json::from_str(r.get::<_, &str>(0)).map_err(|e| self.corrupt(e))).collect()
     }
 
-    fn events_where(
-        &mut self,
-        tail: &str,
-        params: &[&(dyn postgres::types::ToSql + Sync)],
-    ) -> Result<Vec<StoredEvent>, StoreError> {
-        let project = self.project.clone();
-        let mut all: Vec<&(dyn postgres::types::ToSql + Sync)> = vec![&project];
-        all.extend_from_slice(params);
+    fn events_where(&mut self, tail: &str, params: &[Param<'_>]) -> Result<Vec<StoredEvent>, StoreError> {
         let sql = format!(
             "SELECT id, at_ms, kind, task_id, worker, attempt, detail, run_id FROM mcc_events WHERE project = $1 {tail}"
         );
-        let rows = self.client()?.query(&sql, &all).map_err(|e| self.pg(e))?;
+        let rows = self.project_rows(&sql, params)?;
         Ok(rows
             .iter()
             .map(|r| StoredEvent {
@@ -695,20 +691,12 @@ impl PostgresStore {
 
     /// The project's submitted files: `join` to other tables, `tail` after
     /// the project's condition (`$1`), `params` from `$2` on.
-    fn files_where(
-        &mut self,
-        join: &str,
-        tail: &str,
-        params: &[&(dyn postgres::types::ToSql + Sync)],
-    ) -> Result<Vec<AttemptFile>, StoreError> {
-        let project = self.project.clone();
-        let mut all: Vec<&(dyn postgres::types::ToSql + Sync)> = vec![&project];
-        all.extend_from_slice(params);
+    fn files_where(&mut self, join: &str, tail: &str, params: &[Param<'_>]) -> Result<Vec<AttemptFile>, StoreError> {
         let sql = format!(
             "SELECT f.task_id, f.attempt, f.path, f.kept, f.sha256, f.size FROM mcc_attempt_files f {join}
              WHERE f.project = $1 {tail}"
         );
-        let rows = self.client()?.query(&sql, &all).map_err(|e| self.pg(e))?;
+        let rows = self.project_rows(&sql, params)?;
         let mut files = Vec::with_capacity(rows.len());
         for r in &rows {
             let (task, attempt, path, kept): (String, i64, String, &str) = (r.get(0), r.get(1), r.get(2), r.get(3));
@@ -1260,12 +1248,8 @@ impl Backend for PostgresStore {
 
     fn meta(&mut self, key: &str) -> Result<Option<String>, StoreError> {
         off_runtime(|| {
-            let project = self.project.clone();
-            let row = self
-                .client()?
-                .query_opt("SELECT value FROM mcc_meta WHERE project = $1 AND key = $2", &[&project, &key])
-                .map_err(|e| self.pg(e))?;
-            Ok(row.map(|r| r.get(0)))
+            let rows = self.project_rows("SELECT value FROM mcc_meta WHERE project = $1 AND key = $2", &[&key])?;
+            Ok(rows.first().map(|r| r.get(0)))
         })
     }
 
@@ -1283,40 +1267,29 @@ impl Backend for PostgresStore {
 
     fn runs(&mut self) -> Result<Vec<StoredRun>, StoreError> {
         off_runtime(|| {
-            let project = self.project.clone();
-            let rows = self
-                .client()?
-                .query(
-                    "SELECT id, workflow, started_ms, ended_ms FROM mcc_runs WHERE project = $1 ORDER BY id",
-                    &[&project],
-                )
-                .map_err(|e| self.pg(e))?;
+            let rows = self.project_rows(
+                "SELECT id, workflow, started_ms, ended_ms FROM mcc_runs WHERE project = $1 ORDER BY id",
+                &[],
+            )?;
             Ok(rows.iter().map(run_row).collect())
         })
     }
 
     fn task_runs(&mut self) -> Result<HashMap<String, i64>, StoreError> {
         off_runtime(|| {
-            let project = self.project.clone();
-            let rows = self
-                .client()?
-                .query("SELECT id, run_id FROM mcc_tasks WHERE project = $1 AND run_id IS NOT NULL", &[&project])
-                .map_err(|e| self.pg(e))?;
+            let rows =
+                self.project_rows("SELECT id, run_id FROM mcc_tasks WHERE project = $1 AND run_id IS NOT NULL", &[])?;
             Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
         })
     }
 
     fn validations(&mut self, task: &str) -> Result<Vec<ValidationRecord>, StoreError> {
         off_runtime(|| {
-            let project = self.project.clone();
-            let rows = self
-                .client()?
-                .query(
-                    "SELECT task_id, attempt, command, exit_code, timed_out, stdout_tail, stderr_tail
-                     FROM mcc_validations WHERE project = $1 AND task_id = $2 ORDER BY attempt",
-                    &[&project, &task],
-                )
-                .map_err(|e| self.pg(e))?;
+            let rows = self.project_rows(
+                "SELECT task_id, attempt, command, exit_code, timed_out, stdout_tail, stderr_tail
+                 FROM mcc_validations WHERE project = $1 AND task_id = $2 ORDER BY attempt",
+                &[&task],
+            )?;
             Ok(rows
                 .iter()
                 .map(|r| ValidationRecord {
@@ -1359,12 +1332,9 @@ impl Backend for PostgresStore {
             return Ok(None);
         }
         off_runtime(|| {
-            let project = self.project.clone();
-            let row = self
-                .client()?
-                .query_opt("SELECT bytes FROM mcc_blobs WHERE project = $1 AND sha256 = $2", &[&project, &sha256])
-                .map_err(|e| self.pg(e))?;
-            Ok(row.map(|r| r.get(0)))
+            let rows =
+                self.project_rows("SELECT bytes FROM mcc_blobs WHERE project = $1 AND sha256 = $2", &[&sha256])?;
+            Ok(rows.first().map(|r| r.get(0)))
         })
     }
 

@@ -379,3 +379,16 @@ impl Printed {
         rest
     }
 }
+
+/// `git ARGS` in `cwd`, which must succeed: a test's own repository, with
+/// no user configuration needed (an author, `main` as the first branch).
+pub fn git(cwd: &Path, args: &[&str]) {
+    let out = Command::new("git")
+        .args(["-c", "user.email=t@example.org", "-c", "user.name=t", "-c", "init.defaultBranch=main"])
+        .args(["-c", "commit.gpgsign=false"])
+        .args(args)
+        .current_dir(cwd)
+        .output()
+        .expect("run git");
+    assert!(out.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+}
