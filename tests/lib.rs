@@ -17,6 +17,7 @@ mod faults;
 mod fencing;
 mod file_transport;
 mod fuzz;
+mod git_guard;
 mod history;
 mod hub;
 mod hubs;
