@@ -180,6 +180,8 @@ pub fn done(worker: &Worker, a: &Done) -> Answer {
             notes: a.notes.clone(),
             wait_ms: Some(ms(a.wait)),
             files: Vec::new(),
+            changed: Vec::new(),
+            isolated: false,
         })
     })
 }
