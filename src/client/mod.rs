@@ -24,6 +24,7 @@
 pub mod exit;
 pub mod files;
 pub mod hubs;
+pub mod snapshot;
 pub mod status;
 pub mod transfer;
 pub mod worker;

@@ -180,6 +180,13 @@ pub fn done(worker: &Worker, a: &Done) -> Answer {
             notes: a.notes.clone(),
             wait_ms: Some(ms(a.wait)),
             files: Vec::new(),
+            changed: target
+                .root
+                .as_deref()
+                .map(|root| super::snapshot::changed_since_grant(root, name, &a.task))
+                .unwrap_or_default(),
+            // A remote worker's clone is a folder of its own: what changed there is its own.
+            isolated: super::transfer::is_remote(target),
         })
     })
 }
@@ -261,6 +268,9 @@ fn exchange(
     match asked {
         Ok((name, reply, root, travelled)) => {
             let mut answer = text::render(name, reply, root.as_deref());
+            if let Some(root) = root.as_deref() {
+                look_at_grant(&answer, root);
+            }
             // What travelled, after the task and its next command.
             for line in travelled {
                 answer.text.push_str(&line);
@@ -272,6 +282,16 @@ fn exchange(
         Err(Unanswered::Client(e)) if e.hub_down() => Answer::hub_down(name, e.for_worker()),
         Err(Unanswered::Client(e)) => Answer::unreached(name, e.for_worker()),
         Err(Unanswered::Refused(message) | Unanswered::Remote(message)) => Answer::unreached(name, message),
+    }
+}
+
+/// A task was just shown to the worker: keep what the checkout looks like,
+/// so its `done` can name the files changed meanwhile (not for the `done`
+/// command a `progress` repeats: that grant's look is kept already).
+fn look_at_grant(answer: &Answer, root: &Path) {
+    let progress = matches!(&answer.source, Source::Hub(ServerMsg::Ack { what, .. }) if what == "progress");
+    if let (false, Some(NextCall::Done { task, attempt: Some(attempt), deliverables, .. })) = (progress, &answer.next) {
+        super::snapshot::at_grant(root, &answer.worker, task, *attempt, deliverables);
     }
 }
 

@@ -194,6 +194,8 @@ impl Headless {
                                 notes,
                                 wait_ms: Some(ms(wait)),
                                 files: Vec::new(),
+                                changed: Vec::new(),
+                                isolated: false,
                             },
                             wait,
                         ),
