@@ -132,7 +132,7 @@ fn sh_quoted(text: &str) -> String {
 /// binary that installed it is called by its path, or `mcc` on the PATH
 /// when it has moved since.
 fn hook_text(root: &Path, prefix: &str) -> String {
-    let binary = std::env::current_exe().map(|p| p.display().to_string()).unwrap_or_else(|_| "mcc".to_owned());
+    let binary = std::env::current_exe().map_or_else(|_| "mcc".to_owned(), |p| p.display().to_string());
     format!(
         "#!/bin/sh\n\
          {MARK}refuses a commit touching a file another worker's in-flight task reserves.\n\
@@ -232,10 +232,10 @@ struct Refusal {
 fn check(a: &CheckArgs) -> u8 {
     let here = std::env::current_dir().and_then(|d| d.canonicalize()).unwrap_or_default();
     let root = a.root.canonicalize().unwrap_or_else(|_| a.root.clone());
-    let Some(committer) = committer(&root, &a.prefix, &here) else {
-        // Another checkout of the same repository: the project's files are not touched from there.
+    let committer = committer(&root, &a.prefix, &here);
+    if committer == Committer::Elsewhere {
         return exit::OK;
-    };
+    }
     let staged = match staged_files() {
         Ok(staged) => staged,
         Err(e) => {
@@ -252,7 +252,7 @@ fn check(a: &CheckArgs) -> u8 {
     if in_project.is_empty() {
         return exit::OK;
     }
-    let refusals = match refusals(&root, &in_project, committer.as_deref()) {
+    let refusals = match refusals(&root, &in_project, &committer) {
         Ok(refusals) => refusals,
         Err(e) => {
             eprintln!("mcc guard: {e}; the commit goes ahead unchecked");
@@ -266,20 +266,42 @@ fn check(a: &CheckArgs) -> u8 {
     exit::ERROR
 }
 
-/// Who commits from `here`: `Some(Some(NAME))` in worker NAME's worktree or
-/// with `MCC_WORKER=NAME` in the main checkout, `Some(None)` when nobody in
-/// particular (the engineer), `None` when `here` is neither checkout.
-fn committer(root: &Path, prefix: &str, here: &Path) -> Option<Option<String>> {
+/// Who makes a commit, found from the checkout it is made in.
+#[derive(Debug, PartialEq, Eq)]
+enum Committer {
+    /// In a worker's own worktree (`.mcc/worktrees/NAME`, the name as a file name).
+    Worktree(String),
+    /// In the project's checkout: `MCC_WORKER` when set, else nobody in particular (the engineer).
+    Checkout(Option<String>),
+    /// Another checkout of the same repository: the project's files are not touched from there.
+    Elsewhere,
+}
+
+impl Committer {
+    /// Whether this committer holds a task held by `holder`: its own files are its to commit.
+    fn is(&self, holder: Option<&str>) -> bool {
+        match (self, holder) {
+            (Self::Worktree(folder), Some(holder)) => crate::layout::safe_file_name(holder) == *folder,
+            (Self::Checkout(Some(name)), Some(holder)) => name == holder,
+            _ => false,
+        }
+    }
+}
+
+/// Who commits from `here` (the top of the checkout the hook runs in).
+fn committer(root: &Path, prefix: &str, here: &Path) -> Committer {
     let worktrees = crate::layout::Layout::of_root(root).dir().join("worktrees");
     if let Ok(rest) = here.strip_prefix(&worktrees) {
-        return rest.components().next().map(|name| Some(name.as_os_str().to_string_lossy().into_owned()));
+        return match rest.components().next() {
+            Some(name) => Committer::Worktree(name.as_os_str().to_string_lossy().into_owned()),
+            None => Committer::Elsewhere,
+        };
     }
     let depth = Path::new(prefix).components().count();
-    let top = root.ancestors().nth(depth)?;
-    if here != top {
-        return None;
+    if root.ancestors().nth(depth) != Some(here) {
+        return Committer::Elsewhere;
     }
-    Some(std::env::var("MCC_WORKER").ok().filter(|name| !name.is_empty()))
+    Committer::Checkout(std::env::var("MCC_WORKER").ok().filter(|name| !name.is_empty()))
 }
 
 /// The paths the commit changes, as git names them from the top of the
@@ -304,7 +326,7 @@ fn staged_files() -> Result<Vec<String>, String> {
 
 /// The staged `paths` (relative to the project root) that a task in flight
 /// reserves for someone other than `committer`, read from the store.
-fn refusals(root: &Path, paths: &[String], committer: Option<&str>) -> Result<Vec<Refusal>, String> {
+fn refusals(root: &Path, paths: &[String], committer: &Committer) -> Result<Vec<Refusal>, String> {
     let Some(mut store) = crate::store::read_project(root)? else { return Ok(Vec::new()) };
     let (tasks, _workers) = store.load().map_err(|e| e.to_string())?;
     let staged: Vec<(&String, Reservation)> = paths.iter().map(|p| (p, Reservation::new(p))).collect();
@@ -315,7 +337,7 @@ fn refusals(root: &Path, paths: &[String], committer: Option<&str>) -> Result<Ve
             TaskState::Submitted => true,
             _ => continue,
         };
-        if committer.is_some() && task.holder() == committer {
+        if committer.is(task.holder()) {
             continue;
         }
         let reserved: Vec<Reservation> = task.spec.context.output_files.iter().map(|p| Reservation::new(p)).collect();
@@ -368,10 +390,14 @@ mod tests {
     #[test]
     fn the_committer_is_the_worktree_it_commits_in_or_nobody_in_particular() {
         let root = Path::new("/p/repo/proj");
-        assert_eq!(committer(root, "proj/", Path::new("/p/repo/proj/.mcc/worktrees/w1")), Some(Some("w1".into())));
-        assert_eq!(committer(root, "", Path::new("/p/repo/proj/.mcc/worktrees/w2")), Some(Some("w2".into())));
-        assert_eq!(committer(root, "proj/", Path::new("/elsewhere")), None);
-        assert_eq!(committer(root, "", Path::new("/p/repo")), None);
+        let worktree = |name: &str| Committer::Worktree(name.to_owned());
+        assert_eq!(committer(root, "proj/", Path::new("/p/repo/proj/.mcc/worktrees/w1")), worktree("w1"));
+        assert_eq!(committer(root, "", Path::new("/p/repo/proj/.mcc/worktrees/w2")), worktree("w2"));
+        assert_eq!(committer(root, "proj/", Path::new("/elsewhere")), Committer::Elsewhere);
+        assert_eq!(committer(root, "", Path::new("/p/repo")), Committer::Elsewhere);
+        assert!(worktree("worker_1").is(Some("worker 1")));
+        assert!(!worktree("w1").is(Some("w2")));
+        assert!(!Committer::Checkout(None).is(Some("w1")));
     }
 
     #[test]

@@ -28,6 +28,7 @@ pub mod snapshot;
 pub mod status;
 pub mod transfer;
 pub mod worker;
+pub mod worktree;
 
 use std::io::{Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};

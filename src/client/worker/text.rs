@@ -19,7 +19,7 @@ pub const PRINT_BUDGET: usize = 2000;
 /// project's, where long tasks are written and paths are relative to.
 pub(super) fn render(worker: String, msg: ServerMsg, root: Option<&Path>) -> Answer {
     let (text, code, next) = Reading { worker: &worker, root }.render(&msg);
-    Answer { worker, text, code, next, source: Source::Hub(msg) }
+    Answer { worker, text, code, next, source: Source::Hub(msg), work_in: None }
 }
 
 /// One answer being put into words.
