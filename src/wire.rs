@@ -468,6 +468,10 @@ pub enum ServerMsg {
         failed: bool,
         reasons: Vec<String>,
         next: Offer,
+        /// What the worker should know although it does not change the
+        /// verdict: files it changed outside its task (older hubs send none).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        warnings: Vec<String>,
     },
     Ack {
         what: String,

@@ -12,9 +12,10 @@ mod index;
 mod leases;
 mod model;
 mod offers;
+mod company;
 mod reservation;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
@@ -108,6 +109,10 @@ pub struct Scheduler {
     changes: Changes,
     /// Something a waiting worker could be offered changed.
     work_changed: bool,
+    /// Task -> the other workers that held a task during its current attempt.
+    company: HashMap<TaskId, BTreeSet<String>>,
+    /// Workers whose last attempt ran in a folder of their own.
+    own_folder: HashSet<String>,
 }
 
 impl Scheduler {
@@ -140,6 +145,7 @@ impl Scheduler {
             }
             s.tasks.insert(task.spec.id.clone(), task);
         }
+        s.restore_company();
         accepted.sort();
         for (_, _, id, by) in accepted {
             s.workers.get_mut(&by).expect("checked above").accepted.push(id);
