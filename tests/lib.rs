@@ -39,3 +39,4 @@ mod tokens;
 mod validate;
 mod waiting;
 mod worker;
+mod worktrees;

@@ -310,7 +310,9 @@ fn own_worktree(worker: &Worker, name: &str, target: &Target) -> Result<Option<W
     match (&target.root, worker.worktree) {
         (Some(root), true) => Worktree::open_or_add(root, name).map(Some),
         (Some(root), false) => Ok(Worktree::existing(root, name)),
-        (None, true) => Err("--worktree needs the project's folder (the one holding .mcc/): run this inside it".to_owned()),
+        (None, true) => {
+            Err("--worktree needs the project's folder (the one holding .mcc/): run this inside it".to_owned())
+        }
         (None, false) => Ok(None),
     }
 }

@@ -802,7 +802,18 @@ impl Engine {
                 }
                 self.offer(conn, &worker, Self::wait_of(wait_ms), Reply::Offer, now);
             }
-            ClientMsg::Done { worker, task_id, attempt, deliverables, score, notes, wait_ms, files, changed, isolated } => {
+            ClientMsg::Done {
+                worker,
+                task_id,
+                attempt,
+                deliverables,
+                score,
+                notes,
+                wait_ms,
+                files,
+                changed,
+                isolated,
+            } => {
                 // A deliverable that travels with the `done` is in the checkout once it is applied.
                 let travels = |d: &String| files.iter().any(|f| &f.path == d);
                 if let Some(bad) = deliverables.iter().find(|d| !travels(d) && !self.config.root.join(d).exists()) {

@@ -229,7 +229,14 @@ fn required<'a>(tool: &str, key: &str, value: &'a str) -> Result<&'a str, CallTo
 #[tool_router]
 impl WorkerTools {
     fn new(worker: String, hub: Option<String>, options: crate::client::Options, wait: Duration) -> Self {
-        Self { worker: Arc::from(worker.as_str()), hub, options, wait, worktree: false, tool_router: Self::tool_router() }
+        Self {
+            worker: Arc::from(worker.as_str()),
+            hub,
+            options,
+            wait,
+            worktree: false,
+            tool_router: Self::tool_router(),
+        }
     }
 
     fn who(&self) -> verbs::Worker {
