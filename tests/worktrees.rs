@@ -105,3 +105,35 @@ fn leaving_removes_the_workers_worktree() {
     assert!(left.stdout.contains("is removed"), "{left:?}");
     assert!(!folder.exists());
 }
+
+#[test]
+fn in_its_worktree_a_worker_commits_its_own_tasks_file_but_not_another_workers() {
+    let (project, hub) = repository_with_a_hub();
+    add(&hub, vec![old_task("ta", &["out/a.md"], &[]), old_task("tb", &["shared/b.md"], &[])]);
+    let installed = project.mcc().args(["guard", "install"]).run();
+    assert_eq!(installed.code, 0, "{installed:?}");
+    let (_, folder) = next_in_worktree(&project, "w1");
+    assert!(project.mcc().args(["worker", "next", "--as", "w2"]).run().stdout.contains("tb"));
+
+    std::fs::create_dir_all(folder.join("out")).unwrap();
+    std::fs::write(folder.join("out/a.md"), "a\n").unwrap();
+    let own = commit_in(&folder, "out/a.md");
+    assert!(own.status.success(), "{}", String::from_utf8_lossy(&own.stderr));
+    std::fs::write(folder.join("shared/b.md"), "over tb's file\n").unwrap();
+    let other = commit_in(&folder, "shared/b.md");
+    assert!(!other.status.success(), "w1 committed tb's file");
+    let said = String::from_utf8_lossy(&other.stderr);
+    assert!(said.contains("shared/b.md: task `tb` (attempt 1), held by w2"), "{said}");
+}
+
+/// `git add PATH && git commit` in `folder` with hooks on and no `MCC_WORKER`.
+fn commit_in(folder: &Path, path: &str) -> std::process::Output {
+    git(folder, &["add", path]);
+    std::process::Command::new("git")
+        .args(["-c", "user.email=t@example.org", "-c", "user.name=t", "-c", "commit.gpgsign=false"])
+        .args(["commit", "-q", "-m", path])
+        .current_dir(folder)
+        .env_remove("MCC_WORKER")
+        .output()
+        .expect("run git commit")
+}
