@@ -328,7 +328,7 @@ fn staged_files() -> Result<Vec<String>, String> {
 /// reserves for someone other than `committer`, read from the store.
 fn refusals(root: &Path, paths: &[String], committer: &Committer) -> Result<Vec<Refusal>, String> {
     let Some(mut store) = crate::store::read_project(root)? else { return Ok(Vec::new()) };
-    let (tasks, _workers) = store.load().map_err(|e| e.to_string())?;
+    let tasks = store.in_flight().map_err(|e| e.to_string())?;
     let staged: Vec<(&String, Reservation)> = paths.iter().map(|p| (p, Reservation::new(p))).collect();
     let mut found = Vec::new();
     for task in &tasks {
