@@ -491,6 +491,18 @@ impl Engine {
     fn resume(&mut self, workflow_path: Option<PathBuf>) {
         let resubmit: Vec<TaskId> =
             self.scheduler.tasks().filter(|t| t.state() == TaskState::Submitted).map(|t| t.spec.id.clone()).collect();
+        // What attempts changed outside their tasks is in their stored reports: shown again.
+        let outside: Vec<TaskId> = self
+            .scheduler
+            .tasks()
+            .filter(|t| {
+                t.report().is_some_and(|r| !(r.outside.is_empty() && r.conflicts.is_empty() && r.shared.is_empty()))
+            })
+            .map(|t| t.spec.id.clone())
+            .collect();
+        for id in outside {
+            self.show_outside(&id);
+        }
         if let Some(path) = workflow_path {
             self.load_workflow(None, path);
         }
@@ -802,7 +814,18 @@ impl Engine {
                 }
                 self.offer(conn, &worker, Self::wait_of(wait_ms), Reply::Offer, now);
             }
-            ClientMsg::Done { worker, task_id, attempt, deliverables, score, notes, wait_ms, files, changed, isolated } => {
+            ClientMsg::Done {
+                worker,
+                task_id,
+                attempt,
+                deliverables,
+                score,
+                notes,
+                wait_ms,
+                files,
+                changed,
+                isolated,
+            } => {
                 // A deliverable that travels with the `done` is in the checkout once it is applied.
                 let travels = |d: &String| files.iter().any(|f| &f.path == d);
                 if let Some(bad) = deliverables.iter().find(|d| !travels(d) && !self.config.root.join(d).exists()) {

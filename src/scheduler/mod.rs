@@ -7,12 +7,12 @@
 //! acknowledged.
 
 mod changes;
+mod company;
 mod dependencies;
 mod index;
 mod leases;
 mod model;
 mod offers;
-mod company;
 mod reservation;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
