@@ -491,6 +491,18 @@ impl Engine {
     fn resume(&mut self, workflow_path: Option<PathBuf>) {
         let resubmit: Vec<TaskId> =
             self.scheduler.tasks().filter(|t| t.state() == TaskState::Submitted).map(|t| t.spec.id.clone()).collect();
+        // What attempts changed outside their tasks is in their stored reports: shown again.
+        let outside: Vec<TaskId> = self
+            .scheduler
+            .tasks()
+            .filter(|t| {
+                t.report().is_some_and(|r| !(r.outside.is_empty() && r.conflicts.is_empty() && r.shared.is_empty()))
+            })
+            .map(|t| t.spec.id.clone())
+            .collect();
+        for id in outside {
+            self.show_outside(&id);
+        }
         if let Some(path) = workflow_path {
             self.load_workflow(None, path);
         }

@@ -5,7 +5,7 @@
 //! (the rest: this worker's). The rule and why it is so: docs/worker.md,
 //! "Writes outside a task".
 
-use super::Engine;
+use super::{Engine, ProblemKind};
 use crate::scheduler::Reservation;
 use crate::task::{Conflict, Report};
 
@@ -64,6 +64,49 @@ impl Engine {
         }
         sorted
     }
+}
+
+impl Engine {
+    /// Show the engineer what the last report of `task` changed outside it
+    /// (`mcc status`, the page), or take back what an earlier attempt said.
+    pub(super) fn show_outside(&mut self, task: &str) {
+        let said = self.scheduler.task(task).and_then(|t| t.report().and_then(|r| said(task, r)));
+        match said {
+            Some(text) => self.problem(ProblemKind::WritesOutside, task, text),
+            None => self.problems.retract(ProblemKind::WritesOutside, task),
+        }
+    }
+}
+
+/// The line `mcc status` shows for a report that changed files outside its task.
+fn said(task: &str, report: &Report) -> Option<String> {
+    let mut parts = Vec::new();
+    if !report.conflicts.is_empty() {
+        let named: Vec<String> = report
+            .conflicts
+            .iter()
+            .map(|c| {
+                let holder = if c.holder.is_empty() { String::new() } else { format!(", held by {}", c.holder) };
+                format!("{} (task {}{holder})", c.file, c.task)
+            })
+            .collect();
+        parts.push(format!("changed files another task reserves: {}", list(&named)));
+    }
+    if !report.outside.is_empty() {
+        parts.push(format!("wrote outside its task: {}", list(&report.outside)));
+    }
+    if !report.shared.is_empty() {
+        parts.push(format!(
+            "shared changes while others worked in the same checkout (blamed on nobody): {}",
+            list(&report.shared)
+        ));
+    }
+    if parts.is_empty() {
+        return None;
+    }
+    let who = report.worker_id.as_deref().unwrap_or("?");
+    let attempt = report.attempt.map(|a| format!(", attempt {a}")).unwrap_or_default();
+    Some(format!("task {task} ({who}{attempt}) {}", parts.join("; ")))
 }
 
 /// What a worker is told when its accepted (or rejected) attempt changed

@@ -186,6 +186,7 @@ impl Engine {
         match status {
             ReportStatus::Completed => {
                 self.scheduler.submit(&worker, &task, report, now).expect("the grant was checked above");
+                self.show_outside(&task);
                 self.waiters.retain(|w| w.worker != worker || matches!(w.reply, Reply::Push));
                 let judging = match source {
                     Source::Socket { conn, wait, .. } => Judging {
