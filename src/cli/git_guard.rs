@@ -205,13 +205,14 @@ fn uninstall(root: &Path) -> Result<String, String> {
             }
         ));
     }
-    if hook.symlink_metadata().is_err() {
-        return Ok(format!("no mcc guard at {}: nothing to remove\n", hook.display()));
-    }
+    let guarded = hook.symlink_metadata().is_ok();
     if chained.symlink_metadata().is_ok() {
+        // Also when the guard itself was deleted by hand: the hook it kept goes back.
         std::fs::rename(&chained, &hook)
             .map_err(|e| format!("could not put {} back at {}: {e}", chained.display(), hook.display()))?;
         Ok(format!("removed the mcc guard; the hook it kept is back at {}\n", hook.display()))
+    } else if !guarded {
+        Ok(format!("no mcc guard at {}: nothing to remove\n", hook.display()))
     } else {
         std::fs::remove_file(&hook).map_err(|e| format!("could not remove {}: {e}", hook.display()))?;
         Ok(format!("removed the mcc guard from {}\n", hook.display()))
