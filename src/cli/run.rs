@@ -51,6 +51,10 @@ pub struct RunArgs {
     /// Grants after which a task that is not accepted fails.
     #[arg(long, default_value_t = 5)]
     pub max_attempts: u32,
+    /// How long a worker whose chat ended (its `mcc mcp` or watcher connection closed) may take to
+    /// come back before its task goes back to the queue, such as 60s; a workflow's `presence_grace` wins.
+    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+    pub presence_grace: Duration,
     /// The most tasks the store may hold (when this command starts the hub).
     #[arg(long, default_value_t = crate::engine::DEFAULT_MAX_TASKS)]
     pub max_tasks: usize,
@@ -284,6 +288,7 @@ async fn start_hub(args: &RunArgs, root: &Path, file: &Path) -> Result<hub::Runn
             lease: args.lease,
             max_attempts: args.max_attempts.max(1),
             max_tasks: args.max_tasks.max(1),
+            presence_grace: args.presence_grace,
         },
         loader: Some(crate::lua::load),
         workflow: Some(file.to_owned()),

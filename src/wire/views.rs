@@ -51,6 +51,30 @@ pub struct WorkerView {
     /// Why a waiting worker gets nothing now (the reason its `next` names).
     pub waiting_on: Option<String>,
     pub hand_over: bool,
+    /// Whether its chat is alive (docs/worker.md, "Presence"); hubs before it sent none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub presence: Option<Presence>,
+    /// Present: how many connections say so (an MCP server, a watcher).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub presences: Option<usize>,
+    /// Gone: how long ago its last presence ended (or the hub started, after a restart).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub gone_ms_ago: Option<u64>,
+    /// Gone, in its grace: how long until what it holds goes back to the queue.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub returns_in_ms: Option<u64>,
+}
+
+/// Whether a worker's chat is alive, as the hub knows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Presence {
+    /// A connection of its chat (`mcc mcp`, or the watcher of a shell chat) is open.
+    Present,
+    /// Its last such connection ended.
+    Gone,
+    /// No presence of it is known: only its lease says whether it is alive.
+    LeaseOnly,
 }
 
 /// A task waiting on a dependency that failed or was cancelled.

@@ -248,7 +248,7 @@ impl Progress {
         pending
     }
 
-    fn touch_worker(&mut self, name: &str) {
+    pub(in crate::engine) fn touch_worker(&mut self, name: &str) {
         if !self.pending_workers.contains(name) {
             self.pending_workers.insert(name.to_owned());
         }
