@@ -22,6 +22,8 @@ use super::{Options, Transport, locate};
 use crate::layout::{Layout, StateDir, find_root, safe_file_name};
 use crate::wire::PresenceKind;
 
+/// `MCC_WATCHER=off`: start no watcher; the worker has its lease only.
+pub const OFF: &str = "MCC_WATCHER";
 /// Where the records are, under `.mcc/`.
 const FOLDER: &str = "presence";
 /// A record is a few numbers and a name.
@@ -135,10 +137,11 @@ pub fn read_record(root: &Path, worker: &str) -> Option<Record> {
 /// answer of `next` is what the chat reads, and a chat without a watcher
 /// still has its lease. No watcher is started through the file transport
 /// (a sandbox that has no network cannot hold a connection), nor where no
-/// agent process is found.
+/// agent process is found, nor when `MCC_WATCHER=off`.
 pub fn ensure(worker: &str, hub: Option<&str>, options: Options) {
     if options.transport == Transport::File
         || std::env::var_os("CODEX_SANDBOX_NETWORK_DISABLED").is_some_and(|v| v == "1")
+        || std::env::var_os(OFF).is_some_and(|v| v == "off")
     {
         return;
     }
@@ -184,7 +187,8 @@ pub fn watch(worker: &str, agent: Process, hub: Option<&str>, options: Options) 
         worker,
         PresenceKind::Watcher,
         Some(agent.pid),
-        || agent.alive(),
+        // A project folder removed (a finished experiment, a test's) has nobody to be present for.
+        || agent.alive() && cwd.exists(),
     );
     // The record is the next watcher's to write once this one is gone; it is removed only if still this one's.
     if let Some(root) = root
