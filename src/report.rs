@@ -336,6 +336,7 @@ pub struct WorkerFigures {
     pub chats_ended: usize,
 }
 
+#[allow(clippy::trivially_copy_pass_by_ref, reason = "the shape serde's skip_serializing_if calls")]
 fn is_zero(n: &usize) -> bool {
     *n == 0
 }

@@ -65,6 +65,8 @@ fn agent_running(project: &Project, program: &str, worker: &str, command: &str) 
         }
         printed.push(line);
     }
+    let _ = child.kill();
+    let _ = child.wait();
     panic!("the agent's `next` never returned: {printed:?}");
 }
 

@@ -10,8 +10,8 @@ use std::io::Write;
 
 use serde_json::json;
 
-use crate::client::{exit, watcher};
 use crate::client::worker::{self as verbs, Answer, Source};
+use crate::client::{exit, watcher};
 pub use args::WorkerCmd;
 
 pub fn run(cmd: WorkerCmd, options: crate::client::Options) -> u8 {

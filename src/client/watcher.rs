@@ -35,13 +35,41 @@ const MOST_ANCESTORS: usize = 64;
 /// commands for one: the agent is further up. Names as `/proc/PID/comm`
 /// has them (at most 15 bytes).
 const NOT_AGENTS: &[&str] = &[
-    "sh", "bash", "zsh", "dash", "fish", "ksh", "mksh", "ash", "csh", "tcsh", "busybox", "nu", "elvish", "pwsh",
-    "mcc", "env", "timeout", "nice", "nohup", "stdbuf", "setsid", "sudo", "su", "script", "time", "xargs", "strace",
-    "bwrap", "firejail", "codex-linux-san",
+    "sh",
+    "bash",
+    "zsh",
+    "dash",
+    "fish",
+    "ksh",
+    "mksh",
+    "ash",
+    "csh",
+    "tcsh",
+    "busybox",
+    "nu",
+    "elvish",
+    "pwsh",
+    "mcc",
+    "env",
+    "timeout",
+    "nice",
+    "nohup",
+    "stdbuf",
+    "setsid",
+    "sudo",
+    "su",
+    "script",
+    "time",
+    "xargs",
+    "strace",
+    "bwrap",
+    "firejail",
+    "codex-linux-san",
 ];
 /// Processes that run everything and end nothing: a command whose nearest
 /// ancestor that is not a shell is one of these was not run by an agent.
-const INIT_LIKE: &[&str] = &["init", "systemd", "tini", "dumb-init", "launchd", "s6-svscan", "runit", "containerd-shim"];
+const INIT_LIKE: &[&str] =
+    &["init", "systemd", "tini", "dumb-init", "launchd", "s6-svscan", "runit", "containerd-shim"];
 
 /// A process, named so that a reused pid is not mistaken for it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -223,7 +223,7 @@ mod tests {
 
     #[test]
     fn a_worker_is_gone_only_when_its_last_presence_ends_and_comes_back_with_a_new_one() {
-        let (now, grace) = (Instant::now(), Duration::from_secs(60));
+        let (now, grace) = (Instant::now(), Duration::from_mins(1));
         let mut p = Presences::default();
         p.arrive(1, "w");
         p.arrive(2, "w");
@@ -240,7 +240,7 @@ mod tests {
 
     #[test]
     fn a_verb_within_the_grace_is_a_worker_come_back() {
-        let (now, grace) = (Instant::now(), Duration::from_secs(60));
+        let (now, grace) = (Instant::now(), Duration::from_mins(1));
         let mut p = Presences::default();
         p.arrive(1, "w");
         p.depart(1, now, grace);
@@ -251,7 +251,7 @@ mod tests {
 
     #[test]
     fn the_followed_workers_are_stored_when_they_change() {
-        let (now, grace) = (Instant::now(), Duration::from_secs(60));
+        let (now, grace) = (Instant::now(), Duration::from_mins(1));
         let mut p = Presences::default();
         p.arrive(1, "w");
         assert_eq!(p.to_store().as_deref(), Some(r#"["w"]"#));
