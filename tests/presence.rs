@@ -241,3 +241,39 @@ fn which(program: &str) -> std::path::PathBuf {
     let path = std::env::var_os("PATH").unwrap();
     std::env::split_paths(&path).map(|dir| dir.join(program)).find(|p| p.is_file()).expect("on PATH")
 }
+
+#[test]
+fn a_watcher_comes_back_to_a_restarted_hub_and_its_worker_keeps_its_task() {
+    let project = Project::new();
+    let hub = Hub::start(project.root(), &["--presence-grace", "1s"]);
+    add(&hub, &["a"]);
+    let (mut chat, printed) = agent(&project, "perl", "worker-A");
+    assert!(printed.iter().any(|l| l.contains("task a")), "{printed:?}");
+    eventually("worker-A shows as present", || worker_line(&project, "worker-A").contains(", present"));
+    hub.kill9();
+    let _hub = Hub::start(project.root(), &["--presence-grace", "1s"]);
+    eventually("the watcher is back", || worker_line(&project, "worker-A").contains(", present"));
+    let run = project.mcc().args(["worker", "next", "--as", "worker-B", "--wait", "3s"]).run();
+    assert_eq!(run.code, 3, "a stays with worker-A, past the grace: {run:?}");
+    chat.kill().unwrap();
+    chat.wait().unwrap();
+    assert!(next(&project, "worker-B").contains("worker-A's chat ended"));
+}
+
+#[test]
+fn a_chat_that_ended_while_the_hub_was_down_loses_its_task_after_the_grace_of_the_restarted_hub() {
+    let project = Project::new();
+    let hub = Hub::start(project.root(), &["--presence-grace", "1s"]);
+    add(&hub, &["a"]);
+    let (mut chat, _) = agent(&project, "perl", "worker-A");
+    eventually("worker-A shows as present", || worker_line(&project, "worker-A").contains(", present"));
+    hub.kill9();
+    chat.kill().unwrap();
+    chat.wait().unwrap();
+    // Long enough for `status` to see the grace running on a loaded machine.
+    let _hub = Hub::start(project.root(), &["--presence-grace", "5s"]);
+    let line = worker_line(&project, "worker-A");
+    assert!(line.contains("on a") && line.contains("chat gone"), "a fresh grace from the hub's start: {line}");
+    let taken = next(&project, "worker-B");
+    assert!(taken.contains("task a") && taken.contains("worker-A's chat ended"), "{taken}");
+}
