@@ -277,3 +277,40 @@ fn a_chat_that_ended_while_the_hub_was_down_loses_its_task_after_the_grace_of_th
     let taken = next(&project, "worker-B");
     assert!(taken.contains("task a") && taken.contains("worker-A's chat ended"), "{taken}");
 }
+
+/// The figures of docs/benchmarks.md, "Presence": a shell chat killed mid-task
+/// with the default grace (60 s), from the kill to the hub's log line that
+/// its chat ended (detection) and to another worker's `next` answered with
+/// the task (back in the queue). Run with
+/// `cargo test --test lib -- --ignored a_killed_chat_measured --nocapture`.
+#[test]
+#[ignore = "a measurement of a minute or more"]
+fn a_killed_chat_measured() {
+    use std::time::Instant;
+    let project = Project::new();
+    let hub = Hub::start(project.root(), &[]);
+    add(&hub, &["a"]);
+    let (mut chat, _) = agent(&project, "perl", "worker-A");
+    eventually("worker-A shows as present", || worker_line(&project, "worker-A").contains(", present"));
+    let killed = Instant::now();
+    chat.kill().unwrap();
+    let waiting = std::thread::spawn({
+        let root = project.root().to_owned();
+        move || {
+            let run = crate::support::Mcc::new(&root)
+                .args(["worker", "next", "--as", "worker-B", "--wait", "150s"])
+                .run();
+            (Instant::now(), run)
+        }
+    });
+    eventually("the hub logs the chat's end", || hub.log_text().contains("worker-A's chat ended"));
+    let detected = killed.elapsed();
+    chat.wait().unwrap();
+    let (back, run) = waiting.join().unwrap();
+    assert!(run.stdout.contains("worker-A's chat ended"), "{run:?}");
+    println!(
+        "presence: chat killed -> hub saw it end {:.3} s; -> task granted to another worker {:.1} s (grace 60 s)",
+        detected.as_secs_f64(),
+        back.duration_since(killed).as_secs_f64()
+    );
+}
