@@ -297,9 +297,8 @@ fn a_killed_chat_measured() {
     let waiting = std::thread::spawn({
         let root = project.root().to_owned();
         move || {
-            let run = crate::support::Mcc::new(&root)
-                .args(["worker", "next", "--as", "worker-B", "--wait", "150s"])
-                .run();
+            let run =
+                crate::support::Mcc::new(&root).args(["worker", "next", "--as", "worker-B", "--wait", "150s"]).run();
             (Instant::now(), run)
         }
     });

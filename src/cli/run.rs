@@ -540,6 +540,14 @@ fn event_line(e: &EventView) -> Option<String> {
             "question on {task} ({who}): {} → mcc answer {task} \"...\"",
             detail("question").unwrap_or_default()
         ),
+        EventKind::ChatEnded => {
+            let now = if detail("now").as_deref() == Some("failed") {
+                "failed, no attempts left"
+            } else {
+                "back in the queue"
+            };
+            format!("{now}: {task} ({who}): {}", detail("reason").unwrap_or_default())
+        }
         _ => return None,
     };
     Some(line)
@@ -731,6 +739,12 @@ mod tests {
 
     fn event(kind: &str, detail: Value) -> EventView {
         EventView { kind: kind.into(), task: Some("t".into()), worker: Some("w".into()), attempt: Some(2), detail }
+    }
+
+    #[test]
+    fn a_task_back_because_its_chat_ended_is_one_line_with_the_reason() {
+        let line = event_line(&event("chat_ended", json!({"reason": "w's chat ended", "now": "ready"})));
+        assert_eq!(line.as_deref(), Some("back in the queue: t (w, attempt 2): w's chat ended"));
     }
 
     #[test]

@@ -167,7 +167,8 @@ impl Engine {
             self.send(conn, err);
             return;
         }
-        self.scheduler.see_worker(worker, Instant::now());
+        // Not `see_worker`: a presence alone (an MCP server asked only for status) is no worker
+        // joining; a worker shows once it asks for work, present from then.
         self.presences.arrive(conn, worker);
         self.progress.touch_worker(worker);
         let by = match (kind, agent_pid) {
