@@ -1308,6 +1308,29 @@ mod tests {
     }
 
     #[test]
+    fn a_task_back_because_its_chat_ended_is_counted_for_its_worker_with_the_reason() {
+        let w = Some("w1");
+        let events = [
+            said(1_000, "assigned", "a", w, Some(1), Value::Null),
+            said(
+                2_000,
+                "chat_ended",
+                "a",
+                w,
+                Some(1),
+                serde_json::json!({"now": "ready", "reason": "w1's chat ended"}),
+            ),
+            said(2_500, "assigned", "a", Some("w2"), Some(2), Value::Null),
+        ];
+        let m = measure(&[], &events, &HashMap::new(), None);
+        assert_eq!(m.workers.iter().find(|w| w.name == "w1").unwrap().chats_ended, 1);
+        assert_eq!(m.lease_expiries, 0, "a chat's end is not a lease that ran out");
+        let text = m.text();
+        assert!(text.contains("1 task back to the queue when its chat ended"), "{text}");
+        assert_eq!(attempts_of(&events)[0].view(&HashMap::new()).reasons, ["w1's chat ended"]);
+    }
+
+    #[test]
     fn what_mcc_run_adds_to_the_figures_does_not_change_how_they_read() {
         let m = measure(&[], &log(3), &HashMap::new(), None);
         let mut value = serde_json::to_value(&m).unwrap();
