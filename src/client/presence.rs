@@ -15,6 +15,9 @@ use crate::wire::{ClientMsg, PresenceKind, ServerMsg};
 pub const LOOK_EVERY: Duration = Duration::from_millis(250);
 /// The longest pause between two attempts to reach a hub that is down.
 const MOST_PAUSE: Duration = Duration::from_secs(2);
+/// The pause after a hub refused the presence (a hub before presence, a
+/// refused token): asked again now and then, as the hub may be replaced.
+const REFUSED_PAUSE: Duration = Duration::from_secs(30);
 
 /// Why holding a presence stopped.
 #[derive(Debug, PartialEq, Eq)]
@@ -47,13 +50,12 @@ pub fn hold(
             Ok(target) => {
                 if let Ok(conn) = Connection::open(&target) {
                     let began = Instant::now();
-                    let held = present(conn, worker, kind, agent_pid, &alive);
-                    if held == Held::ChatEnded {
-                        return Ended::ChatEnded;
-                    }
-                    // A presence that lasted came back quickly after its cut; one refused at once waits longer.
-                    if began.elapsed() > MOST_PAUSE {
-                        pause = Duration::from_millis(100);
+                    match present(conn, worker, kind, agent_pid, &alive) {
+                        Held::ChatEnded => return Ended::ChatEnded,
+                        Held::Refused => pause = REFUSED_PAUSE,
+                        // A presence that lasted comes back quickly after its cut.
+                        Held::Cut if began.elapsed() > MOST_PAUSE => pause = Duration::from_millis(100),
+                        Held::Cut => {}
                     }
                 }
             }
@@ -66,15 +68,17 @@ pub fn hold(
             }
             std::thread::sleep(LOOK_EVERY.min(until.saturating_duration_since(Instant::now())));
         }
-        pause = (pause * 2).min(MOST_PAUSE);
+        pause = if pause >= REFUSED_PAUSE { Duration::from_millis(100) } else { (pause * 2).min(MOST_PAUSE) };
     }
 }
 
 #[derive(Debug, PartialEq, Eq)]
 enum Held {
     ChatEnded,
-    /// The connection was cut or refused.
+    /// The connection was cut.
     Cut,
+    /// The hub answered `present` with an error.
+    Refused,
 }
 
 /// Say `present` on `conn` and keep it open while the chat lives.
@@ -90,7 +94,8 @@ fn present(
     match conn.request(&msg, limit) {
         Ok(ServerMsg::Ack { .. }) => {}
         // A hub before presence, a refused token, a bad name: nothing to hold.
-        _ => return Held::Cut,
+        Ok(_) => return Held::Refused,
+        Err(_) => return Held::Cut,
     }
     loop {
         match conn.receive(LOOK_EVERY) {
