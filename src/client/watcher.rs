@@ -65,6 +65,11 @@ const NOT_AGENTS: &[&str] = &[
     "bwrap",
     "firejail",
     "codex-linux-san",
+    "make",
+    "gmake",
+    "just",
+    "uv",
+    "uvx",
 ];
 /// Processes that run everything and end nothing: a command whose nearest
 /// ancestor that is not a shell is one of these was not run by an agent.
