@@ -313,3 +313,48 @@ fn a_killed_chat_measured() {
         back.duration_since(killed).as_secs_f64()
     );
 }
+
+/// [`a_killed_chat_measured`] for a chat working through `mcc mcp`: its
+/// server killed, the kernel closes its socket. Run with
+/// `cargo test --test lib -- --ignored an_mcp_chat_killed_measured --nocapture`.
+#[test]
+#[ignore = "a measurement of a minute or more"]
+fn an_mcp_chat_killed_measured() {
+    use std::time::Instant;
+    let project = Project::new();
+    let hub = Hub::start(project.root(), &[]);
+    add(&hub, &["a"]);
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let pid = runtime.block_on(async {
+        let mut command = tokio::process::Command::new(mcc_bin());
+        command.args(["mcp", "--as", "worker-M"]).current_dir(project.root()).env_remove("MCC_HUB");
+        let transport = TokioChildProcess::new(command).expect("spawn mcc mcp");
+        let pid = transport.id().expect("its pid");
+        let client = ().serve(transport).await.expect("the MCP handshake");
+        let Value::Object(arguments) = json!({}) else { unreachable!() };
+        client.call_tool(CallToolRequestParams::new("next".to_owned()).with_arguments(arguments)).await.unwrap();
+        std::mem::forget(client);
+        pid
+    });
+    eventually("worker-M shows as present", || worker_line(&project, "worker-M").contains(", present"));
+    let killed = Instant::now();
+    assert!(Command::new("kill").args(["-KILL", &pid.to_string()]).status().unwrap().success());
+    let waiting = std::thread::spawn({
+        let root = project.root().to_owned();
+        move || {
+            let run =
+                crate::support::Mcc::new(&root).args(["worker", "next", "--as", "worker-B", "--wait", "150s"]).run();
+            (Instant::now(), run)
+        }
+    });
+    eventually("the hub logs the chat's end", || hub.log_text().contains("worker-M's chat ended"));
+    let detected = killed.elapsed();
+    let (back, run) = waiting.join().unwrap();
+    assert!(run.stdout.contains("worker-M's chat ended"), "{run:?}");
+    println!(
+        "presence (mcp): server killed -> hub saw it end {:.3} s; -> task granted to another worker {:.1} s (grace 60 s)",
+        detected.as_secs_f64(),
+        back.duration_since(killed).as_secs_f64()
+    );
+    drop(runtime);
+}
