@@ -330,8 +330,8 @@ fn resume_command(s: &Summary) -> Option<String> {
 fn presence_of(w: &crate::wire::WorkerView) -> String {
     use crate::wire::Presence;
     let took = |ms: u64| crate::text::duration(Duration::from_millis(ms));
-    match w.presence {
-        None => String::new(),
+    match &w.presence {
+        None | Some(Presence::Other(_)) => String::new(),
         Some(Presence::Present) => match w.presences {
             Some(n) if n > 1 => format!(", present ({n} connections)"),
             _ => ", present".to_owned(),
