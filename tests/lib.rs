@@ -27,6 +27,7 @@ mod lua;
 mod mcp;
 mod old_protocol;
 mod outside;
+mod presence;
 mod remote;
 mod remote_files;
 mod reports;
