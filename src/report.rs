@@ -410,11 +410,6 @@ pub struct WorkerFigures {
     pub chats_ended: usize,
 }
 
-#[allow(clippy::trivially_copy_pass_by_ref, reason = "the shape serde's skip_serializing_if calls")]
-fn is_zero(n: &usize) -> bool {
-    *n == 0
-}
-
 /// The scores workers reported of their own context.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
