@@ -161,6 +161,8 @@ impl Tree {
         let out = Command::new("git")
             .arg("-C")
             .arg(&root)
+            // Never take the index lock to refresh it: a worker's own `git add` must not find it taken.
+            .arg("--no-optional-locks")
             .args(["-c", "core.quotePath=false"])
             .args(args)
             .stdin(Stdio::null())
