@@ -161,6 +161,8 @@ impl Tree {
         let out = Command::new("git")
             .arg("-C")
             .arg(&root)
+            // Never take the index lock to refresh it: a worker's own `git add` must not find it taken.
+            .arg("--no-optional-locks")
             .args(["-c", "core.quotePath=false"])
             .args(args)
             .stdin(Stdio::null())
@@ -195,7 +197,7 @@ fn hash_file(path: &Path, limit: u64) -> Option<String> {
     let file = open_no_follow(path).ok()?;
     let mut hasher = Sha256::new();
     let mut reader = file.take(limit);
-    let mut buf = [0u8; 64 * 1024];
+    let mut buf = vec![0u8; 64 * 1024];
     loop {
         let n = reader.read(&mut buf).ok()?;
         if n == 0 {
