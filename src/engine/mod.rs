@@ -9,6 +9,7 @@ mod offers;
 mod old;
 mod policy;
 mod problems;
+mod races;
 mod submit;
 mod uploads;
 pub mod views;
@@ -22,7 +23,7 @@ use tokio::sync::mpsc::Sender as Outbox;
 use tokio::sync::mpsc::Sender;
 use tokio::sync::mpsc::error::TrySendError;
 
-pub use policy::{DefaultPolicy, HeldPolicy, Policy, PolicyError};
+pub use policy::{Candidate, DefaultPolicy, HeldPolicy, Policy, PolicyError};
 use problems::{ProblemKind, Problems};
 
 use crate::command::Outcome;
@@ -386,6 +387,8 @@ pub struct Engine {
     stopping: Option<String>,
     /// Subscribers and the index their summaries and deltas come from.
     progress: views::Progress,
+    /// The last validation outcome of each racer, for `choose` (see `races.rs`).
+    race_validations: HashMap<TaskId, Outcome>,
 }
 
 /// Bring the checkout at `root` to the files the run's accepted attempts
@@ -477,6 +480,7 @@ impl Engine {
                     tx: engine_tx,
                     stopping: None,
                     progress: views::Progress::default(),
+                    race_validations: HashMap::new(),
                 };
                 engine.resume(workflow_path);
                 engine.run(&mut inbox)
@@ -592,6 +596,7 @@ impl Engine {
         }
         self.workflow_verdicts();
         self.start_workflow_commands();
+        self.settle_races();
         self.end_stale_judgements(now);
         self.verdicts_overdue(now);
         for line in self.policy.take_log() {

@@ -21,7 +21,7 @@ const SHORT: [(&str, Option<&str>, &str); 7] = [
 ];
 
 /// Every field a task table may have.
-const TASK_FIELDS: [&str; 15] = [
+const TASK_FIELDS: [&str; 16] = [
     "id",
     "description",
     "read",
@@ -37,6 +37,7 @@ const TASK_FIELDS: [&str; 15] = [
     "context",
     "acceptance",
     "dependencies",
+    "race",
 ];
 const CONTEXT_FIELDS: [&str; 4] = ["targetFiles", "outputFiles", "requirements", "relevantRules"];
 const ACCEPTANCE_FIELDS: [&str; 2] = ["criteria", "validation"];
@@ -153,6 +154,12 @@ pub fn checked(lua: &Lua, value: Value, default_lease: Option<&str>) -> Result<T
         && humantime::parse_duration(lease).is_err()
     {
         bad("lease", errors::not_a_duration("lease", lease));
+    }
+    if let Some(race) = map.get("race") {
+        let max = crate::scheduler::MAX_RACE;
+        if !race.as_u64().is_some_and(|n| (2..=max).contains(&n)) {
+            bad("race", format!("`race` is how many workers race on the task: a whole number from 2 to {max}, not {race}"));
+        }
     }
     if !problems.is_empty() {
         return Err(problems);

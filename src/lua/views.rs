@@ -28,6 +28,8 @@ impl UserData for Task {
         fields.add_field_method_get("question", |_, t| Ok(t.question().map(str::to_owned)));
         fields.add_field_method_get("answer", |_, t| Ok(t.answer().map(str::to_owned)));
         fields.add_field_method_get("lease_ms", |_, t| Ok(t.lease_ms()));
+        fields.add_field_method_get("race", |_, t| Ok(crate::scheduler::race_size(&t.spec)));
+        fields.add_field_method_get("race_of", |_, t| Ok(crate::scheduler::race_of(&t.spec).map(str::to_owned)));
         fields.add_field_method_get("data", |lua, t| match t.spec.extra.get("data") {
             Some(data) => lua.to_value(data),
             None => Ok(Value::Nil),
@@ -80,6 +82,22 @@ pub fn phase(lua: &Lua, scheduler: &Scheduler, name: &str) -> mlua::Result<Table
     view.set("counts", counts)?;
     view.set("failed", scheduler.phase_count(name, TaskState::Failed))?;
     Ok(view)
+}
+
+/// A race's candidate as `choose` sees it: `id`, `racer`, `worker`,
+/// `size`, `notes`, and `validation` (as `ctx.run` returns it) when its
+/// validation ran in this hub's life.
+pub fn candidate(lua: &Lua, c: &crate::engine::Candidate) -> mlua::Result<Table> {
+    let t = lua.create_table()?;
+    t.set("id", c.id.clone())?;
+    t.set("racer", c.racer)?;
+    t.set("worker", c.worker.clone())?;
+    t.set("size", c.size)?;
+    t.set("notes", c.notes.clone())?;
+    if let Some(v) = &c.validation {
+        t.set("validation", outcome(lua, v)?)?;
+    }
+    Ok(t)
 }
 
 /// What `ctx.run` returns: `code`, `ok`, `stdout`, `stderr`, `timed_out`.
