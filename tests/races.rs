@@ -94,6 +94,12 @@ fn two_racers_and_the_first_accepted_wins_with_its_file_in_place() {
     assert!(late["message"].as_str().unwrap().contains("another attempt won"), "{late}");
     assert_eq!(late["next"]["type"], "all_done", "the loser is answered with its next task: {late}");
     assert_eq!(project.read("answer.txt"), "yes, from w2\n", "the loser's copy never moves into place");
+
+    let report = project.mcc().args(["report", "--json"]).run().json();
+    let overhead = &report["raceOverhead"];
+    assert_eq!(overhead["races"], 1, "{report}");
+    assert_eq!(overhead["attempts"], 1, "the losing racer's attempt is race overhead: {report}");
+    assert_eq!(report["engineerPrompts"], 0, "a lost racer is not cancelled by the engineer: {report}");
 }
 
 /// `choose` waits until no racer runs, then keeps the longest answer.

@@ -126,7 +126,10 @@ impl Engine {
             Ok(Some(dir)) => Some(dir.path().to_owned()),
             Ok(None) => None,
             Err(e) => {
-                tracing::warn!("mcc hub: racer {}: its copy folder is refused ({e}); validation runs in the root", racer.spec.id);
+                tracing::warn!(
+                    "mcc hub: racer {}: its copy folder is refused ({e}); validation runs in the root",
+                    racer.spec.id
+                );
                 None
             }
         }
@@ -206,7 +209,13 @@ impl Engine {
             if !kept.blobs.iter().any(|(sha, _)| *sha == sha256) {
                 kept.blobs.push((sha256.clone(), bytes));
             }
-            kept.files.push(AttemptFile { task: race.to_owned(), attempt, path, size, kept: FileKept::Kept { sha256 } });
+            kept.files.push(AttemptFile {
+                task: race.to_owned(),
+                attempt,
+                path,
+                size,
+                kept: FileKept::Kept { sha256 },
+            });
         }
         Ok(kept)
     }

@@ -147,8 +147,12 @@ impl Scheduler {
             s.tasks.insert(task.spec.id.clone(), task);
         }
         // Every race still running is decided again: its last decision may not have been committed.
-        let running: Vec<TaskId> =
-            s.racers.keys().filter(|id| s.tasks.get(*id).is_some_and(|t| t.state() == TaskState::Assigned)).cloned().collect();
+        let running: Vec<TaskId> = s
+            .racers
+            .keys()
+            .filter(|id| s.tasks.get(*id).is_some_and(|t| t.state() == TaskState::Assigned))
+            .cloned()
+            .collect();
         s.races_moved.extend(running);
         accepted.sort();
         for (_, _, id, by) in accepted {

@@ -95,16 +95,15 @@ fn racer_spec(parent: &TaskSpec, k: u32, of: u32) -> TaskSpec {
     spec.extra.insert(RACER.into(), Value::from(k));
     spec.extra.insert(RACE_COPY.into(), Value::from(copy.clone()));
     let outputs = &parent.context.output_files;
-    spec.context.output_files =
-        outputs.iter().map(|p| format!("{copy}/{}", p.trim_start_matches("./"))).collect();
+    spec.context.output_files = outputs.iter().map(|p| format!("{copy}/{}", p.trim_start_matches("./"))).collect();
     for p in outputs {
         if !spec.context.target_files.contains(p) {
             spec.context.target_files.push(p.clone());
         }
     }
-    let example = outputs.first().map_or_else(String::new, |p| {
-        format!(" (for `{p}` write `{copy}/{}`)", p.trim_start_matches("./"))
-    });
+    let example = outputs
+        .first()
+        .map_or_else(String::new, |p| format!(" (for `{p}` write `{copy}/{}`)", p.trim_start_matches("./")));
     spec.description = format!(
         "Racer {k} of {of} for task {}: write your version of its files under {copy}/{example}, \
          starting from the files in place; nothing in place is touched while the race runs, and the \
@@ -213,19 +212,16 @@ impl Scheduler {
             .collect();
         self.transition(id, TaskState::Failed);
         let task = self.tasks.get_mut(id).expect("a race's task is known");
-        task.reasons = if reasons.is_empty() { vec!["every racer ended without an accepted result".to_owned()] } else { reasons };
+        task.reasons =
+            if reasons.is_empty() { vec!["every racer ended without an accepted result".to_owned()] } else { reasons };
         self.event(EventKind::Failed, Some(id), None, None, json!({ "reason": "every racer failed" }));
     }
 
     /// The race's task ended otherwise (cancelled): its open racers end too.
     pub fn end_race(&mut self, id: &str) {
         let state = self.tasks.get(id).map_or(TaskState::Cancelled, Task::state);
-        let open: Vec<TaskId> = self
-            .racers(id)
-            .into_iter()
-            .filter(|t| !t.state().is_terminal())
-            .map(|t| t.spec.id.clone())
-            .collect();
+        let open: Vec<TaskId> =
+            self.racers(id).into_iter().filter(|t| !t.state().is_terminal()).map(|t| t.spec.id.clone()).collect();
         for racer in open {
             let task = self.tasks.get_mut(&racer).expect("listed");
             task.reasons = vec![format!("its race, task {id}, is {state}")];
