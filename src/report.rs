@@ -671,7 +671,7 @@ fn measure(
     let per_task_of = |n: f64| (!tasks.is_empty()).then(|| n / tasks.len() as f64);
     let races = tasks.iter().filter(|t| crate::scheduler::race_size(&t.spec).is_some()).count();
     let race_overhead = (races > 0).then(|| {
-        let lost: BTreeSet<&str> = tasks
+        let losers: BTreeSet<&str> = tasks
             .iter()
             .filter(|t| crate::scheduler::race_of(&t.spec).is_some() && t.state() != TaskState::Accepted)
             .map(|t| t.spec.id.as_str())
@@ -679,7 +679,7 @@ fn measure(
         let mine: Vec<i64> = attempts
             .iter()
             .zip(&spans)
-            .filter(|(a, _)| lost.contains(a.task.as_str()))
+            .filter(|(a, _)| losers.contains(a.task.as_str()))
             .map(|(_, (f, t))| t - f)
             .collect();
         RaceOverhead { races, attempts: mine.len(), seconds: mine.iter().sum::<i64>() as f64 / 1000.0 }
