@@ -501,6 +501,9 @@ impl Engine {
             self.judging.insert(id.clone(), Judging::nobody(worker));
             self.start_judging(&id);
         }
+        // A race decided but not committed before a crash is decided again
+        // now, committed with the first batch, before anything is acknowledged.
+        self.settle_races();
     }
 
     fn run(mut self, inbox: &mut handoff::TokioInbox<Input>) -> Result<(), StoreError> {

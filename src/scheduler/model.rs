@@ -417,13 +417,16 @@ impl Scheduler {
         if !state.in_flight() && task.holder.is_some() {
             task.last_holder = task.holder.take();
         }
-        let race = super::race_of(&task.spec).map(str::to_owned);
+        // A racer's move, or its race's end (cancelled), is the race's to decide.
+        let race = super::race_of(&task.spec)
+            .map(str::to_owned)
+            .or_else(|| (super::race_size(&task.spec).is_some() && state != TaskState::Ready).then(|| id.to_owned()));
         let racers = if state == TaskState::Ready { super::race_size(&task.spec) } else { None };
         self.touch_task(id);
-        // A racer's move is its race's to decide; a race never waits in the queue itself.
         if let Some(race) = race {
             self.races_moved.insert(race);
         }
+        // A race never waits in the queue itself: its racers do.
         if let Some(n) = racers {
             self.start_race(id, n);
         }

@@ -231,3 +231,106 @@ impl Scheduler {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::convert::Infallible;
+    use std::time::Instant;
+
+    use super::*;
+    use crate::scheduler::{Offer, Verdict, Worker};
+    use crate::task::Report;
+
+    #[allow(clippy::unnecessary_wraps, reason = "the shape of `Scheduler::offer`'s assign")]
+    fn fifo(_: &Worker, ready: &[&Task], _: &Scheduler) -> Result<Option<TaskId>, Infallible> {
+        Ok(ready.first().map(|t| t.spec.id.clone()))
+    }
+
+    fn raced(id: &str, n: u32, after: &[&str]) -> TaskSpec {
+        let mut t = TaskSpec::new(id, "write it");
+        t.context.output_files = vec!["out/a.md".to_owned()];
+        t.dependencies = after.iter().map(|s| (*s).to_owned()).collect();
+        t.extra.insert(RACE.into(), Value::from(n));
+        t
+    }
+
+    fn finish(s: &mut Scheduler, racer: &str, worker: &str, now: Instant) {
+        let mut report = Report::completed(racer, worker, vec![]);
+        report.attempt = Some(s.task(racer).unwrap().attempt());
+        s.submit(worker, racer, report, now).unwrap();
+        s.judge(racer, Verdict::Accept, now).unwrap();
+    }
+
+    #[test]
+    fn a_race_goes_to_its_racers_each_writing_its_own_copy_and_is_never_granted_itself() {
+        let now = Instant::now();
+        let mut s = Scheduler::default();
+        s.add_tasks(vec![raced("t", 2, &[])], None, now).unwrap();
+        assert_eq!(s.task("t").unwrap().state(), TaskState::Assigned);
+        assert_eq!(s.task("t").unwrap().holder(), None);
+        assert_eq!(s.offer("w1", now, 64, fifo).unwrap(), Offer::Granted("t~race1".into()));
+        assert_eq!(s.offer("w2", now, 64, fifo).unwrap(), Offer::Granted("t~race2".into()));
+        assert_eq!(s.offer("w3", now, 64, fifo).unwrap(), Offer::Nothing);
+        let racer = s.task("t~race2").unwrap();
+        assert_eq!(racer.spec.context.output_files, [".mcc/races/t/2/out/a.md"]);
+        assert!(racer.spec.context.target_files.contains(&"out/a.md".to_owned()), "it reads the file in place");
+        assert_eq!(race_copy(&racer.spec), Some(".mcc/races/t/2"));
+        assert_eq!(race_size(&racer.spec), None, "a racer is no race of its own");
+    }
+
+    #[test]
+    fn the_winner_accepts_the_race_releases_its_dependents_and_cancels_the_others() {
+        let now = Instant::now();
+        let mut s = Scheduler::default();
+        s.add_tasks(vec![raced("t", 3, &[])], None, now).unwrap();
+        let mut after = TaskSpec::new("later", "after t");
+        after.dependencies = vec!["t".to_owned()];
+        s.add_tasks(vec![after], None, now).unwrap();
+        s.offer("w1", now, 64, fifo).unwrap();
+        s.offer("w2", now, 64, fifo).unwrap();
+        finish(&mut s, "t~race2", "w2", now);
+        assert_eq!(s.take_races_moved(), ["t".to_owned()]);
+        s.win_race("t", "t~race2");
+        assert_eq!(s.task("t").unwrap().state(), TaskState::Accepted);
+        assert_eq!(s.task("later").unwrap().state(), TaskState::Ready);
+        for loser in ["t~race1", "t~race3"] {
+            assert_eq!(s.task(loser).unwrap().state(), TaskState::Cancelled, "{loser}");
+            assert_eq!(s.lost_to(loser).map(|(race, w)| (race, w.spec.id.as_str())), Some(("t", "t~race2")));
+        }
+        let mut stale = Report::completed("t~race1", "w1", vec![]);
+        stale.attempt = Some(1);
+        assert_eq!(s.submit("w1", "t~race1", stale, now).unwrap_err().code(), "not_held", "a loser's report is fenced");
+    }
+
+    #[test]
+    fn a_cancelled_race_ends_its_racers_and_one_whose_racers_all_failed_fails() {
+        let now = Instant::now();
+        let mut s = Scheduler::new(crate::scheduler::Settings { max_attempts: 1, ..Default::default() });
+        s.add_tasks(vec![raced("a", 2, &[]), raced("b", 2, &[])], None, now).unwrap();
+        s.take_races_moved();
+        s.cancel("a").unwrap();
+        assert_eq!(s.take_races_moved(), ["a".to_owned()], "the race's end is its to decide");
+        s.end_race("a");
+        assert!(s.racers("a").iter().all(|t| t.state() == TaskState::Cancelled));
+        for racer in ["b~race1", "b~race2"] {
+            assert!(s.grant(racer, "w", now));
+            s.fail("w", racer, None, "cannot", now).unwrap();
+        }
+        s.fail_race("b");
+        let b = s.task("b").unwrap();
+        assert_eq!(b.state(), TaskState::Failed);
+        assert!(b.reasons().join(" ").contains("b~race1: cannot"), "{:?}", b.reasons());
+    }
+
+    #[test]
+    fn a_restored_scheduler_decides_its_running_races_again() {
+        let now = Instant::now();
+        let mut s = Scheduler::default();
+        s.add_tasks(vec![raced("t", 2, &[])], None, now).unwrap();
+        let tasks: Vec<Task> = s.tasks().cloned().collect();
+        let restored = Scheduler::restore_from(crate::scheduler::Settings::default(), tasks.len(), tasks, Vec::new());
+        assert_eq!(restored.racers("t").len(), 2);
+        let mut restored = restored;
+        assert_eq!(restored.take_races_moved(), ["t".to_owned()]);
+    }
+}
