@@ -208,3 +208,32 @@ fn kill_9_mid_race_loses_nothing_and_keeps_one_winner() {
     let copies = std::fs::read_dir(project.path(".mcc/races/plan")).unwrap().count();
     assert_eq!(copies, 2, "both copies are kept for the engineer to compare");
 }
+
+#[test]
+fn after_kill_9_a_waiting_choose_still_compares_the_first_racers_validation() {
+    let project = Project::new();
+    project.write("race.lua", LONGEST_WINS);
+    let workflow = project.path("race.lua").display().to_string();
+    let hub = Hub::start(project.root(), &["--workflow", &workflow]);
+    let (mut one, mut two) = (hub.connect(), hub.connect());
+    let first = next(&mut one, "w1");
+    let second = next(&mut two, "w2");
+    write_copy(&project, &first, "answer.txt", "w1\n");
+    write_copy(&project, &second, "answer.txt", "the longer answer of w2\n");
+    let verdict = done(&mut one, "w1", &first);
+    assert_eq!(verdict["accepted"], true, "{verdict}");
+    let root = hub.root.clone();
+    drop((one, two));
+    hub.kill9();
+
+    let hub = Hub::start(&root, &["--workflow", &workflow]);
+    let mut two = hub.connect();
+    assert_eq!(states(&mut two)["answer"], "assigned", "the race still waits for its second racer");
+    let verdict = done(&mut two, "w2", &second);
+    assert_eq!(verdict["accepted"], true, "{verdict}");
+    assert_eq!(
+        project.read("answer.txt"),
+        "the longer answer of w2\n",
+        "choose compared the first racer's stored validation with the second's (without it, choose fails and the first accepted wins)"
+    );
+}

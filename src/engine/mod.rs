@@ -430,6 +430,7 @@ impl Engine {
             restore_checkout(&config.root, store.as_mut());
         }
         let scheduler = store.restore(config.settings.clone())?;
+        let race_validations = races::stored_validations(&scheduler, store.as_mut());
         let workflow_path = store.meta("workflow_path")?.map(PathBuf::from);
         let (tx, rx) = tokio::sync::mpsc::channel(ENGINE_QUEUE);
         let mut inbox = handoff::TokioInbox::new(rx)
@@ -480,7 +481,7 @@ impl Engine {
                     tx: engine_tx,
                     stopping: None,
                     progress: views::Progress::default(),
-                    race_validations: HashMap::new(),
+                    race_validations,
                 };
                 engine.resume(workflow_path);
                 engine.run(&mut inbox)

@@ -139,7 +139,8 @@ pub struct Candidate {
     pub racer: u32,
     /// The worker that did it.
     pub worker: Option<String>,
-    /// Its validation's outcome, when it ran in this hub's life.
+    /// Its validation's outcome, when it has one (after a restart, the
+    /// ends of its output the store kept).
     pub validation: Option<Outcome>,
     /// Bytes of its copy of the write files.
     pub size: u64,

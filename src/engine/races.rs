@@ -9,17 +9,48 @@
 //! already written are put back and the race waits, the reason shown. A
 //! file the winner did not write in its copy is left in place as it is.
 
+use std::collections::HashMap;
 use std::path::PathBuf;
 
 use super::{Candidate, Engine, ProblemKind};
 use crate::checkout::{self, Checkout};
+use crate::command::Outcome;
 use crate::layout::{Refused, StateDir};
+use crate::scheduler::Scheduler;
 use crate::scheduler::{Task, TaskId, TaskState, race_copy, race_of, racer_number};
-use crate::store::{AttemptFile, FileKept, SubmittedFiles};
+use crate::store::{self, AttemptFile, FileKept, SubmittedFiles};
 
 /// A copy folder's path below `.mcc/` (`races/T/K`), as folder names.
 fn below_state_dir(copy: &str) -> Vec<&str> {
     copy.split('/').filter(|p| !p.is_empty() && *p != ".").skip(1).collect()
+}
+
+/// The stored validations of the accepted racers of running races, read
+/// once at start: `choose` compares them after a restart too (the last
+/// [`store::OUTPUT_TAIL`] bytes of each stream, as the store keeps them).
+pub(super) fn stored_validations(scheduler: &Scheduler, store: &mut dyn store::Backend) -> HashMap<TaskId, Outcome> {
+    let mut found = HashMap::new();
+    let waiting = scheduler.tasks().filter(|t| {
+        t.state() == TaskState::Accepted
+            && race_of(&t.spec).and_then(|r| scheduler.task(r)).is_some_and(|r| r.state() == TaskState::Assigned)
+    });
+    for racer in waiting {
+        match store.validations(&racer.spec.id) {
+            Ok(records) => {
+                if let Some(v) = records.into_iter().rfind(|v| v.attempt == racer.attempt()) {
+                    let outcome = Outcome {
+                        code: v.exit_code,
+                        stdout: v.stdout_tail,
+                        stderr: v.stderr_tail,
+                        timed_out: v.timed_out,
+                    };
+                    found.insert(racer.spec.id.clone(), outcome);
+                }
+            }
+            Err(e) => tracing::warn!("mcc hub: racer {}: its validation is not read back ({e})", racer.spec.id),
+        }
+    }
+    found
 }
 
 impl Engine {

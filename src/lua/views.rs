@@ -85,8 +85,7 @@ pub fn phase(lua: &Lua, scheduler: &Scheduler, name: &str) -> mlua::Result<Table
 }
 
 /// A race's candidate as `choose` sees it: `id`, `racer`, `worker`,
-/// `size`, `notes`, and `validation` (as `ctx.run` returns it) when its
-/// validation ran in this hub's life.
+/// `size`, `notes`, and `validation` (as `ctx.run` returns it) when it has one.
 pub fn candidate(lua: &Lua, c: &crate::engine::Candidate) -> mlua::Result<Table> {
     let t = lua.create_table()?;
     t.set("id", c.id.clone())?;

@@ -216,7 +216,7 @@ function Ctx.retry(id) end
 ---@field worker string? The worker that did it.
 ---@field size integer Bytes of its copy of the write files.
 ---@field notes string? The worker's notes with its `done`.
----@field validation mcc.RunResult? Its validation (run in its copy folder), when it ran in this hub's life.
+---@field validation mcc.RunResult? Its validation (run in its copy folder); after a restart, the output's ends the store kept.
 
 ---The accepted racers, first accepted first; `open` racers still run.
 ---@class mcc.Candidates: mcc.Candidate[]
