@@ -237,3 +237,16 @@ fn after_kill_9_a_waiting_choose_still_compares_the_first_racers_validation() {
         "choose compared the first racer's stored validation with the second's (without it, choose fails and the first accepted wins)"
     );
 }
+
+#[test]
+fn a_race_of_one_worker_is_refused_with_what_to_give() {
+    let project = Project::new();
+    let hub = Hub::start(project.root(), &[]);
+    let mut coord = hub.connect();
+    coord.register_coordinator();
+    let reply = coord.ask(json!({"type":"create_tasks","tasks":[raced_task("solo", "solo.md", 1)]}));
+    let text = reply.to_string();
+    assert!(text.contains("tasks[0] (`solo`): race: 1 is not how many workers race on the task"), "{text}");
+    assert!(text.contains("a whole number from 2 to 10"), "{text}");
+    assert!(states(&mut coord).is_empty(), "nothing was added: {text}");
+}

@@ -34,8 +34,7 @@ pub const RACER: &str = "racer";
 pub const RACE_COPY: &str = "raceCopy";
 /// The folder of `.mcc/` racers' copies go in.
 pub const RACES_DIR: &str = "races";
-/// The most racers a task may ask for: each is a worker's whole attempt.
-pub const MAX_RACE: u64 = 10;
+pub use crate::task::MAX_RACE;
 
 /// How many racers `spec` asks for, when it is a race (2 to [`MAX_RACE`]).
 pub fn race_size(spec: &TaskSpec) -> Option<u32> {
