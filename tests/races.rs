@@ -250,3 +250,33 @@ fn a_race_of_one_worker_is_refused_with_what_to_give() {
     assert!(text.contains("a whole number from 2 to 10"), "{text}");
     assert!(states(&mut coord).is_empty(), "nothing was added: {text}");
 }
+
+#[test]
+fn a_racer_whose_copy_is_a_link_is_out_and_its_target_is_never_read() {
+    let project = Project::new();
+    let hub = Hub::start(project.root(), &[]);
+    add(&hub, &[raced_task("page", "page.md", 2)]);
+    let (mut one, mut two) = (hub.connect(), hub.connect());
+    let first = next(&mut one, "w1");
+    let second = next(&mut two, "w2");
+    let secret = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(secret.path(), "a secret outside the project\n").unwrap();
+    let copy = project.path(first["task"]["raceCopy"].as_str().unwrap());
+    std::fs::create_dir_all(&copy).unwrap();
+    std::os::unix::fs::symlink(secret.path(), copy.join("page.md")).unwrap();
+
+    let verdict = done(&mut one, "w1", &first);
+    assert_eq!(verdict["accepted"], true, "{verdict}");
+    assert!(!project.path("page.md").exists(), "a link's target never moves into place");
+    let states = states(&mut one);
+    let linked = first["task"]["id"].as_str().unwrap();
+    assert_eq!(states[linked], "failed", "{states:?}");
+    assert_eq!(states["page"], "assigned", "the race goes on without it: {states:?}");
+
+    write_copy(&project, &second, "page.md", "the page of w2\n");
+    let verdict = done(&mut two, "w2", &second);
+    assert_eq!(verdict["accepted"], true, "{verdict}");
+    assert_eq!(project.read("page.md"), "the page of w2\n");
+    let shown = two.ask(json!({"type":"show_task","taskId":linked}));
+    assert!(shown.to_string().contains("its copy cannot move into place"), "{shown}");
+}

@@ -78,8 +78,26 @@ impl Engine {
             return;
         }
         accepted.sort_by(|a, b| (a.completed_at(), a.seq()).cmp(&(b.completed_at(), b.seq())));
-        let candidates: Vec<Candidate> = accepted.iter().map(|t| self.candidate(t)).collect();
-        let first = candidates[0].id.clone();
+        let mut candidates = Vec::with_capacity(accepted.len());
+        let mut unusable = Vec::new();
+        for racer in accepted {
+            match self.candidate(racer) {
+                Ok(c) => candidates.push(c),
+                Err(e) => unusable.push((racer.spec.id.clone(), e)),
+            }
+        }
+        for (racer, e) in unusable {
+            let why = format!("its copy cannot move into place: {e}");
+            tracing::warn!("mcc hub: race {race}: racer {racer} is out: {why}");
+            self.scheduler.disqualify(&racer, &why);
+        }
+        let Some(first) = candidates.first().map(|c| c.id.clone()) else {
+            if open == 0 {
+                self.scheduler.fail_race(race);
+            }
+            return;
+        };
+        let Some(task) = self.scheduler.task(race) else { return };
         let chosen = match self.policy.choose(task, &candidates, open, &self.scheduler) {
             Ok(Some(id)) if candidates.iter().any(|c| c.id == id) => Some(id),
             Ok(Some(id)) => {
@@ -121,17 +139,18 @@ impl Engine {
         }
     }
 
-    /// What `choose` sees of an accepted racer.
-    fn candidate(&self, racer: &Task) -> Candidate {
-        let size = self.read_copy(racer).map_or(0, |files| files.iter().map(|(_, b)| b.len() as u64).sum());
-        Candidate {
+    /// What `choose` sees of an accepted racer; why its copy cannot be
+    /// read (a link, past the bound) when it cannot.
+    fn candidate(&self, racer: &Task) -> Result<Candidate, String> {
+        let size = self.read_copy(racer)?.iter().map(|(_, b)| b.len() as u64).sum();
+        Ok(Candidate {
             id: racer.spec.id.clone(),
             racer: racer_number(&racer.spec).unwrap_or_default(),
             worker: racer.last_holder().map(str::to_owned),
             validation: self.race_validations.get(&racer.spec.id).cloned(),
             size,
             notes: racer.report().and_then(|r| r.notes.clone()),
-        }
+        })
     }
 
     /// The folder of a racer's copy, made if missing, never through a link.

@@ -201,6 +201,16 @@ impl Scheduler {
         }
     }
 
+    /// An accepted racer whose copy cannot move into place (a link, past
+    /// the bound): it fails, with why, and the race goes on without it.
+    pub fn disqualify(&mut self, racer: &str, why: &str) {
+        let Some(task) = self.tasks.get_mut(racer) else { return };
+        task.reasons = vec![why.to_owned()];
+        let (by, attempt) = (task.last_holder().map(str::to_owned), task.attempt());
+        self.transition(racer, TaskState::Failed);
+        self.event(EventKind::Failed, Some(racer), by.as_deref(), Some(attempt), json!({ "reason": why }));
+    }
+
     /// Every racer ended and none was accepted: the race fails.
     pub fn fail_race(&mut self, id: &str) {
         let reasons: Vec<String> = self
