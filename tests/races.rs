@@ -191,6 +191,7 @@ fn kill_9_mid_race_loses_nothing_and_keeps_one_winner() {
     let mut two = hub.connect();
     let verdict = done(&mut two, "w2", &second);
     assert_eq!(verdict["accepted"], true, "{verdict}");
+    assert_eq!(verdict["next"]["task"]["id"], "after", "the won race freed its dependent for the winner: {verdict}");
     assert_eq!(project.read("plan.md"), "plan of w2\n");
     drop(two);
     hub.kill9();
@@ -199,7 +200,7 @@ fn kill_9_mid_race_loses_nothing_and_keeps_one_winner() {
     let mut one = hub.connect();
     let states = states(&mut one);
     assert_eq!(states["plan"], "accepted", "{states:?}");
-    assert_eq!(states["after"], "ready", "the race's dependents are released: {states:?}");
+    assert_eq!(states["after"], "assigned", "the race's dependents are released: {states:?}");
     let racers: Vec<_> = states.iter().filter(|(id, _)| id.starts_with("plan~")).map(|(_, s)| s.as_str()).collect();
     assert_eq!(racers.iter().filter(|s| **s == "accepted").count(), 1, "one winner only: {states:?}");
     let late = done(&mut one, "w1", &first);
@@ -279,4 +280,37 @@ fn a_racer_whose_copy_is_a_link_is_out_and_its_target_is_never_read() {
     assert_eq!(project.read("page.md"), "the page of w2\n");
     let shown = two.ask(json!({"type":"show_task","taskId":linked}));
     assert!(shown.to_string().contains("its copy cannot move into place"), "{shown}");
+}
+
+const TWO_PHASES: &str = r#"
+return {
+  name = "race-then-publish",
+  max_attempts = 1,
+  phases = {
+    { name = "draft", tasks = { { id = "draft", description = "draft it", write = "draft.md", race = 2 } },
+      complete = function(phase, ctx) return phase.all_accepted end },
+    { name = "publish", tasks = { { id = "publish", description = "publish the draft", read = "draft.md" } } },
+  },
+}
+"#;
+
+#[test]
+fn a_phase_whose_race_was_won_is_all_accepted_even_with_a_racer_that_failed() {
+    let project = Project::new();
+    project.write("race.lua", TWO_PHASES);
+    let hub = Hub::start(project.root(), &["--workflow", &project.path("race.lua").display().to_string()]);
+    let (mut one, mut two) = (hub.connect(), hub.connect());
+    let first = next(&mut one, "w1");
+    let second = next(&mut two, "w2");
+    let failed = one.ask(json!({"type":"fail","worker":"w1","taskId":first["task"]["id"],"attempt":first["attempt"],
+        "reason":"cannot","waitMs":0}));
+    assert_eq!(failed["type"], "ack", "{failed}");
+    assert_eq!(states(&mut one)[first["task"]["id"].as_str().unwrap()], "failed");
+
+    write_copy(&project, &second, "draft.md", "the draft\n");
+    let verdict = done(&mut two, "w2", &second);
+    assert_eq!(verdict["accepted"], true, "{verdict}");
+    assert_eq!(next(&mut two, "w2")["task"]["id"], "publish", "the next phase started");
+    let states = states(&mut two);
+    assert_eq!(states[first["task"]["id"].as_str().unwrap()], "cancelled", "a failed racer of a won race: {states:?}");
 }

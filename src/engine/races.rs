@@ -58,6 +58,12 @@ impl Engine {
     pub(super) fn settle_races(&mut self) {
         for race in self.scheduler.take_races_moved() {
             self.decide_race(&race);
+            if self.scheduler.task(&race).is_none_or(|t| t.state() != TaskState::Assigned) {
+                // Decided: no `choose` compares its racers again.
+                for racer in self.scheduler.racers(&race) {
+                    self.race_validations.remove(&racer.spec.id);
+                }
+            }
         }
     }
 

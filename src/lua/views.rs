@@ -78,7 +78,14 @@ pub fn phase(lua: &Lua, scheduler: &Scheduler, name: &str) -> mlua::Result<Table
         total += n;
         counts.set(state.name(), n)?;
     }
-    view.set("all_accepted", scheduler.phase_count(name, TaskState::Accepted) == total)?;
+    // Racers cancelled because another racer won count as accepted here:
+    // their race is. Costs what the phase's cancelled tasks are.
+    let lost = scheduler
+        .select(Some(name), Some(TaskState::Cancelled))
+        .iter()
+        .filter(|t| scheduler.lost_to(&t.spec.id).is_some())
+        .count();
+    view.set("all_accepted", scheduler.phase_count(name, TaskState::Accepted) + lost == total)?;
     view.set("counts", counts)?;
     view.set("failed", scheduler.phase_count(name, TaskState::Failed))?;
     Ok(view)

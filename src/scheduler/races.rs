@@ -180,15 +180,19 @@ impl Scheduler {
         // With its attempt: the store keeps the files moved into place under it.
         self.event(EventKind::Accepted, Some(id), by.as_deref(), attempt, json!({ "winner": winner }));
         self.release_dependents(id);
+        // A racer that failed is cancelled too: the race it failed in is
+        // won, and its phase completes as when every task is accepted or cancelled.
         let others: Vec<TaskId> = self
             .racers(id)
             .into_iter()
-            .filter(|t| t.spec.id != winner && !matches!(t.state(), TaskState::Cancelled | TaskState::Failed))
+            .filter(|t| t.spec.id != winner && t.state() != TaskState::Cancelled)
             .map(|t| t.spec.id.clone())
             .collect();
         for other in others {
             let task = self.tasks.get_mut(&other).expect("listed");
+            let failed = if task.state() == TaskState::Failed { std::mem::take(&mut task.reasons) } else { Vec::new() };
             task.reasons = vec![format!("another attempt won: {winner}")];
+            task.reasons.extend(failed);
             let (holder, attempt) = (task.holder().map(str::to_owned), task.attempt());
             self.transition(&other, TaskState::Cancelled);
             self.event(
