@@ -953,3 +953,11 @@ return { name = "race", phases = { { name = "p",
     assert_eq!(w.choose(&race, &candidates, 1, &f.scheduler), Ok(None), "it waits while a racer runs");
     assert_eq!(w.choose(&race, &candidates, 0, &f.scheduler), Ok(Some("fix~race2".to_owned())));
 }
+
+#[test]
+fn a_workflows_presence_grace_is_the_hubs_grace_while_it_runs() {
+    let mut f = Fixture::new();
+    f.load(r#"return { name = "g", presence_grace = "5s", phases = { { name = "p", tasks = { { id = "a", description = "a" } } } } }"#)
+        .unwrap();
+    assert_eq!(f.scheduler.settings.presence_grace, Duration::from_secs(5));
+}
