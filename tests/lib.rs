@@ -26,6 +26,8 @@ mod lua;
 mod mcp;
 mod old_protocol;
 mod outside;
+mod presence;
+mod races;
 mod remote;
 mod remote_files;
 mod reports;

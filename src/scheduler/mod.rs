@@ -13,6 +13,8 @@ mod index;
 mod leases;
 mod model;
 mod offers;
+mod presence;
+mod races;
 mod reservation;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
@@ -25,6 +27,7 @@ pub use index::InOrder;
 pub use leases::{Judged, Verdict};
 pub use model::{Applied, Judgement, Task, TaskState, Worker};
 pub use offers::{Idle, Offer};
+pub use races::{MAX_RACE, race_copy, race_of, race_size, racer_number};
 pub use reservation::{Reservation, any_overlap};
 
 use crate::event::EventKind;
@@ -40,7 +43,13 @@ pub struct Settings {
     pub max_attempts: u32,
     /// The most tasks the store may hold (`--max-tasks`).
     pub max_tasks: usize,
+    /// How long a worker whose chat ended may take to come back before
+    /// its task goes back to the queue (`--presence-grace`, the workflow's `presence_grace`).
+    pub presence_grace: Duration,
 }
+
+/// The presence grace unless the hub or the workflow says otherwise.
+pub const DEFAULT_PRESENCE_GRACE: Duration = Duration::from_mins(1);
 
 /// Tasks a store holds at most unless `--max-tasks` says otherwise: far past
 /// any real project, well short of what would sink the hub (707k tasks took
@@ -49,7 +58,12 @@ pub const DEFAULT_MAX_TASKS: usize = 200_000;
 
 impl Default for Settings {
     fn default() -> Self {
-        Self { lease: Duration::from_mins(30), max_attempts: 5, max_tasks: DEFAULT_MAX_TASKS }
+        Self {
+            lease: Duration::from_mins(30),
+            max_attempts: 5,
+            max_tasks: DEFAULT_MAX_TASKS,
+            presence_grace: DEFAULT_PRESENCE_GRACE,
+        }
     }
 }
 
@@ -113,6 +127,10 @@ pub struct Scheduler {
     company: HashMap<TaskId, BTreeSet<String>>,
     /// Workers whose last attempt ran in a folder of their own.
     own_folder: HashSet<String>,
+    /// A race's task -> its racers, every round (see `races.rs`).
+    racers: HashMap<TaskId, Vec<TaskId>>,
+    /// Races whose racers moved since the engine last decided them.
+    races_moved: BTreeSet<TaskId>,
 }
 
 impl Scheduler {
@@ -146,6 +164,14 @@ impl Scheduler {
             s.tasks.insert(task.spec.id.clone(), task);
         }
         s.restore_company();
+        // Every race still running is decided again: its last decision may not have been committed.
+        let running: Vec<TaskId> = s
+            .racers
+            .keys()
+            .filter(|id| s.tasks.get(*id).is_some_and(|t| t.state() == TaskState::Assigned))
+            .cloned()
+            .collect();
+        s.races_moved.extend(running);
         accepted.sort();
         for (_, _, id, by) in accepted {
             s.workers.get_mut(&by).expect("checked above").accepted.push(id);
