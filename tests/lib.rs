@@ -28,6 +28,7 @@ mod mcp;
 mod old_protocol;
 mod outside;
 mod presence;
+mod races;
 mod remote;
 mod remote_files;
 mod reports;

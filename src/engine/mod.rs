@@ -11,6 +11,7 @@ mod outside;
 mod policy;
 mod presence;
 mod problems;
+mod races;
 mod submit;
 mod uploads;
 pub mod views;
@@ -24,7 +25,7 @@ use tokio::sync::mpsc::Sender as Outbox;
 use tokio::sync::mpsc::Sender;
 use tokio::sync::mpsc::error::TrySendError;
 
-pub use policy::{DefaultPolicy, HeldPolicy, Policy, PolicyError};
+pub use policy::{Candidate, DefaultPolicy, HeldPolicy, Policy, PolicyError};
 use problems::{ProblemKind, Problems};
 use submit::Sent;
 
@@ -389,6 +390,8 @@ pub struct Engine {
     stopping: Option<String>,
     /// Subscribers and the index their summaries and deltas come from.
     progress: views::Progress,
+    /// The last validation outcome of each racer, for `choose` (see `races.rs`).
+    race_validations: HashMap<TaskId, Outcome>,
     /// Which workers' chats are alive, and the graces of those that ended.
     presences: presence::Presences,
 }
@@ -432,6 +435,7 @@ impl Engine {
             restore_checkout(&config.root, store.as_mut());
         }
         let scheduler = store.restore(config.settings.clone())?;
+        let race_validations = races::stored_validations(&scheduler, store.as_mut());
         let workflow_path = store.meta("workflow_path")?.map(PathBuf::from);
         let (tx, rx) = tokio::sync::mpsc::channel(ENGINE_QUEUE);
         let mut inbox = handoff::TokioInbox::new(rx)
@@ -482,6 +486,7 @@ impl Engine {
                     tx: engine_tx,
                     stopping: None,
                     progress: views::Progress::default(),
+                    race_validations,
                     presences: presence::Presences::default(),
                 };
                 engine.resume(workflow_path);
@@ -516,6 +521,9 @@ impl Engine {
             self.judging.insert(id.clone(), Judging::nobody(worker));
             self.start_judging(&id);
         }
+        // A race decided but not committed before a crash is decided again
+        // now, committed with the first batch, before anything is acknowledged.
+        self.settle_races();
     }
 
     fn run(mut self, inbox: &mut handoff::TokioInbox<Input>) -> Result<(), StoreError> {
@@ -613,6 +621,7 @@ impl Engine {
         }
         self.workflow_verdicts();
         self.start_workflow_commands();
+        self.settle_races();
         self.end_stale_judgements(now);
         self.verdicts_overdue(now);
         for line in self.policy.take_log() {

@@ -45,6 +45,11 @@ impl Engine {
             match reserved {
                 // In a shared checkout, the holder's own declared write: its work, not this worker's.
                 Some((_, Some(holder))) if !isolated && company.contains(&holder) => {}
+                // A worker in a folder of its own reaches this checkout only through the
+                // hub writing its declared files: a change to them here is not provably this one's.
+                Some((_, Some(holder))) if !isolated && self.scheduler.in_own_folder(holder) => {
+                    sorted.shared.push(file.clone());
+                }
                 _ if !isolated && !company.is_empty() => sorted.shared.push(file.clone()),
                 Some((other, holder)) => sorted.conflicts.push(Conflict {
                     file: file.clone(),

@@ -58,6 +58,11 @@ impl Scheduler {
         }
     }
 
+    /// Whether `worker`'s last attempt ran in a folder of its own.
+    pub fn in_own_folder(&self, worker: &str) -> bool {
+        self.own_folder.contains(worker)
+    }
+
     /// The in-flight task other than `except` whose declared writes hold
     /// `path` (the oldest, when several do), with its holder.
     pub fn reserved_by(&self, path: &str, except: &str) -> Option<(&Task, Option<&str>)> {

@@ -14,6 +14,7 @@ mod leases;
 mod model;
 mod offers;
 mod presence;
+mod races;
 mod reservation;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
@@ -26,6 +27,7 @@ pub use index::InOrder;
 pub use leases::{Judged, Verdict};
 pub use model::{Applied, Judgement, Task, TaskState, Worker};
 pub use offers::{Idle, Offer};
+pub use races::{MAX_RACE, race_copy, race_of, race_size, racer_number};
 pub use reservation::{Reservation, any_overlap};
 
 use crate::event::EventKind;
@@ -125,6 +127,10 @@ pub struct Scheduler {
     company: HashMap<TaskId, BTreeSet<String>>,
     /// Workers whose last attempt ran in a folder of their own.
     own_folder: HashSet<String>,
+    /// A race's task -> its racers, every round (see `races.rs`).
+    racers: HashMap<TaskId, Vec<TaskId>>,
+    /// Races whose racers moved since the engine last decided them.
+    races_moved: BTreeSet<TaskId>,
 }
 
 impl Scheduler {
@@ -158,6 +164,14 @@ impl Scheduler {
             s.tasks.insert(task.spec.id.clone(), task);
         }
         s.restore_company();
+        // Every race still running is decided again: its last decision may not have been committed.
+        let running: Vec<TaskId> = s
+            .racers
+            .keys()
+            .filter(|id| s.tasks.get(*id).is_some_and(|t| t.state() == TaskState::Assigned))
+            .cloned()
+            .collect();
+        s.races_moved.extend(running);
         accepted.sort();
         for (_, _, id, by) in accepted {
             s.workers.get_mut(&by).expect("checked above").accepted.push(id);
