@@ -346,6 +346,10 @@ pub enum Offer {
         answer: Option<String>,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         phase: Option<String>,
+        /// True when the workflow says every worker works in a git worktree of its own
+        /// (`worktree = true`): a client not in worktree mode sets one up, as `--worktree` does.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        worktree: bool,
     },
     /// Nothing ready within the wait; run `next` again.
     NothingYet {

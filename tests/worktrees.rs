@@ -137,3 +137,76 @@ fn commit_in(folder: &Path, path: &str) -> std::process::Output {
         .output()
         .expect("run git commit")
 }
+
+/// A git repository whose committed workflow `wf.lua` has `worktree = true`
+/// and one task writing `out/a.md`, and a hub running it.
+fn repository_with_a_worktree_workflow() -> (Project, Hub) {
+    let project = Project::new();
+    git(project.root(), &["init", "-q"]);
+    project.write("README.md", "hello\n");
+    let wf = project.write(
+        "wf.lua",
+        r#"return {
+  name = "isolated",
+  worktree = true,
+  phases = { { name = "one", tasks = { { id = "write-a", description = "Write a", write = "out/a.md" } } } },
+}
+"#,
+    );
+    git(project.root(), &["add", "."]);
+    git(project.root(), &["commit", "-q", "-m", "first"]);
+    let hub = Hub::start(project.root(), &["--workflow", &wf.display().to_string()]);
+    (project, hub)
+}
+
+/// `git status --porcelain` of the checkout, untracked files listed one by one.
+fn checkout_status(project: &Project) -> String {
+    let status = std::process::Command::new("git")
+        .args(["status", "--porcelain", "--untracked-files=all"])
+        .current_dir(project.root())
+        .output()
+        .expect("run git status");
+    String::from_utf8_lossy(&status.stdout).into_owned()
+}
+
+#[test]
+fn a_workflow_with_worktree_true_puts_a_worker_with_no_flag_in_its_own_worktree() {
+    let (project, _hub) = repository_with_a_worktree_workflow();
+    let next = project.mcc().args(["worker", "next", "--as", "w1"]).run();
+    assert_eq!(next.code, 0, "{next:?}");
+    let folder = project.path(".mcc/worktrees/w1");
+    assert!(next.stdout.contains("write-a"), "{next:?}");
+    let work_in = next.stdout.split_once("work in: ").and_then(|(_, rest)| rest.split_once(" (your own git worktree"));
+    assert_eq!(work_in.map(|(path, _)| PathBuf::from(path)), Some(folder.clone()), "{next:?}");
+    assert_eq!(std::fs::read_to_string(folder.join("README.md")).unwrap(), "hello\n");
+
+    std::fs::create_dir_all(folder.join("out")).unwrap();
+    std::fs::write(folder.join("out/a.md"), "written in the worktree\n").unwrap();
+    assert_eq!(checkout_status(&project), "", "the checkout changed before the hub accepted anything");
+
+    // No flag here either: the worktree is found by the worker's name.
+    let done = worker_in(&folder, "w1", &["done", "write-a", "--deliverable", "out/a.md"]);
+    assert!(done.stdout.starts_with("accepted write-a."), "{done:?}");
+    assert!(done.stdout.contains("files sent to the hub: out/a.md"), "{done:?}");
+    assert_eq!(project.read("out/a.md"), "written in the worktree\n");
+}
+
+#[test]
+fn check_refuses_a_misspelt_worktree_field_and_names_the_right_one() {
+    let project = Project::new();
+    project.write(
+        "wf.lua",
+        r#"return {
+  name = "isolated",
+  worktre = true,
+  phases = { { name = "one", tasks = { { id = "a", description = "A" } } } },
+}
+"#,
+    );
+    let out = project.mcc().args(["check", "wf.lua"]).run();
+    assert_eq!(out.code, 1, "{out:?}");
+    assert!(
+        out.stderr.contains("wf.lua:3: the workflow has an unknown field `worktre` (did you mean `worktree`?)"),
+        "{out:?}"
+    );
+}

@@ -93,6 +93,8 @@ impl HubArgs {
                 max_attempts: self.max_attempts.max(1),
                 max_tasks: self.max_tasks.max(1),
                 presence_grace: self.presence_grace,
+                // Only a workflow turns worktrees on.
+                worktree: false,
             },
             loader: Some(crate::lua::load),
             workflow: self.workflow.as_ref().map(|w| std::path::absolute(w).unwrap_or_else(|_| w.clone())),

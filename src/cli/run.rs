@@ -289,6 +289,8 @@ async fn start_hub(args: &RunArgs, root: &Path, file: &Path) -> Result<hub::Runn
             max_attempts: args.max_attempts.max(1),
             max_tasks: args.max_tasks.max(1),
             presence_grace: args.presence_grace,
+            // Only a workflow turns worktrees on.
+            worktree: false,
         },
         loader: Some(crate::lua::load),
         workflow: Some(file.to_owned()),

@@ -105,31 +105,71 @@ fn exchange_once(
     };
     // A cut here is run again by `exchange`: the hub's fence makes the replay safe.
     let reply = conn.request(&msg, limit)?;
-    if let Some(Offer::Task { worker, task, attempt, held, returning, .. }) = offer_of(&reply) {
-        let id = task.get("id").and_then(serde_json::Value::as_str).unwrap_or_default();
-        // A returning worker's clone holds its own work on the write files: that is not overwritten.
-        let mut writes_too = !held && !returning;
-        let brought = match (worktree, &target.root) {
-            // A worktree starts a task other than its last one afresh, from the checkout's commit.
-            (Some(own), Some(main)) => own.before_grant(main, id).inspect(|fresh| writes_too = *fresh),
-            _ => Ok(false),
-        }
-        .and_then(|fresh| {
-            let brought = bring(&mut conn, &clone, &root, worker, id, *attempt, writes_too)?;
-            if let (Some(own), true) = (worktree, fresh) {
-                own.after_grant(id, *attempt, declared_writes(task))?;
-            }
-            Ok(brought)
-        });
-        match brought {
-            Ok(brought) => lines.extend(brought),
-            Err(e) => lines.push(format!(
-                "the task's files could not be brought from the hub: {e}; run `mcc worker next --as {worker}` to try again"
-            )),
-        }
-    }
+    lines.extend(grant_files(&mut conn, &clone, &root, target, worktree, &reply));
     conn.close();
     Ok(Ok((reply, lines)))
+}
+
+/// A grant that says the worker works in a worktree of its own (the
+/// workflow's `worktree = true`) reached a worker that was not in one:
+/// `own` was just opened, and the task's files come into it as they do
+/// for `--worktree`. The lines say what travelled or why nothing did.
+pub fn into_worktree(target: &Target, own: &Worktree, reply: &ServerMsg) -> Vec<String> {
+    let root = own.folder();
+    let brought = Checkout::open(&root).and_then(|clone| {
+        let mut conn = Connection::open(target).map_err(|e| e.to_string())?;
+        let lines = grant_files(&mut conn, &clone, &root, target, Some(own), reply);
+        conn.close();
+        Ok(lines)
+    });
+    brought.unwrap_or_else(|e| {
+        let worker = match offer_of(reply) {
+            Some(Offer::Task { worker, .. }) => worker.as_str(),
+            _ => "",
+        };
+        vec![format!(
+            "the task's files could not be brought from the hub: {e}; run `mcc worker next --as {worker}` to try again"
+        )]
+    })
+}
+
+/// The files of a task granted in `reply` come into the clone (or the
+/// worktree); the lines say what travelled.
+fn grant_files(
+    conn: &mut Connection,
+    clone: &Checkout,
+    root: &Path,
+    target: &Target,
+    worktree: Option<&Worktree>,
+    reply: &ServerMsg,
+) -> Vec<String> {
+    let Some(Offer::Task { worker, task, attempt, held, returning, .. }) = offer_of(reply) else { return Vec::new() };
+    let id = task.get("id").and_then(serde_json::Value::as_str).unwrap_or_default();
+    // A returning worker's clone holds its own work on the write files: that is not overwritten.
+    let mut writes_too = !held && !returning;
+    let brought = match (worktree, &target.root) {
+        // A worktree starts a task other than its last one afresh, from the checkout's commit.
+        (Some(own), Some(main)) => own.before_grant(main, id).inspect(|fresh| writes_too = *fresh),
+        _ => Ok(false),
+    }
+    .and_then(|fresh| {
+        let brought = bring(conn, clone, root, worker, id, *attempt, writes_too)?;
+        if let (Some(own), true) = (worktree, fresh) {
+            own.after_grant(id, *attempt, declared_writes(task))?;
+        }
+        Ok(brought)
+    });
+    match brought {
+        Ok(brought) => brought,
+        Err(e) => vec![format!(
+            "the task's files could not be brought from the hub: {e}; run `mcc worker next --as {worker}` to try again"
+        )],
+    }
+}
+
+/// Whether `reply` grants a task its workflow wants worked in a worktree of the worker's own.
+pub fn grants_worktree(reply: &ServerMsg) -> bool {
+    matches!(offer_of(reply), Some(Offer::Task { worktree: true, .. }))
 }
 
 /// A task's declared write files (`context.outputFiles`), as the grant names them.

@@ -277,6 +277,12 @@ fn exchange(
             return Ok((name, reply, target.root, travelled, own));
         }
         let reply = ask(&target, &msg, wait).map_err(Unanswered::Client)?;
+        // The workflow puts every worker in a worktree of its own: set it up as `--worktree` would.
+        if let (Some(root), true) = (&target.root, super::transfer::grants_worktree(&reply)) {
+            let own = Worktree::open_or_add(root, &name).map_err(Unanswered::Refused)?;
+            let travelled = super::transfer::into_worktree(&target, &own, &reply);
+            return Ok((name, reply, target.root, travelled, Some(own)));
+        }
         Ok((name, reply, target.root, Vec::new(), None))
     });
     match asked {

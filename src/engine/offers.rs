@@ -183,6 +183,7 @@ impl Engine {
             question: task.answer().and(task.question().map(str::to_owned)),
             answer: task.answer().map(str::to_owned),
             phase: task.phase().map(str::to_owned),
+            worktree: self.scheduler.settings.worktree,
         }
     }
 

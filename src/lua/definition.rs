@@ -31,7 +31,8 @@ pub(super) struct Phase {
     pub(super) choose: Option<Function>,
 }
 
-const WORKFLOW_FIELDS: [&str; 7] = ["name", "phases", "lease", "max_attempts", "wait", "quiet_after", "presence_grace"];
+const WORKFLOW_FIELDS: [&str; 8] =
+    ["name", "phases", "lease", "max_attempts", "wait", "quiet_after", "presence_grace", "worktree"];
 const PHASE_FIELDS: [&str; 8] = ["name", "tasks", "split", "assign", "accept", "complete", "on", "choose"];
 const HOOKS: [&str; 6] = ["worker_joined", "worker_quiet", "task_blocked", "task_failed", "timer", "files"];
 
@@ -130,6 +131,14 @@ impl Workflow {
             _ => errors.push(format!(
                 "{}: `max_attempts` must be a whole number of 1 or more",
                 self.place_key("max_attempts", "max_attempts")
+            )),
+        }
+        match t.get::<Value>("worktree") {
+            Ok(Value::Nil) => {}
+            Ok(Value::Boolean(on)) => self.worktree = on,
+            _ => errors.push(format!(
+                "{}: `worktree` must be true or false (true: every worker works in a git worktree of its own)",
+                self.place_key("worktree", "worktree")
             )),
         }
         match t.get::<Value>("phases") {

@@ -46,6 +46,9 @@ pub struct Settings {
     /// How long a worker whose chat ended may take to come back before
     /// its task goes back to the queue (`--presence-grace`, the workflow's `presence_grace`).
     pub presence_grace: Duration,
+    /// Every worker works in a git worktree of its own (the workflow's `worktree = true`):
+    /// the grant says so, and a client not in worktree mode sets one up.
+    pub worktree: bool,
 }
 
 /// The presence grace unless the hub or the workflow says otherwise.
@@ -63,6 +66,7 @@ impl Default for Settings {
             max_attempts: 5,
             max_tasks: DEFAULT_MAX_TASKS,
             presence_grace: DEFAULT_PRESENCE_GRACE,
+            worktree: false,
         }
     }
 }
