@@ -961,3 +961,18 @@ fn a_workflows_presence_grace_is_the_hubs_grace_while_it_runs() {
         .unwrap();
     assert_eq!(f.scheduler.settings.presence_grace, Duration::from_secs(5));
 }
+
+#[test]
+fn a_workflows_worktree_true_is_the_hubs_setting_and_anything_but_true_or_false_is_refused() {
+    let mut f = Fixture::new();
+    assert!(!f.scheduler.settings.worktree);
+    f.load(r#"return { name = "w", worktree = true, phases = { { name = "p", tasks = { { id = "a", description = "a" } } } } }"#)
+        .unwrap();
+    assert!(f.scheduler.settings.worktree);
+    let Err(e) = Fixture::new()
+        .load(r#"return { name = "w", worktree = "yes", phases = { { name = "p", tasks = { { id = "a", description = "a" } } } } }"#)
+    else {
+        panic!("worktree = \"yes\" loaded");
+    };
+    assert!(e.contains("`worktree` must be true or false"), "{e}");
+}

@@ -248,6 +248,7 @@ function Ctx.retry(id) end
 ---@field wait? string Default `mcc worker next` wait hint.
 ---@field quiet_after? string When `worker_quiet` fires; default "10m".
 ---@field presence_grace? string How long a worker whose chat ended may take to come back before its task goes back to the queue; default "60s".
+---@field worktree? boolean True: every worker works in a git worktree of its own under `.mcc/worktrees/`, no flag needed; default false.
 ---@field phases mcc.Phase[]
 
 ---Returns its table (a workflow file may also return the plain table).
