@@ -135,7 +135,7 @@ impl Workflow {
         }
         match t.get::<Value>("worktree") {
             Ok(Value::Nil) => {}
-            Ok(Value::Boolean(on)) => self.worktree = on,
+            Ok(Value::Boolean(on)) => self.worktree = Some(on),
             _ => errors.push(format!(
                 "{}: `worktree` must be true or false (true: every worker works in a git worktree of its own)",
                 self.place_key("worktree", "worktree")

@@ -135,8 +135,8 @@ pub struct Workflow {
     max_attempts: Option<u32>,
     /// The workflow's `presence_grace`, over the hub's `--presence-grace`.
     presence_grace: Option<Duration>,
-    /// The workflow's `worktree = true`: every worker in a git worktree of its own.
-    worktree: bool,
+    /// The workflow's `worktree` when it says one (true: every worker in a git worktree of its own).
+    worktree: Option<bool>,
     quiet_after: Duration,
     current: usize,
     /// Where each phase stands, in the order of `phases`.

@@ -224,7 +224,9 @@ impl Policy for Workflow {
         if let Some(grace) = self.presence_grace {
             scheduler.settings.presence_grace = grace;
         }
-        scheduler.settings.worktree = self.worktree;
+        if let Some(on) = self.worktree {
+            scheduler.settings.worktree = on;
+        }
         let queued = !self.shared.changes.borrow().is_empty();
         self.apply_changes(scheduler, &mut errors);
         let changed = queued || self.check_complete || !scheduler.pending_events().is_empty();

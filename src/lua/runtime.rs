@@ -173,7 +173,7 @@ impl Workflow {
             phases: Vec::new(),
             max_attempts: None,
             presence_grace: None,
-            worktree: false,
+            worktree: None,
             quiet_after: Duration::from_mins(10),
             current: 0,
             phase_states: Vec::new(),
