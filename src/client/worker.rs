@@ -44,6 +44,8 @@ pub struct Done {
     pub attempt: Option<u32>,
     /// How long to wait for the next task.
     pub wait: Duration,
+    /// What the attempt cost, if known (`--cost`, `--tokens`).
+    pub usage: Option<crate::wire::Usage>,
 }
 
 /// `block`: a question for the engineer.
@@ -53,6 +55,7 @@ pub struct Block {
     pub question: String,
     pub attempt: Option<u32>,
     pub wait: Duration,
+    pub usage: Option<crate::wire::Usage>,
 }
 
 /// `fail`: giving a task up.
@@ -62,6 +65,7 @@ pub struct Fail {
     pub reason: String,
     pub attempt: Option<u32>,
     pub wait: Duration,
+    pub usage: Option<crate::wire::Usage>,
 }
 
 /// `progress`: a note on a held task, extending its lease.
@@ -180,6 +184,7 @@ pub fn done(worker: &Worker, a: &Done) -> Answer {
             notes: a.notes.clone(),
             wait_ms: Some(ms(a.wait)),
             files: Vec::new(),
+            usage: a.usage,
         })
     })
 }
@@ -193,6 +198,7 @@ pub fn block(worker: &Worker, a: &Block) -> Answer {
             task_id: a.task.clone(),
             question: a.question.clone(),
             wait_ms: Some(ms(a.wait)),
+            usage: a.usage,
         })
     })
 }
@@ -206,6 +212,7 @@ pub fn fail(worker: &Worker, a: &Fail) -> Answer {
             task_id: a.task.clone(),
             reason: a.reason.clone(),
             wait_ms: Some(ms(a.wait)),
+            usage: a.usage,
         })
     })
 }

@@ -4,6 +4,7 @@
 //! commits the batch to the [`Store`] in one transaction (group commit), and
 //! only then sends the answers.
 
+mod budget;
 mod judge;
 mod offers;
 mod old;
@@ -22,6 +23,7 @@ use tokio::sync::mpsc::Sender as Outbox;
 use tokio::sync::mpsc::Sender;
 use tokio::sync::mpsc::error::TrySendError;
 
+pub use budget::Limits as BudgetLimits;
 pub use policy::{DefaultPolicy, HeldPolicy, Policy, PolicyError};
 use problems::{ProblemKind, Problems};
 
@@ -386,6 +388,8 @@ pub struct Engine {
     stopping: Option<String>,
     /// Subscribers and the index their summaries and deltas come from.
     progress: views::Progress,
+    /// What the run, its phases and tasks spent, and the budgets the engineer set.
+    spending: budget::Spending,
 }
 
 /// Bring the checkout at `root` to the files the run's accepted attempts
@@ -427,6 +431,11 @@ impl Engine {
             restore_checkout(&config.root, store.as_mut());
         }
         let scheduler = store.restore(config.settings.clone())?;
+        let spending = budget::Spending::restore(&scheduler, store.meta(budget::META_KEY)?.as_deref())
+            .unwrap_or_else(|e| {
+                tracing::warn!("mcc hub: {e}");
+                budget::Spending::default()
+            });
         let workflow_path = store.meta("workflow_path")?.map(PathBuf::from);
         let (tx, rx) = tokio::sync::mpsc::channel(ENGINE_QUEUE);
         let mut inbox = handoff::TokioInbox::new(rx)
@@ -477,6 +486,7 @@ impl Engine {
                     tx: engine_tx,
                     stopping: None,
                     progress: views::Progress::default(),
+                    spending,
                 };
                 engine.resume(workflow_path);
                 engine.run(&mut inbox)
@@ -800,7 +810,7 @@ impl Engine {
                 }
                 self.offer(conn, &worker, Self::wait_of(wait_ms), Reply::Offer, now);
             }
-            ClientMsg::Done { worker, task_id, attempt, deliverables, score, notes, wait_ms, files } => {
+            ClientMsg::Done { worker, task_id, attempt, deliverables, score, notes, wait_ms, files, usage } => {
                 // A deliverable that travels with the `done` is in the checkout once it is applied.
                 let travels = |d: &String| files.iter().any(|f| &f.path == d);
                 if let Some(bad) = deliverables.iter().find(|d| !travels(d) && !self.config.root.join(d).exists()) {
@@ -814,18 +824,21 @@ impl Engine {
                 let mut report = Report::completed(&task_id, &worker, deliverables);
                 report.context_efficiency_score = score;
                 report.notes = notes;
+                report.usage = usage;
                 self.socket_report(conn, "done", attempt, wait_ms, report, files);
             }
-            ClientMsg::Block { worker, task_id, attempt, question, wait_ms } => {
+            ClientMsg::Block { worker, task_id, attempt, question, wait_ms, usage } => {
                 let mut report = Report::completed(&task_id, &worker, Vec::new());
                 report.status = ReportStatus::Blocked;
                 report.requested_guidance = Some(question);
+                report.usage = usage;
                 self.socket_report(conn, "block", attempt, wait_ms, report, Vec::new());
             }
-            ClientMsg::Fail { worker, task_id, attempt, reason, wait_ms } => {
+            ClientMsg::Fail { worker, task_id, attempt, reason, wait_ms, usage } => {
                 let mut report = Report::completed(&task_id, &worker, Vec::new());
                 report.status = ReportStatus::Failed;
                 report.notes = Some(reason);
+                report.usage = usage;
                 self.socket_report(conn, "fail", attempt, wait_ms, report, Vec::new());
             }
             ClientMsg::Progress { worker, task_id, attempt, note } => {
@@ -915,6 +928,13 @@ impl Engine {
             }
             ClientMsg::Upload { worker, task_id, attempt, path, offset, size, sha256: _, data } => {
                 self.upload(conn, &worker, &task_id, attempt, uploads::UploadPart { path, offset, size, data });
+            }
+            ClientMsg::BudgetSet { phase, task, usd, tokens } => {
+                self.budget_set(conn, phase, task, crate::wire::Usage { usd, tokens });
+            }
+            ClientMsg::Budgets {} => {
+                let budgets = self.budgets();
+                self.send(conn, ServerMsg::Budgets { budgets });
             }
         }
     }

@@ -134,6 +134,8 @@ pub struct Workflow {
     phases: Vec<Phase>,
     max_attempts: Option<u32>,
     quiet_after: Duration,
+    /// The run's and the phases' `budget`s.
+    spend_limits: crate::engine::BudgetLimits,
     current: usize,
     /// Where each phase stands, in the order of `phases`.
     phase_states: Vec<phases::PhaseState>,

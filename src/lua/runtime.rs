@@ -173,6 +173,7 @@ impl Workflow {
             phases: Vec::new(),
             max_attempts: None,
             quiet_after: Duration::from_mins(10),
+            spend_limits: crate::engine::BudgetLimits::default(),
             current: 0,
             phase_states: Vec::new(),
             calls: RefCell::default(),

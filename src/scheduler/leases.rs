@@ -197,6 +197,19 @@ impl Scheduler {
         Ok(state)
     }
 
+    /// The holder's attempt ends the task for good, whatever attempts are
+    /// left (it cost more than the task's budget): `reason` says why.
+    pub fn fail_for_good(&mut self, worker: &str, id: &str, reason: &str) -> Result<(), Refusal> {
+        self.check_holder(worker, id, None)?;
+        let task = self.tasks.get_mut(id).expect("checked");
+        task.reasons = vec![reason.to_owned()];
+        task.spent += 1;
+        let attempt = task.attempt();
+        self.transition(id, TaskState::Failed);
+        self.event(EventKind::Failed, Some(id), Some(worker), Some(attempt), json!({ "reason": reason }));
+        Ok(())
+    }
+
     /// A worker asks the engineer a question; the task waits for `answer`.
     pub fn block(
         &mut self,

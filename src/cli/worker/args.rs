@@ -69,6 +69,24 @@ pub struct Wait {
     pub wait: Duration,
 }
 
+/// What an attempt cost, for budgets (docs/workflows.md, "Budgets").
+#[derive(Debug, Args, Clone, Default)]
+pub struct Cost {
+    /// What this attempt cost in US dollars, such as 0.42.
+    #[arg(long = "cost", value_name = "USD")]
+    pub usd: Option<f64>,
+    /// How many tokens this attempt used.
+    #[arg(long, value_name = "N")]
+    pub tokens: Option<u64>,
+}
+
+impl Cost {
+    pub fn usage(&self) -> Option<crate::wire::Usage> {
+        let usage = crate::wire::Usage { usd: self.usd, tokens: self.tokens };
+        (!usage.is_empty()).then_some(usage)
+    }
+}
+
 #[derive(Debug, Args)]
 pub struct NextArgs {
     #[command(flatten)]
@@ -95,6 +113,8 @@ pub struct DoneArgs {
     #[arg(long)]
     pub attempt: Option<u32>,
     #[command(flatten)]
+    pub cost: Cost,
+    #[command(flatten)]
     pub who: Who,
     #[command(flatten)]
     pub wait: Wait,
@@ -109,6 +129,8 @@ pub struct BlockArgs {
     #[arg(long)]
     pub attempt: Option<u32>,
     #[command(flatten)]
+    pub cost: Cost,
+    #[command(flatten)]
     pub who: Who,
     #[command(flatten)]
     pub wait: Wait,
@@ -122,6 +144,8 @@ pub struct FailArgs {
     pub reason: String,
     #[arg(long)]
     pub attempt: Option<u32>,
+    #[command(flatten)]
+    pub cost: Cost,
     #[command(flatten)]
     pub who: Who,
     #[command(flatten)]
@@ -192,6 +216,7 @@ impl DoneArgs {
             notes: self.notes.clone(),
             attempt: self.attempt,
             wait: self.wait.wait,
+            usage: self.cost.usage(),
         }
     }
 }
@@ -203,6 +228,7 @@ impl BlockArgs {
             question: self.question.clone(),
             attempt: self.attempt,
             wait: self.wait.wait,
+            usage: self.cost.usage(),
         }
     }
 }
@@ -214,6 +240,7 @@ impl FailArgs {
             reason: self.reason.clone(),
             attempt: self.attempt,
             wait: self.wait.wait,
+            usage: self.cost.usage(),
         }
     }
 }
