@@ -59,7 +59,8 @@ fn overlay(declared: Option<Usage>, raised: Option<Usage>) -> Option<Usage> {
 
 /// Whether `spent` reached a part of `limit`.
 fn reached(spent: Usage, limit: Usage) -> bool {
-    limit.usd.is_some_and(|l| spent.usd.unwrap_or(0.0) >= l) || limit.tokens.is_some_and(|l| spent.tokens.unwrap_or(0) >= l)
+    limit.usd.is_some_and(|l| spent.usd.unwrap_or(0.0) >= l)
+        || limit.tokens.is_some_and(|l| spent.tokens.unwrap_or(0) >= l)
 }
 
 /// Whether `cost` passed a part of `limit`.
@@ -81,10 +82,7 @@ pub fn amount(usage: Usage) -> String {
 
 /// The spending in the units `limit` has, so "spent (25.40 USD)" names what is limited.
 fn in_units_of(spent: Usage, limit: Usage) -> Usage {
-    Usage {
-        usd: limit.usd.map(|_| spent.usd.unwrap_or(0.0)),
-        tokens: limit.tokens.map(|_| spent.tokens.unwrap_or(0)),
-    }
+    Usage { usd: limit.usd.map(|_| spent.usd.unwrap_or(0.0)), tokens: limit.tokens.map(|_| spent.tokens.unwrap_or(0)) }
 }
 
 impl Spending {
@@ -280,13 +278,7 @@ impl Engine {
     }
 
     /// `mcc budget set`: change a limit, store it, let waiting workers look again.
-    pub(super) fn budget_set(
-        &mut self,
-        conn: ConnId,
-        phase: Option<String>,
-        task: Option<String>,
-        limit: Usage,
-    ) {
+    pub(super) fn budget_set(&mut self, conn: ConnId, phase: Option<String>, task: Option<String>, limit: Usage) {
         let refuse = |text: String| ServerMsg::error_code(text, "bad_budget");
         let scope = match (phase, task) {
             (Some(_), Some(_)) => {

@@ -431,8 +431,8 @@ impl Engine {
             restore_checkout(&config.root, store.as_mut());
         }
         let scheduler = store.restore(config.settings.clone())?;
-        let spending = budget::Spending::restore(&scheduler, store.meta(budget::META_KEY)?.as_deref())
-            .unwrap_or_else(|e| {
+        let spending =
+            budget::Spending::restore(&scheduler, store.meta(budget::META_KEY)?.as_deref()).unwrap_or_else(|e| {
                 tracing::warn!("mcc hub: {e}");
                 budget::Spending::default()
             });

@@ -157,7 +157,9 @@ pub fn checked(lua: &Lua, value: Value, default_lease: Option<&str>) -> Result<T
         }
     }
     match map.get("budget") {
-        Some(Json::Object(b)) if b.is_empty() => bad("budget", "`budget` is empty: give `usd`, `tokens` or both, such as { usd = 2 }".to_owned()),
+        Some(Json::Object(b)) if b.is_empty() => {
+            bad("budget", "`budget` is empty: give `usd`, `tokens` or both, such as { usd = 2 }".to_owned())
+        }
         Some(Json::Object(b)) => {
             if b.get("usd").is_some_and(|u| u.as_f64().is_none_or(|u| u < 0.0)) {
                 bad("usd", "`budget`: `usd` must be a number of 0 or more, such as 2.50".to_owned());
@@ -184,7 +186,7 @@ pub fn checked(lua: &Lua, value: Value, default_lease: Option<&str>) -> Result<T
     map.insert("id".into(), Json::String(id.clone()));
     for (short, within, long) in SHORT {
         let Some(v) = map.remove(short) else { continue };
-        let v = if long == "validation" { v } else { as_list(v) };
+        let v = if matches!(long, "validation" | "overBudget") { v } else { as_list(v) };
         match within {
             Some(obj) => {
                 let entry = map.entry(obj).or_insert_with(|| Json::Object(Map::new()));

@@ -279,10 +279,13 @@ impl Headless {
             }
         };
         if ran.timed_out {
-            return Outcome::Failed(format!(
-                "`{program}` ran past the task's lease of {} and was stopped with everything it started",
-                human(lease)
-            ), None);
+            return Outcome::Failed(
+                format!(
+                    "`{program}` ran past the task's lease of {} and was stopped with everything it started",
+                    human(lease)
+                ),
+                None,
+            );
         }
         let (out, err) = (ran.stdout, ran.stderr);
         // What the agent spent counts whether it succeeded or not.
@@ -293,11 +296,10 @@ impl Headless {
                 return Outcome::Failed(tail, usage);
             }
             let how = ran.code.map_or_else(|| "was killed".to_owned(), |c| format!("exited {c}"));
-            return Outcome::Failed(if tail.is_empty() {
-                format!("`{program}` {how}")
-            } else {
-                format!("`{program}` {how}: {tail}")
-            }, usage);
+            return Outcome::Failed(
+                if tail.is_empty() { format!("`{program}` {how}") } else { format!("`{program}` {how}: {tail}") },
+                usage,
+            );
         }
         let result: Option<Value> =
             out.lines().rev().find(|l| !l.trim().is_empty()).and_then(|l| serde_json::from_str(l.trim()).ok());
@@ -305,10 +307,10 @@ impl Headless {
             && r["is_error"] == true
         {
             let why = r["result"].as_str().or(r["error"].as_str()).unwrap_or("the command reported is_error");
-            return Outcome::Failed(format!(
-                "`{program}` exited 0 but reported an error: {}",
-                crate::command::tail(why, 400)
-            ), usage);
+            return Outcome::Failed(
+                format!("`{program}` exited 0 but reported an error: {}", crate::command::tail(why, 400)),
+                usage,
+            );
         }
         let listed = result.as_ref().map(|r| strings(&r["deliverables"])).filter(|d| !d.is_empty());
         let deliverables = listed.unwrap_or_else(|| {

@@ -33,8 +33,7 @@ pub fn from_output(stdout: &str) -> Option<Usage> {
                 &["input_tokens", "cache_creation_input_tokens", "cache_read_input_tokens", "output_tokens"],
             );
             claude = Some(Usage { usd: value["total_cost_usd"].as_f64(), tokens });
-        } else if let Some(usage) = value.get("usage").filter(|u| u.get("usd").is_some() || u.get("tokens").is_some())
-        {
+        } else if let Some(usage) = value.get("usage").filter(|u| u.get("usd").is_some() || u.get("tokens").is_some()) {
             own = Some(Usage { usd: usage["usd"].as_f64(), tokens: usage["tokens"].as_u64() });
         }
     }

@@ -1,0 +1,208 @@
+//! Budgets in a real hub (issue 24, item 1): workers report what an attempt
+//! cost, the hub holds new grants back once the run's or a phase's budget
+//! is spent and says so, a task's budget fails the task or asks the
+//! engineer, `mcc budget set` lets work go on, and what was spent survives
+//! a restart. `mcc worker run` reads the cost from recorded Claude Code
+//! and Codex outputs (tests/data/).
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use crate::support::{Hub, Project, eventually};
+
+fn hub_with(project: &Project, source: &str) -> Hub {
+    project.write("wf.lua", source);
+    Hub::start(project.root(), &["--workflow", &project.path("wf.lua").display().to_string()])
+}
+
+/// `mcc budget --json`'s `budgets`.
+fn budgets(project: &Project) -> Value {
+    let shown = project.mcc().args(["budget", "--json"]).run();
+    assert_eq!(shown.code, 0, "{shown:?}");
+    shown.json()["budgets"].clone()
+}
+
+const RUN_BUDGET: &str = r#"
+return {
+  name = "budgeted",
+  budget = { usd = 1.00 },
+  phases = {
+    { name = "build", tasks = {
+        { id = "t1", description = "one" },
+        { id = "t2", description = "two" },
+        { id = "t3", description = "three" } } },
+  },
+}
+"#;
+
+#[test]
+fn a_spent_run_budget_holds_new_work_back_with_the_reason_until_the_engineer_raises_it() {
+    let project = Project::new();
+    let hub = hub_with(&project, RUN_BUDGET);
+    let took = project.mcc().args(["worker", "next", "--as", "a", "--wait", "0s"]).run();
+    assert!(took.stdout.contains("task t1"), "{took:?}");
+    let first = project.mcc().args(["worker", "done", "t1", "--as", "a", "--cost", "0.60", "--wait", "0s"]).run();
+    assert!(first.stdout.contains("task t2"), "under the budget the next task comes: {first:?}");
+    let second = project
+        .mcc()
+        .args(["worker", "done", "t2", "--as", "a", "--cost", "0.50", "--tokens", "1200", "--wait", "0s"])
+        .run();
+    let why = "the run's budget of 1.00 USD is spent (1.10 USD); raise it with `mcc budget set --usd N`";
+    assert!(second.stdout.contains(why), "{second:?}");
+
+    // Another worker is told the same, as a reason a script can read.
+    let offer = hub.connect().ask(json!({"type": "next", "worker": "b", "waitMs": 0}))["offer"].clone();
+    assert_eq!(offer["type"], "nothing_yet", "{offer}");
+    assert_eq!(offer["reason"]["kind"], "budget", "{offer}");
+    let shown = project.mcc().args(["budget"]).run();
+    assert!(shown.stdout.contains("run: 1.10 / 1.00 USD (spent: no new grants"), "{shown:?}");
+
+    // A worker waits; the engineer raises the budget and the waiter gets t3 at once.
+    let mut waiter = hub.connect();
+    waiter.send(json!({"type": "next", "worker": "b", "waitMs": 120_000}));
+    eventually("b waits", || {
+        let snap = hub.connect().ask(json!({"type": "snapshot"}));
+        snap["snapshot"]["workers"]
+            .as_array()
+            .is_some_and(|ws| ws.iter().any(|x| x["name"] == "b" && x["waiting"] == true))
+    });
+    let raised = project.mcc().args(["budget", "set", "--usd", "5"]).run();
+    assert_eq!(raised.code, 0, "{raised:?}");
+    assert!(raised.stdout.contains("run: 1.10 / 5.00 USD"), "{raised:?}");
+    let got = waiter.recv_within(Duration::from_mins(1)).expect("the waiter is answered once the budget is raised");
+    assert_eq!(got["offer"]["task"]["id"], "t3", "{got}");
+    let spent = &budgets(&project)["spent"];
+    assert_eq!(spent["tokens"], 1200, "{spent}");
+}
+
+#[test]
+fn a_spent_phase_budget_holds_its_tasks_back_and_raising_it_lets_them_go() {
+    let project = Project::new();
+    let hub = hub_with(
+        &project,
+        r#"
+return {
+  name = "phased",
+  phases = {
+    { name = "build", budget = { tokens = 1000 }, tasks = {
+        { id = "b1", description = "one" }, { id = "b2", description = "two" } } },
+  },
+}
+"#,
+    );
+    let mut ws = hub.connect();
+    let offer = ws.ask(json!({"type": "next", "worker": "a", "waitMs": 0}))["offer"].clone();
+    assert_eq!(offer["task"]["id"], "b1", "{offer}");
+    let verdict = ws.ask(json!({"type": "done", "worker": "a", "taskId": "b1", "attempt": offer["attempt"],
+        "waitMs": 0, "usage": {"tokens": 1500}}));
+    assert_eq!(verdict["accepted"], true, "{verdict}");
+    assert_eq!(verdict["next"]["reason"]["kind"], "budget", "{verdict}");
+    let text = verdict["next"]["message"].as_str().unwrap();
+    assert!(
+        text.contains("phase build's budget of 1000 tokens is spent (1500 tokens); raise it with `mcc budget set --phase build --tokens N`"),
+        "{text}"
+    );
+    let raised = project.mcc().args(["budget", "set", "--phase", "build", "--tokens", "5000"]).run();
+    assert!(raised.stdout.contains("phase build: 1500 / 5000 tokens"), "{raised:?}");
+    let offer = ws.ask(json!({"type": "next", "worker": "a", "waitMs": 0}))["offer"].clone();
+    assert_eq!(offer["task"]["id"], "b2", "{offer}");
+}
+
+#[test]
+fn an_attempt_over_its_task_budget_fails_the_task_or_asks_the_engineer_as_the_workflow_says() {
+    let project = Project::new();
+    let hub = hub_with(
+        &project,
+        r#"
+return {
+  name = "per-task",
+  phases = {
+    { name = "work", tasks = {
+        { id = "strict", description = "fails past 0.50", budget = { usd = 0.50 } },
+        { id = "asks", description = "asks past 0.50", budget = { usd = 0.50 }, over_budget = "ask" },
+        { id = "free", description = "no budget" } } },
+  },
+}
+"#,
+    );
+    let mut ws = hub.connect();
+    let offer = ws.ask(json!({"type": "next", "worker": "a", "waitMs": 0}))["offer"].clone();
+    assert_eq!(offer["task"]["id"], "strict", "{offer}");
+    let verdict = ws.ask(json!({"type": "done", "worker": "a", "taskId": "strict", "attempt": offer["attempt"],
+        "waitMs": 0, "usage": {"usd": 0.8}}));
+    assert_eq!(verdict["type"], "verdict", "{verdict}");
+    assert_eq!((verdict["accepted"].clone(), verdict["failed"].clone()), (json!(false), json!(true)), "{verdict}");
+    assert_eq!(
+        verdict["reasons"],
+        json!(["attempt 1 of task strict cost 0.80 USD, over the task's budget of 0.50 USD"]),
+        "{verdict}"
+    );
+    // The next task came with the verdict: `asks`, which goes to the engineer instead.
+    assert_eq!(verdict["next"]["task"]["id"], "asks", "{verdict}");
+    let asked = ws.ask(json!({"type": "done", "worker": "a", "taskId": "asks", "attempt": verdict["next"]["attempt"],
+        "waitMs": 0, "usage": {"usd": 0.9}}));
+    assert_eq!((asked["accepted"].clone(), asked["failed"].clone()), (json!(false), json!(false)), "{asked}");
+    let snap = ws.ask(json!({"type": "snapshot"}))["snapshot"].clone();
+    let task = |id: &str| snap["tasks"].as_array().unwrap().iter().find(|t| t["id"] == id).cloned().unwrap();
+    assert_eq!(task("strict")["state"], "failed", "{snap}");
+    assert_eq!(task("asks")["state"], "blocked", "{snap}");
+    let question = task("asks")["question"].to_string();
+    assert!(
+        question.contains("over the task's budget of 0.50 USD") && question.contains("mcc budget set --task asks"),
+        "{question}"
+    );
+    // The engineer raises the task's budget and answers: it is ready again.
+    let raised = project.mcc().args(["budget", "set", "--task", "asks", "--usd", "1"]).run();
+    assert!(raised.stdout.contains("task asks: 1.00 USD per attempt (spent 0.90 USD)"), "{raised:?}");
+    let answered = project.mcc().args(["answer", "asks", "go on"]).run();
+    assert_eq!(answered.code, 0, "{answered:?}");
+    let spent = budgets(&project)["spent"]["usd"].as_f64().unwrap();
+    assert!((spent - 1.7).abs() < 1e-9, "0.80 and 0.90 were spent: {spent}");
+}
+
+#[test]
+fn what_a_run_spent_and_the_budget_the_engineer_set_survive_a_hub_restart() {
+    let project = Project::new();
+    let hub = hub_with(&project, &RUN_BUDGET.replace("usd = 1.00", "tokens = 2000"));
+    let took = project.mcc().args(["worker", "next", "--as", "a", "--wait", "0s"]).run();
+    assert!(took.stdout.contains("task t1"), "{took:?}");
+    let done = project.mcc().args(["worker", "done", "t1", "--as", "a", "--tokens", "2500", "--wait", "0s"]).run();
+    assert!(done.stdout.contains("the run's budget of 2000 tokens is spent (2500 tokens)"), "{done:?}");
+    let raised = project.mcc().args(["budget", "set", "--usd", "3"]).run();
+    assert_eq!(raised.code, 0, "{raised:?}");
+    hub.kill9();
+
+    let _hub = Hub::start(project.root(), &[]);
+    let after = budgets(&project);
+    assert_eq!(after["spent"]["tokens"], 2500, "{after}");
+    assert_eq!(after["lines"][0]["limit"], json!({"usd": 3.0, "tokens": 2000}), "{after}");
+    let probe = project.mcc().args(["worker", "next", "--as", "b", "--wait", "0s"]).run();
+    assert_eq!(probe.code, 3, "{probe:?}");
+    assert!(probe.stdout.contains("the run's budget of 3.00 USD and 2000 tokens is spent"), "{probe:?}");
+}
+
+#[test]
+fn mcc_worker_run_reports_what_claude_code_and_codex_said_they_spent() {
+    let project = Project::new();
+    let _hub = hub_with(
+        &project,
+        r#"
+return {
+  name = "headless",
+  phases = { { name = "work", tasks = {
+      { id = "by-claude", description = "one" }, { id = "by-codex", description = "two" } } } },
+}
+"#,
+    );
+    let data = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data");
+    for (worker, sample) in [("claude", "claude-print.json"), ("codex", "codex-exec.jsonl")] {
+        let file = data.join(sample).display().to_string();
+        let ran = project.mcc().args(["worker", "run", "--as", worker, "--max-tasks", "1", "--", "cat", &file]).run();
+        assert!(ran.stdout.contains("accepted by-"), "{ran:?}");
+    }
+    let spent = &budgets(&project)["spent"];
+    // Claude Code's cost and tokens (38 + 12874 + 151209 + 2931), then Codex's two turns' tokens.
+    assert_eq!(spent["usd"], 0.421_377_5, "{spent}");
+    assert_eq!(spent["tokens"], 167_052 + 50_153, "{spent}");
+}
