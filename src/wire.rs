@@ -219,6 +219,18 @@ impl Usage {
         self.usd.is_none() && self.tokens.is_none()
     }
 
+    /// `25.00 USD`, `120000 tokens`, or both joined by "and"; "nothing reported" for neither.
+    pub fn amount(&self) -> String {
+        let mut parts = Vec::new();
+        if let Some(usd) = self.usd {
+            parts.push(format!("{usd:.2} USD"));
+        }
+        if let Some(tokens) = self.tokens {
+            parts.push(format!("{tokens} tokens"));
+        }
+        if parts.is_empty() { "nothing reported".to_owned() } else { parts.join(" and ") }
+    }
+
     /// `self` and `other` together; a part known in neither stays unknown.
     #[must_use]
     pub fn plus(self, other: Usage) -> Usage {

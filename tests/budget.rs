@@ -74,6 +74,13 @@ fn a_spent_run_budget_holds_new_work_back_with_the_reason_until_the_engineer_rai
     assert_eq!(got["offer"]["task"]["id"], "t3", "{got}");
     let spent = &budgets(&project)["spent"];
     assert_eq!(spent["tokens"], 1200, "{spent}");
+    let status = project.mcc().args(["status"]).run();
+    assert!(status.stdout.contains("budget run: 1.10 / 5.00 USD"), "{status:?}");
+    let report = project.mcc().args(["report", "--json"]).run().json();
+    let cost = &report["cost"];
+    assert_eq!(cost["byWorker"]["a"]["tokens"], 1200, "{report}");
+    assert_eq!(cost["byTask"]["t1"], json!({"usd": 0.6}), "{report}");
+    assert_eq!(cost["byPhase"]["build"]["tokens"], 1200, "{report}");
 }
 
 #[test]
@@ -159,6 +166,12 @@ return {
     assert_eq!(answered.code, 0, "{answered:?}");
     let spent = budgets(&project)["spent"]["usd"].as_f64().unwrap();
     assert!((spent - 1.7).abs() < 1e-9, "0.80 and 0.90 were spent: {spent}");
+    // Neither attempt was accepted: the report counts both as what rejected work cost.
+    let report = project.mcc().args(["report"]).run();
+    assert!(
+        report.stdout.contains("cost 1.70 USD over 2 attempts that reported one; not accepted: 1.70 USD"),
+        "{report:?}"
+    );
 }
 
 #[test]

@@ -1,7 +1,6 @@
 //! `mcc budget`: what the run spent against its budgets, and `mcc budget
 //! set` to change one while the run goes on (docs/workflows.md, "Budgets").
 
-use std::fmt::Write as _;
 use std::time::Duration;
 
 use clap::{Args, Subcommand};
@@ -9,7 +8,7 @@ use serde_json::json;
 
 use super::tasks::HubArg;
 use crate::client::{self, exit};
-use crate::wire::{BudgetScope, Budgets, ClientMsg, ServerMsg, Usage};
+use crate::wire::{ClientMsg, ServerMsg};
 
 /// Show what the run spent and its budgets; `mcc budget set` changes one.
 #[derive(Debug, Args)]
@@ -80,7 +79,9 @@ fn ask(hub: &HubArg, options: client::Options, msg: &ClientMsg, changed: Option<
             if let Some(what) = changed {
                 println!("{what} is changed; waiting workers look again");
             }
-            print!("{}", text(&budgets));
+            for line in crate::client::status::budget_lines(&budgets) {
+                println!("{line}");
+            }
             exit::OK
         }
         Ok((other, _)) => fail(hub, &format!("unexpected answer from the hub: {}", other.to_json())),
@@ -94,55 +95,4 @@ fn fail(hub: &HubArg, message: &str) -> u8 {
     }
     eprintln!("error: {message}");
     exit::ERROR
-}
-
-/// `12.40 USD`, `830000 tokens`, or both; "nothing reported" for none.
-pub fn amount(usage: Usage) -> String {
-    let mut parts = Vec::new();
-    if let Some(usd) = usage.usd {
-        parts.push(format!("{usd:.2} USD"));
-    }
-    if let Some(tokens) = usage.tokens {
-        parts.push(format!("{tokens} tokens"));
-    }
-    if parts.is_empty() { "nothing reported".to_owned() } else { parts.join(", ") }
-}
-
-/// `spent / limit` in the limit's units.
-fn against(spent: Usage, limit: Usage) -> String {
-    let mut parts = Vec::new();
-    if let Some(l) = limit.usd {
-        parts.push(format!("{:.2} / {l:.2} USD", spent.usd.unwrap_or(0.0)));
-    }
-    if let Some(l) = limit.tokens {
-        parts.push(format!("{} / {l} tokens", spent.tokens.unwrap_or(0)));
-    }
-    parts.join(", ")
-}
-
-/// The lines `mcc budget` and `mcc status` print.
-pub fn text(budgets: &Budgets) -> String {
-    let mut out = format!("spent: {}\n", amount(budgets.spent));
-    for line in &budgets.lines {
-        let name = line.name.as_deref().unwrap_or_default();
-        let _ = match line.scope {
-            BudgetScope::Run => write!(out, "run: {}", against(line.spent, line.limit)),
-            BudgetScope::Phase => write!(out, "phase {name}: {}", against(line.spent, line.limit)),
-            BudgetScope::Task => {
-                write!(out, "task {name}: {} per attempt (spent {})", amount(line.limit), amount(line.spent))
-            }
-        };
-        if line.exhausted {
-            let raise = match line.scope {
-                BudgetScope::Phase => format!("mcc budget set --phase {name} --usd N"),
-                _ => "mcc budget set --usd N".to_owned(),
-            };
-            let _ = write!(out, " (spent: no new grants; raise it with `{raise}`)");
-        }
-        out.push('\n');
-    }
-    if budgets.lines.is_empty() {
-        out.push_str("no budget is set: `budget = { usd = 25 }` in the workflow, or `mcc budget set --usd 25`\n");
-    }
-    out
 }

@@ -68,18 +68,6 @@ fn passed(cost: Usage, limit: Usage) -> bool {
     limit.usd.is_some_and(|l| cost.usd.unwrap_or(0.0) > l) || limit.tokens.is_some_and(|l| cost.tokens.unwrap_or(0) > l)
 }
 
-/// `25.00 USD`, `120000 tokens`, or both joined by "and".
-pub fn amount(usage: Usage) -> String {
-    let mut parts = Vec::new();
-    if let Some(usd) = usage.usd {
-        parts.push(format!("{usd:.2} USD"));
-    }
-    if let Some(tokens) = usage.tokens {
-        parts.push(format!("{tokens} tokens"));
-    }
-    if parts.is_empty() { "nothing reported".to_owned() } else { parts.join(" and ") }
-}
-
 /// The spending in the units `limit` has, so "spent (25.40 USD)" names what is limited.
 fn in_units_of(spent: Usage, limit: Usage) -> Usage {
     Usage { usd: limit.usd.map(|_| spent.usd.unwrap_or(0.0)), tokens: limit.tokens.map(|_| spent.tokens.unwrap_or(0)) }
@@ -153,8 +141,8 @@ impl Spending {
         let raise = if limit.usd.is_some() { "--usd N" } else { "--tokens N" };
         format!(
             "the run's budget of {} is spent ({}); raise it with `mcc budget set {raise}`",
-            amount(limit),
-            amount(in_units_of(self.run, limit))
+            limit.amount(),
+            in_units_of(self.run, limit).amount()
         )
     }
 
@@ -164,8 +152,8 @@ impl Spending {
         let raise = if limit.usd.is_some() { "--usd N" } else { "--tokens N" };
         format!(
             "phase {phase}'s budget of {} is spent ({}); raise it with `mcc budget set --phase {phase} {raise}`",
-            amount(limit),
-            amount(in_units_of(spent, limit))
+            limit.amount(),
+            in_units_of(spent, limit).amount()
         )
     }
 
@@ -177,8 +165,8 @@ impl Spending {
                 "attempt {} of task {} cost {}, over the task's budget of {}",
                 task.attempt(),
                 task.spec.id,
-                amount(in_units_of(cost, limit)),
-                amount(limit)
+                in_units_of(cost, limit).amount(),
+                limit.amount()
             )
         })
     }
@@ -275,6 +263,12 @@ impl Engine {
     /// The answer to `budgets`.
     pub(super) fn budgets(&self) -> Budgets {
         self.spending.view(&self.policy.budgets(), &self.scheduler)
+    }
+
+    /// The budgets for status, once the run has a budget or spent anything.
+    pub(super) fn budgets_shown(&self) -> Option<Budgets> {
+        let budgets = self.budgets();
+        (!budgets.lines.is_empty() || !budgets.spent.is_empty()).then_some(budgets)
     }
 
     /// `mcc budget set`: change a limit, store it, let waiting workers look again.

@@ -226,6 +226,7 @@ impl Engine {
             in_flight,
             questions,
             stuck: self.progress.stuck.clone(),
+            budgets: self.budgets_shown(),
             ..self.header()
         };
         self.progress.sent_presence = presence;

@@ -94,6 +94,9 @@ pub struct Summary {
     pub stuck: Vec<Stuck>,
     pub problems: Vec<String>,
     pub log: Vec<String>,
+    /// What the run spent and its budgets, once it has either; hubs before it sent none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub budgets: Option<super::Budgets>,
 }
 
 impl Summary {
@@ -129,6 +132,9 @@ pub struct Delta {
     /// workflow loaded or replaced); absent otherwise, and from older hubs.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub phase_order: Option<Vec<String>>,
+    /// What the run spent and its budgets, when they changed; absent otherwise.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub budgets: Option<super::Budgets>,
 }
 
 impl Delta {
