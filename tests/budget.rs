@@ -219,3 +219,39 @@ return {
     assert_eq!(spent["usd"], 0.421_377_5, "{spent}");
     assert_eq!(spent["tokens"], 167_052 + 50_153, "{spent}");
 }
+
+#[test]
+fn the_budgeted_recipe_checks_clean_and_a_misspelled_budget_is_named_with_what_it_meant() {
+    let project = Project::new();
+    let made = project.mcc().args(["new", "spend", "--recipe", "budgeted"]).run();
+    assert_eq!(made.code, 0, "{made:?}");
+    let checked = project.mcc().args(["check", "workflows/spend.lua"]).run();
+    assert_eq!(checked.code, 0, "{checked:?}");
+    let listed = project.mcc().args(["recipes"]).run();
+    assert!(listed.stdout.lines().any(|l| l.starts_with("budgeted")), "{listed:?}");
+
+    project.write(
+        "bad.lua",
+        r#"
+return {
+  name = "typos",
+  budjet = { usd = 1 },
+  phases = {
+    { name = "p", budget = { usb = 2 }, tasks = {
+        { id = "t", description = "d", budget = { tokenz = 5 }, over_budget = "maybe" } } },
+  },
+}
+"#,
+    );
+    let refused = project.mcc().args(["check", "bad.lua"]).run();
+    assert_ne!(refused.code, 0, "{refused:?}");
+    let said = format!("{}{}", refused.stdout, refused.stderr);
+    for part in [
+        "unknown field `budjet` (did you mean `budget`?)",
+        "unknown field `usb` (did you mean `usd`?)",
+        "unknown field `tokenz` (did you mean `tokens`?)",
+        "`over_budget` must be \"fail\" or \"ask\"",
+    ] {
+        assert!(said.contains(part), "{part} missing from {said}");
+    }
+}

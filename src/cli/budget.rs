@@ -85,7 +85,7 @@ fn ask(hub: &HubArg, options: client::Options, msg: &ClientMsg, changed: Option<
             exit::OK
         }
         Ok((other, _)) => fail(hub, &format!("unexpected answer from the hub: {}", other.to_json())),
-        Err(e) => fail(hub, &e.to_string()),
+        Err(e) => fail(hub, &e),
     }
 }
 

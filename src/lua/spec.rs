@@ -158,7 +158,7 @@ pub fn checked(lua: &Lua, value: Value, default_lease: Option<&str>) -> Result<T
     }
     match map.get("budget") {
         Some(Json::Object(b)) if b.is_empty() => {
-            bad("budget", "`budget` is empty: give `usd`, `tokens` or both, such as { usd = 2 }".to_owned())
+            bad("budget", "`budget` is empty: give `usd`, `tokens` or both, such as { usd = 2 }".to_owned());
         }
         Some(Json::Object(b)) => {
             if b.get("usd").is_some_and(|u| u.as_f64().is_none_or(|u| u < 0.0)) {

@@ -210,6 +210,7 @@ mod tests {
             log: Some(log.clone()),
             stuck: Some(stuck.clone()),
             phase_order: None,
+            budgets: None,
         };
         let expected = serde_json::to_string(&serde_json::to_value(&typed).unwrap()).unwrap();
         assert_eq!(parts.to_json(), expected);
