@@ -102,6 +102,12 @@ pub fn report(lua: &Lua, report: &Report, validation: Option<&Outcome>) -> mlua:
     t.set("deliverables", report.deliverables.clone())?;
     t.set("score", report.context_efficiency_score)?;
     t.set("notes", report.notes.clone())?;
+    if let Some(usage) = report.usage {
+        let u = lua.create_table()?;
+        u.set("usd", usage.usd)?;
+        u.set("tokens", usage.tokens)?;
+        t.set("usage", u)?;
+    }
     let v = lua.create_table()?;
     v.set("ran", validation.is_some())?;
     v.set("passed", validation.is_none_or(Outcome::success))?;

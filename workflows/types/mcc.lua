@@ -23,6 +23,8 @@
 ---@field data? table Anything; kept in the task JSON as `data`.
 ---@field context? table Old-protocol form of read/write/requirements/rules.
 ---@field acceptance? table Old-protocol form of criteria/validation.
+---@field budget? mcc.Budget What one attempt may cost, as its worker reports it.
+---@field over_budget? "fail"|"ask" An attempt over `budget` fails the task (default) or asks the engineer.
 
 ---A task as the hub knows it (read-only, valid during the call that received it).
 ---@class mcc.Task
@@ -70,6 +72,7 @@
 ---@field deliverables string[]
 ---@field score integer?
 ---@field notes string?
+---@field usage mcc.Usage? What the attempt cost, if the worker said.
 ---@field validation mcc.Validation
 
 ---A phase as `complete` and `previous` see it.
@@ -206,6 +209,16 @@ function Ctx.retry(id) end
 ---@field timer? mcc.Timer
 ---@field files? mcc.FilesHook
 
+---A limit on what attempts cost, as workers report it (`--cost`, `--tokens`); one part or both.
+---@class mcc.Budget
+---@field usd? number US dollars.
+---@field tokens? integer
+
+---What a worker reported an attempt cost.
+---@class mcc.Usage
+---@field usd number?
+---@field tokens integer?
+
 ---@class mcc.Phase
 ---@field name string Unique.
 ---@field tasks? mcc.TaskTable[] Static tasks, or:
@@ -214,6 +227,7 @@ function Ctx.retry(id) end
 ---@field accept? fun(task: mcc.Task, report: mcc.Report, ctx: mcc.Ctx): boolean, (string|string[])?
 ---@field complete? fun(phase: mcc.PhaseView, ctx: mcc.Ctx): boolean
 ---@field on? mcc.Hooks
+---@field budget? mcc.Budget What the phase's tasks may spend together; then none of them is granted.
 
 ---@class mcc.Workflow
 ---@field name string
@@ -221,6 +235,7 @@ function Ctx.retry(id) end
 ---@field max_attempts? integer Grants before a task fails for good.
 ---@field wait? string Default `mcc worker next` wait hint.
 ---@field quiet_after? string When `worker_quiet` fires; default "10m".
+---@field budget? mcc.Budget What the whole run may spend; then no new task is granted.
 ---@field phases mcc.Phase[]
 
 ---Returns its table (a workflow file may also return the plain table).
