@@ -255,3 +255,27 @@ return {
         assert!(said.contains(part), "{part} missing from {said}");
     }
 }
+
+#[test]
+fn a_rejected_task_waits_in_the_queue_rather_than_going_back_while_the_budget_is_spent() {
+    let project = Project::new();
+    let hub = hub_with(
+        &project,
+        r#"
+return {
+  name = "rejected-over",
+  budget = { usd = 1 },
+  phases = { { name = "p", tasks = { { id = "t", description = "d", validation = "test -f never.txt" } } } },
+}
+"#,
+    );
+    let mut ws = hub.connect();
+    let offer = ws.ask(json!({"type": "next", "worker": "a", "waitMs": 0}))["offer"].clone();
+    let verdict = ws.ask(json!({"type": "done", "worker": "a", "taskId": "t", "attempt": offer["attempt"],
+        "waitMs": 0, "usage": {"usd": 1.5}}));
+    assert_eq!(verdict["accepted"], false, "{verdict}");
+    assert_eq!(verdict["next"]["type"], "nothing_yet", "not handed back while the budget is spent: {verdict}");
+    assert_eq!(verdict["next"]["reason"]["kind"], "budget", "{verdict}");
+    let snap = ws.ask(json!({"type": "snapshot"}))["snapshot"].clone();
+    assert_eq!(snap["tasks"][0]["state"], "ready", "{snap}");
+}

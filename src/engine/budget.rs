@@ -319,6 +319,15 @@ impl Engine {
         self.spending.stop(&self.policy.budgets())
     }
 
+    /// Whether a spent budget holds task `id` back from a new grant.
+    pub(super) fn budget_holds(&self, id: &str) -> bool {
+        match self.budget_stop() {
+            Stop::None => false,
+            Stop::Run(_) => true,
+            Stop::Phases(spent) => self.scheduler.task(id).and_then(Task::phase).is_some_and(|p| spent.contains(p)),
+        }
+    }
+
     /// Why `worker` waits, when a budget is why: the run's is spent, or every
     /// ready task is in a phase whose budget is spent.
     pub(super) fn budget_waiting(&self, ready: &[&Task]) -> Option<Waiting> {

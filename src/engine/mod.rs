@@ -872,8 +872,11 @@ impl Engine {
                 Ok(()) => {
                     // The worker who asked gets it back first, with question and answer.
                     let asker = self.scheduler.task(&task_id).and_then(|t| t.last_holder().map(str::to_owned));
-                    let back =
-                        asker.filter(|a| self.scheduler.held_by(a).is_none() && self.scheduler.grant(&task_id, a, now));
+                    let back = asker.filter(|a| {
+                        self.scheduler.held_by(a).is_none()
+                            && !self.budget_holds(&task_id)
+                            && self.scheduler.grant(&task_id, a, now)
+                    });
                     let message = match back {
                         Some(asker) => format!("task {task_id} goes back to {asker} with your answer"),
                         None => format!("task {task_id} is ready again with your answer"),

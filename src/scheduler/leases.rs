@@ -101,6 +101,13 @@ impl Scheduler {
 
     /// Apply a verdict to a submitted task.
     pub fn judge(&mut self, id: &str, verdict: Verdict, now: Instant) -> Result<Judged, Refusal> {
+        self.judge_with(id, verdict, now, true)
+    }
+
+    /// [`Self::judge`], where `regrant` false sends a rejected task back to
+    /// the queue rather than straight back to its worker (a spent budget
+    /// holds new attempts back).
+    pub fn judge_with(&mut self, id: &str, verdict: Verdict, now: Instant, regrant: bool) -> Result<Judged, Refusal> {
         let task = self.tasks.get(id).ok_or_else(|| Refusal::UnknownTask(id.to_owned()))?;
         if task.state() != TaskState::Submitted {
             return Err(Refusal::WrongState {
@@ -111,7 +118,7 @@ impl Scheduler {
         }
         let worker = task.holder().map(str::to_owned).expect("a submitted task has its holder");
         let attempt = task.attempt();
-        let judged = self.judge_inner(id, &worker, attempt, verdict, now);
+        let judged = self.judge_inner(id, &worker, attempt, verdict, now, regrant);
         let judgement = match &judged {
             Judged::Accepted => Judgement { accepted: true, failed: false, reasons: Vec::new() },
             Judged::Rejected { reasons } => Judgement { accepted: false, failed: false, reasons: reasons.clone() },
@@ -123,7 +130,15 @@ impl Scheduler {
         Ok(judged)
     }
 
-    fn judge_inner(&mut self, id: &str, worker: &str, attempt: u32, verdict: Verdict, now: Instant) -> Judged {
+    fn judge_inner(
+        &mut self,
+        id: &str,
+        worker: &str,
+        attempt: u32,
+        verdict: Verdict,
+        now: Instant,
+        regrant: bool,
+    ) -> Judged {
         let worker = worker.to_owned();
         match verdict {
             Verdict::Accept => {
@@ -157,7 +172,7 @@ impl Scheduler {
                     );
                     return Judged::Failed { reasons };
                 }
-                if self.holding.contains_key(&worker) {
+                if self.holding.contains_key(&worker) || !regrant {
                     // It took other work meanwhile: the task goes back to the queue.
                     self.transition(id, TaskState::Ready);
                 } else {
