@@ -186,8 +186,9 @@ impl Spending {
         }
     }
 
-    /// Every budget and what its scope spent, for `mcc budget` and status.
-    pub(super) fn view(&self, declared: &Limits, scheduler: &Scheduler) -> Budgets {
+    /// Every budget and what its scope spent, for `mcc budget`; status
+    /// (`with_tasks` false) leaves the tasks' out, which cost a walk of every task.
+    pub(super) fn view(&self, declared: &Limits, scheduler: &Scheduler, with_tasks: bool) -> Budgets {
         let mut lines = Vec::new();
         if let Some(limit) = self.run_limit(declared) {
             lines.push(BudgetLine {
@@ -209,6 +210,9 @@ impl Spending {
                 spent,
                 exhausted: reached(spent, limit),
             });
+        }
+        if !with_tasks {
+            return Budgets { spent: self.run, lines };
         }
         // Tasks with a budget of their own, in creation order; at most a page of them.
         let mut tasks: Vec<&Task> = scheduler
@@ -262,12 +266,12 @@ impl Engine {
 
     /// The answer to `budgets`.
     pub(super) fn budgets(&self) -> Budgets {
-        self.spending.view(&self.policy.budgets(), &self.scheduler)
+        self.spending.view(&self.policy.budgets(), &self.scheduler, true)
     }
 
     /// The budgets for status, once the run has a budget or spent anything.
     pub(super) fn budgets_shown(&self) -> Option<Budgets> {
-        let budgets = self.budgets();
+        let budgets = self.spending.view(&self.policy.budgets(), &self.scheduler, false);
         (!budgets.lines.is_empty() || !budgets.spent.is_empty()).then_some(budgets)
     }
 
@@ -330,12 +334,13 @@ impl Engine {
 
     /// Why `worker` waits, when a budget is why: the run's is spent, or every
     /// ready task is in a phase whose budget is spent.
-    pub(super) fn budget_waiting(&self, ready: &[&Task]) -> Option<Waiting> {
+    pub(super) fn budget_waiting(&self) -> Option<Waiting> {
         let declared = self.policy.budgets();
         match self.spending.stop(&declared) {
             Stop::None => None,
             Stop::Run(limit) => Some(Waiting::budget(self.spending.run_spent(limit))),
             Stop::Phases(phases) => {
+                let ready = self.scheduler.candidates(64);
                 let held: Vec<&str> = ready.iter().filter_map(|t| t.phase()).filter(|p| phases.contains(*p)).collect();
                 if held.is_empty() || held.len() < ready.len() {
                     return None;

@@ -284,7 +284,7 @@ impl Engine {
     /// Why `worker` gets nothing now, from the scheduler's indexes.
     pub(super) fn waiting(&self, worker: &str) -> Waiting {
         let ready = self.scheduler.count(scheduler::TaskState::Ready);
-        if let Some(why) = self.budget_waiting(&self.scheduler.candidates(64)) {
+        if let Some(why) = self.budget_waiting() {
             return why;
         }
         if !self.scheduler.candidates(1).is_empty() {

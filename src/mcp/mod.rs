@@ -495,10 +495,11 @@ mod tests {
         };
         let tools: Vec<Value> = WorkerTools::tool_router().list_all().iter().map(shape).collect();
         let attempt_task = |other: &str| json!({"task": "string", other: "string", "attempt": "integer"});
+        let reported = |other: &str| json!({"task": "string", other: "string", "attempt": "integer", "cost": "number", "tokens": "integer"});
         let expected = vec![
-            json!({"name": "block", "types": attempt_task("question"), "required": ["task", "question"]}),
-            json!({"name": "done", "types": {"task": "string", "deliverables": "array", "score": "integer", "notes": "string", "attempt": "integer"}, "required": ["task"]}),
-            json!({"name": "fail", "types": attempt_task("reason"), "required": ["task", "reason"]}),
+            json!({"name": "block", "types": reported("question"), "required": ["task", "question"]}),
+            json!({"name": "done", "types": {"task": "string", "deliverables": "array", "score": "integer", "notes": "string", "attempt": "integer", "cost": "number", "tokens": "integer"}, "required": ["task"]}),
+            json!({"name": "fail", "types": reported("reason"), "required": ["task", "reason"]}),
             json!({"name": "leave", "types": {}, "required": []}),
             json!({"name": "next", "types": {}, "required": []}),
             json!({"name": "progress", "types": attempt_task("note"), "required": ["task", "note"]}),
