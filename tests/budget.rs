@@ -279,3 +279,28 @@ return {
     let snap = ws.ask(json!({"type": "snapshot"}))["snapshot"].clone();
     assert_eq!(snap["tasks"][0]["state"], "ready", "{snap}");
 }
+
+#[test]
+fn another_workflow_starts_a_run_that_has_spent_nothing_also_after_a_restart() {
+    let project = Project::new();
+    let hub = hub_with(&project, &RUN_BUDGET.replace("usd = 1.00", "tokens = 100"));
+    let took = project.mcc().args(["worker", "next", "--as", "a", "--wait", "0s"]).run();
+    assert!(took.stdout.contains("task t1"), "{took:?}");
+    let done = project.mcc().args(["worker", "done", "t1", "--as", "a", "--tokens", "150", "--wait", "0s"]).run();
+    assert!(done.stdout.contains("the run's budget of 100 tokens is spent"), "{done:?}");
+
+    project.write(
+        "next.lua",
+        r#"return { name = "next", budget = { tokens = 100 }, phases = { { name = "p", tasks = { { id = "n1", description = "d" } } } } }"#,
+    );
+    let loaded = hub.connect().ask(json!({"type": "load_workflow", "path": "next.lua"}));
+    assert_eq!(loaded["type"], "ack", "{loaded}");
+    assert_eq!(budgets(&project)["spent"], json!({}), "a new run has spent nothing");
+    // Work is handed out again (the earlier run's tasks left in the queue come first, as before).
+    let took = project.mcc().args(["worker", "next", "--as", "b", "--wait", "0s"]).run();
+    assert_eq!(took.code, 0, "not held back by the earlier run's spending: {took:?}");
+    hub.kill9();
+
+    let _hub = Hub::start(project.root(), &[]);
+    assert_eq!(budgets(&project)["spent"], json!({}), "the earlier run's tasks do not count after a restart either");
+}

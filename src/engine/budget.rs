@@ -74,10 +74,16 @@ fn in_units_of(spent: Usage, limit: Usage) -> Usage {
 }
 
 impl Spending {
-    /// Count again what every applied report of `scheduler` cost; `raised` as stored.
-    pub(super) fn restore(scheduler: &Scheduler, raised: Option<&str>) -> Result<Self, String> {
+    /// Count again what every applied report of the current run's tasks
+    /// cost (`of_run` says which tasks are the run's; `None`: all of them);
+    /// `raised` as stored.
+    pub(super) fn restore(
+        scheduler: &Scheduler,
+        of_run: Option<&dyn Fn(&str) -> bool>,
+        raised: Option<&str>,
+    ) -> Result<Self, String> {
         let mut spending = Self::default();
-        for task in scheduler.tasks() {
+        for task in scheduler.tasks().filter(|t| of_run.is_none_or(|mine| mine(&t.spec.id))) {
             for applied in task.applied().values() {
                 if let Some(usage) = applied.usage {
                     spending.add(task, usage);
@@ -89,6 +95,12 @@ impl Spending {
                 .map_err(|e| format!("the budgets set with `mcc budget set` cannot be read ({e}); set them again"))?;
         }
         Ok(spending)
+    }
+
+    /// A new run starts (another workflow): it has spent nothing, and the
+    /// limits the engineer set were the last run's.
+    pub(super) fn new_run(&mut self) {
+        *self = Self::default();
     }
 
     /// Count what one attempt of `task` cost.

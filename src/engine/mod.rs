@@ -431,11 +431,14 @@ impl Engine {
             restore_checkout(&config.root, store.as_mut());
         }
         let scheduler = store.restore(config.settings.clone())?;
-        let spending =
-            budget::Spending::restore(&scheduler, store.meta(budget::META_KEY)?.as_deref()).unwrap_or_else(|e| {
-                tracing::warn!("mcc hub: {e}");
-                budget::Spending::default()
-            });
+        // Only the current run's tasks count against its budgets: an earlier workflow's stay in the store.
+        let (task_runs, latest) = (store.task_runs()?, store.runs()?.last().map(|r| r.id));
+        let of_run = |id: &str| task_runs.get(id).is_none_or(|run| Some(*run) == latest);
+        let raised = store.meta(budget::META_KEY)?;
+        let spending = budget::Spending::restore(&scheduler, Some(&of_run), raised.as_deref()).unwrap_or_else(|e| {
+            tracing::warn!("mcc hub: {e}");
+            budget::Spending::default()
+        });
         let workflow_path = store.meta("workflow_path")?.map(PathBuf::from);
         let (tx, rx) = tokio::sync::mpsc::channel(ENGINE_QUEUE);
         let mut inbox = handoff::TokioInbox::new(rx)
@@ -736,6 +739,11 @@ impl Engine {
                 // The store starts a run when it is not the current run's workflow.
                 self.notes.workflow = Some(path.to_string_lossy().into_owned());
                 if self.workflow_path.as_ref() != Some(&path) {
+                    if self.workflow_path.is_some() {
+                        // Another workflow: the store starts a new run, with budgets of its own.
+                        self.spending.new_run();
+                        self.pending_meta.push((budget::META_KEY, "{}".to_owned()));
+                    }
                     self.workflow_path = Some(path.clone());
                     self.pending_meta.push(("workflow_path", path.to_string_lossy().into_owned()));
                 }
