@@ -304,3 +304,35 @@ fn another_workflow_starts_a_run_that_has_spent_nothing_also_after_a_restart() {
     let _hub = Hub::start(project.root(), &[]);
     assert_eq!(budgets(&project)["spent"], json!({}), "the earlier run's tasks do not count after a restart either");
 }
+
+#[test]
+fn a_workflow_s_accept_sees_what_the_attempt_cost() {
+    let project = Project::new();
+    let hub = hub_with(
+        &project,
+        r#"
+return {
+  name = "thrifty",
+  phases = { {
+    name = "p",
+    tasks = { { id = "t", description = "d" } },
+    accept = function(task, report, ctx)
+      if report.usage and report.usage.usd > 0.25 then
+        return false, ("too dear: %.2f USD for %d tokens"):format(report.usage.usd, report.usage.tokens)
+      end
+      return true
+    end,
+  } },
+}
+"#,
+    );
+    let mut ws = hub.connect();
+    let offer = ws.ask(json!({"type": "next", "worker": "a", "waitMs": 0}))["offer"].clone();
+    let verdict = ws.ask(json!({"type": "done", "worker": "a", "taskId": "t", "attempt": offer["attempt"],
+        "waitMs": 0, "usage": {"usd": 0.3, "tokens": 4000}}));
+    assert_eq!(verdict["reasons"], json!(["too dear: 0.30 USD for 4000 tokens"]), "{verdict}");
+    let again = verdict["next"].clone();
+    let verdict = ws.ask(json!({"type": "done", "worker": "a", "taskId": "t", "attempt": again["attempt"],
+        "waitMs": 0, "usage": {"usd": 0.1, "tokens": 900}}));
+    assert_eq!(verdict["accepted"], true, "{verdict}");
+}
