@@ -164,6 +164,12 @@ return {
     assert!(raised.stdout.contains("task asks: 1.00 USD per attempt (spent 0.90 USD)"), "{raised:?}");
     let answered = project.mcc().args(["answer", "asks", "go on"]).run();
     assert_eq!(answered.code, 0, "{answered:?}");
+    // A cost below zero gives nothing back: it counts as unknown.
+    let free = ws.ask(json!({"type": "next", "worker": "a", "waitMs": 0}))["offer"].clone();
+    assert_eq!(free["task"]["id"], "free", "{free}");
+    let verdict = ws.ask(json!({"type": "done", "worker": "a", "taskId": "free", "attempt": free["attempt"],
+        "waitMs": 0, "usage": {"usd": -5.0}}));
+    assert_eq!(verdict["accepted"], true, "{verdict}");
     let spent = budgets(&project)["spent"]["usd"].as_f64().unwrap();
     assert!((spent - 1.7).abs() < 1e-9, "0.80 and 0.90 were spent: {spent}");
     // Neither attempt was accepted: the report counts both as what rejected work cost.

@@ -134,7 +134,11 @@ impl Engine {
             _ => None,
         };
         let status = report.status;
-        let usage = report.usage.filter(|u| !u.is_empty());
+        // A cost below zero (or not a number) would give budget back: it counts as unknown.
+        let usage = report
+            .usage
+            .map(|u| crate::wire::Usage { usd: u.usd.filter(|usd| usd.is_finite() && *usd >= 0.0), ..u })
+            .filter(|u| !u.is_empty());
         // Past its task's budget, the attempt's own outcome gives way to the budget's.
         let over = self.over_budget(&task, usage);
         let verdict = over.as_ref().filter(|_| status == ReportStatus::Completed).map(|(why, then)| Judgement {
