@@ -156,7 +156,8 @@ return {
     assert_eq!(task("asks")["state"], "blocked", "{snap}");
     let question = task("asks")["question"].to_string();
     assert!(
-        question.contains("over the task's budget of 0.50 USD") && question.contains("mcc budget set --task asks"),
+        question.contains("over the task's budget of 0.50 USD")
+            && question.contains("after raising it with `mcc budget set --task asks --usd N`"),
         "{question}"
     );
     // The engineer raises the task's budget and answers: it is ready again.

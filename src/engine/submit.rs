@@ -256,7 +256,8 @@ impl Engine {
             }
             OverBudget::Ask => {
                 let question = format!(
-                    "{why}. Answer to let it go on (`mcc answer {task} TEXT`), after raising it with                      `mcc budget set --task {task} --usd N` if it should cost more"
+                    "{why}. Answer to let it go on (`mcc answer {task} TEXT`), after raising it with \
+                     `mcc budget set --task {task} --usd N` if it should cost more"
                 );
                 self.scheduler.block(worker, task, Some(attempt), &question, now).expect("the grant was checked");
                 format!("task {task} waits for the engineer: {why}")
