@@ -76,6 +76,9 @@ fn a_spent_run_budget_holds_new_work_back_with_the_reason_until_the_engineer_rai
     assert_eq!(spent["tokens"], 1200, "{spent}");
     let status = project.mcc().args(["status"]).run();
     assert!(status.stdout.contains("budget run: 1.10 / 5.00 USD"), "{status:?}");
+    // Through files (a sandboxed chat) the status says the same.
+    let status = project.mcc().args(["status", "--transport", "file"]).run();
+    assert!(status.stdout.contains("budget run: 1.10 / 5.00 USD"), "{status:?}");
     let report = project.mcc().args(["report", "--json"]).run().json();
     let cost = &report["cost"];
     assert_eq!(cost["byWorker"]["a"]["tokens"], 1200, "{report}");

@@ -135,8 +135,7 @@ fn from_snapshot(snapshot: Snapshot) -> (Summary, Vec<TaskSummary>) {
         stuck: snapshot.stuck,
         problems: snapshot.problems,
         log: snapshot.log,
-        // A snapshot (old scripts, the file transport) carries none: `mcc budget` shows them.
-        budgets: None,
+        budgets: snapshot.budgets,
     };
     (summary, snapshot.tasks)
 }

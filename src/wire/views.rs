@@ -264,6 +264,9 @@ pub struct Snapshot {
     pub stuck: Vec<Stuck>,
     pub problems: Vec<String>,
     pub log: Vec<String>,
+    /// As the summary's: absent until the run has a budget or spent anything.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub budgets: Option<super::Budgets>,
 }
 
 impl Snapshot {
@@ -283,6 +286,7 @@ impl Snapshot {
             stuck: summary.stuck,
             problems: summary.problems,
             log: summary.log,
+            budgets: summary.budgets,
         }
     }
 }
