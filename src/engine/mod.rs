@@ -9,6 +9,7 @@ mod judge;
 mod offers;
 mod old;
 mod policy;
+mod presence;
 mod problems;
 mod submit;
 mod uploads;
@@ -390,6 +391,8 @@ pub struct Engine {
     progress: views::Progress,
     /// What the run, its phases and tasks spent, and the budgets the engineer set.
     spending: budget::Spending,
+    /// Which workers' chats are alive, and the graces of those that ended.
+    presences: presence::Presences,
 }
 
 /// Bring the checkout at `root` to the files the run's accepted attempts
@@ -490,6 +493,7 @@ impl Engine {
                     stopping: None,
                     progress: views::Progress::default(),
                     spending,
+                    presences: presence::Presences::default(),
                 };
                 engine.resume(workflow_path);
                 engine.run(&mut inbox)
@@ -500,6 +504,7 @@ impl Engine {
 
     /// After a restart: reload the workflow, judge again what was submitted.
     fn resume(&mut self, workflow_path: Option<PathBuf>) {
+        self.resume_presences();
         let resubmit: Vec<TaskId> =
             self.scheduler.tasks().filter(|t| t.state() == TaskState::Submitted).map(|t| t.spec.id.clone()).collect();
         if let Some(path) = workflow_path {
@@ -579,7 +584,8 @@ impl Engine {
         let reload = self.failed_load.as_ref().map(|(_, _, looked)| *looked + LOOK_FOR_FIX);
         let wakeups = waits.chain(self.scheduler.next_deadline()).chain(self.policy.next_wakeup());
         let push = self.progress.next_push();
-        wakeups.chain(checkpoint).chain(reload).chain(push).min()
+        let graces = self.presences.next_deadline();
+        wakeups.chain(checkpoint).chain(reload).chain(push).chain(graces).min()
     }
 
     /// A workflow that did not load is loaded again once its file or any
@@ -600,6 +606,7 @@ impl Engine {
     fn settle(&mut self) {
         let now = Instant::now();
         self.scheduler.expire(now);
+        self.presence_graces(now);
         if let Err(e) = self.policy.step(&mut self.scheduler, now) {
             self.workflow_failed(&e);
         }
@@ -679,6 +686,7 @@ impl Engine {
             }
             Input::Disconnected { conn } => {
                 self.conns.remove(&conn);
+                self.presence_closed(conn);
                 self.waiters.retain(|w| w.conn != conn);
                 for j in self.judging.values_mut() {
                     if j.conn == Some(conn) {
@@ -793,6 +801,7 @@ impl Engine {
 
     fn message(&mut self, conn: ConnId, msg: ClientMsg) {
         let now = Instant::now();
+        self.presence_heard(&msg);
         match msg {
             ClientMsg::Register { role, project_id, worker_id } => {
                 self.register(conn, role.as_ref().and_then(Value::as_str), project_id, worker_id);
@@ -947,6 +956,7 @@ impl Engine {
                 let budgets = self.budgets();
                 self.send(conn, ServerMsg::Budgets { budgets });
             }
+            ClientMsg::Present { worker, agent_pid, kind } => self.present(conn, &worker, kind, agent_pid),
         }
     }
 

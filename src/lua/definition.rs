@@ -32,7 +32,8 @@ pub(super) struct Phase {
     pub(super) budget: Option<Usage>,
 }
 
-const WORKFLOW_FIELDS: [&str; 7] = ["name", "phases", "lease", "max_attempts", "wait", "quiet_after", "budget"];
+const WORKFLOW_FIELDS: [&str; 8] =
+    ["name", "phases", "lease", "max_attempts", "wait", "quiet_after", "presence_grace", "budget"];
 const PHASE_FIELDS: [&str; 8] = ["name", "tasks", "split", "assign", "accept", "complete", "on", "budget"];
 /// The fields of a `budget` table (a workflow's, a phase's, a task's).
 pub(super) const BUDGET_FIELDS: [&str; 2] = ["usd", "tokens"];
@@ -148,6 +149,9 @@ impl Workflow {
         }
         if let Some(quiet) = self.duration(&t, "quiet_after", &mut errors) {
             self.quiet_after = quiet;
+        }
+        if let Some(grace) = self.duration(&t, "presence_grace", &mut errors) {
+            self.presence_grace = Some(grace);
         }
         self.duration(&t, "wait", &mut errors);
         match t.get::<Value>("max_attempts") {
