@@ -477,10 +477,25 @@ pub struct Metrics {
     /// Set by `mcc run` for its summary: the wall time it watched.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub run_seconds: Option<f64>,
+    /// What racers that did not win took, when the run raced a task.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub race_overhead: Option<RaceOverhead>,
     /// What the run's attempts cost, per task, worker and phase; absent
     /// when no report said what it cost.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cost: Option<CostFigures>,
+}
+
+/// What the losing racers of a run's races took (docs/workflows.md, "Races").
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct RaceOverhead {
+    /// Tasks raced.
+    pub races: usize,
+    /// Attempts of racers that did not win.
+    pub attempts: usize,
+    /// Their time, grant to report (or to the race's end).
+    pub seconds: f64,
 }
 
 /// The newest run's figures from the store of the project at `root`, as
@@ -638,6 +653,8 @@ fn measure(
             EventKind::WorkerJoined => joined.extend(e.worker.clone()),
             EventKind::Rejected => rejections += 1,
             EventKind::Expired => expiries += 1,
+            // A racer cancelled because its race ended is not the engineer's doing.
+            EventKind::Cancelled if e.detail.get("winner").is_some() || e.detail["reason"] == "race ended" => {}
             EventKind::ChatEnded => {
                 *chats_ended.entry(e.worker.clone().unwrap_or_default()).or_default() += 1;
             }
@@ -732,7 +749,22 @@ fn measure(
         })
         .collect();
     let per_task_of = |n: f64| (!tasks.is_empty()).then(|| n / tasks.len() as f64);
-    let measured_from = [
+    let races = tasks.iter().filter(|t| crate::scheduler::race_size(&t.spec).is_some()).count();
+    let race_overhead = (races > 0).then(|| {
+        let losers: BTreeSet<&str> = tasks
+            .iter()
+            .filter(|t| crate::scheduler::race_of(&t.spec).is_some() && t.state() != TaskState::Accepted)
+            .map(|t| t.spec.id.as_str())
+            .collect();
+        let mine: Vec<i64> = attempts
+            .iter()
+            .zip(&spans)
+            .filter(|(a, _)| losers.contains(a.task.as_str()))
+            .map(|(_, (f, t))| t - f)
+            .collect();
+        RaceOverhead { races, attempts: mine.len(), seconds: mine.iter().sum::<i64>() as f64 / 1000.0 }
+    });
+    let mut measured_from = vec![
         ("seconds", "first to last event of the run in .mcc/state.db"),
         ("phases.seconds", "time with at least one attempt of the phase running (a stopped hub does not count)"),
         ("automationRate", "accepted tasks with no answer, retry or cancel by the engineer / accepted tasks"),
@@ -749,6 +781,9 @@ fn measure(
             "the usage each applied report carried (`--cost`, `--tokens`), kept with its task; present once one did",
         ),
     ];
+    if race_overhead.is_some() {
+        measured_from.push(("raceOverhead", "attempts of racers that did not win, and their time, assigned to report"));
+    }
     Metrics {
         run,
         tasks: tasks.len(),
@@ -779,6 +814,7 @@ fn measure(
         questions: questions_of(events),
         measured_from: measured_from.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect(),
         run_seconds: None,
+        race_overhead,
         cost: CostFigures::of(tasks),
     }
 }
@@ -896,6 +932,15 @@ impl Metrics {
                 plural(count(p.attempts), "attempt", "attempts"),
                 p.seconds,
                 p.span_seconds
+            );
+        }
+        if let Some(race) = &self.race_overhead {
+            let _ = writeln!(
+                out,
+                "  races: {} raced; racers that did not win took {} and {:.1}s (race overhead)",
+                plural(count(race.races), "task", "tasks"),
+                plural(count(race.attempts), "attempt", "attempts"),
+                race.seconds
             );
         }
         for w in &self.workers {

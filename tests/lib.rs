@@ -27,6 +27,7 @@ mod lua;
 mod mcp;
 mod old_protocol;
 mod presence;
+mod races;
 mod remote;
 mod remote_files;
 mod reports;

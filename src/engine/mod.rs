@@ -11,6 +11,7 @@ mod old;
 mod policy;
 mod presence;
 mod problems;
+mod races;
 mod submit;
 mod uploads;
 pub mod views;
@@ -25,7 +26,7 @@ use tokio::sync::mpsc::Sender;
 use tokio::sync::mpsc::error::TrySendError;
 
 pub use budget::Limits as BudgetLimits;
-pub use policy::{DefaultPolicy, HeldPolicy, Policy, PolicyError};
+pub use policy::{Candidate, DefaultPolicy, HeldPolicy, Policy, PolicyError};
 use problems::{ProblemKind, Problems};
 
 use crate::command::Outcome;
@@ -391,6 +392,8 @@ pub struct Engine {
     progress: views::Progress,
     /// What the run, its phases and tasks spent, and the budgets the engineer set.
     spending: budget::Spending,
+    /// The last validation outcome of each racer, for `choose` (see `races.rs`).
+    race_validations: HashMap<TaskId, Outcome>,
     /// Which workers' chats are alive, and the graces of those that ended.
     presences: presence::Presences,
 }
@@ -442,6 +445,7 @@ impl Engine {
             tracing::warn!("mcc hub: {e}");
             budget::Spending::default()
         });
+        let race_validations = races::stored_validations(&scheduler, store.as_mut());
         let workflow_path = store.meta("workflow_path")?.map(PathBuf::from);
         let (tx, rx) = tokio::sync::mpsc::channel(ENGINE_QUEUE);
         let mut inbox = handoff::TokioInbox::new(rx)
@@ -493,6 +497,7 @@ impl Engine {
                     stopping: None,
                     progress: views::Progress::default(),
                     spending,
+                    race_validations,
                     presences: presence::Presences::default(),
                 };
                 engine.resume(workflow_path);
@@ -515,6 +520,9 @@ impl Engine {
             self.judging.insert(id.clone(), Judging::nobody(worker));
             self.start_judging(&id);
         }
+        // A race decided but not committed before a crash is decided again
+        // now, committed with the first batch, before anything is acknowledged.
+        self.settle_races();
     }
 
     fn run(mut self, inbox: &mut handoff::TokioInbox<Input>) -> Result<(), StoreError> {
@@ -612,6 +620,7 @@ impl Engine {
         }
         self.workflow_verdicts();
         self.start_workflow_commands();
+        self.settle_races();
         self.end_stale_judgements(now);
         self.verdicts_overdue(now);
         for line in self.policy.take_log() {

@@ -28,13 +28,15 @@ pub(super) struct Phase {
     pub(super) accept: Option<Function>,
     pub(super) complete: Option<Function>,
     pub(super) on: Hooks,
+    /// Picks the winner of a race among its accepted racers (see `src/engine/races.rs`).
+    pub(super) choose: Option<Function>,
     /// What the phase's attempts may spend together.
     pub(super) budget: Option<Usage>,
 }
 
 const WORKFLOW_FIELDS: [&str; 8] =
     ["name", "phases", "lease", "max_attempts", "wait", "quiet_after", "presence_grace", "budget"];
-const PHASE_FIELDS: [&str; 8] = ["name", "tasks", "split", "assign", "accept", "complete", "on", "budget"];
+const PHASE_FIELDS: [&str; 9] = ["name", "tasks", "split", "assign", "accept", "complete", "on", "choose", "budget"];
 /// The fields of a `budget` table (a workflow's, a phase's, a task's).
 pub(super) const BUDGET_FIELDS: [&str; 2] = ["usd", "tokens"];
 const HOOKS: [&str; 6] = ["worker_joined", "worker_quiet", "task_blocked", "task_failed", "timer", "files"];
@@ -318,6 +320,7 @@ impl Workflow {
         };
         let (split, assign, accept, complete) =
             (function("split"), function("assign"), function("accept"), function("complete"));
+        let choose = function("choose");
         let tasks = match t.get::<Value>("tasks") {
             Ok(Value::Nil) => None,
             Ok(v) => match spec::checked_list(&self.lua, v, self.shared.lease.borrow().as_deref()) {
@@ -353,7 +356,7 @@ impl Workflow {
             }
         };
         let budget = self.budget_of(&t, &format!("phase \"{name}\""), &format!("\"{name}\""), errors);
-        (errors.len() == before).then_some(Phase { name, tasks, split, assign, accept, complete, on, budget })
+        (errors.len() == before).then_some(Phase { name, tasks, split, assign, accept, complete, on, choose, budget })
     }
 
     fn read_hooks(name: &str, here: &str, on: &Table, errors: &mut Vec<String>) -> Hooks {

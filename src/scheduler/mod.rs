@@ -13,9 +13,10 @@ mod leases;
 mod model;
 mod offers;
 mod presence;
+mod races;
 mod reservation;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
@@ -25,6 +26,7 @@ pub use index::InOrder;
 pub use leases::{Judged, Verdict};
 pub use model::{Applied, Judgement, Task, TaskState, Worker};
 pub use offers::{Idle, Offer};
+pub use races::{MAX_RACE, race_copy, race_of, race_size, racer_number};
 pub use reservation::{Reservation, any_overlap};
 
 use crate::event::EventKind;
@@ -120,6 +122,10 @@ pub struct Scheduler {
     changes: Changes,
     /// Something a waiting worker could be offered changed.
     work_changed: bool,
+    /// A race's task -> its racers, every round (see `races.rs`).
+    racers: HashMap<TaskId, Vec<TaskId>>,
+    /// Races whose racers moved since the engine last decided them.
+    races_moved: BTreeSet<TaskId>,
 }
 
 impl Scheduler {
@@ -152,6 +158,14 @@ impl Scheduler {
             }
             s.tasks.insert(task.spec.id.clone(), task);
         }
+        // Every race still running is decided again: its last decision may not have been committed.
+        let running: Vec<TaskId> = s
+            .racers
+            .keys()
+            .filter(|id| s.tasks.get(*id).is_some_and(|t| t.state() == TaskState::Assigned))
+            .cloned()
+            .collect();
+        s.races_moved.extend(running);
         accepted.sort();
         for (_, _, id, by) in accepted {
             s.workers.get_mut(&by).expect("checked above").accepted.push(id);

@@ -23,6 +23,7 @@
 ---@field data? table Anything; kept in the task JSON as `data`.
 ---@field context? table Old-protocol form of read/write/requirements/rules.
 ---@field acceptance? table Old-protocol form of criteria/validation.
+---@field race? integer Race it on this many workers at once (2 to 10); `choose` keeps one.
 ---@field budget? mcc.Budget What one attempt may cost, as its worker reports it.
 ---@field over_budget? "fail"|"ask" An attempt over `budget` fails the task (default) or asks the engineer.
 
@@ -47,6 +48,8 @@
 ---@field answer string? The engineer's answer to the last question.
 ---@field lease_ms integer
 ---@field data any
+---@field race integer? How many racers it runs, when it is a race.
+---@field race_of string? The race a racer runs in (a racer's id is `TASK~raceK`).
 
 ---A worker (read-only).
 ---@class mcc.Worker
@@ -209,6 +212,19 @@ function Ctx.retry(id) end
 ---@field timer? mcc.Timer
 ---@field files? mcc.FilesHook
 
+---An accepted racer of a race, given to `choose`.
+---@class mcc.Candidate
+---@field id string The racer's task id (`TASK~raceK`).
+---@field racer integer Its number in the race.
+---@field worker string? The worker that did it.
+---@field size integer Bytes of its copy of the write files.
+---@field notes string? The worker's notes with its `done`.
+---@field validation mcc.RunResult? Its validation (run in its copy folder); after a restart, the output's ends the store kept.
+
+---The accepted racers, first accepted first; `open` racers still run.
+---@class mcc.Candidates: mcc.Candidate[]
+---@field open integer
+
 ---A limit on what attempts cost, as workers report it (`--cost`, `--tokens`); one part or both.
 ---@class mcc.Budget
 ---@field usd? number US dollars.
@@ -227,6 +243,7 @@ function Ctx.retry(id) end
 ---@field accept? fun(task: mcc.Task, report: mcc.Report, ctx: mcc.Ctx): boolean, (string|string[])?
 ---@field complete? fun(phase: mcc.PhaseView, ctx: mcc.Ctx): boolean
 ---@field on? mcc.Hooks
+---@field choose? fun(task: mcc.Task, candidates: mcc.Candidates, ctx: mcc.Ctx): mcc.Candidate|string|nil Nil waits.
 ---@field budget? mcc.Budget What the phase's tasks may spend together; then none of them is granted.
 
 ---@class mcc.Workflow
