@@ -138,6 +138,8 @@ pub struct Workflow {
     /// The workflow's `worktree` when it says one (true: every worker in a git worktree of its own).
     worktree: Option<bool>,
     quiet_after: Duration,
+    /// The run's and the phases' `budget`s.
+    spend_limits: crate::engine::BudgetLimits,
     current: usize,
     /// Where each phase stands, in the order of `phases`.
     phase_states: Vec<phases::PhaseState>,

@@ -175,6 +175,7 @@ impl Workflow {
             presence_grace: None,
             worktree: None,
             quiet_after: Duration::from_mins(10),
+            spend_limits: crate::engine::BudgetLimits::default(),
             current: 0,
             phase_states: Vec::new(),
             calls: RefCell::default(),
