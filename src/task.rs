@@ -31,6 +31,10 @@ pub struct TaskSpec {
     /// mcc extension: this task's lease, such as `"10m"`; the hub's default otherwise.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lease: Option<String>,
+    /// mcc extension: what a worker must say it can do (`--can`) to be
+    /// given this task by default, such as `["rust"]`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub needs: Vec<String>,
     #[serde(flatten)]
     pub extra: Map<String, Value>,
 }
@@ -145,6 +149,7 @@ impl TaskSpec {
             acceptance: Acceptance::default(),
             dependencies: Vec::new(),
             lease: None,
+            needs: Vec::new(),
             extra: Map::new(),
         }
     }

@@ -16,7 +16,10 @@ pub use args::WorkerCmd;
 
 pub fn run(cmd: WorkerCmd, options: crate::client::Options) -> u8 {
     let (answer, as_json) = match cmd {
-        WorkerCmd::Next(a) => (verbs::next(&a.who.worker(options), a.wait.wait), a.who.json),
+        WorkerCmd::Next(a) => {
+            let who = verbs::Worker { kit: a.kit.clone(), ..a.who.worker(options) };
+            (verbs::next(&who, a.wait.wait), a.who.json)
+        }
         WorkerCmd::Done(a) => (verbs::done(&a.who.worker(options), &a.verb()), a.who.json),
         WorkerCmd::Block(a) => (verbs::block(&a.who.worker(options), &a.verb()), a.who.json),
         WorkerCmd::Fail(a) => (verbs::fail(&a.who.worker(options), &a.verb()), a.who.json),

@@ -27,11 +27,23 @@ pub(super) struct Phase {
     pub(super) accept: Option<Function>,
     pub(super) complete: Option<Function>,
     pub(super) on: Hooks,
+    /// The most tasks of this phase out (assigned or submitted) at once.
+    pub(super) max_workers: Option<usize>,
 }
 
-const WORKFLOW_FIELDS: [&str; 6] = ["name", "phases", "lease", "max_attempts", "wait", "quiet_after"];
-const PHASE_FIELDS: [&str; 7] = ["name", "tasks", "split", "assign", "accept", "complete", "on"];
+const WORKFLOW_FIELDS: [&str; 7] = ["name", "phases", "lease", "max_attempts", "wait", "quiet_after", "max_workers"];
+const PHASE_FIELDS: [&str; 8] = ["name", "tasks", "split", "assign", "accept", "complete", "on", "max_workers"];
 const HOOKS: [&str; 6] = ["worker_joined", "worker_quiet", "task_blocked", "task_failed", "timer", "files"];
+
+/// A whole number of 1 or more (a Lua integer, or a float with no fraction).
+fn whole(value: &Value) -> Option<usize> {
+    match value {
+        Value::Integer(n) if *n >= 1 => usize::try_from(*n).ok(),
+        #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss, reason = "checked whole and positive")]
+        Value::Number(f) if *f >= 1.0 && f.fract() == 0.0 && *f < 1e9 => Some(*f as usize),
+        _ => None,
+    }
+}
 
 /// The string keys of a table (a workflow, a phase, `on`), in no set order.
 fn keys(t: &Table) -> Vec<String> {
@@ -127,6 +139,7 @@ impl Workflow {
                 self.place_key("max_attempts", "max_attempts")
             )),
         }
+        self.kind_caps(&t, &mut errors);
         match t.get::<Value>("phases") {
             Ok(Value::Table(phases)) => {
                 for (i, value) in phases.sequence_values::<Value>().enumerate() {
@@ -139,6 +152,9 @@ impl Workflow {
                             phase.name
                         ));
                         continue;
+                    }
+                    if let Some(max) = phase.max_workers {
+                        self.caps.phases.insert(phase.name.clone(), max);
                     }
                     self.phases.push(phase);
                 }
@@ -161,6 +177,45 @@ impl Workflow {
         }
         self.phase_states = vec![super::phases::PhaseState::Waiting; self.phases.len()];
         Ok(())
+    }
+
+    /// The workflow's `max_workers = { review = 1 }`: how many tasks of each
+    /// type may be out at once. A number alone is refused: it is a phase's.
+    fn kind_caps(&mut self, t: &Table, errors: &mut Vec<String>) {
+        let here = self.place_key("max_workers", "max_workers");
+        match t.get::<Value>("max_workers") {
+            Ok(Value::Nil) => {}
+            Ok(Value::Table(by_kind)) => {
+                for pair in by_kind.pairs::<Value, Value>() {
+                    let Ok((kind, max)) = pair else { continue };
+                    let kind = match kind {
+                        Value::String(s) => s.to_string_lossy(),
+                        other => {
+                            errors.push(format!(
+                                "{}: `max_workers` of the workflow is keyed by task type, such as {{ review = 1 }}, not by {}",
+                                here,
+                                other.type_name()
+                            ));
+                            continue;
+                        }
+                    };
+                    match whole(&max) {
+                        Some(n) => {
+                            self.caps.kinds.insert(kind, n);
+                        }
+                        None => errors.push(format!(
+                            "{}: `max_workers.{kind}` must be a whole number of 1 or more (tasks of type {kind} out at once)",
+                            here
+                        )),
+                    }
+                }
+            }
+            Ok(_) => errors.push(format!(
+                "{}: `max_workers` of the workflow is a table by task type, such as max_workers = {{ review = 1 }}; a phase takes a number (max_workers = 2)",
+                here
+            )),
+            Err(e) => errors.push(format!("{}: {e}", here)),
+        }
     }
 
     /// A duration field of the workflow table, if present and well formed.
@@ -276,6 +331,23 @@ impl Workflow {
         if tasks.is_some() && split.is_some() {
             errors.push(format!("{here}: phase \"{name}\" has both `tasks` and `split`; keep one"));
         }
+        let max_workers = match t.get::<Value>("max_workers") {
+            Ok(Value::Nil) => None,
+            Ok(value) => {
+                let n = whole(&value);
+                if n.is_none() {
+                    errors.push(format!(
+                        "{}: `max_workers` of phase \"{name}\" must be a whole number of 1 or more (its tasks out at once)",
+                        self.place_key("max_workers", &format!("\"{name}\""))
+                    ));
+                }
+                n
+            }
+            Err(e) => {
+                errors.push(format!("{here}: {e}"));
+                None
+            }
+        };
         let on = match t.get::<Value>("on") {
             Ok(Value::Nil) => Hooks::default(),
             Ok(Value::Table(on)) => Self::read_hooks(&name, &here, &on, errors),
@@ -284,7 +356,7 @@ impl Workflow {
                 Hooks::default()
             }
         };
-        (errors.len() == before).then_some(Phase { name, tasks, split, assign, accept, complete, on })
+        (errors.len() == before).then_some(Phase { name, tasks, split, assign, accept, complete, on, max_workers })
     }
 
     fn read_hooks(name: &str, here: &str, on: &Table, errors: &mut Vec<String>) -> Hooks {

@@ -133,6 +133,8 @@ pub struct Workflow {
     name: String,
     phases: Vec<Phase>,
     max_attempts: Option<u32>,
+    /// `max_workers` of the phases and of the workflow (by task type).
+    caps: crate::scheduler::Caps,
     quiet_after: Duration,
     current: usize,
     /// Where each phase stands, in the order of `phases`.

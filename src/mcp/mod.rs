@@ -52,6 +52,8 @@ pub struct McpArgs {
     /// How long `next` (and done, block, fail) wait for work before "nothing yet"; at most 50s.
     #[arg(long, default_value = "45s", value_parser = humantime::parse_duration)]
     pub wait: Duration,
+    #[command(flatten)]
+    pub kit: verbs::Kit,
 }
 
 /// `mcc mcp`: serve until the client closes stdin.
@@ -60,7 +62,7 @@ pub fn run(args: McpArgs, options: crate::client::Options) -> u8 {
         let id = crate::client::files::new_id();
         format!("mcp-{}", &id[..4])
     });
-    let server = WorkerTools::new(worker, args.hub, options, args.wait.min(MAX_WAIT));
+    let server = WorkerTools::new(worker, args.hub, options, args.wait.min(MAX_WAIT), args.kit);
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,
         Err(e) => {
@@ -207,6 +209,8 @@ pub struct WorkerTools {
     /// How the verbs reach the hub (`--transport`, `--timeout`).
     options: crate::client::Options,
     wait: Duration,
+    /// What the worker can do and its model, said with every `next`.
+    kit: verbs::Kit,
     tool_router: ToolRouter<Self>,
 }
 
@@ -222,12 +226,23 @@ fn required<'a>(tool: &str, key: &str, value: &'a str) -> Result<&'a str, CallTo
 
 #[tool_router]
 impl WorkerTools {
-    fn new(worker: String, hub: Option<String>, options: crate::client::Options, wait: Duration) -> Self {
-        Self { worker: Arc::from(worker.as_str()), hub, options, wait, tool_router: Self::tool_router() }
+    fn new(
+        worker: String,
+        hub: Option<String>,
+        options: crate::client::Options,
+        wait: Duration,
+        kit: verbs::Kit,
+    ) -> Self {
+        Self { worker: Arc::from(worker.as_str()), hub, options, wait, kit, tool_router: Self::tool_router() }
     }
 
     fn who(&self) -> verbs::Worker {
-        verbs::Worker { name: Some(self.worker.to_string()), hub: self.hub.clone(), options: self.options }
+        verbs::Worker {
+            name: Some(self.worker.to_string()),
+            hub: self.hub.clone(),
+            options: self.options,
+            kit: self.kit.clone(),
+        }
     }
 
     /// Run a verb on a blocking thread (it may wait ~50 s on the hub) and

@@ -13,6 +13,7 @@ mod leases;
 mod model;
 mod offers;
 mod reservation;
+mod routing;
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
@@ -25,6 +26,7 @@ pub use leases::{Judged, Verdict};
 pub use model::{Applied, Judgement, Task, TaskState, Worker};
 pub use offers::{Idle, Offer};
 pub use reservation::{Reservation, any_overlap};
+pub use routing::{Cap, Caps, Passed};
 
 use crate::event::EventKind;
 use crate::task::now_rfc3339;
@@ -108,6 +110,8 @@ pub struct Scheduler {
     changes: Changes,
     /// Something a waiting worker could be offered changed.
     work_changed: bool,
+    /// The workflow's `max_workers`, by phase and by task type.
+    caps: Caps,
 }
 
 impl Scheduler {
@@ -224,6 +228,8 @@ impl Scheduler {
             accepted: Vec::new(),
             joined_at: now_rfc3339(),
             last_seen: None,
+            can: Vec::new(),
+            model: None,
         });
         worker.last_seen = Some(now);
         if !known {

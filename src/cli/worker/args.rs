@@ -17,7 +17,7 @@ Exit codes:
   5  hand over: your context is spent; stop, a fresh chat takes over
 
 Example turn:
-  mcc worker next --as worker-A
+  mcc worker next --as worker-A          (--can rust,docs --model opus: say what you can do)
   ...do the task...
   mcc worker done task-001 --as worker-A --attempt 1 --deliverable out/a.md --score 5";
 
@@ -75,6 +75,8 @@ pub struct NextArgs {
     pub who: Who,
     #[command(flatten)]
     pub wait: Wait,
+    #[command(flatten)]
+    pub kit: verbs::Kit,
 }
 
 #[derive(Debug, Args)]
@@ -172,6 +174,8 @@ pub struct RunArgs {
     /// Stop after this many tasks.
     #[arg(long)]
     pub max_tasks: Option<usize>,
+    #[command(flatten)]
+    pub kit: verbs::Kit,
     /// The command to run per task, after `--`.
     #[arg(last = true, required = true)]
     pub command: Vec<String>,
@@ -179,7 +183,7 @@ pub struct RunArgs {
 
 impl Who {
     pub fn worker(&self, options: crate::client::Options) -> verbs::Worker {
-        verbs::Worker { name: self.name.clone(), hub: self.hub.clone(), options }
+        verbs::Worker { name: self.name.clone(), hub: self.hub.clone(), options, kit: verbs::Kit::default() }
     }
 }
 

@@ -7,7 +7,7 @@ use std::time::Duration;
 use serde_json::Value;
 
 use super::args::RunArgs;
-use crate::client::worker::{ask, human, ms, name_of, run_finished, strings};
+use crate::client::worker::{Kit, ask, human, ms, name_of, run_finished, strings};
 use crate::client::{ClientError, Target, exit};
 use crate::command::Supervisor;
 use crate::layout::Layout;
@@ -87,7 +87,16 @@ pub fn run(a: &RunArgs, options: crate::client::Options) -> u8 {
     let root = target.root.clone().or_else(|| std::env::current_dir().ok()).unwrap_or_else(|| PathBuf::from("."));
     record_command_groups(&runner, target.root.as_deref());
     if a.parallel <= 1 {
-        return Headless { name: base, target, root, command: a.command.clone(), max_tasks: a.max_tasks, runner }.run();
+        return Headless {
+            name: base,
+            target,
+            root,
+            command: a.command.clone(),
+            max_tasks: a.max_tasks,
+            kit: a.kit.clone(),
+            runner,
+        }
+        .run();
     }
     let handles: Vec<_> = (1..=a.parallel)
         .map(|k| {
@@ -97,6 +106,7 @@ pub fn run(a: &RunArgs, options: crate::client::Options) -> u8 {
                 root: root.clone(),
                 command: a.command.clone(),
                 max_tasks: a.max_tasks,
+                kit: a.kit.clone(),
                 runner: runner.clone(),
             };
             std::thread::spawn(move || worker.run())
@@ -111,6 +121,8 @@ struct Headless {
     root: PathBuf,
     command: Vec<String>,
     max_tasks: Option<usize>,
+    /// What each worker says it can do and its model, with every `next`.
+    kit: Kit,
     /// Runs the task commands, shared by the workers of this process.
     runner: Supervisor,
 }
@@ -126,6 +138,15 @@ impl Headless {
         println!("[{}] {line}", self.name);
     }
 
+    fn next_msg(&self, wait: Duration) -> ClientMsg {
+        ClientMsg::Next {
+            worker: self.name.clone(),
+            wait_ms: Some(ms(wait)),
+            can: self.kit.can.clone(),
+            model: self.kit.model.clone(),
+        }
+    }
+
     fn request(&self, msg: &ClientMsg, wait: Duration) -> Result<ServerMsg, ClientError> {
         ask(&self.target, msg, wait)
     }
@@ -133,7 +154,7 @@ impl Headless {
     fn run(&self) -> u8 {
         let wait = Duration::from_secs(25);
         let mut done = 0usize;
-        let mut answer = self.request(&ClientMsg::Next { worker: self.name.clone(), wait_ms: Some(ms(wait)) }, wait);
+        let mut answer = self.request(&self.next_msg(wait), wait);
         loop {
             let offer = match answer {
                 Ok(ServerMsg::Offer { offer }) => offer,
@@ -160,7 +181,7 @@ impl Headless {
                 Err(ClientError::Timeout { .. } | ClientError::Broken(_)) => {
                     // A cut connection loses nothing: ask again for what we hold.
                     answer =
-                        self.request(&ClientMsg::Next { worker: self.name.clone(), wait_ms: Some(ms(wait)) }, wait);
+                        self.request(&self.next_msg(wait), wait);
                     continue;
                 }
                 Err(_) if run_finished() => {
@@ -217,7 +238,7 @@ impl Headless {
                         return exit::OK;
                     }
                     answer =
-                        self.request(&ClientMsg::Next { worker: self.name.clone(), wait_ms: Some(ms(wait)) }, wait);
+                        self.request(&self.next_msg(wait), wait);
                 }
                 Offer::AllDone { message, .. } => {
                     self.log(&message);
