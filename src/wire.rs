@@ -7,7 +7,7 @@ use serde_json::Value;
 
 pub mod views;
 
-pub use views::{Delta, Page, Snapshot, Stuck, Summary, TaskInfo, TaskSummary, WorkerView};
+pub use views::{Delta, Page, Snapshot, Stuck, Summary, TaskInfo, TaskSummary, UnmetNeed, WorkerView};
 
 /// The largest frame a hub reads unless started with `--max-frame-bytes`;
 /// the client sizes what it sends by it too.

@@ -28,6 +28,7 @@ mod old_protocol;
 mod remote;
 mod remote_files;
 mod reports;
+mod routing;
 mod run;
 mod scheduling;
 mod security;

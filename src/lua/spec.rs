@@ -302,7 +302,8 @@ mod tests {
         let spec = spec_of(r#"{ id = "a", description = "d", needs = "rust", kind = "review" }"#).expect("a good task");
         assert_eq!(spec.needs, ["rust"]);
         assert_eq!(spec.kind, "review");
-        let err = spec_of(r#"{ id = "a", description = "d", need = { "rust" }, needs = 3 }"#).expect_err("two problems");
+        let err =
+            spec_of(r#"{ id = "a", description = "d", need = { "rust" }, needs = 3 }"#).expect_err("two problems");
         for part in [
             "unknown field `need` (did you mean `needs`?)",
             "`needs` has the wrong type: expected a string or a list of strings, got number",

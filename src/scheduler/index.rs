@@ -241,7 +241,12 @@ impl Index {
     /// group's lane joins the merge only once its head is next, so taking
     /// the first few costs O(few × log n) however many groups are grantable.
     pub(super) fn grantable(&self) -> Grantable<'_> {
-        Grantable { groups: &self.groups, heads: self.grantable.iter().peekable(), lanes: Vec::new(), heap: BinaryHeap::new() }
+        Grantable {
+            groups: &self.groups,
+            heads: self.grantable.iter().peekable(),
+            lanes: Vec::new(),
+            heap: BinaryHeap::new(),
+        }
     }
 
     pub(super) fn count(&self, state: TaskState) -> usize {

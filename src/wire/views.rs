@@ -51,6 +51,21 @@ pub struct WorkerView {
     /// Why a waiting worker gets nothing now (the reason its `next` names).
     pub waiting_on: Option<String>,
     pub hand_over: bool,
+    /// What it said it can do (`--can`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub can: Vec<String>,
+    /// The model it said it runs (`--model`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
+}
+
+/// A capability ready tasks need that no worker here said it has.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct UnmetNeed {
+    pub need: String,
+    /// Ready tasks needing it.
+    pub tasks: usize,
 }
 
 /// A task waiting on a dependency that failed or was cancelled.
@@ -94,6 +109,9 @@ pub struct Summary {
     pub stuck: Vec<Stuck>,
     pub problems: Vec<String>,
     pub log: Vec<String>,
+    /// Needs of ready tasks that no worker seen within a lease has (`--can`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub unmet_needs: Vec<UnmetNeed>,
 }
 
 impl Summary {
@@ -258,6 +276,9 @@ pub struct Snapshot {
     pub stuck: Vec<Stuck>,
     pub problems: Vec<String>,
     pub log: Vec<String>,
+    /// Needs of ready tasks that no worker here has (see [`Summary`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub unmet_needs: Vec<UnmetNeed>,
 }
 
 impl Snapshot {
@@ -277,6 +298,7 @@ impl Snapshot {
             stuck: summary.stuck,
             problems: summary.problems,
             log: summary.log,
+            unmet_needs: summary.unmet_needs,
         }
     }
 }

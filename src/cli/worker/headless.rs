@@ -180,8 +180,7 @@ impl Headless {
                 }
                 Err(ClientError::Timeout { .. } | ClientError::Broken(_)) => {
                     // A cut connection loses nothing: ask again for what we hold.
-                    answer =
-                        self.request(&self.next_msg(wait), wait);
+                    answer = self.request(&self.next_msg(wait), wait);
                     continue;
                 }
                 Err(_) if run_finished() => {
@@ -237,8 +236,7 @@ impl Headless {
                     if self.max_tasks.is_some_and(|m| done >= m) {
                         return exit::OK;
                     }
-                    answer =
-                        self.request(&self.next_msg(wait), wait);
+                    answer = self.request(&self.next_msg(wait), wait);
                 }
                 Offer::AllDone { message, .. } => {
                     self.log(&message);
