@@ -230,3 +230,91 @@ impl Scheduler {
         unmet
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::convert::Infallible;
+
+    use super::*;
+    use crate::scheduler::Offer;
+    use crate::task::TaskSpec;
+
+    #[allow(clippy::unnecessary_wraps, reason = "the shape of `Scheduler::offer`'s assign")]
+    fn fifo(_: &Worker, ready: &[&Task], _: &Scheduler) -> Result<Option<TaskId>, Infallible> {
+        Ok(ready.first().map(|t| t.spec.id.clone()))
+    }
+
+    fn needing(id: &str, needs: &[&str]) -> TaskSpec {
+        let mut t = TaskSpec::new(id, format!("do {id}"));
+        t.needs = needs.iter().map(|s| (*s).to_owned()).collect();
+        t
+    }
+
+    fn can(s: &mut Scheduler, worker: &str, can: &[&str], now: Instant) {
+        s.set_kit(worker, can.iter().map(|c| (*c).to_owned()).collect(), None, now);
+    }
+
+    #[test]
+    fn a_worker_is_offered_only_tasks_it_has_every_need_of_in_fifo_order() {
+        let now = Instant::now();
+        let mut s = Scheduler::default();
+        s.add_tasks(vec![needing("a", &["rust", "sql"]), needing("b", &["rust"]), needing("c", &[])], None, now)
+            .unwrap();
+        can(&mut s, "r", &["rust"], now);
+        let me = s.worker("r").unwrap();
+        let (fit, lacking) = s.candidates_for(me, 64);
+        assert_eq!(fit.iter().map(|t| t.spec.id.as_str()).collect::<Vec<_>>(), ["b", "c"]);
+        assert!(lacking);
+        assert_eq!(s.offer("r", now, 64, fifo).unwrap(), Offer::Granted("b".into()));
+        // A worker that said nothing takes what needs nothing; then only `a` is left, which neither has.
+        assert_eq!(s.offer("x", now, 1, fifo).unwrap(), Offer::Granted("c".into()));
+        assert_eq!(s.offer("y", now, 1, fifo).unwrap(), Offer::Nothing);
+        assert_eq!(
+            s.passed("y"),
+            Some(Passed::Lacks { tasks: 1, first: vec!["a".into()], missing: vec!["rust".into(), "sql".into()] })
+        );
+        // What a worker can do is kept until it says otherwise; no model keeps the model.
+        s.set_kit("r", Vec::new(), Some("opus".into()), now);
+        assert_eq!(s.worker("r").unwrap().can(), ["rust"]);
+        assert_eq!(s.worker("r").unwrap().model(), Some("opus"));
+    }
+
+    #[test]
+    fn a_phase_cap_refuses_a_grant_over_it_and_a_task_leaving_flight_wakes_the_waiters() {
+        let now = Instant::now();
+        let mut s = Scheduler::default();
+        s.add_tasks(vec![TaskSpec::new("a", "a"), TaskSpec::new("b", "b"), TaskSpec::new("c", "c")], Some("p"), now)
+            .unwrap();
+        s.set_caps(Caps { phases: [("p".to_owned(), 2)].into(), kinds: BTreeMap::new() });
+        assert_eq!(s.offer("w1", now, 64, fifo).unwrap(), Offer::Granted("a".into()));
+        assert_eq!(s.offer("w2", now, 64, fifo).unwrap(), Offer::Granted("b".into()));
+        assert_eq!(s.offer("w3", now, 64, fifo).unwrap(), Offer::Nothing);
+        // Not even by name: a cap is a limit, not a default.
+        assert!(!s.grant("c", "w3", now));
+        let Some(Passed::Capped { cap, busy }) = s.passed("w3") else { panic!("held by the cap") };
+        assert_eq!(cap, Cap::Phase { name: "p".into(), max: 2 });
+        assert_eq!(busy.len(), 2);
+        s.take_work_changed();
+        s.block("w1", "a", None, "which?", now).unwrap();
+        assert!(s.take_work_changed(), "a blocked task leaves flight: a waiter may take its slot");
+        assert_eq!(s.offer("w3", now, 64, fifo).unwrap(), Offer::Granted("c".into()));
+    }
+
+    #[test]
+    fn a_type_cap_counts_the_tasks_of_that_type_in_flight_in_any_phase() {
+        let now = Instant::now();
+        let mut s = Scheduler::default();
+        let review = |id: &str| {
+            let mut t = TaskSpec::new(id, id);
+            t.kind = "review".into();
+            t
+        };
+        s.add_tasks(vec![review("r1")], Some("one"), now).unwrap();
+        s.add_tasks(vec![review("r2"), TaskSpec::new("t", "t")], Some("two"), now).unwrap();
+        s.set_caps(Caps { phases: BTreeMap::new(), kinds: [("review".to_owned(), 1)].into() });
+        assert_eq!(s.offer("w1", now, 64, fifo).unwrap(), Offer::Granted("r1".into()));
+        assert_eq!(s.offer("w2", now, 64, fifo).unwrap(), Offer::Granted("t".into()));
+        assert_eq!(s.offer("w3", now, 64, fifo).unwrap(), Offer::Nothing);
+        assert_eq!(s.cap_reached(s.task("r2").unwrap()), Some(Cap::Kind { name: "review".into(), max: 1 }));
+    }
+}
