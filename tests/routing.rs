@@ -234,3 +234,40 @@ fn a_phase_with_max_workers_2_never_has_3_tasks_out_at_once_under_5_workers() {
     assert_eq!(assigned, 10, "every task was handed out once");
     assert_eq!(most, 2, "the cap held and was used: at most 2 tasks out at once, and 2 at some point");
 }
+
+#[test]
+fn the_routing_recipe_sends_tests_to_the_cheap_model_and_design_to_the_strong_one() {
+    let project = Project::new();
+    let hub = hub_with(
+        &project,
+        r#"
+local routing = require("routing")
+return {
+  name = "routed",
+  phases = { {
+    name = "build",
+    tasks = {
+      { id = "api", description = "Design the API", kind = "design" },
+      { id = "api-tests", description = "Write the API's tests", kind = "tests" },
+      { id = "cli-tests", description = "Write the CLI's tests", kind = "tests" },
+    },
+    assign = routing.by_model { design = { "opus" }, tests = { "haiku" } },
+  } },
+}
+"#,
+    );
+    let mut ws = hub.connect();
+    let say = |ws: &mut Ws, worker: &str, model: &str| {
+        ws.ask(json!({"type": "next", "worker": worker, "waitMs": 0, "model": model}))["offer"].clone()
+    };
+    // A worker of the model a type is routed to is here: that type waits for it.
+    let strong = say(&mut ws, "strong", "opus");
+    assert_eq!(strong["task"]["id"], "api", "{strong}");
+    let cheap = say(&mut ws, "cheap", "haiku");
+    assert_eq!(cheap["task"]["id"], "api-tests", "{cheap}");
+    let other = say(&mut ws, "other", "opus");
+    assert_eq!(other["type"], "nothing_yet", "cli-tests waits for a haiku worker: {other}");
+    assert_eq!(other["reason"]["kind"], "workflow", "{other}");
+    let verdict = done(&mut ws, "cheap", &cheap);
+    assert_eq!(verdict["next"]["task"]["id"], "cli-tests", "{verdict}");
+}
