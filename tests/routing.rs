@@ -271,3 +271,37 @@ return {
     let verdict = done(&mut ws, "cheap", &cheap);
     assert_eq!(verdict["next"]["task"]["id"], "cli-tests", "{verdict}");
 }
+
+#[test]
+fn mcc_check_refuses_misspelt_needs_and_max_workers_with_what_they_meant() {
+    let project = Project::new();
+    project.write(
+        "wf.lua",
+        r#"return {
+  name = "typos",
+  max_worker = { review = 1 },
+  phases = { {
+    name = "p",
+    max_wokers = 2,
+    tasks = { { id = "a", description = "a", need = "rust" } },
+  } },
+}"#,
+    );
+    let run = project.mcc().args(["check", "wf.lua"]).run();
+    assert_eq!(run.code, 1, "{run:?}");
+    for said in [
+        "wf.lua:3: the workflow has an unknown field `max_worker` (did you mean `max_workers`?)",
+        "wf.lua:6: phase \"p\" has an unknown field `max_wokers` (did you mean `max_workers`?)",
+        "unknown field `need` (did you mean `needs`?)",
+    ] {
+        assert!(run.stderr.contains(said), "{said} missing from {}", run.stderr);
+    }
+    project.write(
+        "wf.lua",
+        r#"return { name = "bad", max_workers = 2, phases = { { name = "p", max_workers = 0, tasks = {} } } }"#,
+    );
+    let run = project.mcc().args(["check", "wf.lua"]).run();
+    assert_eq!(run.code, 1, "{run:?}");
+    assert!(run.stderr.contains("`max_workers` of the workflow is a table by task type"), "{}", run.stderr);
+    assert!(run.stderr.contains("`max_workers` of phase \"p\" must be a whole number of 1 or more"), "{}", run.stderr);
+}

@@ -23,6 +23,8 @@
 ---@field data? table Anything; kept in the task JSON as `data`.
 ---@field context? table Old-protocol form of read/write/requirements/rules.
 ---@field acceptance? table Old-protocol form of criteria/validation.
+---@field needs? string|string[] What a worker must say it can do (`--can`) to be given it by default.
+---@field kind? string Another name for `type` (what the workflow's `max_workers` counts by).
 
 ---A task as the hub knows it (read-only, valid during the call that received it).
 ---@class mcc.Task
@@ -45,6 +47,8 @@
 ---@field answer string? The engineer's answer to the last question.
 ---@field lease_ms integer
 ---@field data any
+---@field needs string[] What a worker must say it can do to be given it by default.
+---@field kind string Same as `type`.
 
 ---A worker (read-only).
 ---@class mcc.Worker
@@ -53,6 +57,8 @@
 ---@field accepted string[] Ids of its accepted tasks, in order.
 ---@field history string[] Same as `accepted`.
 ---@field holding string? Id of the task it holds.
+---@field can string[] What it said it can do (`--can rust,docs`).
+---@field model string? The model it said it runs (`--model opus`).
 
 ---@class mcc.Validation
 ---@field ran boolean False when the task has no validation command.
@@ -210,10 +216,11 @@ function Ctx.retry(id) end
 ---@field name string Unique.
 ---@field tasks? mcc.TaskTable[] Static tasks, or:
 ---@field split? fun(ctx: mcc.Ctx, previous: mcc.Previous): mcc.TaskTable[]
----@field assign? fun(worker: mcc.Worker, ready: mcc.Task[], ctx: mcc.Ctx): mcc.Task|string|nil
+---@field assign? fun(worker: mcc.Worker, ready: mcc.Task[], ctx: mcc.Ctx): mcc.Task|string|nil `ready`: the tasks it has the needs of, under their caps.
 ---@field accept? fun(task: mcc.Task, report: mcc.Report, ctx: mcc.Ctx): boolean, (string|string[])?
 ---@field complete? fun(phase: mcc.PhaseView, ctx: mcc.Ctx): boolean
 ---@field on? mcc.Hooks
+---@field max_workers? integer Most of its tasks out (assigned or submitted) at once.
 
 ---@class mcc.Workflow
 ---@field name string
@@ -221,6 +228,7 @@ function Ctx.retry(id) end
 ---@field max_attempts? integer Grants before a task fails for good.
 ---@field wait? string Default `mcc worker next` wait hint.
 ---@field quiet_after? string When `worker_quiet` fires; default "10m".
+---@field max_workers? table<string, integer> Most tasks of each type out at once, such as { review = 1 }.
 ---@field phases mcc.Phase[]
 
 ---Returns its table (a workflow file may also return the plain table).
