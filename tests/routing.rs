@@ -305,3 +305,38 @@ fn mcc_check_refuses_misspelt_needs_and_max_workers_with_what_they_meant() {
     assert!(run.stderr.contains("`max_workers` of the workflow is a table by task type"), "{}", run.stderr);
     assert!(run.stderr.contains("`max_workers` of phase \"p\" must be a whole number of 1 or more"), "{}", run.stderr);
 }
+
+#[test]
+fn a_headless_worker_and_an_mcp_server_say_what_their_worker_can_do() {
+    let project = Project::new();
+    let hub = hub_with(&project, NEEDS);
+    let run =
+        project.mcc().args(["worker", "run", "--as", "bot", "--can", "rust", "--max-tasks", "1", "--", "true"]).run();
+    assert_eq!(run.code, 0, "{run:?}");
+    assert!(run.stdout.contains("port-parser"), "the oldest task it has the needs of: {run:?}");
+
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let text = runtime.block_on(async {
+        use rmcp::ServiceExt;
+        let mut command = tokio::process::Command::new(crate::support::mcc_bin());
+        command
+            .args(["mcp", "--as", "scribe", "--can", "docs", "--model", "haiku", "--wait", "1s"])
+            .current_dir(project.root())
+            .env_remove("MCC_WORKER")
+            .env_remove("MCC_HUB");
+        let transport = rmcp::transport::TokioChildProcess::new(command).expect("spawn mcc mcp");
+        let client = ().serve(transport).await.expect("the MCP handshake");
+        let result = client
+            .call_tool(
+                rmcp::model::CallToolRequestParams::new("next".to_owned()).with_arguments(serde_json::Map::new()),
+            )
+            .await
+            .expect("tools/call");
+        client.cancel().await.unwrap();
+        result.content.iter().filter_map(|c| c.as_text().map(|t| t.text.clone())).collect::<Vec<_>>().join("\n")
+    });
+    assert!(text.contains("task write-guide"), "{text}");
+    let snap = hub.connect().ask(json!({"type": "snapshot"}))["snapshot"].clone();
+    let scribe = snap["workers"].as_array().unwrap().iter().find(|w| w["name"] == "scribe").cloned().unwrap();
+    assert_eq!((scribe["can"].clone(), scribe["model"].clone()), (json!(["docs"]), json!("haiku")), "{snap}");
+}

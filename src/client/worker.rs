@@ -47,8 +47,22 @@ pub struct Kit {
     pub model: Option<String>,
 }
 
+impl Kit {
+    /// The options as typed on a command line (`--can rust,docs --model opus`), empty when none.
+    pub fn args(&self) -> Vec<String> {
+        let mut args = Vec::new();
+        if !self.can.is_empty() {
+            args.extend(["--can".to_owned(), self.can.join(",")]);
+        }
+        if let Some(model) = &self.model {
+            args.extend(["--model".to_owned(), model.clone()]);
+        }
+        args
+    }
+}
+
 /// A capability or model name: a word of letters, digits, `-`, `_`, `.`, `:` or `/`.
-fn capability(text: &str) -> Result<String, String> {
+pub fn capability(text: &str) -> Result<String, String> {
     let word = text.trim();
     let fine = |c: char| c.is_alphanumeric() || "-_.:/".contains(c);
     if word.is_empty() || word.len() > 64 || !word.chars().all(fine) {
