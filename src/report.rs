@@ -329,6 +329,12 @@ pub struct WorkerFigures {
     pub accepted: usize,
     pub rejections: usize,
     pub busy_seconds: f64,
+    /// What it said it can do (`--can`), as last told.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub can: Vec<String>,
+    /// The model it said it runs (`--model`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
 }
 
 /// The scores workers reported of their own context.
@@ -443,7 +449,7 @@ pub fn measure_runs(root: &Path, runs: Runs) -> Result<Vec<Metrics>, String> {
     let Some(store) = store.as_mut().filter(|_| !chosen.is_empty()) else {
         return Ok(vec![measure(&[], &[], &HashMap::new(), None)]);
     };
-    let (tasks, _) = store.load().map_err(|e| e.to_string())?;
+    let (tasks, kits) = store.load().map_err(|e| e.to_string())?;
     let task_runs = store.task_runs().map_err(|e| e.to_string())?;
     let mut out = Vec::with_capacity(chosen.len());
     for run in chosen {
@@ -456,7 +462,14 @@ pub fn measure_runs(root: &Path, runs: Runs) -> Result<Vec<Metrics>, String> {
             }
         }
         let header = header(root, run, stored.len(), &events);
-        out.push(measure(&mine, &events, &validations, Some(header)));
+        let mut measured = measure(&mine, &events, &validations, Some(header));
+        for figures in &mut measured.workers {
+            if let Some(w) = kits.iter().find(|w| w.name() == figures.name) {
+                figures.can = w.can().to_vec();
+                figures.model = w.model().map(str::to_owned);
+            }
+        }
+        out.push(measured);
     }
     Ok(out)
 }
@@ -634,6 +647,7 @@ fn measure(
                 accepted: mine.iter().filter(|(a, _)| a.verdict == Verdict::Accepted).count(),
                 rejections: mine.iter().filter(|(a, _)| a.verdict == Verdict::Rejected).count(),
                 busy_seconds: mine.iter().map(|(_, (f, t))| t - f).sum::<i64>() as f64 / 1000.0,
+                ..WorkerFigures::default()
             }
         })
         .collect();
@@ -819,7 +833,19 @@ impl Metrics {
             } else {
                 format!("busy {:.1}s over {}", w.busy_seconds, plural(count(w.attempts), "attempt", "attempts"))
             };
-            let _ = writeln!(out, "  worker {:<13} {} accepted, {} rejected, {busy}", w.name, w.accepted, w.rejections);
+            let mut kit = Vec::new();
+            if !w.can.is_empty() {
+                kit.push(format!("can {}", w.can.join(", ")));
+            }
+            if let Some(model) = &w.model {
+                kit.push(format!("model {model}"));
+            }
+            let kit = if kit.is_empty() { String::new() } else { format!(" ({})", kit.join("; ")) };
+            let _ = writeln!(
+                out,
+                "  worker {:<13} {} accepted, {} rejected, {busy}{kit}",
+                w.name, w.accepted, w.rejections
+            );
         }
         let automation = match self.automation_rate {
             Some(rate) => format!(

@@ -59,6 +59,9 @@ fn a_task_goes_only_to_a_worker_that_has_all_it_needs_and_the_hub_remembers_what
     let line = |name: &str| status.stdout.lines().find(|l| l.starts_with(&format!("worker {name}:"))).unwrap_or("");
     assert!(line("D").contains("can docs; model haiku"), "{}", status.stdout);
     assert!(line("R").contains("can rust, docs"), "{}", status.stdout);
+    // And so does the run's report.
+    let report = project.mcc().args(["report"]).run();
+    assert!(report.stdout.contains("(can docs; model haiku)"), "{}", report.stdout);
 }
 
 #[test]
