@@ -203,18 +203,12 @@ impl Workflow {
                         Some(n) => {
                             self.caps.kinds.insert(kind, n);
                         }
-                        None => errors.push(format!(
-                            "{}: `max_workers.{kind}` must be a whole number of 1 or more (tasks of type {kind} out at once)",
-                            here
-                        )),
+                        None => errors.push(format!("{here}: `max_workers.{kind}` must be a whole number of 1 or more (tasks of type {kind} out at once)")),
                     }
                 }
             }
-            Ok(_) => errors.push(format!(
-                "{}: `max_workers` of the workflow is a table by task type, such as max_workers = {{ review = 1 }}; a phase takes a number (max_workers = 2)",
-                here
-            )),
-            Err(e) => errors.push(format!("{}: {e}", here)),
+            Ok(_) => errors.push(format!("{here}: `max_workers` of the workflow is a table by task type, such as max_workers = {{ review = 1 }}; a phase takes a number (max_workers = 2)")),
+            Err(e) => errors.push(format!("{here}: {e}")),
         }
     }
 
