@@ -53,8 +53,11 @@ pub enum Passed {
     Lacks { tasks: usize, first: Vec<TaskId>, missing: Vec<String> },
 }
 
-/// How many ready tasks [`Scheduler::needs_unmet`] looks at: status stays
-/// cheap with a long queue, and the oldest are the ones held up.
+/// How many ready tasks [`Scheduler::needs_unmet`] looks at, and how many
+/// grantable tasks an offer passes over for one worker at most: with a long
+/// queue that no one may take (every task capped, or needing what the
+/// worker lacks), each waiting worker costs a bounded walk, and the oldest
+/// tasks are the ones held up.
 pub const UNMET_WALK: usize = 10_000;
 
 /// Tasks in flight per task type, counted once per offer (in flight are at
@@ -153,7 +156,7 @@ impl Scheduler {
         let flying = self.flying();
         let mut fit = Vec::new();
         let mut lacking = false;
-        for id in self.index.grantable() {
+        for id in self.index.grantable().take(UNMET_WALK) {
             if fit.len() >= limit {
                 break;
             }
@@ -175,7 +178,7 @@ impl Scheduler {
         let flying = self.flying();
         let (mut lacking, mut first, mut missing) = (0, Vec::new(), Vec::<String>::new());
         let mut capped = None;
-        for id in self.index.grantable() {
+        for id in self.index.grantable().take(UNMET_WALK) {
             let task = &self.tasks[id];
             match Self::unfit(me, task, || self.capped(task, &flying))? {
                 Unfit::Lacks(lacks) => {
