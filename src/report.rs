@@ -146,7 +146,8 @@ fn step(kind: &EventKind) -> Step {
         EventKind::Rejected => Step::Ends(Verdict::Rejected),
         EventKind::Submitted => Step::Ends(Verdict::Submitted),
         EventKind::Blocked => Step::Ends(Verdict::Blocked),
-        EventKind::Expired => Step::Ends(Verdict::Expired),
+        // The holder's chat ended: like a lease that ran out, an attempt spent without a result.
+        EventKind::Expired | EventKind::ChatEnded => Step::Ends(Verdict::Expired),
         EventKind::Released => Step::Ends(Verdict::Released),
         EventKind::Failed | EventKind::FailedAttempt => Step::Ends(Verdict::Failed),
         EventKind::Cancelled => Step::Ends(Verdict::Cancelled),
@@ -237,6 +238,7 @@ fn reasons_of(e: &StoredEvent) -> Vec<String> {
             e.detail["reason"].as_str().map(str::to_owned).into_iter().collect()
         }
         EventKind::Expired => vec!["its lease ran out".to_owned()],
+        EventKind::ChatEnded => e.detail["reason"].as_str().map(str::to_owned).into_iter().collect(),
         _ => Vec::new(),
     }
 }
@@ -335,6 +337,14 @@ pub struct WorkerFigures {
     /// The model it said it runs (`--model`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub model: Option<String>,
+    /// Tasks it held that went back to the queue because its chat ended.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub chats_ended: usize,
+}
+
+#[allow(clippy::trivially_copy_pass_by_ref, reason = "the shape serde's skip_serializing_if calls")]
+fn is_zero(n: &usize) -> bool {
+    *n == 0
 }
 
 /// The scores workers reported of their own context.
@@ -413,6 +423,21 @@ pub struct Metrics {
     /// Set by `mcc run` for its summary: the wall time it watched.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub run_seconds: Option<f64>,
+    /// What racers that did not win took, when the run raced a task.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub race_overhead: Option<RaceOverhead>,
+}
+
+/// What the losing racers of a run's races took (docs/workflows.md, "Races").
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct RaceOverhead {
+    /// Tasks raced.
+    pub races: usize,
+    /// Attempts of racers that did not win.
+    pub attempts: usize,
+    /// Their time, grant to report (or to the race's end).
+    pub seconds: f64,
 }
 
 /// The newest run's figures from the store of the project at `root`, as
@@ -566,6 +591,8 @@ fn measure(
     let mut scores: Vec<u64> = Vec::new();
     let mut joined: BTreeSet<String> = attempts.iter().map(|a| a.worker.clone()).collect();
     let (mut rejections, mut expiries) = (0u64, 0u64);
+    // Each worker's tasks given back because its chat ended (docs/worker.md, "Presence").
+    let mut chats_ended: BTreeMap<String, usize> = BTreeMap::new();
     let (mut first, mut last) = (i64::MAX, i64::MIN);
     for e in events {
         first = first.min(e.at_ms);
@@ -575,6 +602,11 @@ fn measure(
             EventKind::WorkerJoined => joined.extend(e.worker.clone()),
             EventKind::Rejected => rejections += 1,
             EventKind::Expired => expiries += 1,
+            // A racer cancelled because its race ended is not the engineer's doing.
+            EventKind::Cancelled if e.detail.get("winner").is_some() || e.detail["reason"] == "race ended" => {}
+            EventKind::ChatEnded => {
+                *chats_ended.entry(e.worker.clone().unwrap_or_default()).or_default() += 1;
+            }
             EventKind::Answered | EventKind::Retried | EventKind::Cancelled => {
                 *engineer.entry(task).or_default() += 1;
             }
@@ -647,6 +679,7 @@ fn measure(
                 accepted: mine.iter().filter(|(a, _)| a.verdict == Verdict::Accepted).count(),
                 rejections: mine.iter().filter(|(a, _)| a.verdict == Verdict::Rejected).count(),
                 busy_seconds: mine.iter().map(|(_, (f, t))| t - f).sum::<i64>() as f64 / 1000.0,
+                chats_ended: chats_ended.get(name).copied().unwrap_or_default(),
                 ..WorkerFigures::default()
             }
         })
@@ -666,7 +699,22 @@ fn measure(
         })
         .collect();
     let per_task_of = |n: f64| (!tasks.is_empty()).then(|| n / tasks.len() as f64);
-    let measured_from = [
+    let races = tasks.iter().filter(|t| crate::scheduler::race_size(&t.spec).is_some()).count();
+    let race_overhead = (races > 0).then(|| {
+        let losers: BTreeSet<&str> = tasks
+            .iter()
+            .filter(|t| crate::scheduler::race_of(&t.spec).is_some() && t.state() != TaskState::Accepted)
+            .map(|t| t.spec.id.as_str())
+            .collect();
+        let mine: Vec<i64> = attempts
+            .iter()
+            .zip(&spans)
+            .filter(|(a, _)| losers.contains(a.task.as_str()))
+            .map(|(_, (f, t))| t - f)
+            .collect();
+        RaceOverhead { races, attempts: mine.len(), seconds: mine.iter().sum::<i64>() as f64 / 1000.0 }
+    });
+    let mut measured_from = vec![
         ("seconds", "first to last event of the run in .mcc/state.db"),
         ("phases.seconds", "time with at least one attempt of the phase running (a stopped hub does not count)"),
         ("automationRate", "accepted tasks with no answer, retry or cancel by the engineer / accepted tasks"),
@@ -679,6 +727,9 @@ fn measure(
         ("contextEfficiency", "scores the workers reported"),
         ("perTask", "each task the run created, with every attempt, its verdict and reasons, from the event log"),
     ];
+    if race_overhead.is_some() {
+        measured_from.push(("raceOverhead", "attempts of racers that did not win, and their time, assigned to report"));
+    }
     Metrics {
         run,
         tasks: tasks.len(),
@@ -709,6 +760,7 @@ fn measure(
         questions: questions_of(events),
         measured_from: measured_from.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect(),
         run_seconds: None,
+        race_overhead,
     }
 }
 
@@ -827,6 +879,15 @@ impl Metrics {
                 p.span_seconds
             );
         }
+        if let Some(race) = &self.race_overhead {
+            let _ = writeln!(
+                out,
+                "  races: {} raced; racers that did not win took {} and {:.1}s (race overhead)",
+                plural(count(race.races), "task", "tasks"),
+                plural(count(race.attempts), "attempt", "attempts"),
+                race.seconds
+            );
+        }
         for w in &self.workers {
             let busy = if w.attempts == 0 {
                 "no attempt yet".to_owned()
@@ -841,9 +902,13 @@ impl Metrics {
                 kit.push(format!("model {model}"));
             }
             let kit = if kit.is_empty() { String::new() } else { format!(" ({})", kit.join("; ")) };
+            let ended = match w.chats_ended {
+                0 => String::new(),
+                n => format!(", {} back to the queue when its chat ended", plural(count(n), "task", "tasks")),
+            };
             let _ = writeln!(
                 out,
-                "  worker {:<13} {} accepted, {} rejected, {busy}{kit}",
+                "  worker {:<13} {} accepted, {} rejected, {busy}{ended}{kit}",
                 w.name, w.accepted, w.rejections
             );
         }
@@ -1307,6 +1372,29 @@ mod tests {
         assert_eq!((first.verdict.as_str(), first.files.clone()), ("rejected", vec!["a.md".to_owned()]));
         assert_eq!(first.reasons, ["a.md has 3 words\nwants 30"]);
         assert_eq!(attempts[1].view(&HashMap::new()).verdict, "blocked");
+    }
+
+    #[test]
+    fn a_task_back_because_its_chat_ended_is_counted_for_its_worker_with_the_reason() {
+        let w = Some("w1");
+        let events = [
+            said(1_000, "assigned", "a", w, Some(1), Value::Null),
+            said(
+                2_000,
+                "chat_ended",
+                "a",
+                w,
+                Some(1),
+                serde_json::json!({"now": "ready", "reason": "w1's chat ended"}),
+            ),
+            said(2_500, "assigned", "a", Some("w2"), Some(2), Value::Null),
+        ];
+        let m = measure(&[], &events, &HashMap::new(), None);
+        assert_eq!(m.workers.iter().find(|w| w.name == "w1").unwrap().chats_ended, 1);
+        assert_eq!(m.lease_expiries, 0, "a chat's end is not a lease that ran out");
+        let text = m.text();
+        assert!(text.contains("1 task back to the queue when its chat ended"), "{text}");
+        assert_eq!(attempts_of(&events)[0].view(&HashMap::new()).reasons, ["w1's chat ended"]);
     }
 
     #[test]

@@ -54,7 +54,16 @@ pub enum TaskProblem {
         id: String,
         lease: String,
     },
+    /// `race` is not a whole number from 2 to [`MAX_RACE`].
+    BadRace {
+        id: String,
+        race: Value,
+    },
 }
+
+/// The most workers one task may be raced on (`race`): each racer is a
+/// worker's whole attempt.
+pub const MAX_RACE: u64 = 10;
 
 impl TaskProblem {
     /// The JSON path of the field at fault within the task; `.` for the task itself.
@@ -63,6 +72,7 @@ impl TaskProblem {
             Self::Field { path, .. } => path,
             Self::EmptyId => "id",
             Self::BadLease { .. } => "lease",
+            Self::BadRace { .. } => "race",
         }
     }
 
@@ -72,6 +82,9 @@ impl TaskProblem {
             Self::Field { reason, .. } => reason.clone(),
             Self::EmptyId => "is empty; give every task an id".to_owned(),
             Self::BadLease { lease, .. } => format!("`{lease}` is not a duration such as \"30m\" or \"90s\""),
+            Self::BadRace { race, .. } => {
+                format!("{race} is not how many workers race on the task: give a whole number from 2 to {MAX_RACE}")
+            }
         }
     }
 
@@ -86,6 +99,7 @@ impl TaskProblem {
             Self::BadLease { id, lease } => {
                 format!("tasks[{i}] (`{id}`): lease `{lease}` is not a duration such as \"30m\" or \"90s\"")
             }
+            Self::BadRace { id, .. } => format!("tasks[{i}] (`{id}`): race: {}", self.reason()),
         }
     }
 }
@@ -135,6 +149,11 @@ impl TaskSpec {
             && humantime::parse_duration(lease).is_err()
         {
             return Err(TaskProblem::BadLease { id: spec.id, lease: lease.clone() });
+        }
+        if let Some(race) = spec.extra.get("race")
+            && !race.as_u64().is_some_and(|n| (2..=MAX_RACE).contains(&n))
+        {
+            return Err(TaskProblem::BadRace { race: race.clone(), id: spec.id });
         }
         Ok(spec)
     }

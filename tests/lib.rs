@@ -25,6 +25,8 @@ mod live;
 mod lua;
 mod mcp;
 mod old_protocol;
+mod presence;
+mod races;
 mod remote;
 mod remote_files;
 mod reports;

@@ -293,7 +293,8 @@ pub fn render(s: &Summary, url: &str) -> String {
             (true, Some(model)) => format!(", model {model}"),
             (false, Some(model)) => format!(", can {}; model {model}", w.can.join(", ")),
         };
-        line(format!("worker {}: {holding}, {} accepted{score}{seen}{hand_over}{kit}", w.name, w.accepted));
+        let presence = presence_of(w);
+        line(format!("worker {}: {holding}, {} accepted{score}{seen}{hand_over}{presence}{kit}", w.name, w.accepted));
     }
     if !s.unmet_needs.is_empty() {
         let needs: Vec<String> = s
@@ -341,6 +342,28 @@ fn resume_command(s: &Summary) -> Option<String> {
         _ => workflow.to_path_buf(),
     };
     Some(format!("mcc run {}", crate::text::quoted(&path.display().to_string())))
+}
+
+/// Whether the worker's chat is alive, as its line ends: present, gone
+/// (since when, and when its task goes back), or lease only (docs/worker.md, "Presence").
+fn presence_of(w: &crate::wire::WorkerView) -> String {
+    use crate::wire::Presence;
+    let took = |ms: u64| crate::text::duration(Duration::from_millis(ms));
+    match &w.presence {
+        None | Some(Presence::Other(_)) => String::new(),
+        Some(Presence::Present) => match w.presences {
+            Some(n) if n > 1 => format!(", present ({n} connections)"),
+            _ => ", present".to_owned(),
+        },
+        Some(Presence::Gone) => {
+            let since = w.gone_ms_ago.map(|ms| format!(" {} ago", took(ms))).unwrap_or_default();
+            match (w.returns_in_ms, &w.holding) {
+                (Some(ms), Some(task)) => format!(", chat gone{since}: {task} goes back to the queue in {}", took(ms)),
+                _ => format!(", chat gone{since}"),
+            }
+        }
+        Some(Presence::LeaseOnly) => ", lease only".to_owned(),
+    }
 }
 
 #[cfg(test)]

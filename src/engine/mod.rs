@@ -8,7 +8,9 @@ mod judge;
 mod offers;
 mod old;
 mod policy;
+mod presence;
 mod problems;
+mod races;
 mod submit;
 mod uploads;
 pub mod views;
@@ -22,7 +24,7 @@ use tokio::sync::mpsc::Sender as Outbox;
 use tokio::sync::mpsc::Sender;
 use tokio::sync::mpsc::error::TrySendError;
 
-pub use policy::{DefaultPolicy, HeldPolicy, Policy, PolicyError};
+pub use policy::{Candidate, DefaultPolicy, HeldPolicy, Policy, PolicyError};
 use problems::{ProblemKind, Problems};
 
 use crate::command::Outcome;
@@ -386,6 +388,10 @@ pub struct Engine {
     stopping: Option<String>,
     /// Subscribers and the index their summaries and deltas come from.
     progress: views::Progress,
+    /// The last validation outcome of each racer, for `choose` (see `races.rs`).
+    race_validations: HashMap<TaskId, Outcome>,
+    /// Which workers' chats are alive, and the graces of those that ended.
+    presences: presence::Presences,
 }
 
 /// Bring the checkout at `root` to the files the run's accepted attempts
@@ -427,6 +433,7 @@ impl Engine {
             restore_checkout(&config.root, store.as_mut());
         }
         let scheduler = store.restore(config.settings.clone())?;
+        let race_validations = races::stored_validations(&scheduler, store.as_mut());
         let workflow_path = store.meta("workflow_path")?.map(PathBuf::from);
         let (tx, rx) = tokio::sync::mpsc::channel(ENGINE_QUEUE);
         let mut inbox = handoff::TokioInbox::new(rx)
@@ -477,6 +484,8 @@ impl Engine {
                     tx: engine_tx,
                     stopping: None,
                     progress: views::Progress::default(),
+                    race_validations,
+                    presences: presence::Presences::default(),
                 };
                 engine.resume(workflow_path);
                 engine.run(&mut inbox)
@@ -487,6 +496,7 @@ impl Engine {
 
     /// After a restart: reload the workflow, judge again what was submitted.
     fn resume(&mut self, workflow_path: Option<PathBuf>) {
+        self.resume_presences();
         let resubmit: Vec<TaskId> =
             self.scheduler.tasks().filter(|t| t.state() == TaskState::Submitted).map(|t| t.spec.id.clone()).collect();
         if let Some(path) = workflow_path {
@@ -497,6 +507,9 @@ impl Engine {
             self.judging.insert(id.clone(), Judging::nobody(worker));
             self.start_judging(&id);
         }
+        // A race decided but not committed before a crash is decided again
+        // now, committed with the first batch, before anything is acknowledged.
+        self.settle_races();
     }
 
     fn run(mut self, inbox: &mut handoff::TokioInbox<Input>) -> Result<(), StoreError> {
@@ -566,7 +579,8 @@ impl Engine {
         let reload = self.failed_load.as_ref().map(|(_, _, looked)| *looked + LOOK_FOR_FIX);
         let wakeups = waits.chain(self.scheduler.next_deadline()).chain(self.policy.next_wakeup());
         let push = self.progress.next_push();
-        wakeups.chain(checkpoint).chain(reload).chain(push).min()
+        let graces = self.presences.next_deadline();
+        wakeups.chain(checkpoint).chain(reload).chain(push).chain(graces).min()
     }
 
     /// A workflow that did not load is loaded again once its file or any
@@ -587,11 +601,13 @@ impl Engine {
     fn settle(&mut self) {
         let now = Instant::now();
         self.scheduler.expire(now);
+        self.presence_graces(now);
         if let Err(e) = self.policy.step(&mut self.scheduler, now) {
             self.workflow_failed(&e);
         }
         self.workflow_verdicts();
         self.start_workflow_commands();
+        self.settle_races();
         self.end_stale_judgements(now);
         self.verdicts_overdue(now);
         for line in self.policy.take_log() {
@@ -666,6 +682,7 @@ impl Engine {
             }
             Input::Disconnected { conn } => {
                 self.conns.remove(&conn);
+                self.presence_closed(conn);
                 self.waiters.retain(|w| w.conn != conn);
                 for j in self.judging.values_mut() {
                     if j.conn == Some(conn) {
@@ -775,6 +792,7 @@ impl Engine {
 
     fn message(&mut self, conn: ConnId, msg: ClientMsg) {
         let now = Instant::now();
+        self.presence_heard(&msg);
         match msg {
             ClientMsg::Register { role, project_id, worker_id } => {
                 self.register(conn, role.as_ref().and_then(Value::as_str), project_id, worker_id);
@@ -919,6 +937,7 @@ impl Engine {
             ClientMsg::Upload { worker, task_id, attempt, path, offset, size, sha256: _, data } => {
                 self.upload(conn, &worker, &task_id, attempt, uploads::UploadPart { path, offset, size, data });
             }
+            ClientMsg::Present { worker, agent_pid, kind } => self.present(conn, &worker, kind, agent_pid),
         }
     }
 

@@ -78,6 +78,8 @@ impl Waiters {
 impl Engine {
     /// Offer work to an mcc worker; wait when there is none and `wait` allows.
     pub(super) fn offer(&mut self, conn: ConnId, worker: &str, wait: Duration, reply: Reply, now: Instant) {
+        // A race its racer's report just decided frees its dependents for this very offer.
+        self.settle_races();
         // A newer command of the same worker supersedes an older wait: answer it now.
         let mut superseded = Vec::new();
         self.waiters.retain(|w| {

@@ -58,6 +58,21 @@ pub trait Policy {
         scheduler: &Scheduler,
     ) -> Result<Option<Verdict>, PolicyError>;
 
+    /// Which racer of the race `task` wins, among `candidates` (its accepted
+    /// racers, in the order they were accepted); `open` racers still run.
+    /// `Ok(None)`: wait, and be asked again when another racer ends (when
+    /// none is left open, the first candidate wins). By default the first
+    /// candidate wins at once.
+    fn choose(
+        &mut self,
+        _task: &Task,
+        candidates: &[Candidate],
+        _open: usize,
+        _scheduler: &Scheduler,
+    ) -> Result<Option<TaskId>, PolicyError> {
+        Ok(candidates.first().map(|c| c.id.clone()))
+    }
+
     /// Commands the workflow waits on, started since the last call: the
     /// engine runs each through the supervised runner and hands its outcome
     /// to [`Policy::command_done`] with the same call id.
@@ -113,6 +128,24 @@ pub trait Policy {
     fn take_log(&mut self) -> Vec<String> {
         Vec::new()
     }
+}
+
+/// An accepted racer of a race, as `choose` sees it.
+#[derive(Debug, Clone)]
+pub struct Candidate {
+    /// The racer's task id (`T~race2`).
+    pub id: TaskId,
+    /// Its number in the race, from 1.
+    pub racer: u32,
+    /// The worker that did it.
+    pub worker: Option<String>,
+    /// Its validation's outcome, when it has one (after a restart, the
+    /// ends of its output the store kept).
+    pub validation: Option<Outcome>,
+    /// Bytes of its copy of the write files.
+    pub size: u64,
+    /// The worker's notes with its `done`.
+    pub notes: Option<String>,
 }
 
 /// No workflow: FIFO assignment, accept when validation passes, finished

@@ -98,6 +98,16 @@ impl Engine {
             self.replay(&sub, &prior, now);
             return;
         }
+        if let Some(message) = self.lost_race_message(&sub.task, &sub.worker) {
+            // A racer that lost hears it, with its next task, not a refusal.
+            let what = match sub.report.status {
+                ReportStatus::Completed => "done",
+                ReportStatus::Failed => "fail",
+                ReportStatus::Blocked => "block",
+            };
+            self.answer_report(&sub.source, &sub.worker, what, message, &sub.task, now);
+            return;
+        }
         if let Err(refusal) = self.scheduler.check_holder(&sub.worker, &sub.task, Some(sub.attempt)) {
             self.refused(&sub, &refusal.to_string(), Some(refusal.code()));
             return;
@@ -220,7 +230,14 @@ impl Engine {
     /// per-task bound: a file past it is recorded as not kept, never dropped
     /// unsaid.
     fn submitted_files(&self, id: &str, attempt: u32) -> SubmittedFiles {
-        let paths = self.scheduler.task(id).map(|t| t.spec.context.output_files.clone()).unwrap_or_default();
+        // A racer's copy lives in `.mcc/`, which the store does not keep: the
+        // winner's files are kept with its race when they move into place.
+        let paths = self
+            .scheduler
+            .task(id)
+            .filter(|t| crate::scheduler::race_of(&t.spec).is_none())
+            .map(|t| t.spec.context.output_files.clone())
+            .unwrap_or_default();
         let mut submitted = SubmittedFiles::default();
         if paths.is_empty() {
             return submitted;

@@ -829,7 +829,8 @@ async fn serve_connection<S: AsyncRead + AsyncWrite + Unpin>(
                             if !engine.send_async(Input::Relay { conn, outgoing: Outgoing::Msg(answer) }).await { break; }
                             continue;
                         }
-                        registered |= matches!(msg, ClientMsg::Register { .. } | ClientMsg::Subscribe { .. });
+                        // A presence, too, waits for nothing and stays open for hours.
+                        registered |= matches!(msg, ClientMsg::Register { .. } | ClientMsg::Subscribe { .. } | ClientMsg::Present { .. });
                         let create = matches!(msg, ClientMsg::CreateTasks { .. });
                         if create {
                             my_creates += 1;

@@ -27,12 +27,16 @@ pub(super) struct Phase {
     pub(super) accept: Option<Function>,
     pub(super) complete: Option<Function>,
     pub(super) on: Hooks,
+    /// Picks the winner of a race among its accepted racers (see `src/engine/races.rs`).
+    pub(super) choose: Option<Function>,
     /// The most tasks of this phase out (assigned or submitted) at once.
     pub(super) max_workers: Option<usize>,
 }
 
-const WORKFLOW_FIELDS: [&str; 7] = ["name", "phases", "lease", "max_attempts", "wait", "quiet_after", "max_workers"];
-const PHASE_FIELDS: [&str; 8] = ["name", "tasks", "split", "assign", "accept", "complete", "on", "max_workers"];
+const WORKFLOW_FIELDS: [&str; 8] =
+    ["name", "phases", "lease", "max_attempts", "wait", "quiet_after", "presence_grace", "max_workers"];
+const PHASE_FIELDS: [&str; 9] =
+    ["name", "tasks", "split", "assign", "accept", "complete", "on", "choose", "max_workers"];
 const HOOKS: [&str; 6] = ["worker_joined", "worker_quiet", "task_blocked", "task_failed", "timer", "files"];
 
 /// A whole number of 1 or more (a Lua integer, or a float with no fraction).
@@ -129,6 +133,9 @@ impl Workflow {
         }
         if let Some(quiet) = self.duration(&t, "quiet_after", &mut errors) {
             self.quiet_after = quiet;
+        }
+        if let Some(grace) = self.duration(&t, "presence_grace", &mut errors) {
+            self.presence_grace = Some(grace);
         }
         self.duration(&t, "wait", &mut errors);
         match t.get::<Value>("max_attempts") {
@@ -299,6 +306,7 @@ impl Workflow {
         };
         let (split, assign, accept, complete) =
             (function("split"), function("assign"), function("accept"), function("complete"));
+        let choose = function("choose");
         let tasks = match t.get::<Value>("tasks") {
             Ok(Value::Nil) => None,
             Ok(v) => match spec::checked_list(&self.lua, v, self.shared.lease.borrow().as_deref()) {
@@ -350,7 +358,17 @@ impl Workflow {
                 Hooks::default()
             }
         };
-        (errors.len() == before).then_some(Phase { name, tasks, split, assign, accept, complete, on, max_workers })
+        (errors.len() == before).then_some(Phase {
+            name,
+            tasks,
+            split,
+            assign,
+            accept,
+            complete,
+            on,
+            choose,
+            max_workers,
+        })
     }
 
     fn read_hooks(name: &str, here: &str, on: &Table, errors: &mut Vec<String>) -> Hooks {

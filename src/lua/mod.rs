@@ -135,6 +135,8 @@ pub struct Workflow {
     max_attempts: Option<u32>,
     /// `max_workers` of the phases and of the workflow (by task type).
     caps: crate::scheduler::Caps,
+    /// The workflow's `presence_grace`, over the hub's `--presence-grace`.
+    presence_grace: Option<Duration>,
     quiet_after: Duration,
     current: usize,
     /// Where each phase stands, in the order of `phases`.

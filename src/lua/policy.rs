@@ -8,7 +8,7 @@ use mlua::{IntoLuaMulti, MultiValue, Value};
 use super::phases::{PhaseState, Progress};
 use super::{Workflow, calls, errors, views, watch};
 use crate::command::{Job, Outcome};
-use crate::engine::{DefaultPolicy, EngineHandle, Policy, PolicyError};
+use crate::engine::{Candidate, DefaultPolicy, EngineHandle, Policy, PolicyError};
 use crate::scheduler::{Scheduler, Task, TaskId, Verdict, Worker};
 use crate::task::Report;
 
@@ -126,6 +126,38 @@ impl Policy for Workflow {
         }
     }
 
+    fn choose(
+        &mut self,
+        task: &Task,
+        candidates: &[Candidate],
+        open: usize,
+        scheduler: &Scheduler,
+    ) -> Result<Option<TaskId>, PolicyError> {
+        let phase = self.index(task.phase());
+        let Some(choose) = &self.phases[phase].choose else {
+            return Ok(candidates.first().map(|c| c.id.clone()));
+        };
+        self.call(scheduler, phase, "choose", |scope| {
+            let list = self.lua.create_table_with_capacity(candidates.len(), 2)?;
+            for (i, c) in candidates.iter().enumerate() {
+                list.raw_set(i + 1, views::candidate(&self.lua, c)?)?;
+            }
+            // Racers still running: a `choose` that compares all waits for 0.
+            list.raw_set("open", open)?;
+            let chosen: Value = choose.call((scope.create_userdata_ref(task)?, list, self.ctx.clone()))?;
+            match chosen {
+                Value::Nil | Value::Boolean(false) => Ok(None),
+                Value::String(s) => Ok(Some(s.to_string_lossy())),
+                Value::Table(t) => Ok(Some(t.get::<String>("id")?)),
+                other => Err(mlua::Error::runtime(format!(
+                    "choose must return a candidate, its id, or nil to wait, not {}",
+                    other.type_name()
+                ))),
+            }
+        })
+        .map_err(PolicyError)
+    }
+
     fn take_commands(&mut self) -> Vec<(u64, Job)> {
         std::mem::take(&mut self.calls.borrow_mut().commands)
     }
@@ -190,6 +222,9 @@ impl Policy for Workflow {
             scheduler.settings.max_attempts = n;
         }
         scheduler.set_caps(self.caps.clone());
+        if let Some(grace) = self.presence_grace {
+            scheduler.settings.presence_grace = grace;
+        }
         let queued = !self.shared.changes.borrow().is_empty();
         self.apply_changes(scheduler, &mut errors);
         let changed = queued || self.check_complete || !scheduler.pending_events().is_empty();

@@ -15,6 +15,7 @@ use super::Shared;
 pub const BUILT_IN: &[(&str, &str)] = &[
     ("fanout", include_str!("../../workflows/recipes/fanout.lua")),
     ("routing", include_str!("../../workflows/recipes/routing.lua")),
+    ("best-of-3", include_str!("../../workflows/recipes/best-of-3.lua")),
 ];
 
 /// The user's own recipes folder, such as `~/.config/mcc/recipes`.

@@ -173,6 +173,7 @@ impl Workflow {
             phases: Vec::new(),
             max_attempts: None,
             caps: crate::scheduler::Caps::default(),
+            presence_grace: None,
             quiet_after: Duration::from_mins(10),
             current: 0,
             phase_states: Vec::new(),

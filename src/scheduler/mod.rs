@@ -12,10 +12,12 @@ mod index;
 mod leases;
 mod model;
 mod offers;
+mod presence;
+mod races;
 mod reservation;
 mod routing;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
@@ -25,6 +27,7 @@ pub use index::InOrder;
 pub use leases::{Judged, Verdict};
 pub use model::{Applied, Judgement, Task, TaskState, Worker};
 pub use offers::{Idle, Offer};
+pub use races::{MAX_RACE, race_copy, race_of, race_size, racer_number};
 pub use reservation::{Reservation, any_overlap};
 pub use routing::{Cap, Caps, Passed};
 
@@ -41,7 +44,13 @@ pub struct Settings {
     pub max_attempts: u32,
     /// The most tasks the store may hold (`--max-tasks`).
     pub max_tasks: usize,
+    /// How long a worker whose chat ended may take to come back before
+    /// its task goes back to the queue (`--presence-grace`, the workflow's `presence_grace`).
+    pub presence_grace: Duration,
 }
+
+/// The presence grace unless the hub or the workflow says otherwise.
+pub const DEFAULT_PRESENCE_GRACE: Duration = Duration::from_mins(1);
 
 /// Tasks a store holds at most unless `--max-tasks` says otherwise: far past
 /// any real project, well short of what would sink the hub (707k tasks took
@@ -50,7 +59,12 @@ pub const DEFAULT_MAX_TASKS: usize = 200_000;
 
 impl Default for Settings {
     fn default() -> Self {
-        Self { lease: Duration::from_mins(30), max_attempts: 5, max_tasks: DEFAULT_MAX_TASKS }
+        Self {
+            lease: Duration::from_mins(30),
+            max_attempts: 5,
+            max_tasks: DEFAULT_MAX_TASKS,
+            presence_grace: DEFAULT_PRESENCE_GRACE,
+        }
     }
 }
 
@@ -112,6 +126,10 @@ pub struct Scheduler {
     work_changed: bool,
     /// The workflow's `max_workers`, by phase and by task type.
     caps: Caps,
+    /// A race's task -> its racers, every round (see `races.rs`).
+    racers: HashMap<TaskId, Vec<TaskId>>,
+    /// Races whose racers moved since the engine last decided them.
+    races_moved: BTreeSet<TaskId>,
 }
 
 impl Scheduler {
@@ -144,6 +162,14 @@ impl Scheduler {
             }
             s.tasks.insert(task.spec.id.clone(), task);
         }
+        // Every race still running is decided again: its last decision may not have been committed.
+        let running: Vec<TaskId> = s
+            .racers
+            .keys()
+            .filter(|id| s.tasks.get(*id).is_some_and(|t| t.state() == TaskState::Assigned))
+            .cloned()
+            .collect();
+        s.races_moved.extend(running);
         accepted.sort();
         for (_, _, id, by) in accepted {
             s.workers.get_mut(&by).expect("checked above").accepted.push(id);

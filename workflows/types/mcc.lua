@@ -23,6 +23,7 @@
 ---@field data? table Anything; kept in the task JSON as `data`.
 ---@field context? table Old-protocol form of read/write/requirements/rules.
 ---@field acceptance? table Old-protocol form of criteria/validation.
+---@field race? integer Race it on this many workers at once (2 to 10); `choose` keeps one.
 ---@field needs? string|string[] What a worker must say it can do (`--can`) to be given it by default.
 ---@field kind? string Another name for `type` (what the workflow's `max_workers` counts by).
 
@@ -47,6 +48,8 @@
 ---@field answer string? The engineer's answer to the last question.
 ---@field lease_ms integer
 ---@field data any
+---@field race integer? How many racers it runs, when it is a race.
+---@field race_of string? The race a racer runs in (a racer's id is `TASK~raceK`).
 ---@field needs string[] What a worker must say it can do to be given it by default.
 ---@field kind string Same as `type`.
 
@@ -212,6 +215,19 @@ function Ctx.retry(id) end
 ---@field timer? mcc.Timer
 ---@field files? mcc.FilesHook
 
+---An accepted racer of a race, given to `choose`.
+---@class mcc.Candidate
+---@field id string The racer's task id (`TASK~raceK`).
+---@field racer integer Its number in the race.
+---@field worker string? The worker that did it.
+---@field size integer Bytes of its copy of the write files.
+---@field notes string? The worker's notes with its `done`.
+---@field validation mcc.RunResult? Its validation (run in its copy folder); after a restart, the output's ends the store kept.
+
+---The accepted racers, first accepted first; `open` racers still run.
+---@class mcc.Candidates: mcc.Candidate[]
+---@field open integer
+
 ---@class mcc.Phase
 ---@field name string Unique.
 ---@field tasks? mcc.TaskTable[] Static tasks, or:
@@ -220,6 +236,7 @@ function Ctx.retry(id) end
 ---@field accept? fun(task: mcc.Task, report: mcc.Report, ctx: mcc.Ctx): boolean, (string|string[])?
 ---@field complete? fun(phase: mcc.PhaseView, ctx: mcc.Ctx): boolean
 ---@field on? mcc.Hooks
+---@field choose? fun(task: mcc.Task, candidates: mcc.Candidates, ctx: mcc.Ctx): mcc.Candidate|string|nil Nil waits.
 ---@field max_workers? integer Most of its tasks out (assigned or submitted) at once.
 
 ---@class mcc.Workflow
@@ -228,6 +245,7 @@ function Ctx.retry(id) end
 ---@field max_attempts? integer Grants before a task fails for good.
 ---@field wait? string Default `mcc worker next` wait hint.
 ---@field quiet_after? string When `worker_quiet` fires; default "10m".
+---@field presence_grace? string How long a worker whose chat ended may take to come back before its task goes back to the queue; default "60s".
 ---@field max_workers? table<string, integer> Most tasks of each type out at once, such as { review = 1 }.
 ---@field phases mcc.Phase[]
 
