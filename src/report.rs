@@ -29,6 +29,10 @@ struct Attempt {
     reasons: Vec<String>,
     /// The files its report named.
     files: Vec<String>,
+    /// What it changed outside its task, as the hub sorted it at `done`.
+    outside: Vec<String>,
+    conflicts: Vec<crate::task::Conflict>,
+    shared: Vec<String>,
 }
 
 impl Attempt {
@@ -56,6 +60,9 @@ impl Attempt {
             verdict: self.verdict.name().to_owned(),
             reasons: self.reasons.clone(),
             files: self.files.clone(),
+            outside: self.outside.clone(),
+            conflicts: self.conflicts.clone(),
+            shared: self.shared.clone(),
             validation: validations.get(&(self.task.clone(), self.number)).map(|v| ValidationView {
                 command: v.command.clone(),
                 exit_code: v.exit_code,
@@ -195,6 +202,9 @@ fn attempts_of(events: &[StoredEvent]) -> Vec<Attempt> {
                     verdict: Verdict::Running,
                     reasons: Vec::new(),
                     files: Vec::new(),
+                    outside: Vec::new(),
+                    conflicts: Vec::new(),
+                    shared: Vec::new(),
                 });
             }
             Step::Ends(verdict) => {
@@ -214,6 +224,20 @@ fn attempts_of(events: &[StoredEvent]) -> Vec<Attempt> {
                     a.reasons.extend(reasons_of(e));
                     if let Some(files) = e.detail["deliverables"].as_array() {
                         a.files = files.iter().filter_map(Value::as_str).map(str::to_owned).collect();
+                    }
+                    if e.kind == EventKind::Submitted {
+                        let strings = |key: &str| -> Vec<String> {
+                            e.detail[key]
+                                .as_array()
+                                .into_iter()
+                                .flatten()
+                                .filter_map(Value::as_str)
+                                .map(str::to_owned)
+                                .collect()
+                        };
+                        a.outside = strings("outside");
+                        a.shared = strings("shared");
+                        a.conflicts = serde_json::from_value(e.detail["conflicts"].clone()).unwrap_or_default();
                     }
                     if verdict != Verdict::Submitted {
                         open.remove(&(a.task.clone(), a.number));
@@ -320,6 +344,49 @@ pub struct PhaseFigures {
     pub attempts: usize,
     pub seconds: f64,
     pub span_seconds: f64,
+    #[serde(flatten)]
+    pub writes: Writes,
+}
+
+/// Files changed outside their tasks, counted over attempts (docs/worker.md,
+/// "Writes outside a task"); absent from the JSON while all are zero.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct Writes {
+    /// Files written outside the task, by the attempt's worker.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub outside: usize,
+    /// Files another in-flight task reserved.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub conflicts: usize,
+    /// Changes in a shared checkout pinned on nobody.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub shared: usize,
+}
+
+impl Writes {
+    fn of<'a>(attempts: impl IntoIterator<Item = &'a Attempt>) -> Self {
+        attempts.into_iter().fold(Self::default(), |w, a| Self {
+            outside: w.outside + a.outside.len(),
+            conflicts: w.conflicts + a.conflicts.len(),
+            shared: w.shared + a.shared.len(),
+        })
+    }
+
+    /// `, 2 writes outside, 1 conflict, 1 shared change` when any; empty otherwise.
+    fn text(self) -> String {
+        let mut parts = Vec::new();
+        if self.outside > 0 {
+            parts.push(plural(self.outside as u64, "write outside", "writes outside"));
+        }
+        if self.conflicts > 0 {
+            parts.push(plural(self.conflicts as u64, "conflict", "conflicts"));
+        }
+        if self.shared > 0 {
+            parts.push(plural(self.shared as u64, "shared change", "shared changes"));
+        }
+        if parts.is_empty() { String::new() } else { format!(", {}", parts.join(", ")) }
+    }
 }
 
 /// A worker's figures.
@@ -340,6 +407,8 @@ pub struct WorkerFigures {
     /// Tasks it held that went back to the queue because its chat ended.
     #[serde(skip_serializing_if = "is_zero")]
     pub chats_ended: usize,
+    #[serde(flatten)]
+    pub writes: Writes,
 }
 
 #[allow(clippy::trivially_copy_pass_by_ref, reason = "the shape serde's skip_serializing_if calls")]
@@ -654,6 +723,7 @@ fn measure(
             attempts: mine.len(),
             seconds: covered(mine) as f64 / 1000.0,
             span_seconds: (to - from) as f64 / 1000.0,
+            writes: Writes::of(attempts.iter().filter(|a| phase_of.get(a.task.as_str()) == Some(&name))),
         });
     }
     let by_state: BTreeMap<String, usize> = TaskState::ALL
@@ -680,6 +750,7 @@ fn measure(
                 rejections: mine.iter().filter(|(a, _)| a.verdict == Verdict::Rejected).count(),
                 busy_seconds: mine.iter().map(|(_, (f, t))| t - f).sum::<i64>() as f64 / 1000.0,
                 chats_ended: chats_ended.get(name).copied().unwrap_or_default(),
+                writes: Writes::of(mine.iter().map(|(a, _)| *a)),
                 ..WorkerFigures::default()
             }
         })
@@ -870,13 +941,14 @@ impl Metrics {
         for p in &self.phases {
             let _ = writeln!(
                 out,
-                "  phase {:<14} {}/{} accepted, {} in {:.1}s of work (first grant to last report {:.1}s)",
+                "  phase {:<14} {}/{} accepted, {} in {:.1}s of work (first grant to last report {:.1}s){}",
                 p.name,
                 p.accepted,
                 p.tasks,
                 plural(count(p.attempts), "attempt", "attempts"),
                 p.seconds,
-                p.span_seconds
+                p.span_seconds,
+                p.writes.text()
             );
         }
         if let Some(race) = &self.race_overhead {
@@ -908,8 +980,11 @@ impl Metrics {
             };
             let _ = writeln!(
                 out,
-                "  worker {:<13} {} accepted, {} rejected, {busy}{ended}{kit}",
-                w.name, w.accepted, w.rejections
+                "  worker {:<13} {} accepted, {} rejected, {busy}{ended}{}{kit}",
+                w.name,
+                w.accepted,
+                w.rejections,
+                w.writes.text()
             );
         }
         let automation = match self.automation_rate {

@@ -232,8 +232,33 @@ pub struct Report {
     /// mcc extension: the attempt this report is for (the fencing token).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub attempt: Option<u32>,
+    /// mcc extension, set by the hub at `done` (never taken from a worker):
+    /// files this attempt changed that its task does not declare and that
+    /// are nobody else's (docs/worker.md, "Writes outside a task").
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(skip)]
+    pub outside: Vec<String>,
+    /// mcc extension, set by the hub: changed files another in-flight task reserves.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(skip)]
+    pub conflicts: Vec<Conflict>,
+    /// mcc extension, set by the hub: changed files that cannot be pinned on
+    /// this worker (others worked in the same checkout meanwhile): shown, blamed on nobody.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(skip)]
+    pub shared: Vec<String>,
     #[serde(flatten)]
     pub extra: Map<String, Value>,
+}
+
+/// A changed file that another in-flight task reserves.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Conflict {
+    pub file: String,
+    /// The task whose declared writes hold the file.
+    pub task: String,
+    /// Who holds that task (empty when nobody does).
+    pub holder: String,
 }
 
 impl Report {
@@ -251,6 +276,9 @@ impl Report {
             requested_guidance: None,
             blocked_at: None,
             attempt: None,
+            outside: Vec::new(),
+            conflicts: Vec::new(),
+            shared: Vec::new(),
             extra: Map::new(),
         }
     }

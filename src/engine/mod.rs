@@ -7,6 +7,7 @@
 mod judge;
 mod offers;
 mod old;
+mod outside;
 mod policy;
 mod presence;
 mod problems;
@@ -26,6 +27,7 @@ use tokio::sync::mpsc::error::TrySendError;
 
 pub use policy::{Candidate, DefaultPolicy, HeldPolicy, Policy, PolicyError};
 use problems::{ProblemKind, Problems};
+use submit::Sent;
 
 use crate::command::Outcome;
 use crate::handoff::{self, Inbox as _, Received};
@@ -499,6 +501,18 @@ impl Engine {
         self.resume_presences();
         let resubmit: Vec<TaskId> =
             self.scheduler.tasks().filter(|t| t.state() == TaskState::Submitted).map(|t| t.spec.id.clone()).collect();
+        // What attempts changed outside their tasks is in their stored reports: shown again.
+        let outside: Vec<TaskId> = self
+            .scheduler
+            .tasks()
+            .filter(|t| {
+                t.report().is_some_and(|r| !(r.outside.is_empty() && r.conflicts.is_empty() && r.shared.is_empty()))
+            })
+            .map(|t| t.spec.id.clone())
+            .collect();
+        for id in outside {
+            self.show_outside(&id);
+        }
         if let Some(path) = workflow_path {
             self.load_workflow(None, path);
         }
@@ -821,7 +835,18 @@ impl Engine {
                 }
                 self.offer(conn, &worker, Self::wait_of(wait_ms), Reply::Offer, now);
             }
-            ClientMsg::Done { worker, task_id, attempt, deliverables, score, notes, wait_ms, files } => {
+            ClientMsg::Done {
+                worker,
+                task_id,
+                attempt,
+                deliverables,
+                score,
+                notes,
+                wait_ms,
+                files,
+                changed,
+                isolated,
+            } => {
                 // A deliverable that travels with the `done` is in the checkout once it is applied.
                 let travels = |d: &String| files.iter().any(|f| &f.path == d);
                 if let Some(bad) = deliverables.iter().find(|d| !travels(d) && !self.config.root.join(d).exists()) {
@@ -835,19 +860,19 @@ impl Engine {
                 let mut report = Report::completed(&task_id, &worker, deliverables);
                 report.context_efficiency_score = score;
                 report.notes = notes;
-                self.socket_report(conn, "done", attempt, wait_ms, report, files);
+                self.socket_report(conn, "done", attempt, wait_ms, report, Sent { files, changed, isolated });
             }
             ClientMsg::Block { worker, task_id, attempt, question, wait_ms } => {
                 let mut report = Report::completed(&task_id, &worker, Vec::new());
                 report.status = ReportStatus::Blocked;
                 report.requested_guidance = Some(question);
-                self.socket_report(conn, "block", attempt, wait_ms, report, Vec::new());
+                self.socket_report(conn, "block", attempt, wait_ms, report, Sent::default());
             }
             ClientMsg::Fail { worker, task_id, attempt, reason, wait_ms } => {
                 let mut report = Report::completed(&task_id, &worker, Vec::new());
                 report.status = ReportStatus::Failed;
                 report.notes = Some(reason);
-                self.socket_report(conn, "fail", attempt, wait_ms, report, Vec::new());
+                self.socket_report(conn, "fail", attempt, wait_ms, report, Sent::default());
             }
             ClientMsg::Progress { worker, task_id, attempt, note } => {
                 match self.scheduler.progress(&worker, &task_id, attempt, &note, now) {

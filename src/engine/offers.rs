@@ -197,6 +197,13 @@ impl Engine {
             Reply::Offer => ServerMsg::Offer { offer },
             Reply::Verdict { task, attempt, accepted, failed, reasons } => ServerMsg::Verdict {
                 worker: offer_worker(&offer).to_owned(),
+                warnings: self
+                    .scheduler
+                    .task(&task)
+                    .and_then(crate::scheduler::Task::report)
+                    .filter(|r| r.attempt == Some(attempt))
+                    .map(super::outside::warnings)
+                    .unwrap_or_default(),
                 task_id: task,
                 attempt,
                 accepted,

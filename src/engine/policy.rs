@@ -153,16 +153,19 @@ pub struct Candidate {
 pub struct DefaultPolicy;
 
 impl DefaultPolicy {
-    /// The verdict a validation outcome gives on its own.
-    pub fn verdict(task: &Task, validation: Option<&Outcome>) -> Verdict {
-        match validation {
-            Some(outcome) if !outcome.success() => Verdict::Reject(vec![format!(
+    /// The verdict a validation outcome and the report give on their own: a
+    /// failed validation or a write into another in-flight task's files
+    /// (a conflict) rejects; a write outside the task alone does not.
+    pub fn verdict(task: &Task, report: &Report, validation: Option<&Outcome>) -> Verdict {
+        let mut reasons = super::outside::conflict_reasons(&task.spec.id, report);
+        if let Some(outcome) = validation.filter(|o| !o.success()) {
+            reasons.push(format!(
                 "validation `{}` {}",
                 task.spec.acceptance.validation.as_deref().unwrap_or_default(),
                 outcome.summary()
-            )]),
-            _ => Verdict::Accept,
+            ));
         }
+        if reasons.is_empty() { Verdict::Accept } else { Verdict::Reject(reasons) }
     }
 }
 
@@ -182,11 +185,11 @@ impl Policy for DefaultPolicy {
     fn accept(
         &mut self,
         task: &Task,
-        _: &Report,
+        report: &Report,
         validation: Option<&Outcome>,
         _: &Scheduler,
     ) -> Result<Option<Verdict>, PolicyError> {
-        Ok(Some(Self::verdict(task, validation)))
+        Ok(Some(Self::verdict(task, report, validation)))
     }
 
     fn step(&mut self, _: &mut Scheduler, _: Instant) -> Result<(), PolicyError> {

@@ -24,12 +24,21 @@ use crate::wire::{FileDigest, ServerMsg};
 pub enum Source {
     /// `done` / `fail` / `block` of an mcc worker, which waits up to `wait`
     /// for its next task; `files` are a remote worker's uploads to apply.
-    Socket { conn: ConnId, wait: Duration, files: Vec<FileDigest> },
+    Socket { conn: ConnId, wait: Duration, files: Vec<FileDigest>, changed: Vec<String>, isolated: bool },
     /// The old protocol's `task_complete`, with the report as it was sent (if any).
     Old { conn: ConnId, raw: Option<Value> },
     /// A report file; `shown` is relative to the root. `rescan` when read
     /// again at start rather than seen written.
     File { shown: String, full: PathBuf, rescan: bool },
+}
+
+/// What a socket report brings beside the report: a remote worker's files
+/// to apply, and the files the attempt changed outside its task.
+#[derive(Debug, Clone, Default)]
+pub struct Sent {
+    pub files: Vec<FileDigest>,
+    pub changed: Vec<String>,
+    pub isolated: bool,
 }
 
 /// One report on its way to the scheduler.
@@ -120,8 +129,17 @@ impl Engine {
             self.refused(&sub, &text, Some("upload_refused"));
             return;
         }
-        let Submission { source, worker, task, attempt, report } = sub;
+        let Submission { source, worker, task, attempt, mut report } = sub;
         if report.status == ReportStatus::Completed {
+            // Sorted by the hub; whatever a report file said of them is not taken.
+            let (changed, isolated) = match &source {
+                Source::Socket { changed, isolated, .. } => (changed.as_slice(), *isolated),
+                _ => (&[][..], false),
+            };
+            let sorted = self.sort_changed(&task, &worker, changed, isolated);
+            report.outside = sorted.outside;
+            report.conflicts = sorted.conflicts;
+            report.shared = sorted.shared;
             // Kept with the commit that records this `done`: durable when it is acknowledged.
             let reading = Instant::now();
             let submitted = self.submitted_files(&task, attempt);
@@ -178,6 +196,7 @@ impl Engine {
         match status {
             ReportStatus::Completed => {
                 self.scheduler.submit(&worker, &task, report, now).expect("the grant was checked above");
+                self.show_outside(&task);
                 self.waiters.retain(|w| w.worker != worker || matches!(w.reply, Reply::Push));
                 let judging = match source {
                     Source::Socket { conn, wait, .. } => Judging {
@@ -398,7 +417,7 @@ impl Engine {
         attempt: Option<u32>,
         wait_ms: Option<u64>,
         mut report: Report,
-        files: Vec<FileDigest>,
+        sent: Sent,
     ) {
         let worker = report.worker_id.clone().unwrap_or_default();
         let task = report.task_id.clone();
@@ -407,7 +426,8 @@ impl Engine {
             return;
         };
         report.attempt = Some(attempt);
-        let source = Source::Socket { conn, wait: Self::wait_of(wait_ms), files };
+        let Sent { files, changed, isolated } = sent;
+        let source = Source::Socket { conn, wait: Self::wait_of(wait_ms), files, changed, isolated };
         self.apply(Submission { source, worker, task, attempt, report });
     }
 

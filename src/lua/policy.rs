@@ -108,7 +108,7 @@ impl Policy for Workflow {
     ) -> Result<Option<Verdict>, PolicyError> {
         let phase = self.index(task.phase());
         let Some(accept) = &self.phases[phase].accept else {
-            return Ok(Some(DefaultPolicy::verdict(task, validation)));
+            return Ok(Some(DefaultPolicy::verdict(task, report, validation)));
         };
         let what = format!("accept of phase \"{}\"", self.phases[phase].name);
         let args = views::task(&self.lua, task)

@@ -130,6 +130,18 @@ pub fn report(lua: &Lua, report: &Report, validation: Option<&Outcome>) -> mlua:
     t.set("deliverables", report.deliverables.clone())?;
     t.set("score", report.context_efficiency_score)?;
     t.set("notes", report.notes.clone())?;
+    // Files changed outside the task, as the hub sorted them at `done` (docs/worker.md).
+    t.set("outside", report.outside.clone())?;
+    t.set("shared", report.shared.clone())?;
+    let conflicts = lua.create_table()?;
+    for (i, c) in report.conflicts.iter().enumerate() {
+        let one = lua.create_table()?;
+        one.set("file", c.file.clone())?;
+        one.set("task", c.task.clone())?;
+        one.set("holder", c.holder.clone())?;
+        conflicts.set(i + 1, one)?;
+    }
+    t.set("conflicts", conflicts)?;
     let v = lua.create_table()?;
     v.set("ran", validation.is_some())?;
     v.set("passed", validation.is_none_or(Outcome::success))?;

@@ -52,6 +52,9 @@ pub struct McpArgs {
     /// How long `next` (and done, block, fail) wait for work before "nothing yet"; at most 50s.
     #[arg(long, default_value = "45s", value_parser = humantime::parse_duration)]
     pub wait: Duration,
+    /// Work in a git worktree of the worker's own, `.mcc/worktrees/NAME` (made at the first use; kept until `leave`).
+    #[arg(long, env = "MCC_WORKTREE")]
+    pub worktree: bool,
     #[command(flatten)]
     pub kit: verbs::Kit,
 }
@@ -63,7 +66,8 @@ pub fn run(args: McpArgs, options: crate::client::Options) -> u8 {
         format!("mcp-{}", &id[..4])
     });
     hold_presence(&worker, args.hub.clone(), options);
-    let server = WorkerTools::new(worker, args.hub, options, args.wait.min(MAX_WAIT), args.kit);
+    let mut server = WorkerTools::new(worker, args.hub, options, args.wait.min(MAX_WAIT), args.kit);
+    server.worktree = args.worktree;
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,
         Err(e) => {
@@ -234,6 +238,8 @@ pub struct WorkerTools {
     /// How the verbs reach the hub (`--transport`, `--timeout`).
     options: crate::client::Options,
     wait: Duration,
+    /// Work in a worktree of its own (`--worktree`).
+    worktree: bool,
     /// What the worker can do and its model, said with every `next`.
     kit: verbs::Kit,
     tool_router: ToolRouter<Self>,
@@ -258,7 +264,15 @@ impl WorkerTools {
         wait: Duration,
         kit: verbs::Kit,
     ) -> Self {
-        Self { worker: Arc::from(worker.as_str()), hub, options, wait, kit, tool_router: Self::tool_router() }
+        Self {
+            worker: Arc::from(worker.as_str()),
+            hub,
+            options,
+            wait,
+            worktree: false,
+            kit,
+            tool_router: Self::tool_router(),
+        }
     }
 
     fn who(&self) -> verbs::Worker {
@@ -266,6 +280,7 @@ impl WorkerTools {
             name: Some(self.worker.to_string()),
             hub: self.hub.clone(),
             options: self.options,
+            worktree: self.worktree,
             kit: self.kit.clone(),
         }
     }
@@ -423,7 +438,11 @@ fn result(answer: &Answer) -> CallToolResult {
         None => text.push_str(&format!("\nnext call: {why}")),
     }
     let mut done = CallToolResult::success(vec![ContentBlock::text(text)]);
-    done.structured_content = Some(json!({"exitCode": answer.code, "nextCall": next_call}));
+    let mut structured = json!({"exitCode": answer.code, "nextCall": next_call});
+    if let Some(folder) = &answer.work_in {
+        structured["workIn"] = json!(folder);
+    }
+    done.structured_content = Some(structured);
     done
 }
 

@@ -7,6 +7,7 @@
 //! acknowledged.
 
 mod changes;
+mod company;
 mod dependencies;
 mod index;
 mod leases;
@@ -17,7 +18,7 @@ mod races;
 mod reservation;
 mod routing;
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
@@ -126,6 +127,10 @@ pub struct Scheduler {
     work_changed: bool,
     /// The workflow's `max_workers`, by phase and by task type.
     caps: Caps,
+    /// Task -> the other workers that held a task during its current attempt.
+    company: HashMap<TaskId, BTreeSet<String>>,
+    /// Workers whose last attempt ran in a folder of their own.
+    own_folder: HashSet<String>,
     /// A race's task -> its racers, every round (see `races.rs`).
     racers: HashMap<TaskId, Vec<TaskId>>,
     /// Races whose racers moved since the engine last decided them.
@@ -162,6 +167,7 @@ impl Scheduler {
             }
             s.tasks.insert(task.spec.id.clone(), task);
         }
+        s.restore_company();
         // Every race still running is decided again: its last decision may not have been committed.
         let running: Vec<TaskId> = s
             .racers

@@ -432,6 +432,9 @@ impl Scheduler {
             task.lease_until = None;
         }
         // A submitted task keeps its holder for the verdict.
+        if !state.in_flight() {
+            self.company.remove(id);
+        }
         if !state.in_flight() && task.holder.is_some() {
             task.last_holder = task.holder.take();
         }
@@ -461,6 +464,7 @@ impl Scheduler {
         task.holder = Some(worker.to_owned());
         task.lease_until = Some(now + Duration::from_millis(task.lease_ms));
         let attempt = task.attempt;
+        self.keep_company(id, worker);
         self.holding.insert(worker.to_owned(), id.to_owned());
         self.event(EventKind::Assigned, Some(id), Some(worker), Some(attempt), Value::Null);
     }

@@ -80,6 +80,15 @@
 ---@field score integer?
 ---@field notes string?
 ---@field validation mcc.Validation
+---@field outside string[] Files this attempt changed that its task does not declare and that are nobody else's.
+---@field conflicts mcc.Conflict[] Changed files that another in-flight task reserves.
+---@field shared string[] Changed files that cannot be pinned on this worker: others worked in the same checkout meanwhile.
+
+---A changed file that another in-flight task reserves.
+---@class mcc.Conflict
+---@field file string
+---@field task string The task whose declared writes hold the file.
+---@field holder string Who holds that task ("" when nobody does).
 
 ---A phase as `complete` and `previous` see it.
 ---@class mcc.PhaseView
