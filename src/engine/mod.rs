@@ -843,10 +843,13 @@ impl Engine {
                 let status = self.old_status();
                 self.send(conn, status);
             }
-            ClientMsg::Next { worker, wait_ms } => {
+            ClientMsg::Next { worker, wait_ms, can, model } => {
                 if let Some(err) = bad_name(&worker) {
                     self.send(conn, err);
                     return;
+                }
+                if !can.is_empty() || model.is_some() {
+                    self.scheduler.set_kit(&worker, can, model, now);
                 }
                 self.offer(conn, &worker, Self::wait_of(wait_ms), Reply::Offer, now);
             }
