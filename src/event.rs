@@ -45,6 +45,9 @@ pub enum EventKind {
     Cancelled,
     /// The engineer put a failed or cancelled task back in the queue.
     Retried,
+    /// The holder's chat ended and did not come back within the presence
+    /// grace: the task went back to the queue (docs/worker.md, "Presence").
+    ChatEnded,
     /// A kind this mcc does not know, read from a store or a hub of another
     /// version: kept as it was written, and counted by no figure.
     Other(String),
@@ -52,7 +55,7 @@ pub enum EventKind {
 
 impl EventKind {
     /// Every kind this mcc writes.
-    pub const KNOWN: [EventKind; 16] = [
+    pub const KNOWN: [EventKind; 17] = [
         Self::WorkerJoined,
         Self::Score,
         Self::Created,
@@ -69,6 +72,7 @@ impl EventKind {
         Self::Expired,
         Self::Cancelled,
         Self::Retried,
+        Self::ChatEnded,
     ];
 
     /// The kind as stored in `.mcc/state.db` and sent on the wire.
@@ -90,6 +94,7 @@ impl EventKind {
             Self::Expired => "expired",
             Self::Cancelled => "cancelled",
             Self::Retried => "retried",
+            Self::ChatEnded => "chat_ended",
             Self::Other(name) => name,
         }
     }
@@ -146,6 +151,7 @@ mod tests {
                 "expired",
                 "cancelled",
                 "retried",
+                "chat_ended",
             ]
         );
         for kind in EventKind::KNOWN {

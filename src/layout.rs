@@ -123,6 +123,7 @@ impl Layout {
             "tls/key.pem",
             "remote.json",
             "remote-token",
+            "presence",
             PAGE_PORT,
         ];
         if let Some(link) = names.iter().find(|name| state.is_link(name)) {

@@ -146,7 +146,8 @@ fn step(kind: &EventKind) -> Step {
         EventKind::Rejected => Step::Ends(Verdict::Rejected),
         EventKind::Submitted => Step::Ends(Verdict::Submitted),
         EventKind::Blocked => Step::Ends(Verdict::Blocked),
-        EventKind::Expired => Step::Ends(Verdict::Expired),
+        // The holder's chat ended: like a lease that ran out, an attempt spent without a result.
+        EventKind::Expired | EventKind::ChatEnded => Step::Ends(Verdict::Expired),
         EventKind::Released => Step::Ends(Verdict::Released),
         EventKind::Failed | EventKind::FailedAttempt => Step::Ends(Verdict::Failed),
         EventKind::Cancelled => Step::Ends(Verdict::Cancelled),
@@ -237,6 +238,7 @@ fn reasons_of(e: &StoredEvent) -> Vec<String> {
             e.detail["reason"].as_str().map(str::to_owned).into_iter().collect()
         }
         EventKind::Expired => vec!["its lease ran out".to_owned()],
+        EventKind::ChatEnded => e.detail["reason"].as_str().map(str::to_owned).into_iter().collect(),
         _ => Vec::new(),
     }
 }
@@ -329,6 +331,14 @@ pub struct WorkerFigures {
     pub accepted: usize,
     pub rejections: usize,
     pub busy_seconds: f64,
+    /// Tasks it held that went back to the queue because its chat ended.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub chats_ended: usize,
+}
+
+#[allow(clippy::trivially_copy_pass_by_ref, reason = "the shape serde's skip_serializing_if calls")]
+fn is_zero(n: &usize) -> bool {
+    *n == 0
 }
 
 /// The scores workers reported of their own context.
@@ -553,6 +563,8 @@ fn measure(
     let mut scores: Vec<u64> = Vec::new();
     let mut joined: BTreeSet<String> = attempts.iter().map(|a| a.worker.clone()).collect();
     let (mut rejections, mut expiries) = (0u64, 0u64);
+    // Each worker's tasks given back because its chat ended (docs/worker.md, "Presence").
+    let mut chats_ended: BTreeMap<String, usize> = BTreeMap::new();
     let (mut first, mut last) = (i64::MAX, i64::MIN);
     for e in events {
         first = first.min(e.at_ms);
@@ -562,6 +574,9 @@ fn measure(
             EventKind::WorkerJoined => joined.extend(e.worker.clone()),
             EventKind::Rejected => rejections += 1,
             EventKind::Expired => expiries += 1,
+            EventKind::ChatEnded => {
+                *chats_ended.entry(e.worker.clone().unwrap_or_default()).or_default() += 1;
+            }
             EventKind::Answered | EventKind::Retried | EventKind::Cancelled => {
                 *engineer.entry(task).or_default() += 1;
             }
@@ -634,6 +649,7 @@ fn measure(
                 accepted: mine.iter().filter(|(a, _)| a.verdict == Verdict::Accepted).count(),
                 rejections: mine.iter().filter(|(a, _)| a.verdict == Verdict::Rejected).count(),
                 busy_seconds: mine.iter().map(|(_, (f, t))| t - f).sum::<i64>() as f64 / 1000.0,
+                chats_ended: chats_ended.get(name).copied().unwrap_or_default(),
             }
         })
         .collect();
@@ -819,7 +835,15 @@ impl Metrics {
             } else {
                 format!("busy {:.1}s over {}", w.busy_seconds, plural(count(w.attempts), "attempt", "attempts"))
             };
-            let _ = writeln!(out, "  worker {:<13} {} accepted, {} rejected, {busy}", w.name, w.accepted, w.rejections);
+            let ended = match w.chats_ended {
+                0 => String::new(),
+                n => format!(", {} back to the queue when its chat ended", plural(count(n), "task", "tasks")),
+            };
+            let _ = writeln!(
+                out,
+                "  worker {:<13} {} accepted, {} rejected, {busy}{ended}",
+                w.name, w.accepted, w.rejections
+            );
         }
         let automation = match self.automation_rate {
             Some(rate) => format!(
@@ -1281,6 +1305,29 @@ mod tests {
         assert_eq!((first.verdict.as_str(), first.files.clone()), ("rejected", vec!["a.md".to_owned()]));
         assert_eq!(first.reasons, ["a.md has 3 words\nwants 30"]);
         assert_eq!(attempts[1].view(&HashMap::new()).verdict, "blocked");
+    }
+
+    #[test]
+    fn a_task_back_because_its_chat_ended_is_counted_for_its_worker_with_the_reason() {
+        let w = Some("w1");
+        let events = [
+            said(1_000, "assigned", "a", w, Some(1), Value::Null),
+            said(
+                2_000,
+                "chat_ended",
+                "a",
+                w,
+                Some(1),
+                serde_json::json!({"now": "ready", "reason": "w1's chat ended"}),
+            ),
+            said(2_500, "assigned", "a", Some("w2"), Some(2), Value::Null),
+        ];
+        let m = measure(&[], &events, &HashMap::new(), None);
+        assert_eq!(m.workers.iter().find(|w| w.name == "w1").unwrap().chats_ended, 1);
+        assert_eq!(m.lease_expiries, 0, "a chat's end is not a lease that ran out");
+        let text = m.text();
+        assert!(text.contains("1 task back to the queue when its chat ended"), "{text}");
+        assert_eq!(attempts_of(&events)[0].view(&HashMap::new()).reasons, ["w1's chat ended"]);
     }
 
     #[test]

@@ -7,7 +7,7 @@ use serde_json::Value;
 
 pub mod views;
 
-pub use views::{Delta, Page, Snapshot, Stuck, Summary, TaskInfo, TaskSummary, WorkerView};
+pub use views::{Delta, Page, Presence, Snapshot, Stuck, Summary, TaskInfo, TaskSummary, WorkerView};
 
 /// The largest frame a hub reads unless started with `--max-frame-bytes`;
 /// the client sizes what it sends by it too.
@@ -165,6 +165,26 @@ pub enum ClientMsg {
         /// This part, in standard base64.
         data: String,
     },
+    // --- mcc's own: a worker's chat is alive (docs/protocol.md, "Presence") ---
+    /// Answered by an `ack` of `present`; from then on the connection stays
+    /// open as long as the worker's chat lives, and its end is the chat's end.
+    Present {
+        worker: String,
+        /// The agent's process the sender watches, if it is a watcher.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        agent_pid: Option<u32>,
+        kind: PresenceKind,
+    },
+}
+
+/// What holds a presence connection (`present`'s `kind`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PresenceKind {
+    /// `mcc mcp`, which lives as long as its chat.
+    Mcp,
+    /// The watcher `mcc worker next` starts beside a shell chat's agent process.
+    Watcher,
 }
 
 /// One file as it is somewhere: its path relative to the project root, its
@@ -219,6 +239,7 @@ impl ClientMsg {
         "task_files",
         "fetch_file",
         "upload",
+        "present",
     ];
 }
 

@@ -358,3 +358,28 @@ fn the_live_page_keeps_an_answered_question_with_its_answer_and_lists_a_rejectio
         "document.querySelector('#history [data-history=\"essay\"]')?.textContent.includes('exited 1')",
     );
 }
+
+#[test]
+#[ignore = "needs chromium; run by .ci/run: cargo test --test lib browser:: -- --ignored"]
+fn the_live_page_shows_whether_each_workers_chat_is_alive() {
+    let project = Project::new();
+    let hub = Hub::start(project.root(), &["--presence-grace", "5m"]);
+    let mut engineer = hub.connect();
+    engineer.ask(json!({"type":"add_tasks","tasks":[old_task("a", &[], &[]), old_task("b", &[], &[])]}));
+    // w1 works from the shell with no watcher: lease only. m holds a presence, as `mcc mcp` does.
+    assert_eq!(project.mcc().args(["worker", "next", "--as", "w1", "--wait", "0s"]).run().code, 0);
+    let mut chat = hub.connect();
+    assert_eq!(chat.ask(json!({"type":"present","worker":"m","kind":"mcp"}))["what"], "present");
+    assert_eq!(chat.ask(json!({"type":"next","worker":"m","waitMs":0}))["type"], "offer");
+    let mut page = Browser::open(&page_url(&project));
+    let presence =
+        |w: &str| format!("document.querySelector('[data-worker=\"{w}\"] [data-presence]')?.dataset.presence");
+    page.wait_for("w1 on its lease only", &format!("{} === 'lease_only'", presence("w1")));
+    page.wait_for("m present", &format!("{} === 'present'", presence("m")));
+    chat.close();
+    page.wait_for("m gone, b going back", &format!("{} === 'gone'", presence("m")));
+    page.wait_for(
+        "when b goes back",
+        "document.querySelector('[data-worker=\"m\"] [data-presence]')?.textContent.includes('b back to the queue in')",
+    );
+}

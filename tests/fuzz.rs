@@ -483,6 +483,7 @@ fn one_of_each(worker: &str) -> Vec<Value> {
         json!({"type":"task_files","worker":worker,"taskId":"nope"}),
         json!({"type":"fetch_file","worker":worker,"taskId":"nope","path":"a"}),
         json!({"type":"upload","worker":worker,"taskId":"nope","path":"a","offset":0,"size":1,"sha256":"00","data":"QQ=="}),
+        json!({"type":"present","worker":worker,"kind":"mcp"}),
         json!({"type":"register","role":"worker","workerId":worker}),
         json!({"type":"register","role":"coordinator"}),
         json!({"type":"request_task"}),
@@ -502,7 +503,7 @@ fn one_of_each(worker: &str) -> Vec<Value> {
 fn scope_allows(scope: &str, own_name: &str, msg: &Value) -> bool {
     let kind = msg["type"].as_str().unwrap();
     let reads = ["status", "snapshot", "show_task", "subscribe", "tasks_page"];
-    let works = ["next", "done", "block", "fail", "progress", "leave", "task_files", "fetch_file", "upload"];
+    let works = ["next", "done", "block", "fail", "progress", "leave", "task_files", "fetch_file", "upload", "present"];
     match scope {
         "engineer" => true,
         "viewer" => reads.contains(&kind),

@@ -25,6 +25,7 @@ mod live;
 mod lua;
 mod mcp;
 mod old_protocol;
+mod presence;
 mod remote;
 mod remote_files;
 mod reports;

@@ -40,6 +40,10 @@ pub struct HubArgs {
     /// Grants after which a task that is not accepted fails.
     #[arg(long, default_value_t = 5)]
     pub max_attempts: u32,
+    /// How long a worker whose chat ended (its `mcc mcp` or watcher connection closed) may take to
+    /// come back before its task goes back to the queue, such as 60s; a workflow's `presence_grace` wins.
+    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+    pub presence_grace: Duration,
     /// Run this Lua workflow (check it first with `mcc check FILE`).
     #[arg(long)]
     pub workflow: Option<PathBuf>,
@@ -88,6 +92,7 @@ impl HubArgs {
                 lease: self.lease,
                 max_attempts: self.max_attempts.max(1),
                 max_tasks: self.max_tasks.max(1),
+                presence_grace: self.presence_grace,
             },
             loader: Some(crate::lua::load),
             workflow: self.workflow.as_ref().map(|w| std::path::absolute(w).unwrap_or_else(|_| w.clone())),

@@ -51,6 +51,10 @@ pub struct RunArgs {
     /// Grants after which a task that is not accepted fails.
     #[arg(long, default_value_t = 5)]
     pub max_attempts: u32,
+    /// How long a worker whose chat ended (its `mcc mcp` or watcher connection closed) may take to
+    /// come back before its task goes back to the queue, such as 60s; a workflow's `presence_grace` wins.
+    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+    pub presence_grace: Duration,
     /// The most tasks the store may hold (when this command starts the hub).
     #[arg(long, default_value_t = crate::engine::DEFAULT_MAX_TASKS)]
     pub max_tasks: usize,
@@ -284,6 +288,7 @@ async fn start_hub(args: &RunArgs, root: &Path, file: &Path) -> Result<hub::Runn
             lease: args.lease,
             max_attempts: args.max_attempts.max(1),
             max_tasks: args.max_tasks.max(1),
+            presence_grace: args.presence_grace,
         },
         loader: Some(crate::lua::load),
         workflow: Some(file.to_owned()),
@@ -535,6 +540,14 @@ fn event_line(e: &EventView) -> Option<String> {
             "question on {task} ({who}): {} → mcc answer {task} \"...\"",
             detail("question").unwrap_or_default()
         ),
+        EventKind::ChatEnded => {
+            let now = if detail("now").as_deref() == Some("failed") {
+                "failed, no attempts left"
+            } else {
+                "back in the queue"
+            };
+            format!("{now}: {task} ({who}): {}", detail("reason").unwrap_or_default())
+        }
         _ => return None,
     };
     Some(line)
@@ -726,6 +739,12 @@ mod tests {
 
     fn event(kind: &str, detail: Value) -> EventView {
         EventView { kind: kind.into(), task: Some("t".into()), worker: Some("w".into()), attempt: Some(2), detail }
+    }
+
+    #[test]
+    fn a_task_back_because_its_chat_ended_is_one_line_with_the_reason() {
+        let line = event_line(&event("chat_ended", json!({"reason": "w's chat ended", "now": "ready"})));
+        assert_eq!(line.as_deref(), Some("back in the queue: t (w, attempt 2): w's chat ended"));
     }
 
     #[test]

@@ -10,19 +10,29 @@ use std::io::Write;
 
 use serde_json::json;
 
-use crate::client::exit;
 use crate::client::worker::{self as verbs, Answer, Source};
+use crate::client::{exit, watcher};
 pub use args::WorkerCmd;
 
 pub fn run(cmd: WorkerCmd, options: crate::client::Options) -> u8 {
     let (answer, as_json) = match cmd {
-        WorkerCmd::Next(a) => (verbs::next(&a.who.worker(options), a.wait.wait), a.who.json),
+        WorkerCmd::Next(a) => {
+            // A shell chat has no process of mcc's that lives as long as it: a watcher stands for one.
+            if let Some(name) = a.who.name.as_deref().filter(|n| !n.trim().is_empty()) {
+                watcher::ensure(name, a.who.hub.as_deref(), options);
+            }
+            (verbs::next(&a.who.worker(options), a.wait.wait), a.who.json)
+        }
         WorkerCmd::Done(a) => (verbs::done(&a.who.worker(options), &a.verb()), a.who.json),
         WorkerCmd::Block(a) => (verbs::block(&a.who.worker(options), &a.verb()), a.who.json),
         WorkerCmd::Fail(a) => (verbs::fail(&a.who.worker(options), &a.verb()), a.who.json),
         WorkerCmd::Progress(a) => (verbs::progress(&a.who.worker(options), &a.verb()), a.who.json),
         WorkerCmd::Leave(a) => (verbs::leave(&a.who.worker(options)), a.who.json),
         WorkerCmd::Run(a) => return headless::run(&a, options),
+        WorkerCmd::Watch(a) => {
+            let agent = watcher::Process { pid: a.agent_pid, start: a.agent_start };
+            return watcher::watch(&a.name, agent, a.hub.as_deref(), options);
+        }
     };
     if as_json {
         print_json(&answer);

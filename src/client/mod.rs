@@ -24,8 +24,10 @@
 pub mod exit;
 pub mod files;
 pub mod hubs;
+pub mod presence;
 pub mod status;
 pub mod transfer;
+pub mod watcher;
 pub mod worker;
 
 use std::io::{Read, Write};

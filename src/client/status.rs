@@ -286,7 +286,8 @@ pub fn render(s: &Summary, url: &str) -> String {
         let score = w.score.map(|n| format!(", score {n}")).unwrap_or_default();
         let hand_over = if w.hand_over { ", told to hand over" } else { "" };
         let seen = w.last_seen_ms_ago.map(|ms| format!(", seen {}s ago", ms / 1000)).unwrap_or_default();
-        line(format!("worker {}: {holding}, {} accepted{score}{seen}{hand_over}", w.name, w.accepted));
+        let presence = presence_of(w);
+        line(format!("worker {}: {holding}, {} accepted{score}{seen}{hand_over}{presence}", w.name, w.accepted));
     }
     for t in &s.questions {
         line(format!("question on {}: {}", t.id, t.question.as_deref().unwrap_or("")));
@@ -322,6 +323,28 @@ fn resume_command(s: &Summary) -> Option<String> {
         _ => workflow.to_path_buf(),
     };
     Some(format!("mcc run {}", crate::text::quoted(&path.display().to_string())))
+}
+
+/// Whether the worker's chat is alive, as its line ends: present, gone
+/// (since when, and when its task goes back), or lease only (docs/worker.md, "Presence").
+fn presence_of(w: &crate::wire::WorkerView) -> String {
+    use crate::wire::Presence;
+    let took = |ms: u64| crate::text::duration(Duration::from_millis(ms));
+    match &w.presence {
+        None | Some(Presence::Other(_)) => String::new(),
+        Some(Presence::Present) => match w.presences {
+            Some(n) if n > 1 => format!(", present ({n} connections)"),
+            _ => ", present".to_owned(),
+        },
+        Some(Presence::Gone) => {
+            let since = w.gone_ms_ago.map(|ms| format!(" {} ago", took(ms))).unwrap_or_default();
+            match (w.returns_in_ms, &w.holding) {
+                (Some(ms), Some(task)) => format!(", chat gone{since}: {task} goes back to the queue in {}", took(ms)),
+                _ => format!(", chat gone{since}"),
+            }
+        }
+        Some(Presence::LeaseOnly) => ", lease only".to_owned(),
+    }
 }
 
 #[cfg(test)]

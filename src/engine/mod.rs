@@ -8,6 +8,7 @@ mod judge;
 mod offers;
 mod old;
 mod policy;
+mod presence;
 mod problems;
 mod submit;
 mod uploads;
@@ -441,6 +442,8 @@ pub struct Engine {
     stopping: Option<String>,
     /// Subscribers and the index their summaries and deltas come from.
     progress: views::Progress,
+    /// Which workers' chats are alive, and the graces of those that ended.
+    presences: presence::Presences,
 }
 
 /// Bring the checkout at `root` to the files the run's accepted attempts
@@ -537,6 +540,7 @@ impl Engine {
                     tx: engine_tx,
                     stopping: None,
                     progress: views::Progress::default(),
+                    presences: presence::Presences::default(),
                 };
                 engine.resume(workflow_path);
                 engine.run(&mut inbox)
@@ -547,6 +551,7 @@ impl Engine {
 
     /// After a restart: reload the workflow, judge again what was submitted.
     fn resume(&mut self, workflow_path: Option<PathBuf>) {
+        self.resume_presences();
         let resubmit: Vec<TaskId> =
             self.scheduler.tasks().filter(|t| t.state() == TaskState::Submitted).map(|t| t.spec.id.clone()).collect();
         if let Some(path) = workflow_path {
@@ -626,7 +631,8 @@ impl Engine {
         let reload = self.failed_load.as_ref().map(|(_, _, looked)| *looked + LOOK_FOR_FIX);
         let wakeups = waits.chain(self.scheduler.next_deadline()).chain(self.policy.next_wakeup());
         let push = self.progress.next_push();
-        wakeups.chain(checkpoint).chain(reload).chain(push).min()
+        let graces = self.presences.next_deadline();
+        wakeups.chain(checkpoint).chain(reload).chain(push).chain(graces).min()
     }
 
     /// A workflow that did not load is loaded again once its file or any
@@ -647,6 +653,7 @@ impl Engine {
     fn settle(&mut self) {
         let now = Instant::now();
         self.scheduler.expire(now);
+        self.presence_graces(now);
         if let Err(e) = self.policy.step(&mut self.scheduler, now) {
             self.workflow_failed(&e);
         }
@@ -730,6 +737,7 @@ impl Engine {
                 for create in self.creates_of.remove(&conn).unwrap_or_default() {
                     self.config.creates.written(create);
                 }
+                self.presence_closed(conn);
                 self.waiters.retain(|w| w.conn != conn);
                 for j in self.judging.values_mut() {
                     if j.conn == Some(conn) {
@@ -839,6 +847,7 @@ impl Engine {
 
     fn message(&mut self, conn: ConnId, msg: ClientMsg) {
         let now = Instant::now();
+        self.presence_heard(&msg);
         match msg {
             ClientMsg::Register { role, project_id, worker_id } => {
                 self.register(conn, role.as_ref().and_then(Value::as_str), project_id, worker_id);
@@ -980,6 +989,7 @@ impl Engine {
             ClientMsg::Upload { worker, task_id, attempt, path, offset, size, sha256: _, data } => {
                 self.upload(conn, &worker, &task_id, attempt, uploads::UploadPart { path, offset, size, data });
             }
+            ClientMsg::Present { worker, agent_pid, kind } => self.present(conn, &worker, kind, agent_pid),
         }
     }
 

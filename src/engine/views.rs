@@ -155,7 +155,7 @@ impl Engine {
             .held_by(w.name())
             .filter(|t| t.state() == TaskState::Assigned)
             .or_else(|| submitted.get(w.name()).and_then(|id| self.scheduler.task(id)));
-        WorkerView {
+        let mut view = WorkerView {
             name: w.name().to_owned(),
             holding: holding.map(|t| t.spec.id.clone()),
             lease_left_ms: holding.and_then(|t| t.lease_left(now)).map(|d| d.as_millis() as u64),
@@ -166,7 +166,10 @@ impl Engine {
             waiting,
             waiting_on: waiting.then(|| self.waiting(w.name()).text),
             hand_over: w.must_hand_over(),
-        }
+            ..WorkerView::default()
+        };
+        self.presences.show(w.name(), now, &mut view);
+        view
     }
 
     /// Worker name, connected, waiting: of every worker known, in name order.

@@ -298,6 +298,7 @@ fn need(msg: &ClientMsg) -> (&'static str, Need<'_>) {
         ClientMsg::TaskFiles { worker, .. } => ("task_files", Need::WorkAs(worker)),
         ClientMsg::FetchFile { worker, .. } => ("fetch_file", Need::WorkAs(worker)),
         ClientMsg::Upload { worker, .. } => ("upload", Need::WorkAs(worker)),
+        ClientMsg::Present { worker, .. } => ("present", Need::WorkAs(worker)),
         ClientMsg::Register { .. } => ("register", Need::OldProtocol),
         ClientMsg::RequestTask {} => ("request_task", Need::OldProtocol),
         ClientMsg::TaskComplete { .. } => ("task_complete", Need::OldProtocol),

@@ -827,7 +827,8 @@ async fn serve_connection<S: AsyncRead + AsyncWrite + Unpin>(
                             if !engine.send_async(Input::Relay { conn, outgoing: Outgoing::Msg(answer) }).await { break; }
                             continue;
                         }
-                        registered |= matches!(msg, ClientMsg::Register { .. } | ClientMsg::Subscribe { .. });
+                        // A presence, too, waits for nothing and stays open for hours.
+                        registered |= matches!(msg, ClientMsg::Register { .. } | ClientMsg::Subscribe { .. } | ClientMsg::Present { .. });
                         if !engine.send_async(Input::Message { conn, msg }).await { break; }
                     }
                     Err(guard::Denied { error, close: false }) => {

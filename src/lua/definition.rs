@@ -29,7 +29,7 @@ pub(super) struct Phase {
     pub(super) on: Hooks,
 }
 
-const WORKFLOW_FIELDS: [&str; 6] = ["name", "phases", "lease", "max_attempts", "wait", "quiet_after"];
+const WORKFLOW_FIELDS: [&str; 7] = ["name", "phases", "lease", "max_attempts", "wait", "quiet_after", "presence_grace"];
 const PHASE_FIELDS: [&str; 7] = ["name", "tasks", "split", "assign", "accept", "complete", "on"];
 const HOOKS: [&str; 6] = ["worker_joined", "worker_quiet", "task_blocked", "task_failed", "timer", "files"];
 
@@ -117,6 +117,9 @@ impl Workflow {
         }
         if let Some(quiet) = self.duration(&t, "quiet_after", &mut errors) {
             self.quiet_after = quiet;
+        }
+        if let Some(grace) = self.duration(&t, "presence_grace", &mut errors) {
+            self.presence_grace = Some(grace);
         }
         self.duration(&t, "wait", &mut errors);
         match t.get::<Value>("max_attempts") {

@@ -26,7 +26,9 @@ fn hook_of(kind: &EventKind) -> Option<EventHook> {
         EventKind::WorkerJoined => Some(EventHook::WorkerJoined),
         EventKind::Blocked => Some(EventHook::TaskBlocked),
         // An attempt given up or timed out fails the task when it was the last.
-        EventKind::Failed | EventKind::FailedAttempt | EventKind::Expired => Some(EventHook::TaskFailed),
+        EventKind::Failed | EventKind::FailedAttempt | EventKind::Expired | EventKind::ChatEnded => {
+            Some(EventHook::TaskFailed)
+        }
         EventKind::Score
         | EventKind::Created
         | EventKind::Assigned

@@ -133,6 +133,8 @@ pub struct Workflow {
     name: String,
     phases: Vec<Phase>,
     max_attempts: Option<u32>,
+    /// The workflow's `presence_grace`, over the hub's `--presence-grace`.
+    presence_grace: Option<Duration>,
     quiet_after: Duration,
     current: usize,
     /// Where each phase stands, in the order of `phases`.

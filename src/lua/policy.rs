@@ -189,6 +189,9 @@ impl Policy for Workflow {
         if let Some(n) = self.max_attempts {
             scheduler.settings.max_attempts = n;
         }
+        if let Some(grace) = self.presence_grace {
+            scheduler.settings.presence_grace = grace;
+        }
         let queued = !self.shared.changes.borrow().is_empty();
         self.apply_changes(scheduler, &mut errors);
         let changed = queued || self.check_complete || !scheduler.pending_events().is_empty();

@@ -172,6 +172,7 @@ impl Workflow {
             name: String::new(),
             phases: Vec::new(),
             max_attempts: None,
+            presence_grace: None,
             quiet_after: Duration::from_mins(10),
             current: 0,
             phase_states: Vec::new(),

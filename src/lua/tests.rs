@@ -916,3 +916,11 @@ fn deep_recursion_in_lua_or_through_its_c_functions_is_an_error_not_a_crash() {
         assert!(err.contains(expected), "{body}: {err}");
     }
 }
+
+#[test]
+fn a_workflows_presence_grace_is_the_hubs_grace_while_it_runs() {
+    let mut f = Fixture::new();
+    f.load(r#"return { name = "g", presence_grace = "5s", phases = { { name = "p", tasks = { { id = "a", description = "a" } } } } }"#)
+        .unwrap();
+    assert_eq!(f.scheduler.settings.presence_grace, Duration::from_secs(5));
+}

@@ -60,6 +60,7 @@ pub fn run(args: McpArgs, options: crate::client::Options) -> u8 {
         let id = crate::client::files::new_id();
         format!("mcp-{}", &id[..4])
     });
+    hold_presence(&worker, args.hub.clone(), options);
     let server = WorkerTools::new(worker, args.hub, options, args.wait.min(MAX_WAIT));
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,
@@ -85,6 +86,30 @@ pub fn run(args: McpArgs, options: crate::client::Options) -> u8 {
             exit::ERROR
         }
     }
+}
+
+/// This server lives as long as its chat: a connection held from start to
+/// end tells the hub the chat is alive, and its close (stdin closed, the
+/// process killed) that it ended (docs/worker.md, "Presence"). Through the
+/// file transport (a sandbox with no network) there is none: lease only.
+fn hold_presence(worker: &str, hub: Option<String>, options: crate::client::Options) {
+    if options.transport == crate::client::Transport::File
+        || std::env::var_os("CODEX_SANDBOX_NETWORK_DISABLED").is_some_and(|v| v == "1")
+    {
+        return;
+    }
+    let Ok(cwd) = std::env::current_dir() else { return };
+    let worker = worker.to_owned();
+    // A thread of its own, ended with the process: the presence is the process's life.
+    let _ = std::thread::Builder::new().name("mcc-presence".into()).spawn(move || {
+        crate::client::presence::hold(
+            || crate::client::locate(hub.as_deref(), &cwd, options),
+            &worker,
+            crate::wire::PresenceKind::Mcp,
+            None,
+            || true,
+        )
+    });
 }
 
 /// An optional argument is one to leave out, as the schema's `required`

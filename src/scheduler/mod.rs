@@ -12,6 +12,7 @@ mod index;
 mod leases;
 mod model;
 mod offers;
+mod presence;
 mod reservation;
 
 use std::collections::{BTreeMap, HashMap};
@@ -39,7 +40,13 @@ pub struct Settings {
     pub max_attempts: u32,
     /// The most tasks the store may hold (`--max-tasks`).
     pub max_tasks: usize,
+    /// How long a worker whose chat ended may take to come back before
+    /// its task goes back to the queue (`--presence-grace`, the workflow's `presence_grace`).
+    pub presence_grace: Duration,
 }
+
+/// The presence grace unless the hub or the workflow says otherwise.
+pub const DEFAULT_PRESENCE_GRACE: Duration = Duration::from_mins(1);
 
 /// Tasks a store holds at most unless `--max-tasks` says otherwise: far past
 /// any real project, well short of what would sink the hub (707k tasks took
@@ -48,7 +55,12 @@ pub const DEFAULT_MAX_TASKS: usize = 200_000;
 
 impl Default for Settings {
     fn default() -> Self {
-        Self { lease: Duration::from_mins(30), max_attempts: 5, max_tasks: DEFAULT_MAX_TASKS }
+        Self {
+            lease: Duration::from_mins(30),
+            max_attempts: 5,
+            max_tasks: DEFAULT_MAX_TASKS,
+            presence_grace: DEFAULT_PRESENCE_GRACE,
+        }
     }
 }
 

@@ -51,6 +51,33 @@ pub struct WorkerView {
     /// Why a waiting worker gets nothing now (the reason its `next` names).
     pub waiting_on: Option<String>,
     pub hand_over: bool,
+    /// Whether its chat is alive (docs/worker.md, "Presence"); hubs before it sent none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub presence: Option<Presence>,
+    /// Present: how many connections say so (an MCP server, a watcher).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub presences: Option<usize>,
+    /// Gone: how long ago its last presence ended (or the hub started, after a restart).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub gone_ms_ago: Option<u64>,
+    /// Gone, in its grace: how long until what it holds goes back to the queue.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub returns_in_ms: Option<u64>,
+}
+
+/// Whether a worker's chat is alive, as the hub knows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Presence {
+    /// A connection of its chat (`mcc mcp`, or the watcher of a shell chat) is open.
+    Present,
+    /// Its last such connection ended.
+    Gone,
+    /// No presence of it is known: only its lease says whether it is alive.
+    LeaseOnly,
+    /// A state a newer hub gives, kept as it was sent.
+    #[serde(untagged)]
+    Other(String),
 }
 
 /// A task waiting on a dependency that failed or was cancelled.
@@ -278,5 +305,34 @@ impl Snapshot {
             problems: summary.problems,
             log: summary.log,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_workers_presence_is_sent_by_name_only_when_known_and_a_newer_one_is_kept() {
+        let plain = serde_json::to_value(WorkerView { name: "w".into(), ..WorkerView::default() }).unwrap();
+        assert!(plain.get("presence").is_none(), "as before presence: {plain}");
+        let gone = WorkerView {
+            name: "w".into(),
+            presence: Some(Presence::Gone),
+            gone_ms_ago: Some(1500),
+            returns_in_ms: Some(58_500),
+            ..WorkerView::default()
+        };
+        let sent = serde_json::to_value(&gone).unwrap();
+        assert_eq!(
+            (&sent["presence"], &sent["goneMsAgo"], &sent["returnsInMs"]),
+            (&"gone".into(), &1500.into(), &58_500.into())
+        );
+        assert_eq!(serde_json::from_value::<WorkerView>(sent).unwrap(), gone);
+        let later: WorkerView = serde_json::from_value(serde_json::json!({"name": "w", "presence": "asleep"})).unwrap();
+        assert_eq!(later.presence, Some(Presence::Other("asleep".into())));
+        let lease: WorkerView =
+            serde_json::from_value(serde_json::json!({"name": "w", "presence": "lease_only"})).unwrap();
+        assert_eq!(lease.presence, Some(Presence::LeaseOnly));
     }
 }

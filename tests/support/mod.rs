@@ -70,6 +70,9 @@ impl Mcc {
     pub fn new(cwd: &Path) -> Self {
         let mut cmd = Command::new(mcc_bin());
         cmd.current_dir(cwd).env_remove("MCC_WORKER").env_remove("MCC_HUB").env("NO_COLOR", "1");
+        // The test binary runs every `mcc worker next` and lives on: it is no chat to watch
+        // (tests/presence.rs starts watchers beside agents of its own).
+        cmd.env("MCC_WATCHER", "off");
         Self { cmd }
     }
 

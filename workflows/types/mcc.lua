@@ -221,6 +221,7 @@ function Ctx.retry(id) end
 ---@field max_attempts? integer Grants before a task fails for good.
 ---@field wait? string Default `mcc worker next` wait hint.
 ---@field quiet_after? string When `worker_quiet` fires; default "10m".
+---@field presence_grace? string How long a worker whose chat ended may take to come back before its task goes back to the queue; default "60s".
 ---@field phases mcc.Phase[]
 
 ---Returns its table (a workflow file may also return the plain table).

@@ -45,6 +45,23 @@ pub enum WorkerCmd {
     /// Headless worker: run COMMAND once per task until all work is done.
     #[command(after_help = RUN_HELP)]
     Run(RunArgs),
+    /// The watcher `next` starts beside a shell chat: holds the worker's presence until the agent's process ends.
+    #[command(hide = true)]
+    Watch(WatchArgs),
+}
+
+/// `mcc worker watch`, started by `next` (docs/worker.md, "Presence").
+#[derive(Debug, Args)]
+pub struct WatchArgs {
+    #[arg(long = "as", value_name = "NAME")]
+    pub name: String,
+    #[arg(long, env = "MCC_HUB")]
+    pub hub: Option<String>,
+    /// The agent's process, and its start time as `/proc/PID/stat` gives it.
+    #[arg(long)]
+    pub agent_pid: u32,
+    #[arg(long)]
+    pub agent_start: u64,
 }
 
 /// Options every worker command takes.

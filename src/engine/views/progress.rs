@@ -152,7 +152,10 @@ fn write_event(out: &mut Vec<u8>, count: &mut usize, e: &scheduler::Event) -> bo
 /// What a progress subscriber is told of as it happens: a rejection, a
 /// task given up or failed, a question for the engineer.
 fn notable(kind: &EventKind) -> bool {
-    matches!(kind, EventKind::Rejected | EventKind::Failed | EventKind::FailedAttempt | EventKind::Blocked)
+    matches!(
+        kind,
+        EventKind::Rejected | EventKind::Failed | EventKind::FailedAttempt | EventKind::Blocked | EventKind::ChatEnded
+    )
 }
 
 fn slot(state: TaskState) -> usize {
@@ -248,7 +251,7 @@ impl Progress {
         pending
     }
 
-    fn touch_worker(&mut self, name: &str) {
+    pub(in crate::engine) fn touch_worker(&mut self, name: &str) {
         if !self.pending_workers.contains(name) {
             self.pending_workers.insert(name.to_owned());
         }
