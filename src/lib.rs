@@ -34,6 +34,7 @@ mod fuzz;
 // the rest of the crate is its own, so rustc names what nothing uses.
 pub use checkout::Restored;
 pub use client::files::ask;
+pub use client::snapshot;
 pub use engine::{Policy, Timing};
 pub use hub::{HubOptions, Limits as HubLimits, RunningHub, Security as HubSecurity, StoreChoice, start as start_hub};
 pub use layout::Layout;

@@ -29,6 +29,10 @@ struct Attempt {
     reasons: Vec<String>,
     /// The files its report named.
     files: Vec<String>,
+    /// What it changed outside its task, as the hub sorted it at `done`.
+    outside: Vec<String>,
+    conflicts: Vec<crate::task::Conflict>,
+    shared: Vec<String>,
 }
 
 impl Attempt {
@@ -56,6 +60,9 @@ impl Attempt {
             verdict: self.verdict.name().to_owned(),
             reasons: self.reasons.clone(),
             files: self.files.clone(),
+            outside: self.outside.clone(),
+            conflicts: self.conflicts.clone(),
+            shared: self.shared.clone(),
             validation: validations.get(&(self.task.clone(), self.number)).map(|v| ValidationView {
                 command: v.command.clone(),
                 exit_code: v.exit_code,
@@ -195,6 +202,9 @@ fn attempts_of(events: &[StoredEvent]) -> Vec<Attempt> {
                     verdict: Verdict::Running,
                     reasons: Vec::new(),
                     files: Vec::new(),
+                    outside: Vec::new(),
+                    conflicts: Vec::new(),
+                    shared: Vec::new(),
                 });
             }
             Step::Ends(verdict) => {
@@ -214,6 +224,20 @@ fn attempts_of(events: &[StoredEvent]) -> Vec<Attempt> {
                     a.reasons.extend(reasons_of(e));
                     if let Some(files) = e.detail["deliverables"].as_array() {
                         a.files = files.iter().filter_map(Value::as_str).map(str::to_owned).collect();
+                    }
+                    if e.kind == EventKind::Submitted {
+                        let strings = |key: &str| -> Vec<String> {
+                            e.detail[key]
+                                .as_array()
+                                .into_iter()
+                                .flatten()
+                                .filter_map(Value::as_str)
+                                .map(str::to_owned)
+                                .collect()
+                        };
+                        a.outside = strings("outside");
+                        a.shared = strings("shared");
+                        a.conflicts = serde_json::from_value(e.detail["conflicts"].clone()).unwrap_or_default();
                     }
                     if verdict != Verdict::Submitted {
                         open.remove(&(a.task.clone(), a.number));
@@ -320,6 +344,49 @@ pub struct PhaseFigures {
     pub attempts: usize,
     pub seconds: f64,
     pub span_seconds: f64,
+    #[serde(flatten)]
+    pub writes: Writes,
+}
+
+/// Files changed outside their tasks, counted over attempts (docs/worker.md,
+/// "Writes outside a task"); absent from the JSON while all are zero.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct Writes {
+    /// Files written outside the task, by the attempt's worker.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub outside: usize,
+    /// Files another in-flight task reserved.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub conflicts: usize,
+    /// Changes in a shared checkout pinned on nobody.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub shared: usize,
+}
+
+impl Writes {
+    fn of<'a>(attempts: impl IntoIterator<Item = &'a Attempt>) -> Self {
+        attempts.into_iter().fold(Self::default(), |w, a| Self {
+            outside: w.outside + a.outside.len(),
+            conflicts: w.conflicts + a.conflicts.len(),
+            shared: w.shared + a.shared.len(),
+        })
+    }
+
+    /// `, 2 writes outside, 1 conflict, 1 shared change` when any; empty otherwise.
+    fn text(self) -> String {
+        let mut parts = Vec::new();
+        if self.outside > 0 {
+            parts.push(plural(self.outside as u64, "write outside", "writes outside"));
+        }
+        if self.conflicts > 0 {
+            parts.push(plural(self.conflicts as u64, "conflict", "conflicts"));
+        }
+        if self.shared > 0 {
+            parts.push(plural(self.shared as u64, "shared change", "shared changes"));
+        }
+        if parts.is_empty() { String::new() } else { format!(", {}", parts.join(", ")) }
+    }
 }
 
 /// A worker's figures.
@@ -334,6 +401,8 @@ pub struct WorkerFigures {
     /// Tasks it held that went back to the queue because its chat ended.
     #[serde(skip_serializing_if = "is_zero")]
     pub chats_ended: usize,
+    #[serde(flatten)]
+    pub writes: Writes,
 }
 
 #[allow(clippy::trivially_copy_pass_by_ref, reason = "the shape serde's skip_serializing_if calls")]
@@ -417,6 +486,21 @@ pub struct Metrics {
     /// Set by `mcc run` for its summary: the wall time it watched.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub run_seconds: Option<f64>,
+    /// What racers that did not win took, when the run raced a task.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub race_overhead: Option<RaceOverhead>,
+}
+
+/// What the losing racers of a run's races took (docs/workflows.md, "Races").
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct RaceOverhead {
+    /// Tasks raced.
+    pub races: usize,
+    /// Attempts of racers that did not win.
+    pub attempts: usize,
+    /// Their time, grant to report (or to the race's end).
+    pub seconds: f64,
 }
 
 /// The newest run's figures from the store of the project at `root`, as
@@ -574,6 +658,8 @@ fn measure(
             EventKind::WorkerJoined => joined.extend(e.worker.clone()),
             EventKind::Rejected => rejections += 1,
             EventKind::Expired => expiries += 1,
+            // A racer cancelled because its race ended is not the engineer's doing.
+            EventKind::Cancelled if e.detail.get("winner").is_some() || e.detail["reason"] == "race ended" => {}
             EventKind::ChatEnded => {
                 *chats_ended.entry(e.worker.clone().unwrap_or_default()).or_default() += 1;
             }
@@ -624,6 +710,7 @@ fn measure(
             attempts: mine.len(),
             seconds: covered(mine) as f64 / 1000.0,
             span_seconds: (to - from) as f64 / 1000.0,
+            writes: Writes::of(attempts.iter().filter(|a| phase_of.get(a.task.as_str()) == Some(&name))),
         });
     }
     let by_state: BTreeMap<String, usize> = TaskState::ALL
@@ -650,6 +737,7 @@ fn measure(
                 rejections: mine.iter().filter(|(a, _)| a.verdict == Verdict::Rejected).count(),
                 busy_seconds: mine.iter().map(|(_, (f, t))| t - f).sum::<i64>() as f64 / 1000.0,
                 chats_ended: chats_ended.get(name).copied().unwrap_or_default(),
+                writes: Writes::of(mine.iter().map(|(a, _)| *a)),
             }
         })
         .collect();
@@ -668,7 +756,22 @@ fn measure(
         })
         .collect();
     let per_task_of = |n: f64| (!tasks.is_empty()).then(|| n / tasks.len() as f64);
-    let measured_from = [
+    let races = tasks.iter().filter(|t| crate::scheduler::race_size(&t.spec).is_some()).count();
+    let race_overhead = (races > 0).then(|| {
+        let losers: BTreeSet<&str> = tasks
+            .iter()
+            .filter(|t| crate::scheduler::race_of(&t.spec).is_some() && t.state() != TaskState::Accepted)
+            .map(|t| t.spec.id.as_str())
+            .collect();
+        let mine: Vec<i64> = attempts
+            .iter()
+            .zip(&spans)
+            .filter(|(a, _)| losers.contains(a.task.as_str()))
+            .map(|(_, (f, t))| t - f)
+            .collect();
+        RaceOverhead { races, attempts: mine.len(), seconds: mine.iter().sum::<i64>() as f64 / 1000.0 }
+    });
+    let mut measured_from = vec![
         ("seconds", "first to last event of the run in .mcc/state.db"),
         ("phases.seconds", "time with at least one attempt of the phase running (a stopped hub does not count)"),
         ("automationRate", "accepted tasks with no answer, retry or cancel by the engineer / accepted tasks"),
@@ -681,6 +784,9 @@ fn measure(
         ("contextEfficiency", "scores the workers reported"),
         ("perTask", "each task the run created, with every attempt, its verdict and reasons, from the event log"),
     ];
+    if race_overhead.is_some() {
+        measured_from.push(("raceOverhead", "attempts of racers that did not win, and their time, assigned to report"));
+    }
     Metrics {
         run,
         tasks: tasks.len(),
@@ -711,6 +817,7 @@ fn measure(
         questions: questions_of(events),
         measured_from: measured_from.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect(),
         run_seconds: None,
+        race_overhead,
     }
 }
 
@@ -820,13 +927,23 @@ impl Metrics {
         for p in &self.phases {
             let _ = writeln!(
                 out,
-                "  phase {:<14} {}/{} accepted, {} in {:.1}s of work (first grant to last report {:.1}s)",
+                "  phase {:<14} {}/{} accepted, {} in {:.1}s of work (first grant to last report {:.1}s){}",
                 p.name,
                 p.accepted,
                 p.tasks,
                 plural(count(p.attempts), "attempt", "attempts"),
                 p.seconds,
-                p.span_seconds
+                p.span_seconds,
+                p.writes.text()
+            );
+        }
+        if let Some(race) = &self.race_overhead {
+            let _ = writeln!(
+                out,
+                "  races: {} raced; racers that did not win took {} and {:.1}s (race overhead)",
+                plural(count(race.races), "task", "tasks"),
+                plural(count(race.attempts), "attempt", "attempts"),
+                race.seconds
             );
         }
         for w in &self.workers {
@@ -841,8 +958,11 @@ impl Metrics {
             };
             let _ = writeln!(
                 out,
-                "  worker {:<13} {} accepted, {} rejected, {busy}{ended}",
-                w.name, w.accepted, w.rejections
+                "  worker {:<13} {} accepted, {} rejected, {busy}{ended}{}",
+                w.name,
+                w.accepted,
+                w.rejections,
+                w.writes.text()
             );
         }
         let automation = match self.automation_rate {

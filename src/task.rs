@@ -50,7 +50,16 @@ pub enum TaskProblem {
         id: String,
         lease: String,
     },
+    /// `race` is not a whole number from 2 to [`MAX_RACE`].
+    BadRace {
+        id: String,
+        race: Value,
+    },
 }
+
+/// The most workers one task may be raced on (`race`): each racer is a
+/// worker's whole attempt.
+pub const MAX_RACE: u64 = 10;
 
 impl TaskProblem {
     /// The JSON path of the field at fault within the task; `.` for the task itself.
@@ -59,6 +68,7 @@ impl TaskProblem {
             Self::Field { path, .. } => path,
             Self::EmptyId => "id",
             Self::BadLease { .. } => "lease",
+            Self::BadRace { .. } => "race",
         }
     }
 
@@ -68,6 +78,9 @@ impl TaskProblem {
             Self::Field { reason, .. } => reason.clone(),
             Self::EmptyId => "is empty; give every task an id".to_owned(),
             Self::BadLease { lease, .. } => format!("`{lease}` is not a duration such as \"30m\" or \"90s\""),
+            Self::BadRace { race, .. } => {
+                format!("{race} is not how many workers race on the task: give a whole number from 2 to {MAX_RACE}")
+            }
         }
     }
 
@@ -82,6 +95,7 @@ impl TaskProblem {
             Self::BadLease { id, lease } => {
                 format!("tasks[{i}] (`{id}`): lease `{lease}` is not a duration such as \"30m\" or \"90s\"")
             }
+            Self::BadRace { id, .. } => format!("tasks[{i}] (`{id}`): race: {}", self.reason()),
         }
     }
 }
@@ -131,6 +145,11 @@ impl TaskSpec {
             && humantime::parse_duration(lease).is_err()
         {
             return Err(TaskProblem::BadLease { id: spec.id, lease: lease.clone() });
+        }
+        if let Some(race) = spec.extra.get("race")
+            && !race.as_u64().is_some_and(|n| (2..=MAX_RACE).contains(&n))
+        {
+            return Err(TaskProblem::BadRace { race: race.clone(), id: spec.id });
         }
         Ok(spec)
     }
@@ -208,8 +227,33 @@ pub struct Report {
     /// mcc extension: the attempt this report is for (the fencing token).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub attempt: Option<u32>,
+    /// mcc extension, set by the hub at `done` (never taken from a worker):
+    /// files this attempt changed that its task does not declare and that
+    /// are nobody else's (docs/worker.md, "Writes outside a task").
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(skip)]
+    pub outside: Vec<String>,
+    /// mcc extension, set by the hub: changed files another in-flight task reserves.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(skip)]
+    pub conflicts: Vec<Conflict>,
+    /// mcc extension, set by the hub: changed files that cannot be pinned on
+    /// this worker (others worked in the same checkout meanwhile): shown, blamed on nobody.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(skip)]
+    pub shared: Vec<String>,
     #[serde(flatten)]
     pub extra: Map<String, Value>,
+}
+
+/// A changed file that another in-flight task reserves.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Conflict {
+    pub file: String,
+    /// The task whose declared writes hold the file.
+    pub task: String,
+    /// Who holds that task (empty when nobody does).
+    pub holder: String,
 }
 
 impl Report {
@@ -227,6 +271,9 @@ impl Report {
             requested_guidance: None,
             blocked_at: None,
             attempt: None,
+            outside: Vec::new(),
+            conflicts: Vec::new(),
+            shared: Vec::new(),
             extra: Map::new(),
         }
     }

@@ -57,6 +57,13 @@ pub enum ClientMsg {
         /// check, all or none (docs/remote.md, "What travels").
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
         files: Vec<FileDigest>,
+        /// Files the worker changed during this attempt that its task does not declare as writes (the client's
+        /// snapshot at `next` compared at `done`), relative to the project root with `/`; older clients send none.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        changed: Vec<String>,
+        /// True when the attempt ran in a folder of its own (a worktree), so every change in `changed` is this worker's.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        isolated: bool,
     },
     Block {
         worker: String,
@@ -482,6 +489,10 @@ pub enum ServerMsg {
         failed: bool,
         reasons: Vec<String>,
         next: Offer,
+        /// What the worker should know although it does not change the
+        /// verdict: files it changed outside its task (older hubs send none).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        warnings: Vec<String>,
     },
     Ack {
         what: String,

@@ -1,6 +1,7 @@
 //! The command line: clap definitions, one file per command group.
 
 mod check;
+mod git_guard;
 mod hub;
 mod join;
 mod new;
@@ -81,6 +82,9 @@ pub enum Command {
     Join(join::JoinArgs),
     /// Serve one worker's commands as MCP tools over stdio (next, done, block, fail, progress, leave, status).
     Mcp(crate::mcp::McpArgs),
+    /// Install or remove the git pre-commit hook that refuses commits of files other workers' tasks reserve.
+    #[command(subcommand)]
+    Guard(git_guard::GuardCmd),
 }
 
 /// Parse the command line, run it, and map the result to an exit code.
@@ -130,5 +134,6 @@ pub fn run(cli: Cli) -> u8 {
         Command::Check(args) => check::run(args),
         Command::Mcp(args) => crate::mcp::run(args, options),
         Command::Join(args) => join::run(args, options),
+        Command::Guard(cmd) => git_guard::run(cmd),
     }
 }

@@ -303,6 +303,28 @@ fn shown(info: &TaskInfo, kept: &HashMap<u32, (usize, usize)>) -> String {
         if !a.files.is_empty() {
             out.push_str(&format!("      files submitted: {}\n", a.files.join(", ")));
         }
+        for c in &a.conflicts {
+            let holder = if c.holder.is_empty() { String::new() } else { format!(", held by {}", c.holder) };
+            out.push_str(&format!(
+                "      conflict: changed {}, which task {}{holder} reserves
+",
+                c.file, c.task
+            ));
+        }
+        if !a.outside.is_empty() {
+            out.push_str(&format!(
+                "      written outside the task: {}
+",
+                a.outside.join(", ")
+            ));
+        }
+        if !a.shared.is_empty() {
+            out.push_str(&format!(
+                "      shared changes (others worked in the same checkout; blamed on nobody): {}
+",
+                a.shared.join(", ")
+            ));
+        }
         if let Some((kept, of)) = kept.get(&a.attempt) {
             out.push_str(&format!(
                 "      files kept: {kept} of {of} (`mcc tasks show {} --attempt {}` lists them)\n",

@@ -63,6 +63,9 @@ fn print_json(answer: &Answer) {
                     map.insert("next_command".into(), json!(command));
                 }
                 map.insert("exit_code".into(), json!(code));
+                if let Some(folder) = &answer.work_in {
+                    map.insert("work_in".into(), json!(folder));
+                }
             }
             println!("{value}");
         }

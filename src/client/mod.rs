@@ -25,10 +25,12 @@ pub mod exit;
 pub mod files;
 pub mod hubs;
 pub mod presence;
+pub mod snapshot;
 pub mod status;
 pub mod transfer;
 pub mod watcher;
 pub mod worker;
+pub mod worktree;
 
 use std::io::{Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};

@@ -16,6 +16,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use super::worktree::Worktree;
 use super::{ClientError, Connection, Target};
 use crate::checkout::{self, Checkout};
 use crate::wire::{ClientMsg, FileDigest, Offer, ServerMsg};
@@ -50,25 +51,30 @@ fn clone_root(target: &Target) -> Result<PathBuf, String> {
 /// within its wait, as a local one is (`client::resuming`). The outer error
 /// is the connection's, kept typed so a hub that is down reads as down; the
 /// inner one is what the exchange itself refused.
+///
+/// `worktree` is a clone on this machine instead: a worker's own worktree,
+/// whose files travel as a remote clone's do.
 pub fn exchange(
     target: &Target,
+    worktree: Option<&Worktree>,
     msg: &ClientMsg,
     wait: Duration,
 ) -> Result<Result<(ServerMsg, Vec<String>), String>, ClientError> {
     let limit = wait + target.options.timeout;
     let until = std::time::Instant::now() + limit;
-    let first = exchange_once(target, msg, limit);
-    super::resuming(target, msg, until, first, |again, left| exchange_once(target, again, left))
+    let first = exchange_once(target, worktree, msg, limit);
+    super::resuming(target, msg, until, first, |again, left| exchange_once(target, worktree, again, left))
 }
 
 /// One connection's worth of [`exchange`]: a [`ClientError`] may be a cut
 /// (run again); what is said in a `String` is not.
 fn exchange_once(
     target: &Target,
+    worktree: Option<&Worktree>,
     msg: &ClientMsg,
     limit: Duration,
 ) -> Result<Result<(ServerMsg, Vec<String>), String>, ClientError> {
-    let root = match clone_root(target) {
+    let root = match worktree.map_or_else(|| clone_root(target), |w| Ok(w.folder())) {
         Ok(root) => root,
         Err(e) => return Ok(Err(e)),
     };
@@ -102,8 +108,20 @@ fn exchange_once(
     if let Some(Offer::Task { worker, task, attempt, held, returning, .. }) = offer_of(&reply) {
         let id = task.get("id").and_then(serde_json::Value::as_str).unwrap_or_default();
         // A returning worker's clone holds its own work on the write files: that is not overwritten.
-        let writes_too = !held && !returning;
-        match bring(&mut conn, &clone, &root, worker, id, *attempt, writes_too) {
+        let mut writes_too = !held && !returning;
+        let brought = match (worktree, &target.root) {
+            // A worktree starts a task other than its last one afresh, from the checkout's commit.
+            (Some(own), Some(main)) => own.before_grant(main, id).inspect(|fresh| writes_too = *fresh),
+            _ => Ok(false),
+        }
+        .and_then(|fresh| {
+            let brought = bring(&mut conn, &clone, &root, worker, id, *attempt, writes_too)?;
+            if let (Some(own), true) = (worktree, fresh) {
+                own.after_grant(id, *attempt, declared_writes(task))?;
+            }
+            Ok(brought)
+        });
+        match brought {
             Ok(brought) => lines.extend(brought),
             Err(e) => lines.push(format!(
                 "the task's files could not be brought from the hub: {e}; run `mcc worker next --as {worker}` to try again"
@@ -112,6 +130,14 @@ fn exchange_once(
     }
     conn.close();
     Ok(Ok((reply, lines)))
+}
+
+/// A task's declared write files (`context.outputFiles`), as the grant names them.
+fn declared_writes(task: &serde_json::Value) -> Vec<String> {
+    task.pointer("/context/outputFiles")
+        .and_then(serde_json::Value::as_array)
+        .map(|files| files.iter().filter_map(|f| f.as_str().map(str::to_owned)).collect())
+        .unwrap_or_default()
 }
 
 /// The offer in an answer, wherever it sits.

@@ -12,6 +12,7 @@ mod text;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use super::worktree::Worktree;
 use super::{ClientError, Target, exit};
 use crate::layout::Layout;
 use crate::wire::{ClientMsg, ServerMsg};
@@ -31,6 +32,8 @@ pub struct Worker {
     pub hub: Option<String>,
     /// How to reach it (`--transport`, `--timeout`).
     pub options: super::Options,
+    /// Work in a git worktree of its own under `.mcc/worktrees/` (`--worktree`).
+    pub worktree: bool,
 }
 
 /// `done`: a task finished, with the files written.
@@ -133,15 +136,17 @@ pub struct Answer {
     /// What to call next, when the answer names a call.
     pub next: Option<NextCall>,
     pub source: Source,
+    /// The folder to work in, when it is not the project's root: the worker's own worktree.
+    pub work_in: Option<PathBuf>,
 }
 
 impl Answer {
     fn unreached(worker: String, message: String) -> Self {
-        Self { worker, text: message, code: exit::ERROR, next: None, source: Source::Unreached }
+        Self { worker, text: message, code: exit::ERROR, next: None, source: Source::Unreached, work_in: None }
     }
 
     fn hub_down(worker: String, text: String) -> Self {
-        Self { worker, text, code: exit::NOTHING_YET, next: None, source: Source::HubDown }
+        Self { worker, text, code: exit::NOTHING_YET, next: None, source: Source::HubDown, work_in: None }
     }
 
     fn run_finished(worker: String) -> Self {
@@ -151,6 +156,7 @@ impl Answer {
             code: exit::ALL_DONE,
             next: None,
             source: Source::RunFinished,
+            work_in: None,
         }
     }
 
@@ -180,6 +186,13 @@ pub fn done(worker: &Worker, a: &Done) -> Answer {
             notes: a.notes.clone(),
             wait_ms: Some(ms(a.wait)),
             files: Vec::new(),
+            changed: target
+                .root
+                .as_deref()
+                .map(|root| super::snapshot::changed_since_grant(root, name, &a.task))
+                .unwrap_or_default(),
+            // A remote worker's clone is a folder of its own: what changed there is its own.
+            isolated: super::transfer::is_remote(target),
         })
     })
 }
@@ -248,23 +261,39 @@ fn exchange(
         let cwd =
             std::env::current_dir().map_err(|e| Unanswered::Refused(format!("cannot read the current folder: {e}")))?;
         let target = super::locate(worker.hub.as_deref(), &cwd, worker.options).map_err(Unanswered::Client)?;
-        let msg = message(&name, &target).map_err(Unanswered::Refused)?;
-        if super::transfer::is_remote(&target) {
-            let (reply, travelled) = super::transfer::exchange(&target, &msg, wait)
+        let own = own_worktree(worker, &name, &target).map_err(Unanswered::Refused)?;
+        // In a worktree, deliverables are found from its folder, not the checkout's.
+        let seen_from = own.as_ref().map(|w| Target { root: Some(w.folder()), ..target.clone() });
+        let mut msg = message(&name, seen_from.as_ref().unwrap_or(&target)).map_err(Unanswered::Refused)?;
+        if let (Some(own), ClientMsg::Done { task_id, changed, isolated, .. }) = (&own, &mut msg) {
+            // Nobody else works in the worktree: what changed there is this attempt's, exactly.
+            *changed = own.changed(task_id);
+            *isolated = true;
+        }
+        if super::transfer::is_remote(&target) || own.is_some() {
+            let (reply, travelled) = super::transfer::exchange(&target, own.as_ref(), &msg, wait)
                 .map_err(Unanswered::Client)?
                 .map_err(Unanswered::Remote)?;
-            return Ok((name, reply, target.root, travelled));
+            return Ok((name, reply, target.root, travelled, own));
         }
         let reply = ask(&target, &msg, wait).map_err(Unanswered::Client)?;
-        Ok((name, reply, target.root, Vec::new()))
+        Ok((name, reply, target.root, Vec::new(), None))
     });
     match asked {
-        Ok((name, reply, root, travelled)) => {
+        Ok((name, reply, root, travelled, own)) => {
             let mut answer = text::render(name, reply, root.as_deref());
+            if let Some(root) = root.as_deref()
+                && own.is_none()
+            {
+                look_at_grant(&answer, root);
+            }
             // What travelled, after the task and its next command.
             for line in travelled {
                 answer.text.push_str(&line);
                 answer.text.push('\n');
+            }
+            if let (Some(own), Some(root)) = (own, root.as_deref()) {
+                in_worktree(&mut answer, own, root);
             }
             answer
         }
@@ -272,6 +301,50 @@ fn exchange(
         Err(Unanswered::Client(e)) if e.hub_down() => Answer::hub_down(name, e.for_worker()),
         Err(Unanswered::Client(e)) => Answer::unreached(name, e.for_worker()),
         Err(Unanswered::Refused(message) | Unanswered::Remote(message)) => Answer::unreached(name, message),
+    }
+}
+
+/// The worker's own worktree when it works in one: asked for with
+/// `--worktree` (made when missing), or made by an earlier command.
+fn own_worktree(worker: &Worker, name: &str, target: &Target) -> Result<Option<Worktree>, String> {
+    match (&target.root, worker.worktree) {
+        (Some(root), true) => Worktree::open_or_add(root, name).map(Some),
+        (Some(root), false) => Ok(Worktree::existing(root, name)),
+        (None, true) => {
+            Err("--worktree needs the project's folder (the one holding .mcc/): run this inside it".to_owned())
+        }
+        (None, false) => Ok(None),
+    }
+}
+
+/// Say where a worker in its own worktree works; after `leave`, remove it.
+fn in_worktree(answer: &mut Answer, own: Worktree, root: &Path) {
+    use std::fmt::Write as _;
+    let left = matches!(&answer.source, Source::Hub(ServerMsg::Ack { what, .. }) if what == "leave");
+    if left {
+        let folder = own.folder();
+        let _ = match own.remove(root) {
+            Ok(()) => writeln!(answer.text, "your worktree {} is removed", folder.display()),
+            Err(e) => writeln!(answer.text, "your worktree {} stays: {e}", folder.display()),
+        };
+    } else if matches!(answer.next, Some(NextCall::Done { .. })) {
+        let folder = own.folder();
+        let _ = writeln!(
+            answer.text,
+            "work in: {} (your own git worktree: paths are relative to it; your declared files reach the project when accepted)",
+            folder.display()
+        );
+        answer.work_in = Some(folder);
+    }
+}
+
+/// A task was just shown to the worker: keep what the checkout looks like,
+/// so its `done` can name the files changed meanwhile (not for the `done`
+/// command a `progress` repeats: that grant's look is kept already).
+fn look_at_grant(answer: &Answer, root: &Path) {
+    let progress = matches!(&answer.source, Source::Hub(ServerMsg::Ack { what, .. }) if what == "progress");
+    if let (false, Some(NextCall::Done { task, attempt: Some(attempt), deliverables, .. })) = (progress, &answer.next) {
+        super::snapshot::at_grant(root, &answer.worker, task, *attempt, deliverables);
     }
 }
 

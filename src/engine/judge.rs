@@ -58,7 +58,10 @@ impl Engine {
         match task.spec.acceptance.validation.clone() {
             Some(script) => {
                 let attempt = task.attempt();
-                let job = Job::shell(&script, &self.config.root, self.config.validation_limit);
+                // A racer's validation runs in its copy folder; MCC_ROOT names the project root.
+                let folder = self.racer_folder(task).unwrap_or_else(|| self.config.root.clone());
+                let job = Job::shell(&script, &folder, self.config.validation_limit)
+                    .env("MCC_ROOT", self.config.root.as_os_str());
                 let (tx, task_id) = (self.tx.clone(), id.to_owned());
                 let handle = self.config.runners.validations.start(job, move |outcome| {
                     let _ = tx.blocking_send(Input::Validated { task: task_id, attempt, outcome });
@@ -82,6 +85,7 @@ impl Engine {
             if let Some(ran) = ran {
                 self.notes.validations.push(validation_record(id, attempt, ran.script, outcome));
             }
+            self.note_race_validation(&id.to_owned(), outcome);
             self.decide(id, Some(outcome));
         }
     }
@@ -124,7 +128,9 @@ impl Engine {
                 self.offer_old(conn, &j.worker, now);
                 continue;
             }
+            let lost = self.lost_race_message(&id, &j.worker);
             let message = match self.scheduler.task(&id).map(Task::state) {
+                _ if lost.is_some() => lost.expect("checked"),
                 Some(TaskState::Cancelled) => format!("task {id} was cancelled; nothing more to do on it"),
                 Some(state) => format!(
                     "task {id} is {} again: its attempt ended before it was judged (retried by the engineer or the workflow); nothing more to do on this attempt",

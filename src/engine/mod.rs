@@ -7,9 +7,11 @@
 mod judge;
 mod offers;
 mod old;
+mod outside;
 mod policy;
 mod presence;
 mod problems;
+mod races;
 mod submit;
 mod uploads;
 pub mod views;
@@ -23,8 +25,9 @@ use tokio::sync::mpsc::Sender as Outbox;
 use tokio::sync::mpsc::Sender;
 use tokio::sync::mpsc::error::TrySendError;
 
-pub use policy::{DefaultPolicy, HeldPolicy, Policy, PolicyError};
+pub use policy::{Candidate, DefaultPolicy, HeldPolicy, Policy, PolicyError};
 use problems::{ProblemKind, Problems};
+use submit::Sent;
 
 use crate::command::Outcome;
 use crate::handoff::{self, Inbox as _, Received};
@@ -442,6 +445,8 @@ pub struct Engine {
     stopping: Option<String>,
     /// Subscribers and the index their summaries and deltas come from.
     progress: views::Progress,
+    /// The last validation outcome of each racer, for `choose` (see `races.rs`).
+    race_validations: HashMap<TaskId, Outcome>,
     /// Which workers' chats are alive, and the graces of those that ended.
     presences: presence::Presences,
 }
@@ -485,6 +490,7 @@ impl Engine {
             restore_checkout(&config.root, store.as_mut());
         }
         let scheduler = store.restore(config.settings.clone())?;
+        let race_validations = races::stored_validations(&scheduler, store.as_mut());
         let workflow_path = store.meta("workflow_path")?.map(PathBuf::from);
         let (tx, rx) = tokio::sync::mpsc::channel(ENGINE_QUEUE);
         let mut inbox = handoff::TokioInbox::new(rx)
@@ -540,6 +546,7 @@ impl Engine {
                     tx: engine_tx,
                     stopping: None,
                     progress: views::Progress::default(),
+                    race_validations,
                     presences: presence::Presences::default(),
                 };
                 engine.resume(workflow_path);
@@ -554,6 +561,18 @@ impl Engine {
         self.resume_presences();
         let resubmit: Vec<TaskId> =
             self.scheduler.tasks().filter(|t| t.state() == TaskState::Submitted).map(|t| t.spec.id.clone()).collect();
+        // What attempts changed outside their tasks is in their stored reports: shown again.
+        let outside: Vec<TaskId> = self
+            .scheduler
+            .tasks()
+            .filter(|t| {
+                t.report().is_some_and(|r| !(r.outside.is_empty() && r.conflicts.is_empty() && r.shared.is_empty()))
+            })
+            .map(|t| t.spec.id.clone())
+            .collect();
+        for id in outside {
+            self.show_outside(&id);
+        }
         if let Some(path) = workflow_path {
             self.load_workflow(None, path);
         }
@@ -562,6 +581,9 @@ impl Engine {
             self.judging.insert(id.clone(), Judging::nobody(worker));
             self.start_judging(&id);
         }
+        // A race decided but not committed before a crash is decided again
+        // now, committed with the first batch, before anything is acknowledged.
+        self.settle_races();
     }
 
     fn run(mut self, inbox: &mut handoff::TokioInbox<Input>) -> Result<(), StoreError> {
@@ -659,6 +681,7 @@ impl Engine {
         }
         self.workflow_verdicts();
         self.start_workflow_commands();
+        self.settle_races();
         self.end_stale_judgements(now);
         self.verdicts_overdue(now);
         for line in self.policy.take_log() {
@@ -873,7 +896,18 @@ impl Engine {
                 }
                 self.offer(conn, &worker, Self::wait_of(wait_ms), Reply::Offer, now);
             }
-            ClientMsg::Done { worker, task_id, attempt, deliverables, score, notes, wait_ms, files } => {
+            ClientMsg::Done {
+                worker,
+                task_id,
+                attempt,
+                deliverables,
+                score,
+                notes,
+                wait_ms,
+                files,
+                changed,
+                isolated,
+            } => {
                 // A deliverable that travels with the `done` is in the checkout once it is applied.
                 let travels = |d: &String| files.iter().any(|f| &f.path == d);
                 if let Some(bad) = deliverables.iter().find(|d| !travels(d) && !self.config.root.join(d).exists()) {
@@ -887,19 +921,19 @@ impl Engine {
                 let mut report = Report::completed(&task_id, &worker, deliverables);
                 report.context_efficiency_score = score;
                 report.notes = notes;
-                self.socket_report(conn, "done", attempt, wait_ms, report, files);
+                self.socket_report(conn, "done", attempt, wait_ms, report, Sent { files, changed, isolated });
             }
             ClientMsg::Block { worker, task_id, attempt, question, wait_ms } => {
                 let mut report = Report::completed(&task_id, &worker, Vec::new());
                 report.status = ReportStatus::Blocked;
                 report.requested_guidance = Some(question);
-                self.socket_report(conn, "block", attempt, wait_ms, report, Vec::new());
+                self.socket_report(conn, "block", attempt, wait_ms, report, Sent::default());
             }
             ClientMsg::Fail { worker, task_id, attempt, reason, wait_ms } => {
                 let mut report = Report::completed(&task_id, &worker, Vec::new());
                 report.status = ReportStatus::Failed;
                 report.notes = Some(reason);
-                self.socket_report(conn, "fail", attempt, wait_ms, report, Vec::new());
+                self.socket_report(conn, "fail", attempt, wait_ms, report, Sent::default());
             }
             ClientMsg::Progress { worker, task_id, attempt, note } => {
                 match self.scheduler.progress(&worker, &task_id, attempt, &note, now) {

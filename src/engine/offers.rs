@@ -78,6 +78,8 @@ impl Waiters {
 impl Engine {
     /// Offer work to an mcc worker; wait when there is none and `wait` allows.
     pub(super) fn offer(&mut self, conn: ConnId, worker: &str, wait: Duration, reply: Reply, now: Instant) {
+        // A race its racer's report just decided frees its dependents for this very offer.
+        self.settle_races();
         // A newer command of the same worker supersedes an older wait: answer it now.
         let mut superseded = Vec::new();
         self.waiters.retain(|w| {
@@ -189,6 +191,13 @@ impl Engine {
             Reply::Offer => ServerMsg::Offer { offer },
             Reply::Verdict { task, attempt, accepted, failed, reasons } => ServerMsg::Verdict {
                 worker: offer_worker(&offer).to_owned(),
+                warnings: self
+                    .scheduler
+                    .task(&task)
+                    .and_then(crate::scheduler::Task::report)
+                    .filter(|r| r.attempt == Some(attempt))
+                    .map(super::outside::warnings)
+                    .unwrap_or_default(),
                 task_id: task,
                 attempt,
                 accepted,

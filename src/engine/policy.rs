@@ -58,6 +58,21 @@ pub trait Policy {
         scheduler: &Scheduler,
     ) -> Result<Option<Verdict>, PolicyError>;
 
+    /// Which racer of the race `task` wins, among `candidates` (its accepted
+    /// racers, in the order they were accepted); `open` racers still run.
+    /// `Ok(None)`: wait, and be asked again when another racer ends (when
+    /// none is left open, the first candidate wins). By default the first
+    /// candidate wins at once.
+    fn choose(
+        &mut self,
+        _task: &Task,
+        candidates: &[Candidate],
+        _open: usize,
+        _scheduler: &Scheduler,
+    ) -> Result<Option<TaskId>, PolicyError> {
+        Ok(candidates.first().map(|c| c.id.clone()))
+    }
+
     /// Commands the workflow waits on, started since the last call: the
     /// engine runs each through the supervised runner and hands its outcome
     /// to [`Policy::command_done`] with the same call id.
@@ -115,21 +130,42 @@ pub trait Policy {
     }
 }
 
+/// An accepted racer of a race, as `choose` sees it.
+#[derive(Debug, Clone)]
+pub struct Candidate {
+    /// The racer's task id (`T~race2`).
+    pub id: TaskId,
+    /// Its number in the race, from 1.
+    pub racer: u32,
+    /// The worker that did it.
+    pub worker: Option<String>,
+    /// Its validation's outcome, when it has one (after a restart, the
+    /// ends of its output the store kept).
+    pub validation: Option<Outcome>,
+    /// Bytes of its copy of the write files.
+    pub size: u64,
+    /// The worker's notes with its `done`.
+    pub notes: Option<String>,
+}
+
 /// No workflow: FIFO assignment, accept when validation passes, finished
 /// when every task is finished.
 pub struct DefaultPolicy;
 
 impl DefaultPolicy {
-    /// The verdict a validation outcome gives on its own.
-    pub fn verdict(task: &Task, validation: Option<&Outcome>) -> Verdict {
-        match validation {
-            Some(outcome) if !outcome.success() => Verdict::Reject(vec![format!(
+    /// The verdict a validation outcome and the report give on their own: a
+    /// failed validation or a write into another in-flight task's files
+    /// (a conflict) rejects; a write outside the task alone does not.
+    pub fn verdict(task: &Task, report: &Report, validation: Option<&Outcome>) -> Verdict {
+        let mut reasons = super::outside::conflict_reasons(&task.spec.id, report);
+        if let Some(outcome) = validation.filter(|o| !o.success()) {
+            reasons.push(format!(
                 "validation `{}` {}",
                 task.spec.acceptance.validation.as_deref().unwrap_or_default(),
                 outcome.summary()
-            )]),
-            _ => Verdict::Accept,
+            ));
         }
+        if reasons.is_empty() { Verdict::Accept } else { Verdict::Reject(reasons) }
     }
 }
 
@@ -149,11 +185,11 @@ impl Policy for DefaultPolicy {
     fn accept(
         &mut self,
         task: &Task,
-        _: &Report,
+        report: &Report,
         validation: Option<&Outcome>,
         _: &Scheduler,
     ) -> Result<Option<Verdict>, PolicyError> {
-        Ok(Some(Self::verdict(task, validation)))
+        Ok(Some(Self::verdict(task, report, validation)))
     }
 
     fn step(&mut self, _: &mut Scheduler, _: Instant) -> Result<(), PolicyError> {

@@ -32,6 +32,10 @@ pub enum ProblemKind {
     /// A file or folder in `.mcc/` was refused: a link, a FIFO, too large
     /// (subject: its path).
     StateFileRefused,
+    /// An attempt changed files outside its task, into another task's
+    /// reserved files, or while others worked in the same checkout
+    /// (subject: the task); a later attempt of the task says it anew.
+    WritesOutside,
 }
 
 /// The problems now, oldest first. Reads as the list of their texts, which

@@ -24,12 +24,21 @@ use crate::wire::{FileDigest, ServerMsg};
 pub enum Source {
     /// `done` / `fail` / `block` of an mcc worker, which waits up to `wait`
     /// for its next task; `files` are a remote worker's uploads to apply.
-    Socket { conn: ConnId, wait: Duration, files: Vec<FileDigest> },
+    Socket { conn: ConnId, wait: Duration, files: Vec<FileDigest>, changed: Vec<String>, isolated: bool },
     /// The old protocol's `task_complete`, with the report as it was sent (if any).
     Old { conn: ConnId, raw: Option<Value> },
     /// A report file; `shown` is relative to the root. `rescan` when read
     /// again at start rather than seen written.
     File { shown: String, full: PathBuf, rescan: bool },
+}
+
+/// What a socket report brings beside the report: a remote worker's files
+/// to apply, and the files the attempt changed outside its task.
+#[derive(Debug, Clone, Default)]
+pub struct Sent {
+    pub files: Vec<FileDigest>,
+    pub changed: Vec<String>,
+    pub isolated: bool,
 }
 
 /// One report on its way to the scheduler.
@@ -98,6 +107,16 @@ impl Engine {
             self.replay(&sub, &prior, now);
             return;
         }
+        if let Some(message) = self.lost_race_message(&sub.task, &sub.worker) {
+            // A racer that lost hears it, with its next task, not a refusal.
+            let what = match sub.report.status {
+                ReportStatus::Completed => "done",
+                ReportStatus::Failed => "fail",
+                ReportStatus::Blocked => "block",
+            };
+            self.answer_report(&sub.source, &sub.worker, what, message, &sub.task, now);
+            return;
+        }
         if let Err(refusal) = self.scheduler.check_holder(&sub.worker, &sub.task, Some(sub.attempt)) {
             self.refused(&sub, &refusal.to_string(), Some(refusal.code()));
             return;
@@ -110,8 +129,17 @@ impl Engine {
             self.refused(&sub, &text, Some("upload_refused"));
             return;
         }
-        let Submission { source, worker, task, attempt, report } = sub;
+        let Submission { source, worker, task, attempt, mut report } = sub;
         if report.status == ReportStatus::Completed {
+            // Sorted by the hub; whatever a report file said of them is not taken.
+            let (changed, isolated) = match &source {
+                Source::Socket { changed, isolated, .. } => (changed.as_slice(), *isolated),
+                _ => (&[][..], false),
+            };
+            let sorted = self.sort_changed(&task, &worker, changed, isolated);
+            report.outside = sorted.outside;
+            report.conflicts = sorted.conflicts;
+            report.shared = sorted.shared;
             // Kept with the commit that records this `done`: durable when it is acknowledged.
             let reading = Instant::now();
             let submitted = self.submitted_files(&task, attempt);
@@ -168,6 +196,7 @@ impl Engine {
         match status {
             ReportStatus::Completed => {
                 self.scheduler.submit(&worker, &task, report, now).expect("the grant was checked above");
+                self.show_outside(&task);
                 self.waiters.retain(|w| w.worker != worker || matches!(w.reply, Reply::Push));
                 let judging = match source {
                     Source::Socket { conn, wait, .. } => Judging {
@@ -220,7 +249,14 @@ impl Engine {
     /// per-task bound: a file past it is recorded as not kept, never dropped
     /// unsaid.
     fn submitted_files(&self, id: &str, attempt: u32) -> SubmittedFiles {
-        let paths = self.scheduler.task(id).map(|t| t.spec.context.output_files.clone()).unwrap_or_default();
+        // A racer's copy lives in `.mcc/`, which the store does not keep: the
+        // winner's files are kept with its race when they move into place.
+        let paths = self
+            .scheduler
+            .task(id)
+            .filter(|t| crate::scheduler::race_of(&t.spec).is_none())
+            .map(|t| t.spec.context.output_files.clone())
+            .unwrap_or_default();
         let mut submitted = SubmittedFiles::default();
         if paths.is_empty() {
             return submitted;
@@ -381,7 +417,7 @@ impl Engine {
         attempt: Option<u32>,
         wait_ms: Option<u64>,
         mut report: Report,
-        files: Vec<FileDigest>,
+        sent: Sent,
     ) {
         let worker = report.worker_id.clone().unwrap_or_default();
         let task = report.task_id.clone();
@@ -390,7 +426,8 @@ impl Engine {
             return;
         };
         report.attempt = Some(attempt);
-        let source = Source::Socket { conn, wait: Self::wait_of(wait_ms), files };
+        let Sent { files, changed, isolated } = sent;
+        let source = Source::Socket { conn, wait: Self::wait_of(wait_ms), files, changed, isolated };
         self.apply(Submission { source, worker, task, attempt, report });
     }
 

@@ -27,10 +27,12 @@ pub(super) struct Phase {
     pub(super) accept: Option<Function>,
     pub(super) complete: Option<Function>,
     pub(super) on: Hooks,
+    /// Picks the winner of a race among its accepted racers (see `src/engine/races.rs`).
+    pub(super) choose: Option<Function>,
 }
 
 const WORKFLOW_FIELDS: [&str; 7] = ["name", "phases", "lease", "max_attempts", "wait", "quiet_after", "presence_grace"];
-const PHASE_FIELDS: [&str; 7] = ["name", "tasks", "split", "assign", "accept", "complete", "on"];
+const PHASE_FIELDS: [&str; 8] = ["name", "tasks", "split", "assign", "accept", "complete", "on", "choose"];
 const HOOKS: [&str; 6] = ["worker_joined", "worker_quiet", "task_blocked", "task_failed", "timer", "files"];
 
 /// The string keys of a table (a workflow, a phase, `on`), in no set order.
@@ -253,6 +255,7 @@ impl Workflow {
         };
         let (split, assign, accept, complete) =
             (function("split"), function("assign"), function("accept"), function("complete"));
+        let choose = function("choose");
         let tasks = match t.get::<Value>("tasks") {
             Ok(Value::Nil) => None,
             Ok(v) => match spec::checked_list(&self.lua, v, self.shared.lease.borrow().as_deref()) {
@@ -287,7 +290,7 @@ impl Workflow {
                 Hooks::default()
             }
         };
-        (errors.len() == before).then_some(Phase { name, tasks, split, assign, accept, complete, on })
+        (errors.len() == before).then_some(Phase { name, tasks, split, assign, accept, complete, on, choose })
     }
 
     fn read_hooks(name: &str, here: &str, on: &Table, errors: &mut Vec<String>) -> Hooks {

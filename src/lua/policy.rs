@@ -8,7 +8,7 @@ use mlua::{IntoLuaMulti, MultiValue, Value};
 use super::phases::{PhaseState, Progress};
 use super::{Workflow, calls, errors, views, watch};
 use crate::command::{Job, Outcome};
-use crate::engine::{DefaultPolicy, EngineHandle, Policy, PolicyError};
+use crate::engine::{Candidate, DefaultPolicy, EngineHandle, Policy, PolicyError};
 use crate::scheduler::{Scheduler, Task, TaskId, Verdict, Worker};
 use crate::task::Report;
 
@@ -108,7 +108,7 @@ impl Policy for Workflow {
     ) -> Result<Option<Verdict>, PolicyError> {
         let phase = self.index(task.phase());
         let Some(accept) = &self.phases[phase].accept else {
-            return Ok(Some(DefaultPolicy::verdict(task, validation)));
+            return Ok(Some(DefaultPolicy::verdict(task, report, validation)));
         };
         let what = format!("accept of phase \"{}\"", self.phases[phase].name);
         let args = views::task(&self.lua, task)
@@ -124,6 +124,38 @@ impl Policy for Workflow {
             }
             calls::Ran::Waiting => Ok(None),
         }
+    }
+
+    fn choose(
+        &mut self,
+        task: &Task,
+        candidates: &[Candidate],
+        open: usize,
+        scheduler: &Scheduler,
+    ) -> Result<Option<TaskId>, PolicyError> {
+        let phase = self.index(task.phase());
+        let Some(choose) = &self.phases[phase].choose else {
+            return Ok(candidates.first().map(|c| c.id.clone()));
+        };
+        self.call(scheduler, phase, "choose", |scope| {
+            let list = self.lua.create_table_with_capacity(candidates.len(), 2)?;
+            for (i, c) in candidates.iter().enumerate() {
+                list.raw_set(i + 1, views::candidate(&self.lua, c)?)?;
+            }
+            // Racers still running: a `choose` that compares all waits for 0.
+            list.raw_set("open", open)?;
+            let chosen: Value = choose.call((scope.create_userdata_ref(task)?, list, self.ctx.clone()))?;
+            match chosen {
+                Value::Nil | Value::Boolean(false) => Ok(None),
+                Value::String(s) => Ok(Some(s.to_string_lossy())),
+                Value::Table(t) => Ok(Some(t.get::<String>("id")?)),
+                other => Err(mlua::Error::runtime(format!(
+                    "choose must return a candidate, its id, or nil to wait, not {}",
+                    other.type_name()
+                ))),
+            }
+        })
+        .map_err(PolicyError)
     }
 
     fn take_commands(&mut self) -> Vec<(u64, Job)> {

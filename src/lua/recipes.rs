@@ -12,7 +12,10 @@ use super::Shared;
 
 /// Recipes built into the binary: `(module name, source)`. Add a line when a
 /// file is added to `workflows/recipes/`.
-pub const BUILT_IN: &[(&str, &str)] = &[("fanout", include_str!("../../workflows/recipes/fanout.lua"))];
+pub const BUILT_IN: &[(&str, &str)] = &[
+    ("fanout", include_str!("../../workflows/recipes/fanout.lua")),
+    ("best-of-3", include_str!("../../workflows/recipes/best-of-3.lua")),
+];
 
 /// The user's own recipes folder, such as `~/.config/mcc/recipes`.
 pub fn user_folder() -> Option<PathBuf> {

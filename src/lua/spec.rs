@@ -21,7 +21,7 @@ const SHORT: [(&str, Option<&str>, &str); 7] = [
 ];
 
 /// Every field a task table may have.
-const TASK_FIELDS: [&str; 15] = [
+const TASK_FIELDS: [&str; 16] = [
     "id",
     "description",
     "read",
@@ -37,6 +37,7 @@ const TASK_FIELDS: [&str; 15] = [
     "context",
     "acceptance",
     "dependencies",
+    "race",
 ];
 const CONTEXT_FIELDS: [&str; 4] = ["targetFiles", "outputFiles", "requirements", "relevantRules"];
 const ACCEPTANCE_FIELDS: [&str; 2] = ["criteria", "validation"];
@@ -153,6 +154,15 @@ pub fn checked(lua: &Lua, value: Value, default_lease: Option<&str>) -> Result<T
         && humantime::parse_duration(lease).is_err()
     {
         bad("lease", errors::not_a_duration("lease", lease));
+    }
+    if let Some(race) = map.get("race") {
+        let max = crate::scheduler::MAX_RACE;
+        if !race.as_u64().is_some_and(|n| (2..=max).contains(&n)) {
+            bad(
+                "race",
+                format!("`race` is how many workers race on the task: a whole number from 2 to {max}, not {race}"),
+            );
+        }
     }
     if !problems.is_empty() {
         return Err(problems);
@@ -288,6 +298,16 @@ mod tests {
         assert_eq!(spec.dependencies, ["b"]);
         assert!(spec.acceptance.criteria.is_empty());
         assert_eq!(spec.lease.as_deref(), Some("30m"));
+    }
+
+    #[test]
+    fn a_race_is_a_whole_number_from_2_and_a_misspelt_one_is_named() {
+        let spec = spec_of(r#"{ id = "a", description = "d", write = "w.md", race = 3 }"#).expect("a raced task");
+        assert_eq!(crate::scheduler::race_size(&spec), Some(3));
+        let err = spec_of(r#"{ id = "a", description = "d", race = 1 }"#).expect_err("one racer is no race");
+        assert!(err.contains("a whole number from 2 to 10, not 1"), "{err}");
+        let err = spec_of(r#"{ id = "a", description = "d", races = 3 }"#).expect_err("misspelt");
+        assert!(err.contains("unknown field `races` (did you mean `race`?)"), "{err}");
     }
 
     #[test]

@@ -918,6 +918,43 @@ fn deep_recursion_in_lua_or_through_its_c_functions_is_an_error_not_a_crash() {
 }
 
 #[test]
+fn the_best_of_3_recipe_waits_for_every_racer_then_keeps_the_most_passing_tests() {
+    use crate::engine::Candidate;
+    let mut f = Fixture::new();
+    let mut w = f
+        .load(
+            r#"local best = require("best-of-3")
+return { name = "race", phases = { { name = "p",
+  tasks = { best.task { id = "fix", description = "fix it", write = "calc.py", validation = "pytest -q" } },
+  choose = best.choose } } }"#,
+        )
+        .unwrap();
+    assert_eq!(f.ids(), ["fix", "fix~race1", "fix~race2", "fix~race3"], "best.task races on three workers");
+    let ran = |stdout: &str, code: i32| Outcome {
+        code: Some(code),
+        stdout: stdout.into(),
+        stderr: String::new(),
+        timed_out: false,
+    };
+    let candidate = |id: &str, racer: u32, validation: Option<Outcome>, size: u64| Candidate {
+        id: id.into(),
+        racer,
+        worker: Some(format!("w{racer}")),
+        validation,
+        size,
+        notes: None,
+    };
+    let candidates = vec![
+        candidate("fix~race1", 1, Some(ran("3 passed, 1 failed", 1)), 10),
+        candidate("fix~race2", 2, Some(ran("4 passed in 0.1s", 0)), 50),
+        candidate("fix~race3", 3, None, 5),
+    ];
+    let race = f.scheduler.task("fix").unwrap().clone();
+    assert_eq!(w.choose(&race, &candidates, 1, &f.scheduler), Ok(None), "it waits while a racer runs");
+    assert_eq!(w.choose(&race, &candidates, 0, &f.scheduler), Ok(Some("fix~race2".to_owned())));
+}
+
+#[test]
 fn a_workflows_presence_grace_is_the_hubs_grace_while_it_runs() {
     let mut f = Fixture::new();
     f.load(r#"return { name = "g", presence_grace = "5s", phases = { { name = "p", tasks = { { id = "a", description = "a" } } } } }"#)

@@ -28,6 +28,8 @@ impl UserData for Task {
         fields.add_field_method_get("question", |_, t| Ok(t.question().map(str::to_owned)));
         fields.add_field_method_get("answer", |_, t| Ok(t.answer().map(str::to_owned)));
         fields.add_field_method_get("lease_ms", |_, t| Ok(t.lease_ms()));
+        fields.add_field_method_get("race", |_, t| Ok(crate::scheduler::race_size(&t.spec)));
+        fields.add_field_method_get("race_of", |_, t| Ok(crate::scheduler::race_of(&t.spec).map(str::to_owned)));
         fields.add_field_method_get("data", |lua, t| match t.spec.extra.get("data") {
             Some(data) => lua.to_value(data),
             None => Ok(Value::Nil),
@@ -76,10 +78,32 @@ pub fn phase(lua: &Lua, scheduler: &Scheduler, name: &str) -> mlua::Result<Table
         total += n;
         counts.set(state.name(), n)?;
     }
-    view.set("all_accepted", scheduler.phase_count(name, TaskState::Accepted) == total)?;
+    // Racers cancelled because another racer won count as accepted here:
+    // their race is. Costs what the phase's cancelled tasks are.
+    let lost = scheduler
+        .select(Some(name), Some(TaskState::Cancelled))
+        .iter()
+        .filter(|t| scheduler.lost_to(&t.spec.id).is_some())
+        .count();
+    view.set("all_accepted", scheduler.phase_count(name, TaskState::Accepted) + lost == total)?;
     view.set("counts", counts)?;
     view.set("failed", scheduler.phase_count(name, TaskState::Failed))?;
     Ok(view)
+}
+
+/// A race's candidate as `choose` sees it: `id`, `racer`, `worker`,
+/// `size`, `notes`, and `validation` (as `ctx.run` returns it) when it has one.
+pub fn candidate(lua: &Lua, c: &crate::engine::Candidate) -> mlua::Result<Table> {
+    let t = lua.create_table()?;
+    t.set("id", c.id.clone())?;
+    t.set("racer", c.racer)?;
+    t.set("worker", c.worker.clone())?;
+    t.set("size", c.size)?;
+    t.set("notes", c.notes.clone())?;
+    if let Some(v) = &c.validation {
+        t.set("validation", outcome(lua, v)?)?;
+    }
+    Ok(t)
 }
 
 /// What `ctx.run` returns: `code`, `ok`, `stdout`, `stderr`, `timed_out`.
@@ -102,6 +126,18 @@ pub fn report(lua: &Lua, report: &Report, validation: Option<&Outcome>) -> mlua:
     t.set("deliverables", report.deliverables.clone())?;
     t.set("score", report.context_efficiency_score)?;
     t.set("notes", report.notes.clone())?;
+    // Files changed outside the task, as the hub sorted them at `done` (docs/worker.md).
+    t.set("outside", report.outside.clone())?;
+    t.set("shared", report.shared.clone())?;
+    let conflicts = lua.create_table()?;
+    for (i, c) in report.conflicts.iter().enumerate() {
+        let one = lua.create_table()?;
+        one.set("file", c.file.clone())?;
+        one.set("task", c.task.clone())?;
+        one.set("holder", c.holder.clone())?;
+        conflicts.set(i + 1, one)?;
+    }
+    t.set("conflicts", conflicts)?;
     let v = lua.create_table()?;
     v.set("ran", validation.is_some())?;
     v.set("passed", validation.is_none_or(Outcome::success))?;

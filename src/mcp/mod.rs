@@ -52,6 +52,9 @@ pub struct McpArgs {
     /// How long `next` (and done, block, fail) wait for work before "nothing yet"; at most 50s.
     #[arg(long, default_value = "45s", value_parser = humantime::parse_duration)]
     pub wait: Duration,
+    /// Work in a git worktree of the worker's own, `.mcc/worktrees/NAME` (made at the first use; kept until `leave`).
+    #[arg(long, env = "MCC_WORKTREE")]
+    pub worktree: bool,
 }
 
 /// `mcc mcp`: serve until the client closes stdin.
@@ -61,7 +64,8 @@ pub fn run(args: McpArgs, options: crate::client::Options) -> u8 {
         format!("mcp-{}", &id[..4])
     });
     hold_presence(&worker, args.hub.clone(), options);
-    let server = WorkerTools::new(worker, args.hub, options, args.wait.min(MAX_WAIT));
+    let mut server = WorkerTools::new(worker, args.hub, options, args.wait.min(MAX_WAIT));
+    server.worktree = args.worktree;
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,
         Err(e) => {
@@ -232,6 +236,8 @@ pub struct WorkerTools {
     /// How the verbs reach the hub (`--transport`, `--timeout`).
     options: crate::client::Options,
     wait: Duration,
+    /// Work in a worktree of its own (`--worktree`).
+    worktree: bool,
     tool_router: ToolRouter<Self>,
 }
 
@@ -248,11 +254,23 @@ fn required<'a>(tool: &str, key: &str, value: &'a str) -> Result<&'a str, CallTo
 #[tool_router]
 impl WorkerTools {
     fn new(worker: String, hub: Option<String>, options: crate::client::Options, wait: Duration) -> Self {
-        Self { worker: Arc::from(worker.as_str()), hub, options, wait, tool_router: Self::tool_router() }
+        Self {
+            worker: Arc::from(worker.as_str()),
+            hub,
+            options,
+            wait,
+            worktree: false,
+            tool_router: Self::tool_router(),
+        }
     }
 
     fn who(&self) -> verbs::Worker {
-        verbs::Worker { name: Some(self.worker.to_string()), hub: self.hub.clone(), options: self.options }
+        verbs::Worker {
+            name: Some(self.worker.to_string()),
+            hub: self.hub.clone(),
+            options: self.options,
+            worktree: self.worktree,
+        }
     }
 
     /// Run a verb on a blocking thread (it may wait ~50 s on the hub) and
@@ -408,7 +426,11 @@ fn result(answer: &Answer) -> CallToolResult {
         None => text.push_str(&format!("\nnext call: {why}")),
     }
     let mut done = CallToolResult::success(vec![ContentBlock::text(text)]);
-    done.structured_content = Some(json!({"exitCode": answer.code, "nextCall": next_call}));
+    let mut structured = json!({"exitCode": answer.code, "nextCall": next_call});
+    if let Some(folder) = &answer.work_in {
+        structured["workIn"] = json!(folder);
+    }
+    done.structured_content = Some(structured);
     done
 }
 

@@ -86,16 +86,19 @@ impl Scheduler {
         }
         let task = self.tasks.get_mut(id).expect("checked");
         let attempt = task.attempt();
-        let deliverables = report.deliverables.clone();
+        let mut detail = json!({ "deliverables": report.deliverables });
+        // Writes outside the task go on its record with the submission (docs/worker.md).
+        for (key, files) in [("outside", &report.outside), ("shared", &report.shared)] {
+            if !files.is_empty() {
+                detail[key] = json!(files);
+            }
+        }
+        if !report.conflicts.is_empty() {
+            detail["conflicts"] = json!(report.conflicts);
+        }
         task.report = Some(report);
         self.transition(id, TaskState::Submitted);
-        self.event(
-            EventKind::Submitted,
-            Some(id),
-            Some(worker),
-            Some(attempt),
-            json!({ "deliverables": deliverables }),
-        );
+        self.event(EventKind::Submitted, Some(id), Some(worker), Some(attempt), detail);
         Ok(())
     }
 

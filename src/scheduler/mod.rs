@@ -7,15 +7,17 @@
 //! acknowledged.
 
 mod changes;
+mod company;
 mod dependencies;
 mod index;
 mod leases;
 mod model;
 mod offers;
 mod presence;
+mod races;
 mod reservation;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
@@ -25,6 +27,7 @@ pub use index::InOrder;
 pub use leases::{Judged, Verdict};
 pub use model::{Applied, Judgement, Task, TaskState, Worker};
 pub use offers::{Idle, Offer};
+pub use races::{MAX_RACE, race_copy, race_of, race_size, racer_number};
 pub use reservation::{Reservation, any_overlap};
 
 use crate::event::EventKind;
@@ -120,6 +123,14 @@ pub struct Scheduler {
     changes: Changes,
     /// Something a waiting worker could be offered changed.
     work_changed: bool,
+    /// Task -> the other workers that held a task during its current attempt.
+    company: HashMap<TaskId, BTreeSet<String>>,
+    /// Workers whose last attempt ran in a folder of their own.
+    own_folder: HashSet<String>,
+    /// A race's task -> its racers, every round (see `races.rs`).
+    racers: HashMap<TaskId, Vec<TaskId>>,
+    /// Races whose racers moved since the engine last decided them.
+    races_moved: BTreeSet<TaskId>,
 }
 
 impl Scheduler {
@@ -152,6 +163,15 @@ impl Scheduler {
             }
             s.tasks.insert(task.spec.id.clone(), task);
         }
+        s.restore_company();
+        // Every race still running is decided again: its last decision may not have been committed.
+        let running: Vec<TaskId> = s
+            .racers
+            .keys()
+            .filter(|id| s.tasks.get(*id).is_some_and(|t| t.state() == TaskState::Assigned))
+            .cloned()
+            .collect();
+        s.races_moved.extend(running);
         accepted.sort();
         for (_, _, id, by) in accepted {
             s.workers.get_mut(&by).expect("checked above").accepted.push(id);

@@ -389,6 +389,9 @@ impl Scheduler {
         if let (TaskState::Assigned, Some(holder)) = (task.state, &task.holder) {
             self.holding.insert(holder.clone(), task.spec.id.clone());
         }
+        if let Some(race) = super::race_of(&task.spec) {
+            self.racers.entry(race.to_owned()).or_default().push(task.spec.id.clone());
+        }
     }
 
     /// The one place a task's state changes: the ready queue, the holder
@@ -411,10 +414,25 @@ impl Scheduler {
             task.lease_until = None;
         }
         // A submitted task keeps its holder for the verdict.
+        if !state.in_flight() {
+            self.company.remove(id);
+        }
         if !state.in_flight() && task.holder.is_some() {
             task.last_holder = task.holder.take();
         }
+        // A racer's move, or its race's end (cancelled), is the race's to decide.
+        let race = super::race_of(&task.spec)
+            .map(str::to_owned)
+            .or_else(|| (super::race_size(&task.spec).is_some() && state != TaskState::Ready).then(|| id.to_owned()));
+        let racers = if state == TaskState::Ready { super::race_size(&task.spec) } else { None };
         self.touch_task(id);
+        if let Some(race) = race {
+            self.races_moved.insert(race);
+        }
+        // A race never waits in the queue itself: its racers do.
+        if let Some(n) = racers {
+            self.start_race(id, n);
+        }
     }
 
     pub(super) fn regrant(&mut self, id: &str, worker: &str, now: Instant) {
@@ -428,6 +446,7 @@ impl Scheduler {
         task.holder = Some(worker.to_owned());
         task.lease_until = Some(now + Duration::from_millis(task.lease_ms));
         let attempt = task.attempt;
+        self.keep_company(id, worker);
         self.holding.insert(worker.to_owned(), id.to_owned());
         self.event(EventKind::Assigned, Some(id), Some(worker), Some(attempt), Value::Null);
     }

@@ -520,3 +520,31 @@ fn nothing_grantable_says_why_from_the_indexes() {
     s.cancel("gate").unwrap();
     assert_eq!(s.idle(), Idle::NoWork);
 }
+
+#[test]
+fn an_attempts_company_is_who_held_a_task_while_it_ran_and_a_reserved_file_names_its_task_and_holder() {
+    let now = Instant::now();
+    let mut s = Scheduler::default();
+    s.add_tasks(vec![writing("a", &["a.md"]), writing("b", &["out/"]), task("c"), task("d")], None, now).unwrap();
+    s.offer("w1", now, 64, fifo).unwrap();
+    s.offer("w2", now, 64, fifo).unwrap();
+    assert_eq!(s.company("a"), ["w2"], "granted while a ran");
+    assert_eq!(s.company("b"), ["w1"], "holding when b was granted");
+    // w1 reports a done: whoever is granted now is no longer a's company.
+    let mut report = done("a", "w1");
+    report.attempt = Some(1);
+    s.submit("w1", "a", report, now).unwrap();
+    s.offer("w3", now, 64, fifo).unwrap();
+    assert_eq!(s.company("a"), ["w2"]);
+    assert_eq!(s.company("c"), ["w2"], "w1 held nothing when c was granted: its task was submitted");
+    // A worker in a folder of its own is nobody's company.
+    s.note_own_folder("w2", true);
+    assert!(s.company("c").is_empty());
+
+    let (task, holder) = s.reserved_by("out/x.md", "c").expect("b reserves the folder out/");
+    assert_eq!((task.spec.id.as_str(), holder), ("b", Some("w2")));
+    let (task, holder) = s.reserved_by("a.md", "c").expect("a is submitted, still in flight");
+    assert_eq!((task.spec.id.as_str(), holder), ("a", Some("w1")));
+    assert!(s.reserved_by("a.md", "a").is_none(), "a task's own files are not another's");
+    assert!(s.reserved_by("outer.md", "c").is_none());
+}

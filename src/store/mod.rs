@@ -420,6 +420,10 @@ pub trait Backend: Send {
     /// accepted attempt (in the order of the verdicts) left it, by path: the
     /// accepted state of the checkout.
     fn accepted_files(&mut self) -> Result<Vec<AttemptFile>, StoreError>;
+    /// The tasks in flight (assigned, or submitted and being judged), in
+    /// creation order: what the git guard reads on each commit, at a cost
+    /// that grows with the tasks held, not with the queue.
+    fn in_flight(&mut self) -> Result<Vec<Task>, StoreError>;
 }
 
 /// An open store, whichever engine keeps it.

@@ -1195,6 +1195,17 @@ impl Backend for PostgresStore {
         })
     }
 
+    fn in_flight(&mut self) -> Result<Vec<Task>, StoreError> {
+        off_runtime(|| {
+            let (now, wall, clock, project) = (Instant::now(), now_ms(), self.clock, self.project.clone());
+            let held = format!("{TASK_ROWS} AND state IN ('assigned', 'submitted') ORDER BY seq");
+            let rows = self.client()?.query(&held, &[&project]).map_err(|e| self.pg(e))?;
+            rows.iter()
+                .map(|r| super::task_from_row(task_row(r), clock, now, wall).map_err(|e| self.corrupt(e)))
+                .collect::<Result<Vec<_>, _>>()
+        })
+    }
+
     /// The scheduler as stored, built row by row as the rows stream in.
     fn restore(&mut self, settings: Settings) -> Result<Scheduler, StoreError> {
         off_runtime(|| {

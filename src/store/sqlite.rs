@@ -289,6 +289,18 @@ impl Backend for SqliteStore {
         Ok((tasks, self.workers()?))
     }
 
+    fn in_flight(&mut self) -> Result<Vec<Task>, StoreError> {
+        let (now, wall) = (Instant::now(), now_ms());
+        let held = TASK_ROWS.replace(" ORDER BY", " WHERE state IN ('assigned', 'submitted') ORDER BY");
+        let mut stmt = self.conn.prepare(&held).map_err(|e| self.sql(e))?;
+        let rows = stmt.query_map([], task_row).map_err(|e| self.sql(e))?;
+        let mut tasks = Vec::new();
+        for row in rows {
+            tasks.push(self.task_from(row.map_err(|e| self.sql(e))?, now, wall)?);
+        }
+        Ok(tasks)
+    }
+
     /// The scheduler as stored, built row by row: each row is parsed and
     /// moved into the scheduler, never all of them held in a list first.
     fn restore(&mut self, settings: Settings) -> Result<Scheduler, StoreError> {

@@ -97,6 +97,7 @@ on_both_engines!(
     the_scheduler_is_restored_as_it_was_committed,
     two_attempts_submitting_the_same_bytes_keep_one_blob,
     the_accepted_state_is_each_paths_content_from_its_last_accepted_attempt,
+    the_tasks_in_flight_are_the_assigned_and_submitted_ones_read_only_too,
 );
 
 /// The oldest grantable task, as the default policy chooses.
@@ -379,6 +380,33 @@ fn the_scheduler_is_restored_as_it_was_committed(place: &Place) {
     let expected: Vec<String> = (0..20).map(|i| format!("t{i:02}")).collect();
     assert_eq!(ids, expected);
     assert_eq!(restored.task("t00").unwrap().holder(), Some("w"));
+}
+
+fn the_tasks_in_flight_are_the_assigned_and_submitted_ones_read_only_too(place: &Place) {
+    let now = Instant::now();
+    let mut s = ten_minutes();
+    let specs: Vec<TaskSpec> = ["a", "b", "c", "d"].iter().map(|id| TaskSpec::new(*id, "x")).collect();
+    s.add_tasks(specs, None, now).unwrap();
+    assert_eq!(s.offer("w1", now, 1, first), Ok(Offer::Granted("a".into())));
+    assert_eq!(s.offer("w2", now, 1, first), Ok(Offer::Granted("b".into())));
+    s.submit("w2", "b", crate::task::Report::completed("b", "w2", vec![]), now).unwrap();
+    let mut store = place.open();
+    write(&mut *store, &mut s, &[], Notes::default());
+    drop(store);
+    let held: Vec<(String, TaskState, Option<String>)> = place
+        .read_only()
+        .in_flight()
+        .unwrap()
+        .iter()
+        .map(|t| (t.spec.id.clone(), t.state(), t.holder().map(str::to_owned)))
+        .collect();
+    assert_eq!(
+        held,
+        [
+            ("a".to_owned(), TaskState::Assigned, Some("w1".to_owned())),
+            ("b".to_owned(), TaskState::Submitted, Some("w2".to_owned())),
+        ]
+    );
 }
 
 /// What only the PostgreSQL engine has: projects side by side in one

@@ -237,6 +237,15 @@ pub struct AttemptView {
     pub reasons: Vec<String>,
     /// The files its report named.
     pub files: Vec<String>,
+    /// Files it changed that its task does not declare, by the worker
+    /// (`outside`), into another in-flight task's (`conflicts`), or in a
+    /// shared checkout, pinned on nobody (`shared`); absent when none.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub outside: Vec<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub conflicts: Vec<crate::task::Conflict>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub shared: Vec<String>,
     pub validation: Option<ValidationView>,
 }
 

@@ -23,6 +23,7 @@
 ---@field data? table Anything; kept in the task JSON as `data`.
 ---@field context? table Old-protocol form of read/write/requirements/rules.
 ---@field acceptance? table Old-protocol form of criteria/validation.
+---@field race? integer Race it on this many workers at once (2 to 10); `choose` keeps one.
 
 ---A task as the hub knows it (read-only, valid during the call that received it).
 ---@class mcc.Task
@@ -45,6 +46,8 @@
 ---@field answer string? The engineer's answer to the last question.
 ---@field lease_ms integer
 ---@field data any
+---@field race integer? How many racers it runs, when it is a race.
+---@field race_of string? The race a racer runs in (a racer's id is `TASK~raceK`).
 
 ---A worker (read-only).
 ---@class mcc.Worker
@@ -71,6 +74,15 @@
 ---@field score integer?
 ---@field notes string?
 ---@field validation mcc.Validation
+---@field outside string[] Files this attempt changed that its task does not declare and that are nobody else's.
+---@field conflicts mcc.Conflict[] Changed files that another in-flight task reserves.
+---@field shared string[] Changed files that cannot be pinned on this worker: others worked in the same checkout meanwhile.
+
+---A changed file that another in-flight task reserves.
+---@class mcc.Conflict
+---@field file string
+---@field task string The task whose declared writes hold the file.
+---@field holder string Who holds that task ("" when nobody does).
 
 ---A phase as `complete` and `previous` see it.
 ---@class mcc.PhaseView
@@ -206,6 +218,19 @@ function Ctx.retry(id) end
 ---@field timer? mcc.Timer
 ---@field files? mcc.FilesHook
 
+---An accepted racer of a race, given to `choose`.
+---@class mcc.Candidate
+---@field id string The racer's task id (`TASK~raceK`).
+---@field racer integer Its number in the race.
+---@field worker string? The worker that did it.
+---@field size integer Bytes of its copy of the write files.
+---@field notes string? The worker's notes with its `done`.
+---@field validation mcc.RunResult? Its validation (run in its copy folder); after a restart, the output's ends the store kept.
+
+---The accepted racers, first accepted first; `open` racers still run.
+---@class mcc.Candidates: mcc.Candidate[]
+---@field open integer
+
 ---@class mcc.Phase
 ---@field name string Unique.
 ---@field tasks? mcc.TaskTable[] Static tasks, or:
@@ -214,6 +239,7 @@ function Ctx.retry(id) end
 ---@field accept? fun(task: mcc.Task, report: mcc.Report, ctx: mcc.Ctx): boolean, (string|string[])?
 ---@field complete? fun(phase: mcc.PhaseView, ctx: mcc.Ctx): boolean
 ---@field on? mcc.Hooks
+---@field choose? fun(task: mcc.Task, candidates: mcc.Candidates, ctx: mcc.Ctx): mcc.Candidate|string|nil Nil waits.
 
 ---@class mcc.Workflow
 ---@field name string

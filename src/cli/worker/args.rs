@@ -76,6 +76,9 @@ pub struct Who {
     /// Print one JSON object instead of text.
     #[arg(long)]
     pub json: bool,
+    /// Work in a git worktree of your own, `.mcc/worktrees/NAME` (made at the first use; kept until `leave`).
+    #[arg(long, env = "MCC_WORKTREE")]
+    pub worktree: bool,
 }
 
 /// How long to wait for work.
@@ -196,7 +199,7 @@ pub struct RunArgs {
 
 impl Who {
     pub fn worker(&self, options: crate::client::Options) -> verbs::Worker {
-        verbs::Worker { name: self.name.clone(), hub: self.hub.clone(), options }
+        verbs::Worker { name: self.name.clone(), hub: self.hub.clone(), options, worktree: self.worktree }
     }
 }
 

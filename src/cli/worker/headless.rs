@@ -67,6 +67,13 @@ pub fn run(a: &RunArgs, options: crate::client::Options) -> u8 {
             return exit::ERROR;
         }
     };
+    if a.who.worktree {
+        // Its command runs in the project's checkout and its deliverables are looked for there.
+        eprintln!(
+            "error: mcc worker run works in the project's checkout and takes no --worktree (nor MCC_WORKTREE); run it without"
+        );
+        return exit::ERROR;
+    }
     let cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("."));
     let target = match crate::client::locate(a.who.hub.as_deref(), &cwd, options) {
         Ok(t) => t,
@@ -194,6 +201,8 @@ impl Headless {
                                 notes,
                                 wait_ms: Some(ms(wait)),
                                 files: Vec::new(),
+                                changed: Vec::new(),
+                                isolated: false,
                             },
                             wait,
                         ),

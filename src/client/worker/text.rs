@@ -19,7 +19,7 @@ pub const PRINT_BUDGET: usize = 2000;
 /// project's, where long tasks are written and paths are relative to.
 pub(super) fn render(worker: String, msg: ServerMsg, root: Option<&Path>) -> Answer {
     let (text, code, next) = Reading { worker: &worker, root }.render(&msg);
-    Answer { worker, text, code, next, source: Source::Hub(msg) }
+    Answer { worker, text, code, next, source: Source::Hub(msg), work_in: None }
 }
 
 /// One answer being put into words.
@@ -33,7 +33,7 @@ impl Reading<'_> {
         let w = self.worker;
         match msg {
             ServerMsg::Offer { offer } => self.offer(offer, String::new()),
-            ServerMsg::Verdict { task_id, attempt, accepted, failed, reasons, next, .. } => {
+            ServerMsg::Verdict { task_id, attempt, accepted, failed, reasons, next, warnings, .. } => {
                 // Validation output can be long: the whole of it is in `mcc tasks show`.
                 let reasons = reasons.join("; ");
                 let reasons = if reasons.len() > 600 {
@@ -48,6 +48,10 @@ impl Reading<'_> {
                 } else {
                     format!("rejected {task_id} (attempt {attempt}): {reasons}\nfix it and report again:\n")
                 };
+                let mut head = head;
+                for warning in warnings {
+                    let _ = writeln!(head, "warning: {}", clip(warning, 600));
+                }
                 self.offer(next, head)
             }
             ServerMsg::Ack { message, next: Some(next), .. } => self.offer(next, format!("{message}\n")),
