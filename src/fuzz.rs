@@ -140,7 +140,7 @@ proptest! {
         let Ok(msg) = parse(&frame.to_string()) else { return Ok(()) };
         let kind = frame["type"].as_str().unwrap_or_default();
         let works = ["next", "done", "block", "fail", "progress", "leave", "task_files", "fetch_file", "upload"].contains(&kind);
-        let reads = ["status", "snapshot", "show_task", "subscribe", "tasks_page"].contains(&kind);
+        let reads = ["status", "snapshot", "show_task", "subscribe", "tasks_page", "budgets"].contains(&kind);
         let worker = Scope::Worker("w".into()).permits(&msg, 100);
         prop_assert_eq!(worker.is_ok(), kind == "show_task" || works && frame["worker"] == "w", "{} {:?}", frame, worker);
         let viewer = Scope::Viewer.permits(&msg, 100);

@@ -14,6 +14,7 @@ use serde_json::Value;
 use crate::event::EventKind;
 use crate::scheduler::{Task, TaskState};
 use crate::store::{StoredEvent, StoredRun, ValidationRecord};
+use crate::wire::Usage;
 use crate::wire::views::{AttemptView, QuestionView, TaskHistory, ValidationView};
 
 /// One grant of a task to a worker, from `assigned` to what ended it.
@@ -451,6 +452,65 @@ pub struct QuestionRow {
     pub question: QuestionView,
 }
 
+/// What a run's attempts cost, as their workers reported it with each
+/// report (`--cost`, `--tokens`, or read by `mcc worker run`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct CostFigures {
+    pub total: Usage,
+    /// What attempts that were not accepted cost: rejected, given up, blocked, over budget.
+    pub not_accepted: Usage,
+    /// How many attempts reported a cost, of all attempts that reported.
+    pub attempts_with_cost: usize,
+    pub by_task: BTreeMap<String, Usage>,
+    pub by_worker: BTreeMap<String, Usage>,
+    pub by_phase: BTreeMap<String, Usage>,
+}
+
+impl CostFigures {
+    /// The cost of `tasks`' applied reports; `None` when none reported any.
+    fn of(tasks: &[Task]) -> Option<Self> {
+        let mut figures = Self::default();
+        for task in tasks {
+            for applied in task.applied().values() {
+                let Some(usage) = applied.usage else { continue };
+                let accepted = applied.verdict.as_ref().is_some_and(|v| v.accepted);
+                figures.attempts_with_cost += 1;
+                figures.total = figures.total.plus(usage);
+                if !accepted {
+                    figures.not_accepted = figures.not_accepted.plus(usage);
+                }
+                let add = |map: &mut BTreeMap<String, Usage>, key: &str| {
+                    let entry = map.entry(key.to_owned()).or_default();
+                    *entry = entry.plus(usage);
+                };
+                add(&mut figures.by_task, &task.spec.id);
+                add(&mut figures.by_worker, &applied.worker);
+                add(&mut figures.by_phase, task.phase().unwrap_or("-"));
+            }
+        }
+        (figures.attempts_with_cost > 0).then_some(figures)
+    }
+
+    fn text(&self, out: &mut String) {
+        let _ = writeln!(
+            out,
+            "  cost {} over {} that reported one; not accepted: {}",
+            self.total.amount(),
+            plural(count(self.attempts_with_cost), "attempt", "attempts"),
+            self.not_accepted.amount()
+        );
+        for (what, map) in [("phase", &self.by_phase), ("worker", &self.by_worker)] {
+            for (name, usage) in map {
+                let _ = writeln!(out, "    {what} {name}: {}", usage.amount());
+            }
+        }
+        for (name, usage) in self.by_task.iter().take(TEXT_ROWS) {
+            let _ = writeln!(out, "    task {name}: {}", usage.amount());
+        }
+    }
+}
+
 /// Everything `mcc report` measures of one run; `--json` prints it.
 /// Field order is the JSON's.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -489,6 +549,10 @@ pub struct Metrics {
     /// What racers that did not win took, when the run raced a task.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub race_overhead: Option<RaceOverhead>,
+    /// What the run's attempts cost, per task, worker and phase; absent
+    /// when no report said what it cost.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cost: Option<CostFigures>,
 }
 
 /// What the losing racers of a run's races took (docs/workflows.md, "Races").
@@ -783,6 +847,10 @@ fn measure(
         ("busySeconds", "sum of the worker's attempt times, assigned to report"),
         ("contextEfficiency", "scores the workers reported"),
         ("perTask", "each task the run created, with every attempt, its verdict and reasons, from the event log"),
+        (
+            "cost",
+            "the usage each applied report carried (`--cost`, `--tokens`), kept with its task; present once one did",
+        ),
     ];
     if race_overhead.is_some() {
         measured_from.push(("raceOverhead", "attempts of racers that did not win, and their time, assigned to report"));
@@ -818,6 +886,7 @@ fn measure(
         measured_from: measured_from.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect(),
         run_seconds: None,
         race_overhead,
+        cost: CostFigures::of(tasks),
     }
 }
 
@@ -1009,6 +1078,9 @@ impl Metrics {
                     if used == 1 { "" } else { "s" }
                 );
             }
+        }
+        if let Some(cost) = &self.cost {
+            cost.text(&mut out);
         }
         out
     }

@@ -8,6 +8,8 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
+pub use crate::wire::Usage;
+
 /// A task as a coordinator, `mcc tasks add` or a workflow describes it.
 ///
 /// Unknown fields (`status`, `createdAt`, anything a client adds) land in
@@ -31,8 +33,27 @@ pub struct TaskSpec {
     /// mcc extension: this task's lease, such as `"10m"`; the hub's default otherwise.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lease: Option<String>,
+    /// mcc extension: the most one attempt may cost (`usd`, `tokens`), as
+    /// its worker reports it; past it `overBudget` says what happens.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub budget: Option<Usage>,
+    /// mcc extension: an attempt over `budget` fails the task (`fail`, the
+    /// default) or sends it to the engineer as a question (`ask`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub over_budget: Option<OverBudget>,
     #[serde(flatten)]
     pub extra: Map<String, Value>,
+}
+
+/// What an attempt that cost more than its task's budget does to the task.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum OverBudget {
+    /// The task fails for good.
+    #[default]
+    Fail,
+    /// The task waits for the engineer's answer, as a blocked one does.
+    Ask,
 }
 
 /// Why a task's JSON is not a task the hub takes: the first problem
@@ -164,6 +185,8 @@ impl TaskSpec {
             acceptance: Acceptance::default(),
             dependencies: Vec::new(),
             lease: None,
+            budget: None,
+            over_budget: None,
             extra: Map::new(),
         }
     }
@@ -227,6 +250,9 @@ pub struct Report {
     /// mcc extension: the attempt this report is for (the fencing token).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub attempt: Option<u32>,
+    /// mcc extension: what the attempt cost (`usd`, `tokens`), as the worker knows it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub usage: Option<Usage>,
     /// mcc extension, set by the hub at `done` (never taken from a worker):
     /// files this attempt changed that its task does not declare and that
     /// are nobody else's (docs/worker.md, "Writes outside a task").
@@ -271,6 +297,7 @@ impl Report {
             requested_guidance: None,
             blocked_at: None,
             attempt: None,
+            usage: None,
             outside: Vec::new(),
             conflicts: Vec::new(),
             shared: Vec::new(),

@@ -64,6 +64,9 @@ pub enum ClientMsg {
         /// True when the attempt ran in a folder of its own (a worktree), so every change in `changed` is this worker's.
         #[serde(default, skip_serializing_if = "std::ops::Not::not")]
         isolated: bool,
+        /// What this attempt cost, as the worker reports it (absent: unknown).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        usage: Option<Usage>,
     },
     Block {
         worker: String,
@@ -71,6 +74,9 @@ pub enum ClientMsg {
         attempt: Option<u32>,
         question: String,
         wait_ms: Option<u64>,
+        /// What this attempt cost, as the worker reports it (absent: unknown).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        usage: Option<Usage>,
     },
     Fail {
         worker: String,
@@ -78,6 +84,9 @@ pub enum ClientMsg {
         attempt: Option<u32>,
         reason: String,
         wait_ms: Option<u64>,
+        /// What this attempt cost, as the worker reports it (absent: unknown).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        usage: Option<Usage>,
     },
     Progress {
         worker: String,
@@ -172,6 +181,22 @@ pub enum ClientMsg {
         /// This part, in standard base64.
         data: String,
     },
+    // --- mcc's own: budgets (docs/workflows.md, "Budgets") ---
+    /// Raise (or lower) a budget while the run goes on: the run's when
+    /// neither `phase` nor `task` is set. A limit left out stays as it is.
+    /// Answered by `budgets`.
+    BudgetSet {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        phase: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        task: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        usd: Option<f64>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        tokens: Option<u64>,
+    },
+    /// What was spent and every budget; answered by `budgets`.
+    Budgets {},
     // --- mcc's own: a worker's chat is alive (docs/protocol.md, "Presence") ---
     /// Answered by an `ack` of `present`; from then on the connection stays
     /// open as long as the worker's chat lives, and its end is the chat's end.
@@ -202,6 +227,50 @@ pub struct FileDigest {
     pub path: String,
     pub size: u64,
     pub sha256: String,
+}
+
+/// What one attempt cost, as its worker reports it: dollars, tokens, or
+/// both; a part it does not know is absent.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Usage {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub usd: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tokens: Option<u64>,
+}
+
+impl Usage {
+    /// Nothing known: no part is set.
+    pub fn is_empty(&self) -> bool {
+        self.usd.is_none() && self.tokens.is_none()
+    }
+
+    /// `25.00 USD`, `120000 tokens`, or both joined by "and"; "nothing reported" for neither.
+    pub fn amount(&self) -> String {
+        let mut parts = Vec::new();
+        if let Some(usd) = self.usd {
+            parts.push(format!("{usd:.2} USD"));
+        }
+        if let Some(tokens) = self.tokens {
+            parts.push(format!("{tokens} tokens"));
+        }
+        if parts.is_empty() { "nothing reported".to_owned() } else { parts.join(" and ") }
+    }
+
+    /// `self` and `other` together; a part known in neither stays unknown.
+    #[must_use]
+    pub fn plus(self, other: Usage) -> Usage {
+        let add = |a: Option<f64>, b: Option<f64>| match (a, b) {
+            (None, None) => None,
+            (a, b) => Some(a.unwrap_or(0.0) + b.unwrap_or(0.0)),
+        };
+        let tokens = match (self.tokens, other.tokens) {
+            (None, None) => None,
+            (a, b) => Some(a.unwrap_or(0).saturating_add(b.unwrap_or(0))),
+        };
+        Usage { usd: add(self.usd, other.usd), tokens }
+    }
 }
 
 impl ClientMsg {
@@ -246,6 +315,8 @@ impl ClientMsg {
         "task_files",
         "fetch_file",
         "upload",
+        "budget_set",
+        "budgets",
         "present",
     ];
 }
@@ -380,7 +451,7 @@ pub struct Waiting {
 }
 
 /// What a worker offered nothing waits for, sent as `reservations`,
-/// `answer`, `dependencies`, `in_progress`, `phase` or `workflow`.
+/// `answer`, `dependencies`, `in_progress`, `phase`, `workflow` or `budget`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum WaitingFor {
@@ -396,6 +467,8 @@ pub enum WaitingFor {
     Phase,
     /// Tasks are ready, but the workflow hands none to this worker.
     Workflow,
+    /// The run's or the phase's budget is spent: `mcc budget set` raises it.
+    Budget,
     /// A reason a newer hub gives, kept as it was sent.
     #[serde(untagged)]
     Other(String),
@@ -551,6 +624,10 @@ pub enum ServerMsg {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         commit: Option<String>,
     },
+    /// The answer to `budgets` and `budget_set`: what was spent, every budget.
+    Budgets {
+        budgets: Budgets,
+    },
     /// The answer to `fetch_file`: `data` (standard base64) holds the bytes
     /// from `offset` of the file, which is `size` bytes now (the client checks
     /// the whole against the SHA-256 `task_files` gave).
@@ -560,6 +637,53 @@ pub enum ServerMsg {
         size: u64,
         data: String,
     },
+}
+
+/// What the run spent and every budget set on it (docs/workflows.md, "Budgets").
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Budgets {
+    /// The run's whole spending, as its workers reported it.
+    pub spent: Usage,
+    /// Every scope with a limit: the run first, then phases, then tasks.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub lines: Vec<BudgetLine>,
+}
+
+/// One budget and what its scope spent.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BudgetLine {
+    pub scope: BudgetScope,
+    /// The phase or the task; absent for the run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// The limits: a part left out has none.
+    pub limit: Usage,
+    pub spent: Usage,
+    /// True once `spent` reached a limit: no new grant in this scope (a
+    /// task's budget is per attempt; it is never "spent" as a whole).
+    #[serde(default)]
+    pub exhausted: bool,
+}
+
+/// What a budget covers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BudgetScope {
+    Run,
+    Phase,
+    Task,
+}
+
+impl BudgetScope {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Run => "run",
+            Self::Phase => "phase",
+            Self::Task => "task",
+        }
+    }
 }
 
 /// A JSON value written once and sent as it is: a delta goes to every
@@ -709,6 +833,7 @@ mod tests {
             (WaitingFor::InProgress, "in_progress"),
             (WaitingFor::Phase, "phase"),
             (WaitingFor::Workflow, "workflow"),
+            (WaitingFor::Budget, "budget"),
             (WaitingFor::Other("a_later_reason".into()), "a_later_reason"),
         ];
         for (kind, name) in kinds {

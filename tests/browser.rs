@@ -361,6 +361,25 @@ fn the_live_page_keeps_an_answered_question_with_its_answer_and_lists_a_rejectio
 
 #[test]
 #[ignore = "needs chromium; run by .ci/run: cargo test --test lib browser:: -- --ignored"]
+fn the_live_page_shows_what_the_run_spent_against_its_budget_as_reports_come() {
+    let project = Project::new();
+    let hub = Hub::start(project.root(), &[]);
+    let mut engineer = hub.connect();
+    engineer.ask(json!({"type":"add_tasks","tasks":[old_task("a", &[], &[]), old_task("b", &[], &[])]}));
+    assert_eq!(project.mcc().args(["budget", "set", "--usd", "1"]).run().code, 0);
+    let mut page = Browser::open(&page_url(&project));
+    page.wait_for("a ready", &format!("{} === 'ready'", state_of("a")));
+    assert_eq!(project.mcc().args(["worker", "next", "--as", "w1", "--wait", "0s"]).run().code, 0);
+    let done = project.mcc().args(["worker", "done", "a", "--as", "w1", "--cost", "1.2", "--wait", "0s"]).run();
+    assert!(done.stdout.contains("budget of 1.00 USD is spent"), "{done:?}");
+    page.wait_for(
+        "the run's budget, spent",
+        "document.getElementById('budgets').textContent.includes('run: 1.20 / 1.00 USD · spent')",
+    );
+}
+
+#[test]
+#[ignore = "needs chromium; run by .ci/run: cargo test --test lib browser:: -- --ignored"]
 fn the_live_page_shows_whether_each_workers_chat_is_alive() {
     let project = Project::new();
     let hub = Hub::start(project.root(), &["--presence-grace", "5m"]);

@@ -6,6 +6,7 @@ mod support;
 mod answers;
 mod author;
 mod browser;
+mod budget;
 mod bulk;
 mod cockpit;
 mod deadlines;

@@ -1,5 +1,6 @@
 //! The command line: clap definitions, one file per command group.
 
+pub(crate) mod budget;
 mod check;
 mod git_guard;
 mod hub;
@@ -68,6 +69,7 @@ pub enum Command {
     #[command(subcommand)]
     Tasks(tasks::TasksCmd),
     Answer(tasks::AnswerArgs),
+    Budget(budget::BudgetArgs),
     /// Make, list or revoke the hub's scoped tokens (worker, viewer, engineer).
     #[command(subcommand)]
     Token(token::TokenCmd),
@@ -127,6 +129,7 @@ pub fn run(cli: Cli) -> u8 {
         Command::Report(args) => report::run(args),
         Command::Tasks(cmd) => tasks::run(cmd, options),
         Command::Answer(args) => tasks::answer(args, options),
+        Command::Budget(args) => budget::run(args, options),
         Command::Token(cmd) => token::run(cmd, options),
         Command::Rules(cmd) => rules::run(cmd),
         Command::Validate(args) => validate::run(args),

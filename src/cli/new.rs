@@ -16,6 +16,7 @@ pub const BUILT_IN: &[(&str, &str)] = &[
     ("pipeline", include_str!("../../workflows/pipeline.lua")),
     ("review", include_str!("../../workflows/review.lua")),
     ("fix-tests", include_str!("../../workflows/fix-tests.lua")),
+    ("budgeted", include_str!("../../workflows/budgeted.lua")),
 ];
 
 /// Start workflows/NAME.lua from a recipe.

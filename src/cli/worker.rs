@@ -5,6 +5,7 @@
 
 mod args;
 mod headless;
+mod usage;
 
 use std::io::Write;
 

@@ -5,6 +5,7 @@
 //! and object `mcc status` prints. The CLI prints them; MCP returns them.
 //! [`fold`] is what a subscriber does with each delta.
 
+use std::fmt::Write as _;
 use std::path::Path;
 use std::time::Duration;
 
@@ -13,7 +14,9 @@ use serde::Serialize;
 use super::{ClientError, ask_here};
 use crate::scheduler::TaskState;
 use crate::store::read::Stored;
-use crate::wire::{ClientMsg, Delta, Page, ServerMsg, Snapshot, SubscriptionView, Summary, TaskSummary};
+use crate::wire::{
+    BudgetScope, Budgets, ClientMsg, Delta, Page, ServerMsg, Snapshot, SubscriptionView, Summary, TaskSummary, Usage,
+};
 
 /// Status draws the tasks in flight, and `--watch` follows them as they move.
 pub const SUBSCRIBE: ClientMsg = ClientMsg::Subscribe { view: SubscriptionView::Full };
@@ -132,6 +135,7 @@ fn from_snapshot(snapshot: Snapshot) -> (Summary, Vec<TaskSummary>) {
         stuck: snapshot.stuck,
         problems: snapshot.problems,
         log: snapshot.log,
+        budgets: snapshot.budgets,
     };
     (summary, snapshot.tasks)
 }
@@ -230,6 +234,9 @@ pub fn fold(summary: &mut Summary, delta: &Delta) {
     if let Some(order) = &delta.phase_order {
         summary.phase_order.clone_from(order);
     }
+    if let Some(budgets) = &delta.budgets {
+        summary.budgets = Some(budgets.clone());
+    }
 }
 
 fn upsert(list: &mut Vec<TaskSummary>, task: &TaskSummary, belongs: bool) {
@@ -273,6 +280,11 @@ pub fn render(s: &Summary, url: &str) -> String {
         })
         .collect();
     line(format!("tasks: {}", if counts.is_empty() { "none".to_owned() } else { counts.join(", ") }));
+    if let Some(budgets) = &s.budgets {
+        for l in budget_lines(budgets) {
+            line(format!("budget {l}"));
+        }
+    }
     for w in &s.workers {
         let holding = match (&w.holding, w.lease_left_ms) {
             (Some(t), Some(ms)) => format!("on {t} (lease {} left)", crate::text::duration(Duration::from_millis(ms))),
@@ -305,6 +317,47 @@ pub fn render(s: &Summary, url: &str) -> String {
     // The workflow's own `ctx.log` lines, the last few.
     for l in &s.log[s.log.len().saturating_sub(5)..] {
         line(format!("log: {l}"));
+    }
+    out
+}
+
+/// `spent / limit` in the limit's units.
+fn against(spent: Usage, limit: Usage) -> String {
+    let mut parts = Vec::new();
+    if let Some(l) = limit.usd {
+        parts.push(format!("{:.2} / {l:.2} USD", spent.usd.unwrap_or(0.0)));
+    }
+    if let Some(l) = limit.tokens {
+        parts.push(format!("{} / {l} tokens", spent.tokens.unwrap_or(0)));
+    }
+    parts.join(", ")
+}
+
+/// What the run spent and each budget, a line each: what `mcc budget`
+/// prints, and `mcc status` after `budget `.
+pub fn budget_lines(budgets: &Budgets) -> Vec<String> {
+    let mut out = vec![format!("spent: {}", budgets.spent.amount())];
+    for line in &budgets.lines {
+        let name = line.name.as_deref().unwrap_or_default();
+        let mut text = match line.scope {
+            BudgetScope::Run => format!("run: {}", against(line.spent, line.limit)),
+            BudgetScope::Phase => format!("phase {name}: {}", against(line.spent, line.limit)),
+            BudgetScope::Task => {
+                format!("task {name}: {} per attempt (spent {})", line.limit.amount(), line.spent.amount())
+            }
+        };
+        if line.exhausted {
+            let unit = if line.limit.usd.is_some() { "--usd N" } else { "--tokens N" };
+            let raise = match line.scope {
+                BudgetScope::Phase => format!("mcc budget set --phase {name} {unit}"),
+                _ => format!("mcc budget set {unit}"),
+            };
+            let _ = write!(text, " (spent: no new grants; raise it with `{raise}`)");
+        }
+        out.push(text);
+    }
+    if budgets.lines.is_empty() {
+        out.push("no budget is set: `budget = { usd = 25 }` in the workflow, or `mcc budget set --usd 25`".to_owned());
     }
     out
 }

@@ -47,6 +47,8 @@ pub struct Done {
     pub attempt: Option<u32>,
     /// How long to wait for the next task.
     pub wait: Duration,
+    /// What the attempt cost, if known (`--cost`, `--tokens`).
+    pub usage: Option<crate::wire::Usage>,
 }
 
 /// `block`: a question for the engineer.
@@ -56,6 +58,7 @@ pub struct Block {
     pub question: String,
     pub attempt: Option<u32>,
     pub wait: Duration,
+    pub usage: Option<crate::wire::Usage>,
 }
 
 /// `fail`: giving a task up.
@@ -65,6 +68,7 @@ pub struct Fail {
     pub reason: String,
     pub attempt: Option<u32>,
     pub wait: Duration,
+    pub usage: Option<crate::wire::Usage>,
 }
 
 /// `progress`: a note on a held task, extending its lease.
@@ -193,6 +197,7 @@ pub fn done(worker: &Worker, a: &Done) -> Answer {
                 .unwrap_or_default(),
             // A remote worker's clone is a folder of its own: what changed there is its own.
             isolated: super::transfer::is_remote(target),
+            usage: a.usage,
         })
     })
 }
@@ -206,6 +211,7 @@ pub fn block(worker: &Worker, a: &Block) -> Answer {
             task_id: a.task.clone(),
             question: a.question.clone(),
             wait_ms: Some(ms(a.wait)),
+            usage: a.usage,
         })
     })
 }
@@ -219,6 +225,7 @@ pub fn fail(worker: &Worker, a: &Fail) -> Answer {
             task_id: a.task.clone(),
             reason: a.reason.clone(),
             wait_ms: Some(ms(a.wait)),
+            usage: a.usage,
         })
     })
 }

@@ -225,7 +225,9 @@ impl Engine {
                 return;
             }
         };
-        let judged = self.scheduler.judge(id, verdict, now).expect("the task is submitted");
+        // While a budget holds its scope back, a rejected task waits in the queue for a raise.
+        let regrant = !self.budget_holds(id);
+        let judged = self.scheduler.judge_with(id, verdict, now, regrant).expect("the task is submitted");
         // A rejected remote attempt leaves the hub's files as they were before it.
         self.uploads_judged(id, attempt, matches!(judged, Judged::Accepted));
         self.problems.retract(ProblemKind::AcceptFailed, id);

@@ -4,6 +4,7 @@
 //! commits the batch to the [`Store`] in one transaction (group commit), and
 //! only then sends the answers.
 
+mod budget;
 mod judge;
 mod offers;
 mod old;
@@ -25,6 +26,7 @@ use tokio::sync::mpsc::Sender as Outbox;
 use tokio::sync::mpsc::Sender;
 use tokio::sync::mpsc::error::TrySendError;
 
+pub use budget::Limits as BudgetLimits;
 pub use policy::{Candidate, DefaultPolicy, HeldPolicy, Policy, PolicyError};
 use problems::{ProblemKind, Problems};
 use submit::Sent;
@@ -445,6 +447,8 @@ pub struct Engine {
     stopping: Option<String>,
     /// Subscribers and the index their summaries and deltas come from.
     progress: views::Progress,
+    /// What the run, its phases and tasks spent, and the budgets the engineer set.
+    spending: budget::Spending,
     /// The last validation outcome of each racer, for `choose` (see `races.rs`).
     race_validations: HashMap<TaskId, Outcome>,
     /// Which workers' chats are alive, and the graces of those that ended.
@@ -490,6 +494,14 @@ impl Engine {
             restore_checkout(&config.root, store.as_mut());
         }
         let scheduler = store.restore(config.settings.clone())?;
+        // Only the current run's tasks count against its budgets: an earlier workflow's stay in the store.
+        let (task_runs, latest) = (store.task_runs()?, store.runs()?.last().map(|r| r.id));
+        let of_run = |id: &str| task_runs.get(id).is_none_or(|run| Some(*run) == latest);
+        let raised = store.meta(budget::META_KEY)?;
+        let spending = budget::Spending::restore(&scheduler, Some(&of_run), raised.as_deref()).unwrap_or_else(|e| {
+            tracing::warn!("mcc hub: {e}");
+            budget::Spending::default()
+        });
         let race_validations = races::stored_validations(&scheduler, store.as_mut());
         let workflow_path = store.meta("workflow_path")?.map(PathBuf::from);
         let (tx, rx) = tokio::sync::mpsc::channel(ENGINE_QUEUE);
@@ -546,6 +558,7 @@ impl Engine {
                     tx: engine_tx,
                     stopping: None,
                     progress: views::Progress::default(),
+                    spending,
                     race_validations,
                     presences: presence::Presences::default(),
                 };
@@ -821,6 +834,11 @@ impl Engine {
                 // The store starts a run when it is not the current run's workflow.
                 self.notes.workflow = Some(path.to_string_lossy().into_owned());
                 if self.workflow_path.as_ref() != Some(&path) {
+                    if self.workflow_path.is_some() {
+                        // Another workflow: the store starts a new run, with budgets of its own.
+                        self.spending.new_run();
+                        self.pending_meta.push((budget::META_KEY, "{}".to_owned()));
+                    }
                     self.workflow_path = Some(path.clone());
                     self.pending_meta.push(("workflow_path", path.to_string_lossy().into_owned()));
                 }
@@ -907,6 +925,7 @@ impl Engine {
                 files,
                 changed,
                 isolated,
+                usage,
             } => {
                 // A deliverable that travels with the `done` is in the checkout once it is applied.
                 let travels = |d: &String| files.iter().any(|f| &f.path == d);
@@ -921,18 +940,21 @@ impl Engine {
                 let mut report = Report::completed(&task_id, &worker, deliverables);
                 report.context_efficiency_score = score;
                 report.notes = notes;
+                report.usage = usage;
                 self.socket_report(conn, "done", attempt, wait_ms, report, Sent { files, changed, isolated });
             }
-            ClientMsg::Block { worker, task_id, attempt, question, wait_ms } => {
+            ClientMsg::Block { worker, task_id, attempt, question, wait_ms, usage } => {
                 let mut report = Report::completed(&task_id, &worker, Vec::new());
                 report.status = ReportStatus::Blocked;
                 report.requested_guidance = Some(question);
+                report.usage = usage;
                 self.socket_report(conn, "block", attempt, wait_ms, report, Sent::default());
             }
-            ClientMsg::Fail { worker, task_id, attempt, reason, wait_ms } => {
+            ClientMsg::Fail { worker, task_id, attempt, reason, wait_ms, usage } => {
                 let mut report = Report::completed(&task_id, &worker, Vec::new());
                 report.status = ReportStatus::Failed;
                 report.notes = Some(reason);
+                report.usage = usage;
                 self.socket_report(conn, "fail", attempt, wait_ms, report, Sent::default());
             }
             ClientMsg::Progress { worker, task_id, attempt, note } => {
@@ -966,8 +988,11 @@ impl Engine {
                 Ok(()) => {
                     // The worker who asked gets it back first, with question and answer.
                     let asker = self.scheduler.task(&task_id).and_then(|t| t.last_holder().map(str::to_owned));
-                    let back =
-                        asker.filter(|a| self.scheduler.held_by(a).is_none() && self.scheduler.grant(&task_id, a, now));
+                    let back = asker.filter(|a| {
+                        self.scheduler.held_by(a).is_none()
+                            && !self.budget_holds(&task_id)
+                            && self.scheduler.grant(&task_id, a, now)
+                    });
                     let message = match back {
                         Some(asker) => format!("task {task_id} goes back to {asker} with your answer"),
                         None => format!("task {task_id} is ready again with your answer"),
@@ -1022,6 +1047,13 @@ impl Engine {
             }
             ClientMsg::Upload { worker, task_id, attempt, path, offset, size, sha256: _, data } => {
                 self.upload(conn, &worker, &task_id, attempt, uploads::UploadPart { path, offset, size, data });
+            }
+            ClientMsg::BudgetSet { phase, task, usd, tokens } => {
+                self.budget_set(conn, phase, task, crate::wire::Usage { usd, tokens });
+            }
+            ClientMsg::Budgets {} => {
+                let budgets = self.budgets();
+                self.send(conn, ServerMsg::Budgets { budgets });
             }
             ClientMsg::Present { worker, agent_pid, kind } => self.present(conn, &worker, kind, agent_pid),
         }

@@ -11,7 +11,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 use std::time::{Duration, Instant};
 
-use super::{ConnId, Engine, MAX_WAITERS, Outgoing, ProblemKind, Reply, Waiter};
+use super::{ConnId, Engine, MAX_WAITERS, Outgoing, ProblemKind, Reply, Waiter, budget};
 use crate::scheduler::{self, Idle};
 use crate::wire::{Offer, ServerMsg, Waiting, WaitingFor};
 
@@ -130,8 +130,23 @@ impl Engine {
     /// What the worker gets right now, or `None` if it should wait: the
     /// scheduler's offer, with the workflow's `assign` deciding, in wire form.
     pub(super) fn try_offer(&mut self, worker: &str, now: Instant) -> Option<Offer> {
+        let stop = self.budget_stop();
         let policy = &mut self.policy;
-        let offer = self.scheduler.offer(worker, now, policy.choices(), |me, ready, s| policy.assign(me, ready, s));
+        let offer = match &stop {
+            budget::Stop::None => {
+                self.scheduler.offer(worker, now, policy.choices(), |me, ready, s| policy.assign(me, ready, s))
+            }
+            // Held work still goes back to its worker; nothing new is granted.
+            budget::Stop::Run(_) => self.scheduler.offer(worker, now, 1, |_, _, _| Ok(None)),
+            // The workflow chooses among the tasks of the phases that may still spend.
+            budget::Stop::Phases(spent) => {
+                self.scheduler.offer(worker, now, policy.choices().max(64), |me, ready, s| {
+                    let open: Vec<&scheduler::Task> =
+                        ready.iter().copied().filter(|t| t.phase().is_none_or(|p| !spent.contains(p))).collect();
+                    if open.is_empty() { Ok(None) } else { policy.assign(me, &open, s) }
+                })
+            }
+        };
         match offer {
             Ok(scheduler::Offer::Held(id)) => Some(self.task_offer(worker, &id, true)),
             Ok(scheduler::Offer::HandOver) => Some(Offer::HandOver {
@@ -282,6 +297,9 @@ impl Engine {
     /// Why `worker` gets nothing now, from the scheduler's indexes.
     pub(super) fn waiting(&self, worker: &str) -> Waiting {
         let ready = self.scheduler.count(scheduler::TaskState::Ready);
+        if let Some(why) = self.budget_waiting() {
+            return why;
+        }
         if !self.scheduler.candidates(1).is_empty() {
             // Something is grantable, yet the workflow gave this worker none.
             let text = if self.problems.any(ProblemKind::WorkflowNotLoaded) {

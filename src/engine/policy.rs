@@ -32,6 +32,11 @@ pub trait Policy {
         Vec::new()
     }
 
+    /// The budgets the workflow declares: the run's and its phases'.
+    fn budgets(&self) -> super::budget::Limits {
+        super::budget::Limits::default()
+    }
+
     /// Which of `ready` (FIFO order, reservations honoured) `worker` gets.
     fn assign(
         &mut self,

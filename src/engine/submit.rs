@@ -14,9 +14,9 @@ use serde_json::Value;
 
 use super::{ConnId, Engine, Judging, ProblemKind, Reply};
 use crate::checkout::{Checkout, Found};
-use crate::scheduler::{Applied, Task, TaskId, TaskState};
+use crate::scheduler::{Applied, Judgement, Task, TaskId, TaskState};
 use crate::store::{AttemptFile, FileKept, SubmittedFiles};
-use crate::task::{Report, ReportStatus};
+use crate::task::{OverBudget, Report, ReportStatus};
 use crate::wire::{FileDigest, ServerMsg};
 
 /// Where a report came from; the answer goes back the same way.
@@ -162,7 +162,22 @@ impl Engine {
             _ => None,
         };
         let status = report.status;
-        self.scheduler.record_applied(&task, attempt, Applied { worker: worker.clone(), status, file, verdict: None });
+        // A cost below zero (or not a number) would give budget back: it counts as unknown.
+        let usage = report
+            .usage
+            .map(|u| crate::wire::Usage { usd: u.usd.filter(|usd| usd.is_finite() && *usd >= 0.0), ..u })
+            .filter(|u| !u.is_empty());
+        // Past its task's budget, the attempt's own outcome gives way to the budget's.
+        let over = self.over_budget(&task, usage);
+        let verdict = over.as_ref().filter(|_| status == ReportStatus::Completed).map(|(why, then)| Judgement {
+            accepted: false,
+            failed: *then == OverBudget::Fail,
+            reasons: vec![why.clone()],
+        });
+        self.scheduler.record_applied(&task, attempt, Applied { worker: worker.clone(), status, file, verdict, usage });
+        if let Some(usage) = usage {
+            self.spend(&task, usage);
+        }
         let wire = match &source {
             Source::Old { raw, .. } => raw.clone(),
             _ => Some(serde_json::to_value(&report).expect("a report always serializes")),
@@ -192,6 +207,10 @@ impl Engine {
                 });
             }
             Source::Socket { .. } => {}
+        }
+        if let Some((why, then)) = over {
+            self.over_budget_attempt(&source, &worker, &task, attempt, status, &why, then, now);
+            return;
         }
         match status {
             ReportStatus::Completed => {
@@ -240,6 +259,59 @@ impl Engine {
                 self.scheduler.block(&worker, &task, Some(attempt), &question, now).expect("the grant was checked");
                 let message = format!("task {task} waits for the engineer: `mcc answer {task} TEXT`");
                 self.answer_report(&source, &worker, "block", message, &task, now);
+            }
+        }
+    }
+
+    /// An attempt that cost more than its task's budget: the task fails for
+    /// good, or waits for the engineer with the cost as its question, as
+    /// its `overBudget` says. A `done` hears it as its verdict.
+    #[allow(clippy::too_many_arguments)]
+    fn over_budget_attempt(
+        &mut self,
+        source: &Source,
+        worker: &str,
+        task: &str,
+        attempt: u32,
+        status: ReportStatus,
+        why: &str,
+        then: OverBudget,
+        now: Instant,
+    ) {
+        let message = match then {
+            OverBudget::Fail => {
+                self.scheduler.fail_for_good(worker, task, why).expect("the grant was checked");
+                format!("task {task} failed for good: {why}")
+            }
+            OverBudget::Ask => {
+                let question = format!(
+                    "{why}. Answer to let it go on (`mcc answer {task} TEXT`), after raising it with \
+                     `mcc budget set --task {task} --usd N` if it should cost more"
+                );
+                self.scheduler.block(worker, task, Some(attempt), &question, now).expect("the grant was checked");
+                format!("task {task} waits for the engineer: {why}")
+            }
+        };
+        self.waiters.retain(|w| w.worker != worker || matches!(w.reply, Reply::Push));
+        self.dispatch(now);
+        match source {
+            Source::Socket { conn, wait, .. } if status == ReportStatus::Completed => {
+                let reply = Reply::Verdict {
+                    task: task.to_owned(),
+                    attempt,
+                    accepted: false,
+                    failed: then == OverBudget::Fail,
+                    reasons: vec![why.to_owned()],
+                };
+                self.offer(*conn, worker, *wait, reply, now);
+            }
+            _ => {
+                let what = match status {
+                    ReportStatus::Completed => "done",
+                    ReportStatus::Failed => "fail",
+                    ReportStatus::Blocked => "block",
+                };
+                self.answer_report(source, worker, what, message, task, now);
             }
         }
     }

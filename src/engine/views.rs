@@ -114,6 +114,7 @@ impl Engine {
         let summary = Summary {
             workers: self.worker_views(&self.presence(), now),
             stuck: stuck_of(&self.scheduler),
+            budgets: self.budgets_shown(),
             ..self.header()
         };
         let tasks = self.scheduler.tasks_in_order().into_iter().map(|t| task_summary(t, now)).collect();
@@ -229,6 +230,7 @@ impl Engine {
             in_flight,
             questions,
             stuck: self.progress.stuck.clone(),
+            budgets: self.budgets_shown(),
             ..self.header()
         };
         self.progress.sent_presence = presence;

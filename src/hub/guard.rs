@@ -308,6 +308,8 @@ fn need(msg: &ClientMsg) -> (&'static str, Need<'_>) {
         ClientMsg::Answer { .. } => ("answer", Need::ChangeWork),
         ClientMsg::Cancel { .. } => ("cancel", Need::ChangeWork),
         ClientMsg::Retry { .. } => ("retry", Need::ChangeWork),
+        ClientMsg::BudgetSet { .. } => ("budget_set", Need::ChangeWork),
+        ClientMsg::Budgets {} => ("budgets", Need::Read),
         ClientMsg::TokenAdd { .. } => ("token_add", Need::Tokens),
         ClientMsg::TokenList {} => ("token_list", Need::Tokens),
         ClientMsg::TokenRevoke { .. } => ("token_revoke", Need::Tokens),

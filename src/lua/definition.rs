@@ -8,6 +8,7 @@ use mlua::{Function, Table, Value};
 
 use super::{Workflow, errors, spec};
 use crate::task::TaskSpec;
+use crate::wire::Usage;
 
 #[derive(Default)]
 pub(super) struct Hooks {
@@ -29,11 +30,42 @@ pub(super) struct Phase {
     pub(super) on: Hooks,
     /// Picks the winner of a race among its accepted racers (see `src/engine/races.rs`).
     pub(super) choose: Option<Function>,
+    /// What the phase's attempts may spend together.
+    pub(super) budget: Option<Usage>,
 }
 
-const WORKFLOW_FIELDS: [&str; 7] = ["name", "phases", "lease", "max_attempts", "wait", "quiet_after", "presence_grace"];
-const PHASE_FIELDS: [&str; 8] = ["name", "tasks", "split", "assign", "accept", "complete", "on", "choose"];
+const WORKFLOW_FIELDS: [&str; 8] =
+    ["name", "phases", "lease", "max_attempts", "wait", "quiet_after", "presence_grace", "budget"];
+const PHASE_FIELDS: [&str; 9] = ["name", "tasks", "split", "assign", "accept", "complete", "on", "choose", "budget"];
+/// The fields of a `budget` table (a workflow's, a phase's, a task's).
+pub(super) const BUDGET_FIELDS: [&str; 2] = ["usd", "tokens"];
 const HOOKS: [&str; 6] = ["worker_joined", "worker_quiet", "task_blocked", "task_failed", "timer", "files"];
+
+/// A `budget` table: `usd` a number of 0 or more, `tokens` a whole number,
+/// at least one of them; the error names what is wrong.
+pub(super) fn read_budget(b: &Table) -> Result<Usage, String> {
+    for key in keys(b) {
+        if !BUDGET_FIELDS.contains(&key.as_str()) {
+            return Err(errors::unknown_field(&key, &BUDGET_FIELDS, "a budget"));
+        }
+    }
+    let usd = match b.get::<Value>("usd") {
+        Ok(Value::Nil) => None,
+        Ok(Value::Integer(n)) if n >= 0 => Some(n as f64),
+        Ok(Value::Number(n)) if n.is_finite() && n >= 0.0 => Some(n),
+        _ => return Err("`usd` must be a number of 0 or more, such as 25 or 2.50".to_owned()),
+    };
+    let tokens = match b.get::<Value>("tokens") {
+        Ok(Value::Nil) => None,
+        Ok(Value::Integer(n)) if n >= 0 => Some(n as u64),
+        _ => return Err("`tokens` must be a whole number of 0 or more, such as 2000000".to_owned()),
+    };
+    let limit = Usage { usd, tokens };
+    if limit.is_empty() {
+        return Err("give `usd`, `tokens` or both, such as { usd = 25 }".to_owned());
+    }
+    Ok(limit)
+}
 
 /// The string keys of a table (a workflow, a phase, `on`), in no set order.
 fn keys(t: &Table) -> Vec<String> {
@@ -132,6 +164,8 @@ impl Workflow {
                 self.place_key("max_attempts", "max_attempts")
             )),
         }
+        let run_budget = self.budget_of(&t, "the workflow", "", &mut errors);
+        self.spend_limits.run = run_budget;
         match t.get::<Value>("phases") {
             Ok(Value::Table(phases)) => {
                 for (i, value) in phases.sequence_values::<Value>().enumerate() {
@@ -144,6 +178,9 @@ impl Workflow {
                             phase.name
                         ));
                         continue;
+                    }
+                    if let Some(limit) = phase.budget {
+                        self.spend_limits.phases.insert(phase.name.clone(), limit);
                     }
                     self.phases.push(phase);
                 }
@@ -166,6 +203,34 @@ impl Workflow {
         }
         self.phase_states = vec![super::phases::PhaseState::Waiting; self.phases.len()];
         Ok(())
+    }
+
+    /// The `budget` of a workflow or phase table (`whose` names it in
+    /// errors, `near` finds its line): `{ usd = 25, tokens = 2000000 }`.
+    fn budget_of(&self, t: &Table, whose: &str, near: &str, errors: &mut Vec<String>) -> Option<Usage> {
+        let place = || self.place_key("budget", near);
+        match t.get::<Value>("budget") {
+            Ok(Value::Nil) => None,
+            Ok(Value::Table(b)) => match read_budget(&b) {
+                Ok(limit) => Some(limit),
+                Err(e) => {
+                    errors.push(format!("{}: {whose}'s `budget`: {e}", place()));
+                    None
+                }
+            },
+            Ok(other) => {
+                errors.push(format!(
+                    "{}: {whose}'s {}",
+                    place(),
+                    errors::wrong_type("budget", "a table such as { usd = 25, tokens = 2000000 }", other.type_name())
+                ));
+                None
+            }
+            Err(e) => {
+                errors.push(format!("{}: {e}", place()));
+                None
+            }
+        }
     }
 
     /// A duration field of the workflow table, if present and well formed.
@@ -290,7 +355,8 @@ impl Workflow {
                 Hooks::default()
             }
         };
-        (errors.len() == before).then_some(Phase { name, tasks, split, assign, accept, complete, on, choose })
+        let budget = self.budget_of(&t, &format!("phase \"{name}\""), &format!("\"{name}\""), errors);
+        (errors.len() == before).then_some(Phase { name, tasks, split, assign, accept, complete, on, choose, budget })
     }
 
     fn read_hooks(name: &str, here: &str, on: &Table, errors: &mut Vec<String>) -> Hooks {

@@ -136,6 +136,8 @@ pub struct Workflow {
     /// The workflow's `presence_grace`, over the hub's `--presence-grace`.
     presence_grace: Option<Duration>,
     quiet_after: Duration,
+    /// The run's and the phases' `budget`s.
+    spend_limits: crate::engine::BudgetLimits,
     current: usize,
     /// Where each phase stands, in the order of `phases`.
     phase_states: Vec<phases::PhaseState>,

@@ -64,6 +64,10 @@ impl Policy for Workflow {
         self.phase_names()
     }
 
+    fn budgets(&self) -> crate::engine::BudgetLimits {
+        self.spend_limits.clone()
+    }
+
     fn choices(&self) -> usize {
         // Without an `assign` hook the first ready task goes: gather no more.
         if self.phases.iter().any(|p| p.assign.is_some()) { 64 } else { 1 }

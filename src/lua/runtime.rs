@@ -174,6 +174,7 @@ impl Workflow {
             max_attempts: None,
             presence_grace: None,
             quiet_after: Duration::from_mins(10),
+            spend_limits: crate::engine::BudgetLimits::default(),
             current: 0,
             phase_states: Vec::new(),
             calls: RefCell::default(),

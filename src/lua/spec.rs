@@ -10,7 +10,7 @@ use super::{errors, limits};
 use crate::task::TaskSpec;
 
 /// Short name → (object it lives in, old-protocol name).
-const SHORT: [(&str, Option<&str>, &str); 7] = [
+const SHORT: [(&str, Option<&str>, &str); 8] = [
     ("read", Some("context"), "targetFiles"),
     ("write", Some("context"), "outputFiles"),
     ("requirements", Some("context"), "requirements"),
@@ -18,10 +18,11 @@ const SHORT: [(&str, Option<&str>, &str); 7] = [
     ("criteria", Some("acceptance"), "criteria"),
     ("validation", Some("acceptance"), "validation"),
     ("after", None, "dependencies"),
+    ("over_budget", None, "overBudget"),
 ];
 
 /// Every field a task table may have.
-const TASK_FIELDS: [&str; 16] = [
+const TASK_FIELDS: [&str; 18] = [
     "id",
     "description",
     "read",
@@ -38,6 +39,8 @@ const TASK_FIELDS: [&str; 16] = [
     "acceptance",
     "dependencies",
     "race",
+    "budget",
+    "over_budget",
 ];
 const CONTEXT_FIELDS: [&str; 4] = ["targetFiles", "outputFiles", "requirements", "relevantRules"];
 const ACCEPTANCE_FIELDS: [&str; 2] = ["criteria", "validation"];
@@ -135,7 +138,11 @@ pub fn checked(lua: &Lua, value: Value, default_lease: Option<&str>) -> Result<T
             bad(key, text);
         }
     }
-    for (object, known) in [("context", &CONTEXT_FIELDS[..]), ("acceptance", &ACCEPTANCE_FIELDS[..])] {
+    for (object, known) in [
+        ("context", &CONTEXT_FIELDS[..]),
+        ("acceptance", &ACCEPTANCE_FIELDS[..]),
+        ("budget", &super::definition::BUDGET_FIELDS[..]),
+    ] {
         match map.get(object) {
             None => {}
             Some(Json::Object(inner)) => {
@@ -149,6 +156,25 @@ pub fn checked(lua: &Lua, value: Value, default_lease: Option<&str>) -> Result<T
             }
             Some(other) => bad(object, errors::wrong_type(object, "a table", kind(other))),
         }
+    }
+    match map.get("budget") {
+        Some(Json::Object(b)) if b.is_empty() => {
+            bad("budget", "`budget` is empty: give `usd`, `tokens` or both, such as { usd = 2 }".to_owned());
+        }
+        Some(Json::Object(b)) => {
+            if b.get("usd").is_some_and(|u| u.as_f64().is_none_or(|u| u < 0.0)) {
+                bad("usd", "`budget`: `usd` must be a number of 0 or more, such as 2.50".to_owned());
+            }
+            if b.get("tokens").is_some_and(|t| t.as_u64().is_none()) {
+                bad("tokens", "`budget`: `tokens` must be a whole number of 0 or more, such as 200000".to_owned());
+            }
+        }
+        _ => {}
+    }
+    if let Some(over) = map.get("over_budget")
+        && !matches!(over.as_str(), Some("fail" | "ask"))
+    {
+        bad("over_budget", format!("`over_budget` must be \"fail\" or \"ask\", not {over}"));
     }
     if let Some(Json::String(lease)) = map.get("lease")
         && humantime::parse_duration(lease).is_err()
@@ -170,7 +196,7 @@ pub fn checked(lua: &Lua, value: Value, default_lease: Option<&str>) -> Result<T
     map.insert("id".into(), Json::String(id.clone()));
     for (short, within, long) in SHORT {
         let Some(v) = map.remove(short) else { continue };
-        let v = if long == "validation" { v } else { as_list(v) };
+        let v = if matches!(long, "validation" | "overBudget") { v } else { as_list(v) };
         match within {
             Some(obj) => {
                 let entry = map.entry(obj).or_insert_with(|| Json::Object(Map::new()));

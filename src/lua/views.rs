@@ -126,6 +126,12 @@ pub fn report(lua: &Lua, report: &Report, validation: Option<&Outcome>) -> mlua:
     t.set("deliverables", report.deliverables.clone())?;
     t.set("score", report.context_efficiency_score)?;
     t.set("notes", report.notes.clone())?;
+    if let Some(usage) = report.usage {
+        let u = lua.create_table()?;
+        u.set("usd", usage.usd)?;
+        u.set("tokens", usage.tokens)?;
+        t.set("usage", u)?;
+    }
     // Files changed outside the task, as the hub sorted them at `done` (docs/worker.md).
     t.set("outside", report.outside.clone())?;
     t.set("shared", report.shared.clone())?;

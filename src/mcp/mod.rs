@@ -137,6 +137,12 @@ fn optional_not_null(schema: &mut schemars::Schema) {
 }
 
 /// A whole number, also when a client sends it as a string of digits (`"5"`).
+/// The usage a tool call reports, if it reports any.
+fn usage(usd: Option<f64>, tokens: Option<u64>) -> Option<crate::wire::Usage> {
+    let usage = crate::wire::Usage { usd, tokens };
+    (!usage.is_empty()).then_some(usage)
+}
+
 fn whole_number<'de, D: Deserializer<'de>, T: TryFrom<u64>>(given: D) -> Result<Option<T>, D::Error> {
     let value = Option::<Value>::deserialize(given)?;
     let number = match &value {
@@ -187,6 +193,12 @@ pub struct DoneArgs {
     #[serde(default, deserialize_with = "whole_number")]
     #[schemars(range(min = 1))]
     pub attempt: Option<u32>,
+    /// What this attempt cost in US dollars, if you know it (budgets count it)
+    #[serde(default)]
+    pub cost: Option<f64>,
+    /// How many tokens this attempt used, if you know it (budgets count it)
+    #[serde(default, deserialize_with = "whole_number")]
+    pub tokens: Option<u64>,
 }
 
 /// `block`'s arguments.
@@ -200,6 +212,12 @@ pub struct BlockArgs {
     #[serde(default, deserialize_with = "whole_number")]
     #[schemars(range(min = 1))]
     pub attempt: Option<u32>,
+    /// What this attempt cost in US dollars, if you know it (budgets count it)
+    #[serde(default)]
+    pub cost: Option<f64>,
+    /// How many tokens this attempt used, if you know it (budgets count it)
+    #[serde(default, deserialize_with = "whole_number")]
+    pub tokens: Option<u64>,
 }
 
 /// `fail`'s arguments.
@@ -213,6 +231,12 @@ pub struct FailArgs {
     #[serde(default, deserialize_with = "whole_number")]
     #[schemars(range(min = 1))]
     pub attempt: Option<u32>,
+    /// What this attempt cost in US dollars, if you know it (budgets count it)
+    #[serde(default)]
+    pub cost: Option<f64>,
+    /// How many tokens this attempt used, if you know it (budgets count it)
+    #[serde(default, deserialize_with = "whole_number")]
+    pub tokens: Option<u64>,
 }
 
 /// `progress`'s arguments.
@@ -305,6 +329,7 @@ impl WorkerTools {
             notes: a.notes,
             attempt: a.attempt,
             wait: self.wait,
+            usage: usage(a.cost, a.tokens),
         };
         let who = self.who();
         Self::answer("done", move || verbs::done(&who, &done)).await
@@ -315,7 +340,8 @@ impl WorkerTools {
         if let Err(refused) = required("block", "task", &a.task).and(required("block", "question", &a.question)) {
             return refused;
         }
-        let block = verbs::Block { task: a.task, question: a.question, attempt: a.attempt, wait: self.wait };
+        let usage = usage(a.cost, a.tokens);
+        let block = verbs::Block { task: a.task, question: a.question, attempt: a.attempt, wait: self.wait, usage };
         let who = self.who();
         Self::answer("block", move || verbs::block(&who, &block)).await
     }
@@ -325,7 +351,8 @@ impl WorkerTools {
         if let Err(refused) = required("fail", "task", &a.task).and(required("fail", "reason", &a.reason)) {
             return refused;
         }
-        let fail = verbs::Fail { task: a.task, reason: a.reason, attempt: a.attempt, wait: self.wait };
+        let usage = usage(a.cost, a.tokens);
+        let fail = verbs::Fail { task: a.task, reason: a.reason, attempt: a.attempt, wait: self.wait, usage };
         let who = self.who();
         Self::answer("fail", move || verbs::fail(&who, &fail)).await
     }
@@ -515,10 +542,11 @@ mod tests {
         };
         let tools: Vec<Value> = WorkerTools::tool_router().list_all().iter().map(shape).collect();
         let attempt_task = |other: &str| json!({"task": "string", other: "string", "attempt": "integer"});
+        let reported = |other: &str| json!({"task": "string", other: "string", "attempt": "integer", "cost": "number", "tokens": "integer"});
         let expected = vec![
-            json!({"name": "block", "types": attempt_task("question"), "required": ["task", "question"]}),
-            json!({"name": "done", "types": {"task": "string", "deliverables": "array", "score": "integer", "notes": "string", "attempt": "integer"}, "required": ["task"]}),
-            json!({"name": "fail", "types": attempt_task("reason"), "required": ["task", "reason"]}),
+            json!({"name": "block", "types": reported("question"), "required": ["task", "question"]}),
+            json!({"name": "done", "types": {"task": "string", "deliverables": "array", "score": "integer", "notes": "string", "attempt": "integer", "cost": "number", "tokens": "integer"}, "required": ["task"]}),
+            json!({"name": "fail", "types": reported("reason"), "required": ["task", "reason"]}),
             json!({"name": "leave", "types": {}, "required": []}),
             json!({"name": "next", "types": {}, "required": []}),
             json!({"name": "progress", "types": attempt_task("note"), "required": ["task", "note"]}),

@@ -104,6 +104,13 @@ impl Scheduler {
 
     /// Apply a verdict to a submitted task.
     pub fn judge(&mut self, id: &str, verdict: Verdict, now: Instant) -> Result<Judged, Refusal> {
+        self.judge_with(id, verdict, now, true)
+    }
+
+    /// [`Self::judge`], where `regrant` false sends a rejected task back to
+    /// the queue rather than straight back to its worker (a spent budget
+    /// holds new attempts back).
+    pub fn judge_with(&mut self, id: &str, verdict: Verdict, now: Instant, regrant: bool) -> Result<Judged, Refusal> {
         let task = self.tasks.get(id).ok_or_else(|| Refusal::UnknownTask(id.to_owned()))?;
         if task.state() != TaskState::Submitted {
             return Err(Refusal::WrongState {
@@ -114,7 +121,7 @@ impl Scheduler {
         }
         let worker = task.holder().map(str::to_owned).expect("a submitted task has its holder");
         let attempt = task.attempt();
-        let judged = self.judge_inner(id, &worker, attempt, verdict, now);
+        let judged = self.judge_inner(id, &worker, attempt, verdict, now, regrant);
         let judgement = match &judged {
             Judged::Accepted => Judgement { accepted: true, failed: false, reasons: Vec::new() },
             Judged::Rejected { reasons } => Judgement { accepted: false, failed: false, reasons: reasons.clone() },
@@ -126,7 +133,15 @@ impl Scheduler {
         Ok(judged)
     }
 
-    fn judge_inner(&mut self, id: &str, worker: &str, attempt: u32, verdict: Verdict, now: Instant) -> Judged {
+    fn judge_inner(
+        &mut self,
+        id: &str,
+        worker: &str,
+        attempt: u32,
+        verdict: Verdict,
+        now: Instant,
+        regrant: bool,
+    ) -> Judged {
         let worker = worker.to_owned();
         match verdict {
             Verdict::Accept => {
@@ -160,7 +175,7 @@ impl Scheduler {
                     );
                     return Judged::Failed { reasons };
                 }
-                if self.holding.contains_key(&worker) {
+                if self.holding.contains_key(&worker) || !regrant {
                     // It took other work meanwhile: the task goes back to the queue.
                     self.transition(id, TaskState::Ready);
                 } else {
@@ -198,6 +213,19 @@ impl Scheduler {
             json!({ "reason": reason, "now": state.name() }),
         );
         Ok(state)
+    }
+
+    /// The holder's attempt ends the task for good, whatever attempts are
+    /// left (it cost more than the task's budget): `reason` says why.
+    pub fn fail_for_good(&mut self, worker: &str, id: &str, reason: &str) -> Result<(), Refusal> {
+        self.check_holder(worker, id, None)?;
+        let task = self.tasks.get_mut(id).expect("checked");
+        task.reasons = vec![reason.to_owned()];
+        task.spent += 1;
+        let attempt = task.attempt();
+        self.transition(id, TaskState::Failed);
+        self.event(EventKind::Failed, Some(id), Some(worker), Some(attempt), json!({ "reason": reason }));
+        Ok(())
     }
 
     /// A worker asks the engineer a question; the task waits for `answer`.

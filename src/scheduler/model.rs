@@ -153,6 +153,10 @@ pub struct Applied {
     /// The verdict on a completed report, once judged.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub verdict: Option<Judgement>,
+    /// What the attempt cost, as its report said: stored with the task, so
+    /// what a run spent is counted again from the tasks after a restart.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub usage: Option<crate::wire::Usage>,
 }
 
 /// A verdict as stored and sent again to a worker that reports twice.

@@ -306,8 +306,13 @@ fn a_verdict_is_recorded_with_the_report_applied_for_its_attempt() {
     let mut s = Scheduler::default();
     s.add_tasks(vec![task("a")], None, now).unwrap();
     s.offer("w", now, 64, fifo).unwrap();
-    let applied =
-        Applied { worker: "w".into(), status: crate::task::ReportStatus::Completed, file: None, verdict: None };
+    let applied = Applied {
+        worker: "w".into(),
+        status: crate::task::ReportStatus::Completed,
+        file: None,
+        verdict: None,
+        usage: None,
+    };
     s.record_applied("a", 1, applied);
     s.submit("w", "a", done("a", "w"), now).unwrap();
     assert_eq!(s.task("a").unwrap().holder(), Some("w"), "a submitted task keeps its holder");

@@ -121,6 +121,9 @@ pub struct Summary {
     pub stuck: Vec<Stuck>,
     pub problems: Vec<String>,
     pub log: Vec<String>,
+    /// What the run spent and its budgets, once it has either; hubs before it sent none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub budgets: Option<super::Budgets>,
 }
 
 impl Summary {
@@ -156,6 +159,9 @@ pub struct Delta {
     /// workflow loaded or replaced); absent otherwise, and from older hubs.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub phase_order: Option<Vec<String>>,
+    /// What the run spent and its budgets, when they changed; absent otherwise.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub budgets: Option<super::Budgets>,
 }
 
 impl Delta {
@@ -294,6 +300,9 @@ pub struct Snapshot {
     pub stuck: Vec<Stuck>,
     pub problems: Vec<String>,
     pub log: Vec<String>,
+    /// As the summary's: absent until the run has a budget or spent anything.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub budgets: Option<super::Budgets>,
 }
 
 impl Snapshot {
@@ -313,6 +322,7 @@ impl Snapshot {
             stuck: summary.stuck,
             problems: summary.problems,
             log: summary.log,
+            budgets: summary.budgets,
         }
     }
 }

@@ -24,6 +24,8 @@
 ---@field context? table Old-protocol form of read/write/requirements/rules.
 ---@field acceptance? table Old-protocol form of criteria/validation.
 ---@field race? integer Race it on this many workers at once (2 to 10); `choose` keeps one.
+---@field budget? mcc.Budget What one attempt may cost, as its worker reports it.
+---@field over_budget? "fail"|"ask" An attempt over `budget` fails the task (default) or asks the engineer.
 
 ---A task as the hub knows it (read-only, valid during the call that received it).
 ---@class mcc.Task
@@ -73,6 +75,7 @@
 ---@field deliverables string[]
 ---@field score integer?
 ---@field notes string?
+---@field usage mcc.Usage? What the attempt cost, if the worker said.
 ---@field validation mcc.Validation
 ---@field outside string[] Files this attempt changed that its task does not declare and that are nobody else's.
 ---@field conflicts mcc.Conflict[] Changed files that another in-flight task reserves.
@@ -231,6 +234,16 @@ function Ctx.retry(id) end
 ---@class mcc.Candidates: mcc.Candidate[]
 ---@field open integer
 
+---A limit on what attempts cost, as workers report it (`--cost`, `--tokens`); one part or both.
+---@class mcc.Budget
+---@field usd? number US dollars.
+---@field tokens? integer
+
+---What a worker reported an attempt cost.
+---@class mcc.Usage
+---@field usd number?
+---@field tokens integer?
+
 ---@class mcc.Phase
 ---@field name string Unique.
 ---@field tasks? mcc.TaskTable[] Static tasks, or:
@@ -240,6 +253,7 @@ function Ctx.retry(id) end
 ---@field complete? fun(phase: mcc.PhaseView, ctx: mcc.Ctx): boolean
 ---@field on? mcc.Hooks
 ---@field choose? fun(task: mcc.Task, candidates: mcc.Candidates, ctx: mcc.Ctx): mcc.Candidate|string|nil Nil waits.
+---@field budget? mcc.Budget What the phase's tasks may spend together; then none of them is granted.
 
 ---@class mcc.Workflow
 ---@field name string
@@ -248,6 +262,7 @@ function Ctx.retry(id) end
 ---@field wait? string Default `mcc worker next` wait hint.
 ---@field quiet_after? string When `worker_quiet` fires; default "10m".
 ---@field presence_grace? string How long a worker whose chat ended may take to come back before its task goes back to the queue; default "60s".
+---@field budget? mcc.Budget What the whole run may spend; then no new task is granted.
 ---@field phases mcc.Phase[]
 
 ---Returns its table (a workflow file may also return the plain table).

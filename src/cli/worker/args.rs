@@ -89,6 +89,24 @@ pub struct Wait {
     pub wait: Duration,
 }
 
+/// What an attempt cost, for budgets (docs/workflows.md, "Budgets").
+#[derive(Debug, Args, Clone, Default)]
+pub struct Cost {
+    /// What this attempt cost in US dollars, such as 0.42.
+    #[arg(long = "cost", value_name = "USD")]
+    pub usd: Option<f64>,
+    /// How many tokens this attempt used.
+    #[arg(long, value_name = "N")]
+    pub tokens: Option<u64>,
+}
+
+impl Cost {
+    pub fn usage(&self) -> Option<crate::wire::Usage> {
+        let usage = crate::wire::Usage { usd: self.usd, tokens: self.tokens };
+        (!usage.is_empty()).then_some(usage)
+    }
+}
+
 #[derive(Debug, Args)]
 pub struct NextArgs {
     #[command(flatten)]
@@ -115,6 +133,8 @@ pub struct DoneArgs {
     #[arg(long)]
     pub attempt: Option<u32>,
     #[command(flatten)]
+    pub cost: Cost,
+    #[command(flatten)]
     pub who: Who,
     #[command(flatten)]
     pub wait: Wait,
@@ -129,6 +149,8 @@ pub struct BlockArgs {
     #[arg(long)]
     pub attempt: Option<u32>,
     #[command(flatten)]
+    pub cost: Cost,
+    #[command(flatten)]
     pub who: Who,
     #[command(flatten)]
     pub wait: Wait,
@@ -142,6 +164,8 @@ pub struct FailArgs {
     pub reason: String,
     #[arg(long)]
     pub attempt: Option<u32>,
+    #[command(flatten)]
+    pub cost: Cost,
     #[command(flatten)]
     pub who: Who,
     #[command(flatten)]
@@ -212,6 +236,7 @@ impl DoneArgs {
             notes: self.notes.clone(),
             attempt: self.attempt,
             wait: self.wait.wait,
+            usage: self.cost.usage(),
         }
     }
 }
@@ -223,6 +248,7 @@ impl BlockArgs {
             question: self.question.clone(),
             attempt: self.attempt,
             wait: self.wait.wait,
+            usage: self.cost.usage(),
         }
     }
 }
@@ -234,6 +260,7 @@ impl FailArgs {
             reason: self.reason.clone(),
             attempt: self.attempt,
             wait: self.wait.wait,
+            usage: self.cost.usage(),
         }
     }
 }

@@ -11,7 +11,7 @@ use crate::client::worker::{ask, human, ms, name_of, run_finished, strings};
 use crate::client::{ClientError, Target, exit};
 use crate::command::Supervisor;
 use crate::layout::Layout;
-use crate::wire::{ClientMsg, Offer, ServerMsg};
+use crate::wire::{ClientMsg, Offer, ServerMsg, Usage};
 
 /// Slots of the runner of headless workers' commands: one per worker, so
 /// none waits in line while its lease runs.
@@ -124,8 +124,8 @@ struct Headless {
 
 /// How a command run for a task ended.
 enum Outcome {
-    Done { deliverables: Vec<String>, notes: Option<String> },
-    Failed(String),
+    Done { deliverables: Vec<String>, notes: Option<String>, usage: Option<Usage> },
+    Failed(String, Option<Usage>),
 }
 
 impl Headless {
@@ -191,7 +191,7 @@ impl Headless {
                     let outcome = self.execute(&task, &id, attempt, lease_ms, &reasons);
                     done += 1;
                     answer = match outcome {
-                        Outcome::Done { deliverables, notes } => self.request(
+                        Outcome::Done { deliverables, notes, usage } => self.request(
                             &ClientMsg::Done {
                                 worker: self.name.clone(),
                                 task_id: id,
@@ -203,10 +203,11 @@ impl Headless {
                                 files: Vec::new(),
                                 changed: Vec::new(),
                                 isolated: false,
+                                usage,
                             },
                             wait,
                         ),
-                        Outcome::Failed(reason) => {
+                        Outcome::Failed(reason, usage) => {
                             self.log(&format!("failed {id}: {reason}"));
                             self.request(
                                 &ClientMsg::Fail {
@@ -215,6 +216,7 @@ impl Headless {
                                     attempt: Some(attempt),
                                     reason,
                                     wait_ms: Some(ms(wait)),
+                                    usage,
                                 },
                                 wait,
                             )
@@ -245,10 +247,10 @@ impl Headless {
         let (dir, file) = (Layout::of_root(&self.root).tasks(), Layout::of_root(&self.root).task_file(id, "json"));
         let body = serde_json::to_string_pretty(task).expect("serializes");
         if let Err(e) = std::fs::create_dir_all(&dir).and_then(|()| crate::text::write_atomic(&file, body.as_bytes())) {
-            return Outcome::Failed(format!("cannot write {}: {e}", file.display()));
+            return Outcome::Failed(format!("cannot write {}: {e}", file.display()), None);
         }
         let Some((program, args)) = self.command.split_first() else {
-            return Outcome::Failed("no command given after --".to_owned());
+            return Outcome::Failed("no command given after --".to_owned(), None);
         };
         let lease = Duration::from_millis(lease_ms);
         // Stop before the lease runs out, so the task is ours when we report;
@@ -281,28 +283,32 @@ impl Headless {
                     }
                 }
                 Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
-                    return Outcome::Failed(format!("the runner of `{program}` stopped"));
+                    return Outcome::Failed(format!("the runner of `{program}` stopped"), None);
                 }
             }
         };
         if ran.timed_out {
-            return Outcome::Failed(format!(
-                "`{program}` ran past the task's lease of {} and was stopped with everything it started",
-                human(lease)
-            ));
+            return Outcome::Failed(
+                format!(
+                    "`{program}` ran past the task's lease of {} and was stopped with everything it started",
+                    human(lease)
+                ),
+                None,
+            );
         }
         let (out, err) = (ran.stdout, ran.stderr);
+        // What the agent spent counts whether it succeeded or not.
+        let usage = super::usage::from_output(&out);
         if ran.code != Some(0) {
             let tail = crate::command::tail(&err, 400);
             if err.starts_with("mcc: could not start") {
-                return Outcome::Failed(tail);
+                return Outcome::Failed(tail, usage);
             }
             let how = ran.code.map_or_else(|| "was killed".to_owned(), |c| format!("exited {c}"));
-            return Outcome::Failed(if tail.is_empty() {
-                format!("`{program}` {how}")
-            } else {
-                format!("`{program}` {how}: {tail}")
-            });
+            return Outcome::Failed(
+                if tail.is_empty() { format!("`{program}` {how}") } else { format!("`{program}` {how}: {tail}") },
+                usage,
+            );
         }
         let result: Option<Value> =
             out.lines().rev().find(|l| !l.trim().is_empty()).and_then(|l| serde_json::from_str(l.trim()).ok());
@@ -310,19 +316,19 @@ impl Headless {
             && r["is_error"] == true
         {
             let why = r["result"].as_str().or(r["error"].as_str()).unwrap_or("the command reported is_error");
-            return Outcome::Failed(format!(
-                "`{program}` exited 0 but reported an error: {}",
-                crate::command::tail(why, 400)
-            ));
+            return Outcome::Failed(
+                format!("`{program}` exited 0 but reported an error: {}", crate::command::tail(why, 400)),
+                usage,
+            );
         }
         let listed = result.as_ref().map(|r| strings(&r["deliverables"])).filter(|d| !d.is_empty());
         let deliverables = listed.unwrap_or_else(|| {
             strings(&task["context"]["outputFiles"]).into_iter().filter(|p| self.root.join(p).exists()).collect()
         });
         if let Some(missing) = deliverables.iter().find(|p| !self.root.join(p).exists()) {
-            return Outcome::Failed(format!("`{program}` named deliverable `{missing}`, which does not exist"));
+            return Outcome::Failed(format!("`{program}` named deliverable `{missing}`, which does not exist"), usage);
         }
         let notes = result.as_ref().and_then(|r| r["notes"].as_str().map(str::to_owned));
-        Outcome::Done { deliverables, notes }
+        Outcome::Done { deliverables, notes, usage }
     }
 }

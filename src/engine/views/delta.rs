@@ -84,6 +84,8 @@ pub(super) struct DeltaParts<'a> {
     pub(super) stuck: Option<&'a [Stuck]>,
     /// Written only when it changed: older readers never saw the field.
     pub(super) phase_order: Option<&'a [String]>,
+    /// Written only when it changed, as `phase_order`.
+    pub(super) budgets: Option<&'a crate::wire::Budgets>,
 }
 
 impl DeltaParts<'_> {
@@ -115,6 +117,9 @@ impl DeltaParts<'_> {
         field(&mut out, "stuck", &self.stuck);
         if let Some(order) = self.phase_order {
             field(&mut out, "phaseOrder", order);
+        }
+        if let Some(budgets) = self.budgets {
+            field(&mut out, "budgets", budgets);
         }
         out.push(b'}');
         String::from_utf8(out).expect("serde_json writes UTF-8")
@@ -181,6 +186,7 @@ mod tests {
             log: Some(&log),
             stuck: Some(&stuck),
             phase_order: None,
+            budgets: None,
         };
         let mut typed = Delta {
             counts: counts.clone(),
@@ -204,6 +210,7 @@ mod tests {
             log: Some(log.clone()),
             stuck: Some(stuck.clone()),
             phase_order: None,
+            budgets: None,
         };
         let expected = serde_json::to_string(&serde_json::to_value(&typed).unwrap()).unwrap();
         assert_eq!(parts.to_json(), expected);

@@ -59,6 +59,8 @@ pub struct Progress {
     sent_finished: bool,
     /// The workflow's phases in declared order, as last told.
     pub(super) sent_phase_order: Vec<String>,
+    /// What the run spent and its budgets, as the last delta told.
+    sent_budgets: Option<crate::wire::Budgets>,
     pub(super) stuck: Vec<Stuck>,
     /// Tasks changed since the last delta, with their `seq`: ids only, the
     /// views are made when the delta is. Listed only for full subscribers.
@@ -414,6 +416,8 @@ impl Engine {
         let log_changed = self.log != self.progress.sent_log;
         let phase_order = self.policy.phases();
         let phase_order_changed = phase_order != self.progress.sent_phase_order;
+        let budgets = self.budgets_shown();
+        let budgets_changed = budgets != self.progress.sent_budgets;
         let moved = std::mem::take(&mut self.progress.moved_since);
         let tasks = self.progress.take_pending_tasks();
         let mut questions = std::mem::take(&mut self.progress.pending_questions);
@@ -431,6 +435,7 @@ impl Engine {
             && !log_changed
             && !stuck_changed
             && !phase_order_changed
+            && !budgets_changed
             && finished == self.progress.sent_finished;
         self.progress.sent_presence = presence;
         if nothing {
@@ -457,6 +462,7 @@ impl Engine {
             log: log_changed.then_some(self.log.as_slice()),
             stuck: stuck_changed.then_some(self.progress.stuck.as_slice()),
             phase_order: phase_order_changed.then_some(phase_order.as_slice()),
+            budgets: budgets.as_ref().filter(|_| budgets_changed),
         };
         // Each view's delta is written once, if someone of it watches, and
         // shared by all of them.
@@ -478,6 +484,9 @@ impl Engine {
         }
         if phase_order_changed {
             self.progress.sent_phase_order = phase_order;
+        }
+        if budgets_changed {
+            self.progress.sent_budgets = budgets;
         }
         self.progress.sent_finished = finished;
         self.progress.last_delta = Some(now);
