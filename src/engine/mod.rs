@@ -48,13 +48,8 @@ pub enum Outgoing {
     Msg(ServerMsg),
     /// A connection's own marker, handed back in order with its answers
     /// (see [`Input::Relay`]): reaching it, the connection knows that
-    /// everything queued for it before has been written. The engine queues
-    /// one behind each `tasks_created`, with the number of that create (see [`CreateMarks`]).
+    /// everything queued for it before has been written.
     Mark(u64),
-    /// Write nothing more until the `tasks_created` of create N is written
-    /// (its [`Outgoing::Mark`] reached on the coordinator's connection): an
-    /// old worker's push of a task that create added, as the original sent them.
-    Hold(u64),
     /// Send nothing more; close the socket.
     Close,
 }
@@ -155,46 +150,6 @@ pub struct Config {
     /// stepped down), before it tells the connected ones: a connection that
     /// comes after any client was told is told the same, never greeted.
     pub farewell: std::sync::Arc<std::sync::OnceLock<ServerMsg>>,
-    /// The creates whose `tasks_created` is not written yet, shared with the connections.
-    pub creates: std::sync::Arc<CreateMarks>,
-}
-
-/// The numbers of the `create_tasks` whose `tasks_created` is not yet
-/// written to the coordinator's socket: the engine adds one as it answers a
-/// create, the connection that writes the answer takes it out. A push of a
-/// task that create added waits for it ([`Outgoing::Hold`]); a push of an
-/// older task does not wait for later creates (before, every push waited
-/// while any create was unwritten, and a coordinator adding 500 at a time
-/// kept one unwritten most of the time: docs/benchmarks.md).
-pub struct CreateMarks(tokio::sync::watch::Sender<BTreeSet<u64>>);
-
-impl Default for CreateMarks {
-    fn default() -> Self {
-        Self(tokio::sync::watch::Sender::new(BTreeSet::new()))
-    }
-}
-
-impl CreateMarks {
-    fn add(&self, create: u64) {
-        self.0.send_modify(|unwritten| {
-            unwritten.insert(create);
-        });
-    }
-
-    /// Create `create`'s answer is written, or will never be (its connection ended).
-    pub fn written(&self, create: u64) {
-        self.0.send_if_modified(|unwritten| unwritten.remove(&create));
-    }
-
-    pub fn is_unwritten(&self, create: u64) -> bool {
-        self.0.borrow().contains(&create)
-    }
-
-    /// Wait until `create`'s answer is written (or its connection ended).
-    pub async fn wait_written(&self, create: u64) {
-        let mut watch = self.0.subscribe();
-        let _ = watch.wait_for(|unwritten| !unwritten.contains(&create)).await;
-    }
 }
 
 /// How long the hub waits on the clock where a user rarely wants to choose:
@@ -410,14 +365,6 @@ pub struct Engine {
     workflow_path: Option<PathBuf>,
     conns: HashMap<ConnId, Conn>,
     coordinator: Option<ConnId>,
-    /// The last `create_tasks` answered, by number (see [`CreateMarks`]).
-    creates: u64,
-    /// Tasks added by a create whose answer may be unwritten, and that
-    /// create's number; dropped once it is written.
-    created_by: HashMap<TaskId, u64>,
-    /// The creates each connection was answered, while unwritten: given
-    /// back if it ends first.
-    creates_of: HashMap<ConnId, Vec<u64>>,
     waiters: offers::Waiters,
     judging: HashMap<TaskId, Judging>,
     /// Validation commands running, per (task, attempt).
@@ -539,9 +486,6 @@ impl Engine {
                     workflow_path: None,
                     conns: HashMap::new(),
                     coordinator: None,
-                    creates: 0,
-                    created_by: HashMap::new(),
-                    creates_of: HashMap::new(),
                     waiters: offers::Waiters::default(),
                     judging: HashMap::new(),
                     validations: HashMap::new(),
@@ -769,10 +713,6 @@ impl Engine {
             }
             Input::Disconnected { conn } => {
                 self.conns.remove(&conn);
-                // Its answers will never be written: nobody waits for them.
-                for create in self.creates_of.remove(&conn).unwrap_or_default() {
-                    self.config.creates.written(create);
-                }
                 self.presence_closed(conn);
                 self.waiters.retain(|w| w.conn != conn);
                 for j in self.judging.values_mut() {

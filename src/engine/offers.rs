@@ -11,7 +11,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 use std::time::{Duration, Instant};
 
-use super::{ConnId, Engine, MAX_WAITERS, Outgoing, ProblemKind, Reply, Waiter, budget};
+use super::{ConnId, Engine, MAX_WAITERS, ProblemKind, Reply, Waiter, budget};
 use crate::scheduler::{self, Cap, Idle, Passed};
 use crate::wire::{Offer, ServerMsg, Waiting, WaitingFor};
 
@@ -231,10 +231,6 @@ impl Engine {
             }
             Reply::Push => match offer {
                 Offer::Task { task, .. } => {
-                    // After the coordinator heard of it, as the original sent them.
-                    if let Some(create) = task["id"].as_str().and_then(|id| self.created_by.remove(id)) {
-                        self.outgoing.push((conn, Outgoing::Hold(create)));
-                    }
                     ServerMsg::TaskAssigned { task: Some(task), task_id: None, worker_id: None }
                 }
                 Offer::AllDone { message, .. }

@@ -7,7 +7,7 @@ use std::time::Instant;
 use serde_json::Value;
 
 use super::submit::{Source, Submission};
-use super::{ConnId, Engine, Outgoing, Reply, Role, bad_name};
+use super::{ConnId, Engine, Reply, Role, bad_name};
 use crate::scheduler::{Task, TaskState};
 use crate::task::{Report, ReportStatus};
 use crate::wire::{ServerMsg, WorkerStatus};
@@ -75,37 +75,18 @@ impl Engine {
         match self.add_tasks(&tasks) {
             Ok(ids) => {
                 let queued = self.scheduler.count(TaskState::Ready) + self.scheduler.count(TaskState::Waiting);
-                let create = self.answered_create(conn, &ids);
                 self.send(conn, ServerMsg::TasksCreated { count: ids.len(), queued });
-                self.outgoing.push((conn, Outgoing::Mark(create)));
                 let idle: Vec<ConnId> =
                     self.waiters.iter().filter(|w| matches!(w.reply, Reply::Push)).map(|w| w.conn).collect();
                 self.dispatch(now);
                 for c in idle {
                     if self.waiters.iter().any(|w| w.conn == c && matches!(w.reply, Reply::Push)) {
-                        self.outgoing.push((c, Outgoing::Hold(create)));
                         self.send(c, ServerMsg::NoTasks { message: NO_TASKS.to_owned() });
                     }
                 }
             }
             Err(e) => self.send(conn, e),
         }
-    }
-
-    /// Number the create answered to `conn` and remember the tasks it
-    /// added until its answer is written (see [`super::CreateMarks`]).
-    fn answered_create(&mut self, conn: ConnId, ids: &[crate::scheduler::TaskId]) -> u64 {
-        self.creates += 1;
-        let create = self.creates;
-        let marks = &self.config.creates;
-        marks.add(create);
-        // What is written is forgotten here, so neither map grows with the run.
-        self.created_by.retain(|_, c| marks.is_unwritten(*c));
-        let mine = self.creates_of.entry(conn).or_default();
-        mine.retain(|c| marks.is_unwritten(*c));
-        mine.push(create);
-        self.created_by.extend(ids.iter().map(|id| (id.clone(), create)));
-        create
     }
 
     /// `task_complete`: the role, then `taskId`, then any report the worker

@@ -21,7 +21,6 @@ fn a_reader_that_does_not_read_is_cut_off_and_its_queue_stays_bounded() {
         leader: crate::store::Leader::default(),
         restore_checkout: false,
         farewell: std::sync::Arc::default(),
-        creates: std::sync::Arc::default(),
     };
     std::fs::create_dir_all(&config.state_dir).unwrap();
     let (engine, thread) = Engine::start(config).unwrap();

@@ -223,7 +223,7 @@ impl Request {
         let answer = tokio::select! {
             out = inbox.recv() => match out {
                 Some(Outgoing::Msg(msg)) => Some(msg),
-                Some(Outgoing::Close | Outgoing::Mark(_) | Outgoing::Hold(_)) | None => None,
+                Some(Outgoing::Close | Outgoing::Mark(_)) | None => None,
             },
             _ = withdrawn => None,
         };

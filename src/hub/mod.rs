@@ -54,6 +54,8 @@ pub const SHUTDOWN_TEXT: &str = "Server is shutting down";
 /// The longest an old worker's push waits for the coordinator's socket to
 /// take `tasks_created`: a coordinator that stops reading must not stall the workers.
 const HOLD_PUSH: Duration = Duration::from_secs(5);
+/// The marker a connection queues behind a `create_tasks` (see [`Outgoing::Mark`]).
+const CREATE_ANSWERED: u64 = 1;
 
 /// Bounds at the hub's edge; the defaults are far beyond what a real project
 /// needs and close to what keeps a hostile client from hurting the others.
@@ -261,7 +263,6 @@ pub async fn start(options: HubOptions) -> Result<RunningHub, HubError> {
         crate::store::Location::choose(options.store.url.as_deref(), options.store.project.as_deref(), layout.dir())
             .map_err(HubError::StoreChoice)?;
     let farewell = Arc::new(std::sync::OnceLock::new());
-    let creates = Arc::new(crate::engine::CreateMarks::default());
     let (engine, engine_thread) = Engine::start(Config {
         root: root.clone(),
         state_dir: layout.dir().to_owned(),
@@ -276,7 +277,6 @@ pub async fn start(options: HubOptions) -> Result<RunningHub, HubError> {
         leader: crate::store::Leader { address: Some(url.clone()), ..options.store.leader.clone() },
         restore_checkout: options.store.restore_checkout,
         farewell: farewell.clone(),
-        creates: creates.clone(),
     })?;
     // Once it opened: the checkout's commands read the same store with no hub running.
     store.remember(layout.dir()).map_err(HubError::StoreChoice)?;
@@ -319,7 +319,7 @@ pub async fn start(options: HubOptions) -> Result<RunningHub, HubError> {
         ids,
         limits,
         root: root.clone(),
-        creates,
+        creates_unwritten: tokio::sync::watch::Sender::new(0),
         tls: tls.as_ref().map(|tls| tokio_rustls::TlsAcceptor::from(tls.config.clone())),
         farewell: farewell.clone(),
     });
@@ -618,8 +618,7 @@ struct Edge {
     /// old clients rely on that (they await the one, then listen for the
     /// other); here each connection writes on its own, so pushes to old
     /// workers wait for this to reach zero.
-    /// The creates whose `tasks_created` is not written yet (see [`crate::engine::CreateMarks`]).
-    creates: Arc<crate::engine::CreateMarks>,
+    creates_unwritten: tokio::sync::watch::Sender<usize>,
     /// The TLS side of the listener, when the hub serves `wss://`.
     tls: Option<tokio_rustls::TlsAcceptor>,
     /// Set once the hub stepped down: what a new connection is told.
@@ -778,6 +777,9 @@ async fn serve_connection<S: AsyncRead + AsyncWrite + Unpin>(
     let mut last_activity = tokio::time::Instant::now();
     // The last frame either way: a connection silent for `keepalive` is pinged.
     let mut last_heard = last_activity;
+    // This connection's share of `creates_unwritten`, given back when it ends.
+    let mut my_creates = 0usize;
+    let mut creates = edge.creates_unwritten.subscribe();
     // A frame that does not parse is answered through the engine too, so its
     // error comes after the answers to the frames before it, as in the original.
     let answer_bad = async |error: String| {
@@ -829,7 +831,13 @@ async fn serve_connection<S: AsyncRead + AsyncWrite + Unpin>(
                         }
                         // A presence, too, waits for nothing and stays open for hours.
                         registered |= matches!(msg, ClientMsg::Register { .. } | ClientMsg::Subscribe { .. } | ClientMsg::Present { .. });
+                        let create = matches!(msg, ClientMsg::CreateTasks { .. });
+                        if create {
+                            my_creates += 1;
+                            edge.creates_unwritten.send_modify(|n| *n += 1);
+                        }
                         if !engine.send_async(Input::Message { conn, msg }).await { break; }
+                        if create && !engine.send_async(Input::Relay { conn, outgoing: Outgoing::Mark(CREATE_ANSWERED) }).await { break; }
                     }
                     Err(guard::Denied { error, close: false }) => {
                         outstanding = true;
@@ -856,23 +864,23 @@ async fn serve_connection<S: AsyncRead + AsyncWrite + Unpin>(
                             last_activity = tokio::time::Instant::now();
                             last_heard = last_activity;
                             outstanding = false;
+                            let old_push = matches!(msg, ServerMsg::TaskAssigned { task: Some(_), .. } | ServerMsg::NoTasks { .. });
+                            if old_push && my_creates == 0 && *creates.borrow() != 0 {
+                                if unflushed && sink.flush().await.is_err() { open = false; break; }
+                                unflushed = false;
+                                let _ = tokio::time::timeout(HOLD_PUSH, creates.wait_for(|n| *n == 0)).await;
+                            }
                             if sink.feed(Message::text(msg.to_json())).await.is_err() { open = false; break; }
                             unflushed = true;
                         }
-                        Some(Outgoing::Mark(create)) => {
+                        Some(Outgoing::Mark(CREATE_ANSWERED)) => {
                             if unflushed && sink.flush().await.is_err() { open = false; break; }
                             unflushed = false;
                             // Everything before the mark, `tasks_created` too, is written.
-                            edge.creates.written(create);
+                            my_creates -= 1;
+                            edge.creates_unwritten.send_modify(|n| *n -= 1);
                         }
-                        Some(Outgoing::Hold(create)) => {
-                            // An old worker's push of a task that create added: after its `tasks_created`.
-                            if edge.creates.is_unwritten(create) {
-                                if unflushed && sink.flush().await.is_err() { open = false; break; }
-                                unflushed = false;
-                                let _ = tokio::time::timeout(HOLD_PUSH, edge.creates.wait_written(create)).await;
-                            }
-                        }
+                        Some(Outgoing::Mark(_)) => {}
                         Some(Outgoing::Close) | None => {
                             let _ = sink.close().await;
                             open = false;
@@ -906,6 +914,9 @@ async fn serve_connection<S: AsyncRead + AsyncWrite + Unpin>(
                 break;
             }
         }
+    }
+    if my_creates > 0 {
+        edge.creates_unwritten.send_modify(|n| *n -= my_creates);
     }
     engine.send_async(Input::Disconnected { conn }).await;
 }
