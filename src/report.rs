@@ -399,6 +399,12 @@ pub struct WorkerFigures {
     pub accepted: usize,
     pub rejections: usize,
     pub busy_seconds: f64,
+    /// What it said it can do (`--can`), as last told.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub can: Vec<String>,
+    /// The model it said it runs (`--model`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
     /// Tasks it held that went back to the queue because its chat ended.
     #[serde(skip_serializing_if = "is_zero")]
     pub chats_ended: usize,
@@ -601,7 +607,7 @@ pub fn measure_runs(root: &Path, runs: Runs) -> Result<Vec<Metrics>, String> {
     let Some(store) = store.as_mut().filter(|_| !chosen.is_empty()) else {
         return Ok(vec![measure(&[], &[], &HashMap::new(), None)]);
     };
-    let (tasks, _) = store.load().map_err(|e| e.to_string())?;
+    let (tasks, kits) = store.load().map_err(|e| e.to_string())?;
     let task_runs = store.task_runs().map_err(|e| e.to_string())?;
     let mut out = Vec::with_capacity(chosen.len());
     for run in chosen {
@@ -614,7 +620,14 @@ pub fn measure_runs(root: &Path, runs: Runs) -> Result<Vec<Metrics>, String> {
             }
         }
         let header = header(root, run, stored.len(), &events);
-        out.push(measure(&mine, &events, &validations, Some(header)));
+        let mut measured = measure(&mine, &events, &validations, Some(header));
+        for figures in &mut measured.workers {
+            if let Some(w) = kits.iter().find(|w| w.name() == figures.name) {
+                figures.can = w.can().to_vec();
+                figures.model = w.model().map(str::to_owned);
+            }
+        }
+        out.push(measured);
     }
     Ok(out)
 }
@@ -802,6 +815,7 @@ fn measure(
                 busy_seconds: mine.iter().map(|(_, (f, t))| t - f).sum::<i64>() as f64 / 1000.0,
                 chats_ended: chats_ended.get(name).copied().unwrap_or_default(),
                 writes: Writes::of(mine.iter().map(|(a, _)| *a)),
+                ..WorkerFigures::default()
             }
         })
         .collect();
@@ -1021,13 +1035,21 @@ impl Metrics {
             } else {
                 format!("busy {:.1}s over {}", w.busy_seconds, plural(count(w.attempts), "attempt", "attempts"))
             };
+            let mut kit = Vec::new();
+            if !w.can.is_empty() {
+                kit.push(format!("can {}", w.can.join(", ")));
+            }
+            if let Some(model) = &w.model {
+                kit.push(format!("model {model}"));
+            }
+            let kit = if kit.is_empty() { String::new() } else { format!(" ({})", kit.join("; ")) };
             let ended = match w.chats_ended {
                 0 => String::new(),
                 n => format!(", {} back to the queue when its chat ended", plural(count(n), "task", "tasks")),
             };
             let _ = writeln!(
                 out,
-                "  worker {:<13} {} accepted, {} rejected, {busy}{ended}{}",
+                "  worker {:<13} {} accepted, {} rejected, {busy}{ended}{}{kit}",
                 w.name,
                 w.accepted,
                 w.rejections,

@@ -41,6 +41,10 @@ pub struct TaskSpec {
     /// default) or sends it to the engineer as a question (`ask`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub over_budget: Option<OverBudget>,
+    /// mcc extension: what a worker must say it can do (`--can`) to be
+    /// given this task by default, such as `["rust"]`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub needs: Vec<String>,
     #[serde(flatten)]
     pub extra: Map<String, Value>,
 }
@@ -187,6 +191,7 @@ impl TaskSpec {
             lease: None,
             budget: None,
             over_budget: None,
+            needs: Vec::new(),
             extra: Map::new(),
         }
     }

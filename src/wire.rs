@@ -7,7 +7,7 @@ use serde_json::Value;
 
 pub mod views;
 
-pub use views::{Delta, Page, Presence, Snapshot, Stuck, Summary, TaskInfo, TaskSummary, WorkerView};
+pub use views::{Delta, Page, Presence, Snapshot, Stuck, Summary, TaskInfo, TaskSummary, UnmetNeed, WorkerView};
 
 /// The largest frame a hub reads unless started with `--max-frame-bytes`;
 /// the client sizes what it sends by it too.
@@ -42,6 +42,13 @@ pub enum ClientMsg {
     Next {
         worker: String,
         wait_ms: Option<u64>,
+        /// What the worker can do (`--can rust,docs`), matched against tasks'
+        /// `needs`; the hub keeps the last it was told.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        can: Vec<String>,
+        /// The model the worker runs (`--model opus`), for the workflow's `assign`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        model: Option<String>,
     },
     Done {
         worker: String,
@@ -452,10 +459,14 @@ pub struct Waiting {
     /// The files reserved by them.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub files: Vec<String>,
+    /// What the tasks need that the worker lacks (`capability`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub needs: Vec<String>,
 }
 
 /// What a worker offered nothing waits for, sent as `reservations`,
-/// `answer`, `dependencies`, `in_progress`, `phase`, `workflow` or `budget`.
+/// `answer`, `dependencies`, `in_progress`, `phase`, `workflow`, `budget`,
+/// `capability` or `cap`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum WaitingFor {
@@ -473,6 +484,10 @@ pub enum WaitingFor {
     Workflow,
     /// The run's or the phase's budget is spent: `mcc budget set` raises it.
     Budget,
+    /// The ready tasks need a capability the worker did not name (`--can`).
+    Capability,
+    /// Ready tasks wait for a `max_workers` cap of their phase or type.
+    Cap,
     /// A reason a newer hub gives, kept as it was sent.
     #[serde(untagged)]
     Other(String),
@@ -801,7 +816,7 @@ mod tests {
 
     #[test]
     fn a_client_message_goes_out_in_the_wire_shape_and_parses_back() {
-        let msg = ClientMsg::Next { worker: "w".into(), wait_ms: Some(5) };
+        let msg = ClientMsg::Next { worker: "w".into(), wait_ms: Some(5), can: Vec::new(), model: None };
         let text = msg.to_json();
         assert_eq!(
             serde_json::from_str::<Value>(&text).unwrap(),
@@ -838,6 +853,8 @@ mod tests {
             (WaitingFor::Phase, "phase"),
             (WaitingFor::Workflow, "workflow"),
             (WaitingFor::Budget, "budget"),
+            (WaitingFor::Capability, "capability"),
+            (WaitingFor::Cap, "cap"),
             (WaitingFor::Other("a_later_reason".into()), "a_later_reason"),
         ];
         for (kind, name) in kinds {

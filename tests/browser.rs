@@ -168,8 +168,13 @@ fn the_live_page_shows_tasks_and_workers_and_follows_a_task_from_ready_to_accept
     page.wait_for("b ready", &format!("{} === 'ready'", state_of("b")));
 
     // Follow b as it moves, each step pushed to the page by the hub.
-    assert_eq!(project.mcc().args(["worker", "next", "--as", "w2", "--wait", "0s"]).run().code, 0);
+    let w2 = ["worker", "next", "--as", "w2", "--wait", "0s", "--can", "docs", "--model", "opus"];
+    assert_eq!(project.mcc().args(w2).run().code, 0);
     page.wait_for("b assigned to w2", &format!("{} === 'assigned'", state_of("b")));
+    page.wait_for(
+        "w2's capabilities and model beside its name",
+        "document.querySelector('[data-worker=\"w2\"] [data-kit]')?.textContent === '(can docs; model opus)'",
+    );
     page.wait_for("w2 holding b", "document.querySelector('[data-worker=\"w2\"]')?.dataset.holding === 'b'");
     project.write("b.md", "done");
     let done = project.mcc().args(["worker", "done", "b", "--as", "w2", "--deliverable", "b.md", "--wait", "0s"]).run();

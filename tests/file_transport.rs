@@ -259,7 +259,7 @@ fn file_transport_latency() {
     let project = Project::new();
     let _hub = Hub::start(project.root(), &[]);
     let state = mcc::Layout::of_root(project.root());
-    let msg = mcc::ClientMsg::Next { worker: "bench".into(), wait_ms: Some(0) };
+    let msg = mcc::ClientMsg::Next { worker: "bench".into(), wait_ms: Some(0), can: Vec::new(), model: None };
     let mut took: Vec<Duration> = (0..400)
         .map(|_| {
             let start = Instant::now();

@@ -33,6 +33,7 @@ mod races;
 mod remote;
 mod remote_files;
 mod reports;
+mod routing;
 mod run;
 mod scheduling;
 mod security;

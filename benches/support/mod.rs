@@ -83,6 +83,11 @@ impl Hub {
         connect_with_token(&self.url, Some(&self.token))
     }
 
+    /// The hub's process id (its CPU time is in `/proc/PID/stat`).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// SIGKILL, and wait until it is gone.
     pub fn kill(&mut self) {
         let _ = self.child.kill();

@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use clap::{Args, Subcommand};
 
 use super::exit;
+use crate::client::worker::{self as verbs, Kit};
 
 const WORKER: &str = include_str!("../../rules/worker.md");
 const COORDINATOR: &str = include_str!("../../rules/coordinator.md");
@@ -40,6 +41,12 @@ pub struct InstallArgs {
     /// (for editors whose PATH lacks ~/.cargo/bin); an mcc entry already there gets it too.
     #[arg(long, conflicts_with = "no_mcp")]
     pub absolute: bool,
+    /// What this project's worker chats can do, such as rust,docs: the rules and the MCP server say it on every `next`.
+    #[arg(long, value_name = "LIST", value_delimiter = ',', value_parser = verbs::capability)]
+    pub can: Vec<String>,
+    /// The model this project's worker chats run, such as opus, said the same way.
+    #[arg(long, value_name = "NAME", value_parser = verbs::capability)]
+    pub model: Option<String>,
 }
 
 pub fn run(cmd: RulesCmd) -> u8 {
@@ -58,7 +65,8 @@ pub fn run(cmd: RulesCmd) -> u8 {
         None
     };
     let mcp = (!args.no_mcp).then(|| command.unwrap_or_else(|| MCP_COMMAND.to_owned()));
-    match install(&args.dir, mcp.as_deref()) {
+    let kit = Kit { can: args.can, model: args.model };
+    match install(&args.dir, mcp.as_deref(), &kit) {
         Ok(written) => {
             for line in written {
                 println!("{line}");
@@ -78,9 +86,18 @@ pub fn run(cmd: RulesCmd) -> u8 {
     }
 }
 
-/// The section placed in AGENTS.md.
-pub fn section() -> String {
-    format!("{BEGIN}\n# mcc: several chats, one project\n\n{WORKER}\n{COORDINATOR}{END}\n")
+/// The section placed in AGENTS.md, telling workers what to say of
+/// themselves on `next` when `kit` is set.
+pub fn section_for(kit: &Kit) -> String {
+    let said = if kit.args().is_empty() {
+        String::new()
+    } else {
+        format!(
+            "\nIn this project add `{}` to `mcc worker next` (the hub keeps it): tasks that need what you can do come to you.\n",
+            kit.args().join(" ")
+        )
+    };
+    format!("{BEGIN}\n# mcc: several chats, one project\n\n{WORKER}{said}\n{COORDINATOR}{END}\n")
 }
 
 /// A file's text, or "" when it does not exist. Any other failure (not
@@ -100,12 +117,13 @@ fn read_or_empty(path: &Path) -> Result<String, String> {
 /// command that starts `mcc`: `mcc`, or this binary's absolute path), every
 /// MCP settings file is read and merged first, so one that cannot be read
 /// stops the install before anything is written.
-pub fn install(root: &Path, mcp: Option<&str>) -> Result<Vec<String>, String> {
+pub fn install(root: &Path, mcp: Option<&str>, kit: &Kit) -> Result<Vec<String>, String> {
     let io = |path: &Path, e: std::io::Error| format!("{}: {e}", path.display());
     let servers = match mcp {
-        Some(command) => mcp_settings(root, command)?,
+        Some(command) => mcp_settings(root, command, &kit.args())?,
         None => Vec::new(),
     };
+    let section = || section_for(kit);
     let mut written = Vec::new();
     if section().len() >= AGENTS_LIMIT {
         return Err(format!(
@@ -167,18 +185,18 @@ struct McpChange {
 }
 
 /// Merge the `mcc` server into every agent's MCP settings, in memory.
-fn mcp_settings(root: &Path, command: &str) -> Result<Vec<McpChange>, String> {
+fn mcp_settings(root: &Path, command: &str, kit: &[String]) -> Result<Vec<McpChange>, String> {
     let mut changes = Vec::new();
     for (rel, agent) in
         [(".mcp.json", "Claude Code"), (".cursor/mcp.json", "Cursor"), (".gemini/settings.json", "Gemini CLI")]
     {
         let path = root.join(rel);
-        let (text, said) = merge_json(&read_settings(&path)?, command).map_err(|e| refuse(&path, &e))?;
+        let (text, said) = merge_json(&read_settings(&path)?, command, kit).map_err(|e| refuse(&path, &e))?;
         changes.push(McpChange { line: format!("{rel}: {said} ({agent})"), path, text });
     }
     let rel = ".codex/config.toml";
     let path = root.join(rel);
-    let (text, said) = merge_toml(&read_settings(&path)?, command).map_err(|e| refuse(&path, &e))?;
+    let (text, said) = merge_toml(&read_settings(&path)?, command, kit).map_err(|e| refuse(&path, &e))?;
     changes.push(McpChange {
         line: format!("{rel}: {said} (Codex; it reads a project's .codex/ once you trust the project)"),
         path,
@@ -204,7 +222,8 @@ fn refuse(path: &Path, why: &str) -> String {
 }
 
 /// `{"mcpServers": {"mcc": {...}}}` merged into a JSON settings file.
-fn merge_json(old: &str, command: &str) -> Result<(Option<String>, &'static str), String> {
+fn merge_json(old: &str, command: &str, kit: &[String]) -> Result<(Option<String>, &'static str), String> {
+    let args: Vec<&str> = MCP_ARGS.iter().copied().chain(kit.iter().map(String::as_str)).collect();
     let mut settings: serde_json::Value = if old.trim().is_empty() {
         serde_json::json!({})
     } else {
@@ -214,6 +233,15 @@ fn merge_json(old: &str, command: &str) -> Result<(Option<String>, &'static str)
     let servers = root.entry("mcpServers").or_insert_with(|| serde_json::json!({}));
     let servers = servers.as_object_mut().ok_or("`mcpServers` is not an object")?;
     let said = match servers.get_mut("mcc") {
+        // What a worker can do, when given, is written over the arguments there: the user asked for it.
+        Some(mcc) if !kit.is_empty() && mcc.get("args") != Some(&serde_json::json!(args)) => {
+            let mcc = mcc.as_object_mut().ok_or("`mcpServers.mcc` is not an object")?;
+            mcc.insert("args".into(), serde_json::json!(args));
+            if command != MCP_COMMAND {
+                mcc.insert("command".into(), serde_json::json!(command));
+            }
+            "mcc MCP server's arguments set to say what its worker can do"
+        }
         // Only an absolute path is written over what is there: the user asked for it.
         Some(mcc) if command != MCP_COMMAND && mcc.get("command").and_then(|c| c.as_str()) != Some(command) => {
             let mcc = mcc.as_object_mut().ok_or("`mcpServers.mcc` is not an object")?;
@@ -222,7 +250,7 @@ fn merge_json(old: &str, command: &str) -> Result<(Option<String>, &'static str)
         }
         Some(_) => return Ok((None, "mcc MCP server already there, kept as is")),
         None => {
-            servers.insert("mcc".into(), serde_json::json!({"command": command, "args": MCP_ARGS}));
+            servers.insert("mcc".into(), serde_json::json!({"command": command, "args": args}));
             "mcc MCP server added"
         }
     };
@@ -231,7 +259,8 @@ fn merge_json(old: &str, command: &str) -> Result<(Option<String>, &'static str)
 }
 
 /// `[mcp_servers.mcc]` merged into Codex's TOML, keeping comments and layout.
-fn merge_toml(old: &str, command: &str) -> Result<(Option<String>, &'static str), String> {
+fn merge_toml(old: &str, command: &str, kit: &[String]) -> Result<(Option<String>, &'static str), String> {
+    let args: toml_edit::Array = MCP_ARGS.iter().copied().chain(kit.iter().map(String::as_str)).collect();
     let mut doc: toml_edit::DocumentMut = old.parse().map_err(|e| format!("not TOML: {e}"))?;
     let servers = doc.entry("mcp_servers").or_insert_with(|| {
         let mut table = toml_edit::Table::new();
@@ -240,6 +269,19 @@ fn merge_toml(old: &str, command: &str) -> Result<(Option<String>, &'static str)
     });
     let servers = servers.as_table_like_mut().ok_or("`mcp_servers` is not a table")?;
     if let Some(mcc) = servers.get_mut("mcc") {
+        let args_there: Option<Vec<String>> = mcc
+            .get("args")
+            .and_then(|a| a.as_array())
+            .map(|a| a.iter().filter_map(|v| v.as_str().map(str::to_owned)).collect());
+        let args_wanted: Vec<String> = args.iter().filter_map(|v| v.as_str().map(str::to_owned)).collect();
+        if !kit.is_empty() && args_there.as_ref() != Some(&args_wanted) {
+            let mcc = mcc.as_table_like_mut().ok_or("`mcp_servers.mcc` is not a table")?;
+            mcc.insert("args", toml_edit::value(args));
+            if command != MCP_COMMAND {
+                mcc.insert("command", toml_edit::value(command));
+            }
+            return Ok((Some(doc.to_string()), "mcc MCP server's arguments set to say what its worker can do"));
+        }
         let there = mcc.get("command").and_then(|c| c.as_str()).map(str::to_owned);
         if command == MCP_COMMAND || there.as_deref() == Some(command) {
             return Ok((None, "mcc MCP server already there, kept as is"));
@@ -250,7 +292,7 @@ fn merge_toml(old: &str, command: &str) -> Result<(Option<String>, &'static str)
     }
     let mut mcc = toml_edit::Table::new();
     mcc.insert("command", toml_edit::value(command));
-    mcc.insert("args", toml_edit::value(MCP_ARGS.iter().copied().collect::<toml_edit::Array>()));
+    mcc.insert("args", toml_edit::value(args));
     servers.insert("mcc", toml_edit::Item::Table(mcc));
     Ok((Some(doc.to_string()), "mcc MCP server added"))
 }
@@ -261,7 +303,8 @@ mod tests {
 
     #[test]
     fn the_agents_section_fits_windsurfs_limit() {
-        assert!(section().len() < AGENTS_LIMIT, "{} characters", section().len());
+        let section = section_for(&Kit::default());
+        assert!(section.len() < AGENTS_LIMIT, "{} characters", section.len());
     }
 
     #[test]
@@ -269,9 +312,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("AGENTS.md"), "# Our project\n\nUse tabs.\n").unwrap();
         std::fs::write(dir.path().join("CLAUDE.md"), "Be terse.\n").unwrap();
-        install(dir.path(), Some(MCP_COMMAND)).unwrap();
+        install(dir.path(), Some(MCP_COMMAND), &Kit::default()).unwrap();
         let once = std::fs::read_to_string(dir.path().join("AGENTS.md")).unwrap();
-        install(dir.path(), Some(MCP_COMMAND)).unwrap();
+        install(dir.path(), Some(MCP_COMMAND), &Kit::default()).unwrap();
         let twice = std::fs::read_to_string(dir.path().join("AGENTS.md")).unwrap();
         assert_eq!(once, twice);
         assert!(twice.starts_with("# Our project\n\nUse tabs.\n") && twice.contains("mcc worker next --as NAME"));
@@ -286,8 +329,8 @@ mod tests {
     #[test]
     fn absolute_writes_the_binarys_path_into_every_mcp_config_even_over_an_earlier_mcc_entry() {
         let dir = tempfile::tempdir().unwrap();
-        install(dir.path(), Some(MCP_COMMAND)).unwrap();
-        install(dir.path(), Some("/opt/bin/mcc")).unwrap();
+        install(dir.path(), Some(MCP_COMMAND), &Kit::default()).unwrap();
+        install(dir.path(), Some("/opt/bin/mcc"), &Kit::default()).unwrap();
         for rel in [".mcp.json", ".cursor/mcp.json", ".gemini/settings.json"] {
             let settings: serde_json::Value =
                 serde_json::from_str(&std::fs::read_to_string(dir.path().join(rel)).unwrap()).unwrap();
@@ -297,7 +340,26 @@ mod tests {
         let codex = std::fs::read_to_string(dir.path().join(".codex/config.toml")).unwrap();
         assert!(codex.contains("command = \"/opt/bin/mcc\""), "{codex}");
         // Without --absolute, a path the user chose is kept.
-        install(dir.path(), Some(MCP_COMMAND)).unwrap();
+        install(dir.path(), Some(MCP_COMMAND), &Kit::default()).unwrap();
         assert!(std::fs::read_to_string(dir.path().join(".mcp.json")).unwrap().contains("/opt/bin/mcc"));
+    }
+
+    #[test]
+    fn an_install_with_can_and_model_carries_them_into_the_rules_and_every_mcp_config() {
+        let dir = tempfile::tempdir().unwrap();
+        install(dir.path(), Some(MCP_COMMAND), &Kit::default()).unwrap();
+        let kit = Kit { can: vec!["rust".into(), "docs".into()], model: Some("opus".into()) };
+        install(dir.path(), Some(MCP_COMMAND), &kit).unwrap();
+        let wanted = serde_json::json!(["mcp", "--can", "rust,docs", "--model", "opus"]);
+        for rel in [".mcp.json", ".cursor/mcp.json", ".gemini/settings.json"] {
+            let settings: serde_json::Value =
+                serde_json::from_str(&std::fs::read_to_string(dir.path().join(rel)).unwrap()).unwrap();
+            assert_eq!(settings["mcpServers"]["mcc"]["args"], wanted, "{rel}");
+        }
+        let codex = std::fs::read_to_string(dir.path().join(".codex/config.toml")).unwrap();
+        assert!(codex.contains(r#"args = ["mcp", "--can", "rust,docs", "--model", "opus"]"#), "{codex}");
+        let agents = std::fs::read_to_string(dir.path().join("AGENTS.md")).unwrap();
+        assert!(agents.contains("add `--can rust,docs --model opus` to `mcc worker next`"), "{agents}");
+        assert!(section_for(&kit).len() < AGENTS_LIMIT);
     }
 }

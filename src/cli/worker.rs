@@ -22,7 +22,8 @@ pub fn run(cmd: WorkerCmd, options: crate::client::Options) -> u8 {
             if let Some(name) = a.who.name.as_deref().filter(|n| !n.trim().is_empty()) {
                 watcher::ensure(name, a.who.hub.as_deref(), options);
             }
-            (verbs::next(&a.who.worker(options), a.wait.wait), a.who.json)
+            let who = verbs::Worker { kit: a.kit.clone(), ..a.who.worker(options) };
+            (verbs::next(&who, a.wait.wait), a.who.json)
         }
         WorkerCmd::Done(a) => (verbs::done(&a.who.worker(options), &a.verb()), a.who.json),
         WorkerCmd::Block(a) => (verbs::block(&a.who.worker(options), &a.verb()), a.who.json),

@@ -136,6 +136,7 @@ fn from_snapshot(snapshot: Snapshot) -> (Summary, Vec<TaskSummary>) {
         problems: snapshot.problems,
         log: snapshot.log,
         budgets: snapshot.budgets,
+        unmet_needs: snapshot.unmet_needs,
     };
     (summary, snapshot.tasks)
 }
@@ -298,8 +299,26 @@ pub fn render(s: &Summary, url: &str) -> String {
         let score = w.score.map(|n| format!(", score {n}")).unwrap_or_default();
         let hand_over = if w.hand_over { ", told to hand over" } else { "" };
         let seen = w.last_seen_ms_ago.map(|ms| format!(", seen {}s ago", ms / 1000)).unwrap_or_default();
+        let kit = match (w.can.is_empty(), &w.model) {
+            (true, None) => String::new(),
+            (false, None) => format!(", can {}", w.can.join(", ")),
+            (true, Some(model)) => format!(", model {model}"),
+            (false, Some(model)) => format!(", can {}; model {model}", w.can.join(", ")),
+        };
         let presence = presence_of(w);
-        line(format!("worker {}: {holding}, {} accepted{score}{seen}{hand_over}{presence}", w.name, w.accepted));
+        line(format!("worker {}: {holding}, {} accepted{score}{seen}{hand_over}{presence}{kit}", w.name, w.accepted));
+    }
+    if !s.unmet_needs.is_empty() {
+        let needs: Vec<String> = s
+            .unmet_needs
+            .iter()
+            .map(|u| format!("`{}` ({} ready {})", u.need, u.tasks, if u.tasks == 1 { "task" } else { "tasks" }))
+            .collect();
+        let first = &s.unmet_needs[0].need;
+        line(format!(
+            "needs no worker here has: {}; start one with `mcc worker next --as NAME --can {first}`",
+            needs.join(", ")
+        ));
     }
     for t in &s.questions {
         line(format!("question on {}: {}", t.id, t.question.as_deref().unwrap_or("")));

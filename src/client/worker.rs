@@ -34,6 +34,46 @@ pub struct Worker {
     pub options: super::Options,
     /// Work in a git worktree of its own under `.mcc/worktrees/` (`--worktree`).
     pub worktree: bool,
+    /// What it can do and which model it runs, said with every `next`.
+    pub kit: Kit,
+}
+
+/// What a worker says of itself on `next`: `mcc worker next`, `mcc worker
+/// run` and `mcc mcp` take these options; the hub keeps the last it was told.
+#[derive(Debug, Clone, Default, PartialEq, Eq, clap::Args)]
+pub struct Kit {
+    /// What you can do, comma-separated, such as rust,docs: tasks whose `needs` you have come to you (or set `MCC_CAN`).
+    #[arg(long, env = "MCC_CAN", value_name = "LIST", value_delimiter = ',', value_parser = capability)]
+    pub can: Vec<String>,
+    /// The model you run, such as opus: the workflow's `assign` may route by it (or set `MCC_MODEL`).
+    #[arg(long, env = "MCC_MODEL", value_name = "NAME", value_parser = capability)]
+    pub model: Option<String>,
+}
+
+impl Kit {
+    /// The options as typed on a command line (`--can rust,docs --model opus`), empty when none.
+    pub fn args(&self) -> Vec<String> {
+        let mut args = Vec::new();
+        if !self.can.is_empty() {
+            args.extend(["--can".to_owned(), self.can.join(",")]);
+        }
+        if let Some(model) = &self.model {
+            args.extend(["--model".to_owned(), model.clone()]);
+        }
+        args
+    }
+}
+
+/// A capability or model name: a word of letters, digits, `-`, `_`, `.`, `:` or `/`.
+pub fn capability(text: &str) -> Result<String, String> {
+    let word = text.trim();
+    let fine = |c: char| c.is_alphanumeric() || "-_.:/".contains(c);
+    if word.is_empty() || word.len() > 64 || !word.chars().all(fine) {
+        return Err(format!(
+            "`{text}` is not a name such as rust or claude-opus-4: use letters, digits, - _ . : / (at most 64)"
+        ));
+    }
+    Ok(word.to_owned())
 }
 
 /// `done`: a task finished, with the files written.
@@ -172,7 +212,14 @@ impl Answer {
 
 /// Get the task held, or a new one, waiting up to `wait` when none is ready.
 pub fn next(worker: &Worker, wait: Duration) -> Answer {
-    exchange(worker, wait, |name, _| Ok(ClientMsg::Next { worker: name.to_owned(), wait_ms: Some(ms(wait)) }))
+    exchange(worker, wait, |name, _| {
+        Ok(ClientMsg::Next {
+            worker: name.to_owned(),
+            wait_ms: Some(ms(wait)),
+            can: worker.kit.can.clone(),
+            model: worker.kit.model.clone(),
+        })
+    })
 }
 
 /// Report a task done; the answer is the verdict and the next task.

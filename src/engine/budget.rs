@@ -379,6 +379,13 @@ impl Engine {
 
 impl Waiting {
     fn budget(text: String) -> Self {
-        Self { kind: WaitingFor::Budget, text, tasks: Vec::new(), workers: Vec::new(), files: Vec::new() }
+        Self {
+            kind: WaitingFor::Budget,
+            text,
+            tasks: Vec::new(),
+            workers: Vec::new(),
+            files: Vec::new(),
+            needs: Vec::new(),
+        }
     }
 }

@@ -357,6 +357,8 @@ pub struct Engine {
     notes: Notes,
     /// `show_task` history reads running (see `views.rs`).
     history_reads: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    /// An upload folder may be under `.mcc/uploads/` (see `uploads.rs`).
+    uploads_seen: bool,
     /// The writer stopped on a failed commit.
     store_failed: bool,
     policy: Box<dyn Policy>,
@@ -468,6 +470,7 @@ impl Engine {
         let handle = std::thread::Builder::new()
             .name("mcc-engine".into())
             .spawn(move || {
+                let uploads_seen = uploads::any_at_start(&config.state_dir);
                 // Built here: a workflow's Lua state never leaves this thread.
                 let mut engine = Engine {
                     config,
@@ -477,6 +480,7 @@ impl Engine {
                     pending_meta: Vec::new(),
                     notes: Notes::default(),
                     history_reads: std::sync::Arc::default(),
+                    uploads_seen,
                     store_failed: false,
                     policy: Box::new(DefaultPolicy),
                     workflow_path: None,
@@ -843,10 +847,13 @@ impl Engine {
                 let status = self.old_status();
                 self.send(conn, status);
             }
-            ClientMsg::Next { worker, wait_ms } => {
+            ClientMsg::Next { worker, wait_ms, can, model } => {
                 if let Some(err) = bad_name(&worker) {
                     self.send(conn, err);
                     return;
+                }
+                if !can.is_empty() || model.is_some() {
+                    self.scheduler.set_kit(&worker, can, model, now);
                 }
                 self.offer(conn, &worker, Self::wait_of(wait_ms), Reply::Offer, now);
             }

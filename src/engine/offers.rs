@@ -12,7 +12,7 @@ use std::fmt::Write as _;
 use std::time::{Duration, Instant};
 
 use super::{ConnId, Engine, MAX_WAITERS, ProblemKind, Reply, Waiter, budget};
-use crate::scheduler::{self, Idle};
+use crate::scheduler::{self, Cap, Idle, Passed};
 use crate::wire::{Offer, ServerMsg, Waiting, WaitingFor};
 
 /// Workers waiting for work, in the order they started waiting, with their
@@ -164,10 +164,16 @@ impl Engine {
                 Some(self.task_offer(worker, &id, false))
             }
             Ok(scheduler::Offer::NotGrantable(id)) => {
+                let cap = self.scheduler.task(&id).and_then(|t| self.scheduler.cap_reached(t));
+                let why = match cap {
+                    Some(Cap::Phase { name, max }) => format!("whose phase {name} already has its {max} out at once"),
+                    Some(Cap::Kind { name, max }) => format!("whose type {name} already has its {max} out at once"),
+                    None => "which is not among the ready tasks".to_owned(),
+                };
                 self.problem(
                     ProblemKind::AssignChoseUnready,
                     &id,
-                    format!("workflow assign chose `{id}`, which is not among the ready tasks; {worker} got nothing"),
+                    format!("workflow assign chose `{id}`, {why}; {worker} got nothing"),
                 );
                 None
             }
@@ -298,6 +304,9 @@ impl Engine {
             return why;
         }
         if !self.scheduler.candidates(1).is_empty() {
+            if let Some(passed) = self.scheduler.passed(worker) {
+                return self.passed_over(worker, passed);
+            }
             // Something is grantable, yet the workflow gave this worker none.
             let text = if self.problems.any(ProblemKind::WorkflowNotLoaded) {
                 format!("{ready} ready, but nothing is handed out until the workflow loads (see `mcc status`)")
@@ -327,6 +336,7 @@ impl Engine {
                     tasks,
                     workers: workers.into_iter().flatten().collect(),
                     files,
+                    needs: Vec::new(),
                 }
             }
             Idle::Answer { blocked, tasks } => {
@@ -378,9 +388,60 @@ impl Engine {
     }
 }
 
+impl Engine {
+    /// Why `worker` gets none of the grantable tasks: a cap holds them, or
+    /// they need what it did not say it can do.
+    fn passed_over(&self, worker: &str, passed: Passed) -> Waiting {
+        match passed {
+            Passed::Capped { cap, busy } => {
+                let (scope, max) = match &cap {
+                    Cap::Phase { name, max } => (format!("phase {name} allows"), *max),
+                    Cap::Kind { name, max } => (format!("tasks of type {name} allow"), *max),
+                };
+                let shown: Vec<String> =
+                    busy.iter().map(|(t, w)| w.as_ref().map_or_else(|| t.clone(), |w| format!("{t} ({w})"))).collect();
+                let text = format!(
+                    "{scope} {max} {} at once ({} busy: {}); ask again when one is done",
+                    plural(max, "worker", "workers"),
+                    busy.len(),
+                    list(&shown)
+                );
+                let (tasks, workers) = busy.into_iter().unzip::<_, _, Vec<_>, Vec<_>>();
+                Waiting {
+                    tasks,
+                    workers: workers.into_iter().flatten().collect(),
+                    ..Waiting::new(WaitingFor::Cap, text)
+                }
+            }
+            Passed::Lacks { tasks, first, missing } => {
+                let needs: Vec<String> = missing.iter().map(|n| format!("`{n}`")).collect();
+                let said = match self.scheduler.worker(worker).map(scheduler::Worker::can) {
+                    Some(can) if !can.is_empty() => format!("it can: {}", can.join(", ")),
+                    _ => "it named none with --can".to_owned(),
+                };
+                let text = format!(
+                    "{tasks} {} {}, which {worker} does not have ({said})",
+                    plural(tasks, "task needs", "tasks need"),
+                    and_list(&needs),
+                );
+                Waiting { tasks: first, needs: missing, ..Waiting::new(WaitingFor::Capability, text) }
+            }
+        }
+    }
+}
+
 impl Waiting {
     fn new(kind: WaitingFor, text: String) -> Self {
-        Self { kind, text, tasks: Vec::new(), workers: Vec::new(), files: Vec::new() }
+        Self { kind, text, tasks: Vec::new(), workers: Vec::new(), files: Vec::new(), needs: Vec::new() }
+    }
+}
+
+/// `a`, `a and b`, `a, b and c`.
+fn and_list(items: &[String]) -> String {
+    match items.split_last() {
+        None => String::new(),
+        Some((last, [])) => last.clone(),
+        Some((last, rest)) => format!("{} and {last}", rest.join(", ")),
     }
 }
 

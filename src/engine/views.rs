@@ -13,7 +13,8 @@ use super::{ConnId, Engine, Role};
 use crate::scheduler::{self, Refusal, TaskId, TaskState};
 use crate::store::read::{task_info, task_summary};
 use crate::wire::{
-    ClientMsg, Page, ServerMsg, Snapshot, Stuck, SubscriptionView, Summary, TaskInfo, TaskSummary, WorkerView,
+    ClientMsg, Page, ServerMsg, Snapshot, Stuck, SubscriptionView, Summary, TaskInfo, TaskSummary, UnmetNeed,
+    WorkerView,
 };
 
 mod delta;
@@ -104,8 +105,18 @@ impl Engine {
             counts: self.counts(),
             problems: self.problems.clone(),
             log: self.log.clone(),
+            unmet_needs: self.unmet_needs(),
             ..Summary::default()
         }
+    }
+
+    /// Needs of ready tasks no worker here has: here is seen within a
+    /// lease, as a worker between two commands still is.
+    fn unmet_needs(&self) -> Vec<UnmetNeed> {
+        let now = Instant::now();
+        let within = self.scheduler.settings.lease;
+        let here = |w: &scheduler::Worker| w.last_seen().is_some_and(|at| now.saturating_duration_since(at) <= within);
+        self.scheduler.needs_unmet(here).into_iter().map(|(need, tasks)| UnmetNeed { need, tasks }).collect()
     }
 
     /// Every task in one message, for old scripts: the summary's parts
@@ -167,6 +178,8 @@ impl Engine {
             waiting,
             waiting_on: waiting.then(|| self.waiting(w.name()).text),
             hand_over: w.must_hand_over(),
+            can: w.can().to_vec(),
+            model: w.model().map(str::to_owned),
             ..WorkerView::default()
         };
         self.presences.show(w.name(), now, &mut view);

@@ -32,11 +32,24 @@ pub(super) struct Phase {
     pub(super) choose: Option<Function>,
     /// What the phase's attempts may spend together.
     pub(super) budget: Option<Usage>,
+    /// The most tasks of this phase out (assigned or submitted) at once.
+    pub(super) max_workers: Option<usize>,
 }
 
-const WORKFLOW_FIELDS: [&str; 9] =
-    ["name", "phases", "lease", "max_attempts", "wait", "quiet_after", "presence_grace", "budget", "worktree"];
-const PHASE_FIELDS: [&str; 9] = ["name", "tasks", "split", "assign", "accept", "complete", "on", "choose", "budget"];
+const WORKFLOW_FIELDS: [&str; 10] = [
+    "name",
+    "phases",
+    "lease",
+    "max_attempts",
+    "wait",
+    "quiet_after",
+    "presence_grace",
+    "budget",
+    "max_workers",
+    "worktree",
+];
+const PHASE_FIELDS: [&str; 10] =
+    ["name", "tasks", "split", "assign", "accept", "complete", "on", "choose", "budget", "max_workers"];
 /// The fields of a `budget` table (a workflow's, a phase's, a task's).
 pub(super) const BUDGET_FIELDS: [&str; 2] = ["usd", "tokens"];
 const HOOKS: [&str; 6] = ["worker_joined", "worker_quiet", "task_blocked", "task_failed", "timer", "files"];
@@ -65,6 +78,16 @@ pub(super) fn read_budget(b: &Table) -> Result<Usage, String> {
         return Err("give `usd`, `tokens` or both, such as { usd = 25 }".to_owned());
     }
     Ok(limit)
+}
+
+/// A whole number of 1 or more (a Lua integer, or a float with no fraction).
+fn whole(value: &Value) -> Option<usize> {
+    match value {
+        Value::Integer(n) if *n >= 1 => usize::try_from(*n).ok(),
+        #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss, reason = "checked whole and positive")]
+        Value::Number(f) if *f >= 1.0 && f.fract() == 0.0 && *f < 1e9 => Some(*f as usize),
+        _ => None,
+    }
 }
 
 /// The string keys of a table (a workflow, a phase, `on`), in no set order.
@@ -174,6 +197,7 @@ impl Workflow {
         }
         let run_budget = self.budget_of(&t, "the workflow", "", &mut errors);
         self.spend_limits.run = run_budget;
+        self.kind_caps(&t, &mut errors);
         match t.get::<Value>("phases") {
             Ok(Value::Table(phases)) => {
                 for (i, value) in phases.sequence_values::<Value>().enumerate() {
@@ -189,6 +213,9 @@ impl Workflow {
                     }
                     if let Some(limit) = phase.budget {
                         self.spend_limits.phases.insert(phase.name.clone(), limit);
+                    }
+                    if let Some(max) = phase.max_workers {
+                        self.caps.phases.insert(phase.name.clone(), max);
                     }
                     self.phases.push(phase);
                 }
@@ -238,6 +265,39 @@ impl Workflow {
                 errors.push(format!("{}: {e}", place()));
                 None
             }
+        }
+    }
+
+    /// The workflow's `max_workers = { review = 1 }`: how many tasks of each
+    /// type may be out at once. A number alone is refused: it is a phase's.
+    fn kind_caps(&mut self, t: &Table, errors: &mut Vec<String>) {
+        let here = self.place_key("max_workers", "max_workers");
+        match t.get::<Value>("max_workers") {
+            Ok(Value::Nil) => {}
+            Ok(Value::Table(by_kind)) => {
+                for pair in by_kind.pairs::<Value, Value>() {
+                    let Ok((kind, max)) = pair else { continue };
+                    let kind = match kind {
+                        Value::String(s) => s.to_string_lossy(),
+                        other => {
+                            errors.push(format!(
+                                "{}: `max_workers` of the workflow is keyed by task type, such as {{ review = 1 }}, not by {}",
+                                here,
+                                other.type_name()
+                            ));
+                            continue;
+                        }
+                    };
+                    match whole(&max) {
+                        Some(n) => {
+                            self.caps.kinds.insert(kind, n);
+                        }
+                        None => errors.push(format!("{here}: `max_workers.{kind}` must be a whole number of 1 or more (tasks of type {kind} out at once)")),
+                    }
+                }
+            }
+            Ok(_) => errors.push(format!("{here}: `max_workers` of the workflow is a table by task type, such as max_workers = {{ review = 1 }}; a phase takes a number (max_workers = 2)")),
+            Err(e) => errors.push(format!("{here}: {e}")),
         }
     }
 
@@ -355,6 +415,23 @@ impl Workflow {
         if tasks.is_some() && split.is_some() {
             errors.push(format!("{here}: phase \"{name}\" has both `tasks` and `split`; keep one"));
         }
+        let max_workers = match t.get::<Value>("max_workers") {
+            Ok(Value::Nil) => None,
+            Ok(value) => {
+                let n = whole(&value);
+                if n.is_none() {
+                    errors.push(format!(
+                        "{}: `max_workers` of phase \"{name}\" must be a whole number of 1 or more (its tasks out at once)",
+                        self.place_key("max_workers", &format!("\"{name}\""))
+                    ));
+                }
+                n
+            }
+            Err(e) => {
+                errors.push(format!("{here}: {e}"));
+                None
+            }
+        };
         let on = match t.get::<Value>("on") {
             Ok(Value::Nil) => Hooks::default(),
             Ok(Value::Table(on)) => Self::read_hooks(&name, &here, &on, errors),
@@ -364,7 +441,18 @@ impl Workflow {
             }
         };
         let budget = self.budget_of(&t, &format!("phase \"{name}\""), &format!("\"{name}\""), errors);
-        (errors.len() == before).then_some(Phase { name, tasks, split, assign, accept, complete, on, choose, budget })
+        (errors.len() == before).then_some(Phase {
+            name,
+            tasks,
+            split,
+            assign,
+            accept,
+            complete,
+            on,
+            choose,
+            budget,
+            max_workers,
+        })
     }
 
     fn read_hooks(name: &str, here: &str, on: &Table, errors: &mut Vec<String>) -> Hooks {

@@ -133,6 +133,8 @@ pub struct Workflow {
     name: String,
     phases: Vec<Phase>,
     max_attempts: Option<u32>,
+    /// `max_workers` of the phases and of the workflow (by task type).
+    caps: crate::scheduler::Caps,
     /// The workflow's `presence_grace`, over the hub's `--presence-grace`.
     presence_grace: Option<Duration>,
     /// The workflow's `worktree` when it says one (true: every worker in a git worktree of its own).

@@ -225,6 +225,7 @@ impl Policy for Workflow {
         if let Some(n) = self.max_attempts {
             scheduler.settings.max_attempts = n;
         }
+        scheduler.set_caps(self.caps.clone());
         if let Some(grace) = self.presence_grace {
             scheduler.settings.presence_grace = grace;
         }

@@ -14,6 +14,7 @@ use super::Shared;
 /// file is added to `workflows/recipes/`.
 pub const BUILT_IN: &[(&str, &str)] = &[
     ("fanout", include_str!("../../workflows/recipes/fanout.lua")),
+    ("routing", include_str!("../../workflows/recipes/routing.lua")),
     ("best-of-3", include_str!("../../workflows/recipes/best-of-3.lua")),
 ];
 

@@ -172,6 +172,7 @@ impl Workflow {
             name: String::new(),
             phases: Vec::new(),
             max_attempts: None,
+            caps: crate::scheduler::Caps::default(),
             presence_grace: None,
             worktree: None,
             quiet_after: Duration::from_mins(10),

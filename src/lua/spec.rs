@@ -1,6 +1,6 @@
 //! Task tables (what `split`, `tasks` and `ctx.add_task` give) into
 //! [`TaskSpec`]s. Short names (`read`, `write`, `criteria`, `validation`,
-//! `after`, `rules`) and the old protocol's nested names are both accepted;
+//! `after`, `rules`, `kind`) and the old protocol's names are both accepted;
 //! any other field, or a field of the wrong type, is an error naming it.
 
 use mlua::{Lua, LuaSerdeExt, Value};
@@ -10,7 +10,7 @@ use super::{errors, limits};
 use crate::task::TaskSpec;
 
 /// Short name → (object it lives in, old-protocol name).
-const SHORT: [(&str, Option<&str>, &str); 8] = [
+const SHORT: [(&str, Option<&str>, &str); 9] = [
     ("read", Some("context"), "targetFiles"),
     ("write", Some("context"), "outputFiles"),
     ("requirements", Some("context"), "requirements"),
@@ -19,10 +19,11 @@ const SHORT: [(&str, Option<&str>, &str); 8] = [
     ("validation", Some("acceptance"), "validation"),
     ("after", None, "dependencies"),
     ("over_budget", None, "overBudget"),
+    ("kind", None, "type"),
 ];
 
 /// Every field a task table may have.
-const TASK_FIELDS: [&str; 18] = [
+const TASK_FIELDS: [&str; 20] = [
     "id",
     "description",
     "read",
@@ -41,12 +42,14 @@ const TASK_FIELDS: [&str; 18] = [
     "race",
     "budget",
     "over_budget",
+    "needs",
+    "kind",
 ];
 const CONTEXT_FIELDS: [&str; 4] = ["targetFiles", "outputFiles", "requirements", "relevantRules"];
 const ACCEPTANCE_FIELDS: [&str; 2] = ["criteria", "validation"];
 
 /// Fields holding a list of strings (a single string is a list of one).
-const LISTS: [&str; 10] = [
+const LISTS: [&str; 11] = [
     "read",
     "write",
     "requirements",
@@ -57,9 +60,10 @@ const LISTS: [&str; 10] = [
     "targetFiles",
     "outputFiles",
     "relevantRules",
+    "needs",
 ];
 /// Fields holding one string.
-const STRINGS: [&str; 3] = ["type", "lease", "validation"];
+const STRINGS: [&str; 4] = ["type", "lease", "validation", "kind"];
 
 /// One thing wrong with a task table; `field` is the key to point at in the file.
 #[derive(Debug, Clone, PartialEq)]
@@ -196,7 +200,7 @@ pub fn checked(lua: &Lua, value: Value, default_lease: Option<&str>) -> Result<T
     map.insert("id".into(), Json::String(id.clone()));
     for (short, within, long) in SHORT {
         let Some(v) = map.remove(short) else { continue };
-        let v = if matches!(long, "validation" | "overBudget") { v } else { as_list(v) };
+        let v = if STRINGS.contains(&long) || long == "overBudget" { v } else { as_list(v) };
         match within {
             Some(obj) => {
                 let entry = map.entry(obj).or_insert_with(|| Json::Object(Map::new()));
@@ -211,6 +215,9 @@ pub fn checked(lua: &Lua, value: Value, default_lease: Option<&str>) -> Result<T
     }
     if let Some(deps) = map.remove("dependencies") {
         map.insert("dependencies".into(), as_list(deps));
+    }
+    if let Some(needs) = map.remove("needs") {
+        map.insert("needs".into(), as_list(needs));
     }
     // An empty Lua table reads as an object; the old protocol wants lists.
     for obj in ["context", "acceptance"] {
@@ -334,6 +341,21 @@ mod tests {
         assert!(err.contains("a whole number from 2 to 10, not 1"), "{err}");
         let err = spec_of(r#"{ id = "a", description = "d", races = 3 }"#).expect_err("misspelt");
         assert!(err.contains("unknown field `races` (did you mean `race`?)"), "{err}");
+    }
+
+    #[test]
+    fn needs_and_kind_become_the_tasks_needs_and_type() {
+        let spec = spec_of(r#"{ id = "a", description = "d", needs = "rust", kind = "review" }"#).expect("a good task");
+        assert_eq!(spec.needs, ["rust"]);
+        assert_eq!(spec.kind, "review");
+        let err =
+            spec_of(r#"{ id = "a", description = "d", need = { "rust" }, needs = 3 }"#).expect_err("two problems");
+        for part in [
+            "unknown field `need` (did you mean `needs`?)",
+            "`needs` has the wrong type: expected a string or a list of strings, got number",
+        ] {
+            assert!(err.contains(part), "{part} missing from {err}");
+        }
     }
 
     #[test]

@@ -13,6 +13,8 @@ impl UserData for Task {
         fields.add_field_method_get("id", |_, t| Ok(t.spec.id.clone()));
         fields.add_field_method_get("description", |_, t| Ok(t.spec.description.clone()));
         fields.add_field_method_get("type", |_, t| Ok(t.spec.kind.clone()));
+        fields.add_field_method_get("kind", |_, t| Ok(t.spec.kind.clone()));
+        fields.add_field_method_get("needs", |_, t| Ok(t.spec.needs.clone()));
         fields.add_field_method_get("state", |_, t| Ok(t.state().name()));
         fields.add_field_method_get("attempt", |_, t| Ok(t.attempt()));
         fields.add_field_method_get("holder", |_, t| Ok(t.holder().map(str::to_owned)));
@@ -41,6 +43,8 @@ impl UserData for Worker {
     fn add_fields<F: UserDataFields<Self>>(fields: &mut F) {
         fields.add_field_method_get("name", |_, w| Ok(w.name().to_owned()));
         fields.add_field_method_get("score", |_, w| Ok(w.score()));
+        fields.add_field_method_get("can", |_, w| Ok(w.can().to_vec()));
+        fields.add_field_method_get("model", |_, w| Ok(w.model().map(str::to_owned)));
         fields.add_field_method_get("accepted", |_, w| Ok(w.accepted().to_vec()));
         fields.add_field_method_get("history", |_, w| Ok(w.accepted().to_vec()));
         fields.add_field_method_get("holding", |lua, w| {

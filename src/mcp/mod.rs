@@ -55,6 +55,8 @@ pub struct McpArgs {
     /// Work in a git worktree of the worker's own, `.mcc/worktrees/NAME` (made at the first use; kept until `leave`).
     #[arg(long, env = "MCC_WORKTREE")]
     pub worktree: bool,
+    #[command(flatten)]
+    pub kit: verbs::Kit,
 }
 
 /// `mcc mcp`: serve until the client closes stdin.
@@ -64,7 +66,7 @@ pub fn run(args: McpArgs, options: crate::client::Options) -> u8 {
         format!("mcp-{}", &id[..4])
     });
     hold_presence(&worker, args.hub.clone(), options);
-    let mut server = WorkerTools::new(worker, args.hub, options, args.wait.min(MAX_WAIT));
+    let mut server = WorkerTools::new(worker, args.hub, options, args.wait.min(MAX_WAIT), args.kit);
     server.worktree = args.worktree;
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,
@@ -262,6 +264,8 @@ pub struct WorkerTools {
     wait: Duration,
     /// Work in a worktree of its own (`--worktree`).
     worktree: bool,
+    /// What the worker can do and its model, said with every `next`.
+    kit: verbs::Kit,
     tool_router: ToolRouter<Self>,
 }
 
@@ -277,13 +281,20 @@ fn required<'a>(tool: &str, key: &str, value: &'a str) -> Result<&'a str, CallTo
 
 #[tool_router]
 impl WorkerTools {
-    fn new(worker: String, hub: Option<String>, options: crate::client::Options, wait: Duration) -> Self {
+    fn new(
+        worker: String,
+        hub: Option<String>,
+        options: crate::client::Options,
+        wait: Duration,
+        kit: verbs::Kit,
+    ) -> Self {
         Self {
             worker: Arc::from(worker.as_str()),
             hub,
             options,
             wait,
             worktree: false,
+            kit,
             tool_router: Self::tool_router(),
         }
     }
@@ -294,6 +305,7 @@ impl WorkerTools {
             hub: self.hub.clone(),
             options: self.options,
             worktree: self.worktree,
+            kit: self.kit.clone(),
         }
     }
 

@@ -234,24 +234,19 @@ impl Index {
 
     /// The first `limit` grantable tasks in grant (creation) order.
     pub(super) fn candidates(&self, limit: usize) -> Vec<&TaskId> {
-        let mut lanes: Vec<_> =
-            self.grantable.iter().take(limit).map(|(_, g)| self.groups[*g].ready.iter().peekable()).collect();
-        let mut heap: BinaryHeap<Reverse<(u64, usize)>> = BinaryHeap::new();
-        for (lane, it) in lanes.iter_mut().enumerate() {
-            if let Some((seq, _)) = it.peek() {
-                heap.push(Reverse((*seq, lane)));
-            }
+        self.grantable().take(limit).collect()
+    }
+
+    /// Every grantable task in grant (creation) order, walked lazily: a
+    /// group's lane joins the merge only once its head is next, so taking
+    /// the first few costs O(few × log n) however many groups are grantable.
+    pub(super) fn grantable(&self) -> Grantable<'_> {
+        Grantable {
+            groups: &self.groups,
+            heads: self.grantable.iter().peekable(),
+            lanes: Vec::new(),
+            heap: BinaryHeap::new(),
         }
-        let mut out = Vec::new();
-        while out.len() < limit {
-            let Some(Reverse((_, lane))) = heap.pop() else { break };
-            let (_, id) = lanes[lane].next().expect("peeked");
-            out.push(id);
-            if let Some((seq, _)) = lanes[lane].peek() {
-                heap.push(Reverse((*seq, lane)));
-            }
-        }
-        out
     }
 
     pub(super) fn count(&self, state: TaskState) -> usize {
@@ -310,6 +305,36 @@ impl Index {
     /// True once after `grantable` gained a task: someone waiting may take it.
     pub(super) fn take_grantable_grew(&mut self) -> bool {
         std::mem::take(&mut self.grew)
+    }
+}
+
+/// Grantable tasks in creation order; see [`Index::grantable`].
+pub(super) struct Grantable<'a> {
+    groups: &'a [Group],
+    /// (head seq, group) of the grantable groups not yet merged, in order.
+    heads: std::iter::Peekable<btree_set::Iter<'a, (u64, usize)>>,
+    lanes: Vec<std::iter::Peekable<btree_set::Iter<'a, (u64, TaskId)>>>,
+    heap: BinaryHeap<Reverse<(u64, usize)>>,
+}
+
+impl<'a> Iterator for Grantable<'a> {
+    type Item = &'a TaskId;
+
+    fn next(&mut self) -> Option<&'a TaskId> {
+        // A group's tasks all come after its head: join it once its head is the oldest left.
+        while let Some(&&(seq, group)) = self.heads.peek()
+            && self.heap.peek().is_none_or(|Reverse((next, _))| seq < *next)
+        {
+            self.heads.next();
+            self.heap.push(Reverse((seq, self.lanes.len())));
+            self.lanes.push(self.groups[group].ready.iter().peekable());
+        }
+        let Reverse((_, lane)) = self.heap.pop()?;
+        let (_, id) = self.lanes[lane].next().expect("peeked");
+        if let Some((seq, _)) = self.lanes[lane].peek() {
+            self.heap.push(Reverse((*seq, lane)));
+        }
+        Some(id)
     }
 }
 

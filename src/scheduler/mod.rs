@@ -16,6 +16,7 @@ mod offers;
 mod presence;
 mod races;
 mod reservation;
+mod routing;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::time::{Duration, Instant};
@@ -29,6 +30,7 @@ pub use model::{Applied, Judgement, Task, TaskState, Worker};
 pub use offers::{Idle, Offer};
 pub use races::{MAX_RACE, race_copy, race_of, race_size, racer_number};
 pub use reservation::{Reservation, any_overlap};
+pub use routing::{Cap, Caps, Passed};
 
 use crate::event::EventKind;
 use crate::task::now_rfc3339;
@@ -127,6 +129,8 @@ pub struct Scheduler {
     changes: Changes,
     /// Something a waiting worker could be offered changed.
     work_changed: bool,
+    /// The workflow's `max_workers`, by phase and by task type.
+    caps: Caps,
     /// Task -> the other workers that held a task during its current attempt.
     company: HashMap<TaskId, BTreeSet<String>>,
     /// Workers whose last attempt ran in a folder of their own.
@@ -260,6 +264,8 @@ impl Scheduler {
             accepted: Vec::new(),
             joined_at: now_rfc3339(),
             last_seen: None,
+            can: Vec::new(),
+            model: None,
         });
         worker.last_seen = Some(now);
         if !known {

@@ -305,6 +305,12 @@ pub struct Worker {
     pub(super) joined_at: String,
     #[serde(skip)]
     pub(super) last_seen: Option<Instant>,
+    /// What it said it can do (`--can rust,docs`), matched against tasks' `needs`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub(super) can: Vec<String>,
+    /// The model it said it runs (`--model opus`), for the workflow's `assign`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(super) model: Option<String>,
 }
 
 impl Worker {
@@ -329,6 +335,16 @@ impl Worker {
     /// When it last sent anything.
     pub fn last_seen(&self) -> Option<Instant> {
         self.last_seen
+    }
+
+    /// What it said it can do (`--can`), in the order it said it.
+    pub fn can(&self) -> &[String] {
+        &self.can
+    }
+
+    /// The model it said it runs (`--model`).
+    pub fn model(&self) -> Option<&str> {
+        self.model.as_deref()
     }
 
     /// A chat whose context score fell to 2 or less should take no more work.
@@ -402,6 +418,8 @@ impl Scheduler {
     /// index, the reservations and the lease follow from it.
     pub(super) fn transition(&mut self, id: &str, state: TaskState) {
         let task = self.tasks.get_mut(id).expect("known task");
+        // Leaving flight frees a slot under the workflow's caps.
+        let frees_cap = task.state.in_flight() && !state.in_flight() && !self.caps.is_empty();
         self.index.leave(id, task.seq, task.group, task.phase_slot, task.state, state);
         if task.state == TaskState::Assigned
             && let Some(holder) = &task.holder
@@ -411,7 +429,7 @@ impl Scheduler {
         task.state = state;
         self.index.enter(id, task.seq, task.group, task.phase_slot, state);
         // A grant can answer its holder's wait; a finished task can finish the run.
-        if state == TaskState::Assigned || state.is_terminal() || self.index.take_grantable_grew() {
+        if state == TaskState::Assigned || state.is_terminal() || self.index.take_grantable_grew() || frees_cap {
             self.work_changed = true;
         }
         if state != TaskState::Assigned {

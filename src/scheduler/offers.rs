@@ -1,6 +1,7 @@
 //! Assignment: what a worker asking for work gets, through the one offer
-//! path the hub runs (the workflow's `assign` passed in), and why nothing
-//! is grantable when nothing is.
+//! path the hub runs (the workflow's `assign` passed in, shown the tasks
+//! [`super::routing`] lets the worker take), and why nothing is grantable
+//! when nothing is.
 
 use std::time::Instant;
 
@@ -104,22 +105,28 @@ impl Scheduler {
         if me.must_hand_over() {
             return Ok(Offer::HandOver);
         }
-        let candidates = self.candidates(choices);
-        if candidates.is_empty() {
+        // Only tasks it has the needs for and under their caps; when it lacks
+        // the needs of every one, `assign` is still asked (it may override).
+        let (candidates, lacking) = self.candidates_for(me, choices);
+        if candidates.is_empty() && !lacking {
             return Ok(Offer::Nothing);
         }
         let Some(id) = assign(me, &candidates, self)? else { return Ok(Offer::Nothing) };
         Ok(if self.grant(&id, worker, now) { Offer::Granted(id) } else { Offer::NotGrantable(id) })
     }
 
-    /// Hand a ready, unreserved task to a worker under a new lease and
-    /// attempt. False (and nothing changes) when the task is not grantable.
+    /// Hand a ready, unreserved task under its caps to a worker under a new
+    /// lease and attempt. False (and nothing changes) when the task is not
+    /// grantable.
     pub fn grant(&mut self, id: &str, worker: &str, now: Instant) -> bool {
         let Some(task) = self.tasks.get(id) else { return false };
         if task.state() != TaskState::Ready {
             return false;
         }
         if !self.index.is_free(task.group()) {
+            return false;
+        }
+        if self.cap_reached(task).is_some() {
             return false;
         }
         self.see_worker(worker, now);

@@ -51,6 +51,12 @@ pub struct WorkerView {
     /// Why a waiting worker gets nothing now (the reason its `next` names).
     pub waiting_on: Option<String>,
     pub hand_over: bool,
+    /// What it said it can do (`--can`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub can: Vec<String>,
+    /// The model it said it runs (`--model`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
     /// Whether its chat is alive (docs/worker.md, "Presence"); hubs before it sent none.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub presence: Option<Presence>,
@@ -63,6 +69,15 @@ pub struct WorkerView {
     /// Gone, in its grace: how long until what it holds goes back to the queue.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub returns_in_ms: Option<u64>,
+}
+
+/// A capability ready tasks need that no worker here said it has.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct UnmetNeed {
+    pub need: String,
+    /// Ready tasks needing it.
+    pub tasks: usize,
 }
 
 /// Whether a worker's chat is alive, as the hub knows it.
@@ -124,6 +139,9 @@ pub struct Summary {
     /// What the run spent and its budgets, once it has either; hubs before it sent none.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub budgets: Option<super::Budgets>,
+    /// Needs of ready tasks that no worker seen within a lease has (`--can`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub unmet_needs: Vec<UnmetNeed>,
 }
 
 impl Summary {
@@ -303,6 +321,9 @@ pub struct Snapshot {
     /// As the summary's: absent until the run has a budget or spent anything.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub budgets: Option<super::Budgets>,
+    /// Needs of ready tasks that no worker here has (see [`Summary`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub unmet_needs: Vec<UnmetNeed>,
 }
 
 impl Snapshot {
@@ -323,6 +344,7 @@ impl Snapshot {
             problems: summary.problems,
             log: summary.log,
             budgets: summary.budgets,
+            unmet_needs: summary.unmet_needs,
         }
     }
 }

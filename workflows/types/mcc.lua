@@ -26,6 +26,8 @@
 ---@field race? integer Race it on this many workers at once (2 to 10); `choose` keeps one.
 ---@field budget? mcc.Budget What one attempt may cost, as its worker reports it.
 ---@field over_budget? "fail"|"ask" An attempt over `budget` fails the task (default) or asks the engineer.
+---@field needs? string|string[] What a worker must say it can do (`--can`) to be given it by default.
+---@field kind? string Another name for `type` (what the workflow's `max_workers` counts by).
 
 ---A task as the hub knows it (read-only, valid during the call that received it).
 ---@class mcc.Task
@@ -50,6 +52,8 @@
 ---@field data any
 ---@field race integer? How many racers it runs, when it is a race.
 ---@field race_of string? The race a racer runs in (a racer's id is `TASK~raceK`).
+---@field needs string[] What a worker must say it can do to be given it by default.
+---@field kind string Same as `type`.
 
 ---A worker (read-only).
 ---@class mcc.Worker
@@ -58,6 +62,8 @@
 ---@field accepted string[] Ids of its accepted tasks, in order.
 ---@field history string[] Same as `accepted`.
 ---@field holding string? Id of the task it holds.
+---@field can string[] What it said it can do (`--can rust,docs`).
+---@field model string? The model it said it runs (`--model opus`).
 
 ---@class mcc.Validation
 ---@field ran boolean False when the task has no validation command.
@@ -248,12 +254,13 @@ function Ctx.retry(id) end
 ---@field name string Unique.
 ---@field tasks? mcc.TaskTable[] Static tasks, or:
 ---@field split? fun(ctx: mcc.Ctx, previous: mcc.Previous): mcc.TaskTable[]
----@field assign? fun(worker: mcc.Worker, ready: mcc.Task[], ctx: mcc.Ctx): mcc.Task|string|nil
+---@field assign? fun(worker: mcc.Worker, ready: mcc.Task[], ctx: mcc.Ctx): mcc.Task|string|nil `ready`: the tasks it has the needs of, under their caps.
 ---@field accept? fun(task: mcc.Task, report: mcc.Report, ctx: mcc.Ctx): boolean, (string|string[])?
 ---@field complete? fun(phase: mcc.PhaseView, ctx: mcc.Ctx): boolean
 ---@field on? mcc.Hooks
 ---@field choose? fun(task: mcc.Task, candidates: mcc.Candidates, ctx: mcc.Ctx): mcc.Candidate|string|nil Nil waits.
 ---@field budget? mcc.Budget What the phase's tasks may spend together; then none of them is granted.
+---@field max_workers? integer Most of its tasks out (assigned or submitted) at once.
 
 ---@class mcc.Workflow
 ---@field name string
@@ -263,6 +270,7 @@ function Ctx.retry(id) end
 ---@field quiet_after? string When `worker_quiet` fires; default "10m".
 ---@field presence_grace? string How long a worker whose chat ended may take to come back before its task goes back to the queue; default "60s".
 ---@field budget? mcc.Budget What the whole run may spend; then no new task is granted.
+---@field max_workers? table<string, integer> Most tasks of each type out at once, such as { review = 1 }.
 ---@field worktree? boolean True: every worker works in a git worktree of its own under `.mcc/worktrees/`, no flag needed; default false.
 ---@field phases mcc.Phase[]
 

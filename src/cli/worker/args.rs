@@ -17,7 +17,7 @@ Exit codes:
   5  hand over: your context is spent; stop, a fresh chat takes over
 
 Example turn:
-  mcc worker next --as worker-A
+  mcc worker next --as worker-A          (--can rust,docs --model opus: say what you can do)
   ...do the task...
   mcc worker done task-001 --as worker-A --attempt 1 --deliverable out/a.md --score 5";
 
@@ -113,6 +113,8 @@ pub struct NextArgs {
     pub who: Who,
     #[command(flatten)]
     pub wait: Wait,
+    #[command(flatten)]
+    pub kit: verbs::Kit,
 }
 
 #[derive(Debug, Args)]
@@ -216,6 +218,8 @@ pub struct RunArgs {
     /// Stop after this many tasks.
     #[arg(long)]
     pub max_tasks: Option<usize>,
+    #[command(flatten)]
+    pub kit: verbs::Kit,
     /// The command to run per task, after `--`.
     #[arg(last = true, required = true)]
     pub command: Vec<String>,
@@ -223,7 +227,13 @@ pub struct RunArgs {
 
 impl Who {
     pub fn worker(&self, options: crate::client::Options) -> verbs::Worker {
-        verbs::Worker { name: self.name.clone(), hub: self.hub.clone(), options, worktree: self.worktree }
+        verbs::Worker {
+            name: self.name.clone(),
+            hub: self.hub.clone(),
+            options,
+            worktree: self.worktree,
+            kit: verbs::Kit::default(),
+        }
     }
 }
 

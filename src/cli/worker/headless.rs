@@ -7,7 +7,7 @@ use std::time::Duration;
 use serde_json::Value;
 
 use super::args::RunArgs;
-use crate::client::worker::{ask, human, ms, name_of, run_finished, strings};
+use crate::client::worker::{Kit, ask, human, ms, name_of, run_finished, strings};
 use crate::client::{ClientError, Target, exit};
 use crate::command::Supervisor;
 use crate::layout::Layout;
@@ -94,7 +94,16 @@ pub fn run(a: &RunArgs, options: crate::client::Options) -> u8 {
     let root = target.root.clone().or_else(|| std::env::current_dir().ok()).unwrap_or_else(|| PathBuf::from("."));
     record_command_groups(&runner, target.root.as_deref());
     if a.parallel <= 1 {
-        return Headless { name: base, target, root, command: a.command.clone(), max_tasks: a.max_tasks, runner }.run();
+        return Headless {
+            name: base,
+            target,
+            root,
+            command: a.command.clone(),
+            max_tasks: a.max_tasks,
+            kit: a.kit.clone(),
+            runner,
+        }
+        .run();
     }
     let handles: Vec<_> = (1..=a.parallel)
         .map(|k| {
@@ -104,6 +113,7 @@ pub fn run(a: &RunArgs, options: crate::client::Options) -> u8 {
                 root: root.clone(),
                 command: a.command.clone(),
                 max_tasks: a.max_tasks,
+                kit: a.kit.clone(),
                 runner: runner.clone(),
             };
             std::thread::spawn(move || worker.run())
@@ -118,6 +128,8 @@ struct Headless {
     root: PathBuf,
     command: Vec<String>,
     max_tasks: Option<usize>,
+    /// What each worker says it can do and its model, with every `next`.
+    kit: Kit,
     /// Runs the task commands, shared by the workers of this process.
     runner: Supervisor,
 }
@@ -133,6 +145,15 @@ impl Headless {
         println!("[{}] {line}", self.name);
     }
 
+    fn next_msg(&self, wait: Duration) -> ClientMsg {
+        ClientMsg::Next {
+            worker: self.name.clone(),
+            wait_ms: Some(ms(wait)),
+            can: self.kit.can.clone(),
+            model: self.kit.model.clone(),
+        }
+    }
+
     fn request(&self, msg: &ClientMsg, wait: Duration) -> Result<ServerMsg, ClientError> {
         ask(&self.target, msg, wait)
     }
@@ -140,7 +161,7 @@ impl Headless {
     fn run(&self) -> u8 {
         let wait = Duration::from_secs(25);
         let mut done = 0usize;
-        let mut answer = self.request(&ClientMsg::Next { worker: self.name.clone(), wait_ms: Some(ms(wait)) }, wait);
+        let mut answer = self.request(&self.next_msg(wait), wait);
         loop {
             let offer = match answer {
                 Ok(ServerMsg::Offer { offer }) => offer,
@@ -166,8 +187,7 @@ impl Headless {
                 }
                 Err(ClientError::Timeout { .. } | ClientError::Broken(_)) => {
                     // A cut connection loses nothing: ask again for what we hold.
-                    answer =
-                        self.request(&ClientMsg::Next { worker: self.name.clone(), wait_ms: Some(ms(wait)) }, wait);
+                    answer = self.request(&self.next_msg(wait), wait);
                     continue;
                 }
                 Err(_) if run_finished() => {
@@ -227,8 +247,7 @@ impl Headless {
                     if self.max_tasks.is_some_and(|m| done >= m) {
                         return exit::OK;
                     }
-                    answer =
-                        self.request(&ClientMsg::Next { worker: self.name.clone(), wait_ms: Some(ms(wait)) }, wait);
+                    answer = self.request(&self.next_msg(wait), wait);
                 }
                 Offer::AllDone { message, .. } => {
                     self.log(&message);
