@@ -50,16 +50,14 @@ const WORKFLOW_FIELDS: [&str; 10] = [
 ];
 const PHASE_FIELDS: [&str; 10] =
     ["name", "tasks", "split", "assign", "accept", "complete", "on", "choose", "budget", "max_workers"];
-/// The fields of a `budget` table (a workflow's, a phase's, a task's).
-pub(super) const BUDGET_FIELDS: [&str; 2] = ["usd", "tokens"];
 const HOOKS: [&str; 6] = ["worker_joined", "worker_quiet", "task_blocked", "task_failed", "timer", "files"];
 
 /// A `budget` table: `usd` a number of 0 or more, `tokens` a whole number,
 /// at least one of them; the error names what is wrong.
 pub(super) fn read_budget(b: &Table) -> Result<Usage, String> {
     for key in keys(b) {
-        if !BUDGET_FIELDS.contains(&key.as_str()) {
-            return Err(errors::unknown_field(&key, &BUDGET_FIELDS, "a budget"));
+        if !spec::BUDGET_FIELDS.contains(&key.as_str()) {
+            return Err(errors::unknown_field(&key, &spec::BUDGET_FIELDS, "a budget"));
         }
     }
     let usd = match b.get::<Value>("usd") {

@@ -62,6 +62,8 @@ const LISTS: [&str; 11] = [
     "relevantRules",
     "needs",
 ];
+/// The fields of a `budget` table (a workflow's, a phase's, a task's).
+pub(super) const BUDGET_FIELDS: [&str; 2] = ["usd", "tokens"];
 /// Fields holding one string.
 const STRINGS: [&str; 4] = ["type", "lease", "validation", "kind"];
 
@@ -142,11 +144,9 @@ pub fn checked(lua: &Lua, value: Value, default_lease: Option<&str>) -> Result<T
             bad(key, text);
         }
     }
-    for (object, known) in [
-        ("context", &CONTEXT_FIELDS[..]),
-        ("acceptance", &ACCEPTANCE_FIELDS[..]),
-        ("budget", &super::definition::BUDGET_FIELDS[..]),
-    ] {
+    for (object, known) in
+        [("context", &CONTEXT_FIELDS[..]), ("acceptance", &ACCEPTANCE_FIELDS[..]), ("budget", &BUDGET_FIELDS[..])]
+    {
         match map.get(object) {
             None => {}
             Some(Json::Object(inner)) => {
