@@ -571,6 +571,9 @@ pub struct RaceOverhead {
     pub attempts: usize,
     /// Their time, grant to report (or to the race's end).
     pub seconds: f64,
+    /// What they cost, as their reports said (`--cost`, `--tokens`); empty when none said.
+    #[serde(skip_serializing_if = "Usage::is_empty")]
+    pub cost: Usage,
 }
 
 /// The newest run's figures from the store of the project at `root`, as
@@ -847,7 +850,12 @@ fn measure(
             .filter(|(a, _)| losers.contains(a.task.as_str()))
             .map(|(_, (f, t))| t - f)
             .collect();
-        RaceOverhead { races, attempts: mine.len(), seconds: mine.iter().sum::<i64>() as f64 / 1000.0 }
+        let cost = tasks
+            .iter()
+            .filter(|t| losers.contains(t.spec.id.as_str()))
+            .flat_map(|t| t.applied().values().filter_map(|applied| applied.usage))
+            .fold(Usage::default(), Usage::plus);
+        RaceOverhead { races, attempts: mine.len(), seconds: mine.iter().sum::<i64>() as f64 / 1000.0, cost }
     });
     let mut measured_from = vec![
         ("seconds", "first to last event of the run in .mcc/state.db"),
@@ -867,7 +875,10 @@ fn measure(
         ),
     ];
     if race_overhead.is_some() {
-        measured_from.push(("raceOverhead", "attempts of racers that did not win, and their time, assigned to report"));
+        measured_from.push((
+            "raceOverhead",
+            "attempts of racers that did not win, their time (assigned to report) and the cost their reports carried",
+        ));
     }
     Metrics {
         run,
@@ -1023,10 +1034,11 @@ impl Metrics {
         if let Some(race) = &self.race_overhead {
             let _ = writeln!(
                 out,
-                "  races: {} raced; racers that did not win took {} and {:.1}s (race overhead)",
+                "  races: {} raced; racers that did not win took {} and {:.1}s{} (race overhead)",
                 plural(count(race.races), "task", "tasks"),
                 plural(count(race.attempts), "attempt", "attempts"),
-                race.seconds
+                race.seconds,
+                if race.cost.is_empty() { String::new() } else { format!(", costing {}", race.cost.amount()) }
             );
         }
         for w in &self.workers {

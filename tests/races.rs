@@ -17,8 +17,17 @@ fn next(ws: &mut Ws, worker: &str) -> Value {
 }
 
 fn done(ws: &mut Ws, worker: &str, offer: &Value) -> Value {
+    done_costing(ws, worker, offer, &json!(null))
+}
+
+/// `done` with the usage the racer reports (`null`: none).
+fn done_costing(ws: &mut Ws, worker: &str, offer: &Value, usage: &Value) -> Value {
     let task = offer["task"]["id"].as_str().unwrap();
-    ws.ask(json!({"type":"done","worker":worker,"taskId":task,"attempt":offer["attempt"],"waitMs":0}))
+    let mut msg = json!({"type":"done","worker":worker,"taskId":task,"attempt":offer["attempt"],"waitMs":0});
+    if !usage.is_null() {
+        msg["usage"] = usage.clone();
+    }
+    ws.ask(msg)
 }
 
 /// Write a racer's copy of `file` where its task says.
@@ -135,18 +144,25 @@ fn a_choose_that_waits_for_both_racers_picks_the_second() {
     write_copy(&project, &first, "answer.txt", "short\n");
     write_copy(&project, &second, "answer.txt", "a much longer answer\n");
 
-    let verdict = done(&mut one, "w1", &first);
+    let verdict = done_costing(&mut one, "w1", &first, &json!({"usd": 0.5, "tokens": 1000}));
     assert_eq!(verdict["accepted"], true, "{verdict}");
     assert!(!project.path("answer.txt").exists(), "choose waits while a racer runs");
     assert_eq!(states(&mut one)["answer"], "assigned", "the race is still open");
 
-    let verdict = done(&mut two, "w2", &second);
+    let verdict = done_costing(&mut two, "w2", &second, &json!({"usd": 0.75, "tokens": 3000}));
     assert_eq!(verdict["accepted"], true, "{verdict}");
     assert_eq!(project.read("answer.txt"), "a much longer answer\n", "choose picked the second racer");
     let states = states(&mut two);
     assert_eq!(states["answer"], "accepted", "{states:?}");
     assert_eq!(states[second["task"]["id"].as_str().unwrap()], "accepted", "{states:?}");
     assert_eq!(states[first["task"]["id"].as_str().unwrap()], "cancelled", "{states:?}");
+
+    let report = project.mcc().args(["report", "--json"]).run().json();
+    let overhead = &report["raceOverhead"];
+    assert_eq!(overhead["cost"]["usd"], 0.5, "what the racer that lost cost is race overhead: {report}");
+    assert_eq!(overhead["cost"]["tokens"], 1000, "{report}");
+    let text = project.mcc().args(["report"]).run().stdout;
+    assert!(text.contains("costing 0.50 USD"), "{text}");
 }
 
 #[test]
