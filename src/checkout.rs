@@ -8,6 +8,7 @@
 
 use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
 
 use sha2::{Digest, Sha256};
 
@@ -339,4 +340,32 @@ mod tests {
         assert_eq!(checkout.digest("real/a.md", 100).unwrap().unwrap().sha256, sha256_hex(b"hello"));
         assert_eq!(checkout.read_part("real/a.md", 1, 3).unwrap(), (5, b"ell".to_vec()));
     }
+}
+
+/// Why [`git`] gave no output.
+#[derive(Debug)]
+pub enum GitFailed {
+    /// git could not be started.
+    Spawn(std::io::Error),
+    /// git ran and failed; what it said on stderr.
+    Said(String),
+}
+
+/// `git ARGS` run in `dir` for that folder's own repository (never the one
+/// an inherited `GIT_DIR`, `GIT_WORK_TREE` or `GIT_INDEX_FILE` names, as
+/// they are when a git hook runs mcc); its stdout without the last newline.
+pub fn git(dir: &Path, args: &[&str]) -> Result<String, GitFailed> {
+    let out = Command::new("git")
+        .current_dir(dir)
+        .args(args)
+        .env_remove("GIT_DIR")
+        .env_remove("GIT_WORK_TREE")
+        .env_remove("GIT_INDEX_FILE")
+        .stdin(Stdio::null())
+        .output()
+        .map_err(GitFailed::Spawn)?;
+    if !out.status.success() {
+        return Err(GitFailed::Said(String::from_utf8_lossy(&out.stderr).trim().to_owned()));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).trim_end_matches('\n').to_owned())
 }

@@ -17,6 +17,7 @@ use std::process::Command;
 use clap::{Args, Subcommand};
 
 use super::exit;
+use crate::checkout::GitFailed;
 use crate::scheduler::{Reservation, TaskState};
 
 /// The file name git runs before each commit.
@@ -94,23 +95,14 @@ fn project_root(dir: Option<&Path>) -> Result<PathBuf, String> {
 /// `git ARGS` in `dir` with the repository found from `dir` alone (a hook's
 /// `GIT_DIR` or `GIT_INDEX_FILE` would point it elsewhere); its stdout.
 fn git_in(dir: &Path, args: &[&str]) -> Result<String, String> {
-    let out = Command::new("git")
-        .current_dir(dir)
-        .args(args)
-        .env_remove("GIT_DIR")
-        .env_remove("GIT_WORK_TREE")
-        .env_remove("GIT_INDEX_FILE")
-        .output()
-        .map_err(|e| format!("could not run git ({e}); is git installed?"))?;
-    if !out.status.success() {
-        return Err(format!(
-            "`git {}` in {} failed: {}; the guard needs the project to be in a git repository",
+    crate::checkout::git(dir, args).map_err(|failed| match failed {
+        GitFailed::Spawn(e) => format!("could not run git ({e}); is git installed?"),
+        GitFailed::Said(said) => format!(
+            "`git {}` in {} failed: {said}; the guard needs the project to be in a git repository",
             args.join(" "),
-            dir.display(),
-            String::from_utf8_lossy(&out.stderr).trim()
-        ));
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).trim_end_matches('\n').to_owned())
+            dir.display()
+        ),
+    })
 }
 
 /// The hooks folder git runs hooks from (`core.hooksPath` and a worktree's

@@ -182,7 +182,7 @@ fn seen(path: &Path) -> Seen {
     let Ok(meta) = path.symlink_metadata() else { return Seen { size: None, mtime_ns: 0, sha256: None } };
     let mtime_ns = meta.modified().ok().and_then(|t| t.duration_since(UNIX_EPOCH).ok()).map_or(0, |d| d.as_nanos());
     let sha256 = if meta.file_type().is_symlink() {
-        std::fs::read_link(path).ok().map(|t| hex(&Sha256::digest(t.as_os_str().as_encoded_bytes())))
+        std::fs::read_link(path).ok().map(|t| crate::checkout::sha256_hex(t.as_os_str().as_encoded_bytes()))
     } else if meta.is_file() && meta.len() <= MAX_HASHED {
         hash_file(path, meta.len())
     } else {

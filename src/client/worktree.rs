@@ -17,8 +17,8 @@
 //! The worktree stays while the worker does; `mcc worker leave` removes it.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 
+use crate::checkout::GitFailed;
 use crate::layout::Layout;
 use crate::scheduler::Reservation;
 
@@ -49,25 +49,10 @@ struct Started {
 
 /// `git ARGS` in `dir`; its stdout, or what it said.
 fn git(dir: &Path, args: &[&str]) -> Result<String, String> {
-    let out = Command::new("git")
-        .current_dir(dir)
-        .args(["-c", "core.quotePath=false"])
-        .args(args)
-        .env_remove("GIT_DIR")
-        .env_remove("GIT_WORK_TREE")
-        .env_remove("GIT_INDEX_FILE")
-        .stdin(Stdio::null())
-        .output()
-        .map_err(|e| format!("could not run git ({e}); worktree mode needs git"))?;
-    if !out.status.success() {
-        return Err(format!(
-            "`git {}` in {} failed: {}",
-            args.join(" "),
-            dir.display(),
-            String::from_utf8_lossy(&out.stderr).trim()
-        ));
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).trim_end_matches('\n').to_owned())
+    crate::checkout::git(dir, args).map_err(|failed| match failed {
+        GitFailed::Spawn(e) => format!("could not run git ({e}); worktree mode needs git"),
+        GitFailed::Said(said) => format!("`git {}` in {} failed: {said}", args.join(" "), dir.display()),
+    })
 }
 
 impl Worktree {
