@@ -1,11 +1,15 @@
-//! The `SQLite` store's write-ahead log, synced by the writer's flush thread
+//! The `SQLite` store's write-ahead log, synced by the store's writer
 //! ([`super::Backend::split_flush`]). The connection commits with
 //! `synchronous = NORMAL`: each transaction's frames are written to the log
 //! and not synced. An `fdatasync` of the log then makes every transaction
 //! committed before it durable, as `FULL` does at each commit, and the
-//! writer acknowledges nothing before that sync. A checkpoint still syncs
-//! the log before it copies pages into the database, and the database
-//! after, so the database never holds what the log did not.
+//! writer acknowledges nothing before that sync. `SQLite` as built here
+//! syncs with `fsync`, which also sends the log's new modification time
+//! through the file system's journal at every commit; `fdatasync` does not
+//! (the log's size, which finding its frames needs, it still writes). A
+//! checkpoint still syncs the log before it copies pages into the
+//! database, and the database after, so the database never holds what the
+//! log did not.
 
 use std::fs::File;
 use std::path::{Path, PathBuf};

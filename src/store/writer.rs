@@ -7,15 +7,14 @@
 //! are its deliveries (the answers to the requests it holds) handed on, in
 //! the order they were queued. Nothing is acknowledged before it is on disk.
 //!
-//! A store that lets another thread make its commits durable
-//! ([`super::Backend::split_flush`], `SQLite`) gets a second stage: the
-//! writer commits without syncing and hands the deliveries to a flush
-//! thread, which syncs once for everything committed while it last synced
-//! and then delivers. So the writer writes the next transaction while the
-//! one before it syncs, and one sync serves every worker waiting by then.
+//! A store that lets its writer sync ([`super::Backend::split_flush`],
+//! `SQLite`) commits without syncing; the writer syncs before it hands on
+//! any delivery of a commit written since the last sync. The sync is then
+//! `SQLite`'s write-ahead log `fdatasync`ed, where `SQLite` itself would
+//! `fsync` it, which also writes the file's times through the file
+//! system's journal at every commit (an I/O of its own).
 
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
-use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
 use std::time::{Duration, Instant};
@@ -72,7 +71,7 @@ impl<D: Send + 'static> Writer<D> {
             .name("mcc-store".into())
             .spawn(move || {
                 let mut rx = rx;
-                run(store, split, &mut rx, deliver, Failed::new(failed))
+                run(store, split, &mut rx, deliver, failed)
             })
             .expect("spawn the store writer thread");
         Self { tx: Some(tx), thread: Some(thread), stopped: None }
@@ -145,66 +144,36 @@ impl<D: Send + 'static> Drop for Writer<D> {
     }
 }
 
-/// Told once, by whichever of the writer and its flush thread fails first.
-#[derive(Clone)]
-struct Failed(Arc<Mutex<Option<Tell>>>);
-
-type Tell = Box<dyn FnOnce(&StoreError) + Send>;
-
-impl Failed {
-    fn new(failed: impl FnOnce(&StoreError) + Send + 'static) -> Self {
-        Self(Arc::new(Mutex::new(Some(Box::new(failed)))))
-    }
-
-    fn tell(&self, e: &StoreError) {
-        let once = self.0.lock().map_or_else(|poisoned| poisoned.into_inner().take(), |mut f| f.take());
-        if let Some(failed) = once {
-            failed(e);
-        }
-    }
-}
-
-fn run<D: Send + 'static>(
+fn run<D>(
     mut store: Store,
     split: impl FnOnce(&mut Store) -> Result<Option<Box<dyn Flush>>, StoreError>,
     rx: &mut Receiver<Job<D>>,
-    mut deliver: impl FnMut(Vec<D>) + Send + 'static,
-    failed: Failed,
+    deliver: impl FnMut(Vec<D>),
+    failed: impl FnOnce(&StoreError),
 ) -> Result<(), StoreError> {
-    let served = match split(&mut store) {
-        Ok(None) => serve(&mut store, rx, |deliveries| {
-            deliver(deliveries);
-            Ok(())
-        }),
-        Ok(Some(flush)) => {
-            let mut flush_thread = Flusher::start(flush, deliver, failed.clone());
-            let served = serve(&mut store, rx, |deliveries| flush_thread.hand(deliveries));
-            // What was committed before a failed commit is still synced and delivered.
-            let synced = flush_thread.finish();
-            served.and(synced)
-        }
-        Err(e) => Err(e),
-    };
+    let served = split(&mut store).and_then(|flush| serve(&mut store, flush, rx, deliver));
     if let Err(e) = &served {
-        failed.tell(e);
+        failed(e);
     }
     served
 }
 
-/// Commit and deliver what comes until the engine lets go or a write fails;
-/// `deliver` gets each commit's deliveries once it is written.
+/// Commit and deliver what comes until the engine lets go or a write fails.
 fn serve<D>(
     store: &mut Store,
+    mut flush: Option<Box<dyn Flush>>,
     rx: &mut Receiver<Job<D>>,
-    mut deliver: impl FnMut(Vec<D>) -> Result<(), StoreError>,
+    mut deliver: impl FnMut(Vec<D>),
 ) -> Result<(), StoreError> {
     let every = store.keep_alive_every();
+    // Rows written and not synced yet: no answer goes out before they are.
+    let mut unsynced = false;
     let mut next = idle(store, rx, every)?;
     while let Some(first) = next.take() {
         let mut rows = Vec::new();
         let mut deliveries = Vec::new();
         let mut job = Some(first);
-        // Take every commit already queued, up to a read: it must see them written.
+        // Take every commit already queued, up to a read: it must see them durable.
         for _ in 0..GROUP {
             match job.take() {
                 Some(Job::Commit { rows: r, deliveries: d }) => {
@@ -220,9 +189,14 @@ fn serve<D>(
         }
         if !rows.is_empty() {
             store.write(&rows)?;
+            unsynced = flush.is_some();
         }
         if !deliveries.is_empty() {
-            deliver(deliveries)?;
+            if unsynced && let Some(flush) = flush.as_mut() {
+                flush.flush()?;
+                unsynced = false;
+            }
+            deliver(deliveries);
         }
         match job {
             Some(Job::Meta { key, reply }) => {
@@ -234,70 +208,6 @@ fn serve<D>(
         }
     }
     Ok(())
-}
-
-/// The flush thread: it syncs what the writer committed and then hands on
-/// the deliveries of those commits, in order.
-struct Flusher<D> {
-    tx: Option<SyncSender<Vec<D>>>,
-    thread: Option<JoinHandle<Result<(), StoreError>>>,
-}
-
-impl<D: Send + 'static> Flusher<D> {
-    fn start(mut flush: Box<dyn Flush>, mut deliver: impl FnMut(Vec<D>) + Send + 'static, failed: Failed) -> Self {
-        let (tx, rx) = sync_channel::<Vec<D>>(QUEUE);
-        let thread = std::thread::Builder::new()
-            .name("mcc-flush".into())
-            .spawn(move || {
-                // Its next input is a commit that has not been written yet: park, never spin.
-                while let Ok(mut ready) = rx.recv() {
-                    // Everything handed on so far was committed before this sync starts: it covers them all.
-                    while let Ok(more) = rx.try_recv() {
-                        ready.extend(more);
-                    }
-                    if let Err(e) = flush.flush() {
-                        failed.tell(&e);
-                        return Err(e);
-                    }
-                    deliver(ready);
-                }
-                Ok(())
-            })
-            .expect("spawn the store's flush thread");
-        Self { tx: Some(tx), thread: Some(thread) }
-    }
-
-    /// Hand on the deliveries of a commit just written; the flush thread's
-    /// error once it has stopped on one.
-    fn hand(&mut self, deliveries: Vec<D>) -> Result<(), StoreError> {
-        match self.tx.as_ref().map(|tx| tx.send(deliveries)) {
-            Some(Ok(())) => Ok(()),
-            _ => Err(self.join()),
-        }
-    }
-
-    /// Sync and deliver everything handed on, then stop the thread.
-    fn finish(mut self) -> Result<(), StoreError> {
-        self.tx = None;
-        match self.thread.take().map(JoinHandle::join) {
-            Some(Ok(result)) => result,
-            Some(Err(_)) => Err(flush_panicked()),
-            None => Ok(()),
-        }
-    }
-
-    fn join(&mut self) -> StoreError {
-        self.tx = None;
-        match self.thread.take().map(JoinHandle::join) {
-            Some(Ok(Err(e))) => e,
-            Some(Err(_)) => flush_panicked(),
-            Some(Ok(Ok(()))) | None => StoreError::Crashed("the store's flush thread has stopped".into()),
-        }
-    }
-}
-
-fn flush_panicked() -> StoreError {
-    StoreError::Crashed("the store's flush thread panicked; see the message above".into())
 }
 
 /// The next job, calling the store's [`Backend::keep_alive`] each `every`
@@ -409,36 +319,39 @@ mod tests {
     }
 
     #[test]
-    fn an_answer_waits_for_the_sync_while_the_writer_goes_on_with_the_next_commit() {
+    fn an_answer_goes_out_only_once_the_log_holding_its_commit_is_synced() {
         let dir = tempfile::tempdir().unwrap();
         let GatedWriter { mut writer, clock, deliveries, starts, open, .. } = gated(dir.path());
         let mut s = scheduler_with(&["a"]);
         let changes = s.take_changes();
         writer.commit(Rows::gather(clock, &s, &changes, &[("round", "1".into())]), vec![1]).unwrap();
-        starts.recv().expect("the first commit is synced");
-        // Committed but not synced: another connection reads it, and its answer is not handed on.
+        starts.recv().expect("the commit is synced");
+        // Committed, not synced yet: another connection reads it, and its answer is not handed on.
         let mut other = crate::store::open_read_only(&Location::Sqlite(dir.path().into())).unwrap().unwrap();
         assert_eq!(other.meta("round").unwrap().as_deref(), Some("1"));
         assert!(deliveries.try_recv().is_err(), "an answer went out before its commit was synced");
-        // The writer does not wait for that sync: the next commit is written (a read after it sees it).
-        s.add_tasks(vec![TaskSpec::new("b", "y")], None, Instant::now()).unwrap();
-        let changes = s.take_changes();
-        writer.commit(Rows::gather(clock, &s, &changes, &[("round", "2".into())]), vec![2]).unwrap();
-        assert_eq!(writer.meta("round").unwrap().as_deref(), Some("2"));
-        assert!(deliveries.try_recv().is_err(), "an answer went out before its commit was synced");
         open.send(Ok(())).unwrap();
         assert_eq!(deliveries.recv().unwrap(), [1]);
-        // The second commit was written during the first sync: the next sync covers it.
-        starts.recv().expect("the second commit is synced");
-        assert!(deliveries.try_recv().is_err(), "an answer went out before its commit was synced");
+        // Rows with no answer are not synced on their own; the next answer waits for a sync that covers them.
+        s.add_tasks(vec![TaskSpec::new("b", "y")], None, Instant::now()).unwrap();
+        let changes = s.take_changes();
+        writer.commit(Rows::gather(clock, &s, &changes, &[("round", "2".into())]), vec![]).unwrap();
+        writer.commit(None, vec![2]).unwrap();
+        starts.recv().expect("the rows before the answer are synced");
+        assert_eq!(other.meta("round").unwrap().as_deref(), Some("2"));
+        assert!(deliveries.try_recv().is_err(), "an answer went out before the rows before it were synced");
         open.send(Ok(())).unwrap();
         assert_eq!(deliveries.recv().unwrap(), [2]);
+        // An answer with nothing unsynced before it needs no sync.
+        writer.commit(None, vec![3]).unwrap();
+        assert_eq!(deliveries.recv().unwrap(), [3]);
         drop(open);
         writer.finish().unwrap();
+        assert!(starts.try_recv().is_err(), "a sync with nothing written since the last one");
     }
 
     #[test]
-    fn a_sync_that_fails_delivers_nothing_more_and_says_why() {
+    fn a_sync_that_fails_delivers_nothing_and_the_next_commit_returns_its_error() {
         let dir = tempfile::tempdir().unwrap();
         let GatedWriter { mut writer, clock, deliveries, starts, open, failures } = gated(dir.path());
         let mut s = scheduler_with(&["a"]);
@@ -447,16 +360,11 @@ mod tests {
         starts.recv().unwrap();
         open.send(Err("the disk is gone".into())).unwrap();
         assert!(failures.recv().unwrap().contains("the disk is gone"));
-        // The writer finds its flush thread stopped at its next hand-over, and
-        // stops; commits queued before that are taken and then refused.
-        let mut stopped = Ok(());
-        for i in 2..100_000 {
-            stopped = writer.commit(None, vec![i]);
-            if stopped.is_err() {
-                break;
-            }
-        }
-        let err = stopped.expect_err("the writer stops with its flush thread");
+        // A commit queued after the failure may still be taken into the
+        // channel before the thread is gone: it is never written nor delivered.
+        let _ = writer.commit(None, vec![2]);
+        let stopped = writer.commit(None, vec![3]).and_then(|()| writer.meta("schema_version").map(drop));
+        let err = stopped.expect_err("the writer has stopped");
         assert!(err.to_string().contains("the disk is gone"), "{err}");
         assert!(writer.finish().expect_err("finish says why").to_string().contains("the disk is gone"));
         assert!(deliveries.try_iter().next().is_none(), "nothing may be delivered after a failed sync");
