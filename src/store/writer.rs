@@ -6,20 +6,13 @@
 //! transaction (group commit), and only once that transaction is durable
 //! are its deliveries (the answers to the requests it holds) handed on, in
 //! the order they were queued. Nothing is acknowledged before it is on disk.
-//!
-//! A store that lets its writer sync ([`super::Backend::split_flush`],
-//! `SQLite`) commits without syncing; the writer syncs before it hands on
-//! any delivery of a commit written since the last sync. The sync is then
-//! `SQLite`'s write-ahead log `fdatasync`ed, where `SQLite` itself would
-//! `fsync` it, which also writes the file's times through the file
-//! system's journal at every commit (an I/O of its own).
 
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use std::thread::JoinHandle;
 
 use std::time::{Duration, Instant};
 
-use super::{Flush, Rows, Store, StoreError};
+use super::{Rows, Store, StoreError};
 use crate::handoff;
 
 /// Commits queued at most: an engine further ahead waits (backpressure).
@@ -56,22 +49,12 @@ impl<D: Send + 'static> Writer<D> {
         deliver: impl FnMut(Vec<D>) + Send + 'static,
         failed: impl FnOnce(&StoreError) + Send + 'static,
     ) -> Self {
-        Self::start_split(store, |store| store.split_flush(), deliver, failed)
-    }
-
-    /// [`Self::start`], with `split` asked for the store's flush.
-    fn start_split(
-        store: Store,
-        split: impl FnOnce(&mut Store) -> Result<Option<Box<dyn Flush>>, StoreError> + Send + 'static,
-        deliver: impl FnMut(Vec<D>) + Send + 'static,
-        failed: impl FnOnce(&StoreError) + Send + 'static,
-    ) -> Self {
         let (tx, rx) = sync_channel(QUEUE);
         let thread = std::thread::Builder::new()
             .name("mcc-store".into())
             .spawn(move || {
                 let mut rx = rx;
-                run(store, split, &mut rx, deliver, failed)
+                run(store, &mut rx, deliver, failed)
             })
             .expect("spawn the store writer thread");
         Self { tx: Some(tx), thread: Some(thread), stopped: None }
@@ -145,13 +128,12 @@ impl<D: Send + 'static> Drop for Writer<D> {
 }
 
 fn run<D>(
-    mut store: Store,
-    split: impl FnOnce(&mut Store) -> Result<Option<Box<dyn Flush>>, StoreError>,
+    store: Store,
     rx: &mut Receiver<Job<D>>,
     deliver: impl FnMut(Vec<D>),
     failed: impl FnOnce(&StoreError),
 ) -> Result<(), StoreError> {
-    let served = split(&mut store).and_then(|flush| serve(&mut store, flush, rx, deliver));
+    let served = serve(store, rx, deliver);
     if let Err(e) = &served {
         failed(e);
     }
@@ -159,16 +141,9 @@ fn run<D>(
 }
 
 /// Commit and deliver what comes until the engine lets go or a write fails.
-fn serve<D>(
-    store: &mut Store,
-    mut flush: Option<Box<dyn Flush>>,
-    rx: &mut Receiver<Job<D>>,
-    mut deliver: impl FnMut(Vec<D>),
-) -> Result<(), StoreError> {
+fn serve<D>(mut store: Store, rx: &mut Receiver<Job<D>>, mut deliver: impl FnMut(Vec<D>)) -> Result<(), StoreError> {
     let every = store.keep_alive_every();
-    // Rows written and not synced yet: no answer goes out before they are.
-    let mut unsynced = false;
-    let mut next = idle(store, rx, every)?;
+    let mut next = idle(&mut store, rx, every)?;
     while let Some(first) = next.take() {
         let mut rows = Vec::new();
         let mut deliveries = Vec::new();
@@ -189,22 +164,17 @@ fn serve<D>(
         }
         if !rows.is_empty() {
             store.write(&rows)?;
-            unsynced = flush.is_some();
         }
         if !deliveries.is_empty() {
-            if unsynced && let Some(flush) = flush.as_mut() {
-                flush.flush()?;
-                unsynced = false;
-            }
             deliver(deliveries);
         }
         match job {
             Some(Job::Meta { key, reply }) => {
                 let _ = reply.send(store.meta(&key));
-                next = idle(store, rx, every)?;
+                next = idle(&mut store, rx, every)?;
             }
             Some(commit @ Job::Commit { .. }) => next = Some(commit),
-            None => next = idle(store, rx, every)?,
+            None => next = idle(&mut store, rx, every)?,
         }
     }
     Ok(())
@@ -232,7 +202,7 @@ mod tests {
 
     use super::*;
     use crate::scheduler::{Scheduler, Settings};
-    use crate::store::{Clock, Location, Options};
+    use crate::store::{Location, Options};
     use crate::task::TaskSpec;
 
     fn scheduler_with(ids: &[&str]) -> Scheduler {
@@ -265,109 +235,6 @@ mod tests {
         let (tasks, _) =
             crate::store::open(&Location::Sqlite(dir.path().into()), &Options::default()).unwrap().load().unwrap();
         assert_eq!(tasks.iter().map(|t| t.spec.id.as_str()).collect::<Vec<_>>(), ["a", "b"]);
-    }
-
-    /// The store's own flush, run only when the test opens the gate; it
-    /// tells the test when a sync starts, and fails when told to.
-    struct Gated {
-        inner: Box<dyn Flush>,
-        started: std::sync::mpsc::Sender<()>,
-        gate: Receiver<Result<(), String>>,
-    }
-
-    impl Flush for Gated {
-        fn flush(&mut self) -> Result<(), StoreError> {
-            let _ = self.started.send(());
-            match self.gate.recv() {
-                Ok(Ok(())) => self.inner.flush(),
-                Ok(Err(why)) => Err(StoreError::Crashed(why)),
-                Err(_) => Err(StoreError::Crashed("the test let go of the gate".into())),
-            }
-        }
-    }
-
-    /// A writer on a store in `dir` whose syncs wait for the test.
-    struct GatedWriter {
-        writer: Writer<u32>,
-        clock: Clock,
-        deliveries: Receiver<Vec<u32>>,
-        /// One message as each sync starts.
-        starts: Receiver<()>,
-        /// Lets one sync go on, or fail with the text given.
-        open: std::sync::mpsc::Sender<Result<(), String>>,
-        failures: Receiver<String>,
-    }
-
-    fn gated(dir: &std::path::Path) -> GatedWriter {
-        let store = crate::store::open(&Location::Sqlite(dir.into()), &Options::default()).unwrap();
-        let clock = store.clock();
-        let (delivered, deliveries) = channel();
-        let (started, starts) = channel();
-        let (open, gate) = channel();
-        let (told, failures) = channel();
-        let split = move |store: &mut Store| {
-            let inner = store.split_flush()?.expect("SQLite syncs its log on a thread of its own");
-            Ok(Some(Box::new(Gated { inner, started, gate }) as Box<dyn Flush>))
-        };
-        let writer = Writer::start_split(
-            store,
-            split,
-            move |d: Vec<u32>| delivered.send(d).unwrap(),
-            move |e: &StoreError| told.send(e.to_string()).unwrap(),
-        );
-        GatedWriter { writer, clock, deliveries, starts, open, failures }
-    }
-
-    #[test]
-    fn an_answer_goes_out_only_once_the_log_holding_its_commit_is_synced() {
-        let dir = tempfile::tempdir().unwrap();
-        let GatedWriter { mut writer, clock, deliveries, starts, open, .. } = gated(dir.path());
-        let mut s = scheduler_with(&["a"]);
-        let changes = s.take_changes();
-        writer.commit(Rows::gather(clock, &s, &changes, &[("round", "1".into())]), vec![1]).unwrap();
-        starts.recv().expect("the commit is synced");
-        // Committed, not synced yet: another connection reads it, and its answer is not handed on.
-        let mut other = crate::store::open_read_only(&Location::Sqlite(dir.path().into())).unwrap().unwrap();
-        assert_eq!(other.meta("round").unwrap().as_deref(), Some("1"));
-        assert!(deliveries.try_recv().is_err(), "an answer went out before its commit was synced");
-        open.send(Ok(())).unwrap();
-        assert_eq!(deliveries.recv().unwrap(), [1]);
-        // Rows with no answer are not synced on their own; the next answer waits for a sync that covers them.
-        s.add_tasks(vec![TaskSpec::new("b", "y")], None, Instant::now()).unwrap();
-        let changes = s.take_changes();
-        writer.commit(Rows::gather(clock, &s, &changes, &[("round", "2".into())]), vec![]).unwrap();
-        writer.commit(None, vec![2]).unwrap();
-        starts.recv().expect("the rows before the answer are synced");
-        assert_eq!(other.meta("round").unwrap().as_deref(), Some("2"));
-        assert!(deliveries.try_recv().is_err(), "an answer went out before the rows before it were synced");
-        open.send(Ok(())).unwrap();
-        assert_eq!(deliveries.recv().unwrap(), [2]);
-        // An answer with nothing unsynced before it needs no sync.
-        writer.commit(None, vec![3]).unwrap();
-        assert_eq!(deliveries.recv().unwrap(), [3]);
-        drop(open);
-        writer.finish().unwrap();
-        assert!(starts.try_recv().is_err(), "a sync with nothing written since the last one");
-    }
-
-    #[test]
-    fn a_sync_that_fails_delivers_nothing_and_the_next_commit_returns_its_error() {
-        let dir = tempfile::tempdir().unwrap();
-        let GatedWriter { mut writer, clock, deliveries, starts, open, failures } = gated(dir.path());
-        let mut s = scheduler_with(&["a"]);
-        let changes = s.take_changes();
-        writer.commit(Rows::gather(clock, &s, &changes, &[]), vec![1]).unwrap();
-        starts.recv().unwrap();
-        open.send(Err("the disk is gone".into())).unwrap();
-        assert!(failures.recv().unwrap().contains("the disk is gone"));
-        // A commit queued after the failure may still be taken into the
-        // channel before the thread is gone: it is never written nor delivered.
-        let _ = writer.commit(None, vec![2]);
-        let stopped = writer.commit(None, vec![3]).and_then(|()| writer.meta("schema_version").map(drop));
-        let err = stopped.expect_err("the writer has stopped");
-        assert!(err.to_string().contains("the disk is gone"), "{err}");
-        assert!(writer.finish().expect_err("finish says why").to_string().contains("the disk is gone"));
-        assert!(deliveries.try_iter().next().is_none(), "nothing may be delivered after a failed sync");
     }
 
     #[test]
