@@ -32,7 +32,6 @@ pub mod sqlite;
 #[cfg(test)]
 mod suite;
 pub mod tokens;
-pub mod wal;
 pub mod writer;
 
 pub use location::Location;
@@ -385,17 +384,6 @@ pub trait Backend: Send {
     /// Write gathered batches of rows in one transaction, in order (a later
     /// row for the same task wins). Returns when the commit is durable.
     fn write(&mut self, batches: &[Rows]) -> Result<(), StoreError>;
-    /// Let another thread make the writes durable: from now on `write`
-    /// returns once its transaction is committed, before it is synced, and
-    /// the returned [`Flush`] makes every transaction committed before it
-    /// was called durable. The writer hands it to a thread of its own, so one
-    /// transaction is written while the one before it syncs, and a sync
-    /// covers every transaction written while the one before it ran; nothing
-    /// is acknowledged before the sync after it. `None` (the default): the
-    /// engine keeps `write` durable by itself.
-    fn split_flush(&mut self) -> Result<Option<Box<dyn Flush>>, StoreError> {
-        Ok(None)
-    }
     /// Called by the writer when it has had nothing to write for
     /// [`Backend::keep_alive_every`]: an engine that must show it is alive
     /// (a leader lease) does so here.
@@ -440,13 +428,6 @@ pub trait Backend: Send {
 
 /// An open store, whichever engine keeps it.
 pub type Store = Box<dyn Backend>;
-
-/// What makes a store's committed transactions durable when its engine lets
-/// another thread do it ([`Backend::split_flush`]).
-pub trait Flush: Send {
-    /// Every transaction committed before this call is durable when it returns.
-    fn flush(&mut self) -> Result<(), StoreError>;
-}
 
 /// How a serving hub opens its store.
 #[derive(Debug, Clone)]

@@ -1,8 +1,7 @@
 //! The `SQLite` engine of the task store: one `state.db` file under `.mcc/`
 //! in WAL mode with `synchronous=FULL`, written by one owner (the
 //! [`super::writer::Writer`] thread). Each write is one transaction that
-//! upserts only the rows that changed, updated in place. The hub's writer
-//! syncs the log from a thread of its own instead ([`super::wal`]).
+//! upserts only the rows that changed, updated in place.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -276,13 +275,6 @@ impl SqliteStore {
 }
 
 impl Backend for SqliteStore {
-    /// The log is opened first: once the connection commits without syncing, only its flush makes a commit durable.
-    fn split_flush(&mut self) -> Result<Option<Box<dyn super::Flush>>, StoreError> {
-        let flush = super::wal::WalFlush::of(&self.path)?;
-        self.conn.pragma_update(None, "synchronous", "NORMAL").map_err(|e| self.sql(e))?;
-        Ok(Some(Box::new(flush)))
-    }
-
     /// Every stored task and worker; leases resume with the time they had
     /// left at the last commit. Time while no hub ran, and wall-clock jumps,
     /// cost a lease nothing.

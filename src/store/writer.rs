@@ -6,21 +6,13 @@
 //! transaction (group commit), and only once that transaction is durable
 //! are its deliveries (the answers to the requests it holds) handed on, in
 //! the order they were queued. Nothing is acknowledged before it is on disk.
-//!
-//! A store that lets another thread make its commits durable
-//! ([`super::Backend::split_flush`], `SQLite`) gets a second stage: the
-//! writer commits without syncing and hands the deliveries to a flush
-//! thread, which syncs once for everything committed while it last synced
-//! and then delivers. So the writer writes the next transaction while the
-//! one before it syncs, and one sync serves every worker waiting by then.
 
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
-use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
 use std::time::{Duration, Instant};
 
-use super::{Flush, Rows, Store, StoreError};
+use super::{Rows, Store, StoreError};
 use crate::handoff;
 
 /// Commits queued at most: an engine further ahead waits (backpressure).
@@ -57,22 +49,12 @@ impl<D: Send + 'static> Writer<D> {
         deliver: impl FnMut(Vec<D>) + Send + 'static,
         failed: impl FnOnce(&StoreError) + Send + 'static,
     ) -> Self {
-        Self::start_split(store, |store| store.split_flush(), deliver, failed)
-    }
-
-    /// [`Self::start`], with `split` asked for the store's flush.
-    fn start_split(
-        store: Store,
-        split: impl FnOnce(&mut Store) -> Result<Option<Box<dyn Flush>>, StoreError> + Send + 'static,
-        deliver: impl FnMut(Vec<D>) + Send + 'static,
-        failed: impl FnOnce(&StoreError) + Send + 'static,
-    ) -> Self {
         let (tx, rx) = sync_channel(QUEUE);
         let thread = std::thread::Builder::new()
             .name("mcc-store".into())
             .spawn(move || {
                 let mut rx = rx;
-                run(store, split, &mut rx, deliver, Failed::new(failed))
+                run(store, &mut rx, deliver, failed)
             })
             .expect("spawn the store writer thread");
         Self { tx: Some(tx), thread: Some(thread), stopped: None }
@@ -145,66 +127,28 @@ impl<D: Send + 'static> Drop for Writer<D> {
     }
 }
 
-/// Told once, by whichever of the writer and its flush thread fails first.
-#[derive(Clone)]
-struct Failed(Arc<Mutex<Option<Tell>>>);
-
-type Tell = Box<dyn FnOnce(&StoreError) + Send>;
-
-impl Failed {
-    fn new(failed: impl FnOnce(&StoreError) + Send + 'static) -> Self {
-        Self(Arc::new(Mutex::new(Some(Box::new(failed)))))
-    }
-
-    fn tell(&self, e: &StoreError) {
-        let once = self.0.lock().map_or_else(|poisoned| poisoned.into_inner().take(), |mut f| f.take());
-        if let Some(failed) = once {
-            failed(e);
-        }
-    }
-}
-
-fn run<D: Send + 'static>(
-    mut store: Store,
-    split: impl FnOnce(&mut Store) -> Result<Option<Box<dyn Flush>>, StoreError>,
+fn run<D>(
+    store: Store,
     rx: &mut Receiver<Job<D>>,
-    mut deliver: impl FnMut(Vec<D>) + Send + 'static,
-    failed: Failed,
+    deliver: impl FnMut(Vec<D>),
+    failed: impl FnOnce(&StoreError),
 ) -> Result<(), StoreError> {
-    let served = match split(&mut store) {
-        Ok(None) => serve(&mut store, rx, |deliveries| {
-            deliver(deliveries);
-            Ok(())
-        }),
-        Ok(Some(flush)) => {
-            let mut flush_thread = Flusher::start(flush, deliver, failed.clone());
-            let served = serve(&mut store, rx, |deliveries| flush_thread.hand(deliveries));
-            // What was committed before a failed commit is still synced and delivered.
-            let synced = flush_thread.finish();
-            served.and(synced)
-        }
-        Err(e) => Err(e),
-    };
+    let served = serve(store, rx, deliver);
     if let Err(e) = &served {
-        failed.tell(e);
+        failed(e);
     }
     served
 }
 
-/// Commit and deliver what comes until the engine lets go or a write fails;
-/// `deliver` gets each commit's deliveries once it is written.
-fn serve<D>(
-    store: &mut Store,
-    rx: &mut Receiver<Job<D>>,
-    mut deliver: impl FnMut(Vec<D>) -> Result<(), StoreError>,
-) -> Result<(), StoreError> {
+/// Commit and deliver what comes until the engine lets go or a write fails.
+fn serve<D>(mut store: Store, rx: &mut Receiver<Job<D>>, mut deliver: impl FnMut(Vec<D>)) -> Result<(), StoreError> {
     let every = store.keep_alive_every();
-    let mut next = idle(store, rx, every)?;
+    let mut next = idle(&mut store, rx, every)?;
     while let Some(first) = next.take() {
         let mut rows = Vec::new();
         let mut deliveries = Vec::new();
         let mut job = Some(first);
-        // Take every commit already queued, up to a read: it must see them written.
+        // Take every commit already queued, up to a read: it must see them durable.
         for _ in 0..GROUP {
             match job.take() {
                 Some(Job::Commit { rows: r, deliveries: d }) => {
@@ -222,82 +166,18 @@ fn serve<D>(
             store.write(&rows)?;
         }
         if !deliveries.is_empty() {
-            deliver(deliveries)?;
+            deliver(deliveries);
         }
         match job {
             Some(Job::Meta { key, reply }) => {
                 let _ = reply.send(store.meta(&key));
-                next = idle(store, rx, every)?;
+                next = idle(&mut store, rx, every)?;
             }
             Some(commit @ Job::Commit { .. }) => next = Some(commit),
-            None => next = idle(store, rx, every)?,
+            None => next = idle(&mut store, rx, every)?,
         }
     }
     Ok(())
-}
-
-/// The flush thread: it syncs what the writer committed and then hands on
-/// the deliveries of those commits, in order.
-struct Flusher<D> {
-    tx: Option<SyncSender<Vec<D>>>,
-    thread: Option<JoinHandle<Result<(), StoreError>>>,
-}
-
-impl<D: Send + 'static> Flusher<D> {
-    fn start(mut flush: Box<dyn Flush>, mut deliver: impl FnMut(Vec<D>) + Send + 'static, failed: Failed) -> Self {
-        let (tx, rx) = sync_channel::<Vec<D>>(QUEUE);
-        let thread = std::thread::Builder::new()
-            .name("mcc-flush".into())
-            .spawn(move || {
-                // Its next input is a commit that has not been written yet: park, never spin.
-                while let Ok(mut ready) = rx.recv() {
-                    // Everything handed on so far was committed before this sync starts: it covers them all.
-                    while let Ok(more) = rx.try_recv() {
-                        ready.extend(more);
-                    }
-                    if let Err(e) = flush.flush() {
-                        failed.tell(&e);
-                        return Err(e);
-                    }
-                    deliver(ready);
-                }
-                Ok(())
-            })
-            .expect("spawn the store's flush thread");
-        Self { tx: Some(tx), thread: Some(thread) }
-    }
-
-    /// Hand on the deliveries of a commit just written; the flush thread's
-    /// error once it has stopped on one.
-    fn hand(&mut self, deliveries: Vec<D>) -> Result<(), StoreError> {
-        match self.tx.as_ref().map(|tx| tx.send(deliveries)) {
-            Some(Ok(())) => Ok(()),
-            _ => Err(self.join()),
-        }
-    }
-
-    /// Sync and deliver everything handed on, then stop the thread.
-    fn finish(mut self) -> Result<(), StoreError> {
-        self.tx = None;
-        match self.thread.take().map(JoinHandle::join) {
-            Some(Ok(result)) => result,
-            Some(Err(_)) => Err(flush_panicked()),
-            None => Ok(()),
-        }
-    }
-
-    fn join(&mut self) -> StoreError {
-        self.tx = None;
-        match self.thread.take().map(JoinHandle::join) {
-            Some(Ok(Err(e))) => e,
-            Some(Err(_)) => flush_panicked(),
-            Some(Ok(Ok(()))) | None => StoreError::Crashed("the store's flush thread has stopped".into()),
-        }
-    }
-}
-
-fn flush_panicked() -> StoreError {
-    StoreError::Crashed("the store's flush thread panicked; see the message above".into())
 }
 
 /// The next job, calling the store's [`Backend::keep_alive`] each `every`
@@ -322,7 +202,7 @@ mod tests {
 
     use super::*;
     use crate::scheduler::{Scheduler, Settings};
-    use crate::store::{Clock, Location, Options};
+    use crate::store::{Location, Options};
     use crate::task::TaskSpec;
 
     fn scheduler_with(ids: &[&str]) -> Scheduler {
@@ -355,111 +235,6 @@ mod tests {
         let (tasks, _) =
             crate::store::open(&Location::Sqlite(dir.path().into()), &Options::default()).unwrap().load().unwrap();
         assert_eq!(tasks.iter().map(|t| t.spec.id.as_str()).collect::<Vec<_>>(), ["a", "b"]);
-    }
-
-    /// The store's own flush, run only when the test opens the gate; it
-    /// tells the test when a sync starts, and fails when told to.
-    struct Gated {
-        inner: Box<dyn Flush>,
-        started: std::sync::mpsc::Sender<()>,
-        gate: Receiver<Result<(), String>>,
-    }
-
-    impl Flush for Gated {
-        fn flush(&mut self) -> Result<(), StoreError> {
-            let _ = self.started.send(());
-            match self.gate.recv() {
-                Ok(Ok(())) => self.inner.flush(),
-                Ok(Err(why)) => Err(StoreError::Crashed(why)),
-                Err(_) => Err(StoreError::Crashed("the test let go of the gate".into())),
-            }
-        }
-    }
-
-    /// A writer on a store in `dir` whose syncs wait for the test.
-    struct GatedWriter {
-        writer: Writer<u32>,
-        clock: Clock,
-        deliveries: Receiver<Vec<u32>>,
-        /// One message as each sync starts.
-        starts: Receiver<()>,
-        /// Lets one sync go on, or fail with the text given.
-        open: std::sync::mpsc::Sender<Result<(), String>>,
-        failures: Receiver<String>,
-    }
-
-    fn gated(dir: &std::path::Path) -> GatedWriter {
-        let store = crate::store::open(&Location::Sqlite(dir.into()), &Options::default()).unwrap();
-        let clock = store.clock();
-        let (delivered, deliveries) = channel();
-        let (started, starts) = channel();
-        let (open, gate) = channel();
-        let (told, failures) = channel();
-        let split = move |store: &mut Store| {
-            let inner = store.split_flush()?.expect("SQLite syncs its log on a thread of its own");
-            Ok(Some(Box::new(Gated { inner, started, gate }) as Box<dyn Flush>))
-        };
-        let writer = Writer::start_split(
-            store,
-            split,
-            move |d: Vec<u32>| delivered.send(d).unwrap(),
-            move |e: &StoreError| told.send(e.to_string()).unwrap(),
-        );
-        GatedWriter { writer, clock, deliveries, starts, open, failures }
-    }
-
-    #[test]
-    fn an_answer_waits_for_the_sync_while_the_writer_goes_on_with_the_next_commit() {
-        let dir = tempfile::tempdir().unwrap();
-        let GatedWriter { mut writer, clock, deliveries, starts, open, .. } = gated(dir.path());
-        let mut s = scheduler_with(&["a"]);
-        let changes = s.take_changes();
-        writer.commit(Rows::gather(clock, &s, &changes, &[("round", "1".into())]), vec![1]).unwrap();
-        starts.recv().expect("the first commit is synced");
-        // Committed but not synced: another connection reads it, and its answer is not handed on.
-        let mut other = crate::store::open_read_only(&Location::Sqlite(dir.path().into())).unwrap().unwrap();
-        assert_eq!(other.meta("round").unwrap().as_deref(), Some("1"));
-        assert!(deliveries.try_recv().is_err(), "an answer went out before its commit was synced");
-        // The writer does not wait for that sync: the next commit is written (a read after it sees it).
-        s.add_tasks(vec![TaskSpec::new("b", "y")], None, Instant::now()).unwrap();
-        let changes = s.take_changes();
-        writer.commit(Rows::gather(clock, &s, &changes, &[("round", "2".into())]), vec![2]).unwrap();
-        assert_eq!(writer.meta("round").unwrap().as_deref(), Some("2"));
-        assert!(deliveries.try_recv().is_err(), "an answer went out before its commit was synced");
-        open.send(Ok(())).unwrap();
-        assert_eq!(deliveries.recv().unwrap(), [1]);
-        // The second commit was written during the first sync: the next sync covers it.
-        starts.recv().expect("the second commit is synced");
-        assert!(deliveries.try_recv().is_err(), "an answer went out before its commit was synced");
-        open.send(Ok(())).unwrap();
-        assert_eq!(deliveries.recv().unwrap(), [2]);
-        drop(open);
-        writer.finish().unwrap();
-    }
-
-    #[test]
-    fn a_sync_that_fails_delivers_nothing_more_and_says_why() {
-        let dir = tempfile::tempdir().unwrap();
-        let GatedWriter { mut writer, clock, deliveries, starts, open, failures } = gated(dir.path());
-        let mut s = scheduler_with(&["a"]);
-        let changes = s.take_changes();
-        writer.commit(Rows::gather(clock, &s, &changes, &[]), vec![1]).unwrap();
-        starts.recv().unwrap();
-        open.send(Err("the disk is gone".into())).unwrap();
-        assert!(failures.recv().unwrap().contains("the disk is gone"));
-        // The writer finds its flush thread stopped at its next hand-over, and
-        // stops; commits queued before that are taken and then refused.
-        let mut stopped = Ok(());
-        for i in 2..100_000 {
-            stopped = writer.commit(None, vec![i]);
-            if stopped.is_err() {
-                break;
-            }
-        }
-        let err = stopped.expect_err("the writer stops with its flush thread");
-        assert!(err.to_string().contains("the disk is gone"), "{err}");
-        assert!(writer.finish().expect_err("finish says why").to_string().contains("the disk is gone"));
-        assert!(deliveries.try_iter().next().is_none(), "nothing may be delivered after a failed sync");
     }
 
     #[test]
