@@ -580,31 +580,41 @@ impl Engine {
                     Received::TimedOut | Received::Closed => break,
                 }
             }
-            // Before the inputs: a status asked now sees the fixed workflow.
-            self.reload_fixed_workflow();
-            for input in batch {
-                self.handle(input);
-            }
-            self.settle();
-            if self.scheduler.next_deadline().is_some() && self.leases_written.elapsed() >= LEASE_CHECKPOINT {
-                // Leases are stored as time left: write it now and then, so a
-                // hub killed with `kill -9` gives a lease back at most this much.
-                self.scheduler.touch_held();
-                self.leases_written = Instant::now();
-            }
-            if self.store_failed {
-                break;
-            }
-            self.commit()?;
-            if let Some(message) = self.stopping.take() {
-                // Store the time every lease has left, to resume with it.
-                self.scheduler.touch_held();
-                self.shutdown(&message);
-                self.commit()?;
+            let (now, after_creates) = creates_last(batch);
+            if !self.step(now)? || (!after_creates.is_empty() && !self.step(after_creates)?) {
                 break;
             }
         }
         Ok(())
+    }
+
+    /// Handle `inputs`, let the workflow act and hand out work, then commit;
+    /// false when the engine is to stop.
+    fn step(&mut self, inputs: Vec<Input>) -> Result<bool, StoreError> {
+        // Before the inputs: a status asked now sees the fixed workflow.
+        self.reload_fixed_workflow();
+        for input in inputs {
+            self.handle(input);
+        }
+        self.settle();
+        if self.scheduler.next_deadline().is_some() && self.leases_written.elapsed() >= LEASE_CHECKPOINT {
+            // Leases are stored as time left: write it now and then, so a
+            // hub killed with `kill -9` gives a lease back at most this much.
+            self.scheduler.touch_held();
+            self.leases_written = Instant::now();
+        }
+        if self.store_failed {
+            return Ok(false);
+        }
+        self.commit()?;
+        if let Some(message) = self.stopping.take() {
+            // Store the time every lease has left, to resume with it.
+            self.scheduler.touch_held();
+            self.shutdown(&message);
+            self.commit()?;
+            return Ok(false);
+        }
+        Ok(true)
     }
 
     fn next_wakeup(&self) -> Option<Instant> {
@@ -1025,6 +1035,35 @@ impl Engine {
 
 /// A stamp of a workflow's sources: the file and the `.lua` files under its
 /// folder (where `require` looks first), by path, size and modification time.
+/// A batch split in two steps, each handled and committed in turn: what
+/// comes before the first create of many tasks (`create_tasks`,
+/// `add_tasks`), with every later message of another connection; then the
+/// creates, what their connections sent after them, and whatever else came
+/// after the first. A create is the costliest input there is (each task
+/// parsed, added, then written), and a worker's handoff in the same batch
+/// need not wait for it: connections are independent, so their inputs may
+/// be taken in any order that keeps each connection's own.
+fn creates_last(batch: Vec<Input>) -> (Vec<Input>, Vec<Input>) {
+    let mut creators: Vec<ConnId> = Vec::new();
+    let (mut now, mut after) = (Vec::new(), Vec::new());
+    for input in batch {
+        let conn = match &input {
+            Input::Message { conn, msg } => {
+                if matches!(msg, ClientMsg::CreateTasks { .. } | ClientMsg::AddTasks { .. }) && !creators.contains(conn)
+                {
+                    creators.push(*conn);
+                }
+                Some(*conn)
+            }
+            Input::Relay { conn, .. } | Input::Connected { conn, .. } | Input::Disconnected { conn } => Some(*conn),
+            _ => None,
+        };
+        let later = !creators.is_empty() && conn.is_none_or(|c| creators.contains(&c));
+        if later { after.push(input) } else { now.push(input) }
+    }
+    (now, after)
+}
+
 fn sources_stamp(path: &Path) -> u64 {
     use std::hash::{Hash, Hasher};
     let mut hasher = std::collections::hash_map::DefaultHasher::new();

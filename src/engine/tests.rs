@@ -160,3 +160,34 @@ fn a_create_whose_coordinator_is_gone_holds_no_push() {
     assert!(engine.send(Input::Shutdown { message: "test over".into() }));
     thread.join().unwrap().unwrap();
 }
+
+#[test]
+fn a_workers_input_is_not_held_behind_a_create_in_the_same_batch_and_each_connection_keeps_its_order() {
+    let status = |conn| Input::Message { conn, msg: ClientMsg::Status {} };
+    let create = |conn| Input::Message { conn, msg: ClientMsg::CreateTasks { tasks: None } };
+    let batch = vec![
+        status(1),
+        create(2),
+        status(1),
+        status(2),
+        Input::Disconnected { conn: 3 },
+        create(1),
+        status(1),
+        Input::Shutdown { message: "test over".into() },
+    ];
+    let shown = |inputs: &[Input]| -> Vec<String> {
+        inputs
+            .iter()
+            .map(|input| match input {
+                Input::Message { conn, msg: ClientMsg::CreateTasks { .. } } => format!("create {conn}"),
+                Input::Message { conn, .. } => format!("status {conn}"),
+                Input::Disconnected { conn } => format!("gone {conn}"),
+                Input::Shutdown { .. } => "shutdown".to_owned(),
+                _ => "other".to_owned(),
+            })
+            .collect()
+    };
+    let (now, after_creates) = creates_last(batch);
+    assert_eq!(shown(&now), ["status 1", "status 1", "gone 3"]);
+    assert_eq!(shown(&after_creates), ["create 2", "status 2", "create 1", "status 1", "shutdown"]);
+}
