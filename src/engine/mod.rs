@@ -452,8 +452,7 @@ impl Engine {
         let race_validations = races::stored_validations(&scheduler, store.as_mut());
         let workflow_path = store.meta("workflow_path")?.map(PathBuf::from);
         let (tx, rx) = tokio::sync::mpsc::channel(ENGINE_QUEUE);
-        let mut inbox = handoff::TokioInbox::new(rx)
-            .map_err(|e| StoreError::Crashed(format!("cannot start the engine's timer: {e}")))?;
+        let mut inbox = handoff::TokioInbox::new(rx);
         let engine_tx = tx.clone();
         let clock = store.clock();
         let mut postman = Postman { engine: tx.clone(), cut: HashSet::new(), untold: Vec::new() };
