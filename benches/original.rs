@@ -33,8 +33,8 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 
 mod support;
-use support::drain::{add_tasks, drain, ms};
-use support::{Hub, Socket, binary, connect_with_token, percentile, recv, send, wire};
+use support::drain::{add_tasks, cpu_per_task, drain, ms};
+use support::{Hub, Socket, binary, connect_with_token, cpu_by_thread, percentile, recv, send, wire};
 
 /// Tasks per `create_tasks` message, as in the original's load.
 const PER_MESSAGE: usize = 500;
@@ -90,6 +90,8 @@ struct Run {
     p50: Duration,
     p99: Duration,
     cpu_per_task_us: f64,
+    /// The hub's CPU per task by thread ("mcc-engine 30, mcc-store 45 ...").
+    threads: String,
 }
 
 /// A server under test: where to connect, with what token, its process.
@@ -142,6 +144,7 @@ fn old_protocol(server: &Server, n: usize, workers: usize, stop: impl FnOnce()) 
         registered == workers
     });
     let cpu_before = process_cpu(server.pid);
+    let threads_before = cpu_by_thread(server.pid);
     let start = Instant::now();
     let mut batches = tasks.chunks(PER_MESSAGE);
     let create = |coord: &mut Socket, batch: &[Value]| send(coord, &json!({"type": "create_tasks", "tasks": batch}));
@@ -162,6 +165,7 @@ fn old_protocol(server: &Server, n: usize, workers: usize, stop: impl FnOnce()) 
     }
     let took = start.elapsed();
     let cpu = process_cpu(server.pid).saturating_sub(cpu_before);
+    let threads = cpu_per_task(&threads_before, &cpu_by_thread(server.pid), n);
     drop(coord);
     stop();
     let mut handoffs: Vec<Duration> = handles.into_iter().flat_map(|h| h.join().expect("a bench worker")).collect();
@@ -171,6 +175,7 @@ fn old_protocol(server: &Server, n: usize, workers: usize, stop: impl FnOnce()) 
         p50: percentile(&handoffs, 0.5),
         p99: percentile(&handoffs, 0.99),
         cpu_per_task_us: cpu.as_secs_f64() * 1e6 / n as f64,
+        threads,
     }
 }
 
@@ -200,6 +205,7 @@ fn mcc_verbs(bin: &Path, n: usize, workers: usize) -> Run {
         p50: percentile(&handoffs, 0.5),
         p99: percentile(&handoffs, 0.99),
         cpu_per_task_us: cpu.as_secs_f64() * 1e6 / drained.tasks as f64,
+        threads: drained.cpu,
     }
 }
 
@@ -274,11 +280,12 @@ fn summary(runs: &[Run]) -> (f64, f64, String) {
 
 fn print_run(what: &str, run: &Run) {
     println!(
-        "  {what:<34} {:>7.0} tasks/s  handoff p50 {:.2} ms  p99 {:.2} ms  hub CPU {:.0} µs/task",
+        "  {what:<34} {:>7.0} tasks/s  handoff p50 {:.2} ms  p99 {:.2} ms  hub CPU {:.0} µs/task; by thread {}",
         run.tasks_per_s,
         ms(run.p50),
         ms(run.p99),
-        run.cpu_per_task_us
+        run.cpu_per_task_us,
+        run.threads
     );
 }
 

@@ -97,20 +97,7 @@ impl Hub {
     /// CPU time (user + system) the hub's threads have used so far, by
     /// thread name (`mcc-engine`, `mcc-store`, `tokio-rt-worker` ...).
     pub fn cpu_by_thread(&self) -> std::collections::BTreeMap<String, Duration> {
-        // Clock ticks: 100 per second on Linux.
-        const TICK: Duration = Duration::from_millis(10);
-        let mut by_name = std::collections::BTreeMap::new();
-        let Ok(threads) = std::fs::read_dir(format!("/proc/{}/task", self.child.id())) else { return by_name };
-        for thread in threads.flatten() {
-            let Ok(stat) = std::fs::read_to_string(thread.path().join("stat")) else { continue };
-            // `pid (name) state ...`: the name may hold spaces, the fields after it do not.
-            let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else { continue };
-            let name = stat[open + 1..close].to_owned();
-            let fields: Vec<&str> = stat[close + 2..].split_whitespace().collect();
-            let ticks: u32 = fields.get(11..13).map_or(0, |f| f.iter().filter_map(|v| v.parse::<u32>().ok()).sum());
-            *by_name.entry(name).or_default() += TICK * ticks;
-        }
-        by_name
+        cpu_by_thread(self.child.id())
     }
 
     /// CPU seconds (user + system) the hub's `mcc-engine` thread used so far.
@@ -181,4 +168,23 @@ pub fn percentile(sorted: &[Duration], p: f64) -> Duration {
         return Duration::ZERO;
     }
     sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
+}
+
+/// CPU time (user + system) each thread of process `pid` has used so far,
+/// summed by thread name, from `/proc/PID/task/*/stat`.
+pub fn cpu_by_thread(pid: u32) -> std::collections::BTreeMap<String, Duration> {
+    // Clock ticks: 100 per second on Linux.
+    const TICK: Duration = Duration::from_millis(10);
+    let mut by_name = std::collections::BTreeMap::new();
+    let Ok(threads) = std::fs::read_dir(format!("/proc/{pid}/task")) else { return by_name };
+    for thread in threads.flatten() {
+        let Ok(stat) = std::fs::read_to_string(thread.path().join("stat")) else { continue };
+        // `pid (name) state ...`: the name may hold spaces, the fields after it do not.
+        let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else { continue };
+        let name = stat[open + 1..close].to_owned();
+        let fields: Vec<&str> = stat[close + 2..].split_whitespace().collect();
+        let ticks: u32 = fields.get(11..13).map_or(0, |f| f.iter().filter_map(|v| v.parse::<u32>().ok()).sum());
+        *by_name.entry(name).or_default() += TICK * ticks;
+    }
+    by_name
 }
