@@ -26,7 +26,11 @@ use std::time::{Duration, Instant};
 /// shorter misses the next request of a busy hub. Measured with 4 workers
 /// draining 4,000 tasks (means of 4-5 alternating rounds): looking 15-30 µs
 /// 9,270-10,010 tasks/s, yielding the core while looking 8,870, parking at
-/// once 8,690 (docs/benchmarks.md).
+/// once 8,690 (docs/benchmarks.md). Looking every time cost the 1-worker
+/// load 20 µs of engine and 20 µs of store writer CPU per task for nothing;
+/// looking only while it pays (below) took the engine from 62-66 to 44-50 µs
+/// per task there, and from 34-36 to 26-30 with 4 workers, at the same
+/// tasks/s (`cargo bench --bench original`, 4 alternating rounds, load 0.2-1.3).
 const LOOK: Duration = Duration::from_micros(20);
 /// Looks between two readings of the clock: a look is a few atomic loads,
 /// a clock reading costs as much as several, and 20 µs need no finer grain.
