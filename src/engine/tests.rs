@@ -187,7 +187,12 @@ fn a_workers_input_is_not_held_behind_a_create_in_the_same_batch_and_each_connec
             })
             .collect()
     };
-    let (now, after_creates) = creates_last(batch);
+    let mut now = batch;
+    let after_creates = creates_last(&mut now);
     assert_eq!(shown(&now), ["status 1", "status 1", "gone 3"]);
     assert_eq!(shown(&after_creates), ["create 2", "status 2", "create 1", "status 1", "shutdown"]);
+    // A batch with no create is handled in one step, as it came.
+    let mut plain = vec![status(1), status(2), Input::Disconnected { conn: 3 }];
+    assert!(creates_last(&mut plain).is_empty());
+    assert_eq!(shown(&plain), ["status 1", "status 2", "gone 3"]);
 }
