@@ -15,7 +15,12 @@
 //! them: the median `fdatasync` of a 4 KiB write in the store's folder (the
 //! disk bound of N synchronous workers is N / that), and the hub's CPU per
 //! task (user + system from `/proc/PID/stat` of the hub process), which
-//! stays comparable on a shared machine where tasks/s does not.
+//! stays comparable on a shared machine where tasks/s does not. And the
+//! store's floor: `MCC_ORIGINAL_FLOOR` (2,000) handoffs of one worker
+//! committed through a fresh `SQLite` store in this process, with no hub,
+//! socket or thread around them (done, accept and the next grant in one
+//! durable transaction each, as the hub writes them): one worker on any hub
+//! of this store goes at most 1 / that commit's median.
 //!
 //! `MCC_ORIGINAL=path/to/index.js` runs the original server too (`node` or
 //! `MCC_NODE`; docs/benchmarks.md says how to build it), with the ratio.
@@ -40,6 +45,8 @@ use support::{Hub, Socket, binary, connect_with_token, cpu_by_thread, percentile
 const PER_MESSAGE: usize = 500;
 /// `fdatasync` samples per round.
 const SYNCS: usize = 200;
+/// Handoffs committed through the store alone per round (`MCC_ORIGINAL_FLOOR`).
+const FLOOR: usize = 2_000;
 
 fn env_usize(name: &str, default: usize) -> usize {
     std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
@@ -220,6 +227,15 @@ fn mcc_old(bin: &Path, n: usize, workers: usize) -> (Run, Duration) {
     (run, sync)
 }
 
+/// One worker's handoffs committed through a fresh `SQLite` store with no
+/// hub around it: the floor a hub's 1-worker rate sits on.
+fn store_floor(handoffs: usize) -> mcc::StoreFloor {
+    let dir = tempfile::tempdir().expect("a temporary project");
+    let state = dir.path().join(".mcc");
+    std::fs::create_dir_all(&state).expect("a state folder");
+    mcc::store_commit_floor(&state, handoffs).unwrap_or_else(|e| panic!("the store's floor: {e}"))
+}
+
 /// The original server: `node SCRIPT` on a free port, in a folder of its own.
 struct Original {
     child: Child,
@@ -303,8 +319,16 @@ fn main() {
         original.as_ref().map_or_else(|| "not given (MCC_ORIGINAL)".to_owned(), |p| p.display().to_string())
     );
     let (mut mcc4_old, mut orig4_old, mut mcc4, mut mcc1, mut syncs) = (vec![], vec![], vec![], vec![], vec![]);
+    let mut floors = vec![];
     for round in 1..=rounds {
         println!("round {round}");
+        let floor = store_floor(env_usize("MCC_ORIGINAL_FLOOR", FLOOR));
+        println!(
+            "  the store alone, a handoff's commit: median {:.3} ms, {:.0} µs of CPU",
+            ms(floor.median()),
+            floor.cpu_per_commit().as_secs_f64() * 1e6
+        );
+        floors.push(floor);
         if wanted("old4") {
             let (run, sync) = mcc_old(&bin, n, 4);
             println!("  fdatasync of 4 KiB in the store's folder: median {:.3} ms", ms(sync));
@@ -340,6 +364,15 @@ fn main() {
         sync * 1e3,
         1.0 / sync,
         4.0 / sync
+    );
+    let commit = median(floors.iter().map(|f| f.median().as_secs_f64()).collect());
+    let commit_cpu = median(floors.iter().map(|f| f.cpu_per_commit().as_secs_f64()).collect());
+    println!(
+        "  the store alone, a handoff's commit: {:.3} ms, {:.0} µs of CPU; 1 worker at most {:.0} tasks/s ({:.0}% of 1 / fdatasync)",
+        commit * 1e3,
+        commit_cpu * 1e6,
+        1.0 / commit,
+        100.0 * sync / commit
     );
     if !mcc4_old.is_empty() {
         let (mcc_rate, mcc_p99, line) = summary(&mcc4_old);

@@ -40,6 +40,7 @@ pub use hub::{HubOptions, Limits as HubLimits, RunningHub, Security as HubSecuri
 pub use layout::Layout;
 pub use lua::{Workflow, load as load_workflow};
 pub use scheduler::{Scheduler, Settings};
+pub use store::floor::{Floor as StoreFloor, commit_floor as store_commit_floor};
 pub use store::restore::restore_from_project as restore_checkout;
 pub use text::duration;
 pub use wire::ClientMsg;

@@ -23,6 +23,7 @@ use crate::event::EventKind;
 use crate::scheduler::{Changes, Scheduler, Settings, Task, Worker};
 use crate::task::now_ms;
 
+pub mod floor;
 pub mod lease;
 pub mod location;
 pub mod postgres;
