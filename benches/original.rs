@@ -16,11 +16,11 @@
 //! disk bound of N synchronous workers is N / that), and the hub's CPU per
 //! task (user + system from `/proc/PID/stat` of the hub process), which
 //! stays comparable on a shared machine where tasks/s does not. And the
-//! store's floor: `MCC_ORIGINAL_FLOOR` (2,000) handoffs of one worker
-//! committed through a fresh `SQLite` store in this process, with no hub,
-//! socket or thread around them (done, accept and the next grant in one
-//! durable transaction each, as the hub writes them): one worker on any hub
-//! of this store goes at most 1 / that commit's median.
+//! store's floor: `MCC_ORIGINAL_FLOOR` (2,000) commits through a fresh
+//! `SQLite` store in this process, with no hub, socket or thread around
+//! them, each holding one handoff (done, accept and the next grant, as the
+//! hub writes them) of each of 1 or 4 workers: N synchronous workers on any
+//! hub of this store go at most N / that commit's median.
 //!
 //! `MCC_ORIGINAL=path/to/index.js` runs the original server too (`node` or
 //! `MCC_NODE`; docs/benchmarks.md says how to build it), with the ratio.
@@ -45,7 +45,7 @@ use support::{Hub, Socket, binary, connect_with_token, cpu_by_thread, percentile
 const PER_MESSAGE: usize = 500;
 /// `fdatasync` samples per round.
 const SYNCS: usize = 200;
-/// Handoffs committed through the store alone per round (`MCC_ORIGINAL_FLOOR`).
+/// Commits through the store alone per round and worker count (`MCC_ORIGINAL_FLOOR`).
 const FLOOR: usize = 2_000;
 
 fn env_usize(name: &str, default: usize) -> usize {
@@ -227,13 +227,18 @@ fn mcc_old(bin: &Path, n: usize, workers: usize) -> (Run, Duration) {
     (run, sync)
 }
 
-/// One worker's handoffs committed through a fresh `SQLite` store with no
-/// hub around it: the floor a hub's 1-worker rate sits on.
-fn store_floor(handoffs: usize) -> mcc::StoreFloor {
+/// "1 handoff", "4 handoffs".
+fn handoffs(n: usize) -> String {
+    if n == 1 { "1 handoff".to_owned() } else { format!("{n} handoffs") }
+}
+
+/// `workers` handoffs a commit through a fresh `SQLite` store with no hub
+/// around it: the floor a hub's rate with that many workers sits on.
+fn store_floor(commits: usize, workers: usize) -> mcc::StoreFloor {
     let dir = tempfile::tempdir().expect("a temporary project");
     let state = dir.path().join(".mcc");
     std::fs::create_dir_all(&state).expect("a state folder");
-    mcc::store_commit_floor(&state, handoffs).unwrap_or_else(|e| panic!("the store's floor: {e}"))
+    mcc::store_commit_floor(&state, commits, workers).unwrap_or_else(|e| panic!("the store's floor: {e}"))
 }
 
 /// The original server: `node SCRIPT` on a free port, in a folder of its own.
@@ -319,16 +324,20 @@ fn main() {
         original.as_ref().map_or_else(|| "not given (MCC_ORIGINAL)".to_owned(), |p| p.display().to_string())
     );
     let (mut mcc4_old, mut orig4_old, mut mcc4, mut mcc1, mut syncs) = (vec![], vec![], vec![], vec![], vec![]);
-    let mut floors = vec![];
+    let (mut floors1, mut floors4) = (vec![], vec![]);
     for round in 1..=rounds {
         println!("round {round}");
-        let floor = store_floor(env_usize("MCC_ORIGINAL_FLOOR", FLOOR));
-        println!(
-            "  the store alone, a handoff's commit: median {:.3} ms, {:.0} µs of CPU",
-            ms(floor.median()),
-            floor.cpu_per_commit().as_secs_f64() * 1e6
-        );
-        floors.push(floor);
+        let commits = env_usize("MCC_ORIGINAL_FLOOR", FLOOR);
+        for (workers, floors) in [(1, &mut floors1), (4, &mut floors4)] {
+            let floor = store_floor(commits, workers);
+            println!(
+                "  the store alone, {} a commit: median {:.3} ms, {:.0} µs of CPU",
+                handoffs(workers),
+                ms(floor.median()),
+                floor.cpu_per_commit().as_secs_f64() * 1e6
+            );
+            floors.push(floor);
+        }
         if wanted("old4") {
             let (run, sync) = mcc_old(&bin, n, 4);
             println!("  fdatasync of 4 KiB in the store's folder: median {:.3} ms", ms(sync));
@@ -365,15 +374,20 @@ fn main() {
         1.0 / sync,
         4.0 / sync
     );
-    let commit = median(floors.iter().map(|f| f.median().as_secs_f64()).collect());
-    let commit_cpu = median(floors.iter().map(|f| f.cpu_per_commit().as_secs_f64()).collect());
-    println!(
-        "  the store alone, a handoff's commit: {:.3} ms, {:.0} µs of CPU; 1 worker at most {:.0} tasks/s ({:.0}% of 1 / fdatasync)",
-        commit * 1e3,
-        commit_cpu * 1e6,
-        1.0 / commit,
-        100.0 * sync / commit
-    );
+    for (floors, bound) in [(&floors1, 1.0 / sync), (&floors4, 4.0 / sync)] {
+        let workers = floors.first().map_or(0, |f| f.workers);
+        let commit = median(floors.iter().map(|f| f.median().as_secs_f64()).collect());
+        let cpu = median(floors.iter().map(|f| f.cpu_per_commit().as_secs_f64()).collect());
+        let rate = median(floors.iter().map(mcc::StoreFloor::tasks_per_s).collect());
+        println!(
+            "  the store alone, {} a commit: {:.3} ms, {:.0} µs of CPU; at most {rate:.0} tasks/s for {workers} synchronous worker{} ({:.0}% of the disk bound)",
+            handoffs(workers),
+            commit * 1e3,
+            cpu * 1e6,
+            if workers == 1 { "" } else { "s" },
+            100.0 * rate / bound
+        );
+    }
     if !mcc4_old.is_empty() {
         let (mcc_rate, mcc_p99, line) = summary(&mcc4_old);
         println!("  old protocol, 4 workers, mcc:      {line}");
