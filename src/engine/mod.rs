@@ -27,7 +27,6 @@ use tokio::sync::mpsc::Sender;
 use tokio::sync::mpsc::error::TrySendError;
 
 pub use budget::Limits as BudgetLimits;
-pub use old::{CreateAnswer, Mark};
 pub use policy::{Candidate, DefaultPolicy, HeldPolicy, Policy, PolicyError};
 use problems::{ProblemKind, Problems};
 use submit::Sent;
@@ -47,10 +46,10 @@ pub type ConnId = u64;
 #[derive(Debug)]
 pub enum Outgoing {
     Msg(ServerMsg),
-    /// A point in the connection's writes that orders them with another
-    /// connection's: a coordinator's `tasks_created` before the pushes of
-    /// the tasks it announced (see [`Mark`]).
-    Mark(Mark),
+    /// A connection's own marker, handed back in order with its answers
+    /// (see [`Input::Relay`]): reaching it, the connection knows that
+    /// everything queued for it before has been written.
+    Mark(u64),
     /// Send nothing more; close the socket.
     Close,
 }
@@ -69,7 +68,7 @@ pub enum Input {
         msg: ClientMsg,
     },
     /// Queue `outgoing` for `conn` behind the answers to its earlier inputs
-    /// (the hub's answer to a frame that did not parse, or to a token verb).
+    /// (the hub's answer to a frame that did not parse, and its markers).
     Relay {
         conn: ConnId,
         outgoing: Outgoing,
@@ -366,9 +365,6 @@ pub struct Engine {
     workflow_path: Option<PathBuf>,
     conns: HashMap<ConnId, Conn>,
     coordinator: Option<ConnId>,
-    /// Tasks an old `create_tasks` added, while its answer may be unwritten
-    /// (see [`CreateAnswer`]): their pushes wait for it.
-    created_by: HashMap<TaskId, std::sync::Arc<CreateAnswer>>,
     waiters: offers::Waiters,
     judging: HashMap<TaskId, Judging>,
     /// Validation commands running, per (task, attempt).
@@ -489,7 +485,6 @@ impl Engine {
                     workflow_path: None,
                     conns: HashMap::new(),
                     coordinator: None,
-                    created_by: HashMap::new(),
                     waiters: offers::Waiters::default(),
                     judging: HashMap::new(),
                     validations: HashMap::new(),

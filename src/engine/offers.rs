@@ -232,9 +232,6 @@ impl Engine {
             }
             Reply::Push => match offer {
                 Offer::Task { task, .. } => {
-                    if let Some(id) = task["id"].as_str() {
-                        self.hold_push(conn, id);
-                    }
                     ServerMsg::TaskAssigned { task: Some(task), task_id: None, worker_id: None }
                 }
                 Offer::AllDone { message, .. }

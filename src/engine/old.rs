@@ -1,72 +1,19 @@
 //! The old protocol's adapter: `register`, `task_complete` and `status`
 //! in the original server's shapes, mapped onto the same operations as
-//! mcc's own messages; and the order the original's sockets kept between a
-//! coordinator's `tasks_created` and the pushes of the tasks it announced.
+//! mcc's own messages.
 
-use std::sync::Arc;
 use std::time::Instant;
 
 use serde_json::Value;
 
 use super::submit::{Source, Submission};
-use super::{ConnId, Engine, Outgoing, Reply, Role, bad_name};
+use super::{ConnId, Engine, Reply, Role, bad_name};
 use crate::scheduler::{Task, TaskState};
 use crate::task::{Report, ReportStatus};
 use crate::wire::{ServerMsg, WorkerStatus};
 
 /// The original server's `no_tasks` text, whatever the reason.
 pub(super) const NO_TASKS: &str = "No tasks available in queue";
-
-/// One `create_tasks` answer: whether its `tasks_created` is on the
-/// coordinator's socket yet. The original wrote every frame from one
-/// thread, so a coordinator read `tasks_created` before a worker read a
-/// task it brought, and old clients rely on that (they await the one, then
-/// listen for the other); here each connection writes on its own, so a push
-/// of a task this create added (or an idle worker's `no_tasks` beside it)
-/// is written only once the answer is. Pushes of other tasks wait for
-/// nothing: a coordinator adding 500 at a time keeps a create unanswered
-/// most of its creation phase, and when every push waited while any create
-/// was unwritten, each waited a commit more (docs/benchmarks.md).
-#[derive(Debug)]
-pub struct CreateAnswer(tokio::sync::watch::Sender<bool>);
-
-impl CreateAnswer {
-    fn new() -> Arc<Self> {
-        Arc::new(Self(tokio::sync::watch::Sender::new(false)))
-    }
-
-    pub fn is_written(&self) -> bool {
-        *self.0.borrow()
-    }
-
-    /// Until the answer is written, or will never be (its connection ended).
-    pub async fn written(&self) {
-        let _ = self.0.subscribe().wait_for(|written| *written).await;
-    }
-}
-
-/// What to do at this point of a connection's writes to keep the order of
-/// [`CreateAnswer`] (see [`Outgoing::Mark`]).
-#[derive(Debug)]
-pub enum Mark {
-    /// On the coordinator's connection, behind `tasks_created`: let go once
-    /// what came before is written. Dropped unwritten (the connection ended,
-    /// or was never there) it lets the pushes go too: nothing will come.
-    Answered(Answered),
-    /// On a worker's connection, before a push: write nothing more until
-    /// this create's answer is written.
-    After(Arc<CreateAnswer>),
-}
-
-/// The coordinator's hold on a [`CreateAnswer`]: dropping it marks it written.
-#[derive(Debug)]
-pub struct Answered(Arc<CreateAnswer>);
-
-impl Drop for Answered {
-    fn drop(&mut self) {
-        self.0.0.send_replace(true);
-    }
-}
 
 impl Engine {
     pub(super) fn register(
@@ -129,34 +76,16 @@ impl Engine {
             Ok(ids) => {
                 let queued = self.scheduler.count(TaskState::Ready) + self.scheduler.count(TaskState::Waiting);
                 self.send(conn, ServerMsg::TasksCreated { count: ids.len(), queued });
-                let answer = CreateAnswer::new();
-                self.outgoing.push((conn, Outgoing::Mark(Mark::Answered(Answered(answer.clone())))));
-                // What earlier creates added and is written needs no hold: forgotten, so the map stays small.
-                self.created_by.retain(|_, create| !create.is_written());
-                self.created_by.extend(ids.into_iter().map(|id| (id, answer.clone())));
                 let idle: Vec<ConnId> =
                     self.waiters.iter().filter(|w| matches!(w.reply, Reply::Push)).map(|w| w.conn).collect();
                 self.dispatch(now);
                 for c in idle {
                     if self.waiters.iter().any(|w| w.conn == c && matches!(w.reply, Reply::Push)) {
-                        self.outgoing.push((c, Outgoing::Mark(Mark::After(answer.clone()))));
                         self.send(c, ServerMsg::NoTasks { message: NO_TASKS.to_owned() });
                     }
                 }
             }
             Err(e) => self.send(conn, e),
-        }
-    }
-
-    /// Before a push of task `id` to an old worker on `conn`: the hold on
-    /// the create that added it, while its answer may be unwritten.
-    pub(super) fn hold_push(&mut self, conn: ConnId, id: &str) {
-        let Some(create) = self.created_by.get(id) else { return };
-        if create.is_written() {
-            self.created_by.remove(id);
-        } else {
-            let after = Outgoing::Mark(Mark::After(create.clone()));
-            self.outgoing.push((conn, after));
         }
     }
 

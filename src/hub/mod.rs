@@ -31,7 +31,7 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::handshake::server::{Request, Response};
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
-use crate::engine::{Config, Engine, EngineHandle, Input, Loader, Mark, Outgoing};
+use crate::engine::{Config, Engine, EngineHandle, Input, Loader, Outgoing};
 pub use crate::layout::HubFile;
 use crate::layout::Layout;
 use crate::scheduler::Settings;
@@ -52,8 +52,10 @@ pub const MAX_CONNECTIONS: usize = 512;
 pub const CONNECTED_TEXT: &str = "Connected to coordination server";
 pub const SHUTDOWN_TEXT: &str = "Server is shutting down";
 /// The longest an old worker's push waits for the coordinator's socket to
-/// take `tasks_created` (see [`Mark`]): a coordinator that stops reading must not stall the workers.
+/// take `tasks_created`: a coordinator that stops reading must not stall the workers.
 const HOLD_PUSH: Duration = Duration::from_secs(5);
+/// The marker a connection queues behind a `create_tasks` (see [`Outgoing::Mark`]).
+const CREATE_ANSWERED: u64 = 1;
 
 /// Bounds at the hub's edge; the defaults are far beyond what a real project
 /// needs and close to what keeps a hostile client from hurting the others.
@@ -317,6 +319,7 @@ pub async fn start(options: HubOptions) -> Result<RunningHub, HubError> {
         ids,
         limits,
         root: root.clone(),
+        creates_unwritten: tokio::sync::watch::Sender::new(0),
         tls: tls.as_ref().map(|tls| tokio_rustls::TlsAcceptor::from(tls.config.clone())),
         farewell: farewell.clone(),
     });
@@ -609,6 +612,13 @@ struct Edge {
     limits: Limits,
     /// The project root: its git commit goes in each greeting.
     root: PathBuf,
+    /// `create_tasks` frames whose answer no connection has written yet.
+    /// The original wrote every frame from one thread, so a coordinator
+    /// read `tasks_created` before a worker read the task it brought, and
+    /// old clients rely on that (they await the one, then listen for the
+    /// other); here each connection writes on its own, so pushes to old
+    /// workers wait for this to reach zero.
+    creates_unwritten: tokio::sync::watch::Sender<usize>,
     /// The TLS side of the listener, when the hub serves `wss://`.
     tls: Option<tokio_rustls::TlsAcceptor>,
     /// Set once the hub stepped down: what a new connection is told.
@@ -767,6 +777,9 @@ async fn serve_connection<S: AsyncRead + AsyncWrite + Unpin>(
     let mut last_activity = tokio::time::Instant::now();
     // The last frame either way: a connection silent for `keepalive` is pinged.
     let mut last_heard = last_activity;
+    // This connection's share of `creates_unwritten`, given back when it ends.
+    let mut my_creates = 0usize;
+    let mut creates = edge.creates_unwritten.subscribe();
     // A frame that does not parse is answered through the engine too, so its
     // error comes after the answers to the frames before it, as in the original.
     let answer_bad = async |error: String| {
@@ -818,7 +831,13 @@ async fn serve_connection<S: AsyncRead + AsyncWrite + Unpin>(
                         }
                         // A presence, too, waits for nothing and stays open for hours.
                         registered |= matches!(msg, ClientMsg::Register { .. } | ClientMsg::Subscribe { .. } | ClientMsg::Present { .. });
+                        let create = matches!(msg, ClientMsg::CreateTasks { .. });
+                        if create {
+                            my_creates += 1;
+                            edge.creates_unwritten.send_modify(|n| *n += 1);
+                        }
                         if !engine.send_async(Input::Message { conn, msg }).await { break; }
+                        if create && !engine.send_async(Input::Relay { conn, outgoing: Outgoing::Mark(CREATE_ANSWERED) }).await { break; }
                     }
                     Err(guard::Denied { error, close: false }) => {
                         outstanding = true;
@@ -845,23 +864,23 @@ async fn serve_connection<S: AsyncRead + AsyncWrite + Unpin>(
                             last_activity = tokio::time::Instant::now();
                             last_heard = last_activity;
                             outstanding = false;
+                            let old_push = matches!(msg, ServerMsg::TaskAssigned { task: Some(_), .. } | ServerMsg::NoTasks { .. });
+                            if old_push && my_creates == 0 && *creates.borrow() != 0 {
+                                if unflushed && sink.flush().await.is_err() { open = false; break; }
+                                unflushed = false;
+                                let _ = tokio::time::timeout(HOLD_PUSH, creates.wait_for(|n| *n == 0)).await;
+                            }
                             if sink.feed(Message::text(msg.to_json())).await.is_err() { open = false; break; }
                             unflushed = true;
                         }
-                        Some(Outgoing::Mark(Mark::Answered(answered))) => {
+                        Some(Outgoing::Mark(CREATE_ANSWERED)) => {
                             if unflushed && sink.flush().await.is_err() { open = false; break; }
                             unflushed = false;
-                            // Everything before the mark, `tasks_created` too, is written: the pushes may go.
-                            drop(answered);
+                            // Everything before the mark, `tasks_created` too, is written.
+                            my_creates -= 1;
+                            edge.creates_unwritten.send_modify(|n| *n -= 1);
                         }
-                        Some(Outgoing::Mark(Mark::After(create))) => {
-                            // A push of a task that create added: after its `tasks_created`.
-                            if !create.is_written() {
-                                if unflushed && sink.flush().await.is_err() { open = false; break; }
-                                unflushed = false;
-                                let _ = tokio::time::timeout(HOLD_PUSH, create.written()).await;
-                            }
-                        }
+                        Some(Outgoing::Mark(_)) => {}
                         Some(Outgoing::Close) | None => {
                             let _ = sink.close().await;
                             open = false;
@@ -895,6 +914,9 @@ async fn serve_connection<S: AsyncRead + AsyncWrite + Unpin>(
                 break;
             }
         }
+    }
+    if my_creates > 0 {
+        edge.creates_unwritten.send_modify(|n| *n -= my_creates);
     }
     engine.send_async(Input::Disconnected { conn }).await;
 }
