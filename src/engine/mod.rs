@@ -1028,8 +1028,6 @@ impl Engine {
     }
 }
 
-/// A stamp of a workflow's sources: the file and the `.lua` files under its
-/// folder (where `require` looks first), by path, size and modification time.
 /// A batch split in two steps, each handled and committed in turn: what
 /// comes before the first create of many tasks (`create_tasks`,
 /// `add_tasks`), with every later message of another connection, stays in
@@ -1065,6 +1063,8 @@ fn creates_last(batch: &mut Vec<Input>) -> Vec<Input> {
     after
 }
 
+/// A stamp of a workflow's sources: the file and the `.lua` files under its
+/// folder (where `require` looks first), by path, size and modification time.
 fn sources_stamp(path: &Path) -> u64 {
     use std::hash::{Hash, Hasher};
     let mut hasher = std::collections::hash_map::DefaultHasher::new();
