@@ -355,6 +355,12 @@ pub enum GitFailed {
 /// an inherited `GIT_DIR`, `GIT_WORK_TREE` or `GIT_INDEX_FILE` names, as
 /// they are when a git hook runs mcc); its stdout without the last newline.
 pub fn git(dir: &Path, args: &[&str]) -> Result<String, GitFailed> {
+    let out = git_bytes(dir, args)?;
+    Ok(String::from_utf8_lossy(&out).trim_end_matches('\n').to_owned())
+}
+
+/// [`git`], its stdout as git wrote it: paths listed with `-z` need not be UTF-8.
+pub fn git_bytes(dir: &Path, args: &[&str]) -> Result<Vec<u8>, GitFailed> {
     let out = Command::new("git")
         .current_dir(dir)
         .args(args)
@@ -367,5 +373,5 @@ pub fn git(dir: &Path, args: &[&str]) -> Result<String, GitFailed> {
     if !out.status.success() {
         return Err(GitFailed::Said(String::from_utf8_lossy(&out.stderr).trim().to_owned()));
     }
-    Ok(String::from_utf8_lossy(&out.stdout).trim_end_matches('\n').to_owned())
+    Ok(out.stdout)
 }

@@ -23,12 +23,12 @@
 use std::collections::BTreeMap;
 use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::time::UNIX_EPOCH;
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use crate::checkout::GitFailed;
 use crate::layout::{Layout, StateDir};
 
 /// The most a kept look may weigh when read back: a checkout with this
@@ -158,21 +158,13 @@ impl Tree {
 
     fn git(&self, args: &[&str]) -> Result<Vec<u8>, String> {
         let root = self.top.join(self.prefix.trim_end_matches('/'));
-        let out = Command::new("git")
-            .arg("-C")
-            .arg(&root)
-            // Never take the index lock to refresh it: a worker's own `git add` must not find it taken.
-            .arg("--no-optional-locks")
-            .args(["-c", "core.quotePath=false"])
-            .args(args)
-            .stdin(Stdio::null())
-            .stderr(Stdio::piped())
-            .output()
-            .map_err(|e| format!("cannot run git: {e}"))?;
-        if !out.status.success() {
-            return Err(format!("git {} failed: {}", args[0], String::from_utf8_lossy(&out.stderr).trim()));
-        }
-        Ok(out.stdout)
+        // Never take the index lock to refresh it: a worker's own `git add` must not find it taken.
+        let options = ["--no-optional-locks", "-c", "core.quotePath=false"];
+        let all: Vec<&str> = options.iter().chain(args).copied().collect();
+        crate::checkout::git_bytes(&root, &all).map_err(|failed| match failed {
+            GitFailed::Spawn(e) => format!("cannot run git: {e}"),
+            GitFailed::Said(said) => format!("git {} failed: {said}", args[0]),
+        })
     }
 }
 
